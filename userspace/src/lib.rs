@@ -1,0 +1,12 @@
+//! Warden: per-tenant network enforcement.
+//!
+//! Data flows one way: [`policy`] (parse, validate, compile) -> [`dataplane`] (the only
+//! module that touches aya) -> [`metrics`] and [`api`], which read the state. [`daemon`]
+//! wires them together for `warden run`; [`cli`] is the command line.
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod dataplane;
+pub mod metrics;
+pub mod policy;
