@@ -1,1 +1,49 @@
-fn main() {}
+//! Developer tasks. `cargo xtask <task>`; every task that needs the machine set up
+//! runs `setup` first, so a fresh checkout needs nothing else.
+
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Warden developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install and verify everything a fresh machine lacks (idempotent).
+    Setup,
+    /// Build the daemon (and its embedded eBPF object).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, fmt check, clippy (userspace and eBPF), unit tests, then the privileged tiers.
+    Test(test::TestArgs),
+    /// Build a namespace lab, run the daemon on it, drive traffic and show per-tenant rates.
+    Demo(demo::DemoArgs),
+    /// Measure per-packet cost against baselines measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build { release } => {
+            setup::run()?;
+            util::cargo_build(release)
+        }
+        Task::Test(args) => test::run(args),
+        Task::Demo(args) => demo::run(args),
+        Task::Bench(args) => bench::run(args),
+    }
+}
