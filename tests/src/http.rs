@@ -1,0 +1,117 @@
+//! Minimal HTTP/1.1 client that connects from inside a network namespace.
+//!
+//! The daemon under test listens on a loopback address inside a lab namespace. Rather
+//! than plumbing an interface into the root namespace (which the lab never touches),
+//! the request runs on a short-lived thread that has joined the namespace with
+//! `setns(2)`: sockets it creates belong to that namespace.
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// A response: status code and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends `method path` with an optional body to `addr` from inside netns `ns`
+/// (a name under /run/netns, as `ip netns add` makes them).
+pub fn request_in_netns(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<Response> {
+    let ns_path = PathBuf::from("/run/netns").join(ns);
+    let (method, path) = (method.to_string(), path.to_string());
+    let body = body.map(str::to_string);
+    let token = token.map(str::to_string);
+    std::thread::spawn(move || -> Result<Response> {
+        let f = File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({}): {}", ns_path.display(), std::io::Error::last_os_error());
+        }
+        request(addr, &method, &path, body.as_deref(), token.as_deref())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+}
+
+/// GET `path` from `addr` inside netns `ns`; fails unless the status is 200.
+pub fn get_in_netns(ns: &str, addr: SocketAddr, path: &str) -> Result<String> {
+    let r = request_in_netns(ns, addr, "GET", path, None, None)?;
+    if r.status != 200 {
+        bail!("GET {path}: status {}: {}", r.status, r.body);
+    }
+    Ok(r.body)
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads the reply.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).with_context(|| format!("reading reply to {method} {path}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").context("reply without header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked { dechunk(rest)? } else { rest.to_string() };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut s: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").context("truncated chunk header")?;
+        let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).context("truncated chunk")?);
+        s = rest.get(n + 2..).context("truncated chunk trailer")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), "abcde");
+    }
+}

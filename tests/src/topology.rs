@@ -1,0 +1,172 @@
+//! The standard lab: the topology of `configs/demo.yaml`, used by `cargo xtask demo`
+//! and the Tier 2 tests.
+//!
+//! ```text
+//!   ext --eth0====wan0-- node --lan0====eth0-- globex   (gateway mode on lan0)
+//!       --eth1====wan1--      --lan1====eth0-- initech  (gateway mode on lan1)
+//! ```
+//! `node` runs the daemon. It is tenant acme's own server (host mode on `wan0`, where
+//! acme's addresses live) and the gateway in front of globex and initech, whose
+//! traffic leaves through `wan1`, which Warden does not watch, so nothing is counted
+//! twice. Every link has permanent neighbour entries and quiet IPv6, so after
+//! [`Lab::settle`] the links carry only the traffic a test makes.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::lab::{Lab, Netns, Proc};
+
+/// Addresses of the standard lab (198.18.0.0/15 and 2001:db8::/32 only).
+pub mod addr {
+    /// acme's server (the node itself) on wan0.
+    pub const ACME_V4: &str = "198.18.1.1";
+    pub const ACME_V6: &str = "2001:db8:1::1";
+    /// The outside host's address on acme's link.
+    pub const EXT_WAN0_V4: &str = "198.18.1.254";
+    pub const EXT_WAN0_V6: &str = "2001:db8:1::fe";
+    /// The node's and the outside host's transit addresses (wan1 / eth1).
+    pub const NODE_WAN1_V4: &str = "198.18.3.1";
+    pub const NODE_WAN1_V6: &str = "2001:db8:3::1";
+    pub const EXT_WAN1_V4: &str = "198.18.3.254";
+    pub const EXT_WAN1_V6: &str = "2001:db8:3::fe";
+    /// globex's server behind lan0, and the node's address there.
+    pub const GLOBEX_V4: &str = "198.18.2.10";
+    pub const GLOBEX_V6: &str = "2001:db8:2:1::10";
+    pub const NODE_LAN0_V4: &str = "198.18.2.1";
+    pub const NODE_LAN0_V6: &str = "2001:db8:2:1::1";
+    /// initech's server behind lan1, and the node's address there.
+    pub const INITECH_V4: &str = "198.18.2.130";
+    pub const INITECH_V6: &str = "2001:db8:2:2::10";
+    pub const NODE_LAN1_V4: &str = "198.18.2.129";
+    pub const NODE_LAN1_V6: &str = "2001:db8:2:2::1";
+}
+
+/// The policy the standard lab runs, with its run directories still generic.
+pub const DEMO_POLICY: &str = include_str!("../../configs/demo.yaml");
+
+/// Where the daemon listens inside the node namespace (as in `configs/demo.yaml`).
+pub const API: &str = "127.0.0.1:9477";
+
+/// The demo policy's run directory; replaced by the lab's own per run.
+const POLICY_RUNDIR: &str = "/run/warden-demo";
+
+/// The built lab. Dropping it removes everything (namespaces, processes, mounts).
+pub struct StandardLab {
+    pub node: Netns,
+    pub ext: Netns,
+    pub globex: Netns,
+    pub initech: Netns,
+    /// Last field: dropped after the namespace handles.
+    pub lab: Lab,
+}
+
+struct Link<'a> {
+    a: &'a Netns,
+    if_a: &'a str,
+    addrs_a: [&'a str; 2],
+    b: &'a Netns,
+    if_b: &'a str,
+    addrs_b: [&'a str; 2],
+    prefix: [u8; 2],
+}
+
+impl StandardLab {
+    /// Builds the topology and waits until it is quiet.
+    pub fn build(prefix: &str) -> Result<Self> {
+        let lab = Lab::new(prefix)?;
+        let node = lab.netns("node")?;
+        let ext = lab.netns("ext")?;
+        let globex = lab.netns("globex")?;
+        let initech = lab.netns("initech")?;
+        use addr::*;
+        let links = [
+            Link { a: &node, if_a: "wan0", addrs_a: [ACME_V4, ACME_V6], b: &ext, if_b: "eth0", addrs_b: [EXT_WAN0_V4, EXT_WAN0_V6], prefix: [24, 64] },
+            Link { a: &node, if_a: "wan1", addrs_a: [NODE_WAN1_V4, NODE_WAN1_V6], b: &ext, if_b: "eth1", addrs_b: [EXT_WAN1_V4, EXT_WAN1_V6], prefix: [24, 64] },
+            Link { a: &node, if_a: "lan0", addrs_a: [NODE_LAN0_V4, NODE_LAN0_V6], b: &globex, if_b: "eth0", addrs_b: [GLOBEX_V4, GLOBEX_V6], prefix: [25, 64] },
+            Link { a: &node, if_a: "lan1", addrs_a: [NODE_LAN1_V4, NODE_LAN1_V6], b: &initech, if_b: "eth0", addrs_b: [INITECH_V4, INITECH_V6], prefix: [25, 64] },
+        ];
+        for l in &links {
+            lab.link(l.a, l.if_a, l.b, l.if_b)?;
+            for (ns, ifname, addrs) in [(l.a, l.if_a, l.addrs_a), (l.b, l.if_b, l.addrs_b)] {
+                ns.quiet_ipv6(ifname)?;
+                ns.addr(ifname, &format!("{}/{}", addrs[0], l.prefix[0]))?;
+                ns.addr(ifname, &format!("{}/{}", addrs[1], l.prefix[1]))?;
+            }
+            let (mac_a, mac_b) = (l.a.mac(l.if_a)?, l.b.mac(l.if_b)?);
+            for i in 0..2 {
+                l.a.neigh_permanent(l.if_a, l.addrs_b[i], mac_b)?;
+                l.b.neigh_permanent(l.if_b, l.addrs_a[i], mac_a)?;
+            }
+            l.a.up(l.if_a)?;
+            l.b.up(l.if_b)?;
+        }
+        node.sysctls(&[("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1")])?;
+        for (ns, v4, v6) in [(&globex, NODE_LAN0_V4, NODE_LAN0_V6), (&initech, NODE_LAN1_V4, NODE_LAN1_V6)] {
+            ns.route("default", v4)?;
+            ns.route("default", v6)?;
+        }
+        ext.route("198.18.2.0/24", NODE_WAN1_V4)?;
+        ext.route("2001:db8:2::/48", NODE_WAN1_V6)?;
+        lab.settle()?;
+        Ok(Self { node, ext, globex, initech, lab })
+    }
+
+    /// The demo policy with its run directories moved into this lab's own.
+    pub fn policy_text(&self) -> Result<String> {
+        let bpffs = self.lab.bpffs()?;
+        let rundir = bpffs.parent().context("lab bpffs has no parent directory")?;
+        Ok(DEMO_POLICY.replace(POLICY_RUNDIR, &rundir.display().to_string()))
+    }
+
+    /// Writes the policy into the lab's tempdir and returns its path.
+    pub fn write_policy(&self) -> Result<PathBuf> {
+        let path = self.lab.tempdir().join("warden.yaml");
+        std::fs::write(&path, self.policy_text()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Starts `warden run -c policy` in the node namespace and waits until it serves.
+    pub fn start_daemon(&self, warden: &Path, policy: &Path) -> Result<Proc> {
+        let warden = warden.to_str().context("warden path is not UTF-8")?;
+        let policy = policy.to_str().context("policy path is not UTF-8")?;
+        let mut proc = self.node.spawn(&[warden, "run", "-c", policy])?;
+        proc.wait_log("serving API", Duration::from_secs(30))
+            .context("the daemon did not start")?;
+        Ok(proc)
+    }
+
+    /// The API address inside the node namespace.
+    pub fn api(&self) -> SocketAddr {
+        API.parse().expect("API is a valid socket address")
+    }
+
+    /// GET a path of the daemon's API from inside the node namespace.
+    pub fn get(&self, path: &str) -> Result<String> {
+        crate::http::get_in_netns(self.node.name(), self.api(), path)
+    }
+}
+
+/// The daemon binary to test: `$WARDEN_BIN`, else the workspace's debug build.
+pub fn warden_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("WARDEN_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug/warden")
+        }
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "warden binary not found at {} (run `cargo build -p warden` or set WARDEN_BIN)",
+        path.display()
+    );
+    Ok(path)
+}

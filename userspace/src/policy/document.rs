@@ -1,0 +1,303 @@
+//! Reads the sections of the policy file (`daemon`, `interfaces`, `defaults`, `tenants`)
+//! from the YAML tree into the policy types, recording every error on the way.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::diagnostic::Diagnostic;
+use super::reader::{load_yaml, set, Entry, Node, Pos, Reader};
+use super::{units, validate, DaemonConfig, Interface, Mode, Policy, Smtp, Tenant, TenantSettings};
+
+const TOP_KEYS: &[&str] = &["daemon", "interfaces", "defaults", "tenants"];
+const DAEMON_KEYS: &[&str] = &["listen", "state_dir", "bpffs", "tokens", "management"];
+const INTERFACE_KEYS: &[&str] = &["name", "mode"];
+const SETTINGS_KEYS: &[&str] = &["bandwidth", "smtp", "allow", "detectors"];
+const TENANT_KEYS: &[&str] = &[
+    "id",
+    "addresses",
+    "macs",
+    "bandwidth",
+    "smtp",
+    "allow",
+    "detectors",
+];
+const BANDWIDTH_KEYS: &[&str] = &["egress", "ingress", "burst"];
+
+/// An interface with the position of its name, for the duplicate check.
+pub(super) struct InterfaceDraft {
+    pub interface: Interface,
+    pub name_pos: Pos,
+}
+
+/// A tenant as read, with the positions the cross-tenant checks point at. `id` is `None`
+/// when it was missing or invalid (already reported).
+pub(super) struct TenantDraft {
+    pub pos: Pos,
+    pub id: Option<(String, Pos)>,
+    pub addresses: Vec<(IpNet, Pos)>,
+    pub macs: Vec<([u8; 6], Pos)>,
+    pub settings: TenantSettings,
+}
+
+impl TenantDraft {
+    /// How messages name this tenant.
+    pub fn label(&self) -> String {
+        match &self.id {
+            Some((id, _)) => format!("tenant {id}"),
+            None => format!("the tenant at line {}", self.pos.line),
+        }
+    }
+}
+
+/// Parses and validates policy text: the policy, or every problem found.
+pub(super) fn read(text: &str, file_name: &str) -> Result<Policy, Vec<Diagnostic>> {
+    let mut r = Reader::new(file_name);
+    let documents = match load_yaml(text) {
+        Ok(documents) => documents,
+        Err((pos, message)) => {
+            r.error_at(pos, message);
+            return Err(r.finish());
+        }
+    };
+    if let Some(second) = documents.get(1) {
+        r.error(second, "a policy file holds a single YAML document");
+    }
+
+    let mut daemon = DaemonConfig::default();
+    let mut interfaces = Vec::new();
+    let mut defaults = TenantSettings::default();
+    let mut tenants_node = None;
+    if let Some(root) = documents.first() {
+        let what = "a mapping with keys daemon, interfaces, defaults, tenants";
+        for entry in r.mapping(root, what) {
+            match entry.key {
+                "daemon" => read_daemon(&mut r, entry.value, &mut daemon),
+                "interfaces" => interfaces = read_interfaces(&mut r, entry.value),
+                "defaults" => {
+                    for setting in r.mapping(entry.value, "a mapping of tenant settings") {
+                        if !read_setting(&mut r, &setting, &mut defaults) {
+                            r.unknown_key(&setting, "defaults", SETTINGS_KEYS);
+                        }
+                    }
+                }
+                // Read after the loop: tenants start from `defaults` wherever it appears.
+                "tenants" => tenants_node = Some(entry.value),
+                _ => r.unknown_key(&entry, "the policy", TOP_KEYS),
+            }
+        }
+    }
+    let tenants = match tenants_node {
+        Some(node) => read_tenants(&mut r, node, &defaults),
+        None => Vec::new(),
+    };
+
+    validate::interfaces(&mut r, &interfaces);
+    validate::tenants(&mut r, &tenants);
+    let diagnostics = r.finish();
+    if !diagnostics.is_empty() {
+        return Err(diagnostics);
+    }
+    Ok(Policy {
+        daemon,
+        interfaces: interfaces.into_iter().map(|d| d.interface).collect(),
+        defaults,
+        tenants: tenants
+            .into_iter()
+            .filter_map(|draft| {
+                Some(Tenant {
+                    id: draft.id?.0,
+                    addresses: draft.addresses.into_iter().map(|(net, _)| net).collect(),
+                    macs: draft.macs.into_iter().map(|(mac, _)| mac).collect(),
+                    settings: draft.settings,
+                })
+            })
+            .collect(),
+    })
+}
+
+fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
+    for entry in r.mapping(node, "a mapping of daemon settings") {
+        let value = entry.value;
+        match entry.key {
+            "listen" => set(
+                &mut daemon.listen,
+                r.value(value, "IP:PORT", units::socket_addr),
+            ),
+            "state_dir" => set(
+                &mut daemon.state_dir,
+                r.value(value, "a directory", absolute_path),
+            ),
+            "bpffs" => set(
+                &mut daemon.bpffs,
+                r.value(value, "a directory on a bpf filesystem", absolute_path),
+            ),
+            "tokens" => daemon.tokens = r.value(value, "a file path", absolute_path),
+            "management" => daemon.management = nets(cidrs(r, value)),
+            _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
+        }
+    }
+}
+
+fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
+    let mut drafts = Vec::new();
+    for item in r.sequence(node, "a list of interfaces") {
+        let entries = r.mapping(item, "an interface mapping with keys name, mode");
+        let (mut name, mut mode) = (None, None);
+        for entry in &entries {
+            match entry.key {
+                "name" => {
+                    name = r
+                        .value(entry.value, "an interface name", interface_name)
+                        .map(|n| (n, Pos::of(entry.value)));
+                }
+                "mode" => mode = r.value(entry.value, "host or gateway", parse_mode),
+                _ => r.unknown_key(entry, "interface", INTERFACE_KEYS),
+            }
+        }
+        r.require(item, &entries, "interface", INTERFACE_KEYS);
+        if let (Some((name, name_pos)), Some(mode)) = (name, mode) {
+            drafts.push(InterfaceDraft {
+                interface: Interface { name, mode },
+                name_pos,
+            });
+        }
+    }
+    drafts
+}
+
+fn read_tenants(r: &mut Reader, node: &Node<'_>, defaults: &TenantSettings) -> Vec<TenantDraft> {
+    let mut drafts = Vec::new();
+    for item in r.sequence(node, "a list of tenants") {
+        let mut draft = TenantDraft {
+            pos: Pos::of(item),
+            id: None,
+            addresses: Vec::new(),
+            macs: Vec::new(),
+            settings: defaults.clone(),
+        };
+        let entries = r.mapping(item, "a tenant mapping");
+        for entry in &entries {
+            match entry.key {
+                "id" => {
+                    draft.id = r
+                        .value(entry.value, "a tenant id", tenant_id)
+                        .map(|id| (id, Pos::of(entry.value)));
+                }
+                "addresses" => draft.addresses = cidrs(r, entry.value),
+                "macs" => draft.macs = r.list(entry.value, "a list of MACs", "a MAC", units::mac),
+                _ => {
+                    if !read_setting(r, entry, &mut draft.settings) {
+                        r.unknown_key(entry, "tenant", TENANT_KEYS);
+                    }
+                }
+            }
+        }
+        r.require(item, &entries, "tenant", &["id", "addresses"]);
+        drafts.push(draft);
+    }
+    drafts
+}
+
+/// Reads one of the keys `defaults` and tenants share into `settings`, overriding what is
+/// there; false if `entry` is not such a key.
+fn read_setting(r: &mut Reader, entry: &Entry<'_, '_>, settings: &mut TenantSettings) -> bool {
+    let value = entry.value;
+    match entry.key {
+        "bandwidth" => {
+            let bandwidth = &mut settings.bandwidth;
+            for sub in r.mapping(value, "a mapping with keys egress, ingress, burst") {
+                let rate = "a rate such as 100Mbit, or unlimited";
+                match sub.key {
+                    "egress" => set(&mut bandwidth.egress, r.value(sub.value, rate, limit)),
+                    "ingress" => set(&mut bandwidth.ingress, r.value(sub.value, rate, limit)),
+                    "burst" => {
+                        let burst = r.value(sub.value, "a size such as 256KiB", units::size);
+                        set(&mut bandwidth.burst, burst.map(Some));
+                    }
+                    _ => r.unknown_key(&sub, "bandwidth", BANDWIDTH_KEYS),
+                }
+            }
+        }
+        "smtp" => set(
+            &mut settings.smtp,
+            r.value(value, "block, allow or a rate such as 10/min", smtp),
+        ),
+        "allow" => settings.allow = nets(cidrs(r, value)),
+        "detectors" => settings.detectors.apply(r, value),
+        _ => return false,
+    }
+    true
+}
+
+fn cidrs(r: &mut Reader, node: &Node<'_>) -> Vec<(IpNet, Pos)> {
+    r.list(node, "a list of CIDRs", "a CIDR", units::cidr)
+}
+
+fn nets(list: Vec<(IpNet, Pos)>) -> Vec<IpNet> {
+    list.into_iter().map(|(net, _)| net).collect()
+}
+
+/// A bandwidth limit: a rate, or `unlimited` (so a tenant can lift a default limit).
+fn limit(text: &str) -> Result<Option<u64>, String> {
+    match text {
+        "unlimited" => Ok(None),
+        _ => units::rate(text).map(Some),
+    }
+}
+
+fn smtp(text: &str) -> Result<Smtp, String> {
+    match text {
+        "block" => Ok(Smtp::Block),
+        "allow" => Ok(Smtp::Allow),
+        _ if text.contains('/') => Ok(Smtp::Rate {
+            per_second: units::per_second(text)?,
+            text: text.to_owned(),
+        }),
+        _ => Err(format!(
+            "expected block, allow or a rate of new connections such as 10/min, found `{text}`"
+        )),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "host" => Ok(Mode::Host),
+        "gateway" => Ok(Mode::Gateway),
+        _ => Err(format!("unknown mode `{text}`; expected host or gateway")),
+    }
+}
+
+/// Tenant ids appear in metric labels and API paths, so they stay plain.
+fn tenant_id(text: &str) -> Result<String, String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if (1..=64).contains(&text.len()) && text.chars().all(plain) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid tenant id `{text}`; use 1 to 64 characters of A-Z a-z 0-9 . _ -"
+        ))
+    }
+}
+
+/// The kernel's rules for interface names (IFNAMSIZ, no `/`, `:` or whitespace).
+fn interface_name(text: &str) -> Result<String, String> {
+    let bad = |c: char| c == '/' || c == ':' || c.is_whitespace();
+    if text.is_empty() || text.len() > 15 || text == "." || text == ".." || text.contains(bad) {
+        Err(format!(
+            "invalid interface name `{text}`; at most 15 characters, no `/`, `:` or spaces"
+        ))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// The daemon runs from systemd with no meaningful working directory.
+fn absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("`{text}` must be an absolute path"))
+    }
+}

@@ -1,0 +1,185 @@
+//! The policy file: parse and validate `warden.yaml` into a [`Policy`].
+//!
+//! Parsing never stops at the first problem: [`parse`] reports every error in the file, each
+//! at the line and column of the offending key or value, as `warden policy check` prints them.
+//! Only a YAML syntax error ends parsing early. The submodules split the work by concern:
+//! `reader` walks the YAML tree and records errors, `units` reads the text forms of values,
+//! `detectors` holds the detector schema, `document` reads the sections, and `validate` checks
+//! rules that span tenants.
+
+mod detectors;
+mod diagnostic;
+mod document;
+mod reader;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use detectors::{
+    Action, Detectors, Drops, FloodIn, FloodOut, Kind, Proxy, Response, Scan, Spam,
+};
+pub use diagnostic::{Diagnostic, Diagnostics};
+
+/// A validated policy: what the daemon enforces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// `daemon`: where the daemon listens and keeps its state.
+    pub daemon: DaemonConfig,
+    /// `interfaces`: the NICs to attach to, each in a deployment mode.
+    pub interfaces: Vec<Interface>,
+    /// `defaults`: the settings every tenant starts from.
+    pub defaults: TenantSettings,
+    /// `tenants`, with `defaults` merged in.
+    pub tenants: Vec<Tenant>,
+}
+
+impl Policy {
+    /// The tenant with id `id`.
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+/// `daemon`: the daemon's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// API and metrics listener (`listen`, default `127.0.0.1:9477`).
+    pub listen: SocketAddr,
+    /// Directory for the database and other state (`state_dir`, default `/var/lib/warden`).
+    pub state_dir: PathBuf,
+    /// Where maps and links are pinned (`bpffs`, default `/sys/fs/bpf/warden`).
+    pub bpffs: PathBuf,
+    /// Token file (`tokens`); without it the API accepts no writes.
+    pub tokens: Option<PathBuf>,
+    /// Networks a suspended tenant can still reach and be reached from (`management`).
+    pub management: Vec<IpNet>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
+            state_dir: PathBuf::from("/var/lib/warden"),
+            bpffs: PathBuf::from("/sys/fs/bpf/warden"),
+            tokens: None,
+            management: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `interfaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Kernel interface name, e.g. `eth0`.
+    pub name: String,
+    /// How tenants' traffic crosses this interface.
+    pub mode: Mode,
+}
+
+/// Deployment mode of an interface (PRODUCT.md, "Deployment modes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Warden runs on the tenant's server: from-tenant traffic leaves through egress.
+    Host,
+    /// Warden runs in front of tenants' servers: from-tenant traffic arrives on ingress.
+    Gateway,
+}
+
+impl Mode {
+    /// The name used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Host => "host",
+            Mode::Gateway => "gateway",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tenant after `defaults` have been merged in (every field resolved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// Unique id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// The tenant's networks, normalized, disjoint from every other tenant's.
+    pub addresses: Vec<IpNet>,
+    /// The tenant's MAC addresses (unicast), none shared with another tenant.
+    pub macs: Vec<[u8; 6]>,
+    /// Settings, `defaults` overridden by the tenant's own keys.
+    pub settings: TenantSettings,
+}
+
+/// The settings `defaults` gives and a tenant may override.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenantSettings {
+    /// `bandwidth`: the rate plan; each sub-key overrides on its own.
+    pub bandwidth: Bandwidth,
+    /// `smtp`: outbound SMTP policy (default block).
+    pub smtp: Smtp,
+    /// `allow`: destinations exempt from detection. A tenant's list replaces the default one.
+    pub allow: Vec<IpNet>,
+    /// `detectors`: per kind, thresholds and actions; each field overrides on its own.
+    pub detectors: Detectors,
+}
+
+/// `bandwidth`: the tenant's rate plan, policed in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bandwidth {
+    /// Bits per second the tenant may send (`egress`); `None` is unlimited.
+    pub egress: Option<u64>,
+    /// Bits per second the tenant may receive (`ingress`); `None` is unlimited.
+    pub ingress: Option<u64>,
+    /// Bucket depth in bytes (`burst`); `None` lets the dataplane choose.
+    pub burst: Option<u64>,
+}
+
+/// `smtp`: what happens to the tenant's outbound SMTP (ports 25, 465, 587).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Smtp {
+    /// `block`: no outbound SMTP.
+    #[default]
+    Block,
+    /// `allow`: outbound SMTP without limit.
+    Allow,
+    /// A rate of new connections, e.g. `10/min`.
+    Rate {
+        /// New connections per second.
+        per_second: f64,
+        /// The rate as written, e.g. `10/min`.
+        text: String,
+    },
+}
+
+/// Parses and validates policy text. `file_name` only labels the diagnostics; no I/O.
+pub fn parse(text: &str, file_name: &str) -> Result<Policy, Diagnostics> {
+    document::read(text, file_name).map_err(Diagnostics)
+}
+
+/// Reads and parses the policy file at `path`. A file that cannot be read is one diagnostic
+/// at line 0, column 0.
+pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file_name),
+        Err(e) => Err(Diagnostics(vec![Diagnostic {
+            file: file_name,
+            line: 0,
+            col: 0,
+            message: e.to_string(),
+        }])),
+    }
+}

@@ -1,0 +1,242 @@
+//! A typed reader over a YAML node tree that records every error with its position and
+//! keeps going, so one `warden policy check` run reports all problems of a file.
+//!
+//! Scalars are loaded as their source text (no YAML type guessing), so `id: 0042` stays
+//! `0042` and each field decides for itself what text it accepts.
+
+use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
+use saphyr_parser::{Parser, ScanError};
+
+use super::diagnostic::Diagnostic;
+
+/// A YAML node with its position in the source.
+pub(super) type Node<'i> = MarkedYaml<'i>;
+
+/// A 1-based position in the policy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    /// Where `node` starts.
+    pub fn of(node: &Node<'_>) -> Self {
+        Pos {
+            line: node.span.start.line(),
+            col: node.span.start.col() + 1,
+        }
+    }
+}
+
+/// One entry of a mapping whose key is a scalar.
+pub(super) struct Entry<'n, 'i> {
+    /// The key's text.
+    pub key: &'n str,
+    /// The key node, where errors about the key itself (unknown, misplaced) point.
+    pub key_node: &'n Node<'i>,
+    /// The value node.
+    pub value: &'n Node<'i>,
+}
+
+/// Parses `text` into its YAML documents, or the syntax error with its position.
+pub(super) fn load_yaml(text: &str) -> Result<Vec<Node<'_>>, (Pos, String)> {
+    let mut loader: YamlLoader<'_, Node<'_>> = YamlLoader::default();
+    // Keep scalars as written; the reader types them per field.
+    loader.early_parse(false);
+    let scan_error = |e: &ScanError| {
+        let pos = Pos {
+            line: e.marker().line(),
+            col: e.marker().col() + 1,
+        };
+        (pos, format!("YAML syntax error: {}", e.info()))
+    };
+    Parser::new_from_str(text)
+        .load(&mut loader, true)
+        .map_err(|e| scan_error(&e))?;
+    if let Some(e) = loader.error() {
+        return Err(scan_error(e));
+    }
+    Ok(loader.into_documents())
+}
+
+/// Collects diagnostics while typed values are read out of nodes.
+pub(super) struct Reader {
+    file: String,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Reader {
+    pub fn new(file: &str) -> Self {
+        Reader {
+            file: file.to_owned(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Records an error at `pos`.
+    pub fn error_at(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        });
+    }
+
+    /// Records an error at the start of `node`.
+    pub fn error(&mut self, node: &Node<'_>, message: impl Into<String>) {
+        self.error_at(Pos::of(node), message);
+    }
+
+    /// The diagnostics recorded so far, in file order.
+    pub fn finish(mut self) -> Vec<Diagnostic> {
+        self.diagnostics.sort_by_key(|d| (d.line, d.col));
+        self.diagnostics
+    }
+
+    /// The entries of a mapping. `null` (an empty value) reads as an empty mapping; anything
+    /// else that is not a mapping is an error and reads as empty.
+    pub fn mapping<'n, 'i>(&mut self, node: &'n Node<'i>, what: &str) -> Vec<Entry<'n, 'i>> {
+        match &node.data {
+            YamlData::Mapping(map) => map
+                .iter()
+                .filter_map(|(key_node, value)| match text(key_node) {
+                    Some(key) => Some(Entry {
+                        key,
+                        key_node,
+                        value,
+                    }),
+                    None => {
+                        self.error(key_node, "expected a plain key");
+                        None
+                    }
+                })
+                .collect(),
+            _ if is_null(node) => Vec::new(),
+            _ => {
+                self.expected(node, what);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The items of a list. `null` reads as an empty list.
+    pub fn sequence<'n, 'i>(&mut self, node: &'n Node<'i>, what: &str) -> &'n [Node<'i>] {
+        match &node.data {
+            YamlData::Sequence(items) => items,
+            _ if is_null(node) => &[],
+            _ => {
+                self.expected(node, what);
+                &[]
+            }
+        }
+    }
+
+    /// A scalar's text, converted by `parse`; a non-scalar or a rejected text is recorded as
+    /// an error at `node` and reads as `None`.
+    pub fn value<T>(
+        &mut self,
+        node: &Node<'_>,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let Some(text) = text(node).filter(|_| !is_null(node)) else {
+            self.expected(node, what);
+            return None;
+        };
+        parse(text)
+            .map_err(|message| self.error(node, message))
+            .ok()
+    }
+
+    /// A list of scalars (`what`), each one an `item` converted by `parse`, with the position
+    /// of each one that was accepted.
+    pub fn list<T>(
+        &mut self,
+        node: &Node<'_>,
+        what: &str,
+        item: &str,
+        mut parse: impl FnMut(&str) -> Result<T, String>,
+    ) -> Vec<(T, Pos)> {
+        let items = self.sequence(node, what);
+        items
+            .iter()
+            .filter_map(|node| {
+                self.value(node, item, &mut parse)
+                    .map(|value| (value, Pos::of(node)))
+            })
+            .collect()
+    }
+
+    /// Records an unknown key, naming the keys that are allowed at this place.
+    pub fn unknown_key(&mut self, entry: &Entry<'_, '_>, context: &str, expected: &[&str]) {
+        self.error(
+            entry.key_node,
+            format!(
+                "unknown key `{}` in {context}; expected one of: {}",
+                entry.key,
+                expected.join(", ")
+            ),
+        );
+    }
+
+    /// Records, at the mapping `node`, each of `required` that is not among `entries`.
+    pub fn require(
+        &mut self,
+        node: &Node<'_>,
+        entries: &[Entry<'_, '_>],
+        context: &str,
+        required: &[&str],
+    ) {
+        for key in required {
+            if !entries.iter().any(|entry| entry.key == *key) {
+                self.error(node, format!("{context} is missing required key `{key}`"));
+            }
+        }
+    }
+
+    fn expected(&mut self, node: &Node<'_>, what: &str) {
+        let found = describe(node);
+        self.error(node, format!("expected {what}, found {found}"));
+    }
+}
+
+/// The source text of a scalar node.
+fn text<'n>(node: &'n Node<'_>) -> Option<&'n str> {
+    match &node.data {
+        YamlData::Representation(text, _, _) => Some(text),
+        _ => None,
+    }
+}
+
+/// Overwrites `field` with a value that was read successfully; a rejected value (already
+/// reported) leaves the field as it was.
+pub(super) fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+/// True for an empty value, `~` or `null` written without quotes.
+fn is_null(node: &Node<'_>) -> bool {
+    match &node.data {
+        YamlData::Representation(text, ScalarStyle::Plain, _) => {
+            matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL")
+        }
+        YamlData::BadValue => true,
+        _ => false,
+    }
+}
+
+/// What a node is, for "expected X, found Y".
+fn describe(node: &Node<'_>) -> String {
+    match &node.data {
+        _ if is_null(node) => "nothing".to_owned(),
+        YamlData::Representation(text, _, _) => format!("`{text}`"),
+        YamlData::Sequence(_) => "a list".to_owned(),
+        YamlData::Mapping(_) => "a mapping".to_owned(),
+        YamlData::Tagged(tag, _) => format!("a value tagged {tag}"),
+        _ => "an unsupported value".to_owned(),
+    }
+}
