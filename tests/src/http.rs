@@ -41,7 +41,11 @@ pub fn request_in_netns(
         let f = File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
         // SAFETY: setns on this thread only; the fd is valid for the call.
         if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns({}): {}", ns_path.display(), std::io::Error::last_os_error());
+            bail!(
+                "setns({}): {}",
+                ns_path.display(),
+                std::io::Error::last_os_error()
+            );
         }
         request(addr, &method, &path, body.as_deref(), token.as_deref())
     })
@@ -70,16 +74,21 @@ pub fn request(
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).with_context(|| format!("reading reply to {method} {path}"))?;
+    s.read_to_end(&mut raw)
+        .with_context(|| format!("reading reply to {method} {path}"))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").context("reply without header end")?;
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .context("reply without header end")?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
@@ -89,7 +98,11 @@ pub fn request(
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(rest)? } else { rest.to_string() };
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_string()
+    };
     Ok(Response { status, body })
 }
 
@@ -112,6 +125,9 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), "abcde");
+        assert_eq!(
+            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            "abcde"
+        );
     }
 }

@@ -85,10 +85,42 @@ impl StandardLab {
         let initech = lab.netns("initech")?;
         use addr::*;
         let links = [
-            Link { a: &node, if_a: "wan0", addrs_a: [ACME_V4, ACME_V6], b: &ext, if_b: "eth0", addrs_b: [EXT_WAN0_V4, EXT_WAN0_V6], prefix: [24, 64] },
-            Link { a: &node, if_a: "wan1", addrs_a: [NODE_WAN1_V4, NODE_WAN1_V6], b: &ext, if_b: "eth1", addrs_b: [EXT_WAN1_V4, EXT_WAN1_V6], prefix: [24, 64] },
-            Link { a: &node, if_a: "lan0", addrs_a: [NODE_LAN0_V4, NODE_LAN0_V6], b: &globex, if_b: "eth0", addrs_b: [GLOBEX_V4, GLOBEX_V6], prefix: [25, 64] },
-            Link { a: &node, if_a: "lan1", addrs_a: [NODE_LAN1_V4, NODE_LAN1_V6], b: &initech, if_b: "eth0", addrs_b: [INITECH_V4, INITECH_V6], prefix: [25, 64] },
+            Link {
+                a: &node,
+                if_a: "wan0",
+                addrs_a: [ACME_V4, ACME_V6],
+                b: &ext,
+                if_b: "eth0",
+                addrs_b: [EXT_WAN0_V4, EXT_WAN0_V6],
+                prefix: [24, 64],
+            },
+            Link {
+                a: &node,
+                if_a: "wan1",
+                addrs_a: [NODE_WAN1_V4, NODE_WAN1_V6],
+                b: &ext,
+                if_b: "eth1",
+                addrs_b: [EXT_WAN1_V4, EXT_WAN1_V6],
+                prefix: [24, 64],
+            },
+            Link {
+                a: &node,
+                if_a: "lan0",
+                addrs_a: [NODE_LAN0_V4, NODE_LAN0_V6],
+                b: &globex,
+                if_b: "eth0",
+                addrs_b: [GLOBEX_V4, GLOBEX_V6],
+                prefix: [25, 64],
+            },
+            Link {
+                a: &node,
+                if_a: "lan1",
+                addrs_a: [NODE_LAN1_V4, NODE_LAN1_V6],
+                b: &initech,
+                if_b: "eth0",
+                addrs_b: [INITECH_V4, INITECH_V6],
+                prefix: [25, 64],
+            },
         ];
         for l in &links {
             lab.link(l.a, l.if_a, l.b, l.if_b)?;
@@ -105,21 +137,35 @@ impl StandardLab {
             l.a.up(l.if_a)?;
             l.b.up(l.if_b)?;
         }
-        node.sysctls(&[("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1")])?;
-        for (ns, v4, v6) in [(&globex, NODE_LAN0_V4, NODE_LAN0_V6), (&initech, NODE_LAN1_V4, NODE_LAN1_V6)] {
+        node.sysctls(&[
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv6/conf/all/forwarding", "1"),
+        ])?;
+        for (ns, v4, v6) in [
+            (&globex, NODE_LAN0_V4, NODE_LAN0_V6),
+            (&initech, NODE_LAN1_V4, NODE_LAN1_V6),
+        ] {
             ns.route("default", v4)?;
             ns.route("default", v6)?;
         }
         ext.route("198.18.2.0/24", NODE_WAN1_V4)?;
         ext.route("2001:db8:2::/48", NODE_WAN1_V6)?;
         lab.settle()?;
-        Ok(Self { node, ext, globex, initech, lab })
+        Ok(Self {
+            node,
+            ext,
+            globex,
+            initech,
+            lab,
+        })
     }
 
     /// The demo policy with its run directories moved into this lab's own.
     pub fn policy_text(&self) -> Result<String> {
         let bpffs = self.lab.bpffs()?;
-        let rundir = bpffs.parent().context("lab bpffs has no parent directory")?;
+        let rundir = bpffs
+            .parent()
+            .context("lab bpffs has no parent directory")?;
         Ok(DEMO_POLICY.replace(POLICY_RUNDIR, &rundir.display().to_string()))
     }
 

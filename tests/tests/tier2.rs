@@ -4,13 +4,7 @@
 //! Needs root. Run with `cargo test -p warden-tests --test tier2 -- --test-threads=1`
 //! after `cargo build -p warden` (`cargo xtask test` does both).
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    os::fd::AsRawFd as _,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, fs::File, os::fd::AsRawFd as _, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
@@ -42,7 +36,9 @@ fn ping_frame(v6: bool, payload: u64) -> u64 {
 fn ping(ns: &Netns, dst: &str, count: u64, payload: u64) -> Result<()> {
     let (c, s) = (count.to_string(), payload.to_string());
     let out = ns.exec_timeout(
-        &["ping", "-n", "-q", "-c", &c, "-i", "0.01", "-s", &s, "-W", "2", dst],
+        &[
+            "ping", "-n", "-q", "-c", &c, "-i", "0.01", "-s", &s, "-W", "2", dst,
+        ],
         Duration::from_secs(30),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -74,13 +70,18 @@ fn metrics_counters(lab: &StandardLab) -> Result<HashMap<String, [Counters; 2]>>
     let text = lab.get("/metrics")?;
     let mut out: HashMap<String, [Counters; 2]> = HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         if name != "warden_tenant_bytes_total" && name != "warden_tenant_packets_total" {
             continue;
         }
         let label = |k: &str| {
-            labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{k}=\"")).map(|v| v.trim_end_matches(['"', '}']).to_string()))
+            labels.split(',').find_map(|kv| {
+                kv.strip_prefix(&format!("{k}=\""))
+                    .map(|v| v.trim_end_matches(['"', '}']).to_string())
+            })
         };
         let tenant = label("tenant").context("series without tenant")?;
         let d = match label("direction").as_deref() {
@@ -88,9 +89,15 @@ fn metrics_counters(lab: &StandardLab) -> Result<HashMap<String, [Counters; 2]>>
             Some("in") => 1,
             other => bail!("bad direction {other:?} in {line}"),
         };
-        let v: u64 = value.parse().with_context(|| format!("bad value in {line}"))?;
+        let v: u64 = value
+            .parse()
+            .with_context(|| format!("bad value in {line}"))?;
         let c = &mut out.entry(tenant).or_default()[d];
-        if name == "warden_tenant_bytes_total" { c.bytes = v } else { c.packets = v }
+        if name == "warden_tenant_bytes_total" {
+            c.bytes = v
+        } else {
+            c.packets = v
+        }
     }
     Ok(out)
 }
@@ -99,7 +106,9 @@ fn metrics_counters(lab: &StandardLab) -> Result<HashMap<String, [Counters; 2]>>
 fn kernel_counter_map(pid: u32) -> Result<Map> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
         let info = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) else { continue };
+        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) else {
+            continue;
+        };
         let id: u32 = id.trim().parse()?;
         let map = MapData::from_id(id)?;
         if map.info()?.name_as_str() == Some(map::TENANT_COUNTERS) {
@@ -132,7 +141,10 @@ fn tcx_egress_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
         let (_, progs) = SchedClassifier::query_tcx(&iface, TcAttachType::Egress)?;
-        Ok(progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect())
+        Ok(progs
+            .iter()
+            .map(|p| p.name_as_str().unwrap_or("?").to_string())
+            .collect())
     })
     .join()
     .map_err(|_| anyhow::anyhow!("tcx query thread panicked"))?
@@ -145,7 +157,12 @@ fn xdp_program(ns: &Netns, iface: &str) -> Result<Option<String>> {
 }
 
 fn delta(after: [Counters; 2], before: [Counters; 2]) -> [(u64, u64); 2] {
-    let d = |i: usize| (after[i].packets - before[i].packets, after[i].bytes - before[i].bytes);
+    let d = |i: usize| {
+        (
+            after[i].packets - before[i].packets,
+            after[i].bytes - before[i].bytes,
+        )
+    };
     [d(0), d(1)]
 }
 
@@ -158,11 +175,27 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     let kmap = kernel_counter_map(daemon.pid())?;
 
     // What is attached where follows the interface's mode.
-    assert_eq!(xdp_program(&lab.node, "wan0")?.as_deref(), Some("xdp_to_tenant"));
-    assert_eq!(xdp_program(&lab.node, "lan0")?.as_deref(), Some("xdp_from_tenant"));
-    assert_eq!(tcx_egress_programs(&lab.node, "wan0")?, vec!["tc_from_tenant"]);
-    assert_eq!(tcx_egress_programs(&lab.node, "lan1")?, vec!["tc_to_tenant"]);
-    assert_eq!(xdp_program(&lab.node, "wan1")?, None, "wan1 is not Warden's");
+    assert_eq!(
+        xdp_program(&lab.node, "wan0")?.as_deref(),
+        Some("xdp_to_tenant")
+    );
+    assert_eq!(
+        xdp_program(&lab.node, "lan0")?.as_deref(),
+        Some("xdp_from_tenant")
+    );
+    assert_eq!(
+        tcx_egress_programs(&lab.node, "wan0")?,
+        vec!["tc_from_tenant"]
+    );
+    assert_eq!(
+        tcx_egress_programs(&lab.node, "lan1")?,
+        vec!["tc_to_tenant"]
+    );
+    assert_eq!(
+        xdp_program(&lab.node, "wan1")?,
+        None,
+        "wan1 is not Warden's"
+    );
 
     let before = api_counters(&lab)?;
     let before_metrics = metrics_counters(&lab)?;
@@ -186,16 +219,37 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     add(&mut exp, "globex", IN, 20, ping_frame(true, 1000));
 
     // initech: UDP only one way (hping3 into a sink that never answers), plus pings.
-    let _sink = lab.ext.spawn(&["socat", "-u", "UDP4-RECV:9000,reuseaddr", "OPEN:/dev/null"])?;
+    let _sink = lab
+        .ext
+        .spawn(&["socat", "-u", "UDP4-RECV:9000,reuseaddr", "OPEN:/dev/null"])?;
     std::thread::sleep(Duration::from_millis(300));
     // hping3 exits 1 when nothing answers, which is what a sink gives: judge by its
     // own count of packets sent.
     let out = lab.initech.exec_unchecked(
-        &["hping3", "--udp", "-p", "9000", "-c", "40", "-i", "u2000", "-d", "200", addr::EXT_WAN1_V4],
+        &[
+            "hping3",
+            "--udp",
+            "-p",
+            "9000",
+            "-c",
+            "40",
+            "-i",
+            "u2000",
+            "-d",
+            "200",
+            addr::EXT_WAN1_V4,
+        ],
         Duration::from_secs(30),
     )?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("40 packets transmitted"), "hping3 did not send 40 packets:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("40 packets transmitted"),
+        "hping3 did not send 40 packets:\n{text}"
+    );
     add(&mut exp, "initech", OUT, 40, 14 + 20 + 8 + 200);
     ping(&lab.initech, addr::EXT_WAN1_V6, 10, 64)?;
     add(&mut exp, "initech", OUT, 10, ping_frame(true, 64));
@@ -206,12 +260,26 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     for tenant in ["acme", "globex", "initech"] {
         let (index, b) = before[tenant];
         let (_, a) = after[tenant];
-        let want = [exp[&(tenant.to_string(), 0)], exp.get(&(tenant.to_string(), 1)).copied().unwrap_or((0, 0))];
-        assert_eq!(delta(a, b), want, "{tenant}: API counters [out, in] (packets, bytes)");
+        let want = [
+            exp[&(tenant.to_string(), 0)],
+            exp.get(&(tenant.to_string(), 1)).copied().unwrap_or((0, 0)),
+        ];
+        assert_eq!(
+            delta(a, b),
+            want,
+            "{tenant}: API counters [out, in] (packets, bytes)"
+        );
         let m = delta(after_metrics[tenant], before_metrics[tenant]);
         assert_eq!(m, want, "{tenant}: /metrics [out, in] (packets, bytes)");
-        assert_eq!(kernel_counters(&kmap, index)?, a, "{tenant}: kernel map equals API");
-        eprintln!("{tenant}: out {:?} in {:?} (packets, bytes) exact", want[0], want[1]);
+        assert_eq!(
+            kernel_counters(&kmap, index)?,
+            a,
+            "{tenant}: kernel map equals API"
+        );
+        eprintln!(
+            "{tenant}: out {:?} in {:?} (packets, bytes) exact",
+            want[0], want[1]
+        );
     }
 
     // SIGTERM detaches everything the daemon attached.
@@ -219,7 +287,10 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     assert!(status.success(), "daemon exited with {status}");
     for iface in ["wan0", "lan0", "lan1"] {
         assert_eq!(xdp_program(&lab.node, iface)?, None, "XDP left on {iface}");
-        assert!(tcx_egress_programs(&lab.node, iface)?.is_empty(), "tcx left on {iface}");
+        assert!(
+            tcx_egress_programs(&lab.node, iface)?.is_empty(),
+            "tcx left on {iface}"
+        );
     }
     Ok(())
 }

@@ -47,7 +47,10 @@ async fn get_metrics(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
         .await
         .map_err(|e| anyhow::anyhow!("metrics task failed: {e}"))??;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::render(&snap),
     )
         .into_response())

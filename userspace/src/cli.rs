@@ -16,7 +16,12 @@ use crate::daemon::{StatusView, TenantView};
 #[command(name = "warden", version, about)]
 pub struct Cli {
     /// Base URL of the daemon's API.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:9477", env = "WARDEN_API")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:9477",
+        env = "WARDEN_API"
+    )]
     pub api: String,
     /// Bearer token for the API.
     #[arg(long, global = true, env = "WARDEN_TOKEN", hide_env_values = true)]
@@ -79,7 +84,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 l.push_str("  ");
             }
             l.push_str(cell);
-            l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+            l.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
         }
         out.push_str(l.trim_end());
         out.push('\n');
@@ -137,12 +145,21 @@ impl Client {
                 req = req.bearer_auth(t);
             }
             let resp = req.send().await.with_context(|| {
-                format!("cannot reach the warden daemon at {} (is `warden run` running? set --api)", self.base)
+                format!(
+                    "cannot reach the warden daemon at {} (is `warden run` running? set --api)",
+                    self.base
+                )
             })?;
             let status = resp.status();
-            let body: Value = resp.json().await.with_context(|| format!("reading the reply of {url}"))?;
+            let body: Value = resp
+                .json()
+                .await
+                .with_context(|| format!("reading the reply of {url}"))?;
             if !status.is_success() {
-                let msg = body.get("error").and_then(Value::as_str).unwrap_or("no message");
+                let msg = body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message");
                 bail!("{status}: {msg}");
             }
             Ok(body)
@@ -158,21 +175,46 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
         return Ok(());
     }
     let s: StatusView = serde_json::from_value(v).context("unexpected status document")?;
-    println!("warden {}  up {}s  policy generation {} ({})  tenants {}",
-        s.version, s.uptime_seconds, s.policy_generation, s.policy_file.display(), s.tenants);
+    println!(
+        "warden {}  up {}s  policy generation {} ({})  tenants {}",
+        s.version,
+        s.uptime_seconds,
+        s.policy_generation,
+        s.policy_file.display(),
+        s.tenants
+    );
     println!();
     let rows: Vec<Vec<String>> = s
         .attachments
         .iter()
-        .map(|a| vec![a.interface.clone(), a.mode.clone(), a.hook.clone(), a.program.clone()])
+        .map(|a| {
+            vec![
+                a.interface.clone(),
+                a.mode.clone(),
+                a.hook.clone(),
+                a.program.clone(),
+            ]
+        })
         .collect();
-    print!("{}", table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows));
+    print!(
+        "{}",
+        table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows)
+    );
     println!();
     let rows: Vec<Vec<String>> = s
         .maps
         .iter()
-        .map(|m| vec![m.map.clone(), m.entries.to_string(), m.capacity.to_string(),
-            format!("{:.1}%", m.entries as f64 * 100.0 / m.capacity.max(1) as f64)])
+        .map(|m| {
+            vec![
+                m.map.clone(),
+                m.entries.to_string(),
+                m.capacity.to_string(),
+                format!(
+                    "{:.1}%",
+                    m.entries as f64 * 100.0 / m.capacity.max(1) as f64
+                ),
+            ]
+        })
         .collect();
     print!("{}", table(&["MAP", "ENTRIES", "CAPACITY", "FILL"], &rows));
     Ok(())
@@ -206,7 +248,12 @@ pub fn tenant_table(ts: &[TenantView]) -> String {
             ]
         })
         .collect();
-    table(&["TENANT", "OUT RATE", "OUT PPS", "IN RATE", "IN PPS", "OUT PKTS", "IN PKTS"], &rows)
+    table(
+        &[
+            "TENANT", "OUT RATE", "OUT PPS", "IN RATE", "IN PPS", "OUT PKTS", "IN PKTS",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -215,7 +262,13 @@ mod tests {
 
     #[test]
     fn table_columns_align() {
-        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()], vec!["s".into(), "yy".into()]]);
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["long".into(), "x".into()],
+                vec!["s".into(), "yy".into()],
+            ],
+        );
         assert_eq!(t, "A     BB\nlong  x\ns     yy\n");
     }
 

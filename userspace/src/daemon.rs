@@ -125,7 +125,12 @@ impl Shared {
     /// Every tenant with counters and current rates.
     pub fn tenants(&self) -> Result<Vec<TenantView>> {
         let inner = self.lock();
-        inner.policy.tenants.iter().map(|t| tenant_view(&inner, t)).collect()
+        inner
+            .policy
+            .tenants
+            .iter()
+            .map(|t| tenant_view(&inner, t))
+            .collect()
     }
 
     /// One tenant, or `None` when no tenant has that id.
@@ -197,13 +202,33 @@ impl Shared {
 }
 
 fn map_fill(inner: &Inner) -> Vec<MapFill> {
-    let prefixes_v4 = inner.policy.tenants.iter().flat_map(|t| &t.addresses).filter(|a| matches!(a, IpNet::V4(_))).count();
-    let prefixes_v6 = inner.policy.tenants.iter().flat_map(|t| &t.addresses).filter(|a| matches!(a, IpNet::V6(_))).count();
-    let entries = [prefixes_v4, prefixes_v6, inner.index.len() * warden_common::direction::COUNT as usize];
+    let prefixes_v4 = inner
+        .policy
+        .tenants
+        .iter()
+        .flat_map(|t| &t.addresses)
+        .filter(|a| matches!(a, IpNet::V4(_)))
+        .count();
+    let prefixes_v6 = inner
+        .policy
+        .tenants
+        .iter()
+        .flat_map(|t| &t.addresses)
+        .filter(|a| matches!(a, IpNet::V6(_)))
+        .count();
+    let entries = [
+        prefixes_v4,
+        prefixes_v6,
+        inner.index.len() * warden_common::direction::COUNT as usize,
+    ];
     dataplane::CAPACITIES
         .iter()
         .zip(entries)
-        .map(|((map, cap), n)| MapFill { map: map.to_string(), entries: n as u64, capacity: u64::from(*cap) })
+        .map(|((map, cap), n)| MapFill {
+            map: map.to_string(),
+            entries: n as u64,
+            capacity: u64::from(*cap),
+        })
         .collect()
 }
 
@@ -211,8 +236,19 @@ fn tenant_view(inner: &Inner, t: &policy::Tenant) -> Result<TenantView> {
     let index = inner.index.get(&t.id).context("tenant without index")?;
     let c = inner.dataplane.tenant_counters(index)?;
     let r = inner.rates.get(&index).copied().unwrap_or_default();
-    let dir = |d: usize| DirectionView { packets: c[d].packets, bytes: c[d].bytes, bps: r[d].0, pps: r[d].1 };
-    Ok(TenantView { id: t.id.clone(), index, addresses: t.addresses.clone(), out: dir(0), in_: dir(1) })
+    let dir = |d: usize| DirectionView {
+        packets: c[d].packets,
+        bytes: c[d].bytes,
+        bps: r[d].0,
+        pps: r[d].1,
+    };
+    Ok(TenantView {
+        id: t.id.clone(),
+        index,
+        addresses: t.addresses.clone(),
+        out: dir(0),
+        in_: dir(1),
+    })
 }
 
 /// Applies a validated policy: indexes first, then the tries. On error the daemon
@@ -222,13 +258,18 @@ fn apply(inner: &mut Inner, policy: Policy) -> Result<()> {
     let changes = index.sync(policy.tenants.iter().map(|t| t.id.as_str()))?;
     let mut prefixes = HashMap::new();
     for t in &policy.tenants {
-        let i = index.get(&t.id).context("tenant without index after sync")?;
+        let i = index
+            .get(&t.id)
+            .context("tenant without index after sync")?;
         for a in &t.addresses {
             prefixes.insert(a.trunc(), i);
         }
     }
     let fresh: Vec<u32> = changes.added.iter().map(|(_, i)| *i).collect();
-    inner.dataplane.apply_tenants(&prefixes, &fresh).context("writing tenant maps")?;
+    inner
+        .dataplane
+        .apply_tenants(&prefixes, &fresh)
+        .context("writing tenant maps")?;
     inner.index = index;
     inner.policy = policy;
     inner.generation += 1;
@@ -295,7 +336,9 @@ pub async fn run(policy_path: &Path) -> Result<()> {
             while hup.recv().await.is_some() {
                 match shared.reload() {
                     Ok(g) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "policy reload rejected; previous policy stays"),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "policy reload rejected; previous policy stays")
+                    }
                 }
             }
         }
@@ -328,7 +371,9 @@ pub async fn run(policy_path: &Path) -> Result<()> {
             drop(inner);
             tracing::info!(detached = n, "detached all programs");
         }
-        Err(_) => tracing::warn!("state still shared at exit; programs detach when the process ends"),
+        Err(_) => {
+            tracing::warn!("state still shared at exit; programs detach when the process ends")
+        }
     }
     Ok(())
 }

@@ -35,7 +35,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(daemon::run(&config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy { command: PolicyCommand::Check { file } } => match policy::load(&file) {
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => match policy::load(&file) {
             Ok(p) => {
                 println!(
                     "{}: ok ({} tenants, {} interfaces)",

@@ -23,7 +23,9 @@ pub struct Snapshot {
 const DIRS: [&str; 2] = ["out", "in"];
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -34,41 +36,90 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders the snapshot in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(256 + s.tenants.len() * 256);
-    header(&mut out, "warden_tenant_bytes_total", "counter",
-        "Ethernet frame bytes per tenant; direction out = sent by the tenant, in = received.");
+    header(
+        &mut out,
+        "warden_tenant_bytes_total",
+        "counter",
+        "Ethernet frame bytes per tenant; direction out = sent by the tenant, in = received.",
+    );
     for (id, c) in &s.tenants {
         for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(out, "warden_tenant_bytes_total{{tenant=\"{}\",direction=\"{dir}\"}} {}", escape(id), c[d].bytes);
+            let _ = writeln!(
+                out,
+                "warden_tenant_bytes_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
+                escape(id),
+                c[d].bytes
+            );
         }
     }
-    header(&mut out, "warden_tenant_packets_total", "counter",
-        "Packets per tenant; direction out = sent by the tenant, in = received.");
+    header(
+        &mut out,
+        "warden_tenant_packets_total",
+        "counter",
+        "Packets per tenant; direction out = sent by the tenant, in = received.",
+    );
     for (id, c) in &s.tenants {
         for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(out, "warden_tenant_packets_total{{tenant=\"{}\",direction=\"{dir}\"}} {}", escape(id), c[d].packets);
+            let _ = writeln!(
+                out,
+                "warden_tenant_packets_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
+                escape(id),
+                c[d].packets
+            );
         }
     }
-    header(&mut out, "warden_unattributed_packets_total", "counter",
-        "Packets that belong to no tenant, by reason (no_tenant, malformed).");
+    header(
+        &mut out,
+        "warden_unattributed_packets_total",
+        "counter",
+        "Packets that belong to no tenant, by reason (no_tenant, malformed).",
+    );
     for (reason, c) in [("no_tenant", &s.no_tenant), ("malformed", &s.malformed)] {
         for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(out, "warden_unattributed_packets_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}", c[d].packets);
+            let _ = writeln!(
+                out,
+                "warden_unattributed_packets_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}",
+                c[d].packets
+            );
         }
     }
-    header(&mut out, "warden_unattributed_bytes_total", "counter",
-        "Bytes that belong to no tenant, by reason (no_tenant, malformed).");
+    header(
+        &mut out,
+        "warden_unattributed_bytes_total",
+        "counter",
+        "Bytes that belong to no tenant, by reason (no_tenant, malformed).",
+    );
     for (reason, c) in [("no_tenant", &s.no_tenant), ("malformed", &s.malformed)] {
         for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(out, "warden_unattributed_bytes_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}", c[d].bytes);
+            let _ = writeln!(
+                out,
+                "warden_unattributed_bytes_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}",
+                c[d].bytes
+            );
         }
     }
-    header(&mut out, "warden_policy_generation", "gauge", "Policies applied since the daemon started.");
+    header(
+        &mut out,
+        "warden_policy_generation",
+        "gauge",
+        "Policies applied since the daemon started.",
+    );
     let _ = writeln!(out, "warden_policy_generation {}", s.policy_generation);
-    header(&mut out, "warden_map_entries", "gauge", "Entries in each bounded kernel map.");
+    header(
+        &mut out,
+        "warden_map_entries",
+        "gauge",
+        "Entries in each bounded kernel map.",
+    );
     for (m, entries, _) in &s.maps {
         let _ = writeln!(out, "warden_map_entries{{map=\"{m}\"}} {entries}");
     }
-    header(&mut out, "warden_map_capacity", "gauge", "Capacity of each bounded kernel map.");
+    header(
+        &mut out,
+        "warden_map_capacity",
+        "gauge",
+        "Capacity of each bounded kernel map.",
+    );
     for (m, _, cap) in &s.maps {
         let _ = writeln!(out, "warden_map_capacity{{map=\"{m}\"}} {cap}");
     }
@@ -84,7 +135,16 @@ mod tests {
         let s = Snapshot {
             tenants: vec![(
                 "acme".into(),
-                [Counters { packets: 3, bytes: 300 }, Counters { packets: 5, bytes: 700 }],
+                [
+                    Counters {
+                        packets: 3,
+                        bytes: 300,
+                    },
+                    Counters {
+                        packets: 5,
+                        bytes: 700,
+                    },
+                ],
             )],
             policy_generation: 2,
             ..Default::default()
@@ -99,7 +159,10 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        let s = Snapshot { tenants: vec![("a\"b\\c".into(), Default::default())], ..Default::default() };
+        let s = Snapshot {
+            tenants: vec![("a\"b\\c".into(), Default::default())],
+            ..Default::default()
+        };
         assert!(render(&s).contains("tenant=\"a\\\"b\\\\c\""));
     }
 }

@@ -34,11 +34,26 @@ struct Flow {
 
 const FLOWS: [Flow; 3] = [
     // acme is the node itself (host mode): UDP at 20 Mbit/s out of wan0.
-    Flow { tenant: "acme", port: "5201", server: addr::EXT_WAN0_V4, extra: &["-u", "-b", "20M"] },
+    Flow {
+        tenant: "acme",
+        port: "5201",
+        server: addr::EXT_WAN0_V4,
+        extra: &["-u", "-b", "20M"],
+    },
     // globex (gateway mode): a TCP upload capped at 50 Mbit/s.
-    Flow { tenant: "globex", port: "5202", server: addr::EXT_WAN1_V4, extra: &["-b", "50M"] },
+    Flow {
+        tenant: "globex",
+        port: "5202",
+        server: addr::EXT_WAN1_V4,
+        extra: &["-b", "50M"],
+    },
     // initech (gateway mode): a TCP download capped at 10 Mbit/s.
-    Flow { tenant: "initech", port: "5203", server: addr::EXT_WAN1_V4, extra: &["-R", "-b", "10M"] },
+    Flow {
+        tenant: "initech",
+        port: "5203",
+        server: addr::EXT_WAN1_V4,
+        extra: &["-R", "-b", "10M"],
+    },
 ];
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -55,7 +70,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("==> building the lab (namespaces, veth pairs, addresses)");
     let lab = StandardLab::build("wd")?;
     let policy = lab.write_policy()?;
-    println!("==> starting the daemon in {} with configs/demo.yaml", lab.node.name());
+    println!(
+        "==> starting the daemon in {} with configs/demo.yaml",
+        lab.node.name()
+    );
     let daemon = lab.start_daemon(&warden, &policy)?;
 
     let secs = args.duration.to_string();
@@ -64,7 +82,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         procs.push(lab.ext.spawn(&["iperf3", "-s", "-1", "-p", f.port])?);
     }
     for f in &FLOWS {
-        lab.ext.wait_tcp_listen(f.port.parse()?, Duration::from_secs(10))?;
+        lab.ext
+            .wait_tcp_listen(f.port.parse()?, Duration::from_secs(10))?;
     }
     let ns_of = |tenant: &str| match tenant {
         "acme" => &lab.node,
@@ -83,7 +102,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         (&lab.globex, addr::EXT_WAN1_V6),
         (&lab.initech, addr::EXT_WAN1_V6),
     ] {
-        procs.push(ns.spawn(&["ping", "-n", "-q", "-i", "0.2", "-c", &count, "-w", &secs, dst])?);
+        procs.push(ns.spawn(&[
+            "ping", "-n", "-q", "-i", "0.2", "-c", &count, "-w", &secs, dst,
+        ])?);
     }
 
     let metrics_hint = format!(
@@ -118,13 +139,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     drop(procs);
     let log = daemon.log_path().to_path_buf();
     daemon.stop().context("stopping the daemon")?;
-    println!("==> daemon stopped (log was {}); removing the lab", log.display());
+    println!(
+        "==> daemon stopped (log was {}); removing the lab",
+        log.display()
+    );
     drop(lab);
     if stop.load(Ordering::SeqCst) {
         println!("interrupted; lab removed");
         return Ok(());
     }
-    let idle: Vec<&String> = peak.iter().filter(|(_, bps)| **bps <= 0.0).map(|(t, _)| t).collect();
+    let idle: Vec<&String> = peak
+        .iter()
+        .filter(|(_, bps)| **bps <= 0.0)
+        .map(|(t, _)| t)
+        .collect();
     if peak.is_empty() || !idle.is_empty() {
         bail!("tenants without traffic during the demo: {idle:?}");
     }

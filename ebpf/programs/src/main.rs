@@ -63,7 +63,11 @@ fn tc_verdict(v: Verdict) -> i32 {
 #[inline(always)]
 fn xdp_meter<const DIR: u32>(ctx: &XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
-    xdp_verdict(meter::meter::<DIR>(data, data_end, (data_end - data) as u64))
+    xdp_verdict(meter::meter::<DIR>(
+        data,
+        data_end,
+        (data_end - data) as u64,
+    ))
 }
 
 #[inline(always)]
@@ -73,7 +77,11 @@ fn tc_meter<const DIR: u32>(ctx: &TcContext) -> i32 {
     // pull enough of them to parse, once, only when they are not there yet.
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < meter::PARSE_DEPTH && len > linear {
-        let want = if len < meter::PARSE_DEPTH { len } else { meter::PARSE_DEPTH };
+        let want = if len < meter::PARSE_DEPTH {
+            len
+        } else {
+            meter::PARSE_DEPTH
+        };
         // A failed pull leaves the skb as it was; the parser then sees a short frame.
         let _ = ctx.pull_data(want);
     }

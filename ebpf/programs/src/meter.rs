@@ -34,7 +34,10 @@ pub fn meter<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdic
     let parsed = match parse::<DIR>(data, data_end) {
         Ok(p) => p,
         Err(_) => {
-            add(GLOBAL_COUNTERS.get_ptr_mut(global::index(global::MALFORMED, DIR)), bytes);
+            add(
+                GLOBAL_COUNTERS.get_ptr_mut(global::index(global::MALFORMED, DIR)),
+                bytes,
+            );
             return Verdict::Pass;
         }
     };
@@ -44,8 +47,14 @@ pub fn meter<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdic
         Family::None => None,
     };
     match tenant {
-        Some(t) => add(TENANT_COUNTERS.get_ptr_mut(tenant_counter_index(t.index, DIR)), bytes),
-        None => add(GLOBAL_COUNTERS.get_ptr_mut(global::index(global::NO_TENANT, DIR)), bytes),
+        Some(t) => add(
+            TENANT_COUNTERS.get_ptr_mut(tenant_counter_index(t.index, DIR)),
+            bytes,
+        ),
+        None => add(
+            GLOBAL_COUNTERS.get_ptr_mut(global::index(global::NO_TENANT, DIR)),
+            bytes,
+        ),
     }
     Verdict::Pass
 }

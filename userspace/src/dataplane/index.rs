@@ -49,7 +49,10 @@ impl TenantIndex {
 
     /// Keeps indexes of tenants still present, frees the others, assigns new ones.
     /// Fails without changing anything when the new set does not fit.
-    pub fn sync<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) -> Result<IndexChanges, IndexError> {
+    pub fn sync<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<IndexChanges, IndexError> {
         let wanted: BTreeSet<&str> = ids.into_iter().collect();
         // Freed slots are reused before `next` grows, so every index stays below
         // the number of tenants held: the set fits exactly when it is small enough.
@@ -95,7 +98,10 @@ mod tests {
     fn indexes_are_dense_and_stable_across_changes() {
         let mut ix = TenantIndex::default();
         let c = ix.sync(["a", "b", "c"]).unwrap();
-        assert_eq!(c.added, vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]);
+        assert_eq!(
+            c.added,
+            vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]
+        );
         let c = ix.sync(["a", "c", "d"]).unwrap();
         assert_eq!(c.removed, vec![("b".into(), 1)]);
         assert_eq!(c.added, vec![("d".into(), 1)], "freed slot is reused");

@@ -95,11 +95,13 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         for name in [program::XDP_FROM_TENANT, program::XDP_TO_TENANT] {
             let prog: &mut Xdp = program_mut(&mut ebpf, name)?;
-            prog.load().map_err(|source| DataplaneError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
         }
         for name in [program::TC_FROM_TENANT, program::TC_TO_TENANT] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-            prog.load().map_err(|source| DataplaneError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
         }
         Ok(Self {
             ebpf,
@@ -189,13 +191,27 @@ impl Dataplane {
         match net {
             IpNet::V4(n) => {
                 let mut trie = self.trie_v4()?;
-                trie.insert(&Key::new(n.prefix_len().into(), n.network().octets()), value, 0)
-                    .map_err(|source| DataplaneError::Map { name: map::TENANTS_V4, source })
+                trie.insert(
+                    &Key::new(n.prefix_len().into(), n.network().octets()),
+                    value,
+                    0,
+                )
+                .map_err(|source| DataplaneError::Map {
+                    name: map::TENANTS_V4,
+                    source,
+                })
             }
             IpNet::V6(n) => {
                 let mut trie = self.trie_v6()?;
-                trie.insert(&Key::new(n.prefix_len().into(), n.network().octets()), value, 0)
-                    .map_err(|source| DataplaneError::Map { name: map::TENANTS_V6, source })
+                trie.insert(
+                    &Key::new(n.prefix_len().into(), n.network().octets()),
+                    value,
+                    0,
+                )
+                .map_err(|source| DataplaneError::Map {
+                    name: map::TENANTS_V6,
+                    source,
+                })
             }
         }
     }
@@ -205,12 +221,18 @@ impl Dataplane {
             IpNet::V4(n) => {
                 let mut trie = self.trie_v4()?;
                 trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
-                    .map_err(|source| DataplaneError::Map { name: map::TENANTS_V4, source })
+                    .map_err(|source| DataplaneError::Map {
+                        name: map::TENANTS_V4,
+                        source,
+                    })
             }
             IpNet::V6(n) => {
                 let mut trie = self.trie_v6()?;
                 trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
-                    .map_err(|source| DataplaneError::Map { name: map::TENANTS_V6, source })
+                    .map_err(|source| DataplaneError::Map {
+                        name: map::TENANTS_V6,
+                        source,
+                    })
             }
         }
     }
@@ -220,7 +242,10 @@ impl Dataplane {
             .ebpf
             .map_mut(map::TENANTS_V4)
             .ok_or(DataplaneError::MissingMap(map::TENANTS_V4))?;
-        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map { name: map::TENANTS_V4, source })
+        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map {
+            name: map::TENANTS_V4,
+            source,
+        })
     }
 
     fn trie_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], TenantRef>> {
@@ -228,25 +253,40 @@ impl Dataplane {
             .ebpf
             .map_mut(map::TENANTS_V6)
             .ok_or(DataplaneError::MissingMap(map::TENANTS_V6))?;
-        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map { name: map::TENANTS_V6, source })
+        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map {
+            name: map::TENANTS_V6,
+            source,
+        })
     }
 
     fn counters_map(&self, name: &'static str) -> Result<PerCpuArray<&MapData, Counters>> {
-        let m = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let m = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
         PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })
     }
 
     /// Zeroes a tenant's counters, so a reused dense index starts from nothing.
     pub fn reset_tenant_counters(&mut self, index: u32) -> Result<()> {
         let name = map::TENANT_COUNTERS;
-        let m = self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+        let m = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
         let mut arr: PerCpuArray<&mut MapData, Counters> =
             PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })?;
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, e)| DataplaneError::Map { name, source: aya::maps::MapError::IoError(e) })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            name,
+            source: aya::maps::MapError::IoError(e),
+        })?;
         for dir in 0..direction::COUNT {
-            let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus])
-                .map_err(|e| DataplaneError::Map { name, source: aya::maps::MapError::IoError(e) })?;
+            let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|e| {
+                DataplaneError::Map {
+                    name,
+                    source: aya::maps::MapError::IoError(e),
+                }
+            })?;
             arr.set(tenant_counter_index(index, dir), zeros, 0)
                 .map_err(|source| DataplaneError::Map { name, source })?;
         }
@@ -290,7 +330,9 @@ pub const CAPACITIES: [(&str, u32); 3] = [
 ];
 
 fn sum(arr: &PerCpuArray<&MapData, Counters>, index: u32, name: &'static str) -> Result<Counters> {
-    let values = arr.get(&index, 0).map_err(|source| DataplaneError::Map { name, source })?;
+    let values = arr
+        .get(&index, 0)
+        .map_err(|source| DataplaneError::Map { name, source })?;
     Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
@@ -301,6 +343,9 @@ fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
-    prog.try_into().map_err(|source| DataplaneError::Program { name, source })
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?;
+    prog.try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
 }
