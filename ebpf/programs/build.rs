@@ -1,4 +1,4 @@
-//! Rebuild the eBPF object when bpf-linker changes: the linker is part of the compiler here.
+//! Rebuild the eBPF object when bpf-linker changes: the linker is the code generator here.
 fn main() {
     match which::which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),

@@ -55,6 +55,13 @@ pub const API: &str = "127.0.0.1:9477";
 /// The demo policy's run directory; replaced by the lab's own per run.
 const POLICY_RUNDIR: &str = "/run/warden-demo";
 
+/// Tokens of the lab's token file, one per role (lab use only).
+pub mod token {
+    pub const VIEWER: &str = "lab-viewer-token";
+    pub const OPERATOR: &str = "lab-operator-token";
+    pub const ADMIN: &str = "lab-admin-token";
+}
+
 /// The built lab. Dropping it removes everything (namespaces, processes, mounts).
 pub struct StandardLab {
     pub node: Netns,
@@ -160,12 +167,30 @@ impl StandardLab {
         })
     }
 
-    /// The demo policy with its run directories moved into this lab's own.
-    pub fn policy_text(&self) -> Result<String> {
+    /// The lab's run directory (holds the bpffs mount, state and the token file).
+    pub fn rundir(&self) -> Result<PathBuf> {
         let bpffs = self.lab.bpffs()?;
-        let rundir = bpffs
+        Ok(bpffs
             .parent()
-            .context("lab bpffs has no parent directory")?;
+            .context("lab bpffs has no parent directory")?
+            .to_path_buf())
+    }
+
+    /// The demo policy with its run directories moved into this lab's own, and the
+    /// lab's token file (see [`token`]) written there.
+    pub fn policy_text(&self) -> Result<String> {
+        let rundir = self.rundir()?;
+        let tokens = rundir.join("tokens.yaml");
+        let mut text = String::new();
+        for (name, role, tok) in [
+            ("lab-viewer", "viewer", token::VIEWER),
+            ("lab-operator", "operator", token::OPERATOR),
+            ("lab-admin", "admin", token::ADMIN),
+        ] {
+            let hash = sha256_hex(tok);
+            text += &format!("- name: {name}\n  role: {role}\n  sha256: {hash}\n");
+        }
+        std::fs::write(&tokens, text).with_context(|| format!("writing {}", tokens.display()))?;
         Ok(DEMO_POLICY.replace(POLICY_RUNDIR, &rundir.display().to_string()))
     }
 
@@ -177,11 +202,13 @@ impl StandardLab {
         Ok(path)
     }
 
-    /// Starts `warden run -c policy` in the node namespace and waits until it serves.
-    pub fn start_daemon(&self, warden: &Path, policy: &Path) -> Result<Proc> {
+    /// Starts `warden run -c policy ARGS` in the node namespace and waits until it serves.
+    pub fn start_daemon(&self, warden: &Path, policy: &Path, args: &[&str]) -> Result<Proc> {
         let warden = warden.to_str().context("warden path is not UTF-8")?;
         let policy = policy.to_str().context("policy path is not UTF-8")?;
-        let mut proc = self.node.spawn(&[warden, "run", "-c", policy])?;
+        let mut cmd = vec![warden, "run", "-c", policy];
+        cmd.extend_from_slice(args);
+        let mut proc = self.node.spawn(&cmd)?;
         proc.wait_log("serving API", Duration::from_secs(30))
             .context("the daemon did not start")?;
         Ok(proc)
@@ -195,6 +222,17 @@ impl StandardLab {
     /// GET a path of the daemon's API from inside the node namespace.
     pub fn get(&self, path: &str) -> Result<String> {
         crate::http::get_in_netns(self.node.name(), self.api(), path)
+    }
+
+    /// Any request to the daemon's API from inside the node namespace.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<crate::http::Response> {
+        crate::http::request_in_netns(self.node.name(), self.api(), method, path, body, token)
     }
 }
 
@@ -215,4 +253,13 @@ pub fn warden_binary() -> Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// Hex SHA-256 of a token, as the token file stores it.
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

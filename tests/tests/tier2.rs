@@ -171,7 +171,7 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     let warden = warden_binary()?;
     let lab = StandardLab::build("wt")?;
     let policy = lab.write_policy()?;
-    let daemon = lab.start_daemon(&warden, &policy)?;
+    let daemon = lab.start_daemon(&warden, &policy, &["--detach-on-exit"])?;
     let kmap = kernel_counter_map(daemon.pid())?;
 
     // What is attached where follows the interface's mode.

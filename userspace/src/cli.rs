@@ -33,11 +33,15 @@ pub struct Cli {
 /// Every command.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the daemon: load policy, attach, serve the API and metrics.
+    /// Run the daemon: load policy, attach (or adopt what is pinned), serve the API and metrics.
     Run {
         /// Policy file.
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
+        /// On exit, detach and remove every pinned program, link and map (enforcement
+        /// stops). By default they stay and keep enforcing until the next daemon adopts them.
+        #[arg(long)]
+        detach_on_exit: bool,
     },
     /// Policy files.
     Policy {
@@ -50,11 +54,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Tenants with current rates and counters.
+    /// Tenants with current rates, plans, drops and state.
     Tenants {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Suspend a tenant: all its traffic is dropped except with the management
+    /// prefixes. Audited; lifted only by `warden unsuspend`.
+    Suspend {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a tenant's suspension. Audited.
+    Unsuspend {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Detach and remove every pinned program, link and map (enforcement stops).
+    Uninstall {
+        /// Take the bpffs directory from this policy file's `daemon.bpffs`.
+        #[arg(short = 'c', long = "config", conflicts_with = "bpffs")]
+        config: Option<PathBuf>,
+        /// The bpffs directory Warden pinned under.
+        #[arg(long)]
+        bpffs: Option<PathBuf>,
     },
 }
 
@@ -63,6 +93,11 @@ pub enum Command {
 pub enum PolicyCommand {
     /// Validate a policy file; print every error as FILE:LINE:COL: message.
     Check {
+        /// Policy file.
+        file: PathBuf,
+    },
+    /// Send a policy file to the running daemon; applied atomically or not at all.
+    Apply {
         /// Policy file.
         file: PathBuf,
     },
@@ -138,11 +173,37 @@ impl Client {
 
     /// GET a JSON document.
     pub fn get(&self, path: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, path, None, &[])
+    }
+
+    /// POST a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(reqwest::Method::POST, path, Some(body.to_string()), &[])
+    }
+
+    /// PUT a text body with extra headers.
+    pub fn put(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Result<Value> {
+        self.send(reqwest::Method::PUT, path, Some(body), headers)
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         self.rt.block_on(async {
-            let mut req = self.http.get(&url);
+            let mut req = self.http.request(method, &url);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b);
             }
             let resp = req.send().await.with_context(|| {
                 format!(
@@ -160,7 +221,15 @@ impl Client {
                     .get("error")
                     .and_then(Value::as_str)
                     .unwrap_or("no message");
-                bail!("{status}: {msg}");
+                let mut text = format!("{status}: {msg}");
+                if status == reqwest::StatusCode::UNAUTHORIZED {
+                    text.push_str(" (give a token with --token or WARDEN_TOKEN)");
+                }
+                let errors = body.get("errors").and_then(Value::as_array);
+                for e in errors.into_iter().flatten() {
+                    text.push_str(&format!("\n{}", e.as_str().unwrap_or("?")));
+                }
+                bail!("{text}");
             }
             Ok(body)
         })
@@ -234,26 +303,72 @@ pub fn tenants(client: &Client, json: bool) -> Result<()> {
 
 /// The per-tenant table shown by `warden tenants` and the demo.
 pub fn tenant_table(ts: &[TenantView]) -> String {
+    let plan = |p: Option<u64>| p.map(|b| fmt_bps(b as f64)).unwrap_or_else(|| "-".into());
+    let drops = |t: &TenantView| {
+        let out = t.out.drops.iter().map(|(r, n)| (format!("{r}/out"), *n));
+        let inn = t.in_.drops.iter().map(|(r, n)| (format!("{r}/in"), *n));
+        let mut all: Vec<(String, u64)> = out.chain(inn).collect();
+        all.sort();
+        if all.is_empty() {
+            return "-".to_string();
+        }
+        all.iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let rows: Vec<Vec<String>> = ts
         .iter()
         .map(|t| {
             vec![
                 t.id.clone(),
+                t.state.clone(),
                 fmt_bps(t.out.bps),
-                format!("{:.0}", t.out.pps),
+                plan(t.out.plan_bps),
                 fmt_bps(t.in_.bps),
-                format!("{:.0}", t.in_.pps),
+                plan(t.in_.plan_bps),
                 t.out.packets.to_string(),
                 t.in_.packets.to_string(),
+                drops(t),
             ]
         })
         .collect();
-    table(
-        &[
-            "TENANT", "OUT RATE", "OUT PPS", "IN RATE", "IN PPS", "OUT PKTS", "IN PKTS",
-        ],
-        &rows,
-    )
+    let header = [
+        "TENANT", "STATE", "OUT RATE", "OUT PLAN", "IN RATE", "IN PLAN", "OUT PKTS", "IN PKTS",
+        "DROPS",
+    ];
+    table(&header, &rows)
+}
+
+/// `warden policy apply FILE`.
+pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let v = client.put("/api/v1/policy", text, &[("x-warden-policy-name", &name)])?;
+    println!(
+        "{}: applied, policy generation {}",
+        file.display(),
+        v["policy_generation"]
+    );
+    Ok(())
+}
+
+/// `warden suspend` / `warden unsuspend`.
+pub fn set_suspended(client: &Client, tenant: &str, reason: &str, suspend: bool) -> Result<()> {
+    let verb = if suspend { "suspend" } else { "unsuspend" };
+    let body = serde_json::json!({ "reason": reason });
+    let v = client.post(&format!("/api/v1/tenants/{tenant}/{verb}"), &body)?;
+    let actor = if suspend {
+        &v["actor"]
+    } else {
+        &v["lifted_by"]
+    };
+    println!(
+        "{tenant}: {verb}ed by {} ({reason})",
+        actor.as_str().unwrap_or("?")
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
-//! `warden run`: load policy, load and attach the dataplane, sample counters, serve
-//! the API and metrics, reload on SIGHUP, detach on SIGTERM/SIGINT.
+//! `warden run`: load policy, open (or adopt) the pinned dataplane, apply policy and
+//! suspensions, attach, sample counters, serve the API and metrics, reload on SIGHUP.
+//!
+//! Enforcement does not depend on this process: on SIGTERM, SIGINT or a crash the
+//! pinned programs keep enforcing the last applied policy. Only `--detach-on-exit`
+//! (or `warden uninstall`) removes them.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
@@ -12,19 +16,24 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{signal, SignalKind};
-use warden_common::{global, Counters};
+use warden_common::{reason, Counters, DropCounters};
 
 use crate::{
-    dataplane::{self, Attachment, Dataplane, TenantIndex},
+    auth::Tokens,
+    dataplane::{self, Attachment, Compiled, Dataplane, TenantIndex},
     metrics,
     policy::{self, Policy},
+    store::{Store, Suspension},
 };
 
 /// How often counters are sampled for rates.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// File in the state directory naming the eBPF object the pinned links run.
+const OBJECT_MARKER: &str = "dataplane-object";
+
 /// One direction of a tenant's traffic, as the API shows it.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DirectionView {
     pub packets: u64,
     pub bytes: u64,
@@ -32,6 +41,10 @@ pub struct DirectionView {
     pub bps: f64,
     /// Packets per second over the last sample interval.
     pub pps: f64,
+    /// Bandwidth plan in bits per second; `None` is unlimited.
+    pub plan_bps: Option<u64>,
+    /// Dropped packets by reason (only reasons with drops).
+    pub drops: HashMap<String, u64>,
 }
 
 /// A tenant as the API shows it.
@@ -40,6 +53,9 @@ pub struct TenantView {
     pub id: String,
     pub index: u32,
     pub addresses: Vec<IpNet>,
+    /// `active` or `suspended`.
+    pub state: String,
+    pub suspension: Option<Suspension>,
     pub out: DirectionView,
     #[serde(rename = "in")]
     pub in_: DirectionView,
@@ -53,7 +69,10 @@ pub struct StatusView {
     pub policy_file: PathBuf,
     pub policy_generation: u64,
     pub policy_applied_at: u64,
+    pub kernel_generation: u32,
     pub tenants: usize,
+    pub suspended: usize,
+    pub bpffs: PathBuf,
     pub attachments: Vec<Attachment>,
     pub maps: Vec<MapFill>,
 }
@@ -66,18 +85,36 @@ pub struct MapFill {
     pub capacity: u64,
 }
 
+/// Why a request to the daemon failed, for the API to map onto a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid policy ({} errors)", .0.len())]
+    InvalidPolicy(Vec<String>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
 struct Sample {
     at: Instant,
     counters: HashMap<u32, [Counters; 2]>,
 }
 
-/// Mutable daemon state. One lock: every operation on it is a handful of syscalls.
+/// Mutable daemon state. One lock: every operation is a handful of syscalls.
 struct Inner {
     policy: Policy,
     generation: u64,
     applied_at: SystemTime,
     dataplane: Dataplane,
     index: TenantIndex,
+    compiled: Compiled,
+    suspensions: HashMap<String, Suspension>,
+    store: Store,
     rates: HashMap<u32, [(f64, f64); 2]>,
     last: Option<Sample>,
 }
@@ -87,18 +124,116 @@ pub struct Shared {
     inner: Mutex<Inner>,
     started: Instant,
     policy_path: PathBuf,
+    tokens: Tokens,
+}
+
+impl Inner {
+    fn suspended_ids(&self) -> HashSet<String> {
+        self.suspensions.keys().cloned().collect()
+    }
+
+    /// Applies `policy` with `suspended` to the kernel; on any error nothing of the
+    /// daemon's view changes and the kernel keeps enforcing the active generation.
+    fn enforce(&mut self, policy: &Policy, suspended: &HashSet<String>) -> Result<TenantIndex> {
+        let mut index = self.index.clone();
+        let changes = index.sync(policy.tenants.iter().map(|t| t.id.as_str()))?;
+        let compiled = dataplane::compile(policy, &index, suspended)?;
+        for (_, slot) in &changes.added {
+            self.dataplane
+                .reset_slot(*slot)
+                .context("zeroing a new tenant's slot")?;
+        }
+        self.dataplane
+            .apply(&compiled)
+            .context("writing the policy into the kernel")?;
+        self.compiled = compiled;
+        Ok(index)
+    }
+
+    fn apply_policy(&mut self, policy: Policy, actor: &str) -> Result<()> {
+        let suspended = self.suspended_ids();
+        let index = self.enforce(&policy, &suspended)?;
+        self.store
+            .save_tenant_index(&index.entries())
+            .context("saving tenant indexes")?;
+        self.index = index;
+        self.policy = policy;
+        self.generation += 1;
+        self.applied_at = SystemTime::now();
+        let detail = serde_json::json!({
+            "generation": self.generation,
+            "tenants": self.policy.tenants.len(),
+        });
+        self.store
+            .record(actor, "policy.apply", "policy", &detail)
+            .context("auditing the apply")?;
+        tracing::info!(generation = self.generation, tenants = self.policy.tenants.len(), %actor, "policy applied");
+        Ok(())
+    }
+
+    fn tenant_view(&self, t: &policy::Tenant) -> Result<TenantView> {
+        let index = self.index.get(&t.id).context("tenant without index")?;
+        let c = self.dataplane.tenant_counters(index)?;
+        let d = self.dataplane.drop_counters(index)?;
+        let r = self.rates.get(&index).copied().unwrap_or_default();
+        let plans = [t.settings.bandwidth.egress, t.settings.bandwidth.ingress];
+        let dir = |i: usize| DirectionView {
+            packets: c[i].packets,
+            bytes: c[i].bytes,
+            bps: r[i].0,
+            pps: r[i].1,
+            plan_bps: plans[i],
+            drops: drops_map(&d[i]),
+        };
+        let suspension = self.suspensions.get(&t.id).cloned();
+        Ok(TenantView {
+            id: t.id.clone(),
+            index,
+            addresses: t.addresses.clone(),
+            state: if suspension.is_some() {
+                "suspended"
+            } else {
+                "active"
+            }
+            .to_string(),
+            suspension,
+            out: dir(0),
+            in_: dir(1),
+        })
+    }
+
+    fn map_fill(&self) -> Vec<MapFill> {
+        let fill = dataplane::fill(&self.compiled, self.index.len());
+        dataplane::CAPACITIES
+            .iter()
+            .map(|(m, cap)| MapFill {
+                map: m.to_string(),
+                entries: fill.get(m).copied().unwrap_or(0),
+                capacity: u64::from(*cap),
+            })
+            .collect()
+    }
+}
+
+fn drops_map(d: &DropCounters) -> HashMap<String, u64> {
+    reason::NAMES
+        .iter()
+        .zip(d.packets)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.to_string(), n))
+        .collect()
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the maps half-written in a way
-        // the next apply would not repair, so keep serving rather than poison forever.
+        // A panic while holding the lock cannot leave the kernel half-written in a way
+        // the next apply would not repair (generations), so keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The policy file this daemon was started with.
-    pub fn policy_path(&self) -> &Path {
-        &self.policy_path
+    /// The token table for the API.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// Counters and map fill for `/metrics`.
@@ -107,29 +242,33 @@ impl Shared {
         let mut tenants = Vec::with_capacity(inner.policy.tenants.len());
         for t in &inner.policy.tenants {
             let index = inner.index.get(&t.id).context("tenant without index")?;
-            tenants.push((t.id.clone(), inner.dataplane.tenant_counters(index)?));
+            tenants.push(metrics::TenantSample {
+                id: t.id.clone(),
+                counters: inner.dataplane.tenant_counters(index)?,
+                drops: inner.dataplane.drop_counters(index)?,
+                suspended: inner.suspensions.contains_key(&t.id),
+            });
         }
-        let g = inner.dataplane.global_counters()?;
         Ok(metrics::Snapshot {
             tenants,
-            no_tenant: g[global::NO_TENANT as usize],
-            malformed: g[global::MALFORMED as usize],
+            unattributed: inner.dataplane.global_counters()?,
             policy_generation: inner.generation,
-            maps: map_fill(&inner)
+            maps: inner
+                .map_fill()
                 .into_iter()
                 .map(|m| (m.map, m.entries, m.capacity))
                 .collect(),
         })
     }
 
-    /// Every tenant with counters and current rates.
+    /// Every tenant with counters, rates, drops and state.
     pub fn tenants(&self) -> Result<Vec<TenantView>> {
         let inner = self.lock();
         inner
             .policy
             .tenants
             .iter()
-            .map(|t| tenant_view(&inner, t))
+            .map(|t| inner.tenant_view(t))
             .collect()
     }
 
@@ -138,10 +277,8 @@ impl Shared {
         let inner = self.lock();
         inner
             .policy
-            .tenants
-            .iter()
-            .find(|t| t.id == id)
-            .map(|t| tenant_view(&inner, t))
+            .tenant(id)
+            .map(|t| inner.tenant_view(t))
             .transpose()
     }
 
@@ -158,18 +295,114 @@ impl Shared {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            kernel_generation: inner.dataplane.active_generation(),
             tenants: inner.policy.tenants.len(),
+            suspended: inner.suspensions.len(),
+            bpffs: inner.dataplane.bpffs().to_path_buf(),
             attachments: inner.dataplane.attachments().to_vec(),
-            maps: map_fill(&inner),
+            maps: inner.map_fill(),
         }
     }
 
     /// Re-reads the policy file and applies it; on any error the old policy stays.
-    pub fn reload(&self) -> Result<u64> {
-        let policy = policy::load(&self.policy_path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
+        let policy = policy::load(&self.policy_path)
+            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))?;
+        self.apply(policy, actor)
+    }
+
+    /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it.
+    pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
+        let policy = policy::parse(text, name)
+            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))?;
+        self.apply(policy, actor)
+    }
+
+    fn apply(&self, policy: Policy, actor: &str) -> Result<u64, Refusal> {
         let mut inner = self.lock();
-        apply(&mut inner, policy)?;
+        if policy.daemon != inner.policy.daemon || policy.interfaces != inner.policy.interfaces {
+            return Err(Refusal::BadRequest(
+                "`daemon` and `interfaces` take effect at restart only; this policy changes them"
+                    .into(),
+            ));
+        }
+        inner.apply_policy(policy, actor)?;
         Ok(inner.generation)
+    }
+
+    /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
+    /// record fails the kernel is put back, so no suspension is enforced unaudited.
+    pub fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
+        let mut inner = self.lock();
+        if inner.policy.tenant(tenant).is_none() {
+            return Err(Refusal::UnknownTenant(tenant.to_string()));
+        }
+        if reason.trim().is_empty() {
+            return Err(Refusal::BadRequest("a reason is required".into()));
+        }
+        if let Some(s) = inner.suspensions.get(tenant) {
+            return Err(Refusal::Conflict(format!(
+                "tenant {tenant:?} is already suspended by {} since {}",
+                s.actor,
+                crate::store::rfc3339(s.since)
+            )));
+        }
+        let policy = inner.policy.clone();
+        let mut suspended = inner.suspended_ids();
+        suspended.insert(tenant.to_string());
+        inner.enforce(&policy, &suspended)?;
+        match inner.store.suspend(tenant, reason, actor) {
+            Ok(s) => {
+                inner.suspensions.insert(tenant.to_string(), s.clone());
+                tracing::warn!(%tenant, %actor, %reason, "tenant suspended");
+                Ok(s)
+            }
+            Err(e) => {
+                suspended.remove(tenant);
+                if let Err(undo) = inner.enforce(&policy, &suspended) {
+                    tracing::error!(error = %format!("{undo:#}"), %tenant, "could not lift an unrecorded suspension");
+                }
+                Err(Refusal::Internal(
+                    anyhow::Error::new(e).context("recording the suspension"),
+                ))
+            }
+        }
+    }
+
+    /// Lifts a suspension: recorded and audited first, then enforced.
+    pub fn unsuspend(
+        &self,
+        tenant: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Suspension, Refusal> {
+        let mut inner = self.lock();
+        if inner.policy.tenant(tenant).is_none() {
+            return Err(Refusal::UnknownTenant(tenant.to_string()));
+        }
+        if reason.trim().is_empty() {
+            return Err(Refusal::BadRequest("a reason is required".into()));
+        }
+        if !inner.suspensions.contains_key(tenant) {
+            return Err(Refusal::Conflict(format!(
+                "tenant {tenant:?} is not suspended"
+            )));
+        }
+        let s = inner
+            .store
+            .unsuspend(tenant, reason, actor)
+            .context("recording the lift")?;
+        inner.suspensions.remove(tenant);
+        let policy = inner.policy.clone();
+        let suspended = inner.suspended_ids();
+        inner.enforce(&policy, &suspended)?;
+        tracing::warn!(%tenant, %actor, %reason, "suspension lifted");
+        Ok(s)
+    }
+
+    /// Audit entries, newest first.
+    pub fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<crate::store::AuditEntry>> {
+        Ok(self.lock().store.audit(since, limit)?)
     }
 
     fn sample(&self) -> Result<()> {
@@ -201,95 +434,50 @@ impl Shared {
     }
 }
 
-fn map_fill(inner: &Inner) -> Vec<MapFill> {
-    let prefixes_v4 = inner
-        .policy
-        .tenants
-        .iter()
-        .flat_map(|t| &t.addresses)
-        .filter(|a| matches!(a, IpNet::V4(_)))
-        .count();
-    let prefixes_v6 = inner
-        .policy
-        .tenants
-        .iter()
-        .flat_map(|t| &t.addresses)
-        .filter(|a| matches!(a, IpNet::V6(_)))
-        .count();
-    let entries = [
-        prefixes_v4,
-        prefixes_v6,
-        inner.index.len() * warden_common::direction::COUNT as usize,
-    ];
-    dataplane::CAPACITIES
-        .iter()
-        .zip(entries)
-        .map(|((map, cap), n)| MapFill {
-            map: map.to_string(),
-            entries: n as u64,
-            capacity: u64::from(*cap),
-        })
-        .collect()
-}
-
-fn tenant_view(inner: &Inner, t: &policy::Tenant) -> Result<TenantView> {
-    let index = inner.index.get(&t.id).context("tenant without index")?;
-    let c = inner.dataplane.tenant_counters(index)?;
-    let r = inner.rates.get(&index).copied().unwrap_or_default();
-    let dir = |d: usize| DirectionView {
-        packets: c[d].packets,
-        bytes: c[d].bytes,
-        bps: r[d].0,
-        pps: r[d].1,
-    };
-    Ok(TenantView {
-        id: t.id.clone(),
-        index,
-        addresses: t.addresses.clone(),
-        out: dir(0),
-        in_: dir(1),
-    })
-}
-
-/// Applies a validated policy: indexes first, then the tries. On error the daemon
-/// keeps the previous policy object; the maps are repaired by the next apply.
-fn apply(inner: &mut Inner, policy: Policy) -> Result<()> {
-    let mut index = inner.index.clone();
-    let changes = index.sync(policy.tenants.iter().map(|t| t.id.as_str()))?;
-    let mut prefixes = HashMap::new();
-    for t in &policy.tenants {
-        let i = index
-            .get(&t.id)
-            .context("tenant without index after sync")?;
-        for a in &t.addresses {
-            prefixes.insert(a.trunc(), i);
-        }
-    }
-    let fresh: Vec<u32> = changes.added.iter().map(|(_, i)| *i).collect();
-    inner
-        .dataplane
-        .apply_tenants(&prefixes, &fresh)
-        .context("writing tenant maps")?;
-    inner.index = index;
-    inner.policy = policy;
-    inner.generation += 1;
-    inner.applied_at = SystemTime::now();
-    tracing::info!(
-        generation = inner.generation,
-        tenants = inner.policy.tenants.len(),
-        added = changes.added.len(),
-        removed = changes.removed.len(),
-        "policy applied"
-    );
-    Ok(())
+/// Options of `warden run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy_path: PathBuf,
+    /// Remove programs, links and maps on exit instead of leaving them enforcing.
+    pub detach_on_exit: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(policy_path: &Path) -> Result<()> {
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let policy_path = opts.policy_path.as_path();
     let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let tokens = match &policy.daemon.tokens {
+        Some(path) => {
+            Tokens::load(path).with_context(|| format!("loading tokens from {}", path.display()))?
+        }
+        None => {
+            tracing::warn!("no daemon.tokens file: every write to the API will be refused");
+            Tokens::empty()
+        }
+    };
+    let store = Store::open(&policy.daemon.state_dir)?;
+    let index = TenantIndex::from_entries(&store.tenant_index()?)?;
+    let suspensions: HashMap<String, Suspension> = store
+        .active_suspensions()?
+        .into_iter()
+        .map(|s| (s.tenant.clone(), s))
+        .collect();
+    let dataplane = Dataplane::open(&policy.daemon.bpffs).with_context(|| {
+        format!(
+            "opening the dataplane under {}",
+            policy.daemon.bpffs.display()
+        )
+    })?;
+    if dataplane.adopted_maps() > 0 {
+        tracing::info!(maps = dataplane.adopted_maps(), bpffs = %policy.daemon.bpffs.display(), "adopting pinned dataplane");
+    }
     let listen = policy.daemon.listen;
-    let interfaces = policy.interfaces.clone();
-    let dataplane = Dataplane::load().context("loading the eBPF programs")?;
+    let marker = policy.daemon.state_dir.join(OBJECT_MARKER);
+    let interfaces: Vec<(String, policy::Mode)> = policy
+        .interfaces
+        .iter()
+        .map(|i| (i.name.clone(), i.mode))
+        .collect();
     let mut nothing_yet = policy.clone();
     nothing_yet.tenants.clear();
     let mut inner = Inner {
@@ -297,24 +485,31 @@ pub async fn run(policy_path: &Path) -> Result<()> {
         generation: 0,
         applied_at: SystemTime::now(),
         dataplane,
-        index: TenantIndex::default(),
+        index,
+        compiled: Compiled::default(),
+        suspensions,
+        store,
         rates: HashMap::new(),
         last: None,
     };
-    // Tenants go into the maps before any program is attached, so the first packet
-    // is already attributed.
-    apply(&mut inner, policy)?;
-    for iface in &interfaces {
-        inner
-            .dataplane
-            .attach(&iface.name, iface.mode)
-            .with_context(|| format!("attaching to {}", iface.name))?;
-        tracing::info!(interface = %iface.name, mode = ?iface.mode, "attached");
+    // Policy and suspensions go into the kernel before any program is attached (or,
+    // when adopting, with one atomic flip), so no packet passes unenforced.
+    inner.apply_policy(policy, "warden")?;
+    let previous = std::fs::read_to_string(&marker).ok();
+    let object = dataplane::object_id();
+    inner
+        .dataplane
+        .attach(&interfaces, &object, previous.as_deref().map(str::trim))?;
+    std::fs::write(&marker, &object).with_context(|| format!("writing {}", marker.display()))?;
+    for a in inner.dataplane.attachments() {
+        tracing::info!(interface = %a.interface, mode = %a.mode, hook = %a.hook, program = %a.program, how = %a.how, "enforcing");
     }
+    let bpffs = inner.dataplane.bpffs().to_path_buf();
     let shared = Arc::new(Shared {
         inner: Mutex::new(inner),
         started: Instant::now(),
         policy_path: policy_path.to_path_buf(),
+        tokens,
     });
 
     let sampler = tokio::spawn({
@@ -334,11 +529,17 @@ pub async fn run(policy_path: &Path) -> Result<()> {
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         async move {
             while hup.recv().await.is_some() {
-                match shared.reload() {
-                    Ok(g) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
-                    Err(e) => {
+                let shared = shared.clone();
+                let r = tokio::task::spawn_blocking(move || shared.reload("SIGHUP")).await;
+                match r {
+                    Ok(Ok(g)) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
+                    Ok(Err(Refusal::InvalidPolicy(errors))) => {
+                        tracing::error!(errors = %errors.join("\n"), "policy reload rejected; previous policy stays")
+                    }
+                    Ok(Err(e)) => {
                         tracing::error!(error = %format!("{e:#}"), "policy reload rejected; previous policy stays")
                     }
+                    Err(e) => tracing::error!(error = %e, "policy reload task failed"),
                 }
             }
         }
@@ -364,16 +565,17 @@ pub async fn run(policy_path: &Path) -> Result<()> {
     let _ = sampler.await;
     let _ = reloader.await;
     served.context("serving HTTP")?;
-    match Arc::try_unwrap(shared) {
-        Ok(shared) => {
-            let inner = shared.inner.into_inner().unwrap_or_else(|p| p.into_inner());
-            let n = inner.dataplane.attachments().len();
-            drop(inner);
-            tracing::info!(detached = n, "detached all programs");
-        }
-        Err(_) => {
-            tracing::warn!("state still shared at exit; programs detach when the process ends")
-        }
+    drop(shared);
+    if opts.detach_on_exit {
+        let n = Dataplane::uninstall(&bpffs)?;
+        tracing::info!(pins = n, bpffs = %bpffs.display(), "detached and removed all pinned state");
+    } else {
+        tracing::info!(bpffs = %bpffs.display(), "exiting; pinned programs keep enforcing");
     }
     Ok(())
+}
+
+/// `warden uninstall`: removes every pinned program, link and map under `bpffs`.
+pub fn uninstall(bpffs: &Path) -> Result<usize> {
+    Ok(Dataplane::uninstall(bpffs)?)
 }

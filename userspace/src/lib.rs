@@ -5,8 +5,10 @@
 //! wires them together for `warden run`; [`cli`] is the command line.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
 pub mod policy;
+pub mod store;

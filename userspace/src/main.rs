@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use warden::{
     cli::{self, Cli, Client, Command, PolicyCommand},
@@ -20,8 +21,12 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Run { config } => {
+    let client = || Client::new(&cli.api, cli.token.clone());
+    match &cli.command {
+        Command::Run {
+            config,
+            detach_on_exit,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -32,37 +37,59 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(daemon::run(&config))?;
-            Ok(ExitCode::SUCCESS)
+            let opts = daemon::RunOptions {
+                policy_path: config.clone(),
+                detach_on_exit: *detach_on_exit,
+            };
+            rt.block_on(daemon::run(opts))?;
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => match policy::load(&file) {
-            Ok(p) => {
-                println!(
-                    "{}: ok ({} tenants, {} interfaces)",
-                    file.display(),
-                    p.tenants.len(),
-                    p.interfaces.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+        } => match policy::load(file) {
+            Ok(p) => println!(
+                "{}: ok ({} tenants, {} interfaces)",
+                file.display(),
+                p.tenants.len(),
+                p.interfaces.len()
+            ),
             Err(diags) => {
                 eprint!("{diags}");
                 if !diags.to_string().ends_with('\n') {
                     eprintln!();
                 }
                 eprintln!("{}: {} error(s)", file.display(), diags.0.len());
-                Ok(ExitCode::from(1))
+                return Ok(ExitCode::from(1));
             }
         },
-        Command::Status { json } => {
-            cli::status(&Client::new(&cli.api, cli.token)?, json)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Policy {
+            command: PolicyCommand::Apply { file },
+        } => cli::policy_apply(&client()?, file)?,
+        Command::Status { json } => cli::status(&client()?, *json)?,
+        Command::Tenants { json } => cli::tenants(&client()?, *json)?,
+        Command::Suspend { tenant, reason } => {
+            cli::set_suspended(&client()?, tenant, reason, true)?
         }
-        Command::Tenants { json } => {
-            cli::tenants(&Client::new(&cli.api, cli.token)?, json)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Unsuspend { tenant, reason } => {
+            cli::set_suspended(&client()?, tenant, reason, false)?
+        }
+        Command::Uninstall { config, bpffs } => {
+            let dir = match (config, bpffs) {
+                (_, Some(dir)) => dir.clone(),
+                (Some(c), None) => {
+                    policy::load(c)
+                        .map_err(|d| anyhow::anyhow!("{d}"))?
+                        .daemon
+                        .bpffs
+                }
+                (None, None) => policy::DaemonConfig::default().bpffs,
+            };
+            let n = daemon::uninstall(&dir)
+                .with_context(|| format!("removing pins under {}", dir.display()))?;
+            println!(
+                "{}: removed {n} pinned objects; enforcement stopped",
+                dir.display()
+            );
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

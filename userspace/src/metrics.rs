@@ -3,24 +3,30 @@
 
 use std::fmt::Write as _;
 
-use warden_common::Counters;
+use warden_common::{direction, global, reason, Counters, DropCounters};
+
+/// One tenant's figures.
+#[derive(Debug, Default, Clone)]
+pub struct TenantSample {
+    pub id: String,
+    /// `[out, in]`.
+    pub counters: [Counters; 2],
+    /// `[out, in]`.
+    pub drops: [DropCounters; 2],
+    pub suspended: bool,
+}
 
 /// Everything `/metrics` shows, read from the dataplane in one go.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    /// Per tenant: id and `[out, in]` counters.
-    pub tenants: Vec<(String, [Counters; 2])>,
-    /// Traffic of no tenant: `[out, in]`.
-    pub no_tenant: [Counters; 2],
-    /// Frames too short or impossible to parse: `[out, in]`.
-    pub malformed: [Counters; 2],
+    pub tenants: Vec<TenantSample>,
+    /// Traffic of no tenant: `[slot][direction]`, slots as in `warden_common::global`.
+    pub unattributed: [[Counters; 2]; global::SLOTS as usize],
     /// Policies applied since start.
     pub policy_generation: u64,
     /// `(map, entries, capacity)`.
     pub maps: Vec<(String, u64, u64)>,
 }
-
-const DIRS: [&str; 2] = ["out", "in"];
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -35,20 +41,16 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Renders the snapshot in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(256 + s.tenants.len() * 256);
-    header(
-        &mut out,
-        "warden_tenant_bytes_total",
-        "counter",
-        "Ethernet frame bytes per tenant; direction out = sent by the tenant, in = received.",
-    );
-    for (id, c) in &s.tenants {
-        for (d, dir) in DIRS.iter().enumerate() {
+    let mut out = String::with_capacity(1024 + s.tenants.len() * 512);
+    header(&mut out, "warden_tenant_bytes_total", "counter",
+        "Ethernet frame bytes per tenant as the hook sees them; direction out = sent by the tenant, in = received.");
+    for t in &s.tenants {
+        for (d, dir) in direction::NAMES.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "warden_tenant_bytes_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
-                escape(id),
-                c[d].bytes
+                escape(&t.id),
+                t.counters[d].bytes
             );
         }
     }
@@ -58,44 +60,54 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Packets per tenant; direction out = sent by the tenant, in = received.",
     );
-    for (id, c) in &s.tenants {
-        for (d, dir) in DIRS.iter().enumerate() {
+    for t in &s.tenants {
+        for (d, dir) in direction::NAMES.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "warden_tenant_packets_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
-                escape(id),
-                c[d].packets
+                escape(&t.id),
+                t.counters[d].packets
             );
         }
     }
     header(
         &mut out,
-        "warden_unattributed_packets_total",
+        "warden_dropped_packets_total",
         "counter",
-        "Packets that belong to no tenant, by reason (no_tenant, malformed).",
+        "Packets dropped by enforcement, per tenant, direction and reason.",
     );
-    for (reason, c) in [("no_tenant", &s.no_tenant), ("malformed", &s.malformed)] {
-        for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "warden_unattributed_packets_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}",
-                c[d].packets
-            );
+    for t in &s.tenants {
+        for (d, dir) in direction::NAMES.iter().enumerate() {
+            for (r, name) in reason::NAMES.iter().enumerate() {
+                let _ = writeln!(out, "warden_dropped_packets_total{{tenant=\"{}\",direction=\"{dir}\",reason=\"{name}\"}} {}", escape(&t.id), t.drops[d].packets[r]);
+            }
         }
     }
     header(
         &mut out,
-        "warden_unattributed_bytes_total",
-        "counter",
-        "Bytes that belong to no tenant, by reason (no_tenant, malformed).",
+        "warden_tenant_suspended",
+        "gauge",
+        "1 while the tenant is suspended.",
     );
-    for (reason, c) in [("no_tenant", &s.no_tenant), ("malformed", &s.malformed)] {
-        for (d, dir) in DIRS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "warden_unattributed_bytes_total{{direction=\"{dir}\",reason=\"{reason}\"}} {}",
-                c[d].bytes
-            );
+    for t in &s.tenants {
+        let _ = writeln!(
+            out,
+            "warden_tenant_suspended{{tenant=\"{}\"}} {}",
+            escape(&t.id),
+            u8::from(t.suspended)
+        );
+    }
+    for (name, field, help) in [
+        ("warden_unattributed_packets_total", 0, "Packets of no tenant, by reason: no_tenant (passed), malformed (passed), spoofed (dropped: from a tenant port, sender bound to nobody)."),
+        ("warden_unattributed_bytes_total", 1, "Bytes of no tenant, by reason (see warden_unattributed_packets_total)."),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (slot, reason) in global::NAMES.iter().enumerate() {
+            for (d, dir) in direction::NAMES.iter().enumerate() {
+                let c = s.unattributed[slot][d];
+                let v = if field == 0 { c.packets } else { c.bytes };
+                let _ = writeln!(out, "{name}{{direction=\"{dir}\",reason=\"{reason}\"}} {v}");
+            }
         }
     }
     header(
@@ -109,7 +121,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_map_entries",
         "gauge",
-        "Entries in each bounded kernel map.",
+        "Entries in each bounded kernel map (per policy generation).",
     );
     for (m, entries, _) in &s.maps {
         let _ = writeln!(out, "warden_map_entries{{map=\"{m}\"}} {entries}");
@@ -118,7 +130,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_map_capacity",
         "gauge",
-        "Capacity of each bounded kernel map.",
+        "Capacity of each bounded kernel map (per policy generation).",
     );
     for (m, _, cap) in &s.maps {
         let _ = writeln!(out, "warden_map_capacity{{map=\"{m}\"}} {cap}");
@@ -131,11 +143,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tenant_series_carry_tenant_and_direction() {
+    fn tenant_series_carry_tenant_direction_and_reason() {
+        let mut drops = [DropCounters::default(); 2];
+        drops[0].packets[reason::SPOOF_IP] = 7;
         let s = Snapshot {
-            tenants: vec![(
-                "acme".into(),
-                [
+            tenants: vec![TenantSample {
+                id: "acme".into(),
+                counters: [
                     Counters {
                         packets: 3,
                         bytes: 300,
@@ -145,22 +159,35 @@ mod tests {
                         bytes: 700,
                     },
                 ],
-            )],
+                drops,
+                suspended: true,
+            }],
             policy_generation: 2,
             ..Default::default()
         };
         let text = render(&s);
-        assert!(text.contains("warden_tenant_bytes_total{tenant=\"acme\",direction=\"out\"} 300\n"));
-        assert!(text.contains("warden_tenant_bytes_total{tenant=\"acme\",direction=\"in\"} 700\n"));
-        assert!(text.contains("warden_tenant_packets_total{tenant=\"acme\",direction=\"out\"} 3\n"));
-        assert!(text.contains("warden_tenant_packets_total{tenant=\"acme\",direction=\"in\"} 5\n"));
-        assert!(text.contains("warden_policy_generation 2\n"));
+        for line in [
+            "warden_tenant_bytes_total{tenant=\"acme\",direction=\"out\"} 300\n",
+            "warden_tenant_bytes_total{tenant=\"acme\",direction=\"in\"} 700\n",
+            "warden_tenant_packets_total{tenant=\"acme\",direction=\"out\"} 3\n",
+            "warden_tenant_packets_total{tenant=\"acme\",direction=\"in\"} 5\n",
+            "warden_dropped_packets_total{tenant=\"acme\",direction=\"out\",reason=\"spoof_ip\"} 7\n",
+            "warden_dropped_packets_total{tenant=\"acme\",direction=\"in\",reason=\"bandwidth\"} 0\n",
+            "warden_tenant_suspended{tenant=\"acme\"} 1\n",
+            "warden_unattributed_packets_total{direction=\"out\",reason=\"spoofed\"} 0\n",
+            "warden_policy_generation 2\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 
     #[test]
     fn label_values_are_escaped() {
         let s = Snapshot {
-            tenants: vec![("a\"b\\c".into(), Default::default())],
+            tenants: vec![TenantSample {
+                id: "a\"b\\c".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert!(render(&s).contains("tenant=\"a\\\"b\\\\c\""));

@@ -74,7 +74,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "==> starting the daemon in {} with configs/demo.yaml",
         lab.node.name()
     );
-    let daemon = lab.start_daemon(&warden, &policy)?;
+    let daemon = lab.start_daemon(&warden, &policy, &["--detach-on-exit"])?;
 
     let secs = args.duration.to_string();
     let mut procs = Vec::new();

@@ -48,10 +48,20 @@ pub enum Family {
 /// Everything later stages need, extracted in one pass.
 pub struct Parsed {
     pub family: Family,
-    /// Tenant-side IPv4 address (network order) when `family == V4`.
+    /// Source MAC of the frame.
+    pub src_mac: [u8; 6],
+    /// Tenant-side IPv4 address (network order) when `family == V4`: the source (or
+    /// ARP sender) from the tenant, the destination (or ARP target) to it.
     pub addr4: [u8; 4],
-    /// Tenant-side IPv6 address when `family == V6`.
+    /// The other side's IPv4 address.
+    pub remote4: [u8; 4],
+    /// Tenant-side IPv6 address when `family == V6`; for a neighbour advertisement
+    /// from the tenant, the advertised target (the address it claims).
     pub addr6: [u8; 16],
+    /// The other side's IPv6 address.
+    pub remote6: [u8; 16],
+    /// ARP or IPv6 neighbour discovery: an address claim.
+    pub is_claim: bool,
     /// L4 protocol, 0 when unknown or a non-first fragment.
     pub l4_proto: u8,
     /// Source and destination ports (TCP/UDP) or ICMP type and code, host order.
@@ -59,8 +69,22 @@ pub struct Parsed {
     pub dport: u16,
     /// TCP flags byte, 0 otherwise.
     pub tcp_flags: u8,
-    /// True for ARP.
-    pub is_arp: bool,
+}
+
+impl Parsed {
+    /// The tenant-side address is one no tenant is expected to own: IPv4 0.0.0.0
+    /// (DHCP, ARP probes), IPv6 `::` (DAD) or link-local fe80::/10.
+    #[inline(always)]
+    pub fn local_is_unowned(&self) -> bool {
+        match self.family {
+            Family::V4 => u32::from_ne_bytes(self.addr4) == 0,
+            Family::V6 => {
+                (self.addr6[0] == 0xfe && self.addr6[1] & 0xc0 == 0x80)
+                    || u128::from_ne_bytes(self.addr6) == 0
+            }
+            Family::None => false,
+        }
+    }
 }
 
 /// The frame is shorter than its headers say, or a header field is impossible.
@@ -81,15 +105,19 @@ pub fn ptr_at<T>(data: usize, data_end: usize, off: usize) -> Result<*const T, M
 pub fn parse<const DIR: u32>(data: usize, data_end: usize) -> Result<Parsed, Malformed> {
     let mut p = Parsed {
         family: Family::None,
+        src_mac: [0; 6],
         addr4: [0; 4],
+        remote4: [0; 4],
         addr6: [0; 16],
+        remote6: [0; 16],
+        is_claim: false,
         l4_proto: 0,
         sport: 0,
         dport: 0,
         tcp_flags: 0,
-        is_arp: false,
     };
     let eth: *const EthHdr = ptr_at(data, data_end, 0)?;
+    p.src_mac = unsafe { (*eth).src_addr };
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut off = EthHdr::LEN;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
@@ -119,11 +147,16 @@ fn parse_ipv4<const DIR: u32>(
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Malformed);
     }
+    // The whole header, options included, must be there even if nothing after it is read.
+    if data + off + ihl > data_end {
+        return Err(Malformed);
+    }
     p.family = Family::V4;
-    p.addr4 = if DIR == direction::OUT {
-        unsafe { (*ip).src_addr }
+    let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+    (p.addr4, p.remote4) = if DIR == direction::OUT {
+        (src, dst)
     } else {
-        unsafe { (*ip).dst_addr }
+        (dst, src)
     };
     let frags = unsafe { (*ip).frags };
     let frag_offset = u16::from_be_bytes(frags) & 0x1fff;
@@ -131,7 +164,7 @@ fn parse_ipv4<const DIR: u32>(
         // A later fragment carries no L4 header.
         return Ok(());
     }
-    parse_l4(data, data_end, off + ihl, unsafe { (*ip).proto }, p)
+    parse_l4::<DIR>(data, data_end, off + ihl, unsafe { (*ip).proto }, p)
 }
 
 #[inline(always)]
@@ -146,10 +179,11 @@ fn parse_ipv6<const DIR: u32>(
         return Err(Malformed);
     }
     p.family = Family::V6;
-    p.addr6 = if DIR == direction::OUT {
-        unsafe { (*ip).src_addr }
+    let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+    (p.addr6, p.remote6) = if DIR == direction::OUT {
+        (src, dst)
     } else {
-        unsafe { (*ip).dst_addr }
+        (dst, src)
     };
     let mut next = unsafe { (*ip).next_hdr };
     let mut off = off + Ipv6Hdr::LEN;
@@ -160,15 +194,21 @@ fn parse_ipv6<const DIR: u32>(
                 let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
                 next = nh;
                 off += (len as usize + 1) * 8;
+                if data + off > data_end {
+                    return Err(Malformed);
+                }
             }
             proto::AH => {
                 let h: *const [u8; 2] = ptr_at(data, data_end, off)?;
                 let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
                 next = nh;
                 off += (len as usize + 2) * 4;
+                if data + off > data_end {
+                    return Err(Malformed);
+                }
             }
             proto::FRAGMENT => {
-                let h: *const [u8; 4] = ptr_at(data, data_end, off)?;
+                let h: *const [u8; 8] = ptr_at(data, data_end, off)?;
                 let (nh, hi, lo) = unsafe { ((*h)[0], (*h)[2], (*h)[3]) };
                 if u16::from_be_bytes([hi, lo]) & 0xfff8 != 0 {
                     // A later fragment carries no L4 header.
@@ -177,7 +217,7 @@ fn parse_ipv6<const DIR: u32>(
                 next = nh;
                 off += 8;
             }
-            _ => return parse_l4(data, data_end, off, next, p),
+            _ => return parse_l4::<DIR>(data, data_end, off, next, p),
         }
     }
     // Too many extension headers to follow: attributed by address, no L4 facts.
@@ -194,22 +234,27 @@ fn parse_arp<const DIR: u32>(
     // Ethernet/IPv4 ARP: htype(2) ptype(2) hlen(1) plen(1) op(2) sha(6) spa(4) tha(6) tpa(4).
     let arp: *const [u8; 28] = ptr_at(data, data_end, off)?;
     let a = unsafe { &*arp };
-    p.is_arp = true;
+    p.is_claim = true;
     if a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0x00 || a[4] != 6 || a[5] != 4 {
         // ARP for another hardware or protocol type names no tenant address.
         return Ok(());
     }
     p.family = Family::V4;
-    p.addr4 = if DIR == direction::OUT {
-        [a[14], a[15], a[16], a[17]]
+    let (sender, target) = ([a[14], a[15], a[16], a[17]], [a[24], a[25], a[26], a[27]]);
+    (p.addr4, p.remote4) = if DIR == direction::OUT {
+        (sender, target)
     } else {
-        [a[24], a[25], a[26], a[27]]
+        (target, sender)
     };
     Ok(())
 }
 
+/// ICMPv6 neighbour solicitation and advertisement.
+const ND_NS: u8 = 135;
+const ND_NA: u8 = 136;
+
 #[inline(always)]
-fn parse_l4(
+fn parse_l4<const DIR: u32>(
     data: usize,
     data_end: usize,
     off: usize,
@@ -234,11 +279,29 @@ fn parse_l4(
             p.sport = u16::from_be_bytes([h[0], h[1]]);
             p.dport = u16::from_be_bytes([h[2], h[3]]);
         }
-        proto::ICMP | proto::ICMPV6 => {
+        proto::ICMP => {
             let h: *const [u8; 4] = ptr_at(data, data_end, off)?;
             let h = unsafe { &*h };
             p.sport = h[0] as u16;
             p.dport = h[1] as u16;
+        }
+        proto::ICMPV6 => {
+            let h: *const [u8; 4] = ptr_at(data, data_end, off)?;
+            let (ty, code) = unsafe { ((*h)[0], (*h)[1]) };
+            p.sport = ty as u16;
+            p.dport = code as u16;
+            if ty == ND_NS || ty == ND_NA {
+                // type, code, checksum, flags/reserved, then the 16-byte target.
+                let nd: *const [u8; 24] = ptr_at(data, data_end, off)?;
+                p.is_claim = true;
+                if DIR == direction::OUT && ty == ND_NA {
+                    // An advertisement claims its target address.
+                    let nd = unsafe { &*nd };
+                    let mut target = [0u8; 16];
+                    target.copy_from_slice(&nd[8..24]);
+                    p.addr6 = target;
+                }
+            }
         }
         _ => {}
     }

@@ -1,31 +1,69 @@
-//! The dataplane: the only module that touches aya. Loads the embedded eBPF object,
-//! attaches its programs to interfaces by mode, writes the tenant tries and reads the
-//! counters.
+//! The dataplane: the only module that touches aya.
+//!
+//! - Maps, programs and links are pinned under the policy's `bpffs` directory, so
+//!   enforcement does not depend on the daemon: a daemon that dies leaves it running,
+//!   and a restarted one adopts the pinned state without detaching, reloading or
+//!   resetting counters ([`Dataplane::open`], [`Dataplane::attach`]).
+//! - Policy goes into the inactive generation and is switched on with one write
+//!   ([`Dataplane::apply`]); see `warden_common` for the generation scheme.
 
+mod compile;
 mod index;
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{lpm_trie::Key, LpmTrie, MapData, PerCpuArray, PerCpuValues},
-    programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    maps::{
+        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapType, PerCpuArray,
+        PerCpuValues,
+    },
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader, Pod,
 };
 use ipnet::IpNet;
 use warden_common::{
-    direction, global, map, program, tenant_counter_index, Counters, TenantRef, MAX_PREFIXES,
-    MAX_TENANTS,
+    bucket, direction, gen_flags, global, map, program, tenant_config_index, tenant_counter_index,
+    AddrKeyV4, AddrKeyV6, Bucket, Counters, DropCounters, GenConfig, MacKey, TenantConfig,
+    TenantRef, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
 };
 
-pub use self::index::{IndexError, TenantIndex};
+pub use self::{
+    compile::{burst_bytes, compile, CompileError, Compiled},
+    index::{IndexChanges, IndexError, TenantIndex},
+};
 use crate::policy::Mode;
 
 /// The compiled eBPF object (built by `build.rs` through aya-build).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
 
+/// `statfs` magic of a bpf filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
 /// Errors at the boundary between Warden and the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    #[error("{0} is not on a bpf filesystem (mount one: mount -t bpf bpf {0})")]
+    NotBpffs(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "pinned map {path} does not match this Warden ({detail}); it was left by another \
+         version: run `warden uninstall` (stops enforcement) before starting this one"
+    )]
+    IncompatiblePin { path: PathBuf, detail: String },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
@@ -34,13 +72,15 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("attaching {hook} to interface {iface}: {source}")]
+    #[error("attaching {program} to interface {iface}: {source}")]
     Attach {
         iface: String,
-        hook: &'static str,
+        program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("link {path}: {detail}")]
+    Link { path: PathBuf, detail: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -52,291 +92,908 @@ pub enum DataplaneError {
     #[error("program {0} missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Compile(#[from] CompileError),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
 /// One program attached to one interface.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     pub interface: String,
     pub mode: String,
     pub hook: String,
     pub program: String,
+    /// `adopted` (left running by an earlier daemon), `attached` or `replaced`.
+    pub how: String,
 }
 
 /// Which programs go where, per mode: (XDP ingress program, tcx egress program).
-fn programs_for(mode: Mode) -> (&'static str, &'static str) {
+fn programs_for(mode: Mode) -> [(&'static str, Hook); 2] {
     match mode {
-        Mode::Host => (program::XDP_TO_TENANT, program::TC_FROM_TENANT),
-        Mode::Gateway => (program::XDP_FROM_TENANT, program::TC_TO_TENANT),
+        Mode::Host => [
+            (program::XDP_TO_TENANT, Hook::Xdp),
+            (program::TC_FROM_TENANT, Hook::TcxEgress),
+        ],
+        Mode::Gateway => [
+            (program::XDP_FROM_TENANT, Hook::Xdp),
+            (program::TC_TO_TENANT, Hook::TcxEgress),
+        ],
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Host => "host",
-        Mode::Gateway => "gateway",
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Hook {
+    Xdp,
+    TcxEgress,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::TcxEgress => "tcx-egress",
+        }
     }
 }
 
-/// Loaded programs and maps. Dropping it detaches every program it attached.
+/// The layout every map must have: (name, type, key size, value size, capacity).
+fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 12] {
+    use std::mem::size_of;
+    let s = |n: usize| n as u32;
+    [
+        (map::ACTIVE, MapType::Array, 4, 4, 1),
+        (
+            map::GEN_CONFIG,
+            MapType::Array,
+            4,
+            s(size_of::<GenConfig>()),
+            GENERATIONS,
+        ),
+        (
+            map::ADDRS_V4,
+            MapType::Hash,
+            s(size_of::<AddrKeyV4>()),
+            4,
+            MAX_PREFIXES * GENERATIONS,
+        ),
+        (
+            map::ADDRS_V6,
+            MapType::Hash,
+            s(size_of::<AddrKeyV6>()),
+            4,
+            MAX_PREFIXES * GENERATIONS,
+        ),
+        (
+            map::MACS,
+            MapType::Hash,
+            s(size_of::<MacKey>()),
+            4,
+            MAX_MACS * GENERATIONS,
+        ),
+        (
+            map::TENANT_CONFIG,
+            MapType::Array,
+            4,
+            s(size_of::<TenantConfig>()),
+            MAX_TENANTS * GENERATIONS,
+        ),
+        (map::MANAGEMENT_V4, MapType::LpmTrie, 8, 1, MAX_MANAGEMENT),
+        (map::MANAGEMENT_V6, MapType::LpmTrie, 20, 1, MAX_MANAGEMENT),
+        (
+            map::BUCKETS,
+            MapType::Array,
+            4,
+            s(size_of::<Bucket>()),
+            MAX_TENANTS * bucket::PER_TENANT,
+        ),
+        (
+            map::TENANT_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            16,
+            MAX_TENANTS * direction::COUNT,
+        ),
+        (
+            map::DROP_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            s(size_of::<DropCounters>()),
+            MAX_TENANTS * direction::COUNT,
+        ),
+        (
+            map::GLOBAL_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            16,
+            global::ENTRIES,
+        ),
+    ]
+}
+
+/// Capacities of the bounded maps, for `warden_map_capacity` (per generation where
+/// the map holds two).
+pub const CAPACITIES: [(&str, u32); 4] = [
+    (map::ADDRS_V4, MAX_PREFIXES),
+    (map::ADDRS_V6, MAX_PREFIXES),
+    (map::MACS, MAX_MACS),
+    (map::TENANT_COUNTERS, MAX_TENANTS),
+];
+
+/// Loaded (or adopted) maps and programs.
 pub struct Dataplane {
     ebpf: Ebpf,
+    bpffs: PathBuf,
+    programs_loaded: bool,
+    active: u32,
+    /// What each generation holds; `None` when adopted and not yet rewritten.
+    mirror: [Option<Compiled>; 2],
     attachments: Vec<Attachment>,
-    /// Prefixes currently in the tries, with the tenant index each maps to.
-    prefixes: HashMap<IpNet, u32>,
+    adopted_maps: usize,
 }
 
 impl Dataplane {
-    /// Loads the object and its programs (running the verifier) without attaching.
-    pub fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    /// Opens the pinned maps under `bpffs` (creating and pinning those that do not
+    /// exist yet). Programs are not loaded until something must be attached.
+    pub fn open(bpffs: &Path) -> Result<Self> {
+        fs::create_dir_all(bpffs).map_err(io(bpffs))?;
+        check_bpffs(bpffs)?;
+        for sub in ["maps", "progs", "links"] {
+            let d = bpffs.join(sub);
+            fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        let mut adopted_maps = 0;
+        for (name, ty, key, value, entries) in expected_layout() {
+            let path = bpffs.join("maps").join(name);
+            if !path.exists() {
+                continue;
+            }
+            let m = MapData::from_pin(&path).map_err(map_err(name))?;
+            let info = m.info().map_err(map_err(name))?;
+            let got = (
+                info.map_type().ok(),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+            );
+            if got != (Some(ty), key, value, entries) {
+                return Err(DataplaneError::IncompatiblePin {
+                    path,
+                    detail: format!(
+                        "found {:?} key {} value {} entries {}, expected {ty:?} key {key} value {value} entries {entries}",
+                        got.0, got.1, got.2, got.3
+                    ),
+                });
+            }
+            adopted_maps += 1;
+        }
+        let paths: Vec<(&str, PathBuf)> = map::ALL
+            .iter()
+            .map(|n| (*n, bpffs.join("maps").join(n)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(*name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT)?;
+        let mut dp = Self {
+            ebpf,
+            bpffs: bpffs.to_path_buf(),
+            programs_loaded: false,
+            active: 0,
+            mirror: [None, None],
+            attachments: Vec::new(),
+            adopted_maps,
+        };
+        dp.active = dp
+            .array::<u32>(map::ACTIVE)?
+            .get(&0, 0)
+            .map_err(map_err(map::ACTIVE))?
+            % GENERATIONS;
+        if adopted_maps == 0 {
+            dp.mirror = [Some(Compiled::default()), Some(Compiled::default())];
+        }
+        Ok(dp)
+    }
+
+    /// How many maps were already pinned (left by an earlier daemon) at open.
+    pub fn adopted_maps(&self) -> usize {
+        self.adopted_maps
+    }
+
+    /// The bpffs directory this dataplane pins under.
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// The generation packets use now.
+    pub fn active_generation(&self) -> u32 {
+        self.active
+    }
+
+    fn load_programs(&mut self) -> Result<()> {
+        if self.programs_loaded {
+            return Ok(());
+        }
         for name in [program::XDP_FROM_TENANT, program::XDP_TO_TENANT] {
-            let prog: &mut Xdp = program_mut(&mut ebpf, name)?;
+            let prog: &mut Xdp = program_mut(&mut self.ebpf, name)?;
             prog.load()
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
         for name in [program::TC_FROM_TENANT, program::TC_TO_TENANT] {
-            let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
+            let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, name)?;
             prog.load()
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
-        Ok(Self {
-            ebpf,
-            attachments: Vec::new(),
-            prefixes: HashMap::new(),
-        })
-    }
-
-    /// Attaches the XDP (ingress) and tcx (egress) programs of `mode` to `iface`.
-    pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<()> {
-        let (xdp_name, tc_name) = programs_for(mode);
-        let xdp: &mut Xdp = program_mut(&mut self.ebpf, xdp_name)?;
-        xdp.attach(iface, XdpMode::default())
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_string(),
-                hook: "xdp",
-                source,
-            })?;
-        self.attachments.push(Attachment {
-            interface: iface.to_string(),
-            mode: mode_name(mode).to_string(),
-            hook: "xdp".to_string(),
-            program: xdp_name.to_string(),
-        });
-        let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, tc_name)?;
-        tc.attach_with_options(
-            iface,
-            TcAttachType::Egress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|source| DataplaneError::Attach {
-            iface: iface.to_string(),
-            hook: "tcx-egress",
-            source,
-        })?;
-        self.attachments.push(Attachment {
-            interface: iface.to_string(),
-            mode: mode_name(mode).to_string(),
-            hook: "tcx-egress".to_string(),
-            program: tc_name.to_string(),
-        });
+        self.programs_loaded = true;
         Ok(())
     }
 
-    /// What is attached where.
+    /// Makes the pinned links match `interfaces`: links of the same object version
+    /// are adopted as they are (no gap, no reload); links of another version or of the
+    /// wrong program are replaced atomically; missing ones are attached and pinned;
+    /// pinned links of interfaces no longer configured are removed.
+    ///
+    /// `object_id` identifies this build's eBPF object; `previous` is the id recorded
+    /// when the pinned links were made (None when unknown).
+    pub fn attach(
+        &mut self,
+        interfaces: &[(String, Mode)],
+        object_id: &str,
+        previous: Option<&str>,
+    ) -> Result<()> {
+        let same_version = previous == Some(object_id);
+        // (hook, escaped interface) -> program wanted there.
+        let mut wanted: HashMap<(Hook, String), &'static str> = HashMap::new();
+        self.attachments.clear();
+        for (iface, mode) in interfaces {
+            for (prog, hook) in programs_for(*mode) {
+                let dir = self.bpffs.join("links").join(hook.name());
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let name = escape_name(iface);
+                let pin = dir.join(&name);
+                let marker = dir.join(format!("{name}@{prog}"));
+                wanted.insert((hook, name), prog);
+                let existing = match PinnedLink::from_pin(&pin) {
+                    Ok(l) => Some(l),
+                    Err(_) if !pin.exists() => None,
+                    Err(e) => {
+                        return Err(DataplaneError::Link {
+                            path: pin,
+                            detail: error_chain(&e),
+                        })
+                    }
+                };
+                let how = match existing {
+                    Some(_) if same_version && marker.exists() => "adopted",
+                    Some(link) => {
+                        self.load_programs()?;
+                        self.replace(link, prog, hook, &pin, iface)?;
+                        "replaced"
+                    }
+                    None => {
+                        self.load_programs()?;
+                        self.attach_new(prog, hook, &pin, iface)?;
+                        "attached"
+                    }
+                };
+                if !marker.exists() {
+                    fs::create_dir(&marker).map_err(io(&marker))?;
+                }
+                self.attachments.push(Attachment {
+                    interface: iface.clone(),
+                    mode: mode.to_string(),
+                    hook: hook.name().to_string(),
+                    program: prog.to_string(),
+                    how: how.to_string(),
+                });
+            }
+        }
+        // Links of interfaces that left the policy (unpinning drops the last reference,
+        // which detaches), and markers of programs no longer running there.
+        for hook in [Hook::Xdp, Hook::TcxEgress] {
+            let dir = self.bpffs.join("links").join(hook.name());
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let p = entry.map_err(io(&dir))?.path();
+                let n = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                match n.split_once('@') {
+                    None if !wanted.contains_key(&(hook, n.clone())) => {
+                        fs::remove_file(&p).map_err(io(&p))?;
+                        tracing::info!(link = %p.display(), "detached interface no longer in policy");
+                    }
+                    Some((iface, prog))
+                        if wanted.get(&(hook, iface.to_string())) != Some(&prog) =>
+                    {
+                        fs::remove_dir(&p).map_err(io(&p))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if self.programs_loaded {
+            self.pin_programs()?;
+        }
+        Ok(())
+    }
+
+    fn attach_new(
+        &mut self,
+        prog: &'static str,
+        hook: Hook,
+        pin: &Path,
+        iface: &str,
+    ) -> Result<()> {
+        let attach_err = |source| DataplaneError::Attach {
+            iface: iface.to_string(),
+            program: prog,
+            source,
+        };
+        let fd_link: FdLink = match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = program_mut(&mut self.ebpf, prog)?;
+                let id = p.attach(iface, XdpMode::default()).map_err(attach_err)?;
+                let link = p.take_link(id).map_err(attach_err)?;
+                link.try_into()
+                    .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
+                        path: pin.to_path_buf(),
+                        detail: format!("XDP attached without a BPF link: {e}"),
+                    })?
+            }
+            Hook::TcxEgress => {
+                let p: &mut SchedClassifier = program_mut(&mut self.ebpf, prog)?;
+                let id = p
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Egress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(attach_err)?;
+                let link = p.take_link(id).map_err(attach_err)?;
+                link.try_into()
+                    .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
+                        path: pin.to_path_buf(),
+                        detail: format!("tcx attached without a BPF link: {e}"),
+                    })?
+            }
+        };
+        fd_link.pin(pin).map_err(|e| DataplaneError::Link {
+            path: pin.to_path_buf(),
+            detail: error_chain(&e),
+        })?;
+        Ok(())
+    }
+
+    fn replace(
+        &mut self,
+        link: PinnedLink,
+        prog: &'static str,
+        hook: Hook,
+        pin: &Path,
+        iface: &str,
+    ) -> Result<()> {
+        let attach_err = |source| DataplaneError::Attach {
+            iface: iface.to_string(),
+            program: prog,
+            source,
+        };
+        let link_err = |e: aya::programs::links::LinkError| DataplaneError::Link {
+            path: pin.to_path_buf(),
+            detail: e.to_string(),
+        };
+        // The pin stays in place throughout: the kernel swaps the program under the
+        // link in one step, so the interface is never without enforcement.
+        let fd_link = FdLink::from(link);
+        match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = program_mut(&mut self.ebpf, prog)?;
+                let id = p
+                    .attach_to_link(XdpLink::try_from(fd_link).map_err(link_err)?)
+                    .map_err(attach_err)?;
+                // Hand the link back to the pin alone.
+                let _ = p.take_link(id).map_err(attach_err)?;
+            }
+            Hook::TcxEgress => {
+                let p: &mut SchedClassifier = program_mut(&mut self.ebpf, prog)?;
+                let id = p
+                    .attach_to_link(SchedClassifierLink::try_from(fd_link).map_err(link_err)?)
+                    .map_err(attach_err)?;
+                let _ = p.take_link(id).map_err(attach_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pin_programs(&mut self) -> Result<()> {
+        let dir = self.bpffs.join("progs");
+        for name in [
+            program::XDP_FROM_TENANT,
+            program::XDP_TO_TENANT,
+            program::TC_FROM_TENANT,
+            program::TC_TO_TENANT,
+        ] {
+            let path = dir.join(name);
+            if path.exists() {
+                fs::remove_file(&path).map_err(io(&path))?;
+            }
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::MissingProgram(name))?;
+            prog.pin(&path).map_err(|e| DataplaneError::Link {
+                path: path.clone(),
+                detail: error_chain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// What is attached where (after [`Dataplane::attach`]).
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
     }
 
-    /// Makes the tenant tries hold exactly `prefixes` (prefix -> dense tenant index).
-    ///
-    /// `fresh` are indexes newly given to tenants: their counters are zeroed after
-    /// the prefixes that pointed at them for a previous tenant are gone and before any
-    /// prefix points at them for the new one, so no packet lands in the wrong tenant.
-    /// Other prefixes are inserted or updated before stale ones are removed, so an
-    /// address that stays with its tenant is never briefly unattributed.
-    pub fn apply_tenants(&mut self, prefixes: &HashMap<IpNet, u32>, fresh: &[u32]) -> Result<()> {
-        let stale: Vec<(IpNet, u32)> = self
-            .prefixes
-            .iter()
-            .filter(|(n, _)| !prefixes.contains_key(n))
-            .map(|(n, i)| (*n, *i))
-            .collect();
-        let reused_stale = stale.iter().filter(|(_, i)| fresh.contains(i));
-        for (net, _) in reused_stale {
-            self.remove_prefix(net)?;
-            self.prefixes.remove(net);
-        }
-        for &index in fresh {
-            self.reset_tenant_counters(index)?;
-        }
-        for (net, &index) in prefixes {
-            if self.prefixes.get(net) != Some(&index) {
-                self.insert_prefix(net, index)?;
-                self.prefixes.insert(*net, index);
-            }
-        }
-        for (net, _) in stale.iter().filter(|(_, i)| !fresh.contains(i)) {
-            self.remove_prefix(net)?;
-            self.prefixes.remove(net);
-        }
-        Ok(())
-    }
-
-    fn insert_prefix(&mut self, net: &IpNet, index: u32) -> Result<()> {
-        let value = TenantRef { index };
-        match net {
-            IpNet::V4(n) => {
-                let mut trie = self.trie_v4()?;
-                trie.insert(
-                    &Key::new(n.prefix_len().into(), n.network().octets()),
-                    value,
-                    0,
-                )
-                .map_err(|source| DataplaneError::Map {
-                    name: map::TENANTS_V4,
-                    source,
-                })
-            }
-            IpNet::V6(n) => {
-                let mut trie = self.trie_v6()?;
-                trie.insert(
-                    &Key::new(n.prefix_len().into(), n.network().octets()),
-                    value,
-                    0,
-                )
-                .map_err(|source| DataplaneError::Map {
-                    name: map::TENANTS_V6,
-                    source,
-                })
-            }
-        }
-    }
-
-    fn remove_prefix(&mut self, net: &IpNet) -> Result<()> {
-        match net {
-            IpNet::V4(n) => {
-                let mut trie = self.trie_v4()?;
-                trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
-                    .map_err(|source| DataplaneError::Map {
-                        name: map::TENANTS_V4,
-                        source,
-                    })
-            }
-            IpNet::V6(n) => {
-                let mut trie = self.trie_v6()?;
-                trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
-                    .map_err(|source| DataplaneError::Map {
-                        name: map::TENANTS_V6,
-                        source,
-                    })
-            }
-        }
-    }
-
-    fn trie_v4(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 4], TenantRef>> {
-        let m = self
-            .ebpf
-            .map_mut(map::TENANTS_V4)
-            .ok_or(DataplaneError::MissingMap(map::TENANTS_V4))?;
-        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map {
-            name: map::TENANTS_V4,
-            source,
-        })
-    }
-
-    fn trie_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], TenantRef>> {
-        let m = self
-            .ebpf
-            .map_mut(map::TENANTS_V6)
-            .ok_or(DataplaneError::MissingMap(map::TENANTS_V6))?;
-        LpmTrie::try_from(m).map_err(|source| DataplaneError::Map {
-            name: map::TENANTS_V6,
-            source,
-        })
-    }
-
-    fn counters_map(&self, name: &'static str) -> Result<PerCpuArray<&MapData, Counters>> {
-        let m = self
-            .ebpf
-            .map(name)
-            .ok_or(DataplaneError::MissingMap(name))?;
-        PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })
-    }
-
-    /// Zeroes a tenant's counters, so a reused dense index starts from nothing.
-    pub fn reset_tenant_counters(&mut self, index: u32) -> Result<()> {
-        let name = map::TENANT_COUNTERS;
-        let m = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::MissingMap(name))?;
-        let mut arr: PerCpuArray<&mut MapData, Counters> =
-            PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
-            name,
-            source: aya::maps::MapError::IoError(e),
-        })?;
-        for dir in 0..direction::COUNT {
-            let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|e| {
-                DataplaneError::Map {
-                    name,
-                    source: aya::maps::MapError::IoError(e),
+    /// Removes every pin under `bpffs`: links first (which detaches the programs),
+    /// then programs and maps. Enforcement stops.
+    pub fn uninstall(bpffs: &Path) -> Result<usize> {
+        let mut removed = 0;
+        for sub in ["links/xdp", "links/tcx-egress", "links", "progs", "maps"] {
+            let dir = bpffs.join(sub);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let p = entry.map_err(io(&dir))?.path();
+                if p.is_dir() {
+                    fs::remove_dir(&p).map_err(io(&p))?;
+                } else {
+                    fs::remove_file(&p).map_err(io(&p))?;
+                    removed += 1;
                 }
-            })?;
-            arr.set(tenant_counter_index(index, dir), zeros, 0)
-                .map_err(|source| DataplaneError::Map { name, source })?;
+            }
+        }
+        for sub in ["links", "progs", "maps"] {
+            let dir = bpffs.join(sub);
+            if dir.exists() {
+                fs::remove_dir(&dir).map_err(io(&dir))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Zeroes a slot's counters, drops and buckets, for a tenant that was just given it.
+    pub fn reset_slot(&mut self, index: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        let mut counters: PerCpuArray<&mut MapData, Counters> =
+            self.per_cpu_mut(map::TENANT_COUNTERS)?;
+        for dir in 0..direction::COUNT {
+            let zeros = per_cpu_zeros::<Counters>(cpus)?;
+            counters
+                .set(tenant_counter_index(index, dir), zeros, 0)
+                .map_err(map_err(map::TENANT_COUNTERS))?;
+        }
+        let mut drops: PerCpuArray<&mut MapData, DropCounters> =
+            self.per_cpu_mut(map::DROP_COUNTERS)?;
+        for dir in 0..direction::COUNT {
+            let zeros = per_cpu_zeros::<DropCounters>(cpus)?;
+            drops
+                .set(tenant_counter_index(index, dir), zeros, 0)
+                .map_err(map_err(map::DROP_COUNTERS))?;
+        }
+        let mut buckets: Array<&mut MapData, Bucket> = self.array_mut(map::BUCKETS)?;
+        for which in 0..bucket::PER_TENANT {
+            buckets
+                .set(bucket::index(index, which), Bucket::default(), 0)
+                .map_err(map_err(map::BUCKETS))?;
         }
         Ok(())
     }
 
-    /// Sums a tenant's counters over CPUs: `[out, in]`.
+    /// Writes `new` into the inactive generation, then makes it active with one
+    /// write. A failure before the flip leaves the active generation untouched.
+    pub fn apply(&mut self, new: &Compiled) -> Result<()> {
+        let target = 1 - self.active;
+        let gen = target as u8;
+        let old = self.mirror[target as usize].take();
+        // Until this generation is fully written its content is unknown to us.
+        let stale4 = match &old {
+            Some(o) => {
+                o.v4.keys()
+                    .filter(|k| !new.v4.contains_key(k))
+                    .copied()
+                    .collect()
+            }
+            None => self
+                .keys_v4(gen)?
+                .into_iter()
+                .filter(|k| !new.v4.contains_key(k))
+                .collect::<Vec<_>>(),
+        };
+        let stale6 = match &old {
+            Some(o) => {
+                o.v6.keys()
+                    .filter(|k| !new.v6.contains_key(k))
+                    .copied()
+                    .collect()
+            }
+            None => self
+                .keys_v6(gen)?
+                .into_iter()
+                .filter(|k| !new.v6.contains_key(k))
+                .collect::<Vec<_>>(),
+        };
+        let stale_macs = match &old {
+            Some(o) => o
+                .macs
+                .keys()
+                .filter(|k| !new.macs.contains_key(*k))
+                .copied()
+                .collect(),
+            None => self
+                .keys_macs(gen)?
+                .into_iter()
+                .filter(|k| !new.macs.contains_key(k))
+                .collect::<Vec<_>>(),
+        };
+        {
+            let mut m: BpfHashMap<&mut MapData, AddrKeyV4, TenantRef> =
+                self.hash_mut(map::ADDRS_V4)?;
+            for (len, addr) in stale4 {
+                m.remove(&AddrKeyV4 {
+                    generation: gen,
+                    prefix_len: len,
+                    _pad: [0; 2],
+                    addr,
+                })
+                .map_err(map_err(map::ADDRS_V4))?;
+            }
+            for (&(len, addr), &index) in &new.v4 {
+                if old.as_ref().and_then(|o| o.v4.get(&(len, addr))) != Some(&index) {
+                    m.insert(
+                        AddrKeyV4 {
+                            generation: gen,
+                            prefix_len: len,
+                            _pad: [0; 2],
+                            addr,
+                        },
+                        TenantRef { index },
+                        0,
+                    )
+                    .map_err(map_err(map::ADDRS_V4))?;
+                }
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, AddrKeyV6, TenantRef> =
+                self.hash_mut(map::ADDRS_V6)?;
+            for (len, addr) in stale6 {
+                m.remove(&AddrKeyV6 {
+                    generation: gen,
+                    prefix_len: len,
+                    _pad: [0; 2],
+                    addr,
+                })
+                .map_err(map_err(map::ADDRS_V6))?;
+            }
+            for (&(len, addr), &index) in &new.v6 {
+                if old.as_ref().and_then(|o| o.v6.get(&(len, addr))) != Some(&index) {
+                    m.insert(
+                        AddrKeyV6 {
+                            generation: gen,
+                            prefix_len: len,
+                            _pad: [0; 2],
+                            addr,
+                        },
+                        TenantRef { index },
+                        0,
+                    )
+                    .map_err(map_err(map::ADDRS_V6))?;
+                }
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, MacKey, TenantRef> = self.hash_mut(map::MACS)?;
+            for mac in stale_macs {
+                m.remove(&MacKey {
+                    generation: gen,
+                    _pad: 0,
+                    mac,
+                })
+                .map_err(map_err(map::MACS))?;
+            }
+            for (&mac, &index) in &new.macs {
+                if old.as_ref().and_then(|o| o.macs.get(&mac)) != Some(&index) {
+                    m.insert(
+                        MacKey {
+                            generation: gen,
+                            _pad: 0,
+                            mac,
+                        },
+                        TenantRef { index },
+                        0,
+                    )
+                    .map_err(map_err(map::MACS))?;
+                }
+            }
+        }
+        {
+            let mut m: Array<&mut MapData, TenantConfig> = self.array_mut(map::TENANT_CONFIG)?;
+            for (&index, cfg) in &new.configs {
+                if old.as_ref().and_then(|o| o.configs.get(&index)) != Some(cfg) {
+                    m.set(tenant_config_index(target, index), *cfg, 0)
+                        .map_err(map_err(map::TENANT_CONFIG))?;
+                }
+            }
+        }
+        let mut gc = GenConfig::default();
+        for (i, l) in new.v4_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+            gc.v4_lens[i] = *l;
+        }
+        for (i, l) in new.v6_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+            gc.v6_lens[i] = *l;
+        }
+        gc.v4_nlens = new.v4_lens.len().min(MAX_PREFIX_LENS) as u8;
+        gc.v6_nlens = new.v6_lens.len().min(MAX_PREFIX_LENS) as u8;
+        if !new.macs.is_empty() {
+            gc.flags |= gen_flags::ANY_MACS;
+        }
+        self.array_mut::<GenConfig>(map::GEN_CONFIG)?
+            .set(target, gc, 0)
+            .map_err(map_err(map::GEN_CONFIG))?;
+        self.sync_management(&new.management)?;
+        // The flip: from the next packet on, every lookup uses the new generation.
+        self.array_mut::<u32>(map::ACTIVE)?
+            .set(0, target, 0)
+            .map_err(map_err(map::ACTIVE))?;
+        self.active = target;
+        self.mirror[target as usize] = Some(new.clone());
+        Ok(())
+    }
+
+    /// Management prefixes are not generational: new ones go in before stale ones
+    /// go out, so a suspended tenant never loses its console in between.
+    fn sync_management(&mut self, wanted: &[IpNet]) -> Result<()> {
+        let wanted: HashSet<IpNet> = wanted.iter().map(|n| n.trunc()).collect();
+        {
+            let mut t: LpmTrie<&mut MapData, [u8; 4], u8> = self.lpm_mut(map::MANAGEMENT_V4)?;
+            let have: Vec<Key<[u8; 4]>> = t
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(map::MANAGEMENT_V4))?;
+            for n in wanted
+                .iter()
+                .filter_map(|n| if let IpNet::V4(n) = n { Some(n) } else { None })
+            {
+                t.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
+                    .map_err(map_err(map::MANAGEMENT_V4))?;
+            }
+            for k in have {
+                let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).map(IpNet::V4);
+                if net.map(|n| !wanted.contains(&n)).unwrap_or(true) {
+                    t.remove(&k).map_err(map_err(map::MANAGEMENT_V4))?;
+                }
+            }
+        }
+        let mut t: LpmTrie<&mut MapData, [u8; 16], u8> = self.lpm_mut(map::MANAGEMENT_V6)?;
+        let have: Vec<Key<[u8; 16]>> = t
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map::MANAGEMENT_V6))?;
+        for n in wanted
+            .iter()
+            .filter_map(|n| if let IpNet::V6(n) = n { Some(n) } else { None })
+        {
+            t.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
+                .map_err(map_err(map::MANAGEMENT_V6))?;
+        }
+        for k in have {
+            let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).map(IpNet::V6);
+            if net.map(|n| !wanted.contains(&n)).unwrap_or(true) {
+                t.remove(&k).map_err(map_err(map::MANAGEMENT_V6))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keys_v4(&self, gen: u8) -> Result<Vec<(u8, [u8; 4])>> {
+        let m: BpfHashMap<&MapData, AddrKeyV4, TenantRef> = self.hash(map::ADDRS_V4)?;
+        let keys: Vec<AddrKeyV4> = m
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map::ADDRS_V4))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.generation == gen)
+            .map(|k| (k.prefix_len, k.addr))
+            .collect())
+    }
+
+    fn keys_v6(&self, gen: u8) -> Result<Vec<(u8, [u8; 16])>> {
+        let m: BpfHashMap<&MapData, AddrKeyV6, TenantRef> = self.hash(map::ADDRS_V6)?;
+        let keys: Vec<AddrKeyV6> = m
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map::ADDRS_V6))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.generation == gen)
+            .map(|k| (k.prefix_len, k.addr))
+            .collect())
+    }
+
+    fn keys_macs(&self, gen: u8) -> Result<Vec<[u8; 6]>> {
+        let m: BpfHashMap<&MapData, MacKey, TenantRef> = self.hash(map::MACS)?;
+        let keys: Vec<MacKey> = m
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map::MACS))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.generation == gen)
+            .map(|k| k.mac)
+            .collect())
+    }
+
+    /// A tenant's packets and bytes, summed over CPUs: `[out, in]`.
     pub fn tenant_counters(&self, index: u32) -> Result<[Counters; 2]> {
-        let arr = self.counters_map(map::TENANT_COUNTERS)?;
+        let arr: PerCpuArray<&MapData, Counters> = self.per_cpu(map::TENANT_COUNTERS)?;
         let mut out = [Counters::default(); 2];
         for dir in 0..direction::COUNT {
-            out[dir as usize] = sum(&arr, tenant_counter_index(index, dir), map::TENANT_COUNTERS)?;
+            let v = arr
+                .get(&tenant_counter_index(index, dir), 0)
+                .map_err(map_err(map::TENANT_COUNTERS))?;
+            out[dir as usize] = v.iter().fold(Counters::default(), |a, c| Counters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            });
         }
         Ok(out)
     }
 
-    /// Sums the counters of traffic that belongs to no tenant: `[slot][direction]`.
+    /// A tenant's drops by reason, summed over CPUs: `[out, in]`.
+    pub fn drop_counters(&self, index: u32) -> Result<[DropCounters; 2]> {
+        let arr: PerCpuArray<&MapData, DropCounters> = self.per_cpu(map::DROP_COUNTERS)?;
+        let mut out = [DropCounters::default(); 2];
+        for dir in 0..direction::COUNT {
+            let v = arr
+                .get(&tenant_counter_index(index, dir), 0)
+                .map_err(map_err(map::DROP_COUNTERS))?;
+            for c in v.iter() {
+                for (acc, x) in out[dir as usize].packets.iter_mut().zip(c.packets) {
+                    *acc += x;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Traffic of no tenant: `[slot][direction]`, slots as in `warden_common::global`.
     pub fn global_counters(&self) -> Result<[[Counters; 2]; global::SLOTS as usize]> {
-        let arr = self.counters_map(map::GLOBAL_COUNTERS)?;
+        let arr: PerCpuArray<&MapData, Counters> = self.per_cpu(map::GLOBAL_COUNTERS)?;
         let mut out = [[Counters::default(); 2]; global::SLOTS as usize];
         for slot in 0..global::SLOTS {
             for dir in 0..direction::COUNT {
+                let v = arr
+                    .get(&global::index(slot, dir), 0)
+                    .map_err(map_err(map::GLOBAL_COUNTERS))?;
                 out[slot as usize][dir as usize] =
-                    sum(&arr, global::index(slot, dir), map::GLOBAL_COUNTERS)?;
+                    v.iter().fold(Counters::default(), |a, c| Counters {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                    });
             }
         }
         Ok(out)
     }
 
-    /// Prefixes in the tries (both families), for map-fill metrics.
-    pub fn prefix_count(&self) -> usize {
-        self.prefixes.len()
+    fn raw(&self, name: &'static str) -> Result<&Map> {
+        self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn raw_mut(&mut self, name: &'static str) -> Result<&mut Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn per_cpu<V: Pod>(&self, name: &'static str) -> Result<PerCpuArray<&MapData, V>> {
+        PerCpuArray::try_from(self.raw(name)?).map_err(map_err(name))
+    }
+
+    fn per_cpu_mut<V: Pod>(&mut self, name: &'static str) -> Result<PerCpuArray<&mut MapData, V>> {
+        PerCpuArray::try_from(self.raw_mut(name)?).map_err(map_err(name))
+    }
+
+    fn array<V: Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>> {
+        Array::try_from(self.raw(name)?).map_err(map_err(name))
+    }
+
+    fn array_mut<V: Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
+        Array::try_from(self.raw_mut(name)?).map_err(map_err(name))
+    }
+
+    fn hash<K: Pod, V: Pod>(&self, name: &'static str) -> Result<BpfHashMap<&MapData, K, V>> {
+        BpfHashMap::try_from(self.raw(name)?).map_err(map_err(name))
+    }
+
+    fn hash_mut<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>> {
+        BpfHashMap::try_from(self.raw_mut(name)?).map_err(map_err(name))
+    }
+
+    fn lpm_mut<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut MapData, K, V>> {
+        LpmTrie::try_from(self.raw_mut(name)?).map_err(map_err(name))
     }
 }
 
-/// Capacities of the bounded maps, for `warden_map_capacity`.
-pub const CAPACITIES: [(&str, u32); 3] = [
-    (map::TENANTS_V4, MAX_PREFIXES),
-    (map::TENANTS_V6, MAX_PREFIXES),
-    (map::TENANT_COUNTERS, MAX_TENANTS * direction::COUNT),
-];
+fn per_cpu_zeros<T: Pod + Default + Clone>(cpus: usize) -> Result<PerCpuValues<T>> {
+    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(|e| DataplaneError::Io {
+        path: "per-cpu values".into(),
+        source: e,
+    })
+}
 
-fn sum(arr: &PerCpuArray<&MapData, Counters>, index: u32, name: &'static str) -> Result<Counters> {
-    let values = arr
-        .get(&index, 0)
-        .map_err(|source| DataplaneError::Map { name, source })?;
-    Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+fn check_bpffs(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| DataplaneError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(DataplaneError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(DataplaneError::NotBpffs(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// bpffs refuses names with dots (reserved), and interface names may have them
+/// (`eth0.100`): escape `%` and `.` as `%25` and `%2e`.
+fn escape_name(iface: &str) -> String {
+    iface.replace('%', "%25").replace('.', "%2e")
+}
+
+/// An error with its sources, for errors whose Display leaves out the OS error.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(&format!(": {s}"));
+        cur = s.source();
+    }
+    text
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
@@ -348,4 +1005,24 @@ where
         .ok_or(DataplaneError::MissingProgram(name))?;
     prog.try_into()
         .map_err(|source| DataplaneError::Program { name, source })
+}
+
+/// A short, stable identifier of this build's eBPF object (FNV-1a 64).
+pub fn object_id() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in OBJECT {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The tenant-facing map names and their per-generation entry counts in `c`.
+pub fn fill(c: &Compiled, tenants: usize) -> HashMap<&'static str, u64> {
+    HashMap::from([
+        (map::ADDRS_V4, c.v4.len() as u64),
+        (map::ADDRS_V6, c.v6.len() as u64),
+        (map::MACS, c.macs.len() as u64),
+        (map::TENANT_COUNTERS, tenants as u64),
+    ])
 }

@@ -1,0 +1,213 @@
+//! Compiles a validated policy (plus suspensions and the tenant index) into exactly
+//! what one kernel generation holds. Pure: no kernel access, unit-tested.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use ipnet::IpNet;
+use warden_common::{tenant_flags, Rate, TenantConfig, MAX_PREFIX_LENS};
+
+use super::TenantIndex;
+use crate::policy::{Policy, Smtp};
+
+/// Default bucket depth when a plan sets no `burst`: this much time at the plan's
+/// rate, but never less than [`MIN_BURST_BYTES`].
+pub const DEFAULT_BURST_SECONDS: f64 = 0.020;
+/// Smallest default burst: a 64 KiB GSO super-packet must fit.
+pub const MIN_BURST_BYTES: u64 = 64 * 1024;
+
+/// One generation's content.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Compiled {
+    /// (prefix length, network bytes) -> tenant index.
+    pub v4: HashMap<(u8, [u8; 4]), u32>,
+    pub v6: HashMap<(u8, [u8; 16]), u32>,
+    pub macs: HashMap<[u8; 6], u32>,
+    /// Tenant index -> settings.
+    pub configs: HashMap<u32, TenantConfig>,
+    /// Prefix lengths in use, longest first.
+    pub v4_lens: Vec<u8>,
+    pub v6_lens: Vec<u8>,
+    pub management: Vec<IpNet>,
+}
+
+/// Why a policy cannot be put in the kernel.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CompileError {
+    #[error("tenant {0} has no index")]
+    NoIndex(String),
+    #[error(
+        "{family} addresses use {count} distinct prefix lengths ({lens}); at most {max} are supported"
+    )]
+    TooManyLengths {
+        family: &'static str,
+        count: usize,
+        lens: String,
+        max: usize,
+    },
+}
+
+/// The bucket depth for a plan.
+pub fn burst_bytes(bps: u64, burst: Option<u64>) -> u64 {
+    burst
+        .unwrap_or_else(|| ((bps as f64 / 8.0 * DEFAULT_BURST_SECONDS) as u64).max(MIN_BURST_BYTES))
+}
+
+/// Builds one generation from the policy, the index and the suspended tenant ids.
+pub fn compile(
+    policy: &Policy,
+    index: &TenantIndex,
+    suspended: &HashSet<String>,
+) -> Result<Compiled, CompileError> {
+    let mut c = Compiled {
+        management: policy.daemon.management.clone(),
+        ..Default::default()
+    };
+    let (mut lens4, mut lens6) = (BTreeSet::new(), BTreeSet::new());
+    for t in &policy.tenants {
+        let i = index
+            .get(&t.id)
+            .ok_or_else(|| CompileError::NoIndex(t.id.clone()))?;
+        for net in &t.addresses {
+            match net.trunc() {
+                IpNet::V4(n) => {
+                    lens4.insert(n.prefix_len());
+                    c.v4.insert((n.prefix_len(), n.network().octets()), i);
+                }
+                IpNet::V6(n) => {
+                    lens6.insert(n.prefix_len());
+                    c.v6.insert((n.prefix_len(), n.network().octets()), i);
+                }
+            }
+        }
+        for mac in &t.macs {
+            c.macs.insert(*mac, i);
+        }
+        let s = &t.settings;
+        let mut flags = 0;
+        if suspended.contains(&t.id) {
+            flags |= tenant_flags::SUSPENDED;
+        }
+        if !t.macs.is_empty() {
+            flags |= tenant_flags::MACS_BOUND;
+        }
+        let smtp = match &s.smtp {
+            Smtp::Block => Rate::UNLIMITED,
+            Smtp::Allow => {
+                flags |= tenant_flags::SMTP_ALLOW;
+                Rate::UNLIMITED
+            }
+            Smtp::Rate { per_second, .. } => {
+                flags |= tenant_flags::SMTP_RATE;
+                Rate::from_events_per_second(*per_second, per_second.ceil().max(1.0) as u64)
+            }
+        };
+        let plan = |bps: Option<u64>| match bps {
+            Some(bps) => Rate::from_bits_per_second(bps, burst_bytes(bps, s.bandwidth.burst)),
+            None => Rate::UNLIMITED,
+        };
+        c.configs.insert(
+            i,
+            TenantConfig {
+                flags,
+                _pad: 0,
+                rate: [plan(s.bandwidth.egress), plan(s.bandwidth.ingress)],
+                smtp,
+            },
+        );
+    }
+    c.v4_lens = longest_first(lens4, "IPv4")?;
+    c.v6_lens = longest_first(lens6, "IPv6")?;
+    Ok(c)
+}
+
+fn longest_first(lens: BTreeSet<u8>, family: &'static str) -> Result<Vec<u8>, CompileError> {
+    let v: Vec<u8> = lens.into_iter().rev().collect();
+    if v.len() > MAX_PREFIX_LENS {
+        return Err(CompileError::TooManyLengths {
+            family,
+            count: v.len(),
+            lens: v
+                .iter()
+                .map(|l| format!("/{l}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            max: MAX_PREFIX_LENS,
+        });
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy;
+
+    const POLICY: &str = "
+daemon:
+  management: [198.18.3.254/32]
+defaults:
+  bandwidth: { egress: 20Mbit, ingress: 200Mbit }
+tenants:
+  - id: a
+    addresses: [198.18.1.1/32, 198.18.8.0/24, 2001:db8:1::/64]
+    macs: [02:00:00:00:00:01]
+    smtp: allow
+  - id: b
+    addresses: [198.18.2.1/32]
+    smtp: 10/min
+    bandwidth: { egress: unlimited, burst: 1MiB }
+";
+
+    fn compiled(suspended: &[&str]) -> Compiled {
+        let p = policy::parse(POLICY, "t.yaml").unwrap();
+        let mut ix = TenantIndex::default();
+        ix.sync(p.tenants.iter().map(|t| t.id.as_str())).unwrap();
+        compile(&p, &ix, &suspended.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn addresses_are_keyed_by_length_and_lengths_sorted_longest_first() {
+        let c = compiled(&[]);
+        assert_eq!(c.v4_lens, vec![32, 24]);
+        assert_eq!(c.v6_lens, vec![64]);
+        assert_eq!(c.v4[&(24, [198, 18, 8, 0])], 0);
+        assert_eq!(c.v4[&(32, [198, 18, 2, 1])], 1);
+        assert_eq!(c.macs[&[2, 0, 0, 0, 0, 1]], 0);
+    }
+
+    #[test]
+    fn flags_and_rates_follow_the_policy_and_suspensions() {
+        let c = compiled(&["b"]);
+        let a = c.configs[&0];
+        assert_eq!(a.flags, tenant_flags::MACS_BOUND | tenant_flags::SMTP_ALLOW);
+        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 64 * 1024));
+        assert_eq!(a.rate[1], Rate::from_bits_per_second(200_000_000, 500_000));
+        let b = c.configs[&1];
+        assert_eq!(b.flags, tenant_flags::SUSPENDED | tenant_flags::SMTP_RATE);
+        assert_eq!(b.rate[0], Rate::UNLIMITED);
+        assert_eq!(
+            b.smtp.burst_ns, 6_000_000_000,
+            "one connection's worth at 10/min"
+        );
+    }
+
+    #[test]
+    fn more_than_eight_prefix_lengths_are_refused() {
+        // Ten disjoint networks with ten different prefix lengths (/20 .. /29).
+        let text = (0..10).fold(String::from("tenants:\n"), |acc, i| {
+            acc + &format!(
+                "  - id: t{i}\n    addresses: [198.18.{}.0/{}]\n",
+                i * 16,
+                20 + i
+            )
+        });
+        let p = policy::parse(&text, "t.yaml").unwrap();
+        let mut ix = TenantIndex::default();
+        ix.sync(p.tenants.iter().map(|t| t.id.as_str())).unwrap();
+        let err = compile(&p, &ix, &HashSet::new()).unwrap_err();
+        assert!(
+            matches!(err, CompileError::TooManyLengths { count: 10, .. }),
+            "{err}"
+        );
+    }
+}

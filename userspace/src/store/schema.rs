@@ -1,0 +1,98 @@
+//! The schema, as forward-only migrations. `PRAGMA user_version` is the number of migrations
+//! applied; a migration, once released, is never edited: change the schema by appending one.
+
+use rusqlite::Connection;
+
+use super::{Result, Store, StoreError, TxError};
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: suspensions, audit log, tenant index.
+    r#"
+    CREATE TABLE suspensions (
+        id          INTEGER PRIMARY KEY,
+        tenant      TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        actor       TEXT    NOT NULL,
+        since       INTEGER NOT NULL,
+        lifted_at   INTEGER,
+        lifted_by   TEXT,
+        lift_reason TEXT,
+        -- a lift is recorded whole or not at all
+        CHECK ((lifted_at IS NULL) = (lifted_by IS NULL)
+           AND (lifted_at IS NULL) = (lift_reason IS NULL))
+    ) STRICT;
+    -- at most one active suspension per tenant, whatever the code above does
+    CREATE UNIQUE INDEX suspensions_active ON suspensions (tenant) WHERE lifted_at IS NULL;
+    CREATE INDEX suspensions_by_tenant ON suspensions (tenant, since);
+
+    CREATE TABLE audit (
+        -- AUTOINCREMENT: ids are never reused, so an id names one event forever
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,
+        actor  TEXT    NOT NULL,
+        action TEXT    NOT NULL,
+        target TEXT    NOT NULL,
+        detail TEXT    NOT NULL CHECK (json_valid(detail))
+    ) STRICT;
+    CREATE INDEX audit_by_time ON audit (at);
+    -- the log is evidence: rows are appended, never rewritten
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    CREATE TABLE tenant_index (
+        tenant TEXT    PRIMARY KEY,
+        slot   INTEGER NOT NULL UNIQUE CHECK (slot BETWEEN 0 AND 4294967295)
+    ) STRICT;
+    "#,
+];
+
+/// The schema version this build writes and understands.
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema version of the database behind `conn`.
+pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Refuses a database written by a newer schema, before anything touches it.
+pub(super) fn check_not_newer(conn: &Connection, path: &std::path::Path) -> Result<()> {
+    let found = version(conn).map_err(|source| StoreError::Sqlite {
+        path: path.to_owned(),
+        op: "read schema version",
+        source,
+    })?;
+    too_new(found, path)
+}
+
+fn too_new(found: i64, path: &std::path::Path) -> Result<()> {
+    if found > VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported: VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Applies the pending migrations, all in one transaction: a crash leaves the old schema.
+pub(super) fn migrate(store: &Store) -> Result<()> {
+    store.write("migrate schema", |tx| {
+        // Checked again under the write lock: another process may have migrated meanwhile.
+        let found = version(tx)?;
+        too_new(found, &store.path).map_err(TxError::Store)?;
+        // A negative version is no warden's; starting from scratch then fails on the
+        // existing tables, which is the right outcome for a foreign database.
+        let start = usize::try_from(found).unwrap_or(0);
+        for sql in MIGRATIONS.iter().skip(start) {
+            tx.execute_batch(sql)?;
+        }
+        if found < VERSION {
+            tx.pragma_update(None, "user_version", VERSION)?;
+        }
+        Ok(())
+    })
+}

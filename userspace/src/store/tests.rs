@@ -1,0 +1,414 @@
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::*;
+
+/// A store in a fresh directory whose clock the test moves by hand.
+struct Fixture {
+    dir: tempfile::TempDir,
+    now: Arc<AtomicI64>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            dir: tempfile::tempdir().expect("create temp dir"),
+            now: Arc::new(AtomicI64::new(1_700_000_000)),
+        }
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn open(&self) -> Store {
+        let now = Arc::clone(&self.now);
+        Store::open_with_clock(
+            self.state_dir(),
+            Box::new(move || now.load(Ordering::SeqCst)),
+        )
+        .expect("open store")
+    }
+
+    fn advance(&self, secs: i64) -> i64 {
+        self.now.fetch_add(secs, Ordering::SeqCst) + secs
+    }
+}
+
+fn audit_count(store: &Store) -> usize {
+    store.audit(None, usize::MAX).expect("read audit").len()
+}
+
+#[test]
+fn store_is_send() {
+    fn send<T: Send>() {}
+    send::<Store>();
+}
+
+#[test]
+fn open_creates_private_state_dir_and_db() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let state_dir = fx.state_dir().join("nested/state");
+    let store = Store::open(&state_dir).expect("open");
+    let mode = std::fs::metadata(&state_dir)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(store.path(), state_dir.join(DB_FILE));
+    assert!(store.path().exists());
+}
+
+#[test]
+fn open_sets_wal_full_sync_foreign_keys_and_schema_version() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let pragma = |name: &str| -> String {
+        store
+            .conn
+            .pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .expect("query pragma")
+    };
+    assert_eq!(pragma("journal_mode"), "wal");
+    assert_eq!(pragma("synchronous"), "2", "2 is FULL");
+    assert_eq!(pragma("foreign_keys"), "1");
+    assert_eq!(pragma("user_version"), schema::VERSION.to_string());
+    assert_eq!(pragma("busy_timeout"), "5000");
+}
+
+#[test]
+fn suspend_then_unsuspend_keeps_history() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let t0 = fx.advance(0);
+    let s = store.suspend("t1", "spam", "alice").expect("suspend");
+    assert_eq!(
+        (s.tenant.as_str(), s.reason.as_str(), s.actor.as_str()),
+        ("t1", "spam", "alice")
+    );
+    assert_eq!(s.since, t0);
+    assert!(s.is_active());
+    assert_eq!(store.active_suspensions().expect("active"), vec![s.clone()]);
+
+    let t1 = fx.advance(60);
+    let lifted = store
+        .unsuspend("t1", "cleaned up", "bob")
+        .expect("unsuspend");
+    assert_eq!(lifted.id, s.id);
+    assert_eq!(lifted.lifted_at, Some(t1));
+    assert_eq!(lifted.lifted_by.as_deref(), Some("bob"));
+    assert_eq!(lifted.lift_reason.as_deref(), Some("cleaned up"));
+    assert!(store.active_suspensions().expect("active").is_empty());
+
+    fx.advance(60);
+    let again = store
+        .suspend("t1", "spam again", "alice")
+        .expect("suspend again");
+    let history = store.suspension_history("t1").expect("history");
+    assert_eq!(history, vec![again, lifted], "newest first");
+    assert!(store.suspension_history("t2").expect("history").is_empty());
+}
+
+#[test]
+fn suspend_and_unsuspend_write_audit_rows() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let s = store.suspend("t1", "spam", "alice").expect("suspend");
+    fx.advance(5);
+    store.unsuspend("t1", "fixed", "bob").expect("unsuspend");
+    let log = store.audit(None, 10).expect("audit");
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (
+            log[0].actor.as_str(),
+            log[0].action.as_str(),
+            log[0].target.as_str()
+        ),
+        ("bob", "unsuspend", "t1")
+    );
+    assert_eq!(log[0].detail["reason"], "fixed");
+    assert_eq!(log[0].detail["suspension"], s.id);
+    assert_eq!(
+        (
+            log[1].actor.as_str(),
+            log[1].action.as_str(),
+            log[1].target.as_str()
+        ),
+        ("alice", "suspend", "t1")
+    );
+    assert_eq!(log[1].detail["reason"], "spam");
+}
+
+#[test]
+fn suspending_a_suspended_tenant_fails_and_writes_no_audit_row() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let first = store.suspend("t1", "spam", "alice").expect("suspend");
+    let err = store
+        .suspend("t1", "again", "bob")
+        .expect_err("second suspend");
+    assert!(
+        matches!(&err, StoreError::AlreadySuspended { tenant, since } if tenant == "t1" && *since == first.since),
+        "{err:?}"
+    );
+    assert_eq!(audit_count(&store), 1);
+    assert_eq!(store.suspension_history("t1").expect("history").len(), 1);
+}
+
+#[test]
+fn unsuspending_an_unsuspended_tenant_fails_and_writes_no_audit_row() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let err = store
+        .unsuspend("t1", "why not", "bob")
+        .expect_err("unsuspend");
+    assert!(
+        matches!(&err, StoreError::NotSuspended { tenant } if tenant == "t1"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "tenant `t1` is not suspended");
+    assert_eq!(audit_count(&store), 0);
+}
+
+#[test]
+fn blank_reason_is_refused_for_suspend_and_unsuspend() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    assert!(matches!(
+        store.suspend("t1", "  ", "alice"),
+        Err(StoreError::ReasonRequired)
+    ));
+    store.suspend("t1", "spam", "alice").expect("suspend");
+    assert!(matches!(
+        store.unsuspend("t1", "", "bob"),
+        Err(StoreError::ReasonRequired)
+    ));
+    assert_eq!(store.active_suspensions().expect("active").len(), 1);
+    assert_eq!(audit_count(&store), 1);
+}
+
+#[test]
+fn failed_audit_insert_rolls_back_the_suspension() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    // Make every audit insert fail, as a full disk or a bug would.
+    store
+        .conn
+        .execute_batch(
+            "CREATE TEMP TRIGGER fail_audit BEFORE INSERT ON audit
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .expect("create trigger");
+    let err = store
+        .suspend("t1", "spam", "alice")
+        .expect_err("suspend must fail");
+    let message = err.to_string();
+    assert!(message.contains("suspend tenant"), "{message}");
+    assert!(message.contains(DB_FILE), "{message}");
+    assert!(store.active_suspensions().expect("active").is_empty());
+    assert!(store.suspension_history("t1").expect("history").is_empty());
+}
+
+#[test]
+fn audit_filters_by_since_limits_and_is_newest_first() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let mut ids = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..5 {
+        times.push(fx.advance(10));
+        ids.push(
+            store
+                .record(
+                    "alice",
+                    "policy.apply",
+                    "policy",
+                    &json!({ "generation": i }),
+                )
+                .expect("record"),
+        );
+    }
+    let all = store.audit(None, 100).expect("audit");
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].detail, json!({ "generation": 4 }));
+    assert_eq!(all[0].at, times[4]);
+
+    let recent = store.audit(Some(times[2]), 100).expect("audit since");
+    assert_eq!(recent.len(), 3, "since is inclusive");
+    let limited = store.audit(None, 2).expect("audit limited");
+    assert_eq!(
+        limited.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    assert!(store.audit(None, 0).expect("audit zero").is_empty());
+}
+
+#[test]
+fn audit_log_is_append_only() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    store
+        .record("alice", "x", "y", &json!(null))
+        .expect("record");
+    assert!(store
+        .conn
+        .execute("UPDATE audit SET actor = 'mallory'", [])
+        .is_err());
+    assert!(store.conn.execute("DELETE FROM audit", []).is_err());
+    assert_eq!(audit_count(&store), 1);
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let fx = Fixture::new();
+    {
+        let store = fx.open();
+        store.suspend("t1", "spam", "alice").expect("suspend");
+        store.suspend("t2", "scan", "alice").expect("suspend");
+        store.unsuspend("t2", "ok", "bob").expect("unsuspend");
+        store
+            .record(
+                "carol",
+                "policy.apply",
+                "policy",
+                &json!({ "generation": 7 }),
+            )
+            .expect("record");
+        store
+            .save_tenant_index(&[("t1".into(), 0), ("t2".into(), 1)])
+            .expect("save index");
+    }
+    let store = fx.open();
+    let active = store.active_suspensions().expect("active");
+    assert_eq!(
+        active.iter().map(|s| s.tenant.as_str()).collect::<Vec<_>>(),
+        vec!["t1"]
+    );
+    assert_eq!(
+        store.suspension_history("t2").expect("history")[0]
+            .lift_reason
+            .as_deref(),
+        Some("ok")
+    );
+    let log = store.audit(None, 10).expect("audit");
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[0].detail, json!({ "generation": 7 }));
+    assert_eq!(
+        store.tenant_index().expect("index"),
+        vec![("t1".into(), 0), ("t2".into(), 1)]
+    );
+    // The restarted store still refuses a second active suspension.
+    assert!(matches!(
+        store.suspend("t1", "x", "a"),
+        Err(StoreError::AlreadySuspended { .. })
+    ));
+}
+
+#[test]
+fn newer_schema_version_is_refused_and_left_untouched() {
+    let fx = Fixture::new();
+    let path = fx.state_dir().join(DB_FILE);
+    {
+        let conn = Connection::open(&path).expect("create db");
+        conn.pragma_update(None, "user_version", schema::VERSION + 1)
+            .expect("set version");
+    }
+    let err = Store::open(fx.state_dir()).expect_err("must refuse");
+    assert!(
+        matches!(&err, StoreError::SchemaTooNew { found, supported, .. } if *found == schema::VERSION + 1 && *supported == schema::VERSION),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("newer than this warden supports"),
+        "{message}"
+    );
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    let conn = Connection::open(&path).expect("reopen");
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .expect("journal mode");
+    assert_eq!(
+        mode, "delete",
+        "the refused database was not switched to WAL"
+    );
+}
+
+#[test]
+fn reopening_a_current_database_does_not_migrate_again() {
+    let fx = Fixture::new();
+    drop(fx.open());
+    let store = fx.open();
+    assert_eq!(
+        schema::version(&store.conn).expect("version"),
+        schema::VERSION
+    );
+}
+
+#[test]
+fn tenant_index_round_trips_and_is_replaced_whole() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    assert!(store.tenant_index().expect("empty index").is_empty());
+    let first = vec![
+        ("b".to_owned(), 1),
+        ("a".to_owned(), 0),
+        ("max".to_owned(), u32::MAX),
+    ];
+    store.save_tenant_index(&first).expect("save");
+    assert_eq!(
+        store.tenant_index().expect("index"),
+        vec![
+            ("a".to_owned(), 0),
+            ("b".to_owned(), 1),
+            ("max".to_owned(), u32::MAX)
+        ]
+    );
+    let second = vec![("c".to_owned(), 0)];
+    store.save_tenant_index(&second).expect("replace");
+    assert_eq!(store.tenant_index().expect("index"), second);
+}
+
+#[test]
+fn tenant_index_with_duplicates_is_refused_and_keeps_the_old_one() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let saved = vec![("a".to_owned(), 0)];
+    store.save_tenant_index(&saved).expect("save");
+    let dup_tenant = [("x".to_owned(), 1), ("x".to_owned(), 2)];
+    let dup_slot = [("x".to_owned(), 1), ("y".to_owned(), 1)];
+    assert!(matches!(
+        store.save_tenant_index(&dup_tenant),
+        Err(StoreError::InvalidTenantIndex(_))
+    ));
+    assert!(matches!(
+        store.save_tenant_index(&dup_slot),
+        Err(StoreError::InvalidTenantIndex(_))
+    ));
+    assert_eq!(store.tenant_index().expect("index"), saved);
+}
+
+#[test]
+fn suspension_serializes_with_optional_lift_fields() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let s = store.suspend("t1", "spam", "alice").expect("suspend");
+    let value = serde_json::to_value(&s).expect("serialize");
+    assert_eq!(value["tenant"], "t1");
+    assert_eq!(value["lifted_at"], serde_json::Value::Null);
+    let back: Suspension = serde_json::from_value(value).expect("deserialize");
+    assert_eq!(back, s);
+}
