@@ -158,6 +158,12 @@ impl Frame {
         self
     }
 
+    /// Sets the Ethernet source address alone (the sender's binding is checked on it).
+    pub fn src_mac(mut self, src: Mac) -> Self {
+        self.src_mac = src;
+        self
+    }
+
     /// Adds an 802.1Q tag (TPID 0x8100) with VLAN id `vid`, inside any tag already added.
     pub fn vlan(self, vid: u16) -> Self {
         self.tag(ethertype::VLAN_8021Q, vid)

@@ -10,6 +10,10 @@
 //! traffic leaves through `wan1`, which Warden does not watch, so nothing is counted
 //! twice. Every link has permanent neighbour entries and quiet IPv6, so after
 //! [`Lab::settle`] the links carry only the traffic a test makes.
+//!
+//! With a WAN delay ([`LabOptions::wan_delay_ms`]) the two WAN links run through a
+//! `wan` namespace instead (`wan0==w0a-[delayline]-w0b==eth0`, and wan1/w1a/w1b/eth1),
+//! whose [`delayline`] processes forward every frame unchanged after the delay.
 
 use std::{
     net::SocketAddr,
@@ -19,7 +23,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::lab::{Lab, Netns, Proc};
+use crate::{
+    delayline,
+    lab::{Lab, Netns, Proc},
+};
 
 /// Addresses of the standard lab (198.18.0.0/15 and 2001:db8::/32 only).
 pub mod addr {
@@ -34,6 +41,9 @@ pub mod addr {
     pub const NODE_WAN1_V6: &str = "2001:db8:3::1";
     pub const EXT_WAN1_V4: &str = "198.18.3.254";
     pub const EXT_WAN1_V6: &str = "2001:db8:3::fe";
+    /// The provider's console on the outside host: the policy's management prefix.
+    pub const CONSOLE_V4: &str = "198.18.3.253";
+    pub const CONSOLE_V6: &str = "2001:db8:3::fd";
     /// globex's server behind lan0, and the node's address there.
     pub const GLOBEX_V4: &str = "198.18.2.10";
     pub const GLOBEX_V6: &str = "2001:db8:2:1::10";
@@ -68,8 +78,20 @@ pub struct StandardLab {
     pub ext: Netns,
     pub globex: Netns,
     pub initech: Netns,
+    /// The namespace of the WAN delay lines, if the lab has a WAN delay.
+    pub wan: Option<Netns>,
+    /// The delay lines' guards: stopped before the lab goes.
+    _delaylines: Vec<Proc>,
     /// Last field: dropped after the namespace handles.
     pub lab: Lab,
+}
+
+/// How [`StandardLab::build_with`] builds the lab.
+#[derive(Clone, Debug, Default)]
+pub struct LabOptions {
+    /// One-way delay of the links node wan0 <-> ext eth0 and node wan1 <-> ext eth1, in
+    /// milliseconds; `None` links them directly (microsecond round trips).
+    pub wan_delay_ms: Option<u32>,
 }
 
 struct Link<'a> {
@@ -80,16 +102,28 @@ struct Link<'a> {
     if_b: &'a str,
     addrs_b: [&'a str; 2],
     prefix: [u8; 2],
+    /// The `wan` namespace's two ends (a's side, b's side) when the link is delayed.
+    wire: Option<[&'a str; 2]>,
 }
 
 impl StandardLab {
     /// Builds the topology and waits until it is quiet.
     pub fn build(prefix: &str) -> Result<Self> {
+        Self::build_with(prefix, LabOptions::default())
+    }
+
+    /// [`StandardLab::build`] with options. A WAN delay needs the `delayline` program
+    /// (see [`delayline::binary`]).
+    pub fn build_with(prefix: &str, opts: LabOptions) -> Result<Self> {
         let lab = Lab::new(prefix)?;
         let node = lab.netns("node")?;
         let ext = lab.netns("ext")?;
         let globex = lab.netns("globex")?;
         let initech = lab.netns("initech")?;
+        let wan = match opts.wan_delay_ms {
+            Some(_) => Some(lab.netns("wan")?),
+            None => None,
+        };
         use addr::*;
         let links = [
             Link {
@@ -100,6 +134,7 @@ impl StandardLab {
                 if_b: "eth0",
                 addrs_b: [EXT_WAN0_V4, EXT_WAN0_V6],
                 prefix: [24, 64],
+                wire: Some(["w0a", "w0b"]),
             },
             Link {
                 a: &node,
@@ -109,6 +144,7 @@ impl StandardLab {
                 if_b: "eth1",
                 addrs_b: [EXT_WAN1_V4, EXT_WAN1_V6],
                 prefix: [24, 64],
+                wire: Some(["w1a", "w1b"]),
             },
             Link {
                 a: &node,
@@ -118,6 +154,7 @@ impl StandardLab {
                 if_b: "eth0",
                 addrs_b: [GLOBEX_V4, GLOBEX_V6],
                 prefix: [25, 64],
+                wire: None,
             },
             Link {
                 a: &node,
@@ -127,10 +164,21 @@ impl StandardLab {
                 if_b: "eth0",
                 addrs_b: [INITECH_V4, INITECH_V6],
                 prefix: [25, 64],
+                wire: None,
             },
         ];
         for l in &links {
-            lab.link(l.a, l.if_a, l.b, l.if_b)?;
+            match (&wan, l.wire) {
+                (Some(wan), Some([w_a, w_b])) => {
+                    lab.link(l.a, l.if_a, wan, w_a)?;
+                    lab.link(wan, w_b, l.b, l.if_b)?;
+                    delayline::prepare_wire(wan, w_a)?;
+                    delayline::prepare_wire(wan, w_b)?;
+                    delayline::no_segmentation_offload(l.a, l.if_a)?;
+                    delayline::no_segmentation_offload(l.b, l.if_b)?;
+                }
+                _ => lab.link(l.a, l.if_a, l.b, l.if_b)?,
+            }
             for (ns, ifname, addrs) in [(l.a, l.if_a, l.addrs_a), (l.b, l.if_b, l.addrs_b)] {
                 ns.quiet_ipv6(ifname)?;
                 ns.addr(ifname, &format!("{}/{}", addrs[0], l.prefix[0]))?;
@@ -155,14 +203,28 @@ impl StandardLab {
             ns.route("default", v4)?;
             ns.route("default", v6)?;
         }
+        // The console: a second address on the outside host's transit link.
+        ext.addr("eth1", &format!("{CONSOLE_V4}/24"))?;
+        ext.addr("eth1", &format!("{CONSOLE_V6}/64"))?;
+        let ext_mac = ext.mac("eth1")?;
+        node.neigh_permanent("wan1", CONSOLE_V4, ext_mac)?;
+        node.neigh_permanent("wan1", CONSOLE_V6, ext_mac)?;
         ext.route("198.18.2.0/24", NODE_WAN1_V4)?;
         ext.route("2001:db8:2::/48", NODE_WAN1_V6)?;
+        let mut delaylines = Vec::new();
+        if let (Some(wan), Some(delay_ms)) = (&wan, opts.wan_delay_ms) {
+            for [w_a, w_b] in links.iter().filter_map(|l| l.wire) {
+                delaylines.push(delayline::spawn_in(wan, w_a, w_b, delay_ms)?);
+            }
+        }
         lab.settle()?;
         Ok(Self {
             node,
             ext,
             globex,
             initech,
+            wan,
+            _delaylines: delaylines,
             lab,
         })
     }
@@ -176,11 +238,9 @@ impl StandardLab {
             .to_path_buf())
     }
 
-    /// The demo policy with its run directories moved into this lab's own, and the
-    /// lab's token file (see [`token`]) written there.
-    pub fn policy_text(&self) -> Result<String> {
-        let rundir = self.rundir()?;
-        let tokens = rundir.join("tokens.yaml");
+    /// Writes the lab's token file (see [`token`]) into the run directory.
+    fn write_tokens(&self) -> Result<()> {
+        let tokens = self.rundir()?.join("tokens.yaml");
         let mut text = String::new();
         for (name, role, tok) in [
             ("lab-viewer", "viewer", token::VIEWER),
@@ -190,8 +250,43 @@ impl StandardLab {
             let hash = sha256_hex(tok);
             text += &format!("- name: {name}\n  role: {role}\n  sha256: {hash}\n");
         }
-        std::fs::write(&tokens, text).with_context(|| format!("writing {}", tokens.display()))?;
-        Ok(DEMO_POLICY.replace(POLICY_RUNDIR, &rundir.display().to_string()))
+        std::fs::write(&tokens, text).with_context(|| format!("writing {}", tokens.display()))
+    }
+
+    /// Policy text with the demo's run directories moved into this lab's own; the
+    /// lab's token file is written as a side effect.
+    pub fn localize(&self, text: &str) -> Result<String> {
+        self.write_tokens()?;
+        Ok(text.replace(POLICY_RUNDIR, &self.rundir()?.display().to_string()))
+    }
+
+    /// The demo policy, localized.
+    pub fn policy_text(&self) -> Result<String> {
+        self.localize(DEMO_POLICY)
+    }
+
+    /// The demo policy's `daemon` and `interfaces` sections, localized: tests add
+    /// their own `defaults` and `tenants`.
+    pub fn policy_header(&self) -> Result<String> {
+        let end = DEMO_POLICY
+            .find("\ndefaults:")
+            .context("demo policy has no defaults section")?;
+        self.localize(&DEMO_POLICY[..end + 1])
+    }
+
+    /// Writes `text` (localized) as `name` in the lab's tempdir.
+    pub fn write_policy_as(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.lab.tempdir().join(name);
+        std::fs::write(&path, self.localize(text)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// A pinned map of the daemon, opened from the lab's bpffs (works while no daemon runs).
+    pub fn pinned_map(&self, name: &str) -> Result<PathBuf> {
+        let path = self.lab.bpffs()?.join("maps").join(name);
+        anyhow::ensure!(path.exists(), "no pinned map at {}", path.display());
+        Ok(path)
     }
 
     /// Writes the policy into the lab's tempdir and returns its path.

@@ -27,7 +27,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             detach_on_exit,
         } => {
+            use std::io::IsTerminal as _;
             tracing_subscriber::fmt()
+                // Colours only for a person at a terminal, never into journald or files.
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -167,12 +167,20 @@ fn plan(args: &TestArgs) -> Vec<Step> {
     steps.push(Step::run(unit_name, cargo(&unit)));
 
     if !args.skip_privileged {
-        // Tier 2 runs the daemon binary (target/debug/warden), which `cargo test` of
-        // another package does not build.
+        // Tier 2 runs the daemon binary (target/debug/warden) and the lab's WAN delay
+        // line (target/debug/delayline), which `cargo test` of a package does not build.
         steps.push(Step::run(
-            "build daemon",
-            cargo(&["build", "--package", "warden"]),
+            "build daemon and lab tools",
+            cargo(&[
+                "build",
+                "--package",
+                "warden",
+                "--package",
+                "warden-tests",
+                "--bins",
+            ]),
         ));
+
         for (tier, target) in TIERS {
             if args.tier.is_some_and(|t| t != *tier) {
                 continue;

@@ -16,10 +16,10 @@
 /// Largest number of tenants one node can hold; dense tenant indexes are `0..MAX_TENANTS`.
 pub const MAX_TENANTS: u32 = 131_072;
 
-/// Address prefixes per family per generation.
+/// Address prefixes per family per generation (half the table's slots).
 pub const MAX_PREFIXES: u32 = 131_072;
 
-/// Bound MACs per generation.
+/// Bound MACs per generation (half the table's slots).
 pub const MAX_MACS: u32 = 65_536;
 
 /// Management prefixes (reachable by suspended tenants) per family.
@@ -133,34 +133,134 @@ pub struct TenantRef {
     pub index: u32,
 }
 
-/// Key of [`map::ADDRS_V4`]: an IPv4 prefix (host bits zero) in one generation.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct AddrKeyV4 {
-    pub generation: u8,
-    pub prefix_len: u8,
-    pub _pad: [u8; 2],
-    /// Network order.
-    pub addr: [u8; 4],
+/// Address and MAC tables: bucketized cuckoo hash tables in array maps.
+///
+/// A BPF hash map probe costs ~25 ns here; an array lookup is inlined by the verifier
+/// and costs ~2 ns. So each table is an array of 4-slot buckets, and a key lives in
+/// one of two buckets chosen by two hash functions (which both sides share from this
+/// module). A lookup reads at most two buckets. The daemon places keys with cuckoo
+/// insertion, one half of the array per generation, and rewrites only the inactive
+/// half. Tables are sized for a load of at most one half, where placement succeeds.
+pub mod table {
+    /// Slots per bucket.
+    pub const SLOTS: usize = 4;
+    /// Buckets per generation of the IPv4 table (`ADDRS_V4`).
+    pub const V4_BUCKETS: u32 = 1 << V4_BITS;
+    pub const V4_BITS: u32 = 16;
+    /// Buckets per generation of the IPv6 table (`ADDRS_V6`).
+    pub const V6_BUCKETS: u32 = 1 << V6_BITS;
+    pub const V6_BITS: u32 = 16;
+    /// Buckets per generation of the MAC table (`MACS`).
+    pub const MAC_BUCKETS: u32 = 1 << MAC_BITS;
+    pub const MAC_BITS: u32 = 15;
+    /// An empty 64-bit key (never a valid packed key).
+    pub const EMPTY: u64 = u64::MAX;
+    /// An empty IPv6 slot's `meta`.
+    pub const EMPTY_META: u32 = u32::MAX;
+
+    /// Packs an IPv4 prefix key: generation, prefix length, network (host order).
+    #[inline(always)]
+    pub const fn key_v4(generation: u32, prefix_len: u32, network: u32) -> u64 {
+        ((generation as u64) << 40) | ((prefix_len as u64) << 32) | network as u64
+    }
+
+    /// Packs a MAC key: generation and the 48-bit MAC (tagged so it never equals EMPTY).
+    #[inline(always)]
+    pub const fn key_mac(generation: u32, mac: [u8; 6]) -> u64 {
+        let m = ((mac[0] as u64) << 40)
+            | ((mac[1] as u64) << 32)
+            | ((mac[2] as u64) << 24)
+            | ((mac[3] as u64) << 16)
+            | ((mac[4] as u64) << 8)
+            | mac[5] as u64;
+        (1 << 62) | ((generation as u64) << 48) | m
+    }
+
+    /// The `meta` word of an IPv6 key: generation and prefix length.
+    #[inline(always)]
+    pub const fn meta_v6(generation: u32, prefix_len: u32) -> u32 {
+        (generation << 8) | prefix_len
+    }
+
+    #[inline(always)]
+    const fn mix(mut x: u64, c: u64) -> u64 {
+        x ^= x >> 31;
+        x = x.wrapping_mul(c);
+        x ^= x >> 29;
+        x
+    }
+
+    /// First and second bucket (within a generation's half) of a 64-bit key.
+    #[inline(always)]
+    pub const fn buckets64(key: u64, bits: u32) -> (u32, u32) {
+        let a = mix(key, 0x9E37_79B9_7F4A_7C15) >> (64 - bits);
+        let b = mix(key ^ 0x5851_F42D_4C95_7F2D, 0xBF58_476D_1CE4_E5B9) >> (64 - bits);
+        (a as u32, b as u32)
+    }
+
+    /// First and second bucket of an IPv6 key (two halves of the address and meta).
+    #[inline(always)]
+    pub const fn buckets128(hi: u64, lo: u64, meta: u32, bits: u32) -> (u32, u32) {
+        buckets64(hi ^ lo.rotate_left(29) ^ ((meta as u64) << 7), bits)
+    }
 }
 
-/// Key of [`map::ADDRS_V6`]: an IPv6 prefix (host bits zero) in one generation.
+/// A slot of the IPv4 and MAC tables.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct AddrKeyV6 {
-    pub generation: u8,
-    pub prefix_len: u8,
-    pub _pad: [u8; 2],
-    pub addr: [u8; 16],
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot64 {
+    /// A packed key ([`table::key_v4`], [`table::key_mac`]) or [`table::EMPTY`].
+    pub key: u64,
+    pub tenant: u32,
+    pub _pad: u32,
 }
 
-/// Key of [`map::MACS`]: a MAC bound to a tenant in one generation.
+/// A bucket of the IPv4 and MAC tables (one cache line).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MacKey {
-    pub generation: u8,
-    pub _pad: u8,
-    pub mac: [u8; 6],
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket64 {
+    pub slots: [Slot64; table::SLOTS],
+}
+
+impl Bucket64 {
+    /// A bucket with every slot empty.
+    pub const EMPTY: Bucket64 = Bucket64 {
+        slots: [Slot64 {
+            key: table::EMPTY,
+            tenant: 0,
+            _pad: 0,
+        }; table::SLOTS],
+    };
+}
+
+/// A slot of the IPv6 table: the prefix (host bits zero) as two halves, host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot128 {
+    pub hi: u64,
+    pub lo: u64,
+    /// [`table::meta_v6`] or [`table::EMPTY_META`].
+    pub meta: u32,
+    pub tenant: u32,
+}
+
+/// A bucket of the IPv6 table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket128 {
+    pub slots: [Slot128; table::SLOTS],
+}
+
+impl Bucket128 {
+    /// A bucket with every slot empty.
+    pub const EMPTY: Bucket128 = Bucket128 {
+        slots: [Slot128 {
+            hi: 0,
+            lo: 0,
+            meta: table::EMPTY_META,
+            tenant: 0,
+        }; table::SLOTS],
+    };
 }
 
 /// Per-generation facts the lookup needs: which prefix lengths exist, longest first.
@@ -212,15 +312,17 @@ impl Rate {
         }
     }
 
-    /// An event rate (e.g. new connections) per second with a burst of events.
+    /// An event rate (e.g. new connections) per second, allowing `burst_events` back
+    /// to back (at least one): the GCRA tolerance is `burst_events - 1` intervals.
     pub const fn from_events_per_second(per_second: f64, burst_events: u64) -> Rate {
         if per_second <= 0.0 {
             return Rate::UNLIMITED;
         }
         let ns = 1e9 / per_second;
+        let extra = burst_events.saturating_sub(1);
         Rate {
             cost_q10: (ns * 1024.0) as u64,
-            burst_ns: (ns * burst_events as f64) as u64,
+            burst_ns: (ns * extra as f64) as u64,
         }
     }
 }
@@ -280,11 +382,14 @@ pub mod map {
     pub const ACTIVE: &str = "ACTIVE";
     /// Array\[GENERATIONS\] of [`GenConfig`](super::GenConfig). Written by the daemon.
     pub const GEN_CONFIG: &str = "GEN_CONFIG";
-    /// Hash [`AddrKeyV4`](super::AddrKeyV4) -> [`TenantRef`](super::TenantRef). Written by the daemon.
+    /// Array of [`Bucket64`](super::Bucket64), index generation * V4_BUCKETS + bucket:
+    /// IPv4 prefixes -> tenant. Written by the daemon.
     pub const ADDRS_V4: &str = "ADDRS_V4";
-    /// Hash [`AddrKeyV6`](super::AddrKeyV6) -> [`TenantRef`](super::TenantRef). Written by the daemon.
+    /// Array of [`Bucket128`](super::Bucket128), index generation * V6_BUCKETS + bucket:
+    /// IPv6 prefixes -> tenant. Written by the daemon.
     pub const ADDRS_V6: &str = "ADDRS_V6";
-    /// Hash [`MacKey`](super::MacKey) -> [`TenantRef`](super::TenantRef). Written by the daemon.
+    /// Array of [`Bucket64`](super::Bucket64), index generation * MAC_BUCKETS + bucket:
+    /// bound MACs -> tenant. Written by the daemon.
     pub const MACS: &str = "MACS";
     /// Array of [`TenantConfig`](super::TenantConfig), index
     /// [`tenant_config_index`](super::tenant_config_index). Written by the daemon.
@@ -344,9 +449,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for DropCounters {}
     unsafe impl aya::Pod for TenantRef {}
-    unsafe impl aya::Pod for AddrKeyV4 {}
-    unsafe impl aya::Pod for AddrKeyV6 {}
-    unsafe impl aya::Pod for MacKey {}
+    unsafe impl aya::Pod for Bucket64 {}
+    unsafe impl aya::Pod for Bucket128 {}
     unsafe impl aya::Pod for GenConfig {}
     unsafe impl aya::Pod for Rate {}
     unsafe impl aya::Pod for TenantConfig {}
@@ -357,9 +461,8 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 const _: () = assert!(core::mem::size_of::<DropCounters>() == 8 * reason::COUNT);
 const _: () = assert!(core::mem::size_of::<TenantRef>() == 4);
-const _: () = assert!(core::mem::size_of::<AddrKeyV4>() == 8);
-const _: () = assert!(core::mem::size_of::<AddrKeyV6>() == 20);
-const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Bucket64>() == 64);
+const _: () = assert!(core::mem::size_of::<Bucket128>() == 96);
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 24);
 const _: () = assert!(core::mem::size_of::<Rate>() == 16);
 const _: () = assert!(core::mem::size_of::<TenantConfig>() == 56);
@@ -384,6 +487,10 @@ mod tests {
     fn event_rates_convert_to_ns_per_event() {
         let r = Rate::from_events_per_second(10.0, 5);
         assert_eq!(r.cost_q10, 100_000_000 * 1024);
-        assert_eq!(r.burst_ns, 500_000_000);
+        assert_eq!(
+            r.burst_ns, 400_000_000,
+            "5 back to back: 4 intervals of tolerance"
+        );
+        assert_eq!(Rate::from_events_per_second(10.0, 1).burst_ns, 0);
     }
 }

@@ -2,7 +2,7 @@
 //! sender's binding (from-tenant only), count, then apply the tenant's policy:
 //! suspension, SMTP, bandwidth.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use warden_common::{
     bucket, direction, gen_flags, global, reason, tenant_config_index, tenant_counter_index,
     tenant_flags, Counters, GenConfig,
@@ -74,7 +74,7 @@ enum Sender {
 }
 
 #[inline(always)]
-fn sender(gc: &GenConfig, gen: u8, p: &Parsed, by_addr: u32) -> Sender {
+fn sender(gc: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
     let by_mac = if gc.flags & gen_flags::ANY_MACS != 0 {
         lookup::by_mac(gen, p.src_mac)
     } else {
@@ -95,7 +95,7 @@ fn sender(gc: &GenConfig, gen: u8, p: &Parsed, by_addr: u32) -> Sender {
     if by_addr == lookup::NONE {
         return Sender::Unknown;
     }
-    let bound = match TENANT_CONFIG.get(tenant_config_index(gen as u32, by_addr)) {
+    let bound = match TENANT_CONFIG.get(tenant_config_index(gen, by_addr)) {
         Some(c) => c.flags & tenant_flags::MACS_BOUND != 0,
         None => false,
     };
@@ -113,20 +113,40 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
         Ok(p) => p,
         Err(_) => {
             count_global(global::MALFORMED, DIR, bytes);
-            return Verdict::Pass;
+            // To a tenant, fail open: our parser must not cut a tenant off. From a
+            // tenant, fail closed: no stack sends headers shorter than announced, and
+            // a first fragment too short for its ports would slip past SMTP policy.
+            return if DIR == direction::OUT {
+                Verdict::Drop
+            } else {
+                Verdict::Pass
+            };
         }
     };
+
     // One read of the generation: every lookup below uses the same policy.
     let gen = ACTIVE.get(0).copied().unwrap_or(0);
     let Some(gc) = GEN_CONFIG.get(gen) else {
         count_global(global::NO_TENANT, DIR, bytes);
         return Verdict::Pass;
     };
-    let gen8 = gen as u8;
-    let by_addr = lookup::by_address(gc, gen8, &p);
+    let by_addr = lookup::by_address(gc, gen, &p);
 
-    let tenant = if DIR == direction::OUT && p.family != Family::None {
-        match sender(gc, gen8, &p, by_addr) {
+    let tenant = if DIR == direction::OUT && p.family == Family::None {
+        // No address to check: a frame of a bound MAC is still its tenant's (and
+        // its tenant's suspension applies), anything else passes unattributed.
+        let by_mac = if gc.flags & gen_flags::ANY_MACS != 0 {
+            lookup::by_mac(gen, p.src_mac)
+        } else {
+            lookup::NONE
+        };
+        if by_mac == lookup::NONE {
+            count_global(global::NO_TENANT, DIR, bytes);
+            return Verdict::Pass;
+        }
+        by_mac
+    } else if DIR == direction::OUT {
+        match sender(gc, gen, &p, by_addr) {
             Sender::Tenant(t) => t,
             Sender::Spoofed(t, why) => {
                 add(
@@ -160,10 +180,16 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
     let Some(cfg) = TENANT_CONFIG.get(tenant_config_index(gen, tenant)) else {
         return Verdict::Pass;
     };
-    if cfg.flags & tenant_flags::SUSPENDED != 0 && !remote_is_management(&p) {
+    // A suspended tenant keeps ARP and neighbour discovery (already checked for
+    // spoofing above), or it could not reach its gateway to get to management.
+    if cfg.flags & tenant_flags::SUSPENDED != 0 && !p.is_claim && !remote_is_management(&p) {
         return drop_for(tenant, DIR, reason::SUSPENDED);
     }
+    // The coarse clock (the last tick: 4 ms at HZ=250) costs a fraction of the precise
+    // one. Buckets are 20 ms deep or more and charge exact costs, so the tick only
+    // shifts when within a tick a packet is admitted, never the long-run rate.
     let mut now = 0;
+
     if DIR == direction::OUT
         && p.l4_proto == proto::TCP
         && matches!(p.dport, 25 | 465 | 587)
@@ -173,11 +199,11 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
             return drop_for(tenant, DIR, reason::SMTP);
         }
         if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            now = unsafe { bpf_ktime_get_ns() };
+            now = unsafe { bpf_ktime_get_coarse_ns() };
             let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, bucket::SMTP)) else {
                 return Verdict::Pass;
             };
-            if !police::conforms(b, &cfg.smtp, now, 1) {
+            if !police::conforms(b, &cfg.smtp, now, 1, false) {
                 return drop_for(tenant, DIR, reason::SMTP);
             }
         }
@@ -185,10 +211,10 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
     let rate = &cfg.rate[DIR as usize];
     if rate.cost_q10 != 0 {
         if now == 0 {
-            now = unsafe { bpf_ktime_get_ns() };
+            now = unsafe { bpf_ktime_get_coarse_ns() };
         }
         if let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, DIR)) {
-            if !police::conforms(b, rate, now, bytes) {
+            if !police::conforms(b, rate, now, bytes, true) {
                 return drop_for(tenant, DIR, reason::BANDWIDTH);
             }
         }

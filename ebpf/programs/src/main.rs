@@ -23,13 +23,12 @@ mod police;
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use warden_common::{
-    bucket, direction, global, AddrKeyV4, AddrKeyV6, Bucket, Counters, DropCounters, GenConfig,
-    MacKey, TenantConfig, TenantRef, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES,
-    MAX_TENANTS,
+    bucket, direction, global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters,
+    GenConfig, TenantConfig, GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
 };
 
 use crate::enforce::Verdict;
@@ -42,19 +41,20 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "GEN_CONFIG")]
 static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(GENERATIONS, 0);
 
-/// Key: (generation, prefix length, IPv4 prefix). Value: tenant index. Written by the daemon.
+/// Index: generation * V4_BUCKETS + bucket. Value: a cuckoo bucket of IPv4 prefixes
+/// -> tenant index (see `warden_common::table`). Written by the daemon.
 #[map(name = "ADDRS_V4")]
-static ADDRS_V4: HashMap<AddrKeyV4, TenantRef> =
-    HashMap::with_max_entries(MAX_PREFIXES * GENERATIONS, 0);
+static ADDRS_V4: Array<Bucket64> = Array::with_max_entries(table::V4_BUCKETS * GENERATIONS, 0);
 
-/// Key: (generation, prefix length, IPv6 prefix). Value: tenant index. Written by the daemon.
+/// Index: generation * V6_BUCKETS + bucket. Value: a cuckoo bucket of IPv6 prefixes
+/// -> tenant index. Written by the daemon.
 #[map(name = "ADDRS_V6")]
-static ADDRS_V6: HashMap<AddrKeyV6, TenantRef> =
-    HashMap::with_max_entries(MAX_PREFIXES * GENERATIONS, 0);
+static ADDRS_V6: Array<Bucket128> = Array::with_max_entries(table::V6_BUCKETS * GENERATIONS, 0);
 
-/// Key: (generation, MAC). Value: tenant index. Written by the daemon.
+/// Index: generation * MAC_BUCKETS + bucket. Value: a cuckoo bucket of bound MACs ->
+/// tenant index. Written by the daemon.
 #[map(name = "MACS")]
-static MACS: HashMap<MacKey, TenantRef> = HashMap::with_max_entries(MAX_MACS * GENERATIONS, 0);
+static MACS: Array<Bucket64> = Array::with_max_entries(table::MAC_BUCKETS * GENERATIONS, 0);
 
 /// Index: generation * MAX_TENANTS + tenant. Value: enforcement settings. Written by the daemon.
 #[map(name = "TENANT_CONFIG")]

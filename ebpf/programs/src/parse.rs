@@ -12,7 +12,8 @@ use network_types::{
 };
 use warden_common::direction;
 
-/// IPv6 extension headers we step over before giving up on finding L4.
+/// Headers we read after the IPv6 header: at most 5 extension headers and then the
+/// L4 header. A longer chain is malformed (its ports would be out of policy's sight).
 const MAX_IPV6_EXT_HDRS: usize = 6;
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -62,6 +63,9 @@ pub struct Parsed {
     pub remote6: [u8; 16],
     /// ARP or IPv6 neighbour discovery: an address claim.
     pub is_claim: bool,
+    /// IPv6 hop limit (ND is only ND at 255, RFC 4861 7.1).
+    pub hop_limit: u8,
+
     /// L4 protocol, 0 when unknown or a non-first fragment.
     pub l4_proto: u8,
     /// Source and destination ports (TCP/UDP) or ICMP type and code, host order.
@@ -111,7 +115,9 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize) -> Result<Parsed, Mal
         addr6: [0; 16],
         remote6: [0; 16],
         is_claim: false,
+        hop_limit: 0,
         l4_proto: 0,
+
         sport: 0,
         dport: 0,
         tcp_flags: 0,
@@ -179,6 +185,8 @@ fn parse_ipv6<const DIR: u32>(
         return Err(Malformed);
     }
     p.family = Family::V6;
+    p.hop_limit = unsafe { (*ip).hop_limit };
+
     let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
     (p.addr6, p.remote6) = if DIR == direction::OUT {
         (src, dst)
@@ -220,8 +228,10 @@ fn parse_ipv6<const DIR: u32>(
             _ => return parse_l4::<DIR>(data, data_end, off, next, p),
         }
     }
-    // Too many extension headers to follow: attributed by address, no L4 facts.
-    Ok(())
+    // A chain longer than we follow hides its L4 header (and so its ports) from
+    // policy: malformed, so the caller can refuse it from a tenant (RFC 7112 asks
+    // for the whole chain in the first fragment anyway).
+    Err(Malformed)
 }
 
 #[inline(always)]
@@ -290,7 +300,10 @@ fn parse_l4<const DIR: u32>(
             let (ty, code) = unsafe { ((*h)[0], (*h)[1]) };
             p.sport = ty as u16;
             p.dport = code as u16;
-            if ty == ND_NS || ty == ND_NA {
+            // Receivers discard ND that crossed a router, so only hop limit 255 is
+            // ND; anything else shaped like it is ordinary ICMPv6 (and so gets no
+            // exemption from suspension).
+            if (ty == ND_NS || ty == ND_NA) && p.hop_limit == 255 {
                 // type, code, checksum, flags/reserved, then the 16-byte target.
                 let nd: *const [u8; 24] = ptr_at(data, data_end, off)?;
                 p.is_claim = true;

@@ -186,8 +186,13 @@ tenants:
         assert_eq!(b.flags, tenant_flags::SUSPENDED | tenant_flags::SMTP_RATE);
         assert_eq!(b.rate[0], Rate::UNLIMITED);
         assert_eq!(
-            b.smtp.burst_ns, 6_000_000_000,
-            "one connection's worth at 10/min"
+            b.smtp.burst_ns, 0,
+            "a burst of one connection: no tolerance"
+        );
+        assert_eq!(
+            b.smtp.cost_q10,
+            6_000_000_000 * 1024,
+            "one connection per 6 s"
         );
     }
 

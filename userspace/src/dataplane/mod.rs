@@ -8,6 +8,7 @@
 //!   ([`Dataplane::apply`]); see `warden_common` for the generation scheme.
 
 mod compile;
+pub mod cuckoo;
 mod index;
 
 use std::{
@@ -17,10 +18,7 @@ use std::{
 };
 
 use aya::{
-    maps::{
-        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapType, PerCpuArray,
-        PerCpuValues,
-    },
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapType, PerCpuArray, PerCpuValues},
     programs::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -31,13 +29,15 @@ use aya::{
 };
 use ipnet::IpNet;
 use warden_common::{
-    bucket, direction, gen_flags, global, map, program, tenant_config_index, tenant_counter_index,
-    AddrKeyV4, AddrKeyV6, Bucket, Counters, DropCounters, GenConfig, MacKey, TenantConfig,
-    TenantRef, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
+    bucket, direction, gen_flags, global, map, program, table, tenant_config_index,
+    tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, Slot128,
+    Slot64, TenantConfig, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES, MAX_PREFIX_LENS,
+    MAX_TENANTS,
 };
 
 pub use self::{
     compile::{burst_bytes, compile, CompileError, Compiled},
+    cuckoo::TableFull,
     index::{IndexChanges, IndexError, TenantIndex},
 };
 use crate::policy::Mode;
@@ -93,6 +93,8 @@ pub enum DataplaneError {
     MissingProgram(&'static str),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error(transparent)]
+    TableFull(#[from] TableFull),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -163,24 +165,24 @@ fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 12] {
         ),
         (
             map::ADDRS_V4,
-            MapType::Hash,
-            s(size_of::<AddrKeyV4>()),
+            MapType::Array,
             4,
-            MAX_PREFIXES * GENERATIONS,
+            s(size_of::<Bucket64>()),
+            table::V4_BUCKETS * GENERATIONS,
         ),
         (
             map::ADDRS_V6,
-            MapType::Hash,
-            s(size_of::<AddrKeyV6>()),
+            MapType::Array,
             4,
-            MAX_PREFIXES * GENERATIONS,
+            s(size_of::<Bucket128>()),
+            table::V6_BUCKETS * GENERATIONS,
         ),
         (
             map::MACS,
-            MapType::Hash,
-            s(size_of::<MacKey>()),
+            MapType::Array,
             4,
-            MAX_MACS * GENERATIONS,
+            s(size_of::<Bucket64>()),
+            table::MAC_BUCKETS * GENERATIONS,
         ),
         (
             map::TENANT_CONFIG,
@@ -231,6 +233,67 @@ pub const CAPACITIES: [(&str, u32); 4] = [
     (map::TENANT_COUNTERS, MAX_TENANTS),
 ];
 
+/// One generation's tables as placed in the kernel.
+pub struct GenTables {
+    /// `ADDRS_V4` buckets of this generation's half.
+    pub v4: Vec<Bucket64>,
+    /// `ADDRS_V6` buckets of this generation's half.
+    pub v6: Vec<Bucket128>,
+    /// `MACS` buckets of this generation's half.
+    pub macs: Vec<Bucket64>,
+    /// `TENANT_CONFIG` entries by tenant index.
+    pub configs: HashMap<u32, TenantConfig>,
+}
+
+impl GenTables {
+    /// Places a compiled policy for `generation` exactly as [`Dataplane::apply`] does
+    /// (tests and benchmarks write maps through this too).
+    pub fn build(generation: u32, c: &Compiled) -> Result<Self> {
+        let v4: Vec<Slot64> =
+            c.v4.iter()
+                .map(|(&(len, net), &t)| Slot64 {
+                    key: table::key_v4(generation, len.into(), u32::from_be_bytes(net)),
+                    tenant: t,
+                    _pad: 0,
+                })
+                .collect();
+        let v6: Vec<Slot128> =
+            c.v6.iter()
+                .map(|(&(len, net), &t)| {
+                    let a = u128::from_be_bytes(net);
+                    Slot128 {
+                        hi: (a >> 64) as u64,
+                        lo: a as u64,
+                        meta: table::meta_v6(generation, len.into()),
+                        tenant: t,
+                    }
+                })
+                .collect();
+        let macs: Vec<Slot64> = c
+            .macs
+            .iter()
+            .map(|(&mac, &t)| Slot64 {
+                key: table::key_mac(generation, mac),
+                tenant: t,
+                _pad: 0,
+            })
+            .collect();
+        // Sorted input makes placement (and so the diff against the last write) stable.
+        let sorted64 = |mut v: Vec<Slot64>| {
+            v.sort_by_key(|s| s.key);
+            v
+        };
+        let mut v6 = v6;
+        v6.sort_by_key(|s| (s.meta, s.hi, s.lo));
+        Ok(Self {
+            v4: cuckoo::as_bucket64(cuckoo::place(map::ADDRS_V4, table::V4_BITS, &sorted64(v4))?),
+            v6: cuckoo::as_bucket128(cuckoo::place(map::ADDRS_V6, table::V6_BITS, &v6)?),
+            macs: cuckoo::as_bucket64(cuckoo::place(map::MACS, table::MAC_BITS, &sorted64(macs))?),
+            configs: c.configs.clone(),
+        })
+    }
+}
+
 /// Loaded (or adopted) maps and programs.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -238,7 +301,9 @@ pub struct Dataplane {
     programs_loaded: bool,
     active: u32,
     /// What each generation holds; `None` when adopted and not yet rewritten.
-    mirror: [Option<Compiled>; 2],
+    mirror: [Option<GenTables>; 2],
+    /// When the active generation was last switched.
+    last_flip: Option<std::time::Instant>,
     attachments: Vec<Attachment>,
     adopted_maps: usize,
 }
@@ -293,6 +358,7 @@ impl Dataplane {
             programs_loaded: false,
             active: 0,
             mirror: [None, None],
+            last_flip: None,
             attachments: Vec::new(),
             adopted_maps,
         };
@@ -302,7 +368,8 @@ impl Dataplane {
             .map_err(map_err(map::ACTIVE))?
             % GENERATIONS;
         if adopted_maps == 0 {
-            dp.mirror = [Some(Compiled::default()), Some(Compiled::default())];
+            // Fresh maps: zeroed buckets, which is not the empty marker, so the first
+            // write of each half must be complete; leave the mirror unknown.
         }
         Ok(dp)
     }
@@ -613,129 +680,35 @@ impl Dataplane {
     /// write. A failure before the flip leaves the active generation untouched.
     pub fn apply(&mut self, new: &Compiled) -> Result<()> {
         let target = 1 - self.active;
-        let gen = target as u8;
+        // Packets that read the generation before the last flip may still be using
+        // the half we are about to rewrite; programs run for microseconds, so a short
+        // wait since that flip makes the half ours alone.
+        if let Some(at) = self.last_flip {
+            let quiet = std::time::Duration::from_millis(10);
+            if let Some(left) = quiet.checked_sub(at.elapsed()) {
+                std::thread::sleep(left);
+            }
+        }
+        let tables = GenTables::build(target, new)?;
         let old = self.mirror[target as usize].take();
-        // Until this generation is fully written its content is unknown to us.
-        let stale4 = match &old {
-            Some(o) => {
-                o.v4.keys()
-                    .filter(|k| !new.v4.contains_key(k))
-                    .copied()
-                    .collect()
-            }
-            None => self
-                .keys_v4(gen)?
-                .into_iter()
-                .filter(|k| !new.v4.contains_key(k))
-                .collect::<Vec<_>>(),
-        };
-        let stale6 = match &old {
-            Some(o) => {
-                o.v6.keys()
-                    .filter(|k| !new.v6.contains_key(k))
-                    .copied()
-                    .collect()
-            }
-            None => self
-                .keys_v6(gen)?
-                .into_iter()
-                .filter(|k| !new.v6.contains_key(k))
-                .collect::<Vec<_>>(),
-        };
-        let stale_macs = match &old {
-            Some(o) => o
-                .macs
-                .keys()
-                .filter(|k| !new.macs.contains_key(*k))
-                .copied()
-                .collect(),
-            None => self
-                .keys_macs(gen)?
-                .into_iter()
-                .filter(|k| !new.macs.contains_key(k))
-                .collect::<Vec<_>>(),
-        };
-        {
-            let mut m: BpfHashMap<&mut MapData, AddrKeyV4, TenantRef> =
-                self.hash_mut(map::ADDRS_V4)?;
-            for (len, addr) in stale4 {
-                m.remove(&AddrKeyV4 {
-                    generation: gen,
-                    prefix_len: len,
-                    _pad: [0; 2],
-                    addr,
-                })
-                .map_err(map_err(map::ADDRS_V4))?;
-            }
-            for (&(len, addr), &index) in &new.v4 {
-                if old.as_ref().and_then(|o| o.v4.get(&(len, addr))) != Some(&index) {
-                    m.insert(
-                        AddrKeyV4 {
-                            generation: gen,
-                            prefix_len: len,
-                            _pad: [0; 2],
-                            addr,
-                        },
-                        TenantRef { index },
-                        0,
-                    )
-                    .map_err(map_err(map::ADDRS_V4))?;
-                }
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, AddrKeyV6, TenantRef> =
-                self.hash_mut(map::ADDRS_V6)?;
-            for (len, addr) in stale6 {
-                m.remove(&AddrKeyV6 {
-                    generation: gen,
-                    prefix_len: len,
-                    _pad: [0; 2],
-                    addr,
-                })
-                .map_err(map_err(map::ADDRS_V6))?;
-            }
-            for (&(len, addr), &index) in &new.v6 {
-                if old.as_ref().and_then(|o| o.v6.get(&(len, addr))) != Some(&index) {
-                    m.insert(
-                        AddrKeyV6 {
-                            generation: gen,
-                            prefix_len: len,
-                            _pad: [0; 2],
-                            addr,
-                        },
-                        TenantRef { index },
-                        0,
-                    )
-                    .map_err(map_err(map::ADDRS_V6))?;
-                }
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, MacKey, TenantRef> = self.hash_mut(map::MACS)?;
-            for mac in stale_macs {
-                m.remove(&MacKey {
-                    generation: gen,
-                    _pad: 0,
-                    mac,
-                })
-                .map_err(map_err(map::MACS))?;
-            }
-            for (&mac, &index) in &new.macs {
-                if old.as_ref().and_then(|o| o.macs.get(&mac)) != Some(&index) {
-                    m.insert(
-                        MacKey {
-                            generation: gen,
-                            _pad: 0,
-                            mac,
-                        },
-                        TenantRef { index },
-                        0,
-                    )
-                    .map_err(map_err(map::MACS))?;
-                }
-            }
-        }
+        self.write_buckets(
+            map::ADDRS_V4,
+            target * table::V4_BUCKETS,
+            &tables.v4,
+            old.as_ref().map(|o| o.v4.as_slice()),
+        )?;
+        self.write_buckets(
+            map::ADDRS_V6,
+            target * table::V6_BUCKETS,
+            &tables.v6,
+            old.as_ref().map(|o| o.v6.as_slice()),
+        )?;
+        self.write_buckets(
+            map::MACS,
+            target * table::MAC_BUCKETS,
+            &tables.macs,
+            old.as_ref().map(|o| o.macs.as_slice()),
+        )?;
         {
             let mut m: Array<&mut MapData, TenantConfig> = self.array_mut(map::TENANT_CONFIG)?;
             for (&index, cfg) in &new.configs {
@@ -766,7 +739,26 @@ impl Dataplane {
             .set(0, target, 0)
             .map_err(map_err(map::ACTIVE))?;
         self.active = target;
-        self.mirror[target as usize] = Some(new.clone());
+        self.last_flip = Some(std::time::Instant::now());
+        self.mirror[target as usize] = Some(tables);
+        Ok(())
+    }
+
+    /// Writes the buckets of one generation's half that differ from what it held
+    /// (all of them when that is unknown).
+    fn write_buckets<B: Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        base: u32,
+        new: &[B],
+        old: Option<&[B]>,
+    ) -> Result<()> {
+        let mut m: Array<&mut MapData, B> = self.array_mut(name)?;
+        for (i, b) in new.iter().enumerate() {
+            if old.map(|o| &o[i]) != Some(b) {
+                m.set(base + i as u32, *b, 0).map_err(map_err(name))?;
+            }
+        }
         Ok(())
     }
 
@@ -813,45 +805,6 @@ impl Dataplane {
             }
         }
         Ok(())
-    }
-
-    fn keys_v4(&self, gen: u8) -> Result<Vec<(u8, [u8; 4])>> {
-        let m: BpfHashMap<&MapData, AddrKeyV4, TenantRef> = self.hash(map::ADDRS_V4)?;
-        let keys: Vec<AddrKeyV4> = m
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map::ADDRS_V4))?;
-        Ok(keys
-            .into_iter()
-            .filter(|k| k.generation == gen)
-            .map(|k| (k.prefix_len, k.addr))
-            .collect())
-    }
-
-    fn keys_v6(&self, gen: u8) -> Result<Vec<(u8, [u8; 16])>> {
-        let m: BpfHashMap<&MapData, AddrKeyV6, TenantRef> = self.hash(map::ADDRS_V6)?;
-        let keys: Vec<AddrKeyV6> = m
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map::ADDRS_V6))?;
-        Ok(keys
-            .into_iter()
-            .filter(|k| k.generation == gen)
-            .map(|k| (k.prefix_len, k.addr))
-            .collect())
-    }
-
-    fn keys_macs(&self, gen: u8) -> Result<Vec<[u8; 6]>> {
-        let m: BpfHashMap<&MapData, MacKey, TenantRef> = self.hash(map::MACS)?;
-        let keys: Vec<MacKey> = m
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map::MACS))?;
-        Ok(keys
-            .into_iter()
-            .filter(|k| k.generation == gen)
-            .map(|k| k.mac)
-            .collect())
     }
 
     /// A tenant's packets and bytes, summed over CPUs: `[out, in]`.
@@ -930,17 +883,6 @@ impl Dataplane {
 
     fn array_mut<V: Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
         Array::try_from(self.raw_mut(name)?).map_err(map_err(name))
-    }
-
-    fn hash<K: Pod, V: Pod>(&self, name: &'static str) -> Result<BpfHashMap<&MapData, K, V>> {
-        BpfHashMap::try_from(self.raw(name)?).map_err(map_err(name))
-    }
-
-    fn hash_mut<K: Pod, V: Pod>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<BpfHashMap<&mut MapData, K, V>> {
-        BpfHashMap::try_from(self.raw_mut(name)?).map_err(map_err(name))
     }
 
     fn lpm_mut<K: Pod, V: Pod>(
