@@ -1,10 +1,12 @@
 //! Warden's test harness, shared by the privileged test tiers and `cargo xtask demo`/`bench`.
 //!
+//! - [`delayline`]: a userspace delay line that gives the lab's links a WAN's round-trip time.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
 //! - [`lab`]: network namespaces, veth pairs and processes inside them, all removed on drop.
 //! - [`packets`]: frame builders for BPF_PROG_TEST_RUN fixtures.
 //! - [`topology`]: the standard lab of `configs/demo.yaml`.
 
+pub mod delayline;
 pub mod http;
 pub mod lab;
 pub mod packets;
