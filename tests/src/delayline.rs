@@ -11,9 +11,11 @@
 //! header, as a veth would hand the frame over) and their VLAN tag (put back from the
 //! packet's auxiliary data, where the kernel moves it).
 //!
-//! The wire is only faithful for frames of link size: [`prepare_wire`] turns off the
-//! receive and segmentation offloads of the delay namespace's interfaces, and the
-//! neighbours' ends must not send GSO super-frames ([`no_segmentation_offload`]).
+//! A wire carries frames of link size, and so should this one (its queue bound counts
+//! frames, and what comes out is what a policer downstream sees): [`prepare_wire`] turns
+//! off the receive and segmentation offloads of the delay namespace's interfaces, and
+//! the neighbours' ends must not send GSO super-frames ([`no_segmentation_offload`]).
+//! Super-frames that come anyway are forwarded as such and counted.
 
 use std::{
     ffi::CString,
@@ -36,8 +38,8 @@ use crate::lab::{Netns, Proc};
 pub const QUEUE_FRAMES: usize = 100_000;
 /// Bytes a direction holds at most (frame bytes, headers included).
 pub const QUEUE_BYTES: usize = 64 << 20;
-/// Socket buffer sizes: several milliseconds of a gigabit link, so a stalled thread does
-/// not lose frames in the kernel.
+/// Socket buffer sizes: tens of milliseconds of a gigabit link, so a thread that is not
+/// scheduled for a while does not lose frames in the kernel.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Timer slack of the sending threads, in nanoseconds.
 const TIMER_SLACK_NS: libc::c_ulong = 1_000;
@@ -49,6 +51,8 @@ const MAX_FRAME: usize = 65_536 + 64;
 const VNET_HDR_LEN: usize = 10;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VLAN_TAG_LEN: usize = 4;
+/// Destination and source MAC: where a VLAN tag goes.
+const MAC_ADDRS_LEN: usize = 12;
 /// The line the program prints once both sockets are bound.
 pub const READY: &str = "delayline ready";
 
@@ -89,7 +93,7 @@ struct Counters {
     send_errors: AtomicU64,
     /// Received larger than [`MAX_FRAME`] and dropped.
     truncated: AtomicU64,
-    /// GSO super-frames forwarded (as such): a neighbour still has TSO/GSO on.
+    /// GSO super-frames received (and forwarded as such): a neighbour has TSO/GSO on.
     gso: AtomicU64,
     /// Frames and bytes now queued; the receiver adds, the sender subtracts.
     queued: AtomicUsize,
@@ -107,7 +111,7 @@ pub struct DirectionStats {
     pub dropped: u64,
     pub send_errors: u64,
     pub truncated: u64,
-    /// GSO super-frames among the forwarded (0 unless a neighbour has TSO/GSO on).
+    /// GSO super-frames received (0 unless a neighbour has TSO/GSO on).
     pub gso: u64,
     /// Most frames queued at once.
     pub peak_queued: usize,
@@ -294,14 +298,14 @@ impl Receiver {
             if received.gso {
                 c.gso.fetch_add(1, Ordering::Relaxed);
             }
-            let data = received.frame(&buf);
             // Only this thread adds to the queue, so the check cannot be overtaken.
             let queued = c.queued.load(Ordering::Relaxed);
             let bytes = c.queued_bytes.load(Ordering::Relaxed);
-            if queued >= self.queue_frames || bytes + data.len() > self.queue_bytes {
+            if queued >= self.queue_frames || bytes + received.size() > self.queue_bytes {
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let data = received.frame(&buf);
             c.queued.fetch_add(1, Ordering::Relaxed);
             c.queued_bytes.fetch_add(data.len(), Ordering::Relaxed);
             c.peak_queued.fetch_max(queued + 1, Ordering::Relaxed);
@@ -421,23 +425,29 @@ struct Received {
 }
 
 impl Received {
+    /// Length of [`Received::frame`]'s result.
+    fn size(&self) -> usize {
+        let tag = if self.vlan.is_some() { VLAN_TAG_LEN } else { 0 };
+        VNET_HDR_LEN + self.len + tag
+    }
+
     /// The frame to queue: header and frame, with the VLAN tag put back where it was.
     fn frame(&self, buf: &[u8]) -> Vec<u8> {
         let frame = &buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
-        let Some((tpid, tci)) = self.vlan.filter(|_| frame.len() >= 12) else {
+        let Some((tpid, tci)) = self.vlan else {
             return buf[..VNET_HDR_LEN + self.len].to_vec();
         };
-        let mut data = Vec::with_capacity(VNET_HDR_LEN + self.len + VLAN_TAG_LEN);
+        let mut data = Vec::with_capacity(self.size());
         data.extend_from_slice(&buf[..VNET_HDR_LEN]);
         if data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             // csum_start counts from the frame's start, which the tag moves.
-            let start = u16::from_le_bytes([data[6], data[7]]) + VLAN_TAG_LEN as u16;
+            let start = u16::from_le_bytes([data[6], data[7]]).wrapping_add(VLAN_TAG_LEN as u16);
             data[6..8].copy_from_slice(&start.to_le_bytes());
         }
-        data.extend_from_slice(&frame[..12]);
+        data.extend_from_slice(&frame[..MAC_ADDRS_LEN]);
         data.extend_from_slice(&tpid.to_be_bytes());
         data.extend_from_slice(&tci.to_be_bytes());
-        data.extend_from_slice(&frame[12..]);
+        data.extend_from_slice(&frame[MAC_ADDRS_LEN..]);
         data
     }
 }
@@ -604,11 +614,13 @@ impl PacketSocket {
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
         }
+        let len = n - VNET_HDR_LEN;
         Ok(Some(Received {
-            len: n - VNET_HDR_LEN,
+            len,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
             gso: buf[1] != 0,
-            vlan,
+            // The tag goes after the MAC addresses, which any real frame has.
+            vlan: vlan.filter(|_| len >= MAC_ADDRS_LEN),
         }))
     }
 
@@ -679,6 +691,52 @@ pub fn binary() -> Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vlan_tag_the_kernel_took_off_goes_back_after_the_macs_and_moves_csum_start() {
+        let mut buf = vec![0u8; VNET_HDR_LEN + 64];
+        buf[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        buf[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start: TCP header
+        buf[8..10].copy_from_slice(&16u16.to_le_bytes()); // csum_offset
+        let frame: Vec<u8> = (0..60).collect();
+        buf[VNET_HDR_LEN..VNET_HDR_LEN + 60].copy_from_slice(&frame);
+        let received = Received {
+            len: 60,
+            truncated: false,
+            gso: false,
+            vlan: Some((0x8100, 0x6007)),
+        };
+        let data = received.frame(&buf);
+        assert_eq!(data.len(), received.size());
+        assert_eq!(u16::from_le_bytes([data[6], data[7]]), 38);
+        assert_eq!(&data[8..10], &16u16.to_le_bytes());
+        let out = &data[VNET_HDR_LEN..];
+        assert_eq!(&out[..12], &frame[..12]);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x60, 0x07]);
+        assert_eq!(&out[16..], &frame[12..]);
+    }
+
+    #[test]
+    fn an_untagged_frame_is_queued_exactly_as_received() {
+        let mut buf = vec![0u8; VNET_HDR_LEN + 100];
+        buf[..VNET_HDR_LEN + 60]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8);
+        let received = Received {
+            len: 60,
+            truncated: false,
+            gso: false,
+            vlan: None,
+        };
+        assert_eq!(received.frame(&buf), buf[..VNET_HDR_LEN + 60].to_vec());
+        assert_eq!(received.size(), VNET_HDR_LEN + 60);
+    }
 }
 
 // Named `lab` because these tests need root: `cargo xtask test --skip-privileged` leaves

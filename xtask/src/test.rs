@@ -164,11 +164,10 @@ fn plan(args: &TestArgs) -> Vec<Step> {
     } else {
         "unit tests"
     };
-    steps.push(Step::run(unit_name, cargo(&unit)));
-
     if !args.skip_privileged {
-        // Tier 2 runs the daemon binary (target/debug/warden) and the lab's WAN delay
-        // line (target/debug/delayline), which `cargo test` of a package does not build.
+        // The daemon binary (target/debug/warden) and the lab's WAN delay line
+        // (target/debug/delayline) are run by the lab tests among the unit tests and by
+        // Tier 2; `cargo test` of a package does not build another package's binaries.
         steps.push(Step::run(
             "build daemon and lab tools",
             cargo(&[
@@ -180,7 +179,10 @@ fn plan(args: &TestArgs) -> Vec<Step> {
                 "--bins",
             ]),
         ));
+    }
+    steps.push(Step::run(unit_name, cargo(&unit)));
 
+    if !args.skip_privileged {
         for (tier, target) in TIERS {
             if args.tier.is_some_and(|t| t != *tier) {
                 continue;

@@ -8,7 +8,7 @@ use aya::maps::{Map, MapData};
 use serde_json::Value;
 use warden_tests::{
     lab::{format_mac, Netns, Proc},
-    topology::{addr, token, warden_binary, StandardLab},
+    topology::{addr, token, warden_binary, LabOptions, StandardLab},
 };
 
 use crate::common::*;
@@ -106,7 +106,9 @@ fn iperf(
     let (frame, payload) = match udp_bps {
         Some(bps) => {
             rate = bps.to_string();
-            cmd.extend_from_slice(&["-u", "-b", &rate, "-l", "1400"]);
+            // 4 MiB socket buffers: the receiver must not be the one that drops.
+            cmd.extend_from_slice(&["-u", "-b", &rate, "-l", "1400", "-w", "4M"]);
+
             (1400.0 + 8.0 + 20.0 + 14.0, 1400.0)
         }
         // MSS 1448 with timestamps on a 1500-byte MTU.
@@ -120,9 +122,21 @@ fn iperf(
     let server_json: Value =
         serde_json::from_str(&log).with_context(|| format!("iperf3 server JSON:\n{log}"))?;
     let f = frame / payload;
-    let received = server_json["end"]["sum_received"]["bits_per_second"]
+    // For UDP, bytes received over the time the sender sent: the server's own timer
+    // also runs while it waits for the first datagram, which understates a rate.
+    let sent_secs = client_json["end"]["sum_sent"]["seconds"]
         .as_f64()
-        .context("no receiver rate")?;
+        .context("no send time")?;
+    let received_bytes = server_json["end"]["sum_received"]["bytes"]
+        .as_f64()
+        .context("no bytes")?;
+    let received = if udp_bps.is_some() {
+        Some(received_bytes * 8.0 / sent_secs)
+    } else {
+        server_json["end"]["sum_received"]["bits_per_second"].as_f64()
+    };
+    let received = received.context("no receiver rate")?;
+
     let offered = client_json["end"]["sum_sent"]["bits_per_second"]
         .as_f64()
         .context("no sender rate")?;
@@ -141,24 +155,37 @@ fn iperf(
     })
 }
 
-#[test]
-fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() -> Result<()> {
-    let lab = StandardLab::build("wt")?;
-    let policy = format!(
+/// The plans of the bandwidth test: 20 and 200 Mbit/s, both directions, both modes.
+fn plans_policy(lab: &StandardLab) -> Result<String> {
+    Ok(format!(
         "{}defaults:\n  smtp: block\n{}",
         lab.policy_header()?,
         tenants_yaml(
-            &lab,
+            lab,
             "    bandwidth: { egress: 20Mbit, ingress: 200Mbit }",
             "    bandwidth: { egress: 200Mbit, ingress: 20Mbit }",
             "    bandwidth: { egress: 20Mbit, ingress: 20Mbit }",
         )?
-    );
-    let _daemon = start(&lab, "plans.yaml", &policy, &["--detach-on-exit"])?;
-    // (what, server ns, server address, client ns, plan)
-    let cases: [(&str, &Netns, &str, &Netns, f64); 5] = [
+    ))
+}
+
+/// (what, tenant, direction, server ns, server address, client ns, plan in bit/s)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a Netns,
+    &'a str,
+    &'a Netns,
+    f64,
+);
+
+fn plan_cases(lab: &StandardLab) -> [Case<'_>; 5] {
+    [
         (
             "globex out (gateway, XDP)",
+            "globex",
+            "out",
             &lab.ext,
             addr::EXT_WAN1_V4,
             &lab.globex,
@@ -166,6 +193,8 @@ fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() 
         ),
         (
             "initech out (gateway, XDP)",
+            "initech",
+            "out",
             &lab.ext,
             addr::EXT_WAN1_V4,
             &lab.initech,
@@ -173,6 +202,8 @@ fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() 
         ),
         (
             "initech in (gateway, tcx)",
+            "initech",
+            "in",
             &lab.initech,
             addr::INITECH_V4,
             &lab.ext,
@@ -180,6 +211,8 @@ fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() 
         ),
         (
             "globex in (gateway, tcx)",
+            "globex",
+            "in",
             &lab.globex,
             addr::GLOBEX_V4,
             &lab.ext,
@@ -187,40 +220,90 @@ fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() 
         ),
         (
             "acme out (host, tcx)",
+            "acme",
+            "out",
             &lab.ext,
             addr::EXT_WAN0_V4,
             &lab.node,
             20e6,
         ),
-    ];
+    ]
+}
+
+/// A tenant's packets seen and dropped for bandwidth in one direction.
+fn seen_and_dropped(lab: &StandardLab, tenant: &str, dir: &str) -> Result<(u64, u64)> {
+    let v: Value = serde_json::from_str(&lab.get(&format!("/api/v1/tenants/{tenant}"))?)?;
+    let seen = v[dir]["packets"].as_u64().context("packets")?;
+    Ok((seen, v[dir]["drops"]["bandwidth"].as_u64().unwrap_or(0)))
+}
+
+#[test]
+fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_percent() -> Result<()>
+{
+    // No WAN delay here: the userspace delay line would be one more place where
+    // 600 Mbit/s of UDP competes for this machine's two cores.
+    let lab = StandardLab::build("wt")?;
+    let _daemon = start(
+        &lab,
+        "plans.yaml",
+        &plans_policy(&lab)?,
+        &["--detach-on-exit"],
+    )?;
     let mut port = 5300;
-    for (what, sns, saddr, cns, plan) in cases {
+    for (what, tenant, dir, sns, saddr, cns, plan) in plan_cases(&lab) {
         port += 1;
-        let udp = iperf(sns, saddr, cns, port, Some((plan * 3.0) as u64), 4)?;
+        let before = seen_and_dropped(&lab, tenant, dir)?;
+        let secs = 4;
+        let udp = iperf(sns, saddr, cns, port, Some((plan * 3.0) as u64), secs)?;
+        let after = seen_and_dropped(&lab, tenant, dir)?;
+        let passed = (after.0 - before.0) - (after.1 - before.1);
+        // Datagrams of 1400 bytes: 1442-byte frames.
+        let warden_bps = passed as f64 * 1442.0 * 8.0 / f64::from(secs);
         eprintln!(
-            "{what}: plan {:.0} Mbit/s, UDP offered {:.1}, delivered {:.2} Mbit/s ({:+.1}%)",
-            plan / 1e6,
-            udp.offered_bps / 1e6,
-            udp.received_bps / 1e6,
-            (udp.received_bps / plan - 1.0) * 100.0
+            "{what}: plan {:.0} Mbit/s; UDP offered {:.1}, Warden passed {:.2}, receiver got {:.2} Mbit/s ({:+.1}%)",
+            plan / 1e6, udp.offered_bps / 1e6, warden_bps / 1e6, udp.received_bps / 1e6, (udp.received_bps / plan - 1.0) * 100.0
         );
         ensure!(
             udp.offered_bps > 2.5 * plan,
             "{what}: could only offer {:.1} Mbit/s",
             udp.offered_bps / 1e6
         );
+        ensure!(after.1 > before.1, "{what}: nothing dropped for bandwidth");
         ensure!(
             (udp.received_bps / plan - 1.0).abs() <= 0.05,
-            "{what}: UDP delivered {:.2} Mbit/s, plan {:.0}",
+            "{what}: UDP delivered {:.2} Mbit/s for a {:.0} Mbit/s plan",
             udp.received_bps / 1e6,
             plan / 1e6
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent() -> Result<()> {
+    // A WAN's round trip (10 ms): at the lab's bare 0.07 ms, TCP's smallest window (two
+    // segments per round trip) is already ~300 Mbit/s, so it could only slow down to a
+    // plan through timeouts. Tenants' real peers are milliseconds away.
+    let lab = StandardLab::build_with(
+        "wt",
+        LabOptions {
+            wan_delay_ms: Some(5),
+        },
+    )?;
+    let _daemon = start(
+        &lab,
+        "plans.yaml",
+        &plans_policy(&lab)?,
+        &["--detach-on-exit"],
+    )?;
+    let mut port = 5400;
+    for (what, _, _, sns, saddr, cns, plan) in plan_cases(&lab) {
         port += 1;
         let tcp = iperf(sns, saddr, cns, port, None, 5)?;
         let max = tcp.intervals_bps.iter().cloned().fold(0.0, f64::max);
         eprintln!(
-            "{what}: TCP delivered {:.2} Mbit/s ({:.1}% of plan), highest 1 s interval {:.2} Mbit/s",
-            tcp.received_bps / 1e6, tcp.received_bps / plan * 100.0, max / 1e6
+            "{what}: plan {:.0} Mbit/s; TCP delivered {:.2} Mbit/s ({:.1}% of plan), highest 1 s interval {:.2} Mbit/s ({:+.1}%)",
+            plan / 1e6, tcp.received_bps / 1e6, tcp.received_bps / plan * 100.0, max / 1e6, (max / plan - 1.0) * 100.0
         );
         ensure!(
             tcp.received_bps >= 0.8 * plan,
@@ -233,14 +316,6 @@ fn bandwidth_plans_deliver_udp_at_the_plan_and_tcp_between_80_and_105_percent() 
             max / 1e6
         );
     }
-    ensure!(
-        drop_count(&lab, "globex", "out", "bandwidth")? > 0,
-        "no bandwidth drops counted for globex"
-    );
-    ensure!(
-        drop_count(&lab, "initech", "in", "bandwidth")? > 0,
-        "no bandwidth drops counted for initech"
-    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::policy::{Policy, Smtp};
 
 /// Default bucket depth when a plan sets no `burst`: this much time at the plan's
 /// rate, but never less than [`MIN_BURST_BYTES`].
-pub const DEFAULT_BURST_SECONDS: f64 = 0.020;
+pub const DEFAULT_BURST_SECONDS: f64 = 0.010;
 /// Smallest default burst: a 64 KiB GSO super-packet must fit.
 pub const MIN_BURST_BYTES: u64 = 64 * 1024;
 
@@ -181,7 +181,8 @@ tenants:
         let a = c.configs[&0];
         assert_eq!(a.flags, tenant_flags::MACS_BOUND | tenant_flags::SMTP_ALLOW);
         assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 64 * 1024));
-        assert_eq!(a.rate[1], Rate::from_bits_per_second(200_000_000, 500_000));
+        assert_eq!(a.rate[1], Rate::from_bits_per_second(200_000_000, 250_000));
+
         let b = c.configs[&1];
         assert_eq!(b.flags, tenant_flags::SUSPENDED | tenant_flags::SMTP_RATE);
         assert_eq!(b.rate[0], Rate::UNLIMITED);
