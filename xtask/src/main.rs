@@ -36,6 +36,12 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    // Errors here name the failing step and command; a backtrace of xtask itself
+    // (which RUST_BACKTRACE=1 would add to every one) only hides that.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Build { release } => {

@@ -101,7 +101,7 @@ fn tc_verdict(v: Verdict) -> i32 {
     match v {
         // TCX_NEXT: let later programs in the tcx chain see the packet too.
         Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Drop => TC_ACT_SHOT,
     }
 }
 

@@ -349,7 +349,7 @@ impl Dataplane {
             .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let ebpf = loader.load(OBJECT)?;
         let mut dp = Self {
