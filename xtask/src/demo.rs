@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use warden::{cli::tenant_table, daemon::TenantView};
-use warden_tests::topology::{addr, warden_binary, StandardLab, API};
+use warden_tests::topology::{addr, warden_binary, LabOptions, StandardLab, API};
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
@@ -67,8 +67,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     crate::util::cargo_build(false)?;
     let warden = warden_binary()?;
 
-    println!("==> building the lab (namespaces, veth pairs, addresses)");
-    let lab = StandardLab::build("wd")?;
+    println!("==> building the lab (namespaces, veth pairs, addresses, a 5 ms WAN)");
+    // A 5 ms WAN between the node and the outside host: TCP behaves as it does across
+    // real networks (at the bare lab's microsecond round trips it cannot follow a plan).
+    let lab = StandardLab::build_with(
+        "wd",
+        LabOptions {
+            wan_delay_ms: Some(5),
+        },
+    )?;
+
     let policy = lab.write_policy()?;
     println!(
         "==> starting the daemon in {} with configs/demo.yaml",

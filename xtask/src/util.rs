@@ -59,11 +59,19 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// `cargo build` of the daemon.
+/// `cargo build` of the daemon and of the lab's tools (the WAN delay line) that the
+/// demo and the tests run.
 pub fn cargo_build(release: bool) -> Result<()> {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root())
-        .args(["build", "--package", "warden"]);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--package",
+        "warden",
+        "--package",
+        "warden-tests",
+        "--bins",
+    ]);
+
     if release {
         cmd.arg("--release");
     }
