@@ -146,14 +146,7 @@ async fn post_suspend(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let who = match authorize(s.tokens(), &headers, Role::Admin) {
-        Ok(who) => who,
-        // 401 (with WWW-Authenticate) or 403, as the rejection renders itself.
-        Err(r) => return Ok(r.into_response()),
-    };
-    let body = reason_body(&body)?;
-    let out = blocking(move || Ok(s.suspend(&id, &body.reason, &who.name)?)).await?;
-    Ok(Json(out).into_response())
+    set_suspended(s, headers, id, body, true).await
 }
 
 async fn post_unsuspend(
@@ -162,13 +155,31 @@ async fn post_unsuspend(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    set_suspended(s, headers, id, body, false).await
+}
+
+/// Suspend or unsuspend: admin only, a reason required, audited under the token's name.
+async fn set_suspended(
+    s: Arc<Shared>,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    suspend: bool,
+) -> ApiResult<Response> {
     let who = match authorize(s.tokens(), &headers, Role::Admin) {
         Ok(who) => who,
         // 401 (with WWW-Authenticate) or 403, as the rejection renders itself.
         Err(r) => return Ok(r.into_response()),
     };
     let body = reason_body(&body)?;
-    let out = blocking(move || Ok(s.unsuspend(&id, &body.reason, &who.name)?)).await?;
+    let out = blocking(move || {
+        Ok(if suspend {
+            s.suspend(&id, &body.reason, &who.name)?
+        } else {
+            s.unsuspend(&id, &body.reason, &who.name)?
+        })
+    })
+    .await?;
     Ok(Json(out).into_response())
 }
 

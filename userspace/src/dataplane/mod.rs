@@ -765,46 +765,23 @@ impl Dataplane {
     /// Management prefixes are not generational: new ones go in before stale ones
     /// go out, so a suspended tenant never loses its console in between.
     fn sync_management(&mut self, wanted: &[IpNet]) -> Result<()> {
-        let wanted: HashSet<IpNet> = wanted.iter().map(|n| n.trunc()).collect();
-        {
-            let mut t: LpmTrie<&mut MapData, [u8; 4], u8> = self.lpm_mut(map::MANAGEMENT_V4)?;
-            let have: Vec<Key<[u8; 4]>> = t
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(map_err(map::MANAGEMENT_V4))?;
-            for n in wanted
-                .iter()
-                .filter_map(|n| if let IpNet::V4(n) = n { Some(n) } else { None })
-            {
-                t.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
-                    .map_err(map_err(map::MANAGEMENT_V4))?;
-            }
-            for k in have {
-                let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).map(IpNet::V4);
-                if net.map(|n| !wanted.contains(&n)).unwrap_or(true) {
-                    t.remove(&k).map_err(map_err(map::MANAGEMENT_V4))?;
-                }
-            }
+        let (mut v4, mut v6) = (HashSet::new(), HashSet::new());
+        for n in wanted.iter().map(|n| n.trunc()) {
+            match n {
+                IpNet::V4(n) => v4.insert((u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V6(n) => v6.insert((u32::from(n.prefix_len()), n.network().octets())),
+            };
         }
-        let mut t: LpmTrie<&mut MapData, [u8; 16], u8> = self.lpm_mut(map::MANAGEMENT_V6)?;
-        let have: Vec<Key<[u8; 16]>> = t
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map::MANAGEMENT_V6))?;
-        for n in wanted
-            .iter()
-            .filter_map(|n| if let IpNet::V6(n) = n { Some(n) } else { None })
-        {
-            t.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
-                .map_err(map_err(map::MANAGEMENT_V6))?;
-        }
-        for k in have {
-            let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).map(IpNet::V6);
-            if net.map(|n| !wanted.contains(&n)).unwrap_or(true) {
-                t.remove(&k).map_err(map_err(map::MANAGEMENT_V6))?;
-            }
-        }
-        Ok(())
+        sync_trie(
+            &mut self.lpm_mut(map::MANAGEMENT_V4)?,
+            map::MANAGEMENT_V4,
+            &v4,
+        )?;
+        sync_trie(
+            &mut self.lpm_mut(map::MANAGEMENT_V6)?,
+            map::MANAGEMENT_V6,
+            &v6,
+        )
     }
 
     /// A tenant's packets and bytes, summed over CPUs: `[out, in]`.
@@ -891,6 +868,29 @@ impl Dataplane {
     ) -> Result<LpmTrie<&mut MapData, K, V>> {
         LpmTrie::try_from(self.raw_mut(name)?).map_err(map_err(name))
     }
+}
+
+/// Makes an LPM trie hold exactly `wanted` (prefix length, network): inserts first,
+/// then removes what is no longer wanted.
+fn sync_trie<const N: usize>(
+    t: &mut LpmTrie<&mut MapData, [u8; N], u8>,
+    name: &'static str,
+    wanted: &HashSet<(u32, [u8; N])>,
+) -> Result<()>
+where
+    [u8; N]: Pod,
+{
+    let have: Vec<Key<[u8; N]>> = t.keys().collect::<Result<_, _>>().map_err(map_err(name))?;
+    for (len, net) in wanted {
+        t.insert(&Key::new(*len, *net), 1, 0)
+            .map_err(map_err(name))?;
+    }
+    for k in have {
+        if !wanted.contains(&(k.prefix_len(), k.data())) {
+            t.remove(&k).map_err(map_err(name))?;
+        }
+    }
+    Ok(())
 }
 
 fn per_cpu_zeros<T: Pod + Default + Clone>(cpus: usize) -> Result<PerCpuValues<T>> {
