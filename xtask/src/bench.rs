@@ -4,9 +4,11 @@
 //! Method: the kernel runs each program `repeat` times on one frame through
 //! `BPF_PROG_TEST_RUN` and reports the mean time per repetition (integer ns, the
 //! time spent in the loop divided by the number of repetitions; time spent
-//! rescheduled is not counted). Each case is measured in interleaved pairs (baseline,
-//! case, baseline, case, ...) on one pinned CPU, so drift in clock speed or
-//! background load hits both sides alike; the figures are the medians of each side.
+//! rescheduled is not counted). Each case is measured in interleaved pairs (in ABBA
+//! order: baseline then case, case then baseline, ...) on one pinned CPU, so drift in
+//! clock speed or background load hits both sides alike. Reported: the median of each
+//! side, and the cost of the case as the median of the per-pair differences.
+
 //! The bar: every path costs at most [`BAR_NS`] over the baseline.
 //!
 //! The maps hold [`TENANTS`] tenants, compiled into a `warden::dataplane::Compiled`
@@ -84,7 +86,7 @@ const EXHAUSTED_AHEAD_NS: u64 = 3_600_000_000_000;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Interleaved (baseline, case) pairs per case; the figures are medians over them.
-    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(9..))]
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(9..))]
     pairs: u32,
     /// Repetitions per BPF_PROG_TEST_RUN call; the kernel reports the mean per repetition.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -200,16 +202,20 @@ struct Figures {
     base_ns: Vec<u32>,
     median_case: f64,
     median_base: f64,
+    /// Median of the per-pair differences (case - its own baseline): a pair's two runs
+    /// share whatever the machine was doing then, so their difference is what the case
+    /// costs; the median of those is steadier than a difference of medians.
+    median_delta: f64,
 }
 
 impl Figures {
     fn delta(&self) -> f64 {
-        self.median_case - self.median_base
+        self.median_delta
     }
 
     fn ratio(&self) -> f64 {
         if self.median_base > 0.0 {
-            self.median_case / self.median_base
+            (self.median_base + self.median_delta) / self.median_base
         } else {
             f64::INFINITY
         }
@@ -754,8 +760,13 @@ fn measure(ebpf: &Ebpf, case: &Case, pairs: u32, repeat: u32) -> Result<Figures>
         .iter()
         .map(|n| n * u64::from(repeat))
         .collect();
-    for _ in 0..pairs {
-        base_ns.push(test_run(base, &case.frame, repeat)?.1);
+    for pair in 0..pairs {
+        // ABBA order: alternate which side runs first, so a drift within the series
+        // does not favour either side.
+        let base_first = pair % 2 == 0;
+        if base_first {
+            base_ns.push(test_run(base, &case.frame, repeat)?.1);
+        }
         let before = observe(ebpf, case.lands)?;
         let (ret, ns) = test_run(prog, &case.frame, repeat)?;
         let got = moved(&before, &observe(ebpf, case.lands)?);
@@ -769,13 +780,33 @@ fn measure(ebpf: &Ebpf, case: &Case, pairs: u32, repeat: u32) -> Result<Figures>
             case.lands.describe()
         );
         case_ns.push(ns);
+        if !base_first {
+            base_ns.push(test_run(base, &case.frame, repeat)?.1);
+        }
     }
+    let deltas: Vec<f64> = case_ns
+        .iter()
+        .zip(&base_ns)
+        .map(|(c, b)| f64::from(*c) - f64::from(*b))
+        .collect();
     Ok(Figures {
         median_case: median(&case_ns),
         median_base: median(&base_ns),
+        median_delta: median_f(&deltas),
         case_ns,
         base_ns,
     })
+}
+
+fn median_f(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn median(samples: &[u32]) -> f64 {
