@@ -320,12 +320,22 @@ impl Shared {
 
     fn apply(&self, policy: Policy, actor: &str) -> Result<u64, Refusal> {
         let mut inner = self.lock();
-        if policy.daemon != inner.policy.daemon || policy.interfaces != inner.policy.interfaces {
+        // Management prefixes are enforced per generation like the rest; the listener,
+        // paths, tokens and attachments are set up at start.
+        let restart_only = |d: &policy::DaemonConfig| policy::DaemonConfig {
+            management: Vec::new(),
+            ..d.clone()
+        };
+        if restart_only(&policy.daemon) != restart_only(&inner.policy.daemon)
+            || policy.interfaces != inner.policy.interfaces
+        {
             return Err(Refusal::BadRequest(
-                "`daemon` and `interfaces` take effect at restart only; this policy changes them"
+                "`interfaces` and `daemon` (except `management`) take effect at restart only; \
+                 this policy changes them"
                     .into(),
             ));
         }
+
         inner.apply_policy(policy, actor)?;
         Ok(inner.generation)
     }

@@ -831,5 +831,39 @@ fn a_policy_with_errors_is_rejected_whole_and_the_old_one_keeps_enforcing() -> R
         connects(&lab.globex, addr::EXT_WAN1_V4, 25)?,
         "the applied policy did not take effect"
     );
+
+    // Management prefixes change hot; the listener does not.
+    let text = lab
+        .policy_text()?
+        .replace("defaults:\n  smtp: block", "defaults:\n  smtp: allow");
+    let more_mgmt = text.replace(
+        "    - 198.18.3.253/32\n",
+        "    - 198.18.3.253/32\n    - 198.18.3.252/32\n",
+    );
+    ensure!(more_mgmt != text, "the demo policy's management list moved");
+    let r = lab.request(
+        "PUT",
+        "/api/v1/policy",
+        Some(&more_mgmt),
+        Some(token::OPERATOR),
+    )?;
+    ensure!(
+        r.status == 200 && generation(&lab)? == 3,
+        "management change: {} {}",
+        r.status,
+        r.body
+    );
+    let moved = more_mgmt.replace("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9478");
+    let r = lab.request("PUT", "/api/v1/policy", Some(&moved), Some(token::OPERATOR))?;
+    ensure!(
+        r.status == 400 && r.body.contains("restart"),
+        "listen change: {} {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        generation(&lab)? == 3,
+        "a refused policy moved the generation"
+    );
     Ok(())
 }
