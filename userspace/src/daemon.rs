@@ -122,6 +122,9 @@ struct Inner {
 /// State shared by the API handlers and the background tasks.
 pub struct Shared {
     inner: Mutex<Inner>,
+    /// Policies refused (invalid, or changing restart-only settings) or that failed
+    /// to reach the kernel, since start.
+    apply_failures: std::sync::atomic::AtomicU64,
     started: Instant,
     policy_path: PathBuf,
     tokens: Tokens,
@@ -253,6 +256,9 @@ impl Shared {
             tenants,
             unattributed: inner.dataplane.global_counters()?,
             policy_generation: inner.generation,
+            policy_apply_failures: self
+                .apply_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
             maps: inner
                 .map_fill()
                 .into_iter()
@@ -306,16 +312,26 @@ impl Shared {
 
     /// Re-reads the policy file and applies it; on any error the old policy stays.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
-        let policy = policy::load(&self.policy_path)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))?;
-        self.apply(policy, actor)
+        let r = policy::load(&self.policy_path)
+            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+            .and_then(|policy| self.apply(policy, actor));
+        self.count_failure(r)
     }
 
     /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it.
     pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
-        let policy = policy::parse(text, name)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))?;
-        self.apply(policy, actor)
+        let r = policy::parse(text, name)
+            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+            .and_then(|policy| self.apply(policy, actor));
+        self.count_failure(r)
+    }
+
+    fn count_failure(&self, r: Result<u64, Refusal>) -> Result<u64, Refusal> {
+        if r.is_err() {
+            self.apply_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 
     fn apply(&self, policy: Policy, actor: &str) -> Result<u64, Refusal> {
@@ -520,6 +536,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         policy_path: policy_path.to_path_buf(),
         tokens,
+        apply_failures: std::sync::atomic::AtomicU64::new(0),
     });
 
     let sampler = tokio::spawn({

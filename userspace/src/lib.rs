@@ -9,6 +9,8 @@ pub mod auth;
 pub mod cli;
 pub mod daemon;
 pub mod dataplane;
+pub mod detect;
+pub mod enforce;
 pub mod metrics;
 pub mod policy;
 pub mod store;

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub unattributed: [[Counters; 2]; global::SLOTS as usize],
     /// Policies applied since start.
     pub policy_generation: u64,
+    /// Policies refused or failed since start.
+    pub policy_apply_failures: u64,
     /// `(map, entries, capacity)`.
     pub maps: Vec<(String, u64, u64)>,
 }
@@ -119,6 +121,17 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(out, "warden_policy_generation {}", s.policy_generation);
     header(
         &mut out,
+        "warden_policy_apply_failures_total",
+        "counter",
+        "Policies refused (invalid, or changing restart-only settings) or not written to the kernel.",
+    );
+    let _ = writeln!(
+        out,
+        "warden_policy_apply_failures_total {}",
+        s.policy_apply_failures
+    );
+    header(
+        &mut out,
         "warden_map_entries",
         "gauge",
         "Entries in each bounded kernel map (per policy generation).",
@@ -176,6 +189,7 @@ mod tests {
             "warden_tenant_suspended{tenant=\"acme\"} 1\n",
             "warden_unattributed_packets_total{direction=\"out\",reason=\"spoofed\"} 0\n",
             "warden_policy_generation 2\n",
+            "warden_policy_apply_failures_total 0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

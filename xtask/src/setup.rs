@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     "nftables",
     // `sysctl`, which the lab uses to configure namespaces.
     "procps",
+    // `prometheus` and `promtool`: the monitoring tests check the shipped rules and scrape the daemon.
+    "prometheus",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.

@@ -865,5 +865,19 @@ fn a_policy_with_errors_is_rejected_whole_and_the_old_one_keeps_enforcing() -> R
         generation(&lab)? == 3,
         "a refused policy moved the generation"
     );
+    // Every refusal counted: the bad PUT, the bad SIGHUP and the listener change.
+    // (The 401/403 attempts never reached the policy.)
+    let metrics = lab.get("/metrics")?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l == "warden_policy_apply_failures_total 3"),
+        "apply failures not counted as 3:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("apply_failures"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     Ok(())
 }

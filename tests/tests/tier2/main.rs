@@ -7,3 +7,4 @@
 mod common;
 mod enforcement;
 mod metering;
+mod monitoring;

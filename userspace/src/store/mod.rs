@@ -11,6 +11,8 @@
 //! [`Store`] is `Send` but not `Sync`: the daemon keeps it behind a `std::sync::Mutex`.
 
 mod audit;
+mod flags;
+pub mod pcap;
 mod schema;
 mod suspensions;
 mod tenant_index;
@@ -27,6 +29,10 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use audit::AuditEntry;
+pub use flags::{
+    Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag, Sample,
+    MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
+};
 pub use suspensions::Suspension;
 pub use time::{rfc3339, system_clock};
 
@@ -102,6 +108,9 @@ pub enum StoreError {
     /// A tenant index to save names a tenant or a slot twice.
     #[error("invalid tenant index: {0}")]
     InvalidTenantIndex(String),
+    /// A flag operation was refused (unknown flag, review move not allowed).
+    #[error(transparent)]
+    Flag(#[from] flags::FlagError),
 }
 
 /// The result type of this module.

@@ -47,6 +47,55 @@ const MIGRATIONS: &[&str] = &[
         slot   INTEGER NOT NULL UNIQUE CHECK (slot BETWEEN 0 AND 4294967295)
     ) STRICT;
     "#,
+    // 2: flags for review, the actions taken on them, header samples as evidence.
+    r#"
+    CREATE TABLE flags (
+        -- AUTOINCREMENT: a flag id named in a notice or the audit log names one flag forever
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant            TEXT    NOT NULL,
+        kind              TEXT    NOT NULL,
+        state             TEXT    NOT NULL
+            CHECK (state IN ('open', 'notified', 'acked', 'dismissed', 'escalated')),
+        first_seen        INTEGER NOT NULL,
+        last_seen         INTEGER NOT NULL CHECK (last_seen >= first_seen),
+        policy_generation INTEGER NOT NULL CHECK (policy_generation >= 0),
+        thresholds        TEXT    NOT NULL CHECK (json_valid(thresholds)),
+        figures           TEXT    NOT NULL CHECK (json_valid(figures)),
+        top_targets       TEXT    NOT NULL CHECK (json_valid(top_targets)),
+        deadline          INTEGER,
+        state_reason      TEXT,
+        samples_refused   INTEGER NOT NULL DEFAULT 0 CHECK (samples_refused >= 0),
+        -- a dismissal always says why, whatever the code above does
+        CHECK (state <> 'dismissed' OR state_reason IS NOT NULL)
+    ) STRICT;
+    CREATE INDEX flags_by_last_seen ON flags (last_seen);
+    CREATE INDEX flags_by_tenant ON flags (tenant, last_seen);
+
+    CREATE TABLE flag_actions (
+        id      INTEGER PRIMARY KEY,
+        flag_id INTEGER NOT NULL REFERENCES flags (id),
+        at      INTEGER NOT NULL,
+        action  TEXT    NOT NULL
+            CHECK (action IN ('observe', 'flag', 'throttle', 'block', 'suspend')),
+        target  TEXT    NOT NULL,
+        until   INTEGER,
+        actor   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX flag_actions_by_flag ON flag_actions (flag_id, at);
+
+    CREATE TABLE flag_samples (
+        id       INTEGER PRIMARY KEY,
+        flag_id  INTEGER NOT NULL REFERENCES flags (id),
+        at_us    INTEGER NOT NULL,
+        data     BLOB    NOT NULL CHECK (length(data) <= 256),
+        orig_len INTEGER NOT NULL CHECK (orig_len BETWEEN length(data) AND 4294967295)
+    ) STRICT;
+    CREATE INDEX flag_samples_by_flag ON flag_samples (flag_id, id);
+    -- evidence is bounded per flag (flags::MAX_SAMPLES_PER_FLAG)
+    CREATE TRIGGER flag_samples_bounded BEFORE INSERT ON flag_samples
+        WHEN (SELECT count(*) FROM flag_samples WHERE flag_id = NEW.flag_id) >= 64
+        BEGIN SELECT RAISE(ABORT, 'at most 64 samples per flag'); END;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

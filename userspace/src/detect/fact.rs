@@ -1,0 +1,200 @@
+//! The facts the dataplane reports: small `Copy` records, one per observation.
+//!
+//! Times are offsets from one monotonic epoch the caller chooses (the daemon uses the
+//! kernel's boot clock); the engine only compares and subtracts them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A transport protocol of a connection attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP: a SYN.
+    Tcp,
+    /// UDP: a datagram to a port the tenant had not talked to.
+    Udp,
+    /// ICMP or ICMPv6: an echo request (port 0).
+    Icmp,
+}
+
+/// How a connection attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Answered: SYN-ACK, a UDP reply, an echo reply.
+    Success,
+    /// TCP RST.
+    Refused,
+    /// ICMP destination or port unreachable.
+    Unreachable,
+    /// Nothing came back before the dataplane's timeout.
+    NoAnswer,
+}
+
+impl Outcome {
+    /// Whether the attempt failed; a missing answer is a failure (TRW counts it so).
+    pub fn failed(self) -> bool {
+        self != Outcome::Success
+    }
+}
+
+/// An outbound connection attempt by a tenant, reported once its outcome is known.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Attempt {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// The destination.
+    pub remote: IpAddr,
+    /// The destination port (0 for ICMP).
+    pub port: u16,
+    /// The protocol.
+    pub proto: Proto,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When the attempt started.
+    pub at: Duration,
+}
+
+/// Which way a rate sample's traffic goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Sent by the tenant; `remote` is the receiver (the potential victim).
+    Out,
+    /// Received by the tenant; `remote` is the tenant's own address that receives it.
+    In,
+}
+
+/// Traffic between a tenant and one address over one sampling interval (the detector's
+/// `window`; the dataplane reads its per-address counters that often).
+///
+/// Every figure leaves out segments of TCP connections the receiver accepted (it answered
+/// the SYN): their pace is set by the receiver's own congestion control, so a bulk transfer
+/// is never a flood. That traffic is policed by the rate plan and detected as `bandwidth`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// For [`Direction::Out`] the receiver; for [`Direction::In`] the tenant's address.
+    pub remote: IpAddr,
+    /// Which way.
+    pub dir: Direction,
+    /// Packets per second, all classes below included.
+    pub pps: f64,
+    /// TCP SYNs (without ACK) per second.
+    pub syn_pps: f64,
+    /// Reflection-sized replies per second: UDP from a service port (DNS, NTP, SSDP, memcached,
+    /// ...) larger than 512 bytes, the traffic of an abused amplifier.
+    pub reply_pps: f64,
+    /// Bits per second of the same packets.
+    pub bps: f64,
+    /// End of the sampling interval.
+    pub at: Duration,
+}
+
+/// An outbound SMTP connection (ports 25, 465, 587) by a tenant allowed to send mail.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Smtp {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// The mail server.
+    pub server: IpAddr,
+    /// How the connection attempt ended.
+    pub outcome: Outcome,
+    /// When it started.
+    pub at: Duration,
+}
+
+/// One tenant address's fan-in and fan-out over one window of the `proxy` detector.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fan {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// The tenant's address.
+    pub addr: IpAddr,
+    /// Distinct sources that opened connections to `addr`.
+    pub inbound_clients: u32,
+    /// Distinct destinations `addr` opened connections to.
+    pub outbound_destinations: u32,
+    /// Bytes received by `addr` on those inbound connections.
+    pub in_bytes: u64,
+    /// Bytes sent by `addr` on those outbound connections.
+    pub out_bytes: u64,
+    /// End of the window.
+    pub at: Duration,
+}
+
+/// Why the dataplane dropped a tenant's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A source IP the tenant does not own.
+    SpoofIp,
+    /// An ARP or IPv6 ND claim for an address the tenant does not own.
+    SpoofArp,
+    /// A source MAC the tenant does not own.
+    SpoofMac,
+    /// Over the tenant's rate plan.
+    Bandwidth,
+}
+
+/// Packets the dataplane dropped since the previous report for this tenant and reason.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Drops {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// Why.
+    pub reason: DropReason,
+    /// How many since the previous report.
+    pub count: u64,
+    /// When counted.
+    pub at: Duration,
+}
+
+/// Anything the engine observes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fact {
+    /// See [`Attempt`].
+    Attempt(Attempt),
+    /// See [`Rate`].
+    Rate(Rate),
+    /// See [`Smtp`].
+    Smtp(Smtp),
+    /// See [`Fan`].
+    Fan(Fan),
+    /// See [`Drops`].
+    Drops(Drops),
+}
+
+impl Fact {
+    /// The tenant the fact is about.
+    pub fn tenant(&self) -> u32 {
+        match self {
+            Fact::Attempt(f) => f.tenant,
+            Fact::Rate(f) => f.tenant,
+            Fact::Smtp(f) => f.tenant,
+            Fact::Fan(f) => f.tenant,
+            Fact::Drops(f) => f.tenant,
+        }
+    }
+
+    /// When it was observed.
+    pub fn at(&self) -> Duration {
+        match self {
+            Fact::Attempt(f) => f.at,
+            Fact::Rate(f) => f.at,
+            Fact::Smtp(f) => f.at,
+            Fact::Fan(f) => f.at,
+            Fact::Drops(f) => f.at,
+        }
+    }
+}
+
+macro_rules! from_fact {
+    ($($ty:ident),*) => {
+        $(impl From<$ty> for Fact {
+            fn from(f: $ty) -> Fact {
+                Fact::$ty(f)
+            }
+        })*
+    };
+}
+
+from_fact!(Attempt, Rate, Smtp, Fan, Drops);

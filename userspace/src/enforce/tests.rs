@@ -1,0 +1,481 @@
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::{Action, Kind, Response};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn response(action: Action) -> Response {
+    Response {
+        action,
+        expire_after: secs(600),
+        escalate_after: 3,
+        escalation_window: secs(3_600),
+        ceiling: Action::Suspend,
+    }
+}
+
+fn victim(last: u8) -> DetectionKey {
+    DetectionKey {
+        tenant: "t1".into(),
+        kind: Kind::FloodOut,
+        target: Target::Addr(IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))),
+    }
+}
+
+fn applies(ds: &[Decision]) -> Vec<&Decision> {
+    ds.iter()
+        .filter(|d| matches!(d, Decision::Apply { .. }))
+        .collect()
+}
+
+fn recorded(ds: &[Decision]) -> Action {
+    match ds.first() {
+        Some(Decision::Record { action, .. }) => *action,
+        other => panic!("first decision is not a Record: {other:?}"),
+    }
+}
+
+#[test]
+fn observe_records_and_never_applies() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Observe);
+    r.ceiling = Action::Observe;
+    for i in 0..20 {
+        let ds = ladder.on_detection(&victim(1), &r, secs(i));
+        assert_eq!(ds.len(), 1, "{ds:?}");
+        assert_eq!(recorded(&ds), Action::Observe);
+    }
+    assert!(ladder.tick(secs(10_000)).is_empty());
+    assert_eq!(ladder.stats().active, 0);
+}
+
+#[test]
+fn flag_records_for_review_without_enforcing() {
+    let mut ladder = Ladder::new();
+    let ds = ladder.on_detection(&victim(1), &response(Action::Flag), secs(0));
+    assert_eq!(ds.len(), 1);
+    assert_eq!(recorded(&ds), Action::Flag);
+    assert_eq!(ladder.active().count(), 0);
+}
+
+#[test]
+fn throttle_applies_to_the_target_with_expiry() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    let ds = ladder.on_detection(&key, &response(Action::Throttle), secs(100));
+    assert_eq!(
+        ds[1],
+        Decision::Apply {
+            tenant: "t1".into(),
+            kind: Kind::FloodOut,
+            target: key.target.clone(),
+            action: Action::Throttle,
+            until: Some(secs(700)),
+        }
+    );
+}
+
+#[test]
+fn block_cuts_only_the_victim_not_the_tenant() {
+    let mut ladder = Ladder::new();
+    let ds = ladder.on_detection(&victim(1), &response(Action::Block), secs(0));
+    let [Decision::Apply { target, action, .. }] = applies(&ds)[..] else {
+        panic!("expected one Apply: {ds:?}");
+    };
+    assert_eq!(*action, Action::Block);
+    assert_eq!(*target, victim(1).target);
+    assert!(!ladder.is_suspended("t1"));
+    // A second victim gets its own block.
+    let ds = ladder.on_detection(&victim(2), &response(Action::Block), secs(1));
+    assert_eq!(applies(&ds).len(), 1);
+    assert_eq!(ladder.active().count(), 2);
+}
+
+#[test]
+fn suspend_applies_to_the_whole_tenant_once_without_expiry() {
+    let mut ladder = Ladder::new();
+    let ds = ladder.on_detection(&victim(1), &response(Action::Suspend), secs(0));
+    assert_eq!(
+        applies(&ds),
+        [&Decision::Apply {
+            tenant: "t1".into(),
+            kind: Kind::FloodOut,
+            target: Target::Tenant,
+            action: Action::Suspend,
+            until: None,
+        }]
+    );
+    let again = ladder.on_detection(&victim(2), &response(Action::Suspend), secs(1));
+    assert!(applies(&again).is_empty(), "suspended twice: {again:?}");
+    assert!(ladder.is_suspended("t1"));
+}
+
+#[test]
+fn suspension_never_expires_and_is_lifted_only_by_a_person() {
+    let mut ladder = Ladder::new();
+    ladder.on_detection(&victim(1), &response(Action::Suspend), secs(0));
+    for t in [600, 3_600, 86_400 * 365] {
+        assert!(ladder.tick(secs(t)).is_empty());
+        assert!(ladder.is_suspended("t1"));
+    }
+    assert!(ladder.lift_suspension("t1"));
+    assert!(!ladder.is_suspended("t1"));
+    let ds = ladder.on_detection(&victim(1), &response(Action::Suspend), secs(86_400 * 366));
+    assert_eq!(applies(&ds).len(), 1, "a new detection suspends again");
+}
+
+#[test]
+fn restored_suspension_is_not_applied_again() {
+    let mut ladder = Ladder::new();
+    ladder.note_suspension("t1");
+    let ds = ladder.on_detection(&victim(1), &response(Action::Suspend), secs(0));
+    assert!(applies(&ds).is_empty());
+}
+
+#[test]
+fn block_expires_when_the_behaviour_stops() {
+    let mut ladder = Ladder::new();
+    ladder.on_detection(&victim(1), &response(Action::Block), secs(0));
+    assert!(ladder.tick(secs(599)).is_empty());
+    assert_eq!(
+        ladder.tick(secs(600)),
+        [Decision::Lift {
+            tenant: "t1".into(),
+            kind: Kind::FloodOut,
+            target: victim(1).target,
+            action: Action::Block,
+        }]
+    );
+    assert!(ladder.tick(secs(601)).is_empty(), "lifted once");
+    assert_eq!(ladder.stats().active, 0);
+}
+
+#[test]
+fn continuing_behaviour_extends_the_expiry() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    let mut r = response(Action::Block);
+    r.escalate_after = 0;
+    ladder.on_detection(&key, &r, secs(0));
+    let ds = ladder.on_detection(&key, &r, secs(500));
+    assert_eq!(
+        ds[1],
+        Decision::Extend {
+            tenant: "t1".into(),
+            kind: Kind::FloodOut,
+            target: key.target.clone(),
+            action: Action::Block,
+            until: secs(1_100),
+        }
+    );
+    assert!(ladder.tick(secs(600)).is_empty(), "refreshed, not expired");
+    assert_eq!(ladder.tick(secs(1_100)).len(), 1);
+}
+
+#[test]
+fn repeats_within_the_window_escalate_one_step() {
+    let mut ladder = Ladder::new();
+    let r = response(Action::Flag);
+    let actions: Vec<Action> = (0..6)
+        .map(|i| recorded(&ladder.on_detection(&victim(1), &r, secs(i * 60))))
+        .collect();
+    use Action::*;
+    assert_eq!(actions, [Flag, Flag, Throttle, Throttle, Throttle, Block]);
+}
+
+#[test]
+fn repeats_spread_beyond_the_window_do_not_escalate() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Flag);
+    r.escalation_window = secs(100);
+    for i in 0..10 {
+        let ds = ladder.on_detection(&victim(1), &r, secs(i * 60));
+        assert_eq!(recorded(&ds), Action::Flag, "detection {i}");
+    }
+}
+
+#[test]
+fn escalation_is_forgotten_after_a_quiet_window() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Throttle);
+    r.escalate_after = 2;
+    r.escalation_window = secs(100);
+    r.expire_after = secs(10);
+    ladder.on_detection(&victim(1), &r, secs(0));
+    let ds = ladder.on_detection(&victim(1), &r, secs(1));
+    assert_eq!(recorded(&ds), Action::Block);
+    ladder.tick(secs(200));
+    assert_eq!(ladder.stats().tracked, 0);
+    let ds = ladder.on_detection(&victim(1), &r, secs(300));
+    assert_eq!(recorded(&ds), Action::Throttle);
+}
+
+#[test]
+fn escalation_never_passes_the_ceiling() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Flag);
+    r.escalate_after = 1;
+    r.ceiling = Action::Throttle;
+    for i in 0..20 {
+        let ds = ladder.on_detection(&victim(1), &r, secs(i));
+        assert!(ds.iter().all(|d| d.action() <= Action::Throttle), "{ds:?}");
+    }
+    assert!(!ladder.is_suspended("t1"));
+}
+
+#[test]
+fn escalation_reaches_suspend_when_the_ceiling_allows() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Block);
+    r.escalate_after = 2;
+    ladder.on_detection(&victim(1), &r, secs(0));
+    let ds = ladder.on_detection(&victim(2), &r, secs(1));
+    assert_eq!(recorded(&ds), Action::Suspend);
+    assert!(ladder.is_suspended("t1"));
+}
+
+#[test]
+fn lowered_ceiling_lowers_or_lifts_an_applied_action() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    ladder.on_detection(&key, &response(Action::Block), secs(0));
+    let mut r = response(Action::Flag);
+    r.ceiling = Action::Throttle;
+    let ds = ladder.on_detection(&key, &r, secs(1));
+    assert!(
+        matches!(
+            &ds[1],
+            Decision::Apply {
+                action: Action::Throttle,
+                ..
+            }
+        ),
+        "{ds:?}"
+    );
+    r.ceiling = Action::Flag;
+    let ds = ladder.on_detection(&key, &r, secs(2));
+    assert!(
+        matches!(
+            &ds[1],
+            Decision::Lift {
+                action: Action::Throttle,
+                ..
+            }
+        ),
+        "{ds:?}"
+    );
+    assert_eq!(ladder.stats().active, 0);
+}
+
+#[test]
+fn milder_detection_does_not_soften_an_applied_block() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    ladder.on_detection(&key, &response(Action::Block), secs(0));
+    let ds = ladder.on_detection(&key, &response(Action::Throttle), secs(1));
+    assert!(
+        matches!(
+            &ds[1],
+            Decision::Extend {
+                action: Action::Block,
+                ..
+            }
+        ),
+        "{ds:?}"
+    );
+}
+
+#[test]
+fn full_table_records_but_refuses_new_targets_and_counts_them() {
+    let mut ladder = Ladder::with_limits(2, 16);
+    let mut r = response(Action::Block);
+    r.escalate_after = 0;
+    for i in 1..=3 {
+        let ds = ladder.on_detection(&victim(i), &r, secs(0));
+        assert_eq!(recorded(&ds), Action::Block);
+        assert_eq!(
+            applies(&ds).len(),
+            usize::from(i <= 2),
+            "victim {i}: {ds:?}"
+        );
+    }
+    let stats = ladder.stats();
+    assert_eq!((stats.active, stats.refused_full), (2, 1));
+    // Existing entries still refresh while full.
+    let ds = ladder.on_detection(&victim(1), &r, secs(1));
+    assert!(matches!(&ds[1], Decision::Extend { .. }), "{ds:?}");
+}
+
+#[test]
+fn full_trackers_skip_escalation_and_count_it() {
+    let mut ladder = Ladder::with_limits(16, 1);
+    let mut r = response(Action::Flag);
+    r.escalate_after = 1;
+    ladder.on_detection(&victim(1), &r, secs(0));
+    let other = DetectionKey {
+        tenant: "t2".into(),
+        kind: Kind::Scan,
+        target: Target::Tenant,
+    };
+    let ds = ladder.on_detection(&other, &r, secs(0));
+    assert_eq!(recorded(&ds), Action::Flag, "not escalated");
+    assert_eq!(ladder.stats().untracked_full, 1);
+}
+
+#[test]
+fn decisions_serialize_with_a_tag() {
+    let d = Decision::Apply {
+        tenant: "t1".into(),
+        kind: Kind::Proxy,
+        target: Target::ProxyPort(3128),
+        action: Action::Block,
+        until: Some(secs(5)),
+    };
+    let json = serde_json::to_value(&d).expect("serialize");
+    assert_eq!(json["decision"], "apply");
+    assert_eq!(json["target"]["proxy_port"], 3128);
+    assert_eq!(json["action"], "block");
+}
+
+/// One step of a random run.
+#[derive(Clone, Debug)]
+enum Op {
+    Detect {
+        tenant: u8,
+        kind: Kind,
+        target: u16,
+        response: Response,
+    },
+    Advance(u64),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    proptest::sample::select(Action::ALL.to_vec())
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let response = (action(), action(), 1u64..300, 0u32..5, 1u64..600).prop_map(
+        |(action, ceiling, expire, escalate_after, window)| Response {
+            action,
+            expire_after: secs(expire),
+            escalate_after,
+            escalation_window: secs(window),
+            ceiling,
+        },
+    );
+    let kind = proptest::sample::select(vec![Kind::Scan, Kind::FloodOut, Kind::Proxy]);
+    prop_oneof![
+        (0u8..3, kind, 0u16..4, response).prop_map(|(tenant, kind, target, response)| {
+            Op::Detect {
+                tenant,
+                kind,
+                target,
+                response,
+            }
+        }),
+        (0u64..200).prop_map(Op::Advance),
+    ]
+}
+
+/// Per key: the temporary action last applied and not lifted since.
+type Open = HashMap<(String, Kind, Target), Action>;
+
+/// Checks that `ds` keeps the Apply/Extend/Lift protocol and follows it in `open`.
+fn follow(ds: &[Decision], open: &mut Open) -> Result<(), TestCaseError> {
+    for d in ds {
+        match d {
+            Decision::Apply {
+                tenant,
+                kind,
+                target,
+                action,
+                until,
+            } => {
+                if *action == Action::Suspend {
+                    prop_assert!(until.is_none());
+                    prop_assert_eq!(target, &Target::Tenant);
+                } else {
+                    prop_assert!(until.is_some());
+                    open.insert((tenant.clone(), *kind, target.clone()), *action);
+                }
+            }
+            Decision::Extend {
+                tenant,
+                kind,
+                target,
+                action,
+                ..
+            } => {
+                let key = (tenant.clone(), *kind, target.clone());
+                prop_assert_eq!(open.get(&key), Some(action), "extend without apply");
+            }
+            Decision::Lift {
+                tenant,
+                kind,
+                target,
+                action,
+            } => {
+                prop_assert!(*action != Action::Suspend);
+                let key = (tenant.clone(), *kind, target.clone());
+                prop_assert_eq!(open.remove(&key), Some(*action), "lift without apply");
+            }
+            Decision::Record { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn applied_actions_stay_under_the_ceiling_and_temporary_ones_are_lifted(
+        ops in proptest::collection::vec(op(), 1..200),
+        cap in 1usize..8,
+    ) {
+        let mut ladder = Ladder::with_limits(cap, 4);
+        let mut now = Duration::ZERO;
+        let mut open = Open::new();
+        let mut longest = Duration::ZERO;
+        for op in ops {
+            match op {
+                Op::Detect { tenant, kind, target, response } => {
+                    let key = DetectionKey {
+                        tenant: format!("t{tenant}"),
+                        kind,
+                        target: Target::Port(target),
+                    };
+                    longest = longest.max(response.expire_after);
+                    let ds = ladder.on_detection(&key, &response, now);
+                    prop_assert!(matches!(ds[0], Decision::Record { .. }), "first is not a Record: {:?}", ds);
+                    for d in &ds {
+                        prop_assert!(
+                            d.action() <= response.ceiling || matches!(d, Decision::Lift { .. }),
+                            "{:?} above ceiling {}", d, response.ceiling
+                        );
+                        if response.ceiling == Action::Observe {
+                            prop_assert!(!matches!(d, Decision::Apply { .. }), "observe applied: {:?}", d);
+                        }
+                    }
+                    follow(&ds, &mut open)?;
+                }
+                Op::Advance(s) => {
+                    now += secs(s);
+                    let ds = ladder.tick(now);
+                    follow(&ds, &mut open)?;
+                }
+            }
+            prop_assert!(ladder.stats().active <= cap);
+        }
+        // Detections stop: everything temporary is lifted once the longest expiry passes.
+        let ds = ladder.tick(now + longest);
+        follow(&ds, &mut open)?;
+        prop_assert!(open.is_empty(), "never lifted: {:?}", open);
+        prop_assert_eq!(ladder.stats().active, 0);
+    }
+}

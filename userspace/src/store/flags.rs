@@ -1,0 +1,1005 @@
+//! Flags: detections held for the security team's review, with the actions taken on them and
+//! captured header samples as evidence.
+//!
+//! Review states and the moves between them (anything else is refused with
+//! [`FlagError::Transition`] and changes nothing):
+//!
+//! | from       | to                                        |
+//! |------------|-------------------------------------------|
+//! | `open`     | `notified`, `acked`, `dismissed`, `escalated` |
+//! | `notified` | `acked`, `dismissed`, `escalated`         |
+//! | `acked`    | `dismissed`, `escalated`                  |
+//! | `dismissed`, `escalated` | none: the review is over    |
+//!
+//! `acked` means "seen, being handled", so it can still end either way. Dismissing needs a
+//! non-blank reason. Every move writes an audit row (`flag.notify`, `flag.ack`,
+//! `flag.dismiss`, `flag.escalate`; target the tenant) in the same transaction.
+//!
+//! Samples are bounded: a flag keeps its first [`MAX_SAMPLES_PER_FLAG`] samples and refuses
+//! later ones, counting them in [`FlagDetail::samples_refused`]. The first samples show the
+//! onset of the behaviour, and evidence once written is never rewritten. Each sample keeps
+//! at most [`MAX_SAMPLE_BYTES`] captured bytes (more is cut, like a pcap snap length; the
+//! original length is kept). Both bounds are also enforced by the schema.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::{audit, Result, Store, StoreError, TxError};
+use crate::policy::{Action, Kind};
+
+/// Samples a flag keeps; later ones are refused and counted. Mirrored by a schema trigger.
+pub const MAX_SAMPLES_PER_FLAG: usize = 64;
+/// Captured bytes a sample keeps. Mirrored by a schema check.
+pub const MAX_SAMPLE_BYTES: usize = 256;
+
+/// Where a flag is in its review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagState {
+    /// New, nobody has looked at it.
+    Open,
+    /// The tenant was notified and has until the deadline to answer.
+    Notified,
+    /// The security team has seen it and is handling it.
+    Acked,
+    /// Not abuse, or handled; needs a reason.
+    Dismissed,
+    /// Escalated (e.g. to a suspension).
+    Escalated,
+}
+
+impl FlagState {
+    /// Every state, in review order.
+    pub const ALL: [FlagState; 5] = [
+        FlagState::Open,
+        FlagState::Notified,
+        FlagState::Acked,
+        FlagState::Dismissed,
+        FlagState::Escalated,
+    ];
+
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagState::Open => "open",
+            FlagState::Notified => "notified",
+            FlagState::Acked => "acked",
+            FlagState::Dismissed => "dismissed",
+            FlagState::Escalated => "escalated",
+        }
+    }
+
+    /// Whether a flag in this state may move to `to` (see the module documentation).
+    pub fn can_become(self, to: FlagState) -> bool {
+        use FlagState::*;
+        matches!(
+            (self, to),
+            (Open, Notified | Acked | Dismissed | Escalated)
+                | (Notified, Acked | Dismissed | Escalated)
+                | (Acked, Dismissed | Escalated)
+        )
+    }
+
+    /// Whether the review is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FlagState::Dismissed | FlagState::Escalated)
+    }
+
+    /// The audit action for moving into this state.
+    fn audit_action(self) -> &'static str {
+        match self {
+            FlagState::Open => "flag.open",
+            FlagState::Notified => "flag.notify",
+            FlagState::Acked => "flag.ack",
+            FlagState::Dismissed => "flag.dismiss",
+            FlagState::Escalated => "flag.escalate",
+        }
+    }
+}
+
+impl fmt::Display for FlagState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FlagState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        FlagState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown flag state `{text}`; expected one of: open, notified, acked, dismissed, escalated"
+                )
+            })
+    }
+}
+
+/// Why a flag operation failed (inside [`StoreError::Flag`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// No flag has this id.
+    #[error("flag {0} not found")]
+    NotFound(i64),
+    /// The review state cannot move this way.
+    #[error("flag {id} is {from}; it cannot become {to}")]
+    Transition {
+        /// The flag.
+        id: i64,
+        /// Its current state.
+        from: FlagState,
+        /// The refused state.
+        to: FlagState,
+    },
+}
+
+/// A flag as listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    /// Row id, never reused.
+    pub id: i64,
+    /// The flagged tenant.
+    pub tenant: String,
+    /// What was detected.
+    pub kind: Kind,
+    /// Where the review is.
+    pub state: FlagState,
+    /// First detection (unix seconds).
+    pub first_seen: i64,
+    /// Latest detection (unix seconds).
+    pub last_seen: i64,
+    /// The policy generation that was in force when it was raised.
+    pub policy_generation: u64,
+    /// The detector's thresholds at the time.
+    pub thresholds: serde_json::Value,
+    /// The measured figures, as of `last_seen`.
+    pub figures: serde_json::Value,
+    /// The most affected targets (victims, servers, ports).
+    pub top_targets: serde_json::Value,
+    /// When the tenant's answer is due (unix seconds), if a deadline was set.
+    pub deadline: Option<i64>,
+    /// Why it is in its current state, when someone said.
+    pub state_reason: Option<String>,
+}
+
+/// A flag to create; it starts `open` with `first_seen = last_seen = seen`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewFlag {
+    /// The tenant.
+    pub tenant: String,
+    /// What was detected.
+    pub kind: Kind,
+    /// When (unix seconds).
+    pub seen: i64,
+    /// The policy generation in force.
+    pub policy_generation: u64,
+    /// The detector's thresholds.
+    pub thresholds: serde_json::Value,
+    /// The measured figures.
+    pub figures: serde_json::Value,
+    /// The most affected targets.
+    pub top_targets: serde_json::Value,
+    /// When the tenant's answer is due, if at all.
+    pub deadline: Option<i64>,
+}
+
+/// An enforcement action taken because of a flag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagAction {
+    /// When it was applied (unix seconds).
+    pub at: i64,
+    /// What was applied.
+    pub action: Action,
+    /// What it was applied to, e.g. `addr 198.18.0.1` or `tenant`.
+    pub target: String,
+    /// When it expires (unix seconds); `None` for a suspension.
+    pub until: Option<i64>,
+    /// Who: `warden` for the ladder, or a token name.
+    pub by: String,
+}
+
+/// Captured packet headers, evidence for a flag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Capture time (unix microseconds).
+    pub at_us: i64,
+    /// The captured bytes, from the Ethernet header on.
+    pub data: Vec<u8>,
+    /// The frame's length on the wire.
+    pub orig_len: u32,
+}
+
+/// A flag with what was done about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlagDetail {
+    /// The flag.
+    #[serde(flatten)]
+    pub flag: Flag,
+    /// Actions taken, oldest first.
+    pub actions: Vec<FlagAction>,
+    /// Samples kept.
+    pub samples: usize,
+    /// Samples refused because the flag already had [`MAX_SAMPLES_PER_FLAG`].
+    pub samples_refused: u64,
+}
+
+/// Which flags to list; `None` fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlagFilter {
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only flags seen at or after this time (unix seconds), by `last_seen`.
+    pub since: Option<i64>,
+    /// Only flags in this state.
+    pub state: Option<FlagState>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Stores a [`Kind`], [`Action`] or [`FlagState`] as its name.
+struct Name<T>(T);
+
+macro_rules! named_sql {
+    ($($ty:ty),*) => {$(
+        impl ToSql for Name<$ty> {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0.as_str()))
+            }
+        }
+
+        impl FromSql for Name<$ty> {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map(Name)
+                    .map_err(|e: String| FromSqlError::Other(e.into()))
+            }
+        }
+    )*};
+}
+
+named_sql!(Kind, Action, FlagState);
+
+/// A JSON column.
+fn json(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const COLUMNS: &str = "id, tenant, kind, state, first_seen, last_seen, policy_generation, \
+                       thresholds, figures, top_targets, deadline, state_reason";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Flag> {
+    Ok(Flag {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        kind: row.get::<_, Name<Kind>>(2)?.0,
+        state: row.get::<_, Name<FlagState>>(3)?.0,
+        first_seen: row.get(4)?,
+        last_seen: row.get(5)?,
+        policy_generation: row.get(6)?,
+        thresholds: json(row, 7)?,
+        figures: json(row, 8)?,
+        top_targets: json(row, 9)?,
+        deadline: row.get(10)?,
+        state_reason: row.get(11)?,
+    })
+}
+
+fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Flag>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM flags WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+}
+
+/// The flag `id`, or [`FlagError::NotFound`].
+fn existing(tx: &Transaction<'_>, id: i64) -> Result<Flag, TxError> {
+    get(tx, id)?.ok_or_else(|| TxError::Store(FlagError::NotFound(id).into()))
+}
+
+impl Store {
+    /// Creates an `open` flag. Not audited: the daemon raises flags; reviews are audited.
+    pub fn create_flag(&self, new: NewFlag) -> Result<Flag> {
+        self.write("create flag", |tx| {
+            tx.execute(
+                "INSERT INTO flags (tenant, kind, state, first_seen, last_seen, policy_generation,
+                                    thresholds, figures, top_targets, deadline)
+                 VALUES (?1, ?2, 'open', ?3, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    new.tenant,
+                    Name(new.kind),
+                    new.seen,
+                    new.policy_generation,
+                    new.thresholds.to_string(),
+                    new.figures.to_string(),
+                    new.top_targets.to_string(),
+                    new.deadline,
+                ],
+            )?;
+            existing(tx, tx.last_insert_rowid())
+        })
+    }
+
+    /// The behaviour was seen again: moves `last_seen` forward (never back) and replaces the
+    /// figures.
+    pub fn update_flag_seen(
+        &self,
+        id: i64,
+        last_seen: i64,
+        figures: &serde_json::Value,
+    ) -> Result<Flag> {
+        self.write("update flag", |tx| {
+            tx.execute(
+                "UPDATE flags SET last_seen = max(last_seen, ?2), figures = ?3 WHERE id = ?1",
+                params![id, last_seen, figures.to_string()],
+            )?;
+            existing(tx, id)
+        })
+    }
+
+    /// Records an action taken because of flag `id`.
+    pub fn record_flag_action(&self, id: i64, action: &FlagAction) -> Result<()> {
+        self.write("record flag action", |tx| {
+            existing(tx, id)?;
+            tx.execute(
+                "INSERT INTO flag_actions (flag_id, at, action, target, until, actor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    action.at,
+                    Name(action.action),
+                    action.target,
+                    action.until,
+                    action.by
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Adds evidence to flag `id`, keeping samples while the flag has fewer than
+    /// [`MAX_SAMPLES_PER_FLAG`] and counting the rest as refused. Returns how many were kept.
+    pub fn add_samples(&self, id: i64, samples: &[Sample]) -> Result<usize> {
+        self.write("add flag samples", |tx| {
+            existing(tx, id)?;
+            let have: usize = tx.query_row(
+                "SELECT count(*) FROM flag_samples WHERE flag_id = ?1",
+                [id],
+                |row| row.get(0),
+            )?;
+            let kept = samples.len().min(MAX_SAMPLES_PER_FLAG.saturating_sub(have));
+            let mut insert = tx.prepare(
+                "INSERT INTO flag_samples (flag_id, at_us, data, orig_len) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for s in &samples[..kept] {
+                let data = &s.data[..s.data.len().min(MAX_SAMPLE_BYTES)];
+                // The wire length is at least what was captured.
+                let orig_len = s
+                    .orig_len
+                    .max(u32::try_from(s.data.len()).unwrap_or(u32::MAX));
+                insert.execute(params![id, s.at_us, data, orig_len])?;
+            }
+            let refused = samples.len() - kept;
+            if refused > 0 {
+                tx.execute(
+                    "UPDATE flags SET samples_refused = samples_refused + ?2 WHERE id = ?1",
+                    params![id, refused],
+                )?;
+            }
+            Ok(kept)
+        })
+    }
+
+    /// The samples kept for flag `id`, oldest first (empty for an unknown flag).
+    pub fn flag_samples(&self, id: i64) -> Result<Vec<Sample>> {
+        self.read("read flag samples", |conn| {
+            conn.prepare(
+                "SELECT at_us, data, orig_len FROM flag_samples WHERE flag_id = ?1 ORDER BY id",
+            )?
+            .query_map([id], |row| {
+                Ok(Sample {
+                    at_us: row.get(0)?,
+                    data: row.get(1)?,
+                    orig_len: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Flag `id` with its actions and evidence counts, or `None`.
+    pub fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {
+        self.read("read flag", |conn| {
+            // One read transaction, so the parts agree with each other.
+            let tx = conn.unchecked_transaction()?;
+            let Some(flag) = get(&tx, id)? else {
+                return Ok(None);
+            };
+            let actions = tx
+                .prepare(
+                    "SELECT at, action, target, until, actor FROM flag_actions
+                     WHERE flag_id = ?1 ORDER BY at, id",
+                )?
+                .query_map([id], |row| {
+                    Ok(FlagAction {
+                        at: row.get(0)?,
+                        action: row.get::<_, Name<Action>>(1)?.0,
+                        target: row.get(2)?,
+                        until: row.get(3)?,
+                        by: row.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let (samples, samples_refused) = tx.query_row(
+                "SELECT (SELECT count(*) FROM flag_samples WHERE flag_id = ?1), samples_refused
+                 FROM flags WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            Ok(Some(FlagDetail {
+                flag,
+                actions,
+                samples,
+                samples_refused,
+            }))
+        })
+    }
+
+    /// The flags `filter` matches, most recently seen first.
+    pub fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
+        let limit = filter
+            .limit
+            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.read("list flags", |conn| {
+            conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM flags
+                 WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR kind = ?2)
+                   AND (?3 IS NULL OR last_seen >= ?3) AND (?4 IS NULL OR state = ?4)
+                 ORDER BY last_seen DESC, id DESC LIMIT ?5"
+            ))?
+            .query_map(
+                params![
+                    filter.tenant,
+                    filter.kind.map(Name),
+                    filter.since,
+                    filter.state.map(Name),
+                    limit
+                ],
+                from_row,
+            )?
+            .collect()
+        })
+    }
+
+    /// Moves flag `id` to `state` for `reason`, by `actor`, and audits it in the same
+    /// transaction. Fails with [`FlagError::Transition`] for a move the table in the module
+    /// documentation does not allow, and with [`StoreError::ReasonRequired`] when dismissing
+    /// without a reason; a failure writes nothing.
+    pub fn set_flag_state(
+        &self,
+        id: i64,
+        state: FlagState,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Flag> {
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if state == FlagState::Dismissed && reason.is_none() {
+            return Err(StoreError::ReasonRequired);
+        }
+        let now = self.now();
+        self.write("set flag state", |tx| {
+            let mut flag = existing(tx, id)?;
+            if !flag.state.can_become(state) {
+                return Err(TxError::Store(
+                    FlagError::Transition {
+                        id,
+                        from: flag.state,
+                        to: state,
+                    }
+                    .into(),
+                ));
+            }
+            tx.execute(
+                "UPDATE flags SET state = ?2, state_reason = ?3 WHERE id = ?1",
+                params![id, Name(state), reason],
+            )?;
+            let detail = serde_json::json!({
+                "flag": id,
+                "kind": flag.kind,
+                "from": flag.state,
+                "to": state,
+                "reason": reason,
+            });
+            audit::insert(tx, now, actor, state.audit_action(), &flag.tenant, &detail)?;
+            flag.state = state;
+            flag.state_reason = reason.map(str::to_owned);
+            Ok(flag)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    /// A store in a fresh directory, with a clock the test moves by hand.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        now: Arc<AtomicI64>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                dir: tempfile::tempdir().expect("create temp dir"),
+                now: Arc::new(AtomicI64::new(T0)),
+            }
+        }
+
+        fn open(&self) -> Store {
+            let now = Arc::clone(&self.now);
+            Store::open_with_clock(
+                self.dir.path(),
+                Box::new(move || now.load(Ordering::SeqCst)),
+            )
+            .expect("open store")
+        }
+    }
+
+    fn new_flag(tenant: &str, kind: Kind, seen: i64) -> NewFlag {
+        NewFlag {
+            tenant: tenant.into(),
+            kind,
+            seen,
+            policy_generation: 7,
+            thresholds: json!({"pps": 20000}),
+            figures: json!({"pps": 55000}),
+            top_targets: json!(["198.18.0.9"]),
+            deadline: Some(seen + 86_400),
+        }
+    }
+
+    fn sample(i: usize) -> Sample {
+        Sample {
+            at_us: T0 * 1_000_000 + i as i64,
+            data: vec![i as u8; 60],
+            orig_len: 1_514,
+        }
+    }
+
+    fn audit_rows(store: &Store) -> Vec<crate::store::AuditEntry> {
+        store.audit(None, usize::MAX).expect("read audit")
+    }
+
+    fn not_found(e: &StoreError) -> bool {
+        matches!(e, StoreError::Flag(FlagError::NotFound(_)))
+    }
+
+    #[test]
+    fn create_then_list_and_filter_flags() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let a = store
+            .create_flag(new_flag("t1", Kind::FloodOut, T0))
+            .expect("create");
+        assert_eq!(
+            (a.state, a.first_seen, a.last_seen),
+            (FlagState::Open, T0, T0)
+        );
+        assert_eq!(a.thresholds, json!({"pps": 20000}));
+        let b = store
+            .create_flag(new_flag("t1", Kind::Scan, T0 + 10))
+            .expect("create");
+        let c = store
+            .create_flag(new_flag("t2", Kind::Scan, T0 + 20))
+            .expect("create");
+        store
+            .set_flag_state(c.id, FlagState::Acked, None, "alice")
+            .expect("ack");
+
+        let ids = |f: FlagFilter| -> Vec<i64> {
+            store
+                .flags(&f)
+                .expect("list")
+                .iter()
+                .map(|f| f.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(FlagFilter::default()),
+            [c.id, b.id, a.id],
+            "newest first"
+        );
+        let tenant = |t: &str| Some(t.to_owned());
+        assert_eq!(
+            ids(FlagFilter {
+                tenant: tenant("t1"),
+                ..Default::default()
+            }),
+            [b.id, a.id]
+        );
+        assert_eq!(
+            ids(FlagFilter {
+                kind: Some(Kind::Scan),
+                ..Default::default()
+            }),
+            [c.id, b.id]
+        );
+        assert_eq!(
+            ids(FlagFilter {
+                since: Some(T0 + 10),
+                ..Default::default()
+            }),
+            [c.id, b.id]
+        );
+        assert_eq!(
+            ids(FlagFilter {
+                state: Some(FlagState::Open),
+                ..Default::default()
+            }),
+            [b.id, a.id]
+        );
+        assert_eq!(
+            ids(FlagFilter {
+                tenant: tenant("t1"),
+                kind: Some(Kind::Scan),
+                ..Default::default()
+            }),
+            [b.id]
+        );
+        assert_eq!(
+            ids(FlagFilter {
+                limit: Some(1),
+                ..Default::default()
+            }),
+            [c.id]
+        );
+        assert!(ids(FlagFilter {
+            tenant: tenant("nobody"),
+            ..Default::default()
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn update_seen_moves_forward_only_and_replaces_figures() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Spam, T0))
+            .expect("create");
+        let f2 = store
+            .update_flag_seen(f.id, T0 + 60, &json!({"servers": 40}))
+            .expect("update");
+        assert_eq!((f2.first_seen, f2.last_seen), (T0, T0 + 60));
+        assert_eq!(f2.figures, json!({"servers": 40}));
+        let f3 = store
+            .update_flag_seen(f.id, T0 + 30, &json!({}))
+            .expect("update");
+        assert_eq!(f3.last_seen, T0 + 60, "not moved back");
+        let err = store
+            .update_flag_seen(999, T0, &json!({}))
+            .expect_err("unknown");
+        assert!(not_found(&err), "{err}");
+    }
+
+    #[test]
+    fn flag_detail_has_actions_and_sample_count() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::FloodOut, T0))
+            .expect("create");
+        let block = FlagAction {
+            at: T0 + 1,
+            action: Action::Block,
+            target: "addr 198.18.0.9".into(),
+            until: Some(T0 + 601),
+            by: "warden".into(),
+        };
+        store.record_flag_action(f.id, &block).expect("record");
+        store
+            .add_samples(f.id, &[sample(0), sample(1)])
+            .expect("samples");
+        let detail = store.flag(f.id).expect("read").expect("exists");
+        assert_eq!(detail.flag, f);
+        assert_eq!(detail.actions, std::slice::from_ref(&block));
+        assert_eq!((detail.samples, detail.samples_refused), (2, 0));
+        assert_eq!(
+            store.flag_samples(f.id).expect("samples"),
+            [sample(0), sample(1)]
+        );
+        assert!(store.flag(999).expect("read").is_none());
+        let err = store
+            .record_flag_action(999, &block)
+            .expect_err("unknown flag");
+        assert!(not_found(&err), "{err}");
+
+        let json = serde_json::to_value(&detail).expect("serialize");
+        assert_eq!(json["kind"], "flood_out");
+        assert_eq!(json["state"], "open");
+        assert_eq!(json["actions"][0]["action"], "block");
+        assert_eq!(json["actions"][0]["by"], "warden");
+        assert_eq!(json["samples"], 2);
+    }
+
+    #[test]
+    fn samples_keep_the_first_64_and_count_the_refused() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        let first: Vec<Sample> = (0..50).map(sample).collect();
+        assert_eq!(store.add_samples(f.id, &first).expect("add"), 50);
+        let more: Vec<Sample> = (50..80).map(sample).collect();
+        assert_eq!(store.add_samples(f.id, &more).expect("add"), 14);
+        assert_eq!(store.add_samples(f.id, &[sample(99)]).expect("add"), 0);
+        let detail = store.flag(f.id).expect("read").expect("exists");
+        assert_eq!((detail.samples, detail.samples_refused), (64, 17));
+        let kept = store.flag_samples(f.id).expect("samples");
+        assert_eq!(kept.first(), Some(&sample(0)));
+        assert_eq!(kept.last(), Some(&sample(63)), "the first 64 are kept");
+    }
+
+    #[test]
+    fn sample_bytes_are_cut_to_the_limit_keeping_orig_len() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        let big = Sample {
+            at_us: 1,
+            data: vec![7; 1_000],
+            orig_len: 10,
+        };
+        store.add_samples(f.id, &[big]).expect("add");
+        let kept = store.flag_samples(f.id).expect("samples");
+        assert_eq!(kept[0].data.len(), MAX_SAMPLE_BYTES);
+        assert_eq!(kept[0].orig_len, 1_000, "at least what was captured");
+    }
+
+    #[test]
+    fn schema_refuses_a_65th_sample_whatever_the_code_does() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        store
+            .add_samples(f.id, &(0..64).map(sample).collect::<Vec<_>>())
+            .expect("add");
+        let err = store
+            .conn
+            .execute(
+                "INSERT INTO flag_samples (flag_id, at_us, data, orig_len) VALUES (?1, 0, x'00', 1)",
+                [f.id],
+            )
+            .expect_err("trigger refuses");
+        assert!(err.to_string().contains("at most 64 samples"), "{err}");
+    }
+
+    #[test]
+    fn allowed_transitions_follow_the_table() {
+        use FlagState::*;
+        let allowed = [
+            (Open, Notified),
+            (Open, Acked),
+            (Open, Dismissed),
+            (Open, Escalated),
+            (Notified, Acked),
+            (Notified, Dismissed),
+            (Notified, Escalated),
+            (Acked, Dismissed),
+            (Acked, Escalated),
+        ];
+        for from in FlagState::ALL {
+            for to in FlagState::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+        assert!(Dismissed.is_terminal() && Escalated.is_terminal() && !Acked.is_terminal());
+    }
+
+    #[test]
+    fn review_moves_are_stored_and_audited() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Proxy, T0))
+            .expect("create");
+        let notified = store
+            .set_flag_state(f.id, FlagState::Notified, None, "warden")
+            .expect("notify");
+        assert_eq!(notified.state, FlagState::Notified);
+        let acked = store
+            .set_flag_state(f.id, FlagState::Acked, Some("looking"), "alice")
+            .expect("ack");
+        assert_eq!(acked.state_reason.as_deref(), Some("looking"));
+        let dismissed = store
+            .set_flag_state(
+                f.id,
+                FlagState::Dismissed,
+                Some("customer's own VPN"),
+                "bob",
+            )
+            .expect("dismiss");
+        assert_eq!(
+            store.flag(f.id).expect("read").expect("exists").flag,
+            dismissed
+        );
+
+        let rows = audit_rows(&store);
+        let actions: Vec<&str> = rows.iter().rev().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["flag.notify", "flag.ack", "flag.dismiss"]);
+        let last = &rows[0];
+        assert_eq!((last.actor.as_str(), last.target.as_str()), ("bob", "t1"));
+        assert_eq!(last.detail["flag"], f.id);
+        assert_eq!(last.detail["from"], "acked");
+        assert_eq!(last.detail["to"], "dismissed");
+        assert_eq!(last.detail["reason"], "customer's own VPN");
+    }
+
+    #[test]
+    fn refused_moves_change_nothing_and_write_no_audit_row() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        store
+            .set_flag_state(
+                f.id,
+                FlagState::Escalated,
+                Some("deadline passed"),
+                "warden",
+            )
+            .expect("escalate");
+        let before = audit_rows(&store).len();
+        for to in FlagState::ALL {
+            let err = store
+                .set_flag_state(f.id, to, Some("why"), "alice")
+                .expect_err("escalated is terminal");
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Flag(FlagError::Transition {
+                        from: FlagState::Escalated,
+                        ..
+                    })
+                ),
+                "{err}"
+            );
+        }
+        let err = store
+            .set_flag_state(999, FlagState::Acked, None, "alice")
+            .expect_err("unknown flag");
+        assert!(not_found(&err), "{err}");
+        assert_eq!(audit_rows(&store).len(), before);
+        let now = store.flag(f.id).expect("read").expect("exists").flag;
+        assert_eq!(now.state, FlagState::Escalated);
+    }
+
+    #[test]
+    fn dismiss_needs_a_reason() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        for reason in [None, Some(""), Some("  ")] {
+            let err = store
+                .set_flag_state(f.id, FlagState::Dismissed, reason, "alice")
+                .expect_err("no reason");
+            assert!(matches!(err, StoreError::ReasonRequired), "{err}");
+        }
+        assert_eq!(
+            store.flag(f.id).expect("read").expect("exists").flag.state,
+            FlagState::Open
+        );
+        assert!(audit_rows(&store).is_empty());
+    }
+
+    #[test]
+    fn failed_audit_insert_rolls_back_the_state_change() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER audit_fails BEFORE INSERT ON audit
+                 BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END;",
+            )
+            .expect("install failing trigger");
+        store
+            .set_flag_state(f.id, FlagState::Acked, None, "alice")
+            .expect_err("audit fails");
+        let after = store.flag(f.id).expect("read").expect("exists").flag;
+        assert_eq!(
+            after.state,
+            FlagState::Open,
+            "state change rolled back with its audit row"
+        );
+    }
+
+    #[test]
+    fn reopen_keeps_flags_actions_samples_and_states() {
+        let fx = Fixture::new();
+        let id = {
+            let store = fx.open();
+            let f = store
+                .create_flag(new_flag("t1", Kind::FloodIn, T0))
+                .expect("create");
+            store
+                .record_flag_action(
+                    f.id,
+                    &FlagAction {
+                        at: T0,
+                        action: Action::Suspend,
+                        target: "tenant".into(),
+                        until: None,
+                        by: "warden".into(),
+                    },
+                )
+                .expect("record");
+            store.add_samples(f.id, &[sample(1)]).expect("samples");
+            store
+                .set_flag_state(f.id, FlagState::Notified, None, "warden")
+                .expect("notify");
+            f.id
+        };
+        let store = fx.open();
+        let detail = store.flag(id).expect("read").expect("exists");
+        assert_eq!(detail.flag.state, FlagState::Notified);
+        assert_eq!(detail.flag.kind, Kind::FloodIn);
+        assert_eq!(detail.actions.len(), 1);
+        assert_eq!(detail.actions[0].until, None);
+        assert_eq!(detail.samples, 1);
+        assert_eq!(store.flag_samples(id).expect("samples"), [sample(1)]);
+        let next = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        assert!(next.id > id, "ids are not reused");
+    }
+
+    #[test]
+    fn flag_filter_deserializes_from_query_fields() {
+        let f: FlagFilter =
+            serde_json::from_value(json!({"tenant": "t1", "kind": "spoof_arp", "state": "acked"}))
+                .expect("deserialize");
+        assert_eq!(f.kind, Some(Kind::SpoofArp));
+        assert_eq!(f.state, Some(FlagState::Acked));
+        assert!(serde_json::from_value::<FlagFilter>(json!({"tenat": "x"})).is_err());
+    }
+}
