@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::daemon::{StatusView, TenantView};
+use crate::policy::Kind;
+use crate::store::{rfc3339, Flag, FlagDetail, FlagState};
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
@@ -60,6 +62,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Flagged detections, most recently seen first.
+    Flags {
+        /// Only this tenant's flags.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this detection kind (scan, flood_out, flood_in, spam, proxy, spoof_ip,
+        /// spoof_arp, spoof_mac, bandwidth).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
+        /// Only flags seen within this long, e.g. 30m, 2h, 7d.
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<u64>,
+        /// Only flags in this review state (open, notified, acked, dismissed, escalated).
+        #[arg(long, value_parser = parse_state)]
+        state: Option<FlagState>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review one flag: show, acknowledge or dismiss it.
+    Flag {
+        #[command(subcommand)]
+        command: FlagCommand,
+    },
     /// Suspend a tenant: all its traffic is dropped except with the management
     /// prefixes. Audited; lifted only by `warden unsuspend`.
     Suspend {
@@ -101,6 +127,60 @@ pub enum PolicyCommand {
         /// Policy file.
         file: PathBuf,
     },
+}
+
+/// `warden flag ...`
+#[derive(Subcommand, Debug)]
+pub enum FlagCommand {
+    /// A flag with its figures, thresholds, top targets, actions and evidence.
+    Show {
+        /// Flag id.
+        id: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the flag's captured samples to this file as pcap (for tcpdump, Wireshark).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+    },
+    /// Acknowledge a flag: seen, being handled. Audited.
+    Ack {
+        /// Flag id.
+        id: i64,
+    },
+    /// Dismiss a flag: not abuse, or handled. Audited.
+    Dismiss {
+        /// Flag id.
+        id: i64,
+        /// Why (recorded with the flag and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    text.parse()
+}
+
+fn parse_state(text: &str) -> Result<FlagState, String> {
+    text.parse()
+}
+
+/// A duration like `90s`, `30m`, `2h`, `7d` or `1w`, in seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a duration like 30m, 2h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
 }
 
 /// Renders rows as a left-aligned table with two spaces between columns.
@@ -171,6 +251,35 @@ impl Client {
         })
     }
 
+    /// GET raw bytes (e.g. a pcap file).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        self.rt.block_on(async {
+            let mut req = self.http.get(&url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.with_context(|| self.unreachable())?;
+            let status = resp.status();
+            let bytes = resp
+                .bytes()
+                .await
+                .with_context(|| format!("reading the reply of {url}"))?;
+            if !status.is_success() {
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                bail!("{}", error_text(status, &body));
+            }
+            Ok(bytes.to_vec())
+        })
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "cannot reach the warden daemon at {} (is `warden run` running? set --api)",
+            self.base
+        )
+    }
+
     /// GET a JSON document.
     pub fn get(&self, path: &str) -> Result<Value> {
         self.send(reqwest::Method::GET, path, None, &[])
@@ -205,35 +314,35 @@ impl Client {
             if let Some(b) = body {
                 req = req.header("content-type", "application/json").body(b);
             }
-            let resp = req.send().await.with_context(|| {
-                format!(
-                    "cannot reach the warden daemon at {} (is `warden run` running? set --api)",
-                    self.base
-                )
-            })?;
+            let resp = req.send().await.with_context(|| self.unreachable())?;
             let status = resp.status();
             let body: Value = resp
                 .json()
                 .await
                 .with_context(|| format!("reading the reply of {url}"))?;
             if !status.is_success() {
-                let msg = body
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message");
-                let mut text = format!("{status}: {msg}");
-                if status == reqwest::StatusCode::UNAUTHORIZED {
-                    text.push_str(" (give a token with --token or WARDEN_TOKEN)");
-                }
-                let errors = body.get("errors").and_then(Value::as_array);
-                for e in errors.into_iter().flatten() {
-                    text.push_str(&format!("\n{}", e.as_str().unwrap_or("?")));
-                }
-                bail!("{text}");
+                bail!("{}", error_text(status, &body));
             }
             Ok(body)
         })
     }
+}
+
+/// The message for a refused request: status, the daemon's error and any listed errors.
+fn error_text(status: reqwest::StatusCode, body: &Value) -> String {
+    let msg = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
+    let mut text = format!("{status}: {msg}");
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        text.push_str(" (give a token with --token or WARDEN_TOKEN)");
+    }
+    let errors = body.get("errors").and_then(Value::as_array);
+    for e in errors.into_iter().flatten() {
+        text.push_str(&format!("\n{}", e.as_str().unwrap_or("?")));
+    }
+    text
 }
 
 /// `warden status`.
@@ -371,6 +480,292 @@ pub fn set_suspended(client: &Client, tenant: &str, reason: &str, suspend: bool)
     Ok(())
 }
 
+/// `warden flags`.
+pub fn flags(
+    client: &Client,
+    tenant: Option<&str>,
+    kind: Option<Kind>,
+    since: Option<u64>,
+    state: Option<FlagState>,
+    json: bool,
+) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(t) = tenant {
+        query.push(format!("tenant={}", url_escape(t)));
+    }
+    if let Some(k) = kind {
+        query.push(format!("kind={k}"));
+    }
+    if let Some(d) = since {
+        let d = i64::try_from(d).unwrap_or(i64::MAX);
+        query.push(format!(
+            "since={}",
+            crate::store::system_clock().saturating_sub(d)
+        ));
+    }
+    if let Some(s) = state {
+        query.push(format!("state={s}"));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/flags".to_string()
+    } else {
+        format!("/api/v1/flags?{}", query.join("&"))
+    };
+    let v = client.get(&path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let fs: Vec<Flag> = serde_json::from_value(v).context("unexpected flags document")?;
+    print!("{}", flag_table(&fs));
+    Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The table `warden flags` prints.
+pub fn flag_table(fs: &[Flag]) -> String {
+    let rows: Vec<Vec<String>> = fs
+        .iter()
+        .map(|f| {
+            vec![
+                f.id.to_string(),
+                f.tenant.clone(),
+                f.kind.to_string(),
+                f.state.to_string(),
+                rfc3339(f.first_seen),
+                rfc3339(f.last_seen),
+                top_targets(&f.top_targets)
+                    .into_iter()
+                    .next()
+                    .map_or_else(|| "-".to_string(), |(t, _)| t),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TENANT",
+            "KIND",
+            "STATE",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "TOP TARGET",
+        ],
+        &rows,
+    )
+}
+
+/// A target as text: a string as is, `{addr, port}` as `addr:port`, anything else as JSON.
+fn target_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.contains_key("addr") || o.contains_key("port") => {
+            let addr = o.get("addr").and_then(Value::as_str);
+            let port = o.get("port").and_then(Value::as_u64);
+            match (addr, port) {
+                (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+                (Some(a), Some(p)) => format!("{a}:{p}"),
+                (Some(a), None) => a.to_string(),
+                (None, Some(p)) => format!("port {p}"),
+                (None, None) => "any".to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The top targets of a flag as (target, count) pairs, whatever shape the detector wrote:
+/// `[[target, count], ...]`, `[{..., "count": n}, ...]`, `[target, ...]` or `{target: count}`.
+pub fn top_targets(v: &Value) -> Vec<(String, Option<String>)> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Array(pair) if pair.len() == 2 => {
+                    (target_text(&pair[0]), Some(pair[1].to_string()))
+                }
+                Value::Object(o) => {
+                    let count_key = ["count", "weight", "packets", "pps", "bytes"]
+                        .into_iter()
+                        .find(|k| o.contains_key(*k));
+                    let count = count_key.map(|k| o[k].to_string());
+                    let target = match o.get("target") {
+                        Some(t) => target_text(t),
+                        None => {
+                            let mut rest = o.clone();
+                            if let Some(k) = count_key {
+                                rest.remove(k);
+                            }
+                            target_text(&Value::Object(rest))
+                        }
+                    };
+                    (target, count)
+                }
+                other => (target_text(other), None),
+            })
+            .collect(),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.to_string())))
+            .collect(),
+        Value::Null => Vec::new(),
+        other => vec![(target_text(other), None)],
+    }
+}
+
+/// `key  value` lines for a JSON object of figures or thresholds.
+fn figure_rows(v: &Value) -> Vec<Vec<String>> {
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                vec![k.clone(), v]
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => vec![vec!["value".into(), other.to_string()]],
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// What `warden flag show` prints.
+pub fn flag_text(d: &FlagDetail) -> String {
+    let f = &d.flag;
+    let mut out = format!(
+        "flag {}: {} by tenant {}, {}\n",
+        f.id, f.kind, f.tenant, f.state
+    );
+    let opt = |t: Option<i64>| t.map_or_else(|| "-".to_string(), rfc3339);
+    let mut about = vec![
+        vec!["first seen".into(), rfc3339(f.first_seen)],
+        vec!["last seen".into(), rfc3339(f.last_seen)],
+        vec!["policy generation".into(), f.policy_generation.to_string()],
+        vec!["deadline".into(), opt(f.deadline)],
+    ];
+    if let Some(r) = &f.state_reason {
+        about.push(vec!["reason".into(), r.clone()]);
+    }
+    for row in &about {
+        out += &format!("{:<19}{}\n", format!("{}:", row[0]), row[1]);
+    }
+    // Figures and thresholds side by side where they share a key.
+    let figures = figure_rows(&f.figures);
+    let thresholds = figure_rows(&f.thresholds);
+    let mut rows: Vec<Vec<String>> = figures
+        .iter()
+        .map(|r| {
+            let t = thresholds
+                .iter()
+                .find(|t| t[0] == r[0])
+                .map_or_else(|| "-".to_string(), |t| t[1].clone());
+            vec![r[0].clone(), r[1].clone(), t]
+        })
+        .collect();
+    for t in &thresholds {
+        if !figures.iter().any(|r| r[0] == t[0]) {
+            rows.push(vec![t[0].clone(), "-".into(), t[1].clone()]);
+        }
+    }
+    out += "\nfigures:\n";
+    if rows.is_empty() {
+        out += "  none\n";
+    } else {
+        out += &indent(&table(&["FIGURE", "MEASURED", "THRESHOLD"], &rows));
+    }
+    out += "\ntop targets:\n";
+    let targets = top_targets(&f.top_targets);
+    if targets.is_empty() {
+        out += "  none\n";
+    } else {
+        let rows: Vec<Vec<String>> = targets
+            .into_iter()
+            .map(|(t, c)| vec![t, c.unwrap_or_else(|| "-".into())])
+            .collect();
+        out += &indent(&table(&["TARGET", "COUNT"], &rows));
+    }
+    out += "\nactions:\n";
+    if d.actions.is_empty() {
+        out += "  none\n";
+    } else {
+        let rows: Vec<Vec<String>> = d
+            .actions
+            .iter()
+            .map(|a| {
+                vec![
+                    rfc3339(a.at),
+                    a.action.as_str().to_string(),
+                    a.target.clone(),
+                    opt(a.until),
+                    a.by.clone(),
+                ]
+            })
+            .collect();
+        out += &indent(&table(&["AT", "ACTION", "TARGET", "UNTIL", "BY"], &rows));
+    }
+    out += &format!(
+        "\nsamples: {} kept, {} refused (get them with --pcap FILE)\n",
+        d.samples, d.samples_refused
+    );
+    out
+}
+
+/// `warden flag show`.
+pub fn flag_show(
+    client: &Client,
+    id: i64,
+    json: bool,
+    pcap: Option<&std::path::Path>,
+) -> Result<()> {
+    let v = client.get(&format!("/api/v1/flags/{id}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let d: FlagDetail = serde_json::from_value(v).context("unexpected flag document")?;
+        print!("{}", flag_text(&d));
+    }
+    if let Some(path) = pcap {
+        let bytes = client.get_bytes(&format!("/api/v1/flags/{id}/pcap"))?;
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}
+
+/// `warden flag ack` / `warden flag dismiss`.
+pub fn flag_review(client: &Client, id: i64, dismiss_reason: Option<&str>) -> Result<()> {
+    let v = match dismiss_reason {
+        Some(reason) => client.post(
+            &format!("/api/v1/flags/{id}/dismiss"),
+            &serde_json::json!({ "reason": reason }),
+        )?,
+        None => client.post(&format!("/api/v1/flags/{id}/ack"), &serde_json::json!({}))?,
+    };
+    let f: Flag = serde_json::from_value(v).context("unexpected flag document")?;
+    println!(
+        "flag {}: {} ({} by tenant {})",
+        f.id, f.state, f.kind, f.tenant
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +780,86 @@ mod tests {
             ],
         );
         assert_eq!(t, "A     BB\nlong  x\ns     yy\n");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("2h"), Ok(7_200));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        for bad in ["", "m", "30", "2x", "-1h", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn top_targets_read_every_shape() {
+        use serde_json::json;
+        let pairs =
+            json!([[{"addr": "198.18.0.9", "port": null}, 4000], [{"addr": null, "port": 25}, 7]]);
+        assert_eq!(
+            top_targets(&pairs),
+            [
+                ("198.18.0.9".to_string(), Some("4000".to_string())),
+                ("port 25".to_string(), Some("7".to_string()))
+            ]
+        );
+        assert_eq!(
+            top_targets(&json!([{"target": "198.18.0.1", "count": 3}])),
+            [("198.18.0.1".to_string(), Some("3".to_string()))]
+        );
+        assert_eq!(
+            top_targets(&json!(["198.18.0.9"])),
+            [("198.18.0.9".to_string(), None)]
+        );
+        assert_eq!(
+            top_targets(&json!({"198.18.0.2": 12})),
+            [("198.18.0.2".to_string(), Some("12".to_string()))]
+        );
+    }
+
+    #[test]
+    fn flag_text_shows_figures_thresholds_targets_and_samples() {
+        use serde_json::json;
+        let d = FlagDetail {
+            flag: Flag {
+                id: 4,
+                tenant: "globex".into(),
+                kind: Kind::FloodOut,
+                state: FlagState::Open,
+                first_seen: 1_700_000_000,
+                last_seen: 1_700_000_060,
+                policy_generation: 2,
+                thresholds: json!({"pps": 20000}),
+                figures: json!({"pps": 55000, "victims": 1}),
+                top_targets: json!([["198.18.0.9", 55000]]),
+                deadline: None,
+                state_reason: None,
+            },
+            actions: vec![crate::store::FlagAction {
+                at: 1_700_000_001,
+                action: crate::policy::Action::Throttle,
+                target: "addr 198.18.0.9".into(),
+                until: Some(1_700_000_601),
+                by: "warden".into(),
+            }],
+            samples: 2,
+            samples_refused: 0,
+        };
+        let t = flag_text(&d);
+        for needle in [
+            "flag 4: flood_out by tenant globex, open",
+            "2023-11-14T22:13:20Z",
+            "pps      55000     20000",
+            "victims  1         -",
+            "198.18.0.9  55000",
+            "throttle",
+            "2023-11-14T22:23:21Z",
+            "samples: 2 kept, 0 refused",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+        }
     }
 
     #[test]

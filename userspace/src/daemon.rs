@@ -23,7 +23,9 @@ use crate::{
     dataplane::{self, Attachment, Compiled, Dataplane, TenantIndex},
     metrics,
     policy::{self, Policy},
-    store::{Store, Suspension},
+    store::{
+        self, Flag, FlagDetail, FlagError, FlagFilter, FlagState, Store, StoreError, Suspension,
+    },
 };
 
 /// How often counters are sampled for rates.
@@ -96,6 +98,8 @@ pub enum Refusal {
     InvalidPolicy(Vec<String>),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -429,6 +433,56 @@ impl Shared {
     /// Audit entries, newest first.
     pub fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<crate::store::AuditEntry>> {
         Ok(self.lock().store.audit(since, limit)?)
+    }
+
+    /// Flags `filter` matches, most recently seen first.
+    pub fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
+        Ok(self.lock().store.flags(filter)?)
+    }
+
+    /// Flag `id` with its actions and evidence counts, or `None`.
+    pub fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {
+        Ok(self.lock().store.flag(id)?)
+    }
+
+    /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag.
+    pub fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        let inner = self.lock();
+        if inner.store.flag(id)?.is_none() {
+            return Ok(None);
+        }
+        let samples = inner.store.flag_samples(id)?;
+        drop(inner);
+        let mut out = Vec::new();
+        store::pcap::write_pcap(&mut out, &samples).context("writing pcap")?;
+        Ok(Some(out))
+    }
+
+    /// Moves flag `id` to `state` (a review by a person), audited by the store under `actor`.
+    pub fn set_flag_state(
+        &self,
+        id: i64,
+        state: FlagState,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Flag, Refusal> {
+        let r = self.lock().store.set_flag_state(id, state, reason, actor);
+        match r {
+            Ok(flag) => {
+                tracing::info!(flag = id, tenant = %flag.tenant, %state, %actor, "flag reviewed");
+                Ok(flag)
+            }
+            Err(StoreError::Flag(e @ FlagError::NotFound(_))) => {
+                Err(Refusal::NotFound(e.to_string()))
+            }
+            Err(StoreError::Flag(e @ FlagError::Transition { .. })) => {
+                Err(Refusal::Conflict(e.to_string()))
+            }
+            Err(e @ StoreError::ReasonRequired) => Err(Refusal::BadRequest(e.to_string())),
+            Err(e) => Err(Refusal::Internal(
+                anyhow::Error::new(e).context("recording the review"),
+            )),
+        }
     }
 
     fn sample(&self) -> Result<()> {

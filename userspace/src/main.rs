@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use warden::{
-    cli::{self, Cli, Client, Command, PolicyCommand},
+    cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand},
     daemon, policy,
 };
 
@@ -69,6 +69,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => cli::policy_apply(&client()?, file)?,
         Command::Status { json } => cli::status(&client()?, *json)?,
         Command::Tenants { json } => cli::tenants(&client()?, *json)?,
+        Command::Flags {
+            tenant,
+            kind,
+            since,
+            state,
+            json,
+        } => cli::flags(&client()?, tenant.as_deref(), *kind, *since, *state, *json)?,
+        Command::Flag { command } => match command {
+            FlagCommand::Show { id, json, pcap } => {
+                cli::flag_show(&client()?, *id, *json, pcap.as_deref())?
+            }
+            FlagCommand::Ack { id } => cli::flag_review(&client()?, *id, None)?,
+            FlagCommand::Dismiss { id, reason } => cli::flag_review(&client()?, *id, Some(reason))?,
+        },
         Command::Suspend { tenant, reason } => {
             cli::set_suspended(&client()?, tenant, reason, true)?
         }

@@ -36,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "procps",
     // `prometheus` and `promtool`: the monitoring tests check the shipped rules and scrape the daemon.
     "prometheus",
+    // HTTP from inside lab namespaces (the flags test fetches a pcap with it).
+    "curl",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.

@@ -6,5 +6,6 @@
 
 mod common;
 mod enforcement;
+mod flags;
 mod metering;
 mod monitoring;
