@@ -39,11 +39,10 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, TestRun, TestRunOptions,
 };
-use warden::dataplane::{Compiled, GenTables};
+use warden::dataplane::{write_generation as write_generation_maps, Compiled};
 use warden_common::{
-    bucket, direction, gen_flags, global, map, program, reason, table, tenant_config_index,
-    tenant_counter_index, tenant_flags, Bucket, Bucket128, Bucket64, Counters, DropCounters,
-    GenConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
+    bucket, direction, global, map, program, reason, tenant_counter_index, tenant_flags, Bucket,
+    Counters, DropCounters, Rate, TenantConfig, MAX_PREFIX_LENS,
 };
 use warden_tests::packets::{
     ethertype, len, proto, solicited_node, tcp, Arp, Ext, Frame, Ipv4, Ipv6, Mac, L4, SRC_MAC,
@@ -308,59 +307,14 @@ fn write_generation(ebpf: &mut Ebpf, gen: u32, policy: &Policy) -> Result<()> {
         }
         c.configs.insert(t.index, t.config());
     }
-    // The daemon's own placement into the cuckoo tables.
-    let tables = GenTables::build(gen, &c)?;
-    {
-        let m = ebpf.map_mut(map::ADDRS_V4).context("no ADDRS_V4")?;
-        let mut a: Array<&mut MapData, Bucket64> = Array::try_from(m)?;
-        for (i, b) in tables.v4.iter().enumerate() {
-            a.set(gen * table::V4_BUCKETS + i as u32, *b, 0)?;
-        }
-    }
-    {
-        let m = ebpf.map_mut(map::ADDRS_V6).context("no ADDRS_V6")?;
-        let mut a: Array<&mut MapData, Bucket128> = Array::try_from(m)?;
-        for (i, b) in tables.v6.iter().enumerate() {
-            a.set(gen * table::V6_BUCKETS + i as u32, *b, 0)?;
-        }
-    }
-    {
-        let m = ebpf.map_mut(map::MACS).context("no MACS")?;
-        let mut a: Array<&mut MapData, Bucket64> = Array::try_from(m)?;
-        for (i, b) in tables.macs.iter().enumerate() {
-            a.set(gen * table::MAC_BUCKETS + i as u32, *b, 0)?;
-        }
-    }
-    {
-        let m = ebpf
-            .map_mut(map::TENANT_CONFIG)
-            .context("no TENANT_CONFIG")?;
-        let mut configs: Array<&mut MapData, TenantConfig> = Array::try_from(m)?;
-        for (i, cfg) in &tables.configs {
-            configs.set(tenant_config_index(gen, *i), *cfg, 0)?;
-        }
-    }
     ensure!(
         lens4.len() <= MAX_PREFIX_LENS && lens6.len() <= MAX_PREFIX_LENS,
         "too many prefix lengths"
     );
-    let mut gc = GenConfig::default();
-    for (i, plen) in lens4.iter().rev().enumerate() {
-        gc.v4_lens[i] = *plen;
-    }
-    for (i, plen) in lens6.iter().rev().enumerate() {
-        gc.v6_lens[i] = *plen;
-    }
-    gc.v4_nlens = lens4.len() as u8;
-    gc.v6_nlens = lens6.len() as u8;
-    if policy.tenants.iter().any(|t| !t.macs.is_empty()) {
-        gc.flags |= gen_flags::ANY_MACS;
-    }
-    {
-        let m = ebpf.map_mut(map::GEN_CONFIG).context("no GEN_CONFIG")?;
-        let mut gcs: Array<&mut MapData, GenConfig> = Array::try_from(m)?;
-        gcs.set(gen, gc, 0)?;
-    }
+    c.v4_lens = lens4.into_iter().rev().collect();
+    c.v6_lens = lens6.into_iter().rev().collect();
+    // The daemon's own placement and GEN_CONFIG, written as `Dataplane::apply` would.
+    write_generation_maps(ebpf, gen, &c)?;
     {
         let m = ebpf
             .map_mut(map::MANAGEMENT_V4)

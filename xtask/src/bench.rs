@@ -12,7 +12,7 @@
 //! The bar: every path costs at most [`BAR_NS`] over the baseline.
 //!
 //! The maps hold [`TENANTS`] tenants, compiled into a `warden::dataplane::Compiled`
-//! and placed into the cuckoo tables by `GenTables::build`, the daemon's own
+//! and written by `warden::dataplane::write_generation` (`GenTables::build`), the daemon's own
 //! placement; every bucket of the generation's half is then written, as
 //! `Dataplane::apply` does for a fresh half. Three policies, each measured in turn:
 //! - one length: each tenant an IPv4 /32, an IPv6 /64 and a bound MAC (generation 0);
@@ -39,14 +39,13 @@ use aya::{
         Array, MapData, PerCpuArray,
     },
     programs::Xdp,
-    Ebpf, Pod, TestRun, TestRunOptions,
+    Ebpf, TestRun, TestRunOptions,
 };
 use serde_json::json;
-use warden::dataplane::{Compiled, GenTables};
+use warden::dataplane::{write_generation, Compiled};
 use warden_common::{
-    bucket, direction, gen_flags, global, map, program, reason, table, tenant_config_index,
-    tenant_counter_index, tenant_flags, Bucket, Counters, DropCounters, GenConfig, Rate,
-    TenantConfig, MAX_PREFIX_LENS,
+    bucket, direction, global, map, program, reason, tenant_counter_index, tenant_flags, Bucket,
+    Counters, DropCounters, Rate, TenantConfig,
 };
 use warden_tests::packets::{tcp, Frame, Ipv4, Ipv6, Mac, L4};
 
@@ -392,62 +391,12 @@ fn compile(policy: Policy) -> Compiled {
     c
 }
 
-/// Writes every bucket of generation `gen`'s half of a cuckoo table.
-fn write_half<B: Pod>(
-    ebpf: &mut Ebpf,
-    name: &str,
-    buckets_per_gen: u32,
-    gen: u32,
-    buckets: &[B],
-) -> Result<()> {
-    ensure!(
-        buckets.len() == buckets_per_gen as usize,
-        "{name}: {} buckets placed, the map holds {buckets_per_gen} per generation",
-        buckets.len()
-    );
-    let mut m: Array<&mut MapData, B> = Array::try_from(map_mut(ebpf, name)?)?;
-    for (i, b) in buckets.iter().enumerate() {
-        m.set(gen * buckets_per_gen + i as u32, *b, 0)
-            .with_context(|| format!("writing bucket {i} of {name}"))?;
-    }
-    Ok(())
-}
-
-/// Writes `policy` into its generation the way `Dataplane::apply` does: the compiled
-/// policy placed by `GenTables::build` (the daemon's own cuckoo placement), every
-/// bucket of the generation's half of ADDRS_V4, ADDRS_V6 and MACS, settings at
-/// `generation * MAX_TENANTS + tenant`, and GEN_CONFIG with the lengths in use,
-/// longest first, and ANY_MACS when some tenant binds a MAC.
+/// Writes `policy` into its generation exactly as `Dataplane::apply` would
+/// (`warden::dataplane::write_generation`: the daemon's placement and GEN_CONFIG).
 fn write_policy(ebpf: &mut Ebpf, policy: Policy) -> Result<()> {
-    let gen = policy.generation();
     let c = compile(policy);
-    let tables = GenTables::build(gen, &c)
-        .with_context(|| format!("placing the {} policy", policy.label()))?;
-    write_half(ebpf, map::ADDRS_V4, table::V4_BUCKETS, gen, &tables.v4)?;
-    write_half(ebpf, map::ADDRS_V6, table::V6_BUCKETS, gen, &tables.v6)?;
-    write_half(ebpf, map::MACS, table::MAC_BUCKETS, gen, &tables.macs)?;
-    {
-        let mut m: Array<&mut MapData, TenantConfig> =
-            Array::try_from(map_mut(ebpf, map::TENANT_CONFIG)?)?;
-        for (&i, cfg) in &tables.configs {
-            m.set(tenant_config_index(gen, i), *cfg, 0)
-                .with_context(|| format!("writing tenant {i} into TENANT_CONFIG"))?;
-        }
-    }
-    ensure!(
-        c.v4_lens.len() <= MAX_PREFIX_LENS && c.v6_lens.len() <= MAX_PREFIX_LENS,
-        "too many prefix lengths"
-    );
-    let mut gc = GenConfig::default();
-    gc.v4_lens[..c.v4_lens.len()].copy_from_slice(&c.v4_lens);
-    gc.v6_lens[..c.v6_lens.len()].copy_from_slice(&c.v6_lens);
-    (gc.v4_nlens, gc.v6_nlens) = (c.v4_lens.len() as u8, c.v6_lens.len() as u8);
-    if !c.macs.is_empty() {
-        gc.flags |= gen_flags::ANY_MACS;
-    }
-    let mut m: Array<&mut MapData, GenConfig> = Array::try_from(map_mut(ebpf, map::GEN_CONFIG)?)?;
-    m.set(gen, gc, 0).context("writing GEN_CONFIG")?;
-    Ok(())
+    write_generation(ebpf, policy.generation(), &c)
+        .with_context(|| format!("writing the {} policy", policy.label()))
 }
 
 /// A few management prefixes, so the suspended case pays for a real trie miss.

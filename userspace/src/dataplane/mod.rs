@@ -718,20 +718,8 @@ impl Dataplane {
                 }
             }
         }
-        let mut gc = GenConfig::default();
-        for (i, l) in new.v4_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
-            gc.v4_lens[i] = *l;
-        }
-        for (i, l) in new.v6_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
-            gc.v6_lens[i] = *l;
-        }
-        gc.v4_nlens = new.v4_lens.len().min(MAX_PREFIX_LENS) as u8;
-        gc.v6_nlens = new.v6_lens.len().min(MAX_PREFIX_LENS) as u8;
-        if !new.macs.is_empty() {
-            gc.flags |= gen_flags::ANY_MACS;
-        }
         self.array_mut::<GenConfig>(map::GEN_CONFIG)?
-            .set(target, gc, 0)
+            .set(target, gen_config(new), 0)
             .map_err(map_err(map::GEN_CONFIG))?;
         self.sync_management(&new.management)?;
         // The flip: from the next packet on, every lookup uses the new generation.
@@ -947,6 +935,54 @@ where
         .ok_or(DataplaneError::MissingProgram(name))?;
     prog.try_into()
         .map_err(|source| DataplaneError::Program { name, source })
+}
+
+/// What the lookup needs to know of a generation: the prefix lengths in use, longest
+/// first (`compile` refuses more than `MAX_PREFIX_LENS`), and whether any MAC is bound.
+pub fn gen_config(c: &Compiled) -> GenConfig {
+    let mut gc = GenConfig::default();
+    for (i, l) in c.v4_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+        gc.v4_lens[i] = *l;
+    }
+    for (i, l) in c.v6_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+        gc.v6_lens[i] = *l;
+    }
+    gc.v4_nlens = c.v4_lens.len().min(MAX_PREFIX_LENS) as u8;
+    gc.v6_nlens = c.v6_lens.len().min(MAX_PREFIX_LENS) as u8;
+    if !c.macs.is_empty() {
+        gc.flags |= gen_flags::ANY_MACS;
+    }
+    gc
+}
+
+/// Writes a whole generation (tables, tenant settings, GEN_CONFIG) into the maps of a
+/// loaded object, without diffing and without the flip: for the Tier 1 fixtures and the
+/// benchmark, which drive the programs through BPF_PROG_TEST_RUN with exactly what
+/// [`Dataplane::apply`] would write.
+pub fn write_generation(ebpf: &mut Ebpf, generation: u32, c: &Compiled) -> Result<()> {
+    fn write_all<B: Pod>(ebpf: &mut Ebpf, name: &'static str, base: u32, new: &[B]) -> Result<()> {
+        let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+        let mut a: Array<&mut MapData, B> = Array::try_from(m).map_err(map_err(name))?;
+        for (i, b) in new.iter().enumerate() {
+            a.set(base + i as u32, *b, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+    let t = GenTables::build(generation, c)?;
+    write_all(ebpf, map::ADDRS_V4, generation * table::V4_BUCKETS, &t.v4)?;
+    write_all(ebpf, map::ADDRS_V6, generation * table::V6_BUCKETS, &t.v6)?;
+    write_all(ebpf, map::MACS, generation * table::MAC_BUCKETS, &t.macs)?;
+    let name = map::TENANT_CONFIG;
+    let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    let mut a: Array<&mut MapData, TenantConfig> = Array::try_from(m).map_err(map_err(name))?;
+    for (&i, cfg) in &t.configs {
+        a.set(tenant_config_index(generation, i), *cfg, 0)
+            .map_err(map_err(name))?;
+    }
+    let name = map::GEN_CONFIG;
+    let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    let mut a: Array<&mut MapData, GenConfig> = Array::try_from(m).map_err(map_err(name))?;
+    a.set(generation, gen_config(c), 0).map_err(map_err(name))
 }
 
 /// A short, stable identifier of this build's eBPF object (FNV-1a 64).
