@@ -186,8 +186,9 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
         return drop_for(tenant, DIR, reason::SUSPENDED);
     }
     // The coarse clock (the last tick: 4 ms at HZ=250) costs a fraction of the precise
-    // one. Buckets are 20 ms deep or more and charge exact costs, so the tick only
-    // shifts when within a tick a packet is admitted, never the long-run rate.
+    // one. Buckets charge exact costs, so the tick only shifts when within a tick a
+    // packet is admitted, never the long-run rate.
+
     let mut now = 0;
 
     if DIR == direction::OUT

@@ -12,8 +12,11 @@ use crate::policy::{Policy, Smtp};
 /// Default bucket depth when a plan sets no `burst`: this much time at the plan's
 /// rate, but never less than [`MIN_BURST_BYTES`].
 pub const DEFAULT_BURST_SECONDS: f64 = 0.010;
-/// Smallest default burst: a 64 KiB GSO super-packet must fit.
-pub const MIN_BURST_BYTES: u64 = 64 * 1024;
+/// Smallest default burst. Above a path's bandwidth-delay product at low plans (20
+/// Mbit/s at 10 ms is 25 KB), small enough that a second of traffic stays within a
+/// few percent of the plan. A larger (GSO) packet still passes when the bucket is not
+/// ahead: the check comes before the charge.
+pub const MIN_BURST_BYTES: u64 = 32 * 1024;
 
 /// One generation's content.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -180,7 +183,7 @@ tenants:
         let c = compiled(&["b"]);
         let a = c.configs[&0];
         assert_eq!(a.flags, tenant_flags::MACS_BOUND | tenant_flags::SMTP_ALLOW);
-        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 64 * 1024));
+        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 32 * 1024));
         assert_eq!(a.rate[1], Rate::from_bits_per_second(200_000_000, 250_000));
 
         let b = c.configs[&1];
