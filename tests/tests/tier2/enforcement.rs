@@ -302,14 +302,51 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
         &plans_policy(&lab)?,
         &["--detach-on-exit"],
     )?;
+    // The node interface each case's policed traffic leaves by, before the WAN delay
+    // line: its kernel byte counter is where "never more than plan + 5% in any second"
+    // is measured. At the receiver the lab's userspace delay line adds its own
+    // scheduling jitter, which moved single receiver seconds up to +5.5% while the
+    // average was at the plan; those peaks are reported, not judged.
+    let egress = ["wan1", "wan1", "lan1", "lan0", "wan0"];
     let mut port = 5400;
-    for (what, _, _, sns, saddr, cns, plan) in plan_cases(&lab) {
+    for ((what, _, _, sns, saddr, cns, plan), ifname) in plan_cases(&lab).into_iter().zip(egress) {
         port += 1;
-        let tcp = iperf(sns, saddr, cns, port, None, 5)?;
-        let max = tcp.intervals_bps.iter().cloned().fold(0.0, f64::max);
+        let (node, ifname_s) = (lab.node.clone(), ifname.to_string());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> Result<Vec<(std::time::Instant, u64)>> {
+                let mut samples = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 60 {
+                    samples.push((std::time::Instant::now(), tx_bytes(&node, &ifname_s)?));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Ok(samples)
+            })
+        };
+        let tcp = iperf(sns, saddr, cns, port, None, 5);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("sampler panicked"))??;
+        let tcp = tcp?;
+        // Per-second rates at the policer's output; the first second holds the start
+        // (the burst), the last may be partial: both count, nothing is skipped.
+        let per_second: Vec<f64> = samples
+            .windows(2)
+            .map(|w| (w[1].1 - w[0].1) as f64 * 8.0 / w[1].0.duration_since(w[0].0).as_secs_f64())
+            .collect();
+        let max = per_second.iter().cloned().fold(0.0, f64::max);
+        let receiver_max = tcp.intervals_bps.iter().cloned().fold(0.0, f64::max);
         eprintln!(
-            "{what}: plan {:.0} Mbit/s; TCP delivered {:.2} Mbit/s ({:.1}% of plan), highest 1 s interval {:.2} Mbit/s ({:+.1}%)",
-            plan / 1e6, tcp.received_bps / 1e6, tcp.received_bps / plan * 100.0, max / 1e6, (max / plan - 1.0) * 100.0
+            "{what}: plan {:.0} Mbit/s; TCP delivered {:.2} Mbit/s ({:.1}% of plan); highest second leaving {ifname} {:.2} Mbit/s ({:+.1}%), at the receiver {:.2} ({:+.1}%)",
+            plan / 1e6, tcp.received_bps / 1e6, tcp.received_bps / plan * 100.0,
+            max / 1e6, (max / plan - 1.0) * 100.0, receiver_max / 1e6, (receiver_max / plan - 1.0) * 100.0
+        );
+        ensure!(
+            per_second.len() >= 4,
+            "{what}: only {} per-second samples",
+            per_second.len()
         );
         ensure!(
             tcp.received_bps >= 0.8 * plan,
@@ -318,11 +355,19 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
         );
         ensure!(
             max <= 1.05 * plan,
-            "{what}: a TCP interval reached {:.2} Mbit/s, over plan + 5%",
+            "{what}: a second leaving {ifname} carried {:.2} Mbit/s, over plan + 5%",
             max / 1e6
         );
     }
     Ok(())
+}
+
+/// Bytes sent by a node interface (kernel counter; frames with their Ethernet header).
+fn tx_bytes(ns: &Netns, ifname: &str) -> Result<u64> {
+    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?)?;
+    v[0]["stats64"]["tx"]["bytes"]
+        .as_u64()
+        .context("no tx byte counter")
 }
 
 #[test]
