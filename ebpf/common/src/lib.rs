@@ -32,6 +32,8 @@ pub const MAX_PREFIX_LENS: usize = 8;
 /// Number of policy generations held in the kernel.
 pub const GENERATIONS: u32 = 2;
 
+pub mod facts;
+
 /// Traffic direction, seen from the tenant.
 ///
 /// `OUT` is traffic sent by the tenant (from-tenant), `IN` is traffic received by
@@ -62,8 +64,12 @@ pub mod reason {
     pub const SMTP: usize = 4;
     /// The tenant is suspended.
     pub const SUSPENDED: usize = 5;
+    /// A detection's block: a victim, a port, a relaying listener port.
+    pub const BLOCKED: usize = 6;
+    /// A blackholed tenant address under an inbound flood.
+    pub const BLACKHOLE: usize = 7;
     /// Number of reasons.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 8;
     /// Label values, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "bandwidth",
@@ -72,6 +78,8 @@ pub mod reason {
         "spoof_mac",
         "smtp",
         "suspended",
+        "blocked",
+        "blackhole",
     ];
 }
 
@@ -274,6 +282,8 @@ pub struct GenConfig {
     /// [`gen_flags`] bits.
     pub flags: u8,
     pub _pad: [u8; 5],
+    /// Every tenant's event budget ([`facts::EVENT_BUDGET`] unless a benchmark lifts it).
+    pub event_budget: Rate,
 }
 
 /// Bits of [`GenConfig::flags`].
@@ -338,6 +348,16 @@ pub struct TenantConfig {
     pub rate: [Rate; 2],
     /// New outbound SMTP connections, when [`tenant_flags::SMTP_RATE`] is set.
     pub smtp: Rate,
+    /// `flood_out.syn_pps` as SYNs (and reflection-sized replies) per flood epoch at one
+    /// victim (see [`facts::FLOOD_EPOCH_SHIFT`]); 0 = not checked.
+    pub flood_out_syn: u32,
+    /// `flood_out.pps` as UDP/ICMP/other packets per flood epoch at one victim.
+    pub flood_out_pkts: u32,
+    /// `flood_in.pps` as unsolicited packets per flood epoch at one tenant address.
+    pub flood_in_pkts: u32,
+    pub _pad2: u32,
+    /// `flood_in.bps` as unsolicited bytes per flood epoch at one tenant address.
+    pub flood_in_bytes: u64,
 }
 
 /// Bits of [`TenantConfig::flags`].
@@ -365,10 +385,12 @@ pub struct Bucket {
     pub tat: u64,
 }
 
-/// Buckets per tenant in [`map::BUCKETS`]: bandwidth out, bandwidth in, SMTP.
+/// Buckets per tenant in [`map::BUCKETS`]: bandwidth out, bandwidth in, SMTP, events.
 pub mod bucket {
-    pub const PER_TENANT: u32 = 3;
+    pub const PER_TENANT: u32 = 4;
     pub const SMTP: u32 = 2;
+    /// The tenant's event budget ([`facts::EVENT_BUDGET`](crate::facts::EVENT_BUDGET)).
+    pub const EVENTS: u32 = 3;
     /// Index of a tenant's bucket `which` (a direction, or [`SMTP`]).
     #[inline(always)]
     pub const fn index(tenant: u32, which: u32) -> u32 {
@@ -410,9 +432,32 @@ pub mod map {
     /// Per-CPU array of [`Counters`](super::Counters), index
     /// [`global::index`](super::global::index). Written by the programs.
     pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
+    /// Array of u64 words, [`CONTACT_WORDS`](crate::facts::CONTACT_WORDS): the contact
+    /// filter. Written by the programs.
+    pub const CONTACTS: &str = "CONTACTS";
+    /// Array of [`Pending`](crate::facts::Pending), [`PENDING_SLOTS`](crate::facts::PENDING_SLOTS).
+    /// Written by the programs.
+    pub const PENDING: &str = "PENDING";
+    /// Array of u64, `SKETCH_ROWS * SKETCH_WIDTH`: the flood sketch. Written by the programs.
+    pub const SKETCH: &str = "SKETCH";
+    /// Array of u64, [`REPORTED_SLOTS`](crate::facts::REPORTED_SLOTS): flood events sent
+    /// this epoch (epoch << 32 | key tag). Written by the programs.
+    pub const REPORTED: &str = "REPORTED";
+    /// Ring buffer of [`Event`](crate::facts::Event) and
+    /// [`SampleEvent`](crate::facts::SampleEvent). Written by the programs.
+    pub const EVENTS: &str = "EVENTS";
+    /// Array of [`TenantRuntime`](crate::facts::TenantRuntime), index tenant. Written by
+    /// the daemon (the programs count `capture` down).
+    pub const TENANT_RUNTIME: &str = "TENANT_RUNTIME";
+    /// Hash [`BlockKey`](crate::facts::BlockKey) -> [`BlockValue`](crate::facts::BlockValue),
+    /// [`MAX_BLOCKS`](crate::facts::MAX_BLOCKS) entries. Written by the daemon.
+    pub const BLOCKS: &str = "BLOCKS";
+    /// Per-CPU array of u64, [`fact_counter`](crate::facts::fact_counter). Written by the
+    /// programs.
+    pub const FACT_COUNTERS: &str = "FACT_COUNTERS";
 
     /// Every map, in the order the daemon pins them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 20] = [
         ACTIVE,
         GEN_CONFIG,
         ADDRS_V4,
@@ -425,6 +470,14 @@ pub mod map {
         TENANT_COUNTERS,
         DROP_COUNTERS,
         GLOBAL_COUNTERS,
+        CONTACTS,
+        PENDING,
+        SKETCH,
+        REPORTED,
+        EVENTS,
+        TENANT_RUNTIME,
+        BLOCKS,
+        FACT_COUNTERS,
     ];
 }
 
@@ -455,6 +508,12 @@ mod pod {
     unsafe impl aya::Pod for Rate {}
     unsafe impl aya::Pod for TenantConfig {}
     unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for facts::Event {}
+    unsafe impl aya::Pod for facts::SampleEvent {}
+    unsafe impl aya::Pod for facts::TenantRuntime {}
+    unsafe impl aya::Pod for facts::BlockKey {}
+    unsafe impl aya::Pod for facts::BlockValue {}
+    unsafe impl aya::Pod for facts::Pending {}
 }
 
 // No implicit padding: every size is the sum of its fields.
@@ -463,9 +522,14 @@ const _: () = assert!(core::mem::size_of::<DropCounters>() == 8 * reason::COUNT)
 const _: () = assert!(core::mem::size_of::<TenantRef>() == 4);
 const _: () = assert!(core::mem::size_of::<Bucket64>() == 64);
 const _: () = assert!(core::mem::size_of::<Bucket128>() == 96);
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 40);
 const _: () = assert!(core::mem::size_of::<Rate>() == 16);
-const _: () = assert!(core::mem::size_of::<TenantConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<TenantConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<facts::Event>() == 72);
+const _: () = assert!(core::mem::size_of::<facts::SampleEvent>() == 32 + facts::SAMPLE_BYTES);
+const _: () = assert!(core::mem::size_of::<facts::TenantRuntime>() == 48);
+const _: () = assert!(core::mem::size_of::<facts::BlockKey>() == 24);
+const _: () = assert!(core::mem::size_of::<facts::Pending>() == 16);
 const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
 
 #[cfg(test)]

@@ -115,12 +115,25 @@ pub fn compile(
                 _pad: 0,
                 rate: [plan(s.bandwidth.egress), plan(s.bandwidth.ingress)],
                 smtp,
+                flood_out_syn: per_flood_epoch(s.detectors.flood_out.syn_pps),
+                flood_out_pkts: per_flood_epoch(s.detectors.flood_out.pps),
+                flood_in_pkts: per_flood_epoch(s.detectors.flood_in.pps),
+                _pad2: 0,
+                flood_in_bytes: u64::from(per_flood_epoch(s.detectors.flood_in.bps / 8)),
             },
         );
     }
     c.v4_lens = longest_first(lens4, "IPv4")?;
     c.v6_lens = longest_first(lens6, "IPv6")?;
     Ok(c)
+}
+
+/// A per-second threshold as a count per flood epoch (2^30 ns), at least 1 (0 would
+/// turn the check off), at most u32::MAX.
+pub fn per_flood_epoch(per_second: u64) -> u32 {
+    let epoch_ns = 1u128 << warden_common::facts::FLOOD_EPOCH_SHIFT;
+    let n = (u128::from(per_second) * epoch_ns).div_ceil(1_000_000_000);
+    n.clamp(1, u128::from(u32::MAX)) as u32
 }
 
 fn longest_first(lens: BTreeSet<u8>, family: &'static str) -> Result<Vec<u8>, CompileError> {

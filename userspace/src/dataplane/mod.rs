@@ -952,6 +952,7 @@ pub fn gen_config(c: &Compiled) -> GenConfig {
     if !c.macs.is_empty() {
         gc.flags |= gen_flags::ANY_MACS;
     }
+    gc.event_budget = warden_common::facts::EVENT_BUDGET;
     gc
 }
 

@@ -1,0 +1,331 @@
+//! Detection facts: what the programs observe for the detectors, and the runtime state
+//! the daemon writes back (blocks, blackholes, throttles, packet capture).
+//!
+//! Every structure here is fixed in size whatever the traffic (design:
+//! `docs/detection-design.md`):
+//!
+//! - [`map::CONTACTS`](crate::map::CONTACTS): a blocked bloom filter of first contacts,
+//!   one u64 word per block, tagged with the contact epoch in its high half; a word from
+//!   an older epoch counts as empty. Lossy both ways (a race can lose a bit; a full word
+//!   can say "seen" for a new key) and self-clearing: nothing to sweep.
+//! - [`map::PENDING`](crate::map::PENDING): a direct-mapped table of first-contact
+//!   attempts waiting for their answer; a newer attempt overwrites an older one in the
+//!   same slot (counted in [`fact_counter::PENDING_OVERWRITTEN`]).
+//! - [`map::SKETCH`](crate::map::SKETCH): a count-min sketch (depth [`SKETCH_ROWS`]) of
+//!   packets (and inbound bytes) per (tenant, address, class) in the current flood
+//!   epoch, epoch-tagged per counter.
+//! - [`map::REPORTED`](crate::map::REPORTED): which (tenant, address, class) already
+//!   sent its flood event this epoch.
+//! - [`map::EVENTS`](crate::map::EVENTS): the ring buffer. Events are sent only on state
+//!   changes (a first contact, its answer, a flood crossing, a captured sample), charged
+//!   to a per-tenant budget ([`EVENT_BUDGET`], bucket [`bucket::EVENTS`](crate::bucket::EVENTS)).
+//!   Events over budget and events the ring had no room for are counted in
+//!   [`fact_counter`] and exported as `warden_events_lost_total`.
+
+use crate::Rate;
+
+/// Log2 of the number of u64 words in [`map::CONTACTS`](crate::map::CONTACTS) (2 MiB).
+pub const CONTACT_BITS: u32 = 18;
+/// Words in the contact filter.
+pub const CONTACT_WORDS: u32 = 1 << CONTACT_BITS;
+/// A contact epoch is `now >> CONTACT_EPOCH_SHIFT` ns (2^36 ns, about 68.7 s): a key not
+/// seen in the current epoch is a first contact again.
+pub const CONTACT_EPOCH_SHIFT: u32 = 36;
+
+/// Log2 of the slots of [`map::PENDING`](crate::map::PENDING).
+pub const PENDING_BITS: u32 = 16;
+/// Slots of the pending-attempt table.
+pub const PENDING_SLOTS: u32 = 1 << PENDING_BITS;
+
+/// Rows of the count-min sketch.
+pub const SKETCH_ROWS: u32 = 2;
+/// Log2 of the counters per row.
+pub const SKETCH_BITS: u32 = 16;
+/// Counters per row.
+pub const SKETCH_WIDTH: u32 = 1 << SKETCH_BITS;
+/// A flood epoch is `now >> FLOOD_EPOCH_SHIFT` ns (2^30 ns = 1.073741824 s). Per-second
+/// thresholds are compiled into counts per flood epoch.
+pub const FLOOD_EPOCH_SHIFT: u32 = 30;
+/// Bits of a sketch counter holding the count; the rest hold the low bits of the epoch.
+pub const SKETCH_COUNT_BITS: u32 = 48;
+
+/// Log2 of the slots of [`map::REPORTED`](crate::map::REPORTED).
+pub const REPORTED_BITS: u32 = 12;
+/// Slots of the reported table.
+pub const REPORTED_SLOTS: u32 = 1 << REPORTED_BITS;
+
+/// Entries of [`map::BLOCKS`](crate::map::BLOCKS).
+pub const MAX_BLOCKS: u32 = 65_536;
+
+/// Bytes of the event ring buffer.
+pub const EVENTS_RING_BYTES: u32 = 1 << 22;
+
+/// Bytes of a frame a [`SampleEvent`] carries at most.
+pub const SAMPLE_BYTES: usize = 128;
+
+/// The per-tenant event budget: 2,000 events per second, 500 back to back (written into
+/// every generation's [`GenConfig::event_budget`](crate::GenConfig)). Answers
+/// ([`event::OUTCOME`]) are not charged: each clears the attempt it answers, so there are
+/// never more of them than of charged attempts. Flood events are not charged either:
+/// one per (tenant, address, class) and epoch, and each needs a threshold's worth of
+/// packets.
+pub const EVENT_BUDGET: Rate = Rate::from_events_per_second(2_000.0, 500);
+
+/// Event kinds (the first word of every ring-buffer record).
+pub mod event {
+    /// A tenant's first contact with a remote endpoint: TCP SYN, UDP datagram (not a
+    /// reply), ICMP echo request. [`Event`](super::Event): local = tenant address,
+    /// remote = destination, ports, proto.
+    pub const ATTEMPT: u32 = 1;
+    /// The answer to a pending attempt; `detail` is an [`outcome`](super::outcome).
+    pub const OUTCOME: u32 = 2;
+    /// The tenant accepted an inbound connection from a remote it had not accepted from
+    /// in this contact epoch (a SYN-ACK it sent): local = tenant address and port.
+    pub const ACCEPTED: u32 = 3;
+    /// A flood estimate crossed (went strictly above) its threshold in this flood epoch; `detail` is the
+    /// [`class`](super::class), `value` the estimate so far, `threshold` the per-epoch
+    /// threshold. Out: remote = victim; in: local = attacked tenant address.
+    pub const FLOOD: u32 = 4;
+    /// A captured frame ([`SampleEvent`](super::SampleEvent)).
+    pub const SAMPLE: u32 = 5;
+}
+
+/// [`Event::detail`] of an [`event::OUTCOME`].
+pub mod outcome {
+    /// SYN-ACK, UDP reply, echo reply.
+    pub const SUCCESS: u8 = 1;
+    /// TCP RST.
+    pub const REFUSED: u8 = 2;
+    /// ICMP / ICMPv6 destination unreachable quoting the attempt.
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Flood classes: [`Event::detail`] of an [`event::FLOOD`] and part of the sketch key.
+pub mod class {
+    /// Out: TCP SYN without ACK (threshold `syn_pps`).
+    pub const SYN: u8 = 1;
+    /// Out: UDP, ICMP and other non-TCP packets (threshold `pps`).
+    pub const PACKETS: u8 = 2;
+    /// Out: reflection-sized UDP replies from an amplifier's service port (threshold
+    /// `syn_pps`).
+    pub const REPLY: u8 = 3;
+    /// In: unsolicited packets at one tenant address (SYN, UDP, ICMP, other non-TCP;
+    /// threshold `pps`).
+    pub const IN_PACKETS: u8 = 4;
+    /// In: bytes of the same packets (threshold `bps / 8`).
+    pub const IN_BYTES: u8 = 5;
+}
+
+/// UDP source ports of services abused as amplifiers: a from-tenant UDP datagram from
+/// one of these, larger than [`REFLECTION_MIN_BYTES`], is a reflection-sized reply.
+pub const AMPLIFIER_PORTS: [u16; 10] = [19, 53, 123, 161, 389, 1900, 3702, 5353, 11211, 27015];
+/// Frame bytes from which an amplifier's reply counts as reflection-sized.
+pub const REFLECTION_MIN_BYTES: u64 = 512;
+
+/// One ring-buffer record (all kinds but [`event::SAMPLE`]). Addresses are in network
+/// order; an IPv4 address fills the first 4 bytes. Ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// An [`event`] kind.
+    pub kind: u32,
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC, coarse).
+    pub at: u64,
+    /// The tenant-side address.
+    pub local: [u8; 16],
+    /// The other side's address.
+    pub remote: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol (6, 17, 1, 58).
+    pub proto: u8,
+    /// OUTCOME: an [`outcome`]; FLOOD: a [`class`]; else 0.
+    pub detail: u8,
+    /// A [`direction`](crate::direction) (FLOOD: which way the flood goes).
+    pub dir: u8,
+    /// Tenant-side port (host order; ICMP: 0).
+    pub local_port: u16,
+    /// Remote port (host order; ICMP: 0).
+    pub remote_port: u16,
+    /// FLOOD: the estimate so far in this epoch.
+    pub value: u64,
+    /// FLOOD: the per-epoch threshold it crossed.
+    pub threshold: u64,
+}
+
+/// A captured frame: the first [`SAMPLE_BYTES`] bytes of a frame of a tenant the
+/// daemon asked samples of ([`TenantRuntime::capture`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleEvent {
+    /// [`event::SAMPLE`].
+    pub kind: u32,
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// `bpf_ktime_get_coarse_ns`.
+    pub at: u64,
+    /// The frame's length.
+    pub orig_len: u32,
+    /// Bytes of `data` filled.
+    pub cap_len: u32,
+    /// The direction the frame went.
+    pub dir: u32,
+    pub _pad: u32,
+    /// The frame, from the Ethernet header.
+    pub data: [u8; SAMPLE_BYTES],
+}
+
+/// Runtime state of one tenant, written by the daemon, index = dense tenant index
+/// ([`map::TENANT_RUNTIME`](crate::map::TENANT_RUNTIME)). Not part of a generation:
+/// it follows detections, not the policy file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TenantRuntime {
+    /// [`runtime_flags`] bits.
+    pub flags: u32,
+    /// Frames still to capture as [`SampleEvent`]s; the programs count it down (a race
+    /// between CPUs may capture one or two more).
+    pub capture: i32,
+    /// With [`runtime_flags::THROTTLE`]: the reduced plan per direction, used instead
+    /// of the policy's plan (the daemon writes the lower of the two) until
+    /// `throttle_until_ns`.
+    pub throttle: [Rate; 2],
+    /// When the throttle expires (`bpf_ktime_get_coarse_ns` time): the programs ignore
+    /// it after that, so a throttle ends on time even if the daemon is down.
+    pub throttle_until_ns: u64,
+}
+
+/// Bits of [`TenantRuntime::flags`].
+pub mod runtime_flags {
+    /// The tenant has entries in [`map::BLOCKS`](crate::map::BLOCKS): look them up.
+    pub const BLOCKS: u32 = 1;
+    /// Police with [`TenantRuntime::throttle`](super::TenantRuntime).
+    pub const THROTTLE: u32 = 2;
+}
+
+/// Key of [`map::BLOCKS`](crate::map::BLOCKS). The programs look up, for a tenant with
+/// [`runtime_flags::BLOCKS`]:
+/// - from-tenant: `{dir OUT, addr = remote, port 0}` (a victim) and
+///   `{dir OUT, addr = 0, family 0, port = dport}` (a port, any host);
+/// - to-tenant: `{dir IN, addr = local, port 0}` (a blackholed tenant address) and
+///   `{dir IN, addr = 0, family 0, port = dport}` (a relaying listener port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub tenant: u32,
+    /// A [`direction`](crate::direction).
+    pub dir: u8,
+    /// 4, 6, or 0 with a zero address (any host).
+    pub family: u8,
+    /// Host order; 0 = any port.
+    pub port: u16,
+    /// Network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// Value of [`map::BLOCKS`](crate::map::BLOCKS): expiry in `bpf_ktime_get_coarse_ns`
+/// time (the programs ignore an expired entry; the daemon deletes it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockValue {
+    pub until_ns: u64,
+}
+
+/// Slot of [`map::PENDING`](crate::map::PENDING).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// The attempt's key hash (0 = empty).
+    pub tag: u64,
+    /// When the attempt was seen.
+    pub at: u64,
+}
+
+/// Indices of the per-CPU u64 array [`map::FACT_COUNTERS`](crate::map::FACT_COUNTERS).
+pub mod fact_counter {
+    /// Events sent.
+    pub const SENT: u32 = 0;
+    /// Events not sent: over the tenant's budget.
+    pub const LOST_BUDGET: u32 = 1;
+    /// Events not sent: the ring buffer was full.
+    pub const LOST_RING: u32 = 2;
+    /// Pending attempts overwritten by a newer one before their answer.
+    pub const PENDING_OVERWRITTEN: u32 = 3;
+    /// Samples captured.
+    pub const SAMPLES: u32 = 4;
+    /// Packets dropped by a block or blackhole.
+    pub const BLOCKED: u32 = 5;
+    pub const COUNT: u32 = 6;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "sent",
+        "lost_budget",
+        "lost_ring",
+        "pending_overwritten",
+        "samples",
+        "blocked",
+    ];
+}
+
+/// The shared mixing function of the fact structures (murmur3's finalizer); the daemon
+/// and tests use it to predict slots.
+#[inline(always)]
+pub const fn fact_hash(a: u64, b: u64) -> u64 {
+    let mut x = a ^ b.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    x ^= x >> 33;
+    x
+}
+
+/// Folds an address (network order, IPv4 in the first 4 bytes) into a u64 for hashing.
+#[inline(always)]
+pub const fn fold_addr(addr: &[u8; 16]) -> u64 {
+    let hi = u64::from_ne_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_ne_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    hi ^ lo.rotate_left(17)
+}
+
+/// Tags of the keys in the contact filter.
+pub mod contact_tag {
+    /// A from-tenant attempt at (remote, remote port, proto).
+    pub const OUT: u64 = 1;
+    /// A remote sent UDP to the tenant from (remote, remote port): the tenant's UDP to
+    /// it is a reply, not an attempt.
+    pub const IN_UDP: u64 = 2;
+    /// The tenant accepted a connection from (remote) on a local address.
+    pub const ACCEPTED: u64 = 3;
+}
+
+/// The key hash of a contact, attempt or answer: tenant, tag, protocol, port, and the
+/// folded remote (and, for [`contact_tag::ACCEPTED`], local) address. Never 0.
+#[inline(always)]
+pub const fn contact_key(tenant: u32, tag: u64, proto: u8, port: u16, addr: u64) -> u64 {
+    let a = ((tenant as u64) << 32) | (tag << 24) | ((proto as u64) << 16) | port as u64;
+    let h = fact_hash(a, addr);
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// The key hash of a sketch counter: tenant, class and folded address.
+#[inline(always)]
+pub const fn sketch_key(tenant: u32, class: u8, addr: u64) -> u64 {
+    fact_hash(((tenant as u64) << 8) | class as u64 | (1 << 60), addr)
+}
+
+/// Counter index of `key` in sketch row `row` (`row < SKETCH_ROWS`).
+#[inline(always)]
+pub const fn sketch_index(key: u64, row: u32) -> u32 {
+    let bits = if row == 0 { key } else { key >> 32 };
+    row * SKETCH_WIDTH + (bits as u32 & (SKETCH_WIDTH - 1))
+}
