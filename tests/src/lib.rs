@@ -1,13 +1,18 @@
 //! Warden's test harness, shared by the privileged test tiers and `cargo xtask demo`/`bench`.
 //!
 //! - [`delayline`]: a userspace delay line that gives the lab's links a WAN's round-trip time.
+//! - [`evidence`]: what the daemon concluded: flags and their evidence, metric series.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
 //! - [`lab`]: network namespaces, veth pairs and processes inside them, all removed on drop.
 //! - [`packets`]: frame builders for BPF_PROG_TEST_RUN fixtures.
-//! - [`topology`]: the standard lab of `configs/demo.yaml`.
+//! - [`topology`]: the standard lab of `configs/demo.yaml`, optionally with an outside
+//!   network of many hosts.
+//! - [`workloads`]: servers, clients and attack tools for the detection labs.
 
 pub mod delayline;
+pub mod evidence;
 pub mod http;
 pub mod lab;
 pub mod packets;
 pub mod topology;
+pub mod workloads;

@@ -319,6 +319,11 @@ impl Ipv4 {
         self
     }
 
+    /// The packet's bytes from the IP header on (what an ICMP error quotes).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.encode()
+    }
+
     fn encode(&self) -> Vec<u8> {
         let l4 = self.l4.encode(Family::V4);
         let header_len = len::IPV4 + self.options.len();
@@ -486,6 +491,11 @@ impl Ipv6 {
         self
     }
 
+    /// The packet's bytes from the IP header on (what an ICMPv6 error quotes).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.encode()
+    }
+
     fn encode(&self) -> Vec<u8> {
         let last = self.proto.unwrap_or_else(|| self.l4.proto(Family::V6));
         let mut payload = Vec::new();
@@ -603,6 +613,9 @@ pub enum L4 {
         seq: u16,
         payload: Vec<u8>,
     },
+    /// ICMP destination unreachable (type 3; ICMPv6 type 1 inside IPv6) with `code`,
+    /// quoting the start of the packet it reports (from its IP header on).
+    Unreachable { code: u8, quoted: Vec<u8> },
     /// ICMPv6 neighbour solicitation for `target`, with a source link-layer option.
     NeighborSolicitation { target: Ipv6Addr, source_mac: Mac },
     /// ICMPv6 neighbour advertisement for `target` (flags: R 0x80, S 0x40, O 0x20),
@@ -655,6 +668,15 @@ impl L4 {
         }
     }
 
+    /// ICMP port unreachable (code 3; ICMPv6: code 4) quoting `quoted`, the reported
+    /// packet's bytes from its IP header on (see [`Ipv4::bytes`], [`Ipv6::bytes`]).
+    pub fn port_unreachable(v6: bool, quoted: &[u8]) -> Self {
+        L4::Unreachable {
+            code: if v6 { 4 } else { 3 },
+            quoted: quoted.to_vec(),
+        }
+    }
+
     /// Raw bytes with no L4 header.
     pub fn raw(payload: &[u8]) -> Self {
         L4::None {
@@ -662,13 +684,17 @@ impl L4 {
         }
     }
 
-    /// Replaces the payload (no effect on neighbour discovery messages).
+    /// Replaces the payload (an unreachable's quoted packet; no effect on neighbour
+    /// discovery messages).
     pub fn with_payload(mut self, bytes: &[u8]) -> Self {
         match &mut self {
             L4::None { payload }
             | L4::Tcp { payload, .. }
             | L4::Udp { payload, .. }
-            | L4::Echo { payload, .. } => *payload = bytes.to_vec(),
+            | L4::Echo { payload, .. }
+            | L4::Unreachable {
+                quoted: payload, ..
+            } => *payload = bytes.to_vec(),
             L4::NeighborSolicitation { .. } | L4::NeighborAdvertisement { .. } => {}
         }
         self
@@ -679,8 +705,9 @@ impl L4 {
             L4::None { .. } => proto::NO_NEXT,
             L4::Tcp { .. } => proto::TCP,
             L4::Udp { .. } => proto::UDP,
-            L4::Echo { .. } if family == Family::V4 => proto::ICMP,
+            L4::Echo { .. } | L4::Unreachable { .. } if family == Family::V4 => proto::ICMP,
             L4::Echo { .. }
+            | L4::Unreachable { .. }
             | L4::NeighborSolicitation { .. }
             | L4::NeighborAdvertisement { .. } => proto::ICMPV6,
         }
@@ -734,6 +761,12 @@ impl L4 {
                 h.extend_from_slice(&id.to_be_bytes());
                 h.extend_from_slice(&seq.to_be_bytes());
                 h.extend_from_slice(payload);
+            }
+            L4::Unreachable { code, quoted } => {
+                let ty = if family == Family::V4 { 3 } else { 1 };
+                // type, code, checksum, 4 unused bytes, then the quoted packet.
+                h.extend_from_slice(&[ty, *code, 0, 0, 0, 0, 0, 0]);
+                h.extend_from_slice(quoted);
             }
             L4::NeighborSolicitation { target, source_mac } => {
                 h.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
@@ -866,6 +899,26 @@ mod tests {
         assert_eq!(f[14 + 40], 135);
         assert_eq!(&f[14 + 24..14 + 40], &solicited_node(B6).octets());
         assert_eq!(f.len(), 14 + 40 + 32);
+    }
+
+    #[test]
+    fn port_unreachable_quotes_the_reported_packet_after_an_8_byte_header() {
+        let probe = Ipv4::new(A, B).l4(L4::udp(40000, 161));
+        let quoted = probe.bytes();
+        assert_eq!(quoted.len(), 20 + 8);
+        let f = Frame::new(Ipv4::new(B, A).l4(L4::port_unreachable(false, &quoted))).build();
+        let icmp = 14 + 20;
+        assert_eq!(f[14 + 9], proto::ICMP);
+        assert_eq!(&f[icmp..icmp + 2], &[3, 3]);
+        assert_eq!(&f[icmp + 8..], &quoted[..]);
+
+        let probe6 = Ipv6::new(A6, B6).l4(L4::udp(40000, 161));
+        let f =
+            Frame::new(Ipv6::new(B6, A6).l4(L4::port_unreachable(true, &probe6.bytes()))).build();
+        let icmp = 14 + 40;
+        assert_eq!(f[14 + 6], proto::ICMPV6);
+        assert_eq!(&f[icmp..icmp + 2], &[1, 4]);
+        assert_eq!(f.len(), icmp + 8 + 40 + 8);
     }
 
     #[test]

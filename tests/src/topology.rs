@@ -14,6 +14,11 @@
 //! With a WAN delay ([`LabOptions::wan_delay_ms`]) the two WAN links run through a
 //! `wan` namespace instead (`wan0==w0a-[delayline]-w0b==eth0`, and wan1/w1a/w1b/eth1),
 //! whose [`delayline`] processes forward every frame unchanged after the delay.
+//!
+//! Built with [`StandardLab::build_outside`], the outside host also stands in for the
+//! Internet beyond the node (see [`outside`]): tens of thousands of live hosts that
+//! answer like real ones (a listener answers, a closed port refuses), and as many that
+//! do not exist.
 
 use std::{
     net::SocketAddr,
@@ -54,6 +59,65 @@ pub mod addr {
     pub const INITECH_V6: &str = "2001:db8:2:2::10";
     pub const NODE_LAN1_V4: &str = "198.18.2.129";
     pub const NODE_LAN1_V6: &str = "2001:db8:2:2::1";
+}
+
+/// The outside network of [`StandardLab::build_outside`], reached through the node's `wan1`
+/// (so from globex and initech, the gateway-mode tenants).
+///
+/// - *Live* hosts: every address of [`LIVE_V4`] and [`LIVE_V6`] is local to the `ext`
+///   namespace (a `local` route on its loopback, "AnyIP"), so a server listening on a
+///   wildcard address in `ext` answers on all of them at once, a closed port is refused
+///   (TCP RST, ICMP port unreachable) by `ext`'s own stack, and clients in `ext` can bind
+///   any of them as their source (for [`LIVE_V6`], `ext` allows non-local binds).
+/// - *Dark* hosts: [`DARK_V4`] and [`DARK_V6`] are routed to `ext`, which discards them
+///   (a `blackhole` route): probes there get no answer at all, like addresses nobody uses.
+///
+/// `ext` answers ICMP errors without its usual rate limit, so a closed UDP port always
+/// says so (as most hosts on the Internet would, each being a different host).
+pub mod outside {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Live outside hosts (IPv4): 198.19.0.1 to 198.19.127.254.
+    pub const LIVE_V4: &str = "198.19.0.0/17";
+    /// Hosts that do not exist (IPv4): 198.19.128.0 to 198.19.255.255.
+    pub const DARK_V4: &str = "198.19.128.0/17";
+    /// Live outside hosts (IPv6).
+    pub const LIVE_V6: &str = "2001:db8:100::/48";
+    /// Hosts that do not exist (IPv6).
+    pub const DARK_V6: &str = "2001:db8:101::/48";
+    /// What the node routes to `ext` (both halves of each family).
+    pub const ROUTED_V4: &str = "198.19.0.0/16";
+    pub const ROUTED_V6: &str = "2001:db8:100::/47";
+
+    /// Number of live (and of dark) IPv4 hosts.
+    pub const HOSTS_V4: u32 = (1 << 15) - 2;
+
+    /// The `i`-th live IPv4 host (`1..=HOSTS_V4`): 198.19.0.1, 198.19.0.2, ...
+    pub fn live_v4(i: u32) -> Ipv4Addr {
+        assert!((1..=HOSTS_V4).contains(&i), "live host {i} out of range");
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i)
+    }
+
+    /// The `i`-th dark IPv4 host (`1..=HOSTS_V4`): 198.19.128.1, 198.19.128.2, ...
+    pub fn dark_v4(i: u32) -> Ipv4Addr {
+        assert!((1..=HOSTS_V4).contains(&i), "dark host {i} out of range");
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 128, 0)) + i)
+    }
+
+    /// The `i`-th live IPv6 host: 2001:db8:100::i.
+    pub fn live_v6(i: u32) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, (i >> 16) as u16, i as u16)
+    }
+
+    /// The `i`-th dark IPv6 host: 2001:db8:101::i.
+    pub fn dark_v6(i: u32) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, (i >> 16) as u16, i as u16)
+    }
+
+    /// `n` consecutive live IPv4 hosts from the `first`-th, formatted.
+    pub fn live_v4_range(first: u32, n: u32) -> Vec<String> {
+        (first..first + n).map(|i| live_v4(i).to_string()).collect()
+    }
 }
 
 /// The policy the standard lab runs, with its run directories still generic.
@@ -106,6 +170,37 @@ struct Link<'a> {
     wire: Option<[&'a str; 2]>,
 }
 
+/// Routes [`outside`] from the node to `ext` and makes `ext` answer for it.
+fn build_outside(node: &Netns, ext: &Netns) -> Result<()> {
+    use crate::lab::check_test_address;
+    node.route(outside::ROUTED_V4, addr::EXT_WAN1_V4)?;
+    node.route(outside::ROUTED_V6, addr::EXT_WAN1_V6)?;
+    for (family, kind, net) in [
+        ("-4", "local", outside::LIVE_V4),
+        ("-6", "local", outside::LIVE_V6),
+        ("-4", "blackhole", outside::DARK_V4),
+        ("-6", "blackhole", outside::DARK_V6),
+    ] {
+        check_test_address(net)?;
+        let mut args = vec![family, "route", "add", kind, net];
+        if kind == "local" {
+            args.extend_from_slice(&["dev", "lo"]);
+        }
+        ext.ip(&args)?;
+    }
+    ext.sysctls(&[
+        // Binding a source address that only a `local` route makes ours.
+        ("net/ipv6/ip_nonlocal_bind", "1"),
+        // Every closed port answers: no per-destination ICMP rate limit, and a global
+        // one far above what a test sends.
+        ("net/ipv4/icmp_ratelimit", "0"),
+        ("net/ipv4/icmp_msgs_per_sec", "1000000"),
+        ("net/ipv4/icmp_msgs_burst", "100000"),
+        ("net/ipv6/icmp/ratelimit", "0"),
+    ])?;
+    Ok(())
+}
+
 impl StandardLab {
     /// Builds the topology and waits until it is quiet.
     pub fn build(prefix: &str) -> Result<Self> {
@@ -115,6 +210,22 @@ impl StandardLab {
     /// [`StandardLab::build`] with options. A WAN delay needs the `delayline` program
     /// (see [`delayline::binary`]).
     pub fn build_with(prefix: &str, opts: LabOptions) -> Result<Self> {
+        Self::build_lab(prefix, opts, false)
+    }
+
+    /// [`StandardLab::build`] plus the outside network of [`outside`] behind the node's
+    /// `wan1`: live and dark hosts by the tens of thousands.
+    pub fn build_outside(prefix: &str) -> Result<Self> {
+        Self::build_outside_with(prefix, LabOptions::default())
+    }
+
+    /// [`StandardLab::build_outside`] with options (a WAN delay puts the outside network
+    /// that far away too).
+    pub fn build_outside_with(prefix: &str, opts: LabOptions) -> Result<Self> {
+        Self::build_lab(prefix, opts, true)
+    }
+
+    fn build_lab(prefix: &str, opts: LabOptions, outside: bool) -> Result<Self> {
         let lab = Lab::new(prefix)?;
         let node = lab.netns("node")?;
         let ext = lab.netns("ext")?;
@@ -211,6 +322,9 @@ impl StandardLab {
         node.neigh_permanent("wan1", CONSOLE_V6, ext_mac)?;
         ext.route("198.18.2.0/24", NODE_WAN1_V4)?;
         ext.route("2001:db8:2::/48", NODE_WAN1_V6)?;
+        if outside {
+            build_outside(&node, &ext)?;
+        }
         let mut delaylines = Vec::new();
         if let (Some(wan), Some(delay_ms)) = (&wan, opts.wan_delay_ms) {
             for [w_a, w_b] in links.iter().filter_map(|l| l.wire) {

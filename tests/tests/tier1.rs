@@ -34,15 +34,22 @@ use anyhow::{anyhow, ensure, Context as _, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, MapData, PerCpuArray,
+        Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, TestRun, TestRunOptions,
 };
 use warden::dataplane::{write_generation as write_generation_maps, Compiled};
 use warden_common::{
-    bucket, direction, global, map, program, reason, tenant_counter_index, tenant_flags, Bucket,
-    Counters, DropCounters, Rate, TenantConfig, MAX_PREFIX_LENS,
+    bucket, direction,
+    facts::{
+        class, contact_key, contact_tag, event, fact_counter, fold_addr, outcome, runtime_flags,
+        sketch_index, sketch_key, BlockKey, BlockValue, Event, Pending, SampleEvent, TenantRuntime,
+        FLOOD_EPOCH_SHIFT, PENDING_SLOTS, REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS,
+        SKETCH_ROWS,
+    },
+    global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
+    DropCounters, GenConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
 };
 use warden_tests::packets::{
     ethertype, len, proto, solicited_node, tcp, Arp, Ext, Frame, Ipv4, Ipv6, Mac, L4, SRC_MAC,
@@ -164,6 +171,9 @@ struct TenantSpec {
     flags: u32,
     rate: [Rate; 2],
     smtp: Rate,
+    /// Flood thresholds per flood epoch: (out SYN, out packets, in packets, in bytes);
+    /// 0 = not counted.
+    flood: (u32, u32, u32, u64),
 }
 
 impl TenantSpec {
@@ -176,6 +186,7 @@ impl TenantSpec {
             flags: 0,
             rate: [Rate::UNLIMITED; 2],
             smtp: Rate::UNLIMITED,
+            flood: (0, 0, 0, 0),
         }
     }
 
@@ -216,6 +227,11 @@ impl TenantSpec {
             _pad: 0,
             rate: self.rate,
             smtp: self.smtp,
+            flood_out_syn: self.flood.0,
+            flood_out_pkts: self.flood.1,
+            flood_in_pkts: self.flood.2,
+            _pad2: 0,
+            flood_in_bytes: self.flood.3,
         }
     }
 }
@@ -627,6 +643,8 @@ fn malformed_outcome(prog: Prog) -> Outcome {
 
 struct Dataplane {
     ebpf: Ebpf,
+    /// The EVENTS ring buffer, taken out of `ebpf` to be read.
+    ring: RingBuf<MapData>,
 }
 
 /// (packets, bytes) summed over CPUs, for every counter the snapshot covers; drops
@@ -656,7 +674,9 @@ impl Dataplane {
                 p.load().with_context(|| format!("loading {prog}"))?;
             }
         }
-        let mut dp = Self { ebpf };
+        let ring = ebpf.take_map(map::EVENTS).context("no EVENTS")?;
+        let ring = RingBuf::try_from(ring)?;
+        let mut dp = Self { ebpf, ring };
         dp.write_generation(0, policy)?;
         dp.set_active(0)?;
         Ok(dp)
@@ -2275,4 +2295,1019 @@ fn run_error(e: &ProgramError) -> String {
         ProgramError::SyscallError(s) => format!("{}: {}", s.call, s.io_error),
         e => e.to_string(),
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Detection facts: events in the ring, the contact filter, pending attempts, the
+// flood sketch; and the daemon's runtime state: blocks, throttles, capture.
+//
+// The contact filter is shared by all programs of one object, so fixtures that run
+// the same behaviour through several programs give each its own remote or port.
+
+/// A ring-buffer record, decoded by its size and kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Record {
+    Event(Event),
+    Sample(SampleEvent),
+}
+
+fn decode(bytes: &[u8]) -> Record {
+    let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+    // SAFETY (both reads): the length is checked to be the type's size, and both types
+    // are plain integers and arrays (`aya::Pod`).
+    if kind == event::SAMPLE {
+        assert_eq!(
+            bytes.len(),
+            std::mem::size_of::<SampleEvent>(),
+            "sample record"
+        );
+        Record::Sample(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+    } else {
+        assert_eq!(bytes.len(), std::mem::size_of::<Event>(), "event record");
+        Record::Event(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+    }
+}
+
+/// An IPv4 address in event form: network order in the first 4 bytes.
+fn e4(a: Ipv4Addr) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&a.octets());
+    out
+}
+
+fn e6(a: Ipv6Addr) -> [u8; 16] {
+    a.octets()
+}
+
+/// The pending slot of an attempt's key (`warden_common::facts::PENDING`'s formula).
+fn pending_slot(key: u64) -> u32 {
+    (key >> 16) as u32 & (PENDING_SLOTS - 1)
+}
+
+/// The key of a from-tenant attempt of `tenant` at (`remote`, `port`, `proto`).
+fn attempt_key(tenant: u32, proto: u8, port: u16, remote: [u8; 16]) -> u64 {
+    contact_key(tenant, contact_tag::OUT, proto, port, fold_addr(&remote))
+}
+
+/// An event of tenant A (time left 0: compared separately).
+#[allow(clippy::too_many_arguments)]
+fn ev(
+    kind: u32,
+    dir: u32,
+    proto: u8,
+    detail: u8,
+    (local, local_port): ([u8; 16], u16),
+    (remote, remote_port): ([u8; 16], u16),
+) -> Event {
+    Event {
+        kind,
+        tenant: TENANT_A,
+        at: 0,
+        local,
+        remote,
+        family: if local[4..] == [0; 12] && remote[4..] == [0; 12] {
+            4
+        } else {
+            6
+        },
+        proto,
+        detail,
+        dir: dir as u8,
+        local_port,
+        remote_port,
+        value: 0,
+        threshold: 0,
+    }
+}
+
+/// Checks that `got` is exactly the events `want`, in order, each stamped within the
+/// clock window [t0, t1].
+fn assert_events(what: &str, got: &[Record], want: &[Event], (t0, t1): (u64, u64)) {
+    let events: Vec<Event> = got
+        .iter()
+        .map(|r| match r {
+            Record::Event(e) => *e,
+            Record::Sample(s) => panic!("{what}: a sample where events were expected: {s:?}"),
+        })
+        .collect();
+    assert_eq!(
+        events.len(),
+        want.len(),
+        "{what}: {} events, expected {}: {events:#?}",
+        events.len(),
+        want.len()
+    );
+    for (got, want) in events.iter().zip(want) {
+        assert!(
+            (t0..=t1).contains(&got.at),
+            "{what}: event at {} outside the run [{t0}, {t1}]: {got:?}",
+            got.at
+        );
+        assert_eq!(
+            *got,
+            Event {
+                at: got.at,
+                ..*want
+            },
+            "{what}"
+        );
+    }
+}
+
+/// The fact counters summed over CPUs, by `fact_counter` index.
+type Facts = [u64; fact_counter::COUNT as usize];
+
+fn fact_delta(before: &Facts, after: &Facts) -> Facts {
+    std::array::from_fn(|i| after[i] - before[i])
+}
+
+/// A fact counter delta with only `entries` set.
+fn facts_moved(entries: &[(u32, u64)]) -> Facts {
+    let mut f = [0; fact_counter::COUNT as usize];
+    for &(i, n) in entries {
+        f[i as usize] = n;
+    }
+    f
+}
+
+impl Dataplane {
+    /// Every record in the ring, oldest first.
+    fn drain(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            out.push(decode(&item));
+        }
+        out
+    }
+
+    fn fact_counters(&self) -> Facts {
+        let m = self.ebpf.map(map::FACT_COUNTERS).expect("FACT_COUNTERS");
+        let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m).expect("a per-CPU array");
+        std::array::from_fn(|i| {
+            a.get(&(i as u32), 0)
+                .expect("reading FACT_COUNTERS")
+                .iter()
+                .sum()
+        })
+    }
+
+    /// The pending slot `key` maps to.
+    fn pending(&self, key: u64) -> Pending {
+        let m = self.ebpf.map(map::PENDING).expect("PENDING");
+        let a: Array<&MapData, Pending> = Array::try_from(m).expect("an array");
+        a.get(&pending_slot(key), 0).expect("reading PENDING")
+    }
+
+    fn word(&self, name: &str, index: u32) -> u64 {
+        let m = self.ebpf.map(name).expect("the map");
+        let a: Array<&MapData, u64> = Array::try_from(m).expect("an array");
+        a.get(&index, 0).expect("reading a word")
+    }
+
+    fn runtime(&self, tenant: u32) -> TenantRuntime {
+        let m = self.ebpf.map(map::TENANT_RUNTIME).expect("TENANT_RUNTIME");
+        let a: Array<&MapData, TenantRuntime> = Array::try_from(m).expect("an array");
+        a.get(&tenant, 0).expect("reading TENANT_RUNTIME")
+    }
+
+    fn set_runtime(&mut self, tenant: u32, rt: TenantRuntime) {
+        let m = self
+            .ebpf
+            .map_mut(map::TENANT_RUNTIME)
+            .expect("TENANT_RUNTIME");
+        let mut a: Array<&mut MapData, TenantRuntime> = Array::try_from(m).expect("an array");
+        a.set(tenant, rt, 0).expect("writing TENANT_RUNTIME");
+    }
+
+    fn set_block(&mut self, key: BlockKey, until_ns: u64) {
+        let m = self.ebpf.map_mut(map::BLOCKS).expect("BLOCKS");
+        let mut h: BpfHashMap<&mut MapData, BlockKey, BlockValue> =
+            BpfHashMap::try_from(m).expect("a hash map");
+        h.insert(key, BlockValue { until_ns }, 0)
+            .expect("writing BLOCKS");
+    }
+
+    /// Replaces the event budget of generation 0 (the active one).
+    fn set_event_budget(&mut self, rate: Rate) {
+        let m = self.ebpf.map_mut(map::GEN_CONFIG).expect("GEN_CONFIG");
+        let mut a: Array<&mut MapData, GenConfig> = Array::try_from(m).expect("an array");
+        let mut gc = a.get(&0, 0).expect("reading GEN_CONFIG");
+        gc.event_budget = rate;
+        a.set(0, gc, 0).expect("writing GEN_CONFIG");
+    }
+
+    /// Runs `frame` through `prog` (`repeat` times), checks verdict and counters as
+    /// `outcome` says, and returns the records it put in the ring with the run's clock
+    /// window.
+    fn run_facts(
+        &mut self,
+        prog: Prog,
+        what: &str,
+        frame: &Frame,
+        outcome: Outcome,
+        repeat: u32,
+    ) -> (Vec<Record>, (u64, u64)) {
+        let frame = frame.build();
+        assert!(
+            self.drain().is_empty(),
+            "{what}: the ring was not empty before"
+        );
+        let before = self.snapshot().expect("reading counters");
+        let t0 = monotonic_ns();
+        let r = self.run_repeat(prog, &frame, repeat);
+        let t1 = monotonic_ns();
+        let after = self.snapshot().expect("reading counters");
+        let r = r.unwrap_or_else(|e| panic!("{what} [{prog}]: {}", run_error(&e)));
+        assert_eq!(
+            r,
+            prog.retval(outcome.verdict()),
+            "{what} [{prog}]: verdict, expected {outcome}"
+        );
+        assert_eq!(
+            changes(&before, &after),
+            outcome.changes(prog.dir(), frame.len(), repeat.into()),
+            "{what} [{prog}]: counters, expected {outcome}"
+        );
+        (self.drain(), (t0, t1))
+    }
+}
+
+/// Other remotes nobody owns.
+const U2: Ipv4Addr = Ipv4Addr::new(198, 19, 7, 8);
+const U3: Ipv4Addr = Ipv4Addr::new(198, 19, 7, 9);
+const U2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 2);
+/// Another address of tenant A's /24.
+const A2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+
+/// The from-tenant and to-tenant program of each hook.
+const PAIRS: [(Prog, Prog); 2] = [(Prog::XdpFrom, Prog::XdpTo), (Prog::TcFrom, Prog::TcTo)];
+
+/// A from-tenant TCP SYN is a first contact: one ATTEMPT event with the tenant's and
+/// the remote's addresses and ports, and the attempt in its PENDING slot (tag = key,
+/// at = the packet's time). The same SYN again in this contact epoch is no first
+/// contact: no event, the slot as it was. IPv4 and IPv6, XDP and tc.
+#[test]
+fn a_first_syn_sends_one_attempt_and_fills_its_pending_slot_and_a_repeat_sends_nothing() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    for (i, prog) in Prog::FROM.into_iter().enumerate() {
+        let port = 443 + i as u16;
+        for (frame, local, remote) in [
+            (ip4(A, U, syn_to(port)), e4(A), e4(U)),
+            (ip6(A6, U6, syn_to(port)), e6(A6), e6(U6)),
+        ] {
+            let what = format!("SYN to port {port} ({})", remote[0]);
+            let facts = dp.fact_counters();
+            let (got, window) = dp.run_facts(prog, &what, &frame, TA, 1);
+            let want = ev(
+                event::ATTEMPT,
+                direction::OUT,
+                proto::TCP,
+                0,
+                (local, 40000),
+                (remote, port),
+            );
+            assert_events(&what, &got, &[want], window);
+            let key = attempt_key(TENANT_A, proto::TCP, port, remote);
+            let slot = dp.pending(key);
+            assert_eq!(slot.tag, key, "{what} [{prog}]: PENDING tag");
+            assert!(
+                (window.0..=window.1).contains(&slot.at),
+                "{what} [{prog}]: PENDING at {} outside the run {window:?}",
+                slot.at
+            );
+
+            let (again, _) = dp.run_facts(prog, &what, &frame, TA, 1);
+            assert_events(&format!("{what}, again"), &again, &[], window);
+            assert_eq!(
+                dp.pending(key),
+                slot,
+                "{what} [{prog}]: the repeat moved PENDING"
+            );
+            assert_eq!(
+                fact_delta(&facts, &dp.fact_counters()),
+                facts_moved(&[(fact_counter::SENT, 1)]),
+                "{what} [{prog}]: fact counters"
+            );
+        }
+    }
+}
+
+/// The answer to a pending attempt: a to-tenant SYN-ACK from the contacted remote and
+/// port is OUTCOME SUCCESS, a RST (with or without ACK) OUTCOME REFUSED; either clears
+/// the slot, so a second answer sends nothing. An answer from a port the tenant never
+/// contacted sends nothing. Events of answers are not budgeted.
+#[test]
+fn a_syn_ack_or_rst_answering_a_pending_attempt_sends_its_outcome_and_clears_the_slot() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    let answers = [
+        (tcp::SYN | tcp::ACK, outcome::SUCCESS),
+        (tcp::RST | tcp::ACK, outcome::REFUSED),
+        (tcp::RST, outcome::REFUSED),
+    ];
+    for (i, (from, to)) in PAIRS.into_iter().enumerate() {
+        for (j, (flags, result)) in answers.into_iter().enumerate() {
+            let port = 2000 + (10 * i + j) as u16;
+            for is_v6 in [false, true] {
+                let (syn, answer, local, remote) = if is_v6 {
+                    (
+                        ip6(A6, U6, syn_to(port)),
+                        ip6(U6, A6, L4::tcp(port, 40000, flags)),
+                        e6(A6),
+                        e6(U6),
+                    )
+                } else {
+                    (
+                        ip4(A, U, syn_to(port)),
+                        ip4(U, A, L4::tcp(port, 40000, flags)),
+                        e4(A),
+                        e4(U),
+                    )
+                };
+                let what = format!("port {port}, answer flags {flags:#04x}, v6 {is_v6}");
+                let (got, _) = dp.run_facts(from, &what, &syn, TA, 1);
+                assert_eq!(got.len(), 1, "{what}: the SYN's ATTEMPT");
+                let key = attempt_key(TENANT_A, proto::TCP, port, remote);
+                assert_eq!(dp.pending(key).tag, key, "{what}: pending");
+
+                let (got, window) = dp.run_facts(to, &what, &answer, TA, 1);
+                let want = ev(
+                    event::OUTCOME,
+                    direction::IN,
+                    proto::TCP,
+                    result,
+                    (local, 40000),
+                    (remote, port),
+                );
+                assert_events(&what, &got, &[want], window);
+                assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
+                let (again, window) = dp.run_facts(to, &what, &answer, TA, 1);
+                assert_events(&format!("{what}, again"), &again, &[], window);
+            }
+        }
+        let stray = ip4(U, A, L4::tcp(9, 40000, tcp::SYN | tcp::ACK));
+        let (got, window) = dp.run_facts(to, "SYN-ACK nobody asked for", &stray, TA, 1);
+        assert_events("SYN-ACK nobody asked for", &got, &[], window);
+    }
+}
+
+/// UDP and ICMP answers: a UDP probe answered by ICMP port unreachable (IPv4 type 3,
+/// IPv6 type 1) quoting it is OUTCOME UNREACHABLE naming the quoted destination and
+/// ports; an echo request answered by an echo reply is OUTCOME SUCCESS (protocol 1 or
+/// 58, ports 0); a UDP datagram answered from the remote's port is SUCCESS.
+#[test]
+fn icmp_unreachable_quoting_a_probe_echo_replies_and_udp_replies_answer_their_attempts() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    // A router between the tenant and the probed host sends the error.
+    let router = Ipv4Addr::new(198, 19, 0, 1);
+    let router6 = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0xfe);
+    for (i, (from, to)) in PAIRS.into_iter().enumerate() {
+        let port = 161 + i as u16;
+        // UDP probe, ICMP port unreachable from the router.
+        for is_v6 in [false, true] {
+            let what = format!("UDP probe to port {port}, v6 {is_v6}");
+            let (probe, error, local, remote) = if is_v6 {
+                let p = v6(A6, U6).l4(L4::udp(40000, port));
+                let e = ip6(router6, A6, L4::port_unreachable(true, &p.bytes()));
+                (Frame::new(p), e, e6(A6), e6(U6))
+            } else {
+                let p = v4(A, U).l4(L4::udp(40000, port));
+                let e = ip4(router, A, L4::port_unreachable(false, &p.bytes()));
+                (Frame::new(p), e, e4(A), e4(U))
+            };
+            let (got, window) = dp.run_facts(from, &what, &probe, TA, 1);
+            let attempt = ev(
+                event::ATTEMPT,
+                direction::OUT,
+                proto::UDP,
+                0,
+                (local, 40000),
+                (remote, port),
+            );
+            assert_events(&what, &got, &[attempt], window);
+            let (got, window) = dp.run_facts(to, &what, &error, TA, 1);
+            let want = ev(
+                event::OUTCOME,
+                direction::IN,
+                proto::UDP,
+                outcome::UNREACHABLE,
+                (local, 40000),
+                (remote, port),
+            );
+            assert_events(&format!("{what}: unreachable"), &got, &[want], window);
+            let key = attempt_key(TENANT_A, proto::UDP, port, remote);
+            assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
+        }
+        // Echo request and reply; each program pings its own host.
+        let (host, host6) = if i == 0 { (U, U6) } else { (U2, U2_6) };
+        for (request, reply, l4, local, remote) in [
+            (
+                ip4(A, host, L4::echo_request(7, 1)),
+                ip4(host, A, L4::echo_reply(7, 1)),
+                proto::ICMP,
+                e4(A),
+                e4(host),
+            ),
+            (
+                ip6(A6, host6, L4::echo_request(7, 1)),
+                ip6(host6, A6, L4::echo_reply(7, 1)),
+                proto::ICMPV6,
+                e6(A6),
+                e6(host6),
+            ),
+        ] {
+            let what = format!("echo, protocol {l4}");
+            let (got, window) = dp.run_facts(from, &what, &request, TA, 1);
+            let attempt = ev(
+                event::ATTEMPT,
+                direction::OUT,
+                l4,
+                0,
+                (local, 0),
+                (remote, 0),
+            );
+            assert_events(&what, &got, &[attempt], window);
+            let (got, window) = dp.run_facts(to, &what, &reply, TA, 1);
+            let want = ev(
+                event::OUTCOME,
+                direction::IN,
+                l4,
+                outcome::SUCCESS,
+                (local, 0),
+                (remote, 0),
+            );
+            assert_events(&format!("{what}: reply"), &got, &[want], window);
+        }
+        // An echo request the router reports unreachable.
+        let what = "echo to an unreachable host";
+        let lost = Ipv4Addr::new(198, 19, 9, 1 + i as u8);
+        let request = v4(A, lost).l4(L4::echo_request(8, 1));
+        let error = ip4(router, A, L4::port_unreachable(false, &request.bytes()));
+        let (got, _) = dp.run_facts(from, what, &Frame::new(request), TA, 1);
+        assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+        let (got, window) = dp.run_facts(to, what, &error, TA, 1);
+        let want = ev(
+            event::OUTCOME,
+            direction::IN,
+            proto::ICMP,
+            outcome::UNREACHABLE,
+            (e4(A), 0),
+            (e4(lost), 0),
+        );
+        assert_events(what, &got, &[want], window);
+        // The router is not the host reported; a second error finds no attempt.
+        let (got, window) = dp.run_facts(to, what, &error, TA, 1);
+        assert_events(&format!("{what}, again"), &got, &[], window);
+        // A UDP query answered.
+        let what = format!("UDP query to port {} answered", 53 + i);
+        let query = ip4(A, U3, L4::udp(40001, 53 + i as u16));
+        let reply = ip4(U3, A, L4::udp(53 + i as u16, 40001));
+        let (got, _) = dp.run_facts(from, &what, &query, TA, 1);
+        assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+        let (got, window) = dp.run_facts(to, &what, &reply, TA, 1);
+        let want = ev(
+            event::OUTCOME,
+            direction::IN,
+            proto::UDP,
+            outcome::SUCCESS,
+            (e4(A), 40001),
+            (e4(U3), 53 + i as u16),
+        );
+        assert_events(&what, &got, &[want], window);
+    }
+}
+
+/// A tenant's DNS server: a query from a remote's port marks that (remote, port) as
+/// having spoken first, so the tenant's reply to it is no attempt; the same server
+/// sending to a remote that did not ask is one.
+#[test]
+fn a_tenants_udp_reply_to_a_remote_that_spoke_first_is_no_attempt() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    for (i, (from, to)) in PAIRS.into_iter().enumerate() {
+        let client_port = 5353 + i as u16;
+        let query = ip4(U, A, L4::udp(client_port, 53));
+        let reply = ip4(A, U, L4::udp(53, client_port));
+        let (got, window) = dp.run_facts(to, "DNS query in", &query, TA, 1);
+        assert_events("DNS query in", &got, &[], window);
+        let (got, window) = dp.run_facts(from, "DNS reply out", &reply, TA, 3);
+        assert_events("DNS reply out", &got, &[], window);
+        let unasked = ip4(A, U2, L4::udp(53, client_port));
+        let (got, window) = dp.run_facts(from, "DNS to a remote that did not ask", &unasked, TA, 1);
+        let want = ev(
+            event::ATTEMPT,
+            direction::OUT,
+            proto::UDP,
+            0,
+            (e4(A), 53),
+            (e4(U2), client_port),
+        );
+        assert_events("DNS to a remote that did not ask", &got, &[want], window);
+    }
+}
+
+/// A from-tenant SYN-ACK is the tenant accepting a connection: ACCEPTED once per
+/// (client, tenant address, port) in a contact epoch (budgeted like attempts).
+#[test]
+fn a_syn_ack_from_the_tenant_sends_accepted_once_per_client() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    for (i, prog) in Prog::FROM.into_iter().enumerate() {
+        let port = 80 + i as u16;
+        let synack = |client| ip4(A, client, L4::tcp(port, 50000, tcp::SYN | tcp::ACK));
+        let (got, window) = dp.run_facts(prog, "SYN-ACK to U", &synack(U), TA, 1);
+        let want = |client| {
+            ev(
+                event::ACCEPTED,
+                direction::OUT,
+                proto::TCP,
+                0,
+                (e4(A), port),
+                (e4(client), 50000),
+            )
+        };
+        assert_events("SYN-ACK to U", &got, &[want(U)], window);
+        let (got, window) = dp.run_facts(prog, "SYN-ACK to U again", &synack(U), TA, 2);
+        assert_events("SYN-ACK to U again", &got, &[], window);
+        let (got, window) = dp.run_facts(prog, "SYN-ACK to U2", &synack(U2), TA, 1);
+        assert_events("SYN-ACK to U2", &got, &[want(U2)], window);
+        // An established segment is no fact at all.
+        let ack = ip4(A, U, L4::tcp(port, 50000, tcp::ACK));
+        let (got, window) = dp.run_facts(prog, "ACK", &ack, TA, 5);
+        assert_events("ACK", &got, &[], window);
+    }
+}
+
+/// Runs `n` repetitions of `frame` through `prog` within one flood epoch (retrying a
+/// run that straddled an epoch boundary, at most 3 times with a fresh `make`), and
+/// returns the records, the window, and the epoch.
+fn flood_run(
+    dp: &mut Dataplane,
+    prog: Prog,
+    make: impl Fn(usize) -> Frame,
+    outcome: Outcome,
+    n: u32,
+) -> (Vec<Record>, (u64, u64), u64, usize) {
+    for attempt in 0..3 {
+        let (got, window) = dp.run_facts(prog, "flood", &make(attempt), outcome, n);
+        if window.0 >> FLOOD_EPOCH_SHIFT == window.1 >> FLOOD_EPOCH_SHIFT {
+            return (got, window, window.0 >> FLOOD_EPOCH_SHIFT, attempt);
+        }
+    }
+    panic!("three flood runs in a row straddled a flood epoch boundary");
+}
+
+/// flood_out_syn = 50: 60 SYNs at one victim in one flood epoch send exactly one FLOOD
+/// event (class SYN, value 51: the estimate when it went strictly above 50; the
+/// crossing packet's ports), besides the first SYN's ATTEMPT; 60 more in the same
+/// epoch send nothing. Both sketch rows hold the epoch and the count; REPORTED holds
+/// the epoch and the key. A class without a threshold (UDP packets here) is not
+/// counted at all.
+#[test]
+fn syns_at_one_victim_over_flood_out_syn_send_exactly_one_flood_event_per_epoch() {
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_A).flood = (50, 0, 0, 0);
+    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    // Each program floods its own victims (a fresh one for a retried run).
+    let victims = [[U, U2, U3], [1, 2, 3].map(|h| Ipv4Addr::new(198, 19, 8, h))];
+    for (prog, victims) in Prog::FROM.into_iter().zip(victims) {
+        let make = |k: usize| ip4(A, victims[k], syn_to(80));
+        let (got, window, epoch, k) = flood_run(&mut dp, prog, make, TA, 60);
+        let victim = e4(victims[k]);
+        let attempt = ev(
+            event::ATTEMPT,
+            direction::OUT,
+            proto::TCP,
+            0,
+            (e4(A), 40000),
+            (victim, 80),
+        );
+        let mut flood = ev(
+            event::FLOOD,
+            direction::OUT,
+            proto::TCP,
+            class::SYN,
+            (e4(A), 40000),
+            (victim, 80),
+        );
+        flood.value = 51;
+        flood.threshold = 50;
+        assert_events(
+            &format!("[{prog}] 60 SYNs"),
+            &got,
+            &[attempt, flood],
+            window,
+        );
+
+        let key = sketch_key(TENANT_A, class::SYN, fold_addr(&victim));
+        let (again, window2) = dp.run_facts(prog, "60 more", &make(k), TA, 60);
+        if window2.1 >> FLOOD_EPOCH_SHIFT != epoch {
+            // The epoch ended in between: a new epoch crosses again, which is right
+            // but not what this fixture checks. Nothing more to compare.
+            eprintln!("[{prog}] the flood epoch ended between the runs; skipping the repeat check");
+            continue;
+        }
+        assert_events(&format!("[{prog}] 60 more SYNs"), &again, &[], window2);
+        for row in 0..SKETCH_ROWS {
+            let counter = dp.word(map::SKETCH, sketch_index(key, row));
+            assert_eq!(
+                counter,
+                ((epoch & 0xffff) << SKETCH_COUNT_BITS) | 120,
+                "[{prog}] sketch row {row}"
+            );
+        }
+        let slot = (key >> 20) as u32 & (REPORTED_SLOTS - 1);
+        assert_eq!(
+            dp.word(map::REPORTED, slot),
+            (epoch << 32) | (key & 0xffff_ffff),
+            "[{prog}] REPORTED"
+        );
+        // UDP at the same victim: PACKETS has no threshold, so no counter moves.
+        let udp_key = sketch_key(TENANT_A, class::PACKETS, fold_addr(&victim));
+        let udp = ip4(A, victims[k], L4::udp(40000, 9));
+        dp.run_facts(prog, "UDP", &udp, TA, 10);
+        for row in 0..SKETCH_ROWS {
+            let counter = dp.word(map::SKETCH, sketch_index(udp_key, row));
+            assert_eq!(
+                counter & ((1 << SKETCH_COUNT_BITS) - 1),
+                0,
+                "[{prog}] UDP row {row}"
+            );
+        }
+    }
+}
+
+/// flood_in_pkts = 20 and flood_in_bytes = 24 frames' worth: 30 UDP datagrams at one
+/// tenant address in one epoch send one FLOOD IN_PACKETS (value 21) and one FLOOD
+/// IN_BYTES (value 25 frames' worth), naming the attacked address as local.
+#[test]
+fn udp_at_a_tenant_address_over_flood_in_thresholds_sends_one_flood_in_event_per_class() {
+    let len = ip4(U, A, L4::udp(40000, 9)).build().len() as u64;
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_A).flood = (0, 0, 20, 24 * len);
+    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    let targets = [[A, A2, H_FREE], [A_ALT[0], A_ALT[1], A_ALT[2]]];
+    for (prog, targets) in Prog::TO.into_iter().zip(targets) {
+        let make = |k: usize| ip4(U, targets[k], L4::udp(40000, 9));
+        let (got, window, _, k) = flood_run(&mut dp, prog, make, TA, 30);
+        let at = |klass, value, threshold| {
+            let mut e = ev(
+                event::FLOOD,
+                direction::IN,
+                proto::UDP,
+                klass,
+                (e4(targets[k]), 9),
+                (e4(U), 40000),
+            );
+            e.value = value;
+            e.threshold = threshold;
+            e
+        };
+        let want = [
+            at(class::IN_PACKETS, 21, 20),
+            at(class::IN_BYTES, 25 * len, 24 * len),
+        ];
+        assert_events(&format!("[{prog}] 30 datagrams"), &got, &want, window);
+    }
+}
+
+/// Addresses of tenant A's /24 that no other fixture uses.
+const H_FREE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
+const A_ALT: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 1, 13),
+    Ipv4Addr::new(198, 18, 1, 14),
+    Ipv4Addr::new(198, 18, 1, 15),
+];
+
+/// With a budget of 3 events back to back (and one per 100 s after), 10 first
+/// contacts send 3 ATTEMPTs and count 7 as LOST_BUDGET; their attempts are still
+/// pending, and the answer to a lost one is sent (answers are not budgeted).
+#[test]
+fn an_exhausted_event_budget_counts_lost_budget_and_sends_no_more_attempts() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    dp.set_event_budget(Rate::from_events_per_second(0.01, 3));
+    dp.set_bucket(TENANT_A, bucket::EVENTS, 0)
+        .expect("zeroing the event bucket");
+    let facts = dp.fact_counters();
+    let mut sent = 0;
+    for port in 3000..3010u16 {
+        let (got, _) = dp.run_facts(Prog::XdpFrom, "SYN", &ip4(A, U, syn_to(port)), TA, 1);
+        sent += got.len();
+        let key = attempt_key(TENANT_A, proto::TCP, port, e4(U));
+        assert_eq!(
+            dp.pending(key).tag,
+            key,
+            "port {port}: pending even when not sent"
+        );
+    }
+    assert_eq!(sent, 3, "3 ATTEMPTs within the budget");
+    let (got, _) = dp.run_facts(Prog::TcFrom, "SYN", &ip4(A, U, syn_to(3010)), TA, 1);
+    assert!(got.is_empty(), "the budget is per tenant, not per program");
+    let answer = ip4(U, A, L4::tcp(3009, 40000, tcp::SYN | tcp::ACK));
+    let (got, _) = dp.run_facts(Prog::XdpTo, "SYN-ACK", &answer, TA, 1);
+    assert_eq!(got.len(), 1, "the answer to a lost attempt is sent");
+    assert_eq!(
+        fact_delta(&facts, &dp.fact_counters()),
+        facts_moved(&[(fact_counter::SENT, 4), (fact_counter::LOST_BUDGET, 8)]),
+        "fact counters"
+    );
+}
+
+/// One hour from now, on the programs' clock.
+fn in_an_hour() -> u64 {
+    monotonic_ns() + 3_600_000_000_000
+}
+
+/// Blocks, for a tenant whose runtime flags say it has some: a victim block drops
+/// from-tenant packets to that address only (reason blocked), a port block from-tenant
+/// TCP and UDP to that port only, a blackhole everything to that tenant address
+/// (reason blackhole), a listening-port block to-tenant TCP and UDP to that port only;
+/// an expired block and blocks of a tenant without the flag pass. Each block drop is
+/// counted in FACT_COUNTERS BLOCKED, and the facts are recorded before the block.
+#[test]
+fn blocks_drop_only_their_victim_port_or_blackholed_address_until_they_expire() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    let until = in_an_hour();
+    let key = |dir: u32, family: u8, port: u16, addr: [u8; 16]| BlockKey {
+        tenant: TENANT_A,
+        dir: dir as u8,
+        family,
+        port,
+        addr,
+    };
+    let (out, inn) = (direction::OUT, direction::IN);
+    dp.set_block(key(out, 4, 0, e4(U)), until);
+    dp.set_block(key(out, 6, 0, e6(U6)), until);
+    dp.set_block(key(out, 0, 6667, [0; 16]), until);
+    dp.set_block(key(inn, 4, 0, e4(A)), until);
+    dp.set_block(key(inn, 0, 8080, [0; 16]), until);
+    dp.set_block(key(out, 4, 0, e4(U2)), monotonic_ns() - 1);
+    // Tenant B has a block but not the flag: never looked up.
+    dp.set_block(
+        BlockKey {
+            tenant: TENANT_B,
+            ..key(out, 4, 0, e4(U))
+        },
+        until,
+    );
+    let rows = |blocked: Outcome, blackholed: Outcome| {
+        vec![
+            fx("SYN A -> victim U", ip4(A, U, syn()), blocked, NO_TENANT),
+            fx("UDP A -> victim U", ip4(A, U, udp()), blocked, NO_TENANT),
+            fx(
+                "SYN A6 -> victim U6",
+                ip6(A6, U6, syn()),
+                blocked,
+                NO_TENANT,
+            ),
+            fx(
+                "SYN A -> U2 (expired block)",
+                ip4(A, U2, syn()),
+                TA,
+                NO_TENANT,
+            ),
+            fx("SYN A -> U3:443", ip4(A, U3, syn()), TA, NO_TENANT),
+            fx(
+                "SYN A -> U3:6667 (port block)",
+                ip4(A, U3, syn_to(6667)),
+                blocked,
+                NO_TENANT,
+            ),
+            fx(
+                "UDP A -> U3:6667 (port block)",
+                ip4(A, U3, L4::udp(1, 6667)),
+                blocked,
+                NO_TENANT,
+            ),
+            fx(
+                "echo A -> U3 (no port)",
+                ip4(A, U3, L4::echo_request(1, 1)),
+                TA,
+                NO_TENANT,
+            ),
+            fx(
+                "UDP U -> A (blackhole)",
+                ip4(U, A, udp()),
+                SPOOFED,
+                blackholed,
+            ),
+            fx(
+                "SYN U -> A (blackhole)",
+                ip4(U, A, syn()),
+                SPOOFED,
+                blackholed,
+            ),
+            fx(
+                "SYN U -> A2:8080 (listen port)",
+                ip4(U, A2, syn_to(8080)),
+                SPOOFED,
+                blocked_to(blocked),
+            ),
+            fx(
+                "UDP U -> A2:8080 (listen port)",
+                ip4(U, A2, L4::udp(1, 8080)),
+                SPOOFED,
+                blocked_to(blocked),
+            ),
+            fx("SYN U -> A2:80", ip4(U, A2, syn_to(80)), SPOOFED, TA),
+            fx(
+                "SYN B -> victim U (B has no flag)",
+                ip4(B, U, syn()),
+                TB,
+                NO_TENANT,
+            ),
+        ]
+    };
+    // Without the flag nothing is looked up.
+    let failures = run_rows(&dp, &rows(TA, TA));
+    assert_no_failures(&failures, 14 * 4);
+    dp.drain();
+
+    dp.set_runtime(
+        TENANT_A,
+        TenantRuntime {
+            flags: runtime_flags::BLOCKS,
+            ..TenantRuntime::default()
+        },
+    );
+    let facts = dp.fact_counters();
+    let table = rows(
+        dropped(TENANT_A, reason::BLOCKED),
+        dropped(TENANT_A, reason::BLACKHOLE),
+    );
+    let failures = run_rows(&dp, &table);
+    assert_no_failures(&failures, table.len() * 4);
+    // 5 from-tenant rows blocked and 4 to-tenant rows, each through 2 programs.
+    let moved = fact_delta(&facts, &dp.fact_counters());
+    assert_eq!(moved[fact_counter::BLOCKED as usize], 18, "BLOCKED count");
+    dp.drain();
+    // Facts come first: a blocked first contact is still an attempt.
+    let blocked = dropped(TENANT_A, reason::BLOCKED);
+    let (got, window) = dp.run_facts(Prog::XdpFrom, "new SYN", &ip4(A, U, syn_to(7)), blocked, 1);
+    let want = ev(
+        event::ATTEMPT,
+        direction::OUT,
+        proto::TCP,
+        0,
+        (e4(A), 40000),
+        (e4(U), 7),
+    );
+    assert_events("a blocked first contact", &got, &[want], window);
+}
+
+/// To-tenant rows of the blocks table: the outcome of a listen-port block.
+fn blocked_to(blocked: Outcome) -> Outcome {
+    match blocked {
+        Outcome::Drop { tenant, .. } => dropped(tenant, reason::BLOCKED),
+        other => other,
+    }
+}
+
+/// A throttle replaces the policy's plan with `TenantRuntime::throttle` in the same
+/// bucket while `throttle_until_ns` is ahead: tenant P has no plan, but throttled to
+/// [`PLAN`] it passes `burst / cost + 1` frames and drops the rest for bandwidth, both
+/// ways. An expired throttle, or one without the THROTTLE flag, polices nothing.
+#[test]
+fn a_throttle_polices_an_unlimited_tenant_until_it_expires() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    let cost = gcra_cost(&PLAN, PLAN_FRAME as u64);
+    let conforming = PLAN.burst_ns / cost + 1;
+    let throttle = |flags, until| TenantRuntime {
+        flags,
+        capture: 0,
+        throttle: [PLAN, PLAN],
+        throttle_until_ns: until,
+    };
+    for prog in Prog::ALL {
+        dp.set_bucket(TENANT_P, prog.dir(), 0)
+            .expect("zeroing the bucket");
+        dp.set_runtime(TENANT_P, throttle(runtime_flags::THROTTLE, in_an_hour()));
+        police_run(&dp, prog, 50, conforming);
+        dp.set_bucket(TENANT_P, prog.dir(), 0)
+            .expect("zeroing the bucket");
+        dp.set_runtime(
+            TENANT_P,
+            throttle(runtime_flags::THROTTLE, monotonic_ns() - 1),
+        );
+        police_run(&dp, prog, 30, 30);
+        dp.set_runtime(TENANT_P, throttle(0, in_an_hour()));
+        police_run(&dp, prog, 30, 30);
+    }
+}
+
+/// capture = 3: the next 3 frames of the tenant (whatever their verdict: an SMTP drop
+/// among them) go to the ring as SampleEvents carrying the first min(len, 128) bytes,
+/// the rest zero; then none. The count is down to 0 and SAMPLES counted 3.
+#[test]
+fn capture_sends_exactly_the_requested_number_of_frames_as_samples() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    for prog in Prog::ALL {
+        let (frames, outcomes): (Vec<Frame>, Vec<Outcome>) = if prog.dir() == direction::OUT {
+            (
+                vec![
+                    ip4(A, U, syn_to(25)),
+                    ip4(A, U, L4::udp(1, 9).with_payload(&[0xa5; 300])),
+                    ip6(A6, U6, syn()),
+                    ip4(A, U, syn()),
+                    ip4(A, U2, syn()),
+                ],
+                vec![smtp(TENANT_A), TA, TA, TA, TA],
+            )
+        } else {
+            (
+                vec![
+                    ip4(U, A, syn_to(25)),
+                    ip4(U, A, L4::udp(1, 9).with_payload(&[0xa5; 300])),
+                    ip6(U6, A6, syn()),
+                    ip4(U, A, syn()),
+                    ip4(U2, A, syn()),
+                ],
+                vec![TA; 5],
+            )
+        };
+        dp.set_runtime(
+            TENANT_A,
+            TenantRuntime {
+                capture: 3,
+                ..TenantRuntime::default()
+            },
+        );
+        let facts = dp.fact_counters();
+        let mut samples = Vec::new();
+        for (i, (frame, outcome)) in frames.iter().zip(&outcomes).enumerate() {
+            let (got, window) = dp.run_facts(prog, &format!("frame {i}"), frame, *outcome, 1);
+            for r in got {
+                if let Record::Sample(s) = r {
+                    samples.push((i, s, window));
+                }
+            }
+        }
+        assert_eq!(samples.len(), 3, "[{prog}] samples: {samples:?}");
+        for (i, s, (t0, t1)) in samples {
+            let bytes = frames[i].build();
+            let cap = bytes.len().min(SAMPLE_BYTES);
+            assert!(i < 3, "[{prog}] frame {i} captured after the count ran out");
+            assert_eq!(
+                (s.kind, s.tenant, s.dir, s.orig_len, s.cap_len),
+                (
+                    event::SAMPLE,
+                    TENANT_A,
+                    prog.dir(),
+                    bytes.len() as u32,
+                    cap as u32
+                ),
+                "[{prog}] frame {i}"
+            );
+            assert!((t0..=t1).contains(&s.at), "[{prog}] frame {i}: at");
+            assert_eq!(&s.data[..cap], &bytes[..cap], "[{prog}] frame {i}: bytes");
+            assert!(
+                s.data[cap..].iter().all(|b| *b == 0),
+                "[{prog}] frame {i}: tail"
+            );
+        }
+        assert_eq!(dp.runtime(TENANT_A).capture, 0, "[{prog}] capture count");
+        let moved = fact_delta(&facts, &dp.fact_counters());
+        assert_eq!(moved[fact_counter::SAMPLES as usize], 3, "[{prog}] SAMPLES");
+    }
+}
+
+/// The daemon pins every map of `map::ALL`; each must be in the object.
+#[test]
+fn the_object_declares_every_map_the_daemon_pins() {
+    let ebpf = Ebpf::load(warden::dataplane::OBJECT).expect("loading the eBPF object (root?)");
+    let missing: Vec<_> = map::ALL
+        .iter()
+        .filter(|name| ebpf.map(name).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "maps missing from the object: {missing:?}"
+    );
+}
+
+/// The verifier's limit on instructions processed per program.
+const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// Every program loads with at least half the verifier's budget to spare: the
+/// per-packet path is inlined into each hook, and every branch added to it multiplies
+/// the states the verifier walks. A program that creeps towards the limit fails here,
+/// with its figure, before it fails to load in the field.
+#[test]
+fn every_program_verifies_within_half_the_verifiers_instruction_limit() {
+    let dp = Dataplane::load().expect("loading the dataplane");
+    let mut over = Vec::new();
+    for prog in Prog::ALL {
+        let p = dp.ebpf.program(prog.name()).expect("loaded");
+        let info = match p {
+            aya::programs::Program::Xdp(x) => x.info(),
+            aya::programs::Program::SchedClassifier(c) => c.info(),
+            _ => panic!("{prog}: unexpected program type"),
+        }
+        .expect("program info");
+        let n = info
+            .verified_instruction_count()
+            .expect("kernel reports verified_insns");
+        eprintln!("{prog}: {n} instructions processed by the verifier");
+        if n > VERIFIER_LIMIT / 2 {
+            over.push(format!("{prog}: {n}"));
+        }
+    }
+    assert!(over.is_empty(), "over half the verifier's limit: {over:?}");
 }

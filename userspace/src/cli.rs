@@ -395,7 +395,32 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
         })
         .collect();
     print!("{}", table(&["MAP", "ENTRIES", "CAPACITY", "FILL"], &rows));
+    println!();
+    print!("{}", detection_text(&s.detection));
     Ok(())
+}
+
+/// The detection lines of `warden status`.
+fn detection_text(d: &crate::daemon::DetectionView) -> String {
+    let reading = if d.events_read {
+        "reading kernel events"
+    } else {
+        "NOT reading kernel events (scan, flood, spam and proxy detection are off)"
+    };
+    format!(
+        "detection: {reading}\n\
+         events: {} sent, {} lost, {} undecodable\n\
+         in force: {} blocks, {} throttled tenants\n\
+         open episodes {}, attempts awaiting an answer {}, flags opened {}\n",
+        d.events_sent,
+        d.events_lost,
+        d.event_decode_errors,
+        d.active_blocks,
+        d.active_throttles,
+        d.open_episodes,
+        d.pending_attempts,
+        d.flags_opened,
+    )
 }
 
 /// `warden tenants`.
@@ -711,6 +736,7 @@ pub fn flag_text(d: &FlagDetail) -> String {
             .map(|a| {
                 vec![
                     rfc3339(a.at),
+                    a.decision.as_str().to_string(),
                     a.action.as_str().to_string(),
                     a.target.clone(),
                     opt(a.until),
@@ -718,7 +744,10 @@ pub fn flag_text(d: &FlagDetail) -> String {
                 ]
             })
             .collect();
-        out += &indent(&table(&["AT", "ACTION", "TARGET", "UNTIL", "BY"], &rows));
+        out += &indent(&table(
+            &["AT", "DECISION", "ACTION", "TARGET", "UNTIL", "BY"],
+            &rows,
+        ));
     }
     out += &format!(
         "\nsamples: {} kept, {} refused (get them with --pcap FILE)\n",
@@ -839,6 +868,7 @@ mod tests {
             },
             actions: vec![crate::store::FlagAction {
                 at: 1_700_000_001,
+                decision: crate::store::ActionDecision::Apply,
                 action: crate::policy::Action::Throttle,
                 target: "addr 198.18.0.9".into(),
                 until: Some(1_700_000_601),
@@ -860,6 +890,28 @@ mod tests {
         ] {
             assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
         }
+    }
+
+    #[test]
+    fn status_shows_events_sent_lost_and_actions_in_force() {
+        let d = crate::daemon::DetectionView {
+            events_read: true,
+            events_sent: 1_200,
+            events_lost: 35,
+            active_blocks: 3,
+            active_throttles: 1,
+            ..Default::default()
+        };
+        let t = detection_text(&d);
+        for needle in [
+            "reading kernel events",
+            "events: 1200 sent, 35 lost",
+            "in force: 3 blocks, 1 throttled tenants",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+        }
+        let off = detection_text(&crate::daemon::DetectionView::default());
+        assert!(off.contains("NOT reading kernel events"), "{off}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `warden run`: load policy, open (or adopt) the pinned dataplane, apply policy and
-//! suspensions, attach, sample counters, serve the API and metrics, reload on SIGHUP.
+//! suspensions, attach, sample counters, run the detection pipeline ([`crate::watch`]:
+//! kernel events in one task, its once-a-second tick with the sampler), serve the API
+//! and metrics, reload on SIGHUP.
 //!
 //! Enforcement does not depend on this process: on SIGTERM, SIGINT or a crash the
 //! pinned programs keep enforcing the last applied policy. Only `--detach-on-exit`
@@ -8,7 +10,10 @@
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,19 +25,32 @@ use warden_common::{reason, Counters, DropCounters};
 
 use crate::{
     auth::Tokens,
-    dataplane::{self, Attachment, Compiled, Dataplane, TenantIndex},
+    dataplane::{
+        self, Attachment, BlockTarget, Compiled, Dataplane, DataplaneError, EventReader,
+        FactCounters, KernelEvent, TenantIndex,
+    },
     metrics,
     policy::{self, Policy},
     store::{
-        self, Flag, FlagDetail, FlagError, FlagFilter, FlagState, Store, StoreError, Suspension,
+        self, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
+        Sample as FlagSample, Store, StoreError, Suspension,
     },
+    watch::{self, EffectError, Effects, Now, Traffic, Watch, WatchStatus},
 };
 
-/// How often counters are sampled for rates.
+/// How often counters are sampled for rates, and the detection pipeline ticks.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// File in the state directory naming the eBPF object the pinned links run.
 const OBJECT_MARKER: &str = "dataplane-object";
+
+/// Kernel events taken from the ring per batch.
+const EVENT_BATCH: usize = 4_096;
+/// How long the event task waits for events before handling overdue attempts anyway.
+const EVENT_WAIT: Duration = Duration::from_millis(100);
+/// Consecutive failed ring reads after which the event task gives up (detection from
+/// counters goes on).
+const EVENT_READ_ATTEMPTS: u32 = 10;
 
 /// One direction of a tenant's traffic, as the API shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,6 +95,33 @@ pub struct StatusView {
     pub bpffs: PathBuf,
     pub attachments: Vec<Attachment>,
     pub maps: Vec<MapFill>,
+    /// Detection: kernel events and actions in force.
+    #[serde(default)]
+    pub detection: DetectionView,
+}
+
+/// The detection pipeline's state, as `GET /api/v1/status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DetectionView {
+    /// Whether kernel events are being read.
+    pub events_read: bool,
+    /// Events the programs sent.
+    pub events_sent: u64,
+    /// Events the programs could not deliver: over a tenant's budget or with the ring
+    /// full (`warden_events_lost_total`).
+    pub events_lost: u64,
+    /// Records that could not be decoded.
+    pub event_decode_errors: u64,
+    /// Episodes open.
+    pub open_episodes: usize,
+    /// Connection attempts waiting for their answer.
+    pub pending_attempts: usize,
+    /// Kernel blocks in force (victims, ports, blackholes, listen ports).
+    pub active_blocks: usize,
+    /// Tenants throttled.
+    pub active_throttles: usize,
+    /// Flags opened since start.
+    pub flags_opened: u64,
 }
 
 /// Fill of one bounded map.
@@ -124,8 +169,16 @@ struct Inner {
 }
 
 /// State shared by the API handlers and the background tasks.
+///
+/// Lock order: `watch` before `inner`, always; never `watch` while holding `inner`.
 pub struct Shared {
+    /// The detection pipeline.
+    watch: Mutex<Watch>,
     inner: Mutex<Inner>,
+    /// Whether the event task reads kernel events.
+    events_read: AtomicBool,
+    /// Ring-buffer records that could not be decoded (the event task's count).
+    event_decode_errors: AtomicU64,
     /// Policies refused (invalid, or changing restart-only settings) or that failed
     /// to reach the kernel, since start.
     apply_failures: std::sync::atomic::AtomicU64,
@@ -210,16 +263,177 @@ impl Inner {
     }
 
     fn map_fill(&self) -> Vec<MapFill> {
-        let fill = dataplane::fill(&self.compiled, self.index.len());
-        dataplane::CAPACITIES
-            .iter()
-            .map(|(m, cap)| MapFill {
-                map: m.to_string(),
-                entries: fill.get(m).copied().unwrap_or(0),
-                capacity: u64::from(*cap),
+        self.dataplane
+            .map_usage(&self.compiled, self.index.len())
+            .into_iter()
+            .map(|m| MapFill {
+                map: m.map.to_string(),
+                entries: m.entries,
+                capacity: m.capacity,
             })
             .collect()
     }
+
+    /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
+    /// record fails the kernel is put back, so no suspension is enforced unaudited.
+    fn suspend(&mut self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
+        if self.policy.tenant(tenant).is_none() {
+            return Err(Refusal::UnknownTenant(tenant.to_string()));
+        }
+        if reason.trim().is_empty() {
+            return Err(Refusal::BadRequest("a reason is required".into()));
+        }
+        if let Some(s) = self.suspensions.get(tenant) {
+            return Err(Refusal::Conflict(format!(
+                "tenant {tenant:?} is already suspended by {} since {}",
+                s.actor,
+                crate::store::rfc3339(s.since)
+            )));
+        }
+        let policy = self.policy.clone();
+        let mut suspended = self.suspended_ids();
+        suspended.insert(tenant.to_string());
+        self.enforce(&policy, &suspended)?;
+        match self.store.suspend(tenant, reason, actor) {
+            Ok(s) => {
+                self.suspensions.insert(tenant.to_string(), s.clone());
+                tracing::warn!(%tenant, %actor, %reason, "tenant suspended");
+                Ok(s)
+            }
+            Err(e) => {
+                suspended.remove(tenant);
+                if let Err(undo) = self.enforce(&policy, &suspended) {
+                    tracing::error!(error = %format!("{undo:#}"), %tenant, "could not lift an unrecorded suspension");
+                }
+                Err(Refusal::Internal(
+                    anyhow::Error::new(e).context("recording the suspension"),
+                ))
+            }
+        }
+    }
+
+    /// Each tenant's counters and drops, read once.
+    fn traffic(&self) -> Result<HashMap<u32, Traffic>> {
+        let mut out = HashMap::with_capacity(self.index.len());
+        for t in &self.policy.tenants {
+            if let Some(i) = self.index.get(&t.id) {
+                out.insert(
+                    i,
+                    Traffic {
+                        counters: self.dataplane.tenant_counters(i)?,
+                        drops: self.dataplane.drop_counters(i)?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The pipeline's [`Effects`] on the daemon: the dataplane's runtime state and the store.
+struct Actuator<'a> {
+    inner: &'a mut Inner,
+}
+
+fn kernel(e: DataplaneError) -> EffectError {
+    match e {
+        DataplaneError::BlocksFull { .. } => EffectError::BlocksFull,
+        other => EffectError::Failed(anyhow::Error::new(other)),
+    }
+}
+
+fn stored(what: &'static str) -> impl FnOnce(StoreError) -> EffectError {
+    move |e| EffectError::Failed(anyhow::Error::new(e).context(what))
+}
+
+impl Effects for Actuator<'_> {
+    fn block(
+        &mut self,
+        tenant: u32,
+        target: BlockTarget,
+        until: Duration,
+    ) -> Result<(), EffectError> {
+        self.inner
+            .dataplane
+            .block(tenant, target, until)
+            .map_err(kernel)
+    }
+
+    fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<(), EffectError> {
+        self.inner.dataplane.unblock(tenant, target).map_err(kernel)
+    }
+
+    fn throttle(
+        &mut self,
+        tenant: u32,
+        rate_bps: Option<u64>,
+        until: Duration,
+    ) -> Result<(), EffectError> {
+        self.inner
+            .dataplane
+            .throttle(tenant, rate_bps, until)
+            .map_err(kernel)
+    }
+
+    fn capture(&mut self, tenant: u32, frames: i32) -> Result<(), EffectError> {
+        self.inner.dataplane.capture(tenant, frames).map_err(kernel)
+    }
+
+    fn sweep_blocks(&mut self, now: Duration) -> Result<usize, EffectError> {
+        self.inner.dataplane.sweep_blocks(now).map_err(kernel)
+    }
+
+    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<(), EffectError> {
+        match self.inner.suspend(tenant, reason, watch::ACTOR) {
+            Ok(_) | Err(Refusal::Conflict(_)) => Ok(()),
+            Err(e) => Err(EffectError::Failed(anyhow::Error::new(e))),
+        }
+    }
+
+    fn create_flag(&mut self, flag: NewFlag) -> Result<i64, EffectError> {
+        self.inner
+            .store
+            .create_flag(flag)
+            .map(|f| f.id)
+            .map_err(stored("creating a flag"))
+    }
+
+    fn update_flag(
+        &mut self,
+        id: i64,
+        last_seen: i64,
+        figures: &serde_json::Value,
+        top_targets: &serde_json::Value,
+    ) -> Result<(), EffectError> {
+        self.inner
+            .store
+            .update_flag_evidence(id, last_seen, figures, top_targets)
+            .map(drop)
+            .map_err(stored("updating a flag's evidence"))
+    }
+
+    fn record_action(&mut self, id: i64, action: &FlagAction) -> Result<(), EffectError> {
+        self.inner
+            .store
+            .record_flag_action(id, action)
+            .map_err(stored("recording a flag action"))
+    }
+
+    fn add_samples(&mut self, id: i64, samples: &[FlagSample]) -> Result<usize, EffectError> {
+        self.inner
+            .store
+            .add_samples(id, samples)
+            .map_err(stored("adding samples to a flag"))
+    }
+}
+
+/// The programs' fact counters; zero when they cannot be read (an object without
+/// detection maps), so `/metrics` and status keep answering.
+fn fact_counters(inner: &Inner) -> FactCounters {
+    inner.dataplane.fact_counters().unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "reading the fact counters failed");
+        FactCounters::default()
+    })
 }
 
 fn drops_map(d: &DropCounters) -> HashMap<String, u64> {
@@ -238,6 +452,21 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The pipeline and the daemon state, locked in the one order allowed.
+    fn lock_both(&self) -> (MutexGuard<'_, Watch>, MutexGuard<'_, Inner>) {
+        // A panic inside the pipeline leaves at worst a detection half-handled; its
+        // actions expire on their own in the kernel, so keep detecting.
+        let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        (watch, self.lock())
+    }
+
+    /// Handles one batch of kernel events.
+    fn process_events(&self, events: &mut Vec<KernelEvent>) {
+        let (mut watch, mut inner) = self.lock_both();
+        let now = Now::current();
+        watch.events(events.drain(..), &now, &mut Actuator { inner: &mut inner });
+    }
+
     /// The token table for the API.
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
@@ -245,7 +474,7 @@ impl Shared {
 
     /// Counters and map fill for `/metrics`.
     pub fn snapshot(&self) -> Result<metrics::Snapshot> {
-        let inner = self.lock();
+        let (watch, inner) = self.lock_both();
         let mut tenants = Vec::with_capacity(inner.policy.tenants.len());
         for t in &inner.policy.tenants {
             let index = inner.index.get(&t.id).context("tenant without index")?;
@@ -254,9 +483,25 @@ impl Shared {
                 counters: inner.dataplane.tenant_counters(index)?,
                 drops: inner.dataplane.drop_counters(index)?,
                 suspended: inner.suspensions.contains_key(&t.id),
+                detections: watch.detections_of(&t.id),
             });
         }
+        let events = fact_counters(&inner);
+        let detection = metrics::DetectionSample {
+            events_sent: events.sent,
+            events_lost: events.lost(),
+            event_decode_errors: self.event_decode_errors.load(Ordering::Relaxed),
+            kernel_pending_overwritten: events.pending_overwritten,
+            counters: watch.counters(),
+            pending: watch.pending_stats(),
+            fan: watch.fan_stats(),
+            engine: watch.engine_stats(),
+            ladder: watch.ladder_stats(),
+            status: watch.status(),
+        };
+        drop(watch);
         Ok(metrics::Snapshot {
+            detection,
             tenants,
             unattributed: inner.dataplane.global_counters()?,
             policy_generation: inner.generation,
@@ -294,8 +539,28 @@ impl Shared {
 
     /// Daemon status.
     pub fn status(&self) -> StatusView {
-        let inner = self.lock();
+        let (watch, inner) = self.lock_both();
+        let events = fact_counters(&inner);
+        let WatchStatus {
+            open_episodes,
+            pending_attempts,
+            active_blocks,
+            active_throttles,
+        } = watch.status();
+        let detection = DetectionView {
+            events_read: self.events_read.load(Ordering::Relaxed),
+            events_sent: events.sent,
+            events_lost: events.lost(),
+            event_decode_errors: self.event_decode_errors.load(Ordering::Relaxed),
+            open_episodes,
+            pending_attempts,
+            active_blocks,
+            active_throttles,
+            flags_opened: watch.counters().flags_opened,
+        };
+        drop(watch);
         StatusView {
+            detection,
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
             policy_file: self.policy_path.clone(),
@@ -339,7 +604,7 @@ impl Shared {
     }
 
     fn apply(&self, policy: Policy, actor: &str) -> Result<u64, Refusal> {
-        let mut inner = self.lock();
+        let (mut watch, mut inner) = self.lock_both();
         // Management prefixes are enforced per generation like the rest; the listener,
         // paths, tokens and attachments are set up at start.
         let restart_only = |d: &policy::DaemonConfig| policy::DaemonConfig {
@@ -357,46 +622,17 @@ impl Shared {
         }
 
         inner.apply_policy(policy, actor)?;
+        watch.configure(&inner.policy, &inner.index, inner.generation);
         Ok(inner.generation)
     }
 
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
     /// record fails the kernel is put back, so no suspension is enforced unaudited.
     pub fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
-        let mut inner = self.lock();
-        if inner.policy.tenant(tenant).is_none() {
-            return Err(Refusal::UnknownTenant(tenant.to_string()));
-        }
-        if reason.trim().is_empty() {
-            return Err(Refusal::BadRequest("a reason is required".into()));
-        }
-        if let Some(s) = inner.suspensions.get(tenant) {
-            return Err(Refusal::Conflict(format!(
-                "tenant {tenant:?} is already suspended by {} since {}",
-                s.actor,
-                crate::store::rfc3339(s.since)
-            )));
-        }
-        let policy = inner.policy.clone();
-        let mut suspended = inner.suspended_ids();
-        suspended.insert(tenant.to_string());
-        inner.enforce(&policy, &suspended)?;
-        match inner.store.suspend(tenant, reason, actor) {
-            Ok(s) => {
-                inner.suspensions.insert(tenant.to_string(), s.clone());
-                tracing::warn!(%tenant, %actor, %reason, "tenant suspended");
-                Ok(s)
-            }
-            Err(e) => {
-                suspended.remove(tenant);
-                if let Err(undo) = inner.enforce(&policy, &suspended) {
-                    tracing::error!(error = %format!("{undo:#}"), %tenant, "could not lift an unrecorded suspension");
-                }
-                Err(Refusal::Internal(
-                    anyhow::Error::new(e).context("recording the suspension"),
-                ))
-            }
-        }
+        let (mut watch, mut inner) = self.lock_both();
+        let s = inner.suspend(tenant, reason, actor)?;
+        watch.note_suspension(tenant);
+        Ok(s)
     }
 
     /// Lifts a suspension: recorded and audited first, then enforced.
@@ -406,7 +642,7 @@ impl Shared {
         reason: &str,
         actor: &str,
     ) -> Result<Suspension, Refusal> {
-        let mut inner = self.lock();
+        let (mut watch, mut inner) = self.lock_both();
         if inner.policy.tenant(tenant).is_none() {
             return Err(Refusal::UnknownTenant(tenant.to_string()));
         }
@@ -423,6 +659,7 @@ impl Shared {
             .unsuspend(tenant, reason, actor)
             .context("recording the lift")?;
         inner.suspensions.remove(tenant);
+        watch.lift_suspension(tenant);
         let policy = inner.policy.clone();
         let suspended = inner.suspended_ids();
         inner.enforce(&policy, &suspended)?;
@@ -485,18 +722,17 @@ impl Shared {
         }
     }
 
+    /// The once-a-second work: reads every tenant's counters once, updates the rates the
+    /// API shows, and runs the pipeline's tick on them (drops, proxy windows, expiries).
     fn sample(&self) -> Result<()> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let mut counters = HashMap::with_capacity(inner.index.len());
-        for t in &inner.policy.tenants {
-            if let Some(i) = inner.index.get(&t.id) {
-                counters.insert(i, inner.dataplane.tenant_counters(i)?);
-            }
-        }
+        let (mut watch, mut inner) = self.lock_both();
+        let at = Instant::now();
+        let traffic = inner.traffic()?;
+        let counters: HashMap<u32, [Counters; 2]> =
+            traffic.iter().map(|(i, t)| (*i, t.counters)).collect();
         let mut rates = HashMap::with_capacity(counters.len());
         if let Some(last) = &inner.last {
-            let secs = now.duration_since(last.at).as_secs_f64().max(1e-3);
+            let secs = at.duration_since(last.at).as_secs_f64().max(1e-3);
             for (i, c) in &counters {
                 let prev = last.counters.get(i).copied().unwrap_or_default();
                 let rate = |d: usize| {
@@ -509,7 +745,9 @@ impl Shared {
             }
         }
         inner.rates = rates;
-        inner.last = Some(Sample { at: now, counters });
+        inner.last = Some(Sample { at, counters });
+        let now = Now::current();
+        watch.tick(&now, &traffic, &mut Actuator { inner: &mut inner });
         Ok(())
     }
 }
@@ -575,6 +813,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Policy and suspensions go into the kernel before any program is attached (or,
     // when adopting, with one atomic flip), so no packet passes unenforced.
     inner.apply_policy(policy, "warden")?;
+    let mut watch = Watch::default();
+    watch.configure(&inner.policy, &inner.index, inner.generation);
+    for tenant in inner.suspensions.keys() {
+        watch.note_suspension(tenant);
+    }
+    let reader = match inner.dataplane.event_reader() {
+        Ok(reader) => Some(reader),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read kernel events: scan, flood, spam and proxy detection are off");
+            None
+        }
+    };
     let previous = std::fs::read_to_string(&marker).ok();
     let object = dataplane::object_id();
     inner
@@ -586,7 +836,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let bpffs = inner.dataplane.bpffs().to_path_buf();
     let shared = Arc::new(Shared {
+        watch: Mutex::new(watch),
         inner: Mutex::new(inner),
+        events_read: AtomicBool::new(reader.is_some()),
+        event_decode_errors: AtomicU64::new(0),
         started: Instant::now(),
         policy_path: policy_path.to_path_buf(),
         tokens,
@@ -597,14 +850,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let shared = shared.clone();
         async move {
             let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = shared.sample() {
-                    tracing::warn!(error = %format!("{e:#}"), "sampling counters failed");
+                let shared = shared.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = shared.sample() {
+                        tracing::warn!(error = %format!("{e:#}"), "sampling counters failed");
+                    }
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "sampling task failed");
                 }
             }
         }
     });
+    let events = reader.map(|reader| tokio::spawn(read_events(shared.clone(), reader)));
     let reloader = tokio::spawn({
         let shared = shared.clone();
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -645,6 +907,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     reloader.abort();
     let _ = sampler.await;
     let _ = reloader.await;
+    if let Some(events) = events {
+        events.abort();
+        let _ = events.await;
+    }
     served.context("serving HTTP")?;
     drop(shared);
     if opts.detach_on_exit {
@@ -654,6 +920,45 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(bpffs = %bpffs.display(), "exiting; pinned programs keep enforcing");
     }
     Ok(())
+}
+
+/// The event task: reads kernel events in batches and hands each to the pipeline (off the
+/// async workers: it writes maps and the database). Also runs when no event came within
+/// [`EVENT_WAIT`], so unanswered attempts time out on time.
+async fn read_events(shared: Arc<Shared>, mut reader: EventReader) {
+    let mut failures = 0;
+    // One buffer, handed to the blocking pool and back, so an idle loop allocates nothing.
+    let mut batch = Vec::new();
+    loop {
+        if let Err(e) = reader.read(&mut batch, EVENT_BATCH, EVENT_WAIT).await {
+            failures += 1;
+            if failures >= EVENT_READ_ATTEMPTS {
+                tracing::error!(error = %e, "reading kernel events keeps failing; scan, flood, spam and proxy detection stop");
+                shared.events_read.store(false, Ordering::Relaxed);
+                return;
+            }
+            tracing::warn!(error = %e, "reading kernel events failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        failures = 0;
+        shared
+            .event_decode_errors
+            .store(reader.decode_errors(), Ordering::Relaxed);
+        let s = shared.clone();
+        let handled = tokio::task::spawn_blocking(move || {
+            s.process_events(&mut batch);
+            batch
+        })
+        .await;
+        batch = match handled {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "handling kernel events failed");
+                Vec::new()
+            }
+        };
+    }
 }
 
 /// `warden uninstall`: removes every pinned program, link and map under `bpffs`.

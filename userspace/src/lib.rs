@@ -1,8 +1,10 @@
 //! Warden: per-tenant network enforcement.
 //!
 //! Data flows one way: [`policy`] (parse, validate, compile) -> [`dataplane`] (the only
-//! module that touches aya) -> [`metrics`] and [`api`], which read the state. [`daemon`]
-//! wires them together for `warden run`; [`cli`] is the command line.
+//! module that touches aya) -> [`detect`] (facts to detections) -> [`enforce`] (the
+//! ladder) -> [`store`] (flags, evidence, suspensions); [`watch`] is the pipeline that
+//! carries kernel events and counters through them; [`metrics`] and [`api`] read the
+//! state. [`daemon`] wires them together for `warden run`; [`cli`] is the command line.
 
 pub mod api;
 pub mod auth;
@@ -14,3 +16,4 @@ pub mod enforce;
 pub mod metrics;
 pub mod policy;
 pub mod store;
+pub mod watch;

@@ -5,6 +5,11 @@ use std::fmt::Write as _;
 
 use warden_common::{direction, global, reason, Counters, DropCounters};
 
+use crate::detect;
+use crate::enforce::LadderStats;
+use crate::policy::Kind;
+use crate::watch::{FanStats, PendingStats, WatchCounters, WatchStatus};
+
 /// One tenant's figures.
 #[derive(Debug, Default, Clone)]
 pub struct TenantSample {
@@ -14,6 +19,27 @@ pub struct TenantSample {
     /// `[out, in]`.
     pub drops: [DropCounters; 2],
     pub suspended: bool,
+    /// Started detections per kind, in [`Kind::ALL`] order.
+    pub detections: [u64; Kind::ALL.len()],
+}
+
+/// The detection pipeline's figures.
+#[derive(Debug, Default, Clone)]
+pub struct DetectionSample {
+    /// Events the programs sent.
+    pub events_sent: u64,
+    /// Events the programs could not deliver (budget and ring).
+    pub events_lost: u64,
+    /// Ring records that did not decode.
+    pub event_decode_errors: u64,
+    /// Kernel pending attempts overwritten before their answer.
+    pub kernel_pending_overwritten: u64,
+    pub counters: WatchCounters,
+    pub pending: PendingStats,
+    pub fan: FanStats,
+    pub engine: detect::Stats,
+    pub ladder: LadderStats,
+    pub status: WatchStatus,
 }
 
 /// Everything `/metrics` shows, read from the dataplane in one go.
@@ -28,6 +54,8 @@ pub struct Snapshot {
     pub policy_apply_failures: u64,
     /// `(map, entries, capacity)`.
     pub maps: Vec<(String, u64, u64)>,
+    /// Detection.
+    pub detection: DetectionSample,
 }
 
 fn escape(v: &str) -> String {
@@ -130,6 +158,7 @@ pub fn render(s: &Snapshot) -> String {
         "warden_policy_apply_failures_total {}",
         s.policy_apply_failures
     );
+    render_detection(&mut out, s);
     header(
         &mut out,
         "warden_map_entries",
@@ -149,6 +178,112 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(out, "warden_map_capacity{{map=\"{m}\"}} {cap}");
     }
     out
+}
+
+/// The detection families.
+fn render_detection(out: &mut String, s: &Snapshot) {
+    header(
+        out,
+        "warden_detections_total",
+        "counter",
+        "Detections started (episodes opened), per tenant and kind, whatever the action.",
+    );
+    for t in &s.tenants {
+        for (kind, n) in Kind::ALL.iter().zip(t.detections) {
+            let _ = writeln!(
+                out,
+                "warden_detections_total{{tenant=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(&t.id)
+            );
+        }
+    }
+    let d = &s.detection;
+    for (name, help, value) in [
+        (
+            "warden_events_sent_total",
+            "Detection events the kernel programs sent to the daemon.",
+            d.events_sent,
+        ),
+        (
+            "warden_events_lost_total",
+            "Detection events the kernel programs could not deliver: over a tenant's event budget or with the ring buffer full.",
+            d.events_lost,
+        ),
+        (
+            "warden_event_decode_errors_total",
+            "Ring-buffer records the daemon could not decode (skipped).",
+            d.event_decode_errors,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let c = &d.counters;
+    header(
+        out,
+        "warden_detection_dropped_total",
+        "counter",
+        "What a bounded detection structure could not keep, by reason (each is counted, never silent).",
+    );
+    for (why, n) in [
+        ("kernel_pending_overwritten", d.kernel_pending_overwritten),
+        ("pending_evicted", d.pending.evicted),
+        ("unknown_tenant", c.unknown_tenant_events),
+        ("fan_address", d.fan.addresses_refused),
+        ("fan_distinct", d.fan.distinct_refused),
+        ("fan_port", d.fan.ports_refused),
+        ("detector_tenants", d.engine.refused_facts),
+        ("detector_memory", d.engine.evicted),
+        ("episode_targets", c.targets_refused),
+        ("ladder_active_full", d.ladder.refused_full),
+        ("ladder_trackers_full", d.ladder.untracked_full),
+        ("samples_unattached", c.samples_unattached),
+    ] {
+        let _ = writeln!(
+            out,
+            "warden_detection_dropped_total{{reason=\"{why}\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "warden_action_failures_total",
+        "counter",
+        "Detection actions that could not be carried out, by action and reason (table_full: the kernel's block table).",
+    );
+    for (action, why, n) in [
+        ("block", "table_full", c.blocks_full),
+        ("block", "error", c.failed_block),
+        ("unblock", "error", c.failed_unblock),
+        ("throttle", "error", c.failed_throttle),
+        ("capture", "error", c.failed_capture),
+        ("sweep", "error", c.failed_sweep),
+        ("suspend", "error", c.failed_suspend),
+        ("flag", "error", c.failed_flag),
+    ] {
+        let _ = writeln!(
+            out,
+            "warden_action_failures_total{{action=\"{action}\",reason=\"{why}\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "warden_actions_active",
+        "gauge",
+        "Detection actions in force: kernel blocks (victims, ports, blackholes, listen ports) and throttled tenants.",
+    );
+    for (action, n) in [
+        ("block", d.status.active_blocks),
+        ("throttle", d.status.active_throttles),
+    ] {
+        let _ = writeln!(out, "warden_actions_active{{action=\"{action}\"}} {n}");
+    }
+    header(
+        out,
+        "warden_pending_attempts",
+        "gauge",
+        "Connection attempts waiting for their answer (resolved as unanswered after 500 ms).",
+    );
+    let _ = writeln!(out, "warden_pending_attempts {}", d.status.pending_attempts);
 }
 
 #[cfg(test)]
@@ -174,6 +309,7 @@ mod tests {
                 ],
                 drops,
                 suspended: true,
+                detections: [0, 2, 0, 0, 0, 0, 0, 0, 1],
             }],
             policy_generation: 2,
             ..Default::default()
@@ -190,8 +326,38 @@ mod tests {
             "warden_unattributed_packets_total{direction=\"out\",reason=\"spoofed\"} 0\n",
             "warden_policy_generation 2\n",
             "warden_policy_apply_failures_total 0\n",
+            "warden_detections_total{tenant=\"acme\",kind=\"scan\"} 0\n",
+            "warden_detections_total{tenant=\"acme\",kind=\"flood_out\"} 2\n",
+            "warden_detections_total{tenant=\"acme\",kind=\"bandwidth\"} 1\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn detection_families_export_events_drops_failures_and_actions() {
+        let mut s = Snapshot::default();
+        s.detection.events_sent = 10;
+        s.detection.events_lost = 7;
+        s.detection.pending.evicted = 3;
+        s.detection.counters.blocks_full = 2;
+        s.detection.status.active_blocks = 4;
+        let text = render(&s);
+        for line in [
+            "# TYPE warden_events_lost_total counter\n",
+            "warden_events_lost_total 7\n",
+            "warden_events_sent_total 10\n",
+            "warden_detection_dropped_total{reason=\"pending_evicted\"} 3\n",
+            "warden_action_failures_total{action=\"block\",reason=\"table_full\"} 2\n",
+            "warden_actions_active{action=\"block\"} 4\n",
+            "# TYPE warden_detections_total counter\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        // Every family is declared once.
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(l.to_owned()), "declared twice: {l}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: builds the standard lab (configs/demo.yaml's topology), runs the
-//! daemon in it, drives traffic for every tenant with iperf3 and ping, and shows a
-//! refreshing per-tenant table of rates. Everything is removed on exit and on Ctrl-C.
+//! daemon in it, drives traffic for every tenant with iperf3 and ping, has initech run a
+//! port scan a third of the way in, and shows a refreshing per-tenant table of rates and
+//! the flags the daemon raised. Everything is removed on exit and on Ctrl-C.
 
 use std::{
     collections::HashMap,
@@ -13,7 +14,11 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use warden::{cli::tenant_table, daemon::TenantView};
+use warden::{
+    cli::{flag_table, tenant_table},
+    daemon::TenantView,
+    store::Flag,
+};
 use warden_tests::topology::{addr, warden_binary, LabOptions, StandardLab, API};
 
 /// Options of `cargo xtask demo`.
@@ -122,9 +127,30 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let end = start + Duration::from_secs(args.duration);
+    let scan_at = start + Duration::from_secs(args.duration / 3);
+    let mut scanned = false;
+    let mut flags: Vec<Flag> = Vec::new();
     let mut peak: HashMap<String, f64> = HashMap::new();
     while Instant::now() < end && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_secs(1));
+        if !scanned && Instant::now() >= scan_at {
+            // initech scans 200 ports of the outside host, bounded in time: a scan
+            // detection (action `flag` in configs/demo.yaml) with evidence.
+            scanned = true;
+            procs.push(lab.initech.spawn(&[
+                "timeout",
+                "20",
+                "nmap",
+                "-sS",
+                "-n",
+                "-Pn",
+                "-p",
+                "1-200",
+                addr::EXT_WAN1_V4,
+            ])?);
+        }
+        flags =
+            serde_json::from_str(&lab.get("/api/v1/flags")?).context("reading /api/v1/flags")?;
         let tenants: Vec<TenantView> = serde_json::from_str(&lab.get("/api/v1/tenants")?)
             .context("reading /api/v1/tenants")?;
         for t in &tenants {
@@ -142,6 +168,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("{metrics_hint}");
         println!();
         print!("{}", tenant_table(&tenants));
+        println!();
+        if scanned {
+            println!(
+                "initech scanned 200 ports of {} at {}s",
+                addr::EXT_WAN1_V4,
+                args.duration / 3
+            );
+        }
+        if flags.is_empty() {
+            println!("no flags");
+        } else {
+            print!("{}", flag_table(&flags));
+        }
         println!();
     }
     drop(procs);
@@ -169,6 +208,24 @@ pub fn run(args: DemoArgs) -> Result<()> {
     for (t, bps) in summary {
         println!("{t}: peak {}", warden::cli::fmt_bps(*bps));
     }
+    let caught = flags
+        .iter()
+        .find(|f| f.tenant == "initech" && f.kind == warden::policy::Kind::Scan);
+    let Some(caught) = caught else {
+        bail!("initech's port scan was not flagged; flags: {flags:?}");
+    };
+    let others: Vec<String> = flags
+        .iter()
+        .filter(|f| f.id != caught.id)
+        .map(|f| format!("{} {}", f.tenant, f.kind))
+        .collect();
+    if !others.is_empty() {
+        bail!("flags for ordinary demo traffic: {others:?}");
+    }
+    println!(
+        "initech's scan: flag {} (figures {}); nothing else flagged",
+        caught.id, caught.figures
+    );
     println!("every demo tenant showed traffic; lab removed");
     Ok(())
 }

@@ -38,6 +38,15 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // HTTP from inside lab namespaces (the flags test fetches a pcap with it).
     "curl",
+    // The detection labs' servers and clients (tests/src/workloads.rs): a web server
+    // (busybox httpd), an SMTP sink and client, a SOCKS proxy, a DNS server and client.
+    // None of them starts a service on installation.
+    "busybox",
+    "python3-aiosmtpd",
+    "swaks",
+    "microsocks",
+    "dnsmasq-base",
+    "bind9-dnsutils",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.

@@ -1,18 +1,29 @@
 //! The per-packet path shared by every hook: parse, find the tenant, check the
 //! sender's binding (from-tenant only), count, then apply the tenant's policy:
-//! suspension, SMTP, bandwidth.
+//! suspension, then (with the tenant's runtime state) capture, detection facts,
+//! blocks, SMTP, and bandwidth (or a detection's throttle).
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    mem::MaybeUninit,
+    ptr::{addr_of_mut, read_volatile, write_volatile},
+};
+
+use aya_ebpf::maps::lpm_trie::Key;
 use warden_common::{
-    bucket, direction, gen_flags, global, reason, tenant_config_index, tenant_counter_index,
-    tenant_flags, Counters, GenConfig,
+    bucket, direction,
+    facts::{fact_counter, runtime_flags, BlockKey},
+    gen_flags, global, reason, tenant_config_index, tenant_counter_index, tenant_flags, Counters,
+    GenConfig, Rate,
 };
 
 use crate::{
+    clock::Clock,
+    facts::{self, Hook},
     lookup,
-    parse::{parse, proto, Family, Parsed},
-    police, ACTIVE, BUCKETS, DROP_COUNTERS, GEN_CONFIG, GLOBAL_COUNTERS, MANAGEMENT_V4,
-    MANAGEMENT_V6, TENANT_CONFIG, TENANT_COUNTERS,
+    parse::{parse, proto, v4_bytes, v6_bytes, Family, Parsed},
+    police, ACTIVE, BLOCKS, BUCKETS, DROP_COUNTERS, GEN_CONFIG, GLOBAL_COUNTERS, MANAGEMENT_V4,
+    MANAGEMENT_V6, TENANT_CONFIG, TENANT_COUNTERS, TENANT_RUNTIME,
 };
 
 /// Bytes of headers the parser may look at: Ethernet, one VLAN tag, IPv6 with
@@ -23,6 +34,23 @@ pub const PARSE_DEPTH: u32 = 128;
 pub enum Verdict {
     Pass,
     Drop,
+}
+
+/// A frame the daemon asked to capture: the hook (which has the context to read the
+/// frame with) sends it after [`handle`] returns, whatever the verdict.
+pub struct Sample {
+    /// The tenant, or [`lookup::NONE`]: no capture.
+    pub tenant: u32,
+    /// The packet's time.
+    pub now: u64,
+}
+
+impl Sample {
+    /// Nothing to capture.
+    pub const NONE: Sample = Sample {
+        tenant: lookup::NONE,
+        now: 0,
+    };
 }
 
 const TCP_SYN: u8 = 0x02;
@@ -59,8 +87,12 @@ fn drop_for(tenant: u32, dir: u32, why: usize) -> Verdict {
 #[inline(always)]
 fn remote_is_management(p: &Parsed) -> bool {
     match p.family {
-        Family::V4 => MANAGEMENT_V4.get(Key::new(32, p.remote4)).is_some(),
-        Family::V6 => MANAGEMENT_V6.get(Key::new(128, p.remote6)).is_some(),
+        Family::V4 => MANAGEMENT_V4
+            .get(Key::new(32, v4_bytes(&p.remote)))
+            .is_some(),
+        Family::V6 => MANAGEMENT_V6
+            .get(Key::new(128, v6_bytes(&p.remote)))
+            .is_some(),
         Family::None => false,
     }
 }
@@ -106,9 +138,103 @@ fn sender(gc: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
     }
 }
 
-/// The whole per-packet decision for a hook of direction `DIR`.
+/// "No block": what the block functions return for a packet they let through.
+const NOT_BLOCKED: u32 = u32::MAX;
+
+/// The packet's block key fields, packed into one argument of the block functions
+/// (global functions take at most 5): family (4 or 6) in bits 0-7, the tenant-side
+/// port (from the tenant: the destination port; to it: the listening port) in bits
+/// 8-23, and bit 24 set when the packet has ports (TCP, UDP).
 #[inline(always)]
-pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdict {
+fn block_meta(family: u8, port: u16, has_ports: bool) -> u64 {
+    u64::from(family) | (u64::from(port) << 8) | (u64::from(has_ports) << 24)
+}
+
+/// The block of a from-tenant packet of `tenant`, to the address whose event-form
+/// words are `w0`, `w1` (see [`blocked`]). A global BPF function, verified once on its
+/// own rather than again on every path that reaches it (see `facts`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_blocked_from_tenant(
+    tenant: u32,
+    meta: u64,
+    w0: u64,
+    w1: u64,
+    now: u64,
+) -> u32 {
+    blocked::<{ direction::OUT }>(tenant, meta, [w0, w1], now)
+}
+
+/// The block of a to-tenant packet of `tenant` at its address `w0`, `w1` (global, as
+/// above).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_blocked_to_tenant(
+    tenant: u32,
+    meta: u64,
+    w0: u64,
+    w1: u64,
+    now: u64,
+) -> u32 {
+    blocked::<{ direction::IN }>(tenant, meta, [w0, w1], now)
+}
+
+/// A detection's block of this packet, if one is in force: from the tenant, its
+/// victim (`addr`) or its destination port; to the tenant, a blackholed tenant
+/// address (`addr`) or a listening port. The drop reason to count, or [`NOT_BLOCKED`].
+#[inline(always)]
+fn blocked<const DIR: u32>(tenant: u32, meta: u64, addr: [u64; 2], now: u64) -> u32 {
+    let addr_reason = if DIR == direction::OUT {
+        reason::BLOCKED as u32
+    } else {
+        reason::BLACKHOLE as u32
+    };
+    if block_in_force(tenant, DIR as u8, meta as u8, 0, addr, now) {
+        return addr_reason;
+    }
+    if meta & (1 << 24) != 0
+        && block_in_force(tenant, DIR as u8, 0, (meta >> 8) as u16, [0; 2], now)
+    {
+        return reason::BLOCKED as u32;
+    }
+    NOT_BLOCKED
+}
+
+/// Whether BLOCKS holds the key (`tenant`, `dir`, `family`, `port`, `addr`) with an
+/// expiry after `now`.
+#[inline(always)]
+fn block_in_force(tenant: u32, dir: u8, family: u8, port: u16, addr: [u64; 2], now: u64) -> bool {
+    let mut key = MaybeUninit::<BlockKey>::uninit();
+    let k = key.as_mut_ptr();
+    // SAFETY: every field of the local is written before it is read. Volatile stores:
+    // LLVM would merge stores of zeros into a byte-by-byte `memset` call.
+    let key = unsafe {
+        write_volatile(addr_of_mut!((*k).tenant), tenant);
+        write_volatile(addr_of_mut!((*k).dir), dir);
+        write_volatile(addr_of_mut!((*k).family), family);
+        write_volatile(addr_of_mut!((*k).port), port);
+        let a = addr_of_mut!((*k).addr).cast::<u64>();
+        write_volatile(a, addr[0]);
+        write_volatile(a.add(1), addr[1]);
+        key.assume_init_ref()
+    };
+    // SAFETY: the value is copied out at once; the daemon replaces entries whole.
+    match unsafe { BLOCKS.get(key) } {
+        Some(v) => v.until_ns > now,
+        None => false,
+    }
+}
+
+/// The whole per-packet decision for a hook of direction `DIR`. A frame to capture is
+/// left in `sample` for the hook.
+#[inline(always)]
+pub fn handle<const DIR: u32, H: Hook>(
+    hook: &H,
+    data: usize,
+    data_end: usize,
+    bytes: u64,
+    sample: &mut Sample,
+) -> Verdict {
     let p = match parse::<DIR>(data, data_end) {
         Ok(p) => p,
         Err(_) => {
@@ -185,11 +311,61 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
     if cfg.flags & tenant_flags::SUSPENDED != 0 && !p.is_claim && !remote_is_management(&p) {
         return drop_for(tenant, DIR, reason::SUSPENDED);
     }
-    // The coarse clock (the last tick: 4 ms at HZ=250) costs a fraction of the precise
-    // one. Buckets charge exact costs, so the tick only shifts when within a tick a
-    // packet is admitted, never the long-run rate.
+    let mut clock = Clock::new();
 
-    let mut now = 0;
+    // The daemon's runtime state for the tenant: read once; most tenants have none,
+    // which one load of `flags` and `capture` together (the first 8 bytes) tells.
+    let runtime = TENANT_RUNTIME.get_ptr_mut(tenant);
+    let mut rt_flags = 0;
+    if let Some(rt) = runtime {
+        // SAFETY: an array map value, 8-byte aligned; `capture` is counted down
+        // atomically, the rest only read (the daemon writes the whole value).
+        unsafe {
+            let head = read_volatile(rt.cast::<u64>());
+            if head != 0 {
+                rt_flags = read_volatile(addr_of_mut!((*rt).flags));
+                let capture = addr_of_mut!((*rt).capture);
+                if read_volatile(capture) > 0 {
+                    atomic_xadd::<i32, i32, { AtomicOrdering::Relaxed }>(capture, -1);
+                    sample.tenant = tenant;
+                    sample.now = clock.now();
+                }
+            }
+        }
+    }
+
+    // Facts first: traffic a block drops must still keep its detection alive.
+    facts::record::<DIR, H>(hook, &p, gen, tenant, cfg, bytes, &mut clock);
+
+    if rt_flags & runtime_flags::BLOCKS != 0 && !p.is_claim && p.family != Family::None {
+        let now = clock.now();
+        // The address a block names: the victim from the tenant, the tenant's own
+        // address to it.
+        let family = if p.family == Family::V4 { 4 } else { 6 };
+        let addr = if DIR == direction::OUT {
+            p.remote
+        } else {
+            p.local
+        };
+        let has_ports = p.l4_proto == proto::TCP || p.l4_proto == proto::UDP;
+        let meta = block_meta(family, p.dport, has_ports);
+        let why = if DIR == direction::OUT {
+            warden_blocked_from_tenant(tenant, meta, addr[0], addr[1], now)
+        } else {
+            warden_blocked_to_tenant(tenant, meta, addr[0], addr[1], now)
+        };
+        if why != NOT_BLOCKED {
+            facts::count(fact_counter::BLOCKED);
+            // Only the two block reasons come back; anything else would be a bug
+            // here, and a blocked packet is dropped all the same.
+            let why = if why == reason::BLACKHOLE as u32 {
+                reason::BLACKHOLE
+            } else {
+                reason::BLOCKED
+            };
+            return drop_for(tenant, DIR, why);
+        }
+    }
 
     if DIR == direction::OUT
         && p.l4_proto == proto::TCP
@@ -200,22 +376,29 @@ pub fn handle<const DIR: u32>(data: usize, data_end: usize, bytes: u64) -> Verdi
             return drop_for(tenant, DIR, reason::SMTP);
         }
         if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            now = unsafe { bpf_ktime_get_coarse_ns() };
             let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, bucket::SMTP)) else {
                 return Verdict::Pass;
             };
-            if !police::conforms(b, &cfg.smtp, now, 1, false) {
+            if !police::conforms(b, &cfg.smtp, clock.now(), 1, false) {
                 return drop_for(tenant, DIR, reason::SMTP);
             }
         }
     }
-    let rate = &cfg.rate[DIR as usize];
-    if rate.cost_q10 != 0 {
-        if now == 0 {
-            now = unsafe { bpf_ktime_get_coarse_ns() };
+    // A detection's throttle replaces the plan (the same bucket) until it expires,
+    // even if the daemon is not there to lift it.
+    let mut rate: &Rate = &cfg.rate[DIR as usize];
+    if rt_flags & runtime_flags::THROTTLE != 0 {
+        if let Some(rt) = runtime {
+            // SAFETY: an array map value, read only.
+            let rt = unsafe { &*rt };
+            if clock.now() < rt.throttle_until_ns {
+                rate = &rt.throttle[DIR as usize];
+            }
         }
+    }
+    if rate.cost_q10 != 0 {
         if let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, DIR)) {
-            if !police::conforms(b, rate, now, bytes, true) {
+            if !police::conforms(b, rate, clock.now(), bytes, true) {
                 return drop_for(tenant, DIR, reason::BANDWIDTH);
             }
         }

@@ -8,7 +8,7 @@ use warden_common::{
 };
 
 use crate::{
-    parse::{Family, Parsed},
+    parse::{v4_bytes, v6_bytes, Family, Parsed},
     ADDRS_V4, ADDRS_V6, MACS,
 };
 
@@ -45,8 +45,8 @@ fn in_bucket128(b: Option<&Bucket128>, hi: u64, lo: u64, meta: u32) -> u32 {
 #[inline(always)]
 pub fn by_address(gc: &GenConfig, gen: u32, p: &Parsed) -> u32 {
     match p.family {
-        Family::V4 => v4(gc, gen, u32::from_be_bytes(p.addr4)),
-        Family::V6 => v6(gc, gen, u128::from_be_bytes(p.addr6)),
+        Family::V4 => v4(gc, gen, u32::from_be_bytes(v4_bytes(&p.local))),
+        Family::V6 => v6(gc, gen, u128::from_be_bytes(v6_bytes(&p.local))),
         Family::None => NONE,
     }
 }

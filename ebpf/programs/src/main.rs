@@ -6,6 +6,11 @@
 //! | XDP ingress | `xdp_to_tenant`  | `xdp_from_tenant`|
 //! | tcx egress  | `tc_from_tenant` | `tc_to_tenant`   |
 //!
+//! Past the tenant's policy checks, the detection facts, blocks and frame capture run
+//! in global BPF functions (`warden_facts_*`, `warden_blocked_*`, `warden_capture_*`),
+//! which the verifier checks once each rather than on every path through the inlined
+//! entry (see `facts`).
+//!
 //! Parsing fails open: a frame Warden cannot parse is passed and counted as malformed,
 //! because dropping traffic we do not understand would make Warden the outage.
 //! Enforcement fails closed where the policy says so: a suspended tenant, a spoofed
@@ -15,7 +20,10 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod capture;
+mod clock;
 mod enforce;
+mod facts;
 mod lookup;
 mod parse;
 mod police;
@@ -23,15 +31,25 @@ mod police;
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use warden_common::{
-    bucket, direction, global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters,
-    GenConfig, TenantConfig, GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
+    bucket, direction,
+    facts::{
+        fact_counter, BlockKey, BlockValue, Pending, TenantRuntime, CONTACT_WORDS,
+        EVENTS_RING_BYTES, MAX_BLOCKS, PENDING_SLOTS, REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
+    },
+    global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, TenantConfig,
+    GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
 };
 
-use crate::enforce::Verdict;
+use crate::{
+    clock::ClockCache,
+    enforce::{Sample, Verdict},
+    facts::{TcHook, XdpHook},
+};
 
 /// Index 0: the active policy generation (0 or 1). Written by the daemon (the flip).
 #[map(name = "ACTIVE")]
@@ -68,8 +86,8 @@ static MANAGEMENT_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_MANAG
 #[map(name = "MANAGEMENT_V6")]
 static MANAGEMENT_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_MANAGEMENT, 0);
 
-/// Index: tenant * 3 + (out, in, smtp). Value: token bucket state, shared by all CPUs
-/// and updated atomically here; zeroed by the daemon when a tenant slot is reused.
+/// Index: tenant * 4 + (out, in, smtp, events). Value: token bucket state, shared by all
+/// CPUs and updated atomically here; zeroed by the daemon when a tenant slot is reused.
 #[map(name = "BUCKETS")]
 static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_TENANTS * bucket::PER_TENANT, 0);
 
@@ -87,6 +105,53 @@ static DROP_COUNTERS: PerCpuArray<DropCounters> =
 /// and bytes of traffic that belongs to no tenant. Written here.
 #[map(name = "GLOBAL_COUNTERS")]
 static GLOBAL_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
+
+/// Index: `key & (CONTACT_WORDS - 1)` of a `contact_key`. Value: a bloom-filter word,
+/// contact epoch in the high half, bits in the low half (see `warden_common::facts`).
+/// Written here.
+#[map(name = "CONTACTS")]
+static CONTACTS: Array<u64> = Array::with_max_entries(CONTACT_WORDS, 0);
+
+/// Index: `(key >> 16) & (PENDING_SLOTS - 1)` of an attempt's `contact_key`. Value: the
+/// attempt waiting for its answer (tag 0 = empty). Written here.
+#[map(name = "PENDING")]
+static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, 0);
+
+/// Index: `sketch_index(sketch_key(..), row)`. Value: an epoch-tagged count of the flood
+/// sketch, shared by all CPUs and added to atomically. Written here.
+#[map(name = "SKETCH")]
+static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_ROWS * SKETCH_WIDTH, 0);
+
+/// Index: `(key >> 20) & (REPORTED_SLOTS - 1)` of a `sketch_key`. Value: `epoch << 32 |
+/// key as u32` of the flood event last sent from that slot. Written here.
+#[map(name = "REPORTED")]
+static REPORTED: Array<u64> = Array::with_max_entries(REPORTED_SLOTS, 0);
+
+/// Events (`warden_common::facts::Event`) and captured frames (`SampleEvent`) for the
+/// daemon. Written here, read by the daemon.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Index: tenant. Value: the daemon's runtime state for it (blocks present, throttle,
+/// frames to capture). Written by the daemon; `capture` counted down here.
+#[map(name = "TENANT_RUNTIME")]
+static TENANT_RUNTIME: Array<TenantRuntime> = Array::with_max_entries(MAX_TENANTS, 0);
+
+/// Key: a block (tenant, direction, address or port). Value: its expiry. Written by the
+/// daemon; looked up here only for tenants whose runtime flags say they have blocks.
+#[map(name = "BLOCKS")]
+static BLOCKS: HashMap<BlockKey, BlockValue> = HashMap::with_max_entries(MAX_BLOCKS, 0);
+
+/// Index 0. Value: per-CPU, the CPU's last clock reading and its jiffy
+/// (`clock::ClockCache`). Written here; internal to the programs (a cache, not pinned
+/// by the daemon).
+#[map(name = "CLOCK_CACHE")]
+static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Index: a `fact_counter`. Value: per-CPU count of events sent and lost, pending
+/// attempts overwritten, samples, blocked packets. Written here.
+#[map(name = "FACT_COUNTERS")]
+static FACT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(fact_counter::COUNT, 0);
 
 #[inline(always)]
 fn xdp_verdict(v: Verdict) -> u32 {
@@ -108,11 +173,14 @@ fn tc_verdict(v: Verdict) -> i32 {
 #[inline(always)]
 fn xdp_handle<const DIR: u32>(ctx: &XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
-    xdp_verdict(enforce::handle::<DIR>(
-        data,
-        data_end,
-        (data_end - data) as u64,
-    ))
+    let len = (data_end - data) as u64;
+    let mut sample = Sample::NONE;
+    let hook = XdpHook(ctx.ctx);
+    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len, &mut sample);
+    if sample.tenant != lookup::NONE {
+        capture::warden_capture_xdp(ctx.ctx, sample.tenant, sample.now, DIR, len);
+    }
+    xdp_verdict(verdict)
 }
 
 #[inline(always)]
@@ -130,11 +198,14 @@ fn tc_handle<const DIR: u32>(ctx: &TcContext) -> i32 {
         // A failed pull leaves the skb as it was; the parser then sees a short frame.
         let _ = ctx.pull_data(want);
     }
-    tc_verdict(enforce::handle::<DIR>(
-        ctx.data(),
-        ctx.data_end(),
-        len as u64,
-    ))
+    let mut sample = Sample::NONE;
+    let hook = TcHook(ctx.as_ptr().cast());
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len.into(), &mut sample);
+    if sample.tenant != lookup::NONE {
+        capture::warden_capture_tc(hook.0, sample.tenant, sample.now, DIR, len.into());
+    }
+    tc_verdict(verdict)
 }
 
 /// XDP on a gateway's tenant-facing interface: arriving traffic is from the tenant.
@@ -165,6 +236,30 @@ pub fn tc_to_tenant(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xdp_pass_base(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark only (`cargo xtask bench`): the from-tenant path, then the IPv4
+/// destination address of the frame (untagged, no options) is counted up by one in
+/// place. A test run's repetitions share the frame, so every repetition is a first
+/// contact with a new remote: this measures the new-flow path (filter insert, pending
+/// write, ATTEMPT event) that a repeated frame would otherwise skip.
+#[xdp]
+pub fn xdp_bench_new_flow(ctx: XdpContext) -> u32 {
+    let verdict = xdp_handle::<{ direction::OUT }>(&ctx);
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    // Ethernet (14) and an IPv4 header without options (20).
+    if let Ok(h) = parse::ptr_at::<[u8; 34]>(data, data_end, 0) {
+        let h = h as *mut [u8; 34];
+        // SAFETY: bounds checked above; XDP frames are writable.
+        unsafe {
+            if (*h)[12] == 0x08 && (*h)[13] == 0x00 && (*h)[14] == 0x45 {
+                let dst = (h as *mut u8).add(30) as *mut [u8; 4];
+                let next = u32::from_be_bytes(*dst).wrapping_add(1);
+                *dst = next.to_be_bytes();
+            }
+        }
+    }
+    verdict
 }
 
 #[cfg(not(test))]

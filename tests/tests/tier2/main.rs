@@ -1,10 +1,12 @@
 //! Tier 2: the daemon on the standard namespace lab (host and gateway mode), real
-//! traffic from real tools, exact counts and enforcement.
+//! traffic from real tools, exact counts, enforcement, and detection of attacks (with
+//! their benign look-alikes).
 //!
 //! Needs root. Run with `cargo test -p warden-tests --test tier2 -- --test-threads=1`
 //! after `cargo build -p warden` (`cargo xtask test` does both).
 
 mod common;
+mod detection;
 mod enforcement;
 mod flags;
 mod metering;

@@ -6,10 +6,17 @@
 //!   resetting counters ([`Dataplane::open`], [`Dataplane::attach`]).
 //! - Policy goes into the inactive generation and is switched on with one write
 //!   ([`Dataplane::apply`]); see `warden_common` for the generation scheme.
+//! - Detection: the programs' ring buffer is read through an [`EventReader`] and decoded
+//!   into [`KernelEvent`]s ([`events`]); the daemon's actions go back as blocks,
+//!   throttles and capture requests ([`runtime`]).
 
 mod compile;
 pub mod cuckoo;
+pub mod events;
 mod index;
+#[cfg(test)]
+mod lab;
+pub mod runtime;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +36,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use warden_common::{
-    bucket, direction, gen_flags, global, map, program, table, tenant_config_index,
+    bucket, direction, facts, gen_flags, global, map, program, table, tenant_config_index,
     tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, Slot128,
     Slot64, TenantConfig, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES, MAX_PREFIX_LENS,
     MAX_TENANTS,
@@ -38,7 +45,12 @@ use warden_common::{
 pub use self::{
     compile::{burst_bytes, compile, CompileError, Compiled},
     cuckoo::TableFull,
+    events::{
+        decode_event, monotonic_now, Contact, DecodeError, EventReader, FloodClass, FloodEvent,
+        KernelEvent, SampleFrame,
+    },
     index::{IndexChanges, IndexError, TenantIndex},
+    runtime::{throttle_rates, BlockTarget, FactCounters, MapUsage},
 };
 use crate::policy::Mode;
 
@@ -95,6 +107,16 @@ pub enum DataplaneError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     TableFull(#[from] TableFull),
+    #[error("the block map is full ({capacity} entries); the block was not added")]
+    BlocksFull { capacity: u32 },
+    #[error("invalid block: {0}")]
+    InvalidBlock(String),
+    #[error("invalid throttle: {0}")]
+    InvalidThrottle(String),
+    #[error("tenant index {0} is out of range")]
+    TenantOutOfRange(u32),
+    #[error("the event ring was already taken by an earlier event reader")]
+    EventsTaken,
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -151,7 +173,7 @@ impl Hook {
 }
 
 /// The layout every map must have: (name, type, key size, value size, capacity).
-fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 12] {
+fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 20] {
     use std::mem::size_of;
     let s = |n: usize| n as u32;
     [
@@ -220,6 +242,51 @@ fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 12] {
             4,
             16,
             global::ENTRIES,
+        ),
+        (map::CONTACTS, MapType::Array, 4, 8, facts::CONTACT_WORDS),
+        (
+            map::PENDING,
+            MapType::Array,
+            4,
+            s(size_of::<facts::Pending>()),
+            facts::PENDING_SLOTS,
+        ),
+        (
+            map::SKETCH,
+            MapType::Array,
+            4,
+            8,
+            facts::SKETCH_ROWS * facts::SKETCH_WIDTH,
+        ),
+        (map::REPORTED, MapType::Array, 4, 8, facts::REPORTED_SLOTS),
+        // A ring buffer has no keys or values; its size is its entries.
+        (
+            map::EVENTS,
+            MapType::RingBuf,
+            0,
+            0,
+            facts::EVENTS_RING_BYTES,
+        ),
+        (
+            map::TENANT_RUNTIME,
+            MapType::Array,
+            4,
+            s(size_of::<facts::TenantRuntime>()),
+            MAX_TENANTS,
+        ),
+        (
+            map::BLOCKS,
+            MapType::Hash,
+            s(size_of::<facts::BlockKey>()),
+            s(size_of::<facts::BlockValue>()),
+            facts::MAX_BLOCKS,
+        ),
+        (
+            map::FACT_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            8,
+            facts::fact_counter::COUNT,
         ),
     ]
 }
@@ -306,6 +373,15 @@ pub struct Dataplane {
     last_flip: Option<std::time::Instant>,
     attachments: Vec<Attachment>,
     adopted_maps: usize,
+    /// Whether [`Dataplane::event_reader`] took the ring.
+    events_taken: bool,
+    /// What [`map::BLOCKS`] holds (key -> expiry in ns; the daemon is its only writer,
+    /// and it is read back from the map at open), so sweeping needs no map walk.
+    block_expiry: HashMap<facts::BlockKey, u64>,
+    /// Blocks per tenant in `block_expiry`, to keep `runtime_flags::BLOCKS` exact.
+    block_counts: HashMap<u32, u32>,
+    /// Throttles set by this daemon, recomputed when a policy changes the plans.
+    throttles: HashMap<u32, runtime::Throttle>,
 }
 
 impl Dataplane {
@@ -361,16 +437,19 @@ impl Dataplane {
             last_flip: None,
             attachments: Vec::new(),
             adopted_maps,
+            events_taken: false,
+            block_expiry: HashMap::new(),
+            block_counts: HashMap::new(),
+            throttles: HashMap::new(),
         };
         dp.active = dp
             .array::<u32>(map::ACTIVE)?
             .get(&0, 0)
             .map_err(map_err(map::ACTIVE))?
             % GENERATIONS;
-        if adopted_maps == 0 {
-            // Fresh maps: zeroed buckets, which is not the empty marker, so the first
-            // write of each half must be complete; leave the mirror unknown.
-        }
+        // Fresh maps hold zeroed buckets, which is not the empty marker, so the first
+        // write of each half must be complete: the mirror stays unknown either way.
+        dp.load_blocks()?;
         Ok(dp)
     }
 
@@ -645,7 +724,8 @@ impl Dataplane {
         Ok(removed)
     }
 
-    /// Zeroes a slot's counters, drops and buckets, for a tenant that was just given it.
+    /// Zeroes a slot's counters, drops, buckets and runtime state (throttle, capture)
+    /// and deletes its blocks, for a tenant that was just given it.
     pub fn reset_slot(&mut self, index: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
             path: "/sys/devices/system/cpu/possible".into(),
@@ -673,11 +753,12 @@ impl Dataplane {
                 .set(bucket::index(index, which), Bucket::default(), 0)
                 .map_err(map_err(map::BUCKETS))?;
         }
-        Ok(())
+        self.reset_runtime(index)
     }
 
     /// Writes `new` into the inactive generation, then makes it active with one
-    /// write. A failure before the flip leaves the active generation untouched.
+    /// write. A failure before the flip leaves the active generation untouched. After
+    /// the flip, throttles set by this daemon are recomputed against the new plans.
     pub fn apply(&mut self, new: &Compiled) -> Result<()> {
         let target = 1 - self.active;
         // Packets that read the generation before the last flip may still be using
@@ -729,6 +810,11 @@ impl Dataplane {
         self.active = target;
         self.last_flip = Some(std::time::Instant::now());
         self.mirror[target as usize] = Some(tables);
+        // The policy is in force now; a throttle left at a rate the new plan undercuts
+        // is wrong but not unsafe (it expires), so this cannot fail the apply.
+        if let Err(e) = self.refresh_throttles() {
+            tracing::warn!(error = %e, "recomputing throttles for the new plans");
+        }
         Ok(())
     }
 

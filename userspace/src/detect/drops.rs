@@ -1,6 +1,21 @@
 //! `spoof_ip`, `spoof_arp`, `spoof_mac`, `bandwidth`: the dataplane already drops the
 //! traffic; sustained drops, more than `drops` within `window`, become a detection of the
-//! kind matching the drop reason. No top targets: the dataplane reports counts only.
+//! kind matching the drop reason, provided the drops are at least `drop_ratio` of the
+//! tenant's packets in that window. No top targets: the dataplane reports counts only.
+//!
+//! The ratio is what tells hogging from using a plan: a congestion-controlled transfer at
+//! its plan loses a few packets in a hundred to the policer as it probes for capacity
+//! (thousands of drops a minute at hundreds of Mbit/s; 5-8% of a TCP upload pressing on a
+//! 30 Mbit/s plan over a 10 ms round trip in the demo lab), while a sender that ignores
+//! its plan loses everything above it (a quarter of its packets at 1.33 times the plan,
+//! two thirds at three times). `bandwidth` defaults to 0.25; the spoofing kinds to 0
+//! (any share).
+//!
+//! A kind with a `drop_ratio` must also hold both conditions for [`SUSTAIN`]: a TCP
+//! connection's slow start overshoots its plan once and may lose several percent of a
+//! second's packets, then settles; a sender that ignores the plan keeps losing. The
+//! pipeline reports such a kind every second the tenant has traffic, drops or not, so
+//! the ratio is over all of the window's packets.
 
 use std::time::Duration;
 
@@ -29,6 +44,9 @@ pub(crate) fn settings(d: &Detectors, reason: DropReason) -> &policy::Drops {
     }
 }
 
+/// How long a kind with a `drop_ratio` must stay over both thresholds.
+pub const SUSTAIN: Duration = Duration::from_secs(5);
+
 const REASONS: [DropReason; 4] = [
     DropReason::SpoofIp,
     DropReason::SpoofArp,
@@ -39,13 +57,17 @@ const REASONS: [DropReason; 4] = [
 /// One tenant's drop counts, per reason.
 #[derive(Debug)]
 pub(crate) struct DropState {
-    counts: [Counts<1>; 4],
+    /// Per reason: `[drops, offered packets]`.
+    counts: [Counts<2>; 4],
+    /// Per reason: since when both thresholds have held (kinds with a `drop_ratio`).
+    held_since: [Option<Duration>; 4],
 }
 
 impl DropState {
     pub(crate) fn new(d: &Detectors) -> Self {
         DropState {
             counts: REASONS.map(|r| Counts::new(settings(d, r).window)),
+            held_since: [None; 4],
         }
     }
 
@@ -54,10 +76,28 @@ impl DropState {
             .iter()
             .position(|r| *r == f.reason)
             .expect("REASONS lists every reason");
-        let [sum] = self.counts[i].add(cfg.window, f.at, [f.count]);
-        (sum > u64::from(cfg.drops)).then(|| Crossing {
-            figures: vec![("drops_in_window", sum as f64)],
-            thresholds: vec![("drops_in_window", f64::from(cfg.drops))],
+        let [sum, offered] = self.counts[i].add(cfg.window, f.at, [f.count, f.offered]);
+        let ratio = if offered == 0 {
+            1.0
+        } else {
+            (sum as f64 / offered as f64).min(1.0)
+        };
+        let over = sum > u64::from(cfg.drops) && ratio >= cfg.drop_ratio;
+        let held = if cfg.drop_ratio > 0.0 {
+            let since = &mut self.held_since[i];
+            if !over {
+                *since = None;
+            }
+            over && f.at.saturating_sub(*since.get_or_insert(f.at)) >= SUSTAIN
+        } else {
+            over
+        };
+        held.then(|| Crossing {
+            figures: vec![("drops_in_window", sum as f64), ("drop_ratio", ratio)],
+            thresholds: vec![
+                ("drops_in_window", f64::from(cfg.drops)),
+                ("drop_ratio", cfg.drop_ratio),
+            ],
             top_targets: Vec::new(),
         })
     }

@@ -144,6 +144,9 @@ pub struct Drops {
     pub reason: DropReason,
     /// How many since the previous report.
     pub count: u64,
+    /// Packets the tenant sent and received over the same interval, dropped ones
+    /// included (the denominator of the drop ratio).
+    pub offered: u64,
     /// When counted.
     pub at: Duration,
 }

@@ -201,6 +201,14 @@ impl Engine {
     /// Feeds one fact; returns the detections it starts (and, if it restarts a stale
     /// episode the last tick has not ended yet, that episode's end).
     pub fn observe(&mut self, fact: impl Into<Fact>) -> Vec<Detection> {
+        self.observe_crossed(fact).0
+    }
+
+    /// Like [`Engine::observe`], and also says which kind's thresholds the fact crossed,
+    /// if any: a fact that crossed either started an episode or kept an open one going.
+    /// The caller uses it to tell which targets of an open episode are still being hit
+    /// (a flood's second victim, the SMTP port of the latest connections).
+    pub fn observe_crossed(&mut self, fact: impl Into<Fact>) -> (Vec<Detection>, Option<Kind>) {
         let fact = fact.into();
         let tenant = fact.tenant();
         let cfg = self.configs.get(&tenant).unwrap_or(&self.defaults);
@@ -208,7 +216,7 @@ impl Engine {
         let known = self.tenants.len() < limits.tenants || self.tenants.contains_key(&tenant);
         if !known {
             self.refused_facts += 1;
-            return Vec::new();
+            return (Vec::new(), None);
         }
         let state = self
             .tenants
@@ -219,19 +227,19 @@ impl Engine {
         let (kind, crossing) = match fact {
             Fact::Attempt(a) => {
                 if cfg.allows(a.remote) {
-                    return Vec::new();
+                    return (Vec::new(), None);
                 }
                 let crossing = state.scan.observe(&d.scan, &a, limits.contact_memory);
                 (Kind::Scan, crossing)
             }
             Fact::Rate(r) => match r.dir {
-                Direction::Out if cfg.allows(r.remote) => return Vec::new(),
+                Direction::Out if cfg.allows(r.remote) => return (Vec::new(), None),
                 Direction::Out => (Kind::FloodOut, flood::flood_out(&d.flood_out, &r)),
                 Direction::In => (Kind::FloodIn, flood::flood_in(&d.flood_in, &r)),
             },
             Fact::Smtp(s) => {
                 if !cfg.mail || cfg.allows(s.server) {
-                    return Vec::new();
+                    return (Vec::new(), None);
                 }
                 (Kind::Spam, state.spam.observe(&d.spam, &s))
             }
@@ -242,7 +250,7 @@ impl Engine {
             }
         };
         let Some(mut crossing): Option<Crossing> = crossing else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         // Scan and spam evidence walks the tenant's memory: gather it when an episode opens
         // and then at most every EVIDENCE_EVERY, not on every crossing of a long attack.
@@ -261,7 +269,7 @@ impl Engine {
         if gather {
             state.episodes.gathered(kind, at);
         }
-        out
+        (out, Some(kind))
     }
 
     /// Advances time to `now`: ages windows out, ends quiet episodes (reported with

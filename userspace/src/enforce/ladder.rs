@@ -4,8 +4,10 @@
 //!   detections of the same (tenant, kind) fall within `escalation_window`, and never above
 //!   `ceiling`. A whole quiet `escalation_window` forgets the escalation.
 //! - `observe` and `flag` only record. `throttle` and `block` are applied to the detection's
-//!   target and expire `expire_after` after the last detection; each new detection extends
-//!   them. `suspend` applies to the whole tenant, has no expiry, and is lifted only by a
+//!   target and expire `expire_after` (a block: `block_for`) after the last detection; each
+//!   new detection extends them, and so does [`Ladder::refresh`] while one episode goes on
+//!   (without counting a repeat). A further target of an open episode gets the episode's
+//!   level ([`Ladder::on_new_target`]), also without counting a repeat. `suspend` applies to the whole tenant, has no expiry, and is lifted only by a
 //!   person ([`Ladder::lift_suspension`]).
 //! - An applied action is not softened by a milder later detection (it only expires), except
 //!   when the policy's ceiling drops below it: then it is lifted or lowered at once.
@@ -121,6 +123,76 @@ impl Ladder {
         now: Duration,
     ) -> Vec<Decision> {
         let level = self.escalation(d, response, now);
+        self.decide(d, response, level, now)
+    }
+
+    /// An open episode reached a further target (a second victim of the same flood, a scan
+    /// that moved on to another port): handles it like a detection at the (tenant, kind)'s
+    /// current escalation level, without counting a repeat. One attack on many targets is
+    /// one detection for escalation, as one long attack is.
+    ///
+    /// Returns a [`Decision::Record`] first, then at most one of `Apply`, `Extend` or `Lift`.
+    pub fn on_new_target(
+        &mut self,
+        d: &DetectionKey,
+        response: &Response,
+        now: Duration,
+    ) -> Vec<Decision> {
+        let level = match self.tracks.get_mut(&(d.tenant.clone(), d.kind)) {
+            Some(track) if now.saturating_sub(track.last) <= track.window => {
+                track.last = track.last.max(now);
+                track.level
+            }
+            _ => 0,
+        };
+        self.decide(d, response, level, now)
+    }
+
+    /// The behaviour behind `d` was seen again at `seen` within the same episode: keeps its
+    /// temporary action in force until `seen` plus its lifetime, without counting a repeat
+    /// towards escalation. Returns the [`Decision::Extend`] when that moves the expiry later;
+    /// `None` when nothing is in force for `d`, the expiry would not move, or the policy's
+    /// ceiling has since dropped below the action (it then runs out as it is).
+    ///
+    /// The (tenant, kind)'s escalation stays remembered while its episode lasts, so an
+    /// attack longer than `escalation_window` does not restart at the policy's action.
+    pub fn refresh(
+        &mut self,
+        d: &DetectionKey,
+        response: &Response,
+        seen: Duration,
+    ) -> Option<Decision> {
+        if let Some(track) = self.tracks.get_mut(&(d.tenant.clone(), d.kind)) {
+            track.last = track.last.max(seen);
+        }
+        let entry = self.active.get_mut(d)?;
+        if entry.action > response.ceiling {
+            return None;
+        }
+        let until = seen
+            .checked_add(lifetime(response, entry.action))
+            .unwrap_or(Duration::MAX);
+        if until <= entry.until {
+            return None;
+        }
+        entry.until = until;
+        Some(Decision::Extend {
+            tenant: d.tenant.clone(),
+            kind: d.kind,
+            target: d.target.clone(),
+            action: entry.action,
+            until,
+        })
+    }
+
+    /// The action `d` earned at escalation `level`, and what to do about it.
+    fn decide(
+        &mut self,
+        d: &DetectionKey,
+        response: &Response,
+        level: u8,
+        now: Duration,
+    ) -> Vec<Decision> {
         let earned = escalate(response.action, level).min(response.ceiling);
         let existing = self.active.get(d).map(|e| e.action);
         let action = existing
@@ -141,7 +213,7 @@ impl Ladder {
             }
             Action::Throttle | Action::Block => {
                 let until = now
-                    .checked_add(response.expire_after)
+                    .checked_add(lifetime(response, action))
                     .unwrap_or(Duration::MAX);
                 if let Some(decision) = self.enforce(d, action, until) {
                     out.push(decision);
@@ -191,6 +263,14 @@ impl Ladder {
     pub fn lift_suspension(&mut self, tenant: &str) -> bool {
         self.tracks.retain(|(t, _), _| t != tenant);
         self.suspended.remove(tenant).is_some()
+    }
+
+    /// `tenant` left the policy: forgets its temporary actions and escalation (the kernel
+    /// state of a removed tenant is reset when its slot is reused). A suspension stays
+    /// recorded: it is the store's, and only a person lifts it.
+    pub fn forget_tenant(&mut self, tenant: &str) {
+        self.active.retain(|k, _| k.tenant != tenant);
+        self.tracks.retain(|(t, _), _| t != tenant);
     }
 
     /// Whether `tenant` is suspended.
@@ -280,6 +360,14 @@ impl Ladder {
         }
         self.active.insert(d.clone(), ActiveEntry { action, until });
         Some(apply(d, action, until))
+    }
+}
+
+/// How long `action` lasts after the behaviour was last seen.
+fn lifetime(response: &Response, action: Action) -> Duration {
+    match action {
+        Action::Block => response.block_for,
+        _ => response.expire_after,
     }
 }
 

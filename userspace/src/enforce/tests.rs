@@ -15,6 +15,8 @@ fn response(action: Action) -> Response {
     Response {
         action,
         expire_after: secs(600),
+        block_for: secs(600),
+        throttle_to: 10_000_000,
         escalate_after: 3,
         escalation_window: secs(3_600),
         ceiling: Action::Suspend,
@@ -180,6 +182,150 @@ fn continuing_behaviour_extends_the_expiry() {
 }
 
 #[test]
+fn refresh_keeps_a_block_alive_while_the_episode_goes_on_without_escalating() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    let mut r = response(Action::Throttle);
+    r.escalate_after = 2;
+    ladder.on_detection(&key, &r, secs(0));
+    // Seen every second for longer than the expiry: the throttle stays, never escalates.
+    for t in 1..=900 {
+        let d = ladder.refresh(&key, &r, secs(t));
+        assert_eq!(
+            d,
+            Some(Decision::Extend {
+                tenant: "t1".into(),
+                kind: Kind::FloodOut,
+                target: key.target.clone(),
+                action: Action::Throttle,
+                until: secs(t + 600),
+            })
+        );
+        assert!(
+            ladder.tick(secs(t)).is_empty(),
+            "expired at {t} while refreshed"
+        );
+    }
+    assert_eq!(
+        ladder.active().next().map(|(_, e)| e.action),
+        Some(Action::Throttle)
+    );
+    // A seen time that does not move the expiry later changes nothing.
+    assert_eq!(ladder.refresh(&key, &r, secs(800)), None);
+    // The behaviour stops: it expires expire_after after it was last seen.
+    assert!(ladder.tick(secs(1_499)).is_empty());
+    assert_eq!(ladder.tick(secs(1_500)).len(), 1);
+    assert_eq!(
+        ladder.refresh(&key, &r, secs(1_501)),
+        None,
+        "nothing in force"
+    );
+}
+
+#[test]
+fn refresh_keeps_the_escalation_of_a_long_episode() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    let mut r = response(Action::Throttle);
+    r.escalate_after = 2;
+    r.escalation_window = secs(100);
+    ladder.on_detection(&key, &r, secs(0));
+    let ds = ladder.on_detection(&key, &r, secs(1));
+    assert_eq!(recorded(&ds), Action::Block);
+    for t in (50..=400).step_by(50) {
+        ladder.refresh(&key, &r, secs(t));
+        ladder.tick(secs(t));
+    }
+    assert_eq!(ladder.stats().tracked, 1, "the episode went on: not quiet");
+    let ds = ladder.on_new_target(&victim(2), &r, secs(401));
+    assert_eq!(recorded(&ds), Action::Block, "the episode's level");
+}
+
+#[test]
+fn refresh_does_not_renew_an_action_above_a_lowered_ceiling() {
+    let mut ladder = Ladder::new();
+    let key = victim(1);
+    ladder.on_detection(&key, &response(Action::Block), secs(0));
+    let mut r = response(Action::Flag);
+    r.ceiling = Action::Throttle;
+    assert_eq!(ladder.refresh(&key, &r, secs(10)), None);
+    assert_eq!(ladder.tick(secs(600)).len(), 1, "runs out as it was");
+}
+
+#[test]
+fn blocks_last_block_for_and_throttles_expire_after() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Block);
+    r.block_for = secs(300);
+    let ds = ladder.on_detection(&victim(1), &r, secs(10));
+    assert!(
+        matches!(&ds[1], Decision::Apply { until: Some(u), .. } if *u == secs(310)),
+        "{ds:?}"
+    );
+    let d = ladder.refresh(&victim(1), &r, secs(20));
+    assert!(
+        matches!(d, Some(Decision::Extend { until, .. }) if until == secs(320)),
+        "{d:?}"
+    );
+    r.action = Action::Throttle;
+    let ds = ladder.on_detection(&victim(2), &r, secs(10));
+    assert!(
+        matches!(&ds[1], Decision::Apply { until: Some(u), .. } if *u == secs(610)),
+        "{ds:?}"
+    );
+}
+
+#[test]
+fn a_new_target_of_an_open_episode_gets_its_level_without_counting_a_repeat() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Throttle);
+    r.escalate_after = 2;
+    ladder.on_detection(&victim(1), &r, secs(0));
+    // Many further victims of the same episode: each is throttled, none escalates.
+    for i in 2..=20 {
+        let ds = ladder.on_new_target(&victim(i), &r, secs(u64::from(i)));
+        assert_eq!(recorded(&ds), Action::Throttle, "victim {i}");
+        assert_eq!(applies(&ds).len(), 1, "victim {i}: {ds:?}");
+    }
+    assert_eq!(ladder.stats().active, 20);
+    // The second detection (a repeat) escalates, and later targets get the new level.
+    let ds = ladder.on_detection(&victim(1), &r, secs(30));
+    assert_eq!(recorded(&ds), Action::Block);
+    let ds = ladder.on_new_target(&victim(21), &r, secs(31));
+    assert_eq!(recorded(&ds), Action::Block);
+    // Without a tracked episode a new target starts at the policy's action.
+    let other = DetectionKey {
+        tenant: "t2".into(),
+        kind: Kind::Scan,
+        target: Target::Port(22),
+    };
+    assert_eq!(
+        recorded(&ladder.on_new_target(&other, &r, secs(0))),
+        Action::Throttle
+    );
+}
+
+#[test]
+fn forgetting_a_tenant_drops_its_actions_and_escalation_but_not_its_suspension() {
+    let mut ladder = Ladder::new();
+    let mut r = response(Action::Block);
+    r.escalate_after = 0;
+    ladder.on_detection(&victim(1), &r, secs(0));
+    let other = DetectionKey {
+        tenant: "t2".into(),
+        kind: Kind::FloodOut,
+        target: Target::Addr(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9))),
+    };
+    ladder.on_detection(&other, &r, secs(0));
+    ladder.note_suspension("t1");
+    ladder.forget_tenant("t1");
+    let keys: Vec<_> = ladder.active().map(|(k, _)| k.tenant.clone()).collect();
+    assert_eq!(keys, ["t2"]);
+    assert!(ladder.is_suspended("t1"));
+    assert!(ladder.tick(secs(10_000)).iter().all(|d| d.tenant() == "t2"));
+}
+
+#[test]
 fn repeats_within_the_window_escalate_one_step() {
     let mut ladder = Ladder::new();
     let r = response(Action::Flag);
@@ -208,6 +354,7 @@ fn escalation_is_forgotten_after_a_quiet_window() {
     r.escalate_after = 2;
     r.escalation_window = secs(100);
     r.expire_after = secs(10);
+    r.block_for = secs(10);
     ladder.on_detection(&victim(1), &r, secs(0));
     let ds = ladder.on_detection(&victim(1), &r, secs(1));
     assert_eq!(recorded(&ds), Action::Block);
@@ -353,6 +500,21 @@ enum Op {
         target: u16,
         response: Response,
     },
+    /// The same episode reached a further target.
+    NewTarget {
+        tenant: u8,
+        kind: Kind,
+        target: u16,
+        response: Response,
+    },
+    /// The behaviour was seen again `ago` seconds before now.
+    Refresh {
+        tenant: u8,
+        kind: Kind,
+        target: u16,
+        response: Response,
+        ago: u64,
+    },
     Advance(u64),
 }
 
@@ -361,23 +523,41 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let response = (action(), action(), 1u64..300, 0u32..5, 1u64..600).prop_map(
-        |(action, ceiling, expire, escalate_after, window)| Response {
+    let response = (action(), action(), 1u64..300, 1u64..300, 0u32..5, 1u64..600).prop_map(
+        |(action, ceiling, expire, block, escalate_after, window)| Response {
             action,
             expire_after: secs(expire),
+            block_for: secs(block),
+            throttle_to: 1_000_000,
             escalate_after,
             escalation_window: secs(window),
             ceiling,
         },
     );
     let kind = proptest::sample::select(vec![Kind::Scan, Kind::FloodOut, Kind::Proxy]);
+    let key = (0u8..3, kind, 0u16..4, response);
     prop_oneof![
-        (0u8..3, kind, 0u16..4, response).prop_map(|(tenant, kind, target, response)| {
-            Op::Detect {
-                tenant,
-                kind,
-                target,
-                response,
+        (key, 0u8..3, 0u64..30).prop_map(|((tenant, kind, target, response), which, ago)| {
+            match which {
+                0 => Op::Detect {
+                    tenant,
+                    kind,
+                    target,
+                    response,
+                },
+                1 => Op::NewTarget {
+                    tenant,
+                    kind,
+                    target,
+                    response,
+                },
+                _ => Op::Refresh {
+                    tenant,
+                    kind,
+                    target,
+                    response,
+                    ago,
+                },
             }
         }),
         (0u64..200).prop_map(Op::Advance),
@@ -443,15 +623,22 @@ proptest! {
         let mut open = Open::new();
         let mut longest = Duration::ZERO;
         for op in ops {
+            let key = |tenant: u8, kind: Kind, target: u16| DetectionKey {
+                tenant: format!("t{tenant}"),
+                kind,
+                target: Target::Port(target),
+            };
             match op {
-                Op::Detect { tenant, kind, target, response } => {
-                    let key = DetectionKey {
-                        tenant: format!("t{tenant}"),
-                        kind,
-                        target: Target::Port(target),
+                Op::Detect { tenant, kind, target, response }
+                | Op::NewTarget { tenant, kind, target, response } => {
+                    let new = matches!(op, Op::NewTarget { .. });
+                    let key = key(tenant, kind, target);
+                    longest = longest.max(response.expire_after).max(response.block_for);
+                    let ds = if new {
+                        ladder.on_new_target(&key, &response, now)
+                    } else {
+                        ladder.on_detection(&key, &response, now)
                     };
-                    longest = longest.max(response.expire_after);
-                    let ds = ladder.on_detection(&key, &response, now);
                     prop_assert!(matches!(ds[0], Decision::Record { .. }), "first is not a Record: {:?}", ds);
                     for d in &ds {
                         prop_assert!(
@@ -463,6 +650,21 @@ proptest! {
                         }
                     }
                     follow(&ds, &mut open)?;
+                }
+                Op::Refresh { tenant, kind, target, response, ago } => {
+                    let key = key(tenant, kind, target);
+                    longest = longest.max(response.expire_after).max(response.block_for);
+                    let before = ladder.active().find(|(k, _)| **k == key).map(|(_, e)| *e);
+                    let d = ladder.refresh(&key, &response, now.saturating_sub(secs(ago)));
+                    if let Some(d) = &d {
+                        let Decision::Extend { until, action, .. } = d else {
+                            return Err(TestCaseError::fail(format!("refresh returned {d:?}")));
+                        };
+                        let before = before.expect("refreshed an entry that was in force");
+                        prop_assert!(*until > before.until, "refresh moved the expiry back");
+                        prop_assert_eq!(*action, before.action);
+                    }
+                    follow(d.as_slice(), &mut open)?;
                 }
                 Op::Advance(s) => {
                     now += secs(s);

@@ -153,13 +153,23 @@ impl FromStr for Kind {
     }
 }
 
+/// Default of every detector's `throttle_to`: 10 Mbit/s.
+pub const DEFAULT_THROTTLE_TO: u64 = 10_000_000;
+
 /// The response part every detector shares: what to do and how it escalates and expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Response {
     /// The first action when the detector fires.
     pub action: Action,
-    /// How long a temporary action (throttle, block) lasts.
+    /// How long a temporary action (throttle, block) lasts after the behaviour was last
+    /// seen.
     pub expire_after: Duration,
+    /// How long a block lasts after the behaviour was last seen: `expire_after`, except for
+    /// `flood_in`, whose block is a blackhole that lasts `blackhole_for`.
+    pub block_for: Duration,
+    /// The reduced plan of a throttle, in bits per second per direction (never above the
+    /// tenant's own plan).
+    pub throttle_to: u64,
     /// Repeats within `escalation_window` that escalate the action one step.
     pub escalate_after: u32,
     /// The window in which repeats count towards escalation.
@@ -172,6 +182,7 @@ pub struct Response {
 enum Slot<'a> {
     Action(&'a mut Action),
     Ratio(&'a mut f64),
+    Share(&'a mut f64),
     U32(&'a mut u32),
     U64(&'a mut u64),
     Rate(&'a mut u64),
@@ -187,6 +198,7 @@ impl Slot<'_> {
                 field,
                 r.value(node, "a number between 0 and 1", units::ratio),
             ),
+            Slot::Share(field) => set(field, r.value(node, "a number from 0 to 1", units::share)),
             Slot::U32(field) => set(field, r.value(node, "a whole number", units::count)),
             Slot::U64(field) => set(field, r.value(node, "a whole number", units::count)),
             Slot::Rate(field) => set(field, r.value(node, "a rate such as 1Gbit", units::rate)),
@@ -214,6 +226,9 @@ macro_rules! detector {
             $( $(#[$field_doc])* pub $field: $ty, )*
             /// How long a temporary action lasts (`expire_after`, default 10m).
             pub expire_after: Duration,
+            /// The plan a throttle reduces the tenant to, per direction (`throttle_to`,
+            /// default 10Mbit; the tenant's own plan when that is lower).
+            pub throttle_to: u64,
             /// Repeats within `escalation_window` that escalate one step (`escalate_after`, default 3).
             pub escalate_after: u32,
             /// Window for counting repeats (`escalation_window`, default 1h).
@@ -228,6 +243,7 @@ macro_rules! detector {
                     action: $action,
                     $( $field: $default, )*
                     expire_after: Duration::from_secs(600),
+                    throttle_to: DEFAULT_THROTTLE_TO,
                     escalate_after: 3,
                     escalation_window: Duration::from_secs(3_600),
                     ceiling: Action::Block,
@@ -241,6 +257,8 @@ macro_rules! detector {
                 Response {
                     action: self.action,
                     expire_after: self.expire_after,
+                    block_for: self.expire_after,
+                    throttle_to: self.throttle_to,
                     escalate_after: self.escalate_after,
                     escalation_window: self.escalation_window,
                     ceiling: self.ceiling,
@@ -252,6 +270,7 @@ macro_rules! detector {
                     ("action", Slot::Action(&mut self.action)),
                     $( (stringify!($field), Slot::$slot(&mut self.$field)), )*
                     ("expire_after", Slot::Duration(&mut self.expire_after)),
+                    ("throttle_to", Slot::Rate(&mut self.throttle_to)),
                     ("escalate_after", Slot::U32(&mut self.escalate_after)),
                     ("escalation_window", Slot::Duration(&mut self.escalation_window)),
                     ("ceiling", Slot::Action(&mut self.ceiling)),
@@ -333,12 +352,17 @@ detector! {
     Drops, action = Action::Flag;
     /// Drops per `window` (`drops`, default 100).
     drops: u32 = 100, U32;
+    /// Share of the tenant's packets (both ways) dropped within `window` (`drop_ratio`;
+    /// default 0.25 for `bandwidth`: TCP at its plan loses a few percent to the policer as
+    /// it probes, a sender ignoring the plan loses all it offers above it; 0 for the
+    /// spoofing kinds).
+    drop_ratio: f64 = 0.0, Share;
     /// Measurement window (`window`, default 60s).
     window: Duration = Duration::from_secs(60), Duration;
 }
 
 /// Settings of every detector kind.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Detectors {
     /// `scan`.
     pub scan: Scan,
@@ -360,13 +384,39 @@ pub struct Detectors {
     pub bandwidth: Drops,
 }
 
+/// `bandwidth`'s default `drop_ratio`.
+pub const BANDWIDTH_DROP_RATIO: f64 = 0.25;
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Detectors {
+            scan: Scan::default(),
+            flood_out: FloodOut::default(),
+            flood_in: FloodIn::default(),
+            spam: Spam::default(),
+            proxy: Proxy::default(),
+            spoof_ip: Drops::default(),
+            spoof_arp: Drops::default(),
+            spoof_mac: Drops::default(),
+            bandwidth: Drops {
+                drop_ratio: BANDWIDTH_DROP_RATIO,
+                ..Drops::default()
+            },
+        }
+    }
+}
+
 impl Detectors {
-    /// The shared response fields of `kind`.
+    /// The shared response fields of `kind` (for `flood_in`, `block_for` is its
+    /// `blackhole_for`).
     pub fn response(&self, kind: Kind) -> Response {
         match kind {
             Kind::Scan => self.scan.response(),
             Kind::FloodOut => self.flood_out.response(),
-            Kind::FloodIn => self.flood_in.response(),
+            Kind::FloodIn => Response {
+                block_for: self.flood_in.blackhole_for,
+                ..self.flood_in.response()
+            },
             Kind::Spam => self.spam.response(),
             Kind::Proxy => self.proxy.response(),
             Kind::SpoofIp => self.spoof_ip.response(),

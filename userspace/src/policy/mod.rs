@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use detectors::{
     Action, Detectors, Drops, FloodIn, FloodOut, Kind, Proxy, Response, Scan, Spam,
+    DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 

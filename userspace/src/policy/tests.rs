@@ -73,7 +73,7 @@ const FULL: &str = r#"
         spoof_ip: {action: block, drops: 7}
         spoof_arp: {expire_after: 30s, escalate_after: 2, escalation_window: 5m}
         spoof_mac: {window: 2m}
-        bandwidth: {action: throttle}
+        bandwidth: {action: throttle, throttle_to: 2Mbit}
     tenants:
       - id: "0042"
         addresses: [198.18.1.0/24, 2001:db8:1::/48]
@@ -153,7 +153,16 @@ fn full_file_reads_into_expected_values() {
     d.spoof_arp.escalation_window = Duration::from_secs(300);
     d.spoof_mac.window = Duration::from_secs(120);
     d.bandwidth.action = Action::Throttle;
+    d.bandwidth.throttle_to = 2_000_000;
     assert_eq!(policy.defaults, defaults);
+    assert_eq!(
+        policy
+            .defaults
+            .detectors
+            .response(Kind::Bandwidth)
+            .throttle_to,
+        2_000_000
+    );
 
     let mut acme = defaults.clone();
     acme.bandwidth.egress = None;
@@ -208,6 +217,14 @@ fn builtin_defaults_match_the_schema() {
     assert_eq!(response.escalate_after, 3);
     assert_eq!(response.escalation_window, Duration::from_secs(3600));
     assert_eq!(response.ceiling, Action::Block);
+    assert_eq!(response.throttle_to, 10_000_000);
+    assert_eq!(response.block_for, response.expire_after);
+    let flood_in = d.response(Kind::FloodIn);
+    assert_eq!(
+        (flood_in.block_for, flood_in.expire_after),
+        (Duration::from_secs(300), Duration::from_secs(600)),
+        "a flood_in block is a blackhole lasting blackhole_for"
+    );
     assert_eq!(TenantSettings::default().smtp, Smtp::Block);
     assert_eq!(TenantSettings::default().bandwidth, Bandwidth::default());
 }
@@ -323,7 +340,7 @@ fn unknown_keys_are_errors_at_the_key() {
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
             (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors".into()),
-            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, window, expire_after, escalate_after, escalation_window, ceiling".into()),
+            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, window, expire_after, throttle_to, escalate_after, escalation_window, ceiling".into()),
             (14, 1, "unknown key `extra` in the policy; expected one of: daemon, interfaces, defaults, tenants".into()),
         ]
     );

@@ -117,6 +117,18 @@ pub(super) fn ratio(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A share from 0 to 1, both included (0: any share).
+pub(super) fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number from 0 to 1, found `{text}`"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("must be from 0 to 1, found `{text}`"))
+    }
+}
+
 /// A whole number greater than zero.
 pub(super) fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     let (negative, digits) = split_sign(text);

@@ -190,16 +190,69 @@ pub struct NewFlag {
     pub deadline: Option<i64>,
 }
 
-/// An enforcement action taken because of a flag.
+/// What happened to an enforcement action.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionDecision {
+    /// Put in force.
+    #[default]
+    Apply,
+    /// Kept in force longer: the behaviour went on.
+    Extend,
+    /// Taken out of force: it expired, or the policy's ceiling dropped below it.
+    Lift,
+}
+
+impl ActionDecision {
+    /// Every decision.
+    pub const ALL: [ActionDecision; 3] = [
+        ActionDecision::Apply,
+        ActionDecision::Extend,
+        ActionDecision::Lift,
+    ];
+
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionDecision::Apply => "apply",
+            ActionDecision::Extend => "extend",
+            ActionDecision::Lift => "lift",
+        }
+    }
+}
+
+impl fmt::Display for ActionDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActionDecision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        ActionDecision::ALL
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| {
+                format!("unknown action decision `{text}`; expected apply, extend or lift")
+            })
+    }
+}
+
+/// An enforcement action taken because of a flag: applied, extended or lifted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagAction {
-    /// When it was applied (unix seconds).
+    /// When it was decided (unix seconds).
     pub at: i64,
-    /// What was applied.
+    /// Applied, extended or lifted (rows written before this field existed: applied).
+    #[serde(default)]
+    pub decision: ActionDecision,
+    /// The action: what was applied, extended or lifted.
     pub action: Action,
     /// What it was applied to, e.g. `addr 198.18.0.1` or `tenant`.
     pub target: String,
-    /// When it expires (unix seconds); `None` for a suspension.
+    /// When it expires (unix seconds); `None` for a suspension and for a lift.
     pub until: Option<i64>,
     /// Who: `warden` for the ladder, or a token name.
     pub by: String,
@@ -269,7 +322,7 @@ macro_rules! named_sql {
     )*};
 }
 
-named_sql!(Kind, Action, FlagState);
+named_sql!(Kind, Action, FlagState, ActionDecision);
 
 /// A JSON column.
 fn json(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
@@ -353,20 +406,40 @@ impl Store {
         })
     }
 
+    /// The episode goes on: moves `last_seen` forward (never back) and replaces the figures
+    /// and top targets with the latest evidence.
+    pub fn update_flag_evidence(
+        &self,
+        id: i64,
+        last_seen: i64,
+        figures: &serde_json::Value,
+        top_targets: &serde_json::Value,
+    ) -> Result<Flag> {
+        self.write("update flag evidence", |tx| {
+            tx.execute(
+                "UPDATE flags SET last_seen = max(last_seen, ?2), figures = ?3, top_targets = ?4
+                 WHERE id = ?1",
+                params![id, last_seen, figures.to_string(), top_targets.to_string()],
+            )?;
+            existing(tx, id)
+        })
+    }
+
     /// Records an action taken because of flag `id`.
     pub fn record_flag_action(&self, id: i64, action: &FlagAction) -> Result<()> {
         self.write("record flag action", |tx| {
             existing(tx, id)?;
             tx.execute(
-                "INSERT INTO flag_actions (flag_id, at, action, target, until, actor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO flag_actions (flag_id, at, action, target, until, actor, decision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     id,
                     action.at,
                     Name(action.action),
                     action.target,
                     action.until,
-                    action.by
+                    action.by,
+                    Name(action.decision),
                 ],
             )?;
             Ok(())
@@ -433,12 +506,13 @@ impl Store {
             };
             let actions = tx
                 .prepare(
-                    "SELECT at, action, target, until, actor FROM flag_actions
+                    "SELECT at, action, target, until, actor, decision FROM flag_actions
                      WHERE flag_id = ?1 ORDER BY at, id",
                 )?
                 .query_map([id], |row| {
                     Ok(FlagAction {
                         at: row.get(0)?,
+                        decision: row.get::<_, Name<ActionDecision>>(5)?.0,
                         action: row.get::<_, Name<Action>>(1)?.0,
                         target: row.get(2)?,
                         until: row.get(3)?,
@@ -707,6 +781,71 @@ mod tests {
     }
 
     #[test]
+    fn actions_keep_whether_they_applied_extended_or_lifted_in_order() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::FloodIn, T0))
+            .expect("create");
+        let steps = [
+            (ActionDecision::Apply, T0, Some(T0 + 300)),
+            (ActionDecision::Extend, T0 + 60, Some(T0 + 360)),
+            (ActionDecision::Lift, T0 + 360, None),
+        ];
+        for (decision, at, until) in steps {
+            let a = FlagAction {
+                at,
+                decision,
+                action: Action::Block,
+                target: "addr 198.18.1.1".into(),
+                until,
+                by: "warden".into(),
+            };
+            store.record_flag_action(f.id, &a).expect("record");
+        }
+        let detail = store.flag(f.id).expect("read").expect("exists");
+        let got: Vec<_> = detail
+            .actions
+            .iter()
+            .map(|a| (a.decision, a.at, a.until))
+            .collect();
+        assert_eq!(got, steps);
+        let json = serde_json::to_value(&detail).expect("serialize");
+        assert_eq!(json["actions"][2]["decision"], "lift");
+        let old: FlagAction = serde_json::from_value(json!({
+            "at": T0, "action": "block", "target": "tenant", "until": null, "by": "warden"
+        }))
+        .expect("an action without a decision reads as applied");
+        assert_eq!(old.decision, ActionDecision::Apply);
+    }
+
+    #[test]
+    fn evidence_updates_replace_figures_and_targets_and_never_move_back() {
+        let fx = Fixture::new();
+        let store = fx.open();
+        let f = store
+            .create_flag(new_flag("t1", Kind::Scan, T0))
+            .expect("create");
+        let targets = json!([{"addr": null, "port": 22, "count": 40}]);
+        let g = store
+            .update_flag_evidence(f.id, T0 + 30, &json!({"llr": 5.0}), &targets)
+            .expect("update");
+        assert_eq!(
+            (g.last_seen, &g.figures, &g.top_targets),
+            (T0 + 30, &json!({"llr": 5.0}), &targets)
+        );
+        let h = store
+            .update_flag_evidence(f.id, T0 + 10, &json!({}), &json!([]))
+            .expect("update");
+        assert_eq!(h.last_seen, T0 + 30, "not moved back");
+        assert_eq!(h.top_targets, json!([]));
+        let err = store
+            .update_flag_evidence(999, T0, &json!({}), &json!([]))
+            .expect_err("unknown");
+        assert!(not_found(&err), "{err}");
+    }
+
+    #[test]
     fn flag_detail_has_actions_and_sample_count() {
         let fx = Fixture::new();
         let store = fx.open();
@@ -715,6 +854,7 @@ mod tests {
             .expect("create");
         let block = FlagAction {
             at: T0 + 1,
+            decision: ActionDecision::Apply,
             action: Action::Block,
             target: "addr 198.18.0.9".into(),
             until: Some(T0 + 601),
@@ -742,6 +882,7 @@ mod tests {
         assert_eq!(json["kind"], "flood_out");
         assert_eq!(json["state"], "open");
         assert_eq!(json["actions"][0]["action"], "block");
+        assert_eq!(json["actions"][0]["decision"], "apply");
         assert_eq!(json["actions"][0]["by"], "warden");
         assert_eq!(json["samples"], 2);
     }
@@ -966,6 +1107,7 @@ mod tests {
                     f.id,
                     &FlagAction {
                         at: T0,
+                        decision: ActionDecision::Apply,
                         action: Action::Suspend,
                         target: "tenant".into(),
                         until: None,

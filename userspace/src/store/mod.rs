@@ -6,7 +6,7 @@
 //! one that did. Commits are fsynced (`synchronous=FULL` on a write-ahead log).
 //!
 //! The schema is versioned with `PRAGMA user_version` and migrated forward in code
-//! ([`schema`]); a database from a newer warden is refused rather than guessed at.
+//! (the `schema` module); a database from a newer warden is refused rather than guessed at.
 //!
 //! [`Store`] is `Send` but not `Sync`: the daemon keeps it behind a `std::sync::Mutex`.
 
@@ -30,8 +30,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use audit::AuditEntry;
 pub use flags::{
-    Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag, Sample,
-    MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
+    ActionDecision, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
+    Sample, MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
 };
 pub use suspensions::Suspension;
 pub use time::{rfc3339, system_clock};

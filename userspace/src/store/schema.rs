@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::{Result, Store, StoreError, TxError};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: suspensions, audit log, tenant index.
     r#"
     CREATE TABLE suspensions (
@@ -95,6 +95,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER flag_samples_bounded BEFORE INSERT ON flag_samples
         WHEN (SELECT count(*) FROM flag_samples WHERE flag_id = NEW.flag_id) >= 64
         BEGIN SELECT RAISE(ABORT, 'at most 64 samples per flag'); END;
+    "#,
+    // 3: whether a flag action was applied, extended or lifted (rows before it: applied).
+    r#"
+    ALTER TABLE flag_actions ADD COLUMN decision TEXT NOT NULL DEFAULT 'apply'
+        CHECK (decision IN ('apply', 'extend', 'lift'));
     "#,
 ];
 

@@ -359,6 +359,36 @@ fn reopening_a_current_database_does_not_migrate_again() {
 }
 
 #[test]
+fn a_version_2_database_migrates_and_its_flag_actions_read_as_applied() {
+    let fx = Fixture::new();
+    {
+        let conn = Connection::open(fx.state_dir().join(DB_FILE)).expect("create db");
+        for sql in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 2)
+            .expect("set version");
+        conn.execute_batch(
+            "INSERT INTO flags (tenant, kind, state, first_seen, last_seen, policy_generation,
+                                thresholds, figures, top_targets)
+             VALUES ('t1', 'flood_out', 'open', 1, 1, 1, '{}', '{}', '[]');
+             INSERT INTO flag_actions (flag_id, at, action, target, until, actor)
+             VALUES (1, 2, 'block', 'addr 198.18.0.9', 602, 'warden');",
+        )
+        .expect("old rows");
+    }
+    let store = fx.open();
+    assert_eq!(
+        schema::version(&store.conn).expect("version"),
+        schema::VERSION
+    );
+    let detail = store.flag(1).expect("read").expect("the old flag");
+    assert_eq!(detail.actions.len(), 1);
+    assert_eq!(detail.actions[0].decision, ActionDecision::Apply);
+    assert_eq!(detail.actions[0].until, Some(602));
+}
+
+#[test]
 fn tenant_index_round_trips_and_is_replaced_whole() {
     let fx = Fixture::new();
     let store = fx.open();

@@ -1,0 +1,820 @@
+//! Detection facts: first contacts and their answers, accepted connections, and flood
+//! counts, turned into ring-buffer events only when something changes.
+//!
+//! Layout and formulas are the ABI in `warden_common::facts`; the daemon and the tests
+//! predict slots with the same functions. Everything is an array: per packet at most a
+//! few inlined array reads and writes, no hash-map insert, nothing that grows with the
+//! traffic. What is lossy (the contact filter, the pending table, the sketch) is lossy
+//! in bounded, counted ways.
+//!
+//! Cost by packet: an established TCP segment pays one flags test. A from-tenant SYN
+//! of a known contact pays a hash and a filter word (and the time: see `clock`); a new
+//! one, the pending write and the event besides. UDP pays that per datagram (there is no handshake to tell a new
+//! flow by); answers pay a hash and a pending read. Flood counting pays, per class
+//! whose threshold is set, a hash, two counters and a compare; a class without a
+//! threshold is not counted at all, since nothing reads its counts.
+//!
+//! Past the cheap tests in [`record`], the work runs in global BPF functions
+//! (`warden_facts_*`). The verifier checks a global function once, on its own, with
+//! its inputs unknown; inlined, the same code was checked again for every path the
+//! parser and the tenant lookup can take to reach it, which multiplied the verifier's
+//! work on each program several times over. A global function takes the hook's
+//! context and a few integers (where the headers are, whose packet, when), reads the
+//! fields it needs from the packet again and the tenant's settings from the maps:
+//! carrying them all through the inlined path instead cost more stack than the
+//! verifier allows a program (512 bytes).
+
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    ptr::{addr_of_mut, read_volatile, write_volatile},
+};
+
+use aya_ebpf::bindings::{__sk_buff, xdp_md};
+use warden_common::{
+    bucket, direction,
+    facts::{
+        class, contact_key, contact_tag, event, fact_counter, outcome, sketch_index, sketch_key,
+        Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
+        PENDING_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
+    },
+    tenant_config_index, Rate, TenantConfig,
+};
+
+use crate::{
+    clock::Clock,
+    parse::{
+        self, addr16, addr4, proto, ptr_at, Addr, Family, Parsed, ICMPV6_UNREACHABLE,
+        ICMP_UNREACHABLE,
+    },
+    police, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, GEN_CONFIG, PENDING, REPORTED, SKETCH,
+    TENANT_CONFIG,
+};
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+const ICMP_ECHO_REPLY: u16 = 0;
+const ICMP_ECHO_REQUEST: u16 = 8;
+const ICMPV6_ECHO_REQUEST: u16 = 128;
+const ICMPV6_ECHO_REPLY: u16 = 129;
+
+/// Bits of a sketch counter's count.
+const COUNT_MASK: u64 = (1 << SKETCH_COUNT_BITS) - 1;
+
+/// Adds 1 to a per-CPU fact counter.
+#[inline(always)]
+pub fn count(which: u32) {
+    if let Some(c) = FACT_COUNTERS.get_ptr_mut(which) {
+        // SAFETY: a per-CPU slot: no other program instance writes it concurrently.
+        unsafe { *c += 1 };
+    }
+}
+
+/// `warden_common::facts::fold_addr` of the address `w` holds (an [`Addr`] is the two
+/// words `fold_addr` reads from the event form).
+#[inline(always)]
+fn fold(w: &Addr) -> u64 {
+    w[0] ^ w[1].rotate_left(17)
+}
+
+/// Everything the fact path needs about one packet, read inside the global functions:
+/// its addresses, ports and flags, its time and size, the tenant and its settings.
+struct FactsIn {
+    /// Tenant-side address.
+    local: Addr,
+    /// The other side's address.
+    remote: Addr,
+    /// A to-tenant ICMP error's quoted destination.
+    quoted_dst: Addr,
+    now: u64,
+    /// Frame bytes.
+    bytes: u64,
+    /// The generation's event budget (`GenConfig::event_budget`).
+    budget: Rate,
+    flood_in_bytes: u64,
+    tenant: u32,
+    flood_out_syn: u32,
+    flood_out_pkts: u32,
+    flood_in_pkts: u32,
+    /// Ports (TCP, UDP) or ICMP type and code, host order.
+    sport: u16,
+    dport: u16,
+    quoted_sport: u16,
+    quoted_dport: u16,
+    /// 4 or 6.
+    family: u8,
+    l4_proto: u8,
+    tcp_flags: u8,
+    /// The quoted packet's protocol, 0 when there is none.
+    quoted_proto: u8,
+    /// A from-tenant SYN's contact key, 0 when not computed.
+    syn_key: u64,
+}
+
+/// What an event says besides the packet's tenant, time and addresses.
+struct What<'a> {
+    kind: u32,
+    dir: u32,
+    proto: u8,
+    detail: u8,
+    local_port: u16,
+    remote_port: u16,
+    /// The remote address when it is not the packet's (an ICMP error's quoted
+    /// destination).
+    remote: Option<&'a Addr>,
+    value: u64,
+    threshold: u64,
+}
+
+/// Writes an address into an event's 16-byte field, word by word.
+///
+/// # Safety
+/// `dst` must be valid for writes and 8-byte aligned.
+#[inline(always)]
+unsafe fn put(dst: *mut [u8; 16], w: &Addr) {
+    let d = dst.cast::<u64>();
+    unsafe {
+        write_volatile(d, w[0]);
+        write_volatile(d.add(1), w[1]);
+    }
+}
+
+impl FactsIn {
+    /// Writes an event about this packet straight into the ring; a full ring loses it
+    /// (counted).
+    #[inline(always)]
+    fn send(&self, w: &What) {
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            count(fact_counter::LOST_RING);
+            return;
+        };
+        let e = entry.as_mut_ptr();
+        // SAFETY: `e` is a reserved record of the right size, ours until submitted;
+        // records are 8-byte aligned, and so are the address fields in them. Volatile
+        // stores: LLVM merges plain stores of zeros into a `memset`, which for BPF is a
+        // byte-by-byte loop.
+        unsafe {
+            write_volatile(addr_of_mut!((*e).kind), w.kind);
+            write_volatile(addr_of_mut!((*e).tenant), self.tenant);
+            write_volatile(addr_of_mut!((*e).at), self.now);
+            put(addr_of_mut!((*e).local), &self.local);
+            put(addr_of_mut!((*e).remote), w.remote.unwrap_or(&self.remote));
+            write_volatile(addr_of_mut!((*e).family), self.family);
+            write_volatile(addr_of_mut!((*e).proto), w.proto);
+            write_volatile(addr_of_mut!((*e).detail), w.detail);
+            write_volatile(addr_of_mut!((*e).dir), w.dir as u8);
+            write_volatile(addr_of_mut!((*e).local_port), w.local_port);
+            write_volatile(addr_of_mut!((*e).remote_port), w.remote_port);
+            write_volatile(addr_of_mut!((*e).value), w.value);
+            write_volatile(addr_of_mut!((*e).threshold), w.threshold);
+        }
+        entry.submit(0);
+        count(fact_counter::SENT);
+    }
+
+    /// Sends an event charged to the tenant's event budget (bucket `EVENTS`, rate
+    /// `budget`; unlimited when its cost is 0).
+    #[inline(always)]
+    fn send_budgeted(&self, w: &What) {
+        let budget = &self.budget;
+        if budget.cost_q10 != 0 {
+            let Some(b) = BUCKETS.get_ptr_mut(bucket::index(self.tenant, bucket::EVENTS)) else {
+                return;
+            };
+            if !police::conforms(b, budget, self.now, 1, false) {
+                count(fact_counter::LOST_BUDGET);
+                return;
+            }
+        }
+        self.send(w);
+    }
+}
+
+/// The contact filter word of `key`, and the two bits of `key` in it.
+#[inline(always)]
+fn contact_word(key: u64) -> (Option<*mut u64>, u64) {
+    let word = CONTACTS.get_ptr_mut(key as u32 & (CONTACT_WORDS - 1));
+    let bits = (1u64 << ((key >> 32) & 31)) | (1u64 << ((key >> 40) & 31));
+    (word, bits)
+}
+
+/// The contact epoch of `now`, truncated to a word's high half.
+#[inline(always)]
+fn contact_epoch(now: u64) -> u64 {
+    (now >> CONTACT_EPOCH_SHIFT) & 0xffff_ffff
+}
+
+/// The word's bits in the current contact epoch: a word of an older epoch is empty.
+#[inline(always)]
+fn epoch_bits(word: u64, epoch: u64) -> u64 {
+    if word >> 32 == epoch {
+        word & 0xffff_ffff
+    } else {
+        0
+    }
+}
+
+/// Whether `key` is in the contact filter in contact epoch `epoch` (untruncated).
+#[inline(always)]
+fn contact_seen(key: u64, epoch: u64) -> bool {
+    let (word, bits) = contact_word(key);
+    let Some(w) = word else {
+        return false;
+    };
+    // SAFETY: an array map value; an aligned 8-byte load is single-copy atomic.
+    let cur = unsafe { read_volatile(w) };
+    epoch_bits(cur, epoch & 0xffff_ffff) & bits == bits
+}
+
+/// Puts `key` in the contact filter; returns whether it was new this contact epoch.
+/// The store is plain: two CPUs adding to one word at once may lose one's bits, which
+/// only makes that key look new once more.
+#[inline(always)]
+fn contact_insert(key: u64, now: u64) -> bool {
+    let epoch = contact_epoch(now);
+    let (word, bits) = contact_word(key);
+    let Some(w) = word else {
+        return false;
+    };
+    // SAFETY: as in `contact_seen`; aligned 8-byte stores are single-copy atomic.
+    unsafe {
+        let have = epoch_bits(read_volatile(w), epoch);
+        if have & bits == bits {
+            return false;
+        }
+        write_volatile(w, (epoch << 32) | have | bits);
+    }
+    true
+}
+
+/// The pending slot of an attempt's key.
+#[inline(always)]
+fn pending_slot(key: u64) -> u32 {
+    (key >> 16) as u32 & (PENDING_SLOTS - 1)
+}
+
+/// A from-tenant first contact with (remote, `port`, `proto`): recorded as pending
+/// and sent as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
+#[inline(always)]
+fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16) {
+    let key = if proto == proto::TCP && f.syn_key != 0 {
+        f.syn_key
+    } else {
+        contact_key(f.tenant, contact_tag::OUT, proto, port, fold(&f.remote))
+    };
+    if !contact_insert(key, f.now) {
+        return;
+    }
+    if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {
+        // SAFETY: an array map value. Two CPUs writing one slot at once leave one of
+        // the two attempts: the other's answer is then simply not matched.
+        unsafe {
+            let tag = addr_of_mut!((*slot).tag);
+            let old = read_volatile(tag);
+            if old != 0 && old != key {
+                count(fact_counter::PENDING_OVERWRITTEN);
+            }
+            write_volatile(tag, key);
+            write_volatile(addr_of_mut!((*slot).at), f.now);
+        }
+    }
+    f.send_budgeted(&What {
+        kind: event::ATTEMPT,
+        dir: direction::OUT,
+        proto,
+        detail: 0,
+        local_port,
+        remote_port: port,
+        remote: None,
+        value: 0,
+        threshold: 0,
+    });
+}
+
+/// A to-tenant answer from (`remote`, `port`, `proto`): if it answers the pending
+/// attempt, clear the slot and send the OUTCOME (not budgeted: each clears an attempt
+/// that was).
+#[inline(always)]
+fn answer(f: &FactsIn, proto: u8, remote: &Addr, port: u16, local_port: u16, result: u8) {
+    let key = contact_key(f.tenant, contact_tag::OUT, proto, port, fold(remote));
+    let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) else {
+        return;
+    };
+    // SAFETY: an array map value, as in `attempt`.
+    unsafe {
+        let tag = addr_of_mut!((*slot).tag);
+        if read_volatile(tag) != key {
+            return;
+        }
+        write_volatile(tag, 0);
+    }
+    f.send(&What {
+        kind: event::OUTCOME,
+        dir: direction::IN,
+        proto,
+        detail: result,
+        local_port,
+        remote_port: port,
+        remote: Some(remote),
+        value: 0,
+        threshold: 0,
+    });
+}
+
+/// Adds `units` to the sketch for (tenant, `klass`, the address `folded`) and, when
+/// the estimate for this flood epoch goes above `threshold` (0: the class is not
+/// counted at all), sends the FLOOD event once per key and epoch (not budgeted: one
+/// per key and epoch, each needing a threshold's worth of packets).
+#[inline(always)]
+fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, threshold: u64) {
+    if threshold == 0 {
+        return;
+    }
+    let key = sketch_key(f.tenant, klass, folded);
+    let epoch = f.now >> FLOOD_EPOCH_SHIFT;
+    let tag = (epoch & 0xffff) << SKETCH_COUNT_BITS;
+    let mut estimate = u64::MAX;
+    for row in 0..SKETCH_ROWS {
+        let Some(c) = SKETCH.get_ptr_mut(sketch_index(key, row)) else {
+            return;
+        };
+        // SAFETY: an array map value shared by all CPUs: the add is atomic; the
+        // restart of a counter from an older epoch is a plain store, and CPUs racing
+        // on it lose at most their own few packets of the new epoch.
+        let n = unsafe {
+            let cur = read_volatile(c);
+            if cur & !COUNT_MASK == tag {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, units);
+                (cur & COUNT_MASK) + units
+            } else {
+                write_volatile(c, tag | units);
+                units
+            }
+        };
+        if n < estimate {
+            estimate = n;
+        }
+    }
+    if estimate <= threshold {
+        return;
+    }
+    let Some(r) = REPORTED.get_ptr_mut((key >> 20) as u32 & (REPORTED_SLOTS - 1)) else {
+        return;
+    };
+    let mark = (epoch << 32) | (key & 0xffff_ffff);
+    // SAFETY: an array map value; CPUs racing here may each send the event once.
+    unsafe {
+        if read_volatile(r) == mark {
+            return;
+        }
+        write_volatile(r, mark);
+    }
+    // The packet that crossed gives the protocol and ports, as an example.
+    let (local_port, remote_port) = ports::<DIR>(f);
+    f.send(&What {
+        kind: event::FLOOD,
+        dir: DIR,
+        proto: f.l4_proto,
+        detail: klass,
+        local_port,
+        remote_port,
+        remote: None,
+        value: estimate,
+        threshold,
+    });
+}
+
+/// (tenant-side port, remote port) of a TCP or UDP packet going `DIR`; 0 and 0 for
+/// other protocols (whose ports hold an ICMP type and code).
+#[inline(always)]
+fn ports<const DIR: u32>(f: &FactsIn) -> (u16, u16) {
+    if f.l4_proto != proto::TCP && f.l4_proto != proto::UDP {
+        (0, 0)
+    } else if DIR == direction::OUT {
+        (f.sport, f.dport)
+    } else {
+        (f.dport, f.sport)
+    }
+}
+
+/// Whether a from-tenant UDP datagram of `bytes` from `sport` is a reflection-sized
+/// reply of an amplifier's service.
+#[inline(always)]
+fn reflection_sized(sport: u16, bytes: u64) -> bool {
+    if bytes <= REFLECTION_MIN_BYTES {
+        return false;
+    }
+    let mut i = 0;
+    while i < AMPLIFIER_PORTS.len() {
+        if AMPLIFIER_PORTS[i] == sport {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A hook's context, through which the global fact functions read the packet.
+///
+/// The to-tenant functions take no SYN key: LLVM leaves an argument the callee never
+/// reads unset at the call, and the verifier refuses an unset argument register.
+pub trait Hook {
+    /// Runs the facts of a packet going `DIR` (see [`record`] for the arguments).
+    fn facts<const DIR: u32>(&self, tenant_gen: u32, at: u64, now: u64, syn_key: u64);
+}
+
+/// An XDP hook's context.
+pub struct XdpHook(pub *mut xdp_md);
+/// A tc hook's context.
+pub struct TcHook(pub *mut __sk_buff);
+
+impl Hook for XdpHook {
+    #[inline(always)]
+    fn facts<const DIR: u32>(&self, tenant_gen: u32, at: u64, now: u64, syn_key: u64) {
+        if DIR == direction::OUT {
+            warden_facts_from_tenant_xdp(self.0, tenant_gen, at, now, syn_key);
+        } else {
+            warden_facts_to_tenant_xdp(self.0, tenant_gen, at, now);
+        }
+    }
+}
+
+impl Hook for TcHook {
+    #[inline(always)]
+    fn facts<const DIR: u32>(&self, tenant_gen: u32, at: u64, now: u64, syn_key: u64) {
+        if DIR == direction::OUT {
+            warden_facts_from_tenant_tc(self.0, tenant_gen, at, now, syn_key);
+        } else {
+            warden_facts_to_tenant_tc(self.0, tenant_gen, at, now);
+        }
+    }
+}
+
+/// Where a packet's headers are, what they are, and the frame's size, packed into one
+/// argument of the global functions (which take at most 5): the IP header's offset in
+/// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, the L4 protocol in
+/// bits 32-39, the frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
+#[inline(always)]
+fn pack_at(p: &Parsed, v6: bool, bytes: u64) -> u64 {
+    let bytes = if bytes > MAX_BYTES { MAX_BYTES } else { bytes };
+    u64::from(p.l3_off)
+        | (u64::from(p.l4_off) << 8)
+        | (u64::from(v6) << 24)
+        | (u64::from(p.l4_proto) << 32)
+        | (bytes << 40)
+}
+
+/// The largest frame size [`pack_at`] carries (16 MiB; an skb is at most 64 KiB, or
+/// 512 KiB with BIG TCP): a larger one would count as this many bytes.
+const MAX_BYTES: u64 = (1 << 24) - 1;
+
+/// The facts read an L4 header at most this far into the frame: a packet whose L4
+/// header lies deeper (only long IPv6 extension chains put it there) tells the
+/// detectors nothing. The bound keeps the verifier's packet ranges exact.
+const MAX_L4_OFF: usize = 1024;
+
+/// Records what the packet `p` of `tenant` (in generation `gen`), going `DIR`, tells
+/// the detectors. Runs after the tenant is counted and the suspension check, before
+/// blocks: blocked behaviour must keep its detection (and so its block) alive.
+///
+/// The tests here are all that packets without news pay: an established TCP segment
+/// one flags test; a SYN to a contact already made (with flood counting off) a hash
+/// and a filter word; an inbound SYN with flood counting off, nothing more. The rest
+/// goes to a global function through `hook`.
+#[inline(always)]
+pub fn record<const DIR: u32, H: Hook>(
+    hook: &H,
+    p: &Parsed,
+    gen: u32,
+    tenant: u32,
+    cfg: &TenantConfig,
+    bytes: u64,
+    clock: &mut Clock,
+) {
+    let l4 = p.l4_proto;
+    if l4 == 0 || p.is_claim {
+        // No L4 header (a later fragment, ARP), or neighbour discovery.
+        return;
+    }
+    // A from-tenant SYN's contact key, computed once here (0: none).
+    let mut syn_key = 0;
+    let v6 = match p.family {
+        Family::V4 => false,
+        Family::V6 => true,
+        Family::None => return,
+    };
+    if l4 == proto::TCP {
+        let flags = p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST);
+        if DIR == direction::OUT {
+            if flags & TCP_SYN == 0 {
+                return;
+            }
+            if flags & TCP_ACK == 0 {
+                // A SYN: nothing to do unless it is a first contact or floods count.
+                syn_key = contact_key(
+                    tenant,
+                    contact_tag::OUT,
+                    proto::TCP,
+                    p.dport,
+                    fold(&p.remote),
+                );
+                let epoch = clock.now() >> CONTACT_EPOCH_SHIFT;
+                if cfg.flood_out_syn == 0 && contact_seen(syn_key, epoch) {
+                    return;
+                }
+            }
+        } else {
+            if flags & (TCP_SYN | TCP_RST) == 0 {
+                return;
+            }
+            if flags == TCP_SYN && cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0 {
+                // An inbound SYN only counts towards inbound floods.
+                return;
+            }
+        }
+    }
+    // Tenant indexes are below 2^31: the generation rides in the top bit.
+    let tenant_gen = tenant | (gen << 31);
+    hook.facts::<DIR>(tenant_gen, pack_at(p, v6, bytes), clock.now(), syn_key);
+}
+
+/// The facts of the packet in `data..data_end` described by `at` (see [`pack_at`]),
+/// of the tenant and generation in `tenant_gen`, going `DIR`; `syn_key` is a
+/// from-tenant SYN's contact key (0 for other packets).
+#[inline(always)]
+fn facts_at<const DIR: u32>(
+    data: usize,
+    data_end: usize,
+    tenant_gen: u32,
+    at: u64,
+    now: u64,
+    syn_key: u64,
+) {
+    let (tenant, gen) = (tenant_gen & !(1 << 31), tenant_gen >> 31);
+    let Some(gc) = GEN_CONFIG.get(gen) else {
+        return;
+    };
+    let Some(cfg) = TENANT_CONFIG.get(tenant_config_index(gen, tenant)) else {
+        return;
+    };
+    let l3 = (at & 0xff) as usize;
+    let l4 = ((at >> 8) & 0xffff) as usize;
+    let v6 = at & (1 << 24) != 0;
+    let l4_proto = (at >> 32) as u8;
+    let bytes = at >> 40;
+    if l4 > MAX_L4_OFF {
+        return;
+    }
+    // The parser read all of this already; it is there.
+    let (src, dst) = if v6 {
+        let Ok(h) = ptr_at::<[u8; 40]>(data, data_end, l3) else {
+            return;
+        };
+        let h = unsafe { &*h };
+        (addr16(&h[8..24]), addr16(&h[24..40]))
+    } else {
+        let Ok(h) = ptr_at::<[u8; 20]>(data, data_end, l3) else {
+            return;
+        };
+        let h = unsafe { &*h };
+        (
+            addr4([h[12], h[13], h[14], h[15]]),
+            addr4([h[16], h[17], h[18], h[19]]),
+        )
+    };
+    let (local, remote) = if DIR == direction::OUT {
+        (src, dst)
+    } else {
+        (dst, src)
+    };
+    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
+    match l4_proto {
+        proto::TCP => {
+            let Ok(h) = ptr_at::<[u8; 14]>(data, data_end, l4) else {
+                return;
+            };
+            let h = unsafe { &*h };
+            sport = u16::from_be_bytes([h[0], h[1]]);
+            dport = u16::from_be_bytes([h[2], h[3]]);
+            tcp_flags = h[13];
+        }
+        proto::UDP => {
+            let Ok(h) = ptr_at::<[u8; 4]>(data, data_end, l4) else {
+                return;
+            };
+            let h = unsafe { &*h };
+            sport = u16::from_be_bytes([h[0], h[1]]);
+            dport = u16::from_be_bytes([h[2], h[3]]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let Ok(h) = ptr_at::<[u8; 2]>(data, data_end, l4) else {
+                return;
+            };
+            let h = unsafe { &*h };
+            (sport, dport) = (h[0].into(), h[1].into());
+        }
+        _ => {}
+    }
+    let error = (l4_proto == proto::ICMP && sport == ICMP_UNREACHABLE.into())
+        || (l4_proto == proto::ICMPV6 && sport == ICMPV6_UNREACHABLE.into());
+    let q = if DIR == direction::IN && error {
+        parse::quoted(data, data_end, l4, v6)
+    } else {
+        parse::Quoted::NONE
+    };
+    let f = FactsIn {
+        local,
+        remote,
+        quoted_dst: q.dst,
+        now,
+        bytes,
+        budget: gc.event_budget,
+        flood_in_bytes: cfg.flood_in_bytes,
+        tenant,
+        flood_out_syn: cfg.flood_out_syn,
+        flood_out_pkts: cfg.flood_out_pkts,
+        flood_in_pkts: cfg.flood_in_pkts,
+        sport,
+        dport,
+        quoted_sport: q.sport,
+        quoted_dport: q.dport,
+        family: if v6 { 6 } else { 4 },
+        l4_proto,
+        tcp_flags,
+        quoted_proto: q.proto,
+        syn_key,
+    };
+    if DIR == direction::OUT {
+        from_tenant(&f);
+    } else {
+        to_tenant(&f);
+    }
+}
+
+// The global functions: one per direction and kind of hook context. Each is verified
+// once, on its own (see the module doc), and returns 0.
+
+/// The facts of a from-tenant packet at an XDP hook.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_facts_from_tenant_xdp(
+    ctx: *mut xdp_md,
+    tenant_gen: u32,
+    at: u64,
+    now: u64,
+    syn_key: u64,
+) -> u32 {
+    // SAFETY: the hook's context (the verifier types the argument by its name).
+    let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
+    facts_at::<{ direction::OUT }>(data, end, tenant_gen, at, now, syn_key);
+    0
+}
+
+/// The facts of a to-tenant packet at an XDP hook.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_facts_to_tenant_xdp(
+    ctx: *mut xdp_md,
+    tenant_gen: u32,
+    at: u64,
+    now: u64,
+) -> u32 {
+    // SAFETY: as above.
+    let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
+    facts_at::<{ direction::IN }>(data, end, tenant_gen, at, now, 0);
+    0
+}
+
+/// The facts of a from-tenant packet at a tc hook.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_facts_from_tenant_tc(
+    ctx: *mut __sk_buff,
+    tenant_gen: u32,
+    at: u64,
+    now: u64,
+    syn_key: u64,
+) -> u32 {
+    // SAFETY: as above.
+    let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
+    facts_at::<{ direction::OUT }>(data, end, tenant_gen, at, now, syn_key);
+    0
+}
+
+/// The facts of a to-tenant packet at a tc hook.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_facts_to_tenant_tc(
+    ctx: *mut __sk_buff,
+    tenant_gen: u32,
+    at: u64,
+    now: u64,
+) -> u32 {
+    // SAFETY: as above.
+    let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
+    facts_at::<{ direction::IN }>(data, end, tenant_gen, at, now, 0);
+    0
+}
+
+#[inline(always)]
+fn from_tenant(f: &FactsIn) {
+    const OUT: u32 = direction::OUT;
+    let remote = fold(&f.remote);
+    match f.l4_proto {
+        proto::TCP => {
+            let flags = f.tcp_flags & (TCP_SYN | TCP_ACK);
+            if flags == TCP_SYN {
+                attempt(f, proto::TCP, f.sport, f.dport);
+                flood::<OUT>(f, class::SYN, remote, 1, f.flood_out_syn.into());
+            } else if flags == TCP_SYN | TCP_ACK {
+                // The tenant accepts a connection: an inbound client of a local port.
+                let pair = remote ^ fold(&f.local);
+                let key = contact_key(f.tenant, contact_tag::ACCEPTED, proto::TCP, f.sport, pair);
+                if contact_insert(key, f.now) {
+                    f.send_budgeted(&What {
+                        kind: event::ACCEPTED,
+                        dir: OUT,
+                        proto: proto::TCP,
+                        detail: 0,
+                        local_port: f.sport,
+                        remote_port: f.dport,
+                        remote: None,
+                        value: 0,
+                        threshold: 0,
+                    });
+                }
+            }
+        }
+        proto::UDP => {
+            // A datagram to where the remote sent from first is a reply (a DNS
+            // server answering): no attempt.
+            let reply = contact_key(f.tenant, contact_tag::IN_UDP, proto::UDP, f.dport, remote);
+            if !contact_seen(reply, f.now >> CONTACT_EPOCH_SHIFT) {
+                attempt(f, proto::UDP, f.sport, f.dport);
+            }
+            if reflection_sized(f.sport, f.bytes) {
+                flood::<OUT>(f, class::REPLY, remote, 1, f.flood_out_syn.into());
+            } else {
+                flood::<OUT>(f, class::PACKETS, remote, 1, f.flood_out_pkts.into());
+            }
+        }
+        l4 => {
+            // ICMP, ICMPv6 and any other protocol; `sport` is an ICMP type. The
+            // protocols are spelled as constants.
+            if l4 == proto::ICMP && f.sport == ICMP_ECHO_REQUEST {
+                attempt(f, proto::ICMP, 0, 0);
+            } else if l4 == proto::ICMPV6 && f.sport == ICMPV6_ECHO_REQUEST {
+                attempt(f, proto::ICMPV6, 0, 0);
+            }
+            flood::<OUT>(f, class::PACKETS, remote, 1, f.flood_out_pkts.into());
+        }
+    }
+}
+
+#[inline(always)]
+fn to_tenant(f: &FactsIn) {
+    match f.l4_proto {
+        proto::TCP => {
+            let flags = f.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST);
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                answer(f, proto::TCP, &f.remote, f.sport, f.dport, outcome::SUCCESS);
+            } else if flags & TCP_RST != 0 {
+                answer(f, proto::TCP, &f.remote, f.sport, f.dport, outcome::REFUSED);
+            } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                flood_in(f);
+            }
+        }
+        proto::UDP => {
+            // Remember that the remote spoke first, so the tenant's answers are
+            // replies; then see whether this answers the tenant's own attempt.
+            let from = fold(&f.remote);
+            let spoke = contact_key(f.tenant, contact_tag::IN_UDP, proto::UDP, f.sport, from);
+            contact_insert(spoke, f.now);
+            answer(f, proto::UDP, &f.remote, f.sport, f.dport, outcome::SUCCESS);
+            flood_in(f);
+        }
+        l4 => {
+            let ty = f.sport;
+            if l4 == proto::ICMP && ty == ICMP_ECHO_REPLY {
+                answer(f, proto::ICMP, &f.remote, 0, 0, outcome::SUCCESS);
+            } else if l4 == proto::ICMPV6 && ty == ICMPV6_ECHO_REPLY {
+                answer(f, proto::ICMPV6, &f.remote, 0, 0, outcome::SUCCESS);
+            } else if f.quoted_proto != 0 {
+                // An ICMP error quoting the tenant's attempt (parsed to-tenant only).
+                let (proto, dst) = (f.quoted_proto, &f.quoted_dst);
+                let (sport, dport) = (f.quoted_sport, f.quoted_dport);
+                answer(f, proto, dst, dport, sport, outcome::UNREACHABLE);
+            }
+            flood_in(f);
+        }
+    }
+}
+
+/// Unsolicited traffic at a tenant address: packets and bytes per flood epoch.
+#[inline(always)]
+fn flood_in(f: &FactsIn) {
+    let local = fold(&f.local);
+    flood::<{ direction::IN }>(f, class::IN_PACKETS, local, 1, f.flood_in_pkts.into());
+    flood::<{ direction::IN }>(f, class::IN_BYTES, local, f.bytes, f.flood_in_bytes);
+}

@@ -1,0 +1,825 @@
+//! The programs' ring buffer ([`map::EVENTS`](warden_common::map::EVENTS)): decoding its
+//! records into [`KernelEvent`]s and reading them without blocking the runtime.
+//!
+//! Decoding is pure ([`decode_event`]) and checks every field it turns into a typed
+//! value, so a record from a mismatched object is an error, never a wrong fact. The
+//! reader counts and skips such records: one bad record must not stop detection.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use warden_common::{
+    direction,
+    facts::{class, event, outcome, Event, SampleEvent, FLOOD_EPOCH_SHIFT, SAMPLE_BYTES},
+};
+
+use crate::detect::{Direction, Outcome, Proto};
+
+/// One decoded ring-buffer record. `at` is CLOCK_MONOTONIC time (the programs'
+/// `bpf_ktime_get_coarse_ns`; compare with [`monotonic_now`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelEvent {
+    /// [`event::ATTEMPT`]: a tenant's first contact with a remote endpoint.
+    Attempt(Contact),
+    /// [`event::OUTCOME`]: the answer to an earlier attempt with the same endpoints
+    /// ([`Outcome::Success`], [`Outcome::Refused`] or [`Outcome::Unreachable`]).
+    Outcome {
+        /// The attempt answered (`at` is when the answer came).
+        contact: Contact,
+        /// How it was answered.
+        outcome: Outcome,
+    },
+    /// [`event::ACCEPTED`]: the tenant accepted a connection from a new remote
+    /// (`local`/`local_port` is the listening side).
+    Accepted(Contact),
+    /// [`event::FLOOD`]: a flood estimate crossed its threshold in this flood epoch.
+    Flood(FloodEvent),
+    /// [`event::SAMPLE`]: a captured frame.
+    Sample(SampleFrame),
+}
+
+impl KernelEvent {
+    /// The dense tenant index the event is about.
+    pub fn tenant(&self) -> u32 {
+        match self {
+            KernelEvent::Attempt(c) | KernelEvent::Accepted(c) => c.tenant,
+            KernelEvent::Outcome { contact, .. } => contact.tenant,
+            KernelEvent::Flood(f) => f.tenant,
+            KernelEvent::Sample(s) => s.tenant,
+        }
+    }
+
+    /// When the programs saw it (CLOCK_MONOTONIC).
+    pub fn at(&self) -> Duration {
+        match self {
+            KernelEvent::Attempt(c) | KernelEvent::Accepted(c) => c.at,
+            KernelEvent::Outcome { contact, .. } => contact.at,
+            KernelEvent::Flood(f) => f.at,
+            KernelEvent::Sample(s) => s.at,
+        }
+    }
+}
+
+/// The endpoints of a connection attempt, answer or accepted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Contact {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// When the programs saw it (CLOCK_MONOTONIC).
+    pub at: Duration,
+    /// The transport protocol.
+    pub proto: Proto,
+    /// The tenant-side address.
+    pub local: IpAddr,
+    /// The tenant-side port (ICMP: 0).
+    pub local_port: u16,
+    /// The other side's address.
+    pub remote: IpAddr,
+    /// The other side's port (ICMP: 0).
+    pub remote_port: u16,
+}
+
+/// What a flood estimate counts ([`class`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FloodClass {
+    /// Out: TCP SYNs without ACK at one victim (threshold `flood_out.syn_pps`).
+    Syn,
+    /// Out: UDP, ICMP and other non-TCP packets at one victim (`flood_out.pps`).
+    Packets,
+    /// Out: reflection-sized UDP replies from an amplifier port (`flood_out.syn_pps`).
+    Reply,
+    /// In: unsolicited packets at one tenant address (`flood_in.pps`).
+    InPackets,
+    /// In: bytes of those packets (`flood_in.bps / 8`).
+    InBytes,
+}
+
+impl FloodClass {
+    /// The class of a [`class`] number.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        Some(match raw {
+            class::SYN => FloodClass::Syn,
+            class::PACKETS => FloodClass::Packets,
+            class::REPLY => FloodClass::Reply,
+            class::IN_PACKETS => FloodClass::InPackets,
+            class::IN_BYTES => FloodClass::InBytes,
+            _ => return None,
+        })
+    }
+
+    /// The direction of the traffic the class counts.
+    pub fn direction(self) -> Direction {
+        match self {
+            FloodClass::Syn | FloodClass::Packets | FloodClass::Reply => Direction::Out,
+            FloodClass::InPackets | FloodClass::InBytes => Direction::In,
+        }
+    }
+}
+
+/// A flood estimate that crossed its threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FloodEvent {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// When it crossed (CLOCK_MONOTONIC).
+    pub at: Duration,
+    /// Which way the flood goes.
+    pub dir: Direction,
+    /// Out: the victim; in: the attacked tenant address.
+    pub addr: IpAddr,
+    /// What was counted.
+    pub class: FloodClass,
+    /// The estimate in this flood epoch so far (packets, or bytes for
+    /// [`FloodClass::InBytes`]).
+    pub value: u64,
+    /// The per-epoch threshold it went above.
+    pub threshold: u64,
+}
+
+/// Nanoseconds of one flood epoch (2^30 ns).
+const FLOOD_EPOCH_NS: f64 = (1u64 << FLOOD_EPOCH_SHIFT) as f64;
+
+impl FloodEvent {
+    /// `value` per second over one flood epoch (2^30 ns). The estimate was taken when
+    /// it crossed, part way through the epoch, so this is a lower bound of the epoch's
+    /// rate.
+    pub fn per_second(&self) -> f64 {
+        self.value as f64 * 1e9 / FLOOD_EPOCH_NS
+    }
+
+    /// `threshold` per second over one flood epoch.
+    pub fn threshold_per_second(&self) -> f64 {
+        self.threshold as f64 * 1e9 / FLOOD_EPOCH_NS
+    }
+}
+
+/// A captured frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleFrame {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// When it was captured (CLOCK_MONOTONIC).
+    pub at: Duration,
+    /// Which way the frame went.
+    pub dir: Direction,
+    /// The frame's length on the wire (no FCS).
+    pub orig_len: u32,
+    /// The frame's first bytes (at most [`SAMPLE_BYTES`]), from the Ethernet header.
+    pub data: Vec<u8>,
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than {need} bytes (kind {kind})")]
+    Short { kind: u32, len: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("event kind {kind}: unknown address family {family}")]
+    Family { kind: u32, family: u8 },
+    #[error("event kind {kind}: unknown IP protocol {proto}")]
+    Proto { kind: u32, proto: u8 },
+    #[error("event kind {kind}: unknown direction {dir}")]
+    Direction { kind: u32, dir: u32 },
+    #[error("outcome event: unknown outcome {0}")]
+    Outcome(u8),
+    #[error("flood event: unknown class {0}")]
+    Class(u8),
+    #[error("flood event: class {class:?} counts {expected:?} traffic, the event says {got:?}")]
+    ClassDirection {
+        class: FloodClass,
+        expected: Direction,
+        got: Direction,
+    },
+    #[error("sample event: {cap_len} captured bytes, at most {max} fit")]
+    CapLen { cap_len: u32, max: usize },
+}
+
+/// Decodes one ring-buffer record (an [`Event`] or a [`SampleEvent`]). Extra bytes after
+/// the record's structure are ignored (the ring rounds records up to 8 bytes).
+pub fn decode_event(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let kind = match bytes.get(..4) {
+        Some(k) => u32::from_ne_bytes([k[0], k[1], k[2], k[3]]),
+        None => {
+            return Err(DecodeError::Short {
+                kind: 0,
+                len: bytes.len(),
+                need: 4,
+            })
+        }
+    };
+    match kind {
+        event::ATTEMPT | event::OUTCOME | event::ACCEPTED | event::FLOOD => {
+            let e: Event = read_record(kind, bytes)?;
+            decode_fact(&e)
+        }
+        event::SAMPLE => decode_sample(kind, bytes),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Reads a `T` from the start of `bytes`, which must be long enough.
+fn read_record<T: aya::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: `bytes` holds at least size_of::<T>() bytes (checked above), the read is
+    // unaligned, and T is Pod: plain integers for which every bit pattern is valid.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
+    let dir = decode_dir(e.kind, u32::from(e.dir))?;
+    let local = decode_addr(e.kind, e.family, &e.local)?;
+    let remote = decode_addr(e.kind, e.family, &e.remote)?;
+    let at = Duration::from_nanos(e.at);
+    if e.kind == event::FLOOD {
+        let class = FloodClass::from_raw(e.detail).ok_or(DecodeError::Class(e.detail))?;
+        if class.direction() != dir {
+            return Err(DecodeError::ClassDirection {
+                class,
+                expected: class.direction(),
+                got: dir,
+            });
+        }
+        return Ok(KernelEvent::Flood(FloodEvent {
+            tenant: e.tenant,
+            at,
+            dir,
+            addr: match dir {
+                Direction::Out => remote,
+                Direction::In => local,
+            },
+            class,
+            value: e.value,
+            threshold: e.threshold,
+        }));
+    }
+    let proto = match e.proto {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        1 | 58 => Proto::Icmp,
+        proto => {
+            return Err(DecodeError::Proto {
+                kind: e.kind,
+                proto,
+            })
+        }
+    };
+    let contact = Contact {
+        tenant: e.tenant,
+        at,
+        proto,
+        local,
+        local_port: e.local_port,
+        remote,
+        remote_port: e.remote_port,
+    };
+    Ok(match e.kind {
+        event::ATTEMPT => KernelEvent::Attempt(contact),
+        event::ACCEPTED => KernelEvent::Accepted(contact),
+        _ => KernelEvent::Outcome {
+            contact,
+            outcome: match e.detail {
+                outcome::SUCCESS => Outcome::Success,
+                outcome::REFUSED => Outcome::Refused,
+                outcome::UNREACHABLE => Outcome::Unreachable,
+                other => return Err(DecodeError::Outcome(other)),
+            },
+        },
+    })
+}
+
+/// The fixed part of a [`SampleEvent`] before its frame bytes.
+const SAMPLE_HEADER: usize = std::mem::size_of::<SampleEvent>() - SAMPLE_BYTES;
+
+fn decode_sample(kind: u32, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    if bytes.len() < SAMPLE_HEADER {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            need: SAMPLE_HEADER,
+        });
+    }
+    let word =
+        |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let tenant = word(4);
+    let at = u64::from_ne_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+    ]);
+    let (orig_len, cap_len, dir) = (word(16), word(20), word(24));
+    if cap_len as usize > SAMPLE_BYTES {
+        return Err(DecodeError::CapLen {
+            cap_len,
+            max: SAMPLE_BYTES,
+        });
+    }
+    // The programs may send only the captured bytes rather than the whole struct.
+    let need = SAMPLE_HEADER + cap_len as usize;
+    let data = bytes
+        .get(SAMPLE_HEADER..need)
+        .ok_or(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            need,
+        })?
+        .to_vec();
+    Ok(KernelEvent::Sample(SampleFrame {
+        tenant,
+        at: Duration::from_nanos(at),
+        dir: decode_dir(kind, dir)?,
+        orig_len,
+        data,
+    }))
+}
+
+fn decode_dir(kind: u32, dir: u32) -> Result<Direction, DecodeError> {
+    match dir {
+        direction::OUT => Ok(Direction::Out),
+        direction::IN => Ok(Direction::In),
+        dir => Err(DecodeError::Direction { kind, dir }),
+    }
+}
+
+fn decode_addr(kind: u32, family: u8, a: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        6 => Ok(IpAddr::V6(Ipv6Addr::from(*a))),
+        family => Err(DecodeError::Family { kind, family }),
+    }
+}
+
+/// CLOCK_MONOTONIC now: the clock of the programs' timestamps, of
+/// [`BlockValue::until_ns`](warden_common::facts::BlockValue) and of
+/// [`TenantRuntime::throttle_until_ns`](warden_common::facts::TenantRuntime).
+pub fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own. CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail with valid arguments; a zero result
+    // would only make expiries look due early, never late.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Reads [`map::EVENTS`](warden_common::map::EVENTS) (taken from the dataplane with
+/// [`Dataplane::event_reader`](super::Dataplane::event_reader)).
+///
+/// The ring is registered with the tokio reactor on the first [`read`](Self::read),
+/// so the reader can be made outside the runtime and moved into a task.
+pub struct EventReader {
+    state: ReaderState,
+    decode_errors: u64,
+    records: u64,
+}
+
+enum ReaderState {
+    /// Not yet registered with the reactor.
+    Ring(RingBuf<MapData>),
+    Registered(AsyncFd<RingBuf<MapData>>),
+    /// Only while [`EventReader::register`] moves the ring.
+    Taking,
+}
+
+impl EventReader {
+    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
+        Self {
+            state: ReaderState::Ring(ring),
+            decode_errors: 0,
+            records: 0,
+        }
+    }
+
+    /// Waits until the ring is readable (or `max_wait` passes), then drains up to `max`
+    /// records into `out`, decoding each; undecodable records are counted
+    /// ([`decode_errors`](Self::decode_errors)) and skipped, never fatal.
+    ///
+    /// Returns at once when records are already waiting. Returns with nothing added
+    /// when `max_wait` passes. Must be called within a tokio runtime.
+    pub async fn read(
+        &mut self,
+        out: &mut Vec<KernelEvent>,
+        max: usize,
+        max_wait: Duration,
+    ) -> io::Result<()> {
+        if max == 0 {
+            return Ok(());
+        }
+        self.register()?;
+        let Self {
+            state,
+            decode_errors,
+            records,
+        } = self;
+        let ReaderState::Registered(fd) = state else {
+            return Err(io::Error::other(
+                "the event ring is not registered with the runtime",
+            ));
+        };
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            // Drain before waiting: the kernel only signals when the consumer had caught
+            // up, so records left from an earlier call bring no new wake-up.
+            let (taken, errors) = drain(fd.get_mut(), out, max);
+            *records += taken;
+            *decode_errors += errors;
+            if taken > 0 {
+                return Ok(());
+            }
+            let mut guard = match tokio::time::timeout_at(deadline, fd.readable_mut()).await {
+                Err(_elapsed) => return Ok(()),
+                Ok(guard) => guard?,
+            };
+            // Clearing before draining: a record committed after this point sets the
+            // readiness again, so none can be missed.
+            guard.clear_ready();
+        }
+    }
+
+    /// Records that could not be decoded and were skipped, since the reader was made.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Records taken from the ring (decoded or not), since the reader was made.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Registers the ring with the current runtime's reactor (once). A failure keeps
+    /// the ring, so a later call can try again.
+    fn register(&mut self) -> io::Result<()> {
+        let ReaderState::Ring(_) = self.state else {
+            return Ok(());
+        };
+        let ReaderState::Ring(ring) = std::mem::replace(&mut self.state, ReaderState::Taking)
+        else {
+            return Ok(());
+        };
+        // SAFETY: the RingBuf owns its map's file descriptor, which stays open and the
+        // same for as long as the RingBuf lives, and the AsyncFd owns the RingBuf.
+        match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+            Ok(fd) => {
+                self.state = ReaderState::Registered(fd);
+                Ok(())
+            }
+            Err(e) => {
+                let (ring, cause) = e.into_parts();
+                self.state = ReaderState::Ring(ring);
+                Err(cause)
+            }
+        }
+    }
+}
+
+/// Takes up to `max` records from `ring`, decoding into `out`: (records taken, records
+/// that did not decode).
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, max: usize) -> (u64, u64) {
+    let (mut taken, mut errors) = (0, 0);
+    while taken < max as u64 {
+        let Some(item) = ring.next() else { break };
+        taken += 1;
+        match decode_event(&item) {
+            Ok(e) => out.push(e),
+            Err(e) => {
+                errors += 1;
+                tracing::debug!(error = %e, "skipping an undecodable ring-buffer record");
+            }
+        }
+    }
+    (taken, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u32) -> Event {
+        Event {
+            kind,
+            tenant: 7,
+            at: 5_000_000_123,
+            local: [198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote: [198, 19, 4, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: 4,
+            proto: 6,
+            detail: 0,
+            dir: direction::OUT as u8,
+            local_port: 40_000,
+            remote_port: 22,
+            value: 0,
+            threshold: 0,
+        }
+    }
+
+    fn bytes<T: aya::Pod>(v: &T) -> Vec<u8> {
+        // SAFETY: T is Pod without padding (asserted in warden-common): every byte is
+        // initialised.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn contact() -> Contact {
+        Contact {
+            tenant: 7,
+            at: Duration::new(5, 123),
+            proto: Proto::Tcp,
+            local: "198.18.0.2".parse().unwrap(),
+            local_port: 40_000,
+            remote: "198.19.4.9".parse().unwrap(),
+            remote_port: 22,
+        }
+    }
+
+    #[test]
+    fn attempts_decode_with_both_endpoints_and_the_time() {
+        let got = decode_event(&bytes(&event(event::ATTEMPT))).unwrap();
+        assert_eq!(got, KernelEvent::Attempt(contact()));
+        assert_eq!(got.tenant(), 7);
+        assert_eq!(got.at(), Duration::new(5, 123));
+    }
+
+    #[test]
+    fn outcomes_decode_each_answer_and_refuse_unknown_ones() {
+        for (detail, want) in [
+            (outcome::SUCCESS, Outcome::Success),
+            (outcome::REFUSED, Outcome::Refused),
+            (outcome::UNREACHABLE, Outcome::Unreachable),
+        ] {
+            let mut e = event(event::OUTCOME);
+            e.detail = detail;
+            assert_eq!(
+                decode_event(&bytes(&e)).unwrap(),
+                KernelEvent::Outcome {
+                    contact: contact(),
+                    outcome: want
+                }
+            );
+        }
+        let mut e = event(event::OUTCOME);
+        e.detail = 9;
+        assert_eq!(decode_event(&bytes(&e)), Err(DecodeError::Outcome(9)));
+    }
+
+    #[test]
+    fn accepted_connections_decode_udp_and_icmp_protocols_map() {
+        let mut e = event(event::ACCEPTED);
+        assert_eq!(
+            decode_event(&bytes(&e)).unwrap(),
+            KernelEvent::Accepted(contact())
+        );
+        for (proto, want) in [(17, Proto::Udp), (1, Proto::Icmp), (58, Proto::Icmp)] {
+            e.proto = proto;
+            let KernelEvent::Accepted(c) = decode_event(&bytes(&e)).unwrap() else {
+                panic!("not an accepted event");
+            };
+            assert_eq!(c.proto, want);
+        }
+        e.proto = 47;
+        assert_eq!(
+            decode_event(&bytes(&e)),
+            Err(DecodeError::Proto {
+                kind: event::ACCEPTED,
+                proto: 47
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_decode_from_all_sixteen_bytes() {
+        let mut e = event(event::ATTEMPT);
+        let local: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let remote: Ipv6Addr = "2001:db8:ffff::1:9".parse().unwrap();
+        e.family = 6;
+        e.proto = 58;
+        e.local = local.octets();
+        e.remote = remote.octets();
+        let KernelEvent::Attempt(c) = decode_event(&bytes(&e)).unwrap() else {
+            panic!("not an attempt");
+        };
+        assert_eq!((c.local, c.remote), (IpAddr::V6(local), IpAddr::V6(remote)));
+        e.family = 5;
+        assert_eq!(
+            decode_event(&bytes(&e)),
+            Err(DecodeError::Family {
+                kind: event::ATTEMPT,
+                family: 5
+            })
+        );
+    }
+
+    #[test]
+    fn outbound_floods_name_the_victim_and_inbound_floods_the_tenant_address() {
+        let mut e = event(event::FLOOD);
+        e.detail = class::SYN;
+        e.proto = 0;
+        e.value = 2_000;
+        e.threshold = 1_074;
+        let KernelEvent::Flood(f) = decode_event(&bytes(&e)).unwrap() else {
+            panic!("not a flood");
+        };
+        assert_eq!(f.addr, "198.19.4.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (f.class, f.dir, f.value, f.threshold),
+            (FloodClass::Syn, Direction::Out, 2_000, 1_074)
+        );
+
+        e.detail = class::IN_BYTES;
+        e.dir = direction::IN as u8;
+        let KernelEvent::Flood(f) = decode_event(&bytes(&e)).unwrap() else {
+            panic!("not a flood");
+        };
+        assert_eq!(f.addr, "198.18.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(f.class, FloodClass::InBytes);
+
+        for (raw, want) in [
+            (class::PACKETS, FloodClass::Packets),
+            (class::REPLY, FloodClass::Reply),
+            (class::IN_PACKETS, FloodClass::InPackets),
+        ] {
+            assert_eq!(FloodClass::from_raw(raw), Some(want));
+        }
+    }
+
+    #[test]
+    fn flood_events_with_a_class_of_the_other_direction_or_unknown_are_refused() {
+        let mut e = event(event::FLOOD);
+        e.detail = class::IN_PACKETS;
+        assert_eq!(
+            decode_event(&bytes(&e)),
+            Err(DecodeError::ClassDirection {
+                class: FloodClass::InPackets,
+                expected: Direction::In,
+                got: Direction::Out
+            })
+        );
+        e.detail = 0;
+        assert_eq!(decode_event(&bytes(&e)), Err(DecodeError::Class(0)));
+        e.detail = class::SYN;
+        e.dir = 2;
+        assert_eq!(
+            decode_event(&bytes(&e)),
+            Err(DecodeError::Direction {
+                kind: event::FLOOD,
+                dir: 2
+            })
+        );
+    }
+
+    #[test]
+    fn per_second_scales_one_flood_epoch_to_one_second() {
+        let f = FloodEvent {
+            tenant: 0,
+            at: Duration::ZERO,
+            dir: Direction::Out,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            class: FloodClass::Packets,
+            value: 1 << 30,
+            threshold: 1 << 29,
+        };
+        // 2^30 packets in 2^30 ns is 1e9 per second.
+        assert!((f.per_second() - 1e9).abs() < 1e-3, "{}", f.per_second());
+        assert!((f.threshold_per_second() - 5e8).abs() < 1e-3);
+        // A threshold compiled from 1,000/s round-trips within one count per epoch.
+        let t = crate::dataplane::compile::per_flood_epoch(1_000);
+        let back = FloodEvent {
+            threshold: u64::from(t),
+            ..f
+        }
+        .threshold_per_second();
+        assert!((back - 1_000.0).abs() < 1.0, "{back}");
+    }
+
+    fn sample(cap_len: u32) -> SampleEvent {
+        let mut data = [0u8; SAMPLE_BYTES];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        SampleEvent {
+            kind: event::SAMPLE,
+            tenant: 3,
+            at: 7_000_000_001,
+            orig_len: 1_514,
+            cap_len,
+            dir: direction::IN,
+            _pad: 0,
+            data,
+        }
+    }
+
+    #[test]
+    fn samples_carry_exactly_the_captured_bytes() {
+        let got = decode_event(&bytes(&sample(60))).unwrap();
+        let KernelEvent::Sample(s) = got else {
+            panic!("not a sample");
+        };
+        assert_eq!((s.tenant, s.orig_len, s.dir), (3, 1_514, Direction::In));
+        assert_eq!(s.at, Duration::new(7, 1));
+        assert_eq!(s.data, (0..60).collect::<Vec<u8>>());
+
+        // A record cut right after the captured bytes is whole.
+        let b = bytes(&sample(20));
+        let KernelEvent::Sample(s) = decode_event(&b[..SAMPLE_HEADER + 20]).unwrap() else {
+            panic!("not a sample");
+        };
+        assert_eq!(s.data.len(), 20);
+    }
+
+    #[test]
+    fn samples_claiming_more_bytes_than_they_hold_are_refused() {
+        let b = bytes(&sample(SAMPLE_BYTES as u32 + 1));
+        assert_eq!(
+            decode_event(&b),
+            Err(DecodeError::CapLen {
+                cap_len: SAMPLE_BYTES as u32 + 1,
+                max: SAMPLE_BYTES
+            })
+        );
+        let b = bytes(&sample(100));
+        assert_eq!(
+            decode_event(&b[..SAMPLE_HEADER + 50]),
+            Err(DecodeError::Short {
+                kind: event::SAMPLE,
+                len: SAMPLE_HEADER + 50,
+                need: SAMPLE_HEADER + 100
+            })
+        );
+        assert!(matches!(
+            decode_event(&b[..SAMPLE_HEADER - 1]),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert_eq!(
+            decode_event(&[1, 0]),
+            Err(DecodeError::Short {
+                kind: 0,
+                len: 2,
+                need: 4
+            })
+        );
+        let b = bytes(&event(event::ATTEMPT));
+        assert_eq!(
+            decode_event(&b[..71]),
+            Err(DecodeError::Short {
+                kind: event::ATTEMPT,
+                len: 71,
+                need: 72
+            })
+        );
+        assert_eq!(
+            decode_event(&bytes(&event(99))),
+            Err(DecodeError::UnknownKind(99))
+        );
+        assert_eq!(
+            decode_event(&bytes(&event(0))),
+            Err(DecodeError::UnknownKind(0))
+        );
+    }
+
+    #[test]
+    fn trailing_ring_padding_is_ignored() {
+        let mut b = bytes(&event(event::ATTEMPT));
+        b.extend_from_slice(&[0xAA; 8]);
+        assert_eq!(decode_event(&b).unwrap(), KernelEvent::Attempt(contact()));
+    }
+
+    #[test]
+    fn the_reader_can_move_into_a_task() {
+        fn send<T: Send + 'static>() {}
+        send::<EventReader>();
+        send::<KernelEvent>();
+    }
+
+    #[test]
+    fn the_monotonic_clock_advances_and_matches_std_instant_pace() {
+        let a = monotonic_now();
+        let i = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = monotonic_now();
+        assert!(a > Duration::ZERO);
+        let d = b - a;
+        let e = i.elapsed();
+        assert!(d >= Duration::from_millis(20), "{d:?}");
+        assert!(d.abs_diff(e) < Duration::from_millis(5), "{d:?} vs {e:?}");
+    }
+}

@@ -1,0 +1,576 @@
+//! Tests of the kernel-facing API against the real object, each on a bpf filesystem of
+//! its own (mounted under the temporary directory, unmounted on drop). They need root
+//! (CAP_BPF, CAP_SYS_ADMIN for the mount); `cargo xtask test --skip-privileged` skips
+//! them by the `lab::` in their path, like the lab tests of warden-tests.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::Xdp,
+    TestRun as _, TestRunOptions,
+};
+use warden_common::{
+    direction,
+    facts::{runtime_flags, MAX_BLOCKS},
+    map, program, reason, tenant_counter_index, DropCounters, Rate,
+};
+
+use super::*;
+use crate::policy;
+
+/// A bpffs mounted for one test; unmounted and removed on drop.
+struct Bpffs {
+    dir: PathBuf,
+    mount: PathBuf,
+}
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "warden-dp-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mount = dir.join("bpf");
+        fs::create_dir_all(&mount).expect("creating the mount point");
+        let c = |p: &Path| {
+            use std::os::unix::ffi::OsStrExt as _;
+            std::ffi::CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
+        };
+        let (src, target, fstype) = (c(Path::new("bpf")), c(&mount), c(Path::new("bpf")));
+        // SAFETY: NUL-terminated strings that outlive the call; no mount data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mounting a bpffs at {} (needs root): {}",
+            mount.display(),
+            std::io::Error::last_os_error()
+        );
+        Bpffs { dir, mount }
+    }
+
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt as _;
+        if let Ok(target) = std::ffi::CString::new(self.mount.as_os_str().as_bytes()) {
+            // SAFETY: a NUL-terminated path; MNT_DETACH so a map still open goes later.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+const POLICY: &str = "
+tenants:
+  - id: a
+    addresses: [198.18.1.0/24]
+    bandwidth: { egress: 100Mbit, ingress: 5Mbit, burst: 1MiB }
+  - id: b
+    addresses: [198.18.2.0/24]
+";
+
+/// Opens a dataplane on `fs` and applies `text`; returns it with the tenant index.
+fn with_policy(fs: &Bpffs, text: &str) -> (Dataplane, TenantIndex) {
+    let mut dp = Dataplane::open(fs.path()).expect("opening the dataplane");
+    let index = apply(&mut dp, text);
+    (dp, index)
+}
+
+fn apply(dp: &mut Dataplane, text: &str) -> TenantIndex {
+    let p = policy::parse(text, "lab.yaml").expect("a valid policy");
+    let mut ix = TenantIndex::default();
+    ix.sync(p.tenants.iter().map(|t| t.id.as_str()))
+        .expect("indexing");
+    let c = compile(&p, &ix, &HashSet::new()).expect("compiling");
+    dp.apply(&c).expect("applying");
+    ix
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
+}
+
+fn far() -> Duration {
+    monotonic_now() + Duration::from_secs(600)
+}
+
+/// The kernel id of each map the loaded object uses.
+fn map_ids(dp: &Dataplane) -> Vec<(&'static str, u32)> {
+    use aya::maps::Map;
+    map::ALL
+        .iter()
+        .map(|name| {
+            let data = match dp.raw(name).expect("map in the object") {
+                Map::Array(m)
+                | Map::PerCpuArray(m)
+                | Map::LpmTrie(m)
+                | Map::HashMap(m)
+                | Map::RingBuf(m) => m,
+                other => panic!("map {name} has an unexpected type: {other:?}"),
+            };
+            (*name, data.info().expect("map info").id())
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_maps_match_the_expected_layout_and_a_restart_adopts_the_same_maps() {
+    let fs = Bpffs::new();
+    let dp = Dataplane::open(fs.path()).expect("opening fresh");
+    assert_eq!(dp.adopted_maps(), 0);
+    let first = map_ids(&dp);
+    drop(dp);
+    for name in map::ALL {
+        assert!(
+            fs.path().join("maps").join(name).exists(),
+            "map {name} was not pinned"
+        );
+    }
+    // Every pin is checked against expected_layout() on the second open, and the
+    // object uses the pinned maps themselves (the same ring included), not copies.
+    let dp = Dataplane::open(fs.path()).expect("adopting");
+    assert_eq!(dp.adopted_maps(), map::ALL.len());
+    assert_eq!(map_ids(&dp), first);
+}
+
+#[test]
+fn blocks_set_the_tenant_flag_until_the_last_is_removed_and_survive_a_restart() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let until = far();
+    let targets = [
+        BlockTarget::Victim(ip("198.19.0.9")),
+        BlockTarget::Port(25),
+        BlockTarget::Blackhole(ip("198.18.1.7")),
+        BlockTarget::ListenPort(3128),
+        BlockTarget::Victim(ip("2001:db8:9::1")),
+    ];
+    for t in targets {
+        dp.block(a, t, until).expect("blocking");
+    }
+    // Refreshing a block neither adds an entry nor counts it twice.
+    dp.block(a, targets[0], until + Duration::from_secs(1))
+        .expect("refreshing");
+    assert_eq!(dp.block_count(a), 5);
+    assert_eq!(
+        dp.runtime(a).expect("runtime").flags & runtime_flags::BLOCKS,
+        runtime_flags::BLOCKS
+    );
+    let mut got = dp.blocks().expect("listing");
+    got.sort_by_key(|(_, t, _)| format!("{t:?}"));
+    assert_eq!(got.len(), 5);
+    assert!(got.contains(&(a, targets[0], until + Duration::from_secs(1))));
+    assert!(got.contains(&(a, targets[2], until)));
+    let usage = dp.map_usage(&Compiled::default(), 0);
+    let blocks = usage
+        .iter()
+        .find(|u| u.map == map::BLOCKS)
+        .expect("BLOCKS usage");
+    assert_eq!(
+        (blocks.entries, blocks.capacity),
+        (5, u64::from(MAX_BLOCKS))
+    );
+
+    // A restarted daemon rebuilds the count from the map.
+    drop(dp);
+    let mut dp = Dataplane::open(fs.path()).expect("adopting");
+    assert_eq!(dp.block_count(a), 5);
+    for t in &targets[..4] {
+        dp.unblock(a, *t).expect("unblocking");
+        assert_eq!(
+            dp.runtime(a).expect("runtime").flags & runtime_flags::BLOCKS,
+            runtime_flags::BLOCKS,
+            "flag cleared while blocks are left"
+        );
+    }
+    // Unblocking what is not blocked changes nothing.
+    dp.unblock(a, targets[0]).expect("unblocking again");
+    assert_eq!(dp.block_count(a), 1);
+    dp.unblock(a, targets[4]).expect("unblocking the last");
+    assert_eq!(dp.block_count(a), 0);
+    assert_eq!(dp.runtime(a).expect("runtime").flags, 0);
+    assert!(dp.blocks().expect("listing").is_empty());
+}
+
+#[test]
+fn sweeping_deletes_only_expired_blocks_and_clears_flags_of_tenants_left_without() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let (a, b) = (ix.get("a").expect("a"), ix.get("b").expect("b"));
+    let now = monotonic_now();
+    dp.block(a, BlockTarget::Port(23), now - Duration::from_secs(1))
+        .expect("block");
+    dp.block(a, BlockTarget::Port(24), now + Duration::from_secs(60))
+        .expect("block");
+    dp.block(b, BlockTarget::Victim(ip("198.19.1.1")), now)
+        .expect("block");
+    assert_eq!(dp.sweep_blocks(now).expect("sweep"), 2);
+    assert_eq!(dp.block_count(a), 1);
+    assert_eq!(dp.block_count(b), 0);
+    assert_eq!(
+        dp.runtime(a).expect("runtime").flags & runtime_flags::BLOCKS,
+        runtime_flags::BLOCKS
+    );
+    assert_eq!(
+        dp.runtime(b).expect("runtime").flags & runtime_flags::BLOCKS,
+        0
+    );
+    assert_eq!(dp.sweep_blocks(now).expect("sweep again"), 0);
+    assert_eq!(
+        dp.blocks().expect("listing"),
+        vec![(a, BlockTarget::Port(24), now + Duration::from_secs(60))]
+    );
+}
+
+#[test]
+fn a_full_block_map_is_an_error_of_its_own_and_changes_nothing() {
+    let fs = Bpffs::new();
+    let mut dp = Dataplane::open(fs.path()).expect("opening");
+    let until = far();
+    // 198.18.0.0/15 holds 2^17 addresses: the first 2^16 fill the map.
+    for i in 0..MAX_BLOCKS {
+        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
+        dp.block(1, BlockTarget::Victim(IpAddr::V4(addr)), until)
+            .unwrap_or_else(|e| panic!("block {i}: {e}"));
+    }
+    let err = dp
+        .block(1, BlockTarget::Victim(ip("198.19.255.1")), until)
+        .expect_err("the map is full");
+    assert!(
+        matches!(err, DataplaneError::BlocksFull { capacity } if capacity == MAX_BLOCKS),
+        "{err}"
+    );
+    assert_eq!(dp.block_count(1), MAX_BLOCKS);
+    // Refreshing an existing block still works on a full map.
+    dp.block(1, BlockTarget::Victim(ip("198.18.0.0")), until)
+        .expect("refreshing on a full map");
+    assert_eq!(dp.sweep_blocks(until).expect("sweep"), MAX_BLOCKS as usize);
+    assert_eq!(dp.runtime(1).expect("runtime").flags, 0);
+}
+
+#[test]
+fn throttles_take_the_lower_rate_per_direction_and_follow_a_new_plan() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let until = far();
+    dp.throttle(a, Some(10_000_000), until).expect("throttling");
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(r.flags, runtime_flags::THROTTLE);
+    assert_eq!(r.throttle_until_ns, until.as_nanos() as u64);
+    let ten = Rate::from_bits_per_second(10_000_000, compile::MIN_BURST_BYTES);
+    // Out: 10 Mbit/s under the 100 Mbit/s plan; in: the 5 Mbit/s plan (1 MiB burst) stays.
+    assert_eq!(
+        r.throttle,
+        [ten, Rate::from_bits_per_second(5_000_000, 1 << 20)]
+    );
+
+    // A new plan below the throttle takes over at the apply, without a new call.
+    apply(&mut dp, &POLICY.replace("egress: 100Mbit", "egress: 2Mbit"));
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(
+        r.throttle[0],
+        Rate::from_bits_per_second(2_000_000, 1 << 20)
+    );
+    assert_eq!(r.throttle_until_ns, until.as_nanos() as u64);
+
+    assert!(matches!(
+        dp.throttle(a, Some(0), until),
+        Err(DataplaneError::InvalidThrottle(_))
+    ));
+    dp.throttle(a, None, until).expect("lifting");
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(r.flags, 0);
+    assert_eq!(r.throttle_until_ns, 0);
+    assert_eq!(dp.throttles().count(), 0);
+}
+
+#[test]
+fn capture_and_flags_share_the_entry_and_reset_slot_forgets_all_runtime_state() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let (a, b) = (ix.get("a").expect("a"), ix.get("b").expect("b"));
+    dp.block(a, BlockTarget::Port(25), far()).expect("block");
+    dp.block(b, BlockTarget::Port(25), far()).expect("block");
+    dp.throttle(a, Some(1_000_000), far()).expect("throttle");
+    dp.capture(a, 64).expect("capture");
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(
+        (r.flags, r.capture),
+        (runtime_flags::BLOCKS | runtime_flags::THROTTLE, 64)
+    );
+    dp.capture(a, -5).expect("stop");
+    assert_eq!(dp.runtime(a).expect("runtime").capture, 0);
+
+    dp.reset_slot(a).expect("reset");
+    assert_eq!(
+        dp.runtime(a).expect("runtime"),
+        warden_common::facts::TenantRuntime::default()
+    );
+    assert_eq!(dp.block_count(a), 0);
+    assert_eq!(dp.throttles().count(), 0);
+    let left: Vec<(u32, BlockTarget)> = dp
+        .blocks()
+        .expect("listing")
+        .into_iter()
+        .map(|(t, target, _)| (t, target))
+        .collect();
+    assert_eq!(
+        left,
+        vec![(b, BlockTarget::Port(25))],
+        "only the other tenant's block is left"
+    );
+    assert!(matches!(
+        dp.capture(MAX_TENANTS, 1),
+        Err(DataplaneError::TenantOutOfRange(_))
+    ));
+}
+
+/// Ethernet + IPv4 + TCP SYN from `src:40000` to `dst:port` (header checksum set).
+fn syn(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum = ip
+        .chunks(2)
+        .fold(0u32, |s, w| s + u32::from(u16::from_be_bytes([w[0], w[1]])));
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40_000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+/// Runs `frame` through the from-tenant XDP program once; returns the XDP action.
+fn run_from_tenant(dp: &mut Dataplane, frame: &[u8]) -> u32 {
+    run_xdp(dp, program::XDP_FROM_TENANT, frame)
+}
+
+/// Runs `frame` through the to-tenant XDP program once; returns the XDP action.
+fn run_to_tenant(dp: &mut Dataplane, frame: &[u8]) -> u32 {
+    run_xdp(dp, program::XDP_TO_TENANT, frame)
+}
+
+fn run_xdp(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> u32 {
+    run_xdp_repeat(dp, name, frame, 1)
+}
+
+/// Runs `frame` `repeat` times back to back; returns the last XDP action.
+fn run_xdp_repeat(dp: &mut Dataplane, name: &'static str, frame: &[u8], repeat: u32) -> u32 {
+    dp.load_programs().expect("loading programs");
+    let p: &mut Xdp = program_mut(&mut dp.ebpf, name).expect("program");
+    p.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    })
+    .expect("test run")
+    .return_value
+}
+
+/// The tenant's drops in `dir` for `why`, summed over CPUs.
+fn drops(dp: &Dataplane, tenant: u32, dir: u32, why: usize) -> u64 {
+    let arr: PerCpuArray<&MapData, DropCounters> =
+        dp.per_cpu(map::DROP_COUNTERS).expect("drop counters");
+    arr.get(&tenant_counter_index(tenant, dir), 0)
+        .expect("drops")
+        .iter()
+        .map(|d| d.packets[why])
+        .sum()
+}
+
+fn blocked_drops(dp: &Dataplane, tenant: u32) -> u64 {
+    drops(dp, tenant, direction::OUT, reason::BLOCKED)
+}
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+#[test]
+fn the_programs_drop_a_blocked_victim_and_port_by_the_keys_the_daemon_writes() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let (me, victim, other) = (
+        Ipv4Addr::new(198, 18, 1, 5),
+        Ipv4Addr::new(198, 19, 0, 9),
+        Ipv4Addr::new(198, 19, 0, 10),
+    );
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, victim, 80)), XDP_PASS);
+    dp.block(a, BlockTarget::Victim(IpAddr::V4(victim)), far())
+        .expect("block");
+    dp.block(a, BlockTarget::Port(25), far()).expect("block");
+    let before = blocked_drops(&dp, a);
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, victim, 80)), XDP_DROP);
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, other, 25)), XDP_DROP);
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, other, 80)), XDP_PASS);
+    assert_eq!(blocked_drops(&dp, a), before + 2);
+    assert!(dp.fact_counters().expect("counters").blocked >= 2);
+
+    // An expired block is ignored by the programs before the daemon sweeps it.
+    dp.block(
+        a,
+        BlockTarget::Victim(IpAddr::V4(victim)),
+        monotonic_now() - Duration::from_secs(1),
+    )
+    .expect("expire");
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, victim, 80)), XDP_PASS);
+}
+
+#[test]
+fn the_event_ring_is_taken_once_and_delivers_a_first_contact_decoded() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let mut reader = dp.event_reader().expect("the ring");
+    assert!(matches!(
+        dp.event_reader(),
+        Err(DataplaneError::EventsTaken)
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut out = Vec::new();
+    // Nothing yet: the wait ends at max_wait with nothing read.
+    let t = std::time::Instant::now();
+    rt.block_on(reader.read(&mut out, 16, Duration::from_millis(50)))
+        .expect("reading");
+    assert!(out.is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+
+    let (me, dst) = (Ipv4Addr::new(198, 18, 1, 5), Ipv4Addr::new(198, 19, 7, 7));
+    let start = monotonic_now();
+    assert_eq!(run_from_tenant(&mut dp, &syn(me, dst, 443)), XDP_PASS);
+    rt.block_on(reader.read(&mut out, 16, Duration::from_secs(2)))
+        .expect("reading");
+    let attempts: Vec<&Contact> = out
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::Attempt(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts.len(), 1, "{out:?}");
+    let c = attempts[0];
+    assert_eq!(
+        (
+            c.tenant,
+            c.proto,
+            c.local,
+            c.local_port,
+            c.remote,
+            c.remote_port
+        ),
+        (
+            a,
+            crate::detect::Proto::Tcp,
+            IpAddr::V4(me),
+            40_000,
+            IpAddr::V4(dst),
+            443
+        )
+    );
+    // The coarse clock lags by up to a tick.
+    assert!(
+        c.at + Duration::from_millis(50) >= start,
+        "{:?} vs {start:?}",
+        c.at
+    );
+    assert!(c.at <= monotonic_now());
+    assert_eq!(reader.decode_errors(), 0);
+    assert!(dp.fact_counters().expect("counters").sent >= 1);
+}
+
+#[test]
+fn the_programs_drop_a_blackholed_address_and_a_blocked_listener_port_inbound() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let (outside, hole, other) = (
+        Ipv4Addr::new(198, 19, 0, 9),
+        Ipv4Addr::new(198, 18, 1, 7),
+        Ipv4Addr::new(198, 18, 1, 8),
+    );
+    dp.block(a, BlockTarget::Blackhole(IpAddr::V4(hole)), far())
+        .expect("blackhole");
+    dp.block(a, BlockTarget::ListenPort(3128), far())
+        .expect("block");
+    let (holes, blocked) = (
+        drops(&dp, a, direction::IN, reason::BLACKHOLE),
+        drops(&dp, a, direction::IN, reason::BLOCKED),
+    );
+    assert_eq!(run_to_tenant(&mut dp, &syn(outside, hole, 80)), XDP_DROP);
+    assert_eq!(run_to_tenant(&mut dp, &syn(outside, other, 3128)), XDP_DROP);
+    assert_eq!(run_to_tenant(&mut dp, &syn(outside, other, 80)), XDP_PASS);
+    assert_eq!(
+        drops(&dp, a, direction::IN, reason::BLACKHOLE),
+        holes + 1,
+        "the blackholed address"
+    );
+    assert_eq!(
+        drops(&dp, a, direction::IN, reason::BLOCKED),
+        blocked + 1,
+        "the listener port"
+    );
+    // Lifted: the flag goes with the last block and traffic passes again.
+    dp.unblock(a, BlockTarget::Blackhole(IpAddr::V4(hole)))
+        .expect("unblock");
+    dp.unblock(a, BlockTarget::ListenPort(3128))
+        .expect("unblock");
+    assert_eq!(dp.runtime(a).expect("runtime").flags, 0);
+    assert_eq!(run_to_tenant(&mut dp, &syn(outside, hole, 80)), XDP_PASS);
+}
+
+#[test]
+fn the_programs_police_with_a_live_throttle_and_ignore_an_expired_one() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let frame = syn(
+        Ipv4Addr::new(198, 18, 1, 5),
+        Ipv4Addr::new(198, 19, 3, 3),
+        80,
+    );
+    let bandwidth = |dp: &Dataplane| drops(dp, a, direction::OUT, reason::BANDWIDTH);
+    // 2,000 frames of 54 bytes are 108 KB: within the 100 Mbit/s plan's 1 MiB burst.
+    dp.throttle(a, Some(1_000_000), monotonic_now() - Duration::from_secs(1))
+        .expect("an expired throttle");
+    run_xdp_repeat(&mut dp, program::XDP_FROM_TENANT, &frame, 2_000);
+    assert_eq!(bandwidth(&dp), 0, "an expired throttle still policed");
+
+    // At 1 Mbit/s the 32 KiB burst lets about 600 frames through, then drops.
+    dp.throttle(a, Some(1_000_000), far()).expect("throttle");
+    run_xdp_repeat(&mut dp, program::XDP_FROM_TENANT, &frame, 2_000);
+    let dropped = bandwidth(&dp);
+    assert!(
+        (1_000..2_000).contains(&dropped),
+        "{dropped} of 2000 frames dropped under a 1 Mbit/s throttle"
+    );
+}

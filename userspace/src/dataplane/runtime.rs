@@ -1,0 +1,594 @@
+//! Runtime state the daemon writes back into the kernel as detections are acted on:
+//! blocks and blackholes ([`map::BLOCKS`]), throttles and packet capture
+//! ([`map::TENANT_RUNTIME`]), and the programs' fact counters ([`map::FACT_COUNTERS`]).
+//!
+//! None of it is part of a policy generation: it follows detections. Every expiry is
+//! CLOCK_MONOTONIC time ([`super::monotonic_now`]) and is enforced by the programs
+//! themselves, so a temporary action ends on time even while the daemon is down; the
+//! daemon only deletes what expired ([`Dataplane::sweep_blocks`]).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
+use warden_common::{
+    direction,
+    facts::{fact_counter, runtime_flags, BlockKey, BlockValue, TenantRuntime, MAX_BLOCKS},
+    map, tenant_config_index, Rate, TenantConfig, MAX_TENANTS,
+};
+
+use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
+
+/// What a block drops (one [`BlockKey`] each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockTarget {
+    /// From-tenant traffic to this address (a flood's victim, a scanned host).
+    Victim(IpAddr),
+    /// From-tenant traffic to this destination port, any host (a horizontal scan, SMTP).
+    Port(u16),
+    /// To-tenant traffic at this tenant address (an inbound flood's target).
+    Blackhole(IpAddr),
+    /// To-tenant traffic to this tenant port, any address (a relaying listener).
+    ListenPort(u16),
+}
+
+impl BlockTarget {
+    /// The key the programs look up for this target (see [`BlockKey`]).
+    pub fn key(self, tenant: u32) -> BlockKey {
+        let (dir, addr, port) = match self {
+            BlockTarget::Victim(a) => (direction::OUT, Some(a), 0),
+            BlockTarget::Port(p) => (direction::OUT, None, p),
+            BlockTarget::Blackhole(a) => (direction::IN, Some(a), 0),
+            BlockTarget::ListenPort(p) => (direction::IN, None, p),
+        };
+        let (family, addr) = match addr {
+            None => (0, [0; 16]),
+            Some(IpAddr::V4(a)) => {
+                let mut b = [0; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (4, b)
+            }
+            Some(IpAddr::V6(a)) => (6, a.octets()),
+        };
+        BlockKey {
+            tenant,
+            dir: dir as u8,
+            family,
+            port,
+            addr,
+        }
+    }
+
+    /// The tenant and target of a key written by [`BlockTarget::key`]; `None` for a key
+    /// no target makes.
+    pub fn from_key(k: &BlockKey) -> Option<(u32, BlockTarget)> {
+        let addr = match k.family {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(
+                k.addr[0], k.addr[1], k.addr[2], k.addr[3],
+            ))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
+            0 if k.addr == [0; 16] => None,
+            _ => return None,
+        };
+        let target = match (u32::from(k.dir), addr, k.port) {
+            (direction::OUT, Some(a), 0) => BlockTarget::Victim(a),
+            (direction::OUT, None, p) if p != 0 => BlockTarget::Port(p),
+            (direction::IN, Some(a), 0) => BlockTarget::Blackhole(a),
+            (direction::IN, None, p) if p != 0 => BlockTarget::ListenPort(p),
+            _ => return None,
+        };
+        Some((k.tenant, target))
+    }
+
+    /// Port 0 with any host would match every portless packet (ICMP): refused.
+    fn check(self) -> Result<()> {
+        match self {
+            BlockTarget::Port(0) | BlockTarget::ListenPort(0) => Err(DataplaneError::InvalidBlock(
+                format!("{self:?}: port 0 would block every ICMP packet; block a host instead"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The programs' fact counters, summed over CPUs (names as
+/// [`fact_counter::NAMES`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FactCounters {
+    /// Events sent.
+    pub sent: u64,
+    /// Events not sent: over the tenant's budget.
+    pub lost_budget: u64,
+    /// Events not sent: the ring buffer was full.
+    pub lost_ring: u64,
+    /// Pending attempts overwritten by a newer one before their answer.
+    pub pending_overwritten: u64,
+    /// Frames captured.
+    pub samples: u64,
+    /// Packets dropped by a block or blackhole.
+    pub blocked: u64,
+}
+
+impl FactCounters {
+    /// Events the kernel could not deliver (`warden_events_lost_total`).
+    pub fn lost(&self) -> u64 {
+        self.lost_budget + self.lost_ring
+    }
+}
+
+/// Entries in use and capacity of one bounded kernel map (`warden_map_entries`,
+/// `warden_map_capacity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    /// The map's name ([`map`]).
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// A throttle as the daemon asked for it, kept to recompute after a policy change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Throttle {
+    rate_bps: u64,
+    until: Duration,
+}
+
+/// The slower of two rates; an unlimited rate is never the slower. On a tie the first
+/// (the plan, with its own burst) wins.
+fn slower(plan: Rate, throttle: Rate) -> Rate {
+    if plan.cost_q10 == 0 || (throttle.cost_q10 != 0 && throttle.cost_q10 > plan.cost_q10) {
+        throttle
+    } else {
+        plan
+    }
+}
+
+/// The rates a throttle to `rate_bps` puts in force, per direction: the lower of it
+/// (with the default burst of [`burst_bytes`]) and the policy's plan.
+pub fn throttle_rates(plan: [Rate; 2], rate_bps: u64) -> [Rate; 2] {
+    let t = Rate::from_bits_per_second(rate_bps, burst_bytes(rate_bps, None));
+    [slower(plan[0], t), slower(plan[1], t)]
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether a map error is the kernel's "no such element".
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Whether a map error is the kernel's "map full".
+fn is_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+impl Dataplane {
+    /// Takes the event ring out of the dataplane (once; a second call is an error).
+    pub fn event_reader(&mut self) -> Result<super::EventReader> {
+        if self.events_taken {
+            return Err(DataplaneError::EventsTaken);
+        }
+        let m = self
+            .ebpf
+            .take_map(map::EVENTS)
+            .ok_or(DataplaneError::MissingMap(map::EVENTS))?;
+        let ring = aya::maps::RingBuf::try_from(m).map_err(map_err(map::EVENTS))?;
+        self.events_taken = true;
+        Ok(super::EventReader::new(ring))
+    }
+
+    /// Inserts or refreshes a block until `until` (CLOCK_MONOTONIC) and sets
+    /// [`runtime_flags::BLOCKS`] for the tenant. A full map is
+    /// [`DataplaneError::BlocksFull`] (nothing changes).
+    pub fn block(&mut self, tenant: u32, target: BlockTarget, until: Duration) -> Result<()> {
+        check_tenant(tenant)?;
+        target.check()?;
+        let key = target.key(tenant);
+        let until_ns = nanos(until);
+        self.blocks_map_mut()?
+            .insert(key, BlockValue { until_ns }, 0)
+            .map_err(|e| {
+                if is_full(&e) {
+                    DataplaneError::BlocksFull {
+                        capacity: MAX_BLOCKS,
+                    }
+                } else {
+                    map_err(map::BLOCKS)(e)
+                }
+            })?;
+        if self.block_expiry.insert(key, until_ns).is_none() {
+            let n = self.block_counts.entry(tenant).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.update_runtime(tenant, |r| r.flags |= runtime_flags::BLOCKS)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a block (nothing to do when there is none) and clears
+    /// [`runtime_flags::BLOCKS`] when the tenant has no blocks left.
+    pub fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<()> {
+        check_tenant(tenant)?;
+        self.remove_block(&target.key(tenant))
+    }
+
+    /// Throttles the tenant to the lower of `rate_bps` and its policy plan per
+    /// direction until `until` (CLOCK_MONOTONIC), or lifts the throttle (`None`). The
+    /// programs ignore an expired throttle on their own. A policy applied later
+    /// recomputes the throttle against the new plan ([`Dataplane::apply`]).
+    pub fn throttle(&mut self, tenant: u32, rate_bps: Option<u64>, until: Duration) -> Result<()> {
+        check_tenant(tenant)?;
+        match rate_bps {
+            Some(0) => Err(DataplaneError::InvalidThrottle(
+                "a throttle to 0 bit/s would be unlimited; suspend or block instead".into(),
+            )),
+            Some(rate_bps) => {
+                let plan = self.active_plan(tenant)?;
+                let rates = throttle_rates(plan, rate_bps);
+                self.update_runtime(tenant, |r| {
+                    r.flags |= runtime_flags::THROTTLE;
+                    r.throttle = rates;
+                    r.throttle_until_ns = nanos(until);
+                })?;
+                self.throttles.insert(tenant, Throttle { rate_bps, until });
+                Ok(())
+            }
+            None => {
+                self.update_runtime(tenant, |r| {
+                    r.flags &= !runtime_flags::THROTTLE;
+                    r.throttle = [Rate::UNLIMITED; 2];
+                    r.throttle_until_ns = 0;
+                })?;
+                self.throttles.remove(&tenant);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the programs to capture the tenant's next `frames` frames as sample events
+    /// (0 or less stops a capture under way).
+    pub fn capture(&mut self, tenant: u32, frames: i32) -> Result<()> {
+        check_tenant(tenant)?;
+        self.update_runtime(tenant, |r| r.capture = frames.max(0))
+    }
+
+    /// Deletes blocks whose expiry is at or before `now` (the programs already ignore
+    /// them) and clears [`runtime_flags::BLOCKS`] of tenants left without any; returns
+    /// how many were deleted. Works from the daemon's copy of the map: no map walk.
+    pub fn sweep_blocks(&mut self, now: Duration) -> Result<usize> {
+        let now = nanos(now);
+        let expired: Vec<BlockKey> = self
+            .block_expiry
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &expired {
+            self.remove_block(key)?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Every block in the kernel with its expiry, read from the map (e.g. after a
+    /// restart adopted it); expired ones not yet swept included.
+    pub fn blocks(&self) -> Result<Vec<(u32, BlockTarget, Duration)>> {
+        Ok(self
+            .blocks_raw()?
+            .into_iter()
+            .filter_map(|(k, v)| match BlockTarget::from_key(&k) {
+                Some((tenant, target)) => Some((tenant, target, Duration::from_nanos(v.until_ns))),
+                None => {
+                    tracing::warn!(?k, "ignoring a block key Warden does not write");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// How many blocks the tenant has in the kernel (expired ones not yet swept
+    /// included).
+    pub fn block_count(&self, tenant: u32) -> u32 {
+        self.block_counts.get(&tenant).copied().unwrap_or(0)
+    }
+
+    /// Tenants with a throttle set by this daemon and its expiry.
+    pub fn throttles(&self) -> impl Iterator<Item = (u32, Duration)> + '_ {
+        self.throttles.iter().map(|(t, th)| (*t, th.until))
+    }
+
+    /// A tenant's runtime state as the programs see it.
+    pub fn runtime(&self, tenant: u32) -> Result<TenantRuntime> {
+        check_tenant(tenant)?;
+        self.array::<TenantRuntime>(map::TENANT_RUNTIME)?
+            .get(&tenant, 0)
+            .map_err(map_err(map::TENANT_RUNTIME))
+    }
+
+    /// The programs' fact counters, summed over CPUs.
+    pub fn fact_counters(&self) -> Result<FactCounters> {
+        let arr: PerCpuArray<&MapData, u64> = self.per_cpu(map::FACT_COUNTERS)?;
+        let mut sums = [0u64; fact_counter::COUNT as usize];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let v = arr
+                .get(&(i as u32), 0)
+                .map_err(map_err(map::FACT_COUNTERS))?;
+            *sum = v.iter().fold(0u64, |a, x| a.wrapping_add(*x));
+        }
+        Ok(FactCounters {
+            sent: sums[fact_counter::SENT as usize],
+            lost_budget: sums[fact_counter::LOST_BUDGET as usize],
+            lost_ring: sums[fact_counter::LOST_RING as usize],
+            pending_overwritten: sums[fact_counter::PENDING_OVERWRITTEN as usize],
+            samples: sums[fact_counter::SAMPLES as usize],
+            blocked: sums[fact_counter::BLOCKED as usize],
+        })
+    }
+
+    /// Entries in use and capacity of the bounded maps: those a policy fills (as
+    /// [`super::fill`] and [`CAPACITIES`], per generation) and [`map::BLOCKS`].
+    pub fn map_usage(&self, c: &Compiled, tenants: usize) -> Vec<MapUsage> {
+        let fill = super::fill(c, tenants);
+        let mut out: Vec<MapUsage> = CAPACITIES
+            .iter()
+            .map(|(m, cap)| MapUsage {
+                map: m,
+                entries: fill.get(m).copied().unwrap_or(0),
+                capacity: u64::from(*cap),
+            })
+            .collect();
+        out.push(MapUsage {
+            map: map::BLOCKS,
+            entries: self.block_expiry.len() as u64,
+            capacity: u64::from(MAX_BLOCKS),
+        });
+        out
+    }
+
+    /// Reads the blocks back from the kernel (at open: a restarted daemon adopts the
+    /// blocks it left). A missing map (an object without detection) has no blocks.
+    pub(super) fn load_blocks(&mut self) -> Result<()> {
+        self.block_expiry.clear();
+        self.block_counts.clear();
+        if self.ebpf.map(map::BLOCKS).is_none() {
+            return Ok(());
+        }
+        for (k, v) in self.blocks_raw()? {
+            self.block_expiry.insert(k, v.until_ns);
+            *self.block_counts.entry(k.tenant).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    /// Forgets a tenant slot's runtime state for a new tenant: zeroes its
+    /// TENANT_RUNTIME entry and deletes its blocks.
+    pub(super) fn reset_runtime(&mut self, tenant: u32) -> Result<()> {
+        if self.block_counts.contains_key(&tenant) {
+            let keys: Vec<BlockKey> = self
+                .block_expiry
+                .keys()
+                .filter(|k| k.tenant == tenant)
+                .copied()
+                .collect();
+            for k in keys {
+                self.remove_block(&k)?;
+            }
+        }
+        self.throttles.remove(&tenant);
+        if self.ebpf.map(map::TENANT_RUNTIME).is_some() {
+            self.array_mut::<TenantRuntime>(map::TENANT_RUNTIME)?
+                .set(tenant, TenantRuntime::default(), 0)
+                .map_err(map_err(map::TENANT_RUNTIME))?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes every throttle this daemon set against the plans of the generation
+    /// just activated; throttles that expired are forgotten.
+    pub(super) fn refresh_throttles(&mut self) -> Result<()> {
+        let now = super::monotonic_now();
+        self.throttles.retain(|_, t| t.until > now);
+        let live: Vec<(u32, Throttle)> = self.throttles.iter().map(|(k, v)| (*k, *v)).collect();
+        for (tenant, t) in live {
+            self.throttle(tenant, Some(t.rate_bps), t.until)?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's plan per direction in the active generation.
+    fn active_plan(&self, tenant: u32) -> Result<[Rate; 2]> {
+        if let Some(cfg) = self.mirror[self.active as usize]
+            .as_ref()
+            .and_then(|g| g.configs.get(&tenant))
+        {
+            return Ok(cfg.rate);
+        }
+        Ok(self
+            .array::<TenantConfig>(map::TENANT_CONFIG)?
+            .get(&tenant_config_index(self.active, tenant), 0)
+            .map_err(map_err(map::TENANT_CONFIG))?
+            .rate)
+    }
+
+    /// Read-modify-write of a tenant's whole TENANT_RUNTIME entry. The programs only
+    /// count `capture` down, so a frame captured in between may be captured once more.
+    fn update_runtime(&mut self, tenant: u32, f: impl FnOnce(&mut TenantRuntime)) -> Result<()> {
+        let mut arr: Array<&mut MapData, TenantRuntime> = self.array_mut(map::TENANT_RUNTIME)?;
+        let mut r = arr.get(&tenant, 0).map_err(map_err(map::TENANT_RUNTIME))?;
+        f(&mut r);
+        arr.set(tenant, r, 0).map_err(map_err(map::TENANT_RUNTIME))
+    }
+
+    /// Deletes a block from the kernel and the daemon's copy; with the tenant's last
+    /// block, clears its flag. A block already gone from the kernel is not an error.
+    fn remove_block(&mut self, key: &BlockKey) -> Result<()> {
+        match self.blocks_map_mut()?.remove(key) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map_err(map::BLOCKS)(e)),
+        }
+        if self.block_expiry.remove(key).is_none() {
+            return Ok(());
+        }
+        let left = match self.block_counts.get_mut(&key.tenant) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.block_counts.remove(&key.tenant);
+            self.update_runtime(key.tenant, |r| r.flags &= !runtime_flags::BLOCKS)?;
+        }
+        Ok(())
+    }
+
+    fn blocks_raw(&self) -> Result<Vec<(BlockKey, BlockValue)>> {
+        let m = self.raw(map::BLOCKS)?;
+        let blocks: BpfHashMap<&MapData, BlockKey, BlockValue> =
+            BpfHashMap::try_from(m).map_err(map_err(map::BLOCKS))?;
+        let mut out = Vec::new();
+        for entry in blocks.iter() {
+            match entry {
+                Ok(kv) => out.push(kv),
+                // Deleted between listing its key and reading it.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(map::BLOCKS)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn blocks_map_mut(&mut self) -> Result<BpfHashMap<&mut MapData, BlockKey, BlockValue>> {
+        BpfHashMap::try_from(self.raw_mut(map::BLOCKS)?).map_err(map_err(map::BLOCKS))
+    }
+}
+
+fn check_tenant(tenant: u32) -> Result<()> {
+    if tenant >= MAX_TENANTS {
+        return Err(DataplaneError::TenantOutOfRange(tenant));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_make_the_keys_the_programs_look_up() {
+        let v4: IpAddr = "198.19.0.9".parse().unwrap();
+        let k = BlockTarget::Victim(v4).key(5);
+        assert_eq!(
+            (k.tenant, u32::from(k.dir), k.family, k.port),
+            (5, direction::OUT, 4, 0)
+        );
+        assert_eq!(&k.addr[..4], &[198, 19, 0, 9]);
+        assert_eq!(&k.addr[4..], &[0; 12]);
+
+        let k = BlockTarget::Port(25).key(5);
+        assert_eq!(
+            (u32::from(k.dir), k.family, k.port, k.addr),
+            (direction::OUT, 0, 25, [0; 16])
+        );
+
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let k = BlockTarget::Blackhole(v6).key(9);
+        assert_eq!(
+            (k.tenant, u32::from(k.dir), k.family, k.port),
+            (9, direction::IN, 6, 0)
+        );
+        assert_eq!(k.addr, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+
+        let k = BlockTarget::ListenPort(3128).key(9);
+        assert_eq!(
+            (u32::from(k.dir), k.family, k.port, k.addr),
+            (direction::IN, 0, 3128, [0; 16])
+        );
+    }
+
+    #[test]
+    fn keys_turn_back_into_their_targets_and_foreign_keys_do_not() {
+        let targets = [
+            BlockTarget::Victim("198.19.0.9".parse().unwrap()),
+            BlockTarget::Victim("2001:db8::1".parse().unwrap()),
+            BlockTarget::Port(25),
+            BlockTarget::Blackhole("198.18.0.2".parse().unwrap()),
+            BlockTarget::ListenPort(1080),
+        ];
+        for t in targets {
+            assert_eq!(BlockTarget::from_key(&t.key(3)), Some((3, t)));
+        }
+        // An address with a port, a family-0 key with an address, an unknown direction.
+        let mut k = targets[0].key(3);
+        k.port = 80;
+        assert_eq!(BlockTarget::from_key(&k), None);
+        let mut k = targets[2].key(3);
+        k.addr[0] = 1;
+        assert_eq!(BlockTarget::from_key(&k), None);
+        let mut k = targets[2].key(3);
+        k.dir = 2;
+        assert_eq!(BlockTarget::from_key(&k), None);
+    }
+
+    #[test]
+    fn port_zero_blocks_are_refused() {
+        assert!(BlockTarget::Port(0).check().is_err());
+        assert!(BlockTarget::ListenPort(0).check().is_err());
+        assert!(BlockTarget::Port(25).check().is_ok());
+    }
+
+    #[test]
+    fn a_throttle_lowers_a_faster_plan_and_never_raises_a_slower_one() {
+        let plan = [
+            Rate::from_bits_per_second(100_000_000, burst_bytes(100_000_000, None)),
+            Rate::from_bits_per_second(5_000_000, 1 << 20),
+        ];
+        let got = throttle_rates(plan, 10_000_000);
+        // Out: 100 Mbit/s plan, 10 Mbit/s throttle with the default burst floor.
+        assert_eq!(
+            got[0],
+            Rate::from_bits_per_second(10_000_000, super::super::compile::MIN_BURST_BYTES)
+        );
+        assert_eq!(got[0].cost_q10, 800 * 1024, "0.8 us per byte at 10 Mbit/s");
+        // In: the 5 Mbit/s plan (with its own 1 MiB burst) is already lower.
+        assert_eq!(got[1], plan[1]);
+    }
+
+    #[test]
+    fn a_throttle_limits_an_unlimited_plan_with_the_default_burst_rule() {
+        let got = throttle_rates([Rate::UNLIMITED; 2], 1_000_000_000);
+        // 1 Gbit/s for 10 ms is 1.25 MB, above the 32 KiB floor.
+        let want = Rate::from_bits_per_second(1_000_000_000, 1_250_000);
+        assert_eq!(got, [want, want]);
+        assert_eq!(want.burst_ns, 10_000_000);
+    }
+
+    #[test]
+    fn equal_rates_keep_the_plan_and_its_burst() {
+        let plan = Rate::from_bits_per_second(10_000_000, 1 << 20);
+        assert_eq!(throttle_rates([plan; 2], 10_000_000), [plan; 2]);
+    }
+
+    #[test]
+    fn lost_events_are_budget_and_ring_losses() {
+        let c = FactCounters {
+            sent: 10,
+            lost_budget: 3,
+            lost_ring: 4,
+            pending_overwritten: 100,
+            samples: 1,
+            blocked: 1,
+        };
+        assert_eq!(c.lost(), 7);
+    }
+}

@@ -1,0 +1,114 @@
+//! What the pipeline needs of the world: the two clocks, the sampled counters, and the
+//! [`Effects`] it has on the kernel and the flag store.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use warden_common::{Counters, DropCounters};
+
+use crate::dataplane::BlockTarget;
+use crate::store::{FlagAction, NewFlag, Sample};
+
+/// Now, on the kernel's clock (CLOCK_MONOTONIC, the clock of every event and expiry) and
+/// on the wall clock (for flags and samples).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// CLOCK_MONOTONIC.
+    pub mono: Duration,
+    /// Since the unix epoch.
+    pub unix: Duration,
+}
+
+impl Now {
+    /// The current time on both clocks.
+    pub fn current() -> Now {
+        Now {
+            mono: crate::dataplane::monotonic_now(),
+            unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Wall-clock time of the monotonic time `at`.
+    fn unix_of(&self, at: Duration) -> Duration {
+        if at <= self.mono {
+            self.unix.saturating_sub(self.mono - at)
+        } else {
+            self.unix.saturating_add(at - self.mono)
+        }
+    }
+
+    /// Unix seconds of the monotonic time `at`.
+    pub fn unix_secs(&self, at: Duration) -> i64 {
+        i64::try_from(self.unix_of(at).as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Unix microseconds of the monotonic time `at`.
+    pub fn unix_micros(&self, at: Duration) -> i64 {
+        i64::try_from(self.unix_of(at).as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+/// One tenant's counters as the sampler read them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    /// `[out, in]`.
+    pub counters: [Counters; 2],
+    /// `[out, in]`.
+    pub drops: [DropCounters; 2],
+}
+
+/// Why an effect failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    /// The kernel's block table is full: the block is not in force.
+    #[error("the kernel's block table is full")]
+    BlocksFull,
+    /// Anything else: the kernel or the database refused.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+/// What the pipeline does to the world: the kernel's runtime state and the flag store.
+/// The daemon implements it over the dataplane and the store; tests record the calls.
+pub trait Effects {
+    /// Drops `target`'s traffic of `tenant` until `until` (monotonic), replacing an
+    /// earlier expiry.
+    fn block(
+        &mut self,
+        tenant: u32,
+        target: BlockTarget,
+        until: Duration,
+    ) -> Result<(), EffectError>;
+    /// Stops dropping `target`'s traffic.
+    fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<(), EffectError>;
+    /// Polices `tenant` at `rate_bps` (or its plan when lower) until `until`; `None` lifts.
+    fn throttle(
+        &mut self,
+        tenant: u32,
+        rate_bps: Option<u64>,
+        until: Duration,
+    ) -> Result<(), EffectError>;
+    /// Captures the next `frames` frames of `tenant` as samples.
+    fn capture(&mut self, tenant: u32, frames: i32) -> Result<(), EffectError>;
+    /// Deletes blocks expired at `now`; returns how many.
+    fn sweep_blocks(&mut self, now: Duration) -> Result<usize, EffectError>;
+    /// Suspends `tenant` (by id) for `reason`, audited as the ladder's; already being
+    /// suspended is success.
+    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<(), EffectError>;
+    /// Opens a flag; returns its id.
+    fn create_flag(&mut self, flag: NewFlag) -> Result<i64, EffectError>;
+    /// Replaces a flag's evidence and moves its `last_seen` (unix seconds) forward.
+    fn update_flag(
+        &mut self,
+        id: i64,
+        last_seen: i64,
+        figures: &Value,
+        top_targets: &Value,
+    ) -> Result<(), EffectError>;
+    /// Records an action applied, extended or lifted because of flag `id`.
+    fn record_action(&mut self, id: i64, action: &FlagAction) -> Result<(), EffectError>;
+    /// Adds samples to flag `id` (the store keeps the first 64); returns how many it kept.
+    fn add_samples(&mut self, id: i64, samples: &[Sample]) -> Result<usize, EffectError>;
+}
