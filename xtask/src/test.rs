@@ -19,8 +19,8 @@ const TIERS: &[(u8, &str)] = &[(1, "tier1"), (2, "tier2")];
 const EBPF_PACKAGE: &str = "warden-ebpf";
 const EBPF_DIR: &str = "ebpf/programs";
 
-/// Unit tests that need root live in the lab module of warden-tests; `--skip` takes a
-/// substring of the test path.
+/// Unit tests that need root live in `lab` modules (warden-tests' `lab`, the warden
+/// library's `dataplane::lab`); `--skip` takes a substring of the test path.
 const PRIVILEGED_UNIT_TESTS: &str = "lab::";
 
 /// Options of `cargo xtask test`.

@@ -119,7 +119,7 @@ pub fn compile(
                 flood_out_pkts: per_flood_epoch(s.detectors.flood_out.pps),
                 flood_in_pkts: per_flood_epoch(s.detectors.flood_in.pps),
                 _pad2: 0,
-                flood_in_bytes: u64::from(per_flood_epoch(s.detectors.flood_in.bps / 8)),
+                flood_in_bytes: bytes_per_flood_epoch(s.detectors.flood_in.bps),
             },
         );
     }
@@ -134,6 +134,14 @@ pub fn per_flood_epoch(per_second: u64) -> u32 {
     let epoch_ns = 1u128 << warden_common::facts::FLOOD_EPOCH_SHIFT;
     let n = (u128::from(per_second) * epoch_ns).div_ceil(1_000_000_000);
     n.clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// A bits-per-second threshold as bytes per flood epoch, at least 1 (a u64: 100 Gbit/s
+/// is 13.4 GB per epoch, past what a u32 holds).
+pub fn bytes_per_flood_epoch(bps: u64) -> u64 {
+    let epoch_ns = 1u128 << warden_common::facts::FLOOD_EPOCH_SHIFT;
+    let n = (u128::from(bps / 8) * epoch_ns).div_ceil(1_000_000_000);
+    n.clamp(1, u128::from(u64::MAX)) as u64
 }
 
 fn longest_first(lens: BTreeSet<u8>, family: &'static str) -> Result<Vec<u8>, CompileError> {
@@ -157,6 +165,17 @@ fn longest_first(lens: BTreeSet<u8>, family: &'static str) -> Result<Vec<u8>, Co
 mod tests {
     use super::*;
     use crate::policy;
+
+    #[test]
+    fn flood_thresholds_become_counts_per_flood_epoch() {
+        // 2^30 ns = 1.073741824 s.
+        assert_eq!(per_flood_epoch(2_000), 2_148);
+        assert_eq!(per_flood_epoch(0), 1, "never 0: 0 turns the check off");
+        assert_eq!(per_flood_epoch(u64::MAX), u32::MAX);
+        // 1 Gbit/s = 125 MB/s; 100 Gbit/s no longer fits a u32.
+        assert_eq!(bytes_per_flood_epoch(1_000_000_000), 134_217_728);
+        assert_eq!(bytes_per_flood_epoch(100_000_000_000), 13_421_772_800);
+    }
 
     const POLICY: &str = "
 daemon:
