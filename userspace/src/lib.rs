@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod detect;
 pub mod enforce;
 pub mod metrics;
+pub mod names;
 pub mod policy;
 pub mod store;
 pub mod watch;

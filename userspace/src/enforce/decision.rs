@@ -115,6 +115,40 @@ impl Decision {
         }
     }
 
+    /// What the decision is about: its tenant, kind and target.
+    pub fn key(&self) -> DetectionKey {
+        match self {
+            Decision::Record {
+                tenant,
+                kind,
+                target,
+                ..
+            }
+            | Decision::Apply {
+                tenant,
+                kind,
+                target,
+                ..
+            }
+            | Decision::Extend {
+                tenant,
+                kind,
+                target,
+                ..
+            }
+            | Decision::Lift {
+                tenant,
+                kind,
+                target,
+                ..
+            } => DetectionKey {
+                tenant: tenant.clone(),
+                kind: *kind,
+                target: target.clone(),
+            },
+        }
+    }
+
     /// The action the decision is about.
     pub fn action(&self) -> Action {
         match self {

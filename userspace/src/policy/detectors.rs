@@ -67,12 +67,7 @@ impl FromStr for Action {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.as_str() == text)
-            .ok_or_else(|| {
-                format!("unknown action `{text}`; expected one of: observe, flag, throttle, block, suspend")
-            })
+        crate::names::parse(&Action::ALL, Action::as_str, "action", text)
     }
 }
 
@@ -140,16 +135,7 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-                format!(
-                    "unknown detector kind `{text}`; expected one of: {}",
-                    names.join(", ")
-                )
-            })
+        crate::names::parse(&Kind::ALL, Kind::as_str, "detector kind", text)
     }
 }
 

@@ -111,14 +111,7 @@ impl FromStr for FlagState {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        FlagState::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown flag state `{text}`; expected one of: open, notified, acked, dismissed, escalated"
-                )
-            })
+        crate::names::parse(&FlagState::ALL, FlagState::as_str, "flag state", text)
     }
 }
 
@@ -231,12 +224,12 @@ impl FromStr for ActionDecision {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        ActionDecision::ALL
-            .into_iter()
-            .find(|d| d.as_str() == text)
-            .ok_or_else(|| {
-                format!("unknown action decision `{text}`; expected apply, extend or lift")
-            })
+        crate::names::parse(
+            &ActionDecision::ALL,
+            ActionDecision::as_str,
+            "action decision",
+            text,
+        )
     }
 }
 

@@ -27,6 +27,7 @@ impl Watch {
             let Some(&tenant) = self.ids.get(decision.tenant()) else {
                 continue;
             };
+            let key = decision.key();
             match decision {
                 Decision::Record { kind, action, .. } => {
                     if action >= Action::Flag {
@@ -34,17 +35,11 @@ impl Watch {
                     }
                 }
                 Decision::Apply {
-                    tenant: id,
                     kind,
-                    target,
                     action,
                     until,
+                    ..
                 } => {
-                    let key = DetectionKey {
-                        tenant: id,
-                        kind,
-                        target,
-                    };
                     let flag = self.episodes.get(&(tenant, kind)).and_then(|e| e.flag);
                     if action == Action::Suspend {
                         self.suspend(&key, flag, now, fx);
@@ -71,17 +66,11 @@ impl Watch {
                     );
                 }
                 Decision::Extend {
-                    tenant: id,
                     kind,
-                    target,
                     action,
                     until,
+                    ..
                 } => {
-                    let key = DetectionKey {
-                        tenant: id,
-                        kind,
-                        target,
-                    };
                     self.enforce(tenant, &key, action, Some(until), now, fx);
                     let episode_flag = self.episodes.get(&(tenant, kind)).and_then(|e| e.flag);
                     let entry = self.in_force.entry(key.clone()).or_insert(InForce {
@@ -108,17 +97,7 @@ impl Watch {
                         );
                     }
                 }
-                Decision::Lift {
-                    tenant: id,
-                    kind,
-                    target,
-                    action,
-                } => {
-                    let key = DetectionKey {
-                        tenant: id,
-                        kind,
-                        target,
-                    };
+                Decision::Lift { kind, action, .. } => {
                     tracing::info!(tenant = %key.tenant, %kind, target = %key.target, %action, "lifting");
                     self.enforce(tenant, &key, action, None, now, fx);
                     let flag = self.in_force.remove(&key).and_then(|f| f.flag);
