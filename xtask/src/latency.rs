@@ -175,11 +175,11 @@ impl LatencyReport {
             "drop runs",
             "bar",
         ];
-        let rows: Vec<[String; 8]> = self
+        let rows: Vec<Vec<String>> = self
             .cases
             .iter()
             .map(|c| {
-                [
+                vec![
                     c.case.clone(),
                     c.kind.clone(),
                     c.action.clone(),
@@ -196,31 +196,7 @@ impl LatencyReport {
                 ]
             })
             .collect();
-        let mut widths = headers.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |cells: [&str; 8]| {
-            let mut out = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                if i > 0 {
-                    out.push_str("  ");
-                }
-                // Medians right-aligned; names and run lists left-aligned.
-                if (3..=4).contains(&i) {
-                    out.push_str(&format!("{cell:>w$}"));
-                } else {
-                    out.push_str(&format!("{cell:<w$}"));
-                }
-            }
-            println!("{}", out.trim_end());
-        };
-        line(headers);
-        for row in &rows {
-            line(row.each_ref().map(String::as_str));
-        }
+        print!("{}", warden::cli::table(&headers, &rows));
     }
 }
 
