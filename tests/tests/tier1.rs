@@ -39,13 +39,16 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, TestRun, TestRunOptions,
 };
-use warden::dataplane::{write_generation as write_generation_maps, Compiled};
+use warden::dataplane::{
+    log::{event_of, AttemptLog},
+    write_generation as write_generation_maps, Compiled,
+};
 use warden_common::{
     bucket, direction,
     facts::{
-        class, contact_key, contact_tag, event, fact_counter, fold_addr, outcome, runtime_flags,
-        sketch_index, sketch_key, BlockKey, BlockValue, Event, Pending, SampleEvent, TenantRuntime,
-        FLOOD_EPOCH_SHIFT, PENDING_SLOTS, REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS,
+        class, contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot,
+        runtime_flags, sketch_index, sketch_key, BlockKey, BlockValue, Event, Pending, SampleEvent,
+        TenantRuntime, FLOOD_EPOCH_SHIFT, REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS,
         SKETCH_ROWS,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
@@ -645,6 +648,8 @@ struct Dataplane {
     ebpf: Ebpf,
     /// The EVENTS ring buffer, taken out of `ebpf` to be read.
     ring: RingBuf<MapData>,
+    /// The attempt log, taken out of `ebpf` and mapped, read as the daemon reads it.
+    log: AttemptLog,
 }
 
 /// (packets, bytes) summed over CPUs, for every counter the snapshot covers; drops
@@ -660,8 +665,9 @@ impl Dataplane {
 
     /// Loads the embedded object, its four programs, and `policy` as generation 0, active.
     fn with_policy(policy: &Policy) -> Result<Self> {
-        let mut ebpf =
-            Ebpf::load(warden::dataplane::OBJECT).context("loading the eBPF object (root?)")?;
+        let mut ebpf = warden::dataplane::loader()?
+            .load(warden::dataplane::OBJECT)
+            .context("loading the eBPF object (root?)")?;
         for prog in Prog::ALL {
             let p = ebpf
                 .program_mut(prog.name())
@@ -676,7 +682,11 @@ impl Dataplane {
         }
         let ring = ebpf.take_map(map::EVENTS).context("no EVENTS")?;
         let ring = RingBuf::try_from(ring)?;
-        let mut dp = Self { ebpf, ring };
+        let log = match ebpf.take_map(map::ATTEMPT_LOG) {
+            Some(aya::maps::Map::Array(data)) => AttemptLog::new(data)?,
+            _ => return Err(anyhow!("no ATTEMPT_LOG array")),
+        };
+        let mut dp = Self { ebpf, ring, log };
         dp.write_generation(0, policy)?;
         dp.set_active(0)?;
         Ok(dp)
@@ -2339,11 +2349,6 @@ fn e6(a: Ipv6Addr) -> [u8; 16] {
     a.octets()
 }
 
-/// The pending slot of an attempt's key (`warden_common::facts::PENDING`'s formula).
-fn pending_slot(key: u64) -> u32 {
-    (key >> 16) as u32 & (PENDING_SLOTS - 1)
-}
-
 /// The key of a from-tenant attempt of `tenant` at (`remote`, `port`, `proto`).
 fn attempt_key(tenant: u32, proto: u8, port: u16, remote: [u8; 16]) -> u64 {
     contact_key(tenant, contact_tag::OUT, proto, port, fold_addr(&remote))
@@ -2431,9 +2436,13 @@ fn facts_moved(entries: &[(u32, u64)]) -> Facts {
 }
 
 impl Dataplane {
-    /// Every record in the ring, oldest first.
+    /// Every new entry of the attempt log, then every record in the ring, oldest first
+    /// in each (the daemon's order: an attempt is logged before its answer can come).
     fn drain(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
+        self.log
+            .take(usize::MAX, |e| out.push(Record::Event(event_of(&e))));
+        assert_eq!(self.log.lost(), 0, "attempt-log entries written over");
         while let Some(item) = self.ring.next() {
             out.push(decode(&item));
         }
@@ -2542,9 +2551,9 @@ const A2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
 /// The from-tenant and to-tenant program of each hook.
 const PAIRS: [(Prog, Prog); 2] = [(Prog::XdpFrom, Prog::XdpTo), (Prog::TcFrom, Prog::TcTo)];
 
-/// A from-tenant TCP SYN is a first contact: one ATTEMPT event with the tenant's and
-/// the remote's addresses and ports, and the attempt in its PENDING slot (tag = key,
-/// at = the packet's time). The same SYN again in this contact epoch is no first
+/// A from-tenant TCP SYN is a first contact: one ATTEMPT entry in the attempt log with
+/// the tenant's and the remote's addresses and ports, and the attempt in its PENDING
+/// slot (tag = key). The same SYN again in this contact epoch is no first
 /// contact: no event, the slot as it was. IPv4 and IPv6, XDP and tc.
 #[test]
 fn a_first_syn_sends_one_attempt_and_fills_its_pending_slot_and_a_repeat_sends_nothing() {
@@ -2570,11 +2579,6 @@ fn a_first_syn_sends_one_attempt_and_fills_its_pending_slot_and_a_repeat_sends_n
             let key = attempt_key(TENANT_A, proto::TCP, port, remote);
             let slot = dp.pending(key);
             assert_eq!(slot.tag, key, "{what} [{prog}]: PENDING tag");
-            assert!(
-                (window.0..=window.1).contains(&slot.at),
-                "{what} [{prog}]: PENDING at {} outside the run {window:?}",
-                slot.at
-            );
 
             let (again, _) = dp.run_facts(prog, &what, &frame, TA, 1);
             assert_events(&format!("{what}, again"), &again, &[], window);
@@ -2585,7 +2589,7 @@ fn a_first_syn_sends_one_attempt_and_fills_its_pending_slot_and_a_repeat_sends_n
             );
             assert_eq!(
                 fact_delta(&facts, &dp.fact_counters()),
-                facts_moved(&[(fact_counter::SENT, 1)]),
+                facts_moved(&[(fact_counter::LOGGED, 1)]),
                 "{what} [{prog}]: fact counters"
             );
         }
@@ -3005,7 +3009,11 @@ fn an_exhausted_event_budget_counts_lost_budget_and_sends_no_more_attempts() {
     assert_eq!(got.len(), 1, "the answer to a lost attempt is sent");
     assert_eq!(
         fact_delta(&facts, &dp.fact_counters()),
-        facts_moved(&[(fact_counter::SENT, 4), (fact_counter::LOST_BUDGET, 8)]),
+        facts_moved(&[
+            (fact_counter::LOGGED, 3),
+            (fact_counter::SENT, 1),
+            (fact_counter::LOST_BUDGET, 8)
+        ]),
         "fact counters"
     );
 }
@@ -3271,7 +3279,10 @@ fn capture_sends_exactly_the_requested_number_of_frames_as_samples() {
 /// The daemon pins every map of `map::ALL`; each must be in the object.
 #[test]
 fn the_object_declares_every_map_the_daemon_pins() {
-    let ebpf = Ebpf::load(warden::dataplane::OBJECT).expect("loading the eBPF object (root?)");
+    let ebpf = warden::dataplane::loader()
+        .expect("a loader")
+        .load(warden::dataplane::OBJECT)
+        .expect("loading the eBPF object (root?)");
     let missing: Vec<_> = map::ALL
         .iter()
         .filter(|name| ebpf.map(name).is_none())

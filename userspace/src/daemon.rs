@@ -105,10 +105,10 @@ pub struct StatusView {
 pub struct DetectionView {
     /// Whether kernel events are being read.
     pub events_read: bool,
-    /// Events the programs sent.
+    /// Events the programs delivered (into the ring or the attempt log).
     pub events_sent: u64,
-    /// Events the programs could not deliver: over a tenant's budget or with the ring
-    /// full (`warden_events_lost_total`).
+    /// Events lost: over a tenant's budget, with the ring full, or written over in the
+    /// attempt log before the daemon read them (`warden_events_lost_total`).
     pub events_lost: u64,
     /// Records that could not be decoded.
     pub event_decode_errors: u64,
@@ -179,6 +179,8 @@ pub struct Shared {
     events_read: AtomicBool,
     /// Ring-buffer records that could not be decoded (the event task's count).
     event_decode_errors: AtomicU64,
+    /// Attempt-log entries written over before the event task read them.
+    log_lost: AtomicU64,
     /// Policies refused (invalid, or changing restart-only settings) or that failed
     /// to reach the kernel, since start.
     apply_failures: std::sync::atomic::AtomicU64,
@@ -488,10 +490,10 @@ impl Shared {
         }
         let events = fact_counters(&inner);
         let detection = metrics::DetectionSample {
-            events_sent: events.sent,
-            events_lost: events.lost(),
+            events_sent: events.delivered(),
+            events_lost: events.lost() + self.log_lost.load(Ordering::Relaxed),
             event_decode_errors: self.event_decode_errors.load(Ordering::Relaxed),
-            kernel_pending_overwritten: events.pending_overwritten,
+            kernel_pending_overwritten: watch.pending_stats().overwritten,
             counters: watch.counters(),
             pending: watch.pending_stats(),
             fan: watch.fan_stats(),
@@ -549,8 +551,8 @@ impl Shared {
         } = watch.status();
         let detection = DetectionView {
             events_read: self.events_read.load(Ordering::Relaxed),
-            events_sent: events.sent,
-            events_lost: events.lost(),
+            events_sent: events.delivered(),
+            events_lost: events.lost() + self.log_lost.load(Ordering::Relaxed),
             event_decode_errors: self.event_decode_errors.load(Ordering::Relaxed),
             open_episodes,
             pending_attempts,
@@ -840,6 +842,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         inner: Mutex::new(inner),
         events_read: AtomicBool::new(reader.is_some()),
         event_decode_errors: AtomicU64::new(0),
+        log_lost: AtomicU64::new(0),
         started: Instant::now(),
         policy_path: policy_path.to_path_buf(),
         tokens,
@@ -945,6 +948,7 @@ async fn read_events(shared: Arc<Shared>, mut reader: EventReader) {
         shared
             .event_decode_errors
             .store(reader.decode_errors(), Ordering::Relaxed);
+        shared.log_lost.store(reader.log_lost(), Ordering::Relaxed);
         let s = shared.clone();
         let handled = tokio::task::spawn_blocking(move || {
             s.process_events(&mut batch);

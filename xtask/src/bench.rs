@@ -31,16 +31,17 @@
 //! case runs `xdp_bench_new_flow`: the from-tenant path, after which the program counts
 //! the frame's IPv4 destination up by one in place; a test run's repetitions share the
 //! frame, so every repetition contacts a new remote (checked: the frame comes back
-//! advanced by the repetitions, and the ring holds one ATTEMPT per first contact, for
-//! the remotes in order). The whole new-flow path is timed: the contact filter
-//! lookup and insert, the PENDING write and the ring output (the event budget is
-//! lifted: [`BENCH_EVENT_BUDGET`]). Before each run the filter words of that run's
-//! remotes are cleared, so each is new again, and after it the ring is drained (the
-//! drain is not timed); a run is capped at [`NEW_FLOW_MAX_REPEAT`] repetitions, which
-//! the ring holds. Every run must send one event per first contact and lose none: all
+//! advanced by the repetitions, and the attempt log holds one ATTEMPT per first
+//! contact, for the remotes in order). The whole new-flow path is timed: the contact
+//! filter lookup and insert, the PENDING write, the SYN's flood count and the attempt
+//! log entry (the event budget is lifted: [`BENCH_EVENT_BUDGET`]). Before each run the
+//! filter words of that run's remotes are cleared, so each is new again, and after it
+//! the log is read (not timed). Every run must log one entry per first contact: all
 //! repetitions but the few the filter's formulas, run over the run's remotes, call
-//! false positives (a bloom filter's). The established-flow cases (ACK segments) show
-//! what facts cost ordinary traffic: a flags test.
+//! false positives (a bloom filter's). A run of more than `LOG_SLOTS` repetitions
+//! writes its CPU's log round more than once, so the check reads the last `LOG_SLOTS`
+//! entries and counts the rest as written over, exactly. The established-flow cases
+//! (ACK segments) show what facts cost ordinary traffic: a flags test.
 
 use std::{
     fs,
@@ -58,12 +59,15 @@ use aya::{
     Ebpf, TestRun, TestRunOptions,
 };
 use serde_json::json;
-use warden::dataplane::{write_generation, Compiled};
+use warden::dataplane::{
+    log::{event_of, AttemptLog},
+    write_generation, Compiled,
+};
 use warden_common::{
     bucket, direction,
     facts::{
         contact_key, contact_tag, event, fact_counter, fold_addr, Event, CONTACT_EPOCH_SHIFT,
-        CONTACT_WORDS, EVENTS_RING_BYTES,
+        CONTACT_WORDS, LOG_SLOTS,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
     DropCounters, GenConfig, Rate, TenantConfig,
@@ -79,12 +83,9 @@ const BAR_NS: f64 = 35.0;
 const NEW_FLOW_BAR_NS: f64 = 150.0;
 /// The bench-only program of the new-flow case (`ebpf/programs/src/main.rs`).
 const XDP_BENCH_NEW_FLOW: &str = "xdp_bench_new_flow";
-/// Bytes one event takes in the ring: the record and the ring's 8-byte header.
-const RING_RECORD_BYTES: usize = std::mem::size_of::<Event>() + 8;
-/// Repetitions of a new-flow run: one event each, all of which the ring must hold.
+/// Repetitions of a new-flow run at most (each a first contact, whose filter word the
+/// run clears beforehand).
 const NEW_FLOW_MAX_REPEAT: u32 = 50_000;
-const _: () =
-    assert!(NEW_FLOW_MAX_REPEAT as usize * RING_RECORD_BYTES <= EVENTS_RING_BYTES as usize);
 /// Untimed full-size new-flow runs before the timed ones (see [`measure`]).
 const NEW_FLOW_WARM_UPS: u32 = 4;
 /// The first remote the new-flow frame contacts; each repetition the next address.
@@ -385,7 +386,8 @@ fn monotonic_ns() -> Result<u64> {
 }
 
 fn load() -> Result<Ebpf> {
-    let mut ebpf = Ebpf::load(warden::dataplane::OBJECT)
+    let mut ebpf = warden::dataplane::loader()?
+        .load(warden::dataplane::OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF)")?;
     for name in [
         program::XDP_PASS_BASELINE,
@@ -879,10 +881,12 @@ fn verify_path(ebpf: &Ebpf, case: &Case) -> Result<()> {
 }
 
 /// The fact maps the new-flow case needs from userspace, taken out of the object
-/// (the programs keep using them): the ring, to drain, and the contact filter, to
-/// clear the words of the flows a run will contact.
+/// (the programs keep using them): the ring (which a new flow must leave empty) and
+/// the attempt log, to read, and the contact filter, to clear the words of the flows a
+/// run will contact.
 struct FactMaps {
     ring: RingBuf<MapData>,
+    log: AttemptLog,
     contacts: Array<MapData, u64>,
 }
 
@@ -890,25 +894,29 @@ impl FactMaps {
     fn take(ebpf: &mut Ebpf) -> Result<FactMaps> {
         let ring = ebpf.take_map(map::EVENTS).context("no EVENTS map")?;
         let contacts = ebpf.take_map(map::CONTACTS).context("no CONTACTS map")?;
+        let log = match ebpf.take_map(map::ATTEMPT_LOG) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => bail!("no ATTEMPT_LOG array in the object"),
+        };
         Ok(FactMaps {
             ring: RingBuf::try_from(ring).context("opening the EVENTS ring")?,
+            log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
             contacts: Array::try_from(contacts).context("opening CONTACTS")?,
         })
     }
 
-    /// Every record in the ring, as events (a sample here would be a bug).
-    fn drain(&mut self) -> Result<Vec<Event>> {
-        let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            ensure!(
-                item.len() == std::mem::size_of::<Event>(),
-                "a {}-byte record in the ring where only events were expected",
-                item.len()
-            );
-            // SAFETY: the length is Event's; Event is plain integers and arrays.
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+    /// Every new entry of the attempt log, as events, with how many entries were
+    /// written over unread since the last call; and the number of ring records (which
+    /// are drained).
+    fn drain(&mut self) -> Result<(Vec<Event>, u64, usize)> {
+        let mut ring = 0;
+        while self.ring.next().is_some() {
+            ring += 1;
         }
-        Ok(out)
+        let lost_before = self.log.lost();
+        let mut out = Vec::new();
+        self.log.take(usize::MAX, |e| out.push(event_of(&e)));
+        Ok((out, self.log.lost() - lost_before, ring))
     }
 
     /// Clears the contact filter words of the first `n` remotes of the new-flow frame
@@ -993,27 +1001,32 @@ impl NewFlowRun {
         })
     }
 
-    /// Checks the run: one event sent per first contact and none lost, all in the
-    /// ring (a run across a contact epoch boundary may find more words empty, so it
-    /// may send more). Returns the drained events.
+    /// Checks the run: one log entry per first contact, none lost to the budget or for
+    /// want of a region, nothing in the ring; the log holds the last `LOG_SLOTS` of
+    /// them and the reader counts the rest as written over (a run across a contact
+    /// epoch boundary may find more words empty, so it may log more). Returns the
+    /// entries read, as events.
     fn check(&self, ebpf: &Ebpf, facts: &mut FactMaps, case: &Case, n: u32) -> Result<Vec<Event>> {
         let after = fact_counters(ebpf)?;
         let moved = |i: u32| after[i as usize] - self.before[i as usize];
-        let events = facts.drain()?;
+        let (events, overwritten, ring) = facts.drain()?;
         let want = self.new.len() as u64;
-        let sent = moved(fact_counter::SENT);
+        let logged = moved(fact_counter::LOGGED);
         let same_epoch = contact_epoch()? == self.epoch;
+        let read = events.len() as u64;
         ensure!(
-            (sent == want || (!same_epoch && sent > want))
-                && moved(fact_counter::LOST_RING) == 0
+            (logged == want || (!same_epoch && logged > want))
+                && moved(fact_counter::LOST_LOG) == 0
                 && moved(fact_counter::LOST_BUDGET) == 0
-                && events.len() as u64 == sent,
-            "{}: {n} repetitions with {want} first contacts sent {sent} events (lost to \
-             the ring {}, to the budget {}) and left {} in the ring",
+                && ring == 0
+                && read == logged.min(u64::from(LOG_SLOTS))
+                && read + overwritten == logged,
+            "{}: {n} repetitions with {want} first contacts logged {logged} entries (lost \
+             to the budget {}, for want of a region {}); {read} read, {overwritten} written \
+             over; {ring} ring records",
             case.name,
-            moved(fact_counter::LOST_RING),
             moved(fact_counter::LOST_BUDGET),
-            events.len()
+            moved(fact_counter::LOST_LOG),
         );
         Ok(events)
     }

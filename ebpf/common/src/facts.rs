@@ -10,7 +10,14 @@
 //!   can say "seen" for a new key) and self-clearing: nothing to sweep.
 //! - [`map::PENDING`](crate::map::PENDING): a direct-mapped table of first-contact
 //!   attempts waiting for their answer; a newer attempt overwrites an older one in the
-//!   same slot (counted in [`fact_counter::PENDING_OVERWRITTEN`]).
+//!   same slot without reading it (the daemon, which sees every attempt, predicts the
+//!   slots and counts the overwrites).
+//! - [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG): per CPU, a log of the last
+//!   [`LOG_SLOTS`] first contacts and accepted connections ([`LogEntry`]), which the
+//!   daemon maps into its memory and reads every few milliseconds. These are the most
+//!   frequent events, and a log write is a few stores to memory the CPU owns, where a
+//!   ring-buffer record takes a lock shared by all CPUs. An entry the daemon did not
+//!   read before the CPU came round again is lost, and counted by the daemon.
 //! - [`map::SKETCH`](crate::map::SKETCH): a count-min sketch (depth [`SKETCH_ROWS`]) of
 //!   packets (and inbound bytes) per (tenant, address, class) in the current flood
 //!   epoch, epoch-tagged per counter.
@@ -36,6 +43,22 @@ pub const CONTACT_EPOCH_SHIFT: u32 = 36;
 pub const PENDING_BITS: u32 = 16;
 /// Slots of the pending-attempt table.
 pub const PENDING_SLOTS: u32 = 1 << PENDING_BITS;
+
+/// Log2 of the [`LogEntry`] slots per CPU in [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG).
+pub const LOG_BITS: u32 = 12;
+/// Entries per CPU in the attempt log (256 KiB a CPU). The daemon reads the log every
+/// 10 ms, so a CPU may log 409,600 first contacts a second before losing any; the event
+/// budget allows 2,000 per tenant.
+pub const LOG_SLOTS: u32 = 1 << LOG_BITS;
+/// CPUs the attempt log is sized for in the object; the daemon sizes it for the
+/// machine's possible CPUs at load ([`log_entries`]).
+pub const LOG_DEFAULT_CPUS: u32 = 2;
+
+/// Entries of the attempt log for `cpus` possible CPUs: CPU `c` owns entries
+/// `c * LOG_SLOTS .. (c + 1) * LOG_SLOTS`.
+pub const fn log_entries(cpus: u32) -> u32 {
+    cpus * LOG_SLOTS
+}
 
 /// Rows of the count-min sketch.
 pub const SKETCH_ROWS: u32 = 2;
@@ -239,32 +262,78 @@ pub struct BlockValue {
 pub struct Pending {
     /// The attempt's key hash (0 = empty).
     pub tag: u64,
-    /// When the attempt was seen.
+}
+
+/// The pending slot of an attempt's contact key.
+#[inline(always)]
+pub const fn pending_slot(key: u64) -> u32 {
+    (key >> 16) as u32 & (PENDING_SLOTS - 1)
+}
+
+/// One entry of [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG): an
+/// [`event::ATTEMPT`] or [`event::ACCEPTED`], with the fields its [`Event`] would have
+/// (direction out; no detail, value or threshold). One cache line.
+///
+/// `seq` makes the entry readable without a lock. A CPU numbers its entries from 0
+/// (its [`fact_counter::LOGGED`] count) and writes entry `n` into its slot
+/// `n % LOG_SLOTS`: first `seq = 0`, then the fields, then `seq = n + 1`. A reader that
+/// finds `seq == n + 1` before and after copying the fields has entry `n` whole; `0`
+/// means the CPU is writing the slot, and a larger value that the CPU came round
+/// again before the reader (entries lost).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The entry's number on its CPU plus one; 0 while written (or never).
+    pub seq: u64,
+    /// `bpf_ktime_get_coarse_ns`.
     pub at: u64,
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// [`event::ATTEMPT`] or [`event::ACCEPTED`], as a byte.
+    pub kind: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Tenant-side port (host order; ICMP: 0).
+    pub local_port: u16,
+    /// Remote port (host order; ICMP: 0).
+    pub remote_port: u16,
+    pub _pad2: u32,
+    /// The tenant-side address (network order; IPv4 in the first 4 bytes).
+    pub local: [u8; 16],
+    /// The other side's address.
+    pub remote: [u8; 16],
 }
 
 /// Indices of the per-CPU u64 array [`map::FACT_COUNTERS`](crate::map::FACT_COUNTERS).
 pub mod fact_counter {
-    /// Events sent.
+    /// Events sent into the ring.
     pub const SENT: u32 = 0;
     /// Events not sent: over the tenant's budget.
     pub const LOST_BUDGET: u32 = 1;
     /// Events not sent: the ring buffer was full.
     pub const LOST_RING: u32 = 2;
-    /// Pending attempts overwritten by a newer one before their answer.
-    pub const PENDING_OVERWRITTEN: u32 = 3;
+    /// Entries written into this CPU's attempt log: per CPU, the next entry's number
+    /// (see [`LogEntry`](super::LogEntry)).
+    pub const LOGGED: u32 = 3;
     /// Samples captured.
     pub const SAMPLES: u32 = 4;
     /// Packets dropped by a block or blackhole.
     pub const BLOCKED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Log entries not written: the CPU has no region in the attempt log (a CPU beyond
+    /// those it was sized for).
+    pub const LOST_LOG: u32 = 6;
+    pub const COUNT: u32 = 7;
     pub const NAMES: [&str; COUNT as usize] = [
         "sent",
         "lost_budget",
         "lost_ring",
-        "pending_overwritten",
+        "logged",
         "samples",
         "blocked",
+        "lost_log",
     ];
 }
 

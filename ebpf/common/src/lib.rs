@@ -455,9 +455,13 @@ pub mod map {
     /// Per-CPU array of u64, [`fact_counter`](crate::facts::fact_counter). Written by the
     /// programs.
     pub const FACT_COUNTERS: &str = "FACT_COUNTERS";
+    /// Array of [`LogEntry`](crate::facts::LogEntry), memory-mappable,
+    /// [`log_entries`](crate::facts::log_entries) of the possible CPUs. Written by the
+    /// programs, read by the daemon through a mapping.
+    pub const ATTEMPT_LOG: &str = "ATTEMPT_LOG";
 
     /// Every map, in the order the daemon pins them.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         ACTIVE,
         GEN_CONFIG,
         ADDRS_V4,
@@ -478,6 +482,7 @@ pub mod map {
         TENANT_RUNTIME,
         BLOCKS,
         FACT_COUNTERS,
+        ATTEMPT_LOG,
     ];
 }
 
@@ -514,6 +519,7 @@ mod pod {
     unsafe impl aya::Pod for facts::BlockKey {}
     unsafe impl aya::Pod for facts::BlockValue {}
     unsafe impl aya::Pod for facts::Pending {}
+    unsafe impl aya::Pod for facts::LogEntry {}
 }
 
 // No implicit padding: every size is the sum of its fields.
@@ -529,7 +535,8 @@ const _: () = assert!(core::mem::size_of::<facts::Event>() == 72);
 const _: () = assert!(core::mem::size_of::<facts::SampleEvent>() == 32 + facts::SAMPLE_BYTES);
 const _: () = assert!(core::mem::size_of::<facts::TenantRuntime>() == 48);
 const _: () = assert!(core::mem::size_of::<facts::BlockKey>() == 24);
-const _: () = assert!(core::mem::size_of::<facts::Pending>() == 16);
+const _: () = assert!(core::mem::size_of::<facts::Pending>() == 8);
+const _: () = assert!(core::mem::size_of::<facts::LogEntry>() == 64);
 const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Detection facts: first contacts and their answers, accepted connections, and flood
-//! counts, turned into ring-buffer events only when something changes.
+//! counts, turned into events only when something changes: first contacts and accepted
+//! connections into the per-CPU attempt log, the rest into the ring buffer.
 //!
 //! Layout and formulas are the ABI in `warden_common::facts`; the daemon and the tests
 //! predict slots with the same functions. Everything is an array: per packet at most a
@@ -9,8 +10,8 @@
 //!
 //! Cost by packet: an established TCP segment pays one flags test. A from-tenant SYN
 //! of a known contact pays a hash and a filter word (and the time: see `clock`); a new
-//! one, the pending write and the event besides. UDP pays that per datagram (there is no handshake to tell a new
-//! flow by); answers pay a hash and a pending read. Flood counting pays, per class
+//! one, the pending write and the log entry besides. UDP pays that per datagram (there
+//! is no handshake to tell a new flow by); answers pay a hash and a pending read. Flood counting pays, per class
 //! whose threshold is set, a hash, two counters and a compare; a class without a
 //! threshold is not counted at all, since nothing reads its counts.
 //!
@@ -33,9 +34,9 @@ use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::{
     bucket, direction,
     facts::{
-        class, contact_key, contact_tag, event, fact_counter, outcome, sketch_index, sketch_key,
-        Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
-        PENDING_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
+        class, contact_key, contact_tag, event, fact_counter, outcome, pending_slot, sketch_index,
+        sketch_key, Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
+        LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     tenant_config_index, Rate, TenantConfig,
 };
@@ -46,8 +47,8 @@ use crate::{
         self, addr16, addr4, proto, ptr_at, Addr, Family, Parsed, ICMPV6_UNREACHABLE,
         ICMP_UNREACHABLE,
     },
-    police, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, GEN_CONFIG, PENDING, REPORTED, SKETCH,
-    TENANT_CONFIG,
+    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, GEN_CONFIG, PENDING, REPORTED,
+    SKETCH, TENANT_CONFIG,
 };
 
 const TCP_SYN: u8 = 0x02;
@@ -173,21 +174,60 @@ impl FactsIn {
         count(fact_counter::SENT);
     }
 
-    /// Sends an event charged to the tenant's event budget (bucket `EVENTS`, rate
-    /// `budget`; unlimited when its cost is 0).
+    /// Whether the tenant's event budget (bucket `EVENTS`, rate `budget`; unlimited when
+    /// its cost is 0) has room for one more event; counts the loss when not.
     #[inline(always)]
-    fn send_budgeted(&self, w: &What) {
+    fn within_budget(&self) -> bool {
         let budget = &self.budget;
-        if budget.cost_q10 != 0 {
-            let Some(b) = BUCKETS.get_ptr_mut(bucket::index(self.tenant, bucket::EVENTS)) else {
-                return;
-            };
-            if !police::conforms(b, budget, self.now, 1, false) {
-                count(fact_counter::LOST_BUDGET);
-                return;
-            }
+        if budget.cost_q10 == 0 {
+            return true;
         }
-        self.send(w);
+        let Some(b) = BUCKETS.get_ptr_mut(bucket::index(self.tenant, bucket::EVENTS)) else {
+            return false;
+        };
+        if police::conforms(b, budget, self.now, 1, false) {
+            return true;
+        }
+        count(fact_counter::LOST_BUDGET);
+        false
+    }
+
+    /// Writes a first contact or an accepted connection (`kind`) into this CPU's
+    /// attempt log, charged to the event budget (see `LogEntry` for the protocol).
+    #[inline(always)]
+    fn log(&self, kind: u32, proto: u8, local_port: u16, remote_port: u16) {
+        if !self.within_budget() {
+            return;
+        }
+        let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {
+            return;
+        };
+        // SAFETY: a per-CPU slot: no other program instance writes it concurrently.
+        let seq = unsafe { *n };
+        // SAFETY: a helper without arguments.
+        let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+        let slot = (cpu << LOG_BITS) | (seq as u32 & (LOG_SLOTS - 1));
+        let Some(e) = ATTEMPT_LOG.get_ptr_mut(slot) else {
+            count(fact_counter::LOST_LOG);
+            return;
+        };
+        // SAFETY: an array map value in this CPU's region, written only by this CPU (a
+        // program runs to its end on one CPU); the daemon reads it as `LogEntry`
+        // describes. Volatile stores keep their order: `seq` cleared first, set last.
+        unsafe {
+            *n = seq + 1;
+            write_volatile(addr_of_mut!((*e).seq), 0);
+            write_volatile(addr_of_mut!((*e).at), self.now);
+            write_volatile(addr_of_mut!((*e).tenant), self.tenant);
+            write_volatile(addr_of_mut!((*e).kind), kind as u8);
+            write_volatile(addr_of_mut!((*e).family), self.family);
+            write_volatile(addr_of_mut!((*e).proto), proto);
+            write_volatile(addr_of_mut!((*e).local_port), local_port);
+            write_volatile(addr_of_mut!((*e).remote_port), remote_port);
+            put(addr_of_mut!((*e).local), &self.local);
+            put(addr_of_mut!((*e).remote), &self.remote);
+            write_volatile(addr_of_mut!((*e).seq), seq + 1);
+        }
     }
 }
 
@@ -248,14 +288,8 @@ fn contact_insert(key: u64, now: u64) -> bool {
     true
 }
 
-/// The pending slot of an attempt's key.
-#[inline(always)]
-fn pending_slot(key: u64) -> u32 {
-    (key >> 16) as u32 & (PENDING_SLOTS - 1)
-}
-
 /// A from-tenant first contact with (remote, `port`, `proto`): recorded as pending
-/// and sent as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
+/// and logged as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
 #[inline(always)]
 fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16) {
     let key = if proto == proto::TCP && f.syn_key != 0 {
@@ -267,29 +301,13 @@ fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16) {
         return;
     }
     if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {
-        // SAFETY: an array map value. Two CPUs writing one slot at once leave one of
-        // the two attempts: the other's answer is then simply not matched.
-        unsafe {
-            let tag = addr_of_mut!((*slot).tag);
-            let old = read_volatile(tag);
-            if old != 0 && old != key {
-                count(fact_counter::PENDING_OVERWRITTEN);
-            }
-            write_volatile(tag, key);
-            write_volatile(addr_of_mut!((*slot).at), f.now);
-        }
+        // SAFETY: an array map value. A blind store: reading the slot first (to count
+        // what it overwrites) would wait for memory on every first contact; the daemon
+        // counts overwrites instead. Two CPUs writing one slot at once leave one of the
+        // two attempts: the other's answer is then simply not matched.
+        unsafe { write_volatile(addr_of_mut!((*slot).tag), key) };
     }
-    f.send_budgeted(&What {
-        kind: event::ATTEMPT,
-        dir: direction::OUT,
-        proto,
-        detail: 0,
-        local_port,
-        remote_port: port,
-        remote: None,
-        value: 0,
-        threshold: 0,
-    });
+    f.log(event::ATTEMPT, proto, local_port, port);
 }
 
 /// A to-tenant answer from (`remote`, `port`, `proto`): if it answers the pending
@@ -334,28 +352,20 @@ fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, thresh
     let key = sketch_key(f.tenant, klass, folded);
     let epoch = f.now >> FLOOD_EPOCH_SHIFT;
     let tag = (epoch & 0xffff) << SKETCH_COUNT_BITS;
-    let mut estimate = u64::MAX;
-    for row in 0..SKETCH_ROWS {
-        let Some(c) = SKETCH.get_ptr_mut(sketch_index(key, row)) else {
-            return;
-        };
-        // SAFETY: an array map value shared by all CPUs: the add is atomic; the
-        // restart of a counter from an older epoch is a plain store, and CPUs racing
-        // on it lose at most their own few packets of the new epoch.
-        let n = unsafe {
-            let cur = read_volatile(c);
-            if cur & !COUNT_MASK == tag {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, units);
-                (cur & COUNT_MASK) + units
-            } else {
-                write_volatile(c, tag | units);
-                units
-            }
-        };
-        if n < estimate {
-            estimate = n;
-        }
-    }
+    let (Some(c0), Some(c1)) = (
+        SKETCH.get_ptr_mut(sketch_index(key, 0)),
+        SKETCH.get_ptr_mut(sketch_index(key, 1)),
+    ) else {
+        return;
+    };
+    // Both counters are read before either is added to: the atomic add waits for
+    // memory and holds back every later load, so read one row at a time, a new key
+    // would wait for memory twice in a row.
+    // SAFETY: array map values shared by all CPUs, aligned 8-byte loads.
+    let (cur0, cur1) = unsafe { (read_volatile(c0), read_volatile(c1)) };
+    let n0 = bump(c0, cur0, tag, units);
+    let n1 = bump(c1, cur1, tag, units);
+    let estimate = if n0 < n1 { n0 } else { n1 };
     if estimate <= threshold {
         return;
     }
@@ -383,6 +393,26 @@ fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, thresh
         value: estimate,
         threshold,
     });
+}
+
+const _: () = assert!(SKETCH_ROWS == 2, "flood() reads and adds to two rows");
+
+/// Adds `units` to the sketch counter `c`, which read `cur`, in the flood epoch tagged
+/// `tag`; returns the counter's count after the add.
+#[inline(always)]
+fn bump(c: *mut u64, cur: u64, tag: u64, units: u64) -> u64 {
+    // SAFETY: an array map value shared by all CPUs: the add is atomic; the restart of
+    // a counter from an older epoch is a plain store, and CPUs racing on it lose at most
+    // their own few packets of the new epoch.
+    unsafe {
+        if cur & !COUNT_MASK == tag {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, units);
+            (cur & COUNT_MASK) + units
+        } else {
+            write_volatile(c, tag | units);
+            units
+        }
+    }
 }
 
 /// (tenant-side port, remote port) of a TCP or UDP packet going `DIR`; 0 and 0 for
@@ -732,17 +762,7 @@ fn from_tenant(f: &FactsIn) {
                 let pair = remote ^ fold(&f.local);
                 let key = contact_key(f.tenant, contact_tag::ACCEPTED, proto::TCP, f.sport, pair);
                 if contact_insert(key, f.now) {
-                    f.send_budgeted(&What {
-                        kind: event::ACCEPTED,
-                        dir: OUT,
-                        proto: proto::TCP,
-                        detail: 0,
-                        local_port: f.sport,
-                        remote_port: f.dport,
-                        remote: None,
-                        value: 0,
-                        threshold: 0,
-                    });
+                    f.log(event::ACCEPTED, proto::TCP, f.sport, f.dport);
                 }
             }
         }

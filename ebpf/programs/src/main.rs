@@ -38,8 +38,9 @@ use aya_ebpf::{
 use warden_common::{
     bucket, direction,
     facts::{
-        fact_counter, BlockKey, BlockValue, Pending, TenantRuntime, CONTACT_WORDS,
-        EVENTS_RING_BYTES, MAX_BLOCKS, PENDING_SLOTS, REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
+        fact_counter, log_entries, BlockKey, BlockValue, LogEntry, Pending, TenantRuntime,
+        CONTACT_WORDS, EVENTS_RING_BYTES, LOG_DEFAULT_CPUS, MAX_BLOCKS, PENDING_SLOTS,
+        REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
     },
     global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, TenantConfig,
     GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
@@ -148,10 +149,20 @@ static BLOCKS: HashMap<BlockKey, BlockValue> = HashMap::with_max_entries(MAX_BLO
 #[map(name = "CLOCK_CACHE")]
 static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 
-/// Index: a `fact_counter`. Value: per-CPU count of events sent and lost, pending
-/// attempts overwritten, samples, blocked packets. Written here.
+/// Index: a `fact_counter`. Value: per-CPU count of events sent and lost, log entries
+/// written (each CPU's next log entry number), samples, blocked packets. Written here.
 #[map(name = "FACT_COUNTERS")]
 static FACT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(fact_counter::COUNT, 0);
+
+/// Index: `cpu * LOG_SLOTS + n % LOG_SLOTS` for a CPU's log entry `n`. Value: a first
+/// contact or accepted connection (`warden_common::facts::LogEntry`). Memory-mappable:
+/// the daemon reads it in place. Sized here for `LOG_DEFAULT_CPUS`; the daemon sizes it
+/// for the machine's possible CPUs when it creates it. Written here.
+#[map(name = "ATTEMPT_LOG")]
+static ATTEMPT_LOG: Array<LogEntry> = Array::with_max_entries(
+    log_entries(LOG_DEFAULT_CPUS),
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 
 #[inline(always)]
 fn xdp_verdict(v: Verdict) -> u32 {

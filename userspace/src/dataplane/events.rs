@@ -1,5 +1,6 @@
-//! The programs' ring buffer ([`map::EVENTS`](warden_common::map::EVENTS)): decoding its
-//! records into [`KernelEvent`]s and reading them without blocking the runtime.
+//! The programs' events: the ring buffer ([`map::EVENTS`](warden_common::map::EVENTS))
+//! and the attempt log ([`super::log`]), decoded into [`KernelEvent`]s and read without
+//! blocking the runtime.
 //!
 //! Decoding is pure ([`decode_event`]) and checks every field it turns into a typed
 //! value, so a record from a mismatched object is an error, never a wrong fact. The
@@ -18,6 +19,7 @@ use warden_common::{
     facts::{class, event, outcome, Event, SampleEvent, FLOOD_EPOCH_SHIFT, SAMPLE_BYTES},
 };
 
+use super::log::AttemptLog;
 use crate::detect::{Direction, Outcome, Proto};
 
 /// One decoded ring-buffer record. `at` is CLOCK_MONOTONIC time (the programs'
@@ -238,6 +240,15 @@ fn read_record<T: aya::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Decodes an attempt-log entry in its [`Event`] form (see [`super::log::event_of`]):
+/// only [`event::ATTEMPT`] and [`event::ACCEPTED`] belong in the log.
+pub fn decode_log_event(e: &Event) -> Result<KernelEvent, DecodeError> {
+    match e.kind {
+        event::ATTEMPT | event::ACCEPTED => decode_fact(e),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
 fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
     let dir = decode_dir(e.kind, u32::from(e.dir))?;
     let local = decode_addr(e.kind, e.family, &e.local)?;
@@ -384,9 +395,15 @@ pub fn monotonic_now() -> Duration {
 /// so the reader can be made outside the runtime and moved into a task.
 pub struct EventReader {
     state: ReaderState,
+    /// The attempt log, read every [`LOG_POLL`] at most (it wakes nobody).
+    log: Option<AttemptLog>,
     decode_errors: u64,
     records: u64,
 }
+
+/// How often the reader looks into the attempt log while the ring is quiet: an attempt
+/// reaches the detectors at most this late.
+pub const LOG_POLL: Duration = Duration::from_millis(10);
 
 enum ReaderState {
     /// Not yet registered with the reactor.
@@ -397,17 +414,19 @@ enum ReaderState {
 }
 
 impl EventReader {
-    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
+    pub(super) fn new(ring: RingBuf<MapData>, log: Option<AttemptLog>) -> Self {
         Self {
             state: ReaderState::Ring(ring),
+            log,
             decode_errors: 0,
             records: 0,
         }
     }
 
-    /// Waits until the ring is readable (or `max_wait` passes), then drains up to `max`
-    /// records into `out`, decoding each; undecodable records are counted
-    /// ([`decode_errors`](Self::decode_errors)) and skipped, never fatal.
+    /// Waits until the ring is readable or the attempt log has entries (or `max_wait`
+    /// passes), then takes up to `max` records into `out`, the log's first (an attempt
+    /// is logged before its answer can come), decoding each; undecodable records are
+    /// counted ([`decode_errors`](Self::decode_errors)) and skipped, never fatal.
     ///
     /// Returns at once when records are already waiting. Returns with nothing added
     /// when `max_wait` passes. Must be called within a tokio runtime.
@@ -423,6 +442,7 @@ impl EventReader {
         self.register()?;
         let Self {
             state,
+            log,
             decode_errors,
             records,
         } = self;
@@ -435,14 +455,28 @@ impl EventReader {
         loop {
             // Drain before waiting: the kernel only signals when the consumer had caught
             // up, so records left from an earlier call bring no new wake-up.
-            let (taken, errors) = drain(fd.get_mut(), out, max);
-            *records += taken;
-            *decode_errors += errors;
-            if taken > 0 {
+            let (logged, log_errors) = match log {
+                Some(log) => log.drain(out, max),
+                None => (0, 0),
+            };
+            let room = max.saturating_sub(logged as usize);
+            let (taken, errors) = drain(fd.get_mut(), out, room);
+            *records += logged + taken;
+            *decode_errors += log_errors + errors;
+            if logged + taken > 0 {
                 return Ok(());
             }
-            let mut guard = match tokio::time::timeout_at(deadline, fd.readable_mut()).await {
-                Err(_elapsed) => return Ok(()),
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            let wake = match log {
+                Some(_) => deadline.min(now + LOG_POLL),
+                None => deadline,
+            };
+            let mut guard = match tokio::time::timeout_at(wake, fd.readable_mut()).await {
+                // Time to look into the log again, or to return.
+                Err(_elapsed) => continue,
                 Ok(guard) => guard?,
             };
             // Clearing before draining: a record committed after this point sets the
@@ -456,9 +490,15 @@ impl EventReader {
         self.decode_errors
     }
 
-    /// Records taken from the ring (decoded or not), since the reader was made.
+    /// Records taken from the ring and the log (decoded or not), since the reader was
+    /// made.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// Attempt-log entries lost (written over before read), since the reader was made.
+    pub fn log_lost(&self) -> u64 {
+        self.log.as_ref().map_or(0, AttemptLog::lost)
     }
 
     /// Registers the ring with the current runtime's reactor (once). A failure keeps

@@ -505,7 +505,88 @@ fn the_event_ring_is_taken_once_and_delivers_a_first_contact_decoded() {
     );
     assert!(c.at <= monotonic_now());
     assert_eq!(reader.decode_errors(), 0);
-    assert!(dp.fact_counters().expect("counters").sent >= 1);
+    let counters = dp.fact_counters().expect("counters");
+    assert_eq!((counters.logged, counters.lost_log), (1, 0), "{counters:?}");
+    assert_eq!(reader.log_lost(), 0);
+}
+
+/// The attempt log's reader protocol, with this test as the writing CPU: entries are
+/// read in order once, a slot being written (seq 0) stops the reader until it is
+/// whole, and a CPU that came round before the reader loses what it wrote over, counted.
+#[test]
+fn the_attempt_log_reader_takes_each_entry_once_and_counts_what_was_written_over() {
+    use warden_common::facts::{event, LogEntry, LOG_SLOTS};
+    let fs = Bpffs::new();
+    let (mut dp, _ix) = with_policy(&fs, POLICY);
+    let mut log = {
+        let m = dp.ebpf.take_map(map::ATTEMPT_LOG).expect("the log");
+        let aya::maps::Map::Array(data) = m else {
+            panic!("the attempt log is an array")
+        };
+        log::AttemptLog::new(data).expect("mapping the log")
+    };
+    assert_eq!(log.cpus(), possible_cpus().expect("cpus") as usize);
+    let pinned = MapData::from_pin(fs.path().join("maps").join(map::ATTEMPT_LOG)).expect("pin");
+    let mut writer: aya::maps::Array<MapData, LogEntry> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(pinned)).expect("array");
+    // CPU 1's region when there is one: the reader walks every region.
+    let region = (log.cpus() as u32 - 1) * LOG_SLOTS;
+    let entry = |n: u64, seq: u64| LogEntry {
+        seq,
+        at: 1_000 + n,
+        tenant: 0,
+        kind: event::ATTEMPT as u8,
+        family: 4,
+        proto: 6,
+        local_port: 40_000,
+        remote_port: (n % 60_000) as u16 + 1,
+        local: [198, 18, 1, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        remote: [198, 19, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..LogEntry::default()
+    };
+    let mut put = |n: u64, seq: u64| {
+        writer
+            .set(region + (n % u64::from(LOG_SLOTS)) as u32, entry(n, seq), 0)
+            .expect("writing an entry");
+    };
+    let ports = |out: &[KernelEvent]| -> Vec<u16> {
+        out.iter()
+            .map(|e| match e {
+                KernelEvent::Attempt(c) => c.remote_port,
+                other => panic!("not an attempt: {other:?}"),
+            })
+            .collect()
+    };
+    for n in 0..3 {
+        put(n, n + 1);
+    }
+    put(3, 0); // entry 3 half written
+    let mut out = Vec::new();
+    assert_eq!(log.drain(&mut out, 100), (3, 0));
+    assert_eq!(ports(&out), [1, 2, 3]);
+    out.clear();
+    assert_eq!(
+        log.drain(&mut out, 100),
+        (0, 0),
+        "nothing twice, nothing half written"
+    );
+    put(3, 4);
+    assert_eq!(log.drain(&mut out, 100), (1, 0));
+    assert_eq!(ports(&out), [4]);
+    // The CPU writes 4 .. 4 + LOG_SLOTS + 10 before the reader looks again: the first
+    // ten are written over.
+    let last = 4 + u64::from(LOG_SLOTS) + 10;
+    for n in 4..last {
+        put(n, n + 1);
+    }
+    out.clear();
+    let (taken, errors) = log.drain(&mut out, usize::MAX);
+    assert_eq!((taken, errors, log.lost()), (u64::from(LOG_SLOTS), 0, 10));
+    assert_eq!(ports(&out)[0], 15, "entry 14 is the oldest left");
+    assert_eq!(
+        *ports(&out).last().expect("some"),
+        ((last - 1) % 60_000) as u16 + 1
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod events;
 mod index;
 #[cfg(test)]
 mod lab;
+pub mod log;
 pub mod runtime;
 
 use std::{
@@ -173,7 +174,7 @@ impl Hook {
 }
 
 /// The layout every map must have: (name, type, key size, value size, capacity).
-fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 20] {
+fn expected_layout(log_cpus: u32) -> [(&'static str, MapType, u32, u32, u32); 21] {
     use std::mem::size_of;
     let s = |n: usize| n as u32;
     [
@@ -288,7 +289,34 @@ fn expected_layout() -> [(&'static str, MapType, u32, u32, u32); 20] {
             8,
             facts::fact_counter::COUNT,
         ),
+        (
+            map::ATTEMPT_LOG,
+            MapType::Array,
+            4,
+            s(size_of::<facts::LogEntry>()),
+            facts::log_entries(log_cpus),
+        ),
     ]
+}
+
+/// The machine's possible CPUs (`/sys/devices/system/cpu/possible`), which the attempt
+/// log is sized for.
+fn possible_cpus() -> Result<u32> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, e)| DataplaneError::Io {
+            path: path.into(),
+            source: e,
+        })
+}
+
+/// A loader of [`OBJECT`] with the attempt log sized for this machine's possible CPUs
+/// (the object's own size is [`facts::LOG_DEFAULT_CPUS`]). Tests and the bench load the
+/// object through it, as the daemon does.
+pub fn loader() -> Result<EbpfLoader<'static>> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(map::ATTEMPT_LOG, facts::log_entries(possible_cpus()?));
+    Ok(loader)
 }
 
 /// Capacities of the bounded maps, for `warden_map_capacity` (per generation where
@@ -395,7 +423,7 @@ impl Dataplane {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
         let mut adopted_maps = 0;
-        for (name, ty, key, value, entries) in expected_layout() {
+        for (name, ty, key, value, entries) in expected_layout(possible_cpus()?) {
             let path = bpffs.join("maps").join(name);
             if !path.exists() {
                 continue;
@@ -423,7 +451,7 @@ impl Dataplane {
             .iter()
             .map(|n| (*n, bpffs.join("maps").join(n)))
             .collect();
-        let mut loader = EbpfLoader::new();
+        let mut loader = loader()?;
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }

@@ -103,8 +103,10 @@ pub struct FactCounters {
     pub lost_budget: u64,
     /// Events not sent: the ring buffer was full.
     pub lost_ring: u64,
-    /// Pending attempts overwritten by a newer one before their answer.
-    pub pending_overwritten: u64,
+    /// Attempt-log entries written.
+    pub logged: u64,
+    /// Attempt-log entries not written (a CPU without a region).
+    pub lost_log: u64,
     /// Frames captured.
     pub samples: u64,
     /// Packets dropped by a block or blackhole.
@@ -112,9 +114,15 @@ pub struct FactCounters {
 }
 
 impl FactCounters {
-    /// Events the kernel could not deliver (`warden_events_lost_total`).
+    /// Events the kernel could not deliver (part of `warden_events_lost_total`; the
+    /// reader adds the log entries written over before it read them).
     pub fn lost(&self) -> u64 {
-        self.lost_budget + self.lost_ring
+        self.lost_budget + self.lost_ring + self.lost_log
+    }
+
+    /// Events delivered: into the ring or the attempt log.
+    pub fn delivered(&self) -> u64 {
+        self.sent + self.logged
     }
 }
 
@@ -181,8 +189,20 @@ impl Dataplane {
             .take_map(map::EVENTS)
             .ok_or(DataplaneError::MissingMap(map::EVENTS))?;
         let ring = aya::maps::RingBuf::try_from(m).map_err(map_err(map::EVENTS))?;
+        let log = self
+            .ebpf
+            .take_map(map::ATTEMPT_LOG)
+            .ok_or(DataplaneError::MissingMap(map::ATTEMPT_LOG))?;
+        let log = match log {
+            aya::maps::Map::Array(data) => data,
+            _ => return Err(DataplaneError::MissingMap(map::ATTEMPT_LOG)),
+        };
+        let log = super::log::AttemptLog::new(log).map_err(|e| DataplaneError::Io {
+            path: self.bpffs.join("maps").join(map::ATTEMPT_LOG),
+            source: e,
+        })?;
         self.events_taken = true;
-        Ok(super::EventReader::new(ring))
+        Ok(super::EventReader::new(ring, Some(log)))
     }
 
     /// Inserts or refreshes a block until `until` (CLOCK_MONOTONIC) and sets
@@ -327,7 +347,8 @@ impl Dataplane {
             sent: sums[fact_counter::SENT as usize],
             lost_budget: sums[fact_counter::LOST_BUDGET as usize],
             lost_ring: sums[fact_counter::LOST_RING as usize],
-            pending_overwritten: sums[fact_counter::PENDING_OVERWRITTEN as usize],
+            logged: sums[fact_counter::LOGGED as usize],
+            lost_log: sums[fact_counter::LOST_LOG as usize],
             samples: sums[fact_counter::SAMPLES as usize],
             blocked: sums[fact_counter::BLOCKED as usize],
         })
@@ -580,15 +601,17 @@ mod tests {
     }
 
     #[test]
-    fn lost_events_are_budget_and_ring_losses() {
+    fn lost_events_are_budget_ring_and_log_losses() {
         let c = FactCounters {
             sent: 10,
             lost_budget: 3,
             lost_ring: 4,
-            pending_overwritten: 100,
+            logged: 100,
+            lost_log: 2,
             samples: 1,
             blocked: 1,
         };
-        assert_eq!(c.lost(), 7);
+        assert_eq!(c.lost(), 9);
+        assert_eq!(c.delivered(), 110);
     }
 }

@@ -355,7 +355,7 @@ impl Watch {
                     // timeout) is still an answer to a first contact: use it, at its time.
                     let attempt = self
                         .pending
-                        .resolve(key, outcome)
+                        .resolve(key, outcome, c.at)
                         .unwrap_or_else(|| key.attempt(c.at, outcome));
                     push_attempt(&mut facts, attempt);
                 }

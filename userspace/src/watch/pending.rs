@@ -10,14 +10,36 @@
 //! attempt is resolved early as unanswered (counted in [`PendingStats::evicted`]): a
 //! failure that may not be one, which can only make the scan test more sensitive, never
 //! blind. An outcome without a waiting attempt (its ATTEMPT was lost to the event budget,
-//! or came after the timeout) is counted in [`PendingStats::orphans`]; the caller still
-//! uses it, as the programs only report answers to first contacts.
+//! or came after the timeout, or is still in the attempt log: the two travel apart) is
+//! counted in [`PendingStats::orphans`]; the caller still uses it, as the programs only
+//! report answers to first contacts. Its key is remembered for [`TIMEOUT`] (at most
+//! [`EARLY_CAPACITY`] keys), so the attempt arriving after its answer is not made to
+//! wait again ([`PendingStats::answered_first`]).
+//!
+//! The programs keep their own pending table, direct-mapped by the attempt's contact
+//! key, and overwrite a slot without reading it. This table predicts the slots: an
+//! attempt whose slot a newer one took can no longer be matched with its answer by the
+//! programs, so it leaves unreported ([`PendingStats::overwritten`]) rather than time
+//! out as a failure it may not be.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use warden_common::facts::{contact_key, contact_tag, fold_addr, pending_slot};
+
 use crate::detect::{Attempt, Outcome, Proto};
+
+/// IP protocol numbers, as the programs key attempts.
+mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Answers remembered at once whose attempt had not arrived.
+pub const EARLY_CAPACITY: usize = 1 << 16;
 
 /// How long an attempt waits for its answer. A SYN-ACK, RST or ICMP error comes back
 /// within one round trip; 500 ms covers every terrestrial path and stays below TCP's
@@ -44,6 +66,30 @@ pub struct PendingKey {
 }
 
 impl PendingKey {
+    /// The slot of this attempt in the programs' pending table.
+    pub fn kernel_slot(&self) -> u32 {
+        let (number, addr) = match self.remote {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (proto::ICMP, b)
+            }
+            IpAddr::V6(a) => (proto::ICMPV6, a.octets()),
+        };
+        let number = match self.proto {
+            Proto::Tcp => proto::TCP,
+            Proto::Udp => proto::UDP,
+            Proto::Icmp => number,
+        };
+        pending_slot(contact_key(
+            self.tenant,
+            contact_tag::OUT,
+            number,
+            self.port,
+            fold_addr(&addr),
+        ))
+    }
+
     /// The attempt fact for this key, started at `at`, ended with `outcome`.
     pub fn attempt(&self, at: Duration, outcome: Outcome) -> Attempt {
         Attempt {
@@ -70,6 +116,11 @@ pub struct PendingStats {
     pub orphans: u64,
     /// Attempts reported again while the first was still waiting (ignored).
     pub duplicates: u64,
+    /// Attempts whose slot in the programs' pending table a newer attempt took before
+    /// the answer (dropped unreported: the programs can no longer match the answer).
+    pub overwritten: u64,
+    /// Attempts that arrived after their answer (already reported with it).
+    pub answered_first: u64,
 }
 
 /// Attempts waiting for their answer, oldest first.
@@ -82,6 +133,11 @@ pub struct Pending {
     order: VecDeque<(u64, PendingKey, Duration)>,
     next: u64,
     capacity: usize,
+    /// The programs' pending slot of each waiting attempt.
+    slots: HashMap<u32, PendingKey>,
+    /// Keys of orphan answers, with when they came, oldest first in `early_order`.
+    early: HashMap<PendingKey, Duration>,
+    early_order: VecDeque<(PendingKey, Duration)>,
     stats: PendingStats,
 }
 
@@ -99,6 +155,9 @@ impl Pending {
             order: VecDeque::new(),
             next: 0,
             capacity: capacity.max(1),
+            slots: HashMap::new(),
+            early: HashMap::new(),
+            early_order: VecDeque::new(),
             stats: PendingStats::default(),
         }
     }
@@ -109,6 +168,16 @@ impl Pending {
         if self.waiting.contains_key(&key) {
             self.stats.duplicates += 1;
             return None;
+        }
+        if self.early.remove(&key).is_some() {
+            self.stats.answered_first += 1;
+            return None;
+        }
+        let slot = key.kernel_slot();
+        if let Some(older) = self.slots.insert(slot, key) {
+            if self.waiting.remove(&older).is_some() {
+                self.stats.overwritten += 1;
+            }
         }
         let evicted = if self.waiting.len() >= self.capacity {
             self.pop_oldest()
@@ -126,18 +195,47 @@ impl Pending {
         evicted
     }
 
-    /// The answer to the attempt at `key`: the attempt with its outcome, or `None` when no
-    /// attempt waits (counted as an orphan).
-    pub fn resolve(&mut self, key: PendingKey, outcome: Outcome) -> Option<Attempt> {
+    /// The answer to the attempt at `key`, come at `at`: the attempt with its outcome, or
+    /// `None` when no attempt waits (counted as an orphan, and remembered so the attempt
+    /// arriving later does not wait again).
+    pub fn resolve(&mut self, key: PendingKey, outcome: Outcome, at: Duration) -> Option<Attempt> {
         match self.waiting.remove(&key) {
             Some((_, at)) => {
+                self.release_slot(&key);
                 self.stats.answered += 1;
                 Some(key.attempt(at, outcome))
             }
             None => {
                 self.stats.orphans += 1;
+                self.remember_early(key, at);
                 None
             }
+        }
+    }
+
+    /// Remembers an orphan answer's key until [`TIMEOUT`] after `at`.
+    fn remember_early(&mut self, key: PendingKey, at: Duration) {
+        if self.early.len() >= EARLY_CAPACITY {
+            while let Some((k, t)) = self.early_order.pop_front() {
+                if self.early.get(&k) == Some(&t) {
+                    self.early.remove(&k);
+                    break;
+                }
+            }
+        }
+        self.early.insert(key, at);
+        self.early_order.push_back((key, at));
+        if self.early_order.len() > 2 * EARLY_CAPACITY {
+            let early = &self.early;
+            self.early_order.retain(|(k, t)| early.get(k) == Some(t));
+        }
+    }
+
+    /// Frees the programs' slot of `key` in the prediction, if `key` still holds it.
+    fn release_slot(&mut self, key: &PendingKey) {
+        let slot = key.kernel_slot();
+        if self.slots.get(&slot) == Some(key) {
+            self.slots.remove(&slot);
         }
     }
 
@@ -152,8 +250,18 @@ impl Pending {
             self.order.pop_front();
             if self.waiting.get(&key).is_some_and(|(s, _)| *s == seq) {
                 self.waiting.remove(&key);
+                self.release_slot(&key);
                 self.stats.timed_out += 1;
                 out.push(key.attempt(at, Outcome::NoAnswer));
+            }
+        }
+        while let Some(&(key, at)) = self.early_order.front() {
+            if now.saturating_sub(at) < TIMEOUT {
+                break;
+            }
+            self.early_order.pop_front();
+            if self.early.get(&key) == Some(&at) {
+                self.early.remove(&key);
             }
         }
         out
@@ -162,6 +270,8 @@ impl Pending {
     /// Drops the attempts of a tenant that left the policy, unreported.
     pub fn forget(&mut self, tenant: u32) {
         self.waiting.retain(|k, _| k.tenant != tenant);
+        self.slots.retain(|_, k| k.tenant != tenant);
+        self.early.retain(|k, _| k.tenant != tenant);
     }
 
     /// Attempts waiting.
@@ -185,6 +295,7 @@ impl Pending {
         while let Some((seq, key, at)) = self.order.pop_front() {
             if self.waiting.get(&key).is_some_and(|(s, _)| *s == seq) {
                 self.waiting.remove(&key);
+                self.release_slot(&key);
                 return Some(key.attempt(at, Outcome::NoAnswer));
             }
         }
@@ -231,7 +342,9 @@ mod tests {
     fn an_answered_attempt_keeps_its_start_and_takes_the_outcome() {
         let mut p = Pending::default();
         assert_eq!(p.insert(key(1, 22), ms(1_000)), None);
-        let a = p.resolve(key(1, 22), Outcome::Refused).expect("waiting");
+        let a = p
+            .resolve(key(1, 22), Outcome::Refused, ms(0))
+            .expect("waiting");
         assert_eq!((a.at, a.outcome, a.port), (ms(1_000), Outcome::Refused, 22));
         assert!(p.expire(ms(10_000)).is_empty(), "answered: no timeout");
         assert_eq!(p.stats().answered, 1);
@@ -250,7 +363,7 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(p.stats().timed_out, 2);
         // A late answer finds nothing and is counted.
-        assert_eq!(p.resolve(key(1, 22), Outcome::Success), None);
+        assert_eq!(p.resolve(key(1, 22), Outcome::Success, ms(0)), None);
         assert_eq!(p.stats().orphans, 1);
     }
 
@@ -261,7 +374,7 @@ mod tests {
             assert_eq!(p.insert(key(i, 80), ms(u64::from(i))), None);
         }
         // The oldest was answered meanwhile: the next oldest still waiting goes.
-        p.resolve(key(0, 80), Outcome::Success);
+        p.resolve(key(0, 80), Outcome::Success, ms(0));
         assert_eq!(p.insert(key(3, 80), ms(3)), None, "room after the answer");
         let evicted = p.insert(key(4, 80), ms(4));
         assert_eq!(evicted, Some(key(1, 80).attempt(ms(1), Outcome::NoAnswer)));
@@ -279,13 +392,73 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_arriving_after_its_answer_does_not_wait_again() {
+        let mut p = Pending::default();
+        // The answer came through the ring before the attempt left the log.
+        assert_eq!(p.resolve(key(1, 443), Outcome::Success, ms(1_000)), None);
+        assert_eq!(p.stats().orphans, 1);
+        assert_eq!(p.insert(key(1, 443), ms(999)), None);
+        assert_eq!(p.len(), 0, "already reported with its answer");
+        assert!(p.expire(ms(5_000)).is_empty(), "no false timeout");
+        assert_eq!(p.stats().answered_first, 1);
+        // Remembered for TIMEOUT only: a first contact much later waits as usual.
+        assert_eq!(p.resolve(key(2, 443), Outcome::Success, ms(6_000)), None);
+        p.expire(ms(6_500));
+        assert_eq!(p.insert(key(2, 443), ms(6_600)), None);
+        assert_eq!(p.len(), 1);
+    }
+
+    /// Two keys the programs put in the same pending slot.
+    fn colliding_keys() -> (PendingKey, PendingKey) {
+        let first = key(1, 1);
+        for host in 2..=255 {
+            for port in 1..=u16::MAX {
+                let other = key(host, port);
+                if other.kernel_slot() == first.kernel_slot() {
+                    return (first, other);
+                }
+            }
+        }
+        unreachable!("16 million keys over 65,536 slots share the first one's slot")
+    }
+
+    #[test]
+    fn an_attempt_whose_kernel_slot_was_taken_leaves_unreported() {
+        let (older, newer) = colliding_keys();
+        let mut p = Pending::default();
+        p.insert(older, ms(0));
+        p.insert(key(9, 9), ms(0));
+        p.insert(newer, ms(10));
+        assert_eq!(p.stats().overwritten, 1);
+        assert_eq!(p.len(), 2, "the older attempt left");
+        let out = p.expire(ms(1_000));
+        assert!(
+            !out.iter().any(|a| a.port == older.port),
+            "the overwritten attempt is not a timeout: {out:?}"
+        );
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn an_answered_attempt_frees_its_kernel_slot() {
+        let (older, newer) = colliding_keys();
+        let mut p = Pending::default();
+        p.insert(older, ms(0));
+        p.resolve(older, Outcome::Success, ms(1));
+        p.insert(newer, ms(10));
+        assert_eq!(p.stats().overwritten, 0);
+    }
+
+    #[test]
     fn a_repeated_attempt_while_waiting_is_one_attempt() {
         let mut p = Pending::default();
         p.insert(key(1, 53), ms(0));
         p.insert(key(1, 53), ms(100));
         assert_eq!(p.len(), 1);
         assert_eq!(p.stats().duplicates, 1);
-        let a = p.resolve(key(1, 53), Outcome::Success).expect("waiting");
+        let a = p
+            .resolve(key(1, 53), Outcome::Success, ms(0))
+            .expect("waiting");
         assert_eq!(a.at, ms(0), "the first start counts");
     }
 
@@ -294,7 +467,7 @@ mod tests {
         let mut p = Pending::new(4);
         for i in 0..1_000u16 {
             p.insert(key(1, i), ms(0));
-            p.resolve(key(1, i), Outcome::Success);
+            p.resolve(key(1, i), Outcome::Success, ms(0));
             assert!(p.queued() <= 9, "queue {} at {i}", p.queued());
         }
         assert!(p.is_empty());
