@@ -21,6 +21,8 @@ use anyhow::{bail, Context as _, Result};
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// The status line and headers, as received.
+    pub head: String,
 }
 
 /// Sends `method path` with an optional body to `addr` from inside netns `ns`
@@ -103,7 +105,21 @@ pub fn request(
     } else {
         rest.to_string()
     };
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body,
+        head: head.to_string(),
+    })
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 }
 
 fn dechunk(mut s: &str) -> Result<String> {

@@ -28,6 +28,9 @@ pub struct Cli {
     /// Bearer token for the API.
     #[arg(long, global = true, env = "WARDEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` daemon (`daemon.tls`).
+    #[arg(long, global = true, env = "WARDEN_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -234,19 +237,30 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:9477`).
-    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
+    /// A client for `base` (e.g. `http://127.0.0.1:9477`, or `https://...` trusting the
+    /// CA certificate in the PEM file `ca`).
+    pub fn new(base: &str, token: Option<String>, ca: Option<&std::path::Path>) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the HTTP client runtime")?;
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(ca) = ca {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading --ca {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca {}: not a PEM certificate", ca.display()))?;
+            if certs.is_empty() {
+                bail!("--ca {}: no PEM certificate in the file", ca.display());
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .context("building the HTTP client")?,
+            http: http.build().context("building the HTTP client")?,
             rt,
         })
     }
@@ -274,8 +288,13 @@ impl Client {
     }
 
     fn unreachable(&self) -> String {
+        let tls = if self.base.starts_with("https://") {
+            "; for a TLS daemon give its CA certificate with --ca or WARDEN_CA"
+        } else {
+            ""
+        };
         format!(
-            "cannot reach the warden daemon at {} (is `warden run` running? set --api)",
+            "cannot reach the warden daemon at {} (is `warden run` running? set --api{tls})",
             self.base
         )
     }
@@ -397,7 +416,27 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
     print!("{}", table(&["MAP", "ENTRIES", "CAPACITY", "FILL"], &rows));
     println!();
     print!("{}", detection_text(&s.detection));
+    print!("{}", review_text(&s.review));
     Ok(())
+}
+
+/// The review-workflow lines of `warden status`.
+fn review_text(r: &crate::notify::ReviewStats) -> String {
+    format!(
+        "notifications: {} pending, {} delivered, {} failed attempts, {} abandoned, {} dropped\n\
+         deadlines: {} tenants suspended, {} passed without suspension, {} failed suspensions\n\
+         events log: {} lines written, {} lost\n",
+        r.pending,
+        r.delivered,
+        r.failures,
+        r.abandoned,
+        r.dropped,
+        r.deadline_suspensions,
+        r.deadlines_passed,
+        r.deadline_suspend_failures,
+        r.events_written,
+        r.events_failed,
+    )
 }
 
 /// The detection lines of `warden status`.
@@ -800,6 +839,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ca_file_that_is_missing_or_not_pem_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("absent.pem");
+        let err = Client::new("https://127.0.0.1:1", None, Some(&missing))
+            .err()
+            .expect("missing CA refused");
+        assert!(format!("{err:#}").contains("absent.pem"), "{err:#}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let err = Client::new("https://127.0.0.1:1", None, Some(&garbage))
+            .err()
+            .expect("garbage CA refused");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("garbage.pem") && text.contains("PEM"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn table_columns_align() {
         let t = table(
             &["A", "BB"],
@@ -912,6 +971,26 @@ mod tests {
         }
         let off = detection_text(&crate::daemon::DetectionView::default());
         assert!(off.contains("NOT reading kernel events"), "{off}");
+    }
+
+    #[test]
+    fn status_shows_notification_and_deadline_counts() {
+        let t = review_text(&crate::notify::ReviewStats {
+            pending: 2,
+            delivered: 9,
+            failures: 3,
+            abandoned: 1,
+            deadline_suspensions: 1,
+            events_failed: 4,
+            ..Default::default()
+        });
+        for needle in [
+            "notifications: 2 pending, 9 delivered, 3 failed attempts, 1 abandoned, 0 dropped",
+            "deadlines: 1 tenants suspended, 0 passed",
+            "events log: 0 lines written, 4 lost",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+        }
     }
 
     #[test]

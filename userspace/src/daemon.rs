@@ -30,6 +30,7 @@ use crate::{
         FactCounters, KernelEvent, TenantIndex,
     },
     metrics,
+    notify::{self, Event},
     policy::{self, Policy},
     store::{
         self, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
@@ -98,6 +99,9 @@ pub struct StatusView {
     /// Detection: kernel events and actions in force.
     #[serde(default)]
     pub detection: DetectionView,
+    /// Review workflow: notifications, deadlines, events log.
+    #[serde(default)]
+    pub review: notify::ReviewStats,
 }
 
 /// The detection pipeline's state, as `GET /api/v1/status` shows it.
@@ -165,7 +169,11 @@ struct Inner {
     suspensions: HashMap<String, Suspension>,
     store: Store,
     rates: HashMap<u32, [(f64, f64); 2]>,
+    /// Counters of the tenants removed from the policy since start (metrics aggregates).
+    retired: metrics::Totals,
     last: Option<Sample>,
+    /// The review workflow: notification counters and the events log.
+    review: notify::Review,
 }
 
 /// State shared by the API handlers and the background tasks.
@@ -274,6 +282,45 @@ impl Inner {
                 capacity: m.capacity,
             })
             .collect()
+    }
+
+    /// The settings `tenant` is under (the defaults for a tenant no longer in the policy).
+    fn settings_of(&self, tenant: &str) -> &policy::TenantSettings {
+        self.policy
+            .tenant(tenant)
+            .map_or(&self.policy.defaults, |t| &t.settings)
+    }
+
+    /// Something happened to `flag`: written to the events log, and for the events the
+    /// tenant is told about queued for its webhook (see [`notify`]). Never fails: a
+    /// notification that cannot be queued is logged and counted.
+    fn flag_event(&self, flag: &Flag, event: Event, actor: &str, reason: Option<&str>) {
+        let now = store::system_clock();
+        self.review.log_event(flag, event, actor, reason, now);
+        if !event.notifies_tenant() {
+            return;
+        }
+        if self.settings_of(&flag.tenant).notify.webhook.is_none() {
+            if event == Event::Opened {
+                tracing::info!(flag = flag.id, tenant = %flag.tenant, "no notify.webhook for the tenant: it is not notified and the flag gets no deadline");
+            }
+            return;
+        }
+        let body = notify::message(flag, event, actor, reason, now);
+        match self
+            .store
+            .queue_notification(flag.id, event.as_str(), &body, notify::MAX_PENDING)
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.review.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(flag = flag.id, tenant = %flag.tenant, event = event.as_str(), max = notify::MAX_PENDING, "notification outbox full: notification dropped");
+            }
+            Err(e) => {
+                self.review.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(flag = flag.id, tenant = %flag.tenant, event = event.as_str(), error = %e, "could not queue a notification: dropped");
+            }
+        }
     }
 
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
@@ -393,11 +440,14 @@ impl Effects for Actuator<'_> {
     }
 
     fn create_flag(&mut self, flag: NewFlag) -> Result<i64, EffectError> {
-        self.inner
+        let flag = self
+            .inner
             .store
             .create_flag(flag)
-            .map(|f| f.id)
-            .map_err(stored("creating a flag"))
+            .map_err(stored("creating a flag"))?;
+        self.inner
+            .flag_event(&flag, Event::Opened, watch::ACTOR, None);
+        Ok(flag.id)
     }
 
     fn update_flag(
@@ -447,6 +497,35 @@ fn drops_map(d: &DropCounters) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The programs' run statistics while the kernel counts them
+/// (`kernel.bpf_stats_enabled` = 1), else `None`.
+fn program_runs(inner: &Inner) -> Option<Vec<metrics::ProgramRuns>> {
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    match std::fs::read_to_string(SYSCTL) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading {SYSCTL}; no program statistics");
+            return None;
+        }
+    }
+    match inner.dataplane.program_runs() {
+        Ok(runs) => Some(
+            runs.into_iter()
+                .map(|(program, runs, run_time_ns)| metrics::ProgramRuns {
+                    program: program.to_string(),
+                    runs,
+                    run_time_ns,
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the programs' run statistics");
+            None
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the kernel half-written in a way
@@ -477,13 +556,23 @@ impl Shared {
     /// Counters and map fill for `/metrics`.
     pub fn snapshot(&self) -> Result<metrics::Snapshot> {
         let (watch, inner) = self.lock_both();
+        let indexes = inner
+            .policy
+            .tenants
+            .iter()
+            .map(|t| inner.index.get(&t.id).context("tenant without index"))
+            .collect::<Result<Vec<u32>>>()?;
+        // Every slot up to the highest in use, in a few batch reads (not four syscalls
+        // a tenant: /metrics must stay fast with 10,000 tenants).
+        let slots = indexes.iter().max().map_or(0, |m| m + 1);
+        let counters = inner.dataplane.all_tenant_counters(slots)?;
+        let drops = inner.dataplane.all_drop_counters(slots)?;
         let mut tenants = Vec::with_capacity(inner.policy.tenants.len());
-        for t in &inner.policy.tenants {
-            let index = inner.index.get(&t.id).context("tenant without index")?;
+        for (t, index) in inner.policy.tenants.iter().zip(indexes) {
             tenants.push(metrics::TenantSample {
                 id: t.id.clone(),
-                counters: inner.dataplane.tenant_counters(index)?,
-                drops: inner.dataplane.drop_counters(index)?,
+                counters: counters[index as usize],
+                drops: drops[index as usize],
                 suspended: inner.suspensions.contains_key(&t.id),
                 detections: watch.detections_of(&t.id),
             });
@@ -503,8 +592,12 @@ impl Shared {
         };
         drop(watch);
         Ok(metrics::Snapshot {
+            review: Self::review_stats(&inner),
             detection,
             tenants,
+            top_k: metrics::TopK(inner.policy.daemon.metrics_top_k),
+            retired: inner.retired,
+            programs: program_runs(&inner),
             unattributed: inner.dataplane.global_counters()?,
             policy_generation: inner.generation,
             policy_apply_failures: self
@@ -562,6 +655,7 @@ impl Shared {
         };
         drop(watch);
         StatusView {
+            review: Self::review_stats(&inner),
             detection,
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -611,19 +705,41 @@ impl Shared {
         // paths, tokens and attachments are set up at start.
         let restart_only = |d: &policy::DaemonConfig| policy::DaemonConfig {
             management: Vec::new(),
+            metrics_top_k: 0,
             ..d.clone()
         };
         if restart_only(&policy.daemon) != restart_only(&inner.policy.daemon)
             || policy.interfaces != inner.policy.interfaces
         {
             return Err(Refusal::BadRequest(
-                "`interfaces` and `daemon` (except `management`) take effect at restart only; \
+                "`interfaces` and `daemon` (except `management`, `metrics_top_k`) take effect at restart only; \
                  this policy changes them"
                     .into(),
             ));
         }
 
+        // Tenants leaving the policy: their final counters stay in the metrics
+        // aggregates. Their slots are quarantined for a generation, so they still hold
+        // those counters right after the apply.
+        let leaving: Vec<(String, u32)> = inner
+            .policy
+            .tenants
+            .iter()
+            .filter(|t| policy.tenant(&t.id).is_none())
+            .filter_map(|t| inner.index.get(&t.id).map(|i| (t.id.clone(), i)))
+            .collect();
         inner.apply_policy(policy, actor)?;
+        for (id, slot) in leaving {
+            let counters = inner.dataplane.tenant_counters(slot);
+            let drops = inner.dataplane.drop_counters(slot);
+            match (counters, drops) {
+                (Ok(c), Ok(d)) => inner.retired.add_traffic(&c, &d),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(tenant = %id, error = %e, "reading a removed tenant's counters; the metrics aggregates lose them")
+                }
+            }
+            inner.retired.add_detections(&watch.detections_of(&id));
+        }
         watch.configure(&inner.policy, &inner.index, inner.generation);
         Ok(inner.generation)
     }
@@ -705,7 +821,17 @@ impl Shared {
         reason: Option<&str>,
         actor: &str,
     ) -> Result<Flag, Refusal> {
-        let r = self.lock().store.set_flag_state(id, state, reason, actor);
+        let inner = self.lock();
+        let r = inner.store.set_flag_state(id, state, reason, actor);
+        if let Ok(flag) = &r {
+            inner.flag_event(
+                flag,
+                Event::of_state(state),
+                actor,
+                flag.state_reason.as_deref(),
+            );
+        }
+        drop(inner);
         match r {
             Ok(flag) => {
                 tracing::info!(flag = id, tenant = %flag.tenant, %state, %actor, "flag reviewed");
@@ -722,6 +848,154 @@ impl Shared {
                 anyhow::Error::new(e).context("recording the review"),
             )),
         }
+    }
+
+    /// Notifications due now, each with the webhook to send it to (`None`: no longer
+    /// configured) and, for a flag's first notice, the deadline its delivery starts.
+    fn due_notifications(&self) -> Result<Vec<Outgoing>> {
+        let inner = self.lock();
+        let now = store::system_clock();
+        let due = inner.store.due_notifications(now, notify::BATCH)?;
+        let mut out = Vec::with_capacity(due.len());
+        for n in due {
+            let url = inner.settings_of(&n.tenant).notify.webhook.clone();
+            let deadline = match inner.store.flag(n.flag_id)? {
+                Some(d) if n.event == Event::Opened.as_str() && d.flag.state == FlagState::Open => {
+                    let review = inner.settings_of(&n.tenant).detectors.review(d.flag.kind);
+                    let secs = i64::try_from(review.deadline.as_secs()).unwrap_or(i64::MAX);
+                    Some(now.saturating_add(secs))
+                }
+                _ => None,
+            };
+            out.push(Outgoing {
+                body: notify::outgoing_body(&n, deadline),
+                notification: n,
+                url,
+                deadline,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records how sending `o` went: delivered (a first notice also moves its flag to
+    /// `notified` with its deadline), or failed (retried with backoff, or abandoned).
+    fn delivery_outcome(&self, o: &Outgoing, result: Result<(), String>) -> Result<()> {
+        let inner = self.lock();
+        let n = &o.notification;
+        let counters = &inner.review.counters;
+        match result {
+            Ok(()) => {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                inner.store.notification_delivered(n.id)?;
+                tracing::info!(notification = n.id, flag = n.flag_id, tenant = %n.tenant, event = %n.event, "notification delivered");
+                if let Some(deadline) = o.deadline {
+                    if let Some(flag) =
+                        inner
+                            .store
+                            .mark_flag_notified(n.flag_id, deadline, watch::ACTOR)?
+                    {
+                        inner.flag_event(&flag, Event::Notified, watch::ACTOR, None);
+                    }
+                }
+            }
+            Err(error) => {
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+                let now = store::system_clock();
+                let next = notify::next_attempt(n.queued_at, now, n.attempts + 1);
+                inner.store.notification_failed(n.id, &error, next)?;
+                match next {
+                    Some(at) => {
+                        tracing::warn!(notification = n.id, flag = n.flag_id, tenant = %n.tenant, attempts = n.attempts + 1, retry_in_s = at - now, %error, "webhook delivery failed; retrying")
+                    }
+                    None => {
+                        tracing::error!(notification = n.id, flag = n.flag_id, tenant = %n.tenant, attempts = n.attempts + 1, %error, "webhook delivery failed for 24 h; notification abandoned");
+                        if let Some(d) = inner.store.flag(n.flag_id)? {
+                            inner.flag_event(
+                                &d.flag,
+                                Event::NotificationAbandoned,
+                                watch::ACTOR,
+                                Some(&error),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on `notified` flags past their deadline: suspends the tenant and escalates the
+    /// flag when the kind's `suspend_on_deadline` says so, else records once that the
+    /// deadline passed (the flag stays `notified` for the security team).
+    fn sweep_deadlines(&self) -> Result<()> {
+        let (mut watch, mut inner) = self.lock_both();
+        let now = store::system_clock();
+        for flag in inner.store.flags_past_deadline(now)? {
+            let review = inner.settings_of(&flag.tenant).detectors.review(flag.kind);
+            let deadline = flag.deadline.map_or_else(String::new, store::rfc3339);
+            if !review.suspend_on_deadline {
+                inner.store.mark_deadline_passed(flag.id, watch::ACTOR)?;
+                inner
+                    .review
+                    .counters
+                    .deadlines_passed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(flag = flag.id, tenant = %flag.tenant, kind = %flag.kind, %deadline, "flag unanswered at its deadline; the policy does not suspend for this kind");
+                inner.flag_event(&flag, Event::DeadlinePassed, watch::ACTOR, None);
+                continue;
+            }
+            let reason = format!(
+                "flag {}: {} notified, no answer by the deadline {deadline}",
+                flag.id, flag.kind
+            );
+            match inner.suspend(&flag.tenant, &reason, watch::ACTOR) {
+                Ok(_) => {
+                    watch.note_suspension(&flag.tenant);
+                    inner
+                        .review
+                        .counters
+                        .deadline_suspensions
+                        .fetch_add(1, Ordering::Relaxed);
+                    inner.flag_event(&flag, Event::Suspended, watch::ACTOR, Some(&reason));
+                }
+                // Already suspended (by a person or the ladder): the escalation stands.
+                Err(Refusal::Conflict(_)) => {}
+                // The tenant left the policy: nothing to suspend; reported once.
+                Err(Refusal::UnknownTenant(_)) => {
+                    inner.store.mark_deadline_passed(flag.id, watch::ACTOR)?;
+                    tracing::warn!(flag = flag.id, tenant = %flag.tenant, "flag unanswered at its deadline, but the tenant is no longer in the policy: not suspended");
+                    inner.flag_event(&flag, Event::DeadlinePassed, watch::ACTOR, None);
+                    continue;
+                }
+                Err(e) => {
+                    inner
+                        .review
+                        .counters
+                        .deadline_suspend_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(flag = flag.id, tenant = %flag.tenant, error = %format!("{e:#}"), "could not suspend at the deadline; trying again at the next sweep");
+                    continue;
+                }
+            }
+            let escalated = inner.store.set_flag_state(
+                flag.id,
+                FlagState::Escalated,
+                Some(&reason),
+                watch::ACTOR,
+            )?;
+            tracing::warn!(flag = flag.id, tenant = %flag.tenant, kind = %flag.kind, "flag unanswered at its deadline: tenant suspended, flag escalated");
+            inner.flag_event(&escalated, Event::Escalated, watch::ACTOR, Some(&reason));
+        }
+        Ok(())
+    }
+
+    /// The review workflow's figures.
+    fn review_stats(inner: &Inner) -> notify::ReviewStats {
+        let counts = inner.store.notification_counts().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting notifications failed");
+            store::NotificationCounts::default()
+        });
+        inner.review.stats(counts.pending, counts.abandoned)
     }
 
     /// The once-a-second work: reads every tenant's counters once, updates the rates the
@@ -754,6 +1028,85 @@ impl Shared {
     }
 }
 
+/// A notification on its way out.
+struct Outgoing {
+    notification: store::Notification,
+    /// Where to.
+    url: Option<String>,
+    /// What is sent.
+    body: serde_json::Value,
+    /// The deadline delivery starts, for a flag's first notice.
+    deadline: Option<i64>,
+}
+
+/// The notification task: every [`notify::EVERY`], sends the due notifications (up to
+/// [`notify::BATCH`] at once, each bounded by [`notify::SEND_TIMEOUT`]).
+async fn review_loop(shared: Arc<Shared>) {
+    let client = match reqwest::Client::builder()
+        .timeout(notify::SEND_TIMEOUT)
+        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client: notifications and deadlines are off");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(notify::EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let due = match tokio::task::spawn_blocking(move || s.due_notifications()).await {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "reading due notifications failed");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "notification task failed");
+                Vec::new()
+            }
+        };
+        let mut sends = tokio::task::JoinSet::new();
+        for o in due {
+            let client = client.clone();
+            sends.spawn(async move {
+                let r = match &o.url {
+                    Some(url) => notify::deliver(&client, url, &o.body).await,
+                    None => Err("no notify.webhook configured for the tenant any more".into()),
+                };
+                (o, r)
+            });
+        }
+        while let Some(done) = sends.join_next().await {
+            let Ok((o, r)) = done else { continue };
+            let s = shared.clone();
+            let recorded = tokio::task::spawn_blocking(move || s.delivery_outcome(&o, r)).await;
+            if let Ok(Err(e)) = recorded {
+                tracing::error!(error = %format!("{e:#}"), "recording a delivery failed; it is retried");
+            }
+        }
+    }
+}
+
+/// The deadline task: every [`notify::EVERY`], acts on flags past their deadline (apart
+/// from the deliveries, so a slow webhook never delays a suspension).
+async fn deadline_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(notify::EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || s.sweep_deadlines()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "deadline sweep failed"),
+            Err(e) => tracing::error!(error = %e, "deadline sweep task failed"),
+        }
+    }
+}
+
 /// Options of `warden run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -775,6 +1128,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Tokens::empty()
         }
     };
+    // Before anything touches the kernel: a bad certificate or key stops the start here.
+    let tls = match &policy.daemon.tls {
+        Some(files) => Some(crate::api::tls_config(files)?),
+        None => None,
+    };
+    let api_config = policy.daemon.clone();
     let store = Store::open(&policy.daemon.state_dir)?;
     let index = TenantIndex::from_entries(&store.tenant_index()?)?;
     let suspensions: HashMap<String, Suspension> = store
@@ -798,6 +1157,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .iter()
         .map(|i| (i.name.clone(), i.mode))
         .collect();
+    let events_log = policy.daemon.events_log_path();
     let mut nothing_yet = policy.clone();
     nothing_yet.tenants.clear();
     let mut inner = Inner {
@@ -810,7 +1170,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         suspensions,
         store,
         rates: HashMap::new(),
+        retired: metrics::Totals::default(),
         last: None,
+        review: notify::Review::new(&events_log),
     };
     // Policy and suspensions go into the kernel before any program is attached (or,
     // when adopting, with one atomic flip), so no packet passes unenforced.
@@ -870,6 +1232,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
     let events = reader.map(|reader| tokio::spawn(read_events(shared.clone(), reader)));
+    let review = tokio::spawn(review_loop(shared.clone()));
+    let deadlines = tokio::spawn(deadline_loop(shared.clone()));
     let reloader = tokio::spawn({
         let shared = shared.clone();
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -894,7 +1258,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, "serving API and /metrics");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, scheme, "serving API and /metrics");
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let shutdown = async move {
@@ -903,18 +1268,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    let served = axum::serve(listener, crate::api::router(shared.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let tokens = shared.tokens().clone();
+    let served =
+        crate::api::serve(listener, tls, shared.clone(), tokens, &api_config, shutdown).await;
     sampler.abort();
     reloader.abort();
+    review.abort();
+    deadlines.abort();
     let _ = sampler.await;
     let _ = reloader.await;
+    let _ = review.await;
+    let _ = deadlines.await;
     if let Some(events) = events {
         events.abort();
         let _ = events.await;
     }
-    served.context("serving HTTP")?;
+    served?;
     drop(shared);
     if opts.detach_on_exit {
         let n = Dataplane::uninstall(&bpffs)?;

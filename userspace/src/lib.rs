@@ -15,6 +15,7 @@ pub mod detect;
 pub mod enforce;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod policy;
 pub mod store;
 pub mod watch;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = || Client::new(&cli.api, cli.token.clone());
+    let client = || Client::new(&cli.api, cli.token.clone(), cli.ca.as_deref());
     match &cli.command {
         Command::Run {
             config,

@@ -42,10 +42,78 @@ pub struct DetectionSample {
     pub status: WatchStatus,
 }
 
+/// The per-tenant series bound (`daemon.metrics_top_k`): at most this many tenants get
+/// per-tenant series; the aggregates cover every tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopK(pub usize);
+
+impl Default for TopK {
+    fn default() -> Self {
+        TopK(DEFAULT_TOP_K)
+    }
+}
+
+/// Default of `daemon.metrics_top_k`.
+pub const DEFAULT_TOP_K: usize = 1_000;
+/// Largest `daemon.metrics_top_k` accepted: the size `cargo xtask bench` renders
+/// against the 50 ms bar with every tenant exported.
+pub const MAX_TOP_K: usize = 10_000;
+
+/// Counters summed over tenants (the `warden_tenants_*` aggregates).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// `[out, in]`.
+    pub counters: [Counters; 2],
+    /// `[out, in]`.
+    pub drops: [DropCounters; 2],
+    /// Per kind, in [`Kind::ALL`] order.
+    pub detections: [u64; Kind::ALL.len()],
+}
+
+impl Totals {
+    /// Adds one tenant's traffic and drops.
+    pub fn add_traffic(&mut self, counters: &[Counters; 2], drops: &[DropCounters; 2]) {
+        for d in 0..2 {
+            self.counters[d].packets = self.counters[d].packets.wrapping_add(counters[d].packets);
+            self.counters[d].bytes = self.counters[d].bytes.wrapping_add(counters[d].bytes);
+            for (acc, n) in self.drops[d].packets.iter_mut().zip(drops[d].packets) {
+                *acc = acc.wrapping_add(n);
+            }
+        }
+    }
+
+    /// Adds one tenant's detections.
+    pub fn add_detections(&mut self, detections: &[u64; Kind::ALL.len()]) {
+        for (acc, n) in self.detections.iter_mut().zip(detections) {
+            *acc = acc.wrapping_add(*n);
+        }
+    }
+}
+
+/// One kernel program's run statistics (`BPF_OBJ_GET_INFO_BY_FD`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The program's name (`warden_common::program`).
+    pub program: String,
+    /// Runs counted while `kernel.bpf_stats_enabled` was 1.
+    pub runs: u64,
+    /// Time spent in those runs, nanoseconds.
+    pub run_time_ns: u64,
+}
+
 /// Everything `/metrics` shows, read from the dataplane in one go.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
+    /// Every tenant of the policy (the renderer picks the top K).
     pub tenants: Vec<TenantSample>,
+    /// How many tenants get per-tenant series.
+    pub top_k: TopK,
+    /// Tenants removed from the policy since the daemon started, so the aggregates
+    /// do not fall when a tenant leaves.
+    pub retired: Totals,
+    /// Per-program run statistics; `None` while `kernel.bpf_stats_enabled` is 0 (the
+    /// kernel does not count then, so no figure is exported).
+    pub programs: Option<Vec<ProgramRuns>>,
     /// Traffic of no tenant: `[slot][direction]`, slots as in `warden_common::global`.
     pub unattributed: [[Counters; 2]; global::SLOTS as usize],
     /// Policies applied since start.
@@ -56,6 +124,8 @@ pub struct Snapshot {
     pub maps: Vec<(String, u64, u64)>,
     /// Detection.
     pub detection: DetectionSample,
+    /// Review workflow (engineer R): webhook notifications, deadlines, events log.
+    pub review: crate::notify::ReviewStats,
 }
 
 fn escape(v: &str) -> String {
@@ -69,17 +139,53 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Which tenants get per-tenant series: indexes into `tenants`, in their order there.
+///
+/// At most `k`. Suspended tenants come first, then tenants with a detection, then the
+/// rest by cumulative bytes (both directions) since their counters started; ties go to
+/// the smaller id, so the choice is deterministic. Cumulative bytes, not a recent rate:
+/// the renderer is stateless (every scrape, from any number of Prometheus servers, sees
+/// the same set), and the set changes slowly, so a tenant's series do not flap in and
+/// out between scrapes (a counter that disappears and comes back loses its increases
+/// to `rate()`). A tenant that turns abusive recently gets in through its detection
+/// even with little history; every tenant's traffic is in the aggregates.
+pub fn select_top_k(tenants: &[TenantSample], k: usize) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..tenants.len()).collect();
+    if k < tenants.len() {
+        let key = |i: &usize| {
+            let t = &tenants[*i];
+            let bytes = t.counters[0].bytes.saturating_add(t.counters[1].bytes);
+            (
+                std::cmp::Reverse(t.suspended),
+                std::cmp::Reverse(t.detections.iter().any(|n| *n > 0)),
+                std::cmp::Reverse(bytes),
+                t.id.as_str(),
+            )
+        };
+        order.select_nth_unstable_by(k - 1, |a, b| key(a).cmp(&key(b)));
+        order.truncate(k);
+        order.sort_unstable();
+    }
+    order
+}
+
 /// Renders the snapshot in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(1024 + s.tenants.len() * 512);
+    let selected: Vec<(&TenantSample, String)> = select_top_k(&s.tenants, s.top_k.0)
+        .into_iter()
+        .map(|i| (&s.tenants[i], escape(&s.tenants[i].id)))
+        .collect();
+    let mut out = String::with_capacity(4096 + selected.len() * 2560);
     header(&mut out, "warden_tenant_bytes_total", "counter",
-        "Ethernet frame bytes per tenant as the hook sees them; direction out = sent by the tenant, in = received.");
-    for t in &s.tenants {
+        "Ethernet frame bytes per tenant as the hook sees them; direction out = sent by the tenant, in = received. Only the top-K tenants (daemon.metrics_top_k); every tenant is in warden_tenants_bytes_total.");
+    for (t, id) in &selected {
         for (d, dir) in direction::NAMES.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "warden_tenant_bytes_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
-                escape(&t.id),
+                "warden_tenant_bytes_total{{tenant=\"{id}\",direction=\"{dir}\"}} {}",
                 t.counters[d].bytes
             );
         }
@@ -88,14 +194,13 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_tenant_packets_total",
         "counter",
-        "Packets per tenant; direction out = sent by the tenant, in = received.",
+        "Packets per tenant; direction out = sent by the tenant, in = received. Only the top-K tenants.",
     );
-    for t in &s.tenants {
+    for (t, id) in &selected {
         for (d, dir) in direction::NAMES.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "warden_tenant_packets_total{{tenant=\"{}\",direction=\"{dir}\"}} {}",
-                escape(&t.id),
+                "warden_tenant_packets_total{{tenant=\"{id}\",direction=\"{dir}\"}} {}",
                 t.counters[d].packets
             );
         }
@@ -104,12 +209,12 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_dropped_packets_total",
         "counter",
-        "Packets dropped by enforcement, per tenant, direction and reason.",
+        "Packets dropped by enforcement, per tenant, direction and reason. Only the top-K tenants.",
     );
-    for t in &s.tenants {
+    for (t, id) in &selected {
         for (d, dir) in direction::NAMES.iter().enumerate() {
             for (r, name) in reason::NAMES.iter().enumerate() {
-                let _ = writeln!(out, "warden_dropped_packets_total{{tenant=\"{}\",direction=\"{dir}\",reason=\"{name}\"}} {}", escape(&t.id), t.drops[d].packets[r]);
+                let _ = writeln!(out, "warden_dropped_packets_total{{tenant=\"{id}\",direction=\"{dir}\",reason=\"{name}\"}} {}", t.drops[d].packets[r]);
             }
         }
     }
@@ -117,16 +222,16 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_tenant_suspended",
         "gauge",
-        "1 while the tenant is suspended.",
+        "1 while the tenant is suspended. Only the top-K tenants (suspended tenants are picked first).",
     );
-    for t in &s.tenants {
+    for (t, id) in &selected {
         let _ = writeln!(
             out,
-            "warden_tenant_suspended{{tenant=\"{}\"}} {}",
-            escape(&t.id),
+            "warden_tenant_suspended{{tenant=\"{id}\"}} {}",
             u8::from(t.suspended)
         );
     }
+    render_aggregates(&mut out, s, selected.len());
     for (name, field, help) in [
         ("warden_unattributed_packets_total", 0, "Packets of no tenant, by reason: no_tenant (passed), malformed (passed), spoofed (dropped: from a tenant port, sender bound to nobody)."),
         ("warden_unattributed_bytes_total", 1, "Bytes of no tenant, by reason (see warden_unattributed_packets_total)."),
@@ -158,12 +263,13 @@ pub fn render(s: &Snapshot) -> String {
         "warden_policy_apply_failures_total {}",
         s.policy_apply_failures
     );
-    render_detection(&mut out, s);
+    render_detection(&mut out, s, &selected);
+    crate::notify::render_metrics(&mut out, &s.review);
     header(
         &mut out,
         "warden_map_entries",
         "gauge",
-        "Entries in each bounded kernel map (per policy generation).",
+        "Entries in use in each kernel map that refuses new entries when full: the policy tables (per policy generation: ADDRS_V4 and ADDRS_V6 prefixes, MACS, TENANT_COUNTERS tenants), the management tries (prefixes) and BLOCKS (kernel blocks). The fixed detection tables (CONTACTS bloom filter, PENDING, SKETCH count-min sketch, REPORTED) are not listed: they never refuse an entry; PENDING overwrites are counted in warden_detection_dropped_total{reason=\"kernel_pending_overwritten\"}, and the filter and sketch trade collisions for a fixed size by design (docs/detection-design.md).",
     );
     for (m, entries, _) in &s.maps {
         let _ = writeln!(out, "warden_map_entries{{map=\"{m}\"}} {entries}");
@@ -172,28 +278,158 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "warden_map_capacity",
         "gauge",
-        "Capacity of each bounded kernel map (per policy generation).",
+        "Capacity of each map in warden_map_entries (per policy generation for the policy tables).",
     );
     for (m, _, cap) in &s.maps {
         let _ = writeln!(out, "warden_map_capacity{{map=\"{m}\"}} {cap}");
     }
+    render_programs(&mut out, s);
     out
 }
 
+/// The kernel programs' run statistics, only while the kernel counts them.
+fn render_programs(out: &mut String, s: &Snapshot) {
+    header(
+        out,
+        "warden_program_stats_enabled",
+        "gauge",
+        "1 while kernel.bpf_stats_enabled is 1, so the kernel counts program runs and run time (warden_program_runs_total, warden_program_run_seconds_total). The daemon does not turn it on: it costs two clock reads per program run (per packet), and is the operator's choice (sysctl kernel.bpf_stats_enabled=1).",
+    );
+    let _ = writeln!(
+        out,
+        "warden_program_stats_enabled {}",
+        u8::from(s.programs.is_some())
+    );
+    let Some(programs) = &s.programs else {
+        return;
+    };
+    header(
+        out,
+        "warden_program_runs_total",
+        "counter",
+        "Runs of each Warden kernel program (one per packet at its hook), counted by the kernel only while kernel.bpf_stats_enabled is 1; exported only then.",
+    );
+    for p in programs {
+        let _ = writeln!(
+            out,
+            "warden_program_runs_total{{program=\"{}\"}} {}",
+            escape(&p.program),
+            p.runs
+        );
+    }
+    header(
+        out,
+        "warden_program_run_seconds_total",
+        "counter",
+        "Time spent in each Warden kernel program, counted by the kernel only while kernel.bpf_stats_enabled is 1; exported only then.",
+    );
+    for p in programs {
+        let _ = writeln!(
+            out,
+            "warden_program_run_seconds_total{{program=\"{}\"}} {}",
+            escape(&p.program),
+            p.run_time_ns as f64 / 1e9
+        );
+    }
+}
+
+/// The aggregates over every tenant, whatever the top-K: tenant counts and the sums of
+/// the per-tenant families.
+fn render_aggregates(out: &mut String, s: &Snapshot, exported: usize) {
+    let mut totals = s.retired;
+    let mut suspended = 0u64;
+    for t in &s.tenants {
+        totals.add_traffic(&t.counters, &t.drops);
+        totals.add_detections(&t.detections);
+        suspended += u64::from(t.suspended);
+    }
+    for (name, help, value) in [
+        (
+            "warden_tenants",
+            "Tenants in the applied policy.",
+            s.tenants.len() as u64,
+        ),
+        (
+            "warden_tenants_suspended",
+            "Tenants suspended now.",
+            suspended,
+        ),
+        (
+            "warden_metrics_top_k",
+            "At most this many tenants get per-tenant series (daemon.metrics_top_k).",
+            s.top_k.0 as u64,
+        ),
+        (
+            "warden_tenants_omitted",
+            "Tenants left out of the per-tenant series by the top-K bound (their traffic, drops and detections are still in the warden_tenants_* sums).",
+            (s.tenants.len() - exported) as u64,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    const SUM: &str = "Summed over every tenant of the policy, and over the tenants removed from it since the daemon started (so it does not fall when a tenant leaves; it restarts from the current tenants' counters when the daemon restarts).";
+    for (name, what, packets) in [
+        (
+            "warden_tenants_bytes_total",
+            "Ethernet frame bytes of all tenants by direction (out = sent by the tenant).",
+            false,
+        ),
+        (
+            "warden_tenants_packets_total",
+            "Packets of all tenants by direction.",
+            true,
+        ),
+    ] {
+        header(out, name, "counter", &format!("{what} {SUM}"));
+        for (d, dir) in direction::NAMES.iter().enumerate() {
+            let c = totals.counters[d];
+            let v = if packets { c.packets } else { c.bytes };
+            let _ = writeln!(out, "{name}{{direction=\"{dir}\"}} {v}");
+        }
+    }
+    header(
+        out,
+        "warden_tenants_dropped_packets_total",
+        "counter",
+        &format!("Packets of all tenants dropped by enforcement, by direction and reason. {SUM}"),
+    );
+    for (d, dir) in direction::NAMES.iter().enumerate() {
+        for (r, name) in reason::NAMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "warden_tenants_dropped_packets_total{{direction=\"{dir}\",reason=\"{name}\"}} {}",
+                totals.drops[d].packets[r]
+            );
+        }
+    }
+    header(
+        out,
+        "warden_tenants_detections_total",
+        "counter",
+        &format!("Detections started, all tenants, by kind. {SUM}"),
+    );
+    for (kind, n) in Kind::ALL.iter().zip(totals.detections) {
+        let _ = writeln!(
+            out,
+            "warden_tenants_detections_total{{kind=\"{kind}\"}} {n}"
+        );
+    }
+}
+
 /// The detection families.
-fn render_detection(out: &mut String, s: &Snapshot) {
+fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSample, String)]) {
     header(
         out,
         "warden_detections_total",
         "counter",
-        "Detections started (episodes opened), per tenant and kind, whatever the action.",
+        "Detections started (episodes opened), per tenant and kind, whatever the action. Only the top-K tenants (tenants with a detection are picked before the others); every tenant is in warden_tenants_detections_total.",
     );
-    for t in &s.tenants {
+    for (t, id) in selected {
         for (kind, n) in Kind::ALL.iter().zip(t.detections) {
             let _ = writeln!(
                 out,
-                "warden_detections_total{{tenant=\"{}\",kind=\"{kind}\"}} {n}",
-                escape(&t.id)
+                "warden_detections_total{{tenant=\"{id}\",kind=\"{kind}\"}} {n}"
             );
         }
     }
@@ -359,6 +595,229 @@ mod tests {
         for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             assert!(seen.insert(l.to_owned()), "declared twice: {l}");
         }
+    }
+
+    fn tenant(id: &str, bytes_out: u64, bytes_in: u64) -> TenantSample {
+        let mut t = TenantSample {
+            id: id.into(),
+            ..Default::default()
+        };
+        t.counters[0].bytes = bytes_out;
+        t.counters[1].bytes = bytes_in;
+        t
+    }
+
+    fn ids(tenants: &[TenantSample], k: usize) -> Vec<&str> {
+        select_top_k(tenants, k)
+            .into_iter()
+            .map(|i| tenants[i].id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn top_k_keeps_the_heaviest_by_bytes_both_ways_in_policy_order() {
+        let tenants = vec![
+            tenant("a", 10, 0),
+            tenant("b", 0, 50),
+            tenant("c", 30, 30),
+            tenant("d", 5, 5),
+        ];
+        assert_eq!(ids(&tenants, 2), ["b", "c"]);
+        assert_eq!(ids(&tenants, 3), ["a", "b", "c"]);
+        assert_eq!(ids(&tenants, 4), ["a", "b", "c", "d"]);
+        assert_eq!(ids(&tenants, 10), ["a", "b", "c", "d"]);
+        assert!(ids(&tenants, 0).is_empty());
+    }
+
+    #[test]
+    fn top_k_puts_suspended_then_detected_tenants_first_and_breaks_ties_by_id() {
+        let mut tenants = vec![
+            tenant("big", 1_000_000, 0),
+            tenant("quiet-suspended", 0, 0),
+            tenant("flagged", 1, 0),
+            tenant("y", 7, 0),
+            tenant("x", 7, 0),
+        ];
+        tenants[1].suspended = true;
+        tenants[2].detections[Kind::ALL.len() - 1] = 1;
+        assert_eq!(ids(&tenants, 1), ["quiet-suspended"]);
+        assert_eq!(ids(&tenants, 2), ["quiet-suspended", "flagged"]);
+        assert_eq!(ids(&tenants, 3), ["big", "quiet-suspended", "flagged"]);
+        // Equal bytes: the smaller id wins, the same on every scrape.
+        assert_eq!(ids(&tenants, 4), ["big", "quiet-suspended", "flagged", "x"]);
+        // Saturating sum: counters near u64::MAX do not wrap to small.
+        let huge = vec![tenant("h", u64::MAX, u64::MAX), tenant("s", 1, 1)];
+        assert_eq!(ids(&huge, 1), ["h"]);
+    }
+
+    /// Checks the text-format rules Prometheus relies on: every sample belongs to the
+    /// family declared just before it (HELP and TYPE once each, families contiguous),
+    /// counters end in `_total`, values parse, and no series appears twice. Returns
+    /// the samples by series.
+    fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
+        let mut samples = std::collections::HashMap::new();
+        let mut declared = std::collections::HashSet::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_owned();
+                assert!(
+                    declared.insert(name.clone()),
+                    "family {name} declared twice"
+                );
+                current = Some((name, String::new()));
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let cur = current.as_mut().expect("TYPE without HELP");
+                assert_eq!(cur.0, name, "TYPE of another family than its HELP");
+                assert!(["counter", "gauge"].contains(&kind), "type {kind}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "counter {name} without _total");
+                }
+                cur.1 = kind.to_owned();
+            } else {
+                assert!(!line.starts_with('#'), "stray comment {line:?}");
+                let (series, value) = line.rsplit_once(' ').expect("sample without value");
+                let name = series.split('{').next().unwrap();
+                let (family, kind) = current.as_ref().expect("sample before any family");
+                assert_eq!(name, family, "sample {line:?} outside its family");
+                assert!(!kind.is_empty(), "family {family} without TYPE");
+                if let Some(labels) = series.strip_prefix(name) {
+                    if !labels.is_empty() {
+                        assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
+                    }
+                }
+                let v: f64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("value in {line:?}"));
+                assert!(v.is_finite() && v >= 0.0, "{line:?}");
+                assert!(
+                    samples.insert(series.to_owned(), v).is_none(),
+                    "series twice: {series}"
+                );
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn top_k_bounds_the_tenant_series_and_the_aggregates_cover_every_tenant() {
+        let mut tenants: Vec<TenantSample> = (0..50)
+            .map(|i| tenant(&format!("t{i:02}"), i * 100, i))
+            .collect();
+        tenants[3].suspended = true;
+        tenants[4].drops[0].packets[reason::BANDWIDTH] = 9;
+        tenants[5].detections[0] = 2;
+        let mut retired = Totals::default();
+        retired.add_traffic(
+            &[
+                Counters {
+                    packets: 1,
+                    bytes: 1_000_000,
+                },
+                Counters::default(),
+            ],
+            &[DropCounters::default(); 2],
+        );
+        retired.add_detections(&[1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let s = Snapshot {
+            tenants,
+            top_k: TopK(10),
+            retired,
+            ..Default::default()
+        };
+        let text = render(&s);
+        let samples = parse_exposition(&text);
+        let exported: std::collections::BTreeSet<&str> = samples
+            .keys()
+            .filter(|k| k.starts_with("warden_tenant_bytes_total{"))
+            .map(|k| &k[k.find("tenant=\"").unwrap() + 8..k.find("\",").unwrap()])
+            .collect();
+        // Suspended t03 and flagged t05, then the 8 heaviest: t42..t49.
+        let want: std::collections::BTreeSet<&str> = ["t03", "t05"]
+            .into_iter()
+            .chain(["t42", "t43", "t44", "t45", "t46", "t47", "t48", "t49"])
+            .collect();
+        assert_eq!(exported, want);
+        for family in [
+            "warden_tenant_packets_total{",
+            "warden_dropped_packets_total{",
+            "warden_tenant_suspended{",
+            "warden_detections_total{",
+        ] {
+            let tenants: std::collections::BTreeSet<&str> = samples
+                .keys()
+                .filter(|k| k.starts_with(family))
+                .map(|k| &k[k.find("tenant=\"").unwrap() + 8..][..3])
+                .collect();
+            assert_eq!(tenants, want, "{family}");
+        }
+        let out_bytes: u64 = (0..50).map(|i| i * 100).sum::<u64>() + 1_000_000;
+        let in_bytes: u64 = (0..50).sum();
+        for (series, v) in [
+            ("warden_tenants", 50.0),
+            ("warden_tenants_suspended", 1.0),
+            ("warden_metrics_top_k", 10.0),
+            ("warden_tenants_omitted", 40.0),
+            (
+                "warden_tenants_bytes_total{direction=\"out\"}",
+                out_bytes as f64,
+            ),
+            (
+                "warden_tenants_bytes_total{direction=\"in\"}",
+                in_bytes as f64,
+            ),
+            ("warden_tenants_packets_total{direction=\"out\"}", 1.0),
+            (
+                "warden_tenants_dropped_packets_total{direction=\"out\",reason=\"bandwidth\"}",
+                9.0,
+            ),
+            ("warden_tenants_detections_total{kind=\"scan\"}", 3.0),
+            ("warden_program_stats_enabled", 0.0),
+        ] {
+            assert_eq!(samples.get(series), Some(&v), "{series} in:\n{text}");
+        }
+        // The dropped t04 is not exported, but its drop is in the sum above.
+        assert!(!text.contains("tenant=\"t04\""));
+        assert!(!text.contains("# TYPE warden_program_runs_total"));
+        assert!(!text.contains("\nwarden_program_runs_total{"));
+    }
+
+    #[test]
+    fn program_runs_are_exported_only_while_the_kernel_counts_them() {
+        let s = Snapshot {
+            programs: Some(vec![ProgramRuns {
+                program: "xdp_to_tenant".into(),
+                runs: 12,
+                run_time_ns: 1_500_000_000,
+            }]),
+            ..Default::default()
+        };
+        let samples = parse_exposition(&render(&s));
+        assert_eq!(samples.get("warden_program_stats_enabled"), Some(&1.0));
+        assert_eq!(
+            samples.get("warden_program_runs_total{program=\"xdp_to_tenant\"}"),
+            Some(&12.0)
+        );
+        assert_eq!(
+            samples.get("warden_program_run_seconds_total{program=\"xdp_to_tenant\"}"),
+            Some(&1.5)
+        );
+    }
+
+    #[test]
+    fn default_snapshot_with_maps_is_valid_exposition() {
+        let s = Snapshot {
+            tenants: vec![tenant("a\"b", 1, 2)],
+            maps: vec![("ADDRS_V4".into(), 3, 131_072)],
+            ..Default::default()
+        };
+        let samples = parse_exposition(&render(&s));
+        assert_eq!(
+            samples.get("warden_map_entries{map=\"ADDRS_V4\"}"),
+            Some(&3.0)
+        );
+        assert_eq!(s.top_k, TopK(DEFAULT_TOP_K));
     }
 
     #[test]

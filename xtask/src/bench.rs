@@ -333,12 +333,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     set_active(&mut ebpf, 0)?;
+    let metrics = crate::bench_metrics::run()?;
 
     print_table(&results);
     if let Some(latency) = &latency {
         latency.print_table();
     }
     let report = write_report(&args, cpu, &results, latency.as_ref())?;
+    crate::bench_metrics::add_to_report(&report, &metrics)?;
     println!("report: {}", report.display());
 
     let mut failed: Vec<_> = results
@@ -348,6 +350,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .collect();
     if let Some(latency) = &latency {
         failed.extend(latency.failed().into_iter().map(str::to_owned));
+    }
+    if !metrics.pass() {
+        failed.push(metrics.failure());
     }
     if args.strict && !failed.is_empty() {
         bail!("over the bar: {}", failed.join(", "));

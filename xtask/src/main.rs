@@ -2,6 +2,7 @@
 //! runs `setup` first, so a fresh checkout needs nothing else.
 
 mod bench;
+mod bench_metrics;
 mod demo;
 mod latency;
 mod setup;
@@ -34,6 +35,9 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Measure per-packet cost against baselines measured in the same run.
     Bench(bench::BenchArgs),
+    /// The /metrics part of `bench` alone, as JSON (run by `bench` in release).
+    #[command(hide = true)]
+    BenchMetrics,
 }
 
 fn main() -> Result<()> {
@@ -52,5 +56,6 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::BenchMetrics => bench_metrics::print_json(),
     }
 }

@@ -498,6 +498,8 @@ pub mod program {
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
     /// Benchmark baseline: returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
+    /// The enforcing programs, the ones the daemon pins.
+    pub const ENFORCING: [&str; 4] = [XDP_FROM_TENANT, XDP_TO_TENANT, TC_FROM_TENANT, TC_TO_TENANT];
 }
 
 #[cfg(feature = "user")]

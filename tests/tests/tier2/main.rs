@@ -5,9 +5,11 @@
 //! Needs root. Run with `cargo test -p warden-tests --test tier2 -- --test-threads=1`
 //! after `cargo build -p warden` (`cargo xtask test` does both).
 
+mod api;
 mod common;
 mod detection;
 mod enforcement;
 mod flags;
 mod metering;
 mod monitoring;
+mod review;

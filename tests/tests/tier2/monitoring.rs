@@ -1,6 +1,8 @@
 //! Monitoring: the shipped Prometheus rules and Grafana queries are valid, `/metrics`
-//! passes Prometheus' own lint, and a real Prometheus server scraping the daemon in the
-//! lab sees exactly the counters the API reports.
+//! (with the kernel's program statistics on) passes Prometheus' own lint, a real
+//! Prometheus server scraping the daemon in the lab sees exactly the kernel's counters,
+//! and the top-K bound keeps per-tenant series to K tenants while the all-tenant sums
+//! keep every tenant's traffic, removed tenants included.
 //!
 //! Needs `prometheus` and `promtool` (Debian package `prometheus`, installed by
 //! `cargo xtask setup`). Prometheus runs inside the lab's node namespace, next to the
@@ -115,6 +117,31 @@ fn prometheus_rules_pass_promtool_check() -> Result<()> {
     Ok(())
 }
 
+/// Turns on the kernel's program statistics (`kernel.bpf_stats_enabled`, a global
+/// sysctl) for a test and puts the previous value back on drop.
+struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let previous =
+            std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing 1 to {BPF_STATS}"))?;
+        Ok(BpfStats { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(BPF_STATS, self.previous.trim()) {
+            eprintln!("restoring {BPF_STATS}: {e}");
+        }
+    }
+}
+
 #[test]
 fn metrics_exposition_passes_promtool_lint() -> Result<()> {
     let promtool = tool("promtool")?;
@@ -122,14 +149,56 @@ fn metrics_exposition_passes_promtool_lint() -> Result<()> {
     let lab = StandardLab::build("wmon")?;
     let policy = lab.write_policy()?;
     let _daemon = lab.start_daemon(&warden, &policy, &["--detach-on-exit"])?;
+    // With the kernel's program statistics on, so their families are linted too.
+    let stats = BpfStats::enable()?;
     // Traffic in both directions for two tenants, so every series has a value.
     ping(&lab.globex, addr::EXT_WAN1_V4, 10, 56)?;
     ping(&lab.node, addr::EXT_WAN0_V6, 10, 100)?;
     let text = lab.get("/metrics")?;
+    drop(stats);
     ensure!(
         text.contains("warden_tenant_bytes_total{tenant=\"globex\",direction=\"out\"}"),
         "/metrics has no globex series:\n{text}"
     );
+    let m = samples(&text);
+    let get = |series: &str| {
+        m.get(series)
+            .copied()
+            .with_context(|| format!("no {series} in /metrics:\n{text}"))
+    };
+    // Three tenants, all under the default K, and the all-tenant sums.
+    assert_eq!(get("warden_tenants")?, 3.0, "warden_tenants");
+    assert_eq!(get("warden_metrics_top_k")?, 1000.0, "warden_metrics_top_k");
+    assert_eq!(
+        get("warden_tenants_omitted")?,
+        0.0,
+        "warden_tenants_omitted"
+    );
+    ensure!(get("warden_tenants_bytes_total{direction=\"out\"}")? > 0.0);
+    // Map fill of the management tries: one prefix per family in the lab's policy.
+    for (series, v) in [
+        ("warden_map_entries{map=\"MANAGEMENT_V4\"}", 1.0),
+        ("warden_map_entries{map=\"MANAGEMENT_V6\"}", 1.0),
+        ("warden_map_capacity{map=\"MANAGEMENT_V4\"}", 1024.0),
+        ("warden_map_entries{map=\"ADDRS_V4\"}", 3.0),
+        ("warden_program_stats_enabled", 1.0),
+    ] {
+        assert_eq!(get(series)?, v, "{series}");
+    }
+    // The programs that carried the pings ran: globex's XDP on lan0 (from tenant), the
+    // node's tcx egress on wan0 (host mode, from tenant) and its XDP there (replies).
+    for program in ["xdp_from_tenant", "tc_from_tenant", "xdp_to_tenant"] {
+        let runs = get(&format!(
+            "warden_program_runs_total{{program=\"{program}\"}}"
+        ))?;
+        let secs = get(&format!(
+            "warden_program_run_seconds_total{{program=\"{program}\"}}"
+        ))?;
+        ensure!(
+            runs >= 10.0 && secs > 0.0,
+            "{program}: {runs} runs, {secs} s after 10 pings"
+        );
+    }
     let run = run_with_stdin(&promtool, &["check", "metrics"], &text, PROMTOOL_TIMEOUT)?;
     // promtool prints lint problems on stdout (and exits non-zero): any output fails.
     ensure!(
@@ -142,7 +211,7 @@ fn metrics_exposition_passes_promtool_lint() -> Result<()> {
 }
 
 #[test]
-fn prometheus_scrape_of_globex_out_bytes_equals_the_api_counter() -> Result<()> {
+fn prometheus_scrape_of_globex_out_bytes_equals_the_kernel_counters() -> Result<()> {
     let warden = warden_binary()?;
     let lab = StandardLab::build("wmon")?;
     let policy = lab.write_policy()?;
@@ -185,12 +254,14 @@ fn prometheus_scrape_of_globex_out_bytes_equals_the_api_counter() -> Result<()> 
         api,
         "globex out (packets, bytes): kernel map vs API"
     );
+    // Exact: the daemon reads the same per-CPU counters, and no globex traffic flowed
+    // between the scrape and the kernel read (the API read before and after agree).
     assert_eq!(
         (packets, scraped),
-        api,
-        "globex out (packets, bytes): Prometheus vs API"
+        (kernel.packets, kernel.bytes),
+        "globex out (packets, bytes): Prometheus vs kernel map"
     );
-    eprintln!("globex out: Prometheus {scraped} bytes / {packets} packets = API = kernel map");
+    eprintln!("globex out: Prometheus {scraped} bytes / {packets} packets = kernel map = API");
     Ok(())
 }
 
@@ -267,6 +338,215 @@ fn prometheus_evaluates_every_alert_rule_and_dashboard_query_without_error() -> 
         );
     }
     eprintln!("{} dashboard queries evaluate", exprs.len());
+    Ok(())
+}
+
+/// `/metrics` samples by series (`name{labels}` as the daemon writes it).
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(series, v)| Some((series.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// The tenants with a `warden_tenant_bytes_total` series.
+fn exported_tenants(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("warden_tenant_bytes_total{tenant=\""))
+        .filter(|l| l.contains("direction=\"out\""))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out
+}
+
+/// `(packets, bytes)` per direction, `[out, in]`.
+type Sums = [(u64, u64); 2];
+
+/// `(packets, bytes)` per direction summed over `tenants` of `GET /api/v1/tenants`.
+fn api_sum(lab: &StandardLab) -> Result<Sums> {
+    let mut sum = [(0, 0); 2];
+    for (_, (_, c)) in api_counters(lab)? {
+        for d in 0..2 {
+            sum[d].0 += c[d].packets;
+            sum[d].1 += c[d].bytes;
+        }
+    }
+    Ok(sum)
+}
+
+/// `warden_tenants_{packets,bytes}_total` per direction from one `/metrics`.
+fn aggregate(m: &std::collections::HashMap<String, f64>) -> Result<Sums> {
+    let mut out = [(0, 0); 2];
+    for (d, dir) in direction::NAMES.iter().enumerate() {
+        for (i, name) in ["warden_tenants_packets_total", "warden_tenants_bytes_total"]
+            .iter()
+            .enumerate()
+        {
+            let series = format!("{name}{{direction=\"{dir}\"}}");
+            let v = *m.get(&series).with_context(|| format!("no {series}"))? as u64;
+            if i == 0 {
+                out[d].0 = v;
+            } else {
+                out[d].1 = v;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The all-tenant sums of `/metrics` and the API's per-tenant sum, read while no
+/// counter moved (two `/metrics` reads around the API read agree); up to 20 tries,
+/// since a lab host may send a stray neighbour discovery packet at any time.
+fn settled_sums(lab: &StandardLab) -> Result<(Sums, Sums)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let first = aggregate(&samples(&lab.get("/metrics")?))?;
+        let api = api_sum(lab)?;
+        let second = aggregate(&samples(&lab.get("/metrics")?))?;
+        if first == second {
+            return Ok((first, api));
+        }
+        last = Some((first, second));
+        thread::sleep(Duration::from_millis(300));
+    }
+    bail!("tenant counters kept moving: {last:?}")
+}
+
+/// The lab's policy with `daemon.metrics_top_k: k`, without the tenants in `drop`.
+fn policy_with(lab: &StandardLab, k: usize, drop: &[&str]) -> Result<String> {
+    let text = lab.policy_text()?;
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("  - id: ") {
+            skipping = drop.contains(&id.trim());
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line == "daemon:" {
+            out.push_str(&format!("  metrics_top_k: {k}\n"));
+        }
+    }
+    ensure!(
+        out.contains("metrics_top_k") && drop.iter().all(|t| !out.contains(&format!("id: {t}\n"))),
+        "could not edit the lab policy:\n{out}"
+    );
+    Ok(out)
+}
+
+#[test]
+fn top_k_bounds_tenant_series_and_the_sums_keep_every_tenant() -> Result<()> {
+    let warden = warden_binary()?;
+    let lab = StandardLab::build("wmtk")?;
+    let path = lab.lab.tempdir().join("warden.yaml");
+    std::fs::write(&path, policy_with(&lab, 1, &[])?)?;
+    let mut daemon = lab.start_daemon(&warden, &path, &["--detach-on-exit"])?;
+
+    // globex sends the most; initech some; acme (the node) little or nothing.
+    ping(&lab.globex, addr::EXT_WAN1_V4, 40, 1000)?;
+    ping(&lab.initech, addr::EXT_WAN1_V4, 5, 56)?;
+    let text = lab.get("/metrics")?;
+    let m = samples(&text);
+    assert_eq!(
+        exported_tenants(&text),
+        ["globex"],
+        "per-tenant series at K = 1"
+    );
+    for (series, v) in [
+        ("warden_tenants", 3.0),
+        ("warden_metrics_top_k", 1.0),
+        ("warden_tenants_omitted", 2.0),
+    ] {
+        assert_eq!(m.get(series), Some(&v), "{series}");
+    }
+    for family in [
+        "warden_tenant_packets_total{",
+        "warden_dropped_packets_total{",
+        "warden_detections_total{",
+        "warden_tenant_suspended{",
+    ] {
+        ensure!(
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .all(|l| l.contains("tenant=\"globex\"")),
+            "{family} has another tenant than globex at K = 1"
+        );
+    }
+    // The sums cover all three tenants: exactly the API's (the kernel's) counters.
+    let (sums, api) = settled_sums(&lab)?;
+    assert_eq!(
+        sums, api,
+        "all-tenant sums vs the API's tenants, [out, in] (packets, bytes)"
+    );
+    let initech = api_counters(&lab)?["initech"].1;
+    ensure!(initech[0].packets >= 5, "initech out: {:?}", initech[0]);
+
+    // Reload with K = 3 and without initech: K changes without a restart, and the
+    // sums keep initech's traffic (they must not fall when a tenant leaves).
+    std::fs::write(&path, policy_with(&lab, 3, &["initech"])?)?;
+    // SAFETY: signals the daemon we started.
+    ensure!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) } == 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = lab.get("/metrics")?;
+        if text.contains("\nwarden_policy_generation 2\n") {
+            break text;
+        }
+        if let Some(status) = daemon.try_wait()? {
+            bail!(
+                "the daemon exited ({status}) on SIGHUP; log:\n{}",
+                daemon.log()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply generation 2 within 10s; log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let m = samples(&text);
+    assert_eq!(
+        exported_tenants(&text),
+        ["acme", "globex"],
+        "per-tenant series at K = 3"
+    );
+    for (series, v) in [
+        ("warden_tenants", 2.0),
+        ("warden_metrics_top_k", 3.0),
+        ("warden_tenants_omitted", 0.0),
+        ("warden_policy_generation", 2.0),
+    ] {
+        assert_eq!(m.get(series), Some(&v), "{series}");
+    }
+    let (after, api) = settled_sums(&lab)?;
+    for d in 0..2 {
+        // What the sums hold beyond the current tenants is initech's, read from the
+        // API before the reload; initech's host may have sent a stray neighbour
+        // discovery frame between that read and the reload (at most 4, 100 B each).
+        let retired = (after[d].0 - api[d].0, after[d].1 - api[d].1);
+        let final_initech = (initech[d].packets, initech[d].bytes);
+        ensure!(
+            retired.0 >= final_initech.0
+                && retired.1 >= final_initech.1
+                && retired.0 - final_initech.0 <= 4
+                && retired.1 - final_initech.1 <= 400,
+            "direction {}: sums minus current tenants {retired:?}, initech had {final_initech:?}",
+            direction::NAMES[d]
+        );
+        ensure!(
+            after[d] >= sums[d],
+            "sums fell: {:?} -> {:?}",
+            sums[d],
+            after[d]
+        );
+    }
     Ok(())
 }
 

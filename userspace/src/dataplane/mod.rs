@@ -697,12 +697,7 @@ impl Dataplane {
 
     fn pin_programs(&mut self) -> Result<()> {
         let dir = self.bpffs.join("progs");
-        for name in [
-            program::XDP_FROM_TENANT,
-            program::XDP_TO_TENANT,
-            program::TC_FROM_TENANT,
-            program::TC_TO_TENANT,
-        ] {
+        for name in program::ENFORCING {
             let path = dir.join(name);
             if path.exists() {
                 fs::remove_file(&path).map_err(io(&path))?;

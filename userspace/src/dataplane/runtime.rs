@@ -16,7 +16,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
 use warden_common::{
     direction,
     facts::{fact_counter, runtime_flags, BlockKey, BlockValue, TenantRuntime, MAX_BLOCKS},
-    map, tenant_config_index, Rate, TenantConfig, MAX_TENANTS,
+    map, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
 };
 
 use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
@@ -355,7 +355,8 @@ impl Dataplane {
     }
 
     /// Entries in use and capacity of the bounded maps: those a policy fills (as
-    /// [`super::fill`] and [`CAPACITIES`], per generation) and [`map::BLOCKS`].
+    /// [`super::fill`] and [`CAPACITIES`], per generation), [`map::BLOCKS`] and the
+    /// management tries.
     pub fn map_usage(&self, c: &Compiled, tenants: usize) -> Vec<MapUsage> {
         let fill = super::fill(c, tenants);
         let mut out: Vec<MapUsage> = CAPACITIES
@@ -371,7 +372,182 @@ impl Dataplane {
             entries: self.block_expiry.len() as u64,
             capacity: u64::from(MAX_BLOCKS),
         });
+        // The management tries hold the distinct prefixes (not generational).
+        let prefixes: std::collections::HashSet<ipnet::IpNet> =
+            c.management.iter().map(|n| n.trunc()).collect();
+        let v4 = prefixes.iter().filter(|n| n.addr().is_ipv4()).count() as u64;
+        for (m, entries) in [
+            (map::MANAGEMENT_V4, v4),
+            (map::MANAGEMENT_V6, prefixes.len() as u64 - v4),
+        ] {
+            out.push(MapUsage {
+                map: m,
+                entries,
+                capacity: u64::from(warden_common::MAX_MANAGEMENT),
+            });
+        }
         out
+    }
+
+    /// Packets and bytes `[out, in]` of tenant slots `0..slots`, summed over CPUs: what
+    /// [`Dataplane::tenant_counters`] gives per slot, in a few batch syscalls
+    /// (`/metrics` reads every tenant on every scrape).
+    pub fn all_tenant_counters(&self, slots: u32) -> Result<Vec<[Counters; 2]>> {
+        let flat = self.per_cpu_batch(
+            map::TENANT_COUNTERS,
+            slots * direction::COUNT,
+            |a: &mut Counters, c| {
+                a.packets = a.packets.wrapping_add(c.packets);
+                a.bytes = a.bytes.wrapping_add(c.bytes);
+            },
+        )?;
+        Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+    }
+
+    /// Drops by reason `[out, in]` of tenant slots `0..slots`, summed over CPUs, as
+    /// [`Dataplane::drop_counters`] gives them per slot.
+    pub fn all_drop_counters(&self, slots: u32) -> Result<Vec<[DropCounters; 2]>> {
+        let flat = self.per_cpu_batch(
+            map::DROP_COUNTERS,
+            slots * direction::COUNT,
+            |a: &mut DropCounters, c| {
+                for (acc, x) in a.packets.iter_mut().zip(c.packets) {
+                    *acc = acc.wrapping_add(x);
+                }
+            },
+        )?;
+        Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+    }
+
+    /// Entries `0..n` of the per-CPU array `name`, each summed over CPUs with `add`,
+    /// read with `BPF_MAP_LOOKUP_BATCH` (which aya does not wrap) in chunks.
+    fn per_cpu_batch<V: aya::Pod + Default>(
+        &self,
+        name: &'static str,
+        n: u32,
+        add: impl Fn(&mut V, &V),
+    ) -> Result<Vec<V>> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        /// `BPF_MAP_LOOKUP_BATCH` of `enum bpf_cmd`.
+        const LOOKUP_BATCH: libc::c_long = 24;
+        const CHUNK: u32 = 4096;
+        /// The `batch` member of `union bpf_attr`.
+        #[repr(C)]
+        struct BatchAttr {
+            in_batch: u64,
+            out_batch: u64,
+            keys: u64,
+            values: u64,
+            count: u32,
+            map_fd: u32,
+            elem_flags: u64,
+            flags: u64,
+        }
+        let fail = |detail: String| DataplaneError::Io {
+            path: format!("map {name} (BPF_MAP_LOOKUP_BATCH)").into(),
+            source: std::io::Error::other(detail),
+        };
+        let aya::maps::Map::PerCpuArray(data) = self.raw(name)? else {
+            return Err(fail("not a per-CPU array".into()));
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| DataplaneError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        // The kernel lays out each CPU's value at a multiple of 8 bytes.
+        let stride = std::mem::size_of::<V>().next_multiple_of(8);
+        let mut out = Vec::with_capacity(n as usize);
+        let mut keys = vec![0u32; CHUNK as usize];
+        let mut values = vec![0u8; CHUNK as usize * stride * cpus];
+        let (mut prev, mut next) = (0u32, 0u32);
+        while out.len() < n as usize {
+            let want = (n - out.len() as u32).min(CHUNK);
+            let mut attr = BatchAttr {
+                in_batch: if out.is_empty() {
+                    0
+                } else {
+                    &prev as *const u32 as u64
+                },
+                out_batch: &mut next as *mut u32 as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: want,
+                map_fd: fd as u32,
+                elem_flags: 0,
+                flags: 0,
+            };
+            // SAFETY: `attr` points at buffers of `want` keys and `want` per-CPU values
+            // (each `cpus` strides) and at `prev`/`next`, all alive across the call;
+            // the kernel writes no more than `count` elements.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    LOOKUP_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    std::mem::size_of::<BatchAttr>() as libc::c_long,
+                )
+            };
+            let end = if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    return Err(DataplaneError::Io {
+                        path: format!("map {name} (BPF_MAP_LOOKUP_BATCH)").into(),
+                        source: e,
+                    });
+                }
+                true
+            } else {
+                false
+            };
+            let got = (attr.count as usize).min(want as usize);
+            for (i, key) in keys.iter().enumerate().take(got) {
+                if *key as usize != out.len() {
+                    return Err(fail(format!("key {key} where {} was due", out.len())));
+                }
+                let mut sum = V::default();
+                for c in 0..cpus {
+                    let off = (i * cpus + c) * stride;
+                    // SAFETY: `off + size_of::<V>()` is inside `values` (i < want <=
+                    // CHUNK), V is plain data (Pod), and the read is unaligned-safe.
+                    let v: V = unsafe { std::ptr::read_unaligned(values.as_ptr().add(off).cast()) };
+                    add(&mut sum, &v);
+                }
+                out.push(sum);
+            }
+            if end && out.len() < n as usize {
+                return Err(fail(format!("{} entries, {n} wanted", out.len())));
+            }
+            if got == 0 && out.len() < n as usize {
+                return Err(fail("no entries returned".into()));
+            }
+            prev = next;
+        }
+        Ok(out)
+    }
+
+    /// `(program, runs, run time in ns)` of each pinned program, from the kernel's
+    /// program info (`BPF_OBJ_GET_INFO_BY_FD` on `progs/NAME` under bpffs); programs
+    /// not pinned yet are left out. The kernel counts only while
+    /// `kernel.bpf_stats_enabled` is 1.
+    pub fn program_runs(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        use warden_common::program;
+        let dir = self.bpffs.join("progs");
+        let mut out = Vec::new();
+        for name in program::ENFORCING {
+            let path = dir.join(name);
+            if !path.exists() {
+                continue;
+            }
+            let info = aya::programs::ProgramInfo::from_pin(&path)
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            out.push((
+                name,
+                info.run_count(),
+                u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            ));
+        }
+        Ok(out)
     }
 
     /// Reads the blocks back from the kernel (at open: a restarted daemon adopts the

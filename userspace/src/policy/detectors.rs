@@ -164,6 +164,19 @@ pub struct Response {
     pub ceiling: Action,
 }
 
+/// Default of every detector's `deadline`: 24 hours.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(86_400);
+
+/// The review part every detector shares (clause 3.1.3.14): how long a notified tenant has
+/// to answer a flag, and what happens when it does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Review {
+    /// From the notification's delivery to the deadline.
+    pub deadline: Duration,
+    /// Whether an unanswered notified flag suspends the tenant at its deadline.
+    pub suspend_on_deadline: bool,
+}
+
 /// A typed, writable field of a detector, as the reader fills it.
 enum Slot<'a> {
     Action(&'a mut Action),
@@ -173,6 +186,7 @@ enum Slot<'a> {
     U64(&'a mut u64),
     Rate(&'a mut u64),
     Duration(&'a mut Duration),
+    Bool(&'a mut bool),
 }
 
 impl Slot<'_> {
@@ -192,6 +206,7 @@ impl Slot<'_> {
                 field,
                 r.value(node, "a duration such as 30s", units::duration),
             ),
+            Slot::Bool(field) => set(field, r.value(node, "true or false", units::boolean)),
         }
     }
 }
@@ -221,6 +236,12 @@ macro_rules! detector {
             pub escalation_window: Duration,
             /// The harshest action escalation may reach (`ceiling`, default block).
             pub ceiling: Action,
+            /// How long a notified tenant has to answer a flag (`deadline`, default 24h),
+            /// counted from the notification's delivery.
+            pub deadline: Duration,
+            /// Whether a notified flag still unanswered at its deadline suspends the
+            /// tenant (`suspend_on_deadline`, default false).
+            pub suspend_on_deadline: bool,
         }
 
         impl Default for $name {
@@ -233,6 +254,8 @@ macro_rules! detector {
                     escalate_after: 3,
                     escalation_window: Duration::from_secs(3_600),
                     ceiling: Action::Block,
+                    deadline: DEFAULT_DEADLINE,
+                    suspend_on_deadline: false,
                 }
             }
         }
@@ -251,6 +274,14 @@ macro_rules! detector {
                 }
             }
 
+            /// The review fields.
+            pub fn review(&self) -> Review {
+                Review {
+                    deadline: self.deadline,
+                    suspend_on_deadline: self.suspend_on_deadline,
+                }
+            }
+
             fn slots(&mut self) -> Vec<(&'static str, Slot<'_>)> {
                 vec![
                     ("action", Slot::Action(&mut self.action)),
@@ -260,6 +291,8 @@ macro_rules! detector {
                     ("escalate_after", Slot::U32(&mut self.escalate_after)),
                     ("escalation_window", Slot::Duration(&mut self.escalation_window)),
                     ("ceiling", Slot::Action(&mut self.ceiling)),
+                    ("deadline", Slot::Duration(&mut self.deadline)),
+                    ("suspend_on_deadline", Slot::Bool(&mut self.suspend_on_deadline)),
                 ]
             }
         }
@@ -409,6 +442,21 @@ impl Detectors {
             Kind::SpoofArp => self.spoof_arp.response(),
             Kind::SpoofMac => self.spoof_mac.response(),
             Kind::Bandwidth => self.bandwidth.response(),
+        }
+    }
+
+    /// The review fields of `kind`.
+    pub fn review(&self, kind: Kind) -> Review {
+        match kind {
+            Kind::Scan => self.scan.review(),
+            Kind::FloodOut => self.flood_out.review(),
+            Kind::FloodIn => self.flood_in.review(),
+            Kind::Spam => self.spam.review(),
+            Kind::Proxy => self.proxy.review(),
+            Kind::SpoofIp => self.spoof_ip.review(),
+            Kind::SpoofArp => self.spoof_arp.review(),
+            Kind::SpoofMac => self.spoof_mac.review(),
+            Kind::Bandwidth => self.bandwidth.review(),
         }
     }
 

@@ -10,9 +10,21 @@ use super::reader::{load_yaml, set, Entry, Node, Pos, Reader};
 use super::{units, validate, DaemonConfig, Interface, Mode, Policy, Smtp, Tenant, TenantSettings};
 
 const TOP_KEYS: &[&str] = &["daemon", "interfaces", "defaults", "tenants"];
-const DAEMON_KEYS: &[&str] = &["listen", "state_dir", "bpffs", "tokens", "management"];
+const DAEMON_KEYS: &[&str] = &[
+    "listen",
+    "state_dir",
+    "bpffs",
+    "tokens",
+    "management",
+    "events_log",
+    "open_reads",
+    "open_metrics",
+    "tls",
+    "metrics_top_k",
+];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 const INTERFACE_KEYS: &[&str] = &["name", "mode"];
-const SETTINGS_KEYS: &[&str] = &["bandwidth", "smtp", "allow", "detectors"];
+const SETTINGS_KEYS: &[&str] = &["bandwidth", "smtp", "allow", "detectors", "notify"];
 const TENANT_KEYS: &[&str] = &[
     "id",
     "addresses",
@@ -21,7 +33,9 @@ const TENANT_KEYS: &[&str] = &[
     "smtp",
     "allow",
     "detectors",
+    "notify",
 ];
+const NOTIFY_KEYS: &[&str] = &["webhook"];
 const BANDWIDTH_KEYS: &[&str] = &["egress", "ingress", "burst"];
 
 /// An interface with the position of its name, for the duplicate check.
@@ -117,6 +131,9 @@ pub(super) fn read(text: &str, file_name: &str) -> Result<Policy, Vec<Diagnostic
 }
 
 fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
+    // `open_reads` and `open_metrics` default to "open" without a token file and to
+    // "closed" with one; an explicit `false` without tokens would lock every reader out.
+    let mut open: [Option<(bool, &Node<'_>)>; 2] = [None, None];
     for entry in r.mapping(node, "a mapping of daemon settings") {
         let value = entry.value;
         match entry.key {
@@ -134,8 +151,66 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
             ),
             "tokens" => daemon.tokens = r.value(value, "a file path", absolute_path),
             "management" => daemon.management = nets(cidrs(r, value)),
+            "events_log" => daemon.events_log = r.value(value, "a file path", absolute_path),
+            "open_reads" | "open_metrics" => {
+                let slot = usize::from(entry.key == "open_metrics");
+                open[slot] = r.value(value, "true or false", yes_no).map(|b| (b, value));
+            }
+            "tls" => daemon.tls = read_tls(r, value),
+            "metrics_top_k" => set(
+                &mut daemon.metrics_top_k,
+                r.value(value, "a number of tenants", metrics_top_k),
+            ),
             _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
         }
+    }
+    for (slot, key) in ["open_reads", "open_metrics"].into_iter().enumerate() {
+        let value = match open[slot] {
+            Some((false, node)) if daemon.tokens.is_none() => {
+                r.error(
+                    node,
+                    format!(
+                        "`{key}: false` needs `daemon.tokens`: without a token file no \
+                         request could read"
+                    ),
+                );
+                false
+            }
+            Some((value, _)) => value,
+            None => daemon.tokens.is_none(),
+        };
+        if slot == 0 {
+            daemon.open_reads = value;
+        } else {
+            daemon.open_metrics = value;
+        }
+    }
+}
+
+/// `daemon.tls`: `cert` and `key`, both required absolute paths.
+fn read_tls(r: &mut Reader, node: &Node<'_>) -> Option<super::TlsFiles> {
+    let entries = r.mapping(node, "a mapping with keys cert, key");
+    r.require(node, &entries, "`daemon.tls`", TLS_KEYS);
+    let (mut cert, mut key) = (None, None);
+    for entry in &entries {
+        match entry.key {
+            "cert" => cert = r.value(entry.value, "a PEM file path", absolute_path),
+            "key" => key = r.value(entry.value, "a PEM file path", absolute_path),
+            _ => r.unknown_key(entry, "daemon.tls", TLS_KEYS),
+        }
+    }
+    Some(super::TlsFiles {
+        cert: cert?,
+        key: key?,
+    })
+}
+
+/// `true` or `false`, as written (YAML's `yes`/`on` spellings are not guessed at).
+fn yes_no(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, found `{text}`")),
     }
 }
 
@@ -225,6 +300,18 @@ fn read_setting(r: &mut Reader, entry: &Entry<'_, '_>, settings: &mut TenantSett
         ),
         "allow" => settings.allow = nets(cidrs(r, value)),
         "detectors" => settings.detectors.apply(r, value),
+        "notify" => {
+            for sub in r.mapping(value, "a mapping with key webhook") {
+                match sub.key {
+                    "webhook" => set(
+                        &mut settings.notify.webhook,
+                        r.value(sub.value, "an http:// URL", units::webhook_url)
+                            .map(Some),
+                    ),
+                    _ => r.unknown_key(&sub, "notify", NOTIFY_KEYS),
+                }
+            }
+        }
         _ => return false,
     }
     true
@@ -293,6 +380,16 @@ fn interface_name(text: &str) -> Result<String, String> {
 }
 
 /// The daemon runs from systemd with no meaningful working directory.
+fn metrics_top_k(text: &str) -> Result<usize, String> {
+    use crate::metrics::MAX_TOP_K;
+    match text.parse::<usize>() {
+        Ok(k) if k <= MAX_TOP_K => Ok(k),
+        _ => Err(format!(
+            "`{text}` must be a whole number of tenants from 0 to {MAX_TOP_K} (0: aggregates only)"
+        )),
+    }
+}
+
 fn absolute_path(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
     if path.is_absolute() {

@@ -24,8 +24,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use detectors::{
-    Action, Detectors, Drops, FloodIn, FloodOut, Kind, Proxy, Response, Scan, Spam,
-    DEFAULT_THROTTLE_TO,
+    Action, Detectors, Drops, FloodIn, FloodOut, Kind, Proxy, Response, Review, Scan, Spam,
+    DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 
@@ -62,6 +62,37 @@ pub struct DaemonConfig {
     pub tokens: Option<PathBuf>,
     /// Networks a suspended tenant can still reach and be reached from (`management`).
     pub management: Vec<IpNet>,
+    /// Where every flag state change is appended as a JSON line (`events_log`, default
+    /// `<state_dir>/events.jsonl`).
+    pub events_log: Option<PathBuf>,
+    /// `open_reads`: the API's GET routes answer without a token. Default: open without a
+    /// token file (nobody could read otherwise), closed with one.
+    pub open_reads: bool,
+    /// `open_metrics`: `GET /metrics` answers without a token. Default as `open_reads`.
+    pub open_metrics: bool,
+    /// `tls`: serve HTTPS only, with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+    /// At most this many tenants get per-tenant metric series (`metrics_top_k`,
+    /// default 1000, 0..=10000); aggregates cover every tenant.
+    pub metrics_top_k: usize,
+}
+
+/// `daemon.tls`: the listener's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `cert`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `key`: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl DaemonConfig {
+    /// The events log file: `events_log`, else `events.jsonl` in `state_dir`.
+    pub fn events_log_path(&self) -> PathBuf {
+        self.events_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("events.jsonl"))
+    }
 }
 
 impl Default for DaemonConfig {
@@ -72,6 +103,11 @@ impl Default for DaemonConfig {
             bpffs: PathBuf::from("/sys/fs/bpf/warden"),
             tokens: None,
             management: Vec::new(),
+            events_log: None,
+            open_reads: true,
+            open_metrics: true,
+            tls: None,
+            metrics_top_k: crate::metrics::DEFAULT_TOP_K,
         }
     }
 }
@@ -135,6 +171,17 @@ pub struct TenantSettings {
     pub allow: Vec<IpNet>,
     /// `detectors`: per kind, thresholds and actions; each field overrides on its own.
     pub detectors: Detectors,
+    /// `notify`: where the tenant's flag notifications go.
+    pub notify: Notify,
+}
+
+/// `notify`: where flag notifications go (clause 3.1.3.14).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// `webhook`: an `http://` URL that receives a JSON POST per notification; a tenant's
+    /// overrides the default's. `None`: the tenant is not notified, so its flags get no
+    /// deadline.
+    pub webhook: Option<String>,
 }
 
 /// `bandwidth`: the tenant's rate plan, policed in the kernel.

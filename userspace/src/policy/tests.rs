@@ -56,6 +56,7 @@ const FULL: &str = r#"
       bpffs: /sys/fs/bpf/w
       tokens: /etc/warden/tokens
       management: [198.18.0.0/28, 2001:db8:ffff::/48]
+      metrics_top_k: 250
     interfaces:
       - {name: eth0, mode: host}
       - name: eth1
@@ -100,6 +101,12 @@ fn full_file_reads_into_expected_values() {
         bpffs: PathBuf::from("/sys/fs/bpf/w"),
         tokens: Some(PathBuf::from("/etc/warden/tokens")),
         management: vec![net("198.18.0.0/28"), net("2001:db8:ffff::/48")],
+        metrics_top_k: 250,
+        events_log: None,
+        // A token file closes reads and metrics unless the policy opens them.
+        open_reads: false,
+        open_metrics: false,
+        tls: None,
     };
     assert_eq!(policy.daemon, daemon);
     assert_eq!(
@@ -128,6 +135,7 @@ fn full_file_reads_into_expected_values() {
         },
         allow: vec![net("198.18.0.53/32"), net("2001:db8::53/128")],
         detectors: Detectors::default(),
+        notify: Notify::default(),
     };
     let d = &mut defaults.detectors;
     d.scan.action = Action::Observe;
@@ -335,12 +343,12 @@ fn unknown_keys_are_errors_at_the_key() {
     assert_eq!(
         all,
         vec![
-            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management".into()),
+            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k".into()),
             (4, 30, "unknown key `speed` in interface; expected one of: name, mode".into()),
-            (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors".into()),
+            (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
-            (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors".into()),
-            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, window, expire_after, throttle_to, escalate_after, escalation_window, ceiling".into()),
+            (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors, notify".into()),
+            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, window, expire_after, throttle_to, escalate_after, escalation_window, ceiling, deadline, suspend_on_deadline".into()),
             (14, 1, "unknown key `extra` in the policy; expected one of: daemon, interfaces, defaults, tenants".into()),
         ]
     );
@@ -393,6 +401,26 @@ fn wrong_types_are_errors_at_the_value() {
             (8, 46, "expected an action, found nothing".into()),
         ]
     );
+}
+
+#[test]
+fn metrics_top_k_defaults_to_1000_and_is_bounded() {
+    assert_eq!(ok("tenants: []").daemon.metrics_top_k, 1_000);
+    assert_eq!(ok("daemon: {metrics_top_k: 0}").daemon.metrics_top_k, 0);
+    assert_eq!(
+        ok("daemon: {metrics_top_k: 10000}").daemon.metrics_top_k,
+        10_000
+    );
+    for bad in ["10001", "-1", "1.5", "many"] {
+        assert_eq!(
+            errors(&format!("daemon:\n  metrics_top_k: {bad}\n")),
+            vec![(
+                2,
+                18,
+                format!("`{bad}` must be a whole number of tenants from 0 to 10000 (0: aggregates only)")
+            )],
+        );
+    }
 }
 
 #[test]
@@ -779,7 +807,7 @@ fn diagnostics_display_as_file_line_col_message() {
     let err = parse("daemon:\n  bogus: 1\ntenants: 3\n", "p.yaml").expect_err("invalid");
     assert_eq!(
         err.to_string(),
-        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management\n\
+        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k\n\
          p.yaml:3:10: expected a list of tenants, found `3`"
     );
 }
@@ -860,4 +888,160 @@ fn policy_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Policy>();
     assert_send_sync::<Diagnostics>();
+}
+
+#[test]
+fn review_keys_notify_and_events_log_read_and_override() {
+    let p = ok(r#"
+        daemon:
+          state_dir: /srv/warden
+          events_log: /var/log/warden/events.jsonl
+        defaults:
+          notify:
+            webhook: http://198.18.0.20:8080/hook
+          detectors:
+            scan:
+              deadline: 30s
+              suspend_on_deadline: true
+        tenants:
+          - id: a
+            addresses: [198.18.1.0/24]
+            notify:
+              webhook: "http://[2001:db8::5]:9000/a"
+            detectors:
+              scan:
+                suspend_on_deadline: false
+          - id: b
+            addresses: [198.18.2.0/24]
+    "#);
+    assert_eq!(
+        p.daemon.events_log_path(),
+        PathBuf::from("/var/log/warden/events.jsonl")
+    );
+    let a = p.tenant("a").expect("a");
+    let b = p.tenant("b").expect("b");
+    assert_eq!(
+        a.settings.notify.webhook.as_deref(),
+        Some("http://[2001:db8::5]:9000/a")
+    );
+    assert_eq!(
+        b.settings.notify.webhook.as_deref(),
+        Some("http://198.18.0.20:8080/hook")
+    );
+    let review = |t: &Tenant| t.settings.detectors.review(Kind::Scan);
+    assert_eq!(
+        review(a),
+        Review {
+            deadline: Duration::from_secs(30),
+            suspend_on_deadline: false
+        }
+    );
+    assert!(review(b).suspend_on_deadline);
+    assert_eq!(
+        b.settings.detectors.review(Kind::Spam),
+        Review {
+            deadline: DEFAULT_DEADLINE,
+            suspend_on_deadline: false
+        }
+    );
+    let none = ok("tenants: []");
+    assert_eq!(
+        none.daemon.events_log_path(),
+        PathBuf::from("/var/lib/warden/events.jsonl")
+    );
+    assert_eq!(none.defaults.notify.webhook, None);
+}
+
+#[test]
+fn review_keys_are_validated() {
+    let all = errors(
+        r#"
+        daemon:
+          events_log: relative/events.jsonl
+        defaults:
+          notify:
+            webhook: https://198.18.0.20/hook
+            url: http://198.18.0.20/hook
+          detectors:
+            scan:
+              suspend_on_deadline: yes
+              deadline: 0s
+        tenants:
+          - id: a
+            addresses: [198.18.1.0/24]
+            notify:
+              webhook: ftp://198.18.0.20/x
+          - id: b
+            addresses: [198.18.2.0/24]
+            notify:
+              webhook: http://user:pw@198.18.0.20/x
+    "#,
+    );
+    let messages: Vec<&str> = all.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert_eq!(all.len(), 7, "{all:#?}");
+    for (line, needle) in [
+        (2, "must be an absolute path"),
+        (5, "https is not supported"),
+        (6, "unknown key `url` in notify; expected one of: webhook"),
+        (9, "expected true or false, found `yes`"),
+        (10, "0s"),
+        (15, "scheme `ftp` is not supported"),
+        (19, "credentials in the URL"),
+    ] {
+        assert!(
+            all.iter().any(|(l, _, m)| *l == line && m.contains(needle)),
+            "no error {needle:?} at line {line}: {messages:#?}"
+        );
+    }
+}
+
+#[test]
+fn reads_and_metrics_are_open_without_tokens_and_closed_with_them() {
+    let d = ok("tenants: []").daemon;
+    assert!(d.open_reads && d.open_metrics && d.tls.is_none());
+    let d = ok("daemon: {tokens: /etc/warden/tokens.yaml}").daemon;
+    assert!(!d.open_reads && !d.open_metrics);
+    let d = ok("daemon: {tokens: /t.yaml, open_reads: true}").daemon;
+    assert!(d.open_reads && !d.open_metrics);
+    let d = ok("daemon: {tokens: /t.yaml, open_metrics: true}").daemon;
+    assert!(!d.open_reads && d.open_metrics);
+    let d = ok("daemon: {open_reads: true, open_metrics: true}").daemon;
+    assert!(d.open_reads && d.open_metrics);
+}
+
+#[test]
+fn closing_reads_without_tokens_and_non_booleans_are_errors() {
+    let (line, col, message) = one_error("daemon:\n  open_reads: false\n");
+    assert_eq!((line, col), (2, 15));
+    assert!(
+        message.contains("`open_reads: false` needs `daemon.tokens`"),
+        "{message}"
+    );
+    let (_, _, message) = one_error("daemon:\n  open_metrics: false\n");
+    assert!(message.contains("`open_metrics: false`"), "{message}");
+    let (line, col, message) = one_error("daemon:\n  tokens: /t.yaml\n  open_reads: yes\n");
+    assert_eq!((line, col), (3, 15));
+    assert_eq!(message, "expected true or false, found `yes`");
+}
+
+#[test]
+fn tls_takes_an_absolute_cert_and_key() {
+    let d = ok("daemon:\n  tls: {cert: /etc/warden/api.crt, key: /etc/warden/api.key}\n").daemon;
+    assert_eq!(
+        d.tls,
+        Some(super::TlsFiles {
+            cert: PathBuf::from("/etc/warden/api.crt"),
+            key: PathBuf::from("/etc/warden/api.key"),
+        })
+    );
+    let (line, _, message) = one_error("daemon:\n  tls: {cert: /a.crt}\n");
+    assert_eq!(line, 2);
+    assert_eq!(message, "`daemon.tls` is missing required key `key`");
+    let (_, _, message) = one_error("daemon:\n  tls: {cert: a.crt, key: /a.key}\n");
+    assert!(message.contains("must be an absolute path"), "{message}");
+    let (_, _, message) = one_error("daemon:\n  tls: {cert: /a.crt, key: /a.key, ca: /c}\n");
+    assert!(
+        message.starts_with("unknown key `ca` in daemon.tls"),
+        "{message}"
+    );
 }

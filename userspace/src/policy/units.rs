@@ -129,6 +129,46 @@ pub(super) fn share(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `true` or `false` (YAML's other spellings, `yes`, `on` ..., are refused as ambiguous).
+pub(super) fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, found `{text}`")),
+    }
+}
+
+/// A webhook URL: `http://HOST[:PORT]/PATH` (this build sends without TLS, so `https` is
+/// refused rather than failing at every delivery).
+pub(super) fn webhook_url(text: &str) -> Result<String, String> {
+    let url =
+        reqwest::Url::parse(text).map_err(|e| format!("invalid webhook URL `{text}`: {e}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "webhook `{text}`: https is not supported by this build; use an http:// \
+                 endpoint (e.g. a local TLS relay)"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "webhook `{text}`: scheme `{other}` is not supported; use http://"
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("webhook `{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "webhook `{text}`: credentials in the URL are not allowed (they would show in \
+             status and logs)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// A whole number greater than zero.
 pub(super) fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     let (negative, digits) = split_sign(text);

@@ -293,7 +293,7 @@ pub struct FlagFilter {
 }
 
 /// Stores a [`Kind`], [`Action`] or [`FlagState`] as its name.
-struct Name<T>(T);
+pub(super) struct Name<T>(pub(super) T);
 
 macro_rules! named_sql {
     ($($ty:ty),*) => {$(
@@ -325,10 +325,11 @@ fn json(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
     })
 }
 
-const COLUMNS: &str = "id, tenant, kind, state, first_seen, last_seen, policy_generation, \
+pub(super) const COLUMNS: &str =
+    "id, tenant, kind, state, first_seen, last_seen, policy_generation, \
                        thresholds, figures, top_targets, deadline, state_reason";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Flag> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Flag> {
     Ok(Flag {
         id: row.get(0)?,
         tenant: row.get(1)?,
@@ -355,7 +356,7 @@ fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Flag>> {
 }
 
 /// The flag `id`, or [`FlagError::NotFound`].
-fn existing(tx: &Transaction<'_>, id: i64) -> Result<Flag, TxError> {
+pub(super) fn existing(tx: &Transaction<'_>, id: i64) -> Result<Flag, TxError> {
     get(tx, id)?.ok_or_else(|| TxError::Store(FlagError::NotFound(id).into()))
 }
 
@@ -603,38 +604,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Arc;
-
     use serde_json::json;
 
     use super::*;
 
-    const T0: i64 = 1_700_000_000;
-
-    /// A store in a fresh directory, with a clock the test moves by hand.
-    struct Fixture {
-        dir: tempfile::TempDir,
-        now: Arc<AtomicI64>,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            Fixture {
-                dir: tempfile::tempdir().expect("create temp dir"),
-                now: Arc::new(AtomicI64::new(T0)),
-            }
-        }
-
-        fn open(&self) -> Store {
-            let now = Arc::clone(&self.now);
-            Store::open_with_clock(
-                self.dir.path(),
-                Box::new(move || now.load(Ordering::SeqCst)),
-            )
-            .expect("open store")
-        }
-    }
+    use crate::store::fixture::{Fixture, T0};
 
     fn new_flag(tenant: &str, kind: Kind, seen: i64) -> NewFlag {
         NewFlag {

@@ -12,12 +12,15 @@
 
 mod audit;
 mod flags;
+mod notifications;
 pub mod pcap;
 mod schema;
 mod suspensions;
 mod tenant_index;
 mod time;
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +36,7 @@ pub use flags::{
     ActionDecision, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
     Sample, MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
 };
+pub use notifications::{Notification, NotificationCounts};
 pub use suspensions::Suspension;
 pub use time::{rfc3339, system_clock};
 

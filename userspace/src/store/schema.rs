@@ -101,6 +101,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE flag_actions ADD COLUMN decision TEXT NOT NULL DEFAULT 'apply'
         CHECK (decision IN ('apply', 'extend', 'lift'));
     "#,
+    // 4: the webhook outbox (clause 3.1.3.14 notifications survive a restart), and when a
+    // notified flag's deadline passed without suspending (so it is reported once).
+    r#"
+    CREATE TABLE notifications (
+        -- AUTOINCREMENT: the id is the notification's identity for the receiver's dedupe
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        flag_id         INTEGER NOT NULL REFERENCES flags (id),
+        tenant          TEXT    NOT NULL,
+        event           TEXT    NOT NULL,
+        body            TEXT    NOT NULL CHECK (json_valid(body)),
+        queued_at       INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        abandoned_at    INTEGER,
+        CHECK (delivered_at IS NULL OR abandoned_at IS NULL)
+    ) STRICT;
+    CREATE INDEX notifications_pending ON notifications (flag_id, id)
+        WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+    ALTER TABLE flags ADD COLUMN deadline_passed_at INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -1,43 +1,8 @@
-use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-
 use rusqlite::Connection;
 use serde_json::json;
 
+use super::fixture::Fixture;
 use super::*;
-
-/// A store in a fresh directory whose clock the test moves by hand.
-struct Fixture {
-    dir: tempfile::TempDir,
-    now: Arc<AtomicI64>,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().expect("create temp dir"),
-            now: Arc::new(AtomicI64::new(1_700_000_000)),
-        }
-    }
-
-    fn state_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn open(&self) -> Store {
-        let now = Arc::clone(&self.now);
-        Store::open_with_clock(
-            self.state_dir(),
-            Box::new(move || now.load(Ordering::SeqCst)),
-        )
-        .expect("open store")
-    }
-
-    fn advance(&self, secs: i64) -> i64 {
-        self.now.fetch_add(secs, Ordering::SeqCst) + secs
-    }
-}
 
 fn audit_count(store: &Store) -> usize {
     store.audit(None, usize::MAX).expect("read audit").len()
