@@ -512,12 +512,25 @@ fn flood_out_case(what: &str, args: &[&str], victim: &str) -> Result<()> {
     // After the flood: the victim is cut, any host else is not.
     let echoes_victim = ping(&lab.globex, victim, 5)?;
     let web_victim = fetch_ok(&lab.globex, victim)?;
-    let echoes_other = ping(&lab.globex, &bystander, 5)?;
+    let blocked_before_other = dropped(&lab, "globex", "out", "blocked")?;
+    // Right after ~170,000 packets a second this loaded two-core machine may still lose
+    // a few echoes; a block loses every one, every time. So up to three rounds of five.
+    let mut echoes_other = 0;
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        echoes_other = ping(&lab.globex, &bystander, 5)?;
+        if echoes_other >= 4 {
+            break;
+        }
+    }
     let web_other = fetch_ok(&lab.globex, &bystander)?;
     let blocked_after = dropped(&lab, "globex", "out", "blocked")?;
     println!(
         "{what} flood: after it, victim answered {echoes_victim}/5 echoes and web {web_victim}; \
-         {bystander} answered {echoes_other}/5 and web {web_other}; blocked {blocked_during} -> {blocked_after}"
+         {bystander} answered {echoes_other}/5 (last round) and web {web_other}; blocked \
+         {blocked_during} -> {blocked_before_other} (victim probes) -> {blocked_after}"
     );
     ensure!(
         echoes_victim == 0 && !web_victim,
@@ -525,11 +538,9 @@ fn flood_out_case(what: &str, args: &[&str], victim: &str) -> Result<()> {
         lab.report()
     );
     ensure!(
-        blocked_after >= blocked_during + 5,
+        blocked_before_other >= blocked_during + 5,
         "the echoes to the victim were not counted as blocked"
     );
-    // A block drops everything to its target, so one echo lost on this loaded two-core
-    // machine right after ~170,000 packets a second is noise, not a cut.
     ensure!(
         echoes_other >= 4 && web_other,
         "the block cut more than the victim"
