@@ -174,6 +174,11 @@ const fn route(
     }
 }
 
+/// The largest policy `PUT /api/v1/policy` takes: a 100,000-tenant policy is about
+/// 13 MB of YAML, past axum's default 2 MiB body limit. A larger body is refused with
+/// 413.
+const MAX_POLICY_BYTES: usize = 64 << 20;
+
 /// Every route and what it needs. A route the router serves but this table does not
 /// list is refused (500): access fails closed.
 pub const ROUTES: &[RouteSpec] = &[
@@ -366,7 +371,10 @@ pub fn router(shared: Arc<Shared>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/flags/{id}/pcap", get(get_flag_pcap))
         .route("/api/v1/flags/{id}/ack", post(post_flag_ack))
         .route("/api/v1/flags/{id}/dismiss", post(post_flag_dismiss))
-        .route("/api/v1/policy", put(put_policy))
+        .route(
+            "/api/v1/policy",
+            put(put_policy).layer(axum::extract::DefaultBodyLimit::max(MAX_POLICY_BYTES)),
+        )
         .route("/api/v1/audit", get(get_audit))
         .with_state(shared);
     guarded(routes, guard)

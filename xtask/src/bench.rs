@@ -144,6 +144,12 @@ pub struct BenchArgs {
     /// Skip the detection-latency labs (attack start to flag and first drop).
     #[arg(long)]
     skip_latency: bool,
+    /// Skip the scale part (policy apply up to 100,000 tenants, full counter read,
+    /// daemon memory).
+    #[arg(long)]
+    skip_scale: bool,
+    #[command(flatten)]
+    throughput: crate::bench_throughput::Options,
 }
 
 /// The policies the bench measures, in order; each is written into its generation
@@ -334,6 +340,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     set_active(&mut ebpf, 0)?;
     let metrics = crate::bench_metrics::run()?;
+    let scale = if args.skip_scale {
+        None
+    } else {
+        Some(crate::bench_scale::run()?)
+    };
+    let throughput = if args.throughput.skip_throughput {
+        None
+    } else {
+        Some(crate::bench_throughput::run(&args.throughput)?)
+    };
 
     print_table(&results);
     if let Some(latency) = &latency {
@@ -341,7 +357,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let report = write_report(&args, cpu, &results, latency.as_ref())?;
     crate::bench_metrics::add_to_report(&report, &metrics)?;
+    if let Some(scale) = &scale {
+        crate::bench_scale::add_to_report(&report, scale)?;
+    }
+    if let Some(t) = &throughput {
+        t.print_table();
+        crate::bench_throughput::add_to_report(&report, t)?;
+    }
     println!("report: {}", report.display());
+    // Last, once every section is in the report: the document and its charts.
+    for path in crate::report::generate(&report)? {
+        println!("wrote {}", path.display());
+    }
 
     let mut failed: Vec<_> = results
         .iter()
@@ -353,6 +380,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if !metrics.pass() {
         failed.push(metrics.failure());
+    }
+    if let Some(scale) = &scale {
+        failed.extend(crate::bench_scale::failed(scale));
+    }
+    if let Some(t) = &throughput {
+        failed.extend(t.failed());
     }
     if args.strict && !failed.is_empty() {
         bail!("over the bar: {}", failed.join(", "));

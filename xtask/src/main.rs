@@ -3,8 +3,11 @@
 
 mod bench;
 mod bench_metrics;
+mod bench_scale;
+mod bench_throughput;
 mod demo;
 mod latency;
+mod report;
 mod setup;
 mod test;
 mod util;
@@ -33,11 +36,19 @@ enum Task {
     Test(test::TestArgs),
     /// Build a namespace lab, run the daemon on it, drive traffic and show per-tenant rates.
     Demo(demo::DemoArgs),
-    /// Measure per-packet cost against baselines measured in the same run.
+    /// Measure against baselines of the same run; write report.json, then BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// The /metrics part of `bench` alone, as JSON (run by `bench` in release).
     #[command(hide = true)]
     BenchMetrics,
+    /// The scale part of `bench` alone, as JSON (run by `bench` in release).
+    #[command(hide = true)]
+    BenchScale,
+    /// The veth throughput part of `bench` alone: its table, then its JSON.
+    #[command(hide = true)]
+    BenchThroughput(bench_throughput::Options),
+    /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
+    BenchReport(report::ReportArgs),
 }
 
 fn main() -> Result<()> {
@@ -57,5 +68,8 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
         Task::BenchMetrics => bench_metrics::print_json(),
+        Task::BenchScale => bench_scale::print_json(),
+        Task::BenchThroughput(opts) => bench_throughput::print(&opts),
+        Task::BenchReport(args) => report::run(args),
     }
 }

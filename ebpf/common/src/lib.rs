@@ -498,6 +498,12 @@ pub mod program {
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
     /// Benchmark baseline: returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
+    /// Benchmark baseline: returns XDP_DROP and does nothing else.
+    pub const XDP_DROP_BASELINE: &str = "xdp_drop_base";
+    /// Benchmark load generator (live frames): redirects out of the context's interface.
+    pub const XDP_BENCH_GEN: &str = "xdp_bench_gen";
+    /// Benchmark load generator (live frames): spreads IPv6 sources, then redirects.
+    pub const XDP_BENCH_GEN_SOURCES: &str = "xdp_bench_gen_sources";
     /// The enforcing programs, the ones the daemon pins.
     pub const ENFORCING: [&str; 4] = [XDP_FROM_TENANT, XDP_TO_TENANT, TC_FROM_TENANT, TC_TO_TENANT];
 }

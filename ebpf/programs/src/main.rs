@@ -273,6 +273,56 @@ pub fn xdp_bench_new_flow(ctx: XdpContext) -> u32 {
     verdict
 }
 
+/// Benchmark baseline (`cargo xtask bench`, throughput): drops every frame and does
+/// nothing else.
+#[xdp]
+pub fn xdp_drop_base(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark only (`cargo xtask bench`, throughput): the load generator. Run with
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` on a context whose ingress interface is one end of a
+/// veth pair, it sends every frame out of that interface, to the program under test
+/// on the peer.
+#[xdp]
+pub fn xdp_bench_gen(ctx: XdpContext) -> u32 {
+    // SAFETY: the context pointer is the kernel's xdp_md for this run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: a helper call with plain integer arguments.
+    unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// Benchmark only (`cargo xtask bench`, throughput): the load generator of the
+/// many-sources flood. The template frame is untagged IPv6 with a UDP payload that
+/// starts with two big-endian words (offset 62): N >= 1 sources to spread over, and the
+/// first source's low 32 bits. Each frame's IPv6 source gets the low 32 bits `first +
+/// random % N` (the random number is drawn for N = 1 too, so a fixed source costs the
+/// generator the same). Then, as [`xdp_bench_gen`], out of the context's interface.
+#[xdp]
+pub fn xdp_bench_gen_sources(ctx: XdpContext) -> u32 {
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    // Ethernet (14), IPv6 (40), UDP (8), then the source count and the first source.
+    if let Ok(h) = parse::ptr_at::<[u8; 70]>(data, data_end, 0) {
+        let h = h as *mut [u8; 70];
+        // SAFETY: bounds checked above; live frames are writable.
+        unsafe {
+            if (*h)[12] == 0x86 && (*h)[13] == 0xdd {
+                let n = u32::from_be_bytes([(*h)[62], (*h)[63], (*h)[64], (*h)[65]]);
+                let first = u32::from_be_bytes([(*h)[66], (*h)[67], (*h)[68], (*h)[69]]);
+                let r = aya_ebpf::helpers::bpf_get_prandom_u32();
+                if n != 0 {
+                    let low = (h as *mut u8).add(34) as *mut [u8; 4];
+                    *low = first.wrapping_add(r % n).to_be_bytes();
+                }
+            }
+        }
+    }
+    // SAFETY: the context pointer is the kernel's xdp_md for this run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: a helper call with plain integer arguments.
+    unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

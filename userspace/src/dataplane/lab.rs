@@ -655,3 +655,76 @@ fn the_programs_police_with_a_live_throttle_and_ignore_an_expired_one() {
         "{dropped} of 2000 frames dropped under a 1 Mbit/s throttle"
     );
 }
+
+#[test]
+fn reset_slot_zeroes_the_slots_counters_drops_and_buckets_and_nothing_else() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let (a, b) = (ix.get("a").expect("a"), ix.get("b").expect("b"));
+    let cpus = dp.cpus;
+    let fill = |dp: &mut Dataplane, slot: u32, n: u64| {
+        let mut c: PerCpuArray<&mut MapData, Counters> =
+            PerCpuArray::try_from(dp.raw_mut(map::TENANT_COUNTERS).expect("map")).expect("c");
+        for dir in 0..direction::COUNT {
+            let v = vec![
+                Counters {
+                    packets: n,
+                    bytes: n * 64
+                };
+                cpus
+            ];
+            c.set(
+                tenant_counter_index(slot, dir),
+                aya::maps::PerCpuValues::try_from(v).expect("v"),
+                0,
+            )
+            .expect("set counters");
+        }
+        let mut d: PerCpuArray<&mut MapData, DropCounters> =
+            PerCpuArray::try_from(dp.raw_mut(map::DROP_COUNTERS).expect("map")).expect("d");
+        for dir in 0..direction::COUNT {
+            let mut one = DropCounters::default();
+            one.packets[reason::BANDWIDTH] = n;
+            let v = vec![one; cpus];
+            d.set(
+                tenant_counter_index(slot, dir),
+                aya::maps::PerCpuValues::try_from(v).expect("v"),
+                0,
+            )
+            .expect("set drops");
+        }
+        let mut k = dp.array_mut::<Bucket>(map::BUCKETS).expect("buckets");
+        for which in 0..bucket::PER_TENANT {
+            k.set(bucket::index(slot, which), Bucket { tat: n }, 0)
+                .expect("set bucket");
+        }
+    };
+    fill(&mut dp, a, 7);
+    fill(&mut dp, b, 9);
+    dp.reset_slot(a).expect("reset");
+    let buckets = |dp: &Dataplane, slot: u32| -> Vec<u64> {
+        let k = dp.array::<Bucket>(map::BUCKETS).expect("buckets");
+        (0..bucket::PER_TENANT)
+            .map(|w| k.get(&bucket::index(slot, w), 0).expect("bucket").tat)
+            .collect()
+    };
+    assert_eq!(dp.tenant_counters(a).expect("a"), [Counters::default(); 2]);
+    assert_eq!(
+        dp.drop_counters(a).expect("a"),
+        [DropCounters::default(); 2]
+    );
+    assert_eq!(buckets(&dp, a), vec![0; bucket::PER_TENANT as usize]);
+    // The neighbouring slot keeps every figure.
+    let n = cpus as u64;
+    let c = dp.tenant_counters(b).expect("b");
+    assert_eq!((c[0].packets, c[1].bytes), (9 * n, 9 * 64 * n));
+    let d = dp.drop_counters(b).expect("b");
+    assert_eq!(
+        (
+            d[0].packets[reason::BANDWIDTH],
+            d[1].packets[reason::BANDWIDTH]
+        ),
+        (9 * n, 9 * n)
+    );
+    assert_eq!(buckets(&dp, b), vec![9; bucket::PER_TENANT as usize]);
+}

@@ -10,6 +10,7 @@
 //!   into [`KernelEvent`]s ([`events`]); the daemon's actions go back as blocks,
 //!   throttles and capture requests ([`runtime`]).
 
+mod batch;
 mod compile;
 pub mod cuckoo;
 pub mod events;
@@ -26,7 +27,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapType, PerCpuArray, PerCpuValues},
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapType, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -410,6 +411,24 @@ pub struct Dataplane {
     block_counts: HashMap<u32, u32>,
     /// Throttles set by this daemon, recomputed when a policy changes the plans.
     throttles: HashMap<u32, runtime::Throttle>,
+    /// How long the phases of the last [`Dataplane::apply`] took.
+    last_apply: ApplyTimings,
+    /// Possible CPUs (the per-CPU maps' value count), read once at open: the daemon
+    /// resets a slot per new tenant, and reading sysfs each time cost as much as the
+    /// map writes.
+    cpus: usize,
+}
+
+/// How long the phases of one [`Dataplane::apply`] took (for the scale benchmark).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyTimings {
+    /// Placing the compiled policy into the generation's tables ([`GenTables::build`]).
+    pub place: std::time::Duration,
+    /// Writing the inactive generation (tables, tenant settings, GEN_CONFIG,
+    /// management prefixes).
+    pub write: std::time::Duration,
+    /// The flip: ACTIVE set to the new generation.
+    pub flip: std::time::Duration,
 }
 
 impl Dataplane {
@@ -423,7 +442,8 @@ impl Dataplane {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
         let mut adopted_maps = 0;
-        for (name, ty, key, value, entries) in expected_layout(possible_cpus()?) {
+        let cpus = possible_cpus()?;
+        for (name, ty, key, value, entries) in expected_layout(cpus) {
             let path = bpffs.join("maps").join(name);
             if !path.exists() {
                 continue;
@@ -469,6 +489,8 @@ impl Dataplane {
             block_expiry: HashMap::new(),
             block_counts: HashMap::new(),
             throttles: HashMap::new(),
+            last_apply: ApplyTimings::default(),
+            cpus: cpus as usize,
         };
         dp.active = dp
             .array::<u32>(map::ACTIVE)?
@@ -479,6 +501,11 @@ impl Dataplane {
         // write of each half must be complete: the mirror stays unknown either way.
         dp.load_blocks()?;
         Ok(dp)
+    }
+
+    /// How long the phases of the last [`Dataplane::apply`] took.
+    pub fn last_apply(&self) -> ApplyTimings {
+        self.last_apply
     }
 
     /// How many maps were already pinned (left by an earlier daemon) at open.
@@ -750,33 +777,69 @@ impl Dataplane {
     /// Zeroes a slot's counters, drops, buckets and runtime state (throttle, capture)
     /// and deletes its blocks, for a tenant that was just given it.
     pub fn reset_slot(&mut self, index: u32) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
-            path: "/sys/devices/system/cpu/possible".into(),
-            source: e,
-        })?;
-        let mut counters: PerCpuArray<&mut MapData, Counters> =
-            self.per_cpu_mut(map::TENANT_COUNTERS)?;
-        for dir in 0..direction::COUNT {
-            let zeros = per_cpu_zeros::<Counters>(cpus)?;
-            counters
-                .set(tenant_counter_index(index, dir), zeros, 0)
-                .map_err(map_err(map::TENANT_COUNTERS))?;
-        }
-        let mut drops: PerCpuArray<&mut MapData, DropCounters> =
-            self.per_cpu_mut(map::DROP_COUNTERS)?;
-        for dir in 0..direction::COUNT {
-            let zeros = per_cpu_zeros::<DropCounters>(cpus)?;
-            drops
-                .set(tenant_counter_index(index, dir), zeros, 0)
-                .map_err(map_err(map::DROP_COUNTERS))?;
-        }
-        let mut buckets: Array<&mut MapData, Bucket> = self.array_mut(map::BUCKETS)?;
-        for which in 0..bucket::PER_TENANT {
-            buckets
-                .set(bucket::index(index, which), Bucket::default(), 0)
-                .map_err(map_err(map::BUCKETS))?;
-        }
+        // Each CPU's value of a per-CPU array sits at a multiple of 8 bytes.
+        let per_cpu = |size: usize| size.next_multiple_of(8) * self.cpus;
+        let first = tenant_counter_index(index, 0);
+        let (counters, drops) = (
+            per_cpu(std::mem::size_of::<Counters>()),
+            per_cpu(std::mem::size_of::<DropCounters>()),
+        );
+        self.zero_entries(map::TENANT_COUNTERS, first, direction::COUNT, counters)?;
+        self.zero_entries(map::DROP_COUNTERS, first, direction::COUNT, drops)?;
+        self.zero_entries(
+            map::BUCKETS,
+            bucket::index(index, 0),
+            bucket::PER_TENANT,
+            std::mem::size_of::<Bucket>(),
+        )?;
         self.reset_runtime(index)
+    }
+
+    /// Sets entries `first..first + count` of the array or per-CPU array `name` to
+    /// zeros, `entry_bytes` per entry (every CPU's value for a per-CPU array), with one
+    /// `BPF_MAP_UPDATE_BATCH` (which aya does not wrap): a slot reset is three syscalls
+    /// instead of one per entry. Counters, drops and buckets are plain integers, so
+    /// zero bytes are their defaults.
+    fn zero_entries(
+        &mut self,
+        name: &'static str,
+        first: u32,
+        count: u32,
+        entry_bytes: usize,
+    ) -> Result<()> {
+        use batch::BatchAttr;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fail = |source: std::io::Error| DataplaneError::Io {
+            path: format!("map {name} (BPF_MAP_UPDATE_BATCH)").into(),
+            source,
+        };
+        let fd = match self.raw_mut(name)? {
+            Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return Err(fail(std::io::Error::other("not an array"))),
+        };
+        let keys: Vec<u32> = (first..first + count).collect();
+        let values = vec![0u8; entry_bytes * count as usize];
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attr points at `keys` and `values`, which outlive the call and
+        // hold `count` keys and `count` values of the map's value size; the kernel
+        // writes back only `count`.
+        unsafe { batch::run(batch::UPDATE, &mut attr) }.map_err(fail)?;
+        if attr.count != count {
+            return Err(fail(std::io::Error::other(format!(
+                "wrote {} of {count} entries",
+                attr.count
+            ))));
+        }
+        Ok(())
     }
 
     /// Writes `new` into the inactive generation, then makes it active with one
@@ -793,7 +856,9 @@ impl Dataplane {
                 std::thread::sleep(left);
             }
         }
+        let placing = std::time::Instant::now();
         let tables = GenTables::build(target, new)?;
+        let writing = std::time::Instant::now();
         let old = self.mirror[target as usize].take();
         self.write_buckets(
             map::ADDRS_V4,
@@ -826,10 +891,16 @@ impl Dataplane {
             .set(target, gen_config(new), 0)
             .map_err(map_err(map::GEN_CONFIG))?;
         self.sync_management(&new.management)?;
+        let flipping = std::time::Instant::now();
         // The flip: from the next packet on, every lookup uses the new generation.
         self.array_mut::<u32>(map::ACTIVE)?
             .set(0, target, 0)
             .map_err(map_err(map::ACTIVE))?;
+        self.last_apply = ApplyTimings {
+            place: writing - placing,
+            write: flipping - writing,
+            flip: flipping.elapsed(),
+        };
         self.active = target;
         self.last_flip = Some(std::time::Instant::now());
         self.mirror[target as usize] = Some(tables);
@@ -947,10 +1018,6 @@ impl Dataplane {
         PerCpuArray::try_from(self.raw(name)?).map_err(map_err(name))
     }
 
-    fn per_cpu_mut<V: Pod>(&mut self, name: &'static str) -> Result<PerCpuArray<&mut MapData, V>> {
-        PerCpuArray::try_from(self.raw_mut(name)?).map_err(map_err(name))
-    }
-
     fn array<V: Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>> {
         Array::try_from(self.raw(name)?).map_err(map_err(name))
     }
@@ -988,13 +1055,6 @@ where
         }
     }
     Ok(())
-}
-
-fn per_cpu_zeros<T: Pod + Default + Clone>(cpus: usize) -> Result<PerCpuValues<T>> {
-    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(|e| DataplaneError::Io {
-        path: "per-cpu values".into(),
-        source: e,
-    })
 }
 
 fn check_bpffs(path: &Path) -> Result<()> {

@@ -427,22 +427,9 @@ impl Dataplane {
         n: u32,
         add: impl Fn(&mut V, &V),
     ) -> Result<Vec<V>> {
+        use super::batch::{self, BatchAttr};
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        /// `BPF_MAP_LOOKUP_BATCH` of `enum bpf_cmd`.
-        const LOOKUP_BATCH: libc::c_long = 24;
         const CHUNK: u32 = 4096;
-        /// The `batch` member of `union bpf_attr`.
-        #[repr(C)]
-        struct BatchAttr {
-            in_batch: u64,
-            out_batch: u64,
-            keys: u64,
-            values: u64,
-            count: u32,
-            map_fd: u32,
-            elem_flags: u64,
-            flags: u64,
-        }
         let fail = |detail: String| DataplaneError::Io {
             path: format!("map {name} (BPF_MAP_LOOKUP_BATCH)").into(),
             source: std::io::Error::other(detail),
@@ -480,16 +467,8 @@ impl Dataplane {
             // SAFETY: `attr` points at buffers of `want` keys and `want` per-CPU values
             // (each `cpus` strides) and at `prev`/`next`, all alive across the call;
             // the kernel writes no more than `count` elements.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    LOOKUP_BATCH,
-                    &mut attr as *mut BatchAttr,
-                    std::mem::size_of::<BatchAttr>() as libc::c_long,
-                )
-            };
-            let end = if r < 0 {
-                let e = std::io::Error::last_os_error();
+            let r = unsafe { batch::run(batch::LOOKUP, &mut attr) };
+            let end = if let Err(e) = r {
                 if e.raw_os_error() != Some(libc::ENOENT) {
                     return Err(DataplaneError::Io {
                         path: format!("map {name} (BPF_MAP_LOOKUP_BATCH)").into(),

@@ -66,6 +66,16 @@ impl TenantDraft {
 
 /// Parses and validates policy text: the policy, or every problem found.
 pub(super) fn read(text: &str, file_name: &str) -> Result<Policy, Vec<Diagnostic>> {
+    read_timed(text, file_name, &mut super::ParseTimings::default())
+}
+
+/// [`read`], noting how long each phase took in `timings`.
+pub(super) fn read_timed(
+    text: &str,
+    file_name: &str,
+    timings: &mut super::ParseTimings,
+) -> Result<Policy, Vec<Diagnostic>> {
+    let started = std::time::Instant::now();
     let mut r = Reader::new(file_name);
     let documents = match load_yaml(text) {
         Ok(documents) => documents,
@@ -106,27 +116,37 @@ pub(super) fn read(text: &str, file_name: &str) -> Result<Policy, Vec<Diagnostic
         None => Vec::new(),
     };
 
+    let validating = std::time::Instant::now();
+    timings.parse = validating - started;
     validate::interfaces(&mut r, &interfaces);
     validate::tenants(&mut r, &tenants);
+    timings.validate = validating.elapsed();
     let diagnostics = r.finish();
     if !diagnostics.is_empty() {
         return Err(diagnostics);
     }
+    let tenants: Vec<Tenant> = tenants
+        .into_iter()
+        .filter_map(|draft| {
+            Some(Tenant {
+                id: draft.id?.0,
+                addresses: draft.addresses.into_iter().map(|(net, _)| net).collect(),
+                macs: draft.macs.into_iter().map(|(mac, _)| mac).collect(),
+                settings: draft.settings,
+            })
+        })
+        .collect();
+    let by_id = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
     Ok(Policy {
         daemon,
         interfaces: interfaces.into_iter().map(|d| d.interface).collect(),
         defaults,
-        tenants: tenants
-            .into_iter()
-            .filter_map(|draft| {
-                Some(Tenant {
-                    id: draft.id?.0,
-                    addresses: draft.addresses.into_iter().map(|(net, _)| net).collect(),
-                    macs: draft.macs.into_iter().map(|(mac, _)| mac).collect(),
-                    settings: draft.settings,
-                })
-            })
-            .collect(),
+        tenants,
+        by_id,
     })
 }
 

@@ -1045,3 +1045,26 @@ fn tls_takes_an_absolute_cert_and_key() {
         "{message}"
     );
 }
+
+#[test]
+fn tenant_lookup_by_id_survives_changes_to_the_list() {
+    let mut policy = ok("
+        tenants:
+          - id: acme
+            addresses: [198.18.1.0/24]
+          - id: globex
+            addresses: [198.18.2.7/32]
+          - id: initech
+            addresses: [198.18.3.0/24]
+    ");
+    let id = |p: &Policy, id: &str| p.tenant(id).map(|t| t.id.clone());
+    assert_eq!(id(&policy, "globex").as_deref(), Some("globex"));
+    assert_eq!(id(&policy, "initech").as_deref(), Some("initech"));
+    assert!(policy.tenant("hooli").is_none());
+    // The index was built at parse time; after the list changes, lookups still find
+    // the tenant where it now is, and none that left.
+    policy.tenants.remove(0);
+    assert_eq!(id(&policy, "globex").as_deref(), Some("globex"));
+    assert_eq!(id(&policy, "initech").as_deref(), Some("initech"));
+    assert!(policy.tenant("acme").is_none());
+}
