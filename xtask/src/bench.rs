@@ -1260,31 +1260,8 @@ fn print_table(results: &[(&Case, Figures)]) {
             ]
         })
         .collect();
-    let mut widths = headers.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
     // Text columns left-aligned, figures right-aligned.
-    let line = |cells: [&str; COLUMNS]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i > 0 {
-                out.push_str("  ");
-            }
-            if (3..=7).contains(&i) {
-                out.push_str(&format!("{cell:>w$}"));
-            } else {
-                out.push_str(&format!("{cell:<w$}"));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers);
-    for row in &rows {
-        line(row.each_ref().map(String::as_str));
-    }
+    crate::util::print_aligned(headers, &rows, |i| (3..=7).contains(&i));
 }
 
 fn write_report(

@@ -347,29 +347,7 @@ fn daemon_part() -> Result<Part> {
 pub fn run() -> Result<MetricsBench> {
     println!("==> /metrics: kernel reads and render of {TENANTS} tenants, median of {RUNS} (release build)");
     let bench = if cfg!(debug_assertions) {
-        crate::util::cargo_build(true).context("building the release daemon")?;
-        let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
-            .args([
-                "run",
-                "--release",
-                "--quiet",
-                "--package",
-                "xtask",
-                "--",
-                "bench-metrics",
-            ])
-            .current_dir(crate::util::workspace_root())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("running cargo run --release -p xtask -- bench-metrics")?;
-        ensure!(
-            out.status.success(),
-            "cargo xtask bench-metrics (release) failed: {}",
-            out.status
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Value = serde_json::from_str(text.trim())
-            .with_context(|| format!("bench-metrics printed no JSON: {text}"))?;
+        let v = crate::util::run_release_task("bench-metrics")?;
         from_json(&v)?
     } else {
         measure()?

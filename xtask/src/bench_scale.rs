@@ -601,29 +601,7 @@ pub fn run() -> Result<Value> {
         "==> scale: policy apply of {SIZES:?} tenants, full counter read and daemon memory at {LARGE} (release build)"
     );
     let v = if cfg!(debug_assertions) {
-        crate::util::cargo_build(true).context("building the release daemon")?;
-        let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
-            .args([
-                "run",
-                "--release",
-                "--quiet",
-                "--package",
-                "xtask",
-                "--",
-                "bench-scale",
-            ])
-            .current_dir(crate::util::workspace_root())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("running cargo run --release -p xtask -- bench-scale")?;
-        ensure!(
-            out.status.success(),
-            "cargo xtask bench-scale (release) failed: {}",
-            out.status
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim())
-            .with_context(|| format!("bench-scale printed no JSON: {text}"))?
+        crate::util::run_release_task("bench-scale")?
     } else {
         measure(true)?.to_json()
     };

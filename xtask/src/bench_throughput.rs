@@ -1020,30 +1020,7 @@ impl Throughput {
                 ]
             })
             .collect();
-        let mut widths = headers.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |cells: [&str; 7]| {
-            let mut out = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                if i > 0 {
-                    out.push_str("  ");
-                }
-                if (1..=4).contains(&i) {
-                    out.push_str(&format!("{cell:>w$}"));
-                } else {
-                    out.push_str(&format!("{cell:<w$}"));
-                }
-            }
-            println!("{}", out.trim_end());
-        };
-        line(headers);
-        for row in &rows {
-            line(row.each_ref().map(String::as_str));
-        }
+        crate::util::print_aligned(headers, &rows, |i| (1..=4).contains(&i));
         for l in &self.limits {
             println!("note: {l}");
         }

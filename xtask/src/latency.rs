@@ -78,20 +78,7 @@ impl CaseLatency {
                 .map(str::to_string)
                 .with_context(|| format!("case without `{key}`: {v}"))
         };
-        let figures = |key: &str| -> Result<Vec<Option<f64>>> {
-            v[key]
-                .as_array()
-                .with_context(|| format!("case without a `{key}` list: {v}"))?
-                .iter()
-                .map(|x| match x {
-                    Value::Null => Ok(None),
-                    x => x
-                        .as_f64()
-                        .map(Some)
-                        .with_context(|| format!("`{key}` holds {x}, not milliseconds")),
-                })
-                .collect()
-        };
+        let figures = |key: &str| crate::report::ms_runs(v, key);
         let drop_ms = match &v["drop_ms"] {
             Value::Null => None,
             _ => Some(figures("drop_ms")?),

@@ -553,7 +553,7 @@ fn short(v: &Value) -> String {
 }
 
 /// A list of milliseconds where `null` is a missed run.
-fn ms_runs(v: &Value, key: &str) -> Result<Vec<Option<f64>>> {
+pub fn ms_runs(v: &Value, key: &str) -> Result<Vec<Option<f64>>> {
     list(v, key)?
         .iter()
         .map(|x| match x {

@@ -77,3 +77,64 @@ pub fn cargo_build(release: bool) -> Result<()> {
     }
     run(&mut cmd)
 }
+
+/// Prints an aligned table: columns two spaces apart, those for which `right(column)`
+/// holds right-aligned (figures), the rest left-aligned.
+pub fn print_aligned<const N: usize>(
+    headers: [&str; N],
+    rows: &[[String; N]],
+    right: impl Fn(usize) -> bool,
+) {
+    let mut widths = headers.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right(i) {
+                out.push_str(&format!("{cell:>w$}"));
+            } else {
+                out.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+/// Runs the hidden xtask `task` in a release build (a bench part whose figures a debug
+/// build would distort), after building the release daemon, and returns the JSON it
+/// prints on stdout.
+pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
+    cargo_build(true).context("building the release daemon")?;
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            task,
+        ])
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo run --release -p xtask -- {task}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo xtask {task} (release) failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).with_context(|| format!("{task} printed no JSON: {text}"))
+}
