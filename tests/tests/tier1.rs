@@ -46,10 +46,10 @@ use warden::dataplane::{
 use warden_common::{
     bucket, direction,
     facts::{
-        class, contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot,
-        runtime_flags, sketch_index, sketch_key, BlockKey, BlockValue, Event, Pending, SampleEvent,
-        TenantRuntime, FLOOD_EPOCH_SHIFT, REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS,
-        SKETCH_ROWS,
+        class, contact_key, contact_tag, event, fact_counter, flood_quantum, fold_addr, outcome,
+        pending_slot, runtime_flags, sketch_index, sketch_key, BlockKey, BlockValue, Event,
+        Pending, SampleEvent, TenantRuntime, FLOOD_EPOCH_SHIFT, REPORTED_SLOTS, SAMPLE_BYTES,
+        SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
     DropCounters, GenConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
@@ -2969,6 +2969,88 @@ fn udp_at_a_tenant_address_over_flood_in_thresholds_sends_one_flood_in_event_per
             at(class::IN_BYTES, 25 * len, 24 * len),
         ];
         assert_events(&format!("[{prog}] 30 datagrams"), &got, &want, window);
+    }
+}
+
+/// flood_in_pkts = 100,000, whose batch is 97 (`flood_quantum`): each CPU counts a
+/// key's packets in its own slot and adds them to the shared sketch 97 at a time. So
+/// 100,000 datagrams at one tenant address send no FLOOD (the sketch never holds more
+/// than arrived, and not more than the threshold), the sketch holds a whole number of
+/// batches, at most one batch per possible CPU short of what arrived; a batch per
+/// possible CPU more sends exactly one FLOOD IN_PACKETS, whose value is above the
+/// threshold by at most that much.
+#[test]
+fn a_large_flood_threshold_is_counted_in_batches_and_crosses_once() {
+    const THRESHOLD: u32 = 100_000;
+    let q = flood_quantum(THRESHOLD.into());
+    assert_eq!(q, 97);
+    let cpus = aya::util::nr_cpus().expect("possible CPUs") as u64;
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_A).flood = (0, 0, THRESHOLD, 0);
+    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    let targets = [[A, A2, H_FREE], [A_ALT[0], A_ALT[1], A_ALT[2]]];
+    for (prog, targets) in Prog::TO.into_iter().zip(targets) {
+        let mut checked = false;
+        for target in targets {
+            let frame = ip4(U, target, L4::udp(40000, 9));
+            let (got, window) = dp.run_facts(prog, "100,000 datagrams", &frame, TA, THRESHOLD);
+            let epoch = window.0 >> FLOOD_EPOCH_SHIFT;
+            let more = (cpus * q) as u32;
+            let (got2, window2) = dp.run_facts(prog, "a batch per CPU more", &frame, TA, more);
+            if window2.1 >> FLOOD_EPOCH_SHIFT != epoch {
+                // The flood epoch ended during the runs: the counts started again.
+                eprintln!("[{prog}] a flood epoch ended during the runs; next address");
+                continue;
+            }
+            assert_events(
+                &format!("[{prog}] {THRESHOLD} datagrams"),
+                &got,
+                &[],
+                window,
+            );
+            let key = sketch_key(TENANT_A, class::IN_PACKETS, fold_addr(&e4(target)));
+            let mut want = ev(
+                event::FLOOD,
+                direction::IN,
+                proto::UDP,
+                class::IN_PACKETS,
+                (e4(target), 9),
+                (e4(U), 40000),
+            );
+            want.threshold = THRESHOLD.into();
+            let value = match got2.as_slice() {
+                [Record::Event(e)] => e.value,
+                other => panic!("[{prog}] one FLOOD expected, got {other:?}"),
+            };
+            assert!(
+                value > THRESHOLD.into() && value <= u64::from(THRESHOLD) + cpus * q,
+                "[{prog}] FLOOD value {value}: above {THRESHOLD} by at most {} (a batch per CPU)",
+                cpus * q
+            );
+            want.value = value;
+            assert_events(&format!("[{prog}] {more} more"), &got2, &[want], window2);
+            let sent = u64::from(THRESHOLD) + u64::from(more);
+            for row in 0..SKETCH_ROWS {
+                let count =
+                    dp.word(map::SKETCH, sketch_index(key, row)) & ((1 << SKETCH_COUNT_BITS) - 1);
+                assert_eq!(
+                    count % q,
+                    0,
+                    "[{prog}] row {row}: {count} is whole batches of {q}"
+                );
+                assert!(
+                    count <= sent && count + cpus * (q - 1) >= sent,
+                    "[{prog}] row {row}: {count} counted of {sent} sent (at most {} held by the CPUs)",
+                    cpus * (q - 1)
+                );
+            }
+            checked = true;
+            break;
+        }
+        assert!(
+            checked,
+            "[{prog}] every attempt straddled a flood epoch boundary"
+        );
     }
 }
 

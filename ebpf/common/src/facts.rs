@@ -72,6 +72,26 @@ pub const FLOOD_EPOCH_SHIFT: u32 = 30;
 /// Bits of a sketch counter holding the count; the rest hold the low bits of the epoch.
 pub const SKETCH_COUNT_BITS: u32 = 48;
 
+/// Flood counts are added to the shared sketch in batches of `threshold >>
+/// FLOOD_BATCH_SHIFT` units per CPU and key (see [`flood_quantum`]).
+pub const FLOOD_BATCH_SHIFT: u32 = 10;
+/// Log2 of each CPU's slots of flood counts not yet in the sketch.
+pub const FLOOD_LOCAL_BITS: u32 = 12;
+/// Each CPU's slots of flood counts not yet in the sketch.
+pub const FLOOD_LOCAL_SLOTS: u32 = 1 << FLOOD_LOCAL_BITS;
+
+/// The batch of a flood class with `threshold`: a packet whose units are below it is
+/// first counted in its CPU's slot for the key, and the slot's count goes to the shared
+/// sketch once it reaches the batch. The sketch so trails the true count by less than
+/// `batch` units per CPU and key: a flood is reported at most `CPUs * threshold / 1024`
+/// units late (0.2% of the threshold on 2 CPUs), and a batch of 1 (thresholds below
+/// 2,048) counts every packet at once. What a CPU holds when its key goes quiet or the
+/// epoch ends is never added: less than a batch, which cannot decide a flood.
+#[inline(always)]
+pub const fn flood_quantum(threshold: u64) -> u64 {
+    threshold >> FLOOD_BATCH_SHIFT
+}
+
 /// Log2 of the slots of [`map::REPORTED`](crate::map::REPORTED).
 pub const REPORTED_BITS: u32 = 12;
 /// Slots of the reported table.

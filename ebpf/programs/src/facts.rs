@@ -34,9 +34,10 @@ use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::{
     bucket, direction,
     facts::{
-        class, contact_key, contact_tag, event, fact_counter, outcome, pending_slot, sketch_index,
-        sketch_key, Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
-        LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
+        class, contact_key, contact_tag, event, fact_counter, flood_quantum, outcome, pending_slot,
+        sketch_index, sketch_key, Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS,
+        FLOOD_EPOCH_SHIFT, FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES,
+        REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     tenant_config_index, Rate, TenantConfig,
 };
@@ -47,8 +48,8 @@ use crate::{
         self, addr16, addr4, proto, ptr_at, Addr, Family, Parsed, ICMPV6_UNREACHABLE,
         ICMP_UNREACHABLE,
     },
-    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, GEN_CONFIG, PENDING, REPORTED,
-    SKETCH, TENANT_CONFIG,
+    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, GEN_CONFIG,
+    PENDING, REPORTED, SKETCH, TENANT_CONFIG,
 };
 
 const TCP_SYN: u8 = 0x02;
@@ -340,10 +341,61 @@ fn answer(f: &FactsIn, proto: u8, remote: &Addr, port: u16, local_port: u16, res
     });
 }
 
+/// A CPU's flood counts for one key not yet added to the shared sketch (the value of
+/// `FLOOD_LOCAL`).
+#[repr(C)]
+pub struct FloodLocal {
+    /// The sketch key; 0: never used.
+    key: u64,
+    /// The flood epoch of `units`.
+    epoch: u64,
+    units: u64,
+}
+
+/// Counts `units` for `key` in this CPU's slot when they are below the class's batch;
+/// returns what goes to the shared sketch now (0: nothing yet). A slot another key
+/// holds in this epoch with units not yet added is left alone: the packet goes to the
+/// sketch at once, as it would without the slots.
+#[inline(always)]
+fn batch(key: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
+    let quantum = flood_quantum(threshold);
+    if units >= quantum {
+        return units;
+    }
+    let Some(l) = FLOOD_LOCAL.get_ptr_mut(key as u32 & (FLOOD_LOCAL_SLOTS - 1)) else {
+        return units;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
+    // while this one runs (the hooks do not preempt each other on a CPU).
+    unsafe {
+        let (k, e, held) = ((*l).key, (*l).epoch, (*l).units);
+        if k == key && e == epoch {
+            let total = held + units;
+            if total < quantum {
+                (*l).units = total;
+                return 0;
+            }
+            (*l).units = 0;
+            return total;
+        }
+        if e == epoch && held != 0 {
+            return units;
+        }
+        // Free, of an older epoch (what it held can no longer count), or drained.
+        (*l).key = key;
+        (*l).epoch = epoch;
+        (*l).units = units;
+    }
+    0
+}
+
 /// Adds `units` to the sketch for (tenant, `klass`, the address `folded`) and, when
 /// the estimate for this flood epoch goes above `threshold` (0: the class is not
 /// counted at all), sends the FLOOD event once per key and epoch (not budgeted: one
-/// per key and epoch, each needing a threshold's worth of packets).
+/// per key and epoch, each needing a threshold's worth of packets). Units below the
+/// class's batch gather in the CPU's slot first ([`batch`]): the shared counters are
+/// atomic adds that every CPU seeing the key would otherwise contend for on every
+/// packet of a flood.
 #[inline(always)]
 fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, threshold: u64) {
     if threshold == 0 {
@@ -351,6 +403,10 @@ fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, thresh
     }
     let key = sketch_key(f.tenant, klass, folded);
     let epoch = f.now >> FLOOD_EPOCH_SHIFT;
+    let units = batch(key, epoch, units, threshold);
+    if units == 0 {
+        return;
+    }
     let tag = (epoch & 0xffff) << SKETCH_COUNT_BITS;
     let (Some(c0), Some(c1)) = (
         SKETCH.get_ptr_mut(sketch_index(key, 0)),

@@ -39,8 +39,8 @@ use warden_common::{
     bucket, direction,
     facts::{
         fact_counter, log_entries, BlockKey, BlockValue, LogEntry, Pending, TenantRuntime,
-        CONTACT_WORDS, EVENTS_RING_BYTES, LOG_DEFAULT_CPUS, MAX_BLOCKS, PENDING_SLOTS,
-        REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
+        CONTACT_WORDS, EVENTS_RING_BYTES, FLOOD_LOCAL_SLOTS, LOG_DEFAULT_CPUS, MAX_BLOCKS,
+        PENDING_SLOTS, REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
     },
     global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, TenantConfig,
     GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
@@ -122,6 +122,13 @@ static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, 0);
 /// sketch, shared by all CPUs and added to atomically. Written here.
 #[map(name = "SKETCH")]
 static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_ROWS * SKETCH_WIDTH, 0);
+
+/// Index: `key & (FLOOD_LOCAL_SLOTS - 1)` of a `sketch_key`. Value: per CPU, flood
+/// counts of one key not yet added to SKETCH (`facts::FloodLocal`). Written here;
+/// internal to the programs (not pinned by the daemon).
+#[map(name = "FLOOD_LOCAL")]
+static FLOOD_LOCAL: PerCpuArray<crate::facts::FloodLocal> =
+    PerCpuArray::with_max_entries(FLOOD_LOCAL_SLOTS, 0);
 
 /// Index: `(key >> 20) & (REPORTED_SLOTS - 1)` of a `sketch_key`. Value: `epoch << 32 |
 /// key as u32` of the flood event last sent from that slot. Written here.
