@@ -99,6 +99,10 @@ pub struct Options {
     /// Live frames each generator thread sends per throughput run.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(10_000..))]
     pub throughput_frames: u32,
+    /// Only the throughput comparisons whose name contains this text (to look into
+    /// one; the report then lacks the others).
+    #[arg(long)]
+    pub throughput_only: Option<String>,
 }
 
 /// The receiving ends, one per program under test.
@@ -893,8 +897,9 @@ pub fn run(opts: &Options) -> Result<Throughput> {
     let cpus = online_cpus();
     let mut limits = Vec::new();
     let mut all = comparisons();
-    if let Ok(only) = std::env::var("WARDEN_TP_ONLY") {
-        all.retain(|c| c.name.contains(&only));
+    if let Some(only) = &opts.throughput_only {
+        all.retain(|c| c.name.contains(only.as_str()));
+        ensure!(!all.is_empty(), "no throughput comparison is named like {only:?}");
     }
     if cpus < 2 {
         limits.push(format!(
