@@ -899,7 +899,10 @@ pub fn run(opts: &Options) -> Result<Throughput> {
     let mut all = comparisons();
     if let Some(only) = &opts.throughput_only {
         all.retain(|c| c.name.contains(only.as_str()));
-        ensure!(!all.is_empty(), "no throughput comparison is named like {only:?}");
+        ensure!(
+            !all.is_empty(),
+            "no throughput comparison is named like {only:?}"
+        );
     }
     if cpus < 2 {
         limits.push(format!(
@@ -950,12 +953,82 @@ pub fn run(opts: &Options) -> Result<Throughput> {
          alike, so ratios to a baseline are compressed toward 1"
     ));
     drop(lab);
+    if cpus >= 2 {
+        let scaling = compute_scaling()?;
+        limits.push(format!(
+            "what 2 CPUs give plain computation on this machine, measured in the same run: \
+             a CPU-bound integer loop (8 independent multiply-add chains, no memory) run on \
+             CPUs 0 and 1 at once does {scaling:.2}x the work of the same loop on CPU 0 \
+             alone (median of {SCALING_RUNS} interleaved runs); below 2, the second vCPU is \
+             not a whole core's worth (the vCPUs share a core on the host, or the host or \
+             this machine runs other work), and no program scales past that here"
+        ));
+    }
     Ok(Throughput {
         options_pairs: opts.throughput_pairs,
         frames: opts.throughput_frames,
         results,
         limits,
     })
+}
+
+/// Runs of the compute-scaling reference.
+const SCALING_RUNS: usize = 5;
+
+/// `rounds` of CPU-bound integer work: 8 independent multiply-add chains (enough in
+/// flight to fill a core's integer units), nothing beyond the first-level cache.
+fn compute_work(rounds: u64) -> u64 {
+    let mut x = [1u64, 2, 3, 4, 5, 6, 7, 8];
+    for i in 0..std::hint::black_box(rounds) {
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = v.wrapping_mul(3 + 2 * k as u64).wrapping_add(i);
+        }
+    }
+    x.iter().fold(0, |a, v| a ^ v)
+}
+
+/// Seconds `compute_work(rounds)` takes on each of `cpus` at once (the slowest).
+fn timed_work(cpus: &[usize], rounds: u64) -> Result<f64> {
+    let barrier = Barrier::new(cpus.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<f64> {
+                    pin_thread(cpu)?;
+                    barrier.wait();
+                    let t = Instant::now();
+                    std::hint::black_box(compute_work(rounds));
+                    Ok(t.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        let mut slowest: f64 = 0.0;
+        for h in handles {
+            let t = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a compute thread panicked"))??;
+            slowest = slowest.max(t);
+        }
+        Ok(slowest)
+    })
+}
+
+/// Work done per second by CPUs 0 and 1 together over CPU 0 alone (2.0: two whole
+/// cores); median of [`SCALING_RUNS`] interleaved (one, two) runs.
+fn compute_scaling() -> Result<f64> {
+    // Rounds for about 0.3 s on one CPU, whatever the build's optimisation.
+    let probe = 1_000_000;
+    let t = timed_work(&[0], probe)?.max(1e-6);
+    let rounds = ((probe as f64) * 0.3 / t).clamp(probe as f64, 1e10) as u64;
+    let mut ratios = Vec::new();
+    for _ in 0..SCALING_RUNS {
+        let one = timed_work(&[0], rounds)?;
+        let two = timed_work(&[0, 1], rounds)?;
+        ratios.push(2.0 * one / two);
+    }
+    Ok(median(&ratios))
 }
 
 fn median(v: &[f64]) -> f64 {
