@@ -202,6 +202,8 @@ pub struct Throughput {
     frames: u32,
     results: Vec<(Comparison, Vec<Run>, Vec<Run>)>,
     limits: Vec<String>,
+    /// Work per second of a CPU-bound loop on CPUs 0 and 1 over CPU 0 alone.
+    compute_scaling: Option<f64>,
 }
 
 /// The namespaces and veth pairs; removed on drop.
@@ -953,8 +955,10 @@ pub fn run(opts: &Options) -> Result<Throughput> {
          alike, so ratios to a baseline are compressed toward 1"
     ));
     drop(lab);
+    let mut scaling_figure = None;
     if cpus >= 2 {
         let scaling = compute_scaling()?;
+        scaling_figure = Some(scaling);
         limits.push(format!(
             "what 2 CPUs give plain computation on this machine, measured in the same run: \
              a CPU-bound integer loop (8 independent multiply-add chains, no memory) run on \
@@ -969,6 +973,7 @@ pub fn run(opts: &Options) -> Result<Throughput> {
         frames: opts.throughput_frames,
         results,
         limits,
+        compute_scaling: scaling_figure,
     })
 }
 
@@ -1170,6 +1175,7 @@ impl Throughput {
             "batch": BATCH,
             "cpus": online_cpus(),
             "limits": self.limits,
+            "compute_scaling_2_vs_1": self.compute_scaling,
             "cases": cases,
         })
     }
