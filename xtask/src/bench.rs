@@ -12,12 +12,12 @@
 //! The bar: every per-packet path costs at most [`BAR_NS`] over the baseline, a new
 //! flow at most [`NEW_FLOW_BAR_NS`].
 //!
-//! The maps hold [`TENANTS`] tenants, compiled into a `warden::dataplane::Compiled`
+//! The maps hold [`TENANTS`] tenants (100,000), compiled into a `warden::dataplane::Compiled`
 //! and written by `warden::dataplane::write_generation` (`GenTables::build`), the daemon's own
 //! placement; every bucket of the generation's half is then written, as
 //! `Dataplane::apply` does for a fresh half. Three policies, each measured in turn:
 //! - one length: each tenant an IPv4 /32, an IPv6 /64 and a bound MAC (generation 0);
-//! - two lengths: the same, but the last [`WIDE`] tenants on /24s and /48s, so a
+//! - two lengths: the same, but the last [`WIDE`] (64) tenants on /24s and /48s, so a
 //!   lookup probes two lengths per family and a miss costs two probes (generation 1);
 //! - no MACs: one length and no bound MAC anywhere (GEN_CONFIG without ANY_MACS, so
 //!   from-tenant frames skip the MAC lookup), written over generation 0 while
@@ -42,6 +42,46 @@
 //! writes its CPU's log round more than once, so the check reads the last `LOG_SLOTS`
 //! entries and counts the rest as written over, exactly. The established-flow cases
 //! (ACK segments) show what facts cost ordinary traffic: a flags test.
+//!
+//! Address plan (inside the test ranges 198.18.0.0/15 and 2001:db8::/32; nothing
+//! overlaps, checked by a unit test): tenant `i` owns 198.18.0.0 + `i` (up to
+//! 198.19.134.159) and 2001:db8:(`i` >> 16):(`i` & 0xffff)::/64; the outside sender and
+//! the unknown address are in 198.19.135.0/24 (2001:db8:ffff::/48, 2001:db8:fffe::/48);
+//! management is 198.19.136.0/22 (2001:db8:fe::/48); the new-flow remotes are
+//! 198.19.144.0 - 198.19.191.255; the wide tenants' /24s are 198.19.192.0/18 and their
+//! /48s 2001:db8:100::/48 onwards; the tracked remotes are in 2001:db8:e000::/48 and the
+//! detection-event remotes in 2001:db8:d000::/48.
+//!
+//! Tracked remotes. Before any case is timed, [`TRACKED_REMOTES`] (1,000,000) distinct
+//! remotes are contacted the way traffic would: [`LOADERS`] tenants each send a SYN to
+//! [`PER_LOADER`] new IPv6 remotes through `xdp_bench_new_flow` (one test run each,
+//! the program moving the destination on per repetition), with SYN flood counting on
+//! for them (a threshold no load reaches). "Tracked" means what the kernel keeps per
+//! remote, all fixed-size arrays: every one of those remotes tests as known in the
+//! contact filter of the current contact epoch (checked, word by word, against the
+//! words read back), the pending table is filled with their attempts (direct-mapped:
+//! the latest attempt per slot), and their SYNs are counted in the flood sketch of the
+//! flood epoch of the load (counts older than the current flood epoch, about 1 s, read
+//! as zero, so the sketch is loaded only for that long). The filter's state lasts a
+//! contact epoch (about 69 s); whenever the epoch has moved on, the load is run again
+//! before the next case or run, so every case runs against a loaded filter. Reported:
+//! the filter's false-positive rate at that load, the share of [`FP_PROBES`] fresh
+//! remotes the filter wrongly calls known. The new-flow case contacts fresh remotes
+//! with the tracked ones loaded: before each run the filter words its remotes hash to
+//! are set back to their loaded state (not cleared), so its first contacts are those
+//! the loaded filter lets through (the rest are its false positives, predicted exactly
+//! and reported).
+//!
+//! Detection event. `xdp_bench_answer` runs the to-tenant path on a remote's SYN-ACK
+//! and then moves the frame's source on, so each repetition answers a different
+//! remote. Before each run the bench writes the pending attempts of that run's remotes
+//! (the tags a tenant's SYNs would have left); the remotes of a run are a window of
+//! [`ANSWER_WINDOW`] consecutive addresses whose pending slots are all distinct (found
+//! by the same formulas), so every repetition matches its attempt, clears it and sends
+//! an OUTCOME into the ring buffer. Each run is checked (one ring record per
+//! repetition, the right one, none lost) and the ring drained after it (not timed). A
+//! timed sample is [`ANSWER_RUNS`] such runs, their mean per repetition. The pending
+//! slots are written just before the run, so they may be in the CPU's cache.
 
 use std::{
     fs,
@@ -66,8 +106,9 @@ use warden::dataplane::{
 use warden_common::{
     bucket, direction,
     facts::{
-        contact_key, contact_tag, event, fact_counter, fold_addr, Event, CONTACT_EPOCH_SHIFT,
-        CONTACT_WORDS, LOG_SLOTS,
+        contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot, Event,
+        Pending, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT, LOG_SLOTS, PENDING_SLOTS,
+        SKETCH_COUNT_BITS, SKETCH_ROWS, SKETCH_WIDTH,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
     DropCounters, GenConfig, Rate, TenantConfig,
@@ -81,15 +122,18 @@ const BAR_NS: f64 = 35.0;
 /// Most a tenant's new flow (first contact, pending attempt, event) may cost over the
 /// XDP_PASS baseline, in ns.
 const NEW_FLOW_BAR_NS: f64 = 150.0;
-/// The bench-only program of the new-flow case (`ebpf/programs/src/main.rs`).
+/// The bench-only program of the new-flow case and of the tracked remotes' load
+/// (`ebpf/programs/src/main.rs`).
 const XDP_BENCH_NEW_FLOW: &str = "xdp_bench_new_flow";
-/// Repetitions of a new-flow run at most (each a first contact, whose filter word the
-/// run clears beforehand).
-const NEW_FLOW_MAX_REPEAT: u32 = 50_000;
+/// The bench-only program of the detection-event case.
+const XDP_BENCH_ANSWER: &str = "xdp_bench_answer";
+/// Repetitions of a new-flow run at most (each a fresh remote, whose filter word the
+/// run sets back to its loaded state beforehand): the new-flow remotes' range.
+const NEW_FLOW_MAX_REPEAT: u32 = 12_288;
 /// Untimed full-size new-flow runs before the timed ones (see [`measure`]).
 const NEW_FLOW_WARM_UPS: u32 = 4;
 /// The first remote the new-flow frame contacts; each repetition the next address.
-const NEW_FLOW_FIRST_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const NEW_FLOW_FIRST_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 19, 144, 0);
 /// The new-flow frame's remote port.
 const NEW_FLOW_PORT: u16 = 443;
 /// The event budget of the bench's generations: lifted, so that every event of a
@@ -100,18 +144,56 @@ const NEW_FLOW_PORT: u16 = 443;
 const BENCH_EVENT_BUDGET: Rate = Rate::UNLIMITED;
 /// Tenants loaded, each with one IPv4 prefix, one IPv6 prefix and (but for the no-MACs
 /// policy) one bound MAC.
-const TENANTS: u32 = 10_000;
+const TENANTS: u32 = 100_000;
 /// In generation 1, tenants `TENANTS - WIDE..TENANTS` own a /24 and a /48 instead.
-const WIDE: u32 = 256;
+const WIDE: u32 = 64;
 /// The tenant the known-tenant cases hit: in the middle of the index.
-const PROBE_TENANT: u32 = 5_000;
+const PROBE_TENANT: u32 = 50_000;
 /// Whose address the spoofed case sends from (with the probe tenant's MAC).
-const FOREIGN_TENANT: u32 = 4_000;
-const SUSPENDED_TENANT: u32 = 5_001;
+const FOREIGN_TENANT: u32 = 40_000;
+const SUSPENDED_TENANT: u32 = 50_001;
 /// Plan far above anything a test run can send: every packet runs the GCRA and conforms.
-const POLICED_TENANT: u32 = 5_002;
+const POLICED_TENANT: u32 = 50_002;
 /// Plan exhausted (bucket an hour ahead of the clock): every packet is dropped.
-const EXHAUSTED_TENANT: u32 = 5_003;
+const EXHAUSTED_TENANT: u32 = 50_003;
+/// Remotes whose state is loaded before the cases are timed (see the module doc).
+const TRACKED_REMOTES: u32 = 1_000_000;
+/// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants
+/// `LOADER_FIRST + j * LOADER_STRIDE`, below the wide tenants and none of the cases'.
+const LOADERS: u32 = 1_000;
+const PER_LOADER: u32 = TRACKED_REMOTES / LOADERS;
+const LOADER_FIRST: u32 = 37;
+const LOADER_STRIDE: u32 = 90;
+/// The loaders' SYN flood threshold (SYNs per flood epoch at one victim): counted, so
+/// their SYNs load the sketch, and never crossed.
+const LOADER_SYN_THRESHOLD: u32 = u32::MAX;
+/// Fresh remotes tested against the loaded filter for its false-positive rate.
+const FP_PROBES: u32 = 100_000;
+/// The first tracked remote; remote `k` is this plus `k`.
+const TRACKED_BASE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe000, 0, 0, 0, 0, 0);
+/// The first detection-event remote; remote `k` is this plus `k`.
+const ANSWER_BASE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xd000, 0, 0, 0, 0, 0);
+/// Repetitions of a detection-event run: consecutive remotes with distinct pending slots.
+const ANSWER_WINDOW: u32 = 1_024;
+/// Detection-event runs (windows) per timed sample.
+const ANSWER_RUNS: usize = 16;
+/// The tenant-side and remote ports of the detection-event frames.
+const ANSWER_LOCAL_PORT: u16 = 40_000;
+const ANSWER_REMOTE_PORT: u16 = 443;
+/// The outside sender of the to-tenant frames and the destination of from-tenant ones.
+const OUTSIDE_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 135, 1);
+const OUTSIDE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// An address of no tenant.
+const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 135, 7);
+const UNKNOWN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, 7);
+/// Management prefixes: 198.19.136.0/24 to 198.19.139.0/24, and 2001:db8:fe::/48.
+const MANAGEMENT_V4: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(198, 19, 136, 0),
+    Ipv4Addr::new(198, 19, 137, 0),
+    Ipv4Addr::new(198, 19, 138, 0),
+    Ipv4Addr::new(198, 19, 139, 0),
+];
+const MANAGEMENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 0);
 /// A tenant on a /24 and a /48 in generation 1.
 const WIDE_TENANT: u32 = TENANTS - WIDE + 10;
 const XDP_DROP: u32 = 1;
@@ -227,6 +309,9 @@ enum Flow {
     /// [`XDP_BENCH_NEW_FLOW`] moves the destination on: every repetition a first
     /// contact of the tenant [`Lands`] names.
     New,
+    /// [`XDP_BENCH_ANSWER`] moves the source on: every repetition answers a pending
+    /// first contact of the tenant [`Lands`] names (an OUTCOME into the ring).
+    Answer,
 }
 
 /// Where a run lands: the verdict and the one counter it moves.
@@ -328,17 +413,44 @@ pub fn run(args: BenchArgs) -> Result<()> {
         set_active(&mut ebpf, policy.generation())?;
         let mine: Vec<&Case> = cases.iter().filter(|c| c.policy == policy).collect();
         for case in &mine {
+            ensure_tracked(&ebpf, &mut facts)?;
             verify_path(&ebpf, case)?;
-            if case.flow == Flow::New {
-                verify_new_flows(&ebpf, &mut facts, case)?;
+            match case.flow {
+                Flow::New => verify_new_flows(&ebpf, &mut facts, case)?,
+                Flow::Answer => verify_answers(&ebpf, &mut facts, case)?,
+                Flow::Repeated => {}
             }
         }
         for case in mine {
+            ensure_tracked(&ebpf, &mut facts)?;
             let figures = measure(&ebpf, &mut facts, case, args.pairs, args.repeat)?;
             results.push((case, figures));
         }
     }
     set_active(&mut ebpf, 0)?;
+    let tracked = facts
+        .tracked
+        .as_ref()
+        .context("the tracked remotes were never loaded")?;
+    let tracked_json = tracked.to_json(&facts);
+    println!(
+        "tracked remotes: {TRACKED_REMOTES} from {LOADERS} tenants, loaded {} time(s) \
+         ({:.0} ms of test runs, {:.0} ns per SYN as the kernel timed it); filter: {} of {CONTACT_WORDS} words set, {} bits; \
+         pending: {} of {PENDING_SLOTS} slots hold a tracked remote's attempt; sketch: {} \
+         counters live after the load; false positives: {} of {FP_PROBES} fresh remotes \
+         ({:.2}%); new-flow repetitions seen as known: {} of {}",
+        facts.loads,
+        tracked.load_ms,
+        tracked.load_ns_per_syn,
+        tracked.words_set,
+        tracked.bits_set,
+        tracked.pending_tracked,
+        tracked.sketch_live,
+        tracked.fp_hits,
+        tracked.fp_rate() * 100.0,
+        facts.new_flow_known,
+        facts.new_flow_reps,
+    );
     let metrics = crate::bench_metrics::run()?;
     let scale = if args.skip_scale {
         None
@@ -355,7 +467,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(latency) = &latency {
         latency.print_table();
     }
-    let report = write_report(&args, cpu, &results, latency.as_ref())?;
+    let report = write_report(&args, cpu, &results, latency.as_ref(), tracked_json)?;
     crate::bench_metrics::add_to_report(&report, &metrics)?;
     if let Some(scale) = &scale {
         crate::bench_scale::add_to_report(&report, scale)?;
@@ -432,6 +544,7 @@ fn load() -> Result<Ebpf> {
         program::XDP_TO_TENANT,
         program::XDP_FROM_TENANT,
         XDP_BENCH_NEW_FLOW,
+        XDP_BENCH_ANSWER,
     ] {
         let prog: &mut Xdp = ebpf
             .program_mut(name)
@@ -443,14 +556,40 @@ fn load() -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// IPv4 /32 of tenant `i`: 198.18.0.0 + i.
+/// IPv4 /32 of tenant `i`: 198.18.0.0 + i (198.18.0.0 - 198.19.134.159).
 fn host_v4(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i)
 }
 
-/// IPv4 /24 of a wide tenant `i` (generation 1): 198.19.(i - first wide).0/24.
+/// IPv4 /24 of a wide tenant `i` (generation 1): 198.19.(192 + i - first wide).0/24.
 fn wide_v4(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, (i - (TENANTS - WIDE)) as u8, 0)
+    Ipv4Addr::new(198, 19, 192 + (i - (TENANTS - WIDE)) as u8, 0)
+}
+
+/// The IPv6 address tenant `i` sends from (in its /64).
+fn host_v6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net_v6(i)) + 0x10)
+}
+
+/// Tracked remote `k` (`k >= TRACKED_REMOTES`: a fresh one, never contacted).
+fn tracked_remote(k: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(TRACKED_BASE) + u128::from(k))
+}
+
+/// Detection-event remote `k`.
+fn answer_remote(k: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(ANSWER_BASE) + u128::from(k))
+}
+
+/// The tenant that contacted tracked remotes `j * PER_LOADER..(j + 1) * PER_LOADER`.
+fn loader_tenant(j: u32) -> u32 {
+    LOADER_FIRST + j * LOADER_STRIDE
+}
+
+fn is_loader(i: u32) -> bool {
+    i >= LOADER_FIRST
+        && (i - LOADER_FIRST).is_multiple_of(LOADER_STRIDE)
+        && i < loader_tenant(LOADERS)
 }
 
 /// IPv6 /64 of tenant `i`: 2001:db8:0:i::/64.
@@ -474,6 +613,9 @@ fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
     let mut cfg = TenantConfig::default();
     if policy.binds_macs() {
         cfg.flags |= tenant_flags::MACS_BOUND;
+    }
+    if is_loader(i) {
+        cfg.flood_out_syn = LOADER_SYN_THRESHOLD;
     }
     match i {
         SUSPENDED_TENANT => cfg.flags |= tenant_flags::SUSPENDED,
@@ -529,16 +671,14 @@ fn write_management(ebpf: &mut Ebpf) -> Result<()> {
     {
         let mut t: LpmTrie<&mut MapData, [u8; 4], u8> =
             LpmTrie::try_from(map_mut(ebpf, map::MANAGEMENT_V4)?)?;
-        for third in [252u8, 253, 254, 255] {
-            let net = Ipv4Addr::new(198, 18, third, 0);
+        for net in MANAGEMENT_V4 {
             t.insert(&Key::new(24, net.octets()), 1u8, 0)
                 .context("writing MANAGEMENT_V4")?;
         }
     }
     let mut t: LpmTrie<&mut MapData, [u8; 16], u8> =
         LpmTrie::try_from(map_mut(ebpf, map::MANAGEMENT_V6)?)?;
-    let net = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 0);
-    t.insert(&Key::new(48, net.octets()), 1u8, 0)
+    t.insert(&Key::new(48, MANAGEMENT_V6.octets()), 1u8, 0)
         .context("writing MANAGEMENT_V6")?;
     Ok(())
 }
@@ -565,12 +705,10 @@ fn set_bucket(ebpf: &mut Ebpf, tenant: u32, which: u32, tat: u64) -> Result<()> 
 }
 
 fn cases() -> Vec<Case> {
-    // Outside every tenant prefix and every management prefix, in both policies.
-    let outside = Ipv4Addr::new(198, 18, 200, 1);
-    let outside6 = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
-    let unknown4 = Ipv4Addr::new(198, 18, 201, 7);
-    let unknown6 = Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, 7);
-    let host6 = |i: u32| Ipv6Addr::from(u128::from(net_v6(i)) + 0x10);
+    // Outside every tenant prefix and every management prefix, in every policy.
+    let (outside, outside6) = (OUTSIDE_V4, OUTSIDE_V6);
+    let (unknown4, unknown6) = (UNKNOWN_V4, UNKNOWN_V6);
+    let host6 = host_v6;
     let syn = || L4::tcp(40000, 443, tcp::SYN);
     let to = |dst: Ipv4Addr| {
         Frame::new(Ipv4::new(outside, dst).l4(syn()))
@@ -768,6 +906,19 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "detection event v6, to-tenant (SYN-ACK answers a pending first contact: \
+                   OUTCOME into the ring)",
+            bar_ns: NEW_FLOW_BAR_NS,
+            flow: Flow::Answer,
+            policy: Policy::OneLength,
+            program: XDP_BENCH_ANSWER,
+            frame: answer_frame(0),
+            lands: Lands::Tenant {
+                index: PROBE_TENANT,
+                dir: inn,
+            },
+        },
+        Case {
             name: "established flow v4, from-tenant (ACK segment: no facts)",
             bar_ns: BAR_NS,
             flow: Flow::Repeated,
@@ -918,20 +1069,36 @@ fn verify_path(ebpf: &Ebpf, case: &Case) -> Result<()> {
     Ok(())
 }
 
-/// The fact maps the new-flow case needs from userspace, taken out of the object
-/// (the programs keep using them): the ring (which a new flow must leave empty) and
-/// the attempt log, to read, and the contact filter, to clear the words of the flows a
-/// run will contact.
+/// The fact maps the fact cases need from userspace, taken out of the object (the
+/// programs keep using them): the ring and the attempt log, to read; the contact filter,
+/// to set a new-flow run's words back to their loaded state; the pending table, to
+/// write a detection-event run's attempts and to check the load; the sketch, to check
+/// the load. Also the tracked remotes' load and the detection-event windows.
 struct FactMaps {
     ring: RingBuf<MapData>,
     log: AttemptLog,
     contacts: Array<MapData, u64>,
+    pending: Array<MapData, Pending>,
+    sketch: Array<MapData, u64>,
+    /// The tracked remotes' state, once loaded.
+    tracked: Option<Tracked>,
+    /// Loads of the tracked remotes so far (one more each time the contact epoch moved
+    /// on).
+    loads: u32,
+    /// Of the new-flow runs timed: repetitions, and those the loaded filter took for
+    /// known remotes (its false positives).
+    new_flow_reps: u64,
+    new_flow_known: u64,
+    /// First remote of each detection-event window ([`answer_windows`]).
+    answer_windows: Vec<u32>,
 }
 
 impl FactMaps {
     fn take(ebpf: &mut Ebpf) -> Result<FactMaps> {
         let ring = ebpf.take_map(map::EVENTS).context("no EVENTS map")?;
         let contacts = ebpf.take_map(map::CONTACTS).context("no CONTACTS map")?;
+        let pending = ebpf.take_map(map::PENDING).context("no PENDING map")?;
+        let sketch = ebpf.take_map(map::SKETCH).context("no SKETCH map")?;
         let log = match ebpf.take_map(map::ATTEMPT_LOG) {
             Some(aya::maps::Map::Array(data)) => data,
             _ => bail!("no ATTEMPT_LOG array in the object"),
@@ -940,6 +1107,13 @@ impl FactMaps {
             ring: RingBuf::try_from(ring).context("opening the EVENTS ring")?,
             log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
             contacts: Array::try_from(contacts).context("opening CONTACTS")?,
+            pending: Array::try_from(pending).context("opening PENDING")?,
+            sketch: Array::try_from(sketch).context("opening SKETCH")?,
+            tracked: None,
+            loads: 0,
+            new_flow_reps: 0,
+            new_flow_known: 0,
+            answer_windows: answer_windows(PROBE_TENANT, ANSWER_RUNS, ANSWER_WINDOW)?,
         })
     }
 
@@ -947,23 +1121,41 @@ impl FactMaps {
     /// written over unread since the last call; and the number of ring records (which
     /// are drained).
     fn drain(&mut self) -> Result<(Vec<Event>, u64, usize)> {
-        let mut ring = 0;
-        while self.ring.next().is_some() {
-            ring += 1;
-        }
+        let ring = self.ring_events()?.len();
         let lost_before = self.log.lost();
         let mut out = Vec::new();
         self.log.take(usize::MAX, |e| out.push(event_of(&e)));
         Ok((out, self.log.lost() - lost_before, ring))
     }
 
-    /// Clears the contact filter words of the first `n` remotes of the new-flow frame
-    /// of `tenant`, so each is a first contact again, and returns the repetitions that
-    /// will be: all but the few whose two bits the run's earlier remotes happen to set
-    /// first (a bloom filter's false positives), found by running the filter's
-    /// formulas (`warden_common::facts`, as the programs use them) over the run.
-    fn forget_new_flows(&mut self, tenant: u32, n: u32) -> Result<Vec<u32>> {
-        let mut words: std::collections::BTreeMap<u32, u64> = Default::default();
+    /// Drains the ring: its records, as events.
+    fn ring_events(&mut self) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            ensure!(
+                item.len() >= std::mem::size_of::<Event>(),
+                "a ring record of {} bytes: not an event",
+                item.len()
+            );
+            // SAFETY: at least size_of::<Event>() bytes (checked above), read unaligned;
+            // Event is plain integers, valid for every bit pattern.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+        Ok(out)
+    }
+
+    /// Sets the contact filter words of the first `n` remotes of the new-flow frame of
+    /// `tenant` back to their loaded state (the tracked remotes' bits, in the current
+    /// contact epoch), and returns the repetitions that will be first contacts: all but
+    /// those whose two bits the loaded words or the run's earlier remotes already hold
+    /// (the filter's false positives), found by running the filter's formulas
+    /// (`warden_common::facts`, as the programs use them) over the run.
+    fn arm_new_flows(&mut self, tenant: u32, n: u32) -> Result<Vec<u32>> {
+        let tracked = self
+            .tracked
+            .as_ref()
+            .context("the tracked remotes are not loaded")?;
+        let mut words: std::collections::BTreeMap<u32, u32> = Default::default();
         let mut new = Vec::with_capacity(n as usize);
         for k in 0..n {
             let key = contact_key(
@@ -973,18 +1165,399 @@ impl FactMaps {
                 NEW_FLOW_PORT,
                 fold_addr(&remote16(new_flow_remote(k))),
             );
-            let bits = (1u64 << ((key >> 32) & 31)) | (1u64 << ((key >> 40) & 31));
-            let word = words.entry(key as u32 & (CONTACT_WORDS - 1)).or_default();
+            let (w, bits) = filter_bits(key);
+            let word = words.entry(w).or_insert(tracked.words[w as usize]);
             if *word & bits != bits {
                 *word |= bits;
                 new.push(k);
             }
         }
         for &w in words.keys() {
-            self.contacts.set(w, 0, 0).context("clearing CONTACTS")?;
+            let loaded = (tracked.epoch << 32) | u64::from(tracked.words[w as usize]);
+            self.contacts
+                .set(w, loaded, 0)
+                .context("writing CONTACTS")?;
         }
         Ok(new)
     }
+}
+
+/// The word index and the two bits of a contact key in the filter (as the programs'
+/// `contact_word`).
+fn filter_bits(key: u64) -> (u32, u32) {
+    let bits = (1u32 << ((key >> 32) & 31)) | (1u32 << ((key >> 40) & 31));
+    (key as u32 & (CONTACT_WORDS - 1), bits)
+}
+
+/// The tracked remotes' state as loaded and checked.
+struct Tracked {
+    /// The contact epoch of the load (truncated to 32 bits, as in a word).
+    epoch: u64,
+    /// Each filter word's bits after the load.
+    words: Vec<u32>,
+    /// Filter words holding bits.
+    words_set: u32,
+    /// Bits set over all words.
+    bits_set: u64,
+    /// First contacts the load logged (the rest of its SYNs found their bits set
+    /// already: false positives while filling).
+    logged: u64,
+    /// Pending slots holding an attempt of a tracked remote, and holding anything.
+    pending_tracked: u32,
+    pending_used: u32,
+    /// Sketch counters with a count in the flood epoch the load ended in.
+    sketch_live: u32,
+    /// Fresh remotes the loaded filter calls known, of [`FP_PROBES`].
+    fp_hits: u32,
+    /// Wall time of the load's test runs (including time the CPU spent on other tasks).
+    load_ms: f64,
+    /// The kernel's mean ns per loading SYN, over the load's test runs.
+    load_ns_per_syn: f64,
+}
+
+impl Tracked {
+    fn fp_rate(&self) -> f64 {
+        f64::from(self.fp_hits) / f64::from(FP_PROBES)
+    }
+
+    fn to_json(&self, facts: &FactMaps) -> serde_json::Value {
+        json!({
+            "remotes": TRACKED_REMOTES,
+            "tenants": LOADERS,
+            "remotes_per_tenant": PER_LOADER,
+            "meaning": "each remote was sent a first SYN by one of the tenants, through \
+                        the from-tenant program (xdp_bench_new_flow), in the current \
+                        contact epoch: every one tests as known in the contact filter \
+                        (checked against the words read back); the pending table holds \
+                        the latest attempts (direct-mapped); their SYNs are counted in \
+                        the flood sketch of the flood epoch of the load (about 1 s). \
+                        Loaded again whenever the contact epoch (about 69 s) moved on",
+            "loads": facts.loads,
+            "load_ms": self.load_ms,
+            "load_ns_per_syn": self.load_ns_per_syn,
+            "filter_words": CONTACT_WORDS,
+            "filter_words_set": self.words_set,
+            "filter_bits_set": self.bits_set,
+            "first_contacts_logged_by_the_load": self.logged,
+            "pending_slots": PENDING_SLOTS,
+            "pending_slots_used": self.pending_used,
+            "pending_slots_tracked": self.pending_tracked,
+            "sketch_counters": SKETCH_ROWS * SKETCH_WIDTH,
+            "sketch_counters_live_after_load": self.sketch_live,
+            "false_positive_probes": FP_PROBES,
+            "false_positives": self.fp_hits,
+            "false_positive_rate": self.fp_rate(),
+            "new_flow_repetitions": facts.new_flow_reps,
+            "new_flow_repetitions_seen_as_known": facts.new_flow_known,
+        })
+    }
+}
+
+/// The key of tracked remote `k`'s contact by its tenant (`k < TRACKED_REMOTES`), or of
+/// fresh remote `k` by tenant `loader_tenant(k % LOADERS)`.
+fn tracked_key(k: u32) -> u64 {
+    let tenant = if k < TRACKED_REMOTES {
+        loader_tenant(k / PER_LOADER)
+    } else {
+        loader_tenant(k % LOADERS)
+    };
+    contact_key(
+        tenant,
+        contact_tag::OUT,
+        6,
+        NEW_FLOW_PORT,
+        fold_addr(&tracked_remote(k).octets()),
+    )
+}
+
+/// A loader's SYN to its first tracked remote.
+fn loader_frame(j: u32) -> Vec<u8> {
+    let t = loader_tenant(j);
+    Frame::new(
+        Ipv6::new(host_v6(t), tracked_remote(j * PER_LOADER)).l4(L4::tcp(
+            40000,
+            NEW_FLOW_PORT,
+            tcp::SYN,
+        )),
+    )
+    .src_mac(tenant_mac(t))
+    .build()
+}
+
+/// Loads the tracked remotes unless they are loaded in the current contact epoch.
+fn ensure_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<()> {
+    let epoch = contact_epoch()? & 0xffff_ffff;
+    if facts.tracked.as_ref().is_some_and(|t| t.epoch == epoch) {
+        return Ok(());
+    }
+    for _ in 0..3 {
+        if let Some(t) = load_tracked(ebpf, facts)? {
+            facts.loads += 1;
+            facts.tracked = Some(t);
+            return Ok(());
+        }
+    }
+    bail!("three loads of the tracked remotes in a row straddled a contact epoch boundary")
+}
+
+/// Sends every loader's SYNs to its tracked remotes, then reads the fact maps back and
+/// checks the load. `None` when the contact epoch moved on during the load (run it
+/// again).
+fn load_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<Option<Tracked>> {
+    let epoch = contact_epoch()? & 0xffff_ffff;
+    facts.drain()?;
+    let before = fact_counters(ebpf)?;
+    let prog = xdp(ebpf, XDP_BENCH_NEW_FLOW)?;
+    let started = std::time::Instant::now();
+    let mut kernel_ns = 0u64;
+    for j in 0..LOADERS {
+        let frame = loader_frame(j);
+        let mut out = vec![0u8; frame.len()];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                repeat: PER_LOADER,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN (tracked remotes)")?;
+        kernel_ns += r.duration.as_nanos() as u64 * u64::from(PER_LOADER);
+        // Ethernet (14) + IPv6 destination at 24.
+        let dst: [u8; 16] = out[38..54].try_into().expect("16 bytes");
+        ensure!(
+            r.return_value == XDP_PASS
+                && Ipv6Addr::from(dst) == tracked_remote((j + 1) * PER_LOADER),
+            "loading tracked remotes: tenant {} returned {} and left the destination at {}, \
+             expected a pass and {}",
+            loader_tenant(j),
+            r.return_value,
+            Ipv6Addr::from(dst),
+            tracked_remote((j + 1) * PER_LOADER)
+        );
+    }
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let flood_epoch = (monotonic_ns()? >> FLOOD_EPOCH_SHIFT) & 0xffff;
+    if contact_epoch()? & 0xffff_ffff != epoch {
+        return Ok(None);
+    }
+    let after = fact_counters(ebpf)?;
+    let moved = |i: u32| after[i as usize] - before[i as usize];
+    let (_, _, ring) = facts.drain()?;
+    let logged = moved(fact_counter::LOGGED);
+    ensure!(
+        moved(fact_counter::LOST_BUDGET) == 0
+            && moved(fact_counter::LOST_LOG) == 0
+            && ring == 0
+            && logged > 0
+            && logged <= u64::from(TRACKED_REMOTES),
+        "loading tracked remotes: {logged} first contacts logged, {} lost to the budget, \
+         {} for want of a region, {ring} ring records",
+        moved(fact_counter::LOST_BUDGET),
+        moved(fact_counter::LOST_LOG),
+    );
+    // The filter, read back.
+    let mut words = vec![0u32; CONTACT_WORDS as usize];
+    let (mut words_set, mut bits_set) = (0, 0);
+    for w in 0..CONTACT_WORDS {
+        let v = facts.contacts.get(&w, 0).context("reading CONTACTS")?;
+        if v >> 32 == epoch && v as u32 != 0 {
+            words[w as usize] = v as u32;
+            words_set += 1;
+            bits_set += u64::from((v as u32).count_ones());
+        }
+    }
+    let mut keys = Vec::with_capacity(TRACKED_REMOTES as usize);
+    for k in 0..TRACKED_REMOTES {
+        let key = tracked_key(k);
+        let (w, bits) = filter_bits(key);
+        ensure!(
+            words[w as usize] & bits == bits,
+            "tracked remote {} of tenant {} is not in the contact filter after the load",
+            tracked_remote(k),
+            loader_tenant(k / PER_LOADER)
+        );
+        keys.push(key);
+    }
+    keys.sort_unstable();
+    let (mut pending_used, mut pending_tracked) = (0, 0);
+    for slot in 0..PENDING_SLOTS {
+        let tag = facts.pending.get(&slot, 0).context("reading PENDING")?.tag;
+        if tag != 0 {
+            pending_used += 1;
+            if keys.binary_search(&tag).is_ok() {
+                pending_tracked += 1;
+            }
+        }
+    }
+    let mut sketch_live = 0;
+    for i in 0..SKETCH_ROWS * SKETCH_WIDTH {
+        let c = facts.sketch.get(&i, 0).context("reading SKETCH")?;
+        if c >> SKETCH_COUNT_BITS == flood_epoch && c & ((1 << SKETCH_COUNT_BITS) - 1) != 0 {
+            sketch_live += 1;
+        }
+    }
+    ensure!(
+        pending_tracked > 0 && sketch_live > 0,
+        "loading tracked remotes: {pending_tracked} pending slots hold their attempts and \
+         {sketch_live} sketch counters count in the flood epoch of the load; both must"
+    );
+    let fp_hits = (TRACKED_REMOTES..TRACKED_REMOTES + FP_PROBES)
+        .filter(|&k| {
+            let (w, bits) = filter_bits(tracked_key(k));
+            words[w as usize] & bits == bits
+        })
+        .count() as u32;
+    Ok(Some(Tracked {
+        epoch,
+        words,
+        words_set,
+        bits_set,
+        logged,
+        pending_tracked,
+        pending_used,
+        sketch_live,
+        fp_hits,
+        load_ms,
+        load_ns_per_syn: kernel_ns as f64 / f64::from(TRACKED_REMOTES),
+    }))
+}
+
+/// The key of detection-event remote `k`'s pending attempt (the tenant's SYN to it).
+fn answer_key(tenant: u32, k: u32) -> u64 {
+    contact_key(
+        tenant,
+        contact_tag::OUT,
+        6,
+        ANSWER_REMOTE_PORT,
+        fold_addr(&answer_remote(k).octets()),
+    )
+}
+
+/// The first remotes of `count` disjoint windows of `width` consecutive detection-event
+/// remotes of `tenant` whose pending slots are all distinct within the window, lowest
+/// first.
+fn answer_windows(tenant: u32, count: usize, width: u32) -> Result<Vec<u32>> {
+    let mut last = vec![u32::MAX; PENDING_SLOTS as usize];
+    let (mut start, mut out) = (0u32, Vec::with_capacity(count));
+    for k in 0..u32::MAX - width {
+        if out.len() == count {
+            return Ok(out);
+        }
+        let slot = pending_slot(answer_key(tenant, k)) as usize;
+        if last[slot] != u32::MAX && last[slot] >= start {
+            start = last[slot] + 1;
+        }
+        last[slot] = k;
+        if k + 1 - start == width {
+            out.push(start);
+            start = k + 1;
+        }
+    }
+    bail!("no {count} windows of {width} remotes with distinct pending slots")
+}
+
+/// The detection-event frame: a SYN-ACK from remote `k` to the probe tenant.
+fn answer_frame(k: u32) -> Vec<u8> {
+    Frame::new(
+        Ipv6::new(answer_remote(k), host_v6(PROBE_TENANT)).l4(L4::tcp(
+            ANSWER_REMOTE_PORT,
+            ANSWER_LOCAL_PORT,
+            tcp::SYN | tcp::ACK,
+        )),
+    )
+    .build()
+}
+
+/// One detection-event run over the window starting at remote `start`: writes the
+/// window's pending attempts, runs the program once per remote, and checks that every
+/// repetition sent one OUTCOME into the ring and nothing was lost. Returns the verdict,
+/// the mean ns per repetition, and the ring's records.
+fn answer_run(
+    ebpf: &Ebpf,
+    facts: &mut FactMaps,
+    case: &Case,
+    start: u32,
+) -> Result<(u32, u32, Vec<Event>)> {
+    let Lands::Tenant { index: tenant, .. } = case.lands else {
+        bail!(
+            "{}: a detection-event case must pass to a tenant",
+            case.name
+        );
+    };
+    let stale = facts.ring_events()?.len();
+    ensure!(
+        stale == 0,
+        "{}: {stale} ring records before the run",
+        case.name
+    );
+    for k in start..start + ANSWER_WINDOW {
+        let key = answer_key(tenant, k);
+        facts
+            .pending
+            .set(pending_slot(key), Pending { tag: key }, 0)
+            .context("writing PENDING")?;
+    }
+    let before = fact_counters(ebpf)?;
+    let r = test_run(
+        xdp(ebpf, case.program)?,
+        &answer_frame(start),
+        ANSWER_WINDOW,
+    )?;
+    let after = fact_counters(ebpf)?;
+    let moved = |i: u32| after[i as usize] - before[i as usize];
+    let events = facts.ring_events()?;
+    ensure!(
+        moved(fact_counter::SENT) == u64::from(ANSWER_WINDOW)
+            && moved(fact_counter::LOST_RING) == 0
+            && events.len() == ANSWER_WINDOW as usize,
+        "{}: {ANSWER_WINDOW} answers to pending attempts sent {} events ({} lost, ring \
+         full), {} read from the ring",
+        case.name,
+        moved(fact_counter::SENT),
+        moved(fact_counter::LOST_RING),
+        events.len()
+    );
+    Ok((r.0, r.1, events))
+}
+
+/// Proves the detection-event program does what its case claims: each repetition of a
+/// run answered its own pending attempt (one OUTCOME per remote, in order, with the
+/// tenant, addresses and ports of the answer) and cleared it.
+fn verify_answers(ebpf: &Ebpf, facts: &mut FactMaps, case: &Case) -> Result<()> {
+    let start = facts.answer_windows[0];
+    let (_, _, events) = answer_run(ebpf, facts, case, start)?;
+    let local = remote16_v6(host_v6(PROBE_TENANT));
+    for (k, e) in (start..).zip(&events) {
+        ensure!(
+            e.kind == event::OUTCOME
+                && e.tenant == PROBE_TENANT
+                && e.detail == outcome::SUCCESS
+                && e.dir == direction::IN as u8
+                && e.proto == 6
+                && e.remote == remote16_v6(answer_remote(k))
+                && e.local == local
+                && e.remote_port == ANSWER_REMOTE_PORT
+                && e.local_port == ANSWER_LOCAL_PORT,
+            "{}: event of remote {} is {e:?}, expected a SUCCESS OUTCOME of tenant \
+             {PROBE_TENANT}",
+            case.name,
+            answer_remote(k)
+        );
+        let slot = pending_slot(answer_key(PROBE_TENANT, k));
+        let tag = facts.pending.get(&slot, 0).context("reading PENDING")?.tag;
+        ensure!(
+            tag == 0,
+            "{}: the answered attempt of {} is still pending",
+            case.name,
+            answer_remote(k)
+        );
+    }
+    Ok(())
+}
+
+/// An IPv6 address in event form.
+fn remote16_v6(a: Ipv6Addr) -> [u8; 16] {
+    a.octets()
 }
 
 /// The contact epoch of the programs' clock now (`CLOCK_MONOTONIC_COARSE`).
@@ -1029,11 +1602,14 @@ struct NewFlowRun {
 }
 
 impl NewFlowRun {
-    /// Clears the run's filter words and notes where the counters stand.
+    /// Sets the run's filter words back to their loaded state (loading the tracked
+    /// remotes again first if the contact epoch moved on) and notes where the counters
+    /// stand.
     fn start(ebpf: &Ebpf, facts: &mut FactMaps, tenant: u32, n: u32) -> Result<NewFlowRun> {
+        ensure_tracked(ebpf, facts)?;
         facts.drain()?;
         Ok(NewFlowRun {
-            new: facts.forget_new_flows(tenant, n)?,
+            new: facts.arm_new_flows(tenant, n)?,
             before: fact_counters(ebpf)?,
             epoch: contact_epoch()?,
         })
@@ -1136,20 +1712,41 @@ fn measure(
     let repeat = match case.flow {
         Flow::Repeated => repeat,
         Flow::New => repeat.min(NEW_FLOW_MAX_REPEAT),
+        Flow::Answer => ANSWER_WINDOW * ANSWER_RUNS as u32,
     };
     let tenant = match case.lands {
         Lands::Tenant { index, .. } | Lands::Dropped { index, .. } => index,
         Lands::NoTenant { .. } | Lands::Spoofed { .. } => PROBE_TENANT,
     };
-    // A new-flow run starts with its flows unknown and leaves its events drained.
-    let mut run_case = |n: u32| -> Result<(u32, u32)> {
+    // A new-flow run starts with its flows unknown to the loaded filter and leaves its
+    // events drained; a detection-event sample is its runs' mean per repetition.
+    let mut timed = false;
+    let mut run_case = |n: u32, timed: bool| -> Result<(u32, u32)> {
+        if case.flow == Flow::Answer {
+            ensure_tracked(ebpf, facts)?;
+            let (mut ret, mut total) = (XDP_PASS, 0u64);
+            for start in facts.answer_windows.clone() {
+                let (r, ns, _) = answer_run(ebpf, facts, case, start)?;
+                ret = if r == XDP_PASS { ret } else { r };
+                total += u64::from(ns) * u64::from(ANSWER_WINDOW);
+            }
+            let reps = u64::from(ANSWER_WINDOW) * ANSWER_RUNS as u64;
+            return Ok((
+                ret,
+                u32::try_from((total + reps / 2) / reps).unwrap_or(u32::MAX),
+            ));
+        }
         let run = match case.flow {
             Flow::New => Some(NewFlowRun::start(ebpf, facts, tenant, n)?),
-            Flow::Repeated => None,
+            Flow::Repeated | Flow::Answer => None,
         };
         let r = test_run(xdp(ebpf, case.program)?, &case.frame, n)?;
         if let Some(run) = run {
             run.check(ebpf, facts, case, n)?;
+            if timed {
+                facts.new_flow_reps += u64::from(n);
+                facts.new_flow_known += u64::from(n) - run.new.len() as u64;
+            }
         }
         Ok(r)
     };
@@ -1160,15 +1757,19 @@ fn measure(
     // fault in the host), so the timed runs see the tables as a running node does.
     test_run(base, &case.frame, repeat.div_ceil(10))?;
     let warm_ups = match case.flow {
-        Flow::Repeated => 1,
+        Flow::Repeated | Flow::Answer => 1,
         Flow::New => NEW_FLOW_WARM_UPS,
     };
     for _ in 0..warm_ups {
-        run_case(match case.flow {
-            Flow::Repeated => repeat.div_ceil(10),
-            Flow::New => repeat,
-        })?;
+        run_case(
+            match case.flow {
+                Flow::Repeated => repeat.div_ceil(10),
+                Flow::New | Flow::Answer => repeat,
+            },
+            timed,
+        )?;
     }
+    timed = true;
     let (mut base_ns, mut case_ns) = (Vec::new(), Vec::new());
     let want: Vec<u64> = expected_change(case.lands, case.frame.len() as u64)
         .iter()
@@ -1182,7 +1783,7 @@ fn measure(
             base_ns.push(test_run(base, &case.frame, repeat)?.1);
         }
         let before = observe(ebpf, case.lands)?;
-        let (ret, ns) = run_case(repeat)?;
+        let (ret, ns) = run_case(repeat, timed)?;
         let got = moved(&before, &observe(ebpf, case.lands)?);
         // Every repetition, not just the last one the verdict shows, took the path.
         ensure!(
@@ -1269,6 +1870,7 @@ fn write_report(
     cpu: usize,
     results: &[(&Case, Figures)],
     latency: Option<&crate::latency::LatencyReport>,
+    tracked: serde_json::Value,
 ) -> Result<PathBuf> {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -1295,6 +1897,7 @@ fn write_report(
                 "pass": f.pass(c.bar_ns),
                 "repeat": f.repeat,
                 "new_flow_per_repetition": c.flow == Flow::New,
+                "detection_event_per_repetition": c.flow == Flow::Answer,
                 "case_ns": f.case_ns,
                 "baseline_ns": f.base_ns,
             })
@@ -1311,12 +1914,24 @@ fn write_report(
         "new_flow_bar_ns": NEW_FLOW_BAR_NS,
         "detection_latency": latency.map(|l| l.to_json()),
         "new_flow": format!(
-            "{XDP_BENCH_NEW_FLOW}: each repetition a first contact with the next IPv4 \
-             destination; filter words of a run's remotes cleared before it, ring drained \
-             after it (so the timed path includes the ring output), at most \
+            "{XDP_BENCH_NEW_FLOW}: each repetition contacts the next IPv4 destination, a \
+             fresh remote, with the tracked remotes loaded; the filter words of a run's \
+             remotes set back to their loaded state before it, so a repetition is a first \
+             contact (filter insert, pending write, attempt log entry) unless the loaded \
+             filter takes it for a known remote (a false positive, predicted exactly and \
+             counted in tracked_remotes); log drained after each run; at most \
              {NEW_FLOW_MAX_REPEAT} repetitions per run; event budget lifted \
              ({BENCH_EVENT_BUDGET:?})"
         ),
+        "detection_event": format!(
+            "{XDP_BENCH_ANSWER}: each repetition a SYN-ACK from the next IPv6 remote \
+             answering that remote's pending first contact, so each clears its pending \
+             slot and sends an OUTCOME into the ring buffer (checked: one record per \
+             repetition, none lost); the pending attempts of a run are written before it, \
+             for {ANSWER_WINDOW} consecutive remotes with distinct pending slots; a timed \
+             sample is {ANSWER_RUNS} such runs, the ring drained after each"
+        ),
+        "tracked_remotes": tracked,
         "tenants": {
             "count": TENANTS,
             "policies": Policy::ALL.map(|p| {
@@ -1337,4 +1952,117 @@ fn write_report(
     let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
     fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every address the bench sends from or to, by owner: no two owners share one.
+    #[test]
+    fn the_address_plan_does_not_collide() {
+        use std::collections::HashMap;
+        let mut owner: HashMap<u32, String> = HashMap::new();
+        let mut claim = |a: Ipv4Addr, who: String| {
+            if let Some(prev) = owner.insert(u32::from(a), who.clone()) {
+                panic!("{a} is both {prev} and {who}");
+            }
+        };
+        for i in 0..TENANTS {
+            claim(host_v4(i), format!("tenant {i}"));
+        }
+        for i in TENANTS - WIDE..TENANTS {
+            let net = u32::from(wide_v4(i));
+            for h in 0..256 {
+                claim(Ipv4Addr::from(net + h), format!("wide tenant {i}"));
+            }
+        }
+        for (n, net) in MANAGEMENT_V4.iter().enumerate() {
+            for h in 0..256 {
+                claim(
+                    Ipv4Addr::from(u32::from(*net) + h),
+                    format!("management {n}"),
+                );
+            }
+        }
+        claim(OUTSIDE_V4, "outside".into());
+        claim(UNKNOWN_V4, "unknown".into());
+        for k in 0..NEW_FLOW_MAX_REPEAT {
+            claim(new_flow_remote(k), format!("new-flow remote {k}"));
+        }
+        let range =
+            |a: Ipv4Addr| (u32::from(a) >> 17) == (u32::from(Ipv4Addr::new(198, 18, 0, 0)) >> 17);
+        assert!(
+            owner.keys().all(|&a| range(Ipv4Addr::from(a))),
+            "all in 198.18.0.0/15"
+        );
+
+        // IPv6: every /48 of the plan (tenants' /64s sit in 2001:db8:0::/48 and
+        // 2001:db8:1::/48), distinct, and all in 2001:db8::/32.
+        let top48 = |a: Ipv6Addr| u128::from(a) >> 80;
+        let mut v6: HashMap<u128, String> = HashMap::new();
+        let mut claim6 = |a: Ipv6Addr, who: String| {
+            let prev = v6.insert(top48(a), who.clone());
+            assert!(
+                prev.is_none() || prev.as_deref() == Some(who.as_str()),
+                "{a}: {prev:?} and {who}"
+            );
+        };
+        for i in 0..TENANTS {
+            claim6(net_v6(i), "tenants".into());
+        }
+        for i in TENANTS - WIDE..TENANTS {
+            claim6(wide_v6(i), format!("wide tenant {i}"));
+        }
+        claim6(MANAGEMENT_V6, "management".into());
+        claim6(OUTSIDE_V6, "outside".into());
+        claim6(UNKNOWN_V6, "unknown".into());
+        claim6(tracked_remote(0), "tracked".into());
+        claim6(
+            tracked_remote(TRACKED_REMOTES + FP_PROBES),
+            "tracked".into(),
+        );
+        claim6(answer_remote(0), "answers".into());
+        claim6(answer_remote(u32::MAX), "answers".into());
+        assert!(v6.keys().all(|k| k >> 16 == 0x2001_0db8));
+    }
+
+    #[test]
+    fn loaders_are_none_of_the_cases_tenants_and_not_wide() {
+        let special = [
+            PROBE_TENANT,
+            FOREIGN_TENANT,
+            SUSPENDED_TENANT,
+            POLICED_TENANT,
+            EXHAUSTED_TENANT,
+            WIDE_TENANT,
+        ];
+        for j in 0..LOADERS {
+            let t = loader_tenant(j);
+            assert!(
+                is_loader(t) && t < TENANTS - WIDE && !special.contains(&t),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            (0..TENANTS).filter(|&i| is_loader(i)).count(),
+            LOADERS as usize
+        );
+    }
+
+    #[test]
+    fn answer_windows_have_distinct_pending_slots_and_do_not_overlap() {
+        let width = 256;
+        let starts = answer_windows(PROBE_TENANT, 4, width).unwrap();
+        assert_eq!(starts.len(), 4);
+        for pair in starts.windows(2) {
+            assert!(pair[0] + width <= pair[1]);
+        }
+        for &s in &starts {
+            let slots: std::collections::HashSet<u32> = (s..s + width)
+                .map(|k| pending_slot(answer_key(PROBE_TENANT, k)))
+                .collect();
+            assert_eq!(slots.len(), width as usize);
+        }
+    }
 }

@@ -628,6 +628,32 @@ fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<Part> {
     if let Some(new_flow) = top.get("new_flow").and_then(Value::as_str) {
         writeln!(md, "New-flow case: {new_flow}.\n")?;
     }
+    if let Some(event) = top.get("detection_event").and_then(Value::as_str) {
+        writeln!(md, "Detection-event case: {event}.\n")?;
+    }
+    if let Some(t) = top.get("tracked_remotes").filter(|t| t.is_object()) {
+        writeln!(
+            md,
+            "Tracked remotes: {} remotes contacted by {} tenants before the cases ({}). \
+             Contact filter: {} of {} words set; pending table: {} of {} slots hold a \
+             tracked remote's attempt; sketch: {} counters live after the load. Filter \
+             false positives at this load: {} of {} fresh remotes ({:.2}%); new-flow \
+             repetitions the loaded filter took for known remotes: {} of {}.\n",
+            thousands(num(t, "remotes")?),
+            thousands(num(t, "tenants")?),
+            text(t, "meaning")?,
+            thousands(num(t, "filter_words_set")?),
+            thousands(num(t, "filter_words")?),
+            thousands(num(t, "pending_slots_tracked")?),
+            thousands(num(t, "pending_slots")?),
+            thousands(num(t, "sketch_counters_live_after_load")?),
+            thousands(num(t, "false_positives")?),
+            thousands(num(t, "false_positive_probes")?),
+            num(t, "false_positive_rate")? * 100.0,
+            thousands(num(t, "new_flow_repetitions_seen_as_known")?),
+            thousands(num(t, "new_flow_repetitions")?),
+        )?;
+    }
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     // One chart group per policy, in the report's order.

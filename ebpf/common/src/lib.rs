@@ -19,8 +19,10 @@ pub const MAX_TENANTS: u32 = 131_072;
 /// Address prefixes per family per generation (half the table's slots).
 pub const MAX_PREFIXES: u32 = 131_072;
 
-/// Bound MACs per generation (half the table's slots).
-pub const MAX_MACS: u32 = 65_536;
+/// Bound MACs per generation (half the table's slots): room for a gateway in front of
+/// [`MAX_TENANTS`] tenants with one or two MACs each. The `MACS` array costs
+/// `2 * MAC_BUCKETS * 64` bytes = 16 MiB of kernel memory.
+pub const MAX_MACS: u32 = 262_144;
 
 /// Management prefixes (reachable by suspended tenants) per family.
 pub const MAX_MANAGEMENT: u32 = 1_024;
@@ -160,7 +162,7 @@ pub mod table {
     pub const V6_BITS: u32 = 16;
     /// Buckets per generation of the MAC table (`MACS`).
     pub const MAC_BUCKETS: u32 = 1 << MAC_BITS;
-    pub const MAC_BITS: u32 = 15;
+    pub const MAC_BITS: u32 = 17;
     /// An empty 64-bit key (never a valid packed key).
     pub const EMPTY: u64 = u64::MAX;
     /// An empty IPv6 slot's `meta`.
@@ -546,6 +548,10 @@ const _: () = assert!(core::mem::size_of::<facts::BlockKey>() == 24);
 const _: () = assert!(core::mem::size_of::<facts::Pending>() == 8);
 const _: () = assert!(core::mem::size_of::<facts::LogEntry>() == 64);
 const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
+// The tables are sized for a load of at most one half.
+const _: () = assert!(table::MAC_BUCKETS * table::SLOTS as u32 == 2 * MAX_MACS);
+const _: () = assert!(table::V4_BUCKETS * table::SLOTS as u32 == 2 * MAX_PREFIXES);
+const _: () = assert!(table::V6_BUCKETS * table::SLOTS as u32 == 2 * MAX_PREFIXES);
 
 #[cfg(test)]
 mod tests {
