@@ -208,11 +208,10 @@ impl Inner {
         let mut index = self.index.clone();
         let changes = index.sync(policy.tenants.iter().map(|t| t.id.as_str()))?;
         let compiled = dataplane::compile(policy, &index, suspended)?;
-        for (_, slot) in &changes.added {
-            self.dataplane
-                .reset_slot(*slot)
-                .context("zeroing a new tenant's slot")?;
-        }
+        let added: Vec<u32> = changes.added.iter().map(|(_, slot)| *slot).collect();
+        self.dataplane
+            .reset_slots(&added)
+            .context("zeroing new tenants' slots")?;
         self.dataplane
             .apply(&compiled)
             .context("writing the policy into the kernel")?;

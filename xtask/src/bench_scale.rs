@@ -9,7 +9,7 @@
 //! - parse: YAML and every section read into drafts (`policy::parse_timed`);
 //! - validate: the checks that span tenants (unique ids and MACs, disjoint addresses);
 //! - compile: `TenantIndex::sync` and `dataplane::compile`;
-//! - reset slots: `Dataplane::reset_slot` of every newly indexed tenant (the daemon
+//! - reset slots: `Dataplane::reset_slots` of every newly indexed tenant (the daemon
 //!   zeroes a new tenant's counters and buckets before any address points at it);
 //! - place: `GenTables::build` (cuckoo placement), inside `Dataplane::apply`;
 //! - write: the inactive generation's tables, tenant settings and GEN_CONFIG;
@@ -34,6 +34,11 @@
 //! after a second policy (every tenant on a new plan) is applied, first through
 //! `PUT /api/v1/policy` (as `warden policy apply` sends it), and, when the API refuses
 //! it, through a SIGHUP reload of the policy file.
+//!
+//! `cargo xtask bench-scale --apply-only [--tenants 100000] [--runs N]` (a release build
+//! of xtask, e.g. `cargo run --release -p xtask -- bench-scale --apply-only`) measures
+//! the policy-apply case alone, for the given tenant counts, and prints the same JSON
+//! without the counter read and daemon parts.
 
 use std::{
     collections::HashSet,
@@ -70,6 +75,20 @@ pub const READ_BAR_MS: f64 = 250.0;
 /// Bar: daemon resident memory at 100,000 tenants, MiB.
 pub const RSS_BAR_MIB: f64 = 200.0;
 const XDP_PASS: u32 = 2;
+
+/// Options of `cargo xtask bench-scale` (the full part runs without any).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Options {
+    /// Only the policy-apply case: no counter read, no daemon memory.
+    #[arg(long)]
+    pub apply_only: bool,
+    /// Tenant counts of the apply case (default 1000, 10000, 100000).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=114_687))]
+    pub tenants: Vec<u32>,
+    /// Runs per tenant count (default 9 below 100,000 tenants, 3 at 100,000 and above).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: Option<u32>,
+}
 
 /// One timed run of a policy apply, ms per phase.
 #[derive(Clone, Debug, Default)]
@@ -272,10 +291,9 @@ fn apply_once(dir: &Path, text: &str, n: u32) -> Result<(ApplyRun, Dataplane)> {
     let changes = index.sync(parsed.tenants.iter().map(|t| t.id.as_str()))?;
     let compiled = dataplane::compile(&parsed, &index, &HashSet::new())?;
     let resetting = Instant::now();
-    for (_, slot) in &changes.added {
-        dp.reset_slot(*slot)
-            .context("zeroing a new tenant's slot")?;
-    }
+    let added: Vec<u32> = changes.added.iter().map(|(_, slot)| *slot).collect();
+    dp.reset_slots(&added)
+        .context("zeroing new tenants' slots")?;
     let applying = Instant::now();
     dp.apply(&compiled).context("writing the policy")?;
     let packet = Instant::now();
@@ -443,7 +461,7 @@ fn daemon_part() -> Result<DaemonFigures> {
 }
 
 /// Measures in this process (whatever its profile).
-fn measure(with_daemon: bool) -> Result<ScaleBench> {
+fn measure(opts: &Options) -> Result<ScaleBench> {
     let mut bench = ScaleBench {
         profile: if cfg!(debug_assertions) {
             "dev"
@@ -454,9 +472,18 @@ fn measure(with_daemon: bool) -> Result<ScaleBench> {
         ..Default::default()
     };
     let pid = std::process::id();
-    for n in SIZES {
+    let sizes = if opts.tenants.is_empty() {
+        SIZES.to_vec()
+    } else {
+        opts.tenants.clone()
+    };
+    for n in sizes {
         let text = tenants_yaml(n, 0);
-        let runs = if n >= LARGE { RUNS_LARGE } else { RUNS_SMALL };
+        let runs = match opts.runs {
+            Some(runs) => runs as usize,
+            None if n >= LARGE => RUNS_LARGE,
+            None => RUNS_SMALL,
+        };
         let mut got = Vec::with_capacity(runs);
         for run in 0..runs {
             let dir = BpffsDir(PathBuf::from(format!(
@@ -465,14 +492,14 @@ fn measure(with_daemon: bool) -> Result<ScaleBench> {
             let (r, dp) = apply_once(&dir.0, &text, n)?;
             eprintln!("    {n} tenants, run {run}: {:.1} ms", r.total);
             got.push(r);
-            if n == LARGE && run + 1 == runs {
+            if !opts.apply_only && n == LARGE && run + 1 == runs {
                 bench.read_ms = read_runs(&dp)?;
             }
             drop(dp);
         }
         bench.apply.push((n, got));
     }
-    if with_daemon {
+    if !opts.apply_only {
         bench.daemon = Some(daemon_part()?);
     }
     Ok(bench)
@@ -541,8 +568,8 @@ impl ScaleBench {
         };
         json!({
             "method": "policy apply: the daemon's enforce path (policy::parse_timed, \
-                       TenantIndex::sync + dataplane::compile, Dataplane::reset_slot per new \
-                       tenant, Dataplane::apply) on fresh maps in a private bpffs directory, then \
+                       TenantIndex::sync + dataplane::compile, Dataplane::reset_slots of the new \
+                       tenants, Dataplane::apply) on fresh maps in a private bpffs directory, then \
                        one BPF_PROG_TEST_RUN of xdp_to_tenant to the last tenant, which must pass \
                        and count; wall-clock from parse start to that counter read. Counter read: \
                        Dataplane::all_tenant_counters + all_drop_counters of every slot. Memory: \
@@ -589,8 +616,8 @@ impl ScaleBench {
 }
 
 /// `cargo xtask bench-scale`: measures and prints the JSON on stdout.
-pub fn print_json() -> Result<()> {
-    println!("{}", measure(true)?.to_json());
+pub fn print_json(opts: &Options) -> Result<()> {
+    println!("{}", measure(opts)?.to_json());
     Ok(())
 }
 
@@ -603,7 +630,7 @@ pub fn run() -> Result<Value> {
     let v = if cfg!(debug_assertions) {
         crate::util::run_release_task("bench-scale")?
     } else {
-        measure(true)?.to_json()
+        measure(&Options::default())?.to_json()
     };
     print_value(&v);
     Ok(v)

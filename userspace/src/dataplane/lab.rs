@@ -18,7 +18,7 @@ use aya::{
 };
 use warden_common::{
     direction,
-    facts::{runtime_flags, MAX_BLOCKS},
+    facts::{runtime_flags, TenantRuntime, MAX_BLOCKS},
     map, program, reason, tenant_counter_index, DropCounters, Rate,
 };
 
@@ -657,7 +657,7 @@ fn the_programs_police_with_a_live_throttle_and_ignore_an_expired_one() {
 }
 
 #[test]
-fn reset_slot_zeroes_the_slots_counters_drops_and_buckets_and_nothing_else() {
+fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_else() {
     let fs = Bpffs::new();
     let (mut dp, ix) = with_policy(&fs, POLICY);
     let (a, b) = (ix.get("a").expect("a"), ix.get("b").expect("b"));
@@ -699,9 +699,28 @@ fn reset_slot_zeroes_the_slots_counters_drops_and_buckets_and_nothing_else() {
                 .expect("set bucket");
         }
     };
+    // A slot no tenant holds (as one freed earlier), reset together with `a`.
+    let spare = a.max(b) + 3;
     fill(&mut dp, a, 7);
     fill(&mut dp, b, 9);
-    dp.reset_slot(a).expect("reset");
+    fill(&mut dp, spare, 5);
+    dp.throttle(a, Some(1_000_000), far()).expect("throttle");
+    assert_ne!(dp.runtime(a).expect("runtime"), TenantRuntime::default());
+    dp.reset_slots(&[a, spare]).expect("reset");
+    assert_eq!(dp.runtime(a).expect("runtime"), TenantRuntime::default());
+    assert_eq!(
+        dp.throttles().count(),
+        0,
+        "the throttle of a's holder is gone"
+    );
+    assert_eq!(
+        dp.tenant_counters(spare).expect("spare"),
+        [Counters::default(); 2]
+    );
+    assert_eq!(
+        dp.drop_counters(spare).expect("spare"),
+        [DropCounters::default(); 2]
+    );
     let buckets = |dp: &Dataplane, slot: u32| -> Vec<u64> {
         let k = dp.array::<Bucket>(map::BUCKETS).expect("buckets");
         (0..bucket::PER_TENANT)
@@ -714,6 +733,7 @@ fn reset_slot_zeroes_the_slots_counters_drops_and_buckets_and_nothing_else() {
         [DropCounters::default(); 2]
     );
     assert_eq!(buckets(&dp, a), vec![0; bucket::PER_TENANT as usize]);
+    assert_eq!(buckets(&dp, spare), vec![0; bucket::PER_TENANT as usize]);
     // The neighbouring slot keeps every figure.
     let n = cpus as u64;
     let c = dp.tenant_counters(b).expect("b");

@@ -300,6 +300,17 @@ fn expected_layout(log_cpus: u32) -> [(&'static str, MapType, u32, u32, u32); 21
     ]
 }
 
+/// Value bytes per `BPF_MAP_UPDATE_BATCH`: large enough that a 100,000-tenant apply
+/// takes a few dozen syscalls, small enough that the buffers stay small on machines
+/// with many CPUs (per-CPU values are one per CPU).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// Entries of `entry_bytes` each per batch call: as many as fit [`BATCH_BYTES`], at
+/// least one.
+fn batch_entries(entry_bytes: usize) -> usize {
+    (BATCH_BYTES / entry_bytes.max(1)).max(1)
+}
+
 /// The machine's possible CPUs (`/sys/devices/system/cpu/possible`), which the attempt
 /// log is sized for.
 fn possible_cpus() -> Result<u32> {
@@ -777,48 +788,107 @@ impl Dataplane {
     /// Zeroes a slot's counters, drops, buckets and runtime state (throttle, capture)
     /// and deletes its blocks, for a tenant that was just given it.
     pub fn reset_slot(&mut self, index: u32) -> Result<()> {
+        self.reset_slots(&[index])
+    }
+
+    /// [`Dataplane::reset_slot`] of every slot in `slots`, with one
+    /// `BPF_MAP_UPDATE_BATCH` per map (per [`BATCH_BYTES`] of values) instead of a few
+    /// syscalls per slot: a policy that brings 100,000 new tenants resets them all in a
+    /// few dozen syscalls. On an error some of the slots may be reset and others not;
+    /// the caller applies nothing then (a slot is reset again when next handed out).
+    pub fn reset_slots(&mut self, slots: &[u32]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
         // Each CPU's value of a per-CPU array sits at a multiple of 8 bytes.
         let per_cpu = |size: usize| size.next_multiple_of(8) * self.cpus;
-        let first = tenant_counter_index(index, 0);
         let (counters, drops) = (
             per_cpu(std::mem::size_of::<Counters>()),
             per_cpu(std::mem::size_of::<DropCounters>()),
         );
-        self.zero_entries(map::TENANT_COUNTERS, first, direction::COUNT, counters)?;
-        self.zero_entries(map::DROP_COUNTERS, first, direction::COUNT, drops)?;
-        self.zero_entries(
-            map::BUCKETS,
-            bucket::index(index, 0),
-            bucket::PER_TENANT,
-            std::mem::size_of::<Bucket>(),
-        )?;
-        self.reset_runtime(index)
+        let per_direction: Vec<u32> = slots
+            .iter()
+            .flat_map(|&slot| (0..direction::COUNT).map(move |d| tenant_counter_index(slot, d)))
+            .collect();
+        self.zero_entries(map::TENANT_COUNTERS, &per_direction, counters)?;
+        self.zero_entries(map::DROP_COUNTERS, &per_direction, drops)?;
+        let buckets: Vec<u32> = slots
+            .iter()
+            .flat_map(|&slot| (0..bucket::PER_TENANT).map(move |w| bucket::index(slot, w)))
+            .collect();
+        self.zero_entries(map::BUCKETS, &buckets, std::mem::size_of::<Bucket>())?;
+        if self.ebpf.map(map::TENANT_RUNTIME).is_some() {
+            let idle = vec![facts::TenantRuntime::default(); slots.len()];
+            self.set_entries(map::TENANT_RUNTIME, slots, &idle)?;
+        }
+        for &slot in slots {
+            // Blocks and throttles the daemon set for the slot's previous holder.
+            if self.block_counts.contains_key(&slot) || self.throttles.contains_key(&slot) {
+                self.reset_runtime(slot)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Sets entries `first..first + count` of the array or per-CPU array `name` to
-    /// zeros, `entry_bytes` per entry (every CPU's value for a per-CPU array), with one
-    /// `BPF_MAP_UPDATE_BATCH` (which aya does not wrap): a slot reset is three syscalls
-    /// instead of one per entry. Counters, drops and buckets are plain integers, so
-    /// zero bytes are their defaults.
-    fn zero_entries(
+    /// Sets the entries `keys` of the array or per-CPU array `name` to zeros,
+    /// `entry_bytes` per entry (every CPU's value for a per-CPU array). Counters, drops
+    /// and buckets are plain integers, so zero bytes are their defaults.
+    fn zero_entries(&mut self, name: &'static str, keys: &[u32], entry_bytes: usize) -> Result<()> {
+        let per_call = batch_entries(entry_bytes);
+        let zeros = vec![0u8; entry_bytes * keys.len().min(per_call)];
+        for chunk in keys.chunks(per_call) {
+            self.update_batch(name, chunk, &zeros[..chunk.len() * entry_bytes])?;
+        }
+        Ok(())
+    }
+
+    /// Sets entry `keys[i]` of the array `name` to `values[i]`, in batches.
+    fn set_entries<V: Pod>(
         &mut self,
         name: &'static str,
-        first: u32,
-        count: u32,
-        entry_bytes: usize,
+        keys: &[u32],
+        values: &[V],
     ) -> Result<()> {
+        debug_assert_eq!(keys.len(), values.len());
+        let size = std::mem::size_of::<V>();
+        let per_call = batch_entries(size);
+        for (k, v) in keys.chunks(per_call).zip(values.chunks(per_call)) {
+            // SAFETY: `V: Pod` is plain data without padding, so its bytes are
+            // initialised; the slice covers exactly `v.len()` values.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            };
+            self.update_batch(name, k, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// One `BPF_MAP_UPDATE_BATCH` (which aya does not wrap) of the array or per-CPU
+    /// array `name`: `values` holds one value per key (every CPU's for a per-CPU
+    /// array), laid out as the kernel expects.
+    fn update_batch(&mut self, name: &'static str, keys: &[u32], values: &[u8]) -> Result<()> {
         use batch::BatchAttr;
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let fail = |source: std::io::Error| DataplaneError::Io {
             path: format!("map {name} (BPF_MAP_UPDATE_BATCH)").into(),
             source,
         };
+        if keys.is_empty() {
+            return Ok(());
+        }
         let fd = match self.raw_mut(name)? {
             Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd().as_raw_fd(),
             _ => return Err(fail(std::io::Error::other("not an array"))),
         };
-        let keys: Vec<u32> = (first..first + count).collect();
-        let values = vec![0u8; entry_bytes * count as usize];
+        if !values.len().is_multiple_of(keys.len()) {
+            return Err(fail(std::io::Error::other(format!(
+                "{} value bytes for {} keys",
+                values.len(),
+                keys.len()
+            ))));
+        }
+        let count = u32::try_from(keys.len())
+            .map_err(|_| fail(std::io::Error::other("batch too large")))?;
         let mut attr = BatchAttr {
             in_batch: 0,
             out_batch: 0,
@@ -830,8 +900,9 @@ impl Dataplane {
             flags: 0,
         };
         // SAFETY: the attr points at `keys` and `values`, which outlive the call and
-        // hold `count` keys and `count` values of the map's value size; the kernel
-        // writes back only `count`.
+        // hold `count` keys and `count` values of the map's value size (callers pass
+        // the map's layout, checked against the pins at open); the kernel writes back
+        // only `count`.
         unsafe { batch::run(batch::UPDATE, &mut attr) }.map_err(fail)?;
         if attr.count != count {
             return Err(fail(std::io::Error::other(format!(
@@ -879,13 +950,14 @@ impl Dataplane {
             old.as_ref().map(|o| o.macs.as_slice()),
         )?;
         {
-            let mut m: Array<&mut MapData, TenantConfig> = self.array_mut(map::TENANT_CONFIG)?;
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
             for (&index, cfg) in &new.configs {
                 if old.as_ref().and_then(|o| o.configs.get(&index)) != Some(cfg) {
-                    m.set(tenant_config_index(target, index), *cfg, 0)
-                        .map_err(map_err(map::TENANT_CONFIG))?;
+                    keys.push(tenant_config_index(target, index));
+                    values.push(*cfg);
                 }
             }
+            self.set_entries(map::TENANT_CONFIG, &keys, &values)?;
         }
         self.array_mut::<GenConfig>(map::GEN_CONFIG)?
             .set(target, gen_config(new), 0)
@@ -913,7 +985,7 @@ impl Dataplane {
     }
 
     /// Writes the buckets of one generation's half that differ from what it held
-    /// (all of them when that is unknown).
+    /// (all of them when that is unknown), in batches.
     fn write_buckets<B: Pod + PartialEq>(
         &mut self,
         name: &'static str,
@@ -921,13 +993,14 @@ impl Dataplane {
         new: &[B],
         old: Option<&[B]>,
     ) -> Result<()> {
-        let mut m: Array<&mut MapData, B> = self.array_mut(name)?;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (i, b) in new.iter().enumerate() {
             if old.map(|o| &o[i]) != Some(b) {
-                m.set(base + i as u32, *b, 0).map_err(map_err(name))?;
+                keys.push(base + i as u32);
+                values.push(*b);
             }
         }
-        Ok(())
+        self.set_entries(name, &keys, &values)
     }
 
     /// Management prefixes are not generational: new ones go in before stale ones
@@ -1173,4 +1246,23 @@ pub fn fill(c: &Compiled, tenants: usize) -> HashMap<&'static str, u64> {
         (map::MACS, c.macs.len() as u64),
         (map::TENANT_COUNTERS, tenants as u64),
     ])
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_at_most_batch_bytes_of_values_and_at_least_one_entry() {
+        assert_eq!(batch_entries(8), BATCH_BYTES / 8);
+        // Per-CPU drop counters of a large machine: each call stays within the bound.
+        let per_cpu = std::mem::size_of::<DropCounters>() * 256;
+        assert!(batch_entries(per_cpu) * per_cpu <= BATCH_BYTES);
+        assert_eq!(
+            batch_entries(BATCH_BYTES * 2),
+            1,
+            "one entry larger than the bound"
+        );
+        assert_eq!(batch_entries(0), BATCH_BYTES);
+    }
 }

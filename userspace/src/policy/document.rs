@@ -262,8 +262,9 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
 }
 
 fn read_tenants(r: &mut Reader, node: &Node<'_>, defaults: &TenantSettings) -> Vec<TenantDraft> {
-    let mut drafts = Vec::new();
-    for item in r.sequence(node, "a list of tenants") {
+    let items = r.sequence(node, "a list of tenants");
+    let mut drafts = Vec::with_capacity(items.len());
+    for item in items {
         let mut draft = TenantDraft {
             pos: Pos::of(item),
             id: None,

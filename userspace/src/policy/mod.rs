@@ -3,7 +3,8 @@
 //! Parsing never stops at the first problem: [`parse`] reports every error in the file, each
 //! at the line and column of the offending key or value, as `warden policy check` prints them.
 //! Only a YAML syntax error ends parsing early. The submodules split the work by concern:
-//! `reader` walks the YAML tree and records errors, `units` reads the text forms of values,
+//! `tree` builds the YAML node tree from the parser's events, `reader` walks it and records
+//! errors, `units` reads the text forms of values,
 //! `detectors` holds the detector schema, `document` reads the sections, and `validate` checks
 //! rules that span tenants.
 
@@ -11,6 +12,7 @@ mod detectors;
 mod diagnostic;
 mod document;
 mod reader;
+mod tree;
 mod units;
 mod validate;
 

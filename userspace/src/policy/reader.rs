@@ -4,13 +4,13 @@
 //! Scalars are loaded as their source text (no YAML type guessing), so `id: 0042` stays
 //! `0042` and each field decides for itself what text it accepts.
 
-use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
-use saphyr_parser::{Parser, ScanError};
+use saphyr_parser::{ScalarStyle, ScanError};
 
 use super::diagnostic::Diagnostic;
+use super::tree::{self, Data};
 
 /// A YAML node with its position in the source.
-pub(super) type Node<'i> = MarkedYaml<'i>;
+pub(super) type Node<'i> = tree::Node<'i>;
 
 /// A 1-based position in the policy file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,8 +23,8 @@ impl Pos {
     /// Where `node` starts.
     pub fn of(node: &Node<'_>) -> Self {
         Pos {
-            line: node.span.start.line(),
-            col: node.span.start.col() + 1,
+            line: node.line as usize,
+            col: node.col as usize + 1,
         }
     }
 }
@@ -41,23 +41,14 @@ pub(super) struct Entry<'n, 'i> {
 
 /// Parses `text` into its YAML documents, or the syntax error with its position.
 pub(super) fn load_yaml(text: &str) -> Result<Vec<Node<'_>>, (Pos, String)> {
-    let mut loader: YamlLoader<'_, Node<'_>> = YamlLoader::default();
-    // Keep scalars as written; the reader types them per field.
-    loader.early_parse(false);
-    let scan_error = |e: &ScanError| {
+    // Scalars stay as written; the reader types them per field.
+    tree::load(text).map_err(|e: ScanError| {
         let pos = Pos {
             line: e.marker().line(),
             col: e.marker().col() + 1,
         };
         (pos, format!("YAML syntax error: {}", e.info()))
-    };
-    Parser::new_from_str(text)
-        .load(&mut loader, true)
-        .map_err(|e| scan_error(&e))?;
-    if let Some(e) = loader.error() {
-        return Err(scan_error(e));
-    }
-    Ok(loader.into_documents())
+    })
 }
 
 /// Collects diagnostics while typed values are read out of nodes.
@@ -99,7 +90,7 @@ impl Reader {
     /// else that is not a mapping is an error and reads as empty.
     pub fn mapping<'n, 'i>(&mut self, node: &'n Node<'i>, what: &str) -> Vec<Entry<'n, 'i>> {
         match &node.data {
-            YamlData::Mapping(map) => map
+            Data::Mapping(pairs) => pairs
                 .iter()
                 .filter_map(|(key_node, value)| match text(key_node) {
                     Some(key) => Some(Entry {
@@ -124,7 +115,7 @@ impl Reader {
     /// The items of a list. `null` reads as an empty list.
     pub fn sequence<'n, 'i>(&mut self, node: &'n Node<'i>, what: &str) -> &'n [Node<'i>] {
         match &node.data {
-            YamlData::Sequence(items) => items,
+            Data::Sequence(items) => items,
             _ if is_null(node) => &[],
             _ => {
                 self.expected(node, what);
@@ -205,7 +196,7 @@ impl Reader {
 /// The source text of a scalar node.
 fn text<'n>(node: &'n Node<'_>) -> Option<&'n str> {
     match &node.data {
-        YamlData::Representation(text, _, _) => Some(text),
+        Data::Scalar(text, _, _) => Some(text),
         _ => None,
     }
 }
@@ -221,10 +212,10 @@ pub(super) fn set<T>(field: &mut T, value: Option<T>) {
 /// True for an empty value, `~` or `null` written without quotes.
 fn is_null(node: &Node<'_>) -> bool {
     match &node.data {
-        YamlData::Representation(text, ScalarStyle::Plain, _) => {
+        Data::Scalar(text, ScalarStyle::Plain, _) => {
             matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL")
         }
-        YamlData::BadValue => true,
+        Data::BadValue => true,
         _ => false,
     }
 }
@@ -233,10 +224,10 @@ fn is_null(node: &Node<'_>) -> bool {
 fn describe(node: &Node<'_>) -> String {
     match &node.data {
         _ if is_null(node) => "nothing".to_owned(),
-        YamlData::Representation(text, _, _) => format!("`{text}`"),
-        YamlData::Sequence(_) => "a list".to_owned(),
-        YamlData::Mapping(_) => "a mapping".to_owned(),
-        YamlData::Tagged(tag, _) => format!("a value tagged {tag}"),
-        _ => "an unsupported value".to_owned(),
+        Data::Scalar(text, _, _) => format!("`{text}`"),
+        Data::Sequence(_) => "a list".to_owned(),
+        Data::Mapping(_) => "a mapping".to_owned(),
+        Data::Tagged(tag, _) => format!("a value tagged {tag}"),
+        Data::BadValue => "an unsupported value".to_owned(),
     }
 }

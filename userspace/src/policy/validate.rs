@@ -36,7 +36,7 @@ pub(super) fn tenants(r: &mut Reader, tenants: &[TenantDraft]) {
 }
 
 fn unique_ids(r: &mut Reader, tenants: &[TenantDraft]) {
-    let mut first: HashMap<&str, Pos> = HashMap::new();
+    let mut first: HashMap<&str, Pos> = HashMap::with_capacity(tenants.len());
     for (id, pos) in tenants.iter().filter_map(|t| t.id.as_ref()) {
         match first.get(id.as_str()) {
             Some(earlier) => r.error_at(
@@ -79,12 +79,15 @@ fn unique_macs(r: &mut Reader, tenants: &[TenantDraft]) {
 /// wider prefixes first, every network that contains an entry is on the stack of open
 /// networks when the entry comes up, so one pass finds each overlap in O(n log n).
 fn disjoint_addresses(r: &mut Reader, tenants: &[TenantDraft]) {
-    let mut all: Vec<(IpNet, Pos, &TenantDraft)> = tenants
-        .iter()
-        .flat_map(|t| t.addresses.iter().map(move |(net, pos)| (*net, *pos, t)))
-        .collect();
-    all.sort_by_key(|(net, pos, _)| (*net, *pos));
-    let mut open: Vec<&(IpNet, Pos, &TenantDraft)> = Vec::new();
+    let count = tenants.iter().map(|t| t.addresses.len()).sum();
+    let mut all: Vec<(IpNet, Pos, usize, &TenantDraft)> = Vec::with_capacity(count);
+    for (i, t) in tenants.iter().enumerate() {
+        all.extend(t.addresses.iter().map(|(net, pos)| (*net, *pos, i, t)));
+    }
+    // (network, position, tenant) is a total order (the same order a stable sort by
+    // network and position gives), so the unstable sort is deterministic.
+    all.sort_unstable_by_key(|(net, pos, i, _)| (*net, *pos, *i));
+    let mut open: Vec<&(IpNet, Pos, usize, &TenantDraft)> = Vec::new();
     for entry in &all {
         while open.last().is_some_and(|outer| !outer.0.contains(&entry.0)) {
             open.pop();
@@ -101,7 +104,7 @@ fn disjoint_addresses(r: &mut Reader, tenants: &[TenantDraft]) {
                     "{} overlaps {} of {} (line {})",
                     later.0,
                     earlier.0,
-                    earlier.2.label(),
+                    earlier.3.label(),
                     earlier.1.line
                 ),
             );
