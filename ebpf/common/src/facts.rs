@@ -393,12 +393,24 @@ pub mod contact_tag {
     pub const ACCEPTED: u64 = 3;
 }
 
-/// The key hash of a contact, attempt or answer: tenant, tag, protocol, port, and the
-/// folded remote (and, for [`contact_tag::ACCEPTED`], local) address. Never 0.
+/// Spreads a small tag (a contact tag, a flood class) over all 64 bits of a key.
+const TAG_MIX: u64 = 0xD6E8_FEB8_6659_FD93;
+
+/// The hash a contact key is made from, before its tag: tenant, protocol, port and the
+/// folded address. The keys of one (tenant, protocol, port, address) under different
+/// tags come from one hash ([`contact_tagged`]): a UDP datagram needs two of them.
 #[inline(always)]
-pub const fn contact_key(tenant: u32, tag: u64, proto: u8, port: u16, addr: u64) -> u64 {
-    let a = ((tenant as u64) << 32) | (tag << 24) | ((proto as u64) << 16) | port as u64;
-    let h = fact_hash(a, addr);
+pub const fn contact_base(tenant: u32, proto: u8, port: u16, addr: u64) -> u64 {
+    fact_hash(
+        ((tenant as u64) << 32) | ((proto as u64) << 16) | port as u64,
+        addr,
+    )
+}
+
+/// The contact key of `base` ([`contact_base`]) under `tag`. Never 0.
+#[inline(always)]
+pub const fn contact_tagged(base: u64, tag: u64) -> u64 {
+    let h = base ^ tag.wrapping_mul(TAG_MIX);
     if h == 0 {
         1
     } else {
@@ -406,10 +418,29 @@ pub const fn contact_key(tenant: u32, tag: u64, proto: u8, port: u16, addr: u64)
     }
 }
 
+/// The key hash of a contact, attempt or answer: tenant, tag, protocol, port, and the
+/// folded remote (and, for [`contact_tag::ACCEPTED`], local) address. Never 0.
+#[inline(always)]
+pub const fn contact_key(tenant: u32, tag: u64, proto: u8, port: u16, addr: u64) -> u64 {
+    contact_tagged(contact_base(tenant, proto, port, addr), tag)
+}
+
+/// The hash a sketch key is made from, before its class: tenant and folded address.
+#[inline(always)]
+pub const fn sketch_base(tenant: u32, addr: u64) -> u64 {
+    fact_hash(((tenant as u64) << 8) | (1 << 60), addr)
+}
+
+/// The sketch key of `base` ([`sketch_base`]) for `class`.
+#[inline(always)]
+pub const fn sketch_tagged(base: u64, class: u8) -> u64 {
+    base ^ (class as u64 + 1).wrapping_mul(TAG_MIX)
+}
+
 /// The key hash of a sketch counter: tenant, class and folded address.
 #[inline(always)]
 pub const fn sketch_key(tenant: u32, class: u8, addr: u64) -> u64 {
-    fact_hash(((tenant as u64) << 8) | class as u64 | (1 << 60), addr)
+    sketch_tagged(sketch_base(tenant, addr), class)
 }
 
 /// Counter index of `key` in sketch row `row` (`row < SKETCH_ROWS`).

@@ -34,10 +34,11 @@ use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::{
     bucket, direction,
     facts::{
-        class, contact_key, contact_tag, event, fact_counter, flood_quantum, outcome, pending_slot,
-        sketch_index, sketch_key, Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS,
-        FLOOD_EPOCH_SHIFT, FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES,
-        REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
+        class, contact_base, contact_key, contact_tag, contact_tagged, event, fact_counter,
+        flood_quantum, outcome, pending_slot, sketch_base, sketch_index, sketch_key, sketch_tagged,
+        Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
+        FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS,
+        SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     tenant_config_index, Rate, TenantConfig,
 };
@@ -292,8 +293,10 @@ fn contact_insert(key: u64, now: u64) -> bool {
 /// A from-tenant first contact with (remote, `port`, `proto`): recorded as pending
 /// and logged as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
 #[inline(always)]
-fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16) {
-    let key = if proto == proto::TCP && f.syn_key != 0 {
+fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16, key: u64) {
+    let key = if key != 0 {
+        key
+    } else if proto == proto::TCP && f.syn_key != 0 {
         f.syn_key
     } else {
         contact_key(f.tenant, contact_tag::OUT, proto, port, fold(&f.remote))
@@ -315,8 +318,13 @@ fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16) {
 /// attempt, clear the slot and send the OUTCOME (not budgeted: each clears an attempt
 /// that was).
 #[inline(always)]
-fn answer(f: &FactsIn, proto: u8, remote: &Addr, port: u16, local_port: u16, result: u8) {
-    let key = contact_key(f.tenant, contact_tag::OUT, proto, port, fold(remote));
+#[allow(clippy::too_many_arguments)]
+fn answer(f: &FactsIn, proto: u8, remote: &Addr, port: u16, local_port: u16, result: u8, key: u64) {
+    let key = if key != 0 {
+        key
+    } else {
+        contact_key(f.tenant, contact_tag::OUT, proto, port, fold(remote))
+    };
     let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) else {
         return;
     };
@@ -398,10 +406,21 @@ fn batch(key: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
 /// packet of a flood.
 #[inline(always)]
 fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, threshold: u64) {
-    if threshold == 0 {
-        return;
+    if threshold != 0 {
+        flood_key::<DIR>(
+            f,
+            klass,
+            sketch_key(f.tenant, klass, folded),
+            units,
+            threshold,
+        );
     }
-    let key = sketch_key(f.tenant, klass, folded);
+}
+
+/// [`flood`] with the sketch key of (tenant, `klass`, address) already made; `threshold`
+/// is not 0.
+#[inline(always)]
+fn flood_key<const DIR: u32>(f: &FactsIn, klass: u8, key: u64, units: u64, threshold: u64) {
     let epoch = f.now >> FLOOD_EPOCH_SHIFT;
     let units = batch(key, epoch, units, threshold);
     if units == 0 {
@@ -811,7 +830,7 @@ fn from_tenant(f: &FactsIn) {
         proto::TCP => {
             let flags = f.tcp_flags & (TCP_SYN | TCP_ACK);
             if flags == TCP_SYN {
-                attempt(f, proto::TCP, f.sport, f.dport);
+                attempt(f, proto::TCP, f.sport, f.dport, 0);
                 flood::<OUT>(f, class::SYN, remote, 1, f.flood_out_syn.into());
             } else if flags == TCP_SYN | TCP_ACK {
                 // The tenant accepts a connection: an inbound client of a local port.
@@ -824,10 +843,12 @@ fn from_tenant(f: &FactsIn) {
         }
         proto::UDP => {
             // A datagram to where the remote sent from first is a reply (a DNS
-            // server answering): no attempt.
-            let reply = contact_key(f.tenant, contact_tag::IN_UDP, proto::UDP, f.dport, remote);
+            // server answering): no attempt. Both keys come from one hash.
+            let base = contact_base(f.tenant, proto::UDP, f.dport, remote);
+            let reply = contact_tagged(base, contact_tag::IN_UDP);
             if !contact_seen(reply, f.now >> CONTACT_EPOCH_SHIFT) {
-                attempt(f, proto::UDP, f.sport, f.dport);
+                let key = contact_tagged(base, contact_tag::OUT);
+                attempt(f, proto::UDP, f.sport, f.dport, key);
             }
             if reflection_sized(f.sport, f.bytes) {
                 flood::<OUT>(f, class::REPLY, remote, 1, f.flood_out_syn.into());
@@ -839,9 +860,9 @@ fn from_tenant(f: &FactsIn) {
             // ICMP, ICMPv6 and any other protocol; `sport` is an ICMP type. The
             // protocols are spelled as constants.
             if l4 == proto::ICMP && f.sport == ICMP_ECHO_REQUEST {
-                attempt(f, proto::ICMP, 0, 0);
+                attempt(f, proto::ICMP, 0, 0, 0);
             } else if l4 == proto::ICMPV6 && f.sport == ICMPV6_ECHO_REQUEST {
-                attempt(f, proto::ICMPV6, 0, 0);
+                attempt(f, proto::ICMPV6, 0, 0, 0);
             }
             flood::<OUT>(f, class::PACKETS, remote, 1, f.flood_out_pkts.into());
         }
@@ -854,33 +875,58 @@ fn to_tenant(f: &FactsIn) {
         proto::TCP => {
             let flags = f.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST);
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-                answer(f, proto::TCP, &f.remote, f.sport, f.dport, outcome::SUCCESS);
+                answer(
+                    f,
+                    proto::TCP,
+                    &f.remote,
+                    f.sport,
+                    f.dport,
+                    outcome::SUCCESS,
+                    0,
+                );
             } else if flags & TCP_RST != 0 {
-                answer(f, proto::TCP, &f.remote, f.sport, f.dport, outcome::REFUSED);
+                answer(
+                    f,
+                    proto::TCP,
+                    &f.remote,
+                    f.sport,
+                    f.dport,
+                    outcome::REFUSED,
+                    0,
+                );
             } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 flood_in(f);
             }
         }
         proto::UDP => {
             // Remember that the remote spoke first, so the tenant's answers are
-            // replies; then see whether this answers the tenant's own attempt.
-            let from = fold(&f.remote);
-            let spoke = contact_key(f.tenant, contact_tag::IN_UDP, proto::UDP, f.sport, from);
-            contact_insert(spoke, f.now);
-            answer(f, proto::UDP, &f.remote, f.sport, f.dport, outcome::SUCCESS);
+            // replies; then see whether this answers the tenant's own attempt. Both
+            // keys come from one hash.
+            let base = contact_base(f.tenant, proto::UDP, f.sport, fold(&f.remote));
+            contact_insert(contact_tagged(base, contact_tag::IN_UDP), f.now);
+            let key = contact_tagged(base, contact_tag::OUT);
+            answer(
+                f,
+                proto::UDP,
+                &f.remote,
+                f.sport,
+                f.dport,
+                outcome::SUCCESS,
+                key,
+            );
             flood_in(f);
         }
         l4 => {
             let ty = f.sport;
             if l4 == proto::ICMP && ty == ICMP_ECHO_REPLY {
-                answer(f, proto::ICMP, &f.remote, 0, 0, outcome::SUCCESS);
+                answer(f, proto::ICMP, &f.remote, 0, 0, outcome::SUCCESS, 0);
             } else if l4 == proto::ICMPV6 && ty == ICMPV6_ECHO_REPLY {
-                answer(f, proto::ICMPV6, &f.remote, 0, 0, outcome::SUCCESS);
+                answer(f, proto::ICMPV6, &f.remote, 0, 0, outcome::SUCCESS, 0);
             } else if f.quoted_proto != 0 {
                 // An ICMP error quoting the tenant's attempt (parsed to-tenant only).
                 let (proto, dst) = (f.quoted_proto, &f.quoted_dst);
                 let (sport, dport) = (f.quoted_sport, f.quoted_dport);
-                answer(f, proto, dst, dport, sport, outcome::UNREACHABLE);
+                answer(f, proto, dst, dport, sport, outcome::UNREACHABLE, 0);
             }
             flood_in(f);
         }
@@ -890,7 +936,24 @@ fn to_tenant(f: &FactsIn) {
 /// Unsolicited traffic at a tenant address: packets and bytes per flood epoch.
 #[inline(always)]
 fn flood_in(f: &FactsIn) {
-    let local = fold(&f.local);
-    flood::<{ direction::IN }>(f, class::IN_PACKETS, local, 1, f.flood_in_pkts.into());
-    flood::<{ direction::IN }>(f, class::IN_BYTES, local, f.bytes, f.flood_in_bytes);
+    const IN: u32 = direction::IN;
+    let (pkts, bytes) = (u64::from(f.flood_in_pkts), f.flood_in_bytes);
+    if pkts == 0 && bytes == 0 {
+        return;
+    }
+    // Both classes' keys come from one hash.
+    let base = sketch_base(f.tenant, fold(&f.local));
+    if pkts != 0 {
+        flood_key::<IN>(
+            f,
+            class::IN_PACKETS,
+            sketch_tagged(base, class::IN_PACKETS),
+            1,
+            pkts,
+        );
+    }
+    if bytes != 0 {
+        let key = sketch_tagged(base, class::IN_BYTES);
+        flood_key::<IN>(f, class::IN_BYTES, key, f.bytes, bytes);
+    }
 }
