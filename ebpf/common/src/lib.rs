@@ -568,6 +568,46 @@ mod tests {
         assert_eq!(Rate::from_bits_per_second(0, 10), Rate::UNLIMITED);
     }
 
+    /// Distinct (tenant, remote) pairs must not share a contact key: a shared key makes
+    /// one tenant's first contact look known because another tenant made its own.
+    #[test]
+    fn contact_keys_of_different_tenants_and_remotes_do_not_alias() {
+        use facts::{contact_key, contact_tag, fold_addr};
+        let v4 = |a: [u8; 4]| {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a);
+            fold_addr(&o)
+        };
+        // Tenant 0 to 198.18.0.5 and tenant 1 to 199.18.0.5: the first octet's low bit
+        // and the tenant index's low bit used to cancel.
+        assert_ne!(
+            contact_key(0, contact_tag::OUT, 6, 443, v4([198, 18, 0, 5])),
+            contact_key(1, contact_tag::OUT, 6, 443, v4([199, 18, 0, 5]))
+        );
+        // 512 tenants x 2,048 IPv4 remotes differing in the octets the tenant index
+        // overlapped, and 512 tenants x 2,048 consecutive IPv6 remotes: no key twice.
+        for v6 in [false, true] {
+            extern crate std;
+            let mut keys = std::vec::Vec::with_capacity(512 * 2048);
+            for t in 0..512u32 {
+                for r in 0..2048u32 {
+                    let addr = if v6 {
+                        let mut o = [0u8; 16];
+                        o[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                        o[12..].copy_from_slice(&r.to_be_bytes());
+                        fold_addr(&o)
+                    } else {
+                        v4([(r >> 3) as u8, (r & 7) as u8, 0, 1])
+                    };
+                    keys.push(contact_key(t * 37, contact_tag::OUT, 6, 443, addr));
+                }
+            }
+            keys.sort_unstable();
+            let dups = keys.windows(2).filter(|w| w[0] == w[1]).count();
+            assert_eq!(dups, 0, "v6 {v6}: {dups} keys shared");
+        }
+    }
+
     #[test]
     fn event_rates_convert_to_ns_per_event() {
         let r = Rate::from_events_per_second(10.0, 5);
