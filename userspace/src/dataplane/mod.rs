@@ -849,7 +849,16 @@ impl Dataplane {
         keys: &[u32],
         values: &[V],
     ) -> Result<()> {
-        debug_assert_eq!(keys.len(), values.len());
+        if keys.len() != values.len() {
+            return Err(DataplaneError::Io {
+                path: format!("map {name} (BPF_MAP_UPDATE_BATCH)").into(),
+                source: std::io::Error::other(format!(
+                    "{} keys for {} values",
+                    keys.len(),
+                    values.len()
+                )),
+            });
+        }
         let size = std::mem::size_of::<V>();
         let per_call = batch_entries(size);
         for (k, v) in keys.chunks(per_call).zip(values.chunks(per_call)) {
