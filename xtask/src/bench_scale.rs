@@ -442,8 +442,16 @@ fn daemon_part() -> Result<DaemonFigures> {
     })
 }
 
+/// Options of the hidden `bench-scale` task.
+#[derive(clap::Args, Clone, Default)]
+pub struct Options {
+    /// Only the daemon-memory case (no policy-apply or counter-read runs).
+    #[arg(long)]
+    pub memory_only: bool,
+}
+
 /// Measures in this process (whatever its profile).
-fn measure(with_daemon: bool) -> Result<ScaleBench> {
+fn measure(with_daemon: bool, opts: &Options) -> Result<ScaleBench> {
     let mut bench = ScaleBench {
         profile: if cfg!(debug_assertions) {
             "dev"
@@ -454,7 +462,8 @@ fn measure(with_daemon: bool) -> Result<ScaleBench> {
         ..Default::default()
     };
     let pid = std::process::id();
-    for n in SIZES {
+    let sizes: &[u32] = if opts.memory_only { &[] } else { &SIZES };
+    for &n in sizes {
         let text = tenants_yaml(n, 0);
         let runs = if n >= LARGE { RUNS_LARGE } else { RUNS_SMALL };
         let mut got = Vec::with_capacity(runs);
@@ -588,9 +597,9 @@ impl ScaleBench {
     }
 }
 
-/// `cargo xtask bench-scale`: measures and prints the JSON on stdout.
-pub fn print_json() -> Result<()> {
-    println!("{}", measure(true)?.to_json());
+/// `cargo xtask bench-scale [--memory-only]`: measures and prints the JSON on stdout.
+pub fn print_json(opts: &Options) -> Result<()> {
+    println!("{}", measure(true, opts)?.to_json());
     Ok(())
 }
 
@@ -603,7 +612,7 @@ pub fn run() -> Result<Value> {
     let v = if cfg!(debug_assertions) {
         crate::util::run_release_task("bench-scale")?
     } else {
-        measure(true)?.to_json()
+        measure(true, &Options::default())?.to_json()
     };
     print_value(&v);
     Ok(v)

@@ -43,7 +43,7 @@ enum Task {
     BenchMetrics,
     /// The scale part of `bench` alone, as JSON (run by `bench` in release).
     #[command(hide = true)]
-    BenchScale,
+    BenchScale(bench_scale::Options),
     /// The veth throughput part of `bench` alone: its table, then its JSON.
     #[command(hide = true)]
     BenchThroughput(bench_throughput::Options),
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
         Task::BenchMetrics => bench_metrics::print_json(),
-        Task::BenchScale => bench_scale::print_json(),
+        Task::BenchScale(opts) => bench_scale::print_json(&opts),
         Task::BenchThroughput(opts) => bench_throughput::print(&opts),
         Task::BenchReport(args) => report::run(args),
     }
