@@ -26,7 +26,7 @@ use warden_common::{reason, Counters, DropCounters};
 use crate::{
     auth::Tokens,
     dataplane::{
-        self, Attachment, BlockTarget, Compiled, Dataplane, DataplaneError, EventReader,
+        self, runtime::PolicyFill, Attachment, BlockTarget, Dataplane, DataplaneError, EventReader,
         FactCounters, KernelEvent, TenantIndex,
     },
     metrics,
@@ -165,7 +165,10 @@ struct Inner {
     applied_at: SystemTime,
     dataplane: Dataplane,
     index: TenantIndex,
-    compiled: Compiled,
+    /// What the applied policy fills of the kernel maps (not the compiled policy itself:
+    /// the dataplane keeps what it needs of that, and the rest is tens of MiB at
+    /// 100,000 tenants).
+    fill: PolicyFill,
     suspensions: HashMap<String, Suspension>,
     store: Store,
     rates: HashMap<u32, [(f64, f64); 2]>,
@@ -215,7 +218,7 @@ impl Inner {
         self.dataplane
             .apply(&compiled)
             .context("writing the policy into the kernel")?;
-        self.compiled = compiled;
+        self.fill = PolicyFill::of(&compiled);
         Ok(index)
     }
 
@@ -273,7 +276,7 @@ impl Inner {
 
     fn map_fill(&self) -> Vec<MapFill> {
         self.dataplane
-            .map_usage(&self.compiled, self.index.len())
+            .map_usage(&self.fill, self.index.len())
             .into_iter()
             .map(|m| MapFill {
                 map: m.map.to_string(),
@@ -360,19 +363,27 @@ impl Inner {
         }
     }
 
-    /// Each tenant's counters and drops, read once.
+    /// Each tenant's counters and drops, read once (in a few batch reads of every slot
+    /// up to the highest in use, as `/metrics` does, not four syscalls a tenant).
     fn traffic(&self) -> Result<HashMap<u32, Traffic>> {
-        let mut out = HashMap::with_capacity(self.index.len());
-        for t in &self.policy.tenants {
-            if let Some(i) = self.index.get(&t.id) {
-                out.insert(
-                    i,
-                    Traffic {
-                        counters: self.dataplane.tenant_counters(i)?,
-                        drops: self.dataplane.drop_counters(i)?,
-                    },
-                );
-            }
+        let indexes: Vec<u32> = self
+            .policy
+            .tenants
+            .iter()
+            .filter_map(|t| self.index.get(&t.id))
+            .collect();
+        let slots = indexes.iter().max().map_or(0, |m| m + 1);
+        let counters = self.dataplane.all_tenant_counters(slots)?;
+        let drops = self.dataplane.all_drop_counters(slots)?;
+        let mut out = HashMap::with_capacity(indexes.len());
+        for i in indexes {
+            out.insert(
+                i,
+                Traffic {
+                    counters: counters[i as usize],
+                    drops: drops[i as usize],
+                },
+            );
         }
         Ok(out)
     }
@@ -494,6 +505,17 @@ fn drops_map(d: &DropCounters) -> HashMap<String, u64> {
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| (r.to_string(), n))
         .collect()
+}
+
+/// `policy` moved into fresh allocations. A parsed policy's many small allocations (ids,
+/// address lists) sit between the YAML tree's and the drafts', all freed by now: every
+/// page of that garbage would stay resident for the few bytes of policy on it. Copied
+/// now, the copies fill the freed space densely, the scattered originals are freed, and
+/// [`crate::memory::release_freed`] can give whole pages back.
+fn compacted(policy: Policy) -> Policy {
+    let copy = policy.clone();
+    drop(policy);
+    copy
 }
 
 /// The programs' run statistics while the kernel counts them
@@ -678,7 +700,8 @@ impl Shared {
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
         let r = policy::load(&self.policy_path)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(policy, actor));
+            .and_then(|policy| self.apply(compacted(policy), actor));
+        crate::memory::release_freed();
         self.count_failure(r)
     }
 
@@ -686,7 +709,8 @@ impl Shared {
     pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
         let r = policy::parse(text, name)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(policy, actor));
+            .and_then(|policy| self.apply(compacted(policy), actor));
+        crate::memory::release_freed();
         self.count_failure(r)
     }
 
@@ -1116,8 +1140,10 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    crate::memory::tune();
     let policy_path = opts.policy_path.as_path();
     let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
             Tokens::load(path).with_context(|| format!("loading tokens from {}", path.display()))?
@@ -1165,7 +1191,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         applied_at: SystemTime::now(),
         dataplane,
         index,
-        compiled: Compiled::default(),
+        fill: PolicyFill::default(),
         suspensions,
         store,
         rates: HashMap::new(),
@@ -1181,6 +1207,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for tenant in inner.suspensions.keys() {
         watch.note_suspension(tenant);
     }
+    crate::memory::release_freed();
     let reader = match inner.dataplane.event_reader() {
         Ok(reader) => Some(reader),
         Err(e) => {

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod detect;
 pub mod enforce;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod notify;

@@ -82,6 +82,9 @@ pub struct Options {
     /// Only the policy-apply case: no counter read, no daemon memory.
     #[arg(long)]
     pub apply_only: bool,
+    /// Only the daemon-memory case: no policy-apply or counter-read runs.
+    #[arg(long, conflicts_with = "apply_only")]
+    pub memory_only: bool,
     /// Tenant counts of the apply case (default 1000, 10000, 100000).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=114_687))]
     pub tenants: Vec<u32>,
@@ -472,7 +475,9 @@ fn measure(opts: &Options) -> Result<ScaleBench> {
         ..Default::default()
     };
     let pid = std::process::id();
-    let sizes = if opts.tenants.is_empty() {
+    let sizes = if opts.memory_only {
+        Vec::new()
+    } else if opts.tenants.is_empty() {
         SIZES.to_vec()
     } else {
         opts.tenants.clone()

@@ -184,7 +184,7 @@ fn blocks_set_the_tenant_flag_until_the_last_is_removed_and_survive_a_restart() 
     assert_eq!(got.len(), 5);
     assert!(got.contains(&(a, targets[0], until + Duration::from_secs(1))));
     assert!(got.contains(&(a, targets[2], until)));
-    let usage = dp.map_usage(&Compiled::default(), 0);
+    let usage = dp.map_usage(&super::runtime::PolicyFill::default(), 0);
     let blocks = usage
         .iter()
         .find(|u| u.map == map::BLOCKS)

@@ -136,6 +136,31 @@ pub struct MapUsage {
     pub capacity: u64,
 }
 
+/// What an applied policy fills of the kernel maps, for [`Dataplane::map_usage`]: the
+/// counts of a [`Compiled`] policy without the policy (kept for as long as it is in
+/// force, so it stays small).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyFill {
+    /// Entries of [`map::ADDRS_V4`], [`map::ADDRS_V6`] and [`map::MACS`] per generation.
+    pub v4: u64,
+    pub v6: u64,
+    pub macs: u64,
+    /// The management prefixes.
+    pub management: Vec<ipnet::IpNet>,
+}
+
+impl PolicyFill {
+    /// What `c` fills.
+    pub fn of(c: &Compiled) -> PolicyFill {
+        PolicyFill {
+            v4: c.v4.len() as u64,
+            v6: c.v6.len() as u64,
+            macs: c.macs.len() as u64,
+            management: c.management.clone(),
+        }
+    }
+}
+
 /// A throttle as the daemon asked for it, kept to recompute after a policy change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Throttle {
@@ -354,16 +379,21 @@ impl Dataplane {
         })
     }
 
-    /// Entries in use and capacity of the bounded maps: those a policy fills (as
-    /// [`super::fill`] and [`CAPACITIES`], per generation), [`map::BLOCKS`] and the
-    /// management tries.
-    pub fn map_usage(&self, c: &Compiled, tenants: usize) -> Vec<MapUsage> {
-        let fill = super::fill(c, tenants);
+    /// Entries in use and capacity of the bounded maps: those a policy fills (`p`, with
+    /// [`CAPACITIES`], per generation), [`map::BLOCKS`] and the management tries.
+    pub fn map_usage(&self, p: &PolicyFill, tenants: usize) -> Vec<MapUsage> {
+        let fill = |m: &str| match m {
+            map::ADDRS_V4 => p.v4,
+            map::ADDRS_V6 => p.v6,
+            map::MACS => p.macs,
+            map::TENANT_COUNTERS => tenants as u64,
+            _ => 0,
+        };
         let mut out: Vec<MapUsage> = CAPACITIES
             .iter()
             .map(|(m, cap)| MapUsage {
                 map: m,
-                entries: fill.get(m).copied().unwrap_or(0),
+                entries: fill(m),
                 capacity: u64::from(*cap),
             })
             .collect();
@@ -374,7 +404,7 @@ impl Dataplane {
         });
         // The management tries hold the distinct prefixes (not generational).
         let prefixes: std::collections::HashSet<ipnet::IpNet> =
-            c.management.iter().map(|n| n.trunc()).collect();
+            p.management.iter().map(|n| n.trunc()).collect();
         let v4 = prefixes.iter().filter(|n| n.addr().is_ipv4()).count() as u64;
         for (m, entries) in [
             (map::MANAGEMENT_V4, v4),

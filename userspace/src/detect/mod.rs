@@ -35,6 +35,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -54,8 +55,8 @@ use spam::SpamState;
 /// What the engine needs of a tenant's policy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantConfig {
-    /// Thresholds and windows per kind.
-    pub detectors: Detectors,
+    /// Thresholds and windows per kind (shared with the policy).
+    pub detectors: Arc<Detectors>,
     /// Destinations exempt from detection (`allow`).
     pub allow: Vec<IpNet>,
     /// Whether the tenant may send mail (`smtp` is not `block`); only then is `spam` run.

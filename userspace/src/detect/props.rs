@@ -77,7 +77,7 @@ proptest! {
         probes in proptest::collection::vec((any::<u32>(), any::<u16>(), any::<u8>(), 1u64..5_000), 200),
     ) {
         let mut cfg = TenantConfig::default();
-        let scan = &mut cfg.detectors.scan;
+        let scan = &mut std::sync::Arc::make_mut(&mut cfg.detectors).scan;
         scan.success_prob_benign = theta0;
         scan.success_prob_scanner = theta0 * scanner_share;
         scan.false_positive_rate = pf;

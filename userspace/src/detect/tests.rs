@@ -594,7 +594,9 @@ fn occasional_drops_raise_nothing() {
 fn a_tenant_configuration_overrides_the_defaults() {
     let mut e = engine();
     let mut cfg = TenantConfig::default();
-    cfg.detectors.flood_out.syn_pps = 100;
+    std::sync::Arc::make_mut(&mut cfg.detectors)
+        .flood_out
+        .syn_pps = 100;
     e.configure(T, cfg);
     assert_eq!(
         e.observe(rate(addr(5), Direction::Out, 200.0, 200.0, 0.0, 1e5))

@@ -2,6 +2,7 @@
 //! from the YAML tree into the policy types, recording every error on the way.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -320,7 +321,7 @@ fn read_setting(r: &mut Reader, entry: &Entry<'_, '_>, settings: &mut TenantSett
             r.value(value, "block, allow or a rate such as 10/min", smtp),
         ),
         "allow" => settings.allow = nets(cidrs(r, value)),
-        "detectors" => settings.detectors.apply(r, value),
+        "detectors" => Arc::make_mut(&mut settings.detectors).apply(r, value),
         "notify" => {
             for sub in r.mapping(value, "a mapping with key webhook") {
                 match sub.key {

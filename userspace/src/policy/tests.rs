@@ -134,10 +134,10 @@ fn full_file_reads_into_expected_values() {
             text: "10/min".into(),
         },
         allow: vec![net("198.18.0.53/32"), net("2001:db8::53/128")],
-        detectors: Detectors::default(),
+        detectors: Default::default(),
         notify: Notify::default(),
     };
-    let d = &mut defaults.detectors;
+    let d = std::sync::Arc::make_mut(&mut defaults.detectors);
     d.scan.action = Action::Observe;
     d.scan.false_positive_rate = 0.05;
     d.scan.distinct_targets = 50;
@@ -176,8 +176,9 @@ fn full_file_reads_into_expected_values() {
     acme.bandwidth.egress = None;
     acme.smtp = Smtp::Allow;
     acme.allow = vec![];
-    acme.detectors.scan.detection_rate = 0.9;
-    acme.detectors.flood_out.action = Action::Suspend;
+    let d = std::sync::Arc::make_mut(&mut acme.detectors);
+    d.scan.detection_rate = 0.9;
+    d.flood_out.action = Action::Suspend;
     let globex = defaults.clone();
     assert_eq!(
         policy.tenants,
@@ -840,7 +841,7 @@ fn example_config_parses() {
     assert_eq!(policy.interfaces.len(), 2);
     assert_eq!(policy.daemon.listen.to_string(), "127.0.0.1:9477");
     // The example documents the built-in detector defaults by spelling them out.
-    assert_eq!(policy.defaults.detectors, Detectors::default());
+    assert_eq!(*policy.defaults.detectors, Detectors::default());
     let acme = policy.tenant("acme").expect("acme in the example");
     assert_eq!(acme.settings.bandwidth.egress, Some(100_000_000));
     assert_eq!(acme.settings.bandwidth.ingress, Some(1_000_000_000));
@@ -1067,4 +1068,32 @@ fn tenant_lookup_by_id_survives_changes_to_the_list() {
     assert_eq!(id(&policy, "globex").as_deref(), Some("globex"));
     assert_eq!(id(&policy, "initech").as_deref(), Some("initech"));
     assert!(policy.tenant("acme").is_none());
+}
+
+#[test]
+fn tenants_without_detector_overrides_share_the_defaults_detectors() {
+    let policy = ok("
+        defaults:
+          detectors:
+            scan: {distinct_targets: 40}
+        tenants:
+          - id: plain
+            addresses: [198.18.0.10/32]
+          - id: also-plain
+            addresses: [198.18.0.11/32]
+            bandwidth: {egress: 10Mbit}
+          - id: own
+            addresses: [198.18.0.12/32]
+            detectors:
+              scan: {distinct_targets: 7}
+        ");
+    let [plain, also_plain, own] = [0, 1, 2].map(|i| &policy.tenants[i].settings.detectors);
+    // One allocation for every tenant on the defaults' detectors, not a copy each.
+    assert!(Arc::ptr_eq(plain, &policy.defaults.detectors));
+    assert!(Arc::ptr_eq(also_plain, &policy.defaults.detectors));
+    assert_eq!(plain.scan.distinct_targets, 40);
+    // A tenant's override is its own, and leaves the shared one alone.
+    assert!(!Arc::ptr_eq(own, &policy.defaults.detectors));
+    assert_eq!(own.scan.distinct_targets, 7);
+    assert_eq!(policy.defaults.detectors.scan.distinct_targets, 40);
 }

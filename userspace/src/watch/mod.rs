@@ -54,6 +54,7 @@ pub mod target;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -143,7 +144,7 @@ pub struct WatchStatus {
 #[derive(Debug)]
 struct TenantWatch {
     id: String,
-    detectors: Detectors,
+    detectors: Arc<Detectors>,
 }
 
 /// When a target of an episode was last seen, and up to when it was refreshed.
