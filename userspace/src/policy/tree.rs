@@ -91,7 +91,7 @@ const LINEAR_KEYS: usize = 16;
 /// Parses `text` into its documents, or the first error (a syntax error of the parser
 /// first, else the first error found while building) with where it is.
 pub(super) fn load(text: &str) -> Result<Vec<Node<'_>>, ScanError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder::new(text);
     Parser::new_from_str(text).load(&mut builder, true)?;
     match builder.error {
         Some(e) => Err(e),
@@ -113,6 +113,9 @@ struct Open<'i> {
 }
 
 struct Builder<'i> {
+    /// The source, when it is ASCII (the parser's positions count characters, which
+    /// are then bytes): scalars written as they read are borrowed from it.
+    ascii: Option<&'i str>,
     docs: Vec<Node<'i>>,
     stack: Vec<Open<'i>>,
     /// The document's root once complete (a root scalar goes here directly).
@@ -123,9 +126,10 @@ struct Builder<'i> {
     error: Option<ScanError>,
 }
 
-impl Default for Builder<'_> {
-    fn default() -> Self {
+impl<'i> Builder<'i> {
+    fn new(text: &'i str) -> Self {
         Builder {
+            ascii: text.is_ascii().then_some(text),
             docs: Vec::new(),
             stack: Vec::new(),
             root: None,
@@ -150,6 +154,28 @@ impl<'i> SpannedEventReceiver<'i> for Builder<'i> {
 }
 
 impl<'i> Builder<'i> {
+    /// A scalar's text: the source itself where the scalar reads exactly as written
+    /// there (most plain scalars), else in an allocation of its own size. The scanner
+    /// hands each scalar over in a buffer of at least 128 bytes, which for a
+    /// 100,000-tenant policy would keep some 150 MB alive until the policy is read.
+    fn scalar_text(&self, text: Cow<'i, str>, span: Span) -> Cow<'i, str> {
+        let Cow::Owned(owned) = &text else {
+            return text;
+        };
+        if let Some(written) = self
+            .ascii
+            .and_then(|src| src.get(span.start.index()..span.end.index()))
+        {
+            if written == owned {
+                return Cow::Borrowed(written);
+            }
+        }
+        if owned.capacity() > owned.len() {
+            return Cow::Owned(owned.as_str().to_owned());
+        }
+        text
+    }
+
     fn event(&mut self, ev: Event<'i>, span: Span) -> Result<(), ScanError> {
         let mark = span.start;
         match ev {
@@ -196,7 +222,7 @@ impl<'i> Builder<'i> {
                 self.insert(node, open.anchor, mark)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let text = exact(text);
+                let text = self.scalar_text(text, span);
                 let tag = tag.map(Box::new);
                 self.insert(
                     Node::new(mark, Data::Scalar(text, style, tag)),
@@ -262,16 +288,6 @@ impl<'i> Builder<'i> {
             ));
             Node::new(mark, Data::BadValue)
         }
-    }
-}
-
-/// A scalar's text in an allocation of its own size: the scanner hands each one over in
-/// a buffer of at least 128 bytes, which for a 100,000-tenant policy would keep some
-/// 150 MB alive until the policy is read.
-fn exact(text: Cow<'_, str>) -> Cow<'_, str> {
-    match text {
-        Cow::Owned(s) if s.capacity() > s.len() => Cow::Owned(s.as_str().to_owned()),
-        text => text,
     }
 }
 
@@ -453,6 +469,41 @@ mod tests {
             let got = same_as_saphyr(doc);
             assert!(got.is_err(), "accepted:\n{doc}\nas {got:?}");
         }
+    }
+
+    #[test]
+    fn scalars_written_as_they_read_are_borrowed_from_the_source() {
+        let text = "a: bcd\nb: 'q'\nc: x\n  y\nd: é\n";
+        let docs = load(text).expect("loads");
+        let Data::Mapping(pairs) = &docs[0].data else {
+            panic!("not a mapping")
+        };
+        let texts: Vec<(&str, bool)> = pairs
+            .iter()
+            .map(|(_, v)| match &v.data {
+                Data::Scalar(t, _, _) => (t.as_ref(), matches!(t, Cow::Borrowed(_))),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Not ASCII: nothing borrowed, every text as the scanner read it.
+        assert_eq!(
+            texts,
+            [("bcd", false), ("q", false), ("x y", false), ("é", false)]
+        );
+        let ascii = "a: bcd\nb: 'q'\nc: x\n  y\n";
+        let docs = load(ascii).expect("loads");
+        let Data::Mapping(pairs) = &docs[0].data else {
+            panic!("not a mapping")
+        };
+        let texts: Vec<(&str, bool)> = pairs
+            .iter()
+            .map(|(_, v)| match &v.data {
+                Data::Scalar(t, _, _) => (t.as_ref(), matches!(t, Cow::Borrowed(_))),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Quoted and folded scalars differ from their source text: copied.
+        assert_eq!(texts, [("bcd", true), ("q", false), ("x y", false)]);
     }
 
     #[test]
