@@ -23,6 +23,11 @@
 //!   from-tenant frames skip the MAC lookup), written over generation 0 while
 //!   generation 1 is active, then flipped to, as the daemon would.
 //!
+//! Every tenant has the flood thresholds the daemon compiles from a policy's defaults
+//! (`flood_out.syn_pps`, `flood_out.pps`, `flood_in.pps`, `flood_in.bps`), as on a
+//! production node: a SYN, datagram or ICMP packet pays its flood counting (an
+//! established TCP segment does not).
+//!
 //! ACTIVE is set to a policy's generation before its cases run. Every case is run once
 //! and checked (verdict and the counter it must move) before it is timed, so the bench
 //! measures the path it names.
@@ -615,7 +620,16 @@ fn tenant_mac(i: u32) -> Mac {
 }
 
 fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
-    let mut cfg = TenantConfig::default();
+    // Flood counting as the daemon compiles a policy's defaults: every tenant's SYNs,
+    // datagrams and inbound packets are counted, as on a production node.
+    let d = warden::policy::Detectors::default();
+    let mut cfg = TenantConfig {
+        flood_out_syn: warden::dataplane::per_flood_epoch(d.flood_out.syn_pps),
+        flood_out_pkts: warden::dataplane::per_flood_epoch(d.flood_out.pps),
+        flood_in_pkts: warden::dataplane::per_flood_epoch(d.flood_in.pps),
+        flood_in_bytes: warden::dataplane::bytes_per_flood_epoch(d.flood_in.bps),
+        ..TenantConfig::default()
+    };
     if policy.binds_macs() {
         cfg.flags |= tenant_flags::MACS_BOUND;
     }

@@ -45,7 +45,9 @@ use warden_common::{
 };
 
 pub use self::{
-    compile::{burst_bytes, compile, CompileError, Compiled},
+    compile::{
+        burst_bytes, bytes_per_flood_epoch, compile, per_flood_epoch, CompileError, Compiled,
+    },
     cuckoo::TableFull,
     events::{
         decode_event, monotonic_now, Contact, DecodeError, EventReader, FloodClass, FloodEvent,
