@@ -12,8 +12,11 @@
 //! - [`tune`] fixes the mmap threshold at [`MMAP_THRESHOLD`]: blocks that large (hash
 //!   tables and vectors over all tenants) are mapped on their own and unmapped when
 //!   freed;
-//! - [`release_freed`], called after every policy read, returns the free pages of every
-//!   arena (the small allocations of the YAML tree and drafts).
+//! - [`release_freed`], called after every policy read and after every counter sample
+//!   (once a second), returns the free pages of every arena: the small allocations of
+//!   the YAML tree and drafts, and whatever the API and the pipeline freed since. It
+//!   walks the free lists only: well under a millisecond when little was freed, a few
+//!   when much was, some 100 ms right after a 100,000-tenant policy read.
 //!
 //! Elsewhere than glibc both do nothing.
 
@@ -42,7 +45,7 @@ pub fn tune() {
 }
 
 /// Returns the free pages of every allocator arena to the system; how long it took is
-/// logged at debug level. Walks the free lists only: milliseconds.
+/// logged at debug level.
 pub fn release_freed() {
     let started = Instant::now();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

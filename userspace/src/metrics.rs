@@ -13,7 +13,8 @@ use crate::watch::{FanStats, PendingStats, WatchCounters, WatchStatus};
 /// One tenant's figures.
 #[derive(Debug, Default, Clone)]
 pub struct TenantSample {
-    pub id: String,
+    /// Shared with the daemon's list of ids: a scrape of 100,000 tenants copies none.
+    pub id: std::sync::Arc<str>,
     /// `[out, in]`.
     pub counters: [Counters; 2],
     /// `[out, in]`.
@@ -162,7 +163,7 @@ pub fn select_top_k(tenants: &[TenantSample], k: usize) -> Vec<usize> {
                 std::cmp::Reverse(t.suspended),
                 std::cmp::Reverse(t.detections.iter().any(|n| *n > 0)),
                 std::cmp::Reverse(bytes),
-                t.id.as_str(),
+                &*t.id,
             )
         };
         order.select_nth_unstable_by(k - 1, |a, b| key(a).cmp(&key(b)));
@@ -610,7 +611,7 @@ mod tests {
     fn ids(tenants: &[TenantSample], k: usize) -> Vec<&str> {
         select_top_k(tenants, k)
             .into_iter()
-            .map(|i| tenants[i].id.as_str())
+            .map(|i| &*tenants[i].id)
             .collect()
     }
 

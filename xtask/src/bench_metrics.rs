@@ -175,7 +175,7 @@ pub fn snapshot(n: usize) -> Snapshot {
                 }
             }
             TenantSample {
-                id: format!("tenant-{i:05}"),
+                id: format!("tenant-{i:05}").into(),
                 counters: [0, 1].map(|_| Counters {
                     packets: next() % 10_000_000_000,
                     bytes: next(),

@@ -208,8 +208,9 @@ pub struct Watch {
     blocks: HashMap<(u32, BlockTarget), BTreeMap<DetectionKey, Duration>>,
     /// The flag the tenant's latest capture was asked for.
     capture_for: HashMap<u32, i64>,
-    /// Started detections per (tenant id, kind).
-    detections: BTreeMap<(String, Kind), u64>,
+    /// Started detections per tenant id, by kind in [`Kind::ALL`] order (only tenants
+    /// with one: `/metrics` looks every tenant up here on every scrape).
+    detections: HashMap<String, [u64; Kind::ALL.len()]>,
     /// Each tenant's latest `[sent, received]` bytes.
     bytes: HashMap<u32, [u64; 2]>,
     /// Each tenant's latest rates.
@@ -241,7 +242,7 @@ impl Watch {
             throttles: HashMap::new(),
             blocks: HashMap::new(),
             capture_for: HashMap::new(),
-            detections: BTreeMap::new(),
+            detections: HashMap::new(),
             bytes: HashMap::new(),
             rates: HashMap::new(),
             drops: HashMap::new(),
@@ -298,7 +299,7 @@ impl Watch {
         self.bytes.remove(&index);
         self.rates.remove(&index);
         self.drops.remove(&index);
-        self.detections.retain(|(t, _), _| t != id);
+        self.detections.remove(id);
     }
 
     /// `tenant` is suspended (restored at start, or by a person): detections do not
@@ -470,12 +471,7 @@ impl Watch {
 
     /// Started detections per kind of `tenant`, in [`Kind::ALL`] order.
     pub fn detections_of(&self, tenant: &str) -> [u64; Kind::ALL.len()] {
-        Kind::ALL.map(|k| {
-            self.detections
-                .get(&(tenant.to_owned(), k))
-                .copied()
-                .unwrap_or(0)
-        })
+        self.detections.get(tenant).copied().unwrap_or_default()
     }
 
     /// Counters for metrics.
@@ -552,7 +548,8 @@ impl Watch {
                 };
                 let id = t.id.clone();
                 let response = t.detectors.response(d.kind);
-                *self.detections.entry((id.clone(), d.kind)).or_default() += 1;
+                // `Kind`'s variants are declared in `Kind::ALL` order (a test checks).
+                self.detections.entry(id.clone()).or_default()[d.kind as usize] += 1;
                 self.counters.detections += 1;
                 let target = target::of(&d, fact, port);
                 tracing::info!(

@@ -926,3 +926,10 @@ fn a_flood_flag_carries_the_peak_of_the_tenants_rate_in_its_direction() {
     );
     assert!(f.get("tenant_in_pps").is_none());
 }
+
+#[test]
+fn kinds_number_as_listed_so_detection_counts_index_by_kind() {
+    for (i, kind) in Kind::ALL.iter().enumerate() {
+        assert_eq!(*kind as usize, i, "{kind}");
+    }
+}
