@@ -544,39 +544,11 @@ fn drops_map(d: &DropCounters) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Reads a policy (`read`: [`policy::load`] or [`policy::parse`]) on a thread of its
-/// own and returns a copy made on the calling thread.
-///
-/// At 100,000 tenants the read passes through some 500 MiB of small allocations (the
-/// text, the YAML tree, the drafts) with the policy's own small allocations (ids,
-/// address lists) strewn between them. glibc gives a new thread an arena of its own
-/// (the arena of the last one that ended, when there is one), so all of that lands
-/// there; the copy goes into the caller's arena, densely, and once the original is
-/// dropped the reading arena holds nothing but free space, which
-/// [`crate::memory::release_freed`] returns whole. Read in place, the policy would pin
-/// a page of garbage per few tenants, and allocations later made in that space would
-/// fault the trimmed pages back in one by one.
-fn read_apart(
-    read: impl Fn() -> Result<Policy, policy::Diagnostics> + Sync,
-) -> Result<Policy, policy::Diagnostics> {
-    let read = std::thread::scope(|s| {
-        match std::thread::Builder::new()
-            .name("policy-read".into())
-            .spawn_scoped(s, &read)
-        {
-            Ok(reader) => reader
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(e) => {
-                tracing::warn!(error = %e, "no thread to read the policy on; reading it in place");
-                read()
-            }
-        }
-    });
-    read.map(compacted)
-}
-
-/// `policy` moved into fresh allocations, made by the calling thread (see [`read_apart`]).
+/// `policy` moved into fresh allocations. A policy just read has its many small
+/// allocations (ids, address lists) strewn between those of the YAML tree and the
+/// drafts, all freed by now; copied, the copies fill the freed space more densely, the
+/// originals are freed, and [`crate::memory::release_freed`] finds more whole pages to
+/// give back.
 fn compacted(policy: Policy) -> Policy {
     let copy = policy.clone();
     drop(policy);
@@ -763,18 +735,18 @@ impl Shared {
 
     /// Re-reads the policy file and applies it; on any error the old policy stays.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
-        let r = read_apart(|| policy::load(&self.policy_path))
+        let r = policy::load(&self.policy_path)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(policy, actor));
+            .and_then(|policy| self.apply(compacted(policy), actor));
         crate::memory::release_freed();
         self.count_failure(r)
     }
 
     /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it.
     pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
-        let r = read_apart(|| policy::parse(text, name))
+        let r = policy::parse(text, name)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(policy, actor));
+            .and_then(|policy| self.apply(compacted(policy), actor));
         crate::memory::release_freed();
         self.count_failure(r)
     }
@@ -1206,8 +1178,8 @@ pub struct RunOptions {
 pub async fn run(opts: RunOptions) -> Result<()> {
     crate::memory::tune();
     let policy_path = opts.policy_path.as_path();
-    let policy = read_apart(|| policy::load(policy_path))
-        .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
             Tokens::load(path).with_context(|| format!("loading tokens from {}", path.display()))?
