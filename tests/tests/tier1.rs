@@ -2972,12 +2972,15 @@ fn udp_at_a_tenant_address_over_flood_in_thresholds_sends_one_flood_in_event_per
     }
 }
 
-/// flood_in_pkts = 100,000, whose batch is 97 (`flood_quantum`): each CPU counts a
-/// key's packets in its own slot and adds them to the shared sketch 97 at a time. So
-/// 100,000 datagrams at one tenant address send no FLOOD (the sketch never holds more
-/// than arrived, and not more than the threshold), the sketch holds a whole number of
-/// batches, at most one batch per possible CPU short of what arrived; a batch per
-/// possible CPU more sends exactly one FLOOD IN_PACKETS, whose value is above the
+/// A flood threshold of 100,000, whose batch is 97 (`flood_quantum`): each CPU counts
+/// a key's packets in its own slot and adds them to the shared sketch 97 at a time
+/// (for a known contact's SYN or an inbound SYN, in the main program itself while
+/// they only add to the slot). For UDP datagrams and SYNs at a tenant address
+/// (flood_in_pkts) and SYNs from the tenant at one victim (flood_out_syn): 100,000
+/// packets send no FLOOD (the sketch never holds more than arrived, and not more than
+/// the threshold; the first outbound SYN sends its ATTEMPT), the sketch holds a whole
+/// number of batches, at most one batch per possible CPU short of what arrived; a
+/// batch per possible CPU more sends exactly one FLOOD, whose value is above the
 /// threshold by at most that much.
 #[test]
 fn a_large_flood_threshold_is_counted_in_batches_and_crosses_once() {
@@ -2985,75 +2988,112 @@ fn a_large_flood_threshold_is_counted_in_batches_and_crosses_once() {
     let q = flood_quantum(THRESHOLD.into());
     assert_eq!(q, 97);
     let cpus = aya::util::nr_cpus().expect("possible CPUs") as u64;
-    let mut policy = standard_policy();
-    policy.tenant_mut(TENANT_A).flood = (0, 0, THRESHOLD, 0);
-    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
-    let targets = [[A, A2, H_FREE], [A_ALT[0], A_ALT[1], A_ALT[2]]];
-    for (prog, targets) in Prog::TO.into_iter().zip(targets) {
-        let mut checked = false;
-        for target in targets {
-            let frame = ip4(U, target, L4::udp(40000, 9));
-            let (got, window) = dp.run_facts(prog, "100,000 datagrams", &frame, TA, THRESHOLD);
-            // The programs' clock is coarse (it may read up to a few ms behind): the
-            // runs must lie in one flood epoch with 20 ms to spare before them.
-            let epoch = window.0.saturating_sub(20_000_000) >> FLOOD_EPOCH_SHIFT;
-            let more = (cpus * q) as u32;
-            let (got2, window2) = dp.run_facts(prog, "a batch per CPU more", &frame, TA, more);
-            if window2.1 >> FLOOD_EPOCH_SHIFT != epoch {
-                // The flood epoch ended during or just before the runs: the counts
-                // started again.
-                eprintln!("[{prog}] a flood epoch ended during the runs; next address");
-                continue;
-            }
-            assert_events(
-                &format!("[{prog}] {THRESHOLD} datagrams"),
-                &got,
-                &[],
-                window,
-            );
-            let key = sketch_key(TENANT_A, class::IN_PACKETS, fold_addr(&e4(target)));
-            let mut want = ev(
-                event::FLOOD,
-                direction::IN,
-                proto::UDP,
-                class::IN_PACKETS,
-                (e4(target), 9),
-                (e4(U), 40000),
-            );
-            want.threshold = THRESHOLD.into();
-            let value = match got2.as_slice() {
-                [Record::Event(e)] => e.value,
-                other => panic!("[{prog}] one FLOOD expected, got {other:?}"),
-            };
-            assert!(
-                value > THRESHOLD.into() && value <= u64::from(THRESHOLD) + cpus * q,
-                "[{prog}] FLOOD value {value}: above {THRESHOLD} by at most {} (a batch per CPU)",
-                cpus * q
-            );
-            want.value = value;
-            assert_events(&format!("[{prog}] {more} more"), &got2, &[want], window2);
-            let sent = u64::from(THRESHOLD) + u64::from(more);
-            for row in 0..SKETCH_ROWS {
-                let count =
-                    dp.word(map::SKETCH, sketch_index(key, row)) & ((1 << SKETCH_COUNT_BITS) - 1);
-                assert_eq!(
-                    count % q,
-                    0,
-                    "[{prog}] row {row}: {count} is whole batches of {q}"
-                );
-                assert!(
-                    count <= sent && count + cpus * (q - 1) >= sent,
-                    "[{prog}] row {row}: {count} counted of {sent} sent (at most {} held by the CPUs)",
-                    cpus * (q - 1)
-                );
-            }
-            checked = true;
-            break;
-        }
-        assert!(
-            checked,
-            "[{prog}] every attempt straddled a flood epoch boundary"
+    let cases = [
+        ("UDP in", (0, 0, THRESHOLD, 0), Prog::TO, class::IN_PACKETS),
+        ("SYN in", (0, 0, THRESHOLD, 0), Prog::TO, class::IN_PACKETS),
+        ("SYN out", (THRESHOLD, 0, 0, 0), Prog::FROM, class::SYN),
+    ];
+    for (kind, flood, progs, klass) in cases {
+        let mut policy = standard_policy();
+        policy.tenant_mut(TENANT_A).flood = flood;
+        let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+        let (to, from) = (
+            [[A, A2, H_FREE], [A_ALT[0], A_ALT[1], A_ALT[2]]],
+            [[U, U2, U3], [1, 2, 3].map(|h| Ipv4Addr::new(198, 19, 8, h))],
         );
+        let places = if klass == class::SYN { from } else { to };
+        for (prog, places) in progs.into_iter().zip(places) {
+            let mut checked = false;
+            for place in places {
+                let (frame, local, remote, proto) = match kind {
+                    "UDP in" => (
+                        ip4(U, place, L4::udp(40000, 9)),
+                        (place, 9),
+                        (U, 40000),
+                        proto::UDP,
+                    ),
+                    "SYN in" => (ip4(U, place, syn_to(9)), (place, 9), (U, 40000), proto::TCP),
+                    _ => (
+                        ip4(A, place, syn_to(80)),
+                        (A, 40000),
+                        (place, 80),
+                        proto::TCP,
+                    ),
+                };
+                let what = format!("[{prog}] {kind}");
+                let (got, window) = dp.run_facts(prog, &what, &frame, TA, THRESHOLD);
+                // The programs' clock is coarse (it may read up to a few ms behind):
+                // the runs must lie in one flood epoch with 20 ms to spare before them.
+                let epoch = window.0.saturating_sub(20_000_000) >> FLOOD_EPOCH_SHIFT;
+                let more = (cpus * q) as u32;
+                let (got2, window2) = dp.run_facts(prog, &what, &frame, TA, more);
+                if window2.1 >> FLOOD_EPOCH_SHIFT != epoch {
+                    eprintln!("{what}: a flood epoch ended during the runs; next address");
+                    continue;
+                }
+                let (local, remote) = ((e4(local.0), local.1), (e4(remote.0), remote.1));
+                let dir = if klass == class::SYN {
+                    direction::OUT
+                } else {
+                    direction::IN
+                };
+                let first: Vec<Event> = if klass == class::SYN {
+                    vec![ev(event::ATTEMPT, dir, proto, 0, local, remote)]
+                } else {
+                    vec![]
+                };
+                // Event times are the coarse clock, cached per CPU and jiffy: a run
+                // right after another may stamp a time up to a tick before it began.
+                let early = |(t0, t1): (u64, u64)| (t0.saturating_sub(20_000_000), t1);
+                let what_first = format!("{what}: {THRESHOLD} packets");
+                assert_events(&what_first, &got, &first, early(window));
+                let mut want = ev(event::FLOOD, dir, proto, klass, local, remote);
+                want.threshold = THRESHOLD.into();
+                let value = match got2.as_slice() {
+                    [Record::Event(e)] => e.value,
+                    other => panic!("{what}: one FLOOD expected, got {other:?}"),
+                };
+                assert!(
+                    value > THRESHOLD.into() && value <= u64::from(THRESHOLD) + cpus * q,
+                    "{what}: FLOOD value {value}: above {THRESHOLD} by at most {}",
+                    cpus * q
+                );
+                want.value = value;
+                assert_events(
+                    &format!("{what}: {more} more"),
+                    &got2,
+                    &[want],
+                    early(window2),
+                );
+                let victim = if klass == class::SYN {
+                    remote.0
+                } else {
+                    local.0
+                };
+                let key = sketch_key(TENANT_A, klass, fold_addr(&victim));
+                let sent = u64::from(THRESHOLD) + u64::from(more);
+                for row in 0..SKETCH_ROWS {
+                    let count = dp.word(map::SKETCH, sketch_index(key, row))
+                        & ((1 << SKETCH_COUNT_BITS) - 1);
+                    assert_eq!(
+                        count % q,
+                        0,
+                        "{what} row {row}: {count} is whole batches of {q}"
+                    );
+                    assert!(
+                        count <= sent && count + cpus * (q - 1) >= sent,
+                        "{what} row {row}: {count} counted of {sent} sent (at most {} held)",
+                        cpus * (q - 1)
+                    );
+                }
+                checked = true;
+                break;
+            }
+            assert!(
+                checked,
+                "[{prog}] {kind}: every attempt straddled a flood epoch boundary"
+            );
+        }
     }
 }
 

@@ -397,6 +397,62 @@ fn batch(key: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
     0
 }
 
+/// This CPU's batch slot of `key` when `units` only add to it (the slot holds `key` in
+/// `epoch` and stays below the class's batch: the steady state of a flood), so the
+/// packet's counting needs nothing else; `None` when the full path ([`batch`], and a
+/// flush to the sketch) is needed. Nothing is written here.
+#[inline(always)]
+fn held_slot(key: u64, epoch: u64, units: u64, threshold: u64) -> Option<*mut FloodLocal> {
+    let quantum = flood_quantum(threshold);
+    if units >= quantum {
+        return None;
+    }
+    let l = FLOOD_LOCAL.get_ptr_mut(key as u32 & (FLOOD_LOCAL_SLOTS - 1))?;
+    // SAFETY: this CPU's slot of a per-CPU array, as in `batch`.
+    let fits = unsafe { (*l).key == key && (*l).epoch == epoch && (*l).units + units < quantum };
+    fits.then_some(l)
+}
+
+/// Adds `units` to a slot [`held_slot`] returned.
+#[inline(always)]
+fn add_held(slot: *mut FloodLocal, units: u64) {
+    // SAFETY: as in `held_slot`: this CPU's slot, no other instance uses it meanwhile.
+    unsafe { (*slot).units += units };
+}
+
+/// Counts an inbound SYN at the tenant address `local` in its CPU's batch slots when
+/// both classes' units only add to them; returns whether it did (else nothing was
+/// counted and the full path must run).
+#[inline(always)]
+fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, now: u64) -> bool {
+    let epoch = now >> FLOOD_EPOCH_SHIFT;
+    let base = sketch_base(tenant, fold(local));
+    let (pkts, octets) = (u64::from(cfg.flood_in_pkts), cfg.flood_in_bytes);
+    let p = if pkts != 0 {
+        match held_slot(sketch_tagged(base, class::IN_PACKETS), epoch, 1, pkts) {
+            Some(s) => Some(s),
+            None => return false,
+        }
+    } else {
+        None
+    };
+    let b = if octets != 0 {
+        match held_slot(sketch_tagged(base, class::IN_BYTES), epoch, bytes, octets) {
+            Some(s) => Some(s),
+            None => return false,
+        }
+    } else {
+        None
+    };
+    if let Some(s) = p {
+        add_held(s, 1);
+    }
+    if let Some(s) = b {
+        add_held(s, bytes);
+    }
+    true
+}
+
 /// Adds `units` to the sketch for (tenant, `klass`, the address `folded`) and, when
 /// the estimate for this flood epoch goes above `threshold` (0: the class is not
 /// counted at all), sends the FLOOD event once per key and epoch (not budgeted: one
@@ -625,16 +681,31 @@ pub fn record<const DIR: u32, H: Hook>(
                     fold(&p.remote),
                 );
                 let epoch = clock.now() >> CONTACT_EPOCH_SHIFT;
-                if cfg.flood_out_syn == 0 && contact_seen(syn_key, epoch) {
-                    return;
+                if contact_seen(syn_key, epoch) {
+                    // A known contact: only its flood count is left, and that is
+                    // done here when it only adds to the CPU's batch.
+                    if cfg.flood_out_syn == 0 {
+                        return;
+                    }
+                    let key = sketch_key(tenant, class::SYN, fold(&p.remote));
+                    let flood_epoch = clock.now() >> FLOOD_EPOCH_SHIFT;
+                    let threshold = cfg.flood_out_syn.into();
+                    if let Some(slot) = held_slot(key, flood_epoch, 1, threshold) {
+                        add_held(slot, 1);
+                        return;
+                    }
                 }
             }
         } else {
             if flags & (TCP_SYN | TCP_RST) == 0 {
                 return;
             }
-            if flags == TCP_SYN && cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0 {
-                // An inbound SYN only counts towards inbound floods.
+            if flags == TCP_SYN
+                && (cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0
+                    || absorb_flood_in(tenant, &p.local, cfg, bytes, clock.now()))
+            {
+                // An inbound SYN only counts towards inbound floods: not at all, or
+                // done here when it only adds to the CPU's batches.
                 return;
             }
         }
