@@ -546,24 +546,13 @@ fn monotonic_ns() -> Result<u64> {
 }
 
 fn load() -> Result<Ebpf> {
-    let mut ebpf = warden::dataplane::loader()?
-        .load(warden::dataplane::OBJECT)
-        .context("loading the eBPF object (needs root or CAP_BPF)")?;
-    for name in [
+    crate::util::load_xdp(&[
         program::XDP_PASS_BASELINE,
         program::XDP_TO_TENANT,
         program::XDP_FROM_TENANT,
         XDP_BENCH_NEW_FLOW,
         XDP_BENCH_ANSWER,
-    ] {
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program {name} in the object"))?
-            .try_into()
-            .with_context(|| format!("{name} is not an XDP program"))?;
-        prog.load().with_context(|| format!("loading {name}"))?;
-    }
-    Ok(ebpf)
+    ])
 }
 
 /// IPv4 /32 of tenant `i`: 198.18.0.0 + i (198.18.0.0 - 198.19.134.159).

@@ -114,7 +114,8 @@ pub struct ApplyRun {
 }
 
 impl ApplyRun {
-    const PHASES: [&'static str; 8] = [
+    /// The phases, in the order the daemon runs them.
+    pub const PHASES: [&'static str; 8] = [
         "parse",
         "validate",
         "compile",

@@ -423,24 +423,13 @@ fn ifindex(name: &str) -> Result<u32> {
 }
 
 fn load() -> Result<Ebpf> {
-    let mut ebpf = warden::dataplane::loader()?
-        .load(warden::dataplane::OBJECT)
-        .context("loading the eBPF object (needs root or CAP_BPF)")?;
-    for name in [
+    crate::util::load_xdp(&[
         program::XDP_TO_TENANT,
         program::XDP_DROP_BASELINE,
         program::XDP_PASS_BASELINE,
         program::XDP_BENCH_GEN,
         program::XDP_BENCH_GEN_SOURCES,
-    ] {
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program {name} in the object"))?
-            .try_into()
-            .with_context(|| format!("{name} is not an XDP program"))?;
-        prog.load().with_context(|| format!("loading {name}"))?;
-    }
-    Ok(ebpf)
+    ])
 }
 
 fn tenant_v4(i: u32) -> Ipv4Addr {

@@ -1078,16 +1078,7 @@ fn throughput_section(v: &Value) -> Result<Part> {
 }
 
 /// The phases of a policy apply, in the order the daemon runs them.
-const APPLY_PHASES: [&str; 8] = [
-    "parse",
-    "validate",
-    "compile",
-    "reset_slots",
-    "place",
-    "write",
-    "flip",
-    "first_packet",
-];
+const APPLY_PHASES: [&str; 8] = crate::bench_scale::ApplyRun::PHASES;
 
 fn scale_section(v: &Value) -> Result<Part> {
     let mut md = String::new();

@@ -138,3 +138,20 @@ pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).with_context(|| format!("{task} printed no JSON: {text}"))
 }
+
+/// The eBPF object loaded as the daemon loads it (`warden::dataplane::loader`), with
+/// the XDP programs `names` loaded into the kernel.
+pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
+    let mut ebpf = warden::dataplane::loader()?
+        .load(warden::dataplane::OBJECT)
+        .context("loading the eBPF object (needs root or CAP_BPF)")?;
+    for &name in names {
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the object"))?
+            .try_into()
+            .with_context(|| format!("{name} is not an XDP program"))?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    Ok(ebpf)
+}

@@ -673,13 +673,8 @@ pub fn record<const DIR: u32, H: Hook>(
             }
             if flags & TCP_ACK == 0 {
                 // A SYN: nothing to do unless it is a first contact or floods count.
-                syn_key = contact_key(
-                    tenant,
-                    contact_tag::OUT,
-                    proto::TCP,
-                    p.dport,
-                    fold(&p.remote),
-                );
+                let remote = fold(&p.remote);
+                syn_key = contact_key(tenant, contact_tag::OUT, proto::TCP, p.dport, remote);
                 let epoch = clock.now() >> CONTACT_EPOCH_SHIFT;
                 if contact_seen(syn_key, epoch) {
                     // A known contact: only its flood count is left, and that is
@@ -687,7 +682,7 @@ pub fn record<const DIR: u32, H: Hook>(
                     if cfg.flood_out_syn == 0 {
                         return;
                     }
-                    let key = sketch_key(tenant, class::SYN, fold(&p.remote));
+                    let key = sketch_key(tenant, class::SYN, remote);
                     let flood_epoch = clock.now() >> FLOOD_EPOCH_SHIFT;
                     let threshold = cfg.flood_out_syn.into();
                     if let Some(slot) = held_slot(key, flood_epoch, 1, threshold) {
