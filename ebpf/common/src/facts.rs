@@ -80,16 +80,38 @@ pub const FLOOD_LOCAL_BITS: u32 = 12;
 /// Each CPU's slots of flood counts not yet in the sketch.
 pub const FLOOD_LOCAL_SLOTS: u32 = 1 << FLOOD_LOCAL_BITS;
 
+/// Small thresholds batch up to `threshold >> FLOOD_SMALL_SHIFT` units (1/64)...
+pub const FLOOD_SMALL_SHIFT: u32 = 6;
+/// ...but no more than this many: the batch of every threshold up to 16,384.
+pub const FLOOD_MIN_BATCH: u64 = 16;
+
 /// The batch of a flood class with `threshold`: a packet whose units are below it is
 /// first counted in its CPU's slot for the key, and the slot's count goes to the shared
-/// sketch once it reaches the batch. The sketch so trails the true count by less than
-/// `batch` units per CPU and key: a flood is reported at most `CPUs * threshold / 1024`
-/// units late (0.2% of the threshold on 2 CPUs), and a batch of 1 (thresholds below
-/// 2,048) counts every packet at once. What a CPU holds when its key goes quiet or the
-/// epoch ends is never added: less than a batch, which cannot decide a flood.
+/// sketch once it reaches the batch. The batch is `threshold / 1024`, but at least
+/// `min(16, threshold / 64)`: the SYN threshold of the policy defaults (2,000 a second,
+/// 2,147 a flood epoch) would otherwise have a batch of 2, and every other SYN of a
+/// flood would go to the sketch.
+///
+/// The sketch so trails the true count by less than a batch per CPU and key: a flood
+/// is reported at most `CPUs * batch` units late (with 2 CPUs: 0.2% of thresholds from
+/// 16,384 up, at most 32 units below that, 1.5% of the default SYN threshold; at most
+/// 1/32 of any threshold). Thresholds below 128 have a batch of 1: every packet counts
+/// at once. What a CPU holds when its key goes quiet or the epoch ends is never added:
+/// less than a batch, which cannot decide a flood.
 #[inline(always)]
 pub const fn flood_quantum(threshold: u64) -> u64 {
-    threshold >> FLOOD_BATCH_SHIFT
+    let large = threshold >> FLOOD_BATCH_SHIFT;
+    let small = threshold >> FLOOD_SMALL_SHIFT;
+    let floor = if small < FLOOD_MIN_BATCH {
+        small
+    } else {
+        FLOOD_MIN_BATCH
+    };
+    if large > floor {
+        large
+    } else {
+        floor
+    }
 }
 
 /// Log2 of the slots of [`map::REPORTED`](crate::map::REPORTED).

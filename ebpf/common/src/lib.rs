@@ -608,6 +608,47 @@ mod tests {
         }
     }
 
+    /// The flood batch: 1/1024 of large thresholds, 16 for the middle ones (the
+    /// default SYN threshold among them), 1/64 of small ones, 1 below 128; never more
+    /// than 1/32 of the threshold late on 2 CPUs.
+    #[test]
+    fn flood_batches_are_a_small_share_of_the_threshold() {
+        use facts::flood_quantum;
+        assert_eq!(
+            flood_quantum(107_374),
+            104,
+            "default flood_in.pps per epoch"
+        );
+        assert_eq!(flood_quantum(21_474), 20, "default flood_out.pps per epoch");
+        assert_eq!(
+            flood_quantum(2_147),
+            16,
+            "default flood_out.syn_pps per epoch"
+        );
+        assert_eq!(flood_quantum(16_384), 16);
+        assert_eq!(flood_quantum(1_000), 15);
+        assert_eq!(flood_quantum(128), 2);
+        assert_eq!(flood_quantum(127), 1);
+        assert_eq!(flood_quantum(1), 0);
+        for t in [
+            1,
+            64,
+            127,
+            128,
+            500,
+            1_023,
+            1_024,
+            2_147,
+            16_383,
+            16_384,
+            1 << 20,
+            1 << 40,
+        ] {
+            let q = flood_quantum(t);
+            assert!(2 * q <= t / 32 + 1, "threshold {t}: batch {q}");
+        }
+    }
+
     #[test]
     fn event_rates_convert_to_ns_per_event() {
         let r = Rate::from_events_per_second(10.0, 5);

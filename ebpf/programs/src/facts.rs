@@ -37,8 +37,8 @@ use warden_common::{
         class, contact_base, contact_key, contact_tag, contact_tagged, event, fact_counter,
         flood_quantum, outcome, pending_slot, sketch_base, sketch_index, sketch_key, sketch_tagged,
         Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
-        FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS,
-        SKETCH_COUNT_BITS, SKETCH_ROWS,
+        FLOOD_LOCAL_BITS, FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES,
+        REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     tenant_config_index, Rate, TenantConfig,
 };
@@ -49,8 +49,8 @@ use crate::{
         self, addr16, addr4, proto, ptr_at, Addr, Family, Parsed, ICMPV6_UNREACHABLE,
         ICMP_UNREACHABLE,
     },
-    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, GEN_CONFIG,
-    PENDING, REPORTED, SKETCH, TENANT_CONFIG,
+    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, FLOOD_LOCAL_IN,
+    GEN_CONFIG, PENDING, REPORTED, SKETCH, TENANT_CONFIG,
 };
 
 const TCP_SYN: u8 = 0x02;
@@ -314,6 +314,16 @@ fn attempt(f: &FactsIn, proto: u8, local_port: u16, port: u16, key: u64) {
     f.log(event::ATTEMPT, proto, local_port, port);
 }
 
+/// Whether an attempt with contact key `key` waits in its pending slot.
+#[inline(always)]
+fn pending_holds(key: u64) -> bool {
+    match PENDING.get_ptr_mut(pending_slot(key)) {
+        // SAFETY: an array map value; an aligned 8-byte load is single-copy atomic.
+        Some(slot) => unsafe { read_volatile(addr_of_mut!((*slot).tag)) == key },
+        None => false,
+    }
+}
+
 /// A to-tenant answer from (`remote`, `port`, `proto`): if it answers the pending
 /// attempt, clear the slot and send the OUTCOME (not budgeted: each clears an attempt
 /// that was).
@@ -420,35 +430,62 @@ fn add_held(slot: *mut FloodLocal, units: u64) {
     unsafe { (*slot).units += units };
 }
 
-/// Counts an inbound SYN at the tenant address `local` in its CPU's batch slots when
-/// both classes' units only add to them; returns whether it did (else nothing was
-/// counted and the full path must run).
+/// A CPU's inbound flood counts at one tenant address not yet added to the shared
+/// sketch (the value of `FLOOD_LOCAL_IN`): both classes in one slot, named by the
+/// tenant and the folded address rather than by a sketch key, so the steady state of
+/// an inbound flood needs no hash beyond the slot's index (the sketch keys are made
+/// only when a batch goes to the sketch).
+#[repr(C)]
+pub struct FloodLocalIn {
+    /// `flood epoch << 32 | tenant` of the counts (0: never used).
+    who: u64,
+    /// The folded tenant address.
+    addr: u64,
+    /// Packets and bytes not yet in the sketch.
+    pkts: u64,
+    bytes: u64,
+}
+
+/// The `FLOOD_LOCAL_IN` slot of (tenant, folded address): one multiply (Fibonacci
+/// hashing), whose top bits depend on every bit of both.
+#[inline(always)]
+fn in_slot(tenant: u32, folded: u64) -> u32 {
+    let x = folded ^ (u64::from(tenant) << 32 | u64::from(tenant));
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FLOOD_LOCAL_BITS)) as u32
+}
+
+/// The slot owner word of `tenant` in flood epoch `epoch`.
+#[inline(always)]
+fn in_who(tenant: u32, epoch: u64) -> u64 {
+    (epoch << 32) | u64::from(tenant)
+}
+
+/// Counts an inbound packet at the tenant address `local` in its CPU's slot when
+/// both classes' units only add to it (the slot is this address's in this epoch and
+/// stays below both batches: the steady state of a flood); returns whether it did
+/// (else nothing was counted and the full path, [`flood_in`], must run).
 #[inline(always)]
 fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, now: u64) -> bool {
-    let epoch = now >> FLOOD_EPOCH_SHIFT;
-    let base = sketch_base(tenant, fold(local));
+    let folded = fold(local);
+    let Some(l) = FLOOD_LOCAL_IN.get_ptr_mut(in_slot(tenant, folded)) else {
+        return false;
+    };
     let (pkts, octets) = (u64::from(cfg.flood_in_pkts), cfg.flood_in_bytes);
-    let p = if pkts != 0 {
-        match held_slot(sketch_tagged(base, class::IN_PACKETS), epoch, 1, pkts) {
-            Some(s) => Some(s),
-            None => return false,
+    // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
+    // while this one runs (the hooks do not preempt each other on a CPU).
+    unsafe {
+        if (*l).who != in_who(tenant, now >> FLOOD_EPOCH_SHIFT) || (*l).addr != folded {
+            return false;
         }
-    } else {
-        None
-    };
-    let b = if octets != 0 {
-        match held_slot(sketch_tagged(base, class::IN_BYTES), epoch, bytes, octets) {
-            Some(s) => Some(s),
-            None => return false,
+        let (p, b) = ((*l).pkts + 1, (*l).bytes + bytes);
+        // A class that is counted and would reach its batch (a batch of 0 or 1: every
+        // packet goes to the sketch) takes the full path. A class that is not counted
+        // only gathers here, never sent.
+        if (pkts != 0 && p >= flood_quantum(pkts)) || (octets != 0 && b >= flood_quantum(octets)) {
+            return false;
         }
-    } else {
-        None
-    };
-    if let Some(s) = p {
-        add_held(s, 1);
-    }
-    if let Some(s) = b {
-        add_held(s, bytes);
+        (*l).pkts = p;
+        (*l).bytes = b;
     }
     true
 }
@@ -477,11 +514,17 @@ fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, thresh
 /// is not 0.
 #[inline(always)]
 fn flood_key<const DIR: u32>(f: &FactsIn, klass: u8, key: u64, units: u64, threshold: u64) {
-    let epoch = f.now >> FLOOD_EPOCH_SHIFT;
-    let units = batch(key, epoch, units, threshold);
-    if units == 0 {
-        return;
+    let units = batch(key, f.now >> FLOOD_EPOCH_SHIFT, units, threshold);
+    if units != 0 {
+        flush::<DIR>(f, klass, key, units, threshold);
     }
+}
+
+/// Adds `units` (not 0) to the sketch counters of `key` in this flood epoch, and sends
+/// the FLOOD event when the estimate goes above `threshold` (see [`flood`]).
+#[inline(always)]
+fn flush<const DIR: u32>(f: &FactsIn, klass: u8, key: u64, units: u64, threshold: u64) {
+    let epoch = f.now >> FLOOD_EPOCH_SHIFT;
     let tag = (epoch & 0xffff) << SKETCH_COUNT_BITS;
     let (Some(c0), Some(c1)) = (
         SKETCH.get_ptr_mut(sketch_index(key, 0)),
@@ -640,9 +683,12 @@ const MAX_L4_OFF: usize = 1024;
 /// blocks: blocked behaviour must keep its detection (and so its block) alive.
 ///
 /// The tests here are all that packets without news pay: an established TCP segment
-/// one flags test; a SYN to a contact already made (with flood counting off) a hash
-/// and a filter word; an inbound SYN with flood counting off, nothing more. The rest
-/// goes to a global function through `hook`.
+/// one flags test; a SYN to a contact already made a hash, a filter word and (with
+/// flood counting on) its CPU's batch slot; an inbound SYN its CPU's batch slot (or,
+/// with flood counting off, nothing more); a datagram from a remote that already spoke
+/// first a hash, a filter word, a pending slot and the batch slot. While a packet only
+/// adds to a batch, its flood counting is done here too. The rest goes to a global
+/// function through `hook`.
 #[inline(always)]
 pub fn record<const DIR: u32, H: Hook>(
     hook: &H,
@@ -703,6 +749,22 @@ pub fn record<const DIR: u32, H: Hook>(
                 // done here when it only adds to the CPU's batches.
                 return;
             }
+        }
+    } else if DIR == direction::IN && l4 == proto::UDP {
+        // The steady state of datagrams from one remote (a DNS server, a stream, a
+        // flood): the remote is already known to have spoken first, no attempt of
+        // the tenant waits for it, and its flood counts only add to the CPU's
+        // batches. All three are reads here; anything else takes the full path.
+        let base = contact_base(tenant, proto::UDP, p.sport, fold(&p.remote));
+        let now = clock.now();
+        if contact_seen(
+            contact_tagged(base, contact_tag::IN_UDP),
+            now >> CONTACT_EPOCH_SHIFT,
+        ) && !pending_holds(contact_tagged(base, contact_tag::OUT))
+            && (cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0
+                || absorb_flood_in(tenant, &p.local, cfg, bytes, now))
+        {
+            return;
         }
     }
     // Tenant indexes are below 2^31: the generation rides in the top bit.
@@ -1007,19 +1069,57 @@ fn flood_in(f: &FactsIn) {
     if pkts == 0 && bytes == 0 {
         return;
     }
-    // Both classes' keys come from one hash.
-    let base = sketch_base(f.tenant, fold(&f.local));
-    if pkts != 0 {
-        flood_key::<IN>(
-            f,
-            class::IN_PACKETS,
-            sketch_tagged(base, class::IN_PACKETS),
-            1,
-            pkts,
-        );
+    let folded = fold(&f.local);
+    let epoch = f.now >> FLOOD_EPOCH_SHIFT;
+    // What goes to the sketch now, per class: by default the packet itself.
+    let (mut send_p, mut send_b) = (1, f.bytes);
+    if let Some(l) = FLOOD_LOCAL_IN.get_ptr_mut(in_slot(f.tenant, folded)) {
+        let (qp, qb) = (flood_quantum(pkts), flood_quantum(bytes));
+        let who = in_who(f.tenant, epoch);
+        // SAFETY: this CPU's slot, as in `absorb_flood_in`.
+        unsafe {
+            let (p, b) = if (*l).who == who && (*l).addr == folded {
+                ((*l).pkts + 1, (*l).bytes + f.bytes)
+            } else if (*l).who >> 32 == epoch && ((*l).pkts != 0 || (*l).bytes != 0) {
+                // Another address holds units of this epoch here: left alone, and
+                // this packet goes to the sketch at once, as without the slots.
+                (0, 0)
+            } else {
+                // Free, of an older epoch (what it held can no longer count), or
+                // drained: this address's now.
+                (*l).who = who;
+                (*l).addr = folded;
+                (1, f.bytes)
+            };
+            if (*l).who == who && (*l).addr == folded {
+                // Each class's units stay while below its batch, and go to the
+                // sketch together once they reach it.
+                (send_p, send_b) = (0, 0);
+                if p >= qp {
+                    (*l).pkts = 0;
+                    send_p = p;
+                } else {
+                    (*l).pkts = p;
+                }
+                if b >= qb {
+                    (*l).bytes = 0;
+                    send_b = b;
+                } else {
+                    (*l).bytes = b;
+                }
+            }
+        }
     }
-    if bytes != 0 {
-        let key = sketch_tagged(base, class::IN_BYTES);
-        flood_key::<IN>(f, class::IN_BYTES, key, f.bytes, bytes);
+    // Both classes' keys come from one hash, made only when a batch goes out.
+    if (pkts != 0 && send_p != 0) || (bytes != 0 && send_b != 0) {
+        let base = sketch_base(f.tenant, folded);
+        if pkts != 0 && send_p != 0 {
+            let key = sketch_tagged(base, class::IN_PACKETS);
+            flush::<IN>(f, class::IN_PACKETS, key, send_p, pkts);
+        }
+        if bytes != 0 && send_b != 0 {
+            let key = sketch_tagged(base, class::IN_BYTES);
+            flush::<IN>(f, class::IN_BYTES, key, send_b, bytes);
+        }
     }
 }

@@ -130,6 +130,14 @@ static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_ROWS * SKETCH_WIDTH, 
 static FLOOD_LOCAL: PerCpuArray<crate::facts::FloodLocal> =
     PerCpuArray::with_max_entries(FLOOD_LOCAL_SLOTS, 0);
 
+/// Index: `facts::in_slot` of (tenant, folded tenant address). Value: per CPU, the
+/// inbound flood counts (packets and bytes) of one tenant address not yet added to
+/// SKETCH (`facts::FloodLocalIn`). Written here; internal to the programs (not pinned
+/// by the daemon).
+#[map(name = "FLOOD_LOCAL_IN")]
+static FLOOD_LOCAL_IN: PerCpuArray<crate::facts::FloodLocalIn> =
+    PerCpuArray::with_max_entries(FLOOD_LOCAL_SLOTS, 0);
+
 /// Index: `(key >> 20) & (REPORTED_SLOTS - 1)` of a `sketch_key`. Value: `epoch << 32 |
 /// key as u32` of the flood event last sent from that slot. Written here.
 #[map(name = "REPORTED")]
