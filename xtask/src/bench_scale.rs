@@ -36,7 +36,10 @@
 //! it, through a SIGHUP reload of the policy file. Each VmRSS is read [`SETTLE`] after
 //! the last request (a `/metrics` of 100,000 tenants builds tens of MiB that live for
 //! milliseconds), once the daemon's once-a-second counter sample has given back what
-//! was freed: the resident size the daemon holds, not a transient. The peak (VmHWM,
+//! was freed, and then every half second until two readings in a row are within
+//! [`STEADY_KIB`] of each other (at most [`SETTLE_MAX`]; a daemon that has not
+//! settled by then is reported as read last): the resident size the daemon holds, not
+//! a transient. On a busy machine the sample after an apply can come late. The peak (VmHWM,
 //! the most the daemon was ever resident, during the policy read and the apply) is
 //! reported beside it, without a bar.
 //!
@@ -367,6 +370,27 @@ fn read_runs(dp: &Dataplane) -> Result<Vec<f64>> {
 /// How long after its last request the daemon's memory is read: past one counter sample
 /// (every second), which returns freed memory to the system.
 const SETTLE: Duration = Duration::from_millis(1_500);
+/// Two readings of VmRSS half a second apart within this many KiB: the daemon is at rest.
+const STEADY_KIB: u64 = 1_024;
+/// The longest the memory reading waits for the daemon to be at rest.
+const SETTLE_MAX: Duration = Duration::from_secs(6);
+
+/// VmRSS and VmHWM of `pid` (KiB) once it is at rest (see the module doc).
+fn settled_memory_kib(pid: u32) -> Result<(u64, u64)> {
+    std::thread::sleep(SETTLE);
+    let start = Instant::now();
+    let mut last = memory_kib(pid)?;
+    while start.elapsed() < SETTLE_MAX {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = memory_kib(pid)?;
+        let steady = now.0.abs_diff(last.0) <= STEADY_KIB;
+        last = now;
+        if steady {
+            break;
+        }
+    }
+    Ok(last)
+}
 
 /// VmRSS and VmHWM of `pid`, KiB.
 fn memory_kib(pid: u32) -> Result<(u64, u64)> {
@@ -418,8 +442,7 @@ fn daemon_part() -> Result<DaemonFigures> {
         metrics.contains(&format!("\nwarden_tenants {LARGE}\n")),
         "the daemon does not report {LARGE} tenants"
     );
-    std::thread::sleep(SETTLE);
-    let (rss_loaded_kib, hwm_loaded_kib) = memory_kib(pid)?;
+    let (rss_loaded_kib, hwm_loaded_kib) = settled_memory_kib(pid)?;
 
     let second = lab.localize(&format!("{header}{}", tenants_yaml(LARGE, 1)))?;
     let t = Instant::now();
@@ -458,8 +481,7 @@ fn daemon_part() -> Result<DaemonFigures> {
         metrics.contains("\nwarden_policy_generation 2\n"),
         "after the second policy the daemon is not at policy generation 2"
     );
-    std::thread::sleep(SETTLE);
-    let (rss_applied_kib, hwm_applied_kib) = memory_kib(pid)?;
+    let (rss_applied_kib, hwm_applied_kib) = settled_memory_kib(pid)?;
     Ok(DaemonFigures {
         start_ms,
         rss_loaded_kib,

@@ -94,7 +94,7 @@ pub struct Options {
     #[arg(long)]
     pub skip_throughput: bool,
     /// Interleaved (baseline, case) pairs per throughput comparison.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(9..))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(9..))]
     pub throughput_pairs: u32,
     /// Live frames each generator thread sends per throughput run.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(10_000..))]
