@@ -37,8 +37,8 @@ use warden_common::{
         class, contact_base, contact_key, contact_tag, contact_tagged, event, fact_counter,
         flood_quantum, outcome, pending_slot, sketch_base, sketch_index, sketch_key, sketch_tagged,
         Event, AMPLIFIER_PORTS, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
-        FLOOD_LOCAL_BITS, FLOOD_LOCAL_SLOTS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES,
-        REPORTED_SLOTS, SKETCH_COUNT_BITS, SKETCH_ROWS,
+        FLOOD_LOCAL_BITS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS,
+        SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     tenant_config_index, Rate, TenantConfig,
 };
@@ -359,36 +359,48 @@ fn answer(f: &FactsIn, proto: u8, remote: &Addr, port: u16, local_port: u16, res
     });
 }
 
-/// A CPU's flood counts for one key not yet added to the shared sketch (the value of
-/// `FLOOD_LOCAL`).
+/// A CPU's flood counts of one out class at one remote not yet added to the shared
+/// sketch (the value of `FLOOD_LOCAL`). Named by tenant, class and folded address
+/// rather than by the sketch key, so a packet that only adds to its batch makes no
+/// sketch hash (the key is made when the batch goes to the sketch).
 #[repr(C)]
 pub struct FloodLocal {
-    /// The sketch key; 0: never used.
-    key: u64,
-    /// The flood epoch of `units`.
-    epoch: u64,
+    /// `flood epoch << 32 | tenant` of `units` (0: never used).
+    who: u64,
+    /// The folded remote address.
+    addr: u64,
+    /// The class.
+    klass: u64,
     units: u64,
 }
 
-/// Counts `units` for `key` in this CPU's slot when they are below the class's batch;
-/// returns what goes to the shared sketch now (0: nothing yet). A slot another key
-/// holds in this epoch with units not yet added is left alone: the packet goes to the
-/// sketch at once, as it would without the slots.
+/// The `FLOOD_LOCAL` slot of (tenant, class, folded address): one multiply, as
+/// [`in_slot`].
 #[inline(always)]
-fn batch(key: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
+fn out_slot(tenant: u32, klass: u8, folded: u64) -> u32 {
+    let x = folded ^ (u64::from(tenant) << 32 | u64::from(tenant)) ^ (u64::from(klass) << 56);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FLOOD_LOCAL_BITS)) as u32
+}
+
+/// Counts `units` of (tenant, `klass`, `folded`) in this CPU's slot when they are
+/// below the class's batch; returns what goes to the shared sketch now (0: nothing
+/// yet). A slot another key holds in this epoch with units not yet added is left
+/// alone: the packet goes to the sketch at once, as it would without the slots.
+#[inline(always)]
+fn batch(tenant: u32, klass: u8, folded: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
     let quantum = flood_quantum(threshold);
     if units >= quantum {
         return units;
     }
-    let Some(l) = FLOOD_LOCAL.get_ptr_mut(key as u32 & (FLOOD_LOCAL_SLOTS - 1)) else {
+    let Some(l) = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, klass, folded)) else {
         return units;
     };
+    let who = in_who(tenant, epoch);
     // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
     // while this one runs (the hooks do not preempt each other on a CPU).
     unsafe {
-        let (k, e, held) = ((*l).key, (*l).epoch, (*l).units);
-        if k == key && e == epoch {
-            let total = held + units;
+        if (*l).who == who && (*l).addr == folded && (*l).klass == u64::from(klass) {
+            let total = (*l).units + units;
             if total < quantum {
                 (*l).units = total;
                 return 0;
@@ -396,30 +408,43 @@ fn batch(key: u64, epoch: u64, units: u64, threshold: u64) -> u64 {
             (*l).units = 0;
             return total;
         }
-        if e == epoch && held != 0 {
+        if (*l).who >> 32 == epoch && (*l).units != 0 {
             return units;
         }
         // Free, of an older epoch (what it held can no longer count), or drained.
-        (*l).key = key;
-        (*l).epoch = epoch;
+        (*l).who = who;
+        (*l).addr = folded;
+        (*l).klass = u64::from(klass);
         (*l).units = units;
     }
     0
 }
 
-/// This CPU's batch slot of `key` when `units` only add to it (the slot holds `key` in
-/// `epoch` and stays below the class's batch: the steady state of a flood), so the
-/// packet's counting needs nothing else; `None` when the full path ([`batch`], and a
-/// flush to the sketch) is needed. Nothing is written here.
+/// This CPU's batch slot of (tenant, `klass`, `folded`) when `units` only add to it
+/// (the slot holds that key in `epoch` and stays below the class's batch: the steady
+/// state of a flood), so the packet's counting needs nothing else; `None` when the
+/// full path ([`batch`], and a flush to the sketch) is needed. Nothing is written here.
 #[inline(always)]
-fn held_slot(key: u64, epoch: u64, units: u64, threshold: u64) -> Option<*mut FloodLocal> {
+fn held_slot(
+    tenant: u32,
+    klass: u8,
+    folded: u64,
+    epoch: u64,
+    units: u64,
+    threshold: u64,
+) -> Option<*mut FloodLocal> {
     let quantum = flood_quantum(threshold);
     if units >= quantum {
         return None;
     }
-    let l = FLOOD_LOCAL.get_ptr_mut(key as u32 & (FLOOD_LOCAL_SLOTS - 1))?;
+    let l = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, klass, folded))?;
     // SAFETY: this CPU's slot of a per-CPU array, as in `batch`.
-    let fits = unsafe { (*l).key == key && (*l).epoch == epoch && (*l).units + units < quantum };
+    let fits = unsafe {
+        (*l).who == in_who(tenant, epoch)
+            && (*l).addr == folded
+            && (*l).klass == u64::from(klass)
+            && (*l).units + units < quantum
+    };
     fits.then_some(l)
 }
 
@@ -499,23 +524,13 @@ fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, no
 /// packet of a flood.
 #[inline(always)]
 fn flood<const DIR: u32>(f: &FactsIn, klass: u8, folded: u64, units: u64, threshold: u64) {
-    if threshold != 0 {
-        flood_key::<DIR>(
-            f,
-            klass,
-            sketch_key(f.tenant, klass, folded),
-            units,
-            threshold,
-        );
+    if threshold == 0 {
+        return;
     }
-}
-
-/// [`flood`] with the sketch key of (tenant, `klass`, address) already made; `threshold`
-/// is not 0.
-#[inline(always)]
-fn flood_key<const DIR: u32>(f: &FactsIn, klass: u8, key: u64, units: u64, threshold: u64) {
-    let units = batch(key, f.now >> FLOOD_EPOCH_SHIFT, units, threshold);
+    let epoch = f.now >> FLOOD_EPOCH_SHIFT;
+    let units = batch(f.tenant, klass, folded, epoch, units, threshold);
     if units != 0 {
+        let key = sketch_key(f.tenant, klass, folded);
         flush::<DIR>(f, klass, key, units, threshold);
     }
 }
@@ -728,10 +743,11 @@ pub fn record<const DIR: u32, H: Hook>(
                     if cfg.flood_out_syn == 0 {
                         return;
                     }
-                    let key = sketch_key(tenant, class::SYN, remote);
                     let flood_epoch = clock.now() >> FLOOD_EPOCH_SHIFT;
                     let threshold = cfg.flood_out_syn.into();
-                    if let Some(slot) = held_slot(key, flood_epoch, 1, threshold) {
+                    if let Some(slot) =
+                        held_slot(tenant, class::SYN, remote, flood_epoch, 1, threshold)
+                    {
                         add_held(slot, 1);
                         return;
                     }

@@ -123,8 +123,8 @@ static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, 0);
 #[map(name = "SKETCH")]
 static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_ROWS * SKETCH_WIDTH, 0);
 
-/// Index: `key & (FLOOD_LOCAL_SLOTS - 1)` of a `sketch_key`. Value: per CPU, flood
-/// counts of one key not yet added to SKETCH (`facts::FloodLocal`). Written here;
+/// Index: `facts::out_slot` of (tenant, out class, folded remote). Value: per CPU, the
+/// flood counts of that key not yet added to SKETCH (`facts::FloodLocal`). Written here;
 /// internal to the programs (not pinned by the daemon).
 #[map(name = "FLOOD_LOCAL")]
 static FLOOD_LOCAL: PerCpuArray<crate::facts::FloodLocal> =
