@@ -395,7 +395,7 @@ fn batch(tenant: u32, klass: u8, folded: u64, epoch: u64, units: u64, threshold:
     let Some(l) = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, klass, folded)) else {
         return units;
     };
-    let who = in_who(tenant, epoch);
+    let who = slot_who(tenant, epoch);
     // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
     // while this one runs (the hooks do not preempt each other on a CPU).
     unsafe {
@@ -440,7 +440,7 @@ fn held_slot(
     let l = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, klass, folded))?;
     // SAFETY: this CPU's slot of a per-CPU array, as in `batch`.
     let fits = unsafe {
-        (*l).who == in_who(tenant, epoch)
+        (*l).who == slot_who(tenant, epoch)
             && (*l).addr == folded
             && (*l).klass == u64::from(klass)
             && (*l).units + units < quantum
@@ -479,9 +479,10 @@ fn in_slot(tenant: u32, folded: u64) -> u32 {
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FLOOD_LOCAL_BITS)) as u32
 }
 
-/// The slot owner word of `tenant` in flood epoch `epoch`.
+/// The owner word of a batch slot (`FLOOD_LOCAL`, `FLOOD_LOCAL_IN`) held by `tenant` in
+/// flood epoch `epoch`.
 #[inline(always)]
-fn in_who(tenant: u32, epoch: u64) -> u64 {
+fn slot_who(tenant: u32, epoch: u64) -> u64 {
     (epoch << 32) | u64::from(tenant)
 }
 
@@ -499,7 +500,7 @@ fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, no
     // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
     // while this one runs (the hooks do not preempt each other on a CPU).
     unsafe {
-        if (*l).who != in_who(tenant, now >> FLOOD_EPOCH_SHIFT) || (*l).addr != folded {
+        if (*l).who != slot_who(tenant, now >> FLOOD_EPOCH_SHIFT) || (*l).addr != folded {
             return false;
         }
         let (p, b) = ((*l).pkts + 1, (*l).bytes + bytes);
@@ -1091,7 +1092,7 @@ fn flood_in(f: &FactsIn) {
     let (mut send_p, mut send_b) = (1, f.bytes);
     if let Some(l) = FLOOD_LOCAL_IN.get_ptr_mut(in_slot(f.tenant, folded)) {
         let (qp, qb) = (flood_quantum(pkts), flood_quantum(bytes));
-        let who = in_who(f.tenant, epoch);
+        let who = slot_who(f.tenant, epoch);
         // SAFETY: this CPU's slot, as in `absorb_flood_in`.
         unsafe {
             let (p, b) = if (*l).who == who && (*l).addr == folded {
