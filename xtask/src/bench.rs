@@ -6,8 +6,11 @@
 //! time spent in the loop divided by the number of repetitions; time spent
 //! rescheduled is not counted). Each case is measured in interleaved pairs (in ABBA
 //! order: baseline then case, case then baseline, ...) on one pinned CPU, so drift in
-//! clock speed or background load hits both sides alike. Reported: the median of each
-//! side, and the cost of the case as the median of the per-pair differences.
+//! clock speed or background load hits both sides alike. A case's pairs are taken in
+//! `--rounds` (3) rounds over all the cases, so a noisy stretch of a shared machine
+//! touches every case a little rather than a few cases wholly. Reported: the median of
+//! each side over all its pairs, and the cost of the case as the median of the
+//! per-pair differences.
 
 //! The bar: every per-packet path costs at most [`BAR_NS`] over the baseline, a new
 //! flow at most [`NEW_FLOW_BAR_NS`].
@@ -226,6 +229,12 @@ pub struct BenchArgs {
     /// Interleaved (baseline, case) pairs per case; the figures are medians over them.
     #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(9..))]
     pairs: u32,
+    /// Rounds over all the kernel micro cases, each taking its share of every case's
+    /// pairs: a case's pairs are spread over the whole micro phase rather than taken
+    /// in one stretch, so a few noisy seconds on a shared machine touch every case a
+    /// little instead of a few cases wholly.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Repetitions per BPF_PROG_TEST_RUN call; the kernel reports the mean per repetition.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
@@ -379,6 +388,30 @@ struct Figures {
 }
 
 impl Figures {
+    /// The figures of (case, baseline) pairs: `case_ns[i]` and `base_ns[i]` are a pair.
+    fn new(case_ns: Vec<u32>, base_ns: Vec<u32>, repeat: u32) -> Figures {
+        let deltas: Vec<f64> = case_ns
+            .iter()
+            .zip(&base_ns)
+            .map(|(c, b)| f64::from(*c) - f64::from(*b))
+            .collect();
+        Figures {
+            median_case: median(&case_ns),
+            median_base: median(&base_ns),
+            median_delta: median_f(&deltas),
+            case_ns,
+            base_ns,
+            repeat,
+        }
+    }
+
+    /// These pairs and `later`'s together (another round of the same case).
+    fn merge(mut self, later: Figures) -> Figures {
+        self.case_ns.extend(later.case_ns);
+        self.base_ns.extend(later.base_ns);
+        Figures::new(self.case_ns, self.base_ns, self.repeat)
+    }
+
     fn delta(&self) -> f64 {
         self.median_delta
     }
@@ -426,29 +459,58 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "{TENANTS} tenants, each an IPv4 prefix and an IPv6 prefix (/32 | /64; \
          {WIDE} of them on /24 | /48 in the two-length policy), with a bound MAC each \
-         except in the no-MACs policy; {} pairs x {} repetitions per case, CPU {cpu}",
-        args.pairs, args.repeat
+         except in the no-MACs policy; {} pairs x {} repetitions per case in {} rounds, CPU {cpu}",
+        args.pairs, args.repeat, args.rounds
     );
-    let mut results = Vec::new();
-    for policy in Policy::ALL {
-        write_policy(&mut ebpf, policy)?;
-        set_event_budget(&mut ebpf, policy.generation(), BENCH_EVENT_BUDGET)?;
-        set_active(&mut ebpf, policy.generation())?;
-        let mine: Vec<&Case> = cases.iter().filter(|c| c.policy == policy).collect();
-        for case in &mine {
-            ensure_tracked(&ebpf, &mut facts)?;
-            verify_path(&ebpf, case)?;
-            match case.flow {
-                Flow::New => verify_new_flows(&ebpf, &mut facts, case)?,
-                Flow::Answer => verify_answers(&ebpf, &mut facts, case)?,
-                Flow::Repeated => {}
+    // Each round takes its share of every case's pairs, in case order; the figures are
+    // the medians over all of a case's pairs.
+    let per_round = args.pairs.div_ceil(args.rounds);
+    let mut merged: Vec<Option<Figures>> = (0..cases.len()).map(|_| None).collect();
+    for round in 0..args.rounds {
+        let pairs = per_round.min(args.pairs - round * per_round);
+        if pairs == 0 {
+            break;
+        }
+        println!(
+            "round {} of {}: {pairs} pairs per case",
+            round + 1,
+            args.rounds
+        );
+        for policy in Policy::ALL {
+            let mine: Vec<usize> = (0..cases.len())
+                .filter(|&i| cases[i].policy == policy)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            write_policy(&mut ebpf, policy)?;
+            set_event_budget(&mut ebpf, policy.generation(), BENCH_EVENT_BUDGET)?;
+            set_active(&mut ebpf, policy.generation())?;
+            if round == 0 {
+                for &i in &mine {
+                    let case = &cases[i];
+                    ensure_tracked(&ebpf, &mut facts)?;
+                    verify_path(&ebpf, case)?;
+                    match case.flow {
+                        Flow::New => verify_new_flows(&ebpf, &mut facts, case)?,
+                        Flow::Answer => verify_answers(&ebpf, &mut facts, case)?,
+                        Flow::Repeated => {}
+                    }
+                }
+            }
+            for &i in &mine {
+                ensure_tracked(&ebpf, &mut facts)?;
+                let figures = measure(&ebpf, &mut facts, &cases[i], pairs, args.repeat)?;
+                merged[i] = Some(match merged[i].take() {
+                    Some(before) => before.merge(figures),
+                    None => figures,
+                });
             }
         }
-        for case in mine {
-            ensure_tracked(&ebpf, &mut facts)?;
-            let figures = measure(&ebpf, &mut facts, case, args.pairs, args.repeat)?;
-            results.push((case, figures));
-        }
+    }
+    let mut results = Vec::new();
+    for (case, figures) in cases.iter().zip(merged) {
+        results.push((case, figures.context("a micro case was never measured")?));
     }
     set_active(&mut ebpf, 0)?;
     let tracked = facts
@@ -1858,19 +1920,7 @@ fn measure(
             base_ns.push(test_run(base, &case.frame, repeat)?.1);
         }
     }
-    let deltas: Vec<f64> = case_ns
-        .iter()
-        .zip(&base_ns)
-        .map(|(c, b)| f64::from(*c) - f64::from(*b))
-        .collect();
-    Ok(Figures {
-        median_case: median(&case_ns),
-        median_base: median(&base_ns),
-        median_delta: median_f(&deltas),
-        case_ns,
-        base_ns,
-        repeat,
-    })
+    Ok(Figures::new(case_ns, base_ns, repeat))
 }
 
 fn median_f(samples: &[f64]) -> f64 {
@@ -1964,10 +2014,11 @@ fn write_report(
         .collect();
     let report = json!({
         "method": "BPF_PROG_TEST_RUN mean ns per repetition (kernel-timed), \
-                   interleaved baseline/case pairs, medians",
+                   interleaved baseline/case pairs taken in rounds over all cases, medians",
         "kernel": kernel.trim(),
         "cpu": cpu,
         "pairs": args.pairs,
+        "rounds": args.rounds,
         "repeat": args.repeat,
         "bar_ns": BAR_NS,
         "new_flow_bar_ns": NEW_FLOW_BAR_NS,

@@ -450,7 +450,9 @@ fn method_section(report: &serde_json::Map<String, Value>) -> String {
          mean time per repetition. Every case is measured in interleaved pairs with the \
          `XDP_PASS` baseline program in the same run (ABBA order: baseline then case, case \
          then baseline, ...) on one pinned CPU, so drift in clock speed or background load \
-         hits both sides alike. Each case is run once and checked (verdict and the counter \
+         hits both sides alike. A case's pairs are taken in rounds over all the cases \
+         (`rounds` in the report), so a noisy stretch of a shared machine touches every \
+         case a little rather than a few cases wholly. Each case is run once and checked (verdict and the counter \
          it must move) before it is timed, and every timed run is checked again. Reported: \
          the median of each side, and the cost as the median of the per-pair differences. \
          The maps hold a large policy written by the daemon's own code.{}\n\
