@@ -36,7 +36,7 @@ use crate::{
         self, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
         Sample as FlagSample, Store, StoreError, Suspension,
     },
-    watch::{self, EffectError, Effects, Now, Traffic, Watch, WatchStatus},
+    watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
 };
 
 /// How often counters are sampled for rates, and the detection pipeline ticks.
@@ -155,7 +155,8 @@ pub enum Refusal {
 
 struct Sample {
     at: Instant,
-    counters: HashMap<u32, [Counters; 2]>,
+    /// `[out, in]` by tenant slot.
+    counters: Vec<[Counters; 2]>,
 }
 
 /// Mutable daemon state. One lock: every operation is a handful of syscalls.
@@ -379,7 +380,7 @@ impl Inner {
 
     /// Each tenant's counters and drops, read once (in a few batch reads of every slot
     /// up to the highest in use, as `/metrics` does, not four syscalls a tenant).
-    fn traffic(&self) -> Result<HashMap<u32, Traffic>> {
+    fn traffic(&self) -> Result<TrafficTable> {
         let indexes: Vec<u32> = self
             .policy
             .tenants
@@ -388,18 +389,8 @@ impl Inner {
             .collect();
         let slots = indexes.iter().max().map_or(0, |m| m + 1);
         let counters = self.dataplane.all_tenant_counters(slots)?;
-        let drops = self.dataplane.all_drop_counters(slots)?;
-        let mut out = HashMap::with_capacity(indexes.len());
-        for i in indexes {
-            out.insert(
-                i,
-                Traffic {
-                    counters: counters[i as usize],
-                    drops: drops[i as usize],
-                },
-            );
-        }
-        Ok(out)
+        let drops = self.dataplane.all_drop_totals(slots)?;
+        Ok(TrafficTable::new(indexes, counters, drops))
     }
 }
 
@@ -1063,26 +1054,32 @@ impl Shared {
         let (mut watch, mut inner) = self.lock_both();
         let at = Instant::now();
         let traffic = inner.traffic()?;
-        let counters: HashMap<u32, [Counters; 2]> =
-            traffic.iter().map(|(i, t)| (*i, t.counters)).collect();
-        let mut rates = HashMap::with_capacity(counters.len());
+        let mut rates = HashMap::with_capacity(traffic.slots().len());
         if let Some(last) = &inner.last {
             let secs = at.duration_since(last.at).as_secs_f64().max(1e-3);
-            for (i, c) in &counters {
-                let prev = last.counters.get(i).copied().unwrap_or_default();
+            for &i in traffic.slots() {
+                let Some(c) = traffic.get(i).map(|t| t.counters) else {
+                    continue;
+                };
+                // A slot given to a new tenant since was zeroed: its counters start
+                // again below the old reading, and its first rate reads 0.
+                let prev = last.counters.get(i as usize).copied().unwrap_or_default();
                 let rate = |d: usize| {
                     (
                         c[d].bytes.saturating_sub(prev[d].bytes) as f64 * 8.0 / secs,
                         c[d].packets.saturating_sub(prev[d].packets) as f64 / secs,
                     )
                 };
-                rates.insert(*i, [rate(0), rate(1)]);
+                rates.insert(i, [rate(0), rate(1)]);
             }
         }
         inner.rates = rates;
-        inner.last = Some(Sample { at, counters });
         let now = Now::current();
         watch.tick(&now, &traffic, &mut Actuator { inner: &mut inner });
+        inner.last = Some(Sample {
+            at,
+            counters: traffic.into_counters(),
+        });
         Ok(())
     }
 }

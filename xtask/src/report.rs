@@ -1194,7 +1194,14 @@ fn scale_section(v: &Value) -> Result<Part> {
                 &["what", "value"],
                 vec![
                     vec!["start to serving".into(), ms("start_ms")?],
-                    vec!["resident after load (VmRSS)".into(), kib("rss_loaded_kib")?],
+                    vec![
+                        "resident after load (VmRSS, highest at rest)".into(),
+                        kib("rss_loaded_kib")?,
+                    ],
+                    vec![
+                        "resident after load (VmRSS, lowest, between counter samples)".into(),
+                        kib("rss_loaded_low_kib")?,
+                    ],
                     vec!["peak after load (VmHWM)".into(), kib("hwm_loaded_kib")?],
                     vec![
                         "second policy".into(),
@@ -1210,8 +1217,12 @@ fn scale_section(v: &Value) -> Result<Part> {
                     ],
                     vec!["reload (SIGHUP)".into(), ms("reload_ms")?],
                     vec![
-                        "resident after apply (VmRSS)".into(),
+                        "resident after apply (VmRSS, highest at rest)".into(),
                         kib("rss_applied_kib")?,
+                    ],
+                    vec![
+                        "resident after apply (VmRSS, lowest, between counter samples)".into(),
+                        kib("rss_applied_low_kib")?,
                     ],
                     vec!["peak after apply (VmHWM)".into(), kib("hwm_applied_kib")?],
                 ],

@@ -747,4 +747,18 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
         (9 * n, 9 * n)
     );
     assert_eq!(buckets(&dp, b), vec![9; bucket::PER_TENANT as usize]);
+    // The sample's folded read (both directions, every CPU) agrees with the per-slot
+    // and the full reads.
+    let slots = spare + 1;
+    let totals = dp.all_drop_totals(slots).expect("totals");
+    let full = dp.all_drop_counters(slots).expect("full");
+    assert_eq!(totals.len(), slots as usize);
+    assert_eq!(totals[b as usize][reason::BANDWIDTH], 18 * n);
+    assert_eq!(totals[a as usize], [0; reason::COUNT]);
+    for (s, (t, f)) in totals.iter().zip(&full).enumerate() {
+        let sum: Vec<u64> = (0..reason::COUNT)
+            .map(|r| f[0].packets[r] + f[1].packets[r])
+            .collect();
+        assert_eq!(t.to_vec(), sum, "slot {s}");
+    }
 }

@@ -16,7 +16,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
 use warden_common::{
     direction,
     facts::{fact_counter, runtime_flags, BlockKey, BlockValue, TenantRuntime, MAX_BLOCKS},
-    map, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
+    map, reason, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
 };
 
 use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
@@ -449,6 +449,34 @@ impl Dataplane {
         Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
     }
 
+    /// Drops by reason of tenant slots `0..slots`, summed over CPUs and both directions
+    /// (what the once-a-second sample needs), read as [`Dataplane::all_drop_counters`]
+    /// but folded while reading: half the memory, and no table of both directions.
+    pub fn all_drop_totals(&self, slots: u32) -> Result<Vec<[u64; reason::COUNT]>> {
+        let mut out = Vec::with_capacity(slots as usize);
+        let mut first: Option<DropCounters> = None;
+        self.per_cpu_batch_each(
+            map::DROP_COUNTERS,
+            slots * direction::COUNT,
+            |a: &mut DropCounters, c| {
+                for (acc, x) in a.packets.iter_mut().zip(c.packets) {
+                    *acc = acc.wrapping_add(x);
+                }
+            },
+            |d: DropCounters| match first.take() {
+                None => first = Some(d),
+                Some(out_dir) => {
+                    let mut sum = out_dir.packets;
+                    for (acc, x) in sum.iter_mut().zip(d.packets) {
+                        *acc = acc.wrapping_add(x);
+                    }
+                    out.push(sum);
+                }
+            },
+        )?;
+        Ok(out)
+    }
+
     /// Entries `0..n` of the per-CPU array `name`, each summed over CPUs with `add`,
     /// read with `BPF_MAP_LOOKUP_BATCH` (which aya does not wrap) in chunks.
     fn per_cpu_batch<V: aya::Pod + Default>(
@@ -457,6 +485,21 @@ impl Dataplane {
         n: u32,
         add: impl Fn(&mut V, &V),
     ) -> Result<Vec<V>> {
+        let mut out = Vec::with_capacity(n as usize);
+        self.per_cpu_batch_each(name, n, add, |v| out.push(v))?;
+        Ok(out)
+    }
+
+    /// [`Dataplane::per_cpu_batch`], handing each entry's sum to `each` in index order
+    /// instead of collecting them: a reader that folds entries together never holds
+    /// them all.
+    fn per_cpu_batch_each<V: aya::Pod + Default>(
+        &self,
+        name: &'static str,
+        n: u32,
+        add: impl Fn(&mut V, &V),
+        mut each: impl FnMut(V),
+    ) -> Result<()> {
         use super::batch::{self, BatchAttr};
         use std::os::fd::{AsFd as _, AsRawFd as _};
         const CHUNK: u32 = 4096;
@@ -474,14 +517,14 @@ impl Dataplane {
         })?;
         // The kernel lays out each CPU's value at a multiple of 8 bytes.
         let stride = std::mem::size_of::<V>().next_multiple_of(8);
-        let mut out = Vec::with_capacity(n as usize);
+        let mut done = 0usize;
         let mut keys = vec![0u32; CHUNK as usize];
         let mut values = vec![0u8; CHUNK as usize * stride * cpus];
         let (mut prev, mut next) = (0u32, 0u32);
-        while out.len() < n as usize {
-            let want = (n - out.len() as u32).min(CHUNK);
+        while done < n as usize {
+            let want = (n - done as u32).min(CHUNK);
             let mut attr = BatchAttr {
-                in_batch: if out.is_empty() {
+                in_batch: if done == 0 {
                     0
                 } else {
                     &prev as *const u32 as u64
@@ -511,8 +554,8 @@ impl Dataplane {
             };
             let got = (attr.count as usize).min(want as usize);
             for (i, key) in keys.iter().enumerate().take(got) {
-                if *key as usize != out.len() {
-                    return Err(fail(format!("key {key} where {} was due", out.len())));
+                if *key as usize != done {
+                    return Err(fail(format!("key {key} where {} was due", done)));
                 }
                 let mut sum = V::default();
                 for c in 0..cpus {
@@ -522,17 +565,18 @@ impl Dataplane {
                     let v: V = unsafe { std::ptr::read_unaligned(values.as_ptr().add(off).cast()) };
                     add(&mut sum, &v);
                 }
-                out.push(sum);
+                each(sum);
+                done += 1;
             }
-            if end && out.len() < n as usize {
-                return Err(fail(format!("{} entries, {n} wanted", out.len())));
+            if end && done < n as usize {
+                return Err(fail(format!("{} entries, {n} wanted", done)));
             }
-            if got == 0 && out.len() < n as usize {
+            if got == 0 && done < n as usize {
                 return Err(fail("no entries returned".into()));
             }
             prev = next;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// `(program, runs, run time in ns)` of each pinned program, from the kernel's

@@ -69,7 +69,7 @@ use crate::enforce::{DetectionKey, Ladder, Target};
 use crate::policy::{Detectors, Kind, Policy};
 use crate::store::{Sample, MAX_SAMPLES_PER_FLAG};
 
-pub use effects::{EffectError, Effects, Now, Traffic};
+pub use effects::{EffectError, Effects, Now, Traffic, TrafficTable};
 pub use fan::{FanStats, MAX_ADDRESSES as FAN_MAX_ADDRESSES};
 pub use pending::{
     PendingKey, PendingStats, CAPACITY as PENDING_CAPACITY, TIMEOUT as PENDING_TIMEOUT,
@@ -391,24 +391,20 @@ impl Watch {
     /// The once-a-second work: drop deltas and byte counters from `traffic`, overdue
     /// attempts, ended proxy windows, ended episodes, refreshes of ongoing ones, expired
     /// actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
-    pub fn tick(&mut self, now: &Now, traffic: &HashMap<u32, Traffic>, fx: &mut impl Effects) {
+    pub fn tick(&mut self, now: &Now, traffic: &TrafficTable, fx: &mut impl Effects) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
-        let mut sampled: Vec<u32> = traffic
-            .keys()
-            .copied()
-            .filter(|i| self.tenants.contains_key(i))
-            .collect();
-        sampled.sort_unstable();
-        for tenant in sampled {
-            let Some(t) = traffic.get(&tenant) else {
+        for &tenant in traffic.slots() {
+            if !self.tenants.contains_key(&tenant) {
+                continue;
+            }
+            let Some(t) = traffic.get(tenant) else {
                 continue;
             };
             let bytes = [t.counters[0].bytes, t.counters[1].bytes];
             self.bytes.insert(tenant, bytes);
             self.fan.note_bytes(tenant, bytes);
-            self.note_rates(tenant, t, now.mono);
-            let totals = DROP_REASONS
-                .map(|(_, r)| t.drops[0].packets[r].saturating_add(t.drops[1].packets[r]));
+            self.note_rates(tenant, &t, now.mono);
+            let totals = DROP_REASONS.map(|(_, r)| t.drops[r]);
             let packets = t.counters[0].packets.saturating_add(t.counters[1].packets);
             let Some((previous, previous_packets)) = self.drops.insert(tenant, (totals, packets))
             else {

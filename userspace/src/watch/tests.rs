@@ -1,7 +1,6 @@
 //! The pipeline end to end, from kernel events and counters to kernel actions and flags,
 //! against a recording [`Effects`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use crate::dataplane::{Contact, SampleFrame};
 use crate::detect::{Direction, Outcome};
 use crate::policy::{self, Action};
 use crate::store::{ActionDecision, FlagAction, NewFlag};
+use warden_common::Counters;
 
 /// Kernel time of the tests' start (CLOCK_MONOTONIC, seconds since boot).
 const BOOT: u64 = 1_000;
@@ -237,16 +237,19 @@ fn syn_flood(victim: IpAddr, per_epoch: u64, t: Duration) -> KernelEvent {
     })
 }
 
-fn traffic(sent: u64, received: u64, drops: &[(usize, u64)]) -> HashMap<u32, Traffic> {
-    let mut t = Traffic::default();
-    t.counters[0].bytes = sent;
-    t.counters[1].bytes = received;
+fn traffic(sent: u64, received: u64, drops: &[(usize, u64)]) -> TrafficTable {
+    let slots = TENANT as usize + 1;
+    let mut counters = vec![[Counters::default(); 2]; slots];
+    let mut totals = vec![[0u64; reason::COUNT]; slots];
+    let (c, d) = (&mut counters[TENANT as usize], &mut totals[TENANT as usize]);
+    c[0].bytes = sent;
+    c[1].bytes = received;
     for (reason, n) in drops {
-        t.drops[0].packets[*reason] = *n;
+        d[*reason] = *n;
         // Every dropped packet was a packet the tenant sent.
-        t.counters[0].packets += *n;
+        c[0].packets += *n;
     }
-    HashMap::from([(TENANT, t)])
+    TrafficTable::new(vec![TENANT], counters, totals)
 }
 
 #[test]
@@ -812,7 +815,7 @@ fn a_tenant_leaving_the_policy_is_forgotten() {
     assert_eq!(w.detections_of("t1"), [0; 9]);
     assert_eq!(w.ladder_stats().active, 0);
     fx.take();
-    w.tick(&at(secs(1_000)), &HashMap::new(), &mut fx);
+    w.tick(&at(secs(1_000)), &TrafficTable::default(), &mut fx);
     assert!(
         fx.take().is_empty(),
         "nothing lifted for a tenant that is gone"
@@ -824,7 +827,7 @@ fn expired_blocks_are_swept_every_few_seconds() {
     let mut w = watch("{}", "block");
     let mut fx = Fake::default();
     for s in 0..11 {
-        w.tick(&at(secs(s)), &HashMap::new(), &mut fx);
+        w.tick(&at(secs(s)), &TrafficTable::default(), &mut fx);
     }
     assert_eq!(fx.sweeps, 3, "at 0, 5 and 10 s");
 }
@@ -891,13 +894,15 @@ fn wall_clock_times_follow_the_monotonic_offset() {
 fn a_flood_flag_carries_the_peak_of_the_tenants_rate_in_its_direction() {
     let mut w = watch("{flood_out: {action: flag}}", "block");
     let mut fx = Fake::default();
-    let sample = |s: u64, pps: u64| {
-        let mut t = Traffic::default();
-        t.counters[0].packets = s * pps;
-        t.counters[0].bytes = s * pps * 60;
-        HashMap::from([(TENANT, t)])
+    // The tenant's counters after `packets` packets out, of 60 bytes each.
+    let sample = |packets: u64| {
+        let mut counters = vec![[Counters::default(); 2]; TENANT as usize + 1];
+        counters[TENANT as usize][0].packets = packets;
+        counters[TENANT as usize][0].bytes = packets * 60;
+        let drops = vec![[0; reason::COUNT]; TENANT as usize + 1];
+        TrafficTable::new(vec![TENANT], counters, drops)
     };
-    w.tick(&at(secs(0)), &sample(0, 150_000), &mut fx);
+    w.tick(&at(secs(0)), &sample(0), &mut fx);
     for s in 1..=12 {
         w.events(
             vec![syn_flood(outside(1), 5_000, secs(s))],
@@ -906,9 +911,7 @@ fn a_flood_flag_carries_the_peak_of_the_tenants_rate_in_its_direction() {
         );
         // The flood peaks at 150,000/s in second 6.
         let pps = if s == 6 { 150_000 } else { 100_000 };
-        let mut t = sample(s - 1, 100_000);
-        t.get_mut(&TENANT).expect("tenant").counters[0].packets += pps;
-        t.get_mut(&TENANT).expect("tenant").counters[0].bytes += pps * 60;
+        let t = sample((s - 1) * 100_000 + pps);
         w.tick(&at(secs(s) + ms(500)), &t, &mut fx);
     }
     let f = &fx.flag(1).figures;
