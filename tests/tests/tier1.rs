@@ -48,8 +48,8 @@ use warden_common::{
     facts::{
         class, contact_key, contact_tag, event, fact_counter, flood_quantum, fold_addr, outcome,
         pending_slot, runtime_flags, sketch_index, sketch_key, BlockKey, BlockValue, Event,
-        Pending, SampleEvent, TenantRuntime, FLOOD_EPOCH_SHIFT, REPORTED_SLOTS, SAMPLE_BYTES,
-        SKETCH_COUNT_BITS, SKETCH_ROWS,
+        Pending, SampleEvent, TenantRuntime, CONTACT_EPOCH_SHIFT, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
+        REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
     DropCounters, GenConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
@@ -2479,6 +2479,25 @@ impl Dataplane {
         a.get(&tenant, 0).expect("reading TENANT_RUNTIME")
     }
 
+    /// Puts contact key `key` into the contact filter of the current contact epoch, as
+    /// the programs would (its word's epoch and its two bits), keeping the word's bits
+    /// of this epoch.
+    fn mark_contact(&mut self, key: u64) {
+        let epoch = (monotonic_ns() >> CONTACT_EPOCH_SHIFT) & 0xffff_ffff;
+        let index = key as u32 & (CONTACT_WORDS - 1);
+        let bits = (1u64 << ((key >> 32) & 31)) | (1u64 << ((key >> 40) & 31));
+        let old = self.word(map::CONTACTS, index);
+        let have = if old >> 32 == epoch {
+            old & 0xffff_ffff
+        } else {
+            0
+        };
+        let m = self.ebpf.map_mut(map::CONTACTS).expect("CONTACTS");
+        let mut a: Array<&mut MapData, u64> = Array::try_from(m).expect("an array");
+        a.set(index, (epoch << 32) | have | bits, 0)
+            .expect("writing CONTACTS");
+    }
+
     fn set_runtime(&mut self, tenant: u32, rt: TenantRuntime) {
         let m = self
             .ebpf
@@ -2777,6 +2796,43 @@ fn icmp_unreachable_quoting_a_probe_echo_replies_and_udp_replies_answer_their_at
             (e4(U3), 53 + i as u16),
         );
         assert_events(&what, &got, &[want], window);
+    }
+}
+
+/// A datagram from a remote the contact filter wrongly says spoke first (a false
+/// positive of the filter) still answers the tenant's waiting attempt: the main
+/// program's shortcut for datagrams from remotes that spoke first checks the pending
+/// slot before it skips the rest.
+#[test]
+fn a_udp_answer_is_matched_even_when_the_filter_says_the_remote_spoke_first() {
+    let mut dp = Dataplane::load().expect("loading the dataplane");
+    for (i, (from, to)) in PAIRS.into_iter().enumerate() {
+        let port = 7000 + i as u16;
+        let what = format!("UDP query to port {port}, the filter wrong about the answer");
+        let query = ip4(A, U3, L4::udp(40002, port));
+        let reply = ip4(U3, A, L4::udp(port, 40002));
+        let (got, _) = dp.run_facts(from, &what, &query, TA, 1);
+        assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+        let remote = fold_addr(&e4(U3));
+        dp.mark_contact(contact_key(
+            TENANT_A,
+            contact_tag::IN_UDP,
+            proto::UDP,
+            port,
+            remote,
+        ));
+        let (got, window) = dp.run_facts(to, &what, &reply, TA, 1);
+        let want = ev(
+            event::OUTCOME,
+            direction::IN,
+            proto::UDP,
+            outcome::SUCCESS,
+            (e4(A), 40002),
+            (e4(U3), port),
+        );
+        assert_events(&what, &got, &[want], window);
+        let key = attempt_key(TENANT_A, proto::UDP, port, e4(U3));
+        assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
     }
 }
 

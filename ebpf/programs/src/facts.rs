@@ -1095,20 +1095,23 @@ fn flood_in(f: &FactsIn) {
         let who = slot_who(f.tenant, epoch);
         // SAFETY: this CPU's slot, as in `absorb_flood_in`.
         unsafe {
-            let (p, b) = if (*l).who == who && (*l).addr == folded {
-                ((*l).pkts + 1, (*l).bytes + f.bytes)
+            let ours = if (*l).who == who && (*l).addr == folded {
+                true
             } else if (*l).who >> 32 == epoch && ((*l).pkts != 0 || (*l).bytes != 0) {
                 // Another address holds units of this epoch here: left alone, and
                 // this packet goes to the sketch at once, as without the slots.
-                (0, 0)
+                false
             } else {
                 // Free, of an older epoch (what it held can no longer count), or
                 // drained: this address's now.
                 (*l).who = who;
                 (*l).addr = folded;
-                (1, f.bytes)
+                (*l).pkts = 0;
+                (*l).bytes = 0;
+                true
             };
-            if (*l).who == who && (*l).addr == folded {
+            if ours {
+                let (p, b) = ((*l).pkts + 1, (*l).bytes + f.bytes);
                 // Each class's units stay while below its batch, and go to the
                 // sketch together once they reach it.
                 (send_p, send_b) = (0, 0);

@@ -437,15 +437,7 @@ impl Dataplane {
     /// Drops by reason `[out, in]` of tenant slots `0..slots`, summed over CPUs, as
     /// [`Dataplane::drop_counters`] gives them per slot.
     pub fn all_drop_counters(&self, slots: u32) -> Result<Vec<[DropCounters; 2]>> {
-        let flat = self.per_cpu_batch(
-            map::DROP_COUNTERS,
-            slots * direction::COUNT,
-            |a: &mut DropCounters, c| {
-                for (acc, x) in a.packets.iter_mut().zip(c.packets) {
-                    *acc = acc.wrapping_add(x);
-                }
-            },
-        )?;
+        let flat = self.per_cpu_batch(map::DROP_COUNTERS, slots * direction::COUNT, add_drops)?;
         Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
     }
 
@@ -458,19 +450,12 @@ impl Dataplane {
         self.per_cpu_batch_each(
             map::DROP_COUNTERS,
             slots * direction::COUNT,
-            |a: &mut DropCounters, c| {
-                for (acc, x) in a.packets.iter_mut().zip(c.packets) {
-                    *acc = acc.wrapping_add(x);
-                }
-            },
+            add_drops,
             |d: DropCounters| match first.take() {
                 None => first = Some(d),
-                Some(out_dir) => {
-                    let mut sum = out_dir.packets;
-                    for (acc, x) in sum.iter_mut().zip(d.packets) {
-                        *acc = acc.wrapping_add(x);
-                    }
-                    out.push(sum);
+                Some(mut both) => {
+                    add_drops(&mut both, &d);
+                    out.push(both.packets);
                 }
             },
         )?;
@@ -728,6 +713,13 @@ fn check_tenant(tenant: u32) -> Result<()> {
         return Err(DataplaneError::TenantOutOfRange(tenant));
     }
     Ok(())
+}
+
+/// Adds drops `c` to `a`, reason by reason.
+fn add_drops(a: &mut DropCounters, c: &DropCounters) {
+    for (acc, x) in a.packets.iter_mut().zip(c.packets) {
+        *acc = acc.wrapping_add(x);
+    }
 }
 
 #[cfg(test)]
