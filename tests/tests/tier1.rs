@@ -2836,6 +2836,71 @@ fn a_udp_answer_is_matched_even_when_the_filter_says_the_remote_spoke_first() {
     }
 }
 
+/// Pins the calling thread to the CPU it runs on, so the per-CPU batch slots that
+/// later runs read are the ones earlier runs wrote.
+fn pin_to_this_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; cpu_set_t is plain data and CPU_SET
+    // writes inside it.
+    unsafe {
+        let cpu = usize::try_from(libc::sched_getcpu()).expect("sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A datagram stream's batch slot remembers the one remote and port it found to need
+/// no facts, and nothing else: with inbound flood counting on (batches of 976 packets),
+/// a stream from U2's port P fills the slot and its remembered remote; the tenant then
+/// queries U2 at another port and another remote at port P, and both answers, which
+/// land on the same slot, are still matched (OUTCOME SUCCESS, pending slot cleared).
+/// Fails if the slot remembered the remote without the port or the port without the
+/// remote.
+#[test]
+fn a_datagram_streams_remembered_remote_hides_no_other_answer() {
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_A).flood = (0, 0, 1_000_000, 1 << 40);
+    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    // Every run below on one CPU: one CPU's slot.
+    pin_to_this_cpu();
+    for (i, (from, to)) in PAIRS.into_iter().enumerate() {
+        let (p, q) = (8000 + i as u16, 8100 + i as u16);
+        let stream = ip4(U2, A, L4::udp(p, 40010));
+        let (got, window) = dp.run_facts(to, "stream from U2:P", &stream, TA, 8);
+        assert_events("stream from U2:P", &got, &[], window);
+        for (what, remote, port) in [
+            ("U2 at another port", U2, q),
+            ("another remote at port P", U3, p),
+        ] {
+            let local_port = 41000 + port;
+            let query = ip4(A, remote, L4::udp(local_port, port));
+            let (got, _) = dp.run_facts(from, what, &query, TA, 1);
+            assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+            let reply = ip4(remote, A, L4::udp(port, local_port));
+            let (got, window) = dp.run_facts(to, what, &reply, TA, 1);
+            let want = ev(
+                event::OUTCOME,
+                direction::IN,
+                proto::UDP,
+                outcome::SUCCESS,
+                (e4(A), local_port),
+                (e4(remote), port),
+            );
+            assert_events(what, &got, &[want], window);
+            let key = attempt_key(TENANT_A, proto::UDP, port, e4(remote));
+            assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
+        }
+        // The stream itself still needs nothing.
+        let (got, window) = dp.run_facts(to, "stream from U2:P again", &stream, TA, 4);
+        assert_events("stream from U2:P again", &got, &[], window);
+    }
+}
+
 /// A tenant's DNS server: a query from a remote's port marks that (remote, port) as
 /// having spoken first, so the tenant's reply to it is no attempt; the same server
 /// sending to a remote that did not ask is one.

@@ -46,8 +46,8 @@ use warden_common::{
 use crate::{
     clock::Clock,
     parse::{
-        self, addr16, addr4, proto, ptr_at, Addr, Family, Parsed, ICMPV6_UNREACHABLE,
-        ICMP_UNREACHABLE,
+        self, load32, load_addr16, load_addr4, proto, ptr_at, split_ports, Addr, Family, Parsed,
+        ICMPV6_UNREACHABLE, ICMP_UNREACHABLE,
     },
     police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, FLOOD_LOCAL_IN,
     GEN_CONFIG, PENDING, REPORTED, SKETCH, TENANT_CONFIG,
@@ -460,6 +460,10 @@ fn add_held(slot: *mut FloodLocal, units: u64) {
 /// tenant and the folded address rather than by a sketch key, so the steady state of
 /// an inbound flood needs no hash beyond the slot's index (the sketch keys are made
 /// only when a batch goes to the sketch).
+///
+/// The slot also remembers the last remote whose datagrams it found to need no facts
+/// (see [`absorb_datagram`]), so the steady state of one remote's datagrams skips the
+/// contact hash and its two reads.
 #[repr(C)]
 pub struct FloodLocalIn {
     /// `flood epoch << 32 | tenant` of the counts (0: never used).
@@ -469,7 +473,14 @@ pub struct FloodLocalIn {
     /// Packets and bytes not yet in the sketch.
     pkts: u64,
     bytes: u64,
+    /// The folded remote address of the datagrams found to need no facts.
+    quiet_remote: u64,
+    /// Their source port plus [`QUIET`]; 0: none yet in this flood epoch.
+    quiet_port: u64,
 }
+
+/// Marks [`FloodLocalIn::quiet_port`] as holding a port.
+const QUIET: u64 = 1 << 16;
 
 /// The `FLOOD_LOCAL_IN` slot of (tenant, folded address): one multiply (Fibonacci
 /// hashing), whose top bits depend on every bit of both.
@@ -492,6 +503,46 @@ fn slot_who(tenant: u32, epoch: u64) -> u64 {
 /// (else nothing was counted and the full path, [`flood_in`], must run).
 #[inline(always)]
 fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, now: u64) -> bool {
+    absorb::<false>(tenant, local, cfg, bytes, now, 0, 0)
+}
+
+/// [`absorb_flood_in`] for a datagram from `remote`'s port `sport`, which must also
+/// need no facts ([`datagram_is_quiet`]): its remote spoke first and no attempt of the
+/// tenant waits for it.
+///
+/// The slot remembers the last remote and port it found so, and a datagram from them
+/// is not checked again while the slot stays this address's: the rest of the flood
+/// epoch, which lies within one contact epoch. That holds because the check cannot
+/// turn false within a contact epoch: filter bits are only added, and an attempt to
+/// the remote's port, the one way its pending slot gets the key, is made only while
+/// the remote is not known to have spoken first. (Two CPUs storing one filter word at
+/// once may lose one's bits, which can make a reply an attempt once; its answer is then
+/// missed by this CPU's slot until the flood epoch ends.)
+#[inline(always)]
+fn absorb_datagram(
+    tenant: u32,
+    local: &Addr,
+    cfg: &TenantConfig,
+    bytes: u64,
+    now: u64,
+    remote: u64,
+    sport: u16,
+) -> bool {
+    absorb::<true>(tenant, local, cfg, bytes, now, remote, sport)
+}
+
+/// [`absorb_flood_in`] and, with `DATAGRAM`, [`absorb_datagram`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn absorb<const DATAGRAM: bool>(
+    tenant: u32,
+    local: &Addr,
+    cfg: &TenantConfig,
+    bytes: u64,
+    now: u64,
+    remote: u64,
+    sport: u16,
+) -> bool {
     let folded = fold(local);
     let Some(l) = FLOOD_LOCAL_IN.get_ptr_mut(in_slot(tenant, folded)) else {
         return false;
@@ -510,10 +561,33 @@ fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, no
         if (pkts != 0 && p >= flood_quantum(pkts)) || (octets != 0 && b >= flood_quantum(octets)) {
             return false;
         }
+        if DATAGRAM {
+            let port = u64::from(sport) | QUIET;
+            if (*l).quiet_remote != remote || (*l).quiet_port != port {
+                if !datagram_is_quiet(tenant, remote, sport, now) {
+                    return false;
+                }
+                (*l).quiet_remote = remote;
+                (*l).quiet_port = port;
+            }
+        }
         (*l).pkts = p;
         (*l).bytes = b;
     }
     true
+}
+
+/// Whether a datagram to `tenant` from `remote`'s port `sport` needs no facts: the
+/// remote is already known to have spoken first in this contact epoch, and no attempt
+/// of the tenant waits for it (the pending read keeps a filter false positive from
+/// hiding a real answer).
+#[inline(always)]
+fn datagram_is_quiet(tenant: u32, remote: u64, sport: u16, now: u64) -> bool {
+    let base = contact_base(tenant, proto::UDP, sport, remote);
+    contact_seen(
+        contact_tagged(base, contact_tag::IN_UDP),
+        now >> CONTACT_EPOCH_SHIFT,
+    ) && !pending_holds(contact_tagged(base, contact_tag::OUT))
 }
 
 /// Adds `units` to the sketch for (tenant, `klass`, the address `folded`) and, when
@@ -771,16 +845,15 @@ pub fn record<const DIR: u32, H: Hook>(
         // The steady state of datagrams from one remote (a DNS server, a stream, a
         // flood): the remote is already known to have spoken first, no attempt of
         // the tenant waits for it, and its flood counts only add to the CPU's
-        // batches. All three are reads here; anything else takes the full path.
-        let base = contact_base(tenant, proto::UDP, p.sport, fold(&p.remote));
-        let now = clock.now();
-        if contact_seen(
-            contact_tagged(base, contact_tag::IN_UDP),
-            now >> CONTACT_EPOCH_SHIFT,
-        ) && !pending_holds(contact_tagged(base, contact_tag::OUT))
-            && (cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0
-                || absorb_flood_in(tenant, &p.local, cfg, bytes, now))
-        {
+        // batches. All are reads here (the first two remembered by the batch slot);
+        // anything else takes the full path.
+        let (remote, now) = (fold(&p.remote), clock.now());
+        let quiet = if cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0 {
+            datagram_is_quiet(tenant, remote, p.sport, now)
+        } else {
+            absorb_datagram(tenant, &p.local, cfg, bytes, now, remote, p.sport)
+        };
+        if quiet {
             return;
         }
     }
@@ -821,17 +894,14 @@ fn facts_at<const DIR: u32>(
         let Ok(h) = ptr_at::<[u8; 40]>(data, data_end, l3) else {
             return;
         };
-        let h = unsafe { &*h };
-        (addr16(&h[8..24]), addr16(&h[24..40]))
+        // SAFETY: `ptr_at` checked the 40 bytes.
+        unsafe { (load_addr16(h as usize + 8), load_addr16(h as usize + 24)) }
     } else {
         let Ok(h) = ptr_at::<[u8; 20]>(data, data_end, l3) else {
             return;
         };
-        let h = unsafe { &*h };
-        (
-            addr4([h[12], h[13], h[14], h[15]]),
-            addr4([h[16], h[17], h[18], h[19]]),
-        )
+        // SAFETY: `ptr_at` checked the 20 bytes.
+        unsafe { (load_addr4(h as usize + 12), load_addr4(h as usize + 16)) }
     };
     let (local, remote) = if DIR == direction::OUT {
         (src, dst)
@@ -844,18 +914,16 @@ fn facts_at<const DIR: u32>(
             let Ok(h) = ptr_at::<[u8; 14]>(data, data_end, l4) else {
                 return;
             };
-            let h = unsafe { &*h };
-            sport = u16::from_be_bytes([h[0], h[1]]);
-            dport = u16::from_be_bytes([h[2], h[3]]);
-            tcp_flags = h[13];
+            // SAFETY: `ptr_at` checked the 14 bytes.
+            (sport, dport) = split_ports(unsafe { load32(h as usize) });
+            tcp_flags = unsafe { (*h)[13] };
         }
         proto::UDP => {
             let Ok(h) = ptr_at::<[u8; 4]>(data, data_end, l4) else {
                 return;
             };
-            let h = unsafe { &*h };
-            sport = u16::from_be_bytes([h[0], h[1]]);
-            dport = u16::from_be_bytes([h[2], h[3]]);
+            // SAFETY: `ptr_at` checked the 4 bytes.
+            (sport, dport) = split_ports(unsafe { load32(h as usize) });
         }
         proto::ICMP | proto::ICMPV6 => {
             let Ok(h) = ptr_at::<[u8; 2]>(data, data_end, l4) else {
@@ -1108,6 +1176,7 @@ fn flood_in(f: &FactsIn) {
                 (*l).addr = folded;
                 (*l).pkts = 0;
                 (*l).bytes = 0;
+                (*l).quiet_port = 0;
                 true
             };
             if ours {
