@@ -2781,22 +2781,51 @@ fn icmp_unreachable_quoting_a_probe_echo_replies_and_udp_replies_answer_their_at
         let (got, window) = dp.run_facts(to, what, &error, TA, 1);
         assert_events(&format!("{what}, again"), &got, &[], window);
         // A UDP query answered.
-        let what = format!("UDP query to port {} answered", 53 + i);
-        let query = ip4(A, U3, L4::udp(40001, 53 + i as u16));
-        let reply = ip4(U3, A, L4::udp(53 + i as u16, 40001));
-        let (got, _) = dp.run_facts(from, &what, &query, TA, 1);
-        assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
-        let (got, window) = dp.run_facts(to, &what, &reply, TA, 1);
-        let want = ev(
-            event::OUTCOME,
-            direction::IN,
-            proto::UDP,
-            outcome::SUCCESS,
-            (e4(A), 40001),
-            (e4(U3), 53 + i as u16),
-        );
-        assert_events(&what, &got, &[want], window);
+        let port = 53 + i as u16;
+        let what = format!("UDP query to port {port} answered");
+        udp_query(&mut dp, from, &what, U3, 40001, port);
+        assert_udp_answered(&mut dp, to, &what, U3, 40001, port);
     }
+}
+
+/// The tenant (A, `local_port`) sends a UDP query to `remote`'s `port` through `from`:
+/// one ATTEMPT.
+fn udp_query(
+    dp: &mut Dataplane,
+    from: Prog,
+    what: &str,
+    remote: Ipv4Addr,
+    local_port: u16,
+    port: u16,
+) {
+    let query = ip4(A, remote, L4::udp(local_port, port));
+    let (got, _) = dp.run_facts(from, what, &query, TA, 1);
+    assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+}
+
+/// `remote`'s answer from `port` to that query arrives through `to`: it must send
+/// OUTCOME SUCCESS and clear the attempt's pending slot.
+fn assert_udp_answered(
+    dp: &mut Dataplane,
+    to: Prog,
+    what: &str,
+    remote: Ipv4Addr,
+    local_port: u16,
+    port: u16,
+) {
+    let reply = ip4(remote, A, L4::udp(port, local_port));
+    let (got, window) = dp.run_facts(to, what, &reply, TA, 1);
+    let want = ev(
+        event::OUTCOME,
+        direction::IN,
+        proto::UDP,
+        outcome::SUCCESS,
+        (e4(A), local_port),
+        (e4(remote), port),
+    );
+    assert_events(what, &got, &[want], window);
+    let key = attempt_key(TENANT_A, proto::UDP, port, e4(remote));
+    assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
 }
 
 /// A datagram from a remote the contact filter wrongly says spoke first (a false
@@ -2809,10 +2838,7 @@ fn a_udp_answer_is_matched_even_when_the_filter_says_the_remote_spoke_first() {
     for (i, (from, to)) in PAIRS.into_iter().enumerate() {
         let port = 7000 + i as u16;
         let what = format!("UDP query to port {port}, the filter wrong about the answer");
-        let query = ip4(A, U3, L4::udp(40002, port));
-        let reply = ip4(U3, A, L4::udp(port, 40002));
-        let (got, _) = dp.run_facts(from, &what, &query, TA, 1);
-        assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
+        udp_query(&mut dp, from, &what, U3, 40002, port);
         let remote = fold_addr(&e4(U3));
         dp.mark_contact(contact_key(
             TENANT_A,
@@ -2821,18 +2847,7 @@ fn a_udp_answer_is_matched_even_when_the_filter_says_the_remote_spoke_first() {
             port,
             remote,
         ));
-        let (got, window) = dp.run_facts(to, &what, &reply, TA, 1);
-        let want = ev(
-            event::OUTCOME,
-            direction::IN,
-            proto::UDP,
-            outcome::SUCCESS,
-            (e4(A), 40002),
-            (e4(U3), port),
-        );
-        assert_events(&what, &got, &[want], window);
-        let key = attempt_key(TENANT_A, proto::UDP, port, e4(U3));
-        assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
+        assert_udp_answered(&mut dp, to, &what, U3, 40002, port);
     }
 }
 
@@ -2878,22 +2893,8 @@ fn a_datagram_streams_remembered_remote_hides_no_other_answer() {
             ("another remote at port P", U3, p),
         ] {
             let local_port = 41000 + port;
-            let query = ip4(A, remote, L4::udp(local_port, port));
-            let (got, _) = dp.run_facts(from, what, &query, TA, 1);
-            assert_eq!(got.len(), 1, "{what}: the ATTEMPT");
-            let reply = ip4(remote, A, L4::udp(port, local_port));
-            let (got, window) = dp.run_facts(to, what, &reply, TA, 1);
-            let want = ev(
-                event::OUTCOME,
-                direction::IN,
-                proto::UDP,
-                outcome::SUCCESS,
-                (e4(A), local_port),
-                (e4(remote), port),
-            );
-            assert_events(what, &got, &[want], window);
-            let key = attempt_key(TENANT_A, proto::UDP, port, e4(remote));
-            assert_eq!(dp.pending(key).tag, 0, "{what}: the slot is cleared");
+            udp_query(&mut dp, from, what, remote, local_port, port);
+            assert_udp_answered(&mut dp, to, what, remote, local_port, port);
         }
         // The stream itself still needs nothing.
         let (got, window) = dp.run_facts(to, "stream from U2:P again", &stream, TA, 4);

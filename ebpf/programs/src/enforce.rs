@@ -14,7 +14,7 @@ use warden_common::{
     bucket, direction,
     facts::{fact_counter, runtime_flags, BlockKey},
     gen_flags, global, reason, tenant_config_index, tenant_counter_index, tenant_flags, Counters,
-    GenConfig, Rate, GENERATIONS,
+    GenConfig, Rate,
 };
 
 use crate::{
@@ -250,19 +250,9 @@ pub fn handle<const DIR: u32, H: Hook>(
         }
     };
 
-    // One read of the generation: every lookup below uses the same policy. Both
-    // generations' configs are looked up with constant keys, so neither lookup waits
-    // for the read of ACTIVE (a lookup's key goes through the stack); the address
-    // lookup, which needs the config, then starts as soon as the generation is in.
+    // One read of the generation: every lookup below uses the same policy.
     let gen = ACTIVE.get(0).copied().unwrap_or(0);
-    let configs = (GEN_CONFIG.get(0), GEN_CONFIG.get(1));
-    const _: () = assert!(GENERATIONS == 2);
-    let config = match gen {
-        0 => configs.0,
-        1 => configs.1,
-        _ => None,
-    };
-    let Some(gc) = config else {
+    let Some(gc) = GEN_CONFIG.get(gen) else {
         count_global(global::NO_TENANT, DIR, bytes);
         return Verdict::Pass;
     };

@@ -462,7 +462,7 @@ fn add_held(slot: *mut FloodLocal, units: u64) {
 /// only when a batch goes to the sketch).
 ///
 /// The slot also remembers the last remote whose datagrams it found to need no facts
-/// (see [`absorb_datagram`]), so the steady state of one remote's datagrams skips the
+/// (see [`absorb`]), so the steady state of one remote's datagrams skips the
 /// contact hash and its two reads.
 #[repr(C)]
 pub struct FloodLocalIn {
@@ -506,9 +506,9 @@ fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, no
     absorb::<false>(tenant, local, cfg, bytes, now, 0, 0)
 }
 
-/// [`absorb_flood_in`] for a datagram from `remote`'s port `sport`, which must also
-/// need no facts ([`datagram_is_quiet`]): its remote spoke first and no attempt of the
-/// tenant waits for it.
+/// [`absorb_flood_in`] and, with `DATAGRAM`, the same for a datagram from `remote`'s
+/// port `sport`, which must also need no facts ([`datagram_is_quiet`]): its remote
+/// spoke first and no attempt of the tenant waits for it.
 ///
 /// The slot remembers the last remote and port it found so, and a datagram from them
 /// is not checked again while the slot stays this address's: the rest of the flood
@@ -518,20 +518,6 @@ fn absorb_flood_in(tenant: u32, local: &Addr, cfg: &TenantConfig, bytes: u64, no
 /// the remote is not known to have spoken first. (Two CPUs storing one filter word at
 /// once may lose one's bits, which can make a reply an attempt once; its answer is then
 /// missed by this CPU's slot until the flood epoch ends.)
-#[inline(always)]
-fn absorb_datagram(
-    tenant: u32,
-    local: &Addr,
-    cfg: &TenantConfig,
-    bytes: u64,
-    now: u64,
-    remote: u64,
-    sport: u16,
-) -> bool {
-    absorb::<true>(tenant, local, cfg, bytes, now, remote, sport)
-}
-
-/// [`absorb_flood_in`] and, with `DATAGRAM`, [`absorb_datagram`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn absorb<const DATAGRAM: bool>(
@@ -851,7 +837,7 @@ pub fn record<const DIR: u32, H: Hook>(
         let quiet = if cfg.flood_in_pkts == 0 && cfg.flood_in_bytes == 0 {
             datagram_is_quiet(tenant, remote, p.sport, now)
         } else {
-            absorb_datagram(tenant, &p.local, cfg, bytes, now, remote, p.sport)
+            absorb::<true>(tenant, &p.local, cfg, bytes, now, remote, p.sport)
         };
         if quiet {
             return;
