@@ -911,14 +911,18 @@ fn throughput_section(v: &Value) -> Result<Part> {
     let mut md = String::new();
     writeln!(
         md,
-        "{} interleaved (baseline, case) pairs per comparison, {} frames per generator \
-         thread and run, {} CPUs online. A figure is the median over the pairs; the ratio is \
-         the median of the per-pair ratios (case over its own baseline), so it is not \
-         always the ratio of the two medians shown. Bars are ratios: the case must reach at \
-         least that fraction (or multiple) of its baseline.\n",
+        "{} interleaved (baseline, case) pairs per comparison, {} CPUs online. In a run \
+         each generator thread sends for {} ms ({} frames per `BPF_PROG_TEST_RUN` call, \
+         call after call until the time has passed), and the run's rate is the sum over \
+         its threads of their receive queue's arrivals over their own time. A figure is \
+         the median over the pairs; the ratio is the median of the per-pair ratios (case \
+         over its own baseline), so it is not always the ratio of the two medians shown. \
+         Bars are ratios: the case must reach at least that fraction (or multiple) of its \
+         baseline.\n",
         num(v, "pairs")?,
-        thousands(num(v, "frames_per_generator_run")?),
         num(v, "cpus")?,
+        num(v, "ms_per_generator_run")?,
+        thousands(num(v, "frames_per_call")?),
     )?;
     for limit in list(v, "limits")? {
         let limit = limit
@@ -1036,10 +1040,12 @@ fn throughput_section(v: &Value) -> Result<Part> {
     writeln!(
         md,
         "\nEach side in detail (medians over the pairs; \"refused by ring\": frames the \
-         receiving ring could not take because the generator outran it; \"CPU share\": CPU \
-         time the generator threads got over the run's wall time, below 1 when the \
-         scheduler gave part of the run to other work; arrivals per receive queue are in \
-         `report.json`):\n"
+         receiving ring could not take because the generator outran it; \"seconds\": from \
+         the first generator thread's start to the last one's return; \"CPU share\": CPU \
+         time the generator threads got (with the softirq work run in their context) over \
+         their own time, below 1 when the scheduler gave part of the run to other work \
+         (other tasks, ksoftirqd when the kernel defers receive work); arrivals per receive queue and each thread's \
+         frames and time are in `report.json`):\n"
     )?;
     md.push_str(&table(
         &[
@@ -1575,7 +1581,8 @@ mod tests {
         };
         r["throughput"] = json!({
             "method": "XDP live frames redirected through veth pairs",
-            "pairs": 9, "frames_per_generator_run": 1_000_000, "batch": 64, "cpus": 2,
+            "pairs": 9, "ms_per_generator_run": 250, "frames_per_call": 32_768, "batch": 64,
+            "cpus": 2,
             "limits": ["2 vCPUs: generator and receiver share a CPU"],
             "cases": [
                 {"name": "drop path vs bare XDP_DROP", "ratio": 0.85, "bar": 0.8,
