@@ -208,7 +208,16 @@ fn git_commit() -> String {
             .map(|s| s.trim().to_string())
     };
     match git(&["rev-parse", "HEAD"]) {
-        Ok(head) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        // The bench's own outputs (this document, its charts) are not the code measured.
+        Ok(head) => match git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!BENCHMARKS.md",
+            ":!docs/bench",
+        ]) {
             Ok(s) if s.is_empty() => head,
             Ok(_) => format!("{head} (with uncommitted changes)"),
             Err(_) => head,
