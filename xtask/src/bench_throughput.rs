@@ -96,6 +96,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(20);
 /// receivers, 45 ms through XDP_PASS into the stack; a thread overruns its window by
 /// less than one call.
 const CHUNK: u32 = 32_768;
+/// The share of the longest thread's time that all generator threads of a run must
+/// have been sending together (one call is about 2% of the default window).
+const MIN_OVERLAP: f64 = 0.9;
 
 /// Bars of the issue.
 const BAR_VS_XDP_DROP: f64 = 0.8;
@@ -213,8 +216,9 @@ struct Run {
     thread_seconds: Vec<f64>,
     /// Frames each generator thread sent.
     thread_sent: Vec<u64>,
-    /// Frames that arrived after the last generator returned (left on a ring and
-    /// taken off by its NAPI later): in `arrived`, outside `seconds`.
+    /// Frames counted after the first count read once the generators had returned
+    /// (left on a ring and taken off by its NAPI later): in `arrived`, outside every
+    /// thread's time, so they would flatter the rate; 0 in every run so far.
     late: u64,
 }
 
@@ -647,6 +651,27 @@ impl Bench<'_> {
             after = now;
         }
         let late = after.iter().sum::<u64>() - first.iter().sum::<u64>();
+        // The threads' rates add up to what the CPUs do together only if they sent
+        // together: the time all of them were sending must be nearly all of each one's.
+        let overlap = match (
+            threads.iter().map(|t| t.1).min(),
+            threads.iter().map(|t| t.0).max(),
+        ) {
+            (Some(first_end), Some(last_start)) => first_end.duration_since(last_start),
+            _ => Duration::ZERO,
+        };
+        let longest = threads
+            .iter()
+            .map(|(t, end, _, _)| end.duration_since(*t))
+            .max()
+            .unwrap_or_default();
+        ensure!(
+            overlap.as_secs_f64() >= MIN_OVERLAP * longest.as_secs_f64(),
+            "{}: the generator threads sent together for {overlap:?} of up to {longest:?} \
+             (less than {:.0}%): their rates do not add up to a rate of the CPUs together",
+            side.label,
+            MIN_OVERLAP * 100.0
+        );
         let thread_seconds: Vec<f64> = threads
             .iter()
             .map(|(t, end, _, _)| end.duration_since(*t).as_secs_f64())
