@@ -37,7 +37,8 @@
 //! after, each change waiting an RCU grace period (`synchronize_rcu`, seen in the
 //! generator thread's kernel stack), unless the program is in the dispatcher already,
 //! as an attached program is. Without that hold a call of 32,768 frames took 24 ms
-//! here, of which 6 ms were sending, and every run's time held two grace periods.
+//! here, of which about 5 ms were sending, and every run's time held two grace
+//! periods.
 //!
 //! Each comparison is measured in interleaved (baseline, case) pairs in ABBA order;
 //! reported: the median rate of each side and the median of the per-pair ratios.
@@ -92,9 +93,9 @@ const SRC_MAC: [u8; 6] = [0x02, 0x57, 0, 0, 0, 2];
 const BATCH: u32 = 64;
 /// A run taking longer than this means the receiver is stalled: the bench stops.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
-/// Frames per `BPF_PROG_TEST_RUN` call of a generator thread: 6 ms to the drop
-/// receivers, 45 ms through XDP_PASS into the stack; a thread overruns its window by
-/// less than one call.
+/// Frames per `BPF_PROG_TEST_RUN` call of a generator thread: about 5 ms to the drop
+/// receivers, 17 ms to nftables and 20 ms through XDP_PASS into the stack on the
+/// 2-vCPU VM; a thread overruns its window by less than one call.
 const CHUNK: u32 = 32_768;
 /// The share of the longest thread's time that all generator threads of a run must
 /// have been sending together (one call is about 2% of the default window).
@@ -217,8 +218,9 @@ struct Run {
     /// Frames each generator thread sent.
     thread_sent: Vec<u64>,
     /// Frames counted after the first count read once the generators had returned
-    /// (left on a ring and taken off by its NAPI later): in `arrived`, outside every
-    /// thread's time, so they would flatter the rate; 0 in every run so far.
+    /// (left on a ring and taken off by its NAPI later): in `arrived` and the rate,
+    /// outside every thread's time, so they would flatter the rate; reported per run
+    /// (`arrived_after_return`) so that shows.
     late: u64,
 }
 

@@ -459,10 +459,8 @@ pub fn quoted(data: usize, data_end: usize, icmp_off: usize, v6: bool) -> Quoted
 /// ports as loaded by [`load32`].
 #[inline(always)]
 pub fn split_ports(ports: u32) -> (u16, u16) {
-    (
-        u16::from_be(ports as u16),
-        u16::from_be((ports >> 16) as u16),
-    )
+    let [s0, s1, d0, d1] = ports.to_ne_bytes();
+    (u16::from_be_bytes([s0, s1]), u16::from_be_bytes([d0, d1]))
 }
 
 /// ICMPv6 neighbour solicitation and advertisement.
@@ -482,13 +480,14 @@ fn parse_l4<const DIR: u32>(
             // Ports, sequence, ack, data offset and flags: the first 14 bytes.
             let h: *const [u8; 20] = ptr_at(data, data_end, off)?;
             // SAFETY: `ptr_at` checked the 20 bytes.
-            let (ports, flags) = unsafe { (load32(h as usize), load16(h as usize + 12)) };
+            let (ports, off_flags) = unsafe { (load32(h as usize), load16(h as usize + 12)) };
             // Data offset (the high nibble of byte 12) and flags (byte 13).
-            if flags & 0xff < 0x50 {
+            let [data_off, flags] = off_flags.to_ne_bytes();
+            if data_off < 0x50 {
                 return Err(Malformed);
             }
             (p.sport, p.dport) = split_ports(ports);
-            p.tcp_flags = (flags >> 8) as u8;
+            p.tcp_flags = flags;
         }
         proto::UDP => {
             let h: *const [u8; 8] = ptr_at(data, data_end, off)?;
