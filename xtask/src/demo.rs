@@ -2,6 +2,10 @@
 //! daemon in it, drives traffic for every tenant with iperf3 and ping, has initech run a
 //! port scan a third of the way in, and shows a refreshing per-tenant table of rates and
 //! the flags the daemon raised. Everything is removed on exit and on Ctrl-C.
+//!
+//! The tables are the daemon's own CLI (`warden tenants`, `warden flags`, run in the
+//! node namespace), as an operator sees them; the checks at the end read the API's
+//! JSON. xtask does not link the daemon's crate (see `deps`).
 
 use std::{
     collections::HashMap,
@@ -14,11 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use warden::{
-    cli::{flag_table, tenant_table},
-    daemon::TenantView,
-    store::Flag,
-};
+use serde_json::Value;
 use warden_tests::topology::{addr, warden_binary, LabOptions, StandardLab, API};
 
 /// Options of `cargo xtask demo`.
@@ -129,7 +129,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let end = start + Duration::from_secs(args.duration);
     let scan_at = start + Duration::from_secs(args.duration / 3);
     let mut scanned = false;
-    let mut flags: Vec<Flag> = Vec::new();
+    let mut flags: Vec<Value> = Vec::new();
     let mut peak: HashMap<String, f64> = HashMap::new();
     while Instant::now() < end && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_secs(1));
@@ -151,12 +151,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         flags =
             serde_json::from_str(&lab.get("/api/v1/flags")?).context("reading /api/v1/flags")?;
-        let tenants: Vec<TenantView> = serde_json::from_str(&lab.get("/api/v1/tenants")?)
+        let tenants: Vec<Value> = serde_json::from_str(&lab.get("/api/v1/tenants")?)
             .context("reading /api/v1/tenants")?;
         for t in &tenants {
-            let p = peak.entry(t.id.clone()).or_default();
-            *p = p.max(t.out.bps + t.in_.bps);
+            let id = t["id"].as_str().context("a tenant without an id")?;
+            let bps = |dir: &str| t[dir]["bps"].as_f64().unwrap_or(0.0);
+            let p = peak.entry(id.to_owned()).or_default();
+            *p = p.max(bps("out") + bps("in"));
         }
+        let tenant_table = cli(&lab, &warden, &["tenants"])?;
+        let flag_table = cli(&lab, &warden, &["flags"])?;
         if tty {
             print!("\x1b[H\x1b[2J");
         }
@@ -167,7 +171,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         );
         println!("{metrics_hint}");
         println!();
-        print!("{}", tenant_table(&tenants));
+        print!("{tenant_table}");
         println!();
         if scanned {
             println!(
@@ -179,7 +183,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         if flags.is_empty() {
             println!("no flags");
         } else {
-            print!("{}", flag_table(&flags));
+            print!("{flag_table}");
         }
         println!();
     }
@@ -206,26 +210,38 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut summary: Vec<_> = peak.iter().collect();
     summary.sort_by(|a, b| a.0.cmp(b.0));
     for (t, bps) in summary {
-        println!("{t}: peak {}", warden::cli::fmt_bps(*bps));
+        println!("{t}: peak {:.1} Mbit/s", bps / 1e6);
     }
-    let caught = flags
-        .iter()
-        .find(|f| f.tenant == "initech" && f.kind == warden::policy::Kind::Scan);
-    let Some(caught) = caught else {
+    let is = |f: &Value, tenant: &str, kind: &str| f["tenant"] == tenant && f["kind"] == kind;
+    let Some(caught) = flags.iter().find(|f| is(f, "initech", "scan")) else {
         bail!("initech's port scan was not flagged; flags: {flags:?}");
     };
     let others: Vec<String> = flags
         .iter()
-        .filter(|f| f.id != caught.id)
-        .map(|f| format!("{} {}", f.tenant, f.kind))
+        .filter(|f| f["id"] != caught["id"])
+        .map(|f| format!("{} {}", f["tenant"], f["kind"]))
         .collect();
     if !others.is_empty() {
         bail!("flags for ordinary demo traffic: {others:?}");
     }
     println!(
         "initech's scan: flag {} (figures {}); nothing else flagged",
-        caught.id, caught.figures
+        caught["id"], caught["figures"]
     );
     println!("every demo tenant showed traffic; lab removed");
     Ok(())
+}
+
+/// The daemon's CLI run in the node namespace (where the API listens), its output.
+fn cli(lab: &StandardLab, warden: &std::path::Path, args: &[&str]) -> Result<String> {
+    let bin = warden
+        .to_str()
+        .context("the warden binary's path is not UTF-8")?;
+    let mut argv = vec![bin];
+    argv.extend_from_slice(args);
+    let out = lab
+        .node
+        .exec(&argv)
+        .with_context(|| format!("warden {}", args.join(" ")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -1,13 +1,14 @@
 //! Developer tasks. `cargo xtask <task>`; every task that needs the machine set up
 //! runs `setup` first, so a fresh checkout needs nothing else.
+//!
+//! xtask itself builds on the stable toolchain alone: it installs the eBPF toolchain,
+//! so nothing it depends on may need it (checked by `cargo xtask test`, see
+//! [`deps`]). What embeds the eBPF object (the daemon, the benchmarks in
+//! `tests/bench`) is built by a task after its setup.
 
 mod bench;
-mod bench_metrics;
-mod bench_scale;
-mod bench_throughput;
 mod demo;
-mod latency;
-mod report;
+mod deps;
 mod setup;
 mod test;
 mod util;
@@ -26,7 +27,7 @@ struct Cli {
 enum Task {
     /// Install and verify everything a fresh machine lacks (idempotent).
     Setup,
-    /// Build the daemon (and its embedded eBPF object).
+    /// Setup, then build the daemon (and its embedded eBPF object) and the lab's tools.
     Build {
         /// Build with the release profile.
         #[arg(long)]
@@ -36,19 +37,23 @@ enum Task {
     Test(test::TestArgs),
     /// Build a namespace lab, run the daemon on it, drive traffic and show per-tenant rates.
     Demo(demo::DemoArgs),
-    /// Measure against baselines of the same run; write report.json, then BENCHMARKS.md.
-    Bench(bench::BenchArgs),
-    /// The /metrics part of `bench` alone, as JSON (run by `bench` in release).
-    #[command(hide = true)]
-    BenchMetrics,
-    /// The scale part of `bench` alone, as JSON (run by `bench` in release).
-    #[command(hide = true)]
-    BenchScale(bench_scale::Options),
-    /// The veth throughput part of `bench` alone: its table, then its JSON.
-    #[command(hide = true)]
-    BenchThroughput(bench_throughput::Options),
-    /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
-    BenchReport(report::ReportArgs),
+    /// Setup, then the benchmarks (`warden-bench run`): measure against baselines of the
+    /// same run, write report.json, then BENCHMARKS.md. `cargo xtask bench --help` lists
+    /// the bench's own options.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options of `warden-bench run`, passed through.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench
+    /// report (`warden-bench report`).
+    #[command(disable_help_flag = true)]
+    BenchReport {
+        /// Options of `warden-bench report`, passed through.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -66,10 +71,7 @@ fn main() -> Result<()> {
         }
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
-        Task::Bench(args) => bench::run(args),
-        Task::BenchMetrics => bench_metrics::print_json(),
-        Task::BenchScale(opts) => bench_scale::print_json(&opts),
-        Task::BenchThroughput(opts) => bench_throughput::print(&opts),
-        Task::BenchReport(args) => report::run(args),
+        Task::Bench { args } => bench::run("run", &args),
+        Task::BenchReport { args } => bench::run("report", &args),
     }
 }

@@ -106,6 +106,8 @@ fn secs(d: Duration) -> String {
 
 fn plan(args: &TestArgs) -> Vec<Step> {
     let mut steps = vec![
+        // First and cheapest: xtask must stay buildable without the eBPF toolchain.
+        Step::new("xtask builds without eBPF", crate::deps::check),
         if args.skip_privileged {
             Step::new("setup (unprivileged)", || {
                 setup::run_scoped(setup::Scope::Unprivileged)

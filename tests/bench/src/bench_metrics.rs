@@ -291,14 +291,14 @@ fn measure() -> Result<MetricsBench> {
     })
 }
 
-/// `cargo xtask bench-metrics`: measures and prints the JSON on stdout.
+/// `warden-bench metrics`: measures and prints the JSON on stdout.
 pub fn print_json() -> Result<()> {
     println!("{}", measure()?.to_json());
     Ok(())
 }
 
 /// Measures with the release profile (the daemon's), running this task built with it
-/// when `cargo xtask` itself is a debug build, and prints the figures.
+/// when warden-bench itself is a debug build, and prints the figures.
 /// Times `GET /metrics` of a real daemon (the release build next to this executable)
 /// with `TENANTS` tenants on the standard namespace lab, over HTTP from the node
 /// namespace: lock, kernel reads, render and transfer.
@@ -306,7 +306,7 @@ fn daemon_part() -> Result<Part> {
     use std::fmt::Write as _;
     use warden_tests::topology::StandardLab;
     let bin = std::env::current_exe()
-        .context("locating xtask")?
+        .context("locating warden-bench")?
         .with_file_name("warden");
     ensure!(
         bin.is_file(),
@@ -347,7 +347,7 @@ fn daemon_part() -> Result<Part> {
 pub fn run() -> Result<MetricsBench> {
     println!("==> /metrics: kernel reads and render of {TENANTS} tenants, median of {RUNS} (release build)");
     let bench = if cfg!(debug_assertions) {
-        let v = crate::util::run_release_task("bench-metrics")?;
+        let v = crate::util::run_release_task("metrics")?;
         from_json(&v)?
     } else {
         measure()?

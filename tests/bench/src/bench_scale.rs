@@ -43,8 +43,9 @@
 //! the most the daemon was ever resident, during the policy read and the apply) is
 //! reported beside it, without a bar.
 //!
-//! `cargo xtask bench-scale --apply-only [--tenants 100000] [--runs N]` (a release build
-//! of xtask, e.g. `cargo run --release -p xtask -- bench-scale --apply-only`) measures
+//! `warden-bench scale --apply-only [--tenants 100000] [--runs N]` (a release build,
+//! e.g. `cargo run --release -p warden-bench -- scale --apply-only`, after `cargo xtask
+//! setup`) measures
 //! the policy-apply case alone, for the given tenant counts, and prints the same JSON
 //! without the counter read and daemon parts.
 
@@ -84,7 +85,7 @@ pub const READ_BAR_MS: f64 = 250.0;
 pub const RSS_BAR_MIB: f64 = 200.0;
 const XDP_PASS: u32 = 2;
 
-/// Options of `cargo xtask bench-scale` (the full part runs without any).
+/// Options of `warden-bench scale` (the full part runs without any).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Options {
     /// Only the policy-apply case: no counter read, no daemon memory.
@@ -417,7 +418,7 @@ fn memory_kib(pid: u32) -> Result<(u64, u64)> {
 fn daemon_part() -> Result<DaemonFigures> {
     use warden_tests::topology::{token, StandardLab};
     let bin = std::env::current_exe()
-        .context("locating xtask")?
+        .context("locating warden-bench")?
         .with_file_name("warden");
     ensure!(
         bin.is_file(),
@@ -685,20 +686,20 @@ impl ScaleBench {
     }
 }
 
-/// `cargo xtask bench-scale`: measures and prints the JSON on stdout.
+/// `warden-bench scale`: measures and prints the JSON on stdout.
 pub fn print_json(opts: &Options) -> Result<()> {
     println!("{}", measure(opts)?.to_json());
     Ok(())
 }
 
 /// Measures with the release profile (the daemon's), running this task built with it
-/// when `cargo xtask` itself is a debug build, and prints the figures.
+/// when warden-bench itself is a debug build, and prints the figures.
 pub fn run() -> Result<Value> {
     println!(
         "==> scale: policy apply of {SIZES:?} tenants, full counter read and daemon memory at {LARGE} (release build)"
     );
     let v = if cfg!(debug_assertions) {
-        crate::util::run_release_task("bench-scale")?
+        crate::util::run_release_task("scale")?
     } else {
         measure(&Options::default())?.to_json()
     };

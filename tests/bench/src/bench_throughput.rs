@@ -1302,9 +1302,8 @@ impl Throughput {
     }
 }
 
-/// `cargo xtask bench-throughput`: the throughput part alone, its table and its JSON.
+/// `warden-bench throughput`: the throughput part alone, its table and its JSON.
 pub fn print(opts: &Options) -> Result<()> {
-    crate::setup::run()?;
     let t = run(opts)?;
     t.print_table();
     println!("{}", serde_json::to_string_pretty(&t.to_json())?);

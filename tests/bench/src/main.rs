@@ -1,0 +1,58 @@
+//! Warden's benchmarks: per-packet cost, detection latency, `/metrics`, scale and veth
+//! throughput, each against a baseline measured in the same run, and the report they
+//! make (`target/bench/report.json`, BENCHMARKS.md and its charts).
+//!
+//! Run through `cargo xtask bench` (and `cargo xtask bench-report`), which sets the
+//! machine up first: this crate embeds the eBPF object, so it builds only once the eBPF
+//! toolchain is installed, and xtask must never depend on it.
+
+mod bench;
+mod bench_metrics;
+mod bench_scale;
+mod bench_throughput;
+mod latency;
+mod report;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "warden-bench",
+    about = "Warden benchmarks (run via `cargo xtask bench`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Measure against baselines of the same run; write report.json, then BENCHMARKS.md.
+    Run(bench::BenchArgs),
+    /// The /metrics part alone, as JSON (run by `run` in release).
+    Metrics,
+    /// The scale part alone, as JSON (run by `run` in release).
+    Scale(bench_scale::Options),
+    /// The veth throughput part alone: its table, then its JSON.
+    Throughput(bench_throughput::Options),
+    /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
+    Report(report::ReportArgs),
+}
+
+fn main() -> Result<()> {
+    // Errors here name the failing step and command; a backtrace of the bench itself
+    // only hides that.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+
+    match Cli::parse().task {
+        Task::Run(args) => bench::run(args),
+        Task::Metrics => bench_metrics::print_json(),
+        Task::Scale(opts) => bench_scale::print_json(&opts),
+        Task::Throughput(opts) => bench_throughput::print(&opts),
+        Task::Report(args) => report::run(args),
+    }
+}

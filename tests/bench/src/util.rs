@@ -1,0 +1,143 @@
+//! Small helpers shared by the bench parts: running commands with clear errors, the
+//! release re-run of a part, the eBPF object loaded as the daemon loads it.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// The workspace root (this crate lives at tests/bench).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("warden-bench sits two levels inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command to completion, failing with the command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command with its output captured and returns stdout; a failure names the
+/// command and carries its stderr. Stdin is closed: nothing here may wait for a terminal.
+pub fn capture(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `cargo build` of the daemon and of the lab's tools (the WAN delay line) that the
+/// demo and the tests run.
+pub fn cargo_build(release: bool) -> Result<()> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--package",
+        "warden",
+        "--package",
+        "warden-tests",
+        "--bins",
+    ]);
+
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+/// Prints an aligned table: columns two spaces apart, those for which `right(column)`
+/// holds right-aligned (figures), the rest left-aligned.
+pub fn print_aligned<const N: usize>(
+    headers: [&str; N],
+    rows: &[[String; N]],
+    right: impl Fn(usize) -> bool,
+) {
+    let mut widths = headers.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right(i) {
+                out.push_str(&format!("{cell:>w$}"));
+            } else {
+                out.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+/// Runs the bench part `task` (a subcommand of this binary) in a release build (a part
+/// whose figures a debug build would distort), after building the release daemon, and
+/// returns the JSON it prints on stdout.
+pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
+    cargo_build(true).context("building the release daemon")?;
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "warden-bench",
+            "--",
+            task,
+        ])
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo run --release -p warden-bench -- {task}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "warden-bench {task} (release) failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).with_context(|| format!("{task} printed no JSON: {text}"))
+}
+
+/// The eBPF object loaded as the daemon loads it (`warden::dataplane::loader`), with
+/// the XDP programs `names` loaded into the kernel.
+pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
+    let mut ebpf = warden::dataplane::loader()?
+        .load(warden::dataplane::OBJECT)
+        .context("loading the eBPF object (needs root or CAP_BPF)")?;
+    for &name in names {
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the object"))?
+            .try_into()
+            .with_context(|| format!("{name} is not an XDP program"))?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    Ok(ebpf)
+}
