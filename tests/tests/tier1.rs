@@ -52,7 +52,7 @@ use warden_common::{
         REPORTED_SLOTS, SAMPLE_BYTES, SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
-    DropCounters, GenConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
+    DropCounters, GenConfig, IfaceConfig, Rate, TenantConfig, MAX_PREFIX_LENS,
 };
 use warden_tests::packets::{
     ethertype, len, proto, solicited_node, tcp, Arp, Ext, Frame, Ipv4, Ipv6, Mac, L4, SRC_MAC,
@@ -439,13 +439,19 @@ enum Outcome {
     Spoofed,
     /// Dropped, the parser calls it malformed: counted once in GLOBAL MALFORMED.
     MalformedDrop,
+    /// Dropped from a tenant, the programs cannot look inside it and no bound MAC
+    /// names its tenant: counted once in GLOBAL UNPARSED.
+    UnparsedDrop,
 }
 
 impl Outcome {
     fn verdict(self) -> Verdict {
         match self {
             Outcome::Pass(_) => Verdict::Pass,
-            Outcome::Drop { .. } | Outcome::Spoofed | Outcome::MalformedDrop => Verdict::Drop,
+            Outcome::Drop { .. }
+            | Outcome::Spoofed
+            | Outcome::MalformedDrop
+            | Outcome::UnparsedDrop => Verdict::Drop,
         }
     }
 
@@ -458,6 +464,7 @@ impl Outcome {
             Outcome::Pass(Slot::NoTenant) => global(global::NO_TENANT),
             Outcome::Pass(Slot::Malformed) | Outcome::MalformedDrop => global(global::MALFORMED),
             Outcome::Spoofed => global(global::SPOOFED),
+            Outcome::UnparsedDrop => global(global::UNPARSED),
             Outcome::Drop { tenant, reason } => vec![
                 (Counter::Tenant { index: tenant, dir }, n, bytes),
                 (
@@ -483,6 +490,7 @@ impl Outcome {
                 global::MALFORMED if dir == direction::OUT => Some(Outcome::MalformedDrop),
                 global::MALFORMED => Some(Outcome::Pass(Slot::Malformed)),
                 global::SPOOFED => Some(Outcome::Spoofed),
+                global::UNPARSED => Some(Outcome::UnparsedDrop),
                 _ => None,
             },
             [(Counter::Tenant { index, .. }, ..), (Counter::Drops { reason, .. }, ..)] => {
@@ -507,6 +515,7 @@ impl fmt::Display for Outcome {
             }
             Outcome::Spoofed => f.write_str("drop, SPOOFED"),
             Outcome::MalformedDrop => f.write_str("drop, MALFORMED"),
+            Outcome::UnparsedDrop => f.write_str("drop, UNPARSED"),
         }
     }
 }
@@ -531,6 +540,9 @@ const MALFORMED_PASS: Outcome = Outcome::Pass(Slot::Malformed);
 /// read could hide ports or addresses from SMTP and binding policy).
 const MALFORMED_DROP: Outcome = Outcome::MalformedDrop;
 const SPOOFED: Outcome = Outcome::Spoofed;
+/// From-tenant: a frame nothing here can look into (another ethertype, a third VLAN
+/// tag, ARP for another hardware type), from no bound MAC.
+const UNPARSED: Outcome = Outcome::UnparsedDrop;
 
 const fn dropped(tenant: u32, reason: usize) -> Outcome {
     Outcome::Drop { tenant, reason }
@@ -554,6 +566,10 @@ const fn smtp(tenant: u32) -> Outcome {
 
 const fn suspended(tenant: u32) -> Outcome {
     dropped(tenant, reason::SUSPENDED)
+}
+
+const fn unparsed(tenant: u32) -> Outcome {
+    dropped(tenant, reason::UNPARSED)
 }
 
 const fn bandwidth(tenant: u32) -> Outcome {
@@ -598,6 +614,7 @@ impl fmt::Display for Counter {
                     global::NO_TENANT => "NO_TENANT",
                     global::MALFORMED => "MALFORMED",
                     global::SPOOFED => "SPOOFED",
+                    global::UNPARSED => "UNPARSED",
                     _ => "global ?",
                 };
                 write!(f, "{name} {}", dir(d))
@@ -1059,8 +1076,12 @@ fn arp_counts_to_the_sender_tenant_from_tenant_and_the_target_tenant_to_tenant()
         fx("ARP request padded to 60 bytes", Frame::new(Arp::request(MAC_A, A, B)).pad_to(60), TA, TB),
         fx("802.1Q ARP request who-has A tell B", Frame::new(Arp::request(MAC_B, B, A)).vlan(10), TB, TA),
         fx("802.1AD ARP reply A to B", Frame::new(Arp::reply(MAC_A, A, MAC_B, B)).vlan_ad(10), TA, TB),
-        // Not Ethernet/IPv4 ARP: it names no tenant address.
-        fx("ARP with hardware type 6 (IEEE 802)", Frame::new(Arp::request(MAC_A, A, B).htype(6)), NO_TENANT, NO_TENANT),
+        // Not Ethernet/IPv4 ARP: it names no address Warden checks, yet a receiver on
+        // Ethernet may take its claim (Linux accepts IEEE 802 ARP): never passed from a
+        // tenant; to one it is no tenant's.
+        fx("ARP with hardware type 6 (IEEE 802)", Frame::new(Arp::request(MAC_A, A, B).htype(6)), UNPARSED, NO_TENANT),
+        fx("ARP with hardware type 6 claiming B, QinQ", Frame::new(Arp::reply(MAC_A, B, MAC_B, B).htype(6)).vlan_ad(10).vlan(20), UNPARSED, NO_TENANT),
+        fx("QinQ ARP request who-has B tell A", Frame::new(Arp::request(MAC_A, A, B)).vlan_ad(10).vlan(20), TA, TB),
     ]);
 }
 
@@ -1098,19 +1119,24 @@ const LLDP_MAC: Mac = [0x01, 0x80, 0xc2, 0, 0, 0x0e];
 /// NO_TENANT both ways.
 #[test]
 #[rustfmt::skip]
-fn unknown_addresses_and_non_ip_ethertypes_count_as_no_tenant_or_spoofed_from_tenant() {
+fn unknown_addresses_and_non_ip_ethertypes_count_as_no_tenant_or_spoofed_or_unparsed_from_tenant() {
     let (lldp, lldp_mac) = (LLDP, LLDP_MAC);
     run_table(&[
         fx("IPv4 unknown -> unknown", ip4(U, U_NEXT, syn()), SPOOFED, NO_TENANT),
         fx("IPv6 unknown -> unknown", ip6(U6, U6_NEXT, syn()), SPOOFED, NO_TENANT),
         fx("ARP unknown asks for unknown", Frame::new(Arp::request(SRC_MAC, U, U_NEXT)), SPOOFED, NO_TENANT),
-        // No IP or ARP address: nothing to check the sender against.
-        fx("LLDP (0x88cc)", Frame::raw(ethertype::LLDP, &lldp).macs(SRC_MAC, lldp_mac), NO_TENANT, NO_TENANT),
-        fx("802.1Q tag then LLDP", Frame::raw(ethertype::LLDP, &lldp).vlan(5), NO_TENANT, NO_TENANT),
-        fx("802.3 length field + LLC (STP)", Frame::raw(0x0026, &[0x42, 0x42, 0x03, 0, 0, 0, 0]), NO_TENANT, NO_TENANT),
-        fx("Ethernet header alone, local ethertype 0x88b5 (14 bytes)", Frame::raw(0x88b5, &[]), NO_TENANT, NO_TENANT),
-        // One tag is parsed; QinQ is documented as carrying no address for Warden.
-        fx("QinQ (802.1AD + 802.1Q) IPv4 A -> B", ip4(A, B, syn()).vlan_ad(10).vlan(20), NO_TENANT, NO_TENANT),
+        // No IP or ARP address: nothing to check, so nothing passes from a tenant (the
+        // test run's interface, lo, passes no ethertype); to a tenant it is no tenant's.
+        fx("LLDP (0x88cc)", Frame::raw(ethertype::LLDP, &lldp).macs(SRC_MAC, lldp_mac), UNPARSED, NO_TENANT),
+        fx("802.1Q tag then LLDP", Frame::raw(ethertype::LLDP, &lldp).vlan(5), UNPARSED, NO_TENANT),
+        fx("802.3 length field + LLC (STP)", Frame::raw(0x0026, &[0x42, 0x42, 0x03, 0, 0, 0, 0]), UNPARSED, NO_TENANT),
+        fx("Ethernet header alone, local ethertype 0x88b5 (14 bytes)", Frame::raw(0x88b5, &[]), UNPARSED, NO_TENANT),
+        // Two tags are followed to the frame inside, which is enforced like any other.
+        fx("QinQ (802.1AD + 802.1Q) IPv4 A -> B", ip4(A, B, syn()).vlan_ad(10).vlan(20), TA, TB),
+        fx("double 802.1Q IPv6 A6 -> B6", ip6(A6, B6, syn()).vlan(10).vlan(20), TA, TB),
+        fx("QinQ IPv4 unknown -> unknown", ip4(U, U_NEXT, syn()).vlan_ad(10).vlan(20), SPOOFED, NO_TENANT),
+        // A third tag hides the frame: never passed from a tenant.
+        fx("three tags, IPv4 A -> B", ip4(A, B, syn()).vlan_ad(10).vlan(20).vlan(30), UNPARSED, NO_TENANT),
         fx("IPv6 DAD NS from :: for A6", nd(Ipv6Addr::UNSPECIFIED, solicited_node(A6), ns(A6, MAC_A)), NO_TENANT, NO_TENANT),
     ]);
 }
@@ -1125,36 +1151,39 @@ fn s_binds_a_mac() -> Policy {
     policy
 }
 
-/// From-tenant frames without an IP or ARP address (other ethertypes, QinQ, ARP for
-/// another hardware type) are attributed by their bound source MAC when some tenant
-/// binds MACs: counted to that tenant, and dropped as suspended when it is suspended.
-/// To-tenant they have no tenant. From a MAC nobody binds they stay NO_TENANT.
+/// From-tenant frames the programs cannot look into (other ethertypes, a third tag,
+/// ARP for another hardware type) are dropped as unparsed, attributed by their bound
+/// source MAC when some tenant binds MACs; QinQ is followed to the frame inside.
+/// To-tenant they have no tenant. From a MAC nobody binds they are nobody's.
 #[test]
 #[rustfmt::skip]
-fn frames_without_an_address_from_a_bound_mac_count_to_its_tenant_and_obey_its_suspension() {
+fn frames_without_an_address_from_a_bound_mac_are_its_tenants_unparsed_drops() {
     let lldp = |mac: Mac| Frame::raw(ethertype::LLDP, &LLDP).macs(mac, LLDP_MAC);
     let stp = |mac: Mac| Frame::raw(0x0026, &[0x42, 0x42, 0x03, 0, 0, 0, 0]).src_mac(mac);
     let qinq = |mac: Mac, src, dst| ip4(src, dst, syn()).vlan_ad(10).vlan(20).src_mac(mac);
     run_table_with(&s_binds_a_mac(), &[
-        fx("LLDP from M's bound MAC", lldp(MAC_M), TM, NO_TENANT),
-        fx("LLDP from M's second bound MAC", lldp(MAC_M2), TM, NO_TENANT),
-        fx("802.1Q tag then LLDP from M's MAC", lldp(MAC_M).vlan(5), TM, NO_TENANT),
-        fx("802.3 length field + LLC (STP) from M's MAC", stp(MAC_M), TM, NO_TENANT),
-        fx("Ethernet header alone, ethertype 0x88b5, from M's MAC", Frame::raw(0x88b5, &[]).src_mac(MAC_M), TM, NO_TENANT),
-        // QinQ hides the addresses: the MAC alone names the sender, whatever is inside.
-        fx("QinQ IPv4 M -> B from M's MAC", qinq(MAC_M, M, B), TM, NO_TENANT),
-        fx("QinQ IPv4 B -> A from M's MAC", qinq(MAC_M, B, A), TM, NO_TENANT),
-        fx("ARP with hardware type 6 from M's MAC", Frame::new(Arp::request(MAC_M, B, A).htype(6)).src_mac(MAC_M), TM, NO_TENANT),
-        // Suspended S binds MAC_S.
-        fx("LLDP from suspended S's bound MAC", lldp(MAC_S), suspended(TENANT_S), NO_TENANT),
-        fx("QinQ IPv4 S -> management from S's MAC", qinq(MAC_S, S, MGMT), suspended(TENANT_S), NO_TENANT),
-        fx("802.3 length field + LLC (STP) from S's MAC", stp(MAC_S), suspended(TENANT_S), NO_TENANT),
-        // ARP keeps passing for a suspended tenant, whatever its hardware type.
-        fx("ARP with hardware type 6 from S's MAC", Frame::new(Arp::request(MAC_S, S, U).htype(6)).src_mac(MAC_S), TS, NO_TENANT),
-        // Nobody binds these MACs: no tenant, as before.
-        fx("LLDP from an unbound MAC", lldp(SRC_MAC), NO_TENANT, NO_TENANT),
-        fx("LLDP from A's MAC (A binds none)", lldp(MAC_A), NO_TENANT, NO_TENANT),
-        fx("QinQ IPv4 A -> B from an unbound MAC", qinq(SRC_MAC, A, B), NO_TENANT, NO_TENANT),
+        // Nothing to check inside: dropped from a tenant, counted to the bound MAC's
+        // tenant (the test run's interface, lo, passes no ethertype).
+        fx("LLDP from M's bound MAC", lldp(MAC_M), unparsed(TENANT_M), NO_TENANT),
+        fx("LLDP from M's second bound MAC", lldp(MAC_M2), unparsed(TENANT_M), NO_TENANT),
+        fx("802.1Q tag then LLDP from M's MAC", lldp(MAC_M).vlan(5), unparsed(TENANT_M), NO_TENANT),
+        fx("802.3 length field + LLC (STP) from M's MAC", stp(MAC_M), unparsed(TENANT_M), NO_TENANT),
+        fx("Ethernet header alone, ethertype 0x88b5, from M's MAC", Frame::raw(0x88b5, &[]).src_mac(MAC_M), unparsed(TENANT_M), NO_TENANT),
+        fx("ARP with hardware type 6 from M's MAC", Frame::new(Arp::request(MAC_M, B, A).htype(6)).src_mac(MAC_M), unparsed(TENANT_M), NO_TENANT),
+        // QinQ is followed to the frame inside: the bound MAC must use its own address.
+        fx("QinQ IPv4 M -> B from M's MAC", qinq(MAC_M, M, B), TM, TB),
+        fx("QinQ IPv4 B -> A from M's MAC", qinq(MAC_M, B, A), spoof_ip(TENANT_M), TA),
+        // Suspended S binds MAC_S: its unparsed frames are dropped like anyone's, and
+        // a QinQ frame to management is what it keeps.
+        fx("LLDP from suspended S's bound MAC", lldp(MAC_S), unparsed(TENANT_S), NO_TENANT),
+        fx("QinQ IPv4 S -> management from S's MAC", qinq(MAC_S, S, MGMT), TS, NO_TENANT),
+        fx("QinQ IPv4 S -> outside from S's MAC", qinq(MAC_S, S, U), suspended(TENANT_S), NO_TENANT),
+        fx("802.3 length field + LLC (STP) from S's MAC", stp(MAC_S), unparsed(TENANT_S), NO_TENANT),
+        fx("ARP with hardware type 6 from S's MAC", Frame::new(Arp::request(MAC_S, S, U).htype(6)).src_mac(MAC_S), unparsed(TENANT_S), NO_TENANT),
+        // Nobody binds these MACs: nobody's unparsed drop.
+        fx("LLDP from an unbound MAC", lldp(SRC_MAC), UNPARSED, NO_TENANT),
+        fx("LLDP from A's MAC (A binds none)", lldp(MAC_A), UNPARSED, NO_TENANT),
+        fx("QinQ IPv4 A -> B from an unbound MAC", qinq(SRC_MAC, A, B), TA, TB),
         // With an address, S's bound MAC is checked and S's suspension applies as usual.
         fx("IPv4 S -> outside from S's MAC", ip4(S, U, syn()).src_mac(MAC_S), suspended(TENANT_S), NO_TENANT),
         fx("IPv4 S's address from an unbound MAC", ip4(S, U, syn()), spoof_mac(TENANT_S), NO_TENANT),
@@ -1398,18 +1427,23 @@ fn arp_and_neighbour_discovery_claims_for_addresses_the_sender_does_not_own_are_
 }
 
 /// Unowned sources (DHCP's 0.0.0.0, IPv6 `::` and fe80::/10) belong to nobody and
-/// are not spoofing: from an unbound MAC they pass as NO_TENANT, from a bound MAC they
-/// count to that MAC's tenant.
+/// are not spoofing: from a bound MAC they count to that MAC's tenant; from an unbound
+/// MAC they pass as NO_TENANT to multicast and broadcast (DHCP, DAD, MLD, router
+/// solicitation) and as claims, but unicast from them is dropped as spoofed, since
+/// nothing tells it from a suspended tenant's.
 #[test]
 #[rustfmt::skip]
-fn unowned_sources_pass_as_no_tenant_or_count_to_the_bound_macs_tenant() {
+fn unowned_sources_pass_as_no_tenant_to_multicast_or_count_to_the_bound_macs_tenant() {
     let dhcp = || ip4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, L4::udp(68, 67).with_payload(&[0; 240]));
     run_table(&[
         fx("DHCP discover 0.0.0.0 -> 255.255.255.255 from an unbound MAC", dhcp(), NO_TENANT, NO_TENANT),
         fx("DHCP discover from M's MAC", dhcp().src_mac(MAC_M), TM, NO_TENANT),
         fx("IPv6 fe80::1 -> ff02::1 from an unbound MAC", ip6(LL6, ALL_NODES6, L4::echo_request(1, 1)), NO_TENANT, NO_TENANT),
-        fx("IPv6 fe80::1 -> A6 from an unbound MAC", ip6(LL6, A6, udp()), NO_TENANT, TA),
-        fx("IPv6 febf:ffff::1 (last of fe80::/10) -> A6 from an unbound MAC", ip6(LL6_LAST, A6, udp()), NO_TENANT, TA),
+        fx("IPv6 fe80::1 -> A6 from an unbound MAC", ip6(LL6, A6, udp()), SPOOFED, TA),
+        fx("IPv6 febf:ffff::1 (last of fe80::/10) -> A6 from an unbound MAC", ip6(LL6_LAST, A6, udp()), SPOOFED, TA),
+        fx("IPv4 0.0.0.0 -> A from an unbound MAC", ip4(Ipv4Addr::UNSPECIFIED, A, udp()), SPOOFED, TA),
+        fx("IPv4 0.0.0.0 -> 224.0.0.22 from an unbound MAC", ip4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(224, 0, 0, 22), udp()), NO_TENANT, NO_TENANT),
+        fx("IPv6 fe80::1 -> A6 from M's MAC", ip6(LL6, A6, udp()).src_mac(MAC_M), TM, TA),
         fx("IPv6 fe80::4d -> ff02::1 from M's MAC", ip6(LL6_M, ALL_NODES6, udp()).src_mac(MAC_M), TM, NO_TENANT),
         fx("IPv6 :: -> ff02::16 (MLD report) from an unbound MAC", Frame::new(v6(Ipv6Addr::UNSPECIFIED, MLDV2_ROUTERS6).proto(proto::ICMPV6).l4(L4::raw(&[143, 0, 0, 0, 0, 0, 0, 0]))), NO_TENANT, NO_TENANT),
         fx("IPv6 :: -> ff02::16 from M's MAC", ip6(Ipv6Addr::UNSPECIFIED, MLDV2_ROUTERS6, udp()).src_mac(MAC_M), TM, NO_TENANT),
@@ -1447,9 +1481,9 @@ fn without_bound_macs_the_source_address_alone_names_the_sender() {
         fx("IPv6 unknown -> B6", ip6(U6, B6, syn()), SPOOFED, TB),
         fx("IPv4 M's former address is nobody's", ip4(M, A, syn()), SPOOFED, TA),
         fx("DHCP discover", ip4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, L4::udp(68, 67)), NO_TENANT, NO_TENANT),
-        // No MAC is looked up, so a frame without an address names no tenant.
-        fx("LLDP from the MAC M used to bind", Frame::raw(ethertype::LLDP, &LLDP).macs(MAC_M, LLDP_MAC), NO_TENANT, NO_TENANT),
-        fx("QinQ IPv4 A -> B from the MAC M used to bind", ip4(A, B, syn()).vlan_ad(10).vlan(20).src_mac(MAC_M), NO_TENANT, NO_TENANT),
+        // No MAC is looked up, so a frame without an address is nobody's.
+        fx("LLDP from the MAC M used to bind", Frame::raw(ethertype::LLDP, &LLDP).macs(MAC_M, LLDP_MAC), UNPARSED, NO_TENANT),
+        fx("QinQ IPv4 A -> B from the MAC M used to bind", ip4(A, B, syn()).vlan_ad(10).vlan(20).src_mac(MAC_M), TA, TB),
     ]);
 }
 
@@ -1486,7 +1520,12 @@ fn suspended_tenants_are_cut_off_in_both_directions_except_management_arp_and_ne
         fx("ND solicitation from S6 for the gateway (multicast)", nd(S6, solicited_node(gateway6), ns(gateway6, MAC_A)), TS, NO_TENANT),
         fx("ND solicitation from the gateway to S6 (unicast probe)", nd(gateway6, S6, ns(S6, MAC_B)), SPOOFED, TS),
         fx("ND solicitation from the gateway's link-local for S6", nd(LL6, solicited_node(S6), ns(S6, MAC_B)), NO_TENANT, NO_TENANT),
-        fx("ND advertisement from S6 for S6, to the gateway", nd(S6, gateway6, na(S6, MAC_A)), TS, NO_TENANT),
+        // ND from a suspended tenant goes to the link only (a link-local or link-scope
+        // multicast address, or management): on a bridge, a unicast ND to a global
+        // address reaches whoever holds it, whatever it carries.
+        fx("ND advertisement from S6 for S6, to the gateway's global address", nd(S6, gateway6, na(S6, MAC_A)), suspended(TENANT_S), NO_TENANT),
+        fx("ND advertisement from S6 for S6, to the gateway's link-local address", nd(S6, LL6, na(S6, MAC_A)), TS, NO_TENANT),
+        fx("ND advertisement from S6 for S6, to management", nd(S6, MGMT6, na(S6, MAC_A)), TS, NO_TENANT),
         fx("ND advertisement for S6 from a link-local source", nd(LL6, ALL_NODES6, na(S6, MAC_A)), TS, NO_TENANT),
         fx("ND advertisement from the gateway's link-local, to S6", nd(LL6, S6, na(LL6, MAC_B)), NO_TENANT, TS),
         // ICMPv6 that is not neighbour discovery is cut off like anything else.
@@ -1544,6 +1583,173 @@ fn a_suspended_tenants_routed_icmpv6_shaped_as_neighbour_discovery_is_still_cut_
         // On-link ND keeps passing.
         fx("ND solicitation from S6 for A6, hop limit 255", nd(S6, solicited_node(A6), ns(A6, MAC_A)), TS, NO_TENANT),
     ]);
+}
+
+/// An ICMPv6 message of `body` (type, code, ... as given) with hop limit 255.
+fn icmp6_nd(src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> Frame {
+    Frame::new(v6(src, dst).hop_limit(255).proto(proto::ICMPV6).l4(L4::raw(body)))
+}
+
+/// An NS body for `target` followed by `options` (raw bytes).
+fn ns_body(target: Ipv6Addr, options: &[u8]) -> Vec<u8> {
+    let mut b = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    b.extend_from_slice(&target.octets());
+    b.extend_from_slice(options);
+    b
+}
+
+/// A link-layer address option (1: source, 2: target) naming `mac`.
+fn lladdr_opt(kind: u8, mac: Mac) -> [u8; 8] {
+    [kind, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]
+}
+
+/// A fixture of raw bytes (for frames the builder will not make).
+fn fx_bytes(what: &str, frame: Vec<u8>, from: Outcome, to: Outcome) -> Fixture {
+    Fixture {
+        what: what.to_string(),
+        frame,
+        from,
+        to,
+    }
+}
+
+/// A suspended tenant keeps ARP and ND only as the protocols have them: ND with hop
+/// limit 255, code 0, right after the fixed header, well-formed options within 56
+/// bytes, nothing after the packet, to a link-local or link-scope multicast address;
+/// ARP requests and replies with nothing after them but padding. Anything shaped like
+/// them that carries data, goes anywhere else or is of another kind is cut off like
+/// everything else (the tunnel the exemption was). To the tenant, routers' RA and
+/// redirects also pass.
+#[test]
+#[rustfmt::skip]
+fn a_suspended_tenant_keeps_arp_and_neighbour_discovery_only_as_the_protocols_have_them() {
+    let sn = solicited_node(A6);
+    let slla = lladdr_opt(1, SRC_MAC);
+    let nonce = [14, 1, 1, 2, 3, 4, 5, 6];
+    let mut junk = slla.to_vec();
+    junk.extend_from_slice(&[0x5a; 1000]);
+    // 1,000 bytes in well-formed options (type 200, 8 units each): still too big.
+    let mut big_options = Vec::new();
+    for _ in 0..16 {
+        big_options.extend_from_slice(&[200, 8]);
+        big_options.extend_from_slice(&[0x5a; 62]);
+    }
+    let rs = [133, 0, 0, 0, 0, 0, 0, 0];
+    let ra = [134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut arp_trailer = Frame::new(Arp::reply(SRC_MAC, S, MAC_B, U)).build();
+    arp_trailer.extend_from_slice(&[0x5a; 100]);
+    let mut nd_trailer = icmp6_nd(S6, sn, &ns_body(A6, &slla)).build();
+    nd_trailer.extend_from_slice(&[0x5a; 100]);
+    let mut arp_op3 = Frame::new(Arp::request(SRC_MAC, S, U)).build();
+    arp_op3[21] = 3;
+    run_table(&[
+        fx("NS from S6 to a solicited-node address, SLLA option", icmp6_nd(S6, sn, &ns_body(A6, &slla)), TS, NO_TENANT),
+        fx("NS from S6 with SLLA and nonce options", icmp6_nd(S6, sn, &ns_body(A6, &[slla, nonce].concat())), TS, NO_TENANT),
+        fx("RS from S6 to all-routers", icmp6_nd(S6, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), &rs), TS, NO_TENANT),
+        fx("NS from S6 carrying 1,000 bytes after its option", icmp6_nd(S6, sn, &ns_body(A6, &junk)), suspended(TENANT_S), NO_TENANT),
+        fx("NS from S6 with 1,024 bytes of well-formed options", icmp6_nd(S6, sn, &ns_body(A6, &big_options)), suspended(TENANT_S), NO_TENANT),
+        fx("NS from S6 to an outside global address", icmp6_nd(S6, U6, &ns_body(U6, &slla)), suspended(TENANT_S), NO_TENANT),
+        fx("NS from S6 with code 1", icmp6_nd(S6, sn, &{ let mut b = ns_body(A6, &slla); b[1] = 1; b }), suspended(TENANT_S), NO_TENANT),
+        fx("NS from S6 with an option of length 0", icmp6_nd(S6, sn, &ns_body(A6, &[1, 0, 0, 0, 0, 0, 0, 0])), suspended(TENANT_S), NO_TENANT),
+        fx("NS from S6 behind a destination options header", Frame::new(v6(S6, sn).hop_limit(255).ext(Ext::DEST_OPTS).proto(proto::ICMPV6).l4(L4::raw(&ns_body(A6, &slla)))), suspended(TENANT_S), NO_TENANT),
+        fx_bytes("NS from S6 with 100 bytes after the IPv6 packet", nd_trailer, suspended(TENANT_S), NO_TENANT),
+        fx("RA from S6 (a tenant is no router)", icmp6_nd(S6, ALL_NODES6, &ra), suspended(TENANT_S), NO_TENANT),
+        fx("RA from the gateway's link-local to S6", icmp6_nd(LL6, S6, &ra), SPOOFED, TS),
+        fx("echo request from S6 to a link-local address", Frame::new(v6(S6, LL6).l4(L4::echo_request(1, 1))), suspended(TENANT_S), NO_TENANT),
+        fx_bytes("ARP reply from S with 100 bytes after it", arp_trailer, suspended(TENANT_S), NO_TENANT),
+        fx_bytes("ARP from S with operation 3", arp_op3, suspended(TENANT_S), NO_TENANT),
+        fx("QinQ ARP who-has outside tell S", Frame::new(Arp::request(SRC_MAC, S, U)).vlan_ad(10).vlan(20), TS, NO_TENANT),
+        fx("QinQ IPv4 S -> outside", ip4(S, U, udp()).vlan_ad(10).vlan(20), suspended(TENANT_S), NO_TENANT),
+        fx("QinQ NS from S6 carrying 1,000 bytes", icmp6_nd(S6, sn, &ns_body(A6, &junk)).vlan_ad(10).vlan(20), suspended(TENANT_S), NO_TENANT),
+    ]);
+}
+
+/// A claim from a bound MAC must name that MAC where it names one (receivers record the
+/// claim's link-layer address, not the frame's): ARP's sender hardware address, ND's
+/// link-layer address options; options that cannot be followed count as naming
+/// another. Unbound MACs cannot be checked this way.
+#[test]
+#[rustfmt::skip]
+fn a_claim_naming_another_mac_than_its_bound_sender_is_spoof_arp() {
+    let nd_m = |dst, body: &[u8]| icmp6_nd(LL6_M, dst, body).src_mac(MAC_M);
+    run_table(&[
+        fx("ARP reply M is-at MAC_A, from M's MAC", Frame::new(Arp::reply(MAC_A, M, MAC_B, B)).src_mac(MAC_M), spoof_arp(TENANT_M), TB),
+        fx("ARP reply M is-at MAC_M, from M's MAC", Frame::new(Arp::reply(MAC_M, M, MAC_B, B)).src_mac(MAC_M), TM, TB),
+        fx("NA for M6 with a TLLA of MAC_B, from M's MAC", nd_m(ALL_NODES6, &{ let mut b = ns_body(M6, &lladdr_opt(2, MAC_B)); b[0] = 136; b }), spoof_arp(TENANT_M), NO_TENANT),
+        fx("NA for M6 with a TLLA of M's MAC", nd_m(ALL_NODES6, &{ let mut b = ns_body(M6, &lladdr_opt(2, MAC_M)); b[0] = 136; b }), TM, NO_TENANT),
+        fx("NS with the SLLA second, naming MAC_B", nd_m(solicited_node(A6), &ns_body(A6, &[[14, 1, 0, 0, 0, 0, 0, 0], lladdr_opt(1, MAC_B)].concat())), spoof_arp(TENANT_M), NO_TENANT),
+        fx("NS with an option of length 0 from M's MAC", nd_m(solicited_node(A6), &ns_body(A6, &[1, 0, 0, 0, 0, 0, 0, 0])), spoof_arp(TENANT_M), NO_TENANT),
+        fx("ARP reply A is-at MAC_B from an unbound MAC (A binds none)", Frame::new(Arp::reply(MAC_B, A, MAC_M, M)), TA, TM),
+    ]);
+}
+
+/// An IP packet must lie within its frame and its headers within the packet: an IPv4
+/// total length or IPv6 payload length that reaches past the frame, or is too short
+/// for the headers after it, is malformed (dropped from a tenant, passed to one).
+/// Bytes after the packet (Ethernet padding) are fine.
+#[test]
+#[rustfmt::skip]
+fn ip_lengths_past_the_frame_or_short_of_the_headers_are_malformed() {
+    let with = |f: Frame, at: usize, bytes: &[u8]| {
+        let mut b = f.build();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    let v4 = || ip4(A, B, syn());
+    let v6 = || ip6(A6, B6, syn());
+    let qinq6 = || ip6(A6, B6, syn()).vlan_ad(10).vlan(20);
+    run_table(&[
+        fx_bytes("IPv4 total length 1,000 in a 54-byte frame", with(v4(), 16, &1000u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("IPv4 total length 19 (< its header)", with(v4(), 16, &19u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("IPv4 total length 30: the TCP header is past the packet", with(v4(), 16, &30u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("IPv6 payload length 1,000 in a 74-byte frame", with(v6(), 18, &1000u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("IPv6 payload length 0 with a TCP header", with(v6(), 18, &0u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("IPv6 payload length 10: the TCP header is past the packet", with(v6(), 18, &10u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("QinQ IPv6 with payload length 1,000", with(qinq6(), 26, &1000u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx_bytes("QinQ IPv6 SMTP with payload length 1,000", with(ip6(A6, U6, syn_to(25)).vlan_ad(10).vlan(20), 26, &1000u16.to_be_bytes()), MALFORMED_DROP, MALFORMED_PASS),
+        fx("IPv4 SYN padded to 60 bytes (packet shorter than frame)", v4().pad_to(60), TA, TB),
+        fx("IPv6 SYN with 100 bytes after the packet", Frame::new(Ipv6::new(A6, B6).l4(syn())).pad_to(174), TA, TB),
+    ]);
+}
+
+/// An interface's `pass_ethertypes` let those ethertypes through from tenants
+/// (attributed by bound MAC, else no tenant's), never IPv4, IPv6, ARP or VLAN tags
+/// themselves: a third tag and ARP for another hardware type stay unparsed even if a
+/// map entry were to list 0x8100 or 0x0806. Other ethertypes stay dropped.
+#[test]
+#[rustfmt::skip]
+fn an_interface_passing_an_ethertype_lets_only_that_through_unparsed() {
+    let policy = standard_policy();
+    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    // BPF_PROG_TEST_RUN runs on the loopback device.
+    let lo = nix_ifindex("lo");
+    let mut config = IfaceConfig::default();
+    config.pass_ethertypes[0] = ethertype::LLDP;
+    config.pass_ethertypes[1] = ethertype::VLAN_8021Q;
+    config.pass_ethertypes[2] = ethertype::ARP;
+    let mut ifaces: BpfHashMap<&mut MapData, u32, IfaceConfig> =
+        BpfHashMap::try_from(dp.ebpf.map_mut(map::IFACES).expect("IFACES")).expect("a hash map");
+    ifaces.insert(lo, config, 0).expect("writing IFACES");
+    let lldp = |mac: Mac| Frame::raw(ethertype::LLDP, &LLDP).macs(mac, LLDP_MAC);
+    let fixtures = [
+        fx("LLDP from an unbound MAC", lldp(SRC_MAC), NO_TENANT, NO_TENANT),
+        fx("802.1Q then LLDP from an unbound MAC", lldp(SRC_MAC).vlan(5), NO_TENANT, NO_TENANT),
+        fx("LLDP from M's bound MAC", lldp(MAC_M), TM, NO_TENANT),
+        fx("ethertype 0x88b5 from an unbound MAC", Frame::raw(0x88b5, &[0; 46]), UNPARSED, NO_TENANT),
+        fx("three tags, IPv4 A -> B", ip4(A, B, syn()).vlan_ad(10).vlan(20).vlan(30), UNPARSED, NO_TENANT),
+        fx("ARP with hardware type 6", Frame::new(Arp::request(MAC_A, A, B).htype(6)), UNPARSED, NO_TENANT),
+    ];
+    let failures = run_rows(&dp, &fixtures);
+    assert_no_failures(&failures, fixtures.len() * Prog::ALL.len());
+}
+
+/// The interface's index, as the kernel numbers it in this namespace.
+fn nix_ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(i, 0, "no interface {name}");
+    i
 }
 
 // ---------------------------------------------------------------------------------

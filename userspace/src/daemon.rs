@@ -1251,6 +1251,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let previous = std::fs::read_to_string(&marker).ok();
     let object = dataplane::object_id();
+    // What each interface passes unparsed, in place before its programs see a frame.
+    let configured = inner.policy.interfaces.clone();
+    inner.dataplane.configure_interfaces(&configured)?;
     inner
         .dataplane
         .attach(&interfaces, &object, previous.as_deref().map(str::trim))?;

@@ -70,8 +70,11 @@ pub mod reason {
     pub const BLOCKED: usize = 6;
     /// A blackholed tenant address under an inbound flood.
     pub const BLACKHOLE: usize = 7;
+    /// From-tenant frame the programs do not understand (another ethertype, a third
+    /// VLAN tag, ARP for another hardware type) and the interface does not pass.
+    pub const UNPARSED: usize = 8;
     /// Number of reasons.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// Label values, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "bandwidth",
@@ -82,6 +85,7 @@ pub mod reason {
         "suspended",
         "blocked",
         "blackhole",
+        "unparsed",
     ];
 }
 
@@ -116,17 +120,22 @@ pub mod global {
     /// ARP address at all, like LLDP).
     pub const NO_TENANT: u32 = 0;
     /// A frame too short for the headers it announces, or with impossible header
-    /// fields. Passed (metering fails open) and counted here.
+    /// fields: passed to a tenant (metering fails open), dropped from one (its headers
+    /// could hide what policy checks). Counted here.
     pub const MALFORMED: u32 = 1;
     /// From-tenant traffic whose sender is no tenant (source address and MAC bound to
     /// nobody): dropped as spoofed and counted here.
     pub const SPOOFED: u32 = 2;
+    /// From-tenant frame the programs do not understand (see
+    /// [`reason::UNPARSED`](super::reason::UNPARSED)) from no bound MAC: dropped, unless
+    /// the interface passes its ethertype, and counted here.
+    pub const UNPARSED: u32 = 3;
     /// Number of slots.
-    pub const SLOTS: u32 = 3;
+    pub const SLOTS: u32 = 4;
     /// Number of entries in the map.
     pub const ENTRIES: u32 = SLOTS * super::direction::COUNT;
     /// Label values (`reason` of `warden_unattributed_packets_total`), indexed by slot.
-    pub const NAMES: [&str; SLOTS as usize] = ["no_tenant", "malformed", "spoofed"];
+    pub const NAMES: [&str; SLOTS as usize] = ["no_tenant", "malformed", "spoofed", "unparsed"];
 
     /// Index of a slot's counters for a direction.
     #[inline(always)]
@@ -461,9 +470,13 @@ pub mod map {
     /// [`log_entries`](crate::facts::log_entries) of the possible CPUs. Written by the
     /// programs, read by the daemon through a mapping.
     pub const ATTEMPT_LOG: &str = "ATTEMPT_LOG";
+    /// Hash ifindex (u32) -> [`IfaceConfig`](super::IfaceConfig), [`MAX_IFACES`](super::MAX_IFACES)
+    /// entries: what each attached interface passes that the programs do not parse.
+    /// Written by the daemon; read by the programs only for such frames.
+    pub const IFACES: &str = "IFACES";
 
     /// Every map, in the order the daemon pins them.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         ACTIVE,
         GEN_CONFIG,
         ADDRS_V4,
@@ -485,7 +498,39 @@ pub mod map {
         BLOCKS,
         FACT_COUNTERS,
         ATTEMPT_LOG,
+        IFACES,
     ];
+}
+
+/// Interfaces the daemon attaches to, at most (entries of [`map::IFACES`]).
+pub const MAX_IFACES: u32 = 256;
+/// Ethertypes an interface may pass unparsed from tenants, at most.
+pub const MAX_PASS_ETHERTYPES: usize = 8;
+
+/// An attached interface's settings (value of [`map::IFACES`], key its ifindex).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Ethertypes (host order) passed from tenants though the programs cannot look
+    /// inside them (`interfaces[].pass_ethertypes`); 0 marks an unused entry. Never
+    /// IPv4, IPv6, ARP or a VLAN tag: those are parsed, and unparsed ones of them
+    /// (a third tag, ARP for another hardware type) are never passed.
+    pub pass_ethertypes: [u16; MAX_PASS_ETHERTYPES],
+}
+
+impl IfaceConfig {
+    /// Whether `ether_type` (host order, not 0) is on the list.
+    #[inline(always)]
+    pub fn passes(&self, ether_type: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_PASS_ETHERTYPES {
+            if self.pass_ethertypes[i] == ether_type && ether_type != 0 {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
 /// Program names in the object, one per hook and direction.
@@ -516,6 +561,7 @@ mod pod {
     // SAFETY (all below): #[repr(C)] integers and integer arrays with explicit padding.
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for DropCounters {}
+    unsafe impl aya::Pod for IfaceConfig {}
     unsafe impl aya::Pod for TenantRef {}
     unsafe impl aya::Pod for Bucket64 {}
     unsafe impl aya::Pod for Bucket128 {}

@@ -9,7 +9,6 @@ use core::{
     ptr::{addr_of_mut, read_volatile, write_volatile},
 };
 
-use aya_ebpf::maps::lpm_trie::Key;
 use warden_common::{
     bucket, direction,
     facts::{fact_counter, runtime_flags, BlockKey},
@@ -20,15 +19,15 @@ use warden_common::{
 use crate::{
     clock::Clock,
     facts::{self, Hook},
-    lookup,
-    parse::{parse, proto, v4_bytes, v6_bytes, Family, Parsed},
-    police, ACTIVE, BLOCKS, BUCKETS, DROP_COUNTERS, GEN_CONFIG, GLOBAL_COUNTERS, MANAGEMENT_V4,
-    MANAGEMENT_V6, TENANT_CONFIG, TENANT_COUNTERS, TENANT_RUNTIME,
+    lookup, neighbour,
+    parse::{parse, proto, Family, Parsed},
+    police, ACTIVE, BLOCKS, BUCKETS, DROP_COUNTERS, GEN_CONFIG, GLOBAL_COUNTERS, IFACES,
+    TENANT_CONFIG, TENANT_COUNTERS, TENANT_RUNTIME,
 };
 
-/// Bytes of headers the parser may look at: Ethernet, one VLAN tag, IPv6 with
+/// Bytes of headers the parser may look at: Ethernet, two VLAN tags, IPv6 with
 /// extension headers, and an L4 header.
-pub const PARSE_DEPTH: u32 = 128;
+pub const PARSE_DEPTH: u32 = 132;
 
 /// What the hook should do with the packet.
 pub enum Verdict {
@@ -83,17 +82,29 @@ fn drop_for(tenant: u32, dir: u32, why: usize) -> Verdict {
     Verdict::Drop
 }
 
-/// True when the remote side of `p` is a management address.
+/// True when the remote side of `p` is a multicast or broadcast address: where a
+/// sender without an address of its own (DHCP, DAD, MLD, router solicitation) talks.
 #[inline(always)]
-fn remote_is_management(p: &Parsed) -> bool {
+fn remote_is_multicast(p: &Parsed) -> bool {
+    let first = p.remote[0].to_ne_bytes();
     match p.family {
-        Family::V4 => MANAGEMENT_V4
-            .get(Key::new(32, v4_bytes(&p.remote)))
-            .is_some(),
-        Family::V6 => MANAGEMENT_V6
-            .get(Key::new(128, v6_bytes(&p.remote)))
-            .is_some(),
+        Family::V4 => (first[0] & 0xf0) == 0xe0 || p.remote[0] as u32 == u32::MAX,
+        Family::V6 => first[0] == 0xff,
         Family::None => false,
+    }
+}
+
+/// Whether the interface `hook` runs on passes the unparsed frame `p` from tenants
+/// (`interfaces[].pass_ethertypes`). One hash lookup, paid only by unparsed frames.
+#[inline(always)]
+fn iface_passes<H: Hook>(hook: &H, p: &Parsed) -> bool {
+    if p.ether_type == 0 {
+        return false;
+    }
+    // SAFETY: the value is copied out at once; the daemon replaces entries whole.
+    match unsafe { IFACES.get(&hook.ifindex()) } {
+        Some(c) => c.passes(p.ether_type),
+        None => false,
     }
 }
 
@@ -106,7 +117,7 @@ enum Sender {
 }
 
 #[inline(always)]
-fn sender(gc: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
+fn sender<H: Hook>(hook: &H, gc: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
     let by_mac = if gc.flags & gen_flags::ANY_MACS != 0 {
         lookup::by_mac(gen, p.src_mac)
     } else {
@@ -118,6 +129,11 @@ fn sender(gc: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
         reason::SPOOF_IP
     };
     if by_mac != lookup::NONE {
+        // A claim must name the MAC that sends it: receivers record the link-layer
+        // address in the claim (ARP sender, ND option), not the frame's source.
+        if p.is_claim && hook.foreign_mac(neighbour::pack(p)) {
+            return Sender::Spoofed(by_mac, reason::SPOOF_ARP);
+        }
         // A bound MAC must use its own tenant's addresses (or an unowned one).
         if by_addr == by_mac || p.local_is_unowned() {
             return Sender::Tenant(by_mac);
@@ -235,7 +251,7 @@ pub fn handle<const DIR: u32, H: Hook>(
     bytes: u64,
     sample: &mut Sample,
 ) -> Verdict {
-    let p = match parse::<DIR>(data, data_end) {
+    let p = match parse::<DIR>(data, data_end, bytes) {
         Ok(p) => p,
         Err(_) => {
             count_global(global::MALFORMED, DIR, bytes);
@@ -256,6 +272,24 @@ pub fn handle<const DIR: u32, H: Hook>(
         count_global(global::NO_TENANT, DIR, bytes);
         return Verdict::Pass;
     };
+    if DIR == direction::OUT && p.unparsed && !iface_passes(hook, &p) {
+        // From a tenant port, a frame nothing here can look into: its bound MAC's
+        // tenant's drop, or nobody's.
+        let by_mac = if gc.flags & gen_flags::ANY_MACS != 0 {
+            lookup::by_mac(gen, p.src_mac)
+        } else {
+            lookup::NONE
+        };
+        if by_mac == lookup::NONE {
+            count_global(global::UNPARSED, DIR, bytes);
+            return Verdict::Drop;
+        }
+        add(
+            TENANT_COUNTERS.get_ptr_mut(tenant_counter_index(by_mac, DIR)),
+            bytes,
+        );
+        return drop_for(by_mac, DIR, reason::UNPARSED);
+    }
     let by_addr = lookup::by_address(gc, gen, &p);
 
     let tenant = if DIR == direction::OUT && p.family == Family::None {
@@ -272,7 +306,7 @@ pub fn handle<const DIR: u32, H: Hook>(
         }
         by_mac
     } else if DIR == direction::OUT {
-        match sender(gc, gen, &p, by_addr) {
+        match sender(hook, gc, gen, &p, by_addr) {
             Sender::Tenant(t) => t,
             Sender::Spoofed(t, why) => {
                 add(
@@ -281,7 +315,11 @@ pub fn handle<const DIR: u32, H: Hook>(
                 );
                 return drop_for(t, DIR, why);
             }
-            Sender::Unknown if p.local_is_unowned() => {
+            // A sender with no address of its own yet (DHCP, DAD, router
+            // solicitation, MLD) may claim and talk to the link's multicast; anything
+            // else from an unowned address (link-local unicast, say) cannot be told
+            // from a suspended tenant's without a bound MAC, so it is dropped.
+            Sender::Unknown if p.local_is_unowned() && (p.is_claim || remote_is_multicast(&p)) => {
                 count_global(global::NO_TENANT, DIR, bytes);
                 return Verdict::Pass;
             }
@@ -307,9 +345,14 @@ pub fn handle<const DIR: u32, H: Hook>(
         return Verdict::Pass;
     };
     // A suspended tenant keeps ARP and neighbour discovery (already checked for
-    // spoofing above), or it could not reach its gateway to get to management.
-    if cfg.flags & tenant_flags::SUSPENDED != 0 && !p.is_claim && !remote_is_management(&p) {
-        return drop_for(tenant, DIR, reason::SUSPENDED);
+    // spoofing above), or it could not reach its gateway to get to management; only
+    // as the protocols have them (`neighbour`), so nothing rides on them. What it keeps
+    // goes on through the rest of its policy (SMTP, plan).
+    if cfg.flags & tenant_flags::SUSPENDED != 0
+        && !hook.suspended_passes::<DIR>(tenant, neighbour::pack(&p))
+    {
+        // Counted as `suspended` by the check.
+        return Verdict::Drop;
     }
     let mut clock = Clock::new();
 

@@ -702,6 +702,14 @@ fn reflection_sized(sport: u16, bytes: u64) -> bool {
 pub trait Hook {
     /// Runs the facts of a packet going `DIR` (see [`record`] for the arguments).
     fn facts<const DIR: u32>(&self, tenant_gen: u32, at: u64, now: u64, syn_key: u64);
+    /// The interface the packet arrived on (XDP) or leaves by (tc).
+    fn ifindex(&self) -> u32;
+    /// The verdict on a frame of a suspended tenant (`neighbour::suspended`): true to
+    /// pass it; a drop is counted.
+    fn suspended_passes<const DIR: u32>(&self, tenant: u32, at: u64) -> bool;
+    /// Whether a from-tenant claim names a MAC other than its frame's source
+    /// (`neighbour::names_foreign_mac`).
+    fn foreign_mac(&self, at: u64) -> bool;
 }
 
 /// An XDP hook's context.
@@ -718,6 +726,27 @@ impl Hook for XdpHook {
             warden_facts_to_tenant_xdp(self.0, tenant_gen, at, now);
         }
     }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the kernel's xdp_md for this run.
+        unsafe { (*self.0).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn suspended_passes<const DIR: u32>(&self, tenant: u32, at: u64) -> bool {
+        let r = if DIR == direction::OUT {
+            crate::neighbour::warden_suspended_from_tenant_xdp(self.0, tenant, at)
+        } else {
+            crate::neighbour::warden_suspended_to_tenant_xdp(self.0, tenant, at)
+        };
+        r != 0
+    }
+
+    #[inline(always)]
+    fn foreign_mac(&self, at: u64) -> bool {
+        crate::neighbour::warden_foreign_mac_xdp(self.0, at) != 0
+    }
 }
 
 impl Hook for TcHook {
@@ -729,6 +758,27 @@ impl Hook for TcHook {
             warden_facts_to_tenant_tc(self.0, tenant_gen, at, now);
         }
     }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the kernel's __sk_buff for this run.
+        unsafe { (*self.0).ifindex }
+    }
+
+    #[inline(always)]
+    fn suspended_passes<const DIR: u32>(&self, tenant: u32, at: u64) -> bool {
+        let r = if DIR == direction::OUT {
+            crate::neighbour::warden_suspended_from_tenant_tc(self.0, tenant, at)
+        } else {
+            crate::neighbour::warden_suspended_to_tenant_tc(self.0, tenant, at)
+        };
+        r != 0
+    }
+
+    #[inline(always)]
+    fn foreign_mac(&self, at: u64) -> bool {
+        crate::neighbour::warden_foreign_mac_tc(self.0, at) != 0
+    }
 }
 
 /// Where a packet's headers are, what they are, and the frame's size, packed into one
@@ -736,7 +786,7 @@ impl Hook for TcHook {
 /// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, the L4 protocol in
 /// bits 32-39, the frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
 #[inline(always)]
-fn pack_at(p: &Parsed, v6: bool, bytes: u64) -> u64 {
+pub fn pack_at(p: &Parsed, v6: bool, bytes: u64) -> u64 {
     let bytes = if bytes > MAX_BYTES { MAX_BYTES } else { bytes };
     u64::from(p.l3_off)
         | (u64::from(p.l4_off) << 8)

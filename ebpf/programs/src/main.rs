@@ -11,10 +11,13 @@
 //! which the verifier checks once each rather than on every path through the inlined
 //! entry (see `facts`).
 //!
-//! Parsing fails open: a frame Warden cannot parse is passed and counted as malformed,
-//! because dropping traffic we do not understand would make Warden the outage.
-//! Enforcement fails closed where the policy says so: a suspended tenant, a spoofed
-//! sender or traffic over plan is dropped.
+//! To a tenant, parsing fails open: a frame Warden cannot parse is passed and counted
+//! as malformed, because dropping traffic we do not understand would make Warden the
+//! outage. From a tenant it fails closed: a malformed frame, or one the programs do not
+//! understand (another ethertype, a third VLAN tag, ARP for another hardware type) and
+//! the interface does not pass, is dropped, since what it hides could get around
+//! policy. Enforcement fails closed where the policy says so: a suspended tenant, a
+//! spoofed sender or traffic over plan is dropped.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -26,6 +29,7 @@ mod clock;
 mod enforce;
 mod facts;
 mod lookup;
+mod neighbour;
 mod parse;
 mod police;
 
@@ -43,8 +47,8 @@ use warden_common::{
         CONTACT_WORDS, EVENTS_RING_BYTES, FLOOD_LOCAL_SLOTS, LOG_DEFAULT_CPUS, MAX_BLOCKS,
         PENDING_SLOTS, REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
     },
-    global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, TenantConfig,
-    GENERATIONS, MAX_MANAGEMENT, MAX_TENANTS,
+    global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, IfaceConfig,
+    TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
 };
 
 use crate::{
@@ -158,6 +162,12 @@ static TENANT_RUNTIME: Array<TenantRuntime> = Array::with_max_entries(MAX_TENANT
 /// daemon; looked up here only for tenants whose runtime flags say they have blocks.
 #[map(name = "BLOCKS")]
 static BLOCKS: HashMap<BlockKey, BlockValue> = HashMap::with_max_entries(MAX_BLOCKS, 0);
+
+/// Key: ifindex of an attached interface. Value: what it passes from tenants that the
+/// programs do not parse (`IfaceConfig`). Written by the daemon; looked up here only
+/// for such frames.
+#[map(name = "IFACES")]
+static IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
 
 /// Index 0. Value: per-CPU, the CPU's last clock reading and its jiffy
 /// (`clock::ClockCache`). Written here; internal to the programs (a cache, not pinned

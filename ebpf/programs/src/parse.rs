@@ -1,7 +1,10 @@
 //! Header parsing: one bounds-checked accessor, one pass, one result struct.
 //!
 //! The parser never fails the program: a frame too short for what it announces is
-//! reported as [`Malformed`] and the caller decides the verdict.
+//! reported as [`Malformed`] and the caller decides the verdict. A frame it does not
+//! understand (another ethertype, more than two VLAN tags, ARP for another hardware
+//! type) is reported in [`Parsed::unparsed`]: from a tenant it is dropped unless the
+//! interface passes that ethertype, since enforcement cannot see inside it.
 
 use core::mem::size_of;
 
@@ -11,6 +14,10 @@ use network_types::{
     vlan::VlanHdr,
 };
 use warden_common::direction;
+
+/// VLAN tags followed to the inner frame: 802.1ad + 802.1Q (QinQ) or two 802.1Q tags.
+/// A third tag makes the frame unparsed.
+const MAX_VLAN_TAGS: usize = 2;
 
 /// Headers we read after the IPv6 header: at most 5 extension headers and then the
 /// L4 header. A longer chain is malformed (its ports would be out of policy's sight).
@@ -37,13 +44,14 @@ pub mod proto {
 
 /// Which address family carried the tenant-side address.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Family {
-    /// No IP or ARP address (LLDP, double-tagged VLAN, other ethertypes).
-    None,
+    /// No IP or ARP address (LLDP, other ethertypes, unparsed frames).
+    None = 0,
     /// IPv4, or ARP for IPv4 over Ethernet.
-    V4,
+    V4 = 1,
     /// IPv6 (ND is ICMPv6 and lands here too).
-    V6,
+    V6 = 2,
 }
 
 /// An address as the 16 bytes of its event form (network order; IPv4 in the first 4
@@ -103,6 +111,14 @@ pub struct Parsed {
     pub is_claim: bool,
     /// IPv6 hop limit (ND is only ND at 255, RFC 4861 7.1).
     pub hop_limit: u8,
+    /// A frame the programs do not understand: an ethertype other than IPv4, IPv6 and
+    /// ARP after at most two VLAN tags, a third tag, or ARP for another hardware or
+    /// protocol type. Not malformed (it may be valid), but nothing in it can be checked.
+    pub unparsed: bool,
+    /// The innermost ethertype of an unparsed frame, for the interface's list of
+    /// ethertypes to pass; 0 for frames no list may pass (a third VLAN tag, ARP for
+    /// another hardware type).
+    pub ether_type: u16,
 
     /// L4 protocol, 0 when unknown or a non-first fragment.
     pub l4_proto: u8,
@@ -221,10 +237,11 @@ pub fn ptr_at<T>(data: usize, data_end: usize, off: usize) -> Result<*const T, M
     Ok((data + off) as *const T)
 }
 
-/// Parses a frame. `DIR` picks the tenant-side address: the source for traffic
-/// from the tenant, the destination for traffic to it.
+/// Parses a frame of `len` bytes (the whole frame, which for a tc hook may reach past
+/// `data_end`, the end of the linear part). `DIR` picks the tenant-side address: the
+/// source for traffic from the tenant, the destination for traffic to it.
 #[inline(always)]
-pub fn parse<const DIR: u32>(data: usize, data_end: usize) -> Result<Parsed, Malformed> {
+pub fn parse<const DIR: u32>(data: usize, data_end: usize, len: u64) -> Result<Parsed, Malformed> {
     let mut p = Parsed {
         family: Family::None,
         src_mac: [0; 6],
@@ -232,6 +249,8 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize) -> Result<Parsed, Mal
         remote: [0; 2],
         is_claim: false,
         hop_limit: 0,
+        unparsed: false,
+        ether_type: 0,
         l4_proto: 0,
 
         sport: 0,
@@ -242,43 +261,93 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize) -> Result<Parsed, Mal
     };
     let eth: *const EthHdr = ptr_at(data, data_end, 0)?;
     p.src_mac = unsafe { (*eth).src_addr };
+    // SAFETY: `ptr_at` checked the 14 bytes of the Ethernet header.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut off = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
         let vlan: *const VlanHdr = ptr_at(data, data_end, off)?;
+        // SAFETY: `ptr_at` checked the 4 bytes of the tag.
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         off += VlanHdr::LEN;
     }
-    // At most 18: Ethernet and one tag.
+    // At most 22: Ethernet and two tags.
     p.l3_off = off as u8;
     match ether_type {
-        ETH_P_IPV4 => parse_ipv4::<DIR>(data, data_end, off, &mut p)?,
-        ETH_P_IPV6 => parse_ipv6::<DIR>(data, data_end, off, &mut p)?,
+        ETH_P_IPV4 => parse_ipv4::<DIR>(data, data_end, len, off, &mut p)?,
+        ETH_P_IPV6 => parse_ipv6::<DIR>(data, data_end, len, off, &mut p)?,
         ETH_P_ARP => parse_arp::<DIR>(data, data_end, off, &mut p)?,
-        _ => {}
+        ETH_P_8021Q | ETH_P_8021AD => p.unparsed = true,
+        other => {
+            p.unparsed = true;
+            p.ether_type = other;
+        }
     }
     Ok(p)
+}
+
+/// The offset (from the frame's start) of the end of an IP packet that starts at `off`
+/// and announces `ip_len` bytes (IPv4 total length, IPv6 40 + payload length). Headers
+/// are read only before it: a from-tenant packet whose headers lie past its own end
+/// would show policy ports its receiver never reads. The frame must hold the whole
+/// packet; bytes after it (Ethernet padding) are allowed. A length field of 0 (`ip_len
+/// == zero`) is a BIG TCP packet only when the frame is longer than any length field
+/// could say; then the frame's end is the packet's.
+///
+/// An offset, not a pointer: the verifier bounds packet reads only by comparisons with
+/// the real `data_end`, which [`ptr_in`] still makes.
+#[inline(always)]
+fn ip_end(len: u64, off: usize, ip_len: usize, zero: usize) -> Result<usize, Malformed> {
+    let end = if ip_len == zero && len > (off + 65_535 + zero) as u64 {
+        return Ok(len as usize);
+    } else {
+        off + ip_len
+    };
+    if end as u64 > len {
+        return Err(Malformed);
+    }
+    Ok(end)
+}
+
+/// [`ptr_at`] for a header that must also lie before `end`, the offset of the end of
+/// the IP packet it belongs to (see [`ip_end`]).
+#[inline(always)]
+pub fn ptr_in<T>(data: usize, data_end: usize, end: usize, off: usize) -> Result<*const T, Malformed> {
+    if off + size_of::<T>() > end {
+        return Err(Malformed);
+    }
+    ptr_at(data, data_end, off)
 }
 
 #[inline(always)]
 fn parse_ipv4<const DIR: u32>(
     data: usize,
     data_end: usize,
+    len: u64,
     off: usize,
     p: &mut Parsed,
 ) -> Result<(), Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(data, data_end, off)?;
+    // SAFETY: `ptr_at` checked the 20 bytes of the fixed header.
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Malformed);
     }
+    let at = ip as usize;
+    // SAFETY: as above.
+    let total = u16::from_be(unsafe { load16(at + 2) }) as usize;
+    if total != 0 && total < ihl {
+        return Err(Malformed);
+    }
+    let end = ip_end(len, off, total, 0)?;
     // The whole header, options included, must be there even if nothing after it is read.
-    if data + off + ihl > data_end {
+    if off + ihl > end || data + off + ihl > data_end {
         return Err(Malformed);
     }
     p.family = Family::V4;
-    let at = ip as usize;
     // SAFETY: `ptr_at` checked the 20 bytes of the fixed header.
     let (src, dst) = unsafe { (load_addr4(at + 12), load_addr4(at + 16)) };
     (p.local, p.remote) = if DIR == direction::OUT {
@@ -292,21 +361,28 @@ fn parse_ipv4<const DIR: u32>(
         // A later fragment carries no L4 header.
         return Ok(());
     }
-    parse_l4::<DIR>(data, data_end, off + ihl, unsafe { (*ip).proto }, p)
+    // SAFETY: as above.
+    parse_l4::<DIR>(data, data_end, end, off + ihl, unsafe { (*ip).proto }, p)
 }
 
 #[inline(always)]
 fn parse_ipv6<const DIR: u32>(
     data: usize,
     data_end: usize,
+    len: u64,
     off: usize,
     p: &mut Parsed,
 ) -> Result<(), Malformed> {
     let ip: *const Ipv6Hdr = ptr_at(data, data_end, off)?;
+    // SAFETY: `ptr_at` checked the 40 bytes of the fixed header.
     if unsafe { (*ip).vcf[0] } >> 4 != 6 {
         return Err(Malformed);
     }
+    // SAFETY: as above.
+    let payload = u16::from_be(unsafe { load16(ip as usize + 4) }) as usize;
+    let end = ip_end(len, off, Ipv6Hdr::LEN + payload, Ipv6Hdr::LEN)?;
     p.family = Family::V6;
+    // SAFETY: as above.
     p.hop_limit = unsafe { (*ip).hop_limit };
 
     // SAFETY: `ptr_at` checked the 40 bytes of the fixed header.
@@ -316,30 +392,34 @@ fn parse_ipv6<const DIR: u32>(
     } else {
         (dst, src)
     };
+    // SAFETY: as above.
     let mut next = unsafe { (*ip).next_hdr };
     let mut off = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {
             proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => {
-                let h: *const [u8; 2] = ptr_at(data, data_end, off)?;
-                let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
+                let h: *const [u8; 2] = ptr_in(data, data_end, end, off)?;
+                // SAFETY: `ptr_in` checked the 2 bytes.
+                let (nh, hlen) = unsafe { ((*h)[0], (*h)[1]) };
                 next = nh;
-                off += (len as usize + 1) * 8;
-                if data + off > data_end {
+                off += (hlen as usize + 1) * 8;
+                if off > end || data + off > data_end {
                     return Err(Malformed);
                 }
             }
             proto::AH => {
-                let h: *const [u8; 2] = ptr_at(data, data_end, off)?;
-                let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
+                let h: *const [u8; 2] = ptr_in(data, data_end, end, off)?;
+                // SAFETY: `ptr_in` checked the 2 bytes.
+                let (nh, hlen) = unsafe { ((*h)[0], (*h)[1]) };
                 next = nh;
-                off += (len as usize + 2) * 4;
-                if data + off > data_end {
+                off += (hlen as usize + 2) * 4;
+                if off > end || data + off > data_end {
                     return Err(Malformed);
                 }
             }
             proto::FRAGMENT => {
-                let h: *const [u8; 8] = ptr_at(data, data_end, off)?;
+                let h: *const [u8; 8] = ptr_in(data, data_end, end, off)?;
+                // SAFETY: `ptr_in` checked the 8 bytes.
                 let (nh, hi, lo) = unsafe { ((*h)[0], (*h)[2], (*h)[3]) };
                 if u16::from_be_bytes([hi, lo]) & 0xfff8 != 0 {
                     // A later fragment carries no L4 header.
@@ -348,7 +428,7 @@ fn parse_ipv6<const DIR: u32>(
                 next = nh;
                 off += 8;
             }
-            _ => return parse_l4::<DIR>(data, data_end, off, next, p),
+            _ => return parse_l4::<DIR>(data, data_end, end, off, next, p),
         }
     }
     // A chain longer than we follow hides its L4 header (and so its ports) from
@@ -366,10 +446,14 @@ fn parse_arp<const DIR: u32>(
 ) -> Result<(), Malformed> {
     // Ethernet/IPv4 ARP: htype(2) ptype(2) hlen(1) plen(1) op(2) sha(6) spa(4) tha(6) tpa(4).
     let arp: *const [u8; 28] = ptr_at(data, data_end, off)?;
+    // SAFETY: `ptr_at` checked the 28 bytes.
     let a = unsafe { &*arp };
     p.is_claim = true;
     if a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0x00 || a[4] != 6 || a[5] != 4 {
-        // ARP for another hardware or protocol type names no tenant address.
+        // ARP for another hardware or protocol type names no address Warden can
+        // check, yet a receiver on Ethernet may still take its claim (Linux accepts
+        // IEEE 802 ARP, type 6): unparsed, never passable from a tenant.
+        p.unparsed = true;
         return Ok(());
     }
     p.family = Family::V4;
@@ -425,6 +509,7 @@ pub fn quoted(data: usize, data_end: usize, icmp_off: usize, v6: bool) -> Quoted
         let Ok(h) = ptr_at::<[u8; 24]>(data, data_end, inner) else {
             return Quoted::NONE;
         };
+        // SAFETY: `ptr_at` checked the 24 bytes.
         let h = unsafe { &*h };
         let frag_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
         if h[0] != 0x45 || frag_offset != 0 {
@@ -441,6 +526,7 @@ pub fn quoted(data: usize, data_end: usize, icmp_off: usize, v6: bool) -> Quoted
         let Ok(h) = ptr_at::<[u8; 44]>(data, data_end, inner) else {
             return Quoted::NONE;
         };
+        // SAFETY: `ptr_at` checked the 44 bytes.
         let h = unsafe { &*h };
         if h[0] >> 4 != 6 {
             return Quoted::NONE;
@@ -463,14 +549,30 @@ pub fn split_ports(ports: u32) -> (u16, u16) {
     (u16::from_be_bytes([s0, s1]), u16::from_be_bytes([d0, d1]))
 }
 
-/// ICMPv6 neighbour solicitation and advertisement.
-const ND_NS: u8 = 135;
-const ND_NA: u8 = 136;
+/// ICMPv6 neighbour discovery (RFC 4861): router solicitation and advertisement,
+/// neighbour solicitation and advertisement, redirect.
+pub const ND_RS: u8 = 133;
+pub const ND_RA: u8 = 134;
+pub const ND_NS: u8 = 135;
+pub const ND_NA: u8 = 136;
+pub const ND_REDIRECT: u8 = 137;
+
+/// Frames shorter than this may carry padding after their packet: 60 bytes of minimum
+/// Ethernet frame, 64 with a VLAN tag added after padding.
+const MIN_FRAME: u64 = 64;
+
+/// The frame of `len` bytes holds nothing after offset `end` but the padding of a
+/// minimum-size frame.
+#[inline(always)]
+pub fn nothing_after(len: u64, end: usize) -> bool {
+    len <= MIN_FRAME || len == end as u64
+}
 
 #[inline(always)]
 fn parse_l4<const DIR: u32>(
     data: usize,
     data_end: usize,
+    end: usize,
     off: usize,
     l4_proto: u8,
     p: &mut Parsed,
@@ -478,8 +580,8 @@ fn parse_l4<const DIR: u32>(
     match l4_proto {
         proto::TCP => {
             // Ports, sequence, ack, data offset and flags: the first 14 bytes.
-            let h: *const [u8; 20] = ptr_at(data, data_end, off)?;
-            // SAFETY: `ptr_at` checked the 20 bytes.
+            let h: *const [u8; 20] = ptr_in(data, data_end, end, off)?;
+            // SAFETY: `ptr_in` checked the 20 bytes.
             let (ports, off_flags) = unsafe { (load32(h as usize), load16(h as usize + 12)) };
             // Data offset (the high nibble of byte 12) and flags (byte 13).
             let [data_off, flags] = off_flags.to_ne_bytes();
@@ -490,30 +592,36 @@ fn parse_l4<const DIR: u32>(
             p.tcp_flags = flags;
         }
         proto::UDP => {
-            let h: *const [u8; 8] = ptr_at(data, data_end, off)?;
-            // SAFETY: `ptr_at` checked the 8 bytes.
+            let h: *const [u8; 8] = ptr_in(data, data_end, end, off)?;
+            // SAFETY: `ptr_in` checked the 8 bytes.
             (p.sport, p.dport) = split_ports(unsafe { load32(h as usize) });
         }
         proto::ICMP => {
-            let h: *const [u8; 4] = ptr_at(data, data_end, off)?;
+            let h: *const [u8; 4] = ptr_in(data, data_end, end, off)?;
+            // SAFETY: `ptr_in` checked the 4 bytes.
             let h = unsafe { &*h };
             p.sport = h[0] as u16;
             p.dport = h[1] as u16;
         }
         proto::ICMPV6 => {
-            let h: *const [u8; 4] = ptr_at(data, data_end, off)?;
+            let h: *const [u8; 4] = ptr_in(data, data_end, end, off)?;
+            // SAFETY: `ptr_in` checked the 4 bytes.
             let (ty, code) = unsafe { ((*h)[0], (*h)[1]) };
             p.sport = ty as u16;
             p.dport = code as u16;
             // Receivers discard ND that crossed a router, so only hop limit 255 is
             // ND; anything else shaped like it is ordinary ICMPv6 (and so gets no
             // exemption from suspension).
+            if (ty == ND_NS || ty == ND_NA || ty == ND_RS) && p.hop_limit == 255 {
+                // A router solicitation claims its source, as a solicitation does.
+                p.is_claim = true;
+            }
             if (ty == ND_NS || ty == ND_NA) && p.hop_limit == 255 {
                 // type, code, checksum, flags/reserved, then the 16-byte target.
-                let nd: *const [u8; 24] = ptr_at(data, data_end, off)?;
-                p.is_claim = true;
+                let nd: *const [u8; 24] = ptr_in(data, data_end, end, off)?;
                 if DIR == direction::OUT && ty == ND_NA {
                     // An advertisement claims its target address.
+                    // SAFETY: `ptr_in` checked the 24 bytes.
                     let nd = unsafe { &*nd };
                     p.local = addr16(&nd[8..24]);
                 }

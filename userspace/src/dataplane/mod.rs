@@ -15,6 +15,7 @@ mod compile;
 pub mod cuckoo;
 pub mod events;
 mod index;
+mod interfaces;
 #[cfg(test)]
 mod lab;
 pub mod log;
@@ -39,9 +40,9 @@ use aya::{
 use ipnet::IpNet;
 use warden_common::{
     bucket, direction, facts, gen_flags, global, map, program, table, tenant_config_index,
-    tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, Slot128,
-    Slot64, TenantConfig, GENERATIONS, MAX_MACS, MAX_MANAGEMENT, MAX_PREFIXES, MAX_PREFIX_LENS,
-    MAX_TENANTS,
+    tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig,
+    IfaceConfig, Slot128, Slot64, TenantConfig, GENERATIONS, MAX_IFACES, MAX_MACS, MAX_MANAGEMENT,
+    MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
 };
 
 pub use self::{
@@ -105,6 +106,8 @@ pub enum DataplaneError {
     },
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("interface {name}: {detail}")]
+    Interface { name: String, detail: String },
     #[error("program {0} missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error(transparent)]
@@ -177,7 +180,7 @@ impl Hook {
 }
 
 /// The layout every map must have: (name, type, key size, value size, capacity).
-fn expected_layout(log_cpus: u32) -> [(&'static str, MapType, u32, u32, u32); 21] {
+fn expected_layout(log_cpus: u32) -> [(&'static str, MapType, u32, u32, u32); 22] {
     use std::mem::size_of;
     let s = |n: usize| n as u32;
     [
@@ -298,6 +301,13 @@ fn expected_layout(log_cpus: u32) -> [(&'static str, MapType, u32, u32, u32); 21
             4,
             s(size_of::<facts::LogEntry>()),
             facts::log_entries(log_cpus),
+        ),
+        (
+            map::IFACES,
+            MapType::Hash,
+            4,
+            s(size_of::<IfaceConfig>()),
+            MAX_IFACES,
         ),
     ]
 }

@@ -2,7 +2,7 @@
 //! checks the same cases.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -151,7 +151,8 @@ fn trw_flags_few_crawlers_with_90_percent_independent_successes() {
 
 #[test]
 fn memory_stays_bounded_under_a_million_random_remotes() {
-    let started = Instant::now();
+    // Bounds only: how long a million observations take is the bench's business (a
+    // debug build on a shared machine took 16 s once, against a former 10 s bound).
     let limits = Limits {
         remotes_per_tenant: 1_024,
         ..Limits::default()
@@ -210,9 +211,4 @@ fn memory_stays_bounded_under_a_million_random_remotes() {
         .open(1, Kind::Scan)
         .expect("random remotes with half failures are a scan");
     assert!(scan.top_targets.len() <= limits.top_targets);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use warden_common::MAX_PASS_ETHERTYPES;
 
 use super::diagnostic::Diagnostic;
 use super::reader::{load_yaml, set, Entry, Node, Pos, Reader};
@@ -24,7 +25,9 @@ const DAEMON_KEYS: &[&str] = &[
     "metrics_top_k",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
-const INTERFACE_KEYS: &[&str] = &["name", "mode"];
+const INTERFACE_KEYS: &[&str] = &["name", "mode", "pass_ethertypes"];
+/// The keys an interface must have.
+const INTERFACE_REQUIRED: &[&str] = &["name", "mode"];
 const SETTINGS_KEYS: &[&str] = &["bandwidth", "smtp", "allow", "detectors", "notify"];
 const TENANT_KEYS: &[&str] = &[
     "id",
@@ -240,6 +243,7 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
     for item in r.sequence(node, "a list of interfaces") {
         let entries = r.mapping(item, "an interface mapping with keys name, mode");
         let (mut name, mut mode) = (None, None);
+        let mut pass_ethertypes = Vec::new();
         for entry in &entries {
             match entry.key {
                 "name" => {
@@ -248,13 +252,37 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
                         .map(|n| (n, Pos::of(entry.value)));
                 }
                 "mode" => mode = r.value(entry.value, "host or gateway", parse_mode),
+                "pass_ethertypes" => {
+                    let listed = r.list(
+                        entry.value,
+                        "a list of ethertypes",
+                        "an ethertype",
+                        parse_ethertype,
+                    );
+                    for (ether_type, pos) in listed {
+                        if pass_ethertypes.contains(&ether_type) {
+                            r.error_at(pos, format!("ethertype {ether_type:#06x} is listed twice"));
+                        } else if pass_ethertypes.len() == MAX_PASS_ETHERTYPES {
+                            r.error_at(
+                                pos,
+                                format!("at most {MAX_PASS_ETHERTYPES} ethertypes per interface"),
+                            );
+                        } else {
+                            pass_ethertypes.push(ether_type);
+                        }
+                    }
+                }
                 _ => r.unknown_key(entry, "interface", INTERFACE_KEYS),
             }
         }
-        r.require(item, &entries, "interface", INTERFACE_KEYS);
+        r.require(item, &entries, "interface", INTERFACE_REQUIRED);
         if let (Some((name, name_pos)), Some(mode)) = (name, mode) {
             drafts.push(InterfaceDraft {
-                interface: Interface { name, mode },
+                interface: Interface {
+                    name,
+                    mode,
+                    pass_ethertypes,
+                },
                 name_pos,
             });
         }
@@ -366,6 +394,53 @@ fn smtp(text: &str) -> Result<Smtp, String> {
         _ => Err(format!(
             "expected block, allow or a rate of new connections such as 10/min, found `{text}`"
         )),
+    }
+}
+
+/// Ethertypes known by name in `pass_ethertypes` (the others are written as numbers).
+const ETHERTYPE_NAMES: &[(&str, u16)] = &[
+    ("lldp", 0x88cc),
+    ("lacp", 0x8809),
+    ("eapol", 0x888e),
+    ("ptp", 0x88f7),
+    ("mpls", 0x8847),
+    ("mpls_multicast", 0x8848),
+    ("pppoe_discovery", 0x8863),
+    ("pppoe_session", 0x8864),
+    ("macsec", 0x88e5),
+    ("fcoe", 0x8906),
+];
+
+/// An ethertype an interface may pass unparsed: a name of [`ETHERTYPE_NAMES`] or a
+/// number (`0x88cc` or decimal) of an Ethernet II type, other than those the programs
+/// parse themselves.
+fn parse_ethertype(text: &str) -> Result<u16, String> {
+    let value = if let Some((_, v)) = ETHERTYPE_NAMES.iter().find(|(n, _)| *n == text) {
+        *v
+    } else {
+        let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) => u16::from_str_radix(hex, 16),
+            None => text.parse::<u16>(),
+        };
+        let names: Vec<&str> = ETHERTYPE_NAMES.iter().map(|(n, _)| *n).collect();
+        parsed.map_err(|_| {
+            format!(
+                "expected an ethertype such as 0x88cc or one of {}, found `{text}`",
+                names.join(", ")
+            )
+        })?
+    };
+    match value {
+        0x0800 | 0x86dd | 0x0806 => Err(format!(
+            "{value:#06x} (IPv4, IPv6, ARP) is parsed and enforced, never passed unparsed"
+        )),
+        0x8100 | 0x88a8 | 0x9100 => Err(format!(
+            "{value:#06x} is a VLAN tag: up to two are followed to the frame inside, a third is never passed"
+        )),
+        v if v < 0x0600 => Err(format!(
+            "{value:#06x} is an 802.3 length, not an ethertype: 802.3/LLC frames (STP and the like) are never passed from tenants"
+        )),
+        v => Ok(v),
     }
 }
 

@@ -129,6 +129,10 @@ pub struct Interface {
     pub name: String,
     /// How tenants' traffic crosses this interface.
     pub mode: Mode,
+    /// Ethertypes passed from tenants though the programs cannot look inside them
+    /// (`pass_ethertypes`; host order). Any other frame from a tenant that is not IPv4,
+    /// IPv6 or ARP (Ethernet/IPv4) after at most two VLAN tags is dropped as `unparsed`.
+    pub pass_ethertypes: Vec<u16>,
 }
 
 /// Deployment mode of an interface (PRODUCT.md, "Deployment modes").

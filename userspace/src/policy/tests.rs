@@ -114,11 +114,13 @@ fn full_file_reads_into_expected_values() {
         vec![
             Interface {
                 name: "eth0".into(),
-                mode: Mode::Host
+                mode: Mode::Host,
+                pass_ethertypes: Vec::new(),
             },
             Interface {
                 name: "eth1".into(),
-                mode: Mode::Gateway
+                mode: Mode::Gateway,
+                pass_ethertypes: Vec::new(),
             },
         ]
     );

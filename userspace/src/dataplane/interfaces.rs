@@ -1,0 +1,67 @@
+//! Per-interface settings of the programs (map IFACES, keyed by ifindex): what an
+//! interface passes from tenants that the programs cannot look into. Written once at
+//! start, before anything is attached (interfaces change at restart only).
+
+use std::{collections::HashSet, ffi::CString};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use warden_common::{map, IfaceConfig, MAX_PASS_ETHERTYPES};
+
+use super::{map_err, Dataplane, DataplaneError, Result};
+use crate::policy::Interface;
+
+/// The interface's index in this network namespace.
+fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|_| DataplaneError::Interface {
+        name: name.to_string(),
+        detail: "the name contains a NUL byte".into(),
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(DataplaneError::Interface {
+            name: name.to_string(),
+            detail: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    Ok(index)
+}
+
+/// The kernel's view of one interface's settings.
+fn config(iface: &Interface) -> IfaceConfig {
+    let mut c = IfaceConfig::default();
+    for (slot, ether_type) in c
+        .pass_ethertypes
+        .iter_mut()
+        .zip(iface.pass_ethertypes.iter().take(MAX_PASS_ETHERTYPES))
+    {
+        *slot = *ether_type;
+    }
+    c
+}
+
+impl Dataplane {
+    /// Writes every interface's settings under its ifindex and removes the entries of
+    /// interfaces no longer listed (or whose index changed).
+    pub fn configure_interfaces(&mut self, interfaces: &[Interface]) -> Result<()> {
+        let mut wanted = Vec::with_capacity(interfaces.len());
+        for iface in interfaces {
+            wanted.push((ifindex(&iface.name)?, config(iface)));
+        }
+        let keep: HashSet<u32> = wanted.iter().map(|(i, _)| *i).collect();
+        let mut m: BpfHashMap<&mut MapData, u32, IfaceConfig> =
+            BpfHashMap::try_from(self.raw_mut(map::IFACES)?).map_err(map_err(map::IFACES))?;
+        let stale: Vec<u32> = m
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in stale {
+            m.remove(&k).map_err(map_err(map::IFACES))?;
+        }
+        for (index, c) in wanted {
+            m.insert(index, c, 0).map_err(map_err(map::IFACES))?;
+        }
+        Ok(())
+    }
+}
