@@ -4,6 +4,8 @@
 //! - [`evidence`]: what the daemon concluded: flags and their evidence, metric series.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
 //! - [`lab`]: network namespaces, veth pairs and processes inside them, all removed on drop.
+//! - [`model`]: a reference model of the programs' verdicts and counters, for the
+//!   differential test.
 //! - [`packets`]: frame builders for BPF_PROG_TEST_RUN fixtures.
 //! - [`topology`]: the standard lab of `configs/demo.yaml`, optionally with an outside
 //!   network of many hosts.
@@ -13,6 +15,7 @@ pub mod delayline;
 pub mod evidence;
 pub mod http;
 pub mod lab;
+pub mod model;
 pub mod packets;
 pub mod topology;
 pub mod workloads;

@@ -9,6 +9,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -37,6 +38,9 @@ enum Task {
     Test(test::TestArgs),
     /// Build a namespace lab, run the daemon on it, drive traffic and show per-tenant rates.
     Demo(demo::DemoArgs),
+    /// Setup, then the differential test of the kernel programs against the reference
+    /// model with many frames and a fresh seed.
+    Fuzz(fuzz::FuzzArgs),
     /// Setup, then the benchmarks (`warden-bench run`): measure against baselines of the
     /// same run, write report.json, then BENCHMARKS.md. `cargo xtask bench --help` lists
     /// the bench's own options.
@@ -71,6 +75,7 @@ fn main() -> Result<()> {
         }
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Bench { args } => bench::run("run", &args),
         Task::BenchReport { args } => bench::run("report", &args),
     }

@@ -58,6 +58,8 @@ use warden_tests::packets::{
     ethertype, len, proto, solicited_node, tcp, Arp, Ext, Frame, Ipv4, Ipv6, Mac, L4, SRC_MAC,
 };
 
+mod differential;
+
 // ---------------------------------------------------------------------------------
 // Tenants and addresses used by the fixtures.
 //
