@@ -7,6 +7,7 @@
 //! - [`model`]: a reference model of the programs' verdicts and counters, for the
 //!   differential test.
 //! - [`packets`]: frame builders for BPF_PROG_TEST_RUN fixtures.
+//! - [`rawframe`]: crafted frames sent from a namespace and counted where they arrive.
 //! - [`topology`]: the standard lab of `configs/demo.yaml`, optionally with an outside
 //!   network of many hosts.
 //! - [`workloads`]: servers, clients and attack tools for the detection labs.
@@ -17,5 +18,6 @@ pub mod http;
 pub mod lab;
 pub mod model;
 pub mod packets;
+pub mod rawframe;
 pub mod topology;
 pub mod workloads;

@@ -178,7 +178,11 @@ fn parse(f: &[u8], out: bool) -> Result<Parsed, Malformed> {
             } else {
                 p.family = Family::V4;
                 let (sender, target) = (a[14..18].to_vec(), a[24..28].to_vec());
-                (p.local, p.remote) = if out { (sender, target) } else { (target, sender) };
+                (p.local, p.remote) = if out {
+                    (sender, target)
+                } else {
+                    (target, sender)
+                };
             }
         }
         ETH_8021Q | ETH_8021AD => p.unparsed = true,
@@ -343,18 +347,18 @@ impl Policy {
         let mut best: Option<(u8, u32)> = None;
         for t in &self.tenants {
             let lens: Vec<u8> = match family {
-                Family::V4 => t
-                    .v4
-                    .iter()
-                    .filter(|(n, l)| in_v4(addr, *n, *l))
-                    .map(|(_, l)| *l)
-                    .collect(),
-                Family::V6 => t
-                    .v6
-                    .iter()
-                    .filter(|(n, l)| in_v6(addr, *n, *l))
-                    .map(|(_, l)| *l)
-                    .collect(),
+                Family::V4 => {
+                    t.v4.iter()
+                        .filter(|(n, l)| in_v4(addr, *n, *l))
+                        .map(|(_, l)| *l)
+                        .collect()
+                }
+                Family::V6 => {
+                    t.v6.iter()
+                        .filter(|(n, l)| in_v6(addr, *n, *l))
+                        .map(|(_, l)| *l)
+                        .collect()
+                }
                 Family::None => Vec::new(),
             };
             for l in lens {
@@ -478,9 +482,8 @@ fn is_neighbour(f: &[u8], p: &Parsed, out: bool) -> bool {
     };
     let allowed = !out || matches!(ty, ND_RS | ND_NS | ND_NA);
     let max = if out { 56 } else { 256 };
-    let on_link = !out
-        || (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80)
-        || (dst[0] == 0xff && dst[1] == 0x02);
+    let on_link =
+        !out || (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80) || (dst[0] == 0xff && dst[1] == 0x02);
     let body = nd_body(ty);
     allowed
         && on_link
@@ -535,10 +538,7 @@ pub fn expect(policy: &Policy, frame: &[u8], out: bool) -> Expect {
             None
         }
     };
-    if out
-        && p.unparsed
-        && !(p.ether_type != 0 && policy.pass_ethertypes.contains(&p.ether_type))
-    {
+    if out && p.unparsed && !(p.ether_type != 0 && policy.pass_ethertypes.contains(&p.ether_type)) {
         return match mac_tenant() {
             Some(t) => Expect::Drop {
                 tenant: t,
@@ -659,21 +659,33 @@ mod tests {
         let a = [198, 18, 1, 10];
         let s = [198, 18, 5, 5];
         let out = [198, 19, 0, 1];
-        assert_eq!(expect(&p, &syn(a, out, 443), true), Expect::Pass(Slot::Tenant(3)));
+        assert_eq!(
+            expect(&p, &syn(a, out, 443), true),
+            Expect::Pass(Slot::Tenant(3))
+        );
         assert_eq!(
             expect(&p, &syn(a, out, 25), true),
-            Expect::Drop { tenant: 3, reason: reason::SMTP }
+            Expect::Drop {
+                tenant: 3,
+                reason: reason::SMTP
+            }
         );
         assert_eq!(
             expect(&p, &syn(s, out, 443), true),
-            Expect::Drop { tenant: 9, reason: reason::SUSPENDED }
+            Expect::Drop {
+                tenant: 9,
+                reason: reason::SUSPENDED
+            }
         );
         assert_eq!(
             expect(&p, &syn(s, [198, 18, 254, 1], 443), true),
             Expect::Pass(Slot::Tenant(9))
         );
         assert_eq!(expect(&p, &syn(out, a, 443), true), Expect::Spoofed);
-        assert_eq!(expect(&p, &syn(out, a, 443), false), Expect::Pass(Slot::Tenant(3)));
+        assert_eq!(
+            expect(&p, &syn(out, a, 443), false),
+            Expect::Pass(Slot::Tenant(3))
+        );
     }
 
     #[test]

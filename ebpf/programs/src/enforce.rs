@@ -102,7 +102,7 @@ fn iface_passes<H: Hook>(hook: &H, p: &Parsed) -> bool {
         return false;
     }
     // SAFETY: the value is copied out at once; the daemon replaces entries whole.
-    match unsafe { IFACES.get(&hook.ifindex()) } {
+    match unsafe { IFACES.get(hook.ifindex()) } {
         Some(c) => c.passes(p.ether_type),
         None => false,
     }

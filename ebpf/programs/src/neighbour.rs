@@ -21,8 +21,8 @@ use warden_common::{direction, reason, tenant_counter_index};
 
 use crate::{
     parse::{
-        load16, load64, nothing_after, proto, ptr_at, Family, Parsed, ND_NA, ND_NS, ND_RA, ND_REDIRECT,
-        ND_RS,
+        load16, load64, nothing_after, proto, ptr_at, Family, Parsed, ND_NA, ND_NS, ND_RA,
+        ND_REDIRECT, ND_RS,
     },
     DROP_COUNTERS, MANAGEMENT_V4, MANAGEMENT_V6,
 };
@@ -97,7 +97,12 @@ enum Kind {
     /// IPv4-over-Ethernet ARP (the parser took no other kind as a claim).
     Arp,
     /// ICMPv6 neighbour discovery of type `ty`, hop limit 255.
-    Nd { ty: u8, code: u8, end: usize, dst: [u8; 2] },
+    Nd {
+        ty: u8,
+        code: u8,
+        end: usize,
+        dst: [u8; 2],
+    },
     /// Anything else, including ICMPv6 shaped like ND without hop limit 255, which
     /// receivers discard.
     Other,
@@ -140,13 +145,27 @@ fn read(data: usize, data_end: usize, bytes: u64, at: u64) -> (Msg, Kind) {
         return (m, Kind::Other);
     };
     // SAFETY: `ptr_at` checked the 40 and the 4 bytes.
-    let (ip, payload, h) = unsafe { (&*ip, u16::from_be(load16(ip as usize + PAYLOAD_LEN_AT)), &*h) };
+    let (ip, payload, h) = unsafe {
+        (
+            &*ip,
+            u16::from_be(load16(ip as usize + PAYLOAD_LEN_AT)),
+            &*h,
+        )
+    };
     if ip[HOP_LIMIT_AT] != 255 || !(ND_RS..=ND_REDIRECT).contains(&h[0]) {
         return (m, Kind::Other);
     }
     let end = l3 + IPV6_LEN + payload as usize;
     let dst = [ip[DST_AT], ip[DST_AT + 1]];
-    (m, Kind::Nd { ty: h[0], code: h[1], end, dst })
+    (
+        m,
+        Kind::Nd {
+            ty: h[0],
+            code: h[1],
+            end,
+            dst,
+        },
+    )
 }
 
 /// The size of an ND message's fixed part, by type.
@@ -282,7 +301,11 @@ fn remote_is_management<const DIR: u32>(data: usize, data_end: usize, at: u64) -
         return MANAGEMENT_V4.get(Key::new(32, unsafe { *a })).is_some();
     }
     if family == Family::V6 as u64 {
-        let at = if DIR == direction::OUT { DST_AT } else { SRC_AT };
+        let at = if DIR == direction::OUT {
+            DST_AT
+        } else {
+            SRC_AT
+        };
         let Ok(a) = ptr_at::<[u8; 16]>(data, data_end, l3 + at) else {
             return false;
         };
@@ -296,7 +319,13 @@ fn remote_is_management<const DIR: u32>(data: usize, data_end: usize, at: u64) -
 /// as the protocols have them and for management traffic, else 0 (drop), counted as
 /// `suspended`.
 #[inline(always)]
-fn suspended<const DIR: u32>(data: usize, data_end: usize, bytes: u64, tenant: u32, at: u64) -> u32 {
+fn suspended<const DIR: u32>(
+    data: usize,
+    data_end: usize,
+    bytes: u64,
+    tenant: u32,
+    at: u64,
+) -> u32 {
     let (m, kind) = read(data, data_end, bytes, at);
     if is_neighbour::<DIR>(&m, &kind) || remote_is_management::<DIR>(data, data_end, at) {
         return 1;
@@ -331,7 +360,11 @@ pub extern "C" fn warden_suspended_to_tenant_xdp(ctx: *mut xdp_md, tenant: u32, 
 /// [`suspended`] at a from-tenant tc hook.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_suspended_from_tenant_tc(ctx: *mut __sk_buff, tenant: u32, at: u64) -> u32 {
+pub extern "C" fn warden_suspended_from_tenant_tc(
+    ctx: *mut __sk_buff,
+    tenant: u32,
+    at: u64,
+) -> u32 {
     // SAFETY: as above.
     let (data, end, len) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize, (*ctx).len) };
     suspended::<{ direction::OUT }>(data, end, len.into(), tenant, at)

@@ -314,7 +314,12 @@ fn ip_end(len: u64, off: usize, ip_len: usize, zero: usize) -> Result<usize, Mal
 /// [`ptr_at`] for a header that must also lie before `end`, the offset of the end of
 /// the IP packet it belongs to (see [`ip_end`]).
 #[inline(always)]
-pub fn ptr_in<T>(data: usize, data_end: usize, end: usize, off: usize) -> Result<*const T, Malformed> {
+pub fn ptr_in<T>(
+    data: usize,
+    data_end: usize,
+    end: usize,
+    off: usize,
+) -> Result<*const T, Malformed> {
     if off + size_of::<T>() > end {
         return Err(Malformed);
     }

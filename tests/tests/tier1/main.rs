@@ -1589,7 +1589,12 @@ fn a_suspended_tenants_routed_icmpv6_shaped_as_neighbour_discovery_is_still_cut_
 
 /// An ICMPv6 message of `body` (type, code, ... as given) with hop limit 255.
 fn icmp6_nd(src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> Frame {
-    Frame::new(v6(src, dst).hop_limit(255).proto(proto::ICMPV6).l4(L4::raw(body)))
+    Frame::new(
+        v6(src, dst)
+            .hop_limit(255)
+            .proto(proto::ICMPV6)
+            .l4(L4::raw(body)),
+    )
 }
 
 /// An NS body for `target` followed by `options` (raw bytes).

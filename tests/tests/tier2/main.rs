@@ -10,6 +10,7 @@ mod common;
 mod detection;
 mod enforcement;
 mod flags;
+mod hardening;
 mod metering;
 mod monitoring;
 mod review;

@@ -1099,3 +1099,39 @@ fn tenants_without_detector_overrides_share_the_defaults_detectors() {
     assert_eq!(own.scan.distinct_targets, 7);
     assert_eq!(policy.defaults.detectors.scan.distinct_targets, 40);
 }
+
+#[test]
+fn pass_ethertypes_take_numbers_and_names_and_never_what_is_parsed() {
+    let p = ok(r#"
+        interfaces:
+          - {name: eth0, mode: gateway, pass_ethertypes: [lldp, 0x88B5, 35041]}
+          - {name: eth1, mode: host}
+    "#);
+    assert_eq!(p.interfaces[0].pass_ethertypes, [0x88cc, 0x88b5, 0x88e1]);
+    assert!(p.interfaces[1].pass_ethertypes.is_empty());
+    let all = errors(
+        r#"
+        interfaces:
+          - {name: eth0, mode: gateway, pass_ethertypes: [0x0800, 0x8100, 0x0026, ipx, 0x1ffff]}
+          - {name: eth1, mode: gateway, pass_ethertypes: [lldp, 0x88cc]}
+    "#,
+    );
+    let messages: Vec<String> = all
+        .iter()
+        .map(|(l, c, m)| format!("{l}:{c}: {m}"))
+        .collect();
+    assert_eq!(messages.len(), 6, "{messages:#?}");
+    for (got, want) in messages.iter().zip([
+        "2:51: 0x0800 (IPv4, IPv6, ARP) is parsed",
+        "2:59: 0x8100 is a VLAN tag",
+        "2:67: 0x0026 is an 802.3 length",
+        "2:75: expected an ethertype such as 0x88cc",
+        "2:80: expected an ethertype such as 0x88cc",
+        "3:57: ethertype 0x88cc is listed twice",
+    ]) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}"
+        );
+    }
+}
