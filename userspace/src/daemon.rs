@@ -944,13 +944,21 @@ impl Shared {
         if !exposures.is_empty() && role < Role::Admin {
             let rules: Vec<String> = exposures.iter().map(ToString::to_string).collect();
             let first = &exposures[0];
+            let exposed = first.tenant.clone().unwrap_or_else(|| {
+                inner
+                    .suspensions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             tracing::warn!(%actor, role = role.as_str(), rules = %rules.join("; "), "policy refused: it would expose suspended tenants");
             return Err(Refusal::Forbidden(
                 format!(
                     "policy refused: it would expose suspended tenant {} (rule {}{}); only the \
                      admin role may apply it (audited), and suspended addresses stay suspended \
                      until unsuspended",
-                    first.tenant.as_deref().unwrap_or("(all)"),
+                    exposed,
                     first.rule,
                     if exposures.len() > 1 {
                         format!(", and {} more", exposures.len() - 1)

@@ -140,6 +140,8 @@ pub struct RestoreReport {
     pub restored: Option<store::Restored>,
     /// What a person should know.
     pub warnings: Vec<String>,
+    /// Whether a suspension record was pinned (the programs kept enforcing).
+    pub pinned: bool,
 }
 
 /// `warden state restore`: rebuilds the database's suspensions from the kernel's pinned
@@ -201,6 +203,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let rebuilt = suspension::rebuild(kernel.as_ref(), Some(&log));
     warnings.extend(rebuilt.warnings.iter().cloned());
     let db = daemon.state_dir.join(DB_FILE);
+    set_aside_orphaned_log(&db, &mut warnings)?;
     let store = Store::open(&daemon.state_dir).with_context(|| {
         format!(
             "opening {} to restore into; if it is damaged, move it aside (mv {0} {0}.damaged, \
@@ -240,7 +243,42 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         state: rebuilt.state,
         restored,
         warnings,
+        pinned: kernel.is_some(),
     })
+}
+
+/// A database file that is gone or empty cannot take its old write-ahead log back (SQLite
+/// would replay pages of another database into the new one): the `-wal` and `-shm` files
+/// left beside it are renamed out of the way, kept for a person to look at.
+fn set_aside_orphaned_log(db: &Path, warnings: &mut Vec<String>) -> Result<()> {
+    let lost = match std::fs::metadata(db) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| db.display().to_string()),
+        Ok(m) => m.len() == 0,
+    };
+    if !lost {
+        return Ok(());
+    }
+    let stamp = store::system_clock();
+    for suffix in ["-wal", "-shm"] {
+        let mut from = db.as_os_str().to_owned();
+        from.push(suffix);
+        let from = PathBuf::from(from);
+        if !from.exists() {
+            continue;
+        }
+        let mut to = from.as_os_str().to_owned();
+        to.push(format!(".orphaned-{stamp}"));
+        let to = PathBuf::from(to);
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        warnings.push(format!(
+            "{} belonged to a database that is gone or empty: moved to {}",
+            from.display(),
+            to.display()
+        ));
+    }
+    Ok(())
 }
 
 impl RestoreReport {
@@ -282,8 +320,13 @@ impl RestoreReport {
             self.state.seq,
             self.state.describe()
         );
-        out += "start the daemon again (warden run -c FILE): it adopts the pinned programs, which \
-                kept enforcing throughout\n";
+        out += if self.pinned {
+            "start the daemon again (warden run -c FILE): it adopts the pinned programs, which \
+             kept enforcing throughout\n"
+        } else {
+            "start the daemon again (warden run -c FILE): nothing is pinned, so nothing is \
+             enforced until it has attached\n"
+        };
         out
     }
 }

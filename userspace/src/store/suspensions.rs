@@ -351,7 +351,25 @@ impl Store {
                 .query_map([], from_row)?
                 .collect::<rusqlite::Result<_>>()?;
             for s in &current {
-                if !target.tenants.contains_key(&s.tenant) {
+                // Not in force any more, or in force by a later suspension (lifted and
+                // imposed again since this copy of the database was made).
+                let superseded = target
+                    .tenants
+                    .get(&s.tenant)
+                    .is_some_and(|t| s.seq != Some(t.seq));
+                if superseded {
+                    tx.execute(
+                        "UPDATE suspensions SET lifted_at = ?2, lifted_by = ?3, lift_reason = ?4
+                         WHERE id = ?1",
+                        params![
+                            s.id,
+                            now,
+                            actor,
+                            "restore: lifted and imposed again since; superseded by the \
+                             restored suspension"
+                        ],
+                    )?;
+                } else if !target.tenants.contains_key(&s.tenant) {
                     tx.execute(
                         "UPDATE suspensions SET lifted_at = ?2, lifted_by = ?3, lift_reason = ?4,
                          lifted_seq = ?5 WHERE id = ?1",
@@ -371,7 +389,10 @@ impl Store {
                 }
             }
             for t in target.tenants.values() {
-                if current.iter().any(|s| s.tenant == t.tenant) {
+                if current
+                    .iter()
+                    .any(|s| s.tenant == t.tenant && s.seq == Some(t.seq))
+                {
                     continue;
                 }
                 let addresses = serde_json::to_string(&t.addresses).expect("addresses serialize");

@@ -73,6 +73,9 @@ fn join(nets: impl IntoIterator<Item = IpNet>) -> String {
     }
 }
 
+/// By tenant: the (own prefix, suspended address) pairs it would take.
+type Takers<'a> = BTreeMap<&'a str, Vec<(IpNet, IpNet)>>;
+
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.trunc().contains(&b.trunc()) || b.trunc().contains(&a.trunc())
 }
@@ -117,7 +120,7 @@ pub fn classify(
     let protected = PrefixIndex::new(protected);
 
     // Other tenants that would own a suspended tenant's address and did not before.
-    let mut takers: BTreeMap<&str, BTreeMap<&str, Vec<(IpNet, IpNet)>>> = BTreeMap::new();
+    let mut takers: BTreeMap<&str, Takers<'_>> = BTreeMap::new();
     for t in &new.tenants {
         for owned in &t.addresses {
             for (address, of) in protected.overlapping(owned) {

@@ -62,6 +62,10 @@ impl Holds {
         });
         let text = match self.tenants.get(id)? {
             Hold::Own => format!("suspended{}", extra.unwrap_or_default()),
+            Hold::Address { of, address, owned } if owned == address => format!(
+                "owns {owned}, recorded with the suspension of tenant {of}: suspended until \
+                 {of} is unsuspended"
+            ),
             Hold::Address { of, address, owned } => format!(
                 "owns {owned}, which overlaps {address}, recorded with the suspension of \
                  tenant {of}: suspended until {of} is unsuspended"

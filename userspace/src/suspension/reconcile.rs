@@ -247,17 +247,16 @@ impl Lost {
             "To rebuild the database's suspensions (audited), run:\n    warden state restore -c {}",
             paths.config.display()
         );
-        if self.kernel.is_none() || !paths.events_log.exists() {
-            m += " --events-log COPY_OF_EVENTS_LOG";
-        }
         m += &format!(
             "\nthen start the daemon again. Or put back a copy of {db} at suspension sequence {authority} \
              or later (with its -wal file).",
         );
         if !paths.events_log.exists() {
             m += &format!(
-                "\nThe events log {} is gone too: restore uses the kernel's record; keep a copy of \
-                 the events log outside state_dir (daemon.events_log) to rebuild after a reboot.",
+                "\nThe events log {} is gone too: the restore rebuilds from the kernel's record (add \
+                 --events-log COPY to also read a copy kept elsewhere). Keep the events log \
+                 outside state_dir (daemon.events_log), or back it up: after a reboot it is the \
+                 only other place suspensions are kept.",
                 paths.events_log.display()
             );
         }
