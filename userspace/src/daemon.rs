@@ -489,8 +489,17 @@ impl Inner {
             seq: Some(seq),
         }) {
             Ok(s) => {
+                let recorded_since = after.get(tenant).map(|r| r.since);
                 self.suspensions.insert(tenant.to_string(), s.clone());
                 self.suspension_seq = seq;
+                if recorded_since != Some(s.since) {
+                    // The store's clock ticked between the two writes: the record keeps
+                    // the store's time, so a restore brings back the same suspension.
+                    let exact = self.suspended();
+                    if let Err(e) = self.write_record(seq, &exact) {
+                        tracing::warn!(error = %format!("{e:#}"), %tenant, "rewriting the kernel's suspension record with the stored time");
+                    }
+                }
                 let line = suspension::events::suspended_line(&s.suspended());
                 self.review
                     .log_durable(&line, suspension::events::SUSPENDED, tenant);

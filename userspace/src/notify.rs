@@ -31,7 +31,9 @@
 //! `escalated`), a deadline passing without suspension (`deadline_passed`), a suspension by
 //! deadline (`suspended`) and an abandoned notification (`notification_abandoned`) is
 //! appended to `daemon.events_log` as one JSON line ([`event_line`]), written with one
-//! `write` per line (no buffering). A failed write is logged and counted
+//! `write` per line (no buffering). Suspends and unsuspends go to the same log
+//! (`crate::suspension::events`), fsynced, as a place to rebuild a lost database from. A
+//! failed write is logged and counted
 //! (`warden_events_log_failures_total`) and never blocks enforcement; the file is reopened
 //! on the next line, so a rotated (moved) log is followed.
 
