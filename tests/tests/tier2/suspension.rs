@@ -6,9 +6,12 @@
 //! `warden state restore` brings the suspension back. Real traffic throughout: 50 echoes
 //! per probe, bounded in count and time.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     lab::{Netns, Proc},
@@ -258,11 +261,18 @@ fn a_policy_exposing_a_suspended_tenant_is_403_for_an_operator_and_applied_audit
     let before = generation(&lab)?;
     // SAFETY: kill only sends a signal to the daemon this test started.
     ensure!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) } == 0);
-    daemon.wait_log(
-        "applied policy exposes a suspended tenant",
-        Duration::from_secs(10),
-    )?;
-    ensure!(generation(&lab)? == before + 1, "SIGHUP did not apply");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation(&lab)? != before + 1 {
+        if let Some(status) = daemon.try_wait()? {
+            bail!("the daemon exited ({status}) on SIGHUP:\n{}", daemon.log());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply within 10 s:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let e = audit_entry(&lab, "policy.expose")?.context("no policy.expose entry")?;
     ensure!(
         e["actor"] == "SIGHUP"
