@@ -77,6 +77,7 @@ impl From<Refusal> for ApiError {
                 format!("invalid policy: {} error(s)", errors.len()),
                 errors,
             ),
+            Refusal::Forbidden(m, rules) => ApiError(StatusCode::FORBIDDEN, m, rules),
             Refusal::Internal(e) => e.into(),
         }
     }
@@ -570,7 +571,7 @@ async fn put_policy(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("<request>")
         .to_string();
-    let generation = blocking(move || Ok(s.apply_text(&text, &name, &who.name)?)).await?;
+    let generation = blocking(move || Ok(s.apply_text(&text, &name, &who.name, who.role)?)).await?;
     Ok(Json(json!({ "policy_generation": generation })).into_response())
 }
 

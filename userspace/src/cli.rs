@@ -106,6 +106,11 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The state database: rebuild its suspensions after it was lost.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Detach and remove every pinned program, link and map (enforcement stops).
     Uninstall {
         /// Take the bpffs directory from this policy file's `daemon.bpffs`.
@@ -114,6 +119,25 @@ pub enum Command {
         /// The bpffs directory Warden pinned under.
         #[arg(long)]
         bpffs: Option<PathBuf>,
+    },
+}
+
+/// `warden state ...`
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Rebuild the state database's suspensions from the kernel's pinned suspension record
+    /// and the events log, after the database was deleted, emptied or rolled back (the
+    /// daemon then refuses to start and says so). Audited (`suspensions.restore`). Run it
+    /// with the daemon stopped; nothing pinned is touched, so suspended tenants stay
+    /// suspended throughout.
+    Restore {
+        /// Policy file (its `daemon` section names the state directory, bpffs and events log).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// An events log to read instead of `daemon.events_log` (e.g. a backup copy);
+        /// repeat it for rotated files.
+        #[arg(long = "events-log")]
+        events_log: Vec<PathBuf>,
     },
 }
 
@@ -471,6 +495,12 @@ pub fn tenants(client: &Client, json: bool) -> Result<()> {
     }
     let ts: Vec<TenantView> = serde_json::from_value(v).context("unexpected tenants document")?;
     print!("{}", tenant_table(&ts));
+    // Tenants suspended for another reason than their own suspension: say why.
+    for t in &ts {
+        if let Some(why) = t.why_suspended.as_deref().filter(|w| *w != "suspended") {
+            println!("{}: {why}", t.id);
+        }
+    }
     Ok(())
 }
 

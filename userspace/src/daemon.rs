@@ -8,7 +8,7 @@
 //! (or `warden uninstall`) removes them.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use warden_common::{reason, Counters, DropCounters};
 
 use crate::{
-    auth::Tokens,
+    auth::{Role, Tokens},
     dataplane::{
         self, runtime::PolicyFill, Attachment, BlockTarget, Dataplane, DataplaneError, EventReader,
         FactCounters, KernelEvent, TenantIndex,
@@ -34,8 +34,9 @@ use crate::{
     policy::{self, Policy},
     store::{
         self, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
-        Sample as FlagSample, Store, StoreError, Suspension,
+        NewSuspension, Sample as FlagSample, Store, StoreError, Suspension,
     },
+    suspension::{self, Exposure, Holds, Suspended, SuspensionState},
     watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
 };
 
@@ -76,7 +77,13 @@ pub struct TenantView {
     pub addresses: Vec<IpNet>,
     /// `active` or `suspended`.
     pub state: String,
+    /// Its own suspension, if it is suspended itself.
     pub suspension: Option<Suspension>,
+    /// Why it is enforced as suspended, when it is: its own suspension, an address
+    /// recorded with another tenant's suspension, or a suspended id no longer in the
+    /// policy whose recorded addresses stay suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_suspended: Option<String>,
     pub out: DirectionView,
     #[serde(rename = "in")]
     pub in_: DirectionView,
@@ -149,6 +156,10 @@ pub enum Refusal {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller's role may not do this (a policy exposing suspended tenants): the
+    /// message, and each rule broken.
+    #[error("{0}")]
+    Forbidden(String, Vec<String>),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -174,6 +185,11 @@ struct Inner {
     /// 100,000 tenants).
     fill: PolicyFill,
     suspensions: HashMap<String, Suspension>,
+    /// The suspension sequence number of the last suspend or unsuspend (the store's, and
+    /// the kernel record's once written).
+    suspension_seq: u64,
+    /// What the policy in force enforces as suspended, and why.
+    holds: Holds,
     store: Store,
     rates: HashMap<u32, [(f64, f64); 2]>,
     /// Counters of the tenants removed from the policy since start (metrics aggregates).
@@ -205,13 +221,21 @@ pub struct Shared {
 }
 
 impl Inner {
-    fn suspended_ids(&self) -> HashSet<String> {
-        self.suspensions.keys().cloned().collect()
+    /// The active suspensions as the durable places keep them.
+    fn suspended(&self) -> BTreeMap<String, Suspended> {
+        self.suspensions
+            .iter()
+            .map(|(t, s)| (t.clone(), s.suspended()))
+            .collect()
     }
 
     /// Applies `policy` with `suspended` to the kernel; on any error nothing of the
     /// daemon's view changes and the kernel keeps enforcing the active generation.
-    fn enforce(&mut self, policy: &Policy, suspended: &HashSet<String>) -> Result<TenantIndex> {
+    fn enforce(
+        &mut self,
+        policy: &Policy,
+        suspended: &BTreeMap<String, Suspended>,
+    ) -> Result<(TenantIndex, Holds)> {
         enforce(
             &mut self.dataplane,
             &mut self.fill,
@@ -221,25 +245,67 @@ impl Inner {
         )
     }
 
-    /// [`Inner::enforce`] of the policy in force with other suspensions (no copy of the
-    /// policy: 100,000 tenants are tens of MiB).
-    fn enforce_suspensions(&mut self, suspended: &HashSet<String>) -> Result<TenantIndex> {
-        enforce(
+    /// Enforces the policy in force with the suspensions `suspended` (no copy of the
+    /// policy: 100,000 tenants are tens of MiB), and takes the index and holds that
+    /// follow (a suspended id absent from the policy keeps a slot until it is lifted).
+    fn enforce_suspensions(&mut self, suspended: &BTreeMap<String, Suspended>) -> Result<()> {
+        let (index, holds) = enforce(
             &mut self.dataplane,
             &mut self.fill,
             &self.index,
             &self.policy,
             suspended,
-        )
+        )?;
+        if index.entries() != self.index.entries() {
+            if let Err(e) = self.store.save_tenant_index(&index.entries()) {
+                tracing::error!(error = %e, "saving tenant indexes after a suspension change");
+            }
+        }
+        self.index = index;
+        self.holds = holds;
+        Ok(())
     }
 
-    fn apply_policy(&mut self, policy: Policy, actor: &str) -> Result<()> {
-        let suspended = self.suspended_ids();
-        let index = self.enforce(&policy, &suspended)?;
+    /// Writes `suspended` at `seq` as the kernel's pinned suspension record.
+    fn write_record(&mut self, seq: u64, suspended: &BTreeMap<String, Suspended>) -> Result<()> {
+        let state = SuspensionState {
+            seq,
+            tenants: suspended.clone(),
+        };
+        self.dataplane
+            .write_suspension_record(seq, &state.to_record())
+            .context("writing the kernel's suspension record")
+    }
+
+    /// Makes the kernel's record say what the store says, when it does not already.
+    fn sync_record(&mut self) -> Result<()> {
+        let want = SuspensionState {
+            seq: self.suspension_seq,
+            tenants: self.suspended(),
+        };
+        let have = match self.dataplane.suspension_record()? {
+            Some((seq, bytes)) => SuspensionState::from_record(seq, &bytes).ok(),
+            None => None,
+        };
+        if have.as_ref() != Some(&want) {
+            self.write_record(want.seq, &want.tenants)?;
+            tracing::info!(
+                seq = want.seq,
+                suspended = want.tenants.len(),
+                "kernel's suspension record written"
+            );
+        }
+        Ok(())
+    }
+
+    fn apply_policy(&mut self, policy: Policy, actor: &str, exposures: &[Exposure]) -> Result<()> {
+        let suspended = self.suspended();
+        let (index, holds) = self.enforce(&policy, &suspended)?;
         self.store
             .save_tenant_index(&index.entries())
             .context("saving tenant indexes")?;
         self.index = index;
+        self.holds = holds;
         self.ids = policy
             .tenants
             .iter()
@@ -251,20 +317,53 @@ impl Inner {
         let detail = serde_json::json!({
             "generation": self.generation,
             "tenants": self.policy.tenants.len(),
+            "exposes": exposures,
         });
         self.store
             .record(actor, "policy.apply", "policy", &detail)
             .context("auditing the apply")?;
+        if !exposures.is_empty() {
+            let detail = serde_json::json!({
+                "generation": self.generation,
+                "exposures": exposures,
+                "note": "applied by an admin (or SIGHUP); recorded suspended addresses stay suspended until unsuspended",
+            });
+            self.store
+                .record(actor, "policy.expose", "policy", &detail)
+                .context("auditing what the policy exposes")?;
+            for e in exposures {
+                tracing::warn!(generation = self.generation, %actor, rule = %e.rule, tenant = e.tenant.as_deref().unwrap_or("*"), detail = %e.detail, "applied policy exposes a suspended tenant");
+            }
+        }
+        for (id, hold) in &self.holds.tenants {
+            if !matches!(hold, suspension::Hold::Own) || self.holds.extra.contains_key(id) {
+                tracing::warn!(tenant = %id, why = %self.holds.why(id).unwrap_or_default(), "enforced as suspended whatever the policy says");
+            }
+        }
         tracing::info!(generation = self.generation, tenants = self.policy.tenants.len(), %actor, "policy applied");
         Ok(())
     }
 
     fn tenant_view(&self, t: &policy::Tenant) -> Result<TenantView> {
-        let index = self.index.get(&t.id).context("tenant without index")?;
+        self.view(
+            &t.id,
+            &t.addresses,
+            [t.settings.bandwidth.egress, t.settings.bandwidth.ingress],
+        )
+    }
+
+    /// The view of a suspended tenant absent from the policy (its recorded addresses
+    /// still enforced under its id).
+    fn retained_view(&self, id: &str) -> Result<TenantView> {
+        let addresses = self.holds.extra.get(id).cloned().unwrap_or_default();
+        self.view(id, &addresses, [None, None])
+    }
+
+    fn view(&self, id: &str, addresses: &[IpNet], plans: [Option<u64>; 2]) -> Result<TenantView> {
+        let index = self.index.get(id).context("tenant without index")?;
         let c = self.dataplane.tenant_counters(index)?;
         let d = self.dataplane.drop_counters(index)?;
         let r = self.rates.get(&index).copied().unwrap_or_default();
-        let plans = [t.settings.bandwidth.egress, t.settings.bandwidth.ingress];
         let dir = |i: usize| DirectionView {
             packets: c[i].packets,
             bytes: c[i].bytes,
@@ -273,18 +372,19 @@ impl Inner {
             plan_bps: plans[i],
             drops: drops_map(&d[i]),
         };
-        let suspension = self.suspensions.get(&t.id).cloned();
+        let why_suspended = self.holds.why(id);
         Ok(TenantView {
-            id: t.id.clone(),
+            id: id.to_string(),
             index,
-            addresses: t.addresses.clone(),
-            state: if suspension.is_some() {
+            addresses: addresses.to_vec(),
+            state: if why_suspended.is_some() {
                 "suspended"
             } else {
                 "active"
             }
             .to_string(),
-            suspension,
+            suspension: self.suspensions.get(id).cloned(),
+            why_suspended,
             out: dir(0),
             in_: dir(1),
         })
@@ -341,12 +441,15 @@ impl Inner {
         }
     }
 
-    /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
-    /// record fails the kernel is put back, so no suspension is enforced unaudited.
+    /// Suspends a tenant at the next suspension sequence number: the kernel's record,
+    /// then the kernel's flags, then the store (recorded and audited), then the events
+    /// log. If a kernel write or the store fails, what was written is put back, so no
+    /// suspension is enforced unaudited; a crash in between leaves the kernel ahead of
+    /// the store, which the next start refuses to overlook (the restore records it).
     fn suspend(&mut self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
-        if self.policy.tenant(tenant).is_none() {
+        let Some(t) = self.policy.tenant(tenant) else {
             return Err(Refusal::UnknownTenant(tenant.to_string()));
-        }
+        };
         if reason.trim().is_empty() {
             return Err(Refusal::BadRequest("a reason is required".into()));
         }
@@ -357,24 +460,68 @@ impl Inner {
                 crate::store::rfc3339(s.since)
             )));
         }
-        let mut suspended = self.suspended_ids();
-        suspended.insert(tenant.to_string());
-        self.enforce_suspensions(&suspended)?;
-        match self.store.suspend(tenant, reason, actor) {
+        let addresses: Vec<IpNet> = t.addresses.iter().map(IpNet::trunc).collect();
+        let before = self.suspended();
+        let old_seq = self.suspension_seq;
+        let seq = old_seq + 1;
+        let mut after = before.clone();
+        after.insert(
+            tenant.to_string(),
+            Suspended {
+                tenant: tenant.to_string(),
+                addresses: addresses.clone(),
+                reason: reason.to_string(),
+                actor: actor.to_string(),
+                since: store::system_clock(),
+                seq,
+            },
+        );
+        self.write_record(seq, &after)?;
+        if let Err(e) = self.enforce_suspensions(&after) {
+            self.undo_record(old_seq, &before, tenant);
+            return Err(e.into());
+        }
+        match self.store.suspend_with(NewSuspension {
+            tenant,
+            reason,
+            actor,
+            addresses: &addresses,
+            seq: Some(seq),
+        }) {
             Ok(s) => {
+                let recorded_since = after.get(tenant).map(|r| r.since);
                 self.suspensions.insert(tenant.to_string(), s.clone());
-                tracing::warn!(%tenant, %actor, %reason, "tenant suspended");
+                self.suspension_seq = seq;
+                if recorded_since != Some(s.since) {
+                    // The store's clock ticked between the two writes: the record keeps
+                    // the store's time, so a restore brings back the same suspension.
+                    let exact = self.suspended();
+                    if let Err(e) = self.write_record(seq, &exact) {
+                        tracing::warn!(error = %format!("{e:#}"), %tenant, "rewriting the kernel's suspension record with the stored time");
+                    }
+                }
+                let line = suspension::events::suspended_line(&s.suspended());
+                self.review
+                    .log_durable(&line, suspension::events::SUSPENDED, tenant);
+                tracing::warn!(%tenant, %actor, %reason, seq, "tenant suspended");
                 Ok(s)
             }
             Err(e) => {
-                suspended.remove(tenant);
-                if let Err(undo) = self.enforce_suspensions(&suspended) {
+                if let Err(undo) = self.enforce_suspensions(&before) {
                     tracing::error!(error = %format!("{undo:#}"), %tenant, "could not lift an unrecorded suspension");
                 }
+                self.undo_record(old_seq, &before, tenant);
                 Err(Refusal::Internal(
                     anyhow::Error::new(e).context("recording the suspension"),
                 ))
             }
+        }
+    }
+
+    /// Puts the kernel's record back after a suspension that was not recorded.
+    fn undo_record(&mut self, seq: u64, suspended: &BTreeMap<String, Suspended>, tenant: &str) {
+        if let Err(e) = self.write_record(seq, suspended) {
+            tracing::error!(error = %format!("{e:#}"), %tenant, "could not put the kernel's suspension record back; the next start will refuse until `warden state restore` records the suspension");
         }
     }
 
@@ -395,17 +542,31 @@ impl Inner {
 }
 
 /// [`Inner::enforce`] on the daemon's parts, so the policy in force can be enforced
-/// again without copying it.
+/// again without copying it. Suspensions go above the policy ([`suspension::holds`]): a
+/// tenant owning an address recorded with a suspension is suspended too, and a
+/// suspended id absent from the policy keeps its recorded addresses in an entry of its
+/// own.
 fn enforce(
     dataplane: &mut Dataplane,
     fill: &mut PolicyFill,
     index: &TenantIndex,
     policy: &Policy,
-    suspended: &HashSet<String>,
-) -> Result<TenantIndex> {
+    suspended: &BTreeMap<String, Suspended>,
+) -> Result<(TenantIndex, Holds)> {
+    let holds = suspension::holds(policy, suspended);
+    let mut held: BTreeMap<String, Vec<IpNet>> = holds.extra.clone();
+    for id in holds.retained() {
+        held.entry(id.to_string()).or_default();
+    }
     let mut index = index.clone();
-    let changes = index.sync(policy.tenants.iter().map(|t| t.id.as_str()))?;
-    let compiled = dataplane::compile(policy, &index, suspended)?;
+    let changes = index.sync(
+        policy
+            .tenants
+            .iter()
+            .map(|t| t.id.as_str())
+            .chain(holds.retained()),
+    )?;
+    let compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
     let added: Vec<u32> = changes.added.iter().map(|(_, slot)| *slot).collect();
     dataplane
         .reset_slots(&added)
@@ -414,7 +575,7 @@ fn enforce(
         .apply(&compiled)
         .context("writing the policy into the kernel")?;
     *fill = PolicyFill::of(&compiled);
-    Ok(index)
+    Ok((index, holds))
 }
 
 /// The pipeline's [`Effects`] on the daemon: the dataplane's runtime state and the store.
@@ -622,7 +783,7 @@ impl Shared {
                 id: id.clone(),
                 counters: counters[index as usize],
                 drops: drops[index as usize],
-                suspended: inner.suspensions.contains_key(&t.id),
+                suspended: inner.holds.tenants.contains_key(&t.id),
                 detections: watch.detections_of(&t.id),
             });
         }
@@ -660,25 +821,33 @@ impl Shared {
         })
     }
 
-    /// Every tenant with counters, rates, drops and state.
+    /// Every tenant with counters, rates, drops and state, then the suspended tenants
+    /// absent from the policy (their recorded addresses are still enforced).
     pub fn tenants(&self) -> Result<Vec<TenantView>> {
         let inner = self.lock();
-        inner
+        let mut views = inner
             .policy
             .tenants
             .iter()
             .map(|t| inner.tenant_view(t))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        for id in inner.holds.retained() {
+            views.push(inner.retained_view(id)?);
+        }
+        Ok(views)
     }
 
-    /// One tenant, or `None` when no tenant has that id.
+    /// One tenant (of the policy, or suspended and absent from it), or `None` when no
+    /// tenant has that id.
     pub fn tenant(&self, id: &str) -> Result<Option<TenantView>> {
         let inner = self.lock();
-        inner
-            .policy
-            .tenant(id)
-            .map(|t| inner.tenant_view(t))
-            .transpose()
+        if let Some(t) = inner.policy.tenant(id) {
+            return inner.tenant_view(t).map(Some);
+        }
+        if inner.holds.retained().any(|r| r == id) {
+            return inner.retained_view(id).map(Some);
+        }
+        Ok(None)
     }
 
     /// Daemon status.
@@ -724,20 +893,29 @@ impl Shared {
         }
     }
 
-    /// Re-reads the policy file and applies it; on any error the old policy stays.
+    /// Re-reads the policy file and applies it; on any error the old policy stays. Whoever
+    /// can signal the daemon is root on the box: the reload counts as an admin's, and a
+    /// policy exposing suspended tenants is applied with the same audit entry.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
         let r = policy::load(&self.policy_path)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(compacted(policy), actor));
+            .and_then(|policy| self.apply(compacted(policy), actor, Role::Admin));
         crate::memory::release_freed();
         self.count_failure(r)
     }
 
-    /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it.
-    pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
+    /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it, as `actor`
+    /// with `role`: a policy exposing suspended tenants needs an admin.
+    pub fn apply_text(
+        &self,
+        text: &str,
+        name: &str,
+        actor: &str,
+        role: Role,
+    ) -> Result<u64, Refusal> {
         let r = policy::parse(text, name)
             .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
-            .and_then(|policy| self.apply(compacted(policy), actor));
+            .and_then(|policy| self.apply(compacted(policy), actor, role));
         crate::memory::release_freed();
         self.count_failure(r)
     }
@@ -750,7 +928,7 @@ impl Shared {
         r
     }
 
-    fn apply(&self, policy: Policy, actor: &str) -> Result<u64, Refusal> {
+    fn apply(&self, policy: Policy, actor: &str, role: Role) -> Result<u64, Refusal> {
         let (mut watch, mut inner) = self.lock_both();
         // Management prefixes are enforced per generation like the rest; the listener,
         // paths, tokens and attachments are set up at start.
@@ -768,6 +946,38 @@ impl Shared {
                     .into(),
             ));
         }
+        // Suspension above policy: only an admin may apply a policy that would expose a
+        // suspended tenant, and it is audited; its recorded addresses stay suspended
+        // either way (see `suspension::holds`).
+        let exposures = suspension::classify(&inner.policy, &policy, &inner.suspended());
+        if !exposures.is_empty() && role < Role::Admin {
+            let rules: Vec<String> = exposures.iter().map(ToString::to_string).collect();
+            let first = &exposures[0];
+            let exposed = first.tenant.clone().unwrap_or_else(|| {
+                inner
+                    .suspensions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            tracing::warn!(%actor, role = role.as_str(), rules = %rules.join("; "), "policy refused: it would expose suspended tenants");
+            return Err(Refusal::Forbidden(
+                format!(
+                    "policy refused: it would expose suspended tenant {} (rule {}{}); only the \
+                     admin role may apply it (audited), and suspended addresses stay suspended \
+                     until unsuspended",
+                    exposed,
+                    first.rule,
+                    if exposures.len() > 1 {
+                        format!(", and {} more", exposures.len() - 1)
+                    } else {
+                        String::new()
+                    }
+                ),
+                rules,
+            ));
+        }
 
         // Tenants leaving the policy: their final counters stay in the metrics
         // aggregates. Their slots are quarantined for a generation, so they still hold
@@ -779,7 +989,7 @@ impl Shared {
             .filter(|t| policy.tenant(&t.id).is_none())
             .filter_map(|t| inner.index.get(&t.id).map(|i| (t.id.clone(), i)))
             .collect();
-        inner.apply_policy(policy, actor)?;
+        inner.apply_policy(policy, actor, &exposures)?;
         for (id, slot) in leaving {
             let counters = inner.dataplane.tenant_counters(slot);
             let drops = inner.dataplane.drop_counters(slot);
@@ -804,7 +1014,10 @@ impl Shared {
         Ok(s)
     }
 
-    /// Lifts a suspension: recorded and audited first, then enforced.
+    /// Lifts a suspension at the next suspension sequence number: recorded and audited
+    /// first (and written to the events log), then the kernel's record, then the flags. A
+    /// crash in between leaves the store ahead, which wins at the next start. A suspended
+    /// tenant no longer in the policy can be lifted too (its held addresses are released).
     pub fn unsuspend(
         &self,
         tenant: &str,
@@ -812,26 +1025,41 @@ impl Shared {
         actor: &str,
     ) -> Result<Suspension, Refusal> {
         let (mut watch, mut inner) = self.lock_both();
-        if inner.policy.tenant(tenant).is_none() {
-            return Err(Refusal::UnknownTenant(tenant.to_string()));
-        }
         if reason.trim().is_empty() {
             return Err(Refusal::BadRequest("a reason is required".into()));
         }
-        if !inner.suspensions.contains_key(tenant) {
+        let Some(current) = inner.suspensions.get(tenant).cloned() else {
+            if inner.policy.tenant(tenant).is_none() {
+                return Err(Refusal::UnknownTenant(tenant.to_string()));
+            }
             return Err(Refusal::Conflict(format!(
                 "tenant {tenant:?} is not suspended"
             )));
-        }
+        };
+        let seq = inner.suspension_seq + 1;
         let s = inner
             .store
-            .unsuspend(tenant, reason, actor)
+            .unsuspend_with(tenant, reason, actor, Some(seq))
             .context("recording the lift")?;
         inner.suspensions.remove(tenant);
+        inner.suspension_seq = seq;
+        let line = suspension::events::unsuspended_line(
+            &current.suspended(),
+            actor,
+            reason,
+            s.lifted_at.unwrap_or_else(store::system_clock),
+            seq,
+        );
+        inner
+            .review
+            .log_durable(&line, suspension::events::UNSUSPENDED, tenant);
         watch.lift_suspension(tenant);
-        let suspended = inner.suspended_ids();
+        let suspended = inner.suspended();
+        if let Err(e) = inner.write_record(seq, &suspended) {
+            tracing::error!(error = %format!("{e:#}"), %tenant, "the kernel's suspension record still holds the lifted suspension; the state database is ahead and wins at the next start");
+        }
         inner.enforce_suspensions(&suspended)?;
-        tracing::warn!(%tenant, %actor, %reason, "suspension lifted");
+        tracing::warn!(%tenant, %actor, %reason, seq, "suspension lifted");
         Ok(s)
     }
 
@@ -1192,13 +1420,36 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         None => None,
     };
     let api_config = policy.daemon.clone();
-    let store = Store::open(&policy.daemon.state_dir)?;
+    // The state database, checked against the kernel's pinned suspension record and the
+    // events log before anything is written: a database that is missing, empty or older
+    // than they are stops the start here, with every pinned program still enforcing.
+    let checked = crate::state::open_checked(&policy, policy_path)?;
+    if let Some(note) = &checked.reconciled.note {
+        tracing::warn!("{note}");
+    }
+    let store = checked.store;
+    let suspension_seq = checked.state.seq;
     let index = TenantIndex::from_entries(&store.tenant_index()?)?;
-    let suspensions: HashMap<String, Suspension> = store
+    let mut suspensions: HashMap<String, Suspension> = store
         .active_suspensions()?
         .into_iter()
         .map(|s| (s.tenant.clone(), s))
         .collect();
+    // Suspensions recorded before addresses were kept: their tenant's addresses now.
+    for s in suspensions.values_mut() {
+        if !s.addresses.is_empty() {
+            continue;
+        }
+        let Some(t) = policy.tenant(&s.tenant) else {
+            tracing::warn!(tenant = %s.tenant, "suspended tenant not in the policy and no addresses recorded with its suspension: nothing of it to hold");
+            continue;
+        };
+        let addresses: Vec<IpNet> = t.addresses.iter().map(IpNet::trunc).collect();
+        if store.fill_suspension_addresses(&s.tenant, &addresses)? {
+            tracing::info!(tenant = %s.tenant, addresses = ?addresses, "recorded the suspended tenant's addresses (its suspension predates address records)");
+            s.addresses = addresses;
+        }
+    }
     let dataplane = Dataplane::open(&policy.daemon.bpffs).with_context(|| {
         format!(
             "opening the dataplane under {}",
@@ -1227,6 +1478,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         index,
         fill: PolicyFill::default(),
         suspensions,
+        suspension_seq,
+        holds: Holds::default(),
         store,
         rates: HashMap::new(),
         retired: metrics::Totals::default(),
@@ -1235,7 +1488,27 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     // Policy and suspensions go into the kernel before any program is attached (or,
     // when adopting, with one atomic flip), so no packet passes unenforced.
-    inner.apply_policy(policy, "warden")?;
+    inner.apply_policy(policy, "warden", &[])?;
+    // The kernel's record follows the store (after the flags: a crash in between leaves
+    // the store ahead, which wins).
+    inner.sync_record()?;
+    if !inner.suspensions.is_empty() {
+        let state = SuspensionState {
+            seq: inner.suspension_seq,
+            tenants: inner.suspended(),
+        };
+        let line =
+            suspension::events::snapshot_line(&state, "warden", "start", store::system_clock());
+        inner
+            .review
+            .log_durable(&line, suspension::events::SNAPSHOT, "*");
+    }
+    tracing::info!(
+        suspended = inner.suspensions.len(),
+        seq = inner.suspension_seq,
+        tenants = %inner.suspensions.keys().cloned().collect::<Vec<_>>().join(","),
+        "suspensions in force (state database, kernel record and events log agree)"
+    );
     let mut watch = Watch::default();
     watch.configure(&inner.policy, &inner.index, inner.generation);
     for tenant in inner.suspensions.keys() {

@@ -4,7 +4,8 @@
 //! module that touches aya) -> [`detect`] (facts to detections) -> [`enforce`] (the
 //! ladder) -> [`store`] (flags, evidence, suspensions); [`watch`] is the pipeline that
 //! carries kernel events and counters through them; [`metrics`] and [`api`] read the
-//! state. [`daemon`] wires them together for `warden run`; [`cli`] is the command line.
+//! state. [`suspension`] keeps suspensions above policy and store loss (pure logic);
+//! [`state`] checks and restores the state database's suspensions. [`daemon`] wires them together for `warden run`; [`cli`] is the command line.
 
 pub mod api;
 pub mod auth;
@@ -18,5 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod policy;
+pub mod state;
 pub mod store;
+pub mod suspension;
 pub mod watch;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use warden::{
-    cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand},
-    daemon, policy,
+    cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
+    daemon, policy, state,
 };
 
 fn main() -> ExitCode {
@@ -88,6 +88,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Unsuspend { tenant, reason } => {
             cli::set_suspended(&client()?, tenant, reason, false)?
+        }
+        Command::State {
+            command: StateCommand::Restore { config, events_log },
+        } => {
+            let who = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "root".into());
+            let opts = state::RestoreOptions {
+                config: config.clone(),
+                events_logs: events_log.clone(),
+                actor: format!("{who} (warden state restore)"),
+            };
+            let report = state::restore(&opts)?;
+            print!("{}", report.text());
         }
         Command::Uninstall { config, bpffs } => {
             let dir = match (config, bpffs) {

@@ -31,7 +31,9 @@
 //! `escalated`), a deadline passing without suspension (`deadline_passed`), a suspension by
 //! deadline (`suspended`) and an abandoned notification (`notification_abandoned`) is
 //! appended to `daemon.events_log` as one JSON line ([`event_line`]), written with one
-//! `write` per line (no buffering). A failed write is logged and counted
+//! `write` per line (no buffering). Suspends and unsuspends go to the same log
+//! (`crate::suspension::events`), fsynced, as a place to rebuild a lost database from. A
+//! failed write is logged and counted
 //! (`warden_events_log_failures_total`) and never blocks enforcement; the file is reopened
 //! on the next line, so a rotated (moved) log is followed.
 
@@ -241,9 +243,19 @@ impl EventsLog {
         &self.path
     }
 
+    /// Appends `line` and a newline in one write, then waits until it is on disk
+    /// (`fdatasync`): for lines the state is rebuilt from (suspensions).
+    pub fn append_durable(&self, line: &str) -> std::io::Result<()> {
+        self.write_line(line, true)
+    }
+
     /// Appends `line` and a newline in one write. On failure the file is closed, so the
     /// next line reopens it.
     pub fn append(&self, line: &str) -> std::io::Result<()> {
+        self.write_line(line, false)
+    }
+
+    fn write_line(&self, line: &str, sync: bool) -> std::io::Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         // Follow a rotation: a file moved away is reopened at the configured path.
         let moved = file.as_ref().is_some_and(|_| !self.path.exists());
@@ -259,9 +271,13 @@ impl EventsLog {
         let mut text = String::with_capacity(line.len() + 1);
         text.push_str(line);
         text.push('\n');
-        let r = file
-            .as_mut()
-            .map_or(Ok(()), |f| f.write_all(text.as_bytes()));
+        let r = file.as_mut().map_or(Ok(()), |f| {
+            f.write_all(text.as_bytes())?;
+            if sync {
+                f.sync_data()?;
+            }
+            Ok(())
+        });
         if r.is_err() {
             *file = None;
         }
@@ -331,6 +347,21 @@ impl Review {
         Review {
             counters: Counters::default(),
             events: EventsLog::new(events_log),
+        }
+    }
+
+    /// Appends a suspension line (`crate::suspension::events`) to the events log and waits
+    /// until it is on disk; a failure is logged and counted (the store and the kernel's
+    /// record still hold the change).
+    pub fn log_durable(&self, line: &str, what: &str, tenant: &str) {
+        match self.events.append_durable(line) {
+            Ok(()) => {
+                self.counters.events_written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.events_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %self.events.path().display(), error = %e, %tenant, event = what, "could not write the events log");
+            }
         }
     }
 

@@ -14,3 +14,4 @@ mod hardening;
 mod metering;
 mod monitoring;
 mod review;
+mod suspension;

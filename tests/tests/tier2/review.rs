@@ -275,7 +275,8 @@ fn pings(ns: &Netns, count: u32) -> Result<bool> {
     Ok(text.contains(&format!("{count} packets transmitted, {count} received")))
 }
 
-/// The events log's lines, by flag id: the event names in order.
+/// The events log's flag lines, by flag id: the event names in order. The suspension
+/// lines the log also holds (with a `suspension_seq`, no flag) are left out.
 fn events_by_flag(lab: &StandardLab) -> Result<BTreeMap<i64, Vec<String>>> {
     let path = lab.rundir()?.join("state").join("events.jsonl");
     let text =
@@ -283,6 +284,9 @@ fn events_by_flag(lab: &StandardLab) -> Result<BTreeMap<i64, Vec<String>>> {
     let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for line in text.lines() {
         let v = json_of(line)?;
+        if !v["suspension_seq"].is_null() {
+            continue;
+        }
         for key in ["at", "ts", "actor", "tenant", "kind", "state", "event"] {
             ensure!(!v[key].is_null(), "events log line without {key}: {line}");
         }
@@ -462,6 +466,17 @@ fn unanswered_flags_suspend_only_where_the_policy_says_and_notices_survive_an_ou
             == Some(&["opened", "notified", "deadline_passed"].map(String::from)[..]),
         "initech flag events: {:?}",
         events.get(&i)
+    );
+    // The suspension itself, with its addresses, for a rebuild of a lost database.
+    let log = std::fs::read_to_string(lab.rundir()?.join("state").join("events.jsonl"))?;
+    ensure!(
+        log.lines()
+            .filter_map(|l| json_of(l).ok())
+            .any(|v| v["event"] == "tenant_suspended"
+                && v["tenant"] == "globex"
+                && v["actor"] == "warden"
+                && v["addresses"].as_array().is_some_and(|a| !a.is_empty())),
+        "no tenant_suspended line for globex in the events log:\n{log}"
     );
     drop(daemon);
     Ok(())

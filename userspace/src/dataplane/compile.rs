@@ -1,7 +1,7 @@
 //! Compiles a validated policy (plus suspensions and the tenant index) into exactly
 //! what one kernel generation holds. Pure: no kernel access, unit-tested.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 use warden_common::{tenant_flags, Rate, TenantConfig, MAX_PREFIX_LENS};
@@ -61,6 +61,20 @@ pub fn compile(
     index: &TenantIndex,
     suspended: &HashSet<String>,
 ) -> Result<Compiled, CompileError> {
+    compile_with(policy, index, suspended, &BTreeMap::new())
+}
+
+/// [`compile`], with `held`: addresses kept under a tenant id besides those of its policy
+/// entry (the addresses recorded with a suspension that no policy tenant owns any more,
+/// see `crate::suspension::holds`). An id of `held` absent from the policy gets an entry
+/// of its own, with the defaults' settings, so its addresses stay attributed to it (and,
+/// being in `suspended`, dropped).
+pub fn compile_with(
+    policy: &Policy,
+    index: &TenantIndex,
+    suspended: &HashSet<String>,
+    held: &BTreeMap<String, Vec<IpNet>>,
+) -> Result<Compiled, CompileError> {
     // Sized up front: a 100,000-tenant policy would otherwise rehash each map many times.
     let (mut v4s, mut v6s, mut macs) = (0, 0, 0);
     for t in &policy.tenants {
@@ -78,11 +92,22 @@ pub fn compile(
         ..Default::default()
     };
     let (mut lens4, mut lens6) = (BTreeSet::new(), BTreeSet::new());
-    for t in &policy.tenants {
+    let (no_addresses, no_macs) = (Vec::new(), Vec::new());
+    let entries = policy
+        .tenants
+        .iter()
+        .map(|t| (t.id.as_str(), &t.addresses, &t.macs, &t.settings))
+        .chain(
+            held.keys()
+                .filter(|id| policy.tenant(id).is_none())
+                .map(|id| (id.as_str(), &no_addresses, &no_macs, &policy.defaults)),
+        );
+    for (id, addresses, tenant_macs, s) in entries {
         let i = index
-            .get(&t.id)
-            .ok_or_else(|| CompileError::NoIndex(t.id.clone()))?;
-        for net in &t.addresses {
+            .get(id)
+            .ok_or_else(|| CompileError::NoIndex(id.to_string()))?;
+        let kept = held.get(id).map_or(&[][..], Vec::as_slice);
+        for net in addresses.iter().chain(kept) {
             match net.trunc() {
                 IpNet::V4(n) => {
                     lens4.insert(n.prefix_len());
@@ -94,15 +119,14 @@ pub fn compile(
                 }
             }
         }
-        for mac in &t.macs {
+        for mac in tenant_macs {
             c.macs.insert(*mac, i);
         }
-        let s = &t.settings;
         let mut flags = 0;
-        if suspended.contains(&t.id) {
+        if suspended.contains(id) {
             flags |= tenant_flags::SUSPENDED;
         }
-        if !t.macs.is_empty() {
+        if !tenant_macs.is_empty() {
             flags |= tenant_flags::MACS_BOUND;
         }
         let smtp = match &s.smtp {
@@ -242,6 +266,35 @@ tenants:
             6_000_000_000 * 1024,
             "one connection per 6 s"
         );
+    }
+
+    #[test]
+    fn held_addresses_stay_under_their_tenant_and_a_held_id_absent_from_the_policy_gets_an_entry() {
+        let p = policy::parse(POLICY, "t.yaml").unwrap();
+        let mut ix = TenantIndex::default();
+        ix.sync(["a", "b", "gone"]).unwrap();
+        let held: BTreeMap<String, Vec<IpNet>> = [
+            ("b".to_string(), vec!["198.18.9.9/32".parse().unwrap()]),
+            ("gone".to_string(), vec!["198.18.7.0/24".parse().unwrap()]),
+        ]
+        .into();
+        let suspended: HashSet<String> = ["b".to_string(), "gone".to_string()].into();
+        let c = compile_with(&p, &ix, &suspended, &held).unwrap();
+        let (b, gone) = (ix.get("b").unwrap(), ix.get("gone").unwrap());
+        assert_eq!(c.v4[&(32, [198, 18, 2, 1])], b, "its own address");
+        assert_eq!(c.v4[&(32, [198, 18, 9, 9])], b, "its held address");
+        assert_eq!(c.v4[&(24, [198, 18, 7, 0])], gone);
+        assert_eq!(c.configs[&gone].flags, tenant_flags::SUSPENDED);
+        assert_eq!(
+            c.configs[&b].flags & tenant_flags::SUSPENDED,
+            tenant_flags::SUSPENDED
+        );
+        assert_eq!(
+            c.configs[&ix.get("a").unwrap()].flags & tenant_flags::SUSPENDED,
+            0
+        );
+        let err = compile_with(&p, &TenantIndex::default(), &suspended, &held).unwrap_err();
+        assert!(matches!(err, CompileError::NoIndex(_)), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod interfaces;
 #[cfg(test)]
 mod lab;
 pub mod log;
+pub mod record;
 pub mod runtime;
 
 use std::{
@@ -47,7 +48,8 @@ use warden_common::{
 
 pub use self::{
     compile::{
-        burst_bytes, bytes_per_flood_epoch, compile, per_flood_epoch, CompileError, Compiled,
+        burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch, CompileError,
+        Compiled,
     },
     cuckoo::TableFull,
     events::{
@@ -124,6 +126,8 @@ pub enum DataplaneError {
     TenantOutOfRange(u32),
     #[error("the event ring was already taken by an earlier event reader")]
     EventsTaken,
+    #[error("suspension record {path}: {detail}")]
+    Record { path: PathBuf, detail: String },
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -441,6 +445,8 @@ pub struct Dataplane {
     /// resets a slot per new tenant, and reading sysfs each time cost as much as the
     /// map writes.
     cpus: usize,
+    /// The pinned suspension record ([`record`]), created at open when missing.
+    record: record::RecordMap,
 }
 
 /// How long the phases of one [`Dataplane::apply`] took (for the scale benchmark).
@@ -515,6 +521,7 @@ impl Dataplane {
             throttles: HashMap::new(),
             last_apply: ApplyTimings::default(),
             cpus: cpus as usize,
+            record: record::RecordMap::open_or_create(bpffs)?,
         };
         dp.active = dp
             .array::<u32>(map::ACTIVE)?
@@ -525,6 +532,17 @@ impl Dataplane {
         // write of each half must be complete: the mirror stays unknown either way.
         dp.load_blocks()?;
         Ok(dp)
+    }
+
+    /// The pinned suspension record: its sequence number and content, `None` when it was
+    /// never written.
+    pub fn suspension_record(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.record.read()
+    }
+
+    /// Replaces the pinned suspension record (see [`record::RecordMap::write`]).
+    pub fn write_suspension_record(&mut self, seq: u64, bytes: &[u8]) -> Result<()> {
+        self.record.write(seq, bytes)
     }
 
     /// How long the phases of the last [`Dataplane::apply`] took.

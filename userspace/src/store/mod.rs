@@ -37,7 +37,7 @@ pub use flags::{
     Sample, MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
 };
 pub use notifications::{Notification, NotificationCounts};
-pub use suspensions::Suspension;
+pub use suspensions::{NewSuspension, Restored, Suspension};
 pub use time::{rfc3339, system_clock};
 
 /// File name of the database inside `state_dir`.
@@ -105,6 +105,29 @@ pub enum StoreError {
     NotSuspended {
         /// The tenant.
         tenant: String,
+    },
+    /// A suspend or unsuspend expected another suspension sequence number: something else
+    /// changed the suspensions meanwhile.
+    #[error(
+        "the suspension sequence moved: this change was to be number {expected}, but the \
+         database is at {found}"
+    )]
+    SequenceMoved {
+        /// The number the change was given.
+        expected: u64,
+        /// The database's sequence before it.
+        found: u64,
+    },
+    /// A restore found the database as new as what it would restore from.
+    #[error(
+        "nothing to restore: the database is at suspension sequence {store}, the rebuilt state at \
+         {target}"
+    )]
+    NotOlder {
+        /// The database's sequence.
+        store: u64,
+        /// The rebuilt state's sequence.
+        target: u64,
     },
     /// Suspending and unsuspending need a non-blank reason.
     #[error("a reason is required")]

@@ -123,6 +123,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE delivered_at IS NULL AND abandoned_at IS NULL;
     ALTER TABLE flags ADD COLUMN deadline_passed_at INTEGER;
     "#,
+    // 5: the suspension sequence (one number per suspend and unsuspend, also kept by the
+    // kernel's pinned suspension record and the events log, so a lost or rolled-back
+    // database is recognised at start), and each suspension's addresses when it was
+    // imposed (they stay suspended whatever the policy says until it is lifted). A
+    // database from before starts at the number of changes it holds, so a suspension it
+    // had is never at sequence 0.
+    r#"
+    ALTER TABLE suspensions ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]'
+        CHECK (json_valid(addresses));
+    ALTER TABLE suspensions ADD COLUMN seq INTEGER;
+    ALTER TABLE suspensions ADD COLUMN lifted_seq INTEGER;
+    CREATE TABLE suspension_sequence (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL CHECK (seq >= 0)
+    ) STRICT;
+    INSERT INTO suspension_sequence (id, seq) VALUES (1,
+        (SELECT count(*) FROM suspensions)
+        + (SELECT count(*) FROM suspensions WHERE lifted_at IS NOT NULL));
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -407,3 +407,128 @@ fn suspension_serializes_with_optional_lift_fields() {
     let back: Suspension = serde_json::from_value(value).expect("deserialize");
     assert_eq!(back, s);
 }
+
+#[test]
+fn every_suspend_and_unsuspend_takes_the_next_sequence_number_with_its_addresses() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    assert_eq!(store.suspension_seq().expect("seq"), 0);
+    let addresses: Vec<ipnet::IpNet> = vec!["198.18.2.10/32".parse().unwrap()];
+    let s = store
+        .suspend_with(NewSuspension {
+            tenant: "t1",
+            reason: "spam",
+            actor: "alice",
+            addresses: &addresses,
+            seq: Some(1),
+        })
+        .expect("suspend");
+    assert_eq!((s.seq, s.addresses.clone()), (Some(1), addresses.clone()));
+    // A number that is not the next one writes nothing.
+    assert!(matches!(
+        store.unsuspend_with("t1", "ok", "bob", Some(5)),
+        Err(StoreError::SequenceMoved {
+            expected: 5,
+            found: 1
+        })
+    ));
+    assert_eq!(store.active_suspensions().expect("active").len(), 1);
+    let lifted = store
+        .unsuspend_with("t1", "ok", "bob", None)
+        .expect("unsuspend");
+    assert_eq!(lifted.lifted_seq, Some(2));
+    assert_eq!(store.suspension_seq().expect("seq"), 2);
+    let st = store.suspension_state().expect("state");
+    assert_eq!((st.seq, st.tenants.len()), (2, 0));
+    // Reopened: the number and the addresses are still there.
+    drop(store);
+    let store = fx.open();
+    assert_eq!(store.suspension_seq().expect("seq"), 2);
+    assert_eq!(
+        store.suspension_history("t1").expect("history")[0].addresses,
+        addresses
+    );
+}
+
+#[test]
+fn restore_brings_back_lost_suspensions_lifts_stale_ones_and_is_audited_once() {
+    use crate::suspension::{Suspended, SuspensionState};
+    let fx = Fixture::new();
+    let store = fx.open();
+    // An old copy: t-old suspended at 1.
+    store.suspend("t-old", "old", "alice").expect("suspend");
+    let target = SuspensionState::new(
+        7,
+        [Suspended {
+            tenant: "globex".into(),
+            addresses: vec!["198.18.2.10/32".parse().unwrap()],
+            reason: "abuse 42".into(),
+            actor: "ada".into(),
+            since: 1_600_000_000,
+            seq: 6,
+        }],
+    );
+    let before = audit_count(&store);
+    let r = store
+        .restore_suspensions(
+            &target,
+            "root (warden state restore)",
+            &json!({"from": "test"}),
+        )
+        .expect("restore");
+    assert_eq!(
+        (r.from_seq, r.to_seq, r.suspended.clone(), r.lifted.clone()),
+        (1, 7, vec!["globex".to_string()], vec!["t-old".to_string()])
+    );
+    assert_eq!(store.suspension_state().expect("state"), target);
+    let g = &store.active_suspensions().expect("active")[0];
+    assert_eq!(
+        (g.actor.as_str(), g.since, g.seq),
+        ("ada", 1_600_000_000, Some(6))
+    );
+    let log = store.audit(None, 10).expect("audit");
+    assert_eq!(log.len(), before + 1);
+    assert_eq!(log[0].action, "suspensions.restore");
+    assert_eq!(log[0].detail["suspended"], json!(["globex"]));
+    // As new as the target: nothing to do, nothing written.
+    assert!(matches!(
+        store.restore_suspensions(&target, "x", &json!(null)),
+        Err(StoreError::NotOlder {
+            store: 7,
+            target: 7
+        })
+    ));
+    assert_eq!(audit_count(&store), before + 1);
+}
+
+#[test]
+fn a_database_from_before_the_sequence_starts_at_its_number_of_changes() {
+    let fx = Fixture::new();
+    let path = fx.state_dir().join(DB_FILE);
+    {
+        // Schema 4, as a warden before the sequence left it: one lifted, one active.
+        let conn = Connection::open(&path).expect("create db");
+        for sql in &schema::MIGRATIONS[..4] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO suspensions (tenant, reason, actor, since, lifted_at, lifted_by, lift_reason)
+                 VALUES ('a', 'x', 'alice', 1, 2, 'bob', 'ok');
+             INSERT INTO suspensions (tenant, reason, actor, since) VALUES ('b', 'y', 'alice', 3);",
+        )
+        .expect("rows");
+    }
+    let store = fx.open();
+    assert_eq!(store.suspension_seq().expect("seq"), 3);
+    let active = store.active_suspensions().expect("active");
+    assert_eq!((active[0].tenant.as_str(), active[0].seq), ("b", None));
+    assert!(active[0].addresses.is_empty());
+    let a: Vec<ipnet::IpNet> = vec!["198.18.9.9/32".parse().unwrap()];
+    assert!(store.fill_suspension_addresses("b", &a).expect("fill"));
+    assert!(!store
+        .fill_suspension_addresses("b", &a)
+        .expect("fill again"));
+    assert_eq!(store.active_suspensions().expect("active")[0].addresses, a);
+}
