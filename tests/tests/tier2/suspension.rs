@@ -146,7 +146,8 @@ fn exposing(base: &str) -> Result<Vec<(&'static str, String, &'static str)>> {
     Ok(vec![
         (
             "management_widened",
-            edit(base, "    - 198.18.3.253/32\n", "    - 0.0.0.0/0\n")?,
+            // Wider than before, and now covering the outside host the probe pings.
+            edit(base, "    - 198.18.3.253/32\n", "    - 198.18.3.0/24\n")?,
             "globex",
         ),
         (
@@ -191,6 +192,28 @@ fn a_policy_exposing_a_suspended_tenant_is_403_for_an_operator_and_applied_audit
     }
     expect_flowing(&lab, "after the refusals")?;
 
+    // No role may make the whole Internet management (which would lift every
+    // suspension at once): refused as invalid, nothing applied.
+    let before = generation(&lab)?;
+    let everything = edit(&base, "    - 198.18.3.253/32\n", "    - 0.0.0.0/0\n")?;
+    let r = lab.request(
+        "PUT",
+        "/api/v1/policy",
+        Some(&everything),
+        Some(token::ADMIN),
+    )?;
+    ensure!(
+        r.status == 422 && r.body.contains("0.0.0.0/0 is wider than /8"),
+        "admin PUT of management 0.0.0.0/0: {} {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        generation(&lab)? == before,
+        "management 0.0.0.0/0 was applied"
+    );
+    expect_dropped(&lab, "after management 0.0.0.0/0 was refused")?;
+
     // Admin: applied, audited with what it exposes; the suspended address stays dropped.
     for (rule, text, owner) in &cases {
         let before = generation(&lab)?;
@@ -211,13 +234,13 @@ fn a_policy_exposing_a_suspended_tenant_is_403_for_an_operator_and_applied_audit
         );
         if *rule == "management_widened" {
             // Management prefixes are the one exception to a suspension, and the admin
-            // has just made every address one: the probe's replies come back, while the
+            // has just made the probe's target one: its replies come back, while the
             // tenant is still suspended (everything but management is dropped).
             ensure!(tenant(&lab, "globex")?["state"] == "suspended");
             let got = probe(&lab.globex)?;
             ensure!(
                 got == PROBES,
-                "{rule}: management 0.0.0.0/0 applied, yet {got} of {PROBES}"
+                "{rule}: management 198.18.3.0/24 applied, yet {got} of {PROBES}"
             );
             eprintln!("admin {rule}: applied and audited; globex reaches the widened management ({got} of {PROBES})");
         } else {

@@ -174,7 +174,7 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
                 r.value(value, "a directory on a bpf filesystem", absolute_path),
             ),
             "tokens" => daemon.tokens = r.value(value, "a file path", absolute_path),
-            "management" => daemon.management = nets(cidrs(r, value)),
+            "management" => daemon.management = nets(management(r, value)),
             "events_log" => daemon.events_log = r.value(value, "a file path", absolute_path),
             "open_reads" | "open_metrics" => {
                 let slot = usize::from(entry.key == "open_metrics");
@@ -369,6 +369,36 @@ fn read_setting(r: &mut Reader, entry: &Entry<'_, '_>, settings: &mut TenantSett
 
 fn cidrs(r: &mut Reader, node: &Node<'_>) -> Vec<(IpNet, Pos)> {
     r.list(node, "a list of CIDRs", "a CIDR", units::cidr)
+}
+
+/// The widest management prefixes: management names the provider's own hosts, and
+/// every address in it is exempt from suspensions, so a prefix wider than these (say
+/// `0.0.0.0/0`) would lift every suspension at once.
+const MANAGEMENT_MIN_V4: u8 = 8;
+const MANAGEMENT_MIN_V6: u8 = 16;
+
+/// `daemon.management`: CIDRs no wider than [`MANAGEMENT_MIN_V4`] / [`MANAGEMENT_MIN_V6`].
+fn management(r: &mut Reader, node: &Node<'_>) -> Vec<(IpNet, Pos)> {
+    let mut kept = Vec::new();
+    for (net, pos) in cidrs(r, node) {
+        let min = match net {
+            IpNet::V4(_) => MANAGEMENT_MIN_V4,
+            IpNet::V6(_) => MANAGEMENT_MIN_V6,
+        };
+        if net.prefix_len() < min {
+            r.error_at(
+                pos,
+                format!(
+                    "management prefix {net} is wider than /{min}: management names the \
+                     provider's own hosts, and every address in it is exempt from \
+                     suspensions"
+                ),
+            );
+        } else {
+            kept.push((net, pos));
+        }
+    }
+    kept
 }
 
 fn nets(list: Vec<(IpNet, Pos)>) -> Vec<IpNet> {

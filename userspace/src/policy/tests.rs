@@ -1135,3 +1135,24 @@ fn pass_ethertypes_take_numbers_and_names_and_never_what_is_parsed() {
         );
     }
 }
+
+#[test]
+fn management_prefixes_wider_than_a_slash_8_or_slash_16_are_refused() {
+    let all = errors(
+        r#"
+        daemon:
+          management: [0.0.0.0/0, 10.0.0.0/8, 10.0.0.0/7, "::/0", "2001::/16", "2000::/3"]
+    "#,
+    );
+    let messages: Vec<String> = all.iter().map(|(l, _, m)| format!("{l}: {m}")).collect();
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    for (got, net) in messages
+        .iter()
+        .zip(["0.0.0.0/0", "10.0.0.0/7", "::/0", "2000::/3"])
+    {
+        assert!(
+            got.starts_with(&format!("2: management prefix {net} is wider than")),
+            "{got}"
+        );
+    }
+}

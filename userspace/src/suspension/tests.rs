@@ -207,16 +207,22 @@ fn the_same_policy_or_an_unrelated_change_exposes_nothing() {
 
 #[test]
 fn nothing_suspended_nothing_exposed_even_with_wider_management() {
-    let wide = BASE.replace("management: [198.18.3.253/32]", "management: [0.0.0.0/0]");
+    let wide = BASE.replace(
+        "management: [198.18.3.253/32]",
+        "management: [198.18.0.0/15]",
+    );
     assert!(classify(&parse(BASE), &parse(&wide), &BTreeMap::new()).is_empty());
 }
 
 #[test]
 fn wider_management_prefixes_are_an_exposure() {
-    let wide = BASE.replace("management: [198.18.3.253/32]", "management: [0.0.0.0/0]");
+    let wide = BASE.replace(
+        "management: [198.18.3.253/32]",
+        "management: [198.18.0.0/15]",
+    );
     let e = classify(&parse(BASE), &parse(&wide), &globex_suspended());
     assert_eq!(rules(&e), vec![(Rule::ManagementWidened, None)]);
-    assert!(e[0].detail.contains("0.0.0.0/0"), "{}", e[0].detail);
+    assert!(e[0].detail.contains("198.18.0.0/15"), "{}", e[0].detail);
     assert!(e[0].to_string().starts_with("rule management_widened: "));
 }
 
