@@ -144,7 +144,7 @@ pub enum Refusal {
     #[error("{0}")]
     Conflict(String),
     #[error("invalid policy ({} errors)", .0.len())]
-    InvalidPolicy(Vec<String>),
+    InvalidPolicy(policy::Diagnostics),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -727,16 +727,17 @@ impl Shared {
     /// Re-reads the policy file and applies it; on any error the old policy stays.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
         let r = policy::load(&self.policy_path)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+            .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor));
         crate::memory::release_freed();
         self.count_failure(r)
     }
 
-    /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it.
-    pub fn apply_text(&self, text: &str, name: &str, actor: &str) -> Result<u64, Refusal> {
-        let r = policy::parse(text, name)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+    /// Validates policy text (as sent to `PUT /api/v1/policy`: bytes, which must be UTF-8)
+    /// and applies it.
+    pub fn apply_text(&self, text: &[u8], name: &str, actor: &str) -> Result<u64, Refusal> {
+        let r = policy::parse_bytes(text, name)
+            .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor));
         crate::memory::release_freed();
         self.count_failure(r)
@@ -1308,7 +1309,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 match r {
                     Ok(Ok(g)) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
                     Ok(Err(Refusal::InvalidPolicy(errors))) => {
-                        tracing::error!(errors = %errors.join("\n"), "policy reload rejected; previous policy stays")
+                        tracing::error!(%errors, "policy reload rejected; previous policy stays")
                     }
                     Ok(Err(e)) => {
                         tracing::error!(error = %format!("{e:#}"), "policy reload rejected; previous policy stays")

@@ -60,7 +60,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !diags.to_string().ends_with('\n') {
                     eprintln!();
                 }
-                eprintln!("{}: {} error(s)", file.display(), diags.0.len());
+                eprintln!("{}: {} error(s)", file.display(), diags.len());
                 return Ok(ExitCode::from(1));
             }
         },
