@@ -183,7 +183,7 @@ fn policies_past_the_size_limit_are_refused_before_parsing() {
 fn alias_expansion_may_not_copy_more_text_than_a_policy_holds() {
     // Within the node budget (40 aliases), but 40 copies of 2 MiB of quoted text.
     let big = "x".repeat(2 << 20);
-    let aliases = vec!["*s"; 40].join(", ");
+    let aliases = ["*s"; 40].join(", ");
     let text = format!("a: &s \"{big}\"\nb: [{aliases}]\n");
     let err = parse(&text, "p.yaml").expect_err("too much copied");
     let d = err.iter().next().expect("one error");
@@ -193,7 +193,7 @@ fn alias_expansion_may_not_copy_more_text_than_a_policy_holds() {
         "{d}"
     );
     // A few copies are fine (and then only the unknown keys are errors).
-    let aliases = vec!["*s"; 4].join(", ");
+    let aliases = ["*s"; 4].join(", ");
     let err = parse(&format!("a: &s \"{big}\"\nb: [{aliases}]\n"), "p.yaml").expect_err("keys");
     assert!(
         err.iter().all(|d| d.message.starts_with("unknown key")),
