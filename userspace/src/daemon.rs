@@ -234,6 +234,13 @@ impl Inner {
     }
 
     fn apply_policy(&mut self, policy: Policy, actor: &str) -> Result<()> {
+        self.put_policy(policy)?;
+        self.audit_apply(actor)
+    }
+
+    /// Enforces `policy` (see [`Inner::enforce`]) and makes it the policy in force,
+    /// unaudited ([`Inner::audit_apply`]).
+    fn put_policy(&mut self, policy: Policy) -> Result<()> {
         let suspended = self.suspended_ids();
         let index = self.enforce(&policy, &suspended)?;
         self.store
@@ -248,6 +255,11 @@ impl Inner {
         self.policy = policy;
         self.generation += 1;
         self.applied_at = SystemTime::now();
+        Ok(())
+    }
+
+    /// Records the apply of the policy in force in the audit log.
+    fn audit_apply(&self, actor: &str) -> Result<()> {
         let detail = serde_json::json!({
             "generation": self.generation,
             "tenants": self.policy.tenants.len(),
@@ -1173,10 +1185,18 @@ pub struct RunOptions {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// A start is all or nothing. What can be checked without touching the kernel is checked
+/// first (the policy, and that each interface exists and its MTU fits the programs; the
+/// token file, TLS files, state database, the API listener). Then a start that fails
+/// undoes what it did to the pinned dataplane (see [`dataplane::RolledBack`]): what it
+/// created goes, and what it adopted from an earlier daemon, which enforces whether or
+/// not a daemon runs, stays as it was, still enforcing.
 pub async fn run(opts: RunOptions) -> Result<()> {
     crate::memory::tune();
     let policy_path = opts.policy_path.as_path();
-    let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let policy = policy::load_on_host(policy_path, &|name| dataplane::iface::check(name, true))
+        .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
     let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
@@ -1194,12 +1214,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let api_config = policy.daemon.clone();
     let store = Store::open(&policy.daemon.state_dir)?;
-    let index = TenantIndex::from_entries(&store.tenant_index()?)?;
+    let index_before = store.tenant_index()?;
+    let index = TenantIndex::from_entries(&index_before)?;
     let suspensions: HashMap<String, Suspension> = store
         .active_suspensions()?
         .into_iter()
         .map(|s| (s.tenant.clone(), s))
         .collect();
+    // The listener and the signal handlers too: an address in use stops the start
+    // before the kernel is touched.
+    let listen = policy.daemon.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let dataplane = Dataplane::open(&policy.daemon.bpffs).with_context(|| {
         format!(
             "opening the dataplane under {}",
@@ -1209,7 +1239,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if dataplane.adopted_maps() > 0 {
         tracing::info!(maps = dataplane.adopted_maps(), bpffs = %policy.daemon.bpffs.display(), "adopting pinned dataplane");
     }
-    let listen = policy.daemon.listen;
     let marker = policy.daemon.state_dir.join(OBJECT_MARKER);
     let interfaces: Vec<(String, policy::Mode)> = policy
         .interfaces
@@ -1234,9 +1263,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         last: None,
         review: notify::Review::new(&events_log),
     };
-    // Policy and suspensions go into the kernel before any program is attached (or,
-    // when adopting, with one atomic flip), so no packet passes unenforced.
-    inner.apply_policy(policy, "warden")?;
+    let marker_before = std::fs::read_to_string(&marker).ok();
+    let marker_before = marker_before.as_deref();
+    if let Err(e) = start_enforcing(&mut inner, policy, &interfaces, &marker, marker_before) {
+        let done = roll_back_start(&mut inner, &index_before, &marker, marker_before);
+        let bpffs = inner.dataplane.bpffs().display().to_string();
+        let undone = match done.failures.len() {
+            0 => "undone".to_string(),
+            n => format!("undone but for {n} steps (see the log)"),
+        };
+        let adopted = match inner.dataplane.adopted_maps() {
+            0 => String::new(),
+            _ => ", and the enforcement it adopted there runs on as it was".to_string(),
+        };
+        return Err(e.context(format!(
+            "the start failed; what it did under {bpffs} was {undone}{adopted}"
+        )));
+    }
     let mut watch = Watch::default();
     watch.configure(&inner.policy, &inner.index, inner.generation);
     for tenant in inner.suspensions.keys() {
@@ -1250,12 +1293,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             None
         }
     };
-    let previous = std::fs::read_to_string(&marker).ok();
-    let object = dataplane::object_id();
-    inner
-        .dataplane
-        .attach(&interfaces, &object, previous.as_deref().map(str::trim))?;
-    std::fs::write(&marker, &object).with_context(|| format!("writing {}", marker.display()))?;
     for a in inner.dataplane.attachments() {
         tracing::info!(interface = %a.interface, mode = %a.mode, hook = %a.hook, program = %a.program, how = %a.how, "enforcing");
     }
@@ -1301,7 +1338,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let deadlines = tokio::spawn(deadline_loop(shared.clone()));
     let reloader = tokio::spawn({
         let shared = shared.clone();
-        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         async move {
             while hup.recv().await.is_some() {
                 let shared = shared.clone();
@@ -1320,13 +1356,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "serving API and /metrics");
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -1357,6 +1388,70 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(bpffs = %bpffs.display(), "exiting; pinned programs keep enforcing");
     }
     Ok(())
+}
+
+/// The kernel part of a start: the policy and suspensions into the maps (before any
+/// program is attached or, when adopting, with one atomic flip, so no packet passes
+/// unenforced), the programs onto the interfaces, the object marker written, the apply
+/// audited, and last [`Dataplane::finish_start`]. On an error the caller rolls back.
+fn start_enforcing(
+    inner: &mut Inner,
+    policy: Policy,
+    interfaces: &[(String, policy::Mode)],
+    marker: &Path,
+    marker_before: Option<&str>,
+) -> Result<()> {
+    inner.put_policy(policy)?;
+    let object = dataplane::object_id();
+    inner
+        .dataplane
+        .attach(interfaces, &object, marker_before.map(str::trim))?;
+    std::fs::write(marker, &object).with_context(|| format!("writing {}", marker.display()))?;
+    inner.audit_apply("warden")?;
+    inner
+        .dataplane
+        .finish_start()
+        .context("removing links of interfaces no longer in the policy")?;
+    Ok(())
+}
+
+/// Undoes a failed start: the dataplane's steps in reverse (pins, links and directories
+/// it created go; the generation, management prefixes and programs it changed under
+/// adopted pins are put back), then the tenant index and the object marker as they were.
+fn roll_back_start(
+    inner: &mut Inner,
+    index_before: &[(String, u32)],
+    marker: &Path,
+    marker_before: Option<&str>,
+) -> dataplane::RolledBack {
+    let done = inner.dataplane.roll_back_start();
+    for failure in &done.failures {
+        tracing::error!(%failure, "could not undo a step of the failed start");
+    }
+    tracing::warn!(
+        undone = done.undone,
+        failed = done.failures.len(),
+        bpffs = %inner.dataplane.bpffs().display(),
+        "start failed: undid what it did to the pinned dataplane"
+    );
+    if let Err(e) = inner.store.save_tenant_index(index_before) {
+        tracing::error!(error = %e, "could not put the tenant index back");
+    }
+    // Only a marker this start wrote is put back.
+    if std::fs::read_to_string(marker).ok().as_deref() == marker_before {
+        return done;
+    }
+    let restored = match marker_before {
+        Some(text) => std::fs::write(marker, text),
+        None => match std::fs::remove_file(marker) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = restored {
+        tracing::error!(error = %e, marker = %marker.display(), "could not put the object marker back");
+    }
+    done
 }
 
 /// The event task: reads kernel events in batches and hands each to the pipeline (off the

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use warden::{
     cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand},
-    daemon, policy,
+    daemon, dataplane, policy,
 };
 
 fn main() -> ExitCode {
@@ -48,7 +48,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => match policy::load(file) {
+        } => match policy::load_on_host(file, &|name| dataplane::iface::check(name, false)) {
             Ok(p) => println!(
                 "{}: ok ({} tenants, {} interfaces)",
                 file.display(),

@@ -13,3 +13,4 @@ mod flags;
 mod metering;
 mod monitoring;
 mod review;
+mod start;
