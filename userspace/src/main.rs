@@ -60,7 +60,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !diags.to_string().ends_with('\n') {
                     eprintln!();
                 }
-                eprintln!("{}: {} error(s)", file.display(), diags.len());
+                let name = policy::printable(&file.display().to_string());
+                eprintln!("{name}: {} error(s)", diags.len());
                 return Ok(ExitCode::from(1));
             }
         },

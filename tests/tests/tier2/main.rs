@@ -12,5 +12,6 @@ mod enforcement;
 mod flags;
 mod metering;
 mod monitoring;
+mod policy_input;
 mod review;
 mod start;
