@@ -75,7 +75,7 @@ impl From<Refusal> for ApiError {
             Refusal::InvalidPolicy(errors) => ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("invalid policy: {} error(s)", errors.len()),
-                errors,
+                errors.lines(),
             ),
             Refusal::Forbidden(m, rules) => ApiError(StatusCode::FORBIDDEN, m, rules),
             Refusal::Internal(e) => e.into(),
@@ -175,10 +175,10 @@ const fn route(
     }
 }
 
-/// The largest policy `PUT /api/v1/policy` takes: a 100,000-tenant policy is about
-/// 13 MB of YAML, past axum's default 2 MiB body limit. A larger body is refused with
-/// 413.
-const MAX_POLICY_BYTES: usize = 64 << 20;
+/// The largest policy `PUT /api/v1/policy` takes: the policy's own limit (a
+/// 100,000-tenant policy is tens of MB of YAML, past axum's default 2 MiB body limit).
+/// A larger body is refused with 413.
+const MAX_POLICY_BYTES: usize = crate::policy::MAX_POLICY_BYTES;
 
 /// Every route and what it needs. A route the router serves but this table does not
 /// list is refused (500): access fails closed.
@@ -564,14 +564,13 @@ async fn put_policy(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "policy must be UTF-8 YAML"))?;
     let name = headers
         .get("x-warden-policy-name")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("<request>")
         .to_string();
-    let generation = blocking(move || Ok(s.apply_text(&text, &name, &who.name, who.role)?)).await?;
+    // Text that is not UTF-8 is an error at its line, like any other in the policy.
+    let generation = blocking(move || Ok(s.apply_text(&body, &name, &who.name, who.role)?)).await?;
     Ok(Json(json!({ "policy_generation": generation })).into_response())
 }
 

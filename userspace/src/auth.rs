@@ -154,7 +154,7 @@ impl Tokens {
             Ok(Tokens { entries })
         } else {
             reader.errors.sort_by_key(|d| (d.line, d.col));
-            Err(AuthError::Invalid(Diagnostics(reader.errors)))
+            Err(AuthError::Invalid(Diagnostics::new(reader.errors)))
         }
     }
 
@@ -243,12 +243,8 @@ struct Reader<'f> {
 
 impl Reader<'_> {
     fn error(&mut self, (line, col): (usize, usize), message: impl Into<String>) {
-        self.errors.push(Diagnostic {
-            file: self.file.to_owned(),
-            line,
-            col,
-            message: message.into(),
-        });
+        self.errors
+            .push(Diagnostic::new(self.file, line, col, &message.into()));
     }
 
     fn file(&mut self, text: &str) -> Vec<Entry> {

@@ -330,11 +330,16 @@ impl Client {
 
     /// POST a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(reqwest::Method::POST, path, Some(body.to_string()), &[])
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(body.to_string().into()),
+            &[],
+        )
     }
 
-    /// PUT a text body with extra headers.
-    pub fn put(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Result<Value> {
+    /// PUT a body (sent as it is) with extra headers.
+    pub fn put(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<Value> {
         self.send(reqwest::Method::PUT, path, Some(body), headers)
     }
 
@@ -342,7 +347,7 @@ impl Client {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<String>,
+        body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
@@ -545,8 +550,20 @@ pub fn tenant_table(ts: &[TenantView]) -> String {
 
 /// `warden policy apply FILE`.
 pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    // Sent as it is: the daemon reports text that is not UTF-8 at its line, like any
+    // other error. Only a file past the size limit is refused here, unread.
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > crate::policy::MAX_POLICY_BYTES as u64 {
+        bail!(
+            "{}: the policy is {size} bytes; at most {} ({} MiB) are accepted",
+            file.display(),
+            crate::policy::MAX_POLICY_BYTES,
+            crate::policy::MAX_POLICY_BYTES >> 20
+        );
+    }
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
     let v = client.put("/api/v1/policy", text, &[("x-warden-policy-name", &name)])?;
     println!(

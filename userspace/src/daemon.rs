@@ -151,7 +151,7 @@ pub enum Refusal {
     #[error("{0}")]
     Conflict(String),
     #[error("invalid policy ({} errors)", .0.len())]
-    InvalidPolicy(Vec<String>),
+    InvalidPolicy(policy::Diagnostics),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -299,6 +299,13 @@ impl Inner {
     }
 
     fn apply_policy(&mut self, policy: Policy, actor: &str, exposures: &[Exposure]) -> Result<()> {
+        self.put_policy(policy)?;
+        self.audit_apply(actor, exposures)
+    }
+
+    /// Enforces `policy` (see [`Inner::enforce`]) with the suspensions and their holds,
+    /// and makes it the policy in force, unaudited ([`Inner::audit_apply`]).
+    fn put_policy(&mut self, policy: Policy) -> Result<()> {
         let suspended = self.suspended();
         let (index, holds) = self.enforce(&policy, &suspended)?;
         self.store
@@ -314,6 +321,11 @@ impl Inner {
         self.policy = policy;
         self.generation += 1;
         self.applied_at = SystemTime::now();
+        Ok(())
+    }
+
+    /// Records the apply of the policy in force in the audit log.
+    fn audit_apply(&self, actor: &str, exposures: &[Exposure]) -> Result<()> {
         let detail = serde_json::json!({
             "generation": self.generation,
             "tenants": self.policy.tenants.len(),
@@ -898,23 +910,24 @@ impl Shared {
     /// policy exposing suspended tenants is applied with the same audit entry.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
         let r = policy::load(&self.policy_path)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+            .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor, Role::Admin));
         crate::memory::release_freed();
         self.count_failure(r)
     }
 
-    /// Validates policy text (as sent to `PUT /api/v1/policy`) and applies it, as `actor`
-    /// with `role`: a policy exposing suspended tenants needs an admin.
+    /// Validates policy text (as sent to `PUT /api/v1/policy`: bytes, which must be UTF-8)
+    /// and applies it, as `actor` with `role`: a policy exposing suspended tenants needs an
+    /// admin.
     pub fn apply_text(
         &self,
-        text: &str,
+        text: &[u8],
         name: &str,
         actor: &str,
         role: Role,
     ) -> Result<u64, Refusal> {
-        let r = policy::parse(text, name)
-            .map_err(|d| Refusal::InvalidPolicy(d.0.iter().map(|e| e.to_string()).collect()))
+        let r = policy::parse_bytes(text, name)
+            .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor, role));
         crate::memory::release_freed();
         self.count_failure(r)
@@ -1400,10 +1413,18 @@ pub struct RunOptions {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// A start is all or nothing. What can be checked without touching the kernel is checked
+/// first (the policy, and that each interface exists and its MTU fits the programs; the
+/// token file, TLS files, state database, the API listener). Then a start that fails
+/// undoes what it did to the pinned dataplane (see [`dataplane::RolledBack`]): what it
+/// created goes, and what it adopted from an earlier daemon, which enforces whether or
+/// not a daemon runs, stays as it was, still enforcing.
 pub async fn run(opts: RunOptions) -> Result<()> {
     crate::memory::tune();
     let policy_path = opts.policy_path.as_path();
-    let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let policy = policy::load_on_host(policy_path, &|name| dataplane::iface::check(name, true))
+        .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
     let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
@@ -1429,7 +1450,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let store = checked.store;
     let suspension_seq = checked.state.seq;
-    let index = TenantIndex::from_entries(&store.tenant_index()?)?;
+    let index_before = store.tenant_index()?;
+    let index = TenantIndex::from_entries(&index_before)?;
     let mut suspensions: HashMap<String, Suspension> = store
         .active_suspensions()?
         .into_iter()
@@ -1450,6 +1472,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             s.addresses = addresses;
         }
     }
+    // The listener and the signal handlers too: an address in use stops the start
+    // before the kernel is touched.
+    let listen = policy.daemon.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let dataplane = Dataplane::open(&policy.daemon.bpffs).with_context(|| {
         format!(
             "opening the dataplane under {}",
@@ -1459,7 +1490,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if dataplane.adopted_maps() > 0 {
         tracing::info!(maps = dataplane.adopted_maps(), bpffs = %policy.daemon.bpffs.display(), "adopting pinned dataplane");
     }
-    let listen = policy.daemon.listen;
     let marker = policy.daemon.state_dir.join(OBJECT_MARKER);
     let interfaces: Vec<(String, policy::Mode)> = policy
         .interfaces
@@ -1486,12 +1516,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         last: None,
         review: notify::Review::new(&events_log),
     };
-    // Policy and suspensions go into the kernel before any program is attached (or,
-    // when adopting, with one atomic flip), so no packet passes unenforced.
-    inner.apply_policy(policy, "warden", &[])?;
-    // The kernel's record follows the store (after the flags: a crash in between leaves
-    // the store ahead, which wins).
-    inner.sync_record()?;
+    let marker_before = std::fs::read_to_string(&marker).ok();
+    let marker_before = marker_before.as_deref();
+    if let Err(e) = start_enforcing(&mut inner, policy, &interfaces, &marker, marker_before) {
+        let done = roll_back_start(&mut inner, &index_before, &marker, marker_before);
+        let bpffs = inner.dataplane.bpffs().display().to_string();
+        let undone = match done.failures.len() {
+            0 => "undone".to_string(),
+            n => format!("undone but for {n} steps (see the log)"),
+        };
+        let adopted = match inner.dataplane.adopted_maps() {
+            0 => String::new(),
+            _ => ", and the enforcement it adopted there runs on as it was".to_string(),
+        };
+        return Err(e.context(format!(
+            "the start failed; what it did under {bpffs} was {undone}{adopted}"
+        )));
+    }
     if !inner.suspensions.is_empty() {
         let state = SuspensionState {
             seq: inner.suspension_seq,
@@ -1522,15 +1563,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             None
         }
     };
-    let previous = std::fs::read_to_string(&marker).ok();
-    let object = dataplane::object_id();
-    // What each interface passes unparsed, in place before its programs see a frame.
-    let configured = inner.policy.interfaces.clone();
-    inner.dataplane.configure_interfaces(&configured)?;
-    inner
-        .dataplane
-        .attach(&interfaces, &object, previous.as_deref().map(str::trim))?;
-    std::fs::write(&marker, &object).with_context(|| format!("writing {}", marker.display()))?;
     for a in inner.dataplane.attachments() {
         tracing::info!(interface = %a.interface, mode = %a.mode, hook = %a.hook, program = %a.program, how = %a.how, "enforcing");
     }
@@ -1576,7 +1608,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let deadlines = tokio::spawn(deadline_loop(shared.clone()));
     let reloader = tokio::spawn({
         let shared = shared.clone();
-        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         async move {
             while hup.recv().await.is_some() {
                 let shared = shared.clone();
@@ -1584,7 +1615,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 match r {
                     Ok(Ok(g)) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
                     Ok(Err(Refusal::InvalidPolicy(errors))) => {
-                        tracing::error!(errors = %errors.join("\n"), "policy reload rejected; previous policy stays")
+                        tracing::error!(%errors, "policy reload rejected; previous policy stays")
                     }
                     Ok(Err(e)) => {
                         tracing::error!(error = %format!("{e:#}"), "policy reload rejected; previous policy stays")
@@ -1595,13 +1626,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "serving API and /metrics");
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -1632,6 +1658,79 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(bpffs = %bpffs.display(), "exiting; pinned programs keep enforcing");
     }
     Ok(())
+}
+
+/// The kernel part of a start: the policy and suspensions into the maps (before any
+/// program is attached or, when adopting, with one atomic flip, so no packet passes
+/// unenforced), the programs onto the interfaces, the object marker written, the apply
+/// audited, and last [`Dataplane::finish_start`]. On an error the caller rolls back.
+fn start_enforcing(
+    inner: &mut Inner,
+    policy: Policy,
+    interfaces: &[(String, policy::Mode)],
+    marker: &Path,
+    marker_before: Option<&str>,
+) -> Result<()> {
+    // Policy and suspensions go into the kernel before any program is attached (or,
+    // when adopting, with one atomic flip), so no packet passes unenforced.
+    inner.put_policy(policy)?;
+    // The kernel's record follows the store (after the flags: a crash in between leaves
+    // the store ahead, which wins).
+    inner.sync_record()?;
+    // What each interface passes unparsed, in place before its programs see a frame.
+    let configured = inner.policy.interfaces.clone();
+    inner.dataplane.configure_interfaces(&configured)?;
+    let object = dataplane::object_id();
+    inner
+        .dataplane
+        .attach(interfaces, &object, marker_before.map(str::trim))?;
+    std::fs::write(marker, &object).with_context(|| format!("writing {}", marker.display()))?;
+    inner.audit_apply("warden", &[])?;
+    inner
+        .dataplane
+        .finish_start()
+        .context("removing links of interfaces no longer in the policy")?;
+    inner.dataplane.forget_other_interfaces(&configured);
+    Ok(())
+}
+
+/// Undoes a failed start: the dataplane's steps in reverse (pins, links and directories
+/// it created go; the generation, management prefixes and programs it changed under
+/// adopted pins are put back), then the tenant index and the object marker as they were.
+fn roll_back_start(
+    inner: &mut Inner,
+    index_before: &[(String, u32)],
+    marker: &Path,
+    marker_before: Option<&str>,
+) -> dataplane::RolledBack {
+    let done = inner.dataplane.roll_back_start();
+    for failure in &done.failures {
+        tracing::error!(%failure, "could not undo a step of the failed start");
+    }
+    tracing::warn!(
+        undone = done.undone,
+        failed = done.failures.len(),
+        bpffs = %inner.dataplane.bpffs().display(),
+        "start failed: undid what it did to the pinned dataplane"
+    );
+    if let Err(e) = inner.store.save_tenant_index(index_before) {
+        tracing::error!(error = %e, "could not put the tenant index back");
+    }
+    // Only a marker this start wrote is put back.
+    if std::fs::read_to_string(marker).ok().as_deref() == marker_before {
+        return done;
+    }
+    let restored = match marker_before {
+        Some(text) => std::fs::write(marker, text),
+        None => match std::fs::remove_file(marker) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = restored {
+        tracing::error!(error = %e, marker = %marker.display(), "could not put the object marker back");
+    }
+    done
 }
 
 /// The event task: reads kernel events in batches and hands each to the pipeline (off the

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use warden::{
     cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
-    daemon, policy, state,
+    daemon, dataplane, policy, state,
 };
 
 fn main() -> ExitCode {
@@ -48,7 +48,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => match policy::load(file) {
+        } => match policy::load_on_host(file, &|name| dataplane::iface::check(name, false)) {
             Ok(p) => println!(
                 "{}: ok ({} tenants, {} interfaces)",
                 file.display(),
@@ -60,7 +60,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !diags.to_string().ends_with('\n') {
                     eprintln!();
                 }
-                eprintln!("{}: {} error(s)", file.display(), diags.0.len());
+                let name = policy::printable(&file.display().to_string());
+                eprintln!("{name}: {} error(s)", diags.len());
                 return Ok(ExitCode::from(1));
             }
         },

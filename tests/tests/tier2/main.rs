@@ -13,5 +13,7 @@ mod flags;
 mod hardening;
 mod metering;
 mod monitoring;
+mod policy_input;
 mod review;
+mod start;
 mod suspension;

@@ -41,27 +41,49 @@ fn config(iface: &Interface) -> IfaceConfig {
 }
 
 impl Dataplane {
-    /// Writes every interface's settings under its ifindex and removes the entries of
-    /// interfaces no longer listed (or whose index changed).
+    /// Writes every interface's settings under its ifindex. Entries of other interfaces
+    /// stay until [`Dataplane::forget_other_interfaces`] (at the end of a start), so a
+    /// start that fails leaves the interfaces it adopted as they were configured.
     pub fn configure_interfaces(&mut self, interfaces: &[Interface]) -> Result<()> {
         let mut wanted = Vec::with_capacity(interfaces.len());
         for iface in interfaces {
             wanted.push((ifindex(&iface.name)?, config(iface)));
         }
-        let keep: HashSet<u32> = wanted.iter().map(|(i, _)| *i).collect();
-        let mut m: BpfHashMap<&mut MapData, u32, IfaceConfig> =
-            BpfHashMap::try_from(self.raw_mut(map::IFACES)?).map_err(map_err(map::IFACES))?;
+        let mut m = self.ifaces_map()?;
+        for (index, c) in wanted {
+            m.insert(index, c, 0).map_err(map_err(map::IFACES))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of interfaces other than `interfaces` (no longer attached, or
+    /// whose index changed). Best effort: a stale entry configures nothing the programs
+    /// run on, so a failure is only logged.
+    pub fn forget_other_interfaces(&mut self, interfaces: &[Interface]) {
+        let keep: HashSet<u32> = interfaces
+            .iter()
+            .filter_map(|i| ifindex(&i.name).ok())
+            .collect();
+        let mut m = match self.ifaces_map() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prune interface settings");
+                return;
+            }
+        };
         let stale: Vec<u32> = m
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| !keep.contains(k))
             .collect();
         for k in stale {
-            m.remove(&k).map_err(map_err(map::IFACES))?;
+            if let Err(e) = m.remove(&k) {
+                tracing::warn!(ifindex = k, error = %e, "could not remove stale interface settings");
+            }
         }
-        for (index, c) in wanted {
-            m.insert(index, c, 0).map_err(map_err(map::IFACES))?;
-        }
-        Ok(())
+    }
+
+    fn ifaces_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, IfaceConfig>> {
+        BpfHashMap::try_from(self.raw_mut(map::IFACES)?).map_err(map_err(map::IFACES))
     }
 }

@@ -25,6 +25,8 @@ use warden_common::{
 use super::*;
 use crate::policy;
 
+mod start;
+
 /// A bpffs mounted for one test; unmounted and removed on drop.
 struct Bpffs {
     dir: PathBuf,

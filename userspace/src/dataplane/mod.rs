@@ -4,6 +4,10 @@
 //!   enforcement does not depend on the daemon: a daemon that dies leaves it running,
 //!   and a restarted one adopts the pinned state without detaching, reloading or
 //!   resetting counters ([`Dataplane::open`], [`Dataplane::attach`]).
+//! - Starts are all or nothing ([`start`]): from [`Dataplane::open`] to
+//!   [`Dataplane::finish_start`] what the start does is recorded, and a failed start
+//!   undoes exactly that ([`Dataplane::roll_back_start`]), leaving what it adopted from an
+//!   earlier daemon enforcing as it was.
 //! - Policy goes into the inactive generation and is switched on with one write
 //!   ([`Dataplane::apply`]); see `warden_common` for the generation scheme.
 //! - Detection: the programs' ring buffer is read through an [`EventReader`] and decoded
@@ -14,13 +18,16 @@ mod batch;
 mod compile;
 pub mod cuckoo;
 pub mod events;
+pub mod iface;
 mod index;
 mod interfaces;
 #[cfg(test)]
 mod lab;
 pub mod log;
 pub mod record;
+mod relink;
 pub mod runtime;
+mod start;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -58,6 +65,7 @@ pub use self::{
     },
     index::{IndexChanges, IndexError, TenantIndex},
     runtime::{throttle_rates, BlockTarget, FactCounters, MapUsage},
+    start::RolledBack,
 };
 use crate::policy::Mode;
 
@@ -97,6 +105,16 @@ pub enum DataplaneError {
         program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
+    },
+    #[error(
+        "attaching {program} to interface {iface}: the kernel refused it for the frame size \
+         (ERANGE): the interface's MTU, or for a veth its peer's, is above {max}, the largest \
+         the XDP programs attach at (they do not handle XDP fragments); lower it to {max} or less"
+    )]
+    FrameTooLarge {
+        iface: String,
+        program: &'static str,
+        max: u32,
     },
     #[error("link {path}: {detail}")]
     Link { path: PathBuf, detail: String },
@@ -447,6 +465,9 @@ pub struct Dataplane {
     cpus: usize,
     /// The pinned suspension record ([`record`]), created at open when missing.
     record: record::RecordMap,
+    /// What the start under way did, to undo should it fail ([`start`]); `None` once
+    /// [`Dataplane::finish_start`] ended it.
+    start: Option<start::Journal>,
 }
 
 /// How long the phases of one [`Dataplane::apply`] took (for the scale benchmark).
@@ -464,18 +485,41 @@ pub struct ApplyTimings {
 impl Dataplane {
     /// Opens the pinned maps under `bpffs` (creating and pinning those that do not
     /// exist yet). Programs are not loaded until something must be attached.
+    ///
+    /// This begins a start: what it creates, and what [`Dataplane::apply`] and
+    /// [`Dataplane::attach`] change, is recorded until [`Dataplane::finish_start`], so
+    /// [`Dataplane::roll_back_start`] can undo it. An open that fails undoes itself.
     pub fn open(bpffs: &Path) -> Result<Self> {
-        fs::create_dir_all(bpffs).map_err(io(bpffs))?;
+        let mut journal = start::Journal::default();
+        match Self::open_recording(bpffs, &mut journal) {
+            Ok(mut dp) => {
+                dp.start = Some(journal);
+                Ok(dp)
+            }
+            Err(e) => {
+                let undone = journal.undo_files();
+                for failure in &undone.failures {
+                    tracing::error!(%failure, "could not undo part of a failed open");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open_recording(bpffs: &Path, journal: &mut start::Journal) -> Result<Self> {
+        journal.create_dir_all(bpffs).map_err(io(bpffs))?;
         check_bpffs(bpffs)?;
         for sub in ["maps", "progs", "links"] {
             let d = bpffs.join(sub);
-            fs::create_dir_all(&d).map_err(io(&d))?;
+            journal.create_dir_all(&d).map_err(io(&d))?;
         }
         let mut adopted_maps = 0;
         let cpus = possible_cpus()?;
         for (name, ty, key, value, entries) in expected_layout(cpus) {
             let path = bpffs.join("maps").join(name);
             if !path.exists() {
+                // Created and pinned by the load below (also if it fails part way).
+                journal.push(start::Undo::Pin(path));
                 continue;
             }
             let m = MapData::from_pin(&path).map_err(map_err(name))?;
@@ -496,6 +540,11 @@ impl Dataplane {
                 });
             }
             adopted_maps += 1;
+        }
+        // The suspension record is created below when missing: a failed start removes it.
+        let record_pin = record::pin_path(bpffs);
+        if !record_pin.exists() {
+            journal.push(start::Undo::Pin(record_pin));
         }
         let paths: Vec<(&str, PathBuf)> = map::ALL
             .iter()
@@ -522,6 +571,7 @@ impl Dataplane {
             last_apply: ApplyTimings::default(),
             cpus: cpus as usize,
             record: record::RecordMap::open_or_create(bpffs)?,
+            start: None,
         };
         dp.active = dp
             .array::<u32>(map::ACTIVE)?
@@ -585,8 +635,9 @@ impl Dataplane {
 
     /// Makes the pinned links match `interfaces`: links of the same object version
     /// are adopted as they are (no gap, no reload); links of another version or of the
-    /// wrong program are replaced atomically; missing ones are attached and pinned;
-    /// pinned links of interfaces no longer configured are removed.
+    /// wrong program are replaced atomically; missing ones are attached and pinned.
+    /// Pinned links of interfaces no longer configured are removed by
+    /// [`Dataplane::finish_start`], once the whole start has succeeded.
     ///
     /// `object_id` identifies this build's eBPF object; `previous` is the id recorded
     /// when the pinned links were made (None when unknown).
@@ -597,17 +648,14 @@ impl Dataplane {
         previous: Option<&str>,
     ) -> Result<()> {
         let same_version = previous == Some(object_id);
-        // (hook, escaped interface) -> program wanted there.
-        let mut wanted: HashMap<(Hook, String), &'static str> = HashMap::new();
         self.attachments.clear();
         for (iface, mode) in interfaces {
             for (prog, hook) in programs_for(*mode) {
                 let dir = self.bpffs.join("links").join(hook.name());
-                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                self.create_dirs(&dir)?;
                 let name = escape_name(iface);
                 let pin = dir.join(&name);
                 let marker = dir.join(format!("{name}@{prog}"));
-                wanted.insert((hook, name), prog);
                 let existing = match PinnedLink::from_pin(&pin) {
                     Ok(l) => Some(l),
                     Err(_) if !pin.exists() => None,
@@ -633,6 +681,7 @@ impl Dataplane {
                 };
                 if !marker.exists() {
                     fs::create_dir(&marker).map_err(io(&marker))?;
+                    self.record(start::Undo::Dir(marker));
                 }
                 self.attachments.push(Attachment {
                     interface: iface.clone(),
@@ -642,37 +691,6 @@ impl Dataplane {
                     how: how.to_string(),
                 });
             }
-        }
-        // Links of interfaces that left the policy (unpinning drops the last reference,
-        // which detaches), and markers of programs no longer running there.
-        for hook in [Hook::Xdp, Hook::TcxEgress] {
-            let dir = self.bpffs.join("links").join(hook.name());
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let p = entry.map_err(io(&dir))?.path();
-                let n = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_string();
-                match n.split_once('@') {
-                    None if !wanted.contains_key(&(hook, n.clone())) => {
-                        fs::remove_file(&p).map_err(io(&p))?;
-                        tracing::info!(link = %p.display(), "detached interface no longer in policy");
-                    }
-                    Some((iface, prog))
-                        if wanted.get(&(hook, iface.to_string())) != Some(&prog) =>
-                    {
-                        fs::remove_dir(&p).map_err(io(&p))?;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if self.programs_loaded {
-            self.pin_programs()?;
         }
         Ok(())
     }
@@ -692,7 +710,18 @@ impl Dataplane {
         let fd_link: FdLink = match hook {
             Hook::Xdp => {
                 let p: &mut Xdp = program_mut(&mut self.ebpf, prog)?;
-                let id = p.attach(iface, XdpMode::default()).map_err(attach_err)?;
+                let id = p.attach(iface, XdpMode::default()).map_err(|e| match e {
+                    aya::programs::ProgramError::SyscallError(ref s)
+                        if s.io_error.raw_os_error() == Some(libc::ERANGE) =>
+                    {
+                        DataplaneError::FrameTooLarge {
+                            iface: iface.to_string(),
+                            program: prog,
+                            max: iface::xdp_max_mtu(),
+                        }
+                    }
+                    other => attach_err(other),
+                })?;
                 let link = p.take_link(id).map_err(attach_err)?;
                 link.try_into()
                     .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
@@ -721,6 +750,7 @@ impl Dataplane {
             path: pin.to_path_buf(),
             detail: error_chain(&e),
         })?;
+        self.record(start::Undo::Pin(pin.to_path_buf()));
         Ok(())
     }
 
@@ -744,6 +774,13 @@ impl Dataplane {
         // The pin stays in place throughout: the kernel swaps the program under the
         // link in one step, so the interface is never without enforcement.
         let fd_link = FdLink::from(link);
+        // The program it runs now, to swap back should the start fail.
+        let before = fd_link.info().map_err(link_err).and_then(|info| {
+            relink::open_program(info.program_id()).map_err(|e| DataplaneError::Link {
+                path: pin.to_path_buf(),
+                detail: format!("opening the program it runs: {e}"),
+            })
+        })?;
         match hook {
             Hook::Xdp => {
                 let p: &mut Xdp = program_mut(&mut self.ebpf, prog)?;
@@ -761,6 +798,10 @@ impl Dataplane {
                 let _ = p.take_link(id).map_err(attach_err)?;
             }
         }
+        self.record(start::Undo::Program {
+            link: pin.to_path_buf(),
+            program: before,
+        });
         Ok(())
     }
 
@@ -957,6 +998,7 @@ impl Dataplane {
     /// write. A failure before the flip leaves the active generation untouched. After
     /// the flip, throttles set by this daemon are recomputed against the new plans.
     pub fn apply(&mut self, new: &Compiled) -> Result<()> {
+        self.record_active();
         let target = 1 - self.active;
         // Packets that read the generation before the last flip may still be using
         // the half we are about to rewrite; programs run for microseconds, so a short
@@ -1050,6 +1092,7 @@ impl Dataplane {
     /// Management prefixes are not generational: new ones go in before stale ones
     /// go out, so a suspended tenant never loses its console in between.
     fn sync_management(&mut self, wanted: &[IpNet]) -> Result<()> {
+        self.record_management()?;
         let (mut v4, mut v6) = (HashSet::new(), HashSet::new());
         for n in wanted.iter().map(|n| n.trunc()) {
             match n {

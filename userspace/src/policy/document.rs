@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use warden_common::MAX_PASS_ETHERTYPES;
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::Diagnostics;
 use super::reader::{load_yaml, set, Entry, Node, Pos, Reader};
 use super::{units, validate, DaemonConfig, Interface, Mode, Policy, Smtp, Tenant, TenantSettings};
 
@@ -68,17 +68,23 @@ impl TenantDraft {
     }
 }
 
-/// Parses and validates policy text: the policy, or every problem found.
-pub(super) fn read(text: &str, file_name: &str) -> Result<Policy, Vec<Diagnostic>> {
-    read_timed(text, file_name, &mut super::ParseTimings::default())
+/// Parses and validates policy text: the policy, or every problem found. `usable`, when
+/// given, is asked about each interface (see [`super::load_on_host`]).
+pub(super) fn read(
+    text: &str,
+    file_name: &str,
+    usable: Option<super::InterfaceCheck<'_>>,
+) -> Result<Policy, Diagnostics> {
+    read_timed(text, file_name, usable, &mut super::ParseTimings::default())
 }
 
 /// [`read`], noting how long each phase took in `timings`.
 pub(super) fn read_timed(
     text: &str,
     file_name: &str,
+    usable: Option<super::InterfaceCheck<'_>>,
     timings: &mut super::ParseTimings,
-) -> Result<Policy, Vec<Diagnostic>> {
+) -> Result<Policy, Diagnostics> {
     let started = std::time::Instant::now();
     let mut r = Reader::new(file_name);
     let documents = match load_yaml(text) {
@@ -124,10 +130,12 @@ pub(super) fn read_timed(
     timings.parse = validating - started;
     validate::interfaces(&mut r, &interfaces);
     validate::tenants(&mut r, &tenants);
+    if let Some(usable) = usable {
+        validate::on_host(&mut r, &interfaces, usable);
+    }
     timings.validate = validating.elapsed();
-    let diagnostics = r.finish();
-    if !diagnostics.is_empty() {
-        return Err(diagnostics);
+    if r.has_errors() {
+        return Err(r.finish());
     }
     let tenants: Vec<Tenant> = tenants
         .into_iter()
@@ -291,7 +299,20 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
 }
 
 fn read_tenants(r: &mut Reader, node: &Node<'_>, defaults: &TenantSettings) -> Vec<TenantDraft> {
-    let items = r.sequence(node, "a list of tenants");
+    let mut items = r.sequence(node, "a list of tenants");
+    // Past what the kernel's tenant table holds the policy cannot be applied, so the rest
+    // is not read: a draft costs some 300 bytes, a list item as little as 3 of input.
+    let max = warden_common::MAX_TENANTS as usize;
+    if items.len() > max {
+        r.error(
+            node,
+            format!(
+                "{} tenants; a node holds at most {max} (the rest were not checked)",
+                items.len()
+            ),
+        );
+        items = &items[..max];
+    }
     let mut drafts = Vec::with_capacity(items.len());
     for item in items {
         let mut draft = TenantDraft {

@@ -17,6 +17,8 @@ mod units;
 mod validate;
 
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ pub use detectors::{
     Action, Detectors, Drops, FloodIn, FloodOut, Kind, Proxy, Response, Review, Scan, Spam,
     DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{printable, Diagnostic, Diagnostics, MAX_ERRORS};
 
 /// A validated policy: what the daemon enforces.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,9 +231,26 @@ pub enum Smtp {
     },
 }
 
+/// The largest policy accepted, in bytes (file, `PUT /api/v1/policy` body or SIGHUP
+/// reload alike). A 100,000-tenant policy with several addresses, a plan and an SMTP
+/// setting per tenant is about 25 MB; larger input is refused before it is parsed, so
+/// what parsing holds in memory (the YAML tree, some 50 bytes per node) stays bounded.
+pub const MAX_POLICY_BYTES: usize = 64 << 20;
+
+/// Asks whether an interface named in the policy can be used on this machine; `Err` says
+/// why not (see [`load_on_host`]).
+pub type InterfaceCheck<'a> = &'a dyn Fn(&str) -> Result<(), String>;
+
 /// Parses and validates policy text. `file_name` only labels the diagnostics; no I/O.
 pub fn parse(text: &str, file_name: &str) -> Result<Policy, Diagnostics> {
-    document::read(text, file_name).map_err(Diagnostics)
+    within_limit(text.len(), file_name)?;
+    document::read(text, file_name, None)
+}
+
+/// [`parse`] of raw bytes (a request body): text that is not UTF-8 is one error at the
+/// line and column of the first byte that is not.
+pub fn parse_bytes(bytes: &[u8], file_name: &str) -> Result<Policy, Diagnostics> {
+    parse(utf8(bytes, file_name)?, file_name)
 }
 
 /// How long the phases of [`parse_timed`] took.
@@ -246,21 +265,112 @@ pub struct ParseTimings {
 /// [`parse`], with how long parsing and validation took (for the scale benchmark).
 pub fn parse_timed(text: &str, file_name: &str) -> (Result<Policy, Diagnostics>, ParseTimings) {
     let mut timings = ParseTimings::default();
-    let r = document::read_timed(text, file_name, &mut timings).map_err(Diagnostics);
+    if let Err(d) = within_limit(text.len(), file_name) {
+        return (Err(d), timings);
+    }
+    let r = document::read_timed(text, file_name, None, &mut timings);
     (r, timings)
 }
 
-/// Reads and parses the policy file at `path`. A file that cannot be read is one diagnostic
-/// at line 0, column 0.
+/// Reads and parses the policy file at `path`. A file that cannot be read is one
+/// diagnostic at line 0, column 0, and so is one larger than [`MAX_POLICY_BYTES`] (it is
+/// not read past that); text that is not UTF-8 is one at its line and column.
 pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
     let file_name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file_name),
-        Err(e) => Err(Diagnostics(vec![Diagnostic {
-            file: file_name,
-            line: 0,
-            col: 0,
-            message: e.to_string(),
-        }])),
+    let bytes = read_bounded(path, &file_name)?;
+    parse_bytes(&bytes, &file_name)
+}
+
+/// [`load`], also asking `usable` about each interface the file names: a refusal is an
+/// error at that interface's name. `warden policy check` and the daemon's start pass the
+/// dataplane's check (does the interface exist here, and can the programs attach to it),
+/// so a file that passes here does not fail at attach time for a reason known before.
+pub fn load_on_host(path: &Path, usable: InterfaceCheck<'_>) -> Result<Policy, Diagnostics> {
+    let file_name = path.display().to_string();
+    let bytes = read_bounded(path, &file_name)?;
+    let text = utf8(&bytes, &file_name)?;
+    within_limit(text.len(), &file_name)?;
+    document::read(text, &file_name, Some(usable))
+}
+
+/// One diagnostic about the whole input, at line 0, column 0.
+fn whole_file(file_name: &str, message: &str) -> Diagnostics {
+    Diagnostics::new(vec![Diagnostic::new(file_name, 0, 0, message)])
+}
+
+fn within_limit(len: usize, file_name: &str) -> Result<(), Diagnostics> {
+    if len > MAX_POLICY_BYTES {
+        return Err(whole_file(file_name, &too_large(len as u64)));
     }
+    Ok(())
+}
+
+fn too_large(len: u64) -> String {
+    format!(
+        "the policy is {len} bytes; at most {MAX_POLICY_BYTES} ({} MiB) are accepted",
+        MAX_POLICY_BYTES >> 20
+    )
+}
+
+/// The file's bytes, read no further than one past [`MAX_POLICY_BYTES`] (a policy path
+/// pointing at a device or a huge file is refused, not read whole).
+fn read_bounded(path: &Path, file_name: &str) -> Result<Vec<u8>, Diagnostics> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| whole_file(file_name, &e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| whole_file(file_name, &e.to_string()))?;
+    if bytes.len() > MAX_POLICY_BYTES {
+        let len = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        return Err(whole_file(
+            file_name,
+            &too_large(len.max(bytes.len() as u64)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `bytes` as text, or one diagnostic at the line and column (in characters, as the
+/// YAML positions count) of the first byte that is not UTF-8.
+fn utf8<'b>(bytes: &'b [u8], file_name: &str) -> Result<&'b str, Diagnostics> {
+    let e = match std::str::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let valid = &bytes[..e.valid_up_to()];
+    // Line breaks as YAML counts them: LF, CRLF, or a CR alone.
+    let mut line = 1;
+    let mut line_start = 0;
+    for (i, &b) in valid.iter().enumerate() {
+        let breaks = b == b'\n' || (b == b'\r' && valid.get(i + 1) != Some(&b'\n'));
+        if breaks {
+            line += 1;
+            line_start = i + 1;
+        }
+    }
+    // Everything before the bad byte is valid UTF-8.
+    let col = String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count()
+        + 1;
+    let bad = &bytes[e.valid_up_to()..];
+    let shown: Vec<String> = bad
+        .iter()
+        .take(e.error_len().unwrap_or(bad.len()).min(4))
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    let what = match e.error_len() {
+        Some(_) => format!("invalid UTF-8 ({})", shown.join(" ")),
+        None => format!(
+            "invalid UTF-8 (the file ends inside a character: {})",
+            shown.join(" ")
+        ),
+    };
+    Err(Diagnostics::new(vec![Diagnostic::new(
+        file_name,
+        line,
+        col,
+        &format!("{what}; a policy file must be UTF-8 text"),
+    )]))
 }

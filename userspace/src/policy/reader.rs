@@ -6,7 +6,9 @@
 
 use saphyr_parser::{ScalarStyle, ScanError};
 
-use super::diagnostic::Diagnostic;
+use std::collections::BinaryHeap;
+
+use super::diagnostic::{Diagnostic, Diagnostics, MAX_ERRORS};
 use super::tree::{self, Data};
 
 /// A YAML node with its position in the source.
@@ -51,28 +53,68 @@ pub(super) fn load_yaml(text: &str) -> Result<Vec<Node<'_>>, (Pos, String)> {
     })
 }
 
-/// Collects diagnostics while typed values are read out of nodes.
+/// Collects diagnostics while typed values are read out of nodes: every error is
+/// counted, and the [`MAX_ERRORS`] earliest in the file are kept, so a file with a
+/// million errors costs no more to report than one with a hundred.
 pub(super) struct Reader {
     file: String,
-    diagnostics: Vec<Diagnostic>,
+    /// The errors kept: a max-heap on (position, order found), so when a file has more
+    /// than [`MAX_ERRORS`] the one furthest into the file makes room.
+    kept: BinaryHeap<Kept>,
+    /// Errors recorded, kept or not.
+    found: usize,
+}
+
+/// A kept error, ordered by where it is and then by when it was found (so equal
+/// positions keep the order they were found in, as a stable sort would).
+struct Kept {
+    at: (usize, usize, usize),
+    diagnostic: Diagnostic,
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Kept {}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
 }
 
 impl Reader {
     pub fn new(file: &str) -> Self {
         Reader {
             file: file.to_owned(),
-            diagnostics: Vec::new(),
+            kept: BinaryHeap::new(),
+            found: 0,
         }
     }
 
     /// Records an error at `pos`.
     pub fn error_at(&mut self, pos: Pos, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic {
-            file: self.file.clone(),
-            line: pos.line,
-            col: pos.col,
-            message: message.into(),
-        });
+        self.found += 1;
+        let at = (pos.line, pos.col, self.found);
+        if self.kept.len() >= MAX_ERRORS {
+            match self.kept.peek() {
+                Some(last) if at < last.at => {
+                    self.kept.pop();
+                }
+                _ => return,
+            }
+        }
+        let diagnostic = Diagnostic::new(&self.file, pos.line, pos.col, &message.into());
+        self.kept.push(Kept { at, diagnostic });
     }
 
     /// Records an error at the start of `node`.
@@ -80,10 +122,20 @@ impl Reader {
         self.error_at(Pos::of(node), message);
     }
 
-    /// The diagnostics recorded so far, in file order.
-    pub fn finish(mut self) -> Vec<Diagnostic> {
-        self.diagnostics.sort_by_key(|d| (d.line, d.col));
-        self.diagnostics
+    /// Whether an error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.found > 0
+    }
+
+    /// The errors kept, in file order, and how many were found in all.
+    pub fn finish(self) -> Diagnostics {
+        let shown = self
+            .kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|k| k.diagnostic)
+            .collect();
+        Diagnostics::first_of(shown, self.found)
     }
 
     /// The entries of a mapping. `null` (an empty value) reads as an empty mapping; anything

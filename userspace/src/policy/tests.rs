@@ -31,11 +31,10 @@ fn ok(text: &str) -> Policy {
 fn errors(text: &str) -> Vec<(usize, usize, String)> {
     match parse(&yaml(text), "test.yaml") {
         Ok(_) => panic!("expected errors, the policy parsed"),
-        Err(e) => {
-            e.0.into_iter()
-                .map(|d| (d.line, d.col, d.message))
-                .collect()
-        }
+        Err(e) => e
+            .iter()
+            .map(|d| (d.line, d.col, d.message.clone()))
+            .collect(),
     }
 }
 
@@ -819,7 +818,7 @@ fn diagnostics_display_as_file_line_col_message() {
 fn unreadable_file_is_one_diagnostic_at_line_zero() {
     let err = load(Path::new("/nonexistent/warden.yaml")).expect_err("missing file");
     assert_eq!(err.len(), 1);
-    let d = &err.0[0];
+    let d = err.iter().next().expect("one diagnostic");
     assert_eq!(
         (d.file.as_str(), d.line, d.col),
         ("/nonexistent/warden.yaml", 0, 0)

@@ -84,6 +84,11 @@ impl<'i> Node<'i> {
 /// beyond it, an alias is an error (a "billion laughs" document).
 const ALIAS_BUDGET: usize = 100_000;
 
+/// Bytes of scalar text alias expansion may copy in one document set: without it, one
+/// long scalar aliased within the node budget would be copied (and echoed in errors)
+/// 100,000 times. As much as a policy may hold, far more than aliases of settings need.
+const ALIAS_BYTES: usize = super::MAX_POLICY_BYTES;
+
 /// Mappings up to this many keys look for a duplicate by comparing with each key;
 /// larger ones keep a hash index of their keys, so a huge mapping stays linear.
 const LINEAR_KEYS: usize = 16;
@@ -107,9 +112,9 @@ struct Open<'i> {
     /// Mappings: the key waiting for its value (`BadValue` while a key is expected),
     /// and where that key starts.
     key: Option<(Node<'i>, Marker)>,
-    /// Mappings of more than [`LINEAR_KEYS`] keys: key hash -> positions of the keys
-    /// with that hash.
-    index: Option<HashMap<u64, Vec<usize>>>,
+    /// Mappings of more than [`LINEAR_KEYS`] keys: key hash -> position of the first
+    /// key with that hash.
+    index: Option<HashMap<u64, usize>>,
 }
 
 struct Builder<'i> {
@@ -122,6 +127,8 @@ struct Builder<'i> {
     root: Option<Node<'i>>,
     anchors: HashMap<usize, Node<'i>>,
     alias_budget: usize,
+    /// Bytes of scalar text aliases may still copy.
+    alias_bytes: usize,
     hasher: std::hash::RandomState,
     error: Option<ScanError>,
 }
@@ -135,6 +142,7 @@ impl<'i> Builder<'i> {
             root: None,
             anchors: HashMap::new(),
             alias_budget: ALIAS_BUDGET,
+            alias_bytes: ALIAS_BYTES,
             hasher: std::hash::RandomState::new(),
             error: None,
         }
@@ -271,31 +279,40 @@ impl<'i> Builder<'i> {
         Ok(())
     }
 
-    /// A copy of the node anchored as `id`, within the alias budget; `BadValue` when
-    /// the anchor is unknown or the budget is exhausted (then also an error).
+    /// A copy of the node anchored as `id`, within the alias budgets; `BadValue` when
+    /// the anchor is unknown or a budget is exhausted (then also an error).
     fn resolve_alias(&mut self, id: usize, mark: Marker) -> Node<'i> {
         let Some(anchored) = self.anchors.get(&id) else {
             return Node::new(mark, Data::BadValue);
         };
-        let mut remaining = self.alias_budget;
+        let mut remaining = Budget {
+            nodes: self.alias_budget,
+            bytes: self.alias_bytes,
+        };
         if within_budget(anchored, &mut remaining) {
-            self.alias_budget = remaining;
-            anchored.clone()
-        } else {
-            self.error = Some(ScanError::new_str(
-                mark,
-                "alias expansion exceeded the maximum node budget (possible billion-laughs attack)",
-            ));
-            Node::new(mark, Data::BadValue)
+            self.alias_budget = remaining.nodes;
+            self.alias_bytes = remaining.bytes;
+            return anchored.clone();
         }
+        let why = if remaining.nodes == 0 {
+            "alias expansion exceeded the maximum node budget (possible billion-laughs attack)"
+        } else {
+            "alias expansion exceeded the maximum of copied text (possible billion-laughs attack)"
+        };
+        self.error = Some(ScanError::new_str(mark, why));
+        Node::new(mark, Data::BadValue)
     }
 }
 
 /// Whether `key` is already a key of `pairs`, keeping `index` (the hash index of a
 /// large mapping) up to date with `key` added at the end.
+///
+/// The index maps a key's hash to the first key with that hash (16 bytes a key, where a
+/// list of positions per hash cost some 60): two different keys with one 64-bit hash are
+/// so rare that the one that meets another is checked against every key instead.
 fn is_duplicate(
     pairs: &[(Node<'_>, Node<'_>)],
-    index: &mut Option<HashMap<u64, Vec<usize>>>,
+    index: &mut Option<HashMap<u64, usize>>,
     hasher: &std::hash::RandomState,
     key: &Node<'_>,
 ) -> bool {
@@ -303,37 +320,57 @@ fn is_duplicate(
         return pairs.iter().any(|(k, _)| k == key);
     }
     let index = index.get_or_insert_with(|| {
-        let mut m: HashMap<u64, Vec<usize>> = HashMap::with_capacity(pairs.len() * 2);
+        let mut m: HashMap<u64, usize> = HashMap::with_capacity(pairs.len() * 2);
         for (i, (k, _)) in pairs.iter().enumerate() {
-            m.entry(hasher.hash_one(k)).or_default().push(i);
+            m.entry(hasher.hash_one(k)).or_insert(i);
         }
         m
     });
-    let same = index.entry(hasher.hash_one(key)).or_default();
-    if same.iter().any(|&i| pairs[i].0 == *key) {
-        return true;
+    match index.entry(hasher.hash_one(key)) {
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(pairs.len());
+            false
+        }
+        std::collections::hash_map::Entry::Occupied(first) => {
+            pairs[*first.get()].0 == *key || pairs.iter().any(|(k, _)| k == key)
+        }
     }
-    same.push(pairs.len());
-    false
 }
 
-/// Counts `node`'s nodes against `budget` as `saphyr`'s loader does (a mapping's key
-/// counts as one node, its value recursively); false once the budget runs out.
-fn within_budget(node: &Node<'_>, budget: &mut usize) -> bool {
-    if *budget == 0 {
+/// What alias expansion may still copy.
+struct Budget {
+    nodes: usize,
+    bytes: usize,
+}
+
+/// Counts `node`'s nodes against `budget.nodes` as `saphyr`'s loader does (a mapping's
+/// scalar key counts as one node, its value recursively), and the text of its scalars
+/// against `budget.bytes`; false once either runs out. Unlike `saphyr`, what a
+/// collection used as a key or a tagged collection holds counts too, so no copy escapes
+/// the budgets.
+fn within_budget(node: &Node<'_>, budget: &mut Budget) -> bool {
+    if budget.nodes == 0 {
         return false;
     }
-    *budget -= 1;
+    budget.nodes -= 1;
     match &node.data {
+        Data::Scalar(text, _, _) => take_bytes(budget, text.len()),
         Data::Sequence(items) => items.iter().all(|item| within_budget(item, budget)),
-        Data::Mapping(pairs) => pairs.iter().all(|(_, value)| {
-            if *budget == 0 {
-                return false;
-            }
-            *budget -= 1;
-            within_budget(value, budget)
-        }),
-        _ => true,
+        Data::Mapping(pairs) => pairs
+            .iter()
+            .all(|(key, value)| within_budget(key, budget) && within_budget(value, budget)),
+        Data::Tagged(_, inner) => within_budget(inner, budget),
+        Data::BadValue => true,
+    }
+}
+
+fn take_bytes(budget: &mut Budget, n: usize) -> bool {
+    match budget.bytes.checked_sub(n) {
+        Some(left) => {
+            budget.bytes = left;
+            true
+        }
+        None => false,
     }
 }
 

@@ -29,6 +29,23 @@ pub(super) fn interfaces(r: &mut Reader, interfaces: &[InterfaceDraft]) {
     }
 }
 
+/// Asks `usable` about each interface (once per name); a refusal is an error at the
+/// interface's name.
+pub(super) fn on_host(
+    r: &mut Reader,
+    interfaces: &[InterfaceDraft],
+    usable: super::InterfaceCheck<'_>,
+) {
+    let mut asked = std::collections::HashSet::new();
+    for draft in interfaces {
+        if asked.insert(draft.interface.name.as_str()) {
+            if let Err(why) = usable(&draft.interface.name) {
+                r.error_at(draft.name_pos, why);
+            }
+        }
+    }
+}
+
 pub(super) fn tenants(r: &mut Reader, tenants: &[TenantDraft]) {
     unique_ids(r, tenants);
     unique_macs(r, tenants);
