@@ -346,7 +346,7 @@ fn unknown_keys_are_errors_at_the_key() {
         all,
         vec![
             (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k".into()),
-            (4, 30, "unknown key `speed` in interface; expected one of: name, mode".into()),
+            (4, 30, "unknown key `speed` in interface; expected one of: name, mode, pass_ethertypes".into()),
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
             (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors, notify".into()),

@@ -62,8 +62,9 @@ fn a_failed_start_on_a_fresh_bpffs_removes_every_pin_and_directory_it_made() {
     assert!(bpffs.join("maps").join(map::ACTIVE).exists());
     let done = dp.roll_back_start();
     assert!(done.failures.is_empty(), "{:?}", done.failures);
-    // 21 maps, 5 directories, the flip and the management prefixes.
-    assert_eq!(done.undone, map::ALL.len() + 5 + 2);
+    // The object's maps, the suspension record, 5 directories, the flip and the
+    // management prefixes.
+    assert_eq!(done.undone, map::ALL.len() + 1 + 5 + 2);
     assert!(!dp.starting());
     drop(dp);
     assert_eq!(tree(fs.path()), before, "something was left behind");
