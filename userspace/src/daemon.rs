@@ -202,6 +202,9 @@ pub struct Shared {
     started: Instant,
     policy_path: PathBuf,
     tokens: Tokens,
+    /// `daemon.management` in force, for the API's connection reserve: read for every
+    /// connection, so kept apart from `inner`, which an apply holds for seconds.
+    management: std::sync::RwLock<Arc<Vec<ipnet::IpNet>>>,
 }
 
 impl Inner {
@@ -724,6 +727,14 @@ impl Shared {
         }
     }
 
+    /// The `daemon.management` networks in force.
+    pub fn management(&self) -> Arc<Vec<ipnet::IpNet>> {
+        self.management
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Re-reads the policy file and applies it; on any error the old policy stays.
     pub fn reload(&self, actor: &str) -> Result<u64, Refusal> {
         let r = policy::load(&self.policy_path)
@@ -780,6 +791,8 @@ impl Shared {
             .filter_map(|t| inner.index.get(&t.id).map(|i| (t.id.clone(), i)))
             .collect();
         inner.apply_policy(policy, actor)?;
+        *self.management.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(inner.policy.daemon.management.clone());
         for (id, slot) in leaving {
             let counters = inner.dataplane.tenant_counters(slot);
             let drops = inner.dataplane.drop_counters(slot);
@@ -1174,6 +1187,12 @@ pub struct RunOptions {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
     crate::memory::tune();
+    // API connections, maps, SQLite and the sampler share the descriptor limit; the API
+    // keeps its cap below what this leaves (daemon.api_limits).
+    match crate::api::raise_fd_limit() {
+        Ok(limit) => tracing::info!(limit, "open descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
+    }
     let policy_path = opts.policy_path.as_path();
     let policy = policy::load(policy_path).map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
     let policy = compacted(policy);
@@ -1259,6 +1278,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(interface = %a.interface, mode = %a.mode, hook = %a.hook, program = %a.program, how = %a.how, "enforcing");
     }
     let bpffs = inner.dataplane.bpffs().to_path_buf();
+    let management = Arc::new(inner.policy.daemon.management.clone());
     let shared = Arc::new(Shared {
         watch: Mutex::new(watch),
         inner: Mutex::new(inner),
@@ -1269,6 +1289,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         policy_path: policy_path.to_path_buf(),
         tokens,
         apply_failures: std::sync::atomic::AtomicU64::new(0),
+        management: std::sync::RwLock::new(management),
     });
 
     let sampler = tokio::spawn({

@@ -1,0 +1,970 @@
+//! The API's connections: accepted, admitted, timed and closed here rather than by
+//! `axum::serve`, which has neither a header-read nor an idle timeout nor a connection
+//! cap. Under it a client could hold a descriptor and a task for as long as it liked,
+//! and 1,100 idle connections took every descriptor of a daemon with the default limit
+//! of 1,024 (the counter sampler then failed with `Too many open files` and `warden
+//! status` timed out).
+//!
+//! - Admission ([`Admission`]): at most `max_connections` open at once, and
+//!   `max_connections_per_source` from one address (an IPv6 client by its /64, which one
+//!   host can fill with addresses). The last `reserved_connections` are kept for loopback
+//!   and `daemon.management` clients, which have no per-address cap, so an operator's
+//!   `warden status` or `warden suspend` gets in while others hold the rest. A connection
+//!   over a cap gets a fixed `503` with a JSON error and `Connection: close`, written
+//!   straight to the fresh socket (no parse, no task), and is closed; over HTTPS it is
+//!   closed unanswered, since only a TLS handshake could carry an answer.
+//! - Timeouts ([`Activity`]): each connection's task follows what its connection does
+//!   and closes it at the first deadline that passes: `idle_timeout` with no request
+//!   under way, `header_timeout` from a request's first byte to the end of its header
+//!   (a trickle of bytes does not extend it), `body_timeout` from the header to the end
+//!   of the body, and `idle_timeout` again while the client takes no byte of a response.
+//!   The handler's own work has no deadline: it is the daemon's, not the client's.
+//! - Descriptors: [`raise_fd_limit`] at start, and [`caps`] keeps the connection cap
+//!   [`FD_HEADROOM`] descriptors below the limit, for the maps, SQLite and the rest.
+//!
+//! Every refusal and every close for a timeout is counted ([`ConnMetrics`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Request, Response},
+    Router,
+};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::policy::ApiLimits;
+
+/// Descriptors kept free of API connections for everything else the daemon opens while
+/// it runs: BPF maps, programs and links, SQLite and its journal, the events log,
+/// webhook deliveries, the listener itself.
+pub const FD_HEADROOM: u64 = 256;
+
+/// TLS handshakes under way at once; a connection beyond is closed unread (a handshake
+/// costs CPU, so this stays well below the connection cap).
+const MAX_HANDSHAKES: usize = 256;
+
+/// Largest read buffer of a connection, and so the largest request header: the
+/// memory a connection can make the daemon hold while it sends its header slowly.
+const MAX_READ_BUFFER: usize = 64 << 10;
+
+/// How long a shutdown waits for requests under way before it drops their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Refusals are logged at most this often (each one is counted).
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a connection was refused at accept, in the order of [`REFUSED_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` open (for clients without the reserve: all but the reserve).
+    MaxConnections = 0,
+    /// `max_connections_per_source` open from this client's address.
+    PerSource = 1,
+    /// [`MAX_HANDSHAKES`] TLS handshakes under way.
+    Handshakes = 2,
+}
+
+/// The `reason` label of `warden_api_connections_refused_total`.
+pub const REFUSED_REASONS: [&str; 3] = [
+    "max_connections",
+    "max_connections_per_source",
+    "max_handshakes",
+];
+
+/// Why the server closed a connection, in the order of [`CLOSED_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// No request under way for `idle_timeout`.
+    Idle = 0,
+    /// A request's header not complete `header_timeout` after its first byte.
+    Header = 1,
+    /// A request's body not complete `body_timeout` after its header.
+    Body = 2,
+    /// The client took no byte of a response for `idle_timeout`.
+    Send = 3,
+    /// The TLS handshake not done `header_timeout` after the accept.
+    Handshake = 4,
+}
+
+/// The `reason` label of `warden_api_connections_closed_total`.
+pub const CLOSED_REASONS: [&str; 5] = [
+    "idle_timeout",
+    "header_timeout",
+    "body_timeout",
+    "send_timeout",
+    "handshake_timeout",
+];
+
+/// TLS handshake outcomes, in the order of [`TLS_OUTCOMES`].
+#[derive(Debug, Clone, Copy)]
+enum Handshake {
+    Ok = 0,
+    Failed = 1,
+    TimedOut = 2,
+    /// Closed unread: [`MAX_HANDSHAKES`] were under way.
+    Refused = 3,
+}
+
+const TLS_OUTCOMES: [&str; 4] = ["ok", "failed", "timeout", "refused"];
+
+/// What happened to the API's connections.
+#[derive(Debug, Default)]
+pub struct ConnMetrics {
+    open: AtomicU64,
+    refused: [AtomicU64; REFUSED_REASONS.len()],
+    closed: [AtomicU64; CLOSED_REASONS.len()],
+    tls: [AtomicU64; TLS_OUTCOMES.len()],
+    tls_enabled: AtomicBool,
+}
+
+impl ConnMetrics {
+    fn refused(&self, why: Refused) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn closed(&self, why: Closed) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn handshake(&self, outcome: Handshake) {
+        self.tls[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the connection families in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP warden_api_connections_open API connections open now (TLS handshakes included).\n\
+             # TYPE warden_api_connections_open gauge\n\
+             warden_api_connections_open {}",
+            self.open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP warden_api_connections_refused_total API connections refused at accept by the \
+             limit they met: answered 503 and closed (over HTTPS closed unanswered).\n\
+             # TYPE warden_api_connections_refused_total counter"
+        );
+        for (reason, n) in REFUSED_REASONS.iter().zip(&self.refused) {
+            let _ = writeln!(
+                out,
+                "warden_api_connections_refused_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_api_connections_closed_total API connections the server closed because a \
+             timeout of daemon.api_limits passed.\n\
+             # TYPE warden_api_connections_closed_total counter"
+        );
+        for (reason, n) in CLOSED_REASONS.iter().zip(&self.closed) {
+            let _ = writeln!(
+                out,
+                "warden_api_connections_closed_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        if self.tls_enabled.load(Ordering::Relaxed) {
+            let _ = writeln!(
+                out,
+                "# HELP warden_api_tls_handshakes_total TLS handshakes on the API listener by outcome; \
+                 refused = closed unread because {MAX_HANDSHAKES} handshakes were under way.\n\
+                 # TYPE warden_api_tls_handshakes_total counter"
+            );
+            for (name, n) in TLS_OUTCOMES.iter().zip(&self.tls) {
+                let _ = writeln!(
+                    out,
+                    "warden_api_tls_handshakes_total{{outcome=\"{name}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit (the soft
+/// limit stays 1,024 under systemd for programs that still use `select`; this one does
+/// not) and returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// The soft limit on open descriptors now, and how many are open.
+fn fd_usage() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let open = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    Ok((limit.rlim_cur, open))
+}
+
+/// The connection caps in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Connections open at once, from everyone.
+    pub total: usize,
+    /// Connections open at once from one source without the reserve.
+    pub per_source: usize,
+    /// The part of `total` only loopback and management sources may use.
+    pub reserved: usize,
+}
+
+/// The caps of `limits` with `fd_limit` descriptors allowed and `fds_open` in use: the
+/// configured ones when they fit [`FD_HEADROOM`] below the limit, else lowered to fit,
+/// with the warning to log.
+pub fn caps(limits: &ApiLimits, fd_limit: u64, fds_open: u64) -> (Caps, Option<String>) {
+    let wanted = Caps {
+        total: limits.max_connections,
+        per_source: limits.max_connections_per_source,
+        reserved: limits.reserved_connections,
+    };
+    let usable = fd_limit.saturating_sub(fds_open.saturating_add(FD_HEADROOM));
+    let usable = usize::try_from(usable).unwrap_or(usize::MAX);
+    if wanted.total <= usable {
+        return (wanted, None);
+    }
+    let total = usable.max(1);
+    let lowered = Caps {
+        total,
+        per_source: wanted.per_source.min(total),
+        reserved: wanted.reserved.min(total / 2),
+    };
+    let warning = format!(
+        "daemon.api_limits.max_connections is {} but the descriptor limit is {fd_limit} with \
+         {fds_open} open and {FD_HEADROOM} kept for the daemon: serving at most {} API \
+         connections ({} reserved); raise LimitNOFILE to allow more",
+        wanted.total, lowered.total, lowered.reserved
+    );
+    (lowered, Some(warning))
+}
+
+/// The address a client is counted by: IPv4 (also when it arrives IPv4-mapped on an
+/// IPv6 socket) as it is, IPv6 by its /64, the least a host gets.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// `ip` with an IPv4-mapped IPv6 address turned back into IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// Who may open one more connection: the counts of open connections, and the caps.
+#[derive(Debug)]
+pub struct Admission {
+    caps: Caps,
+    counts: Mutex<Counts>,
+    /// Keeps the open-connections gauge current.
+    metrics: Arc<ConnMetrics>,
+}
+
+/// An admitted connection's place, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    admission: Arc<Admission>,
+    /// The source it counts against, or `None` for a reserve source.
+    source: Option<IpAddr>,
+}
+
+impl Admission {
+    pub fn new(caps: Caps, metrics: Arc<ConnMetrics>) -> Arc<Admission> {
+        Arc::new(Admission {
+            caps,
+            counts: Mutex::default(),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // Counting never panics midway; a poisoned lock still holds usable counts.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one more connection from `peer` (`reserve`: a loopback or management
+    /// source, which may use the reserve and has no per-address cap), or says which cap
+    /// it met. The per-address cap is checked first: it names the client as the cause.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, reserve: bool) -> Result<Slot, Refused> {
+        let mut counts = self.lock();
+        let source = if reserve {
+            if counts.total >= self.caps.total {
+                return Err(Refused::MaxConnections);
+            }
+            None
+        } else {
+            let key = source_key(peer);
+            if counts.by_source.get(&key).copied().unwrap_or(0) >= self.caps.per_source {
+                return Err(Refused::PerSource);
+            }
+            if counts.total >= self.caps.total.saturating_sub(self.caps.reserved) {
+                return Err(Refused::MaxConnections);
+            }
+            *counts.by_source.entry(key).or_default() += 1;
+            Some(key)
+        };
+        counts.total += 1;
+        self.metrics.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            admission: self.clone(),
+            source,
+        })
+    }
+
+    /// Connections open now.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.admission.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(key) = self.source {
+            if let Some(n) = counts.by_source.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.by_source.remove(&key);
+                }
+            }
+        }
+        self.admission.metrics.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The fixed answers to a refused plain-HTTP connection, one per reason.
+struct Refusals([Vec<u8>; REFUSED_REASONS.len()]);
+
+impl Refusals {
+    fn new(caps: &Caps) -> Refusals {
+        let answer = |message: String| {
+            let body = serde_json::json!({ "error": message }).to_string();
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\nretry-after: 5\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
+        Refusals([
+            answer(format!(
+                "too many API connections (max_connections {}, {} of them reserved for \
+                 loopback and daemon.management clients); try again later",
+                caps.total, caps.reserved
+            )),
+            answer(format!(
+                "too many API connections from this address (max_connections_per_source {}); \
+                 close some or try again later",
+                caps.per_source
+            )),
+            answer("too many TLS handshakes under way; try again later".to_owned()),
+        ])
+    }
+
+    /// Answers `stream` with the 503 for `why`, without waiting: a fresh socket's send
+    /// buffer takes it whole. What the client already sent is read first (a few KiB at
+    /// most), since closing a socket with unread bytes resets it, and a reset can beat
+    /// the answer to the client.
+    fn answer(&self, stream: &TcpStream, why: Refused) {
+        let mut sink = [0u8; 4096];
+        for _ in 0..4 {
+            match stream.try_read(&mut sink) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+        let _ = stream.try_write(&self.0[why as usize]);
+    }
+}
+
+/// The timeouts of `daemon.api_limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub body: Duration,
+}
+
+impl From<&ApiLimits> for Timeouts {
+    fn from(l: &ApiLimits) -> Self {
+        Timeouts {
+            header: l.header_timeout,
+            idle: l.idle_timeout,
+            body: l.body_timeout,
+        }
+    }
+}
+
+/// Where a connection is in its request cycle, as its reads, the service and the bodies
+/// report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request under way since then: the accept, or the end of the last response.
+    Idle(Instant),
+    /// A request's first bytes arrived then; its header is not complete.
+    Head(Instant),
+    /// The service has the request; its body is still arriving, since the header, when
+    /// `body_since` is set.
+    Busy { body_since: Option<Instant> },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ActivityState {
+    phase: Phase,
+    /// Since when the socket has refused response bytes (its send buffer full).
+    write_blocked: Option<Instant>,
+}
+
+/// What a connection is doing, shared by its I/O, its service and its bodies (all polled
+/// in the connection's own task), and read by its watchdog after each poll.
+#[derive(Debug)]
+pub struct Activity(Mutex<ActivityState>);
+
+impl Activity {
+    pub fn new(now: Instant) -> Activity {
+        Activity(Mutex::new(ActivityState {
+            phase: Phase::Idle(now),
+            write_blocked: None,
+        }))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut ActivityState) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Bytes arrived: on an idle connection, a request has begun.
+    fn read(&self, now: Instant) {
+        self.with(|s| {
+            if let Phase::Idle(_) = s.phase {
+                s.phase = Phase::Head(now);
+            }
+        })
+    }
+
+    fn write_blocked(&self, now: Instant) {
+        self.with(|s| {
+            s.write_blocked.get_or_insert(now);
+        })
+    }
+
+    /// A write or flush succeeded (`sent`: it took bytes). Bytes going out, or a
+    /// blocked socket taking them, is progress: an idle connection is idle from its last
+    /// byte sent. A flush with nothing waiting is not (hyper flushes on every poll).
+    fn wrote(&self, now: Instant, sent: bool) {
+        self.with(|s| {
+            let progressed = sent || s.write_blocked.is_some();
+            s.write_blocked = None;
+            if let (Phase::Idle(_), true) = (s.phase, progressed) {
+                s.phase = Phase::Idle(now);
+            }
+        })
+    }
+
+    /// The header is complete and the service has the request.
+    fn request(&self, has_body: bool, now: Instant) {
+        self.with(|s| {
+            s.phase = Phase::Busy {
+                body_since: has_body.then_some(now),
+            }
+        })
+    }
+
+    /// The request body ended, or the handler let it go.
+    fn body_done(&self) {
+        self.with(|s| {
+            if let Phase::Busy { body_since } = &mut s.phase {
+                *body_since = None;
+            }
+        })
+    }
+
+    /// The response has gone to the connection: idle until the next request.
+    fn response_done(&self, now: Instant) {
+        self.with(|s| s.phase = Phase::Idle(now))
+    }
+
+    /// The next deadline and why, or `None` while the handler works. A connection whose
+    /// socket refuses response bytes is sending, not idle, even after the response
+    /// body ended (hyper still holds its tail).
+    fn deadline(&self, t: &Timeouts) -> Option<(Instant, Closed)> {
+        let s = self.with(|s| *s);
+        let phase = match s.phase {
+            Phase::Idle(_) if s.write_blocked.is_some() => None,
+            Phase::Idle(since) => Some((since + t.idle, Closed::Idle)),
+            Phase::Head(since) => Some((since + t.header, Closed::Header)),
+            Phase::Busy {
+                body_since: Some(since),
+            } => Some((since + t.body, Closed::Body)),
+            Phase::Busy { body_since: None } => None,
+        };
+        let send = s.write_blocked.map(|since| (since + t.idle, Closed::Send));
+        match (phase, send) {
+            (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A connection's socket (or TLS stream) reporting its reads and blocked writes.
+struct Metered<S> {
+    io: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.read(Instant::now());
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Metered<S> {
+    /// Reports a write (`sent`: how many bytes it took) or a flush (`None`).
+    fn note<T>(&self, r: &Poll<io::Result<T>>, sent: impl FnOnce(&T) -> Option<usize>) {
+        match r {
+            Poll::Pending => self.activity.write_blocked(Instant::now()),
+            Poll::Ready(Ok(v)) => match sent(v) {
+                Some(0) => {}
+                n => self.activity.wrote(Instant::now(), n.is_some()),
+            },
+            Poll::Ready(Err(_)) => {}
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(&r, |n| Some(*n));
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note(&r, |n| Some(*n));
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(&r, |()| None);
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Which end of a request a [`Reported`] body is.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+/// A body that reports its end (or its drop) to the connection's [`Activity`].
+struct Reported<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    side: Side,
+    done: bool,
+}
+
+impl<B> Reported<B> {
+    fn new(inner: B, activity: Arc<Activity>, side: Side) -> Self {
+        Reported {
+            inner,
+            activity,
+            side,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            match self.side {
+                Side::Request => self.activity.body_done(),
+                Side::Response => self.activity.response_done(Instant::now()),
+            }
+        }
+    }
+}
+
+impl<B> Drop for Reported<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Reported<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The router as a hyper service that tells the connection's [`Activity`] when a
+/// request's header is in, when its body ends and when its response has gone.
+#[derive(Clone)]
+struct Tracked {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response<Reported<Body>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity
+            .request(!req.body().is_end_stream(), Instant::now());
+        let activity = self.activity.clone();
+        let req = req.map(|body| Body::new(Reported::new(body, activity.clone(), Side::Request)));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let response = tower::ServiceExt::oneshot(app, req).await?;
+            Ok(response.map(|body| Reported::new(body, activity, Side::Response)))
+        })
+    }
+}
+
+/// Resolves when the connection's next deadline passes (see [`Activity::deadline`]).
+/// Polled after the connection on every wake-up of the task, so it sees each change the
+/// connection made and moves its timer to match.
+struct Watchdog<'a> {
+    activity: &'a Activity,
+    timeouts: &'a Timeouts,
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+}
+
+impl Future for Watchdog<'_> {
+    type Output = Closed;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
+        let Some((at, why)) = self.activity.deadline(self.timeouts) else {
+            // The handler works: the next change comes from the connection's own poll.
+            return Poll::Pending;
+        };
+        if self.sleep.deadline() != at {
+            self.sleep.as_mut().reset(at);
+        }
+        self.sleep.as_mut().poll(cx).map(|()| why)
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the client or the server ends it, or a deadline
+/// passes (then returns why). After `shutdown` turns true the connection ends once its
+/// request under way is answered.
+pub async fn drive<S>(
+    io: S,
+    app: Router,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Closed>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(Metered {
+        io,
+        activity: activity.clone(),
+    });
+    let service = Tracked {
+        app,
+        activity: activity.clone(),
+    };
+    // No hyper timer: hyper's header-read timeout restarts with every request and cannot
+    // tell an idle connection from a slow header; the watchdog below does both.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(MAX_READ_BUFFER);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let sleep = tokio::time::sleep(timeouts.idle);
+    tokio::pin!(sleep);
+    let mut draining = *shutdown.borrow_and_update();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            biased;
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "API connection ended with an error");
+                }
+                return None;
+            }
+            _ = shutdown.changed(), if !draining => {
+                // Idle connections close now; one with a request under way once it is
+                // answered (keep-alive off), within the timeouts.
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            why = Watchdog { activity: &activity, timeouts: &timeouts, sleep: sleep.as_mut() } => {
+                return Some(why);
+            }
+        }
+    }
+}
+
+/// How [`serve`] runs: the caps and timeouts, TLS, and who may use the reserve.
+pub struct Config {
+    pub caps: Caps,
+    pub timeouts: Timeouts,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether a (canonical) client address may use the reserve: loopback and
+    /// `daemon.management`, read for every connection so a policy apply takes effect.
+    pub reserve: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+/// Serves `app` on `tcp` (HTTPS only with `config.tls`) until `shutdown` completes, then
+/// waits for requests under way (at most [`SHUTDOWN_GRACE`]).
+pub async fn serve(
+    tcp: TcpListener,
+    app: Router,
+    config: Config,
+    metrics: Arc<ConnMetrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let admission = Admission::new(config.caps, metrics.clone());
+    let refusals = Refusals::new(&config.caps);
+    let tls = config.tls.map(|c| {
+        metrics.tls_enabled.store(true, Ordering::Relaxed);
+        (
+            tokio_rustls::TlsAcceptor::from(c),
+            Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        )
+    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut warned: Option<Instant> = None;
+    let mut warn = |message: &str, detail: String| {
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            warned = Some(Instant::now());
+            tracing::warn!(detail, "{message} (logged at most once a minute)");
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = ended {
+                    tracing::error!(error = %e, "an API connection task failed");
+                }
+            }
+            accepted = tcp.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, then accept again.
+                        warn("accepting an API connection failed", e.to_string());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let ip = canonical(peer.ip());
+                let slot = match admission.admit(ip, (config.reserve)(ip)) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        metrics.refused(why);
+                        if tls.is_none() {
+                            refusals.answer(&stream, why);
+                        }
+                        warn(
+                            "API connection refused",
+                            format!("{peer}: {}", REFUSED_REASONS[why as usize]),
+                        );
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handshake = match &tls {
+                    None => None,
+                    Some((acceptor, slots)) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => Some((acceptor.clone(), permit)),
+                        Err(_) => {
+                            metrics.refused(Refused::Handshakes);
+                            metrics.handshake(Handshake::Refused);
+                            warn("API connection refused", format!("{peer}: max_handshakes"));
+                            continue;
+                        }
+                    },
+                };
+                let (app, metrics, stopped) = (app.clone(), metrics.clone(), stopped.clone());
+                let timeouts = config.timeouts;
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    let closed = match handshake {
+                        None => {
+                            let activity = Arc::new(Activity::new(Instant::now()));
+                            drive(stream, app, activity, timeouts, stopped).await
+                        }
+                        Some((acceptor, permit)) => {
+                            let shaken =
+                                tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await;
+                            drop(permit);
+                            match shaken {
+                                Ok(Ok(stream)) => {
+                                    metrics.handshake(Handshake::Ok);
+                                    let activity = Arc::new(Activity::new(Instant::now()));
+                                    drive(stream, app, activity, timeouts, stopped).await
+                                }
+                                Ok(Err(e)) => {
+                                    metrics.handshake(Handshake::Failed);
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    metrics.handshake(Handshake::TimedOut);
+                                    Some(Closed::Handshake)
+                                }
+                            }
+                        }
+                    };
+                    if let Some(why) = closed {
+                        metrics.closed(why);
+                        tracing::debug!(%peer, reason = CLOSED_REASONS[why as usize], "API connection closed");
+                    }
+                });
+            }
+        }
+    }
+    drop(tcp);
+    let _ = stop.send(true);
+    let left = tasks.len();
+    if left > 0 {
+        tracing::info!(
+            connections = left,
+            "waiting for API requests under way to be answered"
+        );
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = tasks.len(),
+            "API connections still open after {SHUTDOWN_GRACE:?}; closing them"
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// The caps of `limits` for this process's descriptor limit, logging a lowering.
+pub fn caps_for_process(limits: &ApiLimits) -> Caps {
+    match fd_usage() {
+        Ok((fd_limit, fds_open)) => {
+            let (caps, warning) = caps(limits, fd_limit, fds_open);
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            caps
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; API connection caps as configured");
+            caps(limits, u64::MAX, 0).0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
