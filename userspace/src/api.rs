@@ -12,7 +12,7 @@
 
 mod server;
 
-pub use server::raise_fd_limit;
+pub use server::{listen, raise_fd_limit};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1340,9 +1340,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = crate::api::listen(listen).with_context(|| format!("listening on {listen}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "serving API and /metrics");
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;

@@ -66,6 +66,13 @@ const MAX_READ_BUFFER: usize = 64 << 10;
 /// How long a shutdown waits for requests under way before it drops their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The API socket's listen backlog: connections the kernel completes while the accept
+/// loop catches up. When it is full the kernel drops new SYNs, everyone's alike, and a
+/// client retries a second later, so it is long enough for a flood arriving faster
+/// than a busy daemon accepts (the kernel caps it at net.core.somaxconn, 4096 by
+/// default).
+const BACKLOG: u32 = 4096;
+
 /// Refusals are logged at most this often (each one is counted).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -226,6 +233,19 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// The API's listening socket on `addr`, with [`BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind: a restarted daemon binds while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The soft limit on open descriptors now, and how many are open.
 fn fd_usage() -> io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
@@ -302,7 +322,10 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 #[derive(Debug, Default)]
 struct Counts {
+    /// Every open connection.
     total: usize,
+    /// Those of sources without the reserve.
+    others: usize,
     by_source: HashMap<IpAddr, usize>,
 }
 
@@ -337,9 +360,12 @@ impl Admission {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits one more connection from `peer` (`reserve`: a loopback or management
-    /// source, which may use the reserve and has no per-address cap), or says which cap
-    /// it met. The per-address cap is checked first: it names the client as the cause.
+    /// Admits one more connection from `peer`, or says which cap it met. Everyone
+    /// together holds at most `total`; sources without the reserve at most `total -
+    /// reserved` of them, and `per_source` each (checked first: it names the client as
+    /// the cause). A `reserve` source (loopback or management) has no per-address cap
+    /// and its connections do not count against the others' share, so the reserve is
+    /// there for it however the others behave.
     pub fn admit(self: &Arc<Self>, peer: IpAddr, reserve: bool) -> Result<Slot, Refused> {
         let mut counts = self.lock();
         let source = if reserve {
@@ -352,10 +378,13 @@ impl Admission {
             if counts.by_source.get(&key).copied().unwrap_or(0) >= self.caps.per_source {
                 return Err(Refused::PerSource);
             }
-            if counts.total >= self.caps.total.saturating_sub(self.caps.reserved) {
+            if counts.others >= self.caps.total.saturating_sub(self.caps.reserved)
+                || counts.total >= self.caps.total
+            {
                 return Err(Refused::MaxConnections);
             }
             *counts.by_source.entry(key).or_default() += 1;
+            counts.others += 1;
             Some(key)
         };
         counts.total += 1;
@@ -367,7 +396,6 @@ impl Admission {
     }
 
     /// Connections open now.
-    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.lock().total
     }
@@ -378,6 +406,7 @@ impl Drop for Slot {
         let mut counts = self.admission.lock();
         counts.total = counts.total.saturating_sub(1);
         if let Some(key) = self.source {
+            counts.others = counts.others.saturating_sub(1);
             if let Some(n) = counts.by_source.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -540,21 +569,26 @@ impl Activity {
         self.with(|s| s.phase = Phase::Idle(now))
     }
 
-    /// The next deadline and why, or `None` while the handler works. A connection whose
-    /// socket refuses response bytes is sending, not idle, even after the response
-    /// body ended (hyper still holds its tail).
-    fn deadline(&self, t: &Timeouts) -> Option<(Instant, Closed)> {
+    /// The next deadline and why (`None`: the shutdown), or no deadline while the
+    /// handler works. A connection whose socket refuses response bytes is sending, not
+    /// idle, even after the response body ended (hyper still holds its tail).
+    /// `draining`: the server shuts down, so a connection without a request under way
+    /// (idle, or with a header still arriving) is closed now.
+    fn deadline(&self, t: &Timeouts, draining: bool) -> Option<(Instant, Option<Closed>)> {
         let s = self.with(|s| *s);
         let phase = match s.phase {
             Phase::Idle(_) if s.write_blocked.is_some() => None,
-            Phase::Idle(since) => Some((since + t.idle, Closed::Idle)),
-            Phase::Head(since) => Some((since + t.header, Closed::Header)),
+            Phase::Idle(since) | Phase::Head(since) if draining => Some((since, None)),
+            Phase::Idle(since) => Some((since + t.idle, Some(Closed::Idle))),
+            Phase::Head(since) => Some((since + t.header, Some(Closed::Header))),
             Phase::Busy {
                 body_since: Some(since),
-            } => Some((since + t.body, Closed::Body)),
+            } => Some((since + t.body, Some(Closed::Body))),
             Phase::Busy { body_since: None } => None,
         };
-        let send = s.write_blocked.map(|since| (since + t.idle, Closed::Send));
+        let send = s
+            .write_blocked
+            .map(|since| (since + t.idle, Some(Closed::Send)));
         match (phase, send) {
             (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
             (a, b) => a.or(b),
@@ -731,14 +765,15 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 struct Watchdog<'a> {
     activity: &'a Activity,
     timeouts: &'a Timeouts,
+    draining: bool,
     sleep: Pin<&'a mut tokio::time::Sleep>,
 }
 
 impl Future for Watchdog<'_> {
-    type Output = Closed;
+    type Output = Option<Closed>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
-        let Some((at, why)) = self.activity.deadline(self.timeouts) else {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Closed>> {
+        let Some((at, why)) = self.activity.deadline(self.timeouts, self.draining) else {
             // The handler works: the next change comes from the connection's own poll.
             return Poll::Pending;
         };
@@ -750,8 +785,8 @@ impl Future for Watchdog<'_> {
 }
 
 /// Serves HTTP/1.1 on `io` until the client or the server ends it, or a deadline
-/// passes (then returns why). After `shutdown` turns true the connection ends once its
-/// request under way is answered.
+/// passes (then returns which). After `shutdown` turns true the connection ends at once
+/// when no request is under way, else once it is answered.
 pub async fn drive<S>(
     io: S,
     app: Router,
@@ -792,13 +827,12 @@ where
                 return None;
             }
             _ = shutdown.changed(), if !draining => {
-                // Idle connections close now; one with a request under way once it is
-                // answered (keep-alive off), within the timeouts.
+                // Keep-alive off: a request under way is answered, then hyper closes.
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            why = Watchdog { activity: &activity, timeouts: &timeouts, sleep: sleep.as_mut() } => {
-                return Some(why);
+            why = Watchdog { activity: &activity, timeouts: &timeouts, draining, sleep: sleep.as_mut() } => {
+                return why;
             }
         }
     }
@@ -834,106 +868,83 @@ pub async fn serve(
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let mut warned: Option<Instant> = None;
-    let mut warn = |message: &str, detail: String| {
-        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            warned = Some(Instant::now());
-            tracing::warn!(detail, "{message} (logged at most once a minute)");
+    // Refusals and accept errors can come by the thousand a second: logged at most
+    // once a minute (each refusal is counted).
+    let mut quiet_until: Option<Instant> = None;
+    let mut may_log = move || {
+        let now = Instant::now();
+        let due = quiet_until.is_none_or(|until| now >= until);
+        if due {
+            quiet_until = Some(now + WARN_EVERY);
         }
+        due
     };
     tokio::pin!(shutdown);
     loop {
+        // Accepting comes before reaping ended tasks: under a flood the backlog must
+        // drain first (the ended tasks only hold their results).
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
-            Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = ended {
-                    tracing::error!(error = %e, "an API connection task failed");
-                }
-            }
             accepted = tcp.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of descriptors and the like: wait, then accept again.
-                        warn("accepting an API connection failed", e.to_string());
+                        if may_log() {
+                            tracing::warn!(error = %e, "accepting an API connection failed (logged at most once a minute)");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
                 let ip = canonical(peer.ip());
-                let slot = match admission.admit(ip, (config.reserve)(ip)) {
-                    Ok(slot) => slot,
+                let refused = match admission.admit(ip, (config.reserve)(ip)) {
+                    Ok(slot) => match &tls {
+                        None => {
+                            tasks.spawn(connection(stream, peer, slot, None, app.clone(), config.timeouts, metrics.clone(), stopped.clone()));
+                            None
+                        }
+                        Some((acceptor, handshakes)) => match handshakes.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                let tls = Some((acceptor.clone(), permit));
+                                tasks.spawn(connection(stream, peer, slot, tls, app.clone(), config.timeouts, metrics.clone(), stopped.clone()));
+                                None
+                            }
+                            Err(_) => {
+                                metrics.handshake(Handshake::Refused);
+                                Some(Refused::Handshakes)
+                            }
+                        },
+                    },
                     Err(why) => {
-                        metrics.refused(why);
                         if tls.is_none() {
                             refusals.answer(&stream, why);
                         }
-                        warn(
-                            "API connection refused",
-                            format!("{peer}: {}", REFUSED_REASONS[why as usize]),
-                        );
-                        continue;
+                        Some(why)
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let handshake = match &tls {
-                    None => None,
-                    Some((acceptor, slots)) => match slots.clone().try_acquire_owned() {
-                        Ok(permit) => Some((acceptor.clone(), permit)),
-                        Err(_) => {
-                            metrics.refused(Refused::Handshakes);
-                            metrics.handshake(Handshake::Refused);
-                            warn("API connection refused", format!("{peer}: max_handshakes"));
-                            continue;
-                        }
-                    },
-                };
-                let (app, metrics, stopped) = (app.clone(), metrics.clone(), stopped.clone());
-                let timeouts = config.timeouts;
-                tasks.spawn(async move {
-                    let _slot = slot;
-                    let closed = match handshake {
-                        None => {
-                            let activity = Arc::new(Activity::new(Instant::now()));
-                            drive(stream, app, activity, timeouts, stopped).await
-                        }
-                        Some((acceptor, permit)) => {
-                            let shaken =
-                                tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await;
-                            drop(permit);
-                            match shaken {
-                                Ok(Ok(stream)) => {
-                                    metrics.handshake(Handshake::Ok);
-                                    let activity = Arc::new(Activity::new(Instant::now()));
-                                    drive(stream, app, activity, timeouts, stopped).await
-                                }
-                                Ok(Err(e)) => {
-                                    metrics.handshake(Handshake::Failed);
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    None
-                                }
-                                Err(_) => {
-                                    metrics.handshake(Handshake::TimedOut);
-                                    Some(Closed::Handshake)
-                                }
-                            }
-                        }
-                    };
-                    if let Some(why) = closed {
-                        metrics.closed(why);
-                        tracing::debug!(%peer, reason = CLOSED_REASONS[why as usize], "API connection closed");
+                if let Some(why) = refused {
+                    metrics.refused(why);
+                    if may_log() {
+                        tracing::warn!(%peer, reason = REFUSED_REASONS[why as usize], "API connection refused (logged at most once a minute; counted in warden_api_connections_refused_total)");
                     }
-                });
+                }
+            }
+            Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = ended {
+                    tracing::error!(error = %e, "an API connection task failed");
+                }
             }
         }
     }
     drop(tcp);
     let _ = stop.send(true);
-    let left = tasks.len();
-    if left > 0 {
+    let open = admission.open();
+    if open > 0 {
         tracing::info!(
-            connections = left,
-            "waiting for API requests under way to be answered"
+            connections = open,
+            "closing idle API connections; answering the requests under way"
         );
     }
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -942,10 +953,62 @@ pub async fn serve(
     .await;
     if drained.is_err() {
         tracing::warn!(
-            connections = tasks.len(),
+            connections = admission.open(),
             "API connections still open after {SHUTDOWN_GRACE:?}; closing them"
         );
         tasks.shutdown().await;
+    }
+}
+
+/// One admitted connection, from the TLS handshake (with `tls`) to its end; holds its
+/// `slot` until then.
+#[allow(clippy::too_many_arguments)] // The connection's parts, each used once.
+async fn connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    tls: Option<(tokio_rustls::TlsAcceptor, tokio::sync::OwnedSemaphorePermit)>,
+    app: Router,
+    timeouts: Timeouts,
+    metrics: Arc<ConnMetrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _slot = slot;
+    // Responses are written whole; without Nagle a small one is not held back.
+    let _ = stream.set_nodelay(true);
+    let closed = match tls {
+        None => {
+            let activity = Arc::new(Activity::new(Instant::now()));
+            drive(stream, app, activity, timeouts, stopped).await
+        }
+        Some((acceptor, permit)) => {
+            let handshake = tokio::select! {
+                shaken = tokio::time::timeout(timeouts.header, acceptor.accept(stream)) => shaken,
+                // A shutdown ends handshakes at once: no request is under way yet.
+                _ = stopped.wait_for(|stop| *stop) => return,
+            };
+            drop(permit);
+            match handshake {
+                Ok(Ok(stream)) => {
+                    metrics.handshake(Handshake::Ok);
+                    let activity = Arc::new(Activity::new(Instant::now()));
+                    drive(stream, app, activity, timeouts, stopped).await
+                }
+                Ok(Err(e)) => {
+                    metrics.handshake(Handshake::Failed);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    metrics.handshake(Handshake::TimedOut);
+                    Some(Closed::Handshake)
+                }
+            }
+        }
+    };
+    if let Some(why) = closed {
+        metrics.closed(why);
+        tracing::debug!(%peer, reason = CLOSED_REASONS[why as usize], "API connection closed");
     }
 }
 

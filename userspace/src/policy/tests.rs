@@ -904,6 +904,8 @@ fn example_config_parses() {
     };
     assert_eq!(policy.interfaces.len(), 2);
     assert_eq!(policy.daemon.listen.to_string(), "127.0.0.1:9477");
+    // It spells out the API limits' built-in defaults too.
+    assert_eq!(policy.daemon.api_limits, ApiLimits::default());
     // The example documents the built-in detector defaults by spelling them out.
     assert_eq!(*policy.defaults.detectors, Detectors::default());
     let acme = policy.tenant("acme").expect("acme in the example");

@@ -72,6 +72,39 @@ fn the_reserve_is_kept_for_loopback_and_management_sources() {
 }
 
 #[test]
+fn reserve_sources_do_not_take_the_others_share_but_the_total_holds() {
+    let a = admission(10, 100, 3);
+    let reserve: Vec<Slot> = (0..2)
+        .map(|_| a.admit(ip("127.0.0.1"), true).expect("the reserve"))
+        .collect();
+    let others: Vec<Slot> = (0..7)
+        .map(|i| {
+            a.admit(IpAddr::V4(Ipv4Addr::new(198, 19, 0, i)), false)
+                .expect("the others' share is whole")
+        })
+        .collect();
+    assert_eq!(
+        a.admit(ip("198.19.1.1"), false).err(),
+        Some(Refused::MaxConnections)
+    );
+    drop(others);
+    // Reserve sources beyond the reserve take what is free, and then the others get
+    // only what is left under the total.
+    let more: Vec<Slot> = (0..7)
+        .map(|_| a.admit(ip("127.0.0.1"), true).expect("free places"))
+        .collect();
+    assert_eq!(a.open(), 9);
+    let last = a.admit(ip("198.19.1.1"), false).expect("one place left");
+    assert_eq!(
+        a.admit(ip("198.19.1.2"), false).err(),
+        Some(Refused::MaxConnections)
+    );
+    drop((reserve, more, last));
+    assert_eq!(a.open(), 0);
+    assert_eq!(a.lock().others, 0);
+}
+
+#[test]
 fn reserve_sources_have_no_per_source_cap() {
     let a = admission(50, 2, 10);
     let held: Vec<Slot> = (0..20)
@@ -236,56 +269,88 @@ fn deadlines_follow_the_request_cycle() {
     let t0 = Instant::now();
     let a = Activity::new(t0);
     assert_eq!(
-        a.deadline(&timeouts),
-        Some((t0 + timeouts.idle, Closed::Idle))
+        a.deadline(&timeouts, false),
+        Some((t0 + timeouts.idle, Some(Closed::Idle)))
     );
     // The first byte starts the header clock; later bytes do not move it.
     a.read(t0 + t(1_000));
     a.read(t0 + t(9_000));
     assert_eq!(
-        a.deadline(&timeouts),
-        Some((t0 + t(11_000), Closed::Header))
+        a.deadline(&timeouts, false),
+        Some((t0 + t(11_000), Some(Closed::Header)))
     );
     a.request(true, t0 + t(9_500));
-    assert_eq!(a.deadline(&timeouts), Some((t0 + t(69_500), Closed::Body)));
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        Some((t0 + t(69_500), Some(Closed::Body)))
+    );
     a.read(t0 + t(9_600));
     assert_eq!(
-        a.deadline(&timeouts),
-        Some((t0 + t(69_500), Closed::Body)),
+        a.deadline(&timeouts, false),
+        Some((t0 + t(69_500), Some(Closed::Body))),
         "body bytes do not restart anything"
     );
     a.body_done();
-    assert_eq!(a.deadline(&timeouts), None, "the handler works unbounded");
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        None,
+        "the handler works unbounded"
+    );
     a.write_blocked(t0 + t(12_000));
     a.write_blocked(t0 + t(13_000));
     assert_eq!(
-        a.deadline(&timeouts),
-        Some((t0 + t(42_000), Closed::Send)),
+        a.deadline(&timeouts, false),
+        Some((t0 + t(42_000), Some(Closed::Send))),
         "blocked since the first refusal"
     );
     a.wrote(t0 + t(14_000), true);
-    assert_eq!(a.deadline(&timeouts), None);
+    assert_eq!(a.deadline(&timeouts, false), None);
     a.response_done(t0 + t(20_000));
-    assert_eq!(a.deadline(&timeouts), Some((t0 + t(50_000), Closed::Idle)));
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        Some((t0 + t(50_000), Some(Closed::Idle)))
+    );
     // The tail of a response stuck in the socket after its body ended: sending, not
     // idle; idle from the last byte that went out.
     a.write_blocked(t0 + t(21_000));
-    assert_eq!(a.deadline(&timeouts), Some((t0 + t(51_000), Closed::Send)));
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        Some((t0 + t(51_000), Some(Closed::Send)))
+    );
     a.wrote(t0 + t(25_000), false);
-    assert_eq!(a.deadline(&timeouts), Some((t0 + t(55_000), Closed::Idle)));
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        Some((t0 + t(55_000), Some(Closed::Idle)))
+    );
     // A flush with nothing waiting is no progress.
     a.wrote(t0 + t(26_000), false);
-    assert_eq!(a.deadline(&timeouts), Some((t0 + t(55_000), Closed::Idle)));
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        Some((t0 + t(55_000), Some(Closed::Idle)))
+    );
     a.request(false, t0 + t(26_000));
-    assert_eq!(a.deadline(&timeouts), None, "a request without a body");
+    assert_eq!(
+        a.deadline(&timeouts, false),
+        None,
+        "a request without a body"
+    );
+    assert_eq!(
+        a.deadline(&timeouts, true),
+        None,
+        "a request is answered at a shutdown"
+    );
     // Bytes of a request while a response is stuck: whichever deadline comes first.
     a.response_done(t0 + t(27_000));
     a.write_blocked(t0 + t(27_000));
     a.read(t0 + t(28_000));
     assert_eq!(
-        a.deadline(&timeouts),
-        Some((t0 + t(38_000), Closed::Header))
+        a.deadline(&timeouts, false),
+        Some((t0 + t(38_000), Some(Closed::Header)))
     );
+    // At a shutdown, a header still arriving and an idle connection end now.
+    assert_eq!(a.deadline(&timeouts, true), Some((t0 + t(28_000), None)));
+    let idle = Activity::new(t0);
+    assert_eq!(idle.deadline(&timeouts, true), Some((t0, None)));
 }
 
 /// A router for the connection tests.
@@ -457,6 +522,15 @@ async fn shutdown_closes_an_idle_connection_at_once_and_lets_a_request_finish() 
     let (closed, took) = ended(task).await;
     assert_eq!(closed, None, "not a timeout");
     assert!(took < TIMEOUTS.idle, "closed after {took:?}");
+
+    // Half a header at the shutdown: closed at once too.
+    let (mut client, task, stop) = connection(1 << 16);
+    client.write_all(b"GET /ok HTT").await.expect("write");
+    tokio::time::sleep(t(20)).await;
+    stop.send(true).expect("the connection listens");
+    let (closed, took) = ended(task).await;
+    assert_eq!(closed, None, "not a timeout");
+    assert!(took < TIMEOUTS.header, "closed after {took:?}");
 
     // A request under way at the shutdown is still answered, then the connection ends.
     let (mut client, task, stop) = connection(1 << 16);
