@@ -374,15 +374,12 @@ const TIMEOUTS: Timeouts = Timeouts {
 /// fires fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(10);
 
+/// A connection's task: why it was closed, and after how long.
+type Served = tokio::task::JoinHandle<(Option<Closed>, Duration)>;
+
 /// Drives a connection on one end of an in-memory pipe of `buffer` bytes each way;
 /// returns the client's end, the task, and the shutdown switch.
-fn connection(
-    buffer: usize,
-) -> (
-    DuplexStream,
-    tokio::task::JoinHandle<(Option<Closed>, Duration)>,
-    watch::Sender<bool>,
-) {
+fn connection(buffer: usize) -> (DuplexStream, Served, watch::Sender<bool>) {
     let (client, server) = tokio::io::duplex(buffer);
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -394,9 +391,7 @@ fn connection(
     (client, task, stop)
 }
 
-async fn ended(
-    task: tokio::task::JoinHandle<(Option<Closed>, Duration)>,
-) -> (Option<Closed>, Duration) {
+async fn ended(task: Served) -> (Option<Closed>, Duration) {
     tokio::time::timeout(BOUND, task)
         .await
         .expect("the connection ended within the bound")
