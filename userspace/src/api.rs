@@ -1486,14 +1486,15 @@ mod tests {
             error(&a),
             "request body over the limit of 65536 bytes for POST /api/v1/tenants/{id}/suspend"
         );
+        // The policy's limit replaces axum's default of 2 MiB too.
         let req = Request::builder().method("PUT").uri("/api/v1/policy");
         let a = send(
             &app,
             req,
             Some(OPERATOR),
             Body::new(Chunked {
-                chunks: 10,
-                size: 10_000,
+                chunks: 30,
+                size: 100_000,
             }),
         )
         .await;
