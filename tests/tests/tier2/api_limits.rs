@@ -3,8 +3,10 @@
 //! admitted or refused with a 503 exactly as the caps say, every admitted one is closed
 //! by the server at its idle or header timeout, the management console still gets in,
 //! and `GET /api/v1/status` from a fresh loopback client answers throughout. Also:
-//! oversized bodies get 413, a stalled body is closed, and the daemon stops promptly
-//! with idle and half-sent connections open.
+//! oversized bodies get 413, a stalled body is closed, the daemon stops promptly with
+//! idle and half-sent connections open, and a daemon held to 1,024 descriptors lowers its
+//! cap and keeps sampling and answering `warden status` and `warden suspend` under 1,100
+//! connections (the failure measured before the API had limits).
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -922,5 +924,120 @@ fn the_daemon_stops_promptly_with_idle_and_half_sent_connections_open() -> Resul
             "a held connection: {answer:?}"
         );
     }
+    Ok(())
+}
+
+/// The issue this guards against, as measured before the API had limits: a daemon held
+/// to 1,024 descriptors (a unit without `LimitNOFILE` and nothing to raise to) and 1,100
+/// idle connections. Now the daemon lowers its connection cap to fit, refuses the rest,
+/// its counter sampler keeps its descriptors, and `warden status` and `warden suspend`
+/// answer.
+#[test]
+fn a_daemon_held_to_1024_descriptors_lowers_its_cap_and_keeps_working() -> Result<()> {
+    const HELD: usize = 1_100;
+    raise_fd_limit(HELD as u64 + 1_000)?;
+    let lab = StandardLab::build_outside("fd")?;
+    let policy = lab.write_policy_as("fd.yaml", &policy_with_limits(&lab, "{}")?)?;
+    let warden = warden_binary()?;
+    let warden = warden.to_str().context("warden path is not UTF-8")?;
+    let policy = policy.to_str().context("policy path is not UTF-8")?;
+    let mut daemon = lab.node.spawn(&[
+        "prlimit",
+        "--nofile=1024:1024",
+        warden,
+        "run",
+        "-c",
+        policy,
+        "--detach-on-exit",
+    ])?;
+    daemon
+        .wait_log("serving API", Duration::from_secs(30))
+        .context("the daemon did not start")?;
+    let log = daemon.log();
+    let cap: usize = log
+        .split("serving at most ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the daemon did not log a lowered cap:\n{log}"))?;
+    eprintln!("with 1024 descriptors the daemon serves at most {cap} API connections");
+    ensure!(
+        (1..1024 - 256).contains(&cap),
+        "cap {cap} is not below the limit"
+    );
+
+    // Outside sources share all but the default reserve of 32.
+    let share = cap - 32;
+    // 1,100 idle connections from 100 outside sources (11 each, under the per-source cap).
+    let held = joined(in_netns(&lab.ext, || {
+        let api = api_outside();
+        (0..HELD)
+            .map(|i| connect_from(source_addr(i % 100), api, Duration::from_secs(5)))
+            .collect::<Result<Vec<_>>>()
+    }))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let text = lab.get("/metrics")?;
+        let refused = sample(&text, &refused("max_connections"))?;
+        if refused as usize + share >= HELD {
+            break refused;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {refused} refused with a cap of {cap}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Several sampler ticks with every admitted connection held.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = lab.get("/metrics")?;
+    let open = sample(&text, "warden_api_connections_open")? as usize;
+    eprintln!("{open} open (the scrape included), {refused} refused");
+    ensure!(
+        open == share + 1 && refused as usize == HELD - share,
+        "{open} open and {refused} refused; the others' share is {share}"
+    );
+    for args in [
+        vec!["status"],
+        vec![
+            "--token",
+            token::ADMIN,
+            "suspend",
+            "acme",
+            "--reason",
+            "fd test",
+        ],
+        vec![
+            "--token",
+            token::ADMIN,
+            "unsuspend",
+            "acme",
+            "--reason",
+            "fd test",
+        ],
+    ] {
+        let mut full = vec![warden];
+        full.extend_from_slice(&args);
+        let started = Instant::now();
+        let out = lab.node.exec_unchecked(&full, Duration::from_secs(30))?;
+        eprintln!(
+            "$ warden {} -> {} in {:?}",
+            args.join(" "),
+            out.status,
+            started.elapsed()
+        );
+        ensure!(
+            out.status.success(),
+            "warden {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = daemon.log();
+    for bad in ["Too many open files", "sampling counters failed"] {
+        ensure!(!log.contains(bad), "the daemon logged {bad:?}:\n{log}");
+    }
+    ensure!(daemon.try_wait()?.is_none(), "the daemon exited:\n{log}");
+    drop(held);
     Ok(())
 }
