@@ -528,7 +528,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 fn connection_floods_are_capped_and_timed_out_while_status_keeps_answering() -> Result<()> {
     raise_fd_limit(FLOOD as u64 + 2_000)?;
-    let lab = StandardLab::build_outside("fl")?;
+    let lab = StandardLab::build_outside("wfl")?;
     let policy = lab.write_policy_as("flood.yaml", &policy_with_limits(&lab, &flood_limits())?)?;
     let mut daemon = lab.start_daemon(&warden_binary()?, &policy, &["--detach-on-exit"])?;
     let before = lab.get("/metrics")?;
@@ -773,7 +773,7 @@ fn chunked(chunks: usize, size: usize) -> Vec<u8> {
 
 #[test]
 fn oversized_bodies_get_413_and_a_stalled_body_is_closed() -> Result<()> {
-    let lab = StandardLab::build("fb")?;
+    let lab = StandardLab::build("wfb")?;
     let policy = lab.write_policy_as(
         "bodies.yaml",
         &policy_with_limits(
@@ -878,7 +878,7 @@ fn oversized_bodies_get_413_and_a_stalled_body_is_closed() -> Result<()> {
 
 #[test]
 fn the_daemon_stops_promptly_with_idle_and_half_sent_connections_open() -> Result<()> {
-    let lab = StandardLab::build_outside("fs")?;
+    let lab = StandardLab::build_outside("wfs")?;
     let policy = lab.write_policy_as("stop.yaml", &policy_with_limits(&lab, &flood_limits())?)?;
     let daemon = lab.start_daemon(&warden_binary()?, &policy, &["--detach-on-exit"])?;
     // 200 idle and 100 with half a header, from the outside host.
@@ -936,7 +936,7 @@ fn the_daemon_stops_promptly_with_idle_and_half_sent_connections_open() -> Resul
 fn a_daemon_held_to_1024_descriptors_lowers_its_cap_and_keeps_working() -> Result<()> {
     const HELD: usize = 1_100;
     raise_fd_limit(HELD as u64 + 1_000)?;
-    let lab = StandardLab::build_outside("fd")?;
+    let lab = StandardLab::build_outside("wfd")?;
     let policy = lab.write_policy_as("fd.yaml", &policy_with_limits(&lab, "{}")?)?;
     let warden = warden_binary()?;
     let warden = warden.to_str().context("warden path is not UTF-8")?;
