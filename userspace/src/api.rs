@@ -7,10 +7,14 @@
 //! route's role, and every write is audited under the token's name. A middleware checks
 //! the token, refuses unknown query keys, turns every non-JSON error into JSON, and
 //! counts each request in `warden_api_requests_total` and
-//! `warden_api_request_duration_seconds`.
+//! `warden_api_request_duration_seconds`. Connections (caps, timeouts, TLS) are served
+//! by [`server`]; request bodies are limited per route ([`RouteSpec::max_body`]).
+
+mod server;
+
+pub use server::{listen, raise_fd_limit};
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,7 @@ use axum::{
     body::{Body, Bytes},
     extract::{
         rejection::{JsonRejection, QueryRejection},
-        FromRequestParts, MatchedPath, Path, Query, Request, State,
+        DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State,
     },
     http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
@@ -152,13 +156,16 @@ pub enum Need {
 }
 
 /// One route of the API: its template (as given to the router), method, what it needs,
-/// and the query keys it accepts (any other key is a 400 naming it).
+/// the query keys it accepts (any other key is a 400 naming it), and its largest body.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteSpec {
     pub path: &'static str,
     pub method: &'static str,
     pub need: Need,
     pub query: &'static [&'static str],
+    /// The largest request body, in bytes; a larger one is refused with 413 before it
+    /// is read (by its `Content-Length`) or as soon as it passes the limit (chunked).
+    pub max_body: usize,
 }
 
 const fn route(
@@ -172,6 +179,13 @@ const fn route(
         method,
         need,
         query,
+        max_body: MAX_BODY_BYTES,
+    }
+}
+
+impl RouteSpec {
+    const fn max_body(self, max_body: usize) -> RouteSpec {
+        RouteSpec { max_body, ..self }
     }
 }
 
@@ -179,6 +193,10 @@ const fn route(
 /// 100,000-tenant policy is tens of MB of YAML, past axum's default 2 MiB body limit).
 /// A larger body is refused with 413.
 const MAX_POLICY_BYTES: usize = crate::policy::MAX_POLICY_BYTES;
+
+/// The largest body of every other route: the writes take a reason or nothing (a
+/// reason of a few KiB is already long), and the reads take none.
+const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// Every route and what it needs. A route the router serves but this table does not
 /// list is refused (500): access fails closed.
@@ -214,7 +232,7 @@ pub const ROUTES: &[RouteSpec] = &[
         Need::Write(Role::Operator),
         &[],
     ),
-    route("PUT", "/api/v1/policy", Need::Write(Role::Operator), &[]),
+    route("PUT", "/api/v1/policy", Need::Write(Role::Operator), &[]).max_body(MAX_POLICY_BYTES),
     route("GET", "/api/v1/audit", Need::Read, AUDIT_QUERY_KEYS),
 ];
 
@@ -372,10 +390,7 @@ pub fn router(shared: Arc<Shared>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/flags/{id}/pcap", get(get_flag_pcap))
         .route("/api/v1/flags/{id}/ack", post(post_flag_ack))
         .route("/api/v1/flags/{id}/dismiss", post(post_flag_dismiss))
-        .route(
-            "/api/v1/policy",
-            put(put_policy).layer(axum::extract::DefaultBodyLimit::max(MAX_POLICY_BYTES)),
-        )
+        .route("/api/v1/policy", put(put_policy))
         .route("/api/v1/audit", get(get_audit))
         .with_state(shared);
     guarded(routes, guard)
@@ -399,16 +414,38 @@ async fn guard_layer(State(guard): State<Arc<Guard>>, mut req: Request, next: Ne
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let method = req.method().clone();
+    let spec = route.as_deref().and_then(|r| route_spec(r, &method));
     let response = match guard.admit(route.as_deref(), &method, req.headers(), req.uri()) {
         Ok(identity) => {
             if let Some(identity) = identity {
                 req.extensions_mut().insert(identity);
             }
-            next.run(req).await
+            match spec {
+                // Unmatched routes and other methods read no body.
+                None => next.run(req).await,
+                Some(spec) => match body_too_large(spec, req.headers()) {
+                    Some(refusal) => refusal.into_response(),
+                    None => {
+                        // The route's limit for a body without Content-Length (chunked),
+                        // applied by axum's body extractors as they read.
+                        let limited =
+                            tower::Layer::layer(&DefaultBodyLimit::max(spec.max_body), next);
+                        match tower::ServiceExt::oneshot(limited, req).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
+                },
+            }
         }
         Err(refusal) => refusal.into_response(),
     };
     let response = json_errors(route.as_deref(), &method, response).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        guard
+            .metrics
+            .body_too_large(route.as_deref().unwrap_or(UNMATCHED));
+    }
     guard.metrics.observe(
         route.as_deref().unwrap_or(UNMATCHED),
         &method,
@@ -416,6 +453,27 @@ async fn guard_layer(State(guard): State<Arc<Guard>>, mut req: Request, next: Ne
         started.elapsed(),
     );
     response
+}
+
+/// A 413 when the request's `Content-Length` is over the route's limit: refused before
+/// a byte of the body is read.
+fn body_too_large(spec: &RouteSpec, headers: &HeaderMap) -> Option<ApiError> {
+    let length: u64 = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (length > spec.max_body as u64).then(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {length} bytes is over the limit of {} bytes for {} {}",
+                spec.max_body, spec.method, spec.path
+            ),
+        )
+    })
 }
 
 /// Largest non-JSON error body carried into the JSON message.
@@ -448,6 +506,14 @@ async fn json_errors(route: Option<&str>, method: &Method, response: Response) -
         format!(
             "method {method} not allowed on {route}; allowed: {}",
             allowed.join(", ")
+        )
+    } else if let (StatusCode::PAYLOAD_TOO_LARGE, Some(spec)) =
+        (status, route.and_then(|r| route_spec(r, method)))
+    {
+        // A chunked body that ran past the limit while a handler read it.
+        format!(
+            "request body over the limit of {} bytes for {} {}",
+            spec.max_body, spec.method, spec.path
         )
     } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
@@ -786,26 +852,14 @@ struct Latency {
     count: u64,
 }
 
-/// TLS handshake outcomes, in the order of [`TLS_OUTCOMES`].
-#[derive(Debug, Clone, Copy)]
-enum Handshake {
-    Ok = 0,
-    Failed = 1,
-    TimedOut = 2,
-    /// Refused unread: [`MAX_HANDSHAKES`] connections were already in handshake or queued.
-    Refused = 3,
-}
-
-const TLS_OUTCOMES: [&str; 4] = ["ok", "failed", "timeout", "refused"];
-
 #[derive(Debug, Default)]
 struct ApiCounts {
     /// `(route, method, status)` -> requests.
     requests: BTreeMap<(String, &'static str, u16), u64>,
     /// route -> latency.
     latency: BTreeMap<String, Latency>,
-    tls: [u64; TLS_OUTCOMES.len()],
-    tls_enabled: bool,
+    /// route -> requests refused with 413.
+    body_too_large: BTreeMap<String, u64>,
 }
 
 /// API request counts and latencies. Labels stay bounded: `route` is a route template of
@@ -814,6 +868,8 @@ struct ApiCounts {
 #[derive(Debug, Default)]
 pub struct ApiMetrics {
     counts: Mutex<ApiCounts>,
+    /// Connections: open, refused, closed for a timeout, TLS handshakes.
+    connections: Arc<server::ConnMetrics>,
 }
 
 /// The `method` label: a standard method, or `other` (any token is a valid method).
@@ -850,8 +906,13 @@ impl ApiMetrics {
         l.count += 1;
     }
 
-    fn handshake(&self, outcome: Handshake) {
-        self.lock().tls[outcome as usize] += 1;
+    /// Counts a request on `route` refused with 413 (its body over the route's limit).
+    fn body_too_large(&self, route: &str) {
+        *self
+            .lock()
+            .body_too_large
+            .entry(route.to_owned())
+            .or_default() += 1;
     }
 
     /// Appends the API families in the Prometheus text format.
@@ -894,30 +955,28 @@ impl ApiMetrics {
                 l.count, l.sum, l.count
             );
         }
-        if c.tls_enabled {
+        let _ = writeln!(
+            out,
+            "# HELP warden_api_body_too_large_total API requests refused with 413 because their body \
+             was over the route's limit, by route template.\n\
+             # TYPE warden_api_body_too_large_total counter"
+        );
+        // Every route that takes a body has a series from the start, so an increase shows.
+        let mut too_large = c.body_too_large.clone();
+        for r in ROUTES.iter().filter(|r| r.method != "GET") {
+            too_large.entry(r.path.to_owned()).or_default();
+        }
+        for (route, n) in &too_large {
             let _ = writeln!(
                 out,
-                "# HELP warden_api_tls_handshakes_total TLS handshakes on the API listener by outcome; \
-                 refused = closed unread because {MAX_HANDSHAKES} connections were in handshake or queued.\n\
-                 # TYPE warden_api_tls_handshakes_total counter"
+                "warden_api_body_too_large_total{{route=\"{}\"}} {n}",
+                esc(route)
             );
-            for (name, n) in TLS_OUTCOMES.iter().zip(c.tls) {
-                let _ = writeln!(
-                    out,
-                    "warden_api_tls_handshakes_total{{outcome=\"{name}\"}} {n}"
-                );
-            }
         }
+        drop(c);
+        self.connections.render(out);
     }
 }
-
-/// Connections being handshaken or waiting for the server to take them, at once; a new
-/// connection beyond is closed unread (and counted as `refused`).
-const MAX_HANDSHAKES: usize = 256;
-/// A client that has not finished its handshake by then is dropped (and counted).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the server to take them.
-const ACCEPT_QUEUE: usize = 64;
 
 /// Loads `daemon.tls`: the certificate chain and key as a TLS server configuration. Every
 /// problem names the file.
@@ -954,103 +1013,9 @@ pub fn tls_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>>
     Ok(Arc::new(config))
 }
 
-/// A listener that speaks TLS only: TCP connections are handshaken concurrently (at most
-/// [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]) and handed to the
-/// server when done; a client that does not speak TLS is dropped after its first bytes.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(
-        tcp: tokio::net::TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        metrics: Arc<ApiMetrics>,
-    ) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        metrics.lock().tls_enabled = true;
-        let (tx, ready) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
-        let tls = tokio_rustls::TlsAcceptor::from(config);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, then accept again.
-                        tracing::warn!(error = %e, "accepting an API connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    metrics.handshake(Handshake::Refused);
-                    continue;
-                };
-                let (tls, tx, metrics) = (tls.clone(), tx.clone(), metrics.clone());
-                tokio::spawn(async move {
-                    let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
-                    match outcome {
-                        Ok(Ok(stream)) => {
-                            metrics.handshake(Handshake::Ok);
-                            // Fails only when the server has stopped.
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            metrics.handshake(Handshake::Failed);
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            metrics.handshake(Handshake::TimedOut);
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                    // Held until the server took the connection, so handshakes plus
-                    // connections waiting for the server stay within MAX_HANDSHAKES.
-                    drop(slot);
-                });
-            }
-        });
-        Ok(TlsListener {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            None => {
-                // The accepting task ended (it loops until aborted, so it panicked).
-                tracing::error!("the TLS accept task stopped; no new API connections");
-                std::future::pending().await
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-/// Serves the API on `tcp` until `shutdown` completes: HTTPS only with `tls`, else HTTP.
+/// Serves the API on `tcp` until `shutdown` completes: HTTPS only with `tls`, else HTTP,
+/// within `daemon.api_limits` (see [`server`]). `shared.management()` is read for each
+/// connection, so a policy apply moves the reserve with it.
 pub async fn serve(
     tcp: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -1060,29 +1025,35 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(ApiMetrics::default());
+    let limits = &daemon.api_limits;
+    let caps = server::caps_for_process(limits);
     tracing::info!(
         open_reads = daemon.open_reads,
         open_metrics = daemon.open_metrics,
         tokens = tokens.len(),
-        "API access"
+        max_connections = caps.total,
+        max_connections_per_source = caps.per_source,
+        reserved_connections = caps.reserved,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        body_timeout = ?limits.body_timeout,
+        "API access and limits"
     );
+    let connections = metrics.connections.clone();
     let app = router(
-        shared,
-        Arc::new(Guard::new(tokens, daemon, metrics.clone())),
+        shared.clone(),
+        Arc::new(Guard::new(tokens, daemon, metrics)),
     );
-    match tls {
-        None => axum::serve(tcp, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP"),
-        Some(config) => {
-            let listener = TlsListener::new(tcp, config, metrics).context("TLS listener")?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTPS")
-        }
-    }
+    let config = server::Config {
+        caps,
+        timeouts: limits.into(),
+        tls,
+        reserve: Box::new(move |ip| {
+            ip.is_loopback() || shared.management().iter().any(|net| net.contains(&ip))
+        }),
+    };
+    server::serve(tcp, app, config, connections, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1119,7 +1090,8 @@ mod tests {
         let metrics = Arc::new(ApiMetrics::default());
         let guard = Arc::new(Guard::new(tokens(), &daemon, metrics.clone()));
         let read = get(|| async { "ok" });
-        let write = |Caller(who): Caller| async move { who.name };
+        // Writes read their body, as the real ones do (so its limit applies).
+        let write = |Caller(who): Caller, _body: Bytes| async move { who.name };
         let routes = Router::new()
             .route("/metrics", read.clone())
             .route("/api/v1/status", read.clone())
@@ -1141,13 +1113,22 @@ mod tests {
     }
 
     async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Answer {
-        let mut req = Request::builder().method(method).uri(uri);
+        let req = Request::builder().method(method).uri(uri);
+        send(app, req, token, Body::empty()).await
+    }
+
+    async fn send(
+        app: &Router,
+        mut req: axum::http::request::Builder,
+        token: Option<&str>,
+        body: Body,
+    ) -> Answer {
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let response = app
             .clone()
-            .oneshot(req.body(Body::empty()).expect("request"))
+            .oneshot(req.body(body).expect("request"))
             .await
             .expect("infallible");
         let status = response.status();
@@ -1404,6 +1385,133 @@ mod tests {
             "raw paths leak into labels:\n{text}"
         );
         assert!(!text.contains("warden_api_tls_handshakes_total"));
+    }
+
+    /// A body of `chunks` pieces of `size` bytes with no length known up front, as a
+    /// chunked request body arrives.
+    struct Chunked {
+        chunks: usize,
+        size: usize,
+    }
+
+    impl http_body::Body for Chunked {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            if self.chunks == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.chunks -= 1;
+            let data = Bytes::from(vec![b'x'; self.size]);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_over_their_route_limit_are_413_and_counted() {
+        let (app, metrics) = app(false, false);
+        let suspend = "/api/v1/tenants/acme/suspend";
+        let with_length = |method: &str, uri: &str, length: usize| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_LENGTH, length)
+        };
+        // By Content-Length, before a byte is read (none is sent here).
+        let a = send(
+            &app,
+            with_length("POST", suspend, MAX_BODY_BYTES + 1),
+            Some(ADMIN),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            error(&a),
+            "request body of 65537 bytes is over the limit of 65536 bytes for POST /api/v1/tenants/{id}/suspend"
+        );
+        let a = send(
+            &app,
+            with_length("PUT", "/api/v1/policy", MAX_POLICY_BYTES + 1),
+            Some(OPERATOR),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+        // The token comes first: a stranger learns nothing about limits.
+        let a = send(
+            &app,
+            with_length("PUT", "/api/v1/policy", MAX_POLICY_BYTES + 1),
+            None,
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        // At the limit, and a policy far over the small limit, are taken.
+        let a = send(
+            &app,
+            with_length("POST", suspend, MAX_BODY_BYTES),
+            Some(ADMIN),
+            Body::from(vec![b' '; MAX_BODY_BYTES]),
+        )
+        .await;
+        assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "ada"));
+        let big = 4 * MAX_BODY_BYTES;
+        let a = send(
+            &app,
+            with_length("PUT", "/api/v1/policy", big),
+            Some(OPERATOR),
+            Body::from(vec![b' '; big]),
+        )
+        .await;
+        assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "otto"));
+        // Without a length (chunked): refused once the body passes the limit.
+        let req = Request::builder().method("POST").uri(suspend);
+        let a = send(
+            &app,
+            req,
+            Some(ADMIN),
+            Body::new(Chunked {
+                chunks: 10,
+                size: 10_000,
+            }),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+        assert_eq!(
+            error(&a),
+            "request body over the limit of 65536 bytes for POST /api/v1/tenants/{id}/suspend"
+        );
+        // The policy's limit replaces axum's default of 2 MiB too.
+        let req = Request::builder().method("PUT").uri("/api/v1/policy");
+        let a = send(
+            &app,
+            req,
+            Some(OPERATOR),
+            Body::new(Chunked {
+                chunks: 30,
+                size: 100_000,
+            }),
+        )
+        .await;
+        assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "otto"));
+
+        let mut text = String::new();
+        metrics.render(&mut text);
+        for line in [
+            "# TYPE warden_api_body_too_large_total counter\n",
+            "warden_api_body_too_large_total{route=\"/api/v1/tenants/{id}/suspend\"} 2\n",
+            "warden_api_body_too_large_total{route=\"/api/v1/policy\"} 1\n",
+            // Every route that takes a body has its series from the start.
+            "warden_api_body_too_large_total{route=\"/api/v1/flags/{id}/dismiss\"} 0\n",
+            "warden_api_connections_open 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 
     #[test]

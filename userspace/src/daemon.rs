@@ -218,6 +218,9 @@ pub struct Shared {
     started: Instant,
     policy_path: PathBuf,
     tokens: Tokens,
+    /// `daemon.management` in force, for the API's connection reserve: read for every
+    /// connection, so kept apart from `inner`, which an apply holds for seconds.
+    management: std::sync::RwLock<Arc<Vec<ipnet::IpNet>>>,
 }
 
 impl Inner {
@@ -905,6 +908,14 @@ impl Shared {
         }
     }
 
+    /// The `daemon.management` networks in force.
+    pub fn management(&self) -> Arc<Vec<ipnet::IpNet>> {
+        self.management
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Re-reads the policy file and applies it; on any error the old policy stays. Whoever
     /// can signal the daemon is root on the box: the reload counts as an admin's, and a
     /// policy exposing suspended tenants is applied with the same audit entry.
@@ -1003,6 +1014,8 @@ impl Shared {
             .filter_map(|t| inner.index.get(&t.id).map(|i| (t.id.clone(), i)))
             .collect();
         inner.apply_policy(policy, actor, &exposures)?;
+        *self.management.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(inner.policy.daemon.management.clone());
         for (id, slot) in leaving {
             let counters = inner.dataplane.tenant_counters(slot);
             let drops = inner.dataplane.drop_counters(slot);
@@ -1422,6 +1435,12 @@ pub struct RunOptions {
 /// not a daemon runs, stays as it was, still enforcing.
 pub async fn run(opts: RunOptions) -> Result<()> {
     crate::memory::tune();
+    // API connections, maps, SQLite and the sampler share the descriptor limit; the API
+    // keeps its cap below what this leaves (daemon.api_limits).
+    match crate::api::raise_fd_limit() {
+        Ok(limit) => tracing::info!(limit, "open descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
+    }
     let policy_path = opts.policy_path.as_path();
     let policy = policy::load_on_host(policy_path, &|name| dataplane::iface::check(name, true))
         .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
@@ -1475,9 +1494,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // The listener and the signal handlers too: an address in use stops the start
     // before the kernel is touched.
     let listen = policy.daemon.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = crate::api::listen(listen).with_context(|| format!("listening on {listen}"))?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -1567,6 +1584,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(interface = %a.interface, mode = %a.mode, hook = %a.hook, program = %a.program, how = %a.how, "enforcing");
     }
     let bpffs = inner.dataplane.bpffs().to_path_buf();
+    let management = Arc::new(inner.policy.daemon.management.clone());
     let shared = Arc::new(Shared {
         watch: Mutex::new(watch),
         inner: Mutex::new(inner),
@@ -1577,6 +1595,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         policy_path: policy_path.to_path_buf(),
         tokens,
         apply_failures: std::sync::atomic::AtomicU64::new(0),
+        management: std::sync::RwLock::new(management),
     });
 
     let sampler = tokio::spawn({

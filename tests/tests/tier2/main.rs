@@ -6,6 +6,7 @@
 //! after `cargo build -p warden` (`cargo xtask test` does both).
 
 mod api;
+mod api_limits;
 mod common;
 mod detection;
 mod enforcement;

@@ -9,7 +9,9 @@ use warden_common::MAX_PASS_ETHERTYPES;
 
 use super::diagnostic::Diagnostics;
 use super::reader::{load_yaml, set, Entry, Node, Pos, Reader};
-use super::{units, validate, DaemonConfig, Interface, Mode, Policy, Smtp, Tenant, TenantSettings};
+use super::{
+    units, validate, ApiLimits, DaemonConfig, Interface, Mode, Policy, Smtp, Tenant, TenantSettings,
+};
 
 const TOP_KEYS: &[&str] = &["daemon", "interfaces", "defaults", "tenants"];
 const DAEMON_KEYS: &[&str] = &[
@@ -23,6 +25,15 @@ const DAEMON_KEYS: &[&str] = &[
     "open_metrics",
     "tls",
     "metrics_top_k",
+    "api_limits",
+];
+const API_LIMITS_KEYS: &[&str] = &[
+    "max_connections",
+    "max_connections_per_source",
+    "reserved_connections",
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const INTERFACE_KEYS: &[&str] = &["name", "mode", "pass_ethertypes"];
@@ -193,6 +204,7 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
                 &mut daemon.metrics_top_k,
                 r.value(value, "a number of tenants", metrics_top_k),
             ),
+            "api_limits" => read_api_limits(r, value, &mut daemon.api_limits),
             _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
         }
     }
@@ -235,6 +247,64 @@ fn read_tls(r: &mut Reader, node: &Node<'_>) -> Option<super::TlsFiles> {
         cert: cert?,
         key: key?,
     })
+}
+
+/// `daemon.api_limits`: every key optional, each one over its default.
+fn read_api_limits(r: &mut Reader, node: &Node<'_>, limits: &mut ApiLimits) {
+    let mut reserved_node = None;
+    for entry in r.mapping(node, "a mapping of API limits") {
+        let value = entry.value;
+        match entry.key {
+            "max_connections" => set(
+                &mut limits.max_connections,
+                r.value(value, "a number of connections", units::count),
+            ),
+            "max_connections_per_source" => set(
+                &mut limits.max_connections_per_source,
+                r.value(value, "a number of connections", units::count),
+            ),
+            "reserved_connections" => {
+                reserved_node = Some(value);
+                set(
+                    &mut limits.reserved_connections,
+                    r.value(value, "a number of connections", zero_or_count),
+                );
+            }
+            "header_timeout" => set(
+                &mut limits.header_timeout,
+                r.value(value, "a duration", units::duration),
+            ),
+            "idle_timeout" => set(
+                &mut limits.idle_timeout,
+                r.value(value, "a duration", units::duration),
+            ),
+            "body_timeout" => set(
+                &mut limits.body_timeout,
+                r.value(value, "a duration", units::duration),
+            ),
+            _ => r.unknown_key(&entry, "daemon.api_limits", API_LIMITS_KEYS),
+        }
+    }
+    if limits.reserved_connections >= limits.max_connections {
+        let message = format!(
+            "`reserved_connections` ({}) must be less than `max_connections` ({}): the rest \
+             is what other clients may use",
+            limits.reserved_connections, limits.max_connections
+        );
+        match reserved_node {
+            Some(n) => r.error(n, message),
+            None => r.error(node, message),
+        }
+    }
+}
+
+/// A whole number, zero included.
+fn zero_or_count(text: &str) -> Result<usize, String> {
+    if text == "0" {
+        Ok(0)
+    } else {
+        units::count(text)
+    }
 }
 
 /// `true` or `false`, as written (YAML's `yes`/`on` spellings are not guessed at).

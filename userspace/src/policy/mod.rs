@@ -87,6 +87,48 @@ pub struct DaemonConfig {
     /// At most this many tenants get per-tenant metric series (`metrics_top_k`,
     /// default 1000, 0..=10000); aggregates cover every tenant.
     pub metrics_top_k: usize,
+    /// `api_limits`: connection caps and timeouts of the API listener.
+    pub api_limits: ApiLimits,
+}
+
+/// `daemon.api_limits`: what the API listener allows, so that a flood of connections
+/// cannot take the descriptors and the time the operators' own requests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// `max_connections`: API connections open at once, from everyone (default 1024).
+    pub max_connections: usize,
+    /// `max_connections_per_source`: open at once from one client address, an IPv6
+    /// client counted by its /64 (default 64). Loopback and `management` clients are
+    /// not limited per address.
+    pub max_connections_per_source: usize,
+    /// `reserved_connections`: the part of `max_connections` only loopback and
+    /// `management` clients may use (default 32), so an operator still gets in when
+    /// others have taken the rest.
+    pub reserved_connections: usize,
+    /// `header_timeout`: a request's header must be complete this long after its first
+    /// byte; over HTTPS the TLS handshake must also be done this long after the accept
+    /// (default 10s).
+    pub header_timeout: std::time::Duration,
+    /// `idle_timeout`: a connection with no request under way (none yet, or the last
+    /// one answered) is closed after this long; so is one whose client takes no
+    /// response byte for this long (default 30s).
+    pub idle_timeout: std::time::Duration,
+    /// `body_timeout`: a request's body must be complete this long after its header
+    /// (default 60s).
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            reserved_connections: 32,
+            header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(30),
+            body_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// `daemon.tls`: the listener's certificate chain and private key, PEM files.
@@ -120,6 +162,7 @@ impl Default for DaemonConfig {
             open_metrics: true,
             tls: None,
             metrics_top_k: crate::metrics::DEFAULT_TOP_K,
+            api_limits: ApiLimits::default(),
         }
     }
 }

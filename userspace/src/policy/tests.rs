@@ -56,6 +56,7 @@ const FULL: &str = r#"
       tokens: /etc/warden/tokens
       management: [198.18.0.0/28, 2001:db8:ffff::/48]
       metrics_top_k: 250
+      api_limits: {max_connections: 300, reserved_connections: 0, idle_timeout: 5s}
     interfaces:
       - {name: eth0, mode: host}
       - name: eth1
@@ -106,6 +107,12 @@ fn full_file_reads_into_expected_values() {
         open_reads: false,
         open_metrics: false,
         tls: None,
+        api_limits: ApiLimits {
+            max_connections: 300,
+            reserved_connections: 0,
+            idle_timeout: Duration::from_secs(5),
+            ..ApiLimits::default()
+        },
     };
     assert_eq!(policy.daemon, daemon);
     assert_eq!(
@@ -345,7 +352,7 @@ fn unknown_keys_are_errors_at_the_key() {
     assert_eq!(
         all,
         vec![
-            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k".into()),
+            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits".into()),
             (4, 30, "unknown key `speed` in interface; expected one of: name, mode, pass_ethertypes".into()),
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
@@ -423,6 +430,63 @@ fn metrics_top_k_defaults_to_1000_and_is_bounded() {
             )],
         );
     }
+}
+
+#[test]
+fn api_limits_default_read_and_refuse_with_positions() {
+    assert_eq!(ok("tenants: []").daemon.api_limits, ApiLimits::default());
+    let limits = ok(r#"
+        daemon:
+          api_limits:
+            max_connections: 100
+            max_connections_per_source: 5
+            reserved_connections: 10
+            header_timeout: 2s
+            idle_timeout: 500ms
+            body_timeout: 1m
+    "#)
+    .daemon
+    .api_limits;
+    assert_eq!(
+        limits,
+        ApiLimits {
+            max_connections: 100,
+            max_connections_per_source: 5,
+            reserved_connections: 10,
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(
+        errors("daemon:\n  api_limits: {max_connections: 0, idle_timeout: 0s, bogus: 1}\n"),
+        vec![
+            (2, 33, "must be greater than zero, found `0`".into()),
+            (2, 50, "duration must be greater than zero, found `0s`".into()),
+            (2, 54, "unknown key `bogus` in daemon.api_limits; expected one of: max_connections, max_connections_per_source, reserved_connections, header_timeout, idle_timeout, body_timeout".into()),
+        ]
+    );
+    // The reserve must leave room for everyone else (checked against the default too).
+    assert_eq!(
+        errors("daemon:\n  api_limits:\n    reserved_connections: 1024\n"),
+        vec![(
+            3,
+            27,
+            "`reserved_connections` (1024) must be less than `max_connections` (1024): the rest is what other clients may use".into()
+        )]
+    );
+    assert_eq!(
+        errors("daemon:\n  api_limits: {max_connections: 8}\n").len(),
+        1,
+        "the default reserve of 32 does not fit in 8"
+    );
+    assert_eq!(
+        ok("daemon: {api_limits: {max_connections: 8, reserved_connections: 0}}")
+            .daemon
+            .api_limits
+            .reserved_connections,
+        0
+    );
 }
 
 #[test]
@@ -809,7 +873,7 @@ fn diagnostics_display_as_file_line_col_message() {
     let err = parse("daemon:\n  bogus: 1\ntenants: 3\n", "p.yaml").expect_err("invalid");
     assert_eq!(
         err.to_string(),
-        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k\n\
+        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits\n\
          p.yaml:3:10: expected a list of tenants, found `3`"
     );
 }
@@ -841,6 +905,8 @@ fn example_config_parses() {
     };
     assert_eq!(policy.interfaces.len(), 2);
     assert_eq!(policy.daemon.listen.to_string(), "127.0.0.1:9477");
+    // It spells out the API limits' built-in defaults too.
+    assert_eq!(policy.daemon.api_limits, ApiLimits::default());
     // The example documents the built-in detector defaults by spelling them out.
     assert_eq!(*policy.defaults.detectors, Detectors::default());
     let acme = policy.tenant("acme").expect("acme in the example");
