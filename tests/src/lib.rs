@@ -1,5 +1,6 @@
 //! Warden's test harness, shared by the privileged test tiers and `cargo xtask demo`/`bench`.
 //!
+//! - [`cmd`]: running the workspace's commands (builds, tools) with clear errors.
 //! - [`delayline`]: a userspace delay line that gives the lab's links a WAN's round-trip time.
 //! - [`evidence`]: what the daemon concluded: flags and their evidence, metric series.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
@@ -12,6 +13,7 @@
 //!   network of many hosts.
 //! - [`workloads`]: servers, clients and attack tools for the detection labs.
 
+pub mod cmd;
 pub mod delayline;
 pub mod evidence;
 pub mod http;

@@ -65,7 +65,7 @@ fn in_netns<T: Send + 'static>(
 
 /// An AF_PACKET socket bound to `ifindex` of the calling thread's namespace, receiving
 /// every protocol, with a receive timeout of `timeout`.
-fn packet_socket(ifindex: u32, timeout: Duration) -> Result<OwnedFd> {
+pub(crate) fn packet_socket(ifindex: u32, timeout: Duration) -> Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket(2); the result is checked.
     let fd = unsafe {

@@ -15,7 +15,7 @@
 use std::{
     fs::File,
     net::Ipv6Addr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -438,7 +438,8 @@ impl SynFlood {
     }
 
     fn send_all(&self, ifindex: u32) -> Result<FloodReport> {
-        let sock = packet_socket(ifindex)?;
+        // The receive timeout does not matter: the flood only sends.
+        let sock = crate::rawframe::packet_socket(ifindex, Duration::from_secs(1))?;
         let mut frame = self.template();
         let start = Instant::now();
         let mut report = FloodReport::default();
@@ -511,38 +512,6 @@ impl SynFlood {
         }
         f[70..72].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     }
-}
-
-/// A raw packet socket bound to `ifindex` (of the calling thread's namespace).
-fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    if fd < 0 {
-        bail!("packet socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, owned descriptor.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = proto;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: binds with a valid sockaddr_ll of the stated size.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc != 0 {
-        bail!(
-            "binding the packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(sock)
 }
 
 fn path_str(path: &Path) -> Result<&str> {

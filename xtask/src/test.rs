@@ -172,14 +172,7 @@ fn plan(args: &TestArgs) -> Vec<Step> {
         // Tier 2; `cargo test` of a package does not build another package's binaries.
         steps.push(Step::run(
             "build daemon and lab tools",
-            cargo(&[
-                "build",
-                "--package",
-                "warden",
-                "--package",
-                "warden-tests",
-                "--bins",
-            ]),
+            cargo(&warden_tests::cmd::BUILD_DAEMON_AND_TOOLS),
         ));
     }
     steps.push(Step::run(unit_name, cargo(&unit)));

@@ -1,68 +1,10 @@
-//! Small helpers shared by the bench parts: running commands with clear errors, the
-//! release re-run of a part, the eBPF object loaded as the daemon loads it.
+//! Small helpers shared by the bench parts: the release re-run of a part, the eBPF
+//! object loaded as the daemon loads it, aligned tables; running commands is
+//! `warden_tests::cmd`'s (shared with xtask).
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use anyhow::{Context as _, Result};
 
-use anyhow::{bail, Context as _, Result};
-
-/// The workspace root (this crate lives at tests/bench).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("warden-bench sits two levels inside the workspace")
-        .to_path_buf()
-}
-
-/// Runs a command to completion, failing with the command line when it fails.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed: {status}");
-    }
-    Ok(())
-}
-
-/// Runs a command with its output captured and returns stdout; a failure names the
-/// command and carries its stderr. Stdin is closed: nothing here may wait for a terminal.
-pub fn capture(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `cargo build` of the daemon and of the lab's tools (the WAN delay line) that the
-/// demo and the tests run.
-pub fn cargo_build(release: bool) -> Result<()> {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "--package",
-        "warden",
-        "--package",
-        "warden-tests",
-        "--bins",
-    ]);
-
-    if release {
-        cmd.arg("--release");
-    }
-    run(&mut cmd)
-}
+pub use warden_tests::cmd::{capture, cargo_build, run, workspace_root};
 
 /// Prints an aligned table: columns two spaces apart, those for which `right(column)`
 /// holds right-aligned (figures), the rest left-aligned.
@@ -102,7 +44,7 @@ pub fn print_aligned<const N: usize>(
 /// returns the JSON it prints on stdout.
 pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
     cargo_build(true).context("building the release daemon")?;
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+    let out = warden_tests::cmd::cargo()
         .args([
             "run",
             "--release",
@@ -112,7 +54,6 @@ pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
             "--",
             task,
         ])
-        .current_dir(workspace_root())
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running cargo run --release -p warden-bench -- {task}"))?;

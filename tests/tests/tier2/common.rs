@@ -43,6 +43,25 @@ pub fn ping(ns: &Netns, dst: &str, count: u64, payload: u64) -> Result<()> {
     Ok(())
 }
 
+/// `ping -n -q ARGS DST` from `ns`: how many replies came back (loss is not an error;
+/// bounded by the arguments' count and wait, and by 60 s).
+pub fn ping_received(ns: &Netns, args: &[&str], dst: &str) -> Result<u64> {
+    let mut cmd = vec!["ping", "-n", "-q"];
+    cmd.extend_from_slice(args);
+    cmd.push(dst);
+    let out = ns.exec_unchecked(&cmd, Duration::from_secs(60))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary:\n{text}"))?;
+    line.split(", ")
+        .nth(1)
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("bad ping summary: {line}"))
+}
+
 /// Per tenant `[out, in]` counters as the API reports them, with each tenant's index.
 pub fn api_counters(lab: &StandardLab) -> Result<HashMap<String, (u32, [Counters; 2])>> {
     let v: Value = serde_json::from_str(&lab.get("/api/v1/tenants")?)?;

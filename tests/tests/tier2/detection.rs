@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::ping_received;
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
@@ -223,20 +224,8 @@ fn crossed(ev: &Evidence) -> Result<()> {
 /// `ping` from `ns`; how many of `count` echoes came back (never fails on loss).
 fn ping(ns: &Netns, dst: &str, count: u32) -> Result<u32> {
     let c = count.to_string();
-    let out = ns.exec_unchecked(
-        &["ping", "-n", "-q", "-c", &c, "-i", "0.1", "-W", "1", dst],
-        Duration::from_secs(30),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary:\n{text}"))?;
-    line.split(", ")
-        .nth(1)
-        .and_then(|f| f.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("bad ping summary: {line}"))
+    let got = ping_received(ns, &["-c", &c, "-i", "0.1", "-W", "1"], dst)?;
+    Ok(u32::try_from(got)?)
 }
 
 /// One GET of `http://host/` from `ns`.

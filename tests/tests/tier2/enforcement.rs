@@ -61,25 +61,6 @@ fn unattributed(lab: &StandardLab, reason: &str, dir: &str) -> Result<u64> {
         .context("bad value")
 }
 
-/// `ping`; returns how many replies came back (never fails on loss).
-fn ping_received(ns: &Netns, args: &[&str], dst: &str) -> Result<u64> {
-    let mut cmd = vec!["ping", "-n", "-q"];
-    cmd.extend_from_slice(args);
-    cmd.push(dst);
-    let out = ns.exec_unchecked(&cmd, Duration::from_secs(60))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary:\n{text}"))?;
-    let received = line
-        .split(", ")
-        .nth(1)
-        .and_then(|f| f.split_whitespace().next())
-        .context("bad ping summary")?;
-    Ok(received.parse()?)
-}
-
 /// One iperf3 measurement: the receiver's rate over the whole run and per interval.
 struct Measured {
     offered_bps: f64,

@@ -23,7 +23,7 @@ use warden_tests::{
     topology::{addr, token, warden_binary, StandardLab},
 };
 
-use crate::common::{tcx_egress_programs, xdp_program};
+use crate::common::{ping_received, tcx_egress_programs, xdp_program};
 
 /// The largest MTU the XDP programs attach at on this machine (4 KiB pages).
 const XDP_MAX_MTU: u32 = 3506;
@@ -138,26 +138,10 @@ fn set_mtu(ns: &Netns, iface: &str, mtu: u32) -> Result<()> {
     Ok(())
 }
 
-/// `ping`; how many replies came back (loss is not an error).
-fn ping_received(ns: &Netns, dst: &str, count: u32) -> Result<u64> {
+/// `ping`; how many of `count` replies came back (loss is not an error).
+fn pings(ns: &Netns, dst: &str, count: u32) -> Result<u64> {
     let count = count.to_string();
-    let out = ns.exec_unchecked(
-        &[
-            "ping", "-n", "-q", "-c", &count, "-i", "0.02", "-W", "1", dst,
-        ],
-        Duration::from_secs(60),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary:\n{text}"))?;
-    let received = line
-        .split(", ")
-        .nth(1)
-        .and_then(|f| f.split_whitespace().next())
-        .context("bad ping summary")?;
-    Ok(received.parse()?)
+    ping_received(ns, &["-c", &count, "-i", "0.02", "-W", "1"], dst)
 }
 
 /// The generation the kernel uses, from the pinned `ACTIVE` map.
@@ -305,8 +289,8 @@ fn a_start_that_fails_after_adopting_leaves_the_running_enforcement_as_it_was() 
     ensure!(r.status == 200, "suspend: {} {}", r.status, r.body);
     // Stopped without --detach-on-exit: the pins keep enforcing.
     d1.stop()?;
-    ensure!(ping_received(&lab.globex, addr::EXT_WAN1_V4, 5)? == 0);
-    ensure!(ping_received(&lab.globex, addr::CONSOLE_V4, 5)? == 5);
+    ensure!(pings(&lab.globex, addr::EXT_WAN1_V4, 5)? == 0);
+    ensure!(pings(&lab.globex, addr::CONSOLE_V4, 5)? == 5);
 
     let bpffs = lab.lab.bpffs()?;
     let pinned = tree(&bpffs)?;
@@ -364,8 +348,8 @@ fn a_start_that_fails_after_adopting_leaves_the_running_enforcement_as_it_was() 
         Ok(total)
     };
     let counted = sum()?;
-    ensure!(ping_received(&lab.globex, addr::EXT_WAN1_V4, 10)? == 0);
-    ensure!(ping_received(&lab.globex, addr::CONSOLE_V4, 10)? == 10);
+    ensure!(pings(&lab.globex, addr::EXT_WAN1_V4, 10)? == 0);
+    ensure!(pings(&lab.globex, addr::CONSOLE_V4, 10)? == 10);
     ensure!(sum()? >= counted + 30, "packets no longer counted");
 
     // A later start with the running policy finds it consistent and adopts it.
@@ -379,7 +363,7 @@ fn a_start_that_fails_after_adopting_leaves_the_running_enforcement_as_it_was() 
             && !log.contains("how=replaced"),
         "restart did not adopt:\n{log}"
     );
-    ensure!(ping_received(&lab.globex, addr::EXT_WAN1_V4, 5)? == 0);
+    ensure!(pings(&lab.globex, addr::EXT_WAN1_V4, 5)? == 0);
     d3.stop()?;
     eprintln!(
         "adopted then failed: generation {generation} kept, programs {attached:?} kept, globex still suspended"

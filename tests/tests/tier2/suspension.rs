@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::ping_received;
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
@@ -25,32 +26,11 @@ const PROBES: u64 = 50;
 /// for the last: a few seconds, at most 60).
 fn probe(ns: &Netns) -> Result<u64> {
     let count = PROBES.to_string();
-    let out = ns.exec_unchecked(
-        &[
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            &count,
-            "-i",
-            "0.02",
-            "-W",
-            "1",
-            addr::EXT_WAN1_V4,
-        ],
-        Duration::from_secs(60),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary:\n{text}"))?;
-    line.split(", ")
-        .nth(1)
-        .and_then(|f| f.split_whitespace().next())
-        .context("bad ping summary")?
-        .parse()
-        .context("bad ping summary")
+    ping_received(
+        ns,
+        &["-c", &count, "-i", "0.02", "-W", "1"],
+        addr::EXT_WAN1_V4,
+    )
 }
 
 /// `probe` of the suspended tenant, which must get nothing back.
