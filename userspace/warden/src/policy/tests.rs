@@ -897,7 +897,7 @@ fn unreadable_file_is_one_diagnostic_at_line_zero() {
 fn example_config_parses() {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../configs/warden.yaml"
+        "/../../configs/warden.yaml"
     ));
     let policy = match load(path) {
         Ok(policy) => policy,

@@ -6,7 +6,7 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let pkg = Package {
         name: "warden-ebpf",
-        root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/programs"),
+        root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../ebpf/programs"),
         ..Default::default()
     };
     aya_build::build_ebpf([pkg], Toolchain::default())

@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn the_shipped_sample_token_file_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tokens.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tokens.yaml");
         let tokens = Tokens::load(&path).expect("configs/tokens.yaml is valid");
         assert_eq!(tokens.check(VIEWER).map(|i| i.role), Some(Role::Viewer));
         assert_eq!(tokens.check(OPERATOR).map(|i| i.role), Some(Role::Operator));
