@@ -686,7 +686,7 @@ fn tenant_mac(i: u32) -> Mac {
 fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
     // Flood counting as the daemon compiles a policy's defaults: every tenant's SYNs,
     // datagrams and inbound packets are counted, as on a production node.
-    let d = warden::policy::Detectors::default();
+    let d = warden_policy::Detectors::default();
     let mut cfg = TenantConfig {
         flood_out_syn: warden::dataplane::per_flood_epoch(d.flood_out.syn_pps),
         flood_out_pkts: warden::dataplane::per_flood_epoch(d.flood_out.pps),

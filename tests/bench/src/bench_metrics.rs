@@ -30,9 +30,9 @@ use serde_json::{json, Value};
 use warden::{
     dataplane::Dataplane,
     metrics::{self, Snapshot, TenantSample, TopK},
-    policy::Kind,
 };
 use warden_common::{reason, Counters, DropCounters};
+use warden_policy::Kind;
 
 /// Tenants in the snapshot.
 pub const TENANTS: usize = 10_000;

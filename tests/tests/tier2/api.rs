@@ -8,10 +8,8 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::{
-    policy::Kind,
-    store::{NewFlag, Store},
-};
+use warden::store::Store;
+use warden_policy::{flag::NewFlag, Kind};
 use warden_tests::{
     http::Response,
     topology::{token, warden_binary, StandardLab},
@@ -125,7 +123,7 @@ fn expect_error(r: &Response, status: u16, what: &str) -> Result<String> {
 fn seed_flags(lab: &StandardLab, flags: &[(&str, Kind)]) -> Result<Vec<i64>> {
     let state = lab.rundir()?.join("state");
     let store = Store::open(&state).with_context(|| format!("opening {}", state.display()))?;
-    let now = warden::store::system_clock();
+    let now = warden_policy::time::system_clock();
     flags
         .iter()
         .map(|(tenant, kind)| {

@@ -6,9 +6,10 @@ use std::{process::Output, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::{
-    policy::Kind,
-    store::{NewFlag, Sample, Store},
+use warden::store::Store;
+use warden_policy::{
+    flag::{NewFlag, Sample},
+    Kind,
 };
 use warden_tests::{
     packets::{Frame, Ipv4, L4},
@@ -31,7 +32,7 @@ fn syn_frame(src: [u8; 4], dport: u16) -> Vec<u8> {
 fn seed_flags(lab: &StandardLab) -> Result<(i64, i64)> {
     let state = lab.rundir()?.join("state");
     let store = Store::open(&state).with_context(|| format!("opening {}", state.display()))?;
-    let now = warden::store::system_clock();
+    let now = warden_policy::time::system_clock();
     let mut ids = Vec::new();
     for (tenant, kind, src, figures, thresholds, targets) in [
         (

@@ -38,8 +38,10 @@ use crate::{
     auth::{authorize, AuthRejection, Identity, Role, Tokens},
     daemon::{Refusal, Shared},
     metrics,
-    policy::{DaemonConfig, Kind, TlsFiles},
-    store::{FlagFilter, FlagState},
+};
+use warden_policy::{
+    flag::{FlagFilter, FlagState},
+    DaemonConfig, Kind, TlsFiles,
 };
 
 /// An API error: a status and a message (and, for an invalid policy, every error).
@@ -192,7 +194,7 @@ impl RouteSpec {
 /// The largest policy `PUT /api/v1/policy` takes: the policy's own limit (a
 /// 100,000-tenant policy is tens of MB of YAML, past axum's default 2 MiB body limit).
 /// A larger body is refused with 413.
-const MAX_POLICY_BYTES: usize = crate::policy::MAX_POLICY_BYTES;
+const MAX_POLICY_BYTES: usize = warden_policy::MAX_POLICY_BYTES;
 
 /// The largest body of every other route: the writes take a reason or nothing (a
 /// reason of a few KiB is already long), and the reads take none.

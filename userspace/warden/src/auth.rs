@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::policy::{Diagnostic, Diagnostics};
+use warden_policy::{Diagnostic, Diagnostics};
 
 /// What a token may do. Ordered: each role may do everything the roles below it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

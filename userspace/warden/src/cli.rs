@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::daemon::{StatusView, TenantView};
-use crate::policy::Kind;
-use crate::store::{rfc3339, Flag, FlagDetail, FlagState};
+use warden_policy::flag::{Flag, FlagDetail, FlagState};
+use warden_policy::time::rfc3339;
+use warden_policy::Kind;
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
@@ -555,12 +556,12 @@ pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    if size > crate::policy::MAX_POLICY_BYTES as u64 {
+    if size > warden_policy::MAX_POLICY_BYTES as u64 {
         bail!(
             "{}: the policy is {size} bytes; at most {} ({} MiB) are accepted",
             file.display(),
-            crate::policy::MAX_POLICY_BYTES,
-            crate::policy::MAX_POLICY_BYTES >> 20
+            warden_policy::MAX_POLICY_BYTES,
+            warden_policy::MAX_POLICY_BYTES >> 20
         );
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -611,7 +612,7 @@ pub fn flags(
         let d = i64::try_from(d).unwrap_or(i64::MAX);
         query.push(format!(
             "since={}",
-            crate::store::system_clock().saturating_sub(d)
+            warden_policy::time::system_clock().saturating_sub(d)
         ));
     }
     if let Some(s) = state {
@@ -972,10 +973,10 @@ mod tests {
                 deadline: None,
                 state_reason: None,
             },
-            actions: vec![crate::store::FlagAction {
+            actions: vec![warden_policy::flag::FlagAction {
                 at: 1_700_000_001,
-                decision: crate::store::ActionDecision::Apply,
-                action: crate::policy::Action::Throttle,
+                decision: warden_policy::flag::ActionDecision::Apply,
+                action: warden_policy::Action::Throttle,
                 target: "addr 198.18.0.9".into(),
                 until: Some(1_700_000_601),
                 by: "warden".into(),

@@ -31,13 +31,15 @@ use crate::{
     },
     metrics,
     notify::{self, Event},
-    policy::{self, Policy},
-    store::{
-        self, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
-        NewSuspension, Sample as FlagSample, Store, StoreError, Suspension,
-    },
-    suspension::{self, Exposure, Holds, Suspended, SuspensionState},
+    store::{self, FlagError, NewSuspension, Store, StoreError},
     watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
+};
+use warden_policy::{
+    self as policy,
+    flag::{Flag, FlagAction, FlagDetail, FlagFilter, FlagState, NewFlag, Sample as FlagSample},
+    suspension::{self, Exposure, Holds, Suspended, Suspension, SuspensionState},
+    time::{rfc3339, system_clock},
+    Policy,
 };
 
 /// How often counters are sampled for rates, and the detection pipeline ticks.
@@ -428,7 +430,7 @@ impl Inner {
     /// tenant is told about queued for its webhook (see [`notify`]). Never fails: a
     /// notification that cannot be queued is logged and counted.
     fn flag_event(&self, flag: &Flag, event: Event, actor: &str, reason: Option<&str>) {
-        let now = store::system_clock();
+        let now = system_clock();
         self.review.log_event(flag, event, actor, reason, now);
         if !event.notifies_tenant() {
             return;
@@ -472,7 +474,7 @@ impl Inner {
             return Err(Refusal::Conflict(format!(
                 "tenant {tenant:?} is already suspended by {} since {}",
                 s.actor,
-                crate::store::rfc3339(s.since)
+                rfc3339(s.since)
             )));
         }
         let addresses: Vec<IpNet> = t.addresses.iter().map(IpNet::trunc).collect();
@@ -487,7 +489,7 @@ impl Inner {
                 addresses: addresses.clone(),
                 reason: reason.to_string(),
                 actor: actor.to_string(),
-                since: store::system_clock(),
+                since: system_clock(),
                 seq,
             },
         );
@@ -1073,7 +1075,7 @@ impl Shared {
             &current.suspended(),
             actor,
             reason,
-            s.lifted_at.unwrap_or_else(store::system_clock),
+            s.lifted_at.unwrap_or_else(system_clock),
             seq,
         );
         inner
@@ -1158,7 +1160,7 @@ impl Shared {
     /// configured) and, for a flag's first notice, the deadline its delivery starts.
     fn due_notifications(&self) -> Result<Vec<Outgoing>> {
         let inner = self.lock();
-        let now = store::system_clock();
+        let now = system_clock();
         let due = inner.store.due_notifications(now, notify::BATCH)?;
         let mut out = Vec::with_capacity(due.len());
         for n in due {
@@ -1204,7 +1206,7 @@ impl Shared {
             }
             Err(error) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);
-                let now = store::system_clock();
+                let now = system_clock();
                 let next = notify::next_attempt(n.queued_at, now, n.attempts + 1);
                 inner.store.notification_failed(n.id, &error, next)?;
                 match next {
@@ -1233,10 +1235,10 @@ impl Shared {
     /// deadline passed (the flag stays `notified` for the security team).
     fn sweep_deadlines(&self) -> Result<()> {
         let (mut watch, mut inner) = self.lock_both();
-        let now = store::system_clock();
+        let now = system_clock();
         for flag in inner.store.flags_past_deadline(now)? {
             let review = inner.settings_of(&flag.tenant).detectors.review(flag.kind);
-            let deadline = flag.deadline.map_or_else(String::new, store::rfc3339);
+            let deadline = flag.deadline.map_or_else(String::new, rfc3339);
             if !review.suspend_on_deadline {
                 inner.store.mark_deadline_passed(flag.id, watch::ACTOR)?;
                 inner
@@ -1555,8 +1557,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             seq: inner.suspension_seq,
             tenants: inner.suspended(),
         };
-        let line =
-            suspension::events::snapshot_line(&state, "warden", "start", store::system_clock());
+        let line = suspension::events::snapshot_line(&state, "warden", "start", system_clock());
         inner
             .review
             .log_durable(&line, suspension::events::SNAPSHOT, "*");

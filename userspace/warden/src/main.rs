@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use warden::{
     cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
-    daemon, dataplane, policy, state,
+    daemon, dataplane, state,
 };
+use warden_policy as policy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

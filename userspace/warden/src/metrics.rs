@@ -7,8 +7,8 @@ use warden_common::{direction, global, reason, Counters, DropCounters};
 
 use crate::detect;
 use crate::enforce::LadderStats;
-use crate::policy::Kind;
 use crate::watch::{FanStats, PendingStats, WatchCounters, WatchStatus};
+use warden_policy::Kind;
 
 /// One tenant's figures.
 #[derive(Debug, Default, Clone)]

@@ -32,7 +32,7 @@
 //! deadline (`suspended`) and an abandoned notification (`notification_abandoned`) is
 //! appended to `daemon.events_log` as one JSON line ([`event_line`]), written with one
 //! `write` per line (no buffering). Suspends and unsuspends go to the same log
-//! (`crate::suspension::events`), fsynced, as a place to rebuild a lost database from. A
+//! (`warden_policy::suspension::events`), fsynced, as a place to rebuild a lost database from. A
 //! failed write is logged and counted
 //! (`warden_events_log_failures_total`) and never blocks enforcement; the file is reopened
 //! on the next line, so a rotated (moved) log is followed.
@@ -49,7 +49,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::store::{rfc3339, Flag, FlagState, Notification};
+use warden_policy::flag::{Flag, FlagState};
+use warden_policy::time::rfc3339;
+
+use crate::store::Notification;
 
 /// Delay after the first failed attempt; each further failure doubles it.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -350,7 +353,7 @@ impl Review {
         }
     }
 
-    /// Appends a suspension line (`crate::suspension::events`) to the events log and waits
+    /// Appends a suspension line (`warden_policy::suspension::events`) to the events log and waits
     /// until it is on disk; a failure is logged and counted (the store and the kernel's
     /// record still hold the change).
     pub fn log_durable(&self, line: &str, what: &str, tenant: &str) {
@@ -469,7 +472,7 @@ pub fn render_metrics(out: &mut String, s: &ReviewStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Kind;
+    use warden_policy::Kind;
 
     fn flag() -> Flag {
         Flag {

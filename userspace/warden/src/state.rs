@@ -9,14 +9,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{
-    dataplane::record::{self, RecordMap},
-    notify::EventsLog,
-    policy::Policy,
-    store::{self, Store, StoreError, DB_FILE},
+use warden_policy::{
     suspension::{
         self, events::EventsLogState, reconcile::Paths, Reconciled, StoreFound, SuspensionState,
     },
+    Policy,
+};
+
+use crate::{
+    dataplane::record::{self, RecordMap},
+    notify::EventsLog,
+    store::{self, Store, StoreError, DB_FILE},
 };
 
 /// The kernel's pinned suspension record under `bpffs`, read without creating anything;
@@ -148,7 +151,7 @@ pub struct RestoreReport {
 /// record and the events log (the newer of the record and the log's last snapshot, then
 /// every later change in the log), audited. Touches nothing pinned.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
-    let policy = crate::policy::load(&opts.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let policy = warden_policy::load(&opts.config).map_err(|d| anyhow::anyhow!("{d}"))?;
     let daemon = &policy.daemon;
     let kernel = kernel_record(&daemon.bpffs)?;
     let logs = if opts.events_logs.is_empty() {
@@ -227,7 +230,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             &rebuilt.state,
             &opts.actor,
             "restore",
-            store::system_clock(),
+            warden_policy::time::system_clock(),
         );
         let events = EventsLog::new(&daemon.events_log_path());
         if let Err(e) = events.append_durable(&line) {
@@ -259,7 +262,7 @@ fn set_aside_orphaned_log(db: &Path, warnings: &mut Vec<String>) -> Result<()> {
     if !lost {
         return Ok(());
     }
-    let stamp = store::system_clock();
+    let stamp = warden_policy::time::system_clock();
     for suffix in ["-wal", "-shm"] {
         let mut from = db.as_os_str().to_owned();
         from.push(suffix);

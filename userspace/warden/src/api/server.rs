@@ -38,7 +38,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::policy::ApiLimits;
+use warden_policy::ApiLimits;
 
 mod connection;
 

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use warden_common::{tenant_flags, Rate, TenantConfig, MAX_PREFIX_LENS};
 
 use super::TenantIndex;
-use crate::policy::{Policy, Smtp};
+use warden_policy::{Policy, Smtp};
 
 /// Default bucket depth when a plan sets no `burst`: this much time at the plan's
 /// rate, but never less than [`MIN_BURST_BYTES`].
@@ -66,7 +66,7 @@ pub fn compile(
 
 /// [`compile`], with `held`: addresses kept under a tenant id besides those of its policy
 /// entry (the addresses recorded with a suspension that no policy tenant owns any more,
-/// see `crate::suspension::holds`). An id of `held` absent from the policy gets an entry
+/// see `warden_policy::suspension::holds`). An id of `held` absent from the policy gets an entry
 /// of its own, with the defaults' settings, so its addresses stay attributed to it (and,
 /// being in `suspended`, dropped).
 pub fn compile_with(
@@ -200,7 +200,7 @@ fn longest_first(lens: BTreeSet<u8>, family: &'static str) -> Result<Vec<u8>, Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy;
+    use warden_policy as policy;
 
     #[test]
     fn flood_thresholds_become_counts_per_flood_epoch() {

@@ -8,7 +8,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use warden_common::{map, IfaceConfig, MAX_PASS_ETHERTYPES};
 
 use super::{map_err, Dataplane, DataplaneError, Result};
-use crate::policy::Interface;
+use warden_policy::Interface;
 
 /// The interface's index in this network namespace.
 fn ifindex(name: &str) -> Result<u32> {

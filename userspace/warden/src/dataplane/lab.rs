@@ -23,7 +23,7 @@ use warden_common::{
 };
 
 use super::*;
-use crate::policy;
+use warden_policy as policy;
 
 mod start;
 

@@ -67,7 +67,7 @@ pub use self::{
     runtime::{throttle_rates, BlockTarget, FactCounters, MapUsage},
     start::RolledBack,
 };
-use crate::policy::Mode;
+use warden_policy::Mode;
 
 /// The compiled eBPF object (built by `build.rs` through aya-build).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::detection::Crossing;
 use super::fact::{DropReason, Drops};
 use super::recent::Counts;
-use crate::policy::{self, Detectors, Kind};
+use warden_policy::{self as policy, Detectors, Kind};
 
 /// The detection kind of a drop reason.
 pub fn kind(reason: DropReason) -> Kind {

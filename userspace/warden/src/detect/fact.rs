@@ -6,36 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// A transport protocol of a connection attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Proto {
-    /// TCP: a SYN.
-    Tcp,
-    /// UDP: a datagram to a port the tenant had not talked to.
-    Udp,
-    /// ICMP or ICMPv6: an echo request (port 0).
-    Icmp,
-}
-
-/// How a connection attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Answered: SYN-ACK, a UDP reply, an echo reply.
-    Success,
-    /// TCP RST.
-    Refused,
-    /// ICMP destination or port unreachable.
-    Unreachable,
-    /// Nothing came back before the dataplane's timeout.
-    NoAnswer,
-}
-
-impl Outcome {
-    /// Whether the attempt failed; a missing answer is a failure (TRW counts it so).
-    pub fn failed(self) -> bool {
-        self != Outcome::Success
-    }
-}
+pub use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// An outbound connection attempt by a tenant, reported once its outcome is known.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,15 +23,6 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// When the attempt started.
     pub at: Duration,
-}
-
-/// Which way a rate sample's traffic goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Sent by the tenant; `remote` is the receiver (the potential victim).
-    Out,
-    /// Received by the tenant; `remote` is the tenant's own address that receives it.
-    In,
 }
 
 /// Traffic between a tenant and one address over one sampling interval (the detector's

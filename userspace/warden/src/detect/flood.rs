@@ -10,7 +10,7 @@
 
 use super::detection::{Crossing, Target};
 use super::fact::{Direction, Rate};
-use crate::policy::{FloodIn, FloodOut};
+use warden_policy::{FloodIn, FloodOut};
 
 /// The crossing of an outbound sample, if any.
 pub(crate) fn flood_out(cfg: &FloodOut, r: &Rate) -> Option<Crossing> {

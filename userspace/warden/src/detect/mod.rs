@@ -3,7 +3,7 @@
 //! Input is a stream of small [`Fact`]s (connection attempts with their outcome, per-address
 //! rate samples, SMTP connections, per-window fan-in/fan-out, drop counts); output is
 //! [`Detection`]s for the enforcement ladder and the evidence store. Thresholds come from
-//! the policy ([`crate::policy::Detectors`]); destinations in a tenant's `allow` list are
+//! the policy ([`warden_policy::Detectors`]); destinations in a tenant's `allow` list are
 //! exempt. Nothing here touches the kernel, a clock or I/O: the caller passes the time in
 //! every fact and in [`Engine::tick`].
 //!
@@ -46,11 +46,11 @@ pub use proxy::symmetry;
 pub use scan::Walk;
 pub use spam::MIN_CONNECTIONS_FOR_RATIO;
 
-use crate::policy::{self, Detectors, Kind, TenantSettings};
 use detection::{Crossing, Episodes};
 use drops::DropState;
 use scan::ScanState;
 use spam::SpamState;
+use warden_policy::{self as policy, Detectors, Kind, TenantSettings};
 
 /// What the engine needs of a tenant's policy.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -10,7 +10,7 @@
 
 use super::detection::{Crossing, Target};
 use super::fact::Fan;
-use crate::policy::Proxy;
+use warden_policy::Proxy;
 
 /// min/max of the two byte counts; 0 when nothing moved.
 pub fn symmetry(in_bytes: u64, out_bytes: u64) -> f64 {

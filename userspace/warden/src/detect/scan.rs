@@ -28,7 +28,7 @@ use std::time::Duration;
 use super::detection::{sort_top, Crossing, Target};
 use super::fact::{Attempt, Proto};
 use super::recent::Recent;
-use crate::policy::Scan;
+use warden_policy::Scan;
 
 /// Slack for comparing sums of logarithms with the thresholds, so that n steps of exactly
 /// ln η1 / n cross.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::detection::{sort_top, Crossing, Target};
 use super::fact::Smtp;
 use super::recent::{Counts, Recent};
-use crate::policy::Spam;
+use warden_policy::Spam;
 
 /// Connections in the window before the failure ratio counts.
 pub const MIN_CONNECTIONS_FOR_RATIO: u64 = 10;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Action, Kind};
+use warden_policy::{Action, Kind};
 
 /// What a throttle or block cuts: the offending traffic only, never more than needed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::decision::{Decision, DetectionKey, Target};
-use crate::policy::{Action, Kind, Response};
+use warden_policy::{Action, Kind, Response};
 
 /// Default cap on temporary actions in force at once.
 pub const DEFAULT_MAX_ACTIVE: usize = 65_536;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::policy::{Action, Kind, Response};
+use warden_policy::{Action, Kind, Response};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

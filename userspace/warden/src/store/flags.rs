@@ -21,99 +21,15 @@
 //! at most [`MAX_SAMPLE_BYTES`] captured bytes (more is cut, like a pcap snap length; the
 //! original length is kept). Both bounds are also enforced by the schema.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, Transaction};
-use serde::{Deserialize, Serialize};
+use warden_policy::flag::{
+    ActionDecision, Flag, FlagAction, FlagDetail, FlagFilter, FlagState, NewFlag, Sample,
+    MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
+};
+use warden_policy::{Action, Kind};
 
 use super::{audit, Result, Store, StoreError, TxError};
-use crate::policy::{Action, Kind};
-
-/// Samples a flag keeps; later ones are refused and counted. Mirrored by a schema trigger.
-pub const MAX_SAMPLES_PER_FLAG: usize = 64;
-/// Captured bytes a sample keeps. Mirrored by a schema check.
-pub const MAX_SAMPLE_BYTES: usize = 256;
-
-/// Where a flag is in its review.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlagState {
-    /// New, nobody has looked at it.
-    Open,
-    /// The tenant was notified and has until the deadline to answer.
-    Notified,
-    /// The security team has seen it and is handling it.
-    Acked,
-    /// Not abuse, or handled; needs a reason.
-    Dismissed,
-    /// Escalated (e.g. to a suspension).
-    Escalated,
-}
-
-impl FlagState {
-    /// Every state, in review order.
-    pub const ALL: [FlagState; 5] = [
-        FlagState::Open,
-        FlagState::Notified,
-        FlagState::Acked,
-        FlagState::Dismissed,
-        FlagState::Escalated,
-    ];
-
-    /// The name used in the database and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlagState::Open => "open",
-            FlagState::Notified => "notified",
-            FlagState::Acked => "acked",
-            FlagState::Dismissed => "dismissed",
-            FlagState::Escalated => "escalated",
-        }
-    }
-
-    /// Whether a flag in this state may move to `to` (see the module documentation).
-    pub fn can_become(self, to: FlagState) -> bool {
-        use FlagState::*;
-        matches!(
-            (self, to),
-            (Open, Notified | Acked | Dismissed | Escalated)
-                | (Notified, Acked | Dismissed | Escalated)
-                | (Acked, Dismissed | Escalated)
-        )
-    }
-
-    /// Whether the review is over.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, FlagState::Dismissed | FlagState::Escalated)
-    }
-
-    /// The audit action for moving into this state.
-    fn audit_action(self) -> &'static str {
-        match self {
-            FlagState::Open => "flag.open",
-            FlagState::Notified => "flag.notify",
-            FlagState::Acked => "flag.ack",
-            FlagState::Dismissed => "flag.dismiss",
-            FlagState::Escalated => "flag.escalate",
-        }
-    }
-}
-
-impl fmt::Display for FlagState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FlagState {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        crate::names::parse(&FlagState::ALL, FlagState::as_str, "flag state", text)
-    }
-}
 
 /// Why a flag operation failed (inside [`StoreError::Flag`]).
 #[derive(Debug, thiserror::Error)]
@@ -133,163 +49,15 @@ pub enum FlagError {
     },
 }
 
-/// A flag as listed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Flag {
-    /// Row id, never reused.
-    pub id: i64,
-    /// The flagged tenant.
-    pub tenant: String,
-    /// What was detected.
-    pub kind: Kind,
-    /// Where the review is.
-    pub state: FlagState,
-    /// First detection (unix seconds).
-    pub first_seen: i64,
-    /// Latest detection (unix seconds).
-    pub last_seen: i64,
-    /// The policy generation that was in force when it was raised.
-    pub policy_generation: u64,
-    /// The detector's thresholds at the time.
-    pub thresholds: serde_json::Value,
-    /// The measured figures, as of `last_seen`.
-    pub figures: serde_json::Value,
-    /// The most affected targets (victims, servers, ports).
-    pub top_targets: serde_json::Value,
-    /// When the tenant's answer is due (unix seconds), if a deadline was set.
-    pub deadline: Option<i64>,
-    /// Why it is in its current state, when someone said.
-    pub state_reason: Option<String>,
-}
-
-/// A flag to create; it starts `open` with `first_seen = last_seen = seen`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewFlag {
-    /// The tenant.
-    pub tenant: String,
-    /// What was detected.
-    pub kind: Kind,
-    /// When (unix seconds).
-    pub seen: i64,
-    /// The policy generation in force.
-    pub policy_generation: u64,
-    /// The detector's thresholds.
-    pub thresholds: serde_json::Value,
-    /// The measured figures.
-    pub figures: serde_json::Value,
-    /// The most affected targets.
-    pub top_targets: serde_json::Value,
-    /// When the tenant's answer is due, if at all.
-    pub deadline: Option<i64>,
-}
-
-/// What happened to an enforcement action.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionDecision {
-    /// Put in force.
-    #[default]
-    Apply,
-    /// Kept in force longer: the behaviour went on.
-    Extend,
-    /// Taken out of force: it expired, or the policy's ceiling dropped below it.
-    Lift,
-}
-
-impl ActionDecision {
-    /// Every decision.
-    pub const ALL: [ActionDecision; 3] = [
-        ActionDecision::Apply,
-        ActionDecision::Extend,
-        ActionDecision::Lift,
-    ];
-
-    /// The name used in the database and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionDecision::Apply => "apply",
-            ActionDecision::Extend => "extend",
-            ActionDecision::Lift => "lift",
-        }
+/// The audit action for moving a flag into `state`.
+fn audit_action(state: FlagState) -> &'static str {
+    match state {
+        FlagState::Open => "flag.open",
+        FlagState::Notified => "flag.notify",
+        FlagState::Acked => "flag.ack",
+        FlagState::Dismissed => "flag.dismiss",
+        FlagState::Escalated => "flag.escalate",
     }
-}
-
-impl fmt::Display for ActionDecision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ActionDecision {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        crate::names::parse(
-            &ActionDecision::ALL,
-            ActionDecision::as_str,
-            "action decision",
-            text,
-        )
-    }
-}
-
-/// An enforcement action taken because of a flag: applied, extended or lifted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlagAction {
-    /// When it was decided (unix seconds).
-    pub at: i64,
-    /// Applied, extended or lifted (rows written before this field existed: applied).
-    #[serde(default)]
-    pub decision: ActionDecision,
-    /// The action: what was applied, extended or lifted.
-    pub action: Action,
-    /// What it was applied to, e.g. `addr 198.18.0.1` or `tenant`.
-    pub target: String,
-    /// When it expires (unix seconds); `None` for a suspension and for a lift.
-    pub until: Option<i64>,
-    /// Who: `warden` for the ladder, or a token name.
-    pub by: String,
-}
-
-/// Captured packet headers, evidence for a flag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Capture time (unix microseconds).
-    pub at_us: i64,
-    /// The captured bytes, from the Ethernet header on.
-    pub data: Vec<u8>,
-    /// The frame's length on the wire.
-    pub orig_len: u32,
-}
-
-/// A flag with what was done about it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FlagDetail {
-    /// The flag.
-    #[serde(flatten)]
-    pub flag: Flag,
-    /// Actions taken, oldest first.
-    pub actions: Vec<FlagAction>,
-    /// Samples kept.
-    pub samples: usize,
-    /// Samples refused because the flag already had [`MAX_SAMPLES_PER_FLAG`].
-    pub samples_refused: u64,
-}
-
-/// Which flags to list; `None` fields match everything.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FlagFilter {
-    /// Only this tenant's.
-    pub tenant: Option<String>,
-    /// Only this kind.
-    pub kind: Option<Kind>,
-    /// Only flags seen at or after this time (unix seconds), by `last_seen`.
-    pub since: Option<i64>,
-    /// Only flags in this state.
-    pub state: Option<FlagState>,
-    /// At most this many, newest first.
-    pub limit: Option<usize>,
 }
 
 /// Stores a [`Kind`], [`Action`] or [`FlagState`] as its name.
@@ -594,7 +362,7 @@ impl Store {
                 "to": state,
                 "reason": reason,
             });
-            audit::insert(tx, now, actor, state.audit_action(), &flag.tenant, &detail)?;
+            audit::insert(tx, now, actor, audit_action(state), &flag.tenant, &detail)?;
             flag.state = state;
             flag.state_reason = reason.map(str::to_owned);
             Ok(flag)

@@ -17,7 +17,6 @@ pub mod pcap;
 mod schema;
 mod suspensions;
 mod tenant_index;
-mod time;
 
 #[cfg(test)]
 mod fixture;
@@ -30,15 +29,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use warden_policy::time::{rfc3339, system_clock};
 
 pub use audit::AuditEntry;
-pub use flags::{
-    ActionDecision, Flag, FlagAction, FlagDetail, FlagError, FlagFilter, FlagState, NewFlag,
-    Sample, MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
-};
+pub use flags::FlagError;
 pub use notifications::{Notification, NotificationCounts};
-pub use suspensions::{NewSuspension, Restored, Suspension};
-pub use time::{rfc3339, system_clock};
+pub use suspensions::{NewSuspension, Restored};
 
 /// File name of the database inside `state_dir`.
 pub const DB_FILE: &str = "warden.db";

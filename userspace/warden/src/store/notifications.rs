@@ -16,7 +16,9 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::flags::{existing, from_row as flag_from_row, Name, COLUMNS as FLAG_COLUMNS};
-use super::{audit, Flag, FlagState, Result, Store};
+use warden_policy::flag::{Flag, FlagState};
+
+use super::{audit, Result, Store};
 
 /// A queued notification.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,8 +267,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::policy::Kind;
-    use crate::store::NewFlag;
+    use warden_policy::flag::NewFlag;
+    use warden_policy::Kind;
 
     use crate::store::fixture::{Fixture, T0};
 

@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use super::flags::Sample;
+use warden_policy::flag::Sample;
 
 /// The classic pcap magic: microsecond timestamps.
 pub const PCAP_MAGIC: u32 = 0xa1b2_c3d4;

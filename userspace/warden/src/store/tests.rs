@@ -3,6 +3,8 @@ use serde_json::json;
 
 use super::fixture::Fixture;
 use super::*;
+use warden_policy::flag::ActionDecision;
+use warden_policy::suspension::Suspension;
 
 fn audit_count(store: &Store) -> usize {
     store.audit(None, usize::MAX).expect("read audit").len()
@@ -452,7 +454,7 @@ fn every_suspend_and_unsuspend_takes_the_next_sequence_number_with_its_addresses
 
 #[test]
 fn restore_brings_back_lost_suspensions_lifts_stale_ones_and_is_audited_once() {
-    use crate::suspension::{Suspended, SuspensionState};
+    use warden_policy::suspension::{Suspended, SuspensionState};
     let fx = Fixture::new();
     let store = fx.open();
     // An old copy: t-old suspended at 1.

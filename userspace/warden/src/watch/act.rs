@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{target, EffectError, Effects, InForce, Now, Watch, ACTOR, CAPTURE_FRAMES};
 use crate::detect::Detection;
 use crate::enforce::{Decision, DetectionKey};
-use crate::policy::{Action, Kind, Response};
-use crate::store::{ActionDecision, FlagAction, NewFlag};
+use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
+use warden_policy::{Action, Kind, Response};
 
 impl Watch {
     /// Carries out the ladder's decisions. `detection` is the started detection they are
@@ -123,7 +123,7 @@ impl Watch {
                 let rate = self
                     .tenants
                     .get(&tenant)
-                    .map_or(crate::policy::DEFAULT_THROTTLE_TO, |t| {
+                    .map_or(warden_policy::DEFAULT_THROTTLE_TO, |t| {
                         t.detectors.response(key.kind).throttle_to
                     });
                 let entries = self.throttles.entry(tenant).or_default();

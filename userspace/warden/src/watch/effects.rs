@@ -7,7 +7,7 @@ use serde_json::Value;
 use warden_common::{reason, Counters};
 
 use crate::dataplane::BlockTarget;
-use crate::store::{FlagAction, NewFlag, Sample};
+use warden_policy::flag::{FlagAction, NewFlag, Sample};
 
 /// Now, on the kernel's clock (CLOCK_MONOTONIC, the clock of every event and expiry) and
 /// on the wall clock (for flags and samples).

@@ -66,8 +66,8 @@ use crate::detect::{
     TenantConfig,
 };
 use crate::enforce::{DetectionKey, Ladder, Target};
-use crate::policy::{Detectors, Kind, Policy};
-use crate::store::{Sample, MAX_SAMPLES_PER_FLAG};
+use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
+use warden_policy::{Detectors, Kind, Policy};
 
 pub use effects::{EffectError, Effects, Now, Traffic, TrafficTable};
 pub use fan::{FanStats, MAX_ADDRESSES as FAN_MAX_ADDRESSES};

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::dataplane::BlockTarget;
 use crate::detect::{self, Detection, Fact};
 use crate::enforce::Target;
-use crate::policy::Kind;
+use warden_policy::Kind;
 
 /// The target a fact that crossed `d`'s thresholds points at. `port` is the busiest
 /// listen port of a proxy window.

@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::*;
 use crate::dataplane::{Contact, SampleFrame};
 use crate::detect::{Direction, Outcome};
-use crate::policy::{self, Action};
-use crate::store::{ActionDecision, FlagAction, NewFlag};
 use warden_common::Counters;
+use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
+use warden_policy::{self as policy, Action};
 
 /// Kernel time of the tests' start (CLOCK_MONOTONIC, seconds since boot).
 const BOOT: u64 = 1_000;

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Closed;
-use crate::policy::ApiLimits;
+use warden_policy::ApiLimits;
 
 /// Largest read buffer of a connection, and so the largest request header: the
 /// memory a connection can make the daemon hold while it sends its header slowly.

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{prefixes::PrefixIndex, Suspended};
-use crate::policy::Policy;
+use crate::Policy;
 
 /// A rule a policy change can break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

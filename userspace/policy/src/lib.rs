@@ -1,12 +1,22 @@
-//! The policy file: parse and validate `warden.yaml` into a [`Policy`].
+//! warden-policy: the policy file, parsed and validated into a [`Policy`], and the
+//! vocabulary every layer of Warden names (no aya, no SQLite, no HTTP, no async runtime).
 //!
-//! Parsing never stops at the first problem: [`parse`] reports every error in the file, each
-//! at the line and column of the offending key or value, as `warden policy check` prints them.
-//! Only a YAML syntax error ends parsing early. The submodules split the work by concern:
-//! `tree` builds the YAML node tree from the parser's events, `reader` walks it and records
-//! errors, `units` reads the text forms of values,
-//! `detectors` holds the detector schema, `document` reads the sections, and `validate` checks
-//! rules that span tenants.
+//! The policy file. Parsing never stops at the first problem: [`parse`] reports every
+//! error in the file, each at the line and column of the offending key or value, as
+//! `warden policy check` prints them. Only a YAML syntax error ends parsing early. The
+//! private modules split the work by concern: `tree` builds the YAML node tree from the
+//! parser's events, `reader` walks it and records errors, `units` reads the text forms of
+//! values, `detectors` holds the detector schema, `document` reads the sections, and
+//! `validate` checks rules that span tenants.
+//!
+//! The vocabulary, for the layers that must agree on it without depending on each other
+//! (the dataplane, detection, the store and the daemon):
+//! - detection [`Kind`]s and the ladder's [`Action`]s (from the policy's detector schema);
+//! - [`traffic`]: directions, protocols and outcomes of first contacts;
+//! - [`flag`]: flags, their review states, actions and captured frames;
+//! - [`suspension`]: suspensions and the pure logic that keeps them above policy and above
+//!   the loss of the state database;
+//! - [`time`]: unix-second timestamps and their RFC 3339 form.
 
 mod detectors;
 mod diagnostic;
@@ -15,6 +25,12 @@ mod reader;
 mod tree;
 mod units;
 mod validate;
+
+pub mod flag;
+pub mod names;
+pub mod suspension;
+pub mod time;
+pub mod traffic;
 
 #[cfg(test)]
 mod bounds_tests;
@@ -33,6 +49,12 @@ pub use detectors::{
     DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{printable, Diagnostic, Diagnostics, MAX_ERRORS};
+
+/// Default of `daemon.metrics_top_k`.
+pub const DEFAULT_TOP_K: usize = 1_000;
+/// Largest `daemon.metrics_top_k` accepted: the size `cargo xtask bench` renders
+/// against the 50 ms bar with every tenant exported.
+pub const MAX_TOP_K: usize = 10_000;
 
 /// A validated policy: what the daemon enforces.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +183,7 @@ impl Default for DaemonConfig {
             open_reads: true,
             open_metrics: true,
             tls: None,
-            metrics_top_k: crate::metrics::DEFAULT_TOP_K,
+            metrics_top_k: DEFAULT_TOP_K,
             api_limits: ApiLimits::default(),
         }
     }

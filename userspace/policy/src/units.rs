@@ -141,8 +141,7 @@ pub(super) fn boolean(text: &str) -> Result<bool, String> {
 /// A webhook URL: `http://HOST[:PORT]/PATH` (this build sends without TLS, so `https` is
 /// refused rather than failing at every delivery).
 pub(super) fn webhook_url(text: &str) -> Result<String, String> {
-    let url =
-        reqwest::Url::parse(text).map_err(|e| format!("invalid webhook URL `{text}`: {e}"))?;
+    let url = url::Url::parse(text).map_err(|e| format!("invalid webhook URL `{text}`: {e}"))?;
     match url.scheme() {
         "http" => {}
         "https" => {

@@ -458,8 +458,8 @@ mod tests {
     fn trees_are_saphyrs_trees() {
         let wide: String = (0..40).map(|i| format!("k{i}: {i}\n")).collect();
         let docs = [
-            include_str!("../../../../configs/warden.yaml").to_owned(),
-            include_str!("../../../../configs/demo.yaml").to_owned(),
+            include_str!("../../../configs/warden.yaml").to_owned(),
+            include_str!("../../../configs/demo.yaml").to_owned(),
             "tenants:\n  - id: a\n    addresses: [198.18.0.1/32, 2001:db8::/64]\n    bandwidth: { egress: 10Mbit }\n".into(),
             String::new(),
             "hello".into(),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use ipnet::IpNet;
 
 use super::{prefixes::PrefixIndex, Suspended};
-use crate::policy::Policy;
+use crate::Policy;
 
 /// Why a tenant is enforced as suspended.
 #[derive(Debug, Clone, PartialEq, Eq)]

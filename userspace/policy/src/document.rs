@@ -599,7 +599,7 @@ fn interface_name(text: &str) -> Result<String, String> {
 
 /// The daemon runs from systemd with no meaningful working directory.
 fn metrics_top_k(text: &str) -> Result<usize, String> {
-    use crate::metrics::MAX_TOP_K;
+    use crate::MAX_TOP_K;
     match text.parse::<usize>() {
         Ok(k) if k <= MAX_TOP_K => Ok(k),
         _ => Err(format!(

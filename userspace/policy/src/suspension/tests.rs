@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::events::{parse_line, snapshot_line, suspended_line, unsuspended_line, LogEvent};
 use super::reconcile::{Paths, Source, Why};
 use super::*;
-use crate::policy;
+use crate as policy;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Suspended, SuspensionState};
-use crate::store::rfc3339;
+use crate::time::rfc3339;
 
 /// `event` of a suspend line.
 pub const SUSPENDED: &str = "tenant_suspended";

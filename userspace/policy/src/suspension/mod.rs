@@ -64,6 +64,57 @@ pub struct Suspended {
     pub seq: u64,
 }
 
+/// One suspension of a tenant, active while `lifted_at` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// Row id, unique for the life of the database.
+    pub id: i64,
+    /// The suspended tenant.
+    pub tenant: String,
+    /// Why it was suspended.
+    pub reason: String,
+    /// Who suspended it (token name, or `warden` for the enforcement ladder).
+    pub actor: String,
+    /// When it was suspended (unix seconds).
+    pub since: i64,
+    /// When the suspension was lifted (unix seconds), if it was.
+    pub lifted_at: Option<i64>,
+    /// Who lifted it.
+    pub lifted_by: Option<String>,
+    /// Why it was lifted.
+    pub lift_reason: Option<String>,
+    /// The tenant's addresses when it was suspended: suspended until it is lifted,
+    /// whatever the policy says.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// The suspension sequence number of the suspend (`None` for a suspension recorded by
+    /// a warden before the sequence existed).
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// The suspension sequence number of the lift.
+    #[serde(default)]
+    pub lifted_seq: Option<u64>,
+}
+
+impl Suspension {
+    /// True while the suspension has not been lifted.
+    pub fn is_active(&self) -> bool {
+        self.lifted_at.is_none()
+    }
+
+    /// The suspension as the other durable places keep it.
+    pub fn suspended(&self) -> Suspended {
+        Suspended {
+            tenant: self.tenant.clone(),
+            addresses: self.addresses.clone(),
+            reason: self.reason.clone(),
+            actor: self.actor.clone(),
+            since: self.since,
+            seq: self.seq.unwrap_or(0),
+        }
+    }
+}
+
 /// Every active suspension at one point of the suspension sequence.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuspensionState {
@@ -129,7 +180,7 @@ pub fn describe_one(s: &Suspended) -> String {
         "  {}  addresses {}  suspended {} by {} (sequence {}): {}",
         s.tenant,
         addresses,
-        crate::store::rfc3339(s.since),
+        crate::time::rfc3339(s.since),
         s.actor,
         s.seq,
         s.reason
