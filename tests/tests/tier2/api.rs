@@ -8,8 +8,8 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::store::Store;
 use warden_policy::{flag::NewFlag, Kind};
+use warden_store::Store;
 use warden_tests::{
     http::Response,
     topology::{token, warden_binary, StandardLab},

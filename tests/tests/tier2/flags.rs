@@ -6,11 +6,11 @@ use std::{process::Output, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::store::Store;
 use warden_policy::{
     flag::{NewFlag, Sample},
     Kind,
 };
+use warden_store::Store;
 use warden_tests::{
     packets::{Frame, Ipv4, L4},
     topology::{token, warden_binary, StandardLab},

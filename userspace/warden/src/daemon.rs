@@ -31,7 +31,6 @@ use crate::{
     },
     metrics,
     notify::{self, Event},
-    store::{self, FlagError, NewSuspension, Store, StoreError},
     watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
 };
 use warden_policy::{
@@ -41,6 +40,7 @@ use warden_policy::{
     time::{rfc3339, system_clock},
     Policy,
 };
+use warden_store::{self as store, FlagError, NewSuspension, Store, StoreError};
 
 /// How often counters are sampled for rates, and the detection pipeline ticks.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -1092,7 +1092,7 @@ impl Shared {
     }
 
     /// Audit entries, newest first.
-    pub fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<crate::store::AuditEntry>> {
+    pub fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<warden_store::AuditEntry>> {
         Ok(self.lock().store.audit(since, limit)?)
     }
 

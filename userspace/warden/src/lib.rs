@@ -18,5 +18,4 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod state;
-pub mod store;
 pub mod watch;

@@ -52,7 +52,7 @@ use serde_json::{json, Value};
 use warden_policy::flag::{Flag, FlagState};
 use warden_policy::time::rfc3339;
 
-use crate::store::Notification;
+use warden_store::Notification;
 
 /// Delay after the first failed attempt; each further failure doubles it.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);

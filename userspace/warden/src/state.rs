@@ -16,10 +16,11 @@ use warden_policy::{
     Policy,
 };
 
+use warden_store::{self as store, Store, StoreError, DB_FILE};
+
 use crate::{
     dataplane::record::{self, RecordMap},
     notify::EventsLog,
-    store::{self, Store, StoreError, DB_FILE},
 };
 
 /// The kernel's pinned suspension record under `bpffs`, read without creating anything;

@@ -376,7 +376,7 @@ mod tests {
 
     use super::*;
 
-    use crate::store::fixture::{Fixture, T0};
+    use crate::fixture::{Fixture, T0};
 
     fn new_flag(tenant: &str, kind: Kind, seen: i64) -> NewFlag {
         NewFlag {
@@ -399,7 +399,7 @@ mod tests {
         }
     }
 
-    fn audit_rows(store: &Store) -> Vec<crate::store::AuditEntry> {
+    fn audit_rows(store: &Store) -> Vec<crate::AuditEntry> {
         store.audit(None, usize::MAX).expect("read audit")
     }
 

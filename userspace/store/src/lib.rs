@@ -1,4 +1,6 @@
-//! SQLite state that must survive a restart: suspensions, the audit log and the tenant index.
+//! warden-store: the SQLite state that must survive a restart (flags and their evidence,
+//! suspensions, the audit log, the notification outbox, the tenant index); the only crate
+//! that uses rusqlite.
 //!
 //! One database, `warden.db`, in the configured `state_dir`. Every write runs in one
 //! `BEGIN IMMEDIATE` transaction, and every state change a person makes writes its audit row

@@ -270,7 +270,7 @@ mod tests {
     use warden_policy::flag::NewFlag;
     use warden_policy::Kind;
 
-    use crate::store::fixture::{Fixture, T0};
+    use crate::fixture::{Fixture, T0};
 
     fn flag(store: &Store, tenant: &str) -> Flag {
         store
