@@ -1,14 +1,15 @@
 //! xtask must build on a machine without the eBPF toolchain, since it is what installs
 //! it: no crate in its normal or build dependency tree may build eBPF. Those that do are
-//! `aya-build` and the crates whose build scripts call it (`warden`, which embeds the
-//! object, and the eBPF crate itself). `cargo xtask test` runs [`check`] first.
+//! `aya-build`, the crate whose build script calls it (`warden-dataplane`, which embeds
+//! the object), the crates that depend on that one (`warden`, the daemon) and the eBPF
+//! crate itself. `cargo xtask test` runs [`check`] first.
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::util;
 
 /// Crates that build eBPF (or embed what was built), by package name.
-const BUILDS_EBPF: &[&str] = &["aya-build", "warden", "warden-ebpf"];
+const BUILDS_EBPF: &[&str] = &["aya-build", "warden-dataplane", "warden", "warden-ebpf"];
 
 /// Fails naming every crate of xtask's dependency tree that builds eBPF.
 pub fn check() -> Result<()> {
@@ -66,8 +67,19 @@ mod tests {
 
     #[test]
     fn warden_and_aya_build_are_found_by_exact_name_once() {
-        let tree = "xtask v0.1.0 (/w/xtask)\nwarden v0.1.0 (/w/userspace)\n\
-                    aya-build v0.2.0\nwarden v0.1.0 (/w/userspace) (*)\nwarden-ebpf v0.1.0 (/w/ebpf/programs)\n";
-        assert_eq!(builds_ebpf(tree), ["warden", "aya-build", "warden-ebpf"]);
+        let tree = "xtask v0.1.0 (/w/xtask)\nwarden v0.1.0 (/w/userspace/warden)\n\
+                    warden-dataplane v0.1.0 (/w/userspace/dataplane)\naya-build v0.2.0\n\
+                    warden v0.1.0 (/w/userspace/warden) (*)\nwarden-ebpf v0.1.0 (/w/ebpf/programs)\n";
+        assert_eq!(
+            builds_ebpf(tree),
+            ["warden", "warden-dataplane", "aya-build", "warden-ebpf"]
+        );
+    }
+
+    #[test]
+    fn the_layer_crates_without_the_dataplane_pass() {
+        let tree = "xtask v0.1.0 (/w/xtask)\nwarden-policy v0.1.0 (/w/userspace/policy)\n\
+                    warden-store v0.1.0 (/w/userspace/store)\nwarden-detect v0.1.0 (/w/userspace/detect)\n";
+        assert!(builds_ebpf(tree).is_empty());
     }
 }

@@ -15,8 +15,8 @@
 //! The bar: every per-packet path costs at most [`BAR_NS`] over the baseline, a new
 //! flow at most [`NEW_FLOW_BAR_NS`].
 //!
-//! The maps hold [`TENANTS`] tenants (100,000), compiled into a `warden::dataplane::Compiled`
-//! and written by `warden::dataplane::write_generation` (`GenTables::build`), the daemon's own
+//! The maps hold [`TENANTS`] tenants (100,000), compiled into a `warden_dataplane::Compiled`
+//! and written by `warden_dataplane::write_generation` (`GenTables::build`), the daemon's own
 //! placement; every bucket of the generation's half is then written, as
 //! `Dataplane::apply` does for a fresh half. Three policies, each measured in turn:
 //! - one length: each tenant an IPv4 /32, an IPv6 /64 and a bound MAC (generation 0);
@@ -111,10 +111,6 @@ use aya::{
     Ebpf, TestRun, TestRunOptions,
 };
 use serde_json::json;
-use warden::dataplane::{
-    log::{event_of, AttemptLog},
-    write_generation, Compiled,
-};
 use warden_common::{
     bucket, direction,
     facts::{
@@ -124,6 +120,10 @@ use warden_common::{
     },
     global, map, program, reason, tenant_counter_index, tenant_flags, Bucket, Counters,
     DropCounters, GenConfig, Rate, TenantConfig,
+};
+use warden_dataplane::{
+    log::{event_of, AttemptLog},
+    write_generation, Compiled,
 };
 use warden_tests::packets::{tcp, Frame, Ipv4, Ipv6, Mac, L4};
 
@@ -688,10 +688,10 @@ fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
     // datagrams and inbound packets are counted, as on a production node.
     let d = warden_policy::Detectors::default();
     let mut cfg = TenantConfig {
-        flood_out_syn: warden::dataplane::per_flood_epoch(d.flood_out.syn_pps),
-        flood_out_pkts: warden::dataplane::per_flood_epoch(d.flood_out.pps),
-        flood_in_pkts: warden::dataplane::per_flood_epoch(d.flood_in.pps),
-        flood_in_bytes: warden::dataplane::bytes_per_flood_epoch(d.flood_in.bps),
+        flood_out_syn: warden_dataplane::per_flood_epoch(d.flood_out.syn_pps),
+        flood_out_pkts: warden_dataplane::per_flood_epoch(d.flood_out.pps),
+        flood_in_pkts: warden_dataplane::per_flood_epoch(d.flood_in.pps),
+        flood_in_bytes: warden_dataplane::bytes_per_flood_epoch(d.flood_in.bps),
         ..TenantConfig::default()
     };
     if policy.binds_macs() {
@@ -724,7 +724,7 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map>
         .with_context(|| format!("no {name} map in the object"))
 }
 
-/// `policy` as the daemon compiles it (`warden::dataplane::compile`'s output).
+/// `policy` as the daemon compiles it (`warden_dataplane::compile`'s output).
 fn compile(policy: Policy) -> Compiled {
     let mut c = Compiled::default();
     for i in 0..TENANTS {
@@ -742,7 +742,7 @@ fn compile(policy: Policy) -> Compiled {
 }
 
 /// Writes `policy` into its generation exactly as `Dataplane::apply` would
-/// (`warden::dataplane::write_generation`: the daemon's placement and GEN_CONFIG).
+/// (`warden_dataplane::write_generation`: the daemon's placement and GEN_CONFIG).
 fn write_policy(ebpf: &mut Ebpf, policy: Policy) -> Result<()> {
     let c = compile(policy);
     write_generation(ebpf, policy.generation(), &c)

@@ -27,11 +27,9 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::{
-    dataplane::Dataplane,
-    metrics::{self, Snapshot, TenantSample, TopK},
-};
+use warden::metrics::{self, Snapshot, TenantSample, TopK};
 use warden_common::{reason, Counters, DropCounters};
+use warden_dataplane::Dataplane;
 use warden_policy::Kind;
 
 /// Tenants in the snapshot.

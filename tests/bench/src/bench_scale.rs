@@ -60,8 +60,8 @@ use std::{
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{programs::Xdp, Ebpf, TestRun, TestRunOptions};
 use serde_json::{json, Value};
-use warden::dataplane::{self, Dataplane, TenantIndex};
 use warden_common::{direction, map, program};
+use warden_dataplane::{self as dataplane, Dataplane, TenantIndex};
 use warden_policy as policy;
 use warden_tests::packets::{tcp, Frame, Ipv4, L4};
 

@@ -60,11 +60,11 @@ use aya::{
     Ebpf, TestRun, TestRunAttrs, TestRunOptions,
 };
 use serde_json::{json, Value};
-use warden::dataplane::{write_generation, Compiled};
 use warden_common::{
     bucket, direction, map, program, reason, tenant_counter_index, Bucket, Counters, DropCounters,
     Rate, TenantConfig,
 };
+use warden_dataplane::{write_generation, Compiled};
 use warden_tests::packets::{Frame, Ipv4, Ipv6, L4};
 
 use crate::util;

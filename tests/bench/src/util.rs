@@ -66,11 +66,11 @@ pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("{task} printed no JSON: {text}"))
 }
 
-/// The eBPF object loaded as the daemon loads it (`warden::dataplane::loader`), with
+/// The eBPF object loaded as the daemon loads it (`warden_dataplane::loader`), with
 /// the XDP programs `names` loaded into the kernel.
 pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
-    let mut ebpf = warden::dataplane::loader()?
-        .load(warden::dataplane::OBJECT)
+    let mut ebpf = warden_dataplane::loader()?
+        .load(warden_dataplane::OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF)")?;
     for &name in names {
         let prog: &mut aya::programs::Xdp = ebpf

@@ -25,13 +25,13 @@ use warden_common::{reason, Counters, DropCounters};
 
 use crate::{
     auth::{Role, Tokens},
-    dataplane::{
-        self, runtime::PolicyFill, Attachment, BlockTarget, Dataplane, DataplaneError, EventReader,
-        FactCounters, KernelEvent, TenantIndex,
-    },
     metrics,
     notify::{self, Event},
     watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
+};
+use warden_dataplane::{
+    self as dataplane, runtime::PolicyFill, Attachment, BlockTarget, Dataplane, DataplaneError,
+    EventReader, FactCounters, KernelEvent, TenantIndex,
 };
 use warden_policy::{
     self as policy,

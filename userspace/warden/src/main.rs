@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use warden::{
     cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
-    daemon, dataplane, state,
+    daemon, state,
 };
+use warden_dataplane as dataplane;
 use warden_policy as policy;
 
 fn main() -> ExitCode {

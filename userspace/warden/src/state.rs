@@ -18,10 +18,9 @@ use warden_policy::{
 
 use warden_store::{self as store, Store, StoreError, DB_FILE};
 
-use crate::{
-    dataplane::record::{self, RecordMap},
-    notify::EventsLog,
-};
+use warden_dataplane::record::{self, RecordMap};
+
+use crate::notify::EventsLog;
 
 /// The kernel's pinned suspension record under `bpffs`, read without creating anything;
 /// `None` when nothing is pinned or nothing was written yet.

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use warden_common::{reason, Counters};
 
-use crate::dataplane::BlockTarget;
+use warden_dataplane::BlockTarget;
 use warden_policy::flag::{FlagAction, NewFlag, Sample};
 
 /// Now, on the kernel's clock (CLOCK_MONOTONIC, the clock of every event and expiry) and
@@ -23,7 +23,7 @@ impl Now {
     /// The current time on both clocks.
     pub fn current() -> Now {
         Now {
-            mono: crate::dataplane::monotonic_now(),
+            mono: warden_dataplane::monotonic_now(),
             unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default(),

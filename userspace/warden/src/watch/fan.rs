@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::dataplane::Contact;
 use crate::detect::Fan;
+use warden_dataplane::Contact;
 
 /// Tenant addresses with an open window, over all tenants.
 pub const MAX_ADDRESSES: usize = 65_536;

@@ -60,12 +60,12 @@ use std::time::Duration;
 use serde::Serialize;
 use warden_common::reason;
 
-use crate::dataplane::{BlockTarget, FloodClass, FloodEvent, KernelEvent, TenantIndex};
 use crate::detect::{
     Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Proto, Rate, Smtp, Status,
     TenantConfig,
 };
 use crate::enforce::{DetectionKey, Ladder, Target};
+use warden_dataplane::{BlockTarget, FloodClass, FloodEvent, KernelEvent, TenantIndex};
 use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
 use warden_policy::{Detectors, Kind, Policy};
 

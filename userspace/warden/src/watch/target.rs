@@ -21,9 +21,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use crate::dataplane::BlockTarget;
 use crate::detect::{self, Detection, Fact};
 use crate::enforce::Target;
+use warden_dataplane::BlockTarget;
 use warden_policy::Kind;
 
 /// The target a fact that crossed `d`'s thresholds points at. `port` is the busiest

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
-use crate::dataplane::{Contact, SampleFrame};
 use crate::detect::{Direction, Outcome};
 use warden_common::Counters;
+use warden_dataplane::{Contact, SampleFrame};
 use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
 use warden_policy::{self as policy, Action};
 

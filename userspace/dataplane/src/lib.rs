@@ -1,4 +1,4 @@
-//! The dataplane: the only module that touches aya.
+//! warden-dataplane: the only crate that uses aya.
 //!
 //! - Maps, programs and links are pinned under the policy's `bpffs` directory, so
 //!   enforcement does not depend on the daemon: a daemon that dies leaves it running,

@@ -20,7 +20,7 @@ use warden_common::{
 };
 
 use super::log::AttemptLog;
-use crate::detect::{Direction, Outcome, Proto};
+use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// One decoded ring-buffer record. `at` is CLOCK_MONOTONIC time (the programs'
 /// `bpf_ktime_get_coarse_ns`; compare with [`monotonic_now`]).
@@ -738,7 +738,7 @@ mod tests {
         assert!((f.per_second() - 1e9).abs() < 1e-3, "{}", f.per_second());
         assert!((f.threshold_per_second() - 5e8).abs() < 1e-3);
         // A threshold compiled from 1,000/s round-trips within one count per epoch.
-        let t = crate::dataplane::compile::per_flood_epoch(1_000);
+        let t = crate::compile::per_flood_epoch(1_000);
         let back = FloodEvent {
             threshold: u64::from(t),
             ..f

@@ -492,7 +492,7 @@ fn the_event_ring_is_taken_once_and_delivers_a_first_contact_decoded() {
         ),
         (
             a,
-            crate::detect::Proto::Tcp,
+            warden_policy::traffic::Proto::Tcp,
             IpAddr::V4(me),
             40_000,
             IpAddr::V4(dst),
