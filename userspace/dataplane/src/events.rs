@@ -20,7 +20,7 @@ use warden_common::{
 };
 
 use super::log::AttemptLog;
-use warden_policy::traffic::{Direction, Outcome, Proto};
+use warden_policy::traffic::{Contact, Direction, FloodClass, Outcome, Proto};
 
 /// One decoded ring-buffer record. `at` is CLOCK_MONOTONIC time (the programs'
 /// `bpf_ktime_get_coarse_ns`; compare with [`monotonic_now`]).
@@ -67,60 +67,16 @@ impl KernelEvent {
     }
 }
 
-/// The endpoints of a connection attempt, answer or accepted connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Contact {
-    /// Dense tenant index.
-    pub tenant: u32,
-    /// When the programs saw it (CLOCK_MONOTONIC).
-    pub at: Duration,
-    /// The transport protocol.
-    pub proto: Proto,
-    /// The tenant-side address.
-    pub local: IpAddr,
-    /// The tenant-side port (ICMP: 0).
-    pub local_port: u16,
-    /// The other side's address.
-    pub remote: IpAddr,
-    /// The other side's port (ICMP: 0).
-    pub remote_port: u16,
-}
-
-/// What a flood estimate counts ([`class`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FloodClass {
-    /// Out: TCP SYNs without ACK at one victim (threshold `flood_out.syn_pps`).
-    Syn,
-    /// Out: UDP, ICMP and other non-TCP packets at one victim (`flood_out.pps`).
-    Packets,
-    /// Out: reflection-sized UDP replies from an amplifier port (`flood_out.syn_pps`).
-    Reply,
-    /// In: unsolicited packets at one tenant address (`flood_in.pps`).
-    InPackets,
-    /// In: bytes of those packets (`flood_in.bps / 8`).
-    InBytes,
-}
-
-impl FloodClass {
-    /// The class of a [`class`] number.
-    pub fn from_raw(raw: u8) -> Option<Self> {
-        Some(match raw {
-            class::SYN => FloodClass::Syn,
-            class::PACKETS => FloodClass::Packets,
-            class::REPLY => FloodClass::Reply,
-            class::IN_PACKETS => FloodClass::InPackets,
-            class::IN_BYTES => FloodClass::InBytes,
-            _ => return None,
-        })
-    }
-
-    /// The direction of the traffic the class counts.
-    pub fn direction(self) -> Direction {
-        match self {
-            FloodClass::Syn | FloodClass::Packets | FloodClass::Reply => Direction::Out,
-            FloodClass::InPackets | FloodClass::InBytes => Direction::In,
-        }
-    }
+/// The flood class of a [`class`] number.
+pub fn flood_class(raw: u8) -> Option<FloodClass> {
+    Some(match raw {
+        class::SYN => FloodClass::Syn,
+        class::PACKETS => FloodClass::Packets,
+        class::REPLY => FloodClass::Reply,
+        class::IN_PACKETS => FloodClass::InPackets,
+        class::IN_BYTES => FloodClass::InBytes,
+        _ => return None,
+    })
 }
 
 /// A flood estimate that crossed its threshold.
@@ -255,7 +211,7 @@ fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
     let remote = decode_addr(e.kind, e.family, &e.remote)?;
     let at = Duration::from_nanos(e.at);
     if e.kind == event::FLOOD {
-        let class = FloodClass::from_raw(e.detail).ok_or(DecodeError::Class(e.detail))?;
+        let class = flood_class(e.detail).ok_or(DecodeError::Class(e.detail))?;
         if class.direction() != dir {
             return Err(DecodeError::ClassDirection {
                 class,
@@ -694,7 +650,7 @@ mod tests {
             (class::REPLY, FloodClass::Reply),
             (class::IN_PACKETS, FloodClass::InPackets),
         ] {
-            assert_eq!(FloodClass::from_raw(raw), Some(want));
+            assert_eq!(flood_class(raw), Some(want));
         }
     }
 

@@ -24,6 +24,7 @@ use warden_common::{
 
 use super::*;
 use warden_policy as policy;
+use warden_policy::traffic::{BlockTarget, Contact};
 
 mod start;
 

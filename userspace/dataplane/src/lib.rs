@@ -60,11 +60,11 @@ pub use self::{
     },
     cuckoo::TableFull,
     events::{
-        decode_event, monotonic_now, Contact, DecodeError, EventReader, FloodClass, FloodEvent,
+        decode_event, flood_class, monotonic_now, DecodeError, EventReader, FloodEvent,
         KernelEvent, SampleFrame,
     },
     index::{IndexChanges, IndexError, TenantIndex},
-    runtime::{throttle_rates, BlockTarget, FactCounters, MapUsage},
+    runtime::{block_key, block_of_key, throttle_rates, FactCounters, MapUsage},
     start::RolledBack,
 };
 use warden_policy::Mode;

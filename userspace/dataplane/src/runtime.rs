@@ -19,77 +19,64 @@ use warden_common::{
     map, reason, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
 };
 
+use warden_policy::traffic::BlockTarget;
+
 use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
 
-/// What a block drops (one [`BlockKey`] each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BlockTarget {
-    /// From-tenant traffic to this address (a flood's victim, a scanned host).
-    Victim(IpAddr),
-    /// From-tenant traffic to this destination port, any host (a horizontal scan, SMTP).
-    Port(u16),
-    /// To-tenant traffic at this tenant address (an inbound flood's target).
-    Blackhole(IpAddr),
-    /// To-tenant traffic to this tenant port, any address (a relaying listener).
-    ListenPort(u16),
+/// The key the programs look up for `target` of the tenant in `slot` (see [`BlockKey`]).
+pub fn block_key(target: BlockTarget, slot: u32) -> BlockKey {
+    let (dir, addr, port) = match target {
+        BlockTarget::Victim(a) => (direction::OUT, Some(a), 0),
+        BlockTarget::Port(p) => (direction::OUT, None, p),
+        BlockTarget::Blackhole(a) => (direction::IN, Some(a), 0),
+        BlockTarget::ListenPort(p) => (direction::IN, None, p),
+    };
+    let (family, addr) = match addr {
+        None => (0, [0; 16]),
+        Some(IpAddr::V4(a)) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (4, b)
+        }
+        Some(IpAddr::V6(a)) => (6, a.octets()),
+    };
+    BlockKey {
+        tenant: slot,
+        dir: dir as u8,
+        family,
+        port,
+        addr,
+    }
 }
 
-impl BlockTarget {
-    /// The key the programs look up for this target (see [`BlockKey`]).
-    pub fn key(self, tenant: u32) -> BlockKey {
-        let (dir, addr, port) = match self {
-            BlockTarget::Victim(a) => (direction::OUT, Some(a), 0),
-            BlockTarget::Port(p) => (direction::OUT, None, p),
-            BlockTarget::Blackhole(a) => (direction::IN, Some(a), 0),
-            BlockTarget::ListenPort(p) => (direction::IN, None, p),
-        };
-        let (family, addr) = match addr {
-            None => (0, [0; 16]),
-            Some(IpAddr::V4(a)) => {
-                let mut b = [0; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (4, b)
-            }
-            Some(IpAddr::V6(a)) => (6, a.octets()),
-        };
-        BlockKey {
-            tenant,
-            dir: dir as u8,
-            family,
-            port,
-            addr,
-        }
-    }
+/// The slot and target of a key written by [`block_key`]; `None` for a key no target
+/// makes.
+pub fn block_of_key(k: &BlockKey) -> Option<(u32, BlockTarget)> {
+    let addr = match k.family {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            k.addr[0], k.addr[1], k.addr[2], k.addr[3],
+        ))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
+        0 if k.addr == [0; 16] => None,
+        _ => return None,
+    };
+    let target = match (u32::from(k.dir), addr, k.port) {
+        (direction::OUT, Some(a), 0) => BlockTarget::Victim(a),
+        (direction::OUT, None, p) if p != 0 => BlockTarget::Port(p),
+        (direction::IN, Some(a), 0) => BlockTarget::Blackhole(a),
+        (direction::IN, None, p) if p != 0 => BlockTarget::ListenPort(p),
+        _ => return None,
+    };
+    Some((k.tenant, target))
+}
 
-    /// The tenant and target of a key written by [`BlockTarget::key`]; `None` for a key
-    /// no target makes.
-    pub fn from_key(k: &BlockKey) -> Option<(u32, BlockTarget)> {
-        let addr = match k.family {
-            4 => Some(IpAddr::V4(Ipv4Addr::new(
-                k.addr[0], k.addr[1], k.addr[2], k.addr[3],
-            ))),
-            6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
-            0 if k.addr == [0; 16] => None,
-            _ => return None,
-        };
-        let target = match (u32::from(k.dir), addr, k.port) {
-            (direction::OUT, Some(a), 0) => BlockTarget::Victim(a),
-            (direction::OUT, None, p) if p != 0 => BlockTarget::Port(p),
-            (direction::IN, Some(a), 0) => BlockTarget::Blackhole(a),
-            (direction::IN, None, p) if p != 0 => BlockTarget::ListenPort(p),
-            _ => return None,
-        };
-        Some((k.tenant, target))
-    }
-
-    /// Port 0 with any host would match every portless packet (ICMP): refused.
-    fn check(self) -> Result<()> {
-        match self {
-            BlockTarget::Port(0) | BlockTarget::ListenPort(0) => Err(DataplaneError::InvalidBlock(
-                format!("{self:?}: port 0 would block every ICMP packet; block a host instead"),
-            )),
-            _ => Ok(()),
-        }
+/// Port 0 with any host would match every portless packet (ICMP): refused.
+fn check_block(target: BlockTarget) -> Result<()> {
+    match target {
+        BlockTarget::Port(0) | BlockTarget::ListenPort(0) => Err(DataplaneError::InvalidBlock(
+            format!("{target:?}: port 0 would block every ICMP packet; block a host instead"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -235,8 +222,8 @@ impl Dataplane {
     /// [`DataplaneError::BlocksFull`] (nothing changes).
     pub fn block(&mut self, tenant: u32, target: BlockTarget, until: Duration) -> Result<()> {
         check_tenant(tenant)?;
-        target.check()?;
-        let key = target.key(tenant);
+        check_block(target)?;
+        let key = block_key(target, tenant);
         let until_ns = nanos(until);
         self.blocks_map_mut()?
             .insert(key, BlockValue { until_ns }, 0)
@@ -263,7 +250,7 @@ impl Dataplane {
     /// [`runtime_flags::BLOCKS`] when the tenant has no blocks left.
     pub fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<()> {
         check_tenant(tenant)?;
-        self.remove_block(&target.key(tenant))
+        self.remove_block(&block_key(target, tenant))
     }
 
     /// Throttles the tenant to the lower of `rate_bps` and its policy plan per
@@ -329,7 +316,7 @@ impl Dataplane {
         Ok(self
             .blocks_raw()?
             .into_iter()
-            .filter_map(|(k, v)| match BlockTarget::from_key(&k) {
+            .filter_map(|(k, v)| match block_of_key(&k) {
                 Some((tenant, target)) => Some((tenant, target, Duration::from_nanos(v.until_ns))),
                 None => {
                     tracing::warn!(?k, "ignoring a block key Warden does not write");
@@ -729,7 +716,7 @@ mod tests {
     #[test]
     fn targets_make_the_keys_the_programs_look_up() {
         let v4: IpAddr = "198.19.0.9".parse().unwrap();
-        let k = BlockTarget::Victim(v4).key(5);
+        let k = block_key(BlockTarget::Victim(v4), 5);
         assert_eq!(
             (k.tenant, u32::from(k.dir), k.family, k.port),
             (5, direction::OUT, 4, 0)
@@ -737,21 +724,21 @@ mod tests {
         assert_eq!(&k.addr[..4], &[198, 19, 0, 9]);
         assert_eq!(&k.addr[4..], &[0; 12]);
 
-        let k = BlockTarget::Port(25).key(5);
+        let k = block_key(BlockTarget::Port(25), 5);
         assert_eq!(
             (u32::from(k.dir), k.family, k.port, k.addr),
             (direction::OUT, 0, 25, [0; 16])
         );
 
         let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        let k = BlockTarget::Blackhole(v6).key(9);
+        let k = block_key(BlockTarget::Blackhole(v6), 9);
         assert_eq!(
             (k.tenant, u32::from(k.dir), k.family, k.port),
             (9, direction::IN, 6, 0)
         );
         assert_eq!(k.addr, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
 
-        let k = BlockTarget::ListenPort(3128).key(9);
+        let k = block_key(BlockTarget::ListenPort(3128), 9);
         assert_eq!(
             (u32::from(k.dir), k.family, k.port, k.addr),
             (direction::IN, 0, 3128, [0; 16])
@@ -768,25 +755,25 @@ mod tests {
             BlockTarget::ListenPort(1080),
         ];
         for t in targets {
-            assert_eq!(BlockTarget::from_key(&t.key(3)), Some((3, t)));
+            assert_eq!(block_of_key(&block_key(t, 3)), Some((3, t)));
         }
         // An address with a port, a family-0 key with an address, an unknown direction.
-        let mut k = targets[0].key(3);
+        let mut k = block_key(targets[0], 3);
         k.port = 80;
-        assert_eq!(BlockTarget::from_key(&k), None);
-        let mut k = targets[2].key(3);
+        assert_eq!(block_of_key(&k), None);
+        let mut k = block_key(targets[2], 3);
         k.addr[0] = 1;
-        assert_eq!(BlockTarget::from_key(&k), None);
-        let mut k = targets[2].key(3);
+        assert_eq!(block_of_key(&k), None);
+        let mut k = block_key(targets[2], 3);
         k.dir = 2;
-        assert_eq!(BlockTarget::from_key(&k), None);
+        assert_eq!(block_of_key(&k), None);
     }
 
     #[test]
     fn port_zero_blocks_are_refused() {
-        assert!(BlockTarget::Port(0).check().is_err());
-        assert!(BlockTarget::ListenPort(0).check().is_err());
-        assert!(BlockTarget::Port(25).check().is_ok());
+        assert!(check_block(BlockTarget::Port(0)).is_err());
+        assert!(check_block(BlockTarget::ListenPort(0)).is_err());
+        assert!(check_block(BlockTarget::Port(25)).is_ok());
     }
 
     #[test]

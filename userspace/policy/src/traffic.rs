@@ -1,6 +1,10 @@
-//! Traffic vocabulary: which way traffic goes, as seen from the tenant, and the
-//! protocols and outcomes of a tenant's first contacts. The dataplane decodes the
-//! programs' events into these and the detectors reason in them.
+//! Traffic vocabulary: which way traffic goes, as seen from the tenant, the protocols
+//! and outcomes of a tenant's first contacts, and what a block cuts. The dataplane
+//! decodes the programs' events into these and writes blocks from them; the detectors
+//! and the ladder reason in them.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 /// Which way traffic goes, seen from the tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,5 +43,63 @@ impl Outcome {
     /// Whether the attempt failed; a missing answer is a failure (TRW counts it so).
     pub fn failed(self) -> bool {
         self != Outcome::Success
+    }
+}
+
+/// What a block drops: the ladder decides it, the dataplane writes it as one key of the
+/// programs' block map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockTarget {
+    /// From-tenant traffic to this address (a flood's victim, a scanned host).
+    Victim(IpAddr),
+    /// From-tenant traffic to this destination port, any host (a horizontal scan, SMTP).
+    Port(u16),
+    /// To-tenant traffic at this tenant address (an inbound flood's target).
+    Blackhole(IpAddr),
+    /// To-tenant traffic to this tenant port, any address (a relaying listener).
+    ListenPort(u16),
+}
+
+/// The endpoints of a connection attempt, answer or accepted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Contact {
+    /// Dense tenant index.
+    pub tenant: u32,
+    /// When the programs saw it (CLOCK_MONOTONIC).
+    pub at: Duration,
+    /// The transport protocol.
+    pub proto: Proto,
+    /// The tenant-side address.
+    pub local: IpAddr,
+    /// The tenant-side port (ICMP: 0).
+    pub local_port: u16,
+    /// The other side's address.
+    pub remote: IpAddr,
+    /// The other side's port (ICMP: 0).
+    pub remote_port: u16,
+}
+
+/// What a flood estimate counts (the programs number them in `warden_common::facts::class`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FloodClass {
+    /// Out: TCP SYNs without ACK at one victim (threshold `flood_out.syn_pps`).
+    Syn,
+    /// Out: UDP, ICMP and other non-TCP packets at one victim (`flood_out.pps`).
+    Packets,
+    /// Out: reflection-sized UDP replies from an amplifier port (`flood_out.syn_pps`).
+    Reply,
+    /// In: unsolicited packets at one tenant address (`flood_in.pps`).
+    InPackets,
+    /// In: bytes of those packets (`flood_in.bps / 8`).
+    InBytes,
+}
+
+impl FloodClass {
+    /// The direction of the traffic the class counts.
+    pub fn direction(self) -> Direction {
+        match self {
+            FloodClass::Syn | FloodClass::Packets | FloodClass::Reply => Direction::Out,
+            FloodClass::InPackets | FloodClass::InBytes => Direction::In,
+        }
     }
 }

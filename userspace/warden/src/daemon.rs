@@ -21,18 +21,23 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{signal, SignalKind};
-use warden_common::{reason, Counters, DropCounters};
+use warden_common::{reason, DropCounters};
 
 use crate::{
     auth::{Role, Tokens},
     metrics,
     notify::{self, Event},
-    watch::{self, EffectError, Effects, Now, TrafficTable, Watch, WatchStatus},
 };
 use warden_dataplane::{
-    self as dataplane, runtime::PolicyFill, Attachment, BlockTarget, Dataplane, DataplaneError,
-    EventReader, FactCounters, KernelEvent, TenantIndex,
+    self as dataplane, runtime::PolicyFill, Attachment, Dataplane, DataplaneError, EventReader,
+    FactCounters, KernelEvent, TenantIndex,
 };
+use warden_detect::pipeline::{
+    self as watch, DropTotals, EffectError, Effects, Flood, Frame, Now, Observation, TrafficTable,
+    Volume, Watch, WatchStatus,
+};
+use warden_detect::DropReason;
+use warden_policy::traffic::BlockTarget;
 use warden_policy::{
     self as policy,
     flag::{Flag, FlagAction, FlagDetail, FlagFilter, FlagState, NewFlag, Sample as FlagSample},
@@ -169,7 +174,55 @@ pub enum Refusal {
 struct Sample {
     at: Instant,
     /// `[out, in]` by tenant slot.
-    counters: Vec<[Counters; 2]>,
+    counters: Vec<[Volume; 2]>,
+}
+
+/// Now on the kernel's clock (that of its events and expiries) and the wall clock.
+fn now() -> Now {
+    Now {
+        mono: dataplane::monotonic_now(),
+        unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    }
+}
+
+/// A kernel event as the detection pipeline takes it.
+fn observation(e: KernelEvent) -> Observation {
+    match e {
+        KernelEvent::Attempt(c) => Observation::Attempt(c),
+        KernelEvent::Outcome { contact, outcome } => Observation::Outcome { contact, outcome },
+        KernelEvent::Accepted(c) => Observation::Accepted(c),
+        KernelEvent::Flood(f) => Observation::Flood(Flood {
+            slot: f.tenant,
+            at: f.at,
+            dir: f.dir,
+            addr: f.addr,
+            class: f.class,
+            per_second: f.per_second(),
+        }),
+        KernelEvent::Sample(s) => Observation::Frame(Frame {
+            slot: s.tenant,
+            at: s.at,
+            orig_len: s.orig_len,
+            data: s.data,
+        }),
+    }
+}
+
+/// The drop counter of each reason that is a detection.
+fn drop_counter(r: DropReason) -> usize {
+    match r {
+        DropReason::SpoofIp => reason::SPOOF_IP,
+        DropReason::SpoofArp => reason::SPOOF_ARP,
+        DropReason::SpoofMac => reason::SPOOF_MAC,
+        DropReason::Bandwidth => reason::BANDWIDTH,
+    }
+}
+
+/// The totals of the drops that are detections, of all `drops` by reason.
+fn detected_drops(drops: &[u64; reason::COUNT]) -> DropTotals {
+    DropReason::ALL.map(|r| drops[drop_counter(r)])
 }
 
 /// Mutable daemon state. One lock: every operation is a handful of syscalls.
@@ -554,7 +607,17 @@ impl Inner {
         let slots = indexes.iter().max().map_or(0, |m| m + 1);
         let counters = self.dataplane.all_tenant_counters(slots)?;
         let drops = self.dataplane.all_drop_totals(slots)?;
-        Ok(TrafficTable::new(indexes, counters, drops))
+        let volumes = counters
+            .iter()
+            .map(|c| {
+                c.map(|c| Volume {
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect();
+        let detected = drops.iter().map(detected_drops).collect();
+        Ok(TrafficTable::new(indexes, volumes, detected))
     }
 }
 
@@ -771,8 +834,12 @@ impl Shared {
     /// Handles one batch of kernel events.
     fn process_events(&self, events: &mut Vec<KernelEvent>) {
         let (mut watch, mut inner) = self.lock_both();
-        let now = Now::current();
-        watch.events(events.drain(..), &now, &mut Actuator { inner: &mut inner });
+        let now = now();
+        watch.events(
+            events.drain(..).map(observation),
+            &now,
+            &mut Actuator { inner: &mut inner },
+        );
     }
 
     /// The token table for the API.
@@ -1029,7 +1096,7 @@ impl Shared {
             }
             inner.retired.add_detections(&watch.detections_of(&id));
         }
-        watch.configure(&inner.policy, &inner.index, inner.generation);
+        watch.configure(&inner.policy, |id| inner.index.get(id), inner.generation);
         Ok(inner.generation)
     }
 
@@ -1330,7 +1397,7 @@ impl Shared {
             }
         }
         inner.rates = rates;
-        let now = Now::current();
+        let now = now();
         watch.tick(&now, &traffic, &mut Actuator { inner: &mut inner });
         inner.last = Some(Sample {
             at,
@@ -1569,7 +1636,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "suspensions in force (state database, kernel record and events log agree)"
     );
     let mut watch = Watch::default();
-    watch.configure(&inner.policy, &inner.index, inner.generation);
+    watch.configure(&inner.policy, |id| inner.index.get(id), inner.generation);
     for tenant in inner.suspensions.keys() {
         watch.note_suspension(tenant);
     }

@@ -11,13 +11,10 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod daemon;
-pub mod detect;
-pub mod enforce;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod state;
-pub mod watch;
 
 /// The dataplane layer under its old path, for the Tier 1 tests, which name it through
 /// this crate (`warden::dataplane::loader`); everything else uses `warden_dataplane`.

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use warden_common::{direction, global, reason, Counters, DropCounters};
 
-use crate::detect;
-use crate::enforce::LadderStats;
-use crate::watch::{FanStats, PendingStats, WatchCounters, WatchStatus};
+use warden_detect as detect;
+use warden_detect::ladder::LadderStats;
+use warden_detect::pipeline::{FanStats, PendingStats, WatchCounters, WatchStatus};
 use warden_policy::Kind;
 
 /// One tenant's figures.

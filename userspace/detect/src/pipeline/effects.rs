@@ -1,13 +1,13 @@
 //! What the pipeline needs of the world: the two clocks, the sampled counters, and the
 //! [`Effects`] it has on the kernel and the flag store.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
-use warden_common::{reason, Counters};
-
-use warden_dataplane::BlockTarget;
 use warden_policy::flag::{FlagAction, NewFlag, Sample};
+use warden_policy::traffic::BlockTarget;
+
+use crate::DropReason;
 
 /// Now, on the kernel's clock (CLOCK_MONOTONIC, the clock of every event and expiry) and
 /// on the wall clock (for flags and samples).
@@ -20,16 +20,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// The current time on both clocks.
-    pub fn current() -> Now {
-        Now {
-            mono: warden_dataplane::monotonic_now(),
-            unix: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default(),
-        }
-    }
-
     /// Wall-clock time of the monotonic time `at`.
     fn unix_of(&self, at: Duration) -> Duration {
         if at <= self.mono {
@@ -50,34 +40,47 @@ impl Now {
     }
 }
 
+/// Packets and bytes one way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The drops that are detections, both directions together, in [`DropReason::ALL`]
+/// order.
+pub type DropTotals = [u64; DropReason::ALL.len()];
+
 /// One tenant's counters as the sampler read them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Traffic {
     /// `[out, in]`.
-    pub counters: [Counters; 2],
-    /// Drops by reason, both directions together.
-    pub drops: [u64; reason::COUNT],
+    pub counters: [Volume; 2],
+    /// Drops of the reasons that are detections.
+    pub drops: DropTotals,
 }
 
 /// Every sampled tenant's counters, in dense tables indexed by tenant slot (a sample
-/// of 100,000 tenants is some 10 MiB this way; a map of them was three times that,
+/// of 100,000 tenants is some 5 MiB this way; a map of them was several times that,
 /// built and freed every second).
 #[derive(Clone, Debug, Default)]
 pub struct TrafficTable {
     /// The sampled tenants' slots, ascending.
     slots: Vec<u32>,
     /// `[out, in]` by slot.
-    counters: Vec<[Counters; 2]>,
-    /// Drops by reason, both directions together, by slot.
-    drops: Vec<[u64; reason::COUNT]>,
+    counters: Vec<[Volume; 2]>,
+    /// Drops of the reasons that are detections, by slot.
+    drops: Vec<DropTotals>,
 }
 
 impl TrafficTable {
     /// The tables of the tenants in `slots` (each below both tables' lengths).
     pub fn new(
         mut slots: Vec<u32>,
-        counters: Vec<[Counters; 2]>,
-        drops: Vec<[u64; reason::COUNT]>,
+        counters: Vec<[Volume; 2]>,
+        drops: Vec<DropTotals>,
     ) -> TrafficTable {
         slots.sort_unstable();
         slots.dedup();
@@ -104,7 +107,7 @@ impl TrafficTable {
     }
 
     /// The counters by slot, the tables' own (taken when the sample is done with).
-    pub fn into_counters(self) -> Vec<[Counters; 2]> {
+    pub fn into_counters(self) -> Vec<[Volume; 2]> {
         self.counters
     }
 }

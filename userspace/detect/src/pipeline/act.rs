@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{target, EffectError, Effects, InForce, Now, Watch, ACTOR, CAPTURE_FRAMES};
-use crate::detect::Detection;
-use crate::enforce::{Decision, DetectionKey};
+use crate::ladder::{Decision, DetectionKey};
+use crate::Detection;
 use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
 use warden_policy::{Action, Kind, Response};
 

@@ -8,10 +8,10 @@
 //! daemon start); only differences matter, so the ladder is deterministic under test.
 
 mod decision;
-mod ladder;
+mod state;
 
 #[cfg(test)]
 mod tests;
 
 pub use decision::{Decision, DetectionKey, Target};
-pub use ladder::{ActiveEntry, Ladder, LadderStats, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_TRACKED};
+pub use state::{ActiveEntry, Ladder, LadderStats, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_TRACKED};

@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::detect::Fan;
-use warden_dataplane::Contact;
+use crate::Fan;
+use warden_policy::traffic::Contact;
 
 /// Tenant addresses with an open window, over all tenants.
 pub const MAX_ADDRESSES: usize = 65_536;
@@ -242,7 +242,7 @@ fn count(set: &HashSet<IpAddr>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Proto;
+    use crate::Proto;
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use warden_common::facts::{contact_key, contact_tag, fold_addr, pending_slot};
 
-use crate::detect::{Attempt, Outcome, Proto};
+use crate::{Attempt, Outcome, Proto};
 
 /// IP protocol numbers, as the programs key attempts.
 mod proto {

@@ -26,7 +26,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use super::detection::{sort_top, Crossing, Target};
-use super::fact::{Attempt, Proto};
+use warden_policy::traffic::Proto;
+
+use super::fact::Attempt;
 use super::recent::Recent;
 use warden_policy::Scan;
 

@@ -9,7 +9,9 @@
 //! transfer or a busy web server is never a flood. Top targets: the victim with its pps.
 
 use super::detection::{Crossing, Target};
-use super::fact::{Direction, Rate};
+use warden_policy::traffic::Direction;
+
+use super::fact::Rate;
 use warden_policy::{FloodIn, FloodOut};
 
 /// The crossing of an outbound sample, if any.

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-pub use warden_policy::traffic::{Direction, Outcome, Proto};
+use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// An outbound connection attempt by a tenant, reported once its outcome is known.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,6 +95,16 @@ pub enum DropReason {
     SpoofMac,
     /// Over the tenant's rate plan.
     Bandwidth,
+}
+
+impl DropReason {
+    /// Every reason, in the order [`crate::pipeline::DropTotals`] counts them.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::SpoofIp,
+        DropReason::SpoofArp,
+        DropReason::SpoofMac,
+        DropReason::Bandwidth,
+    ];
 }
 
 /// Packets the dataplane dropped since the previous report for this tenant and reason.

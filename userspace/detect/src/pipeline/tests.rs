@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::*;
-use crate::detect::{Direction, Outcome};
-use warden_common::Counters;
-use warden_dataplane::{Contact, SampleFrame};
+use warden_common::facts::FLOOD_EPOCH_SHIFT;
 use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
+use warden_policy::traffic::{Contact, Direction, Outcome};
 use warden_policy::{self as policy, Action};
+
+use super::*;
 
 /// Kernel time of the tests' start (CLOCK_MONOTONIC, seconds since boot).
 const BOOT: u64 = 1_000;
@@ -57,9 +57,8 @@ fn watch_with(detectors: &str, smtp: &str, pending: Pending) -> Watch {
         "tenants:\n  - id: t1\n    addresses: [{ADDR}]\n    smtp: {smtp}\n    detectors: {detectors}\n"
     );
     let policy = policy::parse(&text, "test.yaml").unwrap_or_else(|d| panic!("{d}"));
-    let index = TenantIndex::from_entries(&[("t1".to_owned(), TENANT)]).expect("index");
     let mut w = Watch::new(Limits::default(), pending);
-    w.configure(&policy, &index, 7);
+    w.configure(&policy, |id| (id == "t1").then_some(TENANT), 7);
     w
 }
 
@@ -213,39 +212,47 @@ fn contact(proto: Proto, remote: IpAddr, remote_port: u16, t: Duration) -> Conta
     }
 }
 
-fn attempt(remote: IpAddr, port: u16, t: Duration) -> KernelEvent {
-    KernelEvent::Attempt(contact(Proto::Tcp, remote, port, t))
+fn attempt(remote: IpAddr, port: u16, t: Duration) -> Observation {
+    Observation::Attempt(contact(Proto::Tcp, remote, port, t))
 }
 
-fn outcome(remote: IpAddr, port: u16, t: Duration, outcome: Outcome) -> KernelEvent {
-    KernelEvent::Outcome {
+fn outcome(remote: IpAddr, port: u16, t: Duration, outcome: Outcome) -> Observation {
+    Observation::Outcome {
         contact: contact(Proto::Tcp, remote, port, t),
         outcome,
     }
 }
 
 /// A SYN flood event at `victim`: `per_epoch` SYNs in one flood epoch so far.
-fn syn_flood(victim: IpAddr, per_epoch: u64, t: Duration) -> KernelEvent {
-    KernelEvent::Flood(FloodEvent {
-        tenant: TENANT,
+fn syn_flood(victim: IpAddr, per_epoch: u64, t: Duration) -> Observation {
+    Observation::Flood(Flood {
+        slot: TENANT,
         at: secs(BOOT) + t,
         dir: Direction::Out,
         addr: victim,
         class: FloodClass::Syn,
-        value: per_epoch,
-        threshold: 2_147,
+        per_second: per_second(per_epoch),
     })
 }
 
-fn traffic(sent: u64, received: u64, drops: &[(usize, u64)]) -> TrafficTable {
+/// `per_epoch` over one of the programs' flood epochs (2^30 ns), per second.
+fn per_second(per_epoch: u64) -> f64 {
+    per_epoch as f64 * 1e9 / (1u64 << FLOOD_EPOCH_SHIFT) as f64
+}
+
+fn traffic(sent: u64, received: u64, drops: &[(DropReason, u64)]) -> TrafficTable {
     let slots = TENANT as usize + 1;
-    let mut counters = vec![[Counters::default(); 2]; slots];
-    let mut totals = vec![[0u64; reason::COUNT]; slots];
+    let mut counters = vec![[Volume::default(); 2]; slots];
+    let mut totals = vec![[0u64; DropReason::ALL.len()]; slots];
     let (c, d) = (&mut counters[TENANT as usize], &mut totals[TENANT as usize]);
     c[0].bytes = sent;
     c[1].bytes = received;
     for (reason, n) in drops {
-        d[*reason] = *n;
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| r == reason)
+            .expect("a detected drop reason");
+        d[i] = *n;
         // Every dropped packet was a packet the tenant sent.
         c[0].packets += *n;
     }
@@ -257,7 +264,7 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
     let mut w = watch("{scan: {action: block}}", "block");
     let mut fx = Fake::default();
     // 20 SYNs to port 22 of hosts that never answer, 10 ms apart.
-    let probes: Vec<KernelEvent> = (0..20)
+    let probes: Vec<Observation> = (0..20)
         .map(|i| attempt(outside(i), 22, ms(10 * u64::from(i))))
         .collect();
     w.events(probes, &at(ms(200)), &mut fx);
@@ -438,14 +445,13 @@ fn an_inbound_flood_blackholes_the_attacked_address_for_blackhole_for() {
     let mut w = watch("{flood_in: {pps: 1000, blackhole_for: 45s}}", "block");
     let mut fx = Fake::default();
     let attacked = ip(ADDR);
-    let flood = KernelEvent::Flood(FloodEvent {
-        tenant: TENANT,
+    let flood = Observation::Flood(Flood {
+        slot: TENANT,
         at: secs(BOOT),
         dir: Direction::In,
         addr: attacked,
         class: FloodClass::InPackets,
-        value: 5_000,
-        threshold: 1_073,
+        per_second: per_second(5_000),
     });
     w.events(vec![flood], &at(ms(1)), &mut fx);
     let calls = fx.take();
@@ -520,7 +526,7 @@ fn a_relay_is_a_proxy_and_its_listen_port_is_blocked() {
     for i in 0..8u32 {
         let mut c = contact(Proto::Tcp, outside(100 + i), 50_000, ms(100));
         c.local_port = 1080;
-        events.push(KernelEvent::Accepted(c));
+        events.push(Observation::Accepted(c));
     }
     for i in 0..20u32 {
         let t = ms(200 + u64::from(i));
@@ -561,7 +567,7 @@ fn sustained_spoofing_is_flagged_and_a_block_only_records() {
     let mut fx = Fake::default();
     w.tick(
         &at(secs(0)),
-        &traffic(0, 0, &[(reason::SPOOF_IP, 5_000)]),
+        &traffic(0, 0, &[(DropReason::SpoofIp, 5_000)]),
         &mut fx,
     );
     assert!(
@@ -570,13 +576,13 @@ fn sustained_spoofing_is_flagged_and_a_block_only_records() {
     );
     w.tick(
         &at(secs(1)),
-        &traffic(0, 0, &[(reason::SPOOF_IP, 5_050)]),
+        &traffic(0, 0, &[(DropReason::SpoofIp, 5_050)]),
         &mut fx,
     );
     assert!(fx.flags.is_empty(), "50 in the window is under 100");
     w.tick(
         &at(secs(2)),
-        &traffic(0, 0, &[(reason::SPOOF_IP, 5_200)]),
+        &traffic(0, 0, &[(DropReason::SpoofIp, 5_200)]),
         &mut fx,
     );
     assert_eq!(fx.flags.len(), 1);
@@ -600,8 +606,8 @@ fn throttles_reduce_the_tenant_and_hide_their_own_bandwidth_drops() {
         "block",
     );
     let mut fx = Fake::default();
-    let bw = reason::BANDWIDTH;
-    let mac = reason::SPOOF_MAC;
+    let bw = DropReason::Bandwidth;
+    let mac = DropReason::SpoofMac;
     w.tick(&at(secs(0)), &traffic(0, 0, &[]), &mut fx);
     w.tick(&at(secs(1)), &traffic(0, 0, &[(mac, 500)]), &mut fx);
     assert!(fx
@@ -646,12 +652,16 @@ fn two_throttles_of_one_tenant_police_at_the_lower_rate_until_the_later_expiry()
     w.tick(&at(secs(0)), &traffic(0, 0, &[]), &mut fx);
     w.tick(
         &at(secs(1)),
-        &traffic(0, 0, &[(reason::SPOOF_MAC, 500)]),
+        &traffic(0, 0, &[(DropReason::SpoofMac, 500)]),
         &mut fx,
     );
     w.tick(
         &at(secs(2)),
-        &traffic(0, 0, &[(reason::SPOOF_MAC, 500), (reason::SPOOF_IP, 500)]),
+        &traffic(
+            0,
+            0,
+            &[(DropReason::SpoofMac, 500), (DropReason::SpoofIp, 500)],
+        ),
         &mut fx,
     );
     let calls: Vec<Call> = fx
@@ -670,7 +680,11 @@ fn two_throttles_of_one_tenant_police_at_the_lower_rate_until_the_later_expiry()
     for s in 3..=12 {
         w.tick(
             &at(secs(s)),
-            &traffic(0, 0, &[(reason::SPOOF_MAC, 500), (reason::SPOOF_IP, 500)]),
+            &traffic(
+                0,
+                0,
+                &[(DropReason::SpoofMac, 500), (DropReason::SpoofIp, 500)],
+            ),
             &mut fx,
         );
     }
@@ -685,10 +699,9 @@ fn captured_frames_go_to_the_flag_that_asked_for_them() {
     let mut w = watch("{flood_out: {action: flag}}", "block");
     let mut fx = Fake::default();
     let frame = |i: u8| {
-        KernelEvent::Sample(SampleFrame {
-            tenant: TENANT,
+        Observation::Frame(Frame {
+            slot: TENANT,
             at: secs(BOOT) + ms(u64::from(i)),
-            dir: Direction::Out,
             orig_len: 60,
             data: vec![i; 60],
         })
@@ -789,7 +802,7 @@ fn events_of_tenants_not_in_the_policy_are_counted_and_ignored() {
     let mut fx = Fake::default();
     let mut c = contact(Proto::Tcp, outside(1), 22, ms(0));
     c.tenant = 5;
-    w.events(vec![KernelEvent::Attempt(c)], &at(ms(1)), &mut fx);
+    w.events(vec![Observation::Attempt(c)], &at(ms(1)), &mut fx);
     assert_eq!(w.counters().unknown_tenant_events, 1);
     assert_eq!(w.status().pending_attempts, 0);
 }
@@ -806,7 +819,7 @@ fn a_tenant_leaving_the_policy_is_forgotten() {
     w.events(vec![attempt(outside(3), 22, ms(2))], &at(ms(3)), &mut fx);
     assert_eq!(w.status().open_episodes, 1);
     let empty = policy::parse("", "empty.yaml").expect("empty policy");
-    w.configure(&empty, &TenantIndex::default(), 8);
+    w.configure(&empty, |_| None, 8);
     let s = w.status();
     assert_eq!(
         (s.open_episodes, s.pending_attempts, s.active_blocks),
@@ -834,19 +847,18 @@ fn expired_blocks_are_swept_every_few_seconds() {
 
 #[test]
 fn flood_rates_fill_the_field_of_their_class() {
-    let f = FloodEvent {
-        tenant: 0,
+    let f = Flood {
+        slot: 0,
         at: Duration::ZERO,
         dir: Direction::In,
         addr: ip(ADDR),
         class: FloodClass::InBytes,
-        value: 1 << 30,
-        threshold: 1,
+        per_second: 1e9,
     };
     let r = rate(&f);
     assert!((r.bps - 8e9).abs() < 1.0, "{}", r.bps);
     assert_eq!((r.pps, r.syn_pps, r.reply_pps), (0.0, 0.0, 0.0));
-    let r = rate(&FloodEvent {
+    let r = rate(&Flood {
         class: FloodClass::Reply,
         dir: Direction::Out,
         ..f
@@ -896,10 +908,10 @@ fn a_flood_flag_carries_the_peak_of_the_tenants_rate_in_its_direction() {
     let mut fx = Fake::default();
     // The tenant's counters after `packets` packets out, of 60 bytes each.
     let sample = |packets: u64| {
-        let mut counters = vec![[Counters::default(); 2]; TENANT as usize + 1];
+        let mut counters = vec![[Volume::default(); 2]; TENANT as usize + 1];
         counters[TENANT as usize][0].packets = packets;
         counters[TENANT as usize][0].bytes = packets * 60;
-        let drops = vec![[0; reason::COUNT]; TENANT as usize + 1];
+        let drops = vec![[0; DropReason::ALL.len()]; TENANT as usize + 1];
         TrafficTable::new(vec![TENANT], counters, drops)
     };
     w.tick(&at(secs(0)), &sample(0), &mut fx);

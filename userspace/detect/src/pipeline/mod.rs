@@ -3,17 +3,17 @@
 //! the decisions become kernel actions, flags with evidence, and metrics.
 //!
 //! ```text
-//! EventReader ──events()──▶ pending (attempt ⇄ outcome) ─┐
+//! observations ─events()──▶ pending (attempt ⇄ outcome) ─┐
 //!                           fan windows (proxy) ─────────┼─▶ detect::Engine ─▶ Ladder ─▶ Effects
 //! sampler ─────tick()─────▶ drop deltas, window ends ────┘     (episodes)      (decisions)  kernel, store
 //! ```
 //!
 //! Facts:
 //! - ATTEMPT waits in `pending` for its OUTCOME; unanswered after
-//!   [`PENDING_TIMEOUT`] (500 ms) it is [`NoAnswer`](crate::detect::Outcome::NoAnswer). Each becomes an
+//!   [`PENDING_TIMEOUT`] (500 ms) it is [`NoAnswer`](crate::Outcome::NoAnswer). Each becomes an
 //!   [`Attempt`] fact at the attempt's start; a TCP attempt to port 25, 465 or 587 is also
 //!   an [`Smtp`] fact with the same outcome.
-//! - ACCEPTED and ATTEMPT events feed the proxy windows (`fan`): one [`Fan`](crate::detect::Fan) fact per
+//! - ACCEPTED and ATTEMPT events feed the proxy windows (`fan`): one [`Fan`](crate::Fan) fact per
 //!   active tenant address at the end of each `proxy.window`.
 //! - FLOOD becomes a [`Rate`] fact whose one known field (by class) is the event's rate:
 //!   `syn_pps` (SYN), `pps` (packets, inbound packets), `reply_pps` (reflection),
@@ -47,6 +47,7 @@
 mod act;
 mod effects;
 mod fan;
+mod observation;
 mod pending;
 pub mod target;
 
@@ -58,19 +59,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use warden_common::reason;
-
-use crate::detect::{
-    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Proto, Rate, Smtp, Status,
-    TenantConfig,
-};
-use crate::enforce::{DetectionKey, Ladder, Target};
-use warden_dataplane::{BlockTarget, FloodClass, FloodEvent, KernelEvent, TenantIndex};
 use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
+use warden_policy::traffic::{BlockTarget, FloodClass, Proto};
 use warden_policy::{Detectors, Kind, Policy};
 
-pub use effects::{EffectError, Effects, Now, Traffic, TrafficTable};
+use crate::ladder::{DetectionKey, Ladder, Target};
+use crate::{
+    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, Status, TenantConfig,
+};
+
+pub use effects::{DropTotals, EffectError, Effects, Now, Traffic, TrafficTable, Volume};
 pub use fan::{FanStats, MAX_ADDRESSES as FAN_MAX_ADDRESSES};
+pub use observation::{Flood, Frame, Observation};
 pub use pending::{
     PendingKey, PendingStats, CAPACITY as PENDING_CAPACITY, TIMEOUT as PENDING_TIMEOUT,
 };
@@ -91,14 +91,6 @@ pub const EVIDENCE_EVERY: Duration = Duration::from_secs(10);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// The actor of the ladder's actions and suspensions.
 pub const ACTOR: &str = "warden";
-
-/// The drop reasons that are detections, with their drop counter index.
-const DROP_REASONS: [(DropReason, usize); 4] = [
-    (DropReason::SpoofIp, reason::SPOOF_IP),
-    (DropReason::SpoofArp, reason::SPOOF_ARP),
-    (DropReason::SpoofMac, reason::SPOOF_MAC),
-    (DropReason::Bandwidth, reason::BANDWIDTH),
-];
 
 /// Counters of what the pipeline could not keep or do, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -215,7 +207,7 @@ pub struct Watch {
     bytes: HashMap<u32, [u64; 2]>,
     /// Each tenant's latest rates.
     rates: HashMap<u32, Rates>,
-    /// Each tenant's latest drop totals, as [`DROP_REASONS`], and packets both ways.
+    /// Each tenant's latest drop totals, as [`DropReason::ALL`], and packets both ways.
     drops: HashMap<u32, ([u64; 4], u64)>,
     last_sweep: Option<Duration>,
     counters: WatchCounters,
@@ -251,15 +243,20 @@ impl Watch {
         }
     }
 
-    /// Takes the applied policy (generation `generation`, tenants at their `index`
-    /// slots): configures every tenant's detectors and forgets tenants that left (their
-    /// episodes, waiting attempts, windows, escalation and actions; the kernel resets a
-    /// slot when it is reused).
-    pub fn configure(&mut self, policy: &Policy, index: &TenantIndex, generation: u64) {
+    /// Takes the applied policy (generation `generation`, each tenant at the slot
+    /// `slot_of` gives its id): configures every tenant's detectors and forgets tenants
+    /// that left (their episodes, waiting attempts, windows, escalation and actions; the
+    /// kernel resets a slot when it is reused).
+    pub fn configure(
+        &mut self,
+        policy: &Policy,
+        slot_of: impl Fn(&str) -> Option<u32>,
+        generation: u64,
+    ) {
         self.generation = generation;
         let mut tenants = HashMap::with_capacity(policy.tenants.len());
         for t in &policy.tenants {
-            let Some(i) = index.get(&t.id) else {
+            let Some(i) = slot_of(&t.id) else {
                 continue;
             };
             self.engine
@@ -316,14 +313,14 @@ impl Watch {
     /// Handles one batch of kernel events, then the attempts whose answer is overdue.
     pub fn events(
         &mut self,
-        events: impl IntoIterator<Item = KernelEvent>,
+        events: impl IntoIterator<Item = Observation>,
         now: &Now,
         fx: &mut impl Effects,
     ) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
         let mut samples: BTreeMap<u32, Vec<Sample>> = BTreeMap::new();
         for event in events {
-            let tenant = event.tenant();
+            let tenant = event.slot();
             let Some(t) = self.tenants.get(&tenant) else {
                 self.counters.unknown_tenant_events += 1;
                 continue;
@@ -331,7 +328,7 @@ impl Watch {
             let window = t.detectors.proxy.window;
             let bytes = self.bytes.get(&tenant).copied();
             match event {
-                KernelEvent::Attempt(c) => {
+                Observation::Attempt(c) => {
                     let key = PendingKey {
                         tenant,
                         proto: c.proto,
@@ -343,7 +340,7 @@ impl Watch {
                     }
                     self.fan.attempted(&c, window, bytes);
                 }
-                KernelEvent::Outcome {
+                Observation::Outcome {
                     contact: c,
                     outcome,
                 } => {
@@ -361,9 +358,9 @@ impl Watch {
                         .unwrap_or_else(|| key.attempt(c.at, outcome));
                     push_attempt(&mut facts, attempt);
                 }
-                KernelEvent::Accepted(c) => self.fan.accepted(&c, window, bytes),
-                KernelEvent::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
-                KernelEvent::Sample(s) => samples.entry(tenant).or_default().push(Sample {
+                Observation::Accepted(c) => self.fan.accepted(&c, window, bytes),
+                Observation::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
+                Observation::Frame(s) => samples.entry(tenant).or_default().push(Sample {
                     at_us: now.unix_micros(s.at),
                     data: s.data,
                     orig_len: s.orig_len,
@@ -404,7 +401,7 @@ impl Watch {
             self.bytes.insert(tenant, bytes);
             self.fan.note_bytes(tenant, bytes);
             self.note_rates(tenant, &t, now.mono);
-            let totals = DROP_REASONS.map(|(_, r)| t.drops[r]);
+            let totals = t.drops;
             let packets = t.counters[0].packets.saturating_add(t.counters[1].packets);
             let Some((previous, previous_packets)) = self.drops.insert(tenant, (totals, packets))
             else {
@@ -412,7 +409,7 @@ impl Watch {
                 continue;
             };
             let throttled = self.throttles.contains_key(&tenant);
-            for (i, (reason, _)) in DROP_REASONS.iter().enumerate() {
+            for (i, reason) in DropReason::ALL.iter().enumerate() {
                 let count = totals[i].saturating_sub(previous[i]);
                 let offered = packets.saturating_sub(previous_packets);
                 // Bandwidth is judged on its share of all the window's packets (see
@@ -486,12 +483,12 @@ impl Watch {
     }
 
     /// The detectors' counters.
-    pub fn engine_stats(&self) -> crate::detect::Stats {
+    pub fn engine_stats(&self) -> crate::Stats {
         self.engine.stats()
     }
 
     /// The ladder's sizes and counters.
-    pub fn ladder_stats(&self) -> crate::enforce::LadderStats {
+    pub fn ladder_stats(&self) -> crate::ladder::LadderStats {
         self.ladder.stats()
     }
 
@@ -731,10 +728,10 @@ fn push_attempt(facts: &mut Vec<(Fact, Option<u16>)>, a: Attempt) {
 
 /// The rate fact of a flood event: the class's own field is the event's rate per second,
 /// the others are unknown (0).
-fn rate(f: &FloodEvent) -> Rate {
-    let per_second = f.per_second();
+fn rate(f: &Flood) -> Rate {
+    let per_second = f.per_second;
     let mut r = Rate {
-        tenant: f.tenant,
+        tenant: f.slot,
         remote: f.addr,
         dir: f.dir,
         pps: 0.0,

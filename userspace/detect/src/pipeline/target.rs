@@ -21,9 +21,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use crate::detect::{self, Detection, Fact};
-use crate::enforce::Target;
-use warden_dataplane::BlockTarget;
+use crate::ladder::Target;
+use crate::{self as detect, Detection, Fact};
+use warden_policy::traffic::BlockTarget;
 use warden_policy::Kind;
 
 /// The target a fact that crossed `d`'s thresholds points at. `port` is the busiest
@@ -105,7 +105,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::detect::{Direction, Fan, Rate, Status};
+    use crate::{Direction, Fan, Rate, Status};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")

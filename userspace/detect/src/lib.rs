@@ -23,6 +23,8 @@ pub mod detection;
 mod drops;
 pub mod fact;
 mod flood;
+pub mod ladder;
+pub mod pipeline;
 mod proxy;
 mod recent;
 pub mod scan;
@@ -41,7 +43,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use detection::{Detection, Status, Target};
-pub use fact::{Attempt, Direction, DropReason, Drops, Fact, Fan, Outcome, Proto, Rate, Smtp};
+pub use fact::{Attempt, DropReason, Drops, Fact, Fan, Rate, Smtp};
 pub use proxy::symmetry;
 pub use scan::Walk;
 pub use spam::MIN_CONNECTIONS_FOR_RATIO;
@@ -50,6 +52,7 @@ use detection::{Crossing, Episodes};
 use drops::DropState;
 use scan::ScanState;
 use spam::SpamState;
+use warden_policy::traffic::{Direction, Outcome, Proto};
 use warden_policy::{self as policy, Detectors, Kind, TenantSettings};
 
 /// What the engine needs of a tenant's policy.
