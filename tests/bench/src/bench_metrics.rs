@@ -68,7 +68,7 @@ impl MetricsBench {
         self.parts
             .iter()
             .filter(|p| {
-                p.name == "read" || (p.name == "render" && p.top_k == Some(metrics::DEFAULT_TOP_K))
+                p.name == "read" || (p.name == "render" && p.top_k == Some(warden_policy::DEFAULT_TOP_K))
             })
             .map(Part::median_ms)
             .sum()
@@ -95,7 +95,7 @@ impl MetricsBench {
         println!(
             "\n/metrics with {TENANTS} tenants ({} build, median of {RUNS} runs; bar {BAR_MS} ms for read + render at K = {}):",
             self.profile,
-            metrics::DEFAULT_TOP_K
+            warden_policy::DEFAULT_TOP_K
         );
         for p in &self.parts {
             let what = match (p.name.as_str(), p.top_k) {
@@ -274,7 +274,7 @@ fn measure() -> Result<MetricsBench> {
     drop(dir);
     let base = snapshot(TENANTS);
     let mut parts = vec![read];
-    for k in [metrics::DEFAULT_TOP_K, metrics::MAX_TOP_K] {
+    for k in [warden_policy::DEFAULT_TOP_K, warden_policy::MAX_TOP_K] {
         parts.push(render_part(&base, k)?);
     }
     parts.push(daemon_part()?);
@@ -336,7 +336,7 @@ fn daemon_part() -> Result<Part> {
     }
     Ok(Part {
         name: "daemon".into(),
-        top_k: Some(metrics::DEFAULT_TOP_K),
+        top_k: Some(warden_policy::DEFAULT_TOP_K),
         runs_ms,
         bytes: Some(bytes),
     })

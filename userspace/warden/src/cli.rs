@@ -9,10 +9,12 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use crate::daemon::{StatusView, TenantView};
-use warden_policy::flag::{Flag, FlagDetail, FlagState};
 use warden_policy::time::rfc3339;
 use warden_policy::Kind;
+
+use crate::views::{
+    DetectionView, Flag, FlagDetail, FlagState, ReviewStats, StatusView, TenantView,
+};
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
@@ -451,7 +453,7 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
 }
 
 /// The review-workflow lines of `warden status`.
-fn review_text(r: &crate::notify::ReviewStats) -> String {
+fn review_text(r: &ReviewStats) -> String {
     format!(
         "notifications: {} pending, {} delivered, {} failed attempts, {} abandoned, {} dropped\n\
          deadlines: {} tenants suspended, {} passed without suspension, {} failed suspensions\n\
@@ -470,7 +472,7 @@ fn review_text(r: &crate::notify::ReviewStats) -> String {
 }
 
 /// The detection lines of `warden status`.
-fn detection_text(d: &crate::daemon::DetectionView) -> String {
+fn detection_text(d: &DetectionView) -> String {
     let reading = if d.events_read {
         "reading kernel events"
     } else {
@@ -973,9 +975,9 @@ mod tests {
                 deadline: None,
                 state_reason: None,
             },
-            actions: vec![warden_policy::flag::FlagAction {
+            actions: vec![crate::views::FlagAction {
                 at: 1_700_000_001,
-                decision: warden_policy::flag::ActionDecision::Apply,
+                decision: crate::views::ActionDecision::Apply,
                 action: warden_policy::Action::Throttle,
                 target: "addr 198.18.0.9".into(),
                 until: Some(1_700_000_601),
@@ -1001,7 +1003,7 @@ mod tests {
 
     #[test]
     fn status_shows_events_sent_lost_and_actions_in_force() {
-        let d = crate::daemon::DetectionView {
+        let d = DetectionView {
             events_read: true,
             events_sent: 1_200,
             events_lost: 35,
@@ -1017,13 +1019,13 @@ mod tests {
         ] {
             assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
         }
-        let off = detection_text(&crate::daemon::DetectionView::default());
+        let off = detection_text(&DetectionView::default());
         assert!(off.contains("NOT reading kernel events"), "{off}");
     }
 
     #[test]
     fn status_shows_notification_and_deadline_counts() {
-        let t = review_text(&crate::notify::ReviewStats {
+        let t = review_text(&ReviewStats {
             pending: 2,
             delivered: 9,
             failures: 3,

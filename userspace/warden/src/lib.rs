@@ -13,8 +13,8 @@ pub mod cli;
 pub mod daemon;
 pub mod memory;
 pub mod metrics;
-pub mod notify;
 pub mod state;
+pub mod views;
 
 /// The dataplane layer under its old path, for the Tier 1 tests, which name it through
 /// this crate (`warden::dataplane::loader`); everything else uses `warden_dataplane`.

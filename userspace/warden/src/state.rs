@@ -20,7 +20,7 @@ use warden_store::{self as store, Store, StoreError, DB_FILE};
 
 use warden_dataplane::record::{self, RecordMap};
 
-use crate::notify::EventsLog;
+use crate::daemon::EventsLog;
 
 /// The kernel's pinned suspension record under `bpffs`, read without creating anything;
 /// `None` when nothing is pinned or nothing was written yet.

@@ -40,6 +40,8 @@ use tokio::time::Instant;
 
 use warden_policy::ApiLimits;
 
+use crate::metrics::http::ConnFigures;
+
 mod connection;
 
 pub use connection::Timeouts;
@@ -144,56 +146,21 @@ impl ConnMetrics {
         self.tls[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends the connection families in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP warden_api_connections_open API connections open now (TLS handshakes included).\n\
-             # TYPE warden_api_connections_open gauge\n\
-             warden_api_connections_open {}",
-            self.open.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP warden_api_connections_refused_total API connections refused at accept by the \
-             limit they met: answered 503 and closed (over HTTPS closed unanswered).\n\
-             # TYPE warden_api_connections_refused_total counter"
-        );
-        for (reason, n) in REFUSED_REASONS.iter().zip(&self.refused) {
-            let _ = writeln!(
-                out,
-                "warden_api_connections_refused_total{{reason=\"{reason}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP warden_api_connections_closed_total API connections the server closed because a \
-             timeout of daemon.api_limits passed.\n\
-             # TYPE warden_api_connections_closed_total counter"
-        );
-        for (reason, n) in CLOSED_REASONS.iter().zip(&self.closed) {
-            let _ = writeln!(
-                out,
-                "warden_api_connections_closed_total{{reason=\"{reason}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        if self.tls_enabled.load(Ordering::Relaxed) {
-            let _ = writeln!(
-                out,
-                "# HELP warden_api_tls_handshakes_total TLS handshakes on the API listener by outcome; \
-                 refused = closed unread because {MAX_HANDSHAKES} handshakes were under way.\n\
-                 # TYPE warden_api_tls_handshakes_total counter"
-            );
-            for (name, n) in TLS_OUTCOMES.iter().zip(&self.tls) {
-                let _ = writeln!(
-                    out,
-                    "warden_api_tls_handshakes_total{{outcome=\"{name}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
+    /// The counts, for `/metrics` ([`crate::metrics::http::render_connections`]).
+    pub fn figures(&self) -> ConnFigures {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let labelled = |names: &[&'static str], counts: &[AtomicU64]| {
+            names.iter().copied().zip(counts.iter().map(get)).collect()
+        };
+        ConnFigures {
+            open: get(&self.open),
+            refused: labelled(&REFUSED_REASONS, &self.refused),
+            closed: labelled(&CLOSED_REASONS, &self.closed),
+            tls: self
+                .tls_enabled
+                .load(Ordering::Relaxed)
+                .then(|| labelled(&TLS_OUTCOMES, &self.tls)),
+            max_handshakes: MAX_HANDSHAKES,
         }
     }
 }

@@ -148,11 +148,11 @@ fn the_open_gauge_follows_admissions() {
         .map(|_| a.admit(ip("198.18.0.1"), false).expect("admitted"))
         .collect();
     let mut text = String::new();
-    metrics.render(&mut text);
+    crate::metrics::http::render_connections(&mut text, &metrics.figures());
     assert!(text.contains("warden_api_connections_open 3\n"), "{text}");
     drop(slots);
     let mut text = String::new();
-    metrics.render(&mut text);
+    crate::metrics::http::render_connections(&mut text, &metrics.figures());
     assert!(text.contains("warden_api_connections_open 0\n"), "{text}");
 }
 
@@ -163,7 +163,7 @@ fn every_refusal_and_timeout_reason_has_a_series() {
     m.refused(Refused::PerSource);
     m.closed(Closed::Header);
     let mut text = String::new();
-    m.render(&mut text);
+    crate::metrics::http::render_connections(&mut text, &m.figures());
     for line in [
         "# TYPE warden_api_connections_open gauge\n",
         "# TYPE warden_api_connections_refused_total counter\n",

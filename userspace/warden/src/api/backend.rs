@@ -1,0 +1,72 @@
+//! What the API asks of the daemon. The server knows only this trait: the daemon
+//! implements it (`crate::daemon`) and hands itself to [`super::serve`], so the API
+//! depends on no part of the daemon and the daemon on nothing but this of the API.
+
+use std::net::IpAddr;
+
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::suspension::Suspension;
+use warden_store::AuditEntry;
+
+use crate::auth::Role;
+use crate::metrics::Snapshot;
+use crate::views::{StatusView, TenantView};
+
+/// Why a request to the daemon failed, for the API to map onto a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid policy ({} errors)", .0.len())]
+    InvalidPolicy(warden_policy::Diagnostics),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller's role may not do this (a policy exposing suspended tenants): the
+    /// message, and each rule broken.
+    #[error("{0}")]
+    Forbidden(String, Vec<String>),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The daemon as the API sees it. Every call may block (map syscalls, SQLite): the
+/// handlers make them off the async workers.
+pub trait Backend: Send + Sync + 'static {
+    /// Counters and map fill for `/metrics`.
+    fn snapshot(&self) -> anyhow::Result<Snapshot>;
+    /// `GET /api/v1/status`.
+    fn status(&self) -> StatusView;
+    /// Every tenant, then the suspended tenants absent from the policy.
+    fn tenants(&self) -> anyhow::Result<Vec<TenantView>>;
+    /// One tenant, or `None` when no tenant has that id.
+    fn tenant(&self, id: &str) -> anyhow::Result<Option<TenantView>>;
+    /// Suspends a tenant, audited under `actor`.
+    fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
+    /// Lifts a tenant's suspension, audited under `actor`.
+    fn unsuspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
+    /// Validates policy text and applies it as `actor` with `role`; the new generation.
+    fn apply_text(&self, text: &[u8], name: &str, actor: &str, role: Role) -> Result<u64, Refusal>;
+    /// Audit entries, newest first.
+    fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;
+    /// Flags `filter` matches, most recently seen first.
+    fn flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>>;
+    /// Flag `id` with its actions and evidence counts, or `None`.
+    fn flag(&self, id: i64) -> anyhow::Result<Option<FlagDetail>>;
+    /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag.
+    fn flag_pcap(&self, id: i64) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Moves flag `id` to `state` (a review by a person), audited under `actor`.
+    fn set_flag_state(
+        &self,
+        id: i64,
+        state: FlagState,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Flag, Refusal>;
+    /// Whether a connection from `ip` may use the operators' reserve: the
+    /// `daemon.management` networks in force (loopback always may).
+    fn management_contains(&self, ip: IpAddr) -> bool;
+}

@@ -1,0 +1,339 @@
+//! The handlers: each takes what the guard admitted and asks the [`Backend`] off the
+//! async workers (map syscalls and SQLite block).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Extension, Json,
+};
+use serde::Deserialize;
+use serde_json::json;
+use warden_policy::{
+    flag::{FlagFilter, FlagState},
+    Kind,
+};
+
+use super::access::Caller;
+use super::error::{json_body, required_text, ApiError, ApiResult};
+use super::requests::RequestCounts;
+use super::Backend;
+use crate::auth::Identity;
+use crate::metrics;
+
+/// Runs blocking daemon work (map syscalls, SQLite) off the async workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
+    })?
+}
+
+pub(super) async fn get_metrics(
+    State(s): State<Arc<dyn Backend>>,
+    Extension(counts): Extension<Arc<RequestCounts>>,
+) -> ApiResult<Response> {
+    let snap = blocking(move || Ok(s.snapshot()?)).await?;
+    let mut text = metrics::render(&snap);
+    metrics::http::render_api(&mut text, &counts.figures());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub(super) async fn get_status(State(s): State<Arc<dyn Backend>>) -> ApiResult<Response> {
+    Ok(Json(blocking(move || Ok(s.status())).await?).into_response())
+}
+
+pub(super) async fn get_tenants(State(s): State<Arc<dyn Backend>>) -> ApiResult<Response> {
+    Ok(Json(blocking(move || Ok(s.tenants()?)).await?).into_response())
+}
+
+pub(super) async fn get_tenant(
+    State(s): State<Arc<dyn Backend>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let t = blocking(move || Ok(s.tenant(&id).map(|t| (t, id))?)).await?;
+    match t {
+        (Some(t), _) => Ok(Json(t).into_response()),
+        (None, id) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no tenant {id:?}"),
+        )),
+    }
+}
+
+/// Body of suspend and unsuspend.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReasonBody {
+    pub(super) reason: String,
+}
+
+pub(super) async fn post_suspend(
+    State(s): State<Arc<dyn Backend>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    set_suspended(s, who, id, body, true).await
+}
+
+pub(super) async fn post_unsuspend(
+    State(s): State<Arc<dyn Backend>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    set_suspended(s, who, id, body, false).await
+}
+
+/// Suspend or unsuspend (admin, checked by the guard): a reason required, audited under
+/// the token's name.
+pub(super) async fn set_suspended(
+    s: Arc<dyn Backend>,
+    who: Identity,
+    id: String,
+    body: Bytes,
+    suspend: bool,
+) -> ApiResult<Response> {
+    let mut body: ReasonBody = json_body(&body)?;
+    body.reason = required_text("reason", body.reason)?;
+    let out = blocking(move || {
+        Ok(if suspend {
+            s.suspend(&id, &body.reason, &who.name)?
+        } else {
+            s.unsuspend(&id, &body.reason, &who.name)?
+        })
+    })
+    .await?;
+    Ok(Json(out).into_response())
+}
+
+pub(super) async fn put_policy(
+    State(s): State<Arc<dyn Backend>>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let name = headers
+        .get("x-warden-policy-name")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<request>")
+        .to_string();
+    // Text that is not UTF-8 is an error at its line, like any other in the policy.
+    let generation = blocking(move || Ok(s.apply_text(&body, &name, &who.name, who.role)?)).await?;
+    Ok(Json(json!({ "policy_generation": generation })).into_response())
+}
+
+/// The query keys `GET /api/v1/audit` accepts.
+pub(super) const AUDIT_QUERY_KEYS: &[&str] = &["since", "limit"];
+
+/// Entries `GET /api/v1/audit` returns without `limit`, and at most.
+pub(super) const AUDIT_DEFAULT_LIMIT: usize = 100;
+pub(super) const AUDIT_MAX_LIMIT: usize = 10_000;
+
+/// Parses the query of `GET /api/v1/audit`: `since` (unix seconds) and `limit`.
+pub(super) fn audit_query(pairs: &[(String, String)]) -> ApiResult<(Option<i64>, usize)> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let (mut since, mut limit) = (None, None);
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in pairs {
+        if !seen.insert(key.as_str()) {
+            return Err(bad(format!("query parameter `{key}` given more than once")));
+        }
+        match key.as_str() {
+            "since" => {
+                since = Some(value.parse::<i64>().map_err(|_| {
+                    bad(format!(
+                        "query parameter `since`: `{value}` is not a unix time in seconds"
+                    ))
+                })?)
+            }
+            "limit" => {
+                limit = Some(value.parse::<usize>().map_err(|_| {
+                    bad(format!(
+                        "query parameter `limit`: `{value}` is not a non-negative integer"
+                    ))
+                })?)
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown query parameter `{key}`; expected one of: {}",
+                    AUDIT_QUERY_KEYS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok((
+        since,
+        limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT),
+    ))
+}
+
+pub(super) async fn get_audit(
+    State(s): State<Arc<dyn Backend>>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let (since, limit) = audit_query(&pairs)?;
+    Ok(Json(blocking(move || Ok(s.audit(since, limit)?)).await?).into_response())
+}
+
+/// The query keys `GET /api/v1/flags` accepts.
+pub(super) const FLAG_QUERY_KEYS: &[&str] = &["tenant", "kind", "since", "state", "limit"];
+
+/// Parses the query of `GET /api/v1/flags`; an unknown, repeated or malformed key is a 400
+/// naming it.
+pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let mut f = FlagFilter::default();
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in pairs {
+        if !seen.insert(key.as_str()) {
+            return Err(bad(format!("query parameter `{key}` given more than once")));
+        }
+        match key.as_str() {
+            "tenant" => f.tenant = Some(value.clone()),
+            "kind" => {
+                f.kind = Some(
+                    value
+                        .parse::<Kind>()
+                        .map_err(|e| bad(format!("query parameter `kind`: {e}")))?,
+                )
+            }
+            "since" => {
+                f.since = Some(value.parse::<i64>().map_err(|_| {
+                    bad(format!(
+                        "query parameter `since`: `{value}` is not a unix time in seconds"
+                    ))
+                })?)
+            }
+            "state" => {
+                f.state = Some(
+                    value
+                        .parse::<FlagState>()
+                        .map_err(|e| bad(format!("query parameter `state`: {e}")))?,
+                )
+            }
+            "limit" => {
+                f.limit = Some(value.parse::<usize>().map_err(|_| {
+                    bad(format!(
+                        "query parameter `limit`: `{value}` is not a non-negative integer"
+                    ))
+                })?)
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown query parameter `{key}`; expected one of: {}",
+                    FLAG_QUERY_KEYS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// A flag id from the path; anything but an integer names no flag.
+fn flag_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("flag {id:?} not found")))
+}
+
+pub(super) async fn get_flags(
+    State(s): State<Arc<dyn Backend>>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let filter = flag_filter(&pairs)?;
+    Ok(Json(blocking(move || Ok(s.flags(&filter)?)).await?).into_response())
+}
+
+pub(super) async fn get_flag(
+    State(s): State<Arc<dyn Backend>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = flag_id(&id)?;
+    match blocking(move || Ok(s.flag(id)?)).await? {
+        Some(f) => Ok(Json(f).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("flag {id} not found"),
+        )),
+    }
+}
+
+pub(super) async fn get_flag_pcap(
+    State(s): State<Arc<dyn Backend>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = flag_id(&id)?;
+    match blocking(move || Ok(s.flag_pcap(id)?)).await? {
+        Some(bytes) => Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.tcpdump.pcap".to_string(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"flag-{id}.pcap\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("flag {id} not found"),
+        )),
+    }
+}
+
+/// Body of ack: empty, or `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AckBody {}
+
+pub(super) async fn post_flag_ack(
+    State(s): State<Arc<dyn Backend>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id = flag_id(&id)?;
+    let AckBody {} = json_body(&body)?;
+    let flag =
+        blocking(move || Ok(s.set_flag_state(id, FlagState::Acked, None, &who.name)?)).await?;
+    Ok(Json(flag).into_response())
+}
+
+pub(super) async fn post_flag_dismiss(
+    State(s): State<Arc<dyn Backend>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id = flag_id(&id)?;
+    let body: ReasonBody = json_body(&body)?;
+    let reason = required_text("reason", body.reason)?;
+    let flag = blocking(move || {
+        Ok(s.set_flag_state(id, FlagState::Dismissed, Some(&reason), &who.name)?)
+    })
+    .await?;
+    Ok(Json(flag).into_response())
+}

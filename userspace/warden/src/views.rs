@@ -1,0 +1,143 @@
+//! The documents the HTTP API serves and the CLI reads: one typed definition for both,
+//! so the CLI knows what the daemon answers without knowing the daemon's, the
+//! dataplane's or the store's own structures.
+//!
+//! Flags and suspensions are served as the vocabulary defines them
+//! ([`warden_policy::flag`], [`warden_policy::suspension::Suspension`]); they are
+//! re-exported here so the CLI takes every document from this module.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use warden_policy::flag::{ActionDecision, Flag, FlagAction, FlagDetail, FlagState};
+pub use warden_policy::suspension::Suspension;
+
+/// One direction of a tenant's traffic, as the API shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DirectionView {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Bits per second over the last sample interval.
+    pub bps: f64,
+    /// Packets per second over the last sample interval.
+    pub pps: f64,
+    /// Bandwidth plan in bits per second; `None` is unlimited.
+    pub plan_bps: Option<u64>,
+    /// Dropped packets by reason (only reasons with drops).
+    pub drops: HashMap<String, u64>,
+}
+
+/// A tenant as `GET /api/v1/tenants` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: String,
+    /// The tenant's slot in the kernel's tables.
+    pub index: u32,
+    pub addresses: Vec<IpNet>,
+    /// `active` or `suspended`.
+    pub state: String,
+    /// Its own suspension, if it is suspended itself.
+    pub suspension: Option<Suspension>,
+    /// Why it is enforced as suspended, when it is: its own suspension, an address
+    /// recorded with another tenant's suspension, or a suspended id no longer in the
+    /// policy whose recorded addresses stay suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_suspended: Option<String>,
+    pub out: DirectionView,
+    #[serde(rename = "in")]
+    pub in_: DirectionView,
+}
+
+/// The daemon's status, as `GET /api/v1/status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub policy_file: PathBuf,
+    pub policy_generation: u64,
+    pub policy_applied_at: u64,
+    pub kernel_generation: u32,
+    pub tenants: usize,
+    pub suspended: usize,
+    pub bpffs: PathBuf,
+    pub attachments: Vec<AttachmentView>,
+    pub maps: Vec<MapFill>,
+    /// Detection: kernel events and actions in force.
+    #[serde(default)]
+    pub detection: DetectionView,
+    /// Review workflow: notifications, deadlines, events log.
+    #[serde(default)]
+    pub review: ReviewStats,
+}
+
+/// One program attached to one interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub interface: String,
+    pub mode: String,
+    pub hook: String,
+    pub program: String,
+    /// `adopted` (left running by an earlier daemon), `attached` or `replaced`.
+    pub how: String,
+}
+
+/// The detection pipeline's state, as `GET /api/v1/status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DetectionView {
+    /// Whether kernel events are being read.
+    pub events_read: bool,
+    /// Events the programs delivered (into the ring or the attempt log).
+    pub events_sent: u64,
+    /// Events lost: over a tenant's budget, with the ring full, or written over in the
+    /// attempt log before the daemon read them (`warden_events_lost_total`).
+    pub events_lost: u64,
+    /// Records that could not be decoded.
+    pub event_decode_errors: u64,
+    /// Episodes open.
+    pub open_episodes: usize,
+    /// Connection attempts waiting for their answer.
+    pub pending_attempts: usize,
+    /// Kernel blocks in force (victims, ports, blackholes, listen ports).
+    pub active_blocks: usize,
+    /// Tenants throttled.
+    pub active_throttles: usize,
+    /// Flags opened since start.
+    pub flags_opened: u64,
+}
+
+/// Fill of one bounded map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapFill {
+    pub map: String,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The review workflow's figures, as `warden status` and `/metrics` show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewStats {
+    /// Notifications waiting for delivery (in the outbox).
+    pub pending: u64,
+    /// Notifications delivered since start.
+    pub delivered: u64,
+    /// Failed delivery attempts since start.
+    pub failures: u64,
+    /// Notifications abandoned (in the outbox, all time).
+    pub abandoned: u64,
+    /// Notifications refused with the outbox full, since start.
+    pub dropped: u64,
+    /// Events-log lines written since start.
+    pub events_written: u64,
+    /// Events-log lines lost since start.
+    pub events_failed: u64,
+    /// Tenants suspended because a flag's deadline passed, since start.
+    pub deadline_suspensions: u64,
+    /// Deadlines passed without suspension, since start.
+    pub deadlines_passed: u64,
+    /// Suspensions at a deadline that failed (retried every sweep), since start.
+    #[serde(default)]
+    pub deadline_suspend_failures: u64,
+}
