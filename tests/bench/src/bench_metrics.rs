@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
-use warden::metrics::{self, Snapshot, TenantSample, TopK};
+use warden::metrics::{self, Snapshot, TenantSeries, TopK};
 use warden_common::{reason, Counters, DropCounters};
 use warden_dataplane::Dataplane;
 use warden_policy::Kind;
@@ -68,7 +68,8 @@ impl MetricsBench {
         self.parts
             .iter()
             .filter(|p| {
-                p.name == "read" || (p.name == "render" && p.top_k == Some(warden_policy::DEFAULT_TOP_K))
+                p.name == "read"
+                    || (p.name == "render" && p.top_k == Some(warden_policy::DEFAULT_TOP_K))
             })
             .map(Part::median_ms)
             .sum()
@@ -172,7 +173,7 @@ pub fn snapshot(n: usize) -> Snapshot {
                     d.packets[r] = next() % 1_000_000;
                 }
             }
-            TenantSample {
+            TenantSeries {
                 id: format!("tenant-{i:05}").into(),
                 counters: [0, 1].map(|_| Counters {
                     packets: next() % 10_000_000_000,

@@ -306,7 +306,7 @@ fn apply_once(dir: &Path, text: &str, n: u32) -> Result<(ApplyRun, Dataplane)> {
     let changes = index.sync(parsed.tenants.iter().map(|t| t.id.as_str()))?;
     let compiled = dataplane::compile(&parsed, &index, &HashSet::new())?;
     let resetting = Instant::now();
-    let added: Vec<u32> = changes.added.iter().map(|(_, slot)| *slot).collect();
+    let added: Vec<_> = changes.added.iter().map(|(_, slot)| *slot).collect();
     dp.reset_slots(&added)
         .context("zeroing new tenants' slots")?;
     let applying = Instant::now();

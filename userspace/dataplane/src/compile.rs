@@ -103,9 +103,11 @@ pub fn compile_with(
                 .map(|id| (id.as_str(), &no_addresses, &no_macs, &policy.defaults)),
         );
     for (id, addresses, tenant_macs, s) in entries {
+        // The kernel's tables are keyed by the slot's number.
         let i = index
             .get(id)
-            .ok_or_else(|| CompileError::NoIndex(id.to_string()))?;
+            .ok_or_else(|| CompileError::NoIndex(id.to_string()))?
+            .0;
         let kept = held.get(id).map_or(&[][..], Vec::as_slice);
         for net in addresses.iter().chain(kept) {
             match net.trunc() {
@@ -280,7 +282,7 @@ tenants:
         .into();
         let suspended: HashSet<String> = ["b".to_string(), "gone".to_string()].into();
         let c = compile_with(&p, &ix, &suspended, &held).unwrap();
-        let (b, gone) = (ix.get("b").unwrap(), ix.get("gone").unwrap());
+        let (b, gone) = (ix.get("b").unwrap().0, ix.get("gone").unwrap().0);
         assert_eq!(c.v4[&(32, [198, 18, 2, 1])], b, "its own address");
         assert_eq!(c.v4[&(32, [198, 18, 9, 9])], b, "its held address");
         assert_eq!(c.v4[&(24, [198, 18, 7, 0])], gone);
@@ -290,7 +292,7 @@ tenants:
             tenant_flags::SUSPENDED
         );
         assert_eq!(
-            c.configs[&ix.get("a").unwrap()].flags & tenant_flags::SUSPENDED,
+            c.configs[&ix.get("a").unwrap().0].flags & tenant_flags::SUSPENDED,
             0
         );
         let err = compile_with(&p, &TenantIndex::default(), &suspended, &held).unwrap_err();

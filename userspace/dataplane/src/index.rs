@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use warden_common::MAX_TENANTS;
+use warden_policy::tenant::TenantSlot;
 
 /// The index space is full.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,9 +31,9 @@ pub struct TenantIndex {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct IndexChanges {
     /// Newly assigned (id, index); their kernel state must start from zero.
-    pub added: Vec<(String, u32)>,
+    pub added: Vec<(String, TenantSlot)>,
     /// Released (id, index).
-    pub removed: Vec<(String, u32)>,
+    pub removed: Vec<(String, TenantSlot)>,
 }
 
 impl TenantIndex {
@@ -60,9 +61,9 @@ impl TenantIndex {
         v
     }
 
-    /// The index of a tenant, if it has one.
-    pub fn get(&self, id: &str) -> Option<u32> {
-        self.by_id.get(id).copied()
+    /// The slot of a tenant, if it has one.
+    pub fn get(&self, id: &str) -> Option<TenantSlot> {
+        self.by_id.get(id).copied().map(TenantSlot)
     }
 
     /// Number of tenants holding an index.
@@ -105,7 +106,7 @@ impl TenantIndex {
         for id in gone {
             if let Some(i) = self.by_id.remove(&id) {
                 self.quarantine.insert(i);
-                changes.removed.push((id, i));
+                changes.removed.push((id, TenantSlot(i)));
             }
         }
         for id in wanted {
@@ -118,7 +119,7 @@ impl TenantIndex {
                     }
                 };
                 self.by_id.insert(id.to_string(), i);
-                changes.added.push((id.to_string(), i));
+                changes.added.push((id.to_string(), TenantSlot(i)));
             }
         }
         changes.removed.sort();
@@ -136,19 +137,27 @@ mod tests {
         let c = ix.sync(["a", "b", "c"]).unwrap();
         assert_eq!(
             c.added,
-            vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]
+            vec![
+                ("a".into(), TenantSlot(0)),
+                ("b".into(), TenantSlot(1)),
+                ("c".into(), TenantSlot(2))
+            ]
         );
         let c = ix.sync(["a", "c", "d"]).unwrap();
-        assert_eq!(c.removed, vec![("b".into(), 1)]);
+        assert_eq!(c.removed, vec![("b".into(), TenantSlot(1))]);
         assert_eq!(
             c.added,
-            vec![("d".into(), 3)],
+            vec![("d".into(), TenantSlot(3))],
             "b's slot sits out one generation"
         );
         let c = ix.sync(["a", "c", "d", "e"]).unwrap();
-        assert_eq!(c.added, vec![("e".into(), 1)], "then it is reused");
-        assert_eq!(ix.get("a"), Some(0));
-        assert_eq!(ix.get("c"), Some(2));
+        assert_eq!(
+            c.added,
+            vec![("e".into(), TenantSlot(1))],
+            "then it is reused"
+        );
+        assert_eq!(ix.get("a"), Some(TenantSlot(0)));
+        assert_eq!(ix.get("c"), Some(TenantSlot(2)));
         assert_eq!(ix.len(), 4);
     }
 
@@ -161,7 +170,7 @@ mod tests {
             .sync(many.iter().map(String::as_str).chain(["keep"]))
             .unwrap_err();
         assert_eq!(err.max, MAX_TENANTS);
-        assert_eq!(ix.get("keep"), Some(0));
+        assert_eq!(ix.get("keep"), Some(TenantSlot(0)));
         assert_eq!(ix.len(), 1);
     }
 
@@ -171,11 +180,11 @@ mod tests {
         ix.sync(["a", "b", "c"]).unwrap();
         ix.sync(["a", "c"]).unwrap();
         let mut back = TenantIndex::from_entries(&ix.entries()).unwrap();
-        assert_eq!(back.get("c"), Some(2));
+        assert_eq!(back.get("c"), Some(TenantSlot(2)));
         let c = back.sync(["a", "c", "x"]).unwrap();
         assert_eq!(
             c.added,
-            vec![("x".into(), 1)],
+            vec![("x".into(), TenantSlot(1))],
             "released after one generation"
         );
     }

@@ -24,6 +24,7 @@ use warden_common::{
 
 use super::*;
 use warden_policy as policy;
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::{BlockTarget, Contact};
 
 mod start;
@@ -256,22 +257,26 @@ fn a_full_block_map_is_an_error_of_its_own_and_changes_nothing() {
     // 198.18.0.0/15 holds 2^17 addresses: the first 2^16 fill the map.
     for i in 0..MAX_BLOCKS {
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
-        dp.block(1, BlockTarget::Victim(IpAddr::V4(addr)), until)
+        dp.block(TenantSlot(1), BlockTarget::Victim(IpAddr::V4(addr)), until)
             .unwrap_or_else(|e| panic!("block {i}: {e}"));
     }
     let err = dp
-        .block(1, BlockTarget::Victim(ip("198.19.255.1")), until)
+        .block(
+            TenantSlot(1),
+            BlockTarget::Victim(ip("198.19.255.1")),
+            until,
+        )
         .expect_err("the map is full");
     assert!(
         matches!(err, DataplaneError::BlocksFull { capacity } if capacity == MAX_BLOCKS),
         "{err}"
     );
-    assert_eq!(dp.block_count(1), MAX_BLOCKS);
+    assert_eq!(dp.block_count(TenantSlot(1)), MAX_BLOCKS);
     // Refreshing an existing block still works on a full map.
-    dp.block(1, BlockTarget::Victim(ip("198.18.0.0")), until)
+    dp.block(TenantSlot(1), BlockTarget::Victim(ip("198.18.0.0")), until)
         .expect("refreshing on a full map");
     assert_eq!(dp.sweep_blocks(until).expect("sweep"), MAX_BLOCKS as usize);
-    assert_eq!(dp.runtime(1).expect("runtime").flags, 0);
+    assert_eq!(dp.runtime(TenantSlot(1)).expect("runtime").flags, 0);
 }
 
 #[test]
@@ -335,7 +340,7 @@ fn capture_and_flags_share_the_entry_and_reset_slot_forgets_all_runtime_state() 
     );
     assert_eq!(dp.block_count(a), 0);
     assert_eq!(dp.throttles().count(), 0);
-    let left: Vec<(u32, BlockTarget)> = dp
+    let left: Vec<(TenantSlot, BlockTarget)> = dp
         .blocks()
         .expect("listing")
         .into_iter()
@@ -347,7 +352,7 @@ fn capture_and_flags_share_the_entry_and_reset_slot_forgets_all_runtime_state() 
         "only the other tenant's block is left"
     );
     assert!(matches!(
-        dp.capture(MAX_TENANTS, 1),
+        dp.capture(TenantSlot(MAX_TENANTS), 1),
         Err(DataplaneError::TenantOutOfRange(_))
     ));
 }
@@ -398,18 +403,18 @@ fn run_xdp_repeat(dp: &mut Dataplane, name: &'static str, frame: &[u8], repeat: 
 }
 
 /// The tenant's drops in `dir` for `why`, summed over CPUs.
-fn drops(dp: &Dataplane, tenant: u32, dir: u32, why: usize) -> u64 {
+fn drops(dp: &Dataplane, slot: TenantSlot, dir: u32, why: usize) -> u64 {
     let arr: PerCpuArray<&MapData, DropCounters> =
         dp.per_cpu(map::DROP_COUNTERS).expect("drop counters");
-    arr.get(&tenant_counter_index(tenant, dir), 0)
+    arr.get(&tenant_counter_index(slot.0, dir), 0)
         .expect("drops")
         .iter()
         .map(|d| d.packets[why])
         .sum()
 }
 
-fn blocked_drops(dp: &Dataplane, tenant: u32) -> u64 {
-    drops(dp, tenant, direction::OUT, reason::BLOCKED)
+fn blocked_drops(dp: &Dataplane, slot: TenantSlot) -> u64 {
+    drops(dp, slot, direction::OUT, reason::BLOCKED)
 }
 
 const XDP_DROP: u32 = 1;
@@ -484,7 +489,7 @@ fn the_event_ring_is_taken_once_and_delivers_a_first_contact_decoded() {
     let c = attempts[0];
     assert_eq!(
         (
-            c.tenant,
+            c.slot,
             c.proto,
             c.local,
             c.local_port,
@@ -665,7 +670,8 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
     let (mut dp, ix) = with_policy(&fs, POLICY);
     let (a, b) = (ix.get("a").expect("a"), ix.get("b").expect("b"));
     let cpus = dp.cpus;
-    let fill = |dp: &mut Dataplane, slot: u32, n: u64| {
+    let fill = |dp: &mut Dataplane, slot: TenantSlot, n: u64| {
+        let slot = slot.0;
         let mut c: PerCpuArray<&mut MapData, Counters> =
             PerCpuArray::try_from(dp.raw_mut(map::TENANT_COUNTERS).expect("map")).expect("c");
         for dir in 0..direction::COUNT {
@@ -703,7 +709,7 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
         }
     };
     // A slot no tenant holds (as one freed earlier), reset together with `a`.
-    let spare = a.max(b) + 3;
+    let spare = TenantSlot(a.max(b).0 + 3);
     fill(&mut dp, a, 7);
     fill(&mut dp, b, 9);
     fill(&mut dp, spare, 5);
@@ -724,7 +730,8 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
         dp.drop_counters(spare).expect("spare"),
         [DropCounters::default(); 2]
     );
-    let buckets = |dp: &Dataplane, slot: u32| -> Vec<u64> {
+    let buckets = |dp: &Dataplane, slot: TenantSlot| -> Vec<u64> {
+        let slot = slot.0;
         let k = dp.array::<Bucket>(map::BUCKETS).expect("buckets");
         (0..bucket::PER_TENANT)
             .map(|w| k.get(&bucket::index(slot, w), 0).expect("bucket").tat)
@@ -752,12 +759,12 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
     assert_eq!(buckets(&dp, b), vec![9; bucket::PER_TENANT as usize]);
     // The sample's folded read (both directions, every CPU) agrees with the per-slot
     // and the full reads.
-    let slots = spare + 1;
+    let slots = spare.0 + 1;
     let totals = dp.all_drop_totals(slots).expect("totals");
     let full = dp.all_drop_counters(slots).expect("full");
     assert_eq!(totals.len(), slots as usize);
-    assert_eq!(totals[b as usize][reason::BANDWIDTH], 18 * n);
-    assert_eq!(totals[a as usize], [0; reason::COUNT]);
+    assert_eq!(totals[b.index()][reason::BANDWIDTH], 18 * n);
+    assert_eq!(totals[a.index()], [0; reason::COUNT]);
     for (s, (t, f)) in totals.iter().zip(&full).enumerate() {
         let sum: Vec<u64> = (0..reason::COUNT)
             .map(|r| f[0].packets[r] + f[1].packets[r])

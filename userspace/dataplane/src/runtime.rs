@@ -19,12 +19,13 @@ use warden_common::{
     map, reason, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
 };
 
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::BlockTarget;
 
 use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
 
 /// The key the programs look up for `target` of the tenant in `slot` (see [`BlockKey`]).
-pub fn block_key(target: BlockTarget, slot: u32) -> BlockKey {
+pub fn block_key(target: BlockTarget, slot: TenantSlot) -> BlockKey {
     let (dir, addr, port) = match target {
         BlockTarget::Victim(a) => (direction::OUT, Some(a), 0),
         BlockTarget::Port(p) => (direction::OUT, None, p),
@@ -41,7 +42,7 @@ pub fn block_key(target: BlockTarget, slot: u32) -> BlockKey {
         Some(IpAddr::V6(a)) => (6, a.octets()),
     };
     BlockKey {
-        tenant: slot,
+        tenant: slot.0,
         dir: dir as u8,
         family,
         port,
@@ -51,7 +52,7 @@ pub fn block_key(target: BlockTarget, slot: u32) -> BlockKey {
 
 /// The slot and target of a key written by [`block_key`]; `None` for a key no target
 /// makes.
-pub fn block_of_key(k: &BlockKey) -> Option<(u32, BlockTarget)> {
+pub fn block_of_key(k: &BlockKey) -> Option<(TenantSlot, BlockTarget)> {
     let addr = match k.family {
         4 => Some(IpAddr::V4(Ipv4Addr::new(
             k.addr[0], k.addr[1], k.addr[2], k.addr[3],
@@ -67,7 +68,7 @@ pub fn block_of_key(k: &BlockKey) -> Option<(u32, BlockTarget)> {
         (direction::IN, None, p) if p != 0 => BlockTarget::ListenPort(p),
         _ => return None,
     };
-    Some((k.tenant, target))
+    Some((TenantSlot(k.tenant), target))
 }
 
 /// Port 0 with any host would match every portless packet (ICMP): refused.
@@ -220,10 +221,11 @@ impl Dataplane {
     /// Inserts or refreshes a block until `until` (CLOCK_MONOTONIC) and sets
     /// [`runtime_flags::BLOCKS`] for the tenant. A full map is
     /// [`DataplaneError::BlocksFull`] (nothing changes).
-    pub fn block(&mut self, tenant: u32, target: BlockTarget, until: Duration) -> Result<()> {
-        check_tenant(tenant)?;
+    pub fn block(&mut self, slot: TenantSlot, target: BlockTarget, until: Duration) -> Result<()> {
+        let slot = slot.0;
+        check_slot(slot)?;
         check_block(target)?;
-        let key = block_key(target, tenant);
+        let key = block_key(target, TenantSlot(slot));
         let until_ns = nanos(until);
         self.blocks_map_mut()?
             .insert(key, BlockValue { until_ns }, 0)
@@ -237,10 +239,10 @@ impl Dataplane {
                 }
             })?;
         if self.block_expiry.insert(key, until_ns).is_none() {
-            let n = self.block_counts.entry(tenant).or_insert(0);
+            let n = self.block_counts.entry(slot).or_insert(0);
             *n += 1;
             if *n == 1 {
-                self.update_runtime(tenant, |r| r.flags |= runtime_flags::BLOCKS)?;
+                self.update_runtime(slot, |r| r.flags |= runtime_flags::BLOCKS)?;
             }
         }
         Ok(())
@@ -248,39 +250,46 @@ impl Dataplane {
 
     /// Removes a block (nothing to do when there is none) and clears
     /// [`runtime_flags::BLOCKS`] when the tenant has no blocks left.
-    pub fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<()> {
-        check_tenant(tenant)?;
-        self.remove_block(&block_key(target, tenant))
+    pub fn unblock(&mut self, slot: TenantSlot, target: BlockTarget) -> Result<()> {
+        let slot = slot.0;
+        check_slot(slot)?;
+        self.remove_block(&block_key(target, TenantSlot(slot)))
     }
 
     /// Throttles the tenant to the lower of `rate_bps` and its policy plan per
     /// direction until `until` (CLOCK_MONOTONIC), or lifts the throttle (`None`). The
     /// programs ignore an expired throttle on their own. A policy applied later
     /// recomputes the throttle against the new plan ([`Dataplane::apply`]).
-    pub fn throttle(&mut self, tenant: u32, rate_bps: Option<u64>, until: Duration) -> Result<()> {
-        check_tenant(tenant)?;
+    pub fn throttle(
+        &mut self,
+        slot: TenantSlot,
+        rate_bps: Option<u64>,
+        until: Duration,
+    ) -> Result<()> {
+        let slot = slot.0;
+        check_slot(slot)?;
         match rate_bps {
             Some(0) => Err(DataplaneError::InvalidThrottle(
                 "a throttle to 0 bit/s would be unlimited; suspend or block instead".into(),
             )),
             Some(rate_bps) => {
-                let plan = self.active_plan(tenant)?;
+                let plan = self.active_plan(slot)?;
                 let rates = throttle_rates(plan, rate_bps);
-                self.update_runtime(tenant, |r| {
+                self.update_runtime(slot, |r| {
                     r.flags |= runtime_flags::THROTTLE;
                     r.throttle = rates;
                     r.throttle_until_ns = nanos(until);
                 })?;
-                self.throttles.insert(tenant, Throttle { rate_bps, until });
+                self.throttles.insert(slot, Throttle { rate_bps, until });
                 Ok(())
             }
             None => {
-                self.update_runtime(tenant, |r| {
+                self.update_runtime(slot, |r| {
                     r.flags &= !runtime_flags::THROTTLE;
                     r.throttle = [Rate::UNLIMITED; 2];
                     r.throttle_until_ns = 0;
                 })?;
-                self.throttles.remove(&tenant);
+                self.throttles.remove(&slot);
                 Ok(())
             }
         }
@@ -288,9 +297,10 @@ impl Dataplane {
 
     /// Asks the programs to capture the tenant's next `frames` frames as sample events
     /// (0 or less stops a capture under way).
-    pub fn capture(&mut self, tenant: u32, frames: i32) -> Result<()> {
-        check_tenant(tenant)?;
-        self.update_runtime(tenant, |r| r.capture = frames.max(0))
+    pub fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<()> {
+        let slot = slot.0;
+        check_slot(slot)?;
+        self.update_runtime(slot, |r| r.capture = frames.max(0))
     }
 
     /// Deletes blocks whose expiry is at or before `now` (the programs already ignore
@@ -312,12 +322,12 @@ impl Dataplane {
 
     /// Every block in the kernel with its expiry, read from the map (e.g. after a
     /// restart adopted it); expired ones not yet swept included.
-    pub fn blocks(&self) -> Result<Vec<(u32, BlockTarget, Duration)>> {
+    pub fn blocks(&self) -> Result<Vec<(TenantSlot, BlockTarget, Duration)>> {
         Ok(self
             .blocks_raw()?
             .into_iter()
             .filter_map(|(k, v)| match block_of_key(&k) {
-                Some((tenant, target)) => Some((tenant, target, Duration::from_nanos(v.until_ns))),
+                Some((slot, target)) => Some((slot, target, Duration::from_nanos(v.until_ns))),
                 None => {
                     tracing::warn!(?k, "ignoring a block key Warden does not write");
                     None
@@ -328,20 +338,23 @@ impl Dataplane {
 
     /// How many blocks the tenant has in the kernel (expired ones not yet swept
     /// included).
-    pub fn block_count(&self, tenant: u32) -> u32 {
-        self.block_counts.get(&tenant).copied().unwrap_or(0)
+    pub fn block_count(&self, slot: TenantSlot) -> u32 {
+        self.block_counts.get(&slot.0).copied().unwrap_or(0)
     }
 
     /// Tenants with a throttle set by this daemon and its expiry.
-    pub fn throttles(&self) -> impl Iterator<Item = (u32, Duration)> + '_ {
-        self.throttles.iter().map(|(t, th)| (*t, th.until))
+    pub fn throttles(&self) -> impl Iterator<Item = (TenantSlot, Duration)> + '_ {
+        self.throttles
+            .iter()
+            .map(|(t, th)| (TenantSlot(*t), th.until))
     }
 
     /// A tenant's runtime state as the programs see it.
-    pub fn runtime(&self, tenant: u32) -> Result<TenantRuntime> {
-        check_tenant(tenant)?;
+    pub fn runtime(&self, slot: TenantSlot) -> Result<TenantRuntime> {
+        let slot = slot.0;
+        check_slot(slot)?;
         self.array::<TenantRuntime>(map::TENANT_RUNTIME)?
-            .get(&tenant, 0)
+            .get(&slot, 0)
             .map_err(map_err(map::TENANT_RUNTIME))
     }
 
@@ -619,8 +632,8 @@ impl Dataplane {
         let now = super::monotonic_now();
         self.throttles.retain(|_, t| t.until > now);
         let live: Vec<(u32, Throttle)> = self.throttles.iter().map(|(k, v)| (*k, *v)).collect();
-        for (tenant, t) in live {
-            self.throttle(tenant, Some(t.rate_bps), t.until)?;
+        for (slot, t) in live {
+            self.throttle(TenantSlot(slot), Some(t.rate_bps), t.until)?;
         }
         Ok(())
     }
@@ -695,9 +708,9 @@ impl Dataplane {
     }
 }
 
-fn check_tenant(tenant: u32) -> Result<()> {
-    if tenant >= MAX_TENANTS {
-        return Err(DataplaneError::TenantOutOfRange(tenant));
+fn check_slot(slot: u32) -> Result<()> {
+    if slot >= MAX_TENANTS {
+        return Err(DataplaneError::TenantOutOfRange(slot));
     }
     Ok(())
 }
@@ -710,116 +723,4 @@ fn add_drops(a: &mut DropCounters, c: &DropCounters) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_make_the_keys_the_programs_look_up() {
-        let v4: IpAddr = "198.19.0.9".parse().unwrap();
-        let k = block_key(BlockTarget::Victim(v4), 5);
-        assert_eq!(
-            (k.tenant, u32::from(k.dir), k.family, k.port),
-            (5, direction::OUT, 4, 0)
-        );
-        assert_eq!(&k.addr[..4], &[198, 19, 0, 9]);
-        assert_eq!(&k.addr[4..], &[0; 12]);
-
-        let k = block_key(BlockTarget::Port(25), 5);
-        assert_eq!(
-            (u32::from(k.dir), k.family, k.port, k.addr),
-            (direction::OUT, 0, 25, [0; 16])
-        );
-
-        let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        let k = block_key(BlockTarget::Blackhole(v6), 9);
-        assert_eq!(
-            (k.tenant, u32::from(k.dir), k.family, k.port),
-            (9, direction::IN, 6, 0)
-        );
-        assert_eq!(k.addr, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
-
-        let k = block_key(BlockTarget::ListenPort(3128), 9);
-        assert_eq!(
-            (u32::from(k.dir), k.family, k.port, k.addr),
-            (direction::IN, 0, 3128, [0; 16])
-        );
-    }
-
-    #[test]
-    fn keys_turn_back_into_their_targets_and_foreign_keys_do_not() {
-        let targets = [
-            BlockTarget::Victim("198.19.0.9".parse().unwrap()),
-            BlockTarget::Victim("2001:db8::1".parse().unwrap()),
-            BlockTarget::Port(25),
-            BlockTarget::Blackhole("198.18.0.2".parse().unwrap()),
-            BlockTarget::ListenPort(1080),
-        ];
-        for t in targets {
-            assert_eq!(block_of_key(&block_key(t, 3)), Some((3, t)));
-        }
-        // An address with a port, a family-0 key with an address, an unknown direction.
-        let mut k = block_key(targets[0], 3);
-        k.port = 80;
-        assert_eq!(block_of_key(&k), None);
-        let mut k = block_key(targets[2], 3);
-        k.addr[0] = 1;
-        assert_eq!(block_of_key(&k), None);
-        let mut k = block_key(targets[2], 3);
-        k.dir = 2;
-        assert_eq!(block_of_key(&k), None);
-    }
-
-    #[test]
-    fn port_zero_blocks_are_refused() {
-        assert!(check_block(BlockTarget::Port(0)).is_err());
-        assert!(check_block(BlockTarget::ListenPort(0)).is_err());
-        assert!(check_block(BlockTarget::Port(25)).is_ok());
-    }
-
-    #[test]
-    fn a_throttle_lowers_a_faster_plan_and_never_raises_a_slower_one() {
-        let plan = [
-            Rate::from_bits_per_second(100_000_000, burst_bytes(100_000_000, None)),
-            Rate::from_bits_per_second(5_000_000, 1 << 20),
-        ];
-        let got = throttle_rates(plan, 10_000_000);
-        // Out: 100 Mbit/s plan, 10 Mbit/s throttle with the default burst floor.
-        assert_eq!(
-            got[0],
-            Rate::from_bits_per_second(10_000_000, super::super::compile::MIN_BURST_BYTES)
-        );
-        assert_eq!(got[0].cost_q10, 800 * 1024, "0.8 us per byte at 10 Mbit/s");
-        // In: the 5 Mbit/s plan (with its own 1 MiB burst) is already lower.
-        assert_eq!(got[1], plan[1]);
-    }
-
-    #[test]
-    fn a_throttle_limits_an_unlimited_plan_with_the_default_burst_rule() {
-        let got = throttle_rates([Rate::UNLIMITED; 2], 1_000_000_000);
-        // 1 Gbit/s for 10 ms is 1.25 MB, above the 32 KiB floor.
-        let want = Rate::from_bits_per_second(1_000_000_000, 1_250_000);
-        assert_eq!(got, [want, want]);
-        assert_eq!(want.burst_ns, 10_000_000);
-    }
-
-    #[test]
-    fn equal_rates_keep_the_plan_and_its_burst() {
-        let plan = Rate::from_bits_per_second(10_000_000, 1 << 20);
-        assert_eq!(throttle_rates([plan; 2], 10_000_000), [plan; 2]);
-    }
-
-    #[test]
-    fn lost_events_are_budget_ring_and_log_losses() {
-        let c = FactCounters {
-            sent: 10,
-            lost_budget: 3,
-            lost_ring: 4,
-            logged: 100,
-            lost_log: 2,
-            samples: 1,
-            blocked: 1,
-        };
-        assert_eq!(c.lost(), 9);
-        assert_eq!(c.delivered(), 110);
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use warden_policy::tenant::TenantSlot;
 use warden_policy::Kind;
 
 /// A destination or source an episode is about: a host, a port, or both.
@@ -55,8 +56,8 @@ pub enum Status {
 /// One episode of one detector for one tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// The detector.
     pub kind: Kind,
     /// Whether the episode starts or ends with this report.
@@ -94,7 +95,7 @@ pub(crate) struct Crossing {
 }
 
 /// Index of `kind` in [`Kind::ALL`].
-fn slot(kind: Kind) -> usize {
+fn kind_index(kind: Kind) -> usize {
     Kind::ALL
         .iter()
         .position(|k| *k == kind)
@@ -113,20 +114,20 @@ impl Episodes {
     /// Whether `kind` has an open episode whose costly evidence was gathered less than
     /// `fresh` before `at`; detectors skip gathering it then.
     pub(crate) fn fresh(&self, kind: Kind, at: Duration, fresh: Duration) -> bool {
-        let i = slot(kind);
+        let i = kind_index(kind);
         self.open[i].is_some() && self.evidence_at[i].is_some_and(|t| at.saturating_sub(t) < fresh)
     }
 
     /// Notes that the costly evidence of `kind` was gathered at `at`.
     pub(crate) fn gathered(&mut self, kind: Kind, at: Duration) {
-        self.evidence_at[slot(kind)] = Some(at);
+        self.evidence_at[kind_index(kind)] = Some(at);
     }
 
     /// Records a crossing; returns the detections to report (an ended stale episode and a
     /// started one, or nothing if an episode was already open).
     pub(crate) fn cross(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         kind: Kind,
         at: Duration,
         quiet: Duration,
@@ -134,7 +135,7 @@ impl Episodes {
         crossing: Crossing,
     ) -> Vec<Detection> {
         let mut out = Vec::new();
-        let open = &mut self.open[slot(kind)];
+        let open = &mut self.open[kind_index(kind)];
         if open
             .as_ref()
             .is_some_and(|d| at.saturating_sub(d.last_seen) >= quiet)
@@ -148,7 +149,7 @@ impl Episodes {
             }
             None => {
                 let mut d = Detection {
-                    tenant,
+                    slot,
                     kind,
                     status: Status::Started,
                     first_seen: at,
@@ -185,7 +186,7 @@ impl Episodes {
 
     /// The open episode of `kind`.
     pub(crate) fn get(&self, kind: Kind) -> Option<&Detection> {
-        self.open[slot(kind)].as_ref()
+        self.open[kind_index(kind)].as_ref()
     }
 
     /// Whether no episode is open.
@@ -257,7 +258,7 @@ mod tests {
         let quiet = Duration::from_secs(30);
         let mut episodes = Episodes::default();
         let started = episodes.cross(
-            1,
+            TenantSlot(1),
             Kind::FloodOut,
             Duration::from_secs(1),
             quiet,
@@ -268,7 +269,7 @@ mod tests {
         assert_eq!(started[0].status, Status::Started);
         for s in 2..20 {
             let again = episodes.cross(
-                1,
+                TenantSlot(1),
                 Kind::FloodOut,
                 Duration::from_secs(s),
                 quiet,
@@ -305,9 +306,16 @@ mod tests {
     fn a_crossing_after_the_quiet_period_ends_the_old_episode_and_starts_a_new_one() {
         let quiet = Duration::from_secs(30);
         let mut episodes = Episodes::default();
-        episodes.cross(1, Kind::Scan, Duration::ZERO, quiet, 10, crossing(1.0, 1));
+        episodes.cross(
+            TenantSlot(1),
+            Kind::Scan,
+            Duration::ZERO,
+            quiet,
+            10,
+            crossing(1.0, 1),
+        );
         let out = episodes.cross(
-            1,
+            TenantSlot(1),
             Kind::Scan,
             Duration::from_secs(31),
             quiet,

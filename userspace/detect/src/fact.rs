@@ -6,13 +6,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// An outbound connection attempt by a tenant, reported once its outcome is known.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Attempt {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// The destination.
     pub remote: IpAddr,
     /// The destination port (0 for ICMP).
@@ -25,16 +26,19 @@ pub struct Attempt {
     pub at: Duration,
 }
 
-/// Traffic between a tenant and one address over one sampling interval (the detector's
-/// `window`; the dataplane reads its per-address counters that often).
+/// A flood estimate between a tenant and one address: the programs count per victim (out)
+/// or per tenant address (in) in a count-min sketch over ~1 s flood epochs and report an
+/// estimate when it crosses its threshold; the pipeline turns that report into this fact,
+/// with the one figure the report is about and the others 0. (There are no per-address
+/// counters: the sketch is what bounds the kernel's memory.)
 ///
 /// Every figure leaves out segments of TCP connections the receiver accepted (it answered
 /// the SYN): their pace is set by the receiver's own congestion control, so a bulk transfer
 /// is never a flood. That traffic is policed by the rate plan and detected as `bandwidth`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// For [`Direction::Out`] the receiver; for [`Direction::In`] the tenant's address.
     pub remote: IpAddr,
     /// Which way.
@@ -48,15 +52,15 @@ pub struct Rate {
     pub reply_pps: f64,
     /// Bits per second of the same packets.
     pub bps: f64,
-    /// End of the sampling interval.
+    /// When the estimate crossed its threshold.
     pub at: Duration,
 }
 
 /// An outbound SMTP connection (ports 25, 465, 587) by a tenant allowed to send mail.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Smtp {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// The mail server.
     pub server: IpAddr,
     /// How the connection attempt ended.
@@ -68,8 +72,8 @@ pub struct Smtp {
 /// One tenant address's fan-in and fan-out over one window of the `proxy` detector.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fan {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// The tenant's address.
     pub addr: IpAddr,
     /// Distinct sources that opened connections to `addr`.
@@ -110,8 +114,8 @@ impl DropReason {
 /// Packets the dataplane dropped since the previous report for this tenant and reason.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Drops {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// Why.
     pub reason: DropReason,
     /// How many since the previous report.
@@ -139,14 +143,14 @@ pub enum Fact {
 }
 
 impl Fact {
-    /// The tenant the fact is about.
-    pub fn tenant(&self) -> u32 {
+    /// The slot of the tenant the fact is about.
+    pub fn slot(&self) -> TenantSlot {
         match self {
-            Fact::Attempt(f) => f.tenant,
-            Fact::Rate(f) => f.tenant,
-            Fact::Smtp(f) => f.tenant,
-            Fact::Fan(f) => f.tenant,
-            Fact::Drops(f) => f.tenant,
+            Fact::Attempt(f) => f.slot,
+            Fact::Rate(f) => f.slot,
+            Fact::Smtp(f) => f.slot,
+            Fact::Fan(f) => f.slot,
+            Fact::Drops(f) => f.slot,
         }
     }
 

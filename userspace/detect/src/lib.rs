@@ -1,7 +1,13 @@
-//! Detection: pure logic that turns the dataplane's facts into detections, one per episode.
+//! warden-detect: detection as pure logic (no aya, no SQLite, no async runtime, no
+//! clock): the detectors ([`Engine`], this module), the enforcement ladder ([`ladder`]:
+//! detections to decisions) and the detection pipeline ([`pipeline`]: the programs'
+//! observations and counters to facts, and decisions to [`pipeline::Effects`] the daemon
+//! carries out).
 //!
-//! Input is a stream of small [`Fact`]s (connection attempts with their outcome, per-address
-//! rate samples, SMTP connections, per-window fan-in/fan-out, drop counts); output is
+//! The engine turns facts into detections, one per episode.
+//!
+//! Input is a stream of small [`Fact`]s (connection attempts with their outcome, flood
+//! estimates per address, SMTP connections, per-window fan-in/fan-out, drop counts); output is
 //! [`Detection`]s for the enforcement ladder and the evidence store. Thresholds come from
 //! the policy ([`warden_policy::Detectors`]); destinations in a tenant's `allow` list are
 //! exempt. Nothing here touches the kernel, a clock or I/O: the caller passes the time in
@@ -41,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use warden_policy::tenant::TenantSlot;
 
 pub use detection::{Detection, Status, Target};
 pub use fact::{Attempt, DropReason, Drops, Fact, Fan, Rate, Smtp};
@@ -166,8 +173,8 @@ impl TenantState {
 #[derive(Debug)]
 pub struct Engine {
     defaults: TenantConfig,
-    configs: HashMap<u32, TenantConfig>,
-    tenants: HashMap<u32, TenantState>,
+    configs: HashMap<TenantSlot, TenantConfig>,
+    tenants: HashMap<TenantSlot, TenantState>,
     limits: Limits,
     /// Evictions of tenants whose state was dropped.
     evicted_gone: u64,
@@ -189,15 +196,15 @@ impl Engine {
 
     /// Sets a tenant's configuration; its state is kept and the new thresholds apply from
     /// the next fact.
-    pub fn configure(&mut self, tenant: u32, config: TenantConfig) {
-        self.configs.insert(tenant, config);
+    pub fn configure(&mut self, slot: TenantSlot, config: TenantConfig) {
+        self.configs.insert(slot, config);
     }
 
     /// Drops a tenant's configuration and state (the tenant left the policy); open episodes
     /// end without a report.
-    pub fn forget(&mut self, tenant: u32) {
-        self.configs.remove(&tenant);
-        if let Some(state) = self.tenants.remove(&tenant) {
+    pub fn forget(&mut self, slot: TenantSlot) {
+        self.configs.remove(&slot);
+        if let Some(state) = self.tenants.remove(&slot) {
             self.evicted_gone += state.evicted();
         }
     }
@@ -214,17 +221,17 @@ impl Engine {
     /// (a flood's second victim, the SMTP port of the latest connections).
     pub fn observe_crossed(&mut self, fact: impl Into<Fact>) -> (Vec<Detection>, Option<Kind>) {
         let fact = fact.into();
-        let tenant = fact.tenant();
-        let cfg = self.configs.get(&tenant).unwrap_or(&self.defaults);
+        let slot = fact.slot();
+        let cfg = self.configs.get(&slot).unwrap_or(&self.defaults);
         let limits = &self.limits;
-        let known = self.tenants.len() < limits.tenants || self.tenants.contains_key(&tenant);
+        let known = self.tenants.len() < limits.tenants || self.tenants.contains_key(&slot);
         if !known {
             self.refused_facts += 1;
             return (Vec::new(), None);
         }
         let state = self
             .tenants
-            .entry(tenant)
+            .entry(slot)
             .or_insert_with(|| TenantState::new(cfg, limits));
         let at = fact.at();
         let d = &cfg.detectors;
@@ -269,7 +276,7 @@ impl Engine {
         let quiet = cfg.quiet(kind, limits.min_quiet);
         let out = state
             .episodes
-            .cross(tenant, kind, at, quiet, limits.top_targets, crossing);
+            .cross(slot, kind, at, quiet, limits.top_targets, crossing);
         if gather {
             state.episodes.gathered(kind, at);
         }
@@ -281,8 +288,8 @@ impl Engine {
     pub fn tick(&mut self, now: Duration) -> Vec<Detection> {
         let mut out = Vec::new();
         let mut idle = Vec::new();
-        for (tenant, state) in &mut self.tenants {
-            let cfg = self.configs.get(tenant).unwrap_or(&self.defaults);
+        for (slot, state) in &mut self.tenants {
+            let cfg = self.configs.get(slot).unwrap_or(&self.defaults);
             let d = &cfg.detectors;
             let floor = self.limits.min_quiet;
             out.extend(state.episodes.close(now, |kind| cfg.quiet(kind, floor)));
@@ -292,27 +299,27 @@ impl Engine {
             let spam_empty = state.spam.tick(now, d.spam.window);
             let drops_empty = state.drops.tick(now);
             if scan_empty && spam_empty && drops_empty && state.episodes.is_empty() {
-                idle.push(*tenant);
+                idle.push(*slot);
             }
         }
-        for tenant in idle {
-            if let Some(state) = self.tenants.remove(&tenant) {
+        for slot in idle {
+            if let Some(state) = self.tenants.remove(&slot) {
                 self.evicted_gone += state.evicted();
             }
         }
-        out.sort_by_key(|d| (d.tenant, d.kind));
+        out.sort_by_key(|d| (d.slot, d.kind));
         out
     }
 
     /// The open episode of `kind` for `tenant`, with its evidence so far.
-    pub fn open(&self, tenant: u32, kind: Kind) -> Option<&Detection> {
-        self.tenants.get(&tenant)?.episodes.get(kind)
+    pub fn open(&self, slot: TenantSlot, kind: Kind) -> Option<&Detection> {
+        self.tenants.get(&slot)?.episodes.get(kind)
     }
 
     /// Remotes the tenant's state remembers (scan endpoints and failures, mail servers).
-    pub fn remembered(&self, tenant: u32) -> usize {
+    pub fn remembered(&self, slot: TenantSlot) -> usize {
         self.tenants
-            .get(&tenant)
+            .get(&slot)
             .map_or(0, |s| s.scan.remembered() + s.spam.remembered())
     }
 

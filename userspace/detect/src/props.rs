@@ -59,7 +59,7 @@ proptest! {
         prop_assert!(successes * 10 >= failed.len() * 8);
         for (i, ((_, noise, port, p), failed)) in contacts.iter().zip(&failed).enumerate() {
             let outcome = if *failed { failure(*p) } else { Outcome::Success };
-            let fact = Attempt { tenant: 1, remote: distinct(i, *noise), port: *port, proto: proto(*p), outcome, at: Duration::from_secs(i as u64) };
+            let fact = Attempt { slot: TenantSlot(1), remote: distinct(i, *noise), port: *port, proto: proto(*p), outcome, at: Duration::from_secs(i as u64) };
             // A repeat of the same destination is not a first contact and must not count.
             let repeat = Attempt { outcome: Outcome::NoAnswer, at: fact.at + Duration::from_millis(1), ..fact };
             prop_assert_eq!(e.observe(fact), []);
@@ -91,7 +91,7 @@ proptest! {
         let mut caught = None;
         for (i, (noise, port, p, gap)) in probes.iter().enumerate().take(bound as usize) {
             at += Duration::from_millis(*gap);
-            let fact = Attempt { tenant: 3, remote: distinct(i, *noise), port: *port, proto: proto(*p), outcome: failure(*p), at };
+            let fact = Attempt { slot: TenantSlot(3), remote: distinct(i, *noise), port: *port, proto: proto(*p), outcome: failure(*p), at };
             if !e.observe(fact).is_empty() {
                 caught = Some(i + 1);
                 break;
@@ -130,7 +130,7 @@ fn trw_flags_few_crawlers_with_90_percent_independent_successes() {
                 Outcome::Success
             };
             let fact = Attempt {
-                tenant: c,
+                slot: TenantSlot(c),
                 remote: distinct(i, 0),
                 port: 443,
                 proto: Proto::Tcp,
@@ -177,14 +177,14 @@ fn memory_stays_bounded_under_a_million_random_remotes() {
         };
         if i % 4 == 3 {
             e.observe(Smtp {
-                tenant: 1,
+                slot: TenantSlot(1),
                 server: remote,
                 outcome,
                 at,
             });
         } else {
             e.observe(Attempt {
-                tenant: 1,
+                slot: TenantSlot(1),
                 remote,
                 port: (r >> 32) as u16,
                 proto: Proto::Udp,
@@ -193,14 +193,14 @@ fn memory_stays_bounded_under_a_million_random_remotes() {
             });
         }
         if i.is_multiple_of(10_000) {
-            assert!(e.remembered(1) <= 3 * limits.remotes_per_tenant);
+            assert!(e.remembered(TenantSlot(1)) <= 3 * limits.remotes_per_tenant);
         }
     }
     // Scan endpoints, scan failures and mail servers, each at most the cap.
     assert!(
-        e.remembered(1) <= 3 * limits.remotes_per_tenant,
+        e.remembered(TenantSlot(1)) <= 3 * limits.remotes_per_tenant,
         "{}",
-        e.remembered(1)
+        e.remembered(TenantSlot(1))
     );
     let stats = e.stats();
     assert!(
@@ -208,7 +208,7 @@ fn memory_stays_bounded_under_a_million_random_remotes() {
         "{stats:?}"
     );
     let scan = e
-        .open(1, Kind::Scan)
+        .open(TenantSlot(1), Kind::Scan)
         .expect("random remotes with half failures are a scan");
     assert!(scan.top_targets.len() <= limits.top_targets);
 }

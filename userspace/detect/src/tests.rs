@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 
-const T: u32 = 7;
+const T: TenantSlot = TenantSlot(7);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -43,7 +43,7 @@ fn mail_engine(allow: &[&str]) -> Engine {
 
 fn attempt(remote: IpAddr, port: u16, proto: Proto, outcome: Outcome, at: Duration) -> Attempt {
     Attempt {
-        tenant: T,
+        slot: T,
         remote,
         port,
         proto,
@@ -54,7 +54,7 @@ fn attempt(remote: IpAddr, port: u16, proto: Proto, outcome: Outcome, at: Durati
 
 fn rate(remote: IpAddr, dir: Direction, pps: f64, syn_pps: f64, reply_pps: f64, bps: f64) -> Rate {
     Rate {
-        tenant: T,
+        slot: T,
         remote,
         dir,
         pps,
@@ -336,7 +336,7 @@ fn dns_server_answering_many_clients_raises_nothing() {
     );
     let fan = std::iter::once(
         Fan {
-            tenant: T,
+            slot: T,
             addr: server,
             inbound_clients: 5_000,
             outbound_destinations: 12,
@@ -382,7 +382,7 @@ fn web_server_answering_200_clients_raises_nothing() {
     });
     let fan = (1..=10).map(|w| {
         Fan {
-            tenant: T,
+            slot: T,
             addr: server,
             inbound_clients: 200,
             outbound_destinations: 3,
@@ -416,7 +416,7 @@ fn flood_at_an_allow_listed_destination_is_ignored() {
 
 fn smtp(server: IpAddr, outcome: Outcome, at: Duration) -> Smtp {
     Smtp {
-        tenant: T,
+        slot: T,
         server,
         outcome,
         at,
@@ -477,7 +477,7 @@ fn spam_is_not_run_for_tenants_that_may_not_send_mail() {
 
 fn fan(clients: u32, dests: u32, in_bytes: u64, out_bytes: u64) -> Fan {
     Fan {
-        tenant: T,
+        slot: T,
         addr: addr(1),
         inbound_clients: clients,
         outbound_destinations: dests,
@@ -513,7 +513,7 @@ fn crawler_and_lopsided_servers_are_not_proxies() {
 
 fn drops(reason: DropReason, count: u64, at: Duration) -> Drops {
     Drops {
-        tenant: T,
+        slot: T,
         reason,
         count,
         offered: count,
@@ -604,7 +604,7 @@ fn a_tenant_configuration_overrides_the_defaults() {
         1
     );
     let other = Rate {
-        tenant: T + 1,
+        slot: TenantSlot(T.0 + 1),
         ..rate(addr(5), Direction::Out, 200.0, 200.0, 0.0, 1e5)
     };
     assert_eq!(e.observe(other), [], "other tenants keep the defaults");
@@ -619,9 +619,9 @@ fn facts_beyond_the_tenant_limit_are_refused_and_counted() {
             ..Limits::default()
         },
     );
-    for tenant in 0..5 {
+    for slot in 0..5 {
         e.observe(Attempt {
-            tenant,
+            slot: TenantSlot(slot),
             ..attempt(addr(1), 80, Proto::Tcp, Outcome::Success, secs(1))
         });
     }

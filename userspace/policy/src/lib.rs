@@ -16,6 +16,7 @@
 //! - [`flag`]: flags, their review states, actions and captured frames;
 //! - [`suspension`]: suspensions and the pure logic that keeps them above policy and above
 //!   the loss of the state database;
+//! - [`tenant`]: a tenant is its id; the kernel's index of it is its [`tenant::TenantSlot`];
 //! - [`time`]: unix-second timestamps and their RFC 3339 form.
 
 mod detectors;
@@ -29,11 +30,16 @@ mod validate;
 pub mod flag;
 pub mod names;
 pub mod suspension;
+pub mod tenant;
 pub mod time;
 pub mod traffic;
 
 #[cfg(test)]
+mod address_tests;
+#[cfg(test)]
 mod bounds_tests;
+#[cfg(test)]
+mod daemon_tests;
 #[cfg(test)]
 mod tests;
 

@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::tenant::TenantSlot;
+
 /// Which way traffic goes, seen from the tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -63,8 +65,8 @@ pub enum BlockTarget {
 /// The endpoints of a connection attempt, answer or accepted connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Contact {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// When the programs saw it (CLOCK_MONOTONIC).
     pub at: Duration,
     /// The transport protocol.

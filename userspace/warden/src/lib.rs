@@ -1,11 +1,14 @@
-//! Warden: per-tenant network enforcement.
+//! warden: the daemon and the CLI, wiring the layer crates together.
 //!
-//! Data flows one way: [`policy`] (parse, validate, compile) -> [`dataplane`] (the only
-//! module that touches aya) -> [`detect`] (facts to detections) -> [`enforce`] (the
-//! ladder) -> [`store`] (flags, evidence, suspensions); [`watch`] is the pipeline that
-//! carries kernel events and counters through them; [`metrics`] and [`api`] read the
-//! state. [`suspension`] keeps suspensions above policy and store loss (pure logic);
-//! [`state`] checks and restores the state database's suspensions. [`daemon`] wires them together for `warden run`; [`cli`] is the command line.
+//! Data flows one way, and the crate graph enforces it: `warden_policy` (the policy file
+//! and the shared vocabulary) -> `warden_dataplane` (the only aya user) and
+//! `warden_detect` (detectors, ladder, pipeline; pure) and `warden_store` (the only
+//! rusqlite user), which know nothing of each other. This crate composes them:
+//! [`daemon`] runs them as owners for `warden run`, [`api`] serves the HTTP API from the
+//! [`api::Backend`] the daemon implements, [`views`] are the documents it serves and the
+//! CLI reads, [`metrics`] writes every Prometheus family, [`state`] checks and restores
+//! the state database's suspensions, [`auth`] reads the token file, and [`cli`] is the
+//! command line.
 
 pub mod api;
 pub mod auth;

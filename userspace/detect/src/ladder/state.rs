@@ -7,8 +7,13 @@
 //!   target and expire `expire_after` (a block: `block_for`) after the last detection; each
 //!   new detection extends them, and so does [`Ladder::refresh`] while one episode goes on
 //!   (without counting a repeat). A further target of an open episode gets the episode's
-//!   level ([`Ladder::on_new_target`]), also without counting a repeat. `suspend` applies to the whole tenant, has no expiry, and is lifted only by a
-//!   person ([`Ladder::lift_suspension`]).
+//!   level ([`Ladder::on_new_target`]), also without counting a repeat. `suspend` applies
+//!   to the whole tenant and has no expiry; only a person lifts it. Which tenants are
+//!   suspended is not the ladder's to keep: it decides a suspension whenever a detection
+//!   earns one, and the daemon, which holds the suspensions, carries out only the first
+//!   (the pipeline asks it through its effects). When a suspension is lifted, or could
+//!   not be carried out, [`Ladder::forget_escalation`] starts the tenant again at its
+//!   policy's action.
 //! - An applied action is not softened by a milder later detection (it only expires), except
 //!   when the policy's ceiling drops below it: then it is lifted or lowered at once.
 //!
@@ -53,8 +58,6 @@ pub struct LadderStats {
     pub active: usize,
     /// (tenant, kind) pairs whose repeats are being counted.
     pub tracked: usize,
-    /// Tenants suspended.
-    pub suspended: usize,
     /// Detections not enforced because the active table was full.
     pub refused_full: u64,
     /// Detections not counted towards escalation because the trackers were full.
@@ -79,8 +82,6 @@ struct Track {
 pub struct Ladder {
     active: BTreeMap<DetectionKey, ActiveEntry>,
     tracks: HashMap<(String, Kind), Track>,
-    /// Suspended tenants and the kind that suspended them (`None`: restored from the store).
-    suspended: BTreeMap<String, Option<Kind>>,
     max_active: usize,
     max_tracked: usize,
     refused_full: u64,
@@ -105,7 +106,6 @@ impl Ladder {
         Ladder {
             active: BTreeMap::new(),
             tracks: HashMap::new(),
-            suspended: BTreeMap::new(),
             max_active,
             max_tracked,
             refused_full: 0,
@@ -215,22 +215,17 @@ impl Ladder {
                 let until = now
                     .checked_add(lifetime(response, action))
                     .unwrap_or(Duration::MAX);
-                if let Some(decision) = self.enforce(d, action, until) {
+                if let Some(decision) = self.activate(d, action, until) {
                     out.push(decision);
                 }
             }
-            Action::Suspend => {
-                if !self.suspended.contains_key(&d.tenant) {
-                    self.suspended.insert(d.tenant.clone(), Some(d.kind));
-                    out.push(Decision::Apply {
-                        tenant: d.tenant.clone(),
-                        kind: d.kind,
-                        target: Target::Tenant,
-                        action: Action::Suspend,
-                        until: None,
-                    });
-                }
-            }
+            Action::Suspend => out.push(Decision::Apply {
+                tenant: d.tenant.clone(),
+                kind: d.kind,
+                target: Target::Tenant,
+                action: Action::Suspend,
+                until: None,
+            }),
         }
         out
     }
@@ -252,30 +247,18 @@ impl Ladder {
             .collect()
     }
 
-    /// Records that `tenant` is suspended (e.g. restored from the store at start), so
-    /// detections do not suspend it again.
-    pub fn note_suspension(&mut self, tenant: &str) {
-        self.suspended.entry(tenant.to_owned()).or_insert(None);
-    }
-
-    /// A person lifted `tenant`'s suspension: forget it and the tenant's escalation, so the
-    /// tenant starts again at its policy's action. Returns whether it was suspended.
-    pub fn lift_suspension(&mut self, tenant: &str) -> bool {
+    /// Forgets `tenant`'s escalation, so it starts again at its policy's action: a person
+    /// lifted its suspension, or a suspension the ladder decided could not be carried out.
+    pub fn forget_escalation(&mut self, tenant: &str) {
         self.tracks.retain(|(t, _), _| t != tenant);
-        self.suspended.remove(tenant).is_some()
     }
 
     /// `tenant` left the policy: forgets its temporary actions and escalation (the kernel
-    /// state of a removed tenant is reset when its slot is reused). A suspension stays
-    /// recorded: it is the store's, and only a person lifts it.
+    /// state of a removed tenant is reset when its slot is reused). Its suspension, if it
+    /// has one, is the daemon's, and only a person lifts it.
     pub fn forget_tenant(&mut self, tenant: &str) {
         self.active.retain(|k, _| k.tenant != tenant);
         self.tracks.retain(|(t, _), _| t != tenant);
-    }
-
-    /// Whether `tenant` is suspended.
-    pub fn is_suspended(&self, tenant: &str) -> bool {
-        self.suspended.contains_key(tenant)
     }
 
     /// The temporary actions in force, by key.
@@ -288,7 +271,6 @@ impl Ladder {
         LadderStats {
             active: self.active.len(),
             tracked: self.tracks.len(),
-            suspended: self.suspended.len(),
             refused_full: self.refused_full,
             untracked_full: self.untracked_full,
         }
@@ -333,7 +315,7 @@ impl Ladder {
     }
 
     /// Applies or extends a temporary `action` on `d`'s target.
-    fn enforce(&mut self, d: &DetectionKey, action: Action, until: Duration) -> Option<Decision> {
+    fn activate(&mut self, d: &DetectionKey, action: Action, until: Duration) -> Option<Decision> {
         if let Some(entry) = self.active.get_mut(d) {
             let same = entry.action == action;
             *entry = ActiveEntry { action, until };

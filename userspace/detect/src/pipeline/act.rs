@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{target, EffectError, Effects, InForce, Now, Watch, ACTOR, CAPTURE_FRAMES};
+use super::{target, EffectError, Effects, InForce, Now, Pipeline, ACTOR, CAPTURE_FRAMES};
 use crate::ladder::{Decision, DetectionKey};
 use crate::Detection;
 use warden_policy::flag::{ActionDecision, FlagAction, NewFlag};
+use warden_policy::tenant::TenantSlot;
 use warden_policy::{Action, Kind, Response};
 
-impl Watch {
+impl Pipeline {
     /// Carries out the ladder's decisions. `detection` is the started detection they are
     /// about, if any; `response` the policy they were decided under (absent for lifts).
-    pub(super) fn carry_out(
+    pub(super) fn act_on(
         &mut self,
         decisions: Vec<Decision>,
         detection: Option<&Detection>,
@@ -24,14 +25,14 @@ impl Watch {
         fx: &mut impl Effects,
     ) {
         for decision in decisions {
-            let Some(&tenant) = self.ids.get(decision.tenant()) else {
+            let Some(&slot) = self.ids.get(decision.tenant()) else {
                 continue;
             };
             let key = decision.key();
             match decision {
                 Decision::Record { kind, action, .. } => {
                     if action >= Action::Flag {
-                        self.open_flag(tenant, kind, detection, now, fx);
+                        self.open_flag(slot, kind, detection, now, fx);
                     }
                 }
                 Decision::Apply {
@@ -40,14 +41,14 @@ impl Watch {
                     until,
                     ..
                 } => {
-                    let flag = self.episodes.get(&(tenant, kind)).and_then(|e| e.flag);
+                    let flag = self.episodes.get(&(slot, kind)).and_then(|e| e.flag);
                     if action == Action::Suspend {
                         self.suspend(&key, flag, now, fx);
                         continue;
                     }
                     let until = until.unwrap_or(Duration::MAX);
                     tracing::warn!(tenant = %key.tenant, %kind, target = %key.target, %action, flag = ?flag, "applying");
-                    self.enforce(tenant, &key, action, Some(until), now, fx);
+                    self.put_in_force(slot, &key, action, Some(until), now, fx);
                     self.in_force.insert(
                         key.clone(),
                         InForce {
@@ -71,8 +72,8 @@ impl Watch {
                     until,
                     ..
                 } => {
-                    self.enforce(tenant, &key, action, Some(until), now, fx);
-                    let episode_flag = self.episodes.get(&(tenant, kind)).and_then(|e| e.flag);
+                    self.put_in_force(slot, &key, action, Some(until), now, fx);
+                    let episode_flag = self.episodes.get(&(slot, kind)).and_then(|e| e.flag);
                     let entry = self.in_force.entry(key.clone()).or_insert(InForce {
                         flag: episode_flag,
                         recorded_until: Duration::ZERO,
@@ -99,7 +100,7 @@ impl Watch {
                 }
                 Decision::Lift { kind, action, .. } => {
                     tracing::info!(tenant = %key.tenant, %kind, target = %key.target, %action, "lifting");
-                    self.enforce(tenant, &key, action, None, now, fx);
+                    self.put_in_force(slot, &key, action, None, now, fx);
                     let flag = self.in_force.remove(&key).and_then(|f| f.flag);
                     self.record(flag, ActionDecision::Lift, &key, action, None, now, fx);
                 }
@@ -109,9 +110,9 @@ impl Watch {
 
     /// Puts `key`'s throttle or block in force until `until`, or takes it out (`None`),
     /// and writes the resulting kernel state.
-    fn enforce(
+    fn put_in_force(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         key: &DetectionKey,
         action: Action,
         until: Option<Duration>,
@@ -122,11 +123,11 @@ impl Watch {
             Action::Throttle => {
                 let rate = self
                     .tenants
-                    .get(&tenant)
+                    .get(&slot)
                     .map_or(warden_policy::DEFAULT_THROTTLE_TO, |t| {
                         t.detectors.response(key.kind).throttle_to
                     });
-                let entries = self.throttles.entry(tenant).or_default();
+                let entries = self.throttles.entry(slot).or_default();
                 match until {
                     Some(until) => {
                         entries.insert(key.clone(), (rate, until));
@@ -142,14 +143,14 @@ impl Watch {
                             Some(acc.map_or((*r, *u), |(ar, au)| (ar.min(*r), au.max(*u))))
                         });
                 if effective.is_none() {
-                    self.throttles.remove(&tenant);
+                    self.throttles.remove(&slot);
                 }
                 let r = match effective {
-                    Some((rate, until)) => fx.throttle(tenant, Some(rate), until),
-                    None => fx.throttle(tenant, None, now.mono),
+                    Some((rate, until)) => fx.throttle(slot, Some(rate), until),
+                    None => fx.throttle(slot, None, now.mono),
                 };
                 if let Err(e) = r {
-                    self.failed("throttle", tenant, &e);
+                    self.failed("throttle", slot, &e);
                 }
             }
             Action::Block => {
@@ -157,7 +158,7 @@ impl Watch {
                     // Tenant-wide: the kernel already drops this traffic; recorded only.
                     return;
                 };
-                let entries = self.blocks.entry((tenant, cut)).or_default();
+                let entries = self.blocks.entry((slot, cut)).or_default();
                 match until {
                     Some(until) => {
                         entries.insert(key.clone(), until);
@@ -168,15 +169,15 @@ impl Watch {
                 }
                 let latest = entries.values().max().copied();
                 let r = match latest {
-                    Some(until) => fx.block(tenant, cut, until),
+                    Some(until) => fx.block(slot, cut, until),
                     None => {
-                        self.blocks.remove(&(tenant, cut));
-                        fx.unblock(tenant, cut)
+                        self.blocks.remove(&(slot, cut));
+                        fx.unblock(slot, cut)
                     }
                 };
                 if let Err(e) = r {
                     let op = if latest.is_some() { "block" } else { "unblock" };
-                    self.failed(op, tenant, &e);
+                    self.failed(op, slot, &e);
                 }
             }
             Action::Observe | Action::Flag | Action::Suspend => {}
@@ -187,19 +188,19 @@ impl Watch {
     /// for samples.
     fn open_flag(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         kind: Kind,
         detection: Option<&Detection>,
         now: &Now,
         fx: &mut impl Effects,
     ) {
-        let Some(episode) = self.episodes.get_mut(&(tenant, kind)) else {
+        let Some(episode) = self.episodes.get_mut(&(slot, kind)) else {
             return;
         };
         if episode.flag.is_some() {
             return;
         }
-        let Some(d) = detection.or_else(|| self.engine.open(tenant, kind)) else {
+        let Some(d) = detection.or_else(|| self.engine.open(slot, kind)) else {
             return;
         };
         let new = NewFlag {
@@ -220,12 +221,12 @@ impl Watch {
                 episode.evidence_seen = last_seen;
                 self.counters.flags_opened += 1;
                 tracing::warn!(flag = id, tenant = %episode.tenant, %kind, "flag opened");
-                self.capture_for.insert(tenant, id);
-                if let Err(e) = fx.capture(tenant, CAPTURE_FRAMES) {
-                    self.failed("capture", tenant, &e);
+                self.capture_for.insert(slot, id);
+                if let Err(e) = fx.capture(slot, CAPTURE_FRAMES) {
+                    self.failed("capture", slot, &e);
                 }
             }
-            Err(e) => self.failed("flag", tenant, &e),
+            Err(e) => self.failed("flag", slot, &e),
         }
     }
 
@@ -242,7 +243,10 @@ impl Watch {
             ),
         };
         match fx.suspend(&key.tenant, &reason) {
-            Ok(()) => {
+            Ok(false) => {
+                tracing::debug!(tenant = %key.tenant, kind = %key.kind, "the enforcement ladder escalated to suspend a suspended tenant");
+            }
+            Ok(true) => {
                 tracing::warn!(tenant = %key.tenant, kind = %key.kind, flag = ?flag, "tenant suspended by the enforcement ladder");
                 self.record(
                     flag,
@@ -258,7 +262,7 @@ impl Watch {
                 self.counters.failed_suspend += 1;
                 tracing::error!(tenant = %key.tenant, kind = %key.kind, error = %e, "could not suspend; the next detection tries again");
                 // Not suspended after all: let the next detection decide again.
-                self.ladder.lift_suspension(&key.tenant);
+                self.ladder.forget_escalation(&key.tenant);
             }
         }
     }
@@ -296,7 +300,7 @@ impl Watch {
     pub(super) fn write_evidence(
         &mut self,
         flag: i64,
-        tenant: u32,
+        slot: TenantSlot,
         d: &Detection,
         peak: Option<(f64, f64)>,
         now: &Now,
@@ -309,11 +313,11 @@ impl Watch {
             &target::top_targets(&d.top_targets),
         );
         if let Err(e) = r {
-            self.failed("flag", tenant, &e);
+            self.failed("flag", slot, &e);
         }
     }
     /// Counts and logs a failed effect; never fatal.
-    pub(super) fn failed(&mut self, op: &'static str, tenant: u32, e: &EffectError) {
+    pub(super) fn failed(&mut self, op: &'static str, slot: TenantSlot, e: &EffectError) {
         let c = &mut self.counters;
         match (op, e) {
             ("block", EffectError::BlocksFull) => c.blocks_full += 1,
@@ -323,7 +327,7 @@ impl Watch {
             ("capture", _) => c.failed_capture += 1,
             _ => c.failed_flag += 1,
         }
-        let id = self.tenants.get(&tenant).map_or("?", |t| t.id.as_str());
+        let id = self.tenants.get(&slot).map_or("?", |t| t.id.as_str());
         tracing::warn!(tenant = %id, op, error = %e, "detection action failed");
     }
 }

@@ -8,6 +8,7 @@ use warden_policy::flag::{FlagAction, NewFlag, Sample};
 use warden_policy::traffic::BlockTarget;
 
 use crate::DropReason;
+use warden_policy::tenant::TenantSlot;
 
 /// Now, on the kernel's clock (CLOCK_MONOTONIC, the clock of every event and expiry) and
 /// on the wall clock (for flags and samples).
@@ -68,7 +69,7 @@ pub struct Traffic {
 #[derive(Clone, Debug, Default)]
 pub struct TrafficTable {
     /// The sampled tenants' slots, ascending.
-    slots: Vec<u32>,
+    slots: Vec<TenantSlot>,
     /// `[out, in]` by slot.
     counters: Vec<[Volume; 2]>,
     /// Drops of the reasons that are detections, by slot.
@@ -78,13 +79,13 @@ pub struct TrafficTable {
 impl TrafficTable {
     /// The tables of the tenants in `slots` (each below both tables' lengths).
     pub fn new(
-        mut slots: Vec<u32>,
+        mut slots: Vec<TenantSlot>,
         counters: Vec<[Volume; 2]>,
         drops: Vec<DropTotals>,
     ) -> TrafficTable {
         slots.sort_unstable();
         slots.dedup();
-        slots.retain(|&s| (s as usize) < counters.len() && (s as usize) < drops.len());
+        slots.retain(|&s| s.index() < counters.len() && s.index() < drops.len());
         TrafficTable {
             slots,
             counters,
@@ -93,16 +94,16 @@ impl TrafficTable {
     }
 
     /// The sampled tenants' slots, ascending.
-    pub fn slots(&self) -> &[u32] {
+    pub fn slots(&self) -> &[TenantSlot] {
         &self.slots
     }
 
     /// The counters of the tenant in `slot`, when it was sampled.
-    pub fn get(&self, slot: u32) -> Option<Traffic> {
+    pub fn get(&self, slot: TenantSlot) -> Option<Traffic> {
         self.slots.binary_search(&slot).ok()?;
         Some(Traffic {
-            counters: self.counters[slot as usize],
-            drops: self.drops[slot as usize],
+            counters: self.counters[slot.index()],
+            drops: self.drops[slot.index()],
         })
     }
 
@@ -130,26 +131,26 @@ pub trait Effects {
     /// earlier expiry.
     fn block(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         target: BlockTarget,
         until: Duration,
     ) -> Result<(), EffectError>;
     /// Stops dropping `target`'s traffic.
-    fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<(), EffectError>;
+    fn unblock(&mut self, slot: TenantSlot, target: BlockTarget) -> Result<(), EffectError>;
     /// Polices `tenant` at `rate_bps` (or its plan when lower) until `until`; `None` lifts.
     fn throttle(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         rate_bps: Option<u64>,
         until: Duration,
     ) -> Result<(), EffectError>;
     /// Captures the next `frames` frames of `tenant` as samples.
-    fn capture(&mut self, tenant: u32, frames: i32) -> Result<(), EffectError>;
+    fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError>;
     /// Deletes blocks expired at `now`; returns how many.
     fn sweep_blocks(&mut self, now: Duration) -> Result<usize, EffectError>;
-    /// Suspends `tenant` (by id) for `reason`, audited as the ladder's; already being
-    /// suspended is success.
-    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<(), EffectError>;
+    /// Suspends `tenant` (by id) for `reason`, audited as the ladder's. `Ok(false)` when it
+    /// is suspended already (the daemon holds the suspensions; the pipeline keeps no copy).
+    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<bool, EffectError>;
     /// Opens a flag; returns its id.
     fn create_flag(&mut self, flag: NewFlag) -> Result<i64, EffectError>;
     /// Replaces a flag's evidence and moves its `last_seen` (unix seconds) forward.

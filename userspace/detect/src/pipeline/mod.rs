@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! observations ─events()──▶ pending (attempt ⇄ outcome) ─┐
-//!                           fan windows (proxy) ─────────┼─▶ detect::Engine ─▶ Ladder ─▶ Effects
+//!                           proxy windows ───────────────┼─▶ detect::Engine ─▶ Ladder ─▶ Effects
 //! sampler ─────tick()─────▶ drop deltas, window ends ────┘     (episodes)      (decisions)  kernel, store
 //! ```
 //!
@@ -13,12 +13,12 @@
 //!   [`PENDING_TIMEOUT`] (500 ms) it is [`NoAnswer`](crate::Outcome::NoAnswer). Each becomes an
 //!   [`Attempt`] fact at the attempt's start; a TCP attempt to port 25, 465 or 587 is also
 //!   an [`Smtp`] fact with the same outcome.
-//! - ACCEPTED and ATTEMPT events feed the proxy windows (`fan`): one [`Fan`](crate::Fan) fact per
+//! - ACCEPTED and ATTEMPT events feed the proxy windows ([`proxy_windows`]): one [`Fan`](crate::Fan) fact per
 //!   active tenant address at the end of each `proxy.window`.
 //! - FLOOD becomes a [`Rate`] fact whose one known field (by class) is the event's rate:
 //!   `syn_pps` (SYN), `pps` (packets, inbound packets), `reply_pps` (reflection),
 //!   `bps` (inbound bytes × 8).
-//! - Every second ([`Watch::tick`]), the per-second increase of the tenant's
+//! - Every second ([`Pipeline::tick`]), the per-second increase of the tenant's
 //!   `spoof_ip`, `spoof_arp`, `spoof_mac` and `bandwidth` drops (both directions) is a
 //!   [`Drops`] fact. While the tenant is throttled its bandwidth drops are the throttle's
 //!   own doing and are not reported.
@@ -46,9 +46,9 @@
 
 mod act;
 mod effects;
-mod fan;
 mod observation;
 mod pending;
+mod proxy_windows;
 pub mod target;
 
 #[cfg(test)]
@@ -67,16 +67,17 @@ use crate::ladder::{DetectionKey, Ladder, Target};
 use crate::{
     Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, Status, TenantConfig,
 };
+use warden_policy::tenant::TenantSlot;
 
 pub use effects::{DropTotals, EffectError, Effects, Now, Traffic, TrafficTable, Volume};
-pub use fan::{FanStats, MAX_ADDRESSES as FAN_MAX_ADDRESSES};
 pub use observation::{Flood, Frame, Observation};
 pub use pending::{
     PendingKey, PendingStats, CAPACITY as PENDING_CAPACITY, TIMEOUT as PENDING_TIMEOUT,
 };
+pub use proxy_windows::{ProxyWindowStats, MAX_ADDRESSES as PROXY_WINDOW_ADDRESSES};
 
-use fan::FanWindows;
 use pending::Pending;
+use proxy_windows::ProxyWindows;
 
 /// Frames the kernel captures of a tenant when a flag opens: as many as a flag keeps.
 pub const CAPTURE_FRAMES: i32 = MAX_SAMPLES_PER_FLAG as i32;
@@ -94,7 +95,7 @@ pub const ACTOR: &str = "warden";
 
 /// Counters of what the pipeline could not keep or do, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct WatchCounters {
+pub struct PipelineCounters {
     /// Events about a tenant index the policy does not have (ignored).
     pub unknown_tenant_events: u64,
     /// Captured frames that arrived with no flag of their tenant to attach to.
@@ -121,7 +122,7 @@ pub struct WatchCounters {
 
 /// The pipeline's state at a glance, for `warden status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct WatchStatus {
+pub struct PipelineStatus {
     /// Episodes open.
     pub open_episodes: usize,
     /// Attempts waiting for their answer.
@@ -134,7 +135,7 @@ pub struct WatchStatus {
 
 /// What the pipeline knows of a tenant from the policy.
 #[derive(Debug)]
-struct TenantWatch {
+struct TenantDetectors {
     id: String,
     detectors: Arc<Detectors>,
 }
@@ -184,48 +185,48 @@ struct InForce {
 
 /// The pipeline's state. See the module documentation.
 #[derive(Debug)]
-pub struct Watch {
+pub struct Pipeline {
     engine: Engine,
     ladder: Ladder,
     pending: Pending,
-    fan: FanWindows,
-    tenants: HashMap<u32, TenantWatch>,
-    ids: HashMap<String, u32>,
+    proxy_windows: ProxyWindows,
+    tenants: HashMap<TenantSlot, TenantDetectors>,
+    ids: HashMap<String, TenantSlot>,
     generation: u64,
-    episodes: HashMap<(u32, Kind), Episode>,
+    episodes: HashMap<(TenantSlot, Kind), Episode>,
     in_force: HashMap<DetectionKey, InForce>,
     /// Per tenant, its throttles: rate and expiry.
-    throttles: HashMap<u32, BTreeMap<DetectionKey, (u64, Duration)>>,
+    throttles: HashMap<TenantSlot, BTreeMap<DetectionKey, (u64, Duration)>>,
     /// Per kernel block, the detections holding it and their expiries.
-    blocks: HashMap<(u32, BlockTarget), BTreeMap<DetectionKey, Duration>>,
+    blocks: HashMap<(TenantSlot, BlockTarget), BTreeMap<DetectionKey, Duration>>,
     /// The flag the tenant's latest capture was asked for.
-    capture_for: HashMap<u32, i64>,
+    capture_for: HashMap<TenantSlot, i64>,
     /// Started detections per tenant id, by kind in [`Kind::ALL`] order (only tenants
     /// with one: `/metrics` looks every tenant up here on every scrape).
     detections: HashMap<String, [u64; Kind::ALL.len()]>,
     /// Each tenant's latest `[sent, received]` bytes.
-    bytes: HashMap<u32, [u64; 2]>,
+    bytes: HashMap<TenantSlot, [u64; 2]>,
     /// Each tenant's latest rates.
-    rates: HashMap<u32, Rates>,
+    rates: HashMap<TenantSlot, Rates>,
     /// Each tenant's latest drop totals, as [`DropReason::ALL`], and packets both ways.
-    drops: HashMap<u32, ([u64; 4], u64)>,
+    drops: HashMap<TenantSlot, ([u64; 4], u64)>,
     last_sweep: Option<Duration>,
-    counters: WatchCounters,
+    counters: PipelineCounters,
 }
 
-impl Default for Watch {
+impl Default for Pipeline {
     fn default() -> Self {
-        Watch::new(Limits::default(), Pending::default())
+        Pipeline::new(Limits::default(), Pending::default())
     }
 }
 
-impl Watch {
-    fn new(limits: Limits, pending: Pending) -> Watch {
-        Watch {
+impl Pipeline {
+    fn new(limits: Limits, pending: Pending) -> Pipeline {
+        Pipeline {
             engine: Engine::new(TenantConfig::default(), limits),
             ladder: Ladder::new(),
             pending,
-            fan: FanWindows::default(),
+            proxy_windows: ProxyWindows::default(),
             tenants: HashMap::new(),
             ids: HashMap::new(),
             generation: 0,
@@ -239,7 +240,7 @@ impl Watch {
             rates: HashMap::new(),
             drops: HashMap::new(),
             last_sweep: None,
-            counters: WatchCounters::default(),
+            counters: PipelineCounters::default(),
         }
     }
 
@@ -250,7 +251,7 @@ impl Watch {
     pub fn configure(
         &mut self,
         policy: &Policy,
-        slot_of: impl Fn(&str) -> Option<u32>,
+        slot_of: impl Fn(&str) -> Option<TenantSlot>,
         generation: u64,
     ) {
         self.generation = generation;
@@ -263,13 +264,13 @@ impl Watch {
                 .configure(i, TenantConfig::from_settings(&t.settings));
             tenants.insert(
                 i,
-                TenantWatch {
+                TenantDetectors {
                     id: t.id.clone(),
                     detectors: t.settings.detectors.clone(),
                 },
             );
         }
-        let gone: Vec<(u32, String)> = self
+        let gone: Vec<(TenantSlot, String)> = self
             .tenants
             .iter()
             .filter(|(i, old)| tenants.get(*i).is_none_or(|new| new.id != old.id))
@@ -282,32 +283,26 @@ impl Watch {
         self.tenants = tenants;
     }
 
-    fn forget(&mut self, index: u32, id: &str) {
-        tracing::info!(tenant = %id, index, "tenant left the policy; forgetting its detection state");
-        self.engine.forget(index);
-        self.pending.forget(index);
-        self.fan.forget(index);
-        self.episodes.retain(|(i, _), _| *i != index);
+    fn forget(&mut self, slot: TenantSlot, id: &str) {
+        tracing::info!(tenant = %id, %slot, "tenant left the policy; forgetting its detection state");
+        self.engine.forget(slot);
+        self.pending.forget(slot);
+        self.proxy_windows.forget(slot);
+        self.episodes.retain(|(i, _), _| *i != slot);
         self.ladder.forget_tenant(id);
         self.in_force.retain(|k, _| k.tenant != id);
-        self.throttles.remove(&index);
-        self.blocks.retain(|(i, _), _| *i != index);
-        self.capture_for.remove(&index);
-        self.bytes.remove(&index);
-        self.rates.remove(&index);
-        self.drops.remove(&index);
+        self.throttles.remove(&slot);
+        self.blocks.retain(|(i, _), _| *i != slot);
+        self.capture_for.remove(&slot);
+        self.bytes.remove(&slot);
+        self.rates.remove(&slot);
+        self.drops.remove(&slot);
         self.detections.remove(id);
     }
 
-    /// `tenant` is suspended (restored at start, or by a person): detections do not
-    /// suspend it again.
-    pub fn note_suspension(&mut self, tenant: &str) {
-        self.ladder.note_suspension(tenant);
-    }
-
     /// A person lifted `tenant`'s suspension: it starts again at its policy's actions.
-    pub fn lift_suspension(&mut self, tenant: &str) {
-        self.ladder.lift_suspension(tenant);
+    pub fn suspension_lifted(&mut self, tenant: &str) {
+        self.ladder.forget_escalation(tenant);
     }
 
     /// Handles one batch of kernel events, then the attempts whose answer is overdue.
@@ -318,19 +313,19 @@ impl Watch {
         fx: &mut impl Effects,
     ) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
-        let mut samples: BTreeMap<u32, Vec<Sample>> = BTreeMap::new();
+        let mut samples: BTreeMap<TenantSlot, Vec<Sample>> = BTreeMap::new();
         for event in events {
-            let tenant = event.slot();
-            let Some(t) = self.tenants.get(&tenant) else {
+            let slot = event.slot();
+            let Some(t) = self.tenants.get(&slot) else {
                 self.counters.unknown_tenant_events += 1;
                 continue;
             };
             let window = t.detectors.proxy.window;
-            let bytes = self.bytes.get(&tenant).copied();
+            let bytes = self.bytes.get(&slot).copied();
             match event {
                 Observation::Attempt(c) => {
                     let key = PendingKey {
-                        tenant,
+                        slot,
                         proto: c.proto,
                         remote: c.remote,
                         port: c.remote_port,
@@ -338,14 +333,14 @@ impl Watch {
                     if let Some(evicted) = self.pending.insert(key, c.at) {
                         push_attempt(&mut facts, evicted);
                     }
-                    self.fan.attempted(&c, window, bytes);
+                    self.proxy_windows.attempted(&c, window, bytes);
                 }
                 Observation::Outcome {
                     contact: c,
                     outcome,
                 } => {
                     let key = PendingKey {
-                        tenant,
+                        slot,
                         proto: c.proto,
                         remote: c.remote,
                         port: c.remote_port,
@@ -358,9 +353,9 @@ impl Watch {
                         .unwrap_or_else(|| key.attempt(c.at, outcome));
                     push_attempt(&mut facts, attempt);
                 }
-                Observation::Accepted(c) => self.fan.accepted(&c, window, bytes),
+                Observation::Accepted(c) => self.proxy_windows.accepted(&c, window, bytes),
                 Observation::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
-                Observation::Frame(s) => samples.entry(tenant).or_default().push(Sample {
+                Observation::Frame(s) => samples.entry(slot).or_default().push(Sample {
                     at_us: now.unix_micros(s.at),
                     data: s.data,
                     orig_len: s.orig_len,
@@ -373,11 +368,11 @@ impl Watch {
         for (fact, port) in facts {
             self.feed(fact, port, now, fx);
         }
-        for (tenant, samples) in samples {
-            match self.capture_for.get(&tenant) {
+        for (slot, samples) in samples {
+            match self.capture_for.get(&slot) {
                 Some(&flag) => {
                     if let Err(e) = fx.add_samples(flag, &samples) {
-                        self.failed("flag", tenant, &e);
+                        self.failed("flag", slot, &e);
                     }
                 }
                 None => self.counters.samples_unattached += samples.len() as u64,
@@ -390,25 +385,25 @@ impl Watch {
     /// actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
     pub fn tick(&mut self, now: &Now, traffic: &TrafficTable, fx: &mut impl Effects) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
-        for &tenant in traffic.slots() {
-            if !self.tenants.contains_key(&tenant) {
+        for &slot in traffic.slots() {
+            if !self.tenants.contains_key(&slot) {
                 continue;
             }
-            let Some(t) = traffic.get(tenant) else {
+            let Some(t) = traffic.get(slot) else {
                 continue;
             };
             let bytes = [t.counters[0].bytes, t.counters[1].bytes];
-            self.bytes.insert(tenant, bytes);
-            self.fan.note_bytes(tenant, bytes);
-            self.note_rates(tenant, &t, now.mono);
+            self.bytes.insert(slot, bytes);
+            self.proxy_windows.note_bytes(slot, bytes);
+            self.note_rates(slot, &t, now.mono);
             let totals = t.drops;
             let packets = t.counters[0].packets.saturating_add(t.counters[1].packets);
-            let Some((previous, previous_packets)) = self.drops.insert(tenant, (totals, packets))
+            let Some((previous, previous_packets)) = self.drops.insert(slot, (totals, packets))
             else {
                 // The first sample after start: earlier drops are history, not news.
                 continue;
             };
-            let throttled = self.throttles.contains_key(&tenant);
+            let throttled = self.throttles.contains_key(&slot);
             for (i, reason) in DropReason::ALL.iter().enumerate() {
                 let count = totals[i].saturating_sub(previous[i]);
                 let offered = packets.saturating_sub(previous_packets);
@@ -422,7 +417,7 @@ impl Watch {
                     continue;
                 }
                 let drops = Drops {
-                    tenant,
+                    slot,
                     reason: *reason,
                     count,
                     offered,
@@ -434,7 +429,7 @@ impl Watch {
         for attempt in self.pending.expire(now.mono) {
             push_attempt(&mut facts, attempt);
         }
-        for closed in self.fan.close(now.mono, &self.bytes) {
+        for closed in self.proxy_windows.close(now.mono, &self.bytes) {
             facts.push((Fact::Fan(closed.fan), closed.port));
         }
         for (fact, port) in facts {
@@ -445,7 +440,7 @@ impl Watch {
         }
         self.refresh(now, fx);
         let lifts = self.ladder.tick(now.mono);
-        self.carry_out(lifts, None, None, now, fx);
+        self.act_on(lifts, None, None, now, fx);
         if self
             .last_sweep
             .is_none_or(|t| now.mono.saturating_sub(t) >= SWEEP_EVERY)
@@ -468,7 +463,7 @@ impl Watch {
     }
 
     /// Counters for metrics.
-    pub fn counters(&self) -> WatchCounters {
+    pub fn counters(&self) -> PipelineCounters {
         self.counters
     }
 
@@ -478,8 +473,8 @@ impl Watch {
     }
 
     /// The proxy windows' counters.
-    pub fn fan_stats(&self) -> FanStats {
-        self.fan.stats()
+    pub fn proxy_window_stats(&self) -> ProxyWindowStats {
+        self.proxy_windows.stats()
     }
 
     /// The detectors' counters.
@@ -493,8 +488,8 @@ impl Watch {
     }
 
     /// The state at a glance.
-    pub fn status(&self) -> WatchStatus {
-        WatchStatus {
+    pub fn status(&self) -> PipelineStatus {
+        PipelineStatus {
             open_episodes: self.episodes.len(),
             pending_attempts: self.pending.len(),
             active_blocks: self.blocks.len(),
@@ -510,7 +505,7 @@ impl Watch {
             self.detected(d, Some((&fact, port)), now, fx);
         }
         if let Some(kind) = crossed {
-            self.continued(fact.tenant(), kind, &fact, port, now, fx);
+            self.continued(fact.slot(), kind, &fact, port, now, fx);
         }
     }
 
@@ -524,16 +519,16 @@ impl Watch {
     ) {
         match d.status {
             Status::Ended => {
-                let Some(episode) = self.episodes.remove(&(d.tenant, d.kind)) else {
+                let Some(episode) = self.episodes.remove(&(d.slot, d.kind)) else {
                     return;
                 };
                 tracing::info!(tenant = %episode.tenant, kind = %d.kind, flag = ?episode.flag, "detection ended");
                 if let Some(flag) = episode.flag {
-                    self.write_evidence(flag, d.tenant, &d, episode.peak, now, fx);
+                    self.write_evidence(flag, d.slot, &d, episode.peak, now, fx);
                 }
             }
             Status::Started => {
-                let Some(t) = self.tenants.get(&d.tenant) else {
+                let Some(t) = self.tenants.get(&d.slot) else {
                     return;
                 };
                 let Some((fact, port)) = cause else {
@@ -554,11 +549,11 @@ impl Watch {
                     refreshed: d.last_seen,
                 };
                 self.episodes.insert(
-                    (d.tenant, d.kind),
+                    (d.slot, d.kind),
                     Episode {
                         tenant: id.clone(),
                         flag: None,
-                        peak: self.flood_rate(d.tenant, d.kind),
+                        peak: self.flood_rate(d.slot, d.kind),
                         targets: BTreeMap::from([(target.clone(), seen)]),
                         evidence_at: now.mono,
                         evidence_seen: d.last_seen,
@@ -570,7 +565,7 @@ impl Watch {
                     target,
                 };
                 let decisions = self.ladder.on_detection(&key, &response, now.mono);
-                self.carry_out(decisions, Some(&d), Some(&response), now, fx);
+                self.act_on(decisions, Some(&d), Some(&response), now, fx);
             }
         }
     }
@@ -579,7 +574,7 @@ impl Watch {
     /// target the open episode had not reached before.
     fn continued(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         kind: Kind,
         fact: &Fact,
         port: Option<u16>,
@@ -587,8 +582,8 @@ impl Watch {
         fx: &mut impl Effects,
     ) {
         let (Some(episode), Some(d)) = (
-            self.episodes.get_mut(&(tenant, kind)),
-            self.engine.open(tenant, kind),
+            self.episodes.get_mut(&(slot, kind)),
+            self.engine.open(slot, kind),
         ) else {
             return;
         };
@@ -609,7 +604,7 @@ impl Watch {
                 refreshed: at,
             },
         );
-        let Some(t) = self.tenants.get(&tenant) else {
+        let Some(t) = self.tenants.get(&slot) else {
             return;
         };
         let response = t.detectors.response(kind);
@@ -620,20 +615,20 @@ impl Watch {
         };
         tracing::info!(tenant = %key.tenant, %kind, target = %key.target, "detection reached a further target");
         let decisions = self.ladder.on_new_target(&key, &response, now.mono);
-        self.carry_out(decisions, None, Some(&response), now, fx);
+        self.act_on(decisions, None, Some(&response), now, fx);
     }
 
     /// Keeps the actions of ongoing episodes alive and their flags' evidence current.
     fn refresh(&mut self, now: &Now, fx: &mut impl Effects) {
-        let mut open: Vec<(u32, Kind)> = self.episodes.keys().copied().collect();
+        let mut open: Vec<(TenantSlot, Kind)> = self.episodes.keys().copied().collect();
         open.sort_unstable();
-        for (tenant, kind) in open {
-            let Some(t) = self.tenants.get(&tenant) else {
+        for (slot, kind) in open {
+            let Some(t) = self.tenants.get(&slot) else {
                 continue;
             };
             let response = t.detectors.response(kind);
-            let rate = self.flood_rate(tenant, kind);
-            let Some(episode) = self.episodes.get_mut(&(tenant, kind)) else {
+            let rate = self.flood_rate(slot, kind);
+            let Some(episode) = self.episodes.get_mut(&(slot, kind)) else {
                 continue;
             };
             if let Some((pps, bps)) = rate {
@@ -654,7 +649,7 @@ impl Watch {
                 };
                 decisions.extend(self.ladder.refresh(&key, &response, seen.last));
             }
-            let evidence = match (episode.flag, self.engine.open(tenant, kind)) {
+            let evidence = match (episode.flag, self.engine.open(slot, kind)) {
                 (Some(flag), Some(d))
                     if d.last_seen > episode.evidence_seen
                         && now.mono.saturating_sub(episode.evidence_at) >= EVIDENCE_EVERY =>
@@ -665,18 +660,18 @@ impl Watch {
                 }
                 _ => None,
             };
-            self.carry_out(decisions, None, Some(&response), now, fx);
+            self.act_on(decisions, None, Some(&response), now, fx);
             if let Some((flag, d, peak)) = evidence {
-                self.write_evidence(flag, tenant, &d, peak, now, fx);
+                self.write_evidence(flag, slot, &d, peak, now, fx);
             }
         }
     }
 
     /// Updates a tenant's rates from a new sample of its counters.
-    fn note_rates(&mut self, tenant: u32, t: &Traffic, at: Duration) {
+    fn note_rates(&mut self, slot: TenantSlot, t: &Traffic, at: Duration) {
         let packets = [t.counters[0].packets, t.counters[1].packets];
         let bytes = [t.counters[0].bytes, t.counters[1].bytes];
-        let (pps, bps) = match self.rates.get(&tenant) {
+        let (pps, bps) = match self.rates.get(&slot) {
             Some(prev) if at > prev.at => {
                 let secs = (at - prev.at).as_secs_f64();
                 let per_second = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
@@ -688,7 +683,7 @@ impl Watch {
             _ => (None, [0.0; 2]),
         };
         self.rates.insert(
-            tenant,
+            slot,
             Rates {
                 at,
                 packets,
@@ -701,13 +696,13 @@ impl Watch {
 
     /// A flood episode's evidence of magnitude: the tenant's packets and bits per second
     /// in the flood's direction over the last sample interval.
-    fn flood_rate(&self, tenant: u32, kind: Kind) -> Option<(f64, f64)> {
+    fn flood_rate(&self, slot: TenantSlot, kind: Kind) -> Option<(f64, f64)> {
         let dir = match kind {
             Kind::FloodOut => 0,
             Kind::FloodIn => 1,
             _ => return None,
         };
-        let r = self.rates.get(&tenant)?;
+        let r = self.rates.get(&slot)?;
         Some((r.pps?[dir], r.bps[dir]))
     }
 }
@@ -717,7 +712,7 @@ fn push_attempt(facts: &mut Vec<(Fact, Option<u16>)>, a: Attempt) {
     facts.push((Fact::Attempt(a), None));
     if a.proto == Proto::Tcp && SMTP_PORTS.contains(&a.port) {
         let smtp = Smtp {
-            tenant: a.tenant,
+            slot: a.slot,
             server: a.remote,
             outcome: a.outcome,
             at: a.at,
@@ -731,7 +726,7 @@ fn push_attempt(facts: &mut Vec<(Fact, Option<u16>)>, a: Attempt) {
 fn rate(f: &Flood) -> Rate {
     let per_second = f.per_second;
     let mut r = Rate {
-        tenant: f.slot,
+        slot: f.slot,
         remote: f.addr,
         dir: f.dir,
         pps: 0.0,

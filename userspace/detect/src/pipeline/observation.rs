@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::{Contact, Direction, FloodClass, Outcome};
 
 /// One thing the programs saw. Times are CLOCK_MONOTONIC.
@@ -30,10 +31,10 @@ pub enum Observation {
 
 impl Observation {
     /// The slot of the tenant it is about.
-    pub fn slot(&self) -> u32 {
+    pub fn slot(&self) -> TenantSlot {
         match self {
-            Observation::Attempt(c) | Observation::Accepted(c) => c.tenant,
-            Observation::Outcome { contact, .. } => contact.tenant,
+            Observation::Attempt(c) | Observation::Accepted(c) => c.slot,
+            Observation::Outcome { contact, .. } => contact.slot,
             Observation::Flood(f) => f.slot,
             Observation::Frame(f) => f.slot,
         }
@@ -44,7 +45,7 @@ impl Observation {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Flood {
     /// The tenant's slot.
-    pub slot: u32,
+    pub slot: TenantSlot,
     /// When it crossed.
     pub at: Duration,
     /// Which way the flood goes.
@@ -61,7 +62,7 @@ pub struct Flood {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The tenant's slot.
-    pub slot: u32,
+    pub slot: TenantSlot,
     /// When it was captured.
     pub at: Duration,
     /// The frame's length on the wire (no FCS).

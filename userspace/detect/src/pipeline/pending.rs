@@ -29,6 +29,7 @@ use std::time::Duration;
 use warden_common::facts::{contact_key, contact_tag, fold_addr, pending_slot};
 
 use crate::{Attempt, Outcome, Proto};
+use warden_policy::tenant::TenantSlot;
 
 /// IP protocol numbers, as the programs key attempts.
 mod proto {
@@ -55,8 +56,8 @@ pub const CAPACITY: usize = 1 << 20;
 /// key has no local address either).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingKey {
-    /// Dense tenant index.
-    pub tenant: u32,
+    /// The tenant's slot.
+    pub slot: TenantSlot,
     /// The protocol.
     pub proto: Proto,
     /// The remote address.
@@ -82,7 +83,7 @@ impl PendingKey {
             Proto::Icmp => number,
         };
         pending_slot(contact_key(
-            self.tenant,
+            self.slot.0,
             contact_tag::OUT,
             number,
             self.port,
@@ -93,7 +94,7 @@ impl PendingKey {
     /// The attempt fact for this key, started at `at`, ended with `outcome`.
     pub fn attempt(&self, at: Duration, outcome: Outcome) -> Attempt {
         Attempt {
-            tenant: self.tenant,
+            slot: self.slot,
             remote: self.remote,
             port: self.port,
             proto: self.proto,
@@ -268,10 +269,10 @@ impl Pending {
     }
 
     /// Drops the attempts of a tenant that left the policy, unreported.
-    pub fn forget(&mut self, tenant: u32) {
-        self.waiting.retain(|k, _| k.tenant != tenant);
-        self.slots.retain(|_, k| k.tenant != tenant);
-        self.early.retain(|k, _| k.tenant != tenant);
+    pub fn forget(&mut self, slot: TenantSlot) {
+        self.waiting.retain(|k, _| k.slot != slot);
+        self.slots.retain(|_, k| k.slot != slot);
+        self.early.retain(|k, _| k.slot != slot);
     }
 
     /// Attempts waiting.
@@ -331,7 +332,7 @@ mod tests {
 
     fn key(host: u8, port: u16) -> PendingKey {
         PendingKey {
-            tenant: 3,
+            slot: TenantSlot(3),
             proto: Proto::Tcp,
             remote: IpAddr::from([198, 19, 0, host]),
             port,
@@ -478,11 +479,11 @@ mod tests {
         let mut p = Pending::default();
         p.insert(key(1, 22), ms(0));
         let other = PendingKey {
-            tenant: 4,
+            slot: TenantSlot(4),
             ..key(1, 22)
         };
         p.insert(other, ms(0));
-        p.forget(3);
+        p.forget(TenantSlot(3));
         assert_eq!(
             p.expire(ms(1_000)),
             [other.attempt(ms(0), Outcome::NoAnswer)]

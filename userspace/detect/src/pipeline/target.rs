@@ -105,6 +105,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use warden_policy::tenant::TenantSlot;
+
     use crate::{Direction, Fan, Rate, Status};
 
     fn ip(s: &str) -> IpAddr {
@@ -113,7 +115,7 @@ mod tests {
 
     fn detection(kind: Kind, top: Vec<(detect::Target, u64)>) -> Detection {
         Detection {
-            tenant: 1,
+            slot: TenantSlot(1),
             kind,
             status: Status::Started,
             first_seen: Duration::ZERO,
@@ -126,7 +128,7 @@ mod tests {
 
     fn rate(remote: IpAddr, dir: Direction) -> Fact {
         Fact::Rate(Rate {
-            tenant: 1,
+            slot: TenantSlot(1),
             remote,
             dir,
             pps: 30_000.0,
@@ -139,7 +141,7 @@ mod tests {
 
     fn fan() -> Fact {
         Fact::Fan(Fan {
-            tenant: 1,
+            slot: TenantSlot(1),
             addr: ip("198.18.1.1"),
             inbound_clients: 30,
             outbound_destinations: 60,

@@ -12,6 +12,7 @@ use warden_policy::traffic::{Contact, Direction, Outcome};
 use warden_policy::{self as policy, Action};
 
 use super::*;
+use warden_policy::tenant::TenantSlot;
 
 /// Kernel time of the tests' start (CLOCK_MONOTONIC, seconds since boot).
 const BOOT: u64 = 1_000;
@@ -43,21 +44,21 @@ fn outside(n: u32) -> IpAddr {
     IpAddr::from((0xC613_0000u32 | (n & 0xFFFF)).to_be_bytes())
 }
 
-const TENANT: u32 = 0;
+const TENANT: TenantSlot = TenantSlot(0);
 const ADDR: &str = "198.18.1.1";
 
 /// A pipeline for tenant `t1` (index 0, address 198.18.1.1) with `detectors` (YAML flow
 /// mapping) over the defaults.
-fn watch(detectors: &str, smtp: &str) -> Watch {
-    watch_with(detectors, smtp, Pending::default())
+fn pipeline(detectors: &str, smtp: &str) -> Pipeline {
+    pipeline_with(detectors, smtp, Pending::default())
 }
 
-fn watch_with(detectors: &str, smtp: &str, pending: Pending) -> Watch {
+fn pipeline_with(detectors: &str, smtp: &str, pending: Pending) -> Pipeline {
     let text = format!(
         "tenants:\n  - id: t1\n    addresses: [{ADDR}]\n    smtp: {smtp}\n    detectors: {detectors}\n"
     );
     let policy = policy::parse(&text, "test.yaml").unwrap_or_else(|d| panic!("{d}"));
-    let mut w = Watch::new(Limits::default(), pending);
+    let mut w = Pipeline::new(Limits::default(), pending);
     w.configure(&policy, |id| (id == "t1").then_some(TENANT), 7);
     w
 }
@@ -83,13 +84,14 @@ struct FlagRecord {
     samples: Vec<Sample>,
 }
 
-/// Records what the pipeline does.
+/// Records what the pipeline does. Holds the suspensions, as the daemon does.
 #[derive(Debug, Default)]
 struct Fake {
     calls: Vec<Call>,
     flags: Vec<FlagRecord>,
     blocks_full: bool,
     sweeps: usize,
+    suspended: std::collections::BTreeSet<String>,
 }
 
 impl Fake {
@@ -113,11 +115,11 @@ impl Fake {
 impl Effects for Fake {
     fn block(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         target: BlockTarget,
         until: Duration,
     ) -> Result<(), EffectError> {
-        assert_eq!(tenant, TENANT);
+        assert_eq!(slot, TENANT);
         if self.blocks_full {
             return Err(EffectError::BlocksFull);
         }
@@ -125,25 +127,25 @@ impl Effects for Fake {
         Ok(())
     }
 
-    fn unblock(&mut self, tenant: u32, target: BlockTarget) -> Result<(), EffectError> {
-        assert_eq!(tenant, TENANT);
+    fn unblock(&mut self, slot: TenantSlot, target: BlockTarget) -> Result<(), EffectError> {
+        assert_eq!(slot, TENANT);
         self.calls.push(Call::Unblock(target));
         Ok(())
     }
 
     fn throttle(
         &mut self,
-        tenant: u32,
+        slot: TenantSlot,
         rate: Option<u64>,
         until: Duration,
     ) -> Result<(), EffectError> {
-        assert_eq!(tenant, TENANT);
+        assert_eq!(slot, TENANT);
         self.calls.push(Call::Throttle(rate, until));
         Ok(())
     }
 
-    fn capture(&mut self, tenant: u32, frames: i32) -> Result<(), EffectError> {
-        assert_eq!(tenant, TENANT);
+    fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError> {
+        assert_eq!(slot, TENANT);
         self.calls.push(Call::Capture(frames));
         Ok(())
     }
@@ -153,10 +155,13 @@ impl Effects for Fake {
         Ok(0)
     }
 
-    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<(), EffectError> {
+    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<bool, EffectError> {
+        if !self.suspended.insert(tenant.to_owned()) {
+            return Ok(false);
+        }
         self.calls
             .push(Call::Suspend(tenant.to_owned(), reason.to_owned()));
-        Ok(())
+        Ok(true)
     }
 
     fn create_flag(&mut self, new: NewFlag) -> Result<i64, EffectError> {
@@ -202,7 +207,7 @@ impl Effects for Fake {
 
 fn contact(proto: Proto, remote: IpAddr, remote_port: u16, t: Duration) -> Contact {
     Contact {
-        tenant: TENANT,
+        slot: TENANT,
         at: secs(BOOT) + t,
         proto,
         local: ip(ADDR),
@@ -241,10 +246,10 @@ fn per_second(per_epoch: u64) -> f64 {
 }
 
 fn traffic(sent: u64, received: u64, drops: &[(DropReason, u64)]) -> TrafficTable {
-    let slots = TENANT as usize + 1;
+    let slots = TENANT.index() + 1;
     let mut counters = vec![[Volume::default(); 2]; slots];
     let mut totals = vec![[0u64; DropReason::ALL.len()]; slots];
-    let (c, d) = (&mut counters[TENANT as usize], &mut totals[TENANT as usize]);
+    let (c, d) = (&mut counters[TENANT.index()], &mut totals[TENANT.index()]);
     c[0].bytes = sent;
     c[1].bytes = received;
     for (reason, n) in drops {
@@ -261,7 +266,7 @@ fn traffic(sent: u64, received: u64, drops: &[(DropReason, u64)]) -> TrafficTabl
 
 #[test]
 fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
-    let mut w = watch("{scan: {action: block}}", "block");
+    let mut w = pipeline("{scan: {action: block}}", "block");
     let mut fx = Fake::default();
     // 20 SYNs to port 22 of hosts that never answer, 10 ms apart.
     let probes: Vec<Observation> = (0..20)
@@ -311,7 +316,7 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
 
 #[test]
 fn a_vertical_scan_refused_by_one_host_blocks_only_that_host() {
-    let mut w = watch("{scan: {action: block}}", "block");
+    let mut w = pipeline("{scan: {action: block}}", "block");
     let mut fx = Fake::default();
     let host = outside(9);
     let mut events = Vec::new();
@@ -334,7 +339,7 @@ fn a_vertical_scan_refused_by_one_host_blocks_only_that_host() {
 
 #[test]
 fn answered_first_contacts_raise_nothing() {
-    let mut w = watch("{scan: {action: block}}", "block");
+    let mut w = pipeline("{scan: {action: block}}", "block");
     let mut fx = Fake::default();
     let mut events = Vec::new();
     for i in 0..200u32 {
@@ -351,7 +356,7 @@ fn answered_first_contacts_raise_nothing() {
 
 #[test]
 fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
-    let mut w = watch("{flood_out: {action: block, expire_after: 30s}}", "block");
+    let mut w = pipeline("{flood_out: {action: block, expire_after: 30s}}", "block");
     let mut fx = Fake::default();
     let (a, b) = (outside(1), outside(2));
     // 5,000 SYNs in one epoch: ~4,657/s, over the default 2,000/s.
@@ -442,7 +447,7 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
 
 #[test]
 fn an_inbound_flood_blackholes_the_attacked_address_for_blackhole_for() {
-    let mut w = watch("{flood_in: {pps: 1000, blackhole_for: 45s}}", "block");
+    let mut w = pipeline("{flood_in: {pps: 1000, blackhole_for: 45s}}", "block");
     let mut fx = Fake::default();
     let attacked = ip(ADDR);
     let flood = Observation::Flood(Flood {
@@ -470,7 +475,7 @@ fn an_inbound_flood_blackholes_the_attacked_address_for_blackhole_for() {
 
 #[test]
 fn smtp_fan_out_of_a_mail_tenant_is_spam_aimed_at_the_port_used() {
-    let mut w = watch("{spam: {action: block}}", "allow");
+    let mut w = pipeline("{spam: {action: block}}", "allow");
     let mut fx = Fake::default();
     let mut events = Vec::new();
     for i in 0..25u32 {
@@ -497,7 +502,7 @@ fn smtp_fan_out_of_a_mail_tenant_is_spam_aimed_at_the_port_used() {
 
 #[test]
 fn smtp_of_a_tenant_that_may_not_send_mail_is_not_spam() {
-    let mut w = watch("{spam: {action: block}}", "block");
+    let mut w = pipeline("{spam: {action: block}}", "block");
     let mut fx = Fake::default();
     let mut events = Vec::new();
     for i in 0..25u32 {
@@ -515,7 +520,7 @@ fn smtp_of_a_tenant_that_may_not_send_mail_is_not_spam() {
 
 #[test]
 fn a_relay_is_a_proxy_and_its_listen_port_is_blocked() {
-    let mut w = watch(
+    let mut w = pipeline(
         "{proxy: {action: block, window: 10s, inbound_clients: 5, outbound_destinations: 10}}",
         "block",
     );
@@ -563,7 +568,7 @@ fn a_relay_is_a_proxy_and_its_listen_port_is_blocked() {
 
 #[test]
 fn sustained_spoofing_is_flagged_and_a_block_only_records() {
-    let mut w = watch("{spoof_ip: {action: block}}", "block");
+    let mut w = pipeline("{spoof_ip: {action: block}}", "block");
     let mut fx = Fake::default();
     w.tick(
         &at(secs(0)),
@@ -601,7 +606,7 @@ fn sustained_spoofing_is_flagged_and_a_block_only_records() {
 
 #[test]
 fn throttles_reduce_the_tenant_and_hide_their_own_bandwidth_drops() {
-    let mut w = watch(
+    let mut w = pipeline(
         "{spoof_mac: {action: throttle, throttle_to: 2Mbit, expire_after: 20s}, bandwidth: {action: flag}}",
         "block",
     );
@@ -644,7 +649,7 @@ fn throttles_reduce_the_tenant_and_hide_their_own_bandwidth_drops() {
 
 #[test]
 fn two_throttles_of_one_tenant_police_at_the_lower_rate_until_the_later_expiry() {
-    let mut w = watch(
+    let mut w = pipeline(
         "{spoof_mac: {action: throttle, throttle_to: 5Mbit, expire_after: 20s}, spoof_ip: {action: throttle, throttle_to: 1Mbit, expire_after: 10s}}",
         "block",
     );
@@ -696,7 +701,7 @@ fn two_throttles_of_one_tenant_police_at_the_lower_rate_until_the_later_expiry()
 
 #[test]
 fn captured_frames_go_to_the_flag_that_asked_for_them() {
-    let mut w = watch("{flood_out: {action: flag}}", "block");
+    let mut w = pipeline("{flood_out: {action: flag}}", "block");
     let mut fx = Fake::default();
     let frame = |i: u8| {
         Observation::Frame(Frame {
@@ -723,7 +728,7 @@ fn captured_frames_go_to_the_flag_that_asked_for_them() {
 
 #[test]
 fn observed_detections_are_counted_but_not_flagged() {
-    let mut w = watch("{flood_out: {action: observe, ceiling: observe}}", "block");
+    let mut w = pipeline("{flood_out: {action: observe, ceiling: observe}}", "block");
     let mut fx = Fake::default();
     w.events(
         vec![syn_flood(outside(1), 5_000, ms(0))],
@@ -736,7 +741,7 @@ fn observed_detections_are_counted_but_not_flagged() {
 
 #[test]
 fn repeated_episodes_escalate_to_a_suspension_through_the_daemon() {
-    let mut w = watch(
+    let mut w = pipeline(
         "{flood_out: {action: block, escalate_after: 2, ceiling: suspend}}",
         "block",
     );
@@ -771,8 +776,36 @@ fn repeated_episodes_escalate_to_a_suspension_through_the_daemon() {
 }
 
 #[test]
+fn a_tenant_suspended_already_is_not_suspended_again_nor_recorded_as_suspended() {
+    let mut w = pipeline("{flood_out: {action: suspend, ceiling: suspend}}", "block");
+    let mut fx = Fake::default();
+    // Suspended by a person (or restored at start): the daemon holds it, not the pipeline.
+    fx.suspended.insert("t1".to_owned());
+    w.events(
+        vec![syn_flood(outside(1), 5_000, ms(0))],
+        &at(ms(1)),
+        &mut fx,
+    );
+    assert!(
+        !fx.take().iter().any(|c| matches!(c, Call::Suspend(..))),
+        "suspended again"
+    );
+    assert_eq!(fx.flags.len(), 1, "the detection is still flagged");
+    assert!(fx.decisions(1).is_empty(), "{:?}", fx.decisions(1));
+    // Lifted by a person: the next suspension is carried out.
+    fx.suspended.clear();
+    w.suspension_lifted("t1");
+    w.events(
+        vec![syn_flood(outside(2), 5_000, secs(60))],
+        &at(secs(60)),
+        &mut fx,
+    );
+    assert!(fx.take().iter().any(|c| matches!(c, Call::Suspend(..))));
+}
+
+#[test]
 fn a_full_block_table_is_counted_not_fatal() {
-    let mut w = watch("{flood_out: {action: block}}", "block");
+    let mut w = pipeline("{flood_out: {action: block}}", "block");
     let mut fx = Fake {
         blocks_full: true,
         ..Fake::default()
@@ -788,7 +821,7 @@ fn a_full_block_table_is_counted_not_fatal() {
 
 #[test]
 fn a_full_pending_table_resolves_the_oldest_attempt_early() {
-    let mut w = watch_with("{}", "block", Pending::new(2));
+    let mut w = pipeline_with("{}", "block", Pending::new(2));
     let mut fx = Fake::default();
     let events = (0..5).map(|i| attempt(outside(i), 22, ms(u64::from(i))));
     w.events(events, &at(ms(10)), &mut fx);
@@ -798,10 +831,10 @@ fn a_full_pending_table_resolves_the_oldest_attempt_early() {
 
 #[test]
 fn events_of_tenants_not_in_the_policy_are_counted_and_ignored() {
-    let mut w = watch("{}", "block");
+    let mut w = pipeline("{}", "block");
     let mut fx = Fake::default();
     let mut c = contact(Proto::Tcp, outside(1), 22, ms(0));
-    c.tenant = 5;
+    c.slot = TenantSlot(5);
     w.events(vec![Observation::Attempt(c)], &at(ms(1)), &mut fx);
     assert_eq!(w.counters().unknown_tenant_events, 1);
     assert_eq!(w.status().pending_attempts, 0);
@@ -809,7 +842,7 @@ fn events_of_tenants_not_in_the_policy_are_counted_and_ignored() {
 
 #[test]
 fn a_tenant_leaving_the_policy_is_forgotten() {
-    let mut w = watch("{flood_out: {action: block}}", "block");
+    let mut w = pipeline("{flood_out: {action: block}}", "block");
     let mut fx = Fake::default();
     w.events(
         vec![syn_flood(outside(1), 5_000, ms(0))],
@@ -837,7 +870,7 @@ fn a_tenant_leaving_the_policy_is_forgotten() {
 
 #[test]
 fn expired_blocks_are_swept_every_few_seconds() {
-    let mut w = watch("{}", "block");
+    let mut w = pipeline("{}", "block");
     let mut fx = Fake::default();
     for s in 0..11 {
         w.tick(&at(secs(s)), &TrafficTable::default(), &mut fx);
@@ -848,7 +881,7 @@ fn expired_blocks_are_swept_every_few_seconds() {
 #[test]
 fn flood_rates_fill_the_field_of_their_class() {
     let f = Flood {
-        slot: 0,
+        slot: TenantSlot(0),
         at: Duration::ZERO,
         dir: Direction::In,
         addr: ip(ADDR),
@@ -870,7 +903,7 @@ fn flood_rates_fill_the_field_of_their_class() {
 fn tcp_attempts_to_mail_ports_are_also_smtp_connections() {
     let mut facts = Vec::new();
     let key = PendingKey {
-        tenant: 0,
+        slot: TenantSlot(0),
         proto: Proto::Tcp,
         remote: outside(1),
         port: 465,
@@ -904,14 +937,14 @@ fn wall_clock_times_follow_the_monotonic_offset() {
 
 #[test]
 fn a_flood_flag_carries_the_peak_of_the_tenants_rate_in_its_direction() {
-    let mut w = watch("{flood_out: {action: flag}}", "block");
+    let mut w = pipeline("{flood_out: {action: flag}}", "block");
     let mut fx = Fake::default();
     // The tenant's counters after `packets` packets out, of 60 bytes each.
     let sample = |packets: u64| {
-        let mut counters = vec![[Volume::default(); 2]; TENANT as usize + 1];
-        counters[TENANT as usize][0].packets = packets;
-        counters[TENANT as usize][0].bytes = packets * 60;
-        let drops = vec![[0; DropReason::ALL.len()]; TENANT as usize + 1];
+        let mut counters = vec![[Volume::default(); 2]; TENANT.index() + 1];
+        counters[TENANT.index()][0].packets = packets;
+        counters[TENANT.index()][0].bytes = packets * 60;
+        let drops = vec![[0; DropReason::ALL.len()]; TENANT.index() + 1];
         TrafficTable::new(vec![TENANT], counters, drops)
     };
     w.tick(&at(secs(0)), &sample(0), &mut fx);

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use warden_dataplane::{self as dataplane, DataplaneError, EventReader, KernelEvent};
 use warden_detect::pipeline::{
-    EffectError, Effects, Flood, Frame, Now, Observation, Watch, WatchStatus,
+    EffectError, Effects, Flood, Frame, Now, Observation, Pipeline, PipelineStatus,
 };
 use warden_policy::flag::{FlagAction, NewFlag, Sample};
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::BlockTarget;
 use warden_store::StoreError;
 
@@ -32,7 +33,7 @@ const EVENT_READ_ATTEMPTS: u32 = 10;
 
 /// The detection pipeline and what the event task counts.
 pub(super) struct Detection {
-    pipeline: Mutex<Watch>,
+    pipeline: Mutex<Pipeline>,
     /// Whether the event task reads kernel events.
     events_read: AtomicBool,
     /// Ring-buffer records that could not be decoded (the event task's count).
@@ -43,7 +44,7 @@ pub(super) struct Detection {
 
 impl Detection {
     /// The pipeline, configured with nothing; `reading` says whether an event task runs.
-    pub(super) fn new(pipeline: Watch, reading: bool) -> Detection {
+    pub(super) fn new(pipeline: Pipeline, reading: bool) -> Detection {
         Detection {
             pipeline: Mutex::new(pipeline),
             events_read: AtomicBool::new(reading),
@@ -54,7 +55,7 @@ impl Detection {
 
     /// The pipeline. In the daemon's lock order it comes first, before the enforcement
     /// owner.
-    pub(super) fn lock(&self) -> MutexGuard<'_, Watch> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Pipeline> {
         // A panic inside the pipeline leaves at worst a detection half-handled; its
         // actions expire on their own in the kernel, so keep detecting.
         self.pipeline.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,8 +68,12 @@ impl Detection {
     }
 
     /// The pipeline's state for `warden status`, with the programs' fact counters.
-    pub(super) fn view(&self, pipeline: &Watch, facts: &dataplane::FactCounters) -> DetectionView {
-        let WatchStatus {
+    pub(super) fn view(
+        &self,
+        pipeline: &Pipeline,
+        facts: &dataplane::FactCounters,
+    ) -> DetectionView {
+        let PipelineStatus {
             open_episodes,
             pending_attempts,
             active_blocks,
@@ -88,19 +93,19 @@ impl Detection {
     }
 
     /// The pipeline's figures for `/metrics`.
-    pub(super) fn sample(
+    pub(super) fn figures(
         &self,
-        pipeline: &Watch,
+        pipeline: &Pipeline,
         facts: &dataplane::FactCounters,
-    ) -> metrics::DetectionSample {
-        metrics::DetectionSample {
+    ) -> metrics::DetectionFigures {
+        metrics::DetectionFigures {
             events_sent: facts.delivered(),
             events_lost: self.events_lost(facts),
             event_decode_errors: self.decode_errors.load(Ordering::Relaxed),
             kernel_pending_overwritten: pipeline.pending_stats().overwritten,
             counters: pipeline.counters(),
             pending: pipeline.pending_stats(),
-            fan: pipeline.fan_stats(),
+            proxy_windows: pipeline.proxy_window_stats(),
             engine: pipeline.engine_stats(),
             ladder: pipeline.ladder_stats(),
             status: pipeline.status(),
@@ -125,7 +130,7 @@ fn observation(e: KernelEvent) -> Observation {
         KernelEvent::Outcome { contact, outcome } => Observation::Outcome { contact, outcome },
         KernelEvent::Accepted(c) => Observation::Accepted(c),
         KernelEvent::Flood(f) => Observation::Flood(Flood {
-            slot: f.tenant,
+            slot: f.slot,
             at: f.at,
             dir: f.dir,
             addr: f.addr,
@@ -133,7 +138,7 @@ fn observation(e: KernelEvent) -> Observation {
             per_second: f.per_second(),
         }),
         KernelEvent::Sample(s) => Observation::Frame(Frame {
-            slot: s.tenant,
+            slot: s.slot,
             at: s.at,
             orig_len: s.orig_len,
             data: s.data,
@@ -163,7 +168,7 @@ fn stored(what: &'static str) -> impl FnOnce(StoreError) -> EffectError {
 impl Effects for Actuator<'_> {
     fn block(
         &mut self,
-        slot: u32,
+        slot: TenantSlot,
         target: BlockTarget,
         until: Duration,
     ) -> Result<(), EffectError> {
@@ -171,14 +176,14 @@ impl Effects for Actuator<'_> {
         dp.block(slot, target, until).map_err(kernel)
     }
 
-    fn unblock(&mut self, slot: u32, target: BlockTarget) -> Result<(), EffectError> {
+    fn unblock(&mut self, slot: TenantSlot, target: BlockTarget) -> Result<(), EffectError> {
         let dp = self.enforcement.dataplane_mut();
         dp.unblock(slot, target).map_err(kernel)
     }
 
     fn throttle(
         &mut self,
-        slot: u32,
+        slot: TenantSlot,
         rate_bps: Option<u64>,
         until: Duration,
     ) -> Result<(), EffectError> {
@@ -186,7 +191,7 @@ impl Effects for Actuator<'_> {
         dp.throttle(slot, rate_bps, until).map_err(kernel)
     }
 
-    fn capture(&mut self, slot: u32, frames: i32) -> Result<(), EffectError> {
+    fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError> {
         let dp = self.enforcement.dataplane_mut();
         dp.capture(slot, frames).map_err(kernel)
     }
@@ -196,12 +201,14 @@ impl Effects for Actuator<'_> {
         dp.sweep_blocks(now).map_err(kernel)
     }
 
-    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<(), EffectError> {
+    fn suspend(&mut self, tenant: &str, reason: &str) -> Result<bool, EffectError> {
         match self
             .enforcement
             .suspend(self.db, self.review, tenant, reason, ACTOR)
         {
-            Ok(_) | Err(Refusal::Conflict(_)) => Ok(()),
+            Ok(_) => Ok(true),
+            // Suspended already: the enforcement owner holds the suspensions.
+            Err(Refusal::Conflict(_)) => Ok(false),
             Err(e) => Err(EffectError::Failed(anyhow::Error::new(e))),
         }
     }
@@ -313,7 +320,7 @@ mod tests {
     #[test]
     fn a_flood_event_reaches_the_pipeline_as_its_rate_per_second() {
         let f = dataplane::FloodEvent {
-            tenant: 3,
+            slot: TenantSlot(3),
             at: Duration::from_secs(7),
             dir: Direction::In,
             addr: IpAddr::from([198, 18, 0, 1]),
@@ -324,7 +331,10 @@ mod tests {
         let Observation::Flood(o) = observation(KernelEvent::Flood(f)) else {
             panic!("not a flood");
         };
-        assert_eq!((o.slot, o.at, o.dir, o.addr), (3, f.at, f.dir, f.addr));
+        assert_eq!(
+            (o.slot, o.at, o.dir, o.addr),
+            (TenantSlot(3), f.at, f.dir, f.addr)
+        );
         assert_eq!(o.class, FloodClass::InBytes);
         assert!((o.per_second - 1e9).abs() < 1.0, "{}", o.per_second);
     }
@@ -332,7 +342,7 @@ mod tests {
     #[test]
     fn a_captured_frame_keeps_its_slot_time_and_bytes() {
         let s = dataplane::SampleFrame {
-            tenant: 2,
+            slot: TenantSlot(2),
             at: Duration::from_millis(5),
             dir: Direction::Out,
             orig_len: 1500,
@@ -342,7 +352,7 @@ mod tests {
         assert_eq!(
             o,
             Observation::Frame(Frame {
-                slot: 2,
+                slot: TenantSlot(2),
                 at: Duration::from_millis(5),
                 orig_len: 1500,
                 data: vec![1, 2, 3],

@@ -110,13 +110,11 @@ impl Daemon {
     /// Acts on flags past their deadline ([`Review::sweep_deadlines`]), suspending
     /// through the audited path.
     fn sweep_deadlines(&self) -> Result<()> {
-        let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let policy = enforcement.policy().clone();
         self.review
             .sweep_deadlines(&self.db, &policy, |tenant, reason| {
                 enforcement.suspend(&self.db, &self.review, tenant, reason, ACTOR)?;
-                pipeline.note_suspension(tenant);
                 Ok::<(), Refusal>(())
             })
     }

@@ -59,7 +59,7 @@ impl Backend for Daemon {
         let enforcement = self.lock_enforcement();
         let tenants = enforcement.tenant_series(|id| pipeline.detections_of(id))?;
         let facts = enforcement.fact_counters();
-        let detection = self.detection.sample(&pipeline, &facts);
+        let detection = self.detection.figures(&pipeline, &facts);
         drop(pipeline);
         let policy = enforcement.policy();
         Ok(metrics::Snapshot {
@@ -107,18 +107,15 @@ impl Backend for Daemon {
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
     /// record fails the kernel is put back, so no suspension is enforced unaudited.
     fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
-        let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
-        let s = enforcement.suspend(&self.db, &self.review, tenant, reason, actor)?;
-        pipeline.note_suspension(tenant);
-        Ok(s)
+        enforcement.suspend(&self.db, &self.review, tenant, reason, actor)
     }
 
     fn unsuspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let s = enforcement.unsuspend(&self.db, &self.review, tenant, reason, actor)?;
-        pipeline.lift_suspension(tenant);
+        pipeline.suspension_lifted(tenant);
         Ok(s)
     }
 

@@ -65,7 +65,7 @@ impl Daemon {
                 };
                 // A slot given to a new tenant since was zeroed: its counters start
                 // again below the old reading, and its first rate reads 0.
-                let prev = last.counters.get(i as usize).copied().unwrap_or_default();
+                let prev = last.counters.get(i.index()).copied().unwrap_or_default();
                 let rate = |d: usize| {
                     (
                         c[d].bytes.saturating_sub(prev[d].bytes) as f64 * 8.0 / secs,

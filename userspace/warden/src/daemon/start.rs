@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use warden_dataplane::{self as dataplane, Dataplane, EventReader, TenantIndex};
-use warden_detect::pipeline::Watch;
+use warden_detect::pipeline::Pipeline;
 use warden_policy::suspension::{self, Suspension, SuspensionState};
 use warden_policy::time::system_clock;
 use warden_policy::{self as policy, DaemonConfig, Policy};
@@ -144,7 +144,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     let mut enforcement = Enforcement::new(&policy, dataplane, index, suspensions, suspension_seq);
     let marker_before = std::fs::read_to_string(&marker).ok();
     let marker_before = marker_before.as_deref();
-    if let Err(e) = enforce(&mut enforcement, &db, policy, &marker, marker_before) {
+    if let Err(e) = start_enforcing(&mut enforcement, &db, policy, &marker, marker_before) {
         let done = roll_back(&mut enforcement, &db, &index_before, &marker, marker_before);
         let bpffs = enforcement.dataplane().bpffs().display().to_string();
         let undone = match done.failures.len() {
@@ -174,15 +174,12 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         tenants = %suspended.keys().cloned().collect::<Vec<_>>().join(","),
         "suspensions in force (state database, kernel record and events log agree)"
     );
-    let mut pipeline = Watch::default();
+    let mut pipeline = Pipeline::default();
     pipeline.configure(
         enforcement.policy(),
         |id| enforcement.slot(id),
         enforcement.generation(),
     );
-    for tenant in enforcement.suspensions().keys() {
-        pipeline.note_suspension(tenant);
-    }
     crate::memory::release_freed();
     let events = match enforcement.dataplane_mut().event_reader() {
         Ok(reader) => Some(reader),
@@ -220,7 +217,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
 /// program is attached or, when adopting, with one atomic flip, so no packet passes
 /// unenforced), the programs onto the interfaces, the object marker written, the apply
 /// audited, and last [`Dataplane::finish_start`]. On an error the caller rolls back.
-fn enforce(
+fn start_enforcing(
     enforcement: &mut Enforcement,
     db: &Database,
     policy: Policy,

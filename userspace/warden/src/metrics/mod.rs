@@ -14,12 +14,12 @@ use warden_common::{direction, global, reason, Counters, DropCounters};
 
 use warden_detect as detect;
 use warden_detect::ladder::LadderStats;
-use warden_detect::pipeline::{FanStats, PendingStats, WatchCounters, WatchStatus};
+use warden_detect::pipeline::{PendingStats, PipelineCounters, PipelineStatus, ProxyWindowStats};
 use warden_policy::{Kind, DEFAULT_TOP_K};
 
 /// One tenant's figures.
 #[derive(Debug, Default, Clone)]
-pub struct TenantSample {
+pub struct TenantSeries {
     /// Shared with the daemon's list of ids: a scrape of 100,000 tenants copies none.
     pub id: std::sync::Arc<str>,
     /// `[out, in]`.
@@ -33,7 +33,7 @@ pub struct TenantSample {
 
 /// The detection pipeline's figures.
 #[derive(Debug, Default, Clone)]
-pub struct DetectionSample {
+pub struct DetectionFigures {
     /// Events the programs sent.
     pub events_sent: u64,
     /// Events the programs could not deliver (budget and ring).
@@ -42,12 +42,12 @@ pub struct DetectionSample {
     pub event_decode_errors: u64,
     /// Kernel pending attempts overwritten before their answer.
     pub kernel_pending_overwritten: u64,
-    pub counters: WatchCounters,
+    pub counters: PipelineCounters,
     pub pending: PendingStats,
-    pub fan: FanStats,
+    pub proxy_windows: ProxyWindowStats,
     pub engine: detect::Stats,
     pub ladder: LadderStats,
-    pub status: WatchStatus,
+    pub status: PipelineStatus,
 }
 
 /// The per-tenant series bound (`daemon.metrics_top_k`): at most this many tenants get
@@ -107,7 +107,7 @@ pub struct ProgramRuns {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Every tenant of the policy (the renderer picks the top K).
-    pub tenants: Vec<TenantSample>,
+    pub tenants: Vec<TenantSeries>,
     /// How many tenants get per-tenant series.
     pub top_k: TopK,
     /// Tenants removed from the policy since the daemon started, so the aggregates
@@ -125,7 +125,7 @@ pub struct Snapshot {
     /// `(map, entries, capacity)`.
     pub maps: Vec<(String, u64, u64)>,
     /// Detection.
-    pub detection: DetectionSample,
+    pub detection: DetectionFigures,
     /// Review workflow (engineer R): webhook notifications, deadlines, events log.
     pub review: crate::views::ReviewStats,
 }
@@ -151,7 +151,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// out between scrapes (a counter that disappears and comes back loses its increases
 /// to `rate()`). A tenant that turns abusive recently gets in through its detection
 /// even with little history; every tenant's traffic is in the aggregates.
-pub fn select_top_k(tenants: &[TenantSample], k: usize) -> Vec<usize> {
+pub fn select_top_k(tenants: &[TenantSeries], k: usize) -> Vec<usize> {
     if k == 0 {
         return Vec::new();
     }
@@ -176,7 +176,7 @@ pub fn select_top_k(tenants: &[TenantSample], k: usize) -> Vec<usize> {
 
 /// Renders the snapshot in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Snapshot) -> String {
-    let selected: Vec<(&TenantSample, String)> = select_top_k(&s.tenants, s.top_k.0)
+    let selected: Vec<(&TenantSeries, String)> = select_top_k(&s.tenants, s.top_k.0)
         .into_iter()
         .map(|i| (&s.tenants[i], escape(&s.tenants[i].id)))
         .collect();
@@ -420,7 +420,7 @@ fn render_aggregates(out: &mut String, s: &Snapshot, exported: usize) {
 }
 
 /// The detection families.
-fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSample, String)]) {
+fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, String)]) {
     header(
         out,
         "warden_detections_total",
@@ -467,9 +467,9 @@ fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSample, 
         ("kernel_pending_overwritten", d.kernel_pending_overwritten),
         ("pending_evicted", d.pending.evicted),
         ("unknown_tenant", c.unknown_tenant_events),
-        ("fan_address", d.fan.addresses_refused),
-        ("fan_distinct", d.fan.distinct_refused),
-        ("fan_port", d.fan.ports_refused),
+        ("fan_address", d.proxy_windows.addresses_refused),
+        ("fan_distinct", d.proxy_windows.distinct_refused),
+        ("fan_port", d.proxy_windows.ports_refused),
         ("detector_tenants", d.engine.refused_facts),
         ("detector_memory", d.engine.evicted),
         ("episode_targets", c.targets_refused),

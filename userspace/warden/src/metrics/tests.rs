@@ -7,7 +7,7 @@ fn tenant_series_carry_tenant_direction_and_reason() {
     let mut drops = [DropCounters::default(); 2];
     drops[0].packets[reason::SPOOF_IP] = 7;
     let s = Snapshot {
-        tenants: vec![TenantSample {
+        tenants: vec![TenantSeries {
             id: "acme".into(),
             counters: [
                 Counters {
@@ -73,8 +73,8 @@ fn detection_families_export_events_drops_failures_and_actions() {
     }
 }
 
-fn tenant(id: &str, bytes_out: u64, bytes_in: u64) -> TenantSample {
-    let mut t = TenantSample {
+fn tenant(id: &str, bytes_out: u64, bytes_in: u64) -> TenantSeries {
+    let mut t = TenantSeries {
         id: id.into(),
         ..Default::default()
     };
@@ -83,7 +83,7 @@ fn tenant(id: &str, bytes_out: u64, bytes_in: u64) -> TenantSample {
     t
 }
 
-fn ids(tenants: &[TenantSample], k: usize) -> Vec<&str> {
+fn ids(tenants: &[TenantSeries], k: usize) -> Vec<&str> {
     select_top_k(tenants, k)
         .into_iter()
         .map(|i| &*tenants[i].id)
@@ -178,7 +178,7 @@ fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
 
 #[test]
 fn top_k_bounds_the_tenant_series_and_the_aggregates_cover_every_tenant() {
-    let mut tenants: Vec<TenantSample> = (0..50)
+    let mut tenants: Vec<TenantSeries> = (0..50)
         .map(|i| tenant(&format!("t{i:02}"), i * 100, i))
         .collect();
     tenants[3].suspended = true;
@@ -299,7 +299,7 @@ fn default_snapshot_with_maps_is_valid_exposition() {
 #[test]
 fn label_values_are_escaped() {
     let s = Snapshot {
-        tenants: vec![TenantSample {
+        tenants: vec![TenantSeries {
             id: "a\"b\\c".into(),
             ..Default::default()
         }],

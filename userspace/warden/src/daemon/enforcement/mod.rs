@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use warden_dataplane::{self as dataplane, runtime::PolicyFill, Dataplane, TenantIndex};
 use warden_policy::suspension::{self, Exposure, Holds, Suspended, Suspension};
+use warden_policy::tenant::TenantSlot;
 use warden_policy::{DaemonConfig, Policy};
 
 use super::Database;
@@ -60,7 +61,7 @@ pub(super) struct Enforcement {
 pub(super) struct Accepted {
     pub(super) policy: Policy,
     pub(super) exposures: Vec<Exposure>,
-    pub(super) leaving: Vec<(String, u32)>,
+    pub(super) leaving: Vec<(String, TenantSlot)>,
 }
 
 impl Enforcement {
@@ -110,7 +111,7 @@ impl Enforcement {
     }
 
     /// The slot of tenant `id`.
-    pub(super) fn slot(&self, id: &str) -> Option<u32> {
+    pub(super) fn slot(&self, id: &str) -> Option<TenantSlot> {
         self.index.get(id)
     }
 
@@ -157,7 +158,7 @@ impl Enforcement {
                 .chain(holds.retained()),
         )?;
         let compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
-        let added: Vec<u32> = changes.added.iter().map(|(_, slot)| *slot).collect();
+        let added: Vec<TenantSlot> = changes.added.iter().map(|(_, slot)| *slot).collect();
         self.dataplane
             .reset_slots(&added)
             .context("zeroing new tenants' slots")?;
@@ -247,7 +248,7 @@ impl Enforcement {
         // Tenants leaving the policy: their final counters stay in the metrics
         // aggregates. Their slots are quarantined for a generation, so they still hold
         // those counters right after the apply.
-        let leaving: Vec<(String, u32)> = self
+        let leaving: Vec<(String, TenantSlot)> = self
             .policy
             .tenants
             .iter()

@@ -12,6 +12,7 @@ use warden_common::{reason, DropCounters};
 use warden_dataplane::FactCounters;
 use warden_detect::pipeline::{DropTotals, TrafficTable, Volume};
 use warden_detect::DropReason;
+use warden_policy::tenant::TenantSlot;
 use warden_policy::{Kind, Tenant};
 
 use super::Enforcement;
@@ -22,7 +23,7 @@ use crate::views::{
 
 /// A tenant's rates over the last sample interval: `[out, in]` of (bits, packets) per
 /// second, by slot.
-pub(in crate::daemon) type Rates = HashMap<u32, [(f64, f64); 2]>;
+pub(in crate::daemon) type Rates = HashMap<TenantSlot, [(f64, f64); 2]>;
 
 impl Enforcement {
     /// Every tenant with counters, rates, drops and state, then the suspended tenants
@@ -86,7 +87,7 @@ impl Enforcement {
         let why_suspended = self.holds.why(id);
         Ok(TenantView {
             id: id.to_string(),
-            index: slot,
+            index: slot.0,
             addresses: addresses.to_vec(),
             state: if why_suspended.is_some() {
                 "suspended"
@@ -157,13 +158,13 @@ impl Enforcement {
     /// Each tenant's counters and the drops that are detections, read once, as the
     /// detection pipeline and the sampler take them.
     pub(in crate::daemon) fn traffic(&self) -> Result<TrafficTable> {
-        let slots: Vec<u32> = self
+        let slots: Vec<TenantSlot> = self
             .policy
             .tenants
             .iter()
             .filter_map(|t| self.index.get(&t.id))
             .collect();
-        let count = slots.iter().max().map_or(0, |m| m + 1);
+        let count = slots.iter().max().map_or(0, |m| m.0 + 1);
         let counters = self.dataplane.all_tenant_counters(count)?;
         let drops = self.dataplane.all_drop_totals(count)?;
         let volumes = counters
@@ -183,24 +184,24 @@ impl Enforcement {
     pub(in crate::daemon) fn tenant_series(
         &self,
         detections_of: impl Fn(&str) -> [u64; Kind::ALL.len()],
-    ) -> Result<Vec<metrics::TenantSample>> {
+    ) -> Result<Vec<metrics::TenantSeries>> {
         let slots = self
             .policy
             .tenants
             .iter()
             .map(|t| self.index.get(&t.id).context("tenant without index"))
-            .collect::<Result<Vec<u32>>>()?;
+            .collect::<Result<Vec<TenantSlot>>>()?;
         // Every slot up to the highest in use, in a few batch reads (not four syscalls
         // a tenant: /metrics must stay fast with 10,000 tenants).
-        let count = slots.iter().max().map_or(0, |m| m + 1);
+        let count = slots.iter().max().map_or(0, |m| m.0 + 1);
         let counters = self.dataplane.all_tenant_counters(count)?;
         let drops = self.dataplane.all_drop_counters(count)?;
         let mut tenants = Vec::with_capacity(self.policy.tenants.len());
         for ((t, id), slot) in self.policy.tenants.iter().zip(&self.ids).zip(slots) {
-            tenants.push(metrics::TenantSample {
+            tenants.push(metrics::TenantSeries {
                 id: id.clone(),
-                counters: counters[slot as usize],
-                drops: drops[slot as usize],
+                counters: counters[slot.index()],
+                drops: drops[slot.index()],
                 suspended: self.holds.tenants.contains_key(&t.id),
                 detections: detections_of(&t.id),
             });

@@ -1,23 +1,25 @@
-//! The review owner: the workflow of clause 3.1.3.14 in one place: tenant notifications by
-//! webhook (the outbox in the state database), deadlines, and the events log a SIEM tails.
-//! Its counters change only here.
+//! The review owner: the workflow of clause 3.1.3.14 in one place: tenant notifications
+//! by webhook (the outbox in the state database), deadlines, and the events log a SIEM
+//! tails. Its counters change only here.
 //!
 //! Notifications. When a flag opens, and when it is acknowledged, dismissed or escalated,
-//! a notification is queued in the store's outbox (see `warden_store`'s notifications: durable, a
-//! restart loses none; delivery is at least once, the body's `notification` id is the
-//! receiver's deduplication key) for the tenant's `notify.webhook` (else the default's; with
-//! neither nothing is queued and the flag stays `open`, with no deadline: the tenant was
-//! never told). The daemon POSTs each as a JSON message with a [`message::SEND_TIMEOUT`]; any
-//! 2xx answer is delivery ([`message`] has the bodies and the schedule). A failed attempt (refused, timed out, any other status) is
-//! counted (`warden_webhook_failures_total`) and retried after [`message::backoff`]: 1 s, doubling
-//! up to [`message::BACKOFF_MAX`] (5 min); a notification still undelivered [`message::GIVE_UP_AFTER`] (24 h)
-//! after it was queued is abandoned, counted and logged (its flag then stays `open`). The
-//! outbox holds at most [`message::MAX_PENDING`] undelivered notifications; more are refused and
-//! counted (`warden_webhook_dropped_total`), never blocking enforcement. Per flag, the
-//! oldest undelivered notification goes first, so a receiver sees a flag's story in order.
-//! The webhook is looked up at each attempt, so fixing it in the policy delivers the
-//! backlog; a tenant whose webhook was removed has its queued notifications fail (counted)
-//! until one is configured again or they are abandoned.
+//! a notification is queued in the store's outbox (`warden_store`'s notifications:
+//! durable, a restart loses none; delivery is at least once, the body's `notification` id
+//! is the receiver's deduplication key) for the tenant's `notify.webhook` (else the
+//! default's; with neither nothing is queued and the flag stays `open`, with no deadline:
+//! the tenant was never told). The daemon POSTs each as a JSON message with a
+//! [`message::SEND_TIMEOUT`]; any 2xx answer is delivery ([`message`] has the bodies and
+//! the schedule). A failed attempt (refused, timed out, any other status) is counted
+//! (`warden_webhook_failures_total`) and retried after [`message::backoff`]: 1 s, doubling
+//! up to [`message::BACKOFF_MAX`] (5 min); a notification still undelivered
+//! [`message::GIVE_UP_AFTER`] (24 h) after it was queued is abandoned, counted and logged
+//! (its flag then stays `open`). The outbox holds at most [`message::MAX_PENDING`]
+//! undelivered notifications; more are refused and counted
+//! (`warden_webhook_dropped_total`), never blocking enforcement. Per flag, the oldest
+//! undelivered notification goes first, so a receiver sees a flag's story in order. The
+//! webhook is looked up at each attempt, so fixing it in the policy delivers the backlog;
+//! a tenant whose webhook was removed has its queued notifications fail (counted) until
+//! one is configured again or they are abandoned.
 //!
 //! Deadlines. The first delivery about a flag moves it from `open` to `notified` with its
 //! deadline: delivery time plus the kind's `deadline` (the message carries that deadline).
@@ -31,12 +33,12 @@
 //! Events log. Every flag state change (`opened`, `notified`, `acked`, `dismissed`,
 //! `escalated`), a deadline passing without suspension (`deadline_passed`), a suspension by
 //! deadline (`suspended`) and an abandoned notification (`notification_abandoned`) is
-//! appended to `daemon.events_log` as one JSON line ([`message::event_line`]), written with one
-//! `write` per line (no buffering). Suspends and unsuspends go to the same log
-//! (`warden_policy::suspension::events`), fsynced, as a place to rebuild a lost database from. A
-//! failed write is logged and counted
-//! (`warden_events_log_failures_total`) and never blocks enforcement; the file is reopened
-//! on the next line, so a rotated (moved) log is followed.
+//! appended to `daemon.events_log` as one JSON line ([`message::event_line`]), written with
+//! one `write` per line (no buffering). Suspends and unsuspends go to the same log
+//! (`warden_policy::suspension::events`), fsynced, as a place to rebuild a lost database
+//! from. A failed write is logged and counted (`warden_events_log_failures_total`) and
+//! never blocks enforcement; the file is reopened on the next line, so a rotated (moved)
+//! log is followed.
 
 mod events_log;
 pub(super) mod message;

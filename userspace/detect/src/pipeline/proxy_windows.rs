@@ -15,7 +15,7 @@
 //!
 //! Bounds: at most [`MAX_ADDRESSES`] addresses with an open window over all tenants, and
 //! per address [`MAX_DISTINCT`] clients and destinations and [`MAX_PORTS`] listen ports.
-//! What does not fit is counted in [`FanStats`]; a full distinct set keeps its count at
+//! What does not fit is counted in [`ProxyWindowStats`]; a full distinct set keeps its count at
 //! the bound, far above any proxy threshold.
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::Fan;
+use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::Contact;
 
 /// Tenant addresses with an open window, over all tenants.
@@ -34,7 +35,7 @@ pub const MAX_PORTS: usize = 64;
 
 /// Counters for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FanStats {
+pub struct ProxyWindowStats {
     /// Events for an address that found the address table full.
     pub addresses_refused: u64,
     /// Remotes not remembered because an address's distinct set was full.
@@ -82,13 +83,13 @@ pub struct Closed {
 
 /// Every tenant's open window.
 #[derive(Debug, Default)]
-pub struct FanWindows {
-    windows: HashMap<u32, Window>,
+pub struct ProxyWindows {
+    windows: HashMap<TenantSlot, Window>,
     addresses: usize,
-    stats: FanStats,
+    stats: ProxyWindowStats,
 }
 
-impl FanWindows {
+impl ProxyWindows {
     /// The tenant accepted a connection: `c.remote` is a client of `c.local:c.local_port`.
     /// `window` is the tenant's `proxy.window`, `bytes` its latest `[sent, received]`
     /// counters.
@@ -132,28 +133,28 @@ impl FanWindows {
 
     /// The tenant's latest `[sent, received]` byte counters: the start of a window that
     /// opened before any sample.
-    pub fn note_bytes(&mut self, tenant: u32, bytes: [u64; 2]) {
-        if let Some(w) = self.windows.get_mut(&tenant) {
+    pub fn note_bytes(&mut self, slot: TenantSlot, bytes: [u64; 2]) {
+        if let Some(w) = self.windows.get_mut(&slot) {
             w.bytes.get_or_insert(bytes);
         }
     }
 
     /// Ends the windows due at `now`; `bytes` gives each tenant's latest counters. Returns
     /// one fact per address that had clients or destinations, ordered by tenant and address.
-    pub fn close(&mut self, now: Duration, bytes: &HashMap<u32, [u64; 2]>) -> Vec<Closed> {
-        let due: Vec<u32> = self
+    pub fn close(&mut self, now: Duration, bytes: &HashMap<TenantSlot, [u64; 2]>) -> Vec<Closed> {
+        let due: Vec<TenantSlot> = self
             .windows
             .iter()
             .filter(|(_, w)| w.end <= now)
             .map(|(t, _)| *t)
             .collect();
         let mut out = Vec::new();
-        for tenant in due {
-            let Some(w) = self.windows.remove(&tenant) else {
+        for slot in due {
+            let Some(w) = self.windows.remove(&slot) else {
                 continue;
             };
             self.addresses -= w.addresses.len();
-            let [sent, received] = match (w.bytes, bytes.get(&tenant)) {
+            let [sent, received] = match (w.bytes, bytes.get(&slot)) {
                 (Some(start), Some(end)) => [
                     end[0].saturating_sub(start[0]),
                     end[1].saturating_sub(start[1]),
@@ -166,7 +167,7 @@ impl FanWindows {
                 }
                 out.push(Closed {
                     fan: Fan {
-                        tenant,
+                        slot,
                         addr,
                         inbound_clients: count(&a.clients),
                         outbound_destinations: count(&a.destinations),
@@ -178,13 +179,13 @@ impl FanWindows {
                 });
             }
         }
-        out.sort_by_key(|c| (c.fan.tenant, c.fan.addr));
+        out.sort_by_key(|c| (c.fan.slot, c.fan.addr));
         out
     }
 
     /// Drops the window of a tenant that left the policy.
-    pub fn forget(&mut self, tenant: u32) {
-        if let Some(w) = self.windows.remove(&tenant) {
+    pub fn forget(&mut self, slot: TenantSlot) {
+        if let Some(w) = self.windows.remove(&slot) {
             self.addresses -= w.addresses.len();
         }
     }
@@ -196,21 +197,21 @@ impl FanWindows {
     }
 
     /// Counters.
-    pub fn stats(&self) -> FanStats {
+    pub fn stats(&self) -> ProxyWindowStats {
         self.stats
     }
 
     /// The counts of `c.local` in its tenant's window, opening the window if none is open;
     /// `None` when the address table is full.
     fn address<'a>(
-        windows: &'a mut HashMap<u32, Window>,
+        windows: &'a mut HashMap<TenantSlot, Window>,
         addresses: &mut usize,
-        stats: &mut FanStats,
+        stats: &mut ProxyWindowStats,
         c: &Contact,
         window: Duration,
         bytes: Option<[u64; 2]>,
     ) -> Option<&'a mut Address> {
-        let w = windows.entry(c.tenant).or_insert_with(|| Window {
+        let w = windows.entry(c.slot).or_insert_with(|| Window {
             end: c.at.saturating_add(window),
             bytes,
             addresses: HashMap::new(),
@@ -252,7 +253,7 @@ mod tests {
 
     fn contact(remote: u32, local_port: u16, at: Duration) -> Contact {
         Contact {
-            tenant: 2,
+            slot: TenantSlot(2),
             at,
             proto: Proto::Tcp,
             local: IpAddr::from(TENANT_ADDR),
@@ -264,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_window_reports_distinct_clients_destinations_bytes_and_the_busiest_port() {
-        let mut f = FanWindows::default();
+        let mut f = ProxyWindows::default();
         let w = secs(60);
         f.accepted(&contact(1, 1080, secs(10)), w, Some([1_000, 5_000]));
         for i in 1..=30 {
@@ -279,13 +280,13 @@ mod tests {
         // The same destination twice is one destination.
         f.attempted(&contact(1_000, 0, secs(21)), w, None);
         assert!(f.close(secs(69), &HashMap::new()).is_empty(), "not due");
-        let bytes = HashMap::from([(2, [901_000, 1_005_000])]);
+        let bytes = HashMap::from([(TenantSlot(2), [901_000, 1_005_000])]);
         let out = f.close(secs(70), &bytes);
         assert_eq!(
             out,
             [Closed {
                 fan: Fan {
-                    tenant: 2,
+                    slot: TenantSlot(2),
                     addr: IpAddr::from(TENANT_ADDR),
                     inbound_clients: 33,
                     outbound_destinations: 70,
@@ -302,18 +303,18 @@ mod tests {
 
     #[test]
     fn a_window_opened_before_any_sample_starts_at_the_next_sample() {
-        let mut f = FanWindows::default();
+        let mut f = ProxyWindows::default();
         f.attempted(&contact(1, 0, secs(0)), secs(10), None);
-        f.note_bytes(2, [100, 200]);
-        f.note_bytes(2, [150, 260]);
-        let out = f.close(secs(10), &HashMap::from([(2, [400, 500])]));
+        f.note_bytes(TenantSlot(2), [100, 200]);
+        f.note_bytes(TenantSlot(2), [150, 260]);
+        let out = f.close(secs(10), &HashMap::from([(TenantSlot(2), [400, 500])]));
         assert_eq!((out[0].fan.out_bytes, out[0].fan.in_bytes), (300, 300));
         assert_eq!(out[0].port, None, "no clients, no listen port");
     }
 
     #[test]
     fn distinct_sets_and_the_address_table_are_bounded_and_count_what_they_refuse() {
-        let mut f = FanWindows::default();
+        let mut f = ProxyWindows::default();
         let w = secs(60);
         for i in 0..(MAX_DISTINCT as u32 + 10) {
             f.attempted(&contact(i, 0, secs(0)), w, None);
@@ -333,13 +334,13 @@ mod tests {
         }
         assert_eq!(f.addresses(), MAX_ADDRESSES);
         assert_eq!(f.stats().addresses_refused, 5);
-        f.forget(2);
+        f.forget(TenantSlot(2));
         assert_eq!(f.addresses(), 0);
     }
 
     #[test]
     fn busiest_port_ties_go_to_the_lower_port() {
-        let mut f = FanWindows::default();
+        let mut f = ProxyWindows::default();
         f.accepted(&contact(1, 3128, secs(0)), secs(5), None);
         f.accepted(&contact(2, 1080, secs(0)), secs(5), None);
         let out = f.close(secs(5), &HashMap::new());

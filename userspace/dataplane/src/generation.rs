@@ -1,0 +1,456 @@
+//! Writing a policy: the compiled tables go into the inactive generation in batches, and
+//! one array write switches to it, so no packet sees half a policy; new tenants' slots
+//! are zeroed first.
+
+use super::*;
+
+/// Value bytes per `BPF_MAP_UPDATE_BATCH`: large enough that a 100,000-tenant apply
+/// takes a few dozen syscalls, small enough that the buffers stay small on machines
+/// with many CPUs (per-CPU values are one per CPU).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// Entries of `entry_bytes` each per batch call: as many as fit [`BATCH_BYTES`], at
+/// least one.
+pub(crate) fn batch_entries(entry_bytes: usize) -> usize {
+    (BATCH_BYTES / entry_bytes.max(1)).max(1)
+}
+
+/// Capacities of the bounded maps, for `warden_map_capacity` (per generation where
+/// the map holds two).
+pub const CAPACITIES: [(&str, u32); 4] = [
+    (map::ADDRS_V4, MAX_PREFIXES),
+    (map::ADDRS_V6, MAX_PREFIXES),
+    (map::MACS, MAX_MACS),
+    (map::TENANT_COUNTERS, MAX_TENANTS),
+];
+
+/// One generation's tables as placed in the kernel.
+pub struct GenTables {
+    /// `ADDRS_V4` buckets of this generation's half.
+    pub v4: Vec<Bucket64>,
+    /// `ADDRS_V6` buckets of this generation's half.
+    pub v6: Vec<Bucket128>,
+    /// `MACS` buckets of this generation's half.
+    pub macs: Vec<Bucket64>,
+    /// `TENANT_CONFIG` entries by tenant index.
+    pub configs: HashMap<u32, TenantConfig>,
+}
+
+impl GenTables {
+    /// Places a compiled policy for `generation` exactly as [`Dataplane::apply`] does
+    /// (tests and benchmarks write maps through this too).
+    pub fn build(generation: u32, c: &Compiled) -> Result<Self> {
+        let v4: Vec<Slot64> =
+            c.v4.iter()
+                .map(|(&(len, net), &t)| Slot64 {
+                    key: table::key_v4(generation, len.into(), u32::from_be_bytes(net)),
+                    tenant: t,
+                    _pad: 0,
+                })
+                .collect();
+        let v6: Vec<Slot128> =
+            c.v6.iter()
+                .map(|(&(len, net), &t)| {
+                    let a = u128::from_be_bytes(net);
+                    Slot128 {
+                        hi: (a >> 64) as u64,
+                        lo: a as u64,
+                        meta: table::meta_v6(generation, len.into()),
+                        tenant: t,
+                    }
+                })
+                .collect();
+        let macs: Vec<Slot64> = c
+            .macs
+            .iter()
+            .map(|(&mac, &t)| Slot64 {
+                key: table::key_mac(generation, mac),
+                tenant: t,
+                _pad: 0,
+            })
+            .collect();
+        // Sorted input makes placement (and so the diff against the last write) stable.
+        let sorted64 = |mut v: Vec<Slot64>| {
+            v.sort_by_key(|s| s.key);
+            v
+        };
+        let mut v6 = v6;
+        v6.sort_by_key(|s| (s.meta, s.hi, s.lo));
+        Ok(Self {
+            v4: cuckoo::as_bucket64(cuckoo::place(map::ADDRS_V4, table::V4_BITS, &sorted64(v4))?),
+            v6: cuckoo::as_bucket128(cuckoo::place(map::ADDRS_V6, table::V6_BITS, &v6)?),
+            macs: cuckoo::as_bucket64(cuckoo::place(map::MACS, table::MAC_BITS, &sorted64(macs))?),
+            configs: c.configs.clone(),
+        })
+    }
+}
+
+impl Dataplane {
+    /// Zeroes a slot's counters, drops, buckets and runtime state (throttle, capture)
+    /// and deletes its blocks, for a tenant that was just given it.
+    pub fn reset_slot(&mut self, slot: TenantSlot) -> Result<()> {
+        self.reset_slots(&[slot])
+    }
+
+    /// [`Dataplane::reset_slot`] of every slot in `slots`, with one
+    /// `BPF_MAP_UPDATE_BATCH` per map (per [`BATCH_BYTES`] of values) instead of a few
+    /// syscalls per slot: a policy that brings 100,000 new tenants resets them all in a
+    /// few dozen syscalls. On an error some of the slots may be reset and others not;
+    /// the caller applies nothing then (a slot is reset again when next handed out).
+    pub fn reset_slots(&mut self, slots: &[TenantSlot]) -> Result<()> {
+        let slots: Vec<u32> = slots.iter().map(|s| s.0).collect();
+        let slots = slots.as_slice();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        // Each CPU's value of a per-CPU array sits at a multiple of 8 bytes.
+        let per_cpu = |size: usize| size.next_multiple_of(8) * self.cpus;
+        let (counters, drops) = (
+            per_cpu(std::mem::size_of::<Counters>()),
+            per_cpu(std::mem::size_of::<DropCounters>()),
+        );
+        let per_direction: Vec<u32> = slots
+            .iter()
+            .flat_map(|&slot| (0..direction::COUNT).map(move |d| tenant_counter_index(slot, d)))
+            .collect();
+        self.zero_entries(map::TENANT_COUNTERS, &per_direction, counters)?;
+        self.zero_entries(map::DROP_COUNTERS, &per_direction, drops)?;
+        let buckets: Vec<u32> = slots
+            .iter()
+            .flat_map(|&slot| (0..bucket::PER_TENANT).map(move |w| bucket::index(slot, w)))
+            .collect();
+        self.zero_entries(map::BUCKETS, &buckets, std::mem::size_of::<Bucket>())?;
+        if self.ebpf.map(map::TENANT_RUNTIME).is_some() {
+            let idle = vec![facts::TenantRuntime::default(); slots.len()];
+            self.set_entries(map::TENANT_RUNTIME, slots, &idle)?;
+        }
+        for &slot in slots {
+            // Blocks and throttles the daemon set for the slot's previous holder.
+            if self.block_counts.contains_key(&slot) || self.throttles.contains_key(&slot) {
+                self.reset_runtime(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the entries `keys` of the array or per-CPU array `name` to zeros,
+    /// `entry_bytes` per entry (every CPU's value for a per-CPU array). Counters, drops
+    /// and buckets are plain integers, so zero bytes are their defaults.
+    pub(crate) fn zero_entries(
+        &mut self,
+        name: &'static str,
+        keys: &[u32],
+        entry_bytes: usize,
+    ) -> Result<()> {
+        let per_call = batch_entries(entry_bytes);
+        let zeros = vec![0u8; entry_bytes * keys.len().min(per_call)];
+        for chunk in keys.chunks(per_call) {
+            self.update_batch(name, chunk, &zeros[..chunk.len() * entry_bytes])?;
+        }
+        Ok(())
+    }
+
+    /// Sets entry `keys[i]` of the array `name` to `values[i]`, in batches.
+    pub(crate) fn set_entries<V: Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[u32],
+        values: &[V],
+    ) -> Result<()> {
+        if keys.len() != values.len() {
+            return Err(DataplaneError::Io {
+                path: format!("map {name} (BPF_MAP_UPDATE_BATCH)").into(),
+                source: std::io::Error::other(format!(
+                    "{} keys for {} values",
+                    keys.len(),
+                    values.len()
+                )),
+            });
+        }
+        let size = std::mem::size_of::<V>();
+        let per_call = batch_entries(size);
+        for (k, v) in keys.chunks(per_call).zip(values.chunks(per_call)) {
+            // SAFETY: `V: Pod` is plain data without padding, so its bytes are
+            // initialised; the slice covers exactly `v.len()` values.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            };
+            self.update_batch(name, k, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// One `BPF_MAP_UPDATE_BATCH` (which aya does not wrap) of the array or per-CPU
+    /// array `name`: `values` holds one value per key (every CPU's for a per-CPU
+    /// array), laid out as the kernel expects.
+    pub(crate) fn update_batch(
+        &mut self,
+        name: &'static str,
+        keys: &[u32],
+        values: &[u8],
+    ) -> Result<()> {
+        use batch::BatchAttr;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fail = |source: std::io::Error| DataplaneError::Io {
+            path: format!("map {name} (BPF_MAP_UPDATE_BATCH)").into(),
+            source,
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let fd = match self.raw_mut(name)? {
+            Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return Err(fail(std::io::Error::other("not an array"))),
+        };
+        if !values.len().is_multiple_of(keys.len()) {
+            return Err(fail(std::io::Error::other(format!(
+                "{} value bytes for {} keys",
+                values.len(),
+                keys.len()
+            ))));
+        }
+        let count = u32::try_from(keys.len())
+            .map_err(|_| fail(std::io::Error::other("batch too large")))?;
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attr points at `keys` and `values`, which outlive the call and
+        // hold `count` keys and `count` values of the map's value size (callers pass
+        // the map's layout, checked against the pins at open); the kernel writes back
+        // only `count`.
+        unsafe { batch::run(batch::UPDATE, &mut attr) }.map_err(fail)?;
+        if attr.count != count {
+            return Err(fail(std::io::Error::other(format!(
+                "wrote {} of {count} entries",
+                attr.count
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Writes `new` into the inactive generation, then makes it active with one
+    /// write. A failure before the flip leaves the active generation untouched. After
+    /// the flip, throttles set by this daemon are recomputed against the new plans.
+    pub fn apply(&mut self, new: &Compiled) -> Result<()> {
+        self.record_active();
+        let target = 1 - self.active;
+        // Packets that read the generation before the last flip may still be using
+        // the half we are about to rewrite; programs run for microseconds, so a short
+        // wait since that flip makes the half ours alone.
+        if let Some(at) = self.last_flip {
+            let quiet = std::time::Duration::from_millis(10);
+            if let Some(left) = quiet.checked_sub(at.elapsed()) {
+                std::thread::sleep(left);
+            }
+        }
+        let placing = std::time::Instant::now();
+        let tables = GenTables::build(target, new)?;
+        let writing = std::time::Instant::now();
+        let old = self.mirror[target as usize].take();
+        self.write_buckets(
+            map::ADDRS_V4,
+            target * table::V4_BUCKETS,
+            &tables.v4,
+            old.as_ref().map(|o| o.v4.as_slice()),
+        )?;
+        self.write_buckets(
+            map::ADDRS_V6,
+            target * table::V6_BUCKETS,
+            &tables.v6,
+            old.as_ref().map(|o| o.v6.as_slice()),
+        )?;
+        self.write_buckets(
+            map::MACS,
+            target * table::MAC_BUCKETS,
+            &tables.macs,
+            old.as_ref().map(|o| o.macs.as_slice()),
+        )?;
+        {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            for (&index, cfg) in &new.configs {
+                if old.as_ref().and_then(|o| o.configs.get(&index)) != Some(cfg) {
+                    keys.push(tenant_config_index(target, index));
+                    values.push(*cfg);
+                }
+            }
+            self.set_entries(map::TENANT_CONFIG, &keys, &values)?;
+        }
+        self.array_mut::<GenConfig>(map::GEN_CONFIG)?
+            .set(target, gen_config(new), 0)
+            .map_err(map_err(map::GEN_CONFIG))?;
+        self.sync_management(&new.management)?;
+        let flipping = std::time::Instant::now();
+        // The flip: from the next packet on, every lookup uses the new generation.
+        self.array_mut::<u32>(map::ACTIVE)?
+            .set(0, target, 0)
+            .map_err(map_err(map::ACTIVE))?;
+        self.last_apply = ApplyTimings {
+            place: writing - placing,
+            write: flipping - writing,
+            flip: flipping.elapsed(),
+        };
+        self.active = target;
+        self.last_flip = Some(std::time::Instant::now());
+        self.mirror[target as usize] = Some(tables);
+        // The half just left is not kept: at 100,000 tenants a half's tables are some
+        // 30 MiB (buckets and settings). The next apply writes that half whole, which
+        // the batched writes do in tens of milliseconds, instead of only what changed.
+        self.mirror[1 - target as usize] = None;
+        // The policy is in force now; a throttle left at a rate the new plan undercuts
+        // is wrong but not unsafe (it expires), so this cannot fail the apply.
+        if let Err(e) = self.refresh_throttles() {
+            tracing::warn!(error = %e, "recomputing throttles for the new plans");
+        }
+        Ok(())
+    }
+
+    /// Writes the buckets of one generation's half that differ from what it held
+    /// (all of them when that is unknown), in batches.
+    pub(crate) fn write_buckets<B: Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        base: u32,
+        new: &[B],
+        old: Option<&[B]>,
+    ) -> Result<()> {
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for (i, b) in new.iter().enumerate() {
+            if old.map(|o| &o[i]) != Some(b) {
+                keys.push(base + i as u32);
+                values.push(*b);
+            }
+        }
+        self.set_entries(name, &keys, &values)
+    }
+
+    /// Management prefixes are not generational: new ones go in before stale ones
+    /// go out, so a suspended tenant never loses its console in between.
+    pub(crate) fn sync_management(&mut self, wanted: &[IpNet]) -> Result<()> {
+        self.record_management()?;
+        let (mut v4, mut v6) = (HashSet::new(), HashSet::new());
+        for n in wanted.iter().map(|n| n.trunc()) {
+            match n {
+                IpNet::V4(n) => v4.insert((u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V6(n) => v6.insert((u32::from(n.prefix_len()), n.network().octets())),
+            };
+        }
+        sync_trie(
+            &mut self.lpm_mut(map::MANAGEMENT_V4)?,
+            map::MANAGEMENT_V4,
+            &v4,
+        )?;
+        sync_trie(
+            &mut self.lpm_mut(map::MANAGEMENT_V6)?,
+            map::MANAGEMENT_V6,
+            &v6,
+        )
+    }
+}
+
+/// Makes an LPM trie hold exactly `wanted` (prefix length, network): inserts first,
+/// then removes what is no longer wanted.
+pub(crate) fn sync_trie<const N: usize>(
+    t: &mut LpmTrie<&mut MapData, [u8; N], u8>,
+    name: &'static str,
+    wanted: &HashSet<(u32, [u8; N])>,
+) -> Result<()>
+where
+    [u8; N]: Pod,
+{
+    let have: Vec<Key<[u8; N]>> = t.keys().collect::<Result<_, _>>().map_err(map_err(name))?;
+    for (len, net) in wanted {
+        t.insert(&Key::new(*len, *net), 1, 0)
+            .map_err(map_err(name))?;
+    }
+    for k in have {
+        if !wanted.contains(&(k.prefix_len(), k.data())) {
+            t.remove(&k).map_err(map_err(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the lookup needs to know of a generation: the prefix lengths in use, longest
+/// first (`compile` refuses more than `MAX_PREFIX_LENS`), and whether any MAC is bound.
+pub fn gen_config(c: &Compiled) -> GenConfig {
+    let mut gc = GenConfig::default();
+    for (i, l) in c.v4_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+        gc.v4_lens[i] = *l;
+    }
+    for (i, l) in c.v6_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
+        gc.v6_lens[i] = *l;
+    }
+    gc.v4_nlens = c.v4_lens.len().min(MAX_PREFIX_LENS) as u8;
+    gc.v6_nlens = c.v6_lens.len().min(MAX_PREFIX_LENS) as u8;
+    if !c.macs.is_empty() {
+        gc.flags |= gen_flags::ANY_MACS;
+    }
+    gc.event_budget = warden_common::facts::EVENT_BUDGET;
+    gc
+}
+
+/// Writes a whole generation (tables, tenant settings, GEN_CONFIG) into the maps of a
+/// loaded object, without diffing and without the flip: for the Tier 1 fixtures and the
+/// benchmark, which drive the programs through BPF_PROG_TEST_RUN with exactly what
+/// [`Dataplane::apply`] would write.
+pub fn write_generation(ebpf: &mut Ebpf, generation: u32, c: &Compiled) -> Result<()> {
+    fn write_all<B: Pod>(ebpf: &mut Ebpf, name: &'static str, base: u32, new: &[B]) -> Result<()> {
+        let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+        let mut a: Array<&mut MapData, B> = Array::try_from(m).map_err(map_err(name))?;
+        for (i, b) in new.iter().enumerate() {
+            a.set(base + i as u32, *b, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+    let t = GenTables::build(generation, c)?;
+    write_all(ebpf, map::ADDRS_V4, generation * table::V4_BUCKETS, &t.v4)?;
+    write_all(ebpf, map::ADDRS_V6, generation * table::V6_BUCKETS, &t.v6)?;
+    write_all(ebpf, map::MACS, generation * table::MAC_BUCKETS, &t.macs)?;
+    let name = map::TENANT_CONFIG;
+    let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    let mut a: Array<&mut MapData, TenantConfig> = Array::try_from(m).map_err(map_err(name))?;
+    for (&i, cfg) in &t.configs {
+        a.set(tenant_config_index(generation, i), *cfg, 0)
+            .map_err(map_err(name))?;
+    }
+    let name = map::GEN_CONFIG;
+    let m = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    let mut a: Array<&mut MapData, GenConfig> = Array::try_from(m).map_err(map_err(name))?;
+    a.set(generation, gen_config(c), 0).map_err(map_err(name))
+}
+
+/// The tenant-facing map names and their per-generation entry counts in `c`.
+pub fn fill(c: &Compiled, tenants: usize) -> HashMap<&'static str, u64> {
+    HashMap::from([
+        (map::ADDRS_V4, c.v4.len() as u64),
+        (map::ADDRS_V6, c.v6.len() as u64),
+        (map::MACS, c.macs.len() as u64),
+        (map::TENANT_COUNTERS, tenants as u64),
+    ])
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_at_most_batch_bytes_of_values_and_at_least_one_entry() {
+        assert_eq!(batch_entries(8), BATCH_BYTES / 8);
+        // Per-CPU drop counters of a large machine: each call stays within the bound.
+        let per_cpu = std::mem::size_of::<DropCounters>() * 256;
+        assert!(batch_entries(per_cpu) * per_cpu <= BATCH_BYTES);
+        assert_eq!(
+            batch_entries(BATCH_BYTES * 2),
+            1,
+            "one entry larger than the bound"
+        );
+        assert_eq!(batch_entries(0), BATCH_BYTES);
+    }
+}

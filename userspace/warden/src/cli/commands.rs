@@ -1,0 +1,217 @@
+//! The client commands: each asks the daemon and prints its answer.
+
+use anyhow::{bail, Context as _, Result};
+use warden_policy::Kind;
+
+use super::text::{detection_text, flag_table, flag_text, review_text, table, tenant_table};
+use super::Client;
+use crate::views::{Flag, FlagDetail, FlagState, StatusView, TenantView};
+
+/// `warden status`.
+pub fn status(client: &Client, json: bool) -> Result<()> {
+    let v = client.get("/api/v1/status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let s: StatusView = serde_json::from_value(v).context("unexpected status document")?;
+    println!(
+        "warden {}  up {}s  policy generation {} ({})  tenants {}",
+        s.version,
+        s.uptime_seconds,
+        s.policy_generation,
+        s.policy_file.display(),
+        s.tenants
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .attachments
+        .iter()
+        .map(|a| {
+            vec![
+                a.interface.clone(),
+                a.mode.clone(),
+                a.hook.clone(),
+                a.program.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows)
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .maps
+        .iter()
+        .map(|m| {
+            vec![
+                m.map.clone(),
+                m.entries.to_string(),
+                m.capacity.to_string(),
+                format!(
+                    "{:.1}%",
+                    m.entries as f64 * 100.0 / m.capacity.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["MAP", "ENTRIES", "CAPACITY", "FILL"], &rows));
+    println!();
+    print!("{}", detection_text(&s.detection));
+    print!("{}", review_text(&s.review));
+    Ok(())
+}
+
+/// `warden tenants`.
+pub fn tenants(client: &Client, json: bool) -> Result<()> {
+    let v = client.get("/api/v1/tenants")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let ts: Vec<TenantView> = serde_json::from_value(v).context("unexpected tenants document")?;
+    print!("{}", tenant_table(&ts));
+    // Tenants suspended for another reason than their own suspension: say why.
+    for t in &ts {
+        if let Some(why) = t.why_suspended.as_deref().filter(|w| *w != "suspended") {
+            println!("{}: {why}", t.id);
+        }
+    }
+    Ok(())
+}
+
+/// `warden policy apply FILE`.
+pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
+    // Sent as it is: the daemon reports text that is not UTF-8 at its line, like any
+    // other error. Only a file past the size limit is refused here, unread.
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > warden_policy::MAX_POLICY_BYTES as u64 {
+        bail!(
+            "{}: the policy is {size} bytes; at most {} ({} MiB) are accepted",
+            file.display(),
+            warden_policy::MAX_POLICY_BYTES,
+            warden_policy::MAX_POLICY_BYTES >> 20
+        );
+    }
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let v = client.put("/api/v1/policy", text, &[("x-warden-policy-name", &name)])?;
+    println!(
+        "{}: applied, policy generation {}",
+        file.display(),
+        v["policy_generation"]
+    );
+    Ok(())
+}
+
+/// `warden suspend` / `warden unsuspend`.
+pub fn set_suspended(client: &Client, tenant: &str, reason: &str, suspend: bool) -> Result<()> {
+    let verb = if suspend { "suspend" } else { "unsuspend" };
+    let body = serde_json::json!({ "reason": reason });
+    let v = client.post(&format!("/api/v1/tenants/{tenant}/{verb}"), &body)?;
+    let actor = if suspend {
+        &v["actor"]
+    } else {
+        &v["lifted_by"]
+    };
+    println!(
+        "{tenant}: {verb}ed by {} ({reason})",
+        actor.as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `warden flags`.
+pub fn flags(
+    client: &Client,
+    tenant: Option<&str>,
+    kind: Option<Kind>,
+    since: Option<u64>,
+    state: Option<FlagState>,
+    json: bool,
+) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(t) = tenant {
+        query.push(format!("tenant={}", url_escape(t)));
+    }
+    if let Some(k) = kind {
+        query.push(format!("kind={k}"));
+    }
+    if let Some(d) = since {
+        let d = i64::try_from(d).unwrap_or(i64::MAX);
+        query.push(format!(
+            "since={}",
+            warden_policy::time::system_clock().saturating_sub(d)
+        ));
+    }
+    if let Some(s) = state {
+        query.push(format!("state={s}"));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/flags".to_string()
+    } else {
+        format!("/api/v1/flags?{}", query.join("&"))
+    };
+    let v = client.get(&path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let fs: Vec<Flag> = serde_json::from_value(v).context("unexpected flags document")?;
+    print!("{}", flag_table(&fs));
+    Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `warden flag show`.
+pub fn flag_show(
+    client: &Client,
+    id: i64,
+    json: bool,
+    pcap: Option<&std::path::Path>,
+) -> Result<()> {
+    let v = client.get(&format!("/api/v1/flags/{id}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let d: FlagDetail = serde_json::from_value(v).context("unexpected flag document")?;
+        print!("{}", flag_text(&d));
+    }
+    if let Some(path) = pcap {
+        let bytes = client.get_bytes(&format!("/api/v1/flags/{id}/pcap"))?;
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}
+
+/// `warden flag ack` / `warden flag dismiss`.
+pub fn flag_review(client: &Client, id: i64, dismiss_reason: Option<&str>) -> Result<()> {
+    let v = match dismiss_reason {
+        Some(reason) => client.post(
+            &format!("/api/v1/flags/{id}/dismiss"),
+            &serde_json::json!({ "reason": reason }),
+        )?,
+        None => client.post(&format!("/api/v1/flags/{id}/ack"), &serde_json::json!({}))?,
+    };
+    let f: Flag = serde_json::from_value(v).context("unexpected flag document")?;
+    println!(
+        "flag {}: {} ({} by tenant {})",
+        f.id, f.state, f.kind, f.tenant
+    );
+    Ok(())
+}

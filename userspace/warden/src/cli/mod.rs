@@ -1,0 +1,223 @@
+//! The command line: `warden run` starts the daemon; every other command is a client
+//! of the daemon's HTTP API (or, for `policy check`, needs no daemon at all).
+//!
+//! Exit codes: 0 ok, 1 refused / not found / daemon unreachable / invalid input, 2 usage.
+//!
+//! [`Cli`] is the command line's grammar; [`commands`] asks the daemon through a
+//! [`Client`] and prints its answers, as tables and text ([`text`]) or JSON. The
+//! documents it reads are the API's own ([`crate::views`]).
+
+mod client;
+pub mod commands;
+pub mod text;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use warden_policy::Kind;
+
+pub use client::Client;
+pub use commands::*;
+pub use text::{fmt_bps, table};
+
+use crate::views::FlagState;
+
+/// Warden: per-tenant network enforcement.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    /// Base URL of the daemon's API.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:9477",
+        env = "WARDEN_API"
+    )]
+    pub api: String,
+    /// Bearer token for the API.
+    #[arg(long, global = true, env = "WARDEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` daemon (`daemon.tls`).
+    #[arg(long, global = true, env = "WARDEN_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: load policy, attach (or adopt what is pinned), serve the API and metrics.
+    Run {
+        /// Policy file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// On exit, detach and remove every pinned program, link and map (enforcement
+        /// stops). By default they stay and keep enforcing until the next daemon adopts them.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Daemon, attachments, policy generation and map fill.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tenants with current rates, plans, drops and state.
+    Tenants {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flagged detections, most recently seen first.
+    Flags {
+        /// Only this tenant's flags.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this detection kind (scan, flood_out, flood_in, spam, proxy, spoof_ip,
+        /// spoof_arp, spoof_mac, bandwidth).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
+        /// Only flags seen within this long, e.g. 30m, 2h, 7d.
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<u64>,
+        /// Only flags in this review state (open, notified, acked, dismissed, escalated).
+        #[arg(long, value_parser = parse_state)]
+        state: Option<FlagState>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review one flag: show, acknowledge or dismiss it.
+    Flag {
+        #[command(subcommand)]
+        command: FlagCommand,
+    },
+    /// Suspend a tenant: all its traffic is dropped except with the management
+    /// prefixes. Audited; lifted only by `warden unsuspend`.
+    Suspend {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a tenant's suspension. Audited.
+    Unsuspend {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// The state database: rebuild its suspensions after it was lost.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Detach and remove every pinned program, link and map (enforcement stops).
+    Uninstall {
+        /// Take the bpffs directory from this policy file's `daemon.bpffs`.
+        #[arg(short = 'c', long = "config", conflicts_with = "bpffs")]
+        config: Option<PathBuf>,
+        /// The bpffs directory Warden pinned under.
+        #[arg(long)]
+        bpffs: Option<PathBuf>,
+    },
+}
+
+/// `warden state ...`
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Rebuild the state database's suspensions from the kernel's pinned suspension record
+    /// and the events log, after the database was deleted, emptied or rolled back (the
+    /// daemon then refuses to start and says so). Audited (`suspensions.restore`). Run it
+    /// with the daemon stopped; nothing pinned is touched, so suspended tenants stay
+    /// suspended throughout.
+    Restore {
+        /// Policy file (its `daemon` section names the state directory, bpffs and events log).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// An events log to read instead of `daemon.events_log` (e.g. a backup copy);
+        /// repeat it for rotated files.
+        #[arg(long = "events-log")]
+        events_log: Vec<PathBuf>,
+    },
+}
+
+/// `warden policy ...`
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate a policy file; print every error as FILE:LINE:COL: message.
+    Check {
+        /// Policy file.
+        file: PathBuf,
+    },
+    /// Send a policy file to the running daemon; applied atomically or not at all.
+    Apply {
+        /// Policy file.
+        file: PathBuf,
+    },
+}
+
+/// `warden flag ...`
+#[derive(Subcommand, Debug)]
+pub enum FlagCommand {
+    /// A flag with its figures, thresholds, top targets, actions and evidence.
+    Show {
+        /// Flag id.
+        id: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the flag's captured samples to this file as pcap (for tcpdump, Wireshark).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+    },
+    /// Acknowledge a flag: seen, being handled. Audited.
+    Ack {
+        /// Flag id.
+        id: i64,
+    },
+    /// Dismiss a flag: not abuse, or handled. Audited.
+    Dismiss {
+        /// Flag id.
+        id: i64,
+        /// Why (recorded with the flag and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    text.parse()
+}
+
+fn parse_state(text: &str) -> Result<FlagState, String> {
+    text.parse()
+}
+
+/// A duration like `90s`, `30m`, `2h`, `7d` or `1w`, in seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a duration like 30m, 2h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}

@@ -1,0 +1,167 @@
+//! The CLI's grammar and its text output.
+
+use super::text::*;
+use super::*;
+use crate::views::{DetectionView, Flag, FlagDetail, ReviewStats};
+
+#[test]
+fn a_ca_file_that_is_missing_or_not_pem_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("absent.pem");
+    let err = Client::new("https://127.0.0.1:1", None, Some(&missing))
+        .err()
+        .expect("missing CA refused");
+    assert!(format!("{err:#}").contains("absent.pem"), "{err:#}");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let err = Client::new("https://127.0.0.1:1", None, Some(&garbage))
+        .err()
+        .expect("garbage CA refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("garbage.pem") && text.contains("PEM"),
+        "{text}"
+    );
+}
+
+#[test]
+fn table_columns_align() {
+    let t = table(
+        &["A", "BB"],
+        &[
+            vec!["long".into(), "x".into()],
+            vec!["s".into(), "yy".into()],
+        ],
+    );
+    assert_eq!(t, "A     BB\nlong  x\ns     yy\n");
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(parse_duration("30m"), Ok(1_800));
+    assert_eq!(parse_duration("2h"), Ok(7_200));
+    assert_eq!(parse_duration("7d"), Ok(604_800));
+    assert_eq!(parse_duration("45s"), Ok(45));
+    for bad in ["", "m", "30", "2x", "-1h", "1.5h"] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn top_targets_read_every_shape() {
+    use serde_json::json;
+    let pairs =
+        json!([[{"addr": "198.18.0.9", "port": null}, 4000], [{"addr": null, "port": 25}, 7]]);
+    assert_eq!(
+        top_targets(&pairs),
+        [
+            ("198.18.0.9".to_string(), Some("4000".to_string())),
+            ("port 25".to_string(), Some("7".to_string()))
+        ]
+    );
+    assert_eq!(
+        top_targets(&json!([{"target": "198.18.0.1", "count": 3}])),
+        [("198.18.0.1".to_string(), Some("3".to_string()))]
+    );
+    assert_eq!(
+        top_targets(&json!(["198.18.0.9"])),
+        [("198.18.0.9".to_string(), None)]
+    );
+    assert_eq!(
+        top_targets(&json!({"198.18.0.2": 12})),
+        [("198.18.0.2".to_string(), Some("12".to_string()))]
+    );
+}
+
+#[test]
+fn flag_text_shows_figures_thresholds_targets_and_samples() {
+    use serde_json::json;
+    let d = FlagDetail {
+        flag: Flag {
+            id: 4,
+            tenant: "globex".into(),
+            kind: Kind::FloodOut,
+            state: FlagState::Open,
+            first_seen: 1_700_000_000,
+            last_seen: 1_700_000_060,
+            policy_generation: 2,
+            thresholds: json!({"pps": 20000}),
+            figures: json!({"pps": 55000, "victims": 1}),
+            top_targets: json!([["198.18.0.9", 55000]]),
+            deadline: None,
+            state_reason: None,
+        },
+        actions: vec![crate::views::FlagAction {
+            at: 1_700_000_001,
+            decision: crate::views::ActionDecision::Apply,
+            action: warden_policy::Action::Throttle,
+            target: "addr 198.18.0.9".into(),
+            until: Some(1_700_000_601),
+            by: "warden".into(),
+        }],
+        samples: 2,
+        samples_refused: 0,
+    };
+    let t = flag_text(&d);
+    for needle in [
+        "flag 4: flood_out by tenant globex, open",
+        "2023-11-14T22:13:20Z",
+        "pps      55000     20000",
+        "victims  1         -",
+        "198.18.0.9  55000",
+        "throttle",
+        "2023-11-14T22:23:21Z",
+        "samples: 2 kept, 0 refused",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+    }
+}
+
+#[test]
+fn status_shows_events_sent_lost_and_actions_in_force() {
+    let d = DetectionView {
+        events_read: true,
+        events_sent: 1_200,
+        events_lost: 35,
+        active_blocks: 3,
+        active_throttles: 1,
+        ..Default::default()
+    };
+    let t = detection_text(&d);
+    for needle in [
+        "reading kernel events",
+        "events: 1200 sent, 35 lost",
+        "in force: 3 blocks, 1 throttled tenants",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+    }
+    let off = detection_text(&DetectionView::default());
+    assert!(off.contains("NOT reading kernel events"), "{off}");
+}
+
+#[test]
+fn status_shows_notification_and_deadline_counts() {
+    let t = review_text(&ReviewStats {
+        pending: 2,
+        delivered: 9,
+        failures: 3,
+        abandoned: 1,
+        deadline_suspensions: 1,
+        events_failed: 4,
+        ..Default::default()
+    });
+    for needle in [
+        "notifications: 2 pending, 9 delivered, 3 failed attempts, 1 abandoned, 0 dropped",
+        "deadlines: 1 tenants suspended, 0 passed",
+        "events log: 0 lines written, 4 lost",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+    }
+}
+
+#[test]
+fn rates_use_si_units() {
+    assert_eq!(fmt_bps(12_345_678.0), "12.3 Mbit/s");
+    assert_eq!(fmt_bps(999.0), "999 bit/s");
+    assert_eq!(fmt_bps(2.5e9), "2.5 Gbit/s");
+}
