@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use warden_common::facts::{event, fact_counter, SampleEvent, SAMPLE_BYTES};
 
-use crate::{facts::count, EVENTS};
+use crate::{facts::count, maps::facts::EVENTS};
 
 /// Reserves a sample record and fills everything but the frame bytes (zeroed);
 /// returns it with the number of bytes to copy, in `1..=SAMPLE_BYTES`.

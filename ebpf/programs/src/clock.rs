@@ -19,7 +19,7 @@
 
 use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
-use crate::CLOCK_CACHE;
+use crate::maps::metering::CLOCK_CACHE;
 
 /// A CPU's last clock reading (the value of `CLOCK_CACHE`).
 #[repr(C)]

@@ -12,17 +12,22 @@ use core::{
 use warden_common::{
     bucket, direction,
     facts::{fact_counter, runtime_flags, BlockKey},
-    gen_flags, global, reason, tenant_config_index, tenant_counter_index, tenant_flags, Counters,
-    GenConfig, Rate,
+    family, gen_flags, global, is_smtp_port, reason, tcp_flags, tenant_config_index,
+    tenant_counter_index, tenant_flags, Counters, GenConfig, Rate,
 };
 
 use crate::{
     clock::Clock,
     facts::{self, Hook},
-    lookup, neighbour,
+    lookup,
+    maps::{
+        metering::{BUCKETS, DROP_COUNTERS, GLOBAL_COUNTERS, TENANT_COUNTERS},
+        policy::{ACTIVE, GEN_CONFIG, IFACES, TENANT_CONFIG},
+        runtime::{BLOCKS, TENANT_RUNTIME},
+    },
+    neighbour,
     parse::{parse, proto, Family, Parsed},
-    police, ACTIVE, BLOCKS, BUCKETS, DROP_COUNTERS, GEN_CONFIG, GLOBAL_COUNTERS, IFACES,
-    TENANT_CONFIG, TENANT_COUNTERS, TENANT_RUNTIME,
+    police,
 };
 
 /// Bytes of headers the parser may look at: Ethernet, two VLAN tags, IPv6 with
@@ -51,9 +56,6 @@ impl Sample {
         now: 0,
     };
 }
-
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
 fn count_global(slot: u32, dir: u32, bytes: u64) {
@@ -384,7 +386,11 @@ pub fn handle<const DIR: u32, H: Hook>(
         let now = clock.now();
         // The address a block names: the victim from the tenant, the tenant's own
         // address to it.
-        let family = if p.family == Family::V4 { 4 } else { 6 };
+        let family = if p.family == Family::V4 {
+            family::V4
+        } else {
+            family::V6
+        };
         let addr = if DIR == direction::OUT {
             p.remote
         } else {
@@ -412,13 +418,13 @@ pub fn handle<const DIR: u32, H: Hook>(
 
     if DIR == direction::OUT
         && p.l4_proto == proto::TCP
-        && matches!(p.dport, 25 | 465 | 587)
+        && is_smtp_port(p.dport)
         && cfg.flags & tenant_flags::SMTP_ALLOW == 0
     {
         if cfg.flags & tenant_flags::SMTP_RATE == 0 {
             return drop_for(tenant, DIR, reason::SMTP);
         }
-        if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
             let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, bucket::SMTP)) else {
                 return Verdict::Pass;
             };

@@ -40,22 +40,27 @@ use warden_common::{
         FLOOD_LOCAL_BITS, LOG_BITS, LOG_SLOTS, REFLECTION_MIN_BYTES, REPORTED_SLOTS,
         SKETCH_COUNT_BITS, SKETCH_ROWS,
     },
+    family,
+    tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN},
     tenant_config_index, Rate, TenantConfig,
 };
 
 use crate::{
     clock::Clock,
+    maps::{
+        facts::{
+            ATTEMPT_LOG, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, FLOOD_LOCAL_IN, PENDING,
+            REPORTED, SKETCH,
+        },
+        metering::BUCKETS,
+        policy::{GEN_CONFIG, TENANT_CONFIG},
+    },
     parse::{
         self, load32, load_addr16, load_addr4, proto, ptr_at, split_ports, Addr, Family, Parsed,
         ICMPV6_UNREACHABLE, ICMP_UNREACHABLE,
     },
-    police, ATTEMPT_LOG, BUCKETS, CONTACTS, EVENTS, FACT_COUNTERS, FLOOD_LOCAL, FLOOD_LOCAL_IN,
-    GEN_CONFIG, PENDING, REPORTED, SKETCH, TENANT_CONFIG,
+    police,
 };
-
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 const ICMP_ECHO_REPLY: u16 = 0;
 const ICMP_ECHO_REQUEST: u16 = 8;
@@ -993,7 +998,7 @@ fn facts_at<const DIR: u32>(
         dport,
         quoted_sport: q.sport,
         quoted_dport: q.dport,
-        family: if v6 { 6 } else { 4 },
+        family: if v6 { family::V6 } else { family::V4 },
         l4_proto,
         tcp_flags,
         quoted_proto: q.proto,

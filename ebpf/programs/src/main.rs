@@ -29,166 +29,23 @@ mod clock;
 mod enforce;
 mod facts;
 mod lookup;
+mod maps;
 mod neighbour;
 mod parse;
 mod police;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::{classifier, map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
-use warden_common::{
-    bucket, direction,
-    facts::{
-        fact_counter, log_entries, BlockKey, BlockValue, LogEntry, Pending, TenantRuntime,
-        CONTACT_WORDS, EVENTS_RING_BYTES, FLOOD_LOCAL_SLOTS, LOG_DEFAULT_CPUS, MAX_BLOCKS,
-        PENDING_SLOTS, REPORTED_SLOTS, SKETCH_ROWS, SKETCH_WIDTH,
-    },
-    global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, IfaceConfig,
-    TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
-};
+use warden_common::direction;
 
 use crate::{
-    clock::ClockCache,
     enforce::{Sample, Verdict},
     facts::{TcHook, XdpHook},
 };
-
-/// Index 0: the active policy generation (0 or 1). Written by the daemon (the flip).
-#[map(name = "ACTIVE")]
-static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Index: generation. Value: the prefix lengths in use, longest first. Written by the daemon.
-#[map(name = "GEN_CONFIG")]
-static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(GENERATIONS, 0);
-
-/// Index: generation * V4_BUCKETS + bucket. Value: a cuckoo bucket of IPv4 prefixes
-/// -> tenant index (see `warden_common::table`). Written by the daemon.
-#[map(name = "ADDRS_V4")]
-static ADDRS_V4: Array<Bucket64> = Array::with_max_entries(table::V4_BUCKETS * GENERATIONS, 0);
-
-/// Index: generation * V6_BUCKETS + bucket. Value: a cuckoo bucket of IPv6 prefixes
-/// -> tenant index. Written by the daemon.
-#[map(name = "ADDRS_V6")]
-static ADDRS_V6: Array<Bucket128> = Array::with_max_entries(table::V6_BUCKETS * GENERATIONS, 0);
-
-/// Index: generation * MAC_BUCKETS + bucket. Value: a cuckoo bucket of bound MACs ->
-/// tenant index. Written by the daemon.
-#[map(name = "MACS")]
-static MACS: Array<Bucket64> = Array::with_max_entries(table::MAC_BUCKETS * GENERATIONS, 0);
-
-/// Index: generation * MAX_TENANTS + tenant. Value: enforcement settings. Written by the daemon.
-#[map(name = "TENANT_CONFIG")]
-static TENANT_CONFIG: Array<TenantConfig> = Array::with_max_entries(MAX_TENANTS * GENERATIONS, 0);
-
-/// Key: IPv4 management prefix. Value: unused. Written by the daemon.
-#[map(name = "MANAGEMENT_V4")]
-static MANAGEMENT_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_MANAGEMENT, 0);
-
-/// Key: IPv6 management prefix. Value: unused. Written by the daemon.
-#[map(name = "MANAGEMENT_V6")]
-static MANAGEMENT_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_MANAGEMENT, 0);
-
-/// Index: tenant * 4 + (out, in, smtp, events). Value: token bucket state, shared by all
-/// CPUs and updated atomically here; zeroed by the daemon when a tenant slot is reused.
-#[map(name = "BUCKETS")]
-static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_TENANTS * bucket::PER_TENANT, 0);
-
-/// Index: tenant * 2 + direction. Value: per-CPU packets and bytes seen. Written here.
-#[map(name = "TENANT_COUNTERS")]
-static TENANT_COUNTERS: PerCpuArray<Counters> =
-    PerCpuArray::with_max_entries(MAX_TENANTS * direction::COUNT, 0);
-
-/// Index: tenant * 2 + direction. Value: per-CPU drops by reason. Written here.
-#[map(name = "DROP_COUNTERS")]
-static DROP_COUNTERS: PerCpuArray<DropCounters> =
-    PerCpuArray::with_max_entries(MAX_TENANTS * direction::COUNT, 0);
-
-/// Index: slot * 2 + direction (see `warden_common::global`). Value: per-CPU packets
-/// and bytes of traffic that belongs to no tenant. Written here.
-#[map(name = "GLOBAL_COUNTERS")]
-static GLOBAL_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
-
-/// Index: `key & (CONTACT_WORDS - 1)` of a `contact_key`. Value: a bloom-filter word,
-/// contact epoch in the high half, bits in the low half (see `warden_common::facts`).
-/// Written here.
-#[map(name = "CONTACTS")]
-static CONTACTS: Array<u64> = Array::with_max_entries(CONTACT_WORDS, 0);
-
-/// Index: `(key >> 16) & (PENDING_SLOTS - 1)` of an attempt's `contact_key`. Value: the
-/// attempt waiting for its answer (tag 0 = empty). Written here.
-#[map(name = "PENDING")]
-static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, 0);
-
-/// Index: `sketch_index(sketch_key(..), row)`. Value: an epoch-tagged count of the flood
-/// sketch, shared by all CPUs and added to atomically. Written here.
-#[map(name = "SKETCH")]
-static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_ROWS * SKETCH_WIDTH, 0);
-
-/// Index: `facts::out_slot` of (tenant, out class, folded remote). Value: per CPU, the
-/// flood counts of that key not yet added to SKETCH (`facts::FloodLocal`). Written here;
-/// internal to the programs (not pinned by the daemon).
-#[map(name = "FLOOD_LOCAL")]
-static FLOOD_LOCAL: PerCpuArray<crate::facts::FloodLocal> =
-    PerCpuArray::with_max_entries(FLOOD_LOCAL_SLOTS, 0);
-
-/// Index: `facts::in_slot` of (tenant, folded tenant address). Value: per CPU, the
-/// inbound flood counts (packets and bytes) of one tenant address not yet added to
-/// SKETCH (`facts::FloodLocalIn`). Written here; internal to the programs (not pinned
-/// by the daemon).
-#[map(name = "FLOOD_LOCAL_IN")]
-static FLOOD_LOCAL_IN: PerCpuArray<crate::facts::FloodLocalIn> =
-    PerCpuArray::with_max_entries(FLOOD_LOCAL_SLOTS, 0);
-
-/// Index: `(key >> 20) & (REPORTED_SLOTS - 1)` of a `sketch_key`. Value: `epoch << 32 |
-/// key as u32` of the flood event last sent from that slot. Written here.
-#[map(name = "REPORTED")]
-static REPORTED: Array<u64> = Array::with_max_entries(REPORTED_SLOTS, 0);
-
-/// Events (`warden_common::facts::Event`) and captured frames (`SampleEvent`) for the
-/// daemon. Written here, read by the daemon.
-#[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
-
-/// Index: tenant. Value: the daemon's runtime state for it (blocks present, throttle,
-/// frames to capture). Written by the daemon; `capture` counted down here.
-#[map(name = "TENANT_RUNTIME")]
-static TENANT_RUNTIME: Array<TenantRuntime> = Array::with_max_entries(MAX_TENANTS, 0);
-
-/// Key: a block (tenant, direction, address or port). Value: its expiry. Written by the
-/// daemon; looked up here only for tenants whose runtime flags say they have blocks.
-#[map(name = "BLOCKS")]
-static BLOCKS: HashMap<BlockKey, BlockValue> = HashMap::with_max_entries(MAX_BLOCKS, 0);
-
-/// Key: ifindex of an attached interface. Value: what it passes from tenants that the
-/// programs do not parse (`IfaceConfig`). Written by the daemon; looked up here only
-/// for such frames.
-#[map(name = "IFACES")]
-static IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFACES, 0);
-
-/// Index 0. Value: per-CPU, the CPU's last clock reading and its jiffy
-/// (`clock::ClockCache`). Written here; internal to the programs (a cache, not pinned
-/// by the daemon).
-#[map(name = "CLOCK_CACHE")]
-static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
-
-/// Index: a `fact_counter`. Value: per-CPU count of events sent and lost, log entries
-/// written (each CPU's next log entry number), samples, blocked packets. Written here.
-#[map(name = "FACT_COUNTERS")]
-static FACT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(fact_counter::COUNT, 0);
-
-/// Index: `cpu * LOG_SLOTS + n % LOG_SLOTS` for a CPU's log entry `n`. Value: a first
-/// contact or accepted connection (`warden_common::facts::LogEntry`). Memory-mappable:
-/// the daemon reads it in place. Sized here for `LOG_DEFAULT_CPUS`; the daemon sizes it
-/// for the machine's possible CPUs when it creates it. Written here.
-#[map(name = "ATTEMPT_LOG")]
-static ATTEMPT_LOG: Array<LogEntry> = Array::with_max_entries(
-    log_entries(LOG_DEFAULT_CPUS),
-    aya_ebpf::bindings::BPF_F_MMAPABLE,
-);
 
 #[inline(always)]
 fn xdp_verdict(v: Verdict) -> u32 {

@@ -20,11 +20,14 @@ use aya_ebpf::{
 use warden_common::{direction, reason, tenant_counter_index};
 
 use crate::{
+    maps::{
+        metering::DROP_COUNTERS,
+        policy::{MANAGEMENT_V4, MANAGEMENT_V6},
+    },
     parse::{
         load16, load64, nothing_after, proto, ptr_at, Family, Parsed, ND_NA, ND_NS, ND_RA,
         ND_REDIRECT, ND_RS,
     },
-    DROP_COUNTERS, MANAGEMENT_V4, MANAGEMENT_V6,
 };
 
 /// Where the message of `p` is, for the functions here: the IP (or ARP) header's

@@ -29,12 +29,10 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
-/// IP protocol numbers we look into.
+/// IP protocol numbers we look into: the transport protocols (shared with the daemon)
+/// and the IPv6 extension headers the parser walks.
 pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
+    pub use warden_common::proto::{ICMP, ICMPV6, TCP, UDP};
     pub const HOPOPTS: u8 = 0;
     pub const ROUTING: u8 = 43;
     pub const FRAGMENT: u8 = 44;

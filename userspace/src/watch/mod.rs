@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use warden_common::reason;
+use warden_common::{reason, SMTP_PORTS};
 
 use crate::dataplane::{BlockTarget, FloodClass, FloodEvent, KernelEvent, TenantIndex};
 use crate::detect::{
@@ -80,8 +80,6 @@ use pending::Pending;
 
 /// Frames the kernel captures of a tenant when a flag opens: as many as a flag keeps.
 pub const CAPTURE_FRAMES: i32 = MAX_SAMPLES_PER_FLAG as i32;
-/// Destination ports whose TCP attempts are also SMTP connections.
-pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 /// Targets one episode acts on (victims of one flood, ports of one scan); further ones
 /// are counted and left alone.
 pub const MAX_TARGETS_PER_EPISODE: usize = 256;
