@@ -479,7 +479,9 @@ impl IfaceConfig {
     }
 }
 
-/// Program names in the object, one per hook and direction.
+/// Program names: the enforcing programs, one per hook and direction, in both objects
+/// (the daemon's, `warden`, and the benchmark's, `warden-bench`); the benchmark's own
+/// programs only in `warden-bench`.
 pub mod program {
     /// XDP on a gateway's tenant-facing interface: traffic arriving is from the tenant.
     pub const XDP_FROM_TENANT: &str = "xdp_from_tenant";
@@ -489,13 +491,15 @@ pub mod program {
     pub const TC_FROM_TENANT: &str = "tc_from_tenant";
     /// tcx egress on a gateway's tenant-facing interface: traffic leaving is for the tenant.
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
-    /// Benchmark baseline: returns XDP_PASS and does nothing else.
+    /// Benchmark baseline (benchmark object): returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
-    /// Benchmark baseline: returns XDP_DROP and does nothing else.
+    /// Benchmark baseline (benchmark object): returns XDP_DROP and does nothing else.
     pub const XDP_DROP_BASELINE: &str = "xdp_drop_base";
-    /// Benchmark load generator (live frames): redirects out of the context's interface.
+    /// Benchmark load generator (benchmark object, live frames): redirects out of the
+    /// context's interface.
     pub const XDP_BENCH_GEN: &str = "xdp_bench_gen";
-    /// Benchmark load generator (live frames): spreads IPv6 sources, then redirects.
+    /// Benchmark load generator (benchmark object, live frames): spreads IPv6 sources,
+    /// then redirects.
     pub const XDP_BENCH_GEN_SOURCES: &str = "xdp_bench_gen_sources";
     /// The enforcing programs, the ones the daemon pins.
     pub const ENFORCING: [&str; 4] = [XDP_FROM_TENANT, XDP_TO_TENANT, TC_FROM_TENANT, TC_TO_TENANT];

@@ -3789,6 +3789,19 @@ fn the_objects_maps_are_the_abi_table() {
     );
 }
 
+/// The object the daemon loads holds the enforcing programs and nothing else: the
+/// benchmark's programs are in an object of their own.
+#[test]
+fn the_daemons_object_holds_only_the_enforcing_programs() {
+    let ebpf = warden::dataplane::loader()
+        .expect("a loader")
+        .load(warden::dataplane::OBJECT)
+        .expect("loading the eBPF object (root?)");
+    let got: BTreeSet<&str> = ebpf.programs().map(|(name, _)| name).collect();
+    let want: BTreeSet<&str> = program::ENFORCING.into_iter().collect();
+    assert_eq!(got, want);
+}
+
 /// The verifier's limit on instructions processed per program.
 const VERIFIER_LIMIT: u32 = 1_000_000;
 
