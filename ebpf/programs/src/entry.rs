@@ -16,7 +16,7 @@ use warden_common::direction;
 
 use crate::{
     capture,
-    enforce::{self, Sample, Verdict},
+    enforce::{self, Capture, Verdict},
     facts::{TcHook, XdpHook},
     lookup,
 };
@@ -42,11 +42,11 @@ fn tc_verdict(v: Verdict) -> i32 {
 pub fn xdp_handle<const DIR: u32>(ctx: &XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let len = (data_end - data) as u64;
-    let mut sample = Sample::NONE;
+    let mut to_capture = Capture::NONE;
     let hook = XdpHook(ctx.ctx);
-    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len, &mut sample);
-    if sample.tenant != lookup::NONE {
-        capture::warden_capture_xdp(ctx.ctx, sample.tenant, sample.now, DIR, len);
+    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len, &mut to_capture);
+    if to_capture.tenant != lookup::NONE {
+        capture::warden_capture_xdp(ctx.ctx, to_capture.tenant, to_capture.now, DIR, len);
     }
     xdp_verdict(verdict)
 }
@@ -66,12 +66,12 @@ fn tc_handle<const DIR: u32>(ctx: &TcContext) -> i32 {
         // A failed pull leaves the skb as it was; the parser then sees a short frame.
         let _ = ctx.pull_data(want);
     }
-    let mut sample = Sample::NONE;
+    let mut to_capture = Capture::NONE;
     let hook = TcHook(ctx.as_ptr().cast());
     let (data, data_end) = (ctx.data(), ctx.data_end());
-    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len.into(), &mut sample);
-    if sample.tenant != lookup::NONE {
-        capture::warden_capture_tc(hook.0, sample.tenant, sample.now, DIR, len.into());
+    let verdict = enforce::handle::<DIR, _>(&hook, data, data_end, len.into(), &mut to_capture);
+    if to_capture.tenant != lookup::NONE {
+        capture::warden_capture_tc(hook.0, to_capture.tenant, to_capture.now, DIR, len.into());
     }
     tc_verdict(verdict)
 }
