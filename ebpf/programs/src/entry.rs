@@ -17,7 +17,7 @@ use warden_common::direction;
 use crate::{
     capture,
     enforce::{self, Capture, Verdict},
-    facts::{TcHook, XdpHook},
+    hook::{TcHook, XdpHook},
     lookup,
 };
 

@@ -26,6 +26,7 @@ mod clock;
 mod enforce;
 mod entry;
 mod facts;
+mod hook;
 mod lookup;
 mod maps;
 mod neighbour;

@@ -9,7 +9,7 @@ use warden_common::{
 
 use super::{count_global, count_tenant, drop_for, Verdict};
 use crate::{
-    facts::Hook,
+    hook::Hook,
     lookup,
     maps::policy::{ACTIVE, GEN_CONFIG, IFACES, TENANT_CONFIG},
     neighbour,

@@ -33,7 +33,8 @@ use warden_common::{
 
 use crate::{
     clock::Clock,
-    facts::{self, Hook},
+    facts,
+    hook::Hook,
     lookup,
     maps::{
         metering::{BUCKETS, DROP_COUNTERS, GLOBAL_COUNTERS, TENANT_COUNTERS},

@@ -5,7 +5,7 @@
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use warden_common::facts::{LogEntry, Pending};
 
-use crate::facts::{FloodLocal, FloodLocalIn};
+use crate::facts::flood::{FloodLocal, FloodLocalIn};
 
 abi_map! {
     /// Index: `key & (CONTACT_WORDS - 1)` of a `contact_key`. Value: a bloom-filter word,
