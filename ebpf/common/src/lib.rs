@@ -14,6 +14,7 @@
 //! then flips `ACTIVE` with one array write, so every packet sees one policy, never
 //! half of two.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// Largest number of tenants one node can hold; dense tenant indexes are `0..MAX_TENANTS`.
 pub const MAX_TENANTS: u32 = 131_072;
@@ -507,24 +508,44 @@ pub mod program {
 
 #[cfg(feature = "user")]
 mod pod {
+    //! `aya::Pod` for the types userspace reads and writes in maps: each is `#[repr(C)]`,
+    //! `Copy`, made of integers and integer arrays only, with explicit padding fields
+    //! (its size is asserted below to be the sum of its fields'), so any bytes are a
+    //! valid value and it has no uninitialised ones.
     use super::*;
-    // SAFETY (all below): #[repr(C)] integers and integer arrays with explicit padding.
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Counters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for DropCounters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for IfaceConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantRef {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket64 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket128 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for GenConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Rate {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Event {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::SampleEvent {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::TenantRuntime {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockKey {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockValue {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Pending {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::LogEntry {}
 }
 
@@ -532,6 +553,8 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 const _: () = assert!(core::mem::size_of::<DropCounters>() == 8 * reason::COUNT);
 const _: () = assert!(core::mem::size_of::<TenantRef>() == 4);
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 2 * MAX_PASS_ETHERTYPES);
+const _: () = assert!(core::mem::size_of::<facts::BlockValue>() == 8);
 const _: () = assert!(core::mem::size_of::<Bucket64>() == 64);
 const _: () = assert!(core::mem::size_of::<Bucket128>() == 96);
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 40);

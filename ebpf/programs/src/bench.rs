@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 // The modules of both objects (`main.rs` declares the same list).
 mod capture;
@@ -89,6 +90,7 @@ fn bench_advance<const SRC: bool>(ctx: &XdpContext) {
 #[inline(always)]
 unsafe fn count_up(p: *mut u8) {
     let p = p as *mut [u8; 4];
+    // SAFETY: the caller's promise: the 4 bytes are inside the (writable) frame.
     unsafe { *p = u32::from_be_bytes(*p).wrapping_add(1).to_be_bytes() };
 }
 

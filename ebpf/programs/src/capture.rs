@@ -109,7 +109,8 @@ pub extern "C" fn warden_capture_tc(
         return 0;
     };
     let e = entry.as_mut_ptr();
-    // SAFETY: as in `warden_capture_xdp`.
+    // SAFETY: `data` holds SAMPLE_BYTES >= cap bytes of the reserved record; `ctx` is
+    // the hook's context (the verifier types the argument by its name).
     let r = unsafe {
         bpf_skb_load_bytes(
             ctx.cast::<c_void>(),

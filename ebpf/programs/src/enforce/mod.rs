@@ -113,7 +113,8 @@ fn add(counters: Option<*mut Counters>, bytes: u64) {
 fn drop_for(tenant: u32, dir: u32, why: usize) -> Verdict {
     if let Some(d) = DROP_COUNTERS.get_ptr_mut(tenant_counter_index(tenant, dir)) {
         if why < reason::COUNT {
-            // SAFETY: a per-CPU slot, as in `add`.
+            // SAFETY: a per-CPU slot: no other program instance writes it concurrently;
+            // `why` is checked to be an index of the array.
             unsafe { (*d).packets[why] += 1 };
         }
     }

@@ -53,7 +53,8 @@ pub(super) fn contact_insert(key: u64, now: u64) -> bool {
     let Some(w) = word else {
         return false;
     };
-    // SAFETY: as in `contact_seen`; aligned 8-byte stores are single-copy atomic.
+    // SAFETY: an array map value; aligned 8-byte loads and stores are single-copy
+    // atomic.
     unsafe {
         let have = epoch_bits(read_volatile(w), epoch);
         if have & bits == bits {

@@ -106,7 +106,8 @@ pub(super) fn held_slot(
         return None;
     }
     let l = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, klass, folded))?;
-    // SAFETY: this CPU's slot of a per-CPU array, as in `batch`.
+    // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
+    // while this one runs.
     let fits = unsafe {
         (*l).owner == batch_owner(tenant, epoch)
             && (*l).addr == folded
@@ -119,7 +120,8 @@ pub(super) fn held_slot(
 /// Adds `units` to a slot [`held_slot`] returned.
 #[inline(always)]
 pub(super) fn add_held(slot: *mut FloodLocal, units: u64) {
-    // SAFETY: as in `held_slot`: this CPU's slot, no other instance uses it meanwhile.
+    // SAFETY: this CPU's slot of a per-CPU array (from `held_slot`): no other program
+    // instance uses it while this one runs.
     unsafe { (*slot).units += units };
 }
 
@@ -377,7 +379,8 @@ pub(super) fn flood_in(f: &PacketFacts) {
     if let Some(l) = FLOOD_LOCAL_IN.get_ptr_mut(in_slot(f.tenant, folded)) {
         let (qp, qb) = (flood_quantum(pkts), flood_quantum(bytes));
         let owner = batch_owner(f.tenant, epoch);
-        // SAFETY: this CPU's slot, as in `absorb_flood_in`.
+        // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses
+        // it while this one runs.
         unsafe {
             let ours = if (*l).owner == owner && (*l).addr == folded {
                 true

@@ -77,7 +77,8 @@ pub(super) fn answer(
     let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) else {
         return;
     };
-    // SAFETY: an array map value, as in `attempt`.
+    // SAFETY: an array map value; aligned 8-byte loads and stores are single-copy
+    // atomic (two CPUs answering one attempt at once may both find it and send).
     unsafe {
         let tag = addr_of_mut!((*slot).tag);
         if read_volatile(tag) != key {

@@ -46,6 +46,7 @@ pub(super) struct EventFields<'a> {
 #[inline(always)]
 unsafe fn put(dst: *mut [u8; 16], w: &Addr) {
     let d = dst.cast::<u64>();
+    // SAFETY: the caller's promise: 16 writable bytes at `dst`, 8-byte aligned.
     unsafe {
         write_volatile(d, w[0]);
         write_volatile(d.add(1), w[1]);
