@@ -1,9 +1,11 @@
 //! The kernel<->user ABI of Warden.
 //!
-//! Everything the eBPF programs and the daemon must agree on lives here: map names,
-//! map sizes, the layout of keys and values, and the numbering of directions, drop
-//! reasons and counter slots. Types are `#[repr(C)]`, `Copy`, and free of implicit
-//! padding so that both sides see the same bytes.
+//! Everything the eBPF programs and the daemon must agree on is declared here, once:
+//! the maps (names, kinds, key and value types, capacities: the table in [`map`]), the
+//! layout of keys and values, and the numeric sets both sides use (directions, drop
+//! reasons, counter slots, flood classes, event kinds, protocols, TCP flags, the SMTP
+//! ports). Types are `#[repr(C)]`, `Copy`, and free of implicit padding so that both
+//! sides see the same bytes.
 //!
 //! # Generations
 //! Policy lives in the kernel twice, as generation 0 and 1. Address, MAC and tenant
@@ -12,6 +14,7 @@
 //! then flips `ACTIVE` with one array write, so every packet sees one policy, never
 //! half of two.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// Largest number of tenants one node can hold; dense tenant indexes are `0..MAX_TENANTS`.
 pub const MAX_TENANTS: u32 = 131_072;
@@ -35,6 +38,7 @@ pub const MAX_PREFIX_LENS: usize = 8;
 pub const GENERATIONS: u32 = 2;
 
 pub mod facts;
+pub mod map;
 
 /// Traffic direction, seen from the tenant.
 ///
@@ -49,6 +53,42 @@ pub mod direction {
     pub const COUNT: u32 = 2;
     /// Label values, indexed by direction.
     pub const NAMES: [&str; 2] = ["out", "in"];
+}
+
+/// IP protocol numbers the programs look into, as events, log entries and contact keys
+/// carry them.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Address families, as events, log entries and block keys carry them.
+pub mod family {
+    /// No address: a block key of a port, any host.
+    pub const ANY: u8 = 0;
+    /// IPv4, in the first 4 bytes of a 16-byte address field.
+    pub const V4: u8 = 4;
+    /// IPv6.
+    pub const V6: u8 = 6;
+}
+
+/// TCP flag bits, in the TCP header's flags byte.
+pub mod tcp_flags {
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// TCP ports of mail submission and relay that a tenant's SMTP policy governs (SMTP,
+/// SMTPS, submission) and the relay detector watches.
+pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
+
+/// Whether `port` is one of [`SMTP_PORTS`].
+#[inline(always)]
+pub const fn is_smtp_port(port: u16) -> bool {
+    port == SMTP_PORTS[0] || port == SMTP_PORTS[1] || port == SMTP_PORTS[2]
 }
 
 /// Why a packet was dropped: the index into [`DropCounters::packets`] and the
@@ -409,99 +449,6 @@ pub mod bucket {
     }
 }
 
-/// Map names, as the programs declare them and the daemon opens and pins them.
-pub mod map {
-    /// Array\[1\] of u32: the active generation. Written by the daemon (the flip).
-    pub const ACTIVE: &str = "ACTIVE";
-    /// Array\[GENERATIONS\] of [`GenConfig`](super::GenConfig). Written by the daemon.
-    pub const GEN_CONFIG: &str = "GEN_CONFIG";
-    /// Array of [`Bucket64`](super::Bucket64), index generation * V4_BUCKETS + bucket:
-    /// IPv4 prefixes -> tenant. Written by the daemon.
-    pub const ADDRS_V4: &str = "ADDRS_V4";
-    /// Array of [`Bucket128`](super::Bucket128), index generation * V6_BUCKETS + bucket:
-    /// IPv6 prefixes -> tenant. Written by the daemon.
-    pub const ADDRS_V6: &str = "ADDRS_V6";
-    /// Array of [`Bucket64`](super::Bucket64), index generation * MAC_BUCKETS + bucket:
-    /// bound MACs -> tenant. Written by the daemon.
-    pub const MACS: &str = "MACS";
-    /// Array of [`TenantConfig`](super::TenantConfig), index
-    /// [`tenant_config_index`](super::tenant_config_index). Written by the daemon.
-    pub const TENANT_CONFIG: &str = "TENANT_CONFIG";
-    /// LPM trie `Key<[u8; 4]>` -> u8: management prefixes. Written by the daemon.
-    pub const MANAGEMENT_V4: &str = "MANAGEMENT_V4";
-    /// LPM trie `Key<[u8; 16]>` -> u8: management prefixes. Written by the daemon.
-    pub const MANAGEMENT_V6: &str = "MANAGEMENT_V6";
-    /// Array of [`Bucket`](super::Bucket), index [`bucket::index`](super::bucket::index).
-    /// Written by the programs (atomically, shared by all CPUs); zeroed by the daemon.
-    pub const BUCKETS: &str = "BUCKETS";
-    /// Per-CPU array of [`Counters`](super::Counters), index
-    /// [`tenant_counter_index`](super::tenant_counter_index). Written by the programs.
-    pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
-    /// Per-CPU array of [`DropCounters`](super::DropCounters), index
-    /// [`tenant_counter_index`](super::tenant_counter_index). Written by the programs.
-    pub const DROP_COUNTERS: &str = "DROP_COUNTERS";
-    /// Per-CPU array of [`Counters`](super::Counters), index
-    /// [`global::index`](super::global::index). Written by the programs.
-    pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
-    /// Array of u64 words, [`CONTACT_WORDS`](crate::facts::CONTACT_WORDS): the contact
-    /// filter. Written by the programs.
-    pub const CONTACTS: &str = "CONTACTS";
-    /// Array of [`Pending`](crate::facts::Pending), [`PENDING_SLOTS`](crate::facts::PENDING_SLOTS).
-    /// Written by the programs.
-    pub const PENDING: &str = "PENDING";
-    /// Array of u64, `SKETCH_ROWS * SKETCH_WIDTH`: the flood sketch. Written by the programs.
-    pub const SKETCH: &str = "SKETCH";
-    /// Array of u64, [`REPORTED_SLOTS`](crate::facts::REPORTED_SLOTS): flood events sent
-    /// this epoch (epoch << 32 | key tag). Written by the programs.
-    pub const REPORTED: &str = "REPORTED";
-    /// Ring buffer of [`Event`](crate::facts::Event) and
-    /// [`SampleEvent`](crate::facts::SampleEvent). Written by the programs.
-    pub const EVENTS: &str = "EVENTS";
-    /// Array of [`TenantRuntime`](crate::facts::TenantRuntime), index tenant. Written by
-    /// the daemon (the programs count `capture` down).
-    pub const TENANT_RUNTIME: &str = "TENANT_RUNTIME";
-    /// Hash [`BlockKey`](crate::facts::BlockKey) -> [`BlockValue`](crate::facts::BlockValue),
-    /// [`MAX_BLOCKS`](crate::facts::MAX_BLOCKS) entries. Written by the daemon.
-    pub const BLOCKS: &str = "BLOCKS";
-    /// Per-CPU array of u64, [`fact_counter`](crate::facts::fact_counter). Written by the
-    /// programs.
-    pub const FACT_COUNTERS: &str = "FACT_COUNTERS";
-    /// Array of [`LogEntry`](crate::facts::LogEntry), memory-mappable,
-    /// [`log_entries`](crate::facts::log_entries) of the possible CPUs. Written by the
-    /// programs, read by the daemon through a mapping.
-    pub const ATTEMPT_LOG: &str = "ATTEMPT_LOG";
-    /// Hash ifindex (u32) -> [`IfaceConfig`](super::IfaceConfig), [`MAX_IFACES`](super::MAX_IFACES)
-    /// entries: what each attached interface passes that the programs do not parse.
-    /// Written by the daemon; read by the programs only for such frames.
-    pub const IFACES: &str = "IFACES";
-
-    /// Every map, in the order the daemon pins them.
-    pub const ALL: [&str; 22] = [
-        ACTIVE,
-        GEN_CONFIG,
-        ADDRS_V4,
-        ADDRS_V6,
-        MACS,
-        TENANT_CONFIG,
-        MANAGEMENT_V4,
-        MANAGEMENT_V6,
-        BUCKETS,
-        TENANT_COUNTERS,
-        DROP_COUNTERS,
-        GLOBAL_COUNTERS,
-        CONTACTS,
-        PENDING,
-        SKETCH,
-        REPORTED,
-        EVENTS,
-        TENANT_RUNTIME,
-        BLOCKS,
-        FACT_COUNTERS,
-        ATTEMPT_LOG,
-        IFACES,
-    ];
-}
-
 /// Interfaces the daemon attaches to, at most (entries of [`map::IFACES`]).
 pub const MAX_IFACES: u32 = 256;
 /// Ethertypes an interface may pass unparsed from tenants, at most.
@@ -533,7 +480,9 @@ impl IfaceConfig {
     }
 }
 
-/// Program names in the object, one per hook and direction.
+/// Program names: the enforcing programs, one per hook and direction, in both objects
+/// (the daemon's, `warden`, and the benchmark's, `warden-bench`); the benchmark's own
+/// programs only in `warden-bench`.
 pub mod program {
     /// XDP on a gateway's tenant-facing interface: traffic arriving is from the tenant.
     pub const XDP_FROM_TENANT: &str = "xdp_from_tenant";
@@ -543,13 +492,15 @@ pub mod program {
     pub const TC_FROM_TENANT: &str = "tc_from_tenant";
     /// tcx egress on a gateway's tenant-facing interface: traffic leaving is for the tenant.
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
-    /// Benchmark baseline: returns XDP_PASS and does nothing else.
+    /// Benchmark baseline (benchmark object): returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
-    /// Benchmark baseline: returns XDP_DROP and does nothing else.
+    /// Benchmark baseline (benchmark object): returns XDP_DROP and does nothing else.
     pub const XDP_DROP_BASELINE: &str = "xdp_drop_base";
-    /// Benchmark load generator (live frames): redirects out of the context's interface.
+    /// Benchmark load generator (benchmark object, live frames): redirects out of the
+    /// context's interface.
     pub const XDP_BENCH_GEN: &str = "xdp_bench_gen";
-    /// Benchmark load generator (live frames): spreads IPv6 sources, then redirects.
+    /// Benchmark load generator (benchmark object, live frames): spreads IPv6 sources,
+    /// then redirects.
     pub const XDP_BENCH_GEN_SOURCES: &str = "xdp_bench_gen_sources";
     /// The enforcing programs, the ones the daemon pins.
     pub const ENFORCING: [&str; 4] = [XDP_FROM_TENANT, XDP_TO_TENANT, TC_FROM_TENANT, TC_TO_TENANT];
@@ -557,24 +508,44 @@ pub mod program {
 
 #[cfg(feature = "user")]
 mod pod {
+    //! `aya::Pod` for the types userspace reads and writes in maps: each is `#[repr(C)]`,
+    //! `Copy`, made of integers and integer arrays only, with explicit padding fields
+    //! (its size is asserted below to be the sum of its fields'), so any bytes are a
+    //! valid value and it has no uninitialised ones.
     use super::*;
-    // SAFETY (all below): #[repr(C)] integers and integer arrays with explicit padding.
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Counters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for DropCounters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for IfaceConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantRef {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket64 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket128 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for GenConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Rate {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Event {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::SampleEvent {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::TenantRuntime {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockKey {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockValue {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Pending {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::LogEntry {}
 }
 
@@ -582,6 +553,8 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 const _: () = assert!(core::mem::size_of::<DropCounters>() == 8 * reason::COUNT);
 const _: () = assert!(core::mem::size_of::<TenantRef>() == 4);
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 2 * MAX_PASS_ETHERTYPES);
+const _: () = assert!(core::mem::size_of::<facts::BlockValue>() == 8);
 const _: () = assert!(core::mem::size_of::<Bucket64>() == 64);
 const _: () = assert!(core::mem::size_of::<Bucket128>() == 96);
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 40);

@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use warden_common::facts::{event, fact_counter, SampleEvent, SAMPLE_BYTES};
 
-use crate::{facts::count, EVENTS};
+use crate::{facts::count, maps::facts::EVENTS};
 
 /// Reserves a sample record and fills everything but the frame bytes (zeroed);
 /// returns it with the number of bytes to copy, in `1..=SAMPLE_BYTES`.
@@ -109,7 +109,8 @@ pub extern "C" fn warden_capture_tc(
         return 0;
     };
     let e = entry.as_mut_ptr();
-    // SAFETY: as in `warden_capture_xdp`.
+    // SAFETY: `data` holds SAMPLE_BYTES >= cap bytes of the reserved record; `ctx` is
+    // the hook's context (the verifier types the argument by its name).
     let r = unsafe {
         bpf_skb_load_bytes(
             ctx.cast::<c_void>(),

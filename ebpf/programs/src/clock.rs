@@ -19,7 +19,7 @@
 
 use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
-use crate::CLOCK_CACHE;
+use crate::maps::metering::CLOCK_CACHE;
 
 /// A CPU's last clock reading (the value of `CLOCK_CACHE`).
 #[repr(C)]
@@ -65,7 +65,7 @@ impl Clock {
         // SAFETY: the helper takes no arguments and cannot fail.
         self.now = unsafe { bpf_ktime_get_coarse_ns() };
         if let Some(c) = cache {
-            // SAFETY: as above.
+            // SAFETY: a per-CPU slot: no other program instance touches it meanwhile.
             unsafe {
                 (*c).jiffies = jiffies;
                 (*c).now = self.now;

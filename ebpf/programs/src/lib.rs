@@ -1,3 +1,3 @@
 //! Empty library target: it lets `userspace/build.rs` depend on this crate so cargo
-//! rebuilds the eBPF object whenever this crate or warden-common changes.
+//! rebuilds the eBPF objects whenever this crate or warden-common changes.
 #![no_std]

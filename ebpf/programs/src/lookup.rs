@@ -8,8 +8,8 @@ use warden_common::{
 };
 
 use crate::{
+    maps::policy::{ADDRS_V4, ADDRS_V6, MACS},
     parse::{v4_bytes, v6_bytes, Family, Parsed},
-    ADDRS_V4, ADDRS_V6, MACS,
 };
 
 /// "No tenant". Lookups return a plain index rather than `Option<u32>`: LLVM may copy

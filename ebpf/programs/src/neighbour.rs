@@ -20,11 +20,14 @@ use aya_ebpf::{
 use warden_common::{direction, reason, tenant_counter_index};
 
 use crate::{
+    maps::{
+        metering::DROP_COUNTERS,
+        policy::{MANAGEMENT_V4, MANAGEMENT_V6},
+    },
     parse::{
         load16, load64, nothing_after, proto, ptr_at, Family, Parsed, ND_NA, ND_NS, ND_RA,
         ND_REDIRECT, ND_RS,
     },
-    DROP_COUNTERS, MANAGEMENT_V4, MANAGEMENT_V6,
 };
 
 /// Where the message of `p` is, for the functions here: the IP (or ARP) header's
@@ -81,7 +84,7 @@ const ARP_LEN: usize = 28;
 const ARP_ETHERNET_IPV4: [u8; 7] = [0, 1, 0x08, 0x00, 6, 4, 0];
 
 /// A message of the parts the walkers and judges here need, read once from the frame
-/// (`data`..`data_end`, `bytes` long) at the headers `at` places (see [`pack`]).
+/// (`data`..`data_end`, `bytes` long) whose headers `headers` places (see [`pack`]).
 struct Msg {
     data: usize,
     data_end: usize,
@@ -110,12 +113,12 @@ enum Kind {
 
 /// Reads where the frame's message is and what kind it is.
 #[inline(always)]
-fn read(data: usize, data_end: usize, bytes: u64, at: u64) -> (Msg, Kind) {
-    let l3 = (at & 0xff) as usize;
-    let off = ((at >> 8) & 0xffff) as usize;
-    let family = (at >> 24) & 3;
-    let claim = at & (1 << 26) != 0;
-    let l4 = (at >> 32) as u8;
+fn read(data: usize, data_end: usize, bytes: u64, headers: u64) -> (Msg, Kind) {
+    let l3 = (headers & 0xff) as usize;
+    let off = ((headers >> 8) & 0xffff) as usize;
+    let family = (headers >> 24) & 3;
+    let claim = headers & (1 << 26) != 0;
+    let l4 = (headers >> 32) as u8;
     let mut m = Msg {
         data,
         data_end,
@@ -277,12 +280,12 @@ fn names_foreign_mac(m: &Msg, kind: &Kind) -> bool {
 }
 
 /// Whether the other side of the frame (the destination from a tenant, the source to
-/// it) is a management address, read from the frame whose headers `at` places.
+/// it) is a management address, read from the frame whose headers `headers` places.
 #[inline(always)]
-fn remote_is_management<const DIR: u32>(data: usize, data_end: usize, at: u64) -> bool {
-    let l3 = (at & 0xff) as usize;
-    let family = (at >> 24) & 3;
-    let claim = at & (1 << 26) != 0;
+fn remote_is_management<const DIR: u32>(data: usize, data_end: usize, headers: u64) -> bool {
+    let l3 = (headers & 0xff) as usize;
+    let family = (headers >> 24) & 3;
+    let claim = headers & (1 << 26) != 0;
     if l3 > MAX_L3_OFF {
         return false;
     }
@@ -293,20 +296,20 @@ fn remote_is_management<const DIR: u32>(data: usize, data_end: usize, at: u64) -
         } else {
             (V4_SRC_AT, V4_DST_AT)
         };
-        let at = if DIR == direction::OUT { to } else { from };
-        let Ok(a) = ptr_at::<[u8; 4]>(data, data_end, l3 + at) else {
+        let field = if DIR == direction::OUT { to } else { from };
+        let Ok(a) = ptr_at::<[u8; 4]>(data, data_end, l3 + field) else {
             return false;
         };
         // SAFETY: `ptr_at` checked the 4 bytes.
         return MANAGEMENT_V4.get(Key::new(32, unsafe { *a })).is_some();
     }
     if family == Family::V6 as u64 {
-        let at = if DIR == direction::OUT {
+        let field = if DIR == direction::OUT {
             DST_AT
         } else {
             SRC_AT
         };
-        let Ok(a) = ptr_at::<[u8; 16]>(data, data_end, l3 + at) else {
+        let Ok(a) = ptr_at::<[u8; 16]>(data, data_end, l3 + field) else {
             return false;
         };
         // SAFETY: `ptr_at` checked the 16 bytes.
@@ -324,10 +327,10 @@ fn suspended<const DIR: u32>(
     data_end: usize,
     bytes: u64,
     tenant: u32,
-    at: u64,
+    headers: u64,
 ) -> u32 {
-    let (m, kind) = read(data, data_end, bytes, at);
-    if is_neighbour::<DIR>(&m, &kind) || remote_is_management::<DIR>(data, data_end, at) {
+    let (m, kind) = read(data, data_end, bytes, headers);
+    if is_neighbour::<DIR>(&m, &kind) || remote_is_management::<DIR>(data, data_end, headers) {
         return 1;
     }
     if let Some(d) = DROP_COUNTERS.get_ptr_mut(tenant_counter_index(tenant, DIR)) {
@@ -342,19 +345,27 @@ fn suspended<const DIR: u32>(
 /// [`suspended`] at a from-tenant XDP hook.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_suspended_from_tenant_xdp(ctx: *mut xdp_md, tenant: u32, at: u64) -> u32 {
+pub extern "C" fn warden_suspended_from_tenant_xdp(
+    ctx: *mut xdp_md,
+    tenant: u32,
+    headers: u64,
+) -> u32 {
     // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
-    suspended::<{ direction::OUT }>(data, end, (end - data) as u64, tenant, at)
+    suspended::<{ direction::OUT }>(data, end, (end - data) as u64, tenant, headers)
 }
 
 /// [`suspended`] at a to-tenant XDP hook.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_suspended_to_tenant_xdp(ctx: *mut xdp_md, tenant: u32, at: u64) -> u32 {
-    // SAFETY: as above.
+pub extern "C" fn warden_suspended_to_tenant_xdp(
+    ctx: *mut xdp_md,
+    tenant: u32,
+    headers: u64,
+) -> u32 {
+    // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
-    suspended::<{ direction::IN }>(data, end, (end - data) as u64, tenant, at)
+    suspended::<{ direction::IN }>(data, end, (end - data) as u64, tenant, headers)
 }
 
 /// [`suspended`] at a from-tenant tc hook.
@@ -363,39 +374,43 @@ pub extern "C" fn warden_suspended_to_tenant_xdp(ctx: *mut xdp_md, tenant: u32, 
 pub extern "C" fn warden_suspended_from_tenant_tc(
     ctx: *mut __sk_buff,
     tenant: u32,
-    at: u64,
+    headers: u64,
 ) -> u32 {
-    // SAFETY: as above.
+    // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end, len) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize, (*ctx).len) };
-    suspended::<{ direction::OUT }>(data, end, len.into(), tenant, at)
+    suspended::<{ direction::OUT }>(data, end, len.into(), tenant, headers)
 }
 
 /// [`suspended`] at a to-tenant tc hook.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_suspended_to_tenant_tc(ctx: *mut __sk_buff, tenant: u32, at: u64) -> u32 {
-    // SAFETY: as above.
+pub extern "C" fn warden_suspended_to_tenant_tc(
+    ctx: *mut __sk_buff,
+    tenant: u32,
+    headers: u64,
+) -> u32 {
+    // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end, len) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize, (*ctx).len) };
-    suspended::<{ direction::IN }>(data, end, len.into(), tenant, at)
+    suspended::<{ direction::IN }>(data, end, len.into(), tenant, headers)
 }
 
 /// Whether a from-tenant claim at an XDP hook names a MAC other than its frame's
 /// source ([`names_foreign_mac`]): 1 or 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_foreign_mac_xdp(ctx: *mut xdp_md, at: u64) -> u32 {
-    // SAFETY: as above.
+pub extern "C" fn warden_foreign_mac_xdp(ctx: *mut xdp_md, headers: u64) -> u32 {
+    // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
-    let (m, kind) = read(data, end, (end - data) as u64, at);
+    let (m, kind) = read(data, end, (end - data) as u64, headers);
     u32::from(names_foreign_mac(&m, &kind))
 }
 
 /// [`warden_foreign_mac_xdp`] at a tc hook.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn warden_foreign_mac_tc(ctx: *mut __sk_buff, at: u64) -> u32 {
-    // SAFETY: as above.
+pub extern "C" fn warden_foreign_mac_tc(ctx: *mut __sk_buff, headers: u64) -> u32 {
+    // SAFETY: the hook's context (the verifier types the argument by its name).
     let (data, end, len) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize, (*ctx).len) };
-    let (m, kind) = read(data, end, len.into(), at);
+    let (m, kind) = read(data, end, len.into(), headers);
     u32::from(names_foreign_mac(&m, &kind))
 }

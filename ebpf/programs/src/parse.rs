@@ -29,12 +29,10 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
-/// IP protocol numbers we look into.
+/// IP protocol numbers we look into: the transport protocols (shared with the daemon)
+/// and the IPv6 extension headers the parser walks.
 pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
+    pub use warden_common::proto::{ICMP, ICMPV6, TCP, UDP};
     pub const HOPOPTS: u8 = 0;
     pub const ROUTING: u8 = 43;
     pub const FRAGMENT: u8 = 44;
@@ -170,7 +168,7 @@ pub struct Malformed;
 #[inline(always)]
 pub unsafe fn load16(at: usize) -> u16 {
     let v: u64;
-    // SAFETY: the caller's bounds check; the asm only reads those bytes.
+    // SAFETY: the caller's bounds check covers the 2 bytes; the asm only reads them.
     unsafe {
         core::arch::asm!("{0} = *(u16 *)({1} + 0)", out(reg) v, in(reg) at,
             options(pure, readonly, nostack, preserves_flags));
@@ -185,7 +183,7 @@ pub unsafe fn load16(at: usize) -> u16 {
 #[inline(always)]
 pub unsafe fn load32(at: usize) -> u32 {
     let v: u64;
-    // SAFETY: as in `load16`.
+    // SAFETY: the caller's bounds check covers the 4 bytes; the asm only reads them.
     unsafe {
         core::arch::asm!("{0} = *(u32 *)({1} + 0)", out(reg) v, in(reg) at,
             options(pure, readonly, nostack, preserves_flags));
@@ -200,7 +198,7 @@ pub unsafe fn load32(at: usize) -> u32 {
 #[inline(always)]
 pub unsafe fn load64(at: usize) -> u64 {
     let v: u64;
-    // SAFETY: as in `load16`.
+    // SAFETY: the caller's bounds check covers the 8 bytes; the asm only reads them.
     unsafe {
         core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) at,
             options(pure, readonly, nostack, preserves_flags));
@@ -260,9 +258,11 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize, len: u64) -> Result<P
         l4_off: 0,
     };
     let eth: *const EthHdr = ptr_at(data, data_end, 0)?;
-    p.src_mac = unsafe { (*eth).src_addr };
-    // SAFETY: `ptr_at` checked the 14 bytes of the Ethernet header.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    // SAFETY: `ptr_at` checked the 14 bytes of the Ethernet header (source MAC at 6..12,
+    // ethertype at 12..14); `EthHdr` is packed, so its fields need no alignment.
+    let (src_mac, ether_type) = unsafe { ((*eth).src_addr, (*eth).ether_type) };
+    p.src_mac = src_mac;
+    let mut ether_type = u16::from_be(ether_type);
     let mut off = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
@@ -335,14 +335,14 @@ fn parse_ipv4<const DIR: u32>(
     p: &mut Parsed,
 ) -> Result<(), Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(data, data_end, off)?;
-    // SAFETY: `ptr_at` checked the 20 bytes of the fixed header.
+    // SAFETY: `ptr_at` checked the 20 bytes of the fixed header; version and IHL are byte 0.
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Malformed);
     }
     let at = ip as usize;
-    // SAFETY: as above.
+    // SAFETY: the total length is bytes 2..4 of the 20 `ptr_at` checked.
     let total = u16::from_be(unsafe { load16(at + 2) }) as usize;
     if total != 0 && total < ihl {
         return Err(Malformed);
@@ -353,20 +353,20 @@ fn parse_ipv4<const DIR: u32>(
         return Err(Malformed);
     }
     p.family = Family::V4;
-    // SAFETY: `ptr_at` checked the 20 bytes of the fixed header.
+    // SAFETY: the addresses are bytes 12..20 of the 20 `ptr_at` checked.
     let (src, dst) = unsafe { (load_addr4(at + 12), load_addr4(at + 16)) };
     (p.local, p.remote) = if DIR == direction::OUT {
         (src, dst)
     } else {
         (dst, src)
     };
-    // SAFETY: as above.
+    // SAFETY: the flags and fragment offset are bytes 6..8 of the 20 `ptr_at` checked.
     let frag_offset = u16::from_be(unsafe { load16(at + 6) }) & 0x1fff;
     if frag_offset != 0 {
         // A later fragment carries no L4 header.
         return Ok(());
     }
-    // SAFETY: as above.
+    // SAFETY: the protocol is byte 9 of the 20 `ptr_at` checked.
     parse_l4::<DIR>(data, data_end, end, off + ihl, unsafe { (*ip).proto }, p)
 }
 
@@ -379,25 +379,25 @@ fn parse_ipv6<const DIR: u32>(
     p: &mut Parsed,
 ) -> Result<(), Malformed> {
     let ip: *const Ipv6Hdr = ptr_at(data, data_end, off)?;
-    // SAFETY: `ptr_at` checked the 40 bytes of the fixed header.
+    // SAFETY: `ptr_at` checked the 40 bytes of the fixed header; the version is in byte 0.
     if unsafe { (*ip).vcf[0] } >> 4 != 6 {
         return Err(Malformed);
     }
-    // SAFETY: as above.
+    // SAFETY: the payload length is bytes 4..6 of the 40 `ptr_at` checked.
     let payload = u16::from_be(unsafe { load16(ip as usize + 4) }) as usize;
     let end = ip_end(len, off, Ipv6Hdr::LEN + payload, Ipv6Hdr::LEN)?;
     p.family = Family::V6;
-    // SAFETY: as above.
+    // SAFETY: the hop limit is byte 7 of the 40 `ptr_at` checked.
     p.hop_limit = unsafe { (*ip).hop_limit };
 
-    // SAFETY: `ptr_at` checked the 40 bytes of the fixed header.
+    // SAFETY: the addresses are bytes 8..40 of the 40 `ptr_at` checked.
     let (src, dst) = unsafe { (load_addr16(ip as usize + 8), load_addr16(ip as usize + 24)) };
     (p.local, p.remote) = if DIR == direction::OUT {
         (src, dst)
     } else {
         (dst, src)
     };
-    // SAFETY: as above.
+    // SAFETY: the next header is byte 6 of the 40 `ptr_at` checked.
     let mut next = unsafe { (*ip).next_hdr };
     let mut off = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_IPV6_EXT_HDRS {

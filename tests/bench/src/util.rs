@@ -1,5 +1,5 @@
-//! Small helpers shared by the bench parts: the release re-run of a part, the eBPF
-//! object loaded as the daemon loads it, aligned tables; running commands is
+//! Small helpers shared by the bench parts: the release re-run of a part, the
+//! benchmark's eBPF object loaded as the daemon loads its own, aligned tables; running commands is
 //! `warden_tests::cmd`'s (shared with xtask).
 
 use anyhow::{Context as _, Result};
@@ -66,12 +66,20 @@ pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("{task} printed no JSON: {text}"))
 }
 
-/// The eBPF object loaded as the daemon loads it (`warden_dataplane::loader`), with
-/// the XDP programs `names` loaded into the kernel.
+/// The benchmark's eBPF object (`warden-bench`, built with the daemon's): the enforcing
+/// programs and the benchmark's own (baselines, generators, paths that move their frame
+/// on), with the maps they share.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("WARDEN_BENCH_OBJECT"));
+
+/// The benchmark object loaded as the daemon loads its own (`warden_dataplane::loader`),
+/// with the XDP programs `names` loaded into the kernel. Fails unless the object's code
+/// of the enforcing programs is the production object's ([`same_code_as_production`]):
+/// the figures are the daemon's programs'.
 pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
+    same_code_as_production()?;
     let mut ebpf = warden_dataplane::loader()?
-        .load(warden_dataplane::OBJECT)
-        .context("loading the eBPF object (needs root or CAP_BPF)")?;
+        .load(BENCH_OBJECT)
+        .context("loading the benchmark eBPF object (needs root or CAP_BPF)")?;
     for &name in names {
         let prog: &mut aya::programs::Xdp = ebpf
             .program_mut(name)
@@ -81,4 +89,55 @@ pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
         prog.load().with_context(|| format!("loading {name}"))?;
     }
     Ok(ebpf)
+}
+
+/// Checks that every function of the production object (`warden_dataplane::OBJECT`: the
+/// enforcing programs and the global functions they call) is in the benchmark object,
+/// under the same name, with the same instructions. Both are built from the same
+/// modules, so they are; this keeps it so.
+pub fn same_code_as_production() -> Result<()> {
+    use std::collections::HashMap;
+    let parse = |what: &str, bytes: &[u8]| {
+        aya_obj::Object::parse(bytes).with_context(|| format!("parsing the {what} object"))
+    };
+    let (prod, bench) = (
+        parse("production", warden_dataplane::OBJECT)?,
+        parse("benchmark", BENCH_OBJECT)?,
+    );
+    // An instruction's fields: opcode, destination and source register, offset, immediate.
+    type Insn = (u8, u8, u8, i16, i32);
+    let code = |o: &aya_obj::Object| -> HashMap<String, Vec<Insn>> {
+        o.functions
+            .values()
+            .map(|f| {
+                let insns = f.instructions.iter();
+                let insns = insns.map(|i| (i.code, i.dst_reg(), i.src_reg(), i.off, i.imm));
+                (f.name.clone(), insns.collect())
+            })
+            .collect()
+    };
+    let (prod, bench) = (code(&prod), code(&bench));
+    anyhow::ensure!(!prod.is_empty(), "the production object has no functions");
+    let mut differ: Vec<&str> = prod
+        .iter()
+        .filter(|(name, insns)| bench.get(*name) != Some(insns))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    differ.sort_unstable();
+    anyhow::ensure!(
+        differ.is_empty(),
+        "the benchmark object's code differs from the production object's in {differ:?}: \
+         its figures would not be the daemon's programs'"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The benchmark object's enforcing programs are the production object's: the
+    /// benchmark measures the daemon's code.
+    #[test]
+    fn the_benchmark_object_has_the_production_objects_code() {
+        super::same_code_as_production().expect("same code");
+    }
 }

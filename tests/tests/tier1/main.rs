@@ -3736,21 +3736,70 @@ fn capture_sends_exactly_the_requested_number_of_frames_as_samples() {
     }
 }
 
-/// The daemon pins every map of `map::ALL`; each must be in the object.
+/// The object holds exactly the maps of the table in `warden_common::map` (the ones the
+/// daemon pins and the programs' own), each as its row has it: kind, key and value size,
+/// capacity and flags, as the kernel created them (the attempt log sized by the loader
+/// for this machine's CPUs, as the daemon sizes it).
 #[test]
-fn the_object_declares_every_map_the_daemon_pins() {
+fn the_objects_maps_are_the_abi_table() {
+    use aya::maps::Map;
+    use warden_common::facts::log_entries;
     let ebpf = warden::dataplane::loader()
         .expect("a loader")
         .load(warden::dataplane::OBJECT)
         .expect("loading the eBPF object (root?)");
-    let missing: Vec<_> = map::ALL
+    let cpus = aya::util::nr_cpus().expect("possible CPUs") as u32;
+    let mut got = BTreeMap::new();
+    for (name, m) in ebpf.maps() {
+        let data = match m {
+            Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LpmTrie(d) => d,
+            Map::RingBuf(d) => d,
+            _ => panic!("map {name}: a kind the table does not have"),
+        };
+        let info = data.info().expect("map info");
+        got.insert(
+            name.to_string(),
+            (
+                info.map_type().expect("map type") as u32,
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                info.map_flags(),
+            ),
+        );
+    }
+    let want: BTreeMap<_, _> = map::PINNED
         .iter()
-        .filter(|name| ebpf.map(name).is_none())
+        .chain(&map::INTERNAL)
+        .map(|d| {
+            let entries = if d.name == map::ATTEMPT_LOG {
+                log_entries(cpus)
+            } else {
+                d.max_entries
+            };
+            (
+                d.name.to_string(),
+                (d.kind as u32, d.key_size, d.value_size, entries, d.flags),
+            )
+        })
         .collect();
-    assert!(
-        missing.is_empty(),
-        "maps missing from the object: {missing:?}"
+    assert_eq!(
+        got, want,
+        "the object's maps (kind, key, value, entries, flags) differ from the table"
     );
+}
+
+/// The object the daemon loads holds the enforcing programs and nothing else: the
+/// benchmark's programs are in an object of their own.
+#[test]
+fn the_daemons_object_holds_only_the_enforcing_programs() {
+    let ebpf = warden::dataplane::loader()
+        .expect("a loader")
+        .load(warden::dataplane::OBJECT)
+        .expect("loading the eBPF object (root?)");
+    let got: BTreeSet<&str> = ebpf.programs().map(|(name, _)| name).collect();
+    let want: BTreeSet<&str> = program::ENFORCING.into_iter().collect();
+    assert_eq!(got, want);
 }
 
 /// The verifier's limit on instructions processed per program.

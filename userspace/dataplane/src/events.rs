@@ -17,6 +17,7 @@ use tokio::io::unix::AsyncFd;
 use warden_common::{
     direction,
     facts::{class, event, outcome, Event, SampleEvent, FLOOD_EPOCH_SHIFT, SAMPLE_BYTES},
+    family, proto,
 };
 
 use super::log::AttemptLog;
@@ -234,9 +235,9 @@ fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
         }));
     }
     let proto = match e.proto {
-        6 => Proto::Tcp,
-        17 => Proto::Udp,
-        1 | 58 => Proto::Icmp,
+        proto::TCP => Proto::Tcp,
+        proto::UDP => Proto::Udp,
+        proto::ICMP | proto::ICMPV6 => Proto::Icmp,
         proto => {
             return Err(DecodeError::Proto {
                 kind: e.kind,
@@ -321,8 +322,8 @@ fn decode_dir(kind: u32, dir: u32) -> Result<Direction, DecodeError> {
 
 fn decode_addr(kind: u32, family: u8, a: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     match family {
-        4 => Ok(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
-        6 => Ok(IpAddr::V6(Ipv6Addr::from(*a))),
+        family::V4 => Ok(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        family::V6 => Ok(IpAddr::V6(Ipv6Addr::from(*a))),
         family => Err(DecodeError::Family { kind, family }),
     }
 }

@@ -16,7 +16,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
 use warden_common::{
     direction,
     facts::{fact_counter, runtime_flags, BlockKey, BlockValue, TenantRuntime, MAX_BLOCKS},
-    map, reason, tenant_config_index, Counters, DropCounters, Rate, TenantConfig, MAX_TENANTS,
+    family, map, reason, tenant_config_index, Counters, DropCounters, Rate, TenantConfig,
+    MAX_TENANTS,
 };
 
 use warden_policy::tenant::TenantSlot;
@@ -33,13 +34,13 @@ pub fn block_key(target: BlockTarget, slot: TenantSlot) -> BlockKey {
         BlockTarget::ListenPort(p) => (direction::IN, None, p),
     };
     let (family, addr) = match addr {
-        None => (0, [0; 16]),
+        None => (family::ANY, [0; 16]),
         Some(IpAddr::V4(a)) => {
             let mut b = [0; 16];
             b[..4].copy_from_slice(&a.octets());
-            (4, b)
+            (family::V4, b)
         }
-        Some(IpAddr::V6(a)) => (6, a.octets()),
+        Some(IpAddr::V6(a)) => (family::V6, a.octets()),
     };
     BlockKey {
         tenant: slot.0,
@@ -54,11 +55,11 @@ pub fn block_key(target: BlockTarget, slot: TenantSlot) -> BlockKey {
 /// makes.
 pub fn block_of_key(k: &BlockKey) -> Option<(TenantSlot, BlockTarget)> {
     let addr = match k.family {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(
+        family::V4 => Some(IpAddr::V4(Ipv4Addr::new(
             k.addr[0], k.addr[1], k.addr[2], k.addr[3],
         ))),
-        6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
-        0 if k.addr == [0; 16] => None,
+        family::V6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
+        family::ANY if k.addr == [0; 16] => None,
         _ => return None,
     };
     let target = match (u32::from(k.dir), addr, k.port) {

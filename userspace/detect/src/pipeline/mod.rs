@@ -62,6 +62,7 @@ use serde::Serialize;
 use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
 use warden_policy::traffic::{BlockTarget, FloodClass, Proto};
 use warden_policy::{Detectors, Kind, Policy};
+use warden_common::SMTP_PORTS;
 
 use crate::ladder::{DetectionKey, Ladder, Target};
 use crate::{
@@ -81,8 +82,6 @@ use proxy_windows::ProxyWindows;
 
 /// Frames the kernel captures of a tenant when a flag opens: as many as a flag keeps.
 pub const CAPTURE_FRAMES: i32 = MAX_SAMPLES_PER_FLAG as i32;
-/// Destination ports whose TCP attempts are also SMTP connections.
-pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 /// Targets one episode acts on (victims of one flood, ports of one scan); further ones
 /// are counted and left alone.
 pub const MAX_TARGETS_PER_EPISODE: usize = 256;

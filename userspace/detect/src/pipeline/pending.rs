@@ -26,18 +26,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use warden_common::facts::{contact_key, contact_tag, fold_addr, pending_slot};
+use warden_common::{
+    facts::{contact_key, contact_tag, fold_addr, pending_slot},
+    proto,
+};
 
 use crate::{Attempt, Outcome, Proto};
 use warden_policy::tenant::TenantSlot;
-
-/// IP protocol numbers, as the programs key attempts.
-mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
-}
 
 /// Answers remembered at once whose attempt had not arrived.
 pub const EARLY_CAPACITY: usize = 1 << 16;

@@ -1,0 +1,144 @@
+//! What the fact path reports: events into the ring buffer ([`EVENTS`]), first contacts
+//! and accepted connections into this CPU's attempt log ([`ATTEMPT_LOG`]), charged to
+//! the tenant's event budget.
+
+use core::ptr::{addr_of_mut, write_volatile};
+
+use warden_common::{
+    bucket,
+    facts::{fact_counter, Event, LOG_BITS, LOG_SLOTS},
+};
+
+use super::{count, PacketFacts};
+use crate::{
+    maps::{
+        facts::{ATTEMPT_LOG, EVENTS, FACT_COUNTERS},
+        metering::BUCKETS,
+    },
+    parse::Addr,
+    police,
+};
+
+/// What an event says besides the packet's tenant, time and addresses.
+pub(super) struct EventFields<'a> {
+    /// An `event` kind.
+    pub kind: u32,
+    /// A direction.
+    pub dir: u32,
+    pub proto: u8,
+    /// OUTCOME: an `outcome`; FLOOD: a `class`.
+    pub detail: u8,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// The remote address when it is not the packet's (an ICMP error's quoted
+    /// destination).
+    pub remote: Option<&'a Addr>,
+    /// FLOOD: the estimate so far.
+    pub value: u64,
+    /// FLOOD: the threshold it crossed.
+    pub threshold: u64,
+}
+
+/// Writes an address into an event's 16-byte field, word by word.
+///
+/// # Safety
+/// `dst` must be valid for writes and 8-byte aligned.
+#[inline(always)]
+unsafe fn put(dst: *mut [u8; 16], w: &Addr) {
+    let d = dst.cast::<u64>();
+    // SAFETY: the caller's promise: 16 writable bytes at `dst`, 8-byte aligned.
+    unsafe {
+        write_volatile(d, w[0]);
+        write_volatile(d.add(1), w[1]);
+    }
+}
+
+impl PacketFacts {
+    /// Writes an event about this packet straight into the ring; a full ring loses it
+    /// (counted).
+    #[inline(always)]
+    pub(super) fn send(&self, w: &EventFields) {
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            count(fact_counter::LOST_RING);
+            return;
+        };
+        let e = entry.as_mut_ptr();
+        // SAFETY: `e` is a reserved record of the right size, ours until submitted;
+        // records are 8-byte aligned, and so are the address fields in them. Volatile
+        // stores: LLVM merges plain stores of zeros into a `memset`, which for BPF is a
+        // byte-by-byte loop.
+        unsafe {
+            write_volatile(addr_of_mut!((*e).kind), w.kind);
+            write_volatile(addr_of_mut!((*e).tenant), self.tenant);
+            write_volatile(addr_of_mut!((*e).at), self.now);
+            put(addr_of_mut!((*e).local), &self.local);
+            put(addr_of_mut!((*e).remote), w.remote.unwrap_or(&self.remote));
+            write_volatile(addr_of_mut!((*e).family), self.family);
+            write_volatile(addr_of_mut!((*e).proto), w.proto);
+            write_volatile(addr_of_mut!((*e).detail), w.detail);
+            write_volatile(addr_of_mut!((*e).dir), w.dir as u8);
+            write_volatile(addr_of_mut!((*e).local_port), w.local_port);
+            write_volatile(addr_of_mut!((*e).remote_port), w.remote_port);
+            write_volatile(addr_of_mut!((*e).value), w.value);
+            write_volatile(addr_of_mut!((*e).threshold), w.threshold);
+        }
+        entry.submit(0);
+        count(fact_counter::SENT);
+    }
+
+    /// Whether the tenant's event budget (bucket `EVENTS`, rate `budget`; unlimited when
+    /// its cost is 0) has room for one more event; counts the loss when not.
+    #[inline(always)]
+    fn within_budget(&self) -> bool {
+        let budget = &self.budget;
+        if budget.cost_q10 == 0 {
+            return true;
+        }
+        let Some(b) = BUCKETS.get_ptr_mut(bucket::index(self.tenant, bucket::EVENTS)) else {
+            return false;
+        };
+        if police::conforms(b, budget, self.now, 1, false) {
+            return true;
+        }
+        count(fact_counter::LOST_BUDGET);
+        false
+    }
+
+    /// Writes a first contact or an accepted connection (`kind`) into this CPU's
+    /// attempt log, charged to the event budget (see `LogEntry` for the protocol).
+    #[inline(always)]
+    pub(super) fn log(&self, kind: u32, proto: u8, local_port: u16, remote_port: u16) {
+        if !self.within_budget() {
+            return;
+        }
+        let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {
+            return;
+        };
+        // SAFETY: a per-CPU slot: no other program instance writes it concurrently.
+        let seq = unsafe { *n };
+        // SAFETY: a helper without arguments.
+        let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+        let slot = (cpu << LOG_BITS) | (seq as u32 & (LOG_SLOTS - 1));
+        let Some(e) = ATTEMPT_LOG.get_ptr_mut(slot) else {
+            count(fact_counter::LOST_LOG);
+            return;
+        };
+        // SAFETY: an array map value in this CPU's region, written only by this CPU (a
+        // program runs to its end on one CPU); the daemon reads it as `LogEntry`
+        // describes. Volatile stores keep their order: `seq` cleared first, set last.
+        unsafe {
+            *n = seq + 1;
+            write_volatile(addr_of_mut!((*e).seq), 0);
+            write_volatile(addr_of_mut!((*e).at), self.now);
+            write_volatile(addr_of_mut!((*e).tenant), self.tenant);
+            write_volatile(addr_of_mut!((*e).kind), kind as u8);
+            write_volatile(addr_of_mut!((*e).family), self.family);
+            write_volatile(addr_of_mut!((*e).proto), proto);
+            write_volatile(addr_of_mut!((*e).local_port), local_port);
+            write_volatile(addr_of_mut!((*e).remote_port), remote_port);
+            put(addr_of_mut!((*e).local), &self.local);
+            put(addr_of_mut!((*e).remote), &self.remote);
+            write_volatile(addr_of_mut!((*e).seq), seq + 1);
+        }
+    }
+}
