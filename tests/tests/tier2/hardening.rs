@@ -360,6 +360,10 @@ fn neighbour_mac(ns: &Netns, ip: [u8; 4]) -> Result<Option<String>> {
 /// past the kernel's lock time: then the claim would move it to mallory's MAC.
 fn send_arp_type6_claim(lab: &BridgeLab) -> Result<()> {
     let (mallory, out) = (lab.mallory.mac("eth0")?, lab.out.mac("eth0")?);
+    // The victim knows the outside host's MAC for good: its ARP requests (probes of its
+    // own entry) would refresh the outside host's entry for it at any moment, and a claim
+    // within the lock time after that is ignored.
+    lab.victim.neigh_permanent("eth0", &v4s(OUT_V4), out)?;
     // A fresh, reachable entry for the victim, then past the kernel's 1 s lock time.
     lab.out.ip(&["neigh", "flush", "dev", "eth0"])?;
     let ping = lab.out.exec_unchecked(
