@@ -87,8 +87,8 @@ impl Lab {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
             "lab prefix {prefix:?} must be 1-8 lowercase letters or digits"
         );
-        // SAFETY: geteuid has no preconditions and cannot fail.
         ensure!(
+            // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() } == 0,
             "the namespace lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
         );

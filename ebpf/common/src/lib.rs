@@ -557,24 +557,44 @@ pub mod program {
 
 #[cfg(feature = "user")]
 mod pod {
+    //! `aya::Pod` for the types userspace reads and writes in maps: each is `#[repr(C)]`,
+    //! `Copy`, made of integers and integer arrays only, with explicit padding fields
+    //! (its size is asserted below to be the sum of its fields'), so any bytes are a
+    //! valid value and it has no uninitialised ones.
     use super::*;
-    // SAFETY (all below): #[repr(C)] integers and integer arrays with explicit padding.
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Counters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for DropCounters {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for IfaceConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantRef {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket64 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket128 {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for GenConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Rate {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for TenantConfig {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for Bucket {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Event {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::SampleEvent {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::TenantRuntime {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockKey {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::BlockValue {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::Pending {}
+    // SAFETY: #[repr(C)] integers without implicit padding (see the module doc).
     unsafe impl aya::Pod for facts::LogEntry {}
 }
 

@@ -26,17 +26,18 @@ pub(crate) enum Record {
 
 pub(crate) fn decode(bytes: &[u8]) -> Record {
     let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
-    // SAFETY (both reads): the length is checked to be the type's size, and both types
-    // are plain integers and arrays (`aya::Pod`).
     if kind == event::SAMPLE {
         assert_eq!(
             bytes.len(),
             std::mem::size_of::<SampleEvent>(),
             "sample record"
         );
+        // SAFETY: the length is the type's size (checked above), and the type is plain
+        // integers and arrays (`aya::Pod`): any bytes are a valid value.
         Record::Sample(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
     } else {
         assert_eq!(bytes.len(), std::mem::size_of::<Event>(), "event record");
+        // SAFETY: as above.
         Record::Event(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
     }
 }

@@ -528,6 +528,7 @@ pub(crate) fn show(changes: &[Change]) -> String {
 pub(crate) fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
 

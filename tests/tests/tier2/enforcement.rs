@@ -681,8 +681,8 @@ fn a_suspended_tenant_passes_nothing_but_management_across_sigkill_and_restart()
     };
     counted_more(sum_pinned(&pinned, index)?).context("the echoes were not counted")?;
     // SIGKILL: no cleanup runs.
-    // SAFETY: kill only sends a signal to the daemon we started.
     ensure!(
+        // SAFETY: kill only sends a signal to the daemon we started.
         unsafe { libc::kill(d1.pid() as i32, libc::SIGKILL) } == 0,
         "kill -9 failed"
     );

@@ -326,8 +326,8 @@ impl Damage {
 }
 
 fn sigkill(daemon: Proc) -> Result<()> {
-    // SAFETY: kill only sends a signal to the daemon this test started.
     ensure!(
+        // SAFETY: kill only sends a signal to the daemon this test started.
         unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) } == 0,
         "kill -9 failed"
     );
