@@ -466,8 +466,8 @@ impl PacketSocket {
         if fd < 0 {
             return Err(io::Error::last_os_error()).context("AF_PACKET socket (needs CAP_NET_RAW)");
         }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
         let socket = PacketSocket {
+            // SAFETY: fd is a fresh descriptor that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             ifname: ifname.to_owned(),
         };
@@ -561,6 +561,7 @@ impl PacketSocket {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
+        // SAFETY: as above, plain data.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
         msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;

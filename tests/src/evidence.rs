@@ -9,14 +9,13 @@
 
 use std::{
     path::Path,
-    thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::{lab::Proc, topology::StandardLab};
+use crate::{lab::Proc, topology::StandardLab, wait::eventually_every};
 
 /// How often [`wait_flag`] asks.
 const POLL: Duration = Duration::from_millis(100);
@@ -44,7 +43,7 @@ pub fn flag(lab: &StandardLab, id: i64) -> Result<Value> {
 }
 
 /// Polls until a flag of `tenant` and `kind` exists; returns it and how long that took,
-/// or `None` after `timeout`.
+/// or `None` after `timeout` (an API error ends the wait with that error).
 pub fn wait_flag(
     lab: &StandardLab,
     tenant: &str,
@@ -53,14 +52,16 @@ pub fn wait_flag(
 ) -> Result<Option<(Value, Duration)>> {
     let start = Instant::now();
     let query = format!("tenant={tenant}&kind={kind}");
-    loop {
-        if let Some(f) = flags(lab, &query)?.into_iter().next() {
-            return Ok(Some((f, start.elapsed())));
-        }
-        if start.elapsed() >= timeout {
-            return Ok(None);
-        }
-        thread::sleep(POLL);
+    let found = eventually_every(timeout, POLL, || {
+        Ok(match flags(lab, &query) {
+            Ok(list) => list.into_iter().next().map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    match found {
+        Ok(flag) => Ok(Some((flag?, start.elapsed()))),
+        // Only the wait itself fails: no such flag within `timeout`.
+        Err(_) => Ok(None),
     }
 }
 

@@ -38,11 +38,13 @@ use std::{
         mpsc, Arc, Mutex, MutexGuard,
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use serde_json::Value;
+
+use crate::wait::{eventually, eventually_every, give_up};
 
 /// Deadline of [`Netns::exec`] and of the lab's own `ip` commands.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,8 +87,8 @@ impl Lab {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
             "lab prefix {prefix:?} must be 1-8 lowercase letters or digits"
         );
-        // SAFETY: geteuid has no preconditions and cannot fail.
         ensure!(
+            // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() } == 0,
             "the namespace lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
         );
@@ -177,26 +179,19 @@ impl Lab {
     /// address is tentative anywhere in the lab, then a short grace for the MLD reports
     /// that follow. Call it after the last `up`; fails after [`SETTLE_TIMEOUT`].
     pub fn settle(&self) -> Result<()> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
+        eventually(SETTLE_TIMEOUT, || {
             let mut pending = Vec::new();
             for ns in self.namespaces() {
                 let out = run_checked(ip_cmd(&["-n", &ns, "-j", "addr", "show"]), EXEC_TIMEOUT)?;
-                pending.extend(unsettled(&ns, &out.stdout)?);
+                pending.extend(unsettled(&ns, &out.stdout).map_err(give_up)?);
             }
-            if pending.is_empty() {
-                thread::sleep(SETTLE_GRACE);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "lab {} did not settle within {SETTLE_TIMEOUT:?}: {}",
-                    self.id,
-                    pending.join("; ")
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+            ensure!(pending.is_empty(), "{}", pending.join("; "));
+            Ok(true)
+        })
+        .with_context(|| format!("lab {} did not settle", self.id))?;
+        // Not synchronisation: the reports have no end to wait for (see SETTLE_GRACE).
+        thread::sleep(SETTLE_GRACE);
+        Ok(())
     }
 }
 
@@ -432,21 +427,23 @@ impl Netns {
 
     /// Waits until something in the namespace listens on TCP `port`.
     pub fn wait_tcp_listen(&self, port: u16, timeout: Duration) -> Result<()> {
+        self.wait_listen("-t", port, timeout)
+            .with_context(|| format!("{}: nothing listens on TCP port {port}", self.name))
+    }
+
+    /// Waits until a UDP socket in the namespace is bound to `port`.
+    pub fn wait_udp_listen(&self, port: u16, timeout: Duration) -> Result<()> {
+        self.wait_listen("-u", port, timeout)
+            .with_context(|| format!("{}: nothing is bound to UDP port {port}", self.name))
+    }
+
+    /// Waits until `ss -l` with `proto` (`-t`, `-u`) lists a socket on local `port`.
+    fn wait_listen(&self, proto: &str, port: u16, timeout: Duration) -> Result<()> {
         let filter = format!("sport = :{port}");
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = self.exec(&["ss", "-H", "-l", "-t", "-n", &filter])?;
-            if !out.stdout.trim_ascii().is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: nothing listens on TCP port {port} after {timeout:?}",
-                    self.name
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        eventually(timeout, || {
+            let out = self.exec(&["ss", "-H", "-l", proto, "-n", &filter])?;
+            Ok(!out.stdout.trim_ascii().is_empty())
+        })
     }
 
     fn link_json(&self, ifname: &str) -> Result<Value> {
@@ -504,46 +501,37 @@ impl Proc {
     /// Waits until its log contains `needle` (e.g. "Server listening"); fails if it
     /// exits first or `timeout` passes.
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(timeout, || {
             if self.log().contains(needle) {
-                return Ok(());
+                return Ok(true);
             }
-            if let Some(status) = self.try_wait()? {
-                bail!(
-                    "`{}` exited ({status}) before logging {needle:?}; log:\n{}",
-                    self.shown,
-                    tail(&self.log())
-                );
+            if let Some(status) = self.try_wait().map_err(give_up)? {
+                return Err(give_up(anyhow!("exited ({status})")));
             }
-            if Instant::now() >= deadline {
-                bail!(
-                    "`{}` did not log {needle:?} within {timeout:?}; log:\n{}",
-                    self.shown,
-                    tail(&self.log())
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            Ok(false)
+        })
+        .with_context(|| {
+            format!(
+                "`{}` did not log {needle:?}; log:\n{}",
+                self.shown,
+                tail(&self.log())
+            )
+        })
     }
 
     /// Waits for it to exit on its own; kills it and fails after `timeout`.
     pub fn wait(mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                self.terminate();
-                bail!(
-                    "`{}` still ran after {timeout:?} and was killed; log:\n{}",
-                    self.shown,
-                    tail(&self.log())
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        let exited = eventually(timeout, || self.try_wait().map_err(give_up));
+        if exited.is_err() {
+            self.terminate();
         }
+        exited.with_context(|| {
+            format!(
+                "`{}` did not exit on its own and was killed; log:\n{}",
+                self.shown,
+                tail(&self.log())
+            )
+        })
     }
 
     /// Stops it: SIGTERM, then SIGKILL if it is still running after a grace period.
@@ -560,12 +548,10 @@ impl Proc {
         // SAFETY: killpg only sends a signal; the group leader is our unreaped child,
         // so the id cannot have been reused.
         unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(10));
+        if let Ok(status) = eventually(STOP_GRACE, || {
+            self.child.try_wait().context("waiting").map_err(give_up)
+        }) {
+            return Some(status);
         }
         // SAFETY: as above.
         unsafe { libc::killpg(pgid, libc::SIGKILL) };
@@ -718,21 +704,18 @@ fn pids_in(ns: &str) -> Result<Vec<u32>> {
 
 /// SIGKILLs every process in a namespace until none is left (bounded).
 fn kill_all_in(ns: &str) -> Result<()> {
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        let pids = pids_in(ns)?;
-        if pids.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("processes {pids:?} in {ns} survived SIGKILL");
-        }
-        for pid in pids {
+    eventually(STOP_GRACE, || {
+        let pids = pids_in(ns).map_err(give_up)?;
+        for &pid in &pids {
             // SAFETY: kill only sends a signal.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
-        thread::sleep(Duration::from_millis(20));
-    }
+        ensure!(
+            pids.is_empty(),
+            "processes {pids:?} in {ns} survived SIGKILL"
+        );
+        Ok(true)
+    })
 }
 
 /// Links with carrier whose state the kernel has not reported yet, and tentative or
@@ -780,38 +763,31 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output> {
     let mut child = cmd.spawn().with_context(|| format!("starting `{shown}`"))?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        if let Some(status) = child
+    let finished = eventually_every(timeout, Duration::from_millis(20), || {
+        child
             .try_wait()
-            .with_context(|| format!("waiting for `{shown}`"))?
-        {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: killpg only sends a signal; our child is not reaped yet, so its
-            // id (= its group id) cannot have been reused.
-            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    };
+            .with_context(|| format!("waiting for `{shown}`"))
+            .map_err(give_up)
+    });
+    if finished.is_err() {
+        // SAFETY: killpg only sends a signal; our child is not reaped yet, so its id
+        // (= its group id) cannot have been reused.
+        unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = child.wait();
+    }
     let stdout = stdout.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
     let stderr = stderr.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
-    match status {
-        Some(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => bail!(
+    let status = finished.with_context(|| {
+        format!(
             "`{shown}` did not finish within {timeout:?} and was killed{}",
             describe_output(&stdout, &stderr)
-        ),
-    }
+        )
+    })?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// [`run_bounded`], failing on a non-zero exit.

@@ -11,6 +11,8 @@
 //! - [`rawframe`]: crafted frames sent from a namespace and counted where they arrive.
 //! - [`topology`]: the standard lab of `configs/demo.yaml`, optionally with an outside
 //!   network of many hosts.
+//! - [`wait`]: [`wait::eventually`], polling a condition until it holds or a timeout
+//!   passes (the tests' only way to wait for something to happen).
 //! - [`workloads`]: servers, clients and attack tools for the detection labs.
 
 pub mod cmd;
@@ -22,4 +24,5 @@ pub mod model;
 pub mod packets;
 pub mod rawframe;
 pub mod topology;
+pub mod wait;
 pub mod workloads;

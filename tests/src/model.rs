@@ -1,5 +1,5 @@
 //! A reference model of the kernel programs' verdict and counters, written from the
-//! contract (README "What it enforces", `ebpf/programs/src/parse.rs`, `enforce.rs` and
+//! contract (README "What it enforces", `ebpf/programs/src/parse.rs`, `enforce/` and
 //! `neighbour.rs` as documented), in plain Rust over a frame's bytes.
 //!
 //! The differential test (Tier 1, `differential`) feeds the same frames to the four

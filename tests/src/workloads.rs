@@ -21,9 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
-use crate::lab::{check_test_address, Netns, Proc};
+use crate::{
+    lab::{check_test_address, Netns, Proc},
+    wait::{eventually, give_up},
+};
 
 /// Programs the workloads start, with the Debian package that brings each.
 pub const TOOLS: &[(&str, &str)] = &[
@@ -203,17 +206,15 @@ pub fn dns_server(ns: &Netns, addr: &str, domain: &str, answer: &str) -> Result<
         "--log-facility=-",
         "--cache-size=0",
     ])?;
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    loop {
+    eventually(LISTEN_TIMEOUT, || {
+        if let Some(status) = proc.try_wait().map_err(give_up)? {
+            return Err(give_up(anyhow!("exited ({status})")));
+        }
         let out = ns.exec(&["ss", "-H", "-l", "-u", "-n", "sport = :53"])?;
-        if !out.stdout.trim_ascii().is_empty() {
-            return Ok(proc);
-        }
-        if proc.try_wait()?.is_some() || Instant::now() >= deadline {
-            bail!("dnsmasq did not listen on {addr}:53; log:\n{}", proc.log());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+        Ok(!out.stdout.trim_ascii().is_empty())
+    })
+    .with_context(|| format!("dnsmasq did not listen on {addr}:53; log:\n{}", proc.log()))?;
+    Ok(proc)
 }
 
 /// One HTTP GET of a batch: from `source` (bound, `None` = the route's choice), through

@@ -614,6 +614,7 @@ fn pin(cpu: Option<usize>) -> Result<usize> {
 fn monotonic_ns() -> Result<u64> {
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
         return Err(std::io::Error::last_os_error()).context("clock_gettime");
     }
@@ -1685,6 +1686,7 @@ fn remote16_v6(a: Ipv6Addr) -> [u8; 16] {
 fn contact_epoch() -> Result<u64> {
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
         return Err(std::io::Error::last_os_error()).context("clock_gettime");
     }

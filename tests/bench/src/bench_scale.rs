@@ -2,7 +2,7 @@
 //! 100,000 tenants, and the resident memory of a real daemon holding 100,000 tenants.
 //!
 //! Policy apply runs the daemon's own code path (`Inner::enforce` in
-//! `userspace/src/daemon.rs`), phase by phase, on maps in a private bpffs directory
+//! `userspace/warden/src/daemon/`), phase by phase, on maps in a private bpffs directory
 //! opened with `Dataplane::open` (a fresh one per run, so both generations start
 //! unknown and every bucket is written, as a daemon's first apply of each half does):
 //!

@@ -455,6 +455,7 @@ fn raise_priority() -> Result<()> {
 fn thread_cpu_seconds() -> Result<f64> {
     // SAFETY: getrusage writes into the struct we own.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
         return Err(std::io::Error::last_os_error()).context("getrusage");
     }
@@ -510,6 +511,7 @@ fn write_policy(ebpf: &mut Ebpf) -> Result<()> {
     active.set(0, 0, 0).context("writing ACTIVE")?;
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
         return Err(std::io::Error::last_os_error()).context("clock_gettime");
     }

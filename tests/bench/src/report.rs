@@ -181,6 +181,7 @@ impl Machine {
 fn uname() -> String {
     // SAFETY: uname fills the struct we own; its fields are NUL-terminated.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::uname(&mut u) } != 0 {
         return format!("unknown ({})", std::io::Error::last_os_error());
     }

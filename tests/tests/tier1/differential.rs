@@ -15,11 +15,19 @@
 //! [`BATCH`] frames, and a batch whose counters differ is run again frame by frame to
 //! name the frame.
 
-use std::{collections::BTreeMap, net::Ipv6Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use warden_tests::model::{self, Expect};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use warden_common::{direction, map, tenant_flags, IfaceConfig};
+use warden_tests::{
+    model::{self, Expect},
+    packets::{solicited_node, Mac, SRC_MAC},
+};
 
-use super::*;
+use crate::{fixture_policy::*, harness::*};
 
 /// Frames per counter comparison.
 const BATCH: usize = 2_000;
@@ -30,14 +38,14 @@ const DEFAULT_SEED: u64 = 0x005e_ed0f_3a11_0c8d;
 const PASSED_ETHERTYPE: u16 = 0x88b5;
 
 /// The fixture policy without its SMTP-rate tenant (a rate depends on the clock).
-fn fuzz_policy() -> Policy {
+fn fuzz_policy() -> FixturePolicy {
     let mut p = standard_policy().without(TENANT_RATE);
     p.tenant_mut(TENANT_S).macs.push(MAC_S);
     p
 }
 
 /// The same policy as the model reads it.
-fn model_policy(p: &Policy) -> model::Policy {
+fn model_policy(p: &FixturePolicy) -> model::Policy {
     model::Policy {
         tenants: p
             .tenants
@@ -57,15 +65,15 @@ fn model_policy(p: &Policy) -> model::Policy {
     }
 }
 
-fn outcome(e: Expect) -> Outcome {
+fn outcome(e: Expect) -> RunOutcome {
     match e {
-        Expect::Pass(model::Slot::Tenant(t)) => Outcome::Pass(Slot::Tenant(t)),
-        Expect::Pass(model::Slot::NoTenant) => Outcome::Pass(Slot::NoTenant),
-        Expect::Pass(model::Slot::Malformed) => Outcome::Pass(Slot::Malformed),
-        Expect::Drop { tenant, reason } => Outcome::Drop { tenant, reason },
-        Expect::Spoofed => Outcome::Spoofed,
-        Expect::MalformedDrop => Outcome::MalformedDrop,
-        Expect::UnparsedDrop => Outcome::UnparsedDrop,
+        Expect::Pass(model::Slot::Tenant(t)) => RunOutcome::Pass(Slot::Tenant(t)),
+        Expect::Pass(model::Slot::NoTenant) => RunOutcome::Pass(Slot::NoTenant),
+        Expect::Pass(model::Slot::Malformed) => RunOutcome::Pass(Slot::Malformed),
+        Expect::Drop { tenant, reason } => RunOutcome::Drop { tenant, reason },
+        Expect::Spoofed => RunOutcome::Spoofed,
+        Expect::MalformedDrop => RunOutcome::MalformedDrop,
+        Expect::UnparsedDrop => RunOutcome::UnparsedDrop,
     }
 }
 
@@ -437,7 +445,7 @@ impl Gen {
 fn differential(frames: u64, seed: u64) -> usize {
     let policy = fuzz_policy();
     let model = model_policy(&policy);
-    let mut dp = Dataplane::with_policy(&policy).expect("loading the dataplane");
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
     let mut config = IfaceConfig::default();
     config.pass_ethertypes[0] = PASSED_ETHERTYPE;
     {

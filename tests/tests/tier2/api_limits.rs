@@ -26,6 +26,7 @@ use serde_json::Value;
 use warden_tests::{
     lab::Netns,
     topology::{addr, outside, token, warden_binary, StandardLab},
+    wait::{eventually, eventually_every},
 };
 
 /// `daemon.api_limits` of the flood test, and what the test expects from them.
@@ -428,11 +429,18 @@ fn flood() -> Result<FloodReport> {
         }
         Ok(())
     };
-    // The refused ones have their 503 by now.
-    let settle = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < settle {
+    // Read the refusals (their close times are judged below) until every connection the
+    // caps refuse has its answer; at most LATE, and the checks below name any that did
+    // not get one. The check itself waits in poll(2), so no pause between checks.
+    let refused: Vec<usize> = (0..FLOOD)
+        .zip(model())
+        .filter(|(_, o)| *o != Outcome::Accepted)
+        .map(|(i, _)| i)
+        .collect();
+    let _ = eventually_every(LATE, Duration::from_millis(1), || {
         pump_all(&mut streams, &mut conns, Duration::from_millis(20))?;
-    }
+        Ok(refused.iter().all(|&i| conns[i].answer.ended.is_some()))
+    });
 
     // While the others' share is taken: a new outside source is refused, the console
     // (a management address) gets in.
@@ -497,6 +505,7 @@ fn probe_status(stop: Arc<AtomicBool>) -> Result<Vec<Probe>> {
             started.elapsed(),
             outcome.map_err(|e| format!("{e:#}")),
         ));
+        // Pacing: a fresh client every PROBE_EVERY while the flood runs.
         std::thread::sleep(PROBE_EVERY);
     }
     Ok(samples)
@@ -896,15 +905,12 @@ fn the_daemon_stops_promptly_with_idle_and_half_sent_connections_open() -> Resul
         }
         Ok(held)
     }))?;
-    let open = |text: &str| sample(text, "warden_api_connections_open");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open(&lab.get("/metrics")?)? < 301 {
-        ensure!(
-            Instant::now() < deadline,
-            "the daemon never held the 300 connections"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(10), || {
+        let open = sample(&lab.get("/metrics")?, "warden_api_connections_open")?;
+        ensure!(open >= 301, "{open} connections open (the scrape included)");
+        Ok(true)
+    })
+    .context("the daemon never held the 300 connections")?;
     let asked = Instant::now();
     let status = daemon.stop()?;
     let took = asked.elapsed();
@@ -913,16 +919,24 @@ fn the_daemon_stops_promptly_with_idle_and_half_sent_connections_open() -> Resul
         status.success(),
         "the daemon did not stop cleanly: {status}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for (s, answer) in &mut held {
-        while answer.ended.is_none() && Instant::now() < deadline {
-            poll_readable(&[s.as_raw_fd()], Duration::from_millis(20))?;
-            answer.pump(s, Instant::now());
+    // Every held connection closed, unanswered. The check waits in poll(2) itself.
+    eventually_every(Duration::from_secs(5), Duration::from_millis(1), || {
+        let fds: Vec<i32> = held
+            .iter()
+            .filter(|(_, a)| a.ended.is_none())
+            .map(|(s, _)| s.as_raw_fd())
+            .collect();
+        poll_readable(&fds, Duration::from_millis(20))?;
+        let now = Instant::now();
+        for (s, answer) in held.iter_mut().filter(|(_, a)| a.ended.is_none()) {
+            answer.pump(s, now);
         }
-        ensure!(
-            answer.ended.is_some() && answer.data.is_empty(),
-            "a held connection: {answer:?}"
-        );
+        let open = held.iter().filter(|(_, a)| a.ended.is_none()).count();
+        ensure!(open == 0, "{open} held connections still open");
+        Ok(true)
+    })?;
+    for (_, answer) in &held {
+        ensure!(answer.data.is_empty(), "a held connection: {answer:?}");
     }
     Ok(())
 }
@@ -975,20 +989,16 @@ fn a_daemon_held_to_1024_descriptors_lowers_its_cap_and_keeps_working() -> Resul
             .map(|i| connect_from(source_addr(i % 100), api, Duration::from_secs(5)))
             .collect::<Result<Vec<_>>>()
     }))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        let text = lab.get("/metrics")?;
-        let refused = sample(&text, &refused("max_connections"))?;
-        if refused as usize + share >= HELD {
-            break refused;
-        }
+    let refused = eventually_every(Duration::from_secs(20), Duration::from_millis(100), || {
+        let refused = sample(&lab.get("/metrics")?, &refused("max_connections"))?;
         ensure!(
-            Instant::now() < deadline,
+            refused as usize + share >= HELD,
             "only {refused} refused with a cap of {cap}"
         );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // Several sampler ticks with every admitted connection held.
+        Ok(Some(refused))
+    })?;
+    // Not synchronisation: several counter-sampler ticks (1 s each) must pass with every
+    // admitted connection held, to show the sampler keeps its descriptors.
     std::thread::sleep(Duration::from_secs(3));
     let text = lab.get("/metrics")?;
     let open = sample(&text, "warden_api_connections_open")? as usize;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use warden_tests::{
     lab::{format_mac, Netns, Proc},
     topology::{addr, token, warden_binary, LabOptions, StandardLab},
+    wait::eventually,
 };
 
 use crate::common::*;
@@ -664,22 +665,31 @@ fn a_suspended_tenant_passes_nothing_but_management_across_sigkill_and_restart()
         "1",
         addr::CONSOLE_V4,
     ])?;
-    std::thread::sleep(Duration::from_millis(1500));
+    // The kernel counts globex's echoes (two pings of 50 a second) while the daemon runs...
+    let pinned = lab.pinned_map(warden_common::map::TENANT_COUNTERS)?;
+    let counted_more = |than: [warden_common::Counters; 2]| {
+        eventually(Duration::from_secs(10), || {
+            let now = sum_pinned(&pinned, index)?;
+            ensure!(
+                now[0].packets >= than[0].packets + 25,
+                "{} packets out counted, from {}",
+                now[0].packets,
+                than[0].packets
+            );
+            Ok(true)
+        })
+    };
+    counted_more(sum_pinned(&pinned, index)?).context("the echoes were not counted")?;
     // SIGKILL: no cleanup runs.
-    // SAFETY: kill only sends a signal to the daemon we started.
     ensure!(
+        // SAFETY: kill only sends a signal to the daemon we started.
         unsafe { libc::kill(d1.pid() as i32, libc::SIGKILL) } == 0,
         "kill -9 failed"
     );
     drop(d1);
-    let pinned = lab.pinned_map(warden_common::map::TENANT_COUNTERS)?;
-    let while_dead_1 = sum_pinned(&pinned, index)?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let while_dead_2 = sum_pinned(&pinned, index)?;
-    ensure!(
-        while_dead_2[0].packets > while_dead_1[0].packets,
-        "nothing counted while the daemon was dead"
-    );
+    // ... and after it died.
+    counted_more(sum_pinned(&pinned, index)?)
+        .context("nothing counted while the daemon was dead")?;
 
     let mut d2 = lab.start_daemon(&warden, &policy_path, &[])?;
     d2.wait_log("how=adopted", Duration::from_secs(5))?;

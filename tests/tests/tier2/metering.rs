@@ -64,7 +64,7 @@ fn counts_are_exact_per_tenant_in_host_and_gateway_modes_for_ipv4_and_ipv6() -> 
     let _sink = lab
         .ext
         .spawn(&["socat", "-u", "UDP4-RECV:9000,reuseaddr", "OPEN:/dev/null"])?;
-    std::thread::sleep(Duration::from_millis(300));
+    lab.ext.wait_udp_listen(9000, Duration::from_secs(10))?;
     // hping3 exits 1 when nothing answers, which is what a sink gives: judge by its
     // own count of packets sent.
     let out = lab.initech.exec_unchecked(

@@ -14,16 +14,17 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_common::direction;
 use warden_tests::{
     http,
     lab::Proc,
     topology::{addr, warden_binary, StandardLab, API},
+    wait::{eventually, eventually_every, give_up},
 };
 
 use crate::common::*;
@@ -80,18 +81,13 @@ fn run_with_stdin(program: &Path, args: &[&str], input: &str, timeout: Duration)
     };
     let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{} {args:?} still ran after {timeout:?}", program.display());
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let exited = eventually(timeout, || child.try_wait().map_err(give_up));
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status =
+        exited.with_context(|| format!("{} {args:?} did not finish", program.display()))?;
     // A child that exits without reading all of stdin breaks the pipe: not our error.
     let _ = writer.join();
     Ok(Run {
@@ -280,8 +276,7 @@ fn prometheus_evaluates_every_alert_rule_and_dashboard_query_without_error() -> 
         .lines()
         .filter(|l| l.trim_start().starts_with("- alert:"))
         .count();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let rules = loop {
+    let rules = eventually_every(Duration::from_secs(20), Duration::from_millis(250), || {
         let v = prometheus_json(&lab, "/api/v1/rules")?;
         let rules: Vec<Value> = v["data"]["groups"]
             .as_array()
@@ -289,15 +284,13 @@ fn prometheus_evaluates_every_alert_rule_and_dashboard_query_without_error() -> 
             .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        if rules.len() == declared && rules.iter().all(|r| r["health"] != "unknown") {
-            break rules;
-        }
         ensure!(
-            Instant::now() < deadline,
-            "Prometheus did not evaluate all {declared} rules within 20s: {rules:#?}"
+            rules.len() == declared && rules.iter().all(|r| r["health"] != "unknown"),
+            "not all {declared} rules evaluated: {rules:#?}"
         );
-        thread::sleep(Duration::from_millis(250));
-    };
+        Ok(Some(rules))
+    })
+    .context("Prometheus did not evaluate the rules")?;
     for r in &rules {
         ensure!(
             r["health"] == "ok",
@@ -399,21 +392,19 @@ fn aggregate(m: &std::collections::HashMap<String, f64>) -> Result<Sums> {
 }
 
 /// The all-tenant sums of `/metrics` and the API's per-tenant sum, read while no
-/// counter moved (two `/metrics` reads around the API read agree); up to 20 tries,
-/// since a lab host may send a stray neighbour discovery packet at any time.
+/// counter moved (two `/metrics` reads around the API read agree); tried for a few
+/// seconds, since a lab host may send a stray neighbour discovery packet at any time.
 fn settled_sums(lab: &StandardLab) -> Result<(Sums, Sums)> {
-    let mut last = None;
-    for _ in 0..20 {
+    eventually_every(Duration::from_secs(6), Duration::from_millis(300), || {
         let first = aggregate(&samples(&lab.get("/metrics")?))?;
         let api = api_sum(lab)?;
         let second = aggregate(&samples(&lab.get("/metrics")?))?;
-        if first == second {
-            return Ok((first, api));
-        }
-        last = Some((first, second));
-        thread::sleep(Duration::from_millis(300));
-    }
-    bail!("tenant counters kept moving: {last:?}")
+        ensure!(
+            first == second,
+            "tenant counters moved: {first:?} -> {second:?}"
+        );
+        Ok(Some((first, api)))
+    })
 }
 
 /// The lab's policy with `daemon.metrics_top_k: k`, without the tenants in `drop`.
@@ -492,25 +483,16 @@ fn top_k_bounds_tenant_series_and_the_sums_keep_every_tenant() -> Result<()> {
     std::fs::write(&path, policy_with(&lab, 3, &["initech"])?)?;
     // SAFETY: signals the daemon we started.
     ensure!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) } == 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    let text = eventually(Duration::from_secs(10), || {
+        if let Some(status) = daemon.try_wait().map_err(give_up)? {
+            return Err(give_up(anyhow!("the daemon exited ({status}) on SIGHUP")));
+        }
         let text = lab.get("/metrics")?;
-        if text.contains("\nwarden_policy_generation 2\n") {
-            break text;
-        }
-        if let Some(status) = daemon.try_wait()? {
-            bail!(
-                "the daemon exited ({status}) on SIGHUP; log:\n{}",
-                daemon.log()
-            );
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "SIGHUP did not apply generation 2 within 10s; log:\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+        Ok(text
+            .contains("\nwarden_policy_generation 2\n")
+            .then_some(text))
+    })
+    .with_context(|| format!("SIGHUP did not apply generation 2; log:\n{}", daemon.log()))?;
     let m = samples(&text);
     assert_eq!(
         exported_tenants(&text),
@@ -580,28 +562,21 @@ fn start_prometheus(lab: &StandardLab) -> Result<Proc> {
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut proc = lab.node.spawn(&args)?;
-    let deadline = Instant::now() + PROMETHEUS_START;
-    loop {
-        if let Some(status) = proc.try_wait()? {
-            bail!(
-                "prometheus exited ({status}) during start-up; log:\n{}",
-                proc.log()
-            );
+    eventually_every(PROMETHEUS_START, Duration::from_millis(250), || {
+        if let Some(status) = proc.try_wait().map_err(give_up)? {
+            return Err(give_up(anyhow!("prometheus exited ({status})")));
         }
-        let up = query(lab, "up{job=\"warden\"}").ok();
-        if let Some(up) = up {
-            if up.len() == 1 && up[0]["value"][1] == "1" {
-                return Ok(proc);
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "prometheus did not report up{{job=\"warden\"}} == 1 within {PROMETHEUS_START:?}; log:\n{}",
-                proc.log()
-            );
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+        let up = query(lab, "up{job=\"warden\"}")?;
+        ensure!(up.len() == 1 && up[0]["value"][1] == "1", "up is {up:?}");
+        Ok(true)
+    })
+    .with_context(|| {
+        format!(
+            "prometheus did not report up{{job=\"warden\"}} == 1; log:\n{}",
+            proc.log()
+        )
+    })?;
+    Ok(proc)
 }
 
 fn prometheus_request(lab: &StandardLab, path: &str) -> Result<http::Response> {
@@ -645,24 +620,14 @@ fn scalar(result: &[Value]) -> Result<u64> {
 /// Waits until Prometheus holds a sample of `series` scraped after `after` (Unix
 /// seconds) and returns its timestamp.
 fn wait_sample_after(lab: &StandardLab, series: &str, after: f64) -> Result<f64> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually_every(Duration::from_secs(15), Duration::from_millis(200), || {
         let r = query(lab, &format!("timestamp({series})"))?;
-        if let Some(ts) = r
-            .first()
+        Ok(r.first()
             .and_then(|s| s["value"][1].as_str())
             .and_then(|t| t.parse::<f64>().ok())
-        {
-            if ts > after {
-                return Ok(ts);
-            }
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no scrape of {series} after {after:.3} within 15s"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+            .filter(|&ts| ts > after))
+    })
+    .with_context(|| format!("no scrape of {series} after {after:.3}"))
 }
 
 /// A tenant's `(packets, bytes)` out, per `GET /api/v1/tenants/{id}`.

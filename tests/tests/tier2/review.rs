@@ -24,6 +24,7 @@ use warden_tests::{
     evidence::{flag, state_report, wait_flag, Metrics},
     lab::{Netns, Proc},
     topology::{outside, token, warden_binary, StandardLab},
+    wait::{eventually, eventually_every},
     workloads::nmap,
 };
 
@@ -92,6 +93,7 @@ impl Receiver {
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Pacing of the non-blocking accept, which checks `stop`.
                             thread::sleep(Duration::from_millis(20));
                         }
                         Err(e) => return Err(e.into()),
@@ -246,17 +248,12 @@ fn wait_for_flag(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let start = Instant::now();
-    loop {
+    eventually_every(timeout, Duration::from_millis(100), || {
         let f = flag(lab, id)?;
-        if pred(&f) {
-            return Ok(f);
-        }
-        if start.elapsed() >= timeout {
-            bail!("flag {id} not {what} within {timeout:?}: {f}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+        ensure!(pred(&f), "{f}");
+        Ok(Some(f))
+    })
+    .with_context(|| format!("flag {id} not {what}"))
 }
 
 fn tenant(lab: &StandardLab, id: &str) -> Result<Value> {
@@ -393,8 +390,18 @@ fn unanswered_flags_suspend_only_where_the_policy_says_and_notices_survive_an_ou
         "suspended globex still reaches out"
     );
 
-    // initech: its kind does not suspend -> still notified, tenant active, traffic flows.
-    thread::sleep(Duration::from_secs(2));
+    // initech: its kind does not suspend -> once the deadline sweep has passed its flag
+    // (one deadline_passed event), still notified, tenant active, traffic flows.
+    eventually(Duration::from_secs(10), || {
+        let events = events_by_flag(&lab)?;
+        let got = events.get(&i).map(Vec::as_slice).unwrap_or_default();
+        ensure!(
+            got.iter().any(|e| e == "deadline_passed"),
+            "initech's flag events: {got:?}"
+        );
+        Ok(true)
+    })
+    .context("the deadline sweep did not pass initech's flag")?;
     let f = flag(&lab, i)?;
     ensure!(f["state"] == "notified", "initech's flag moved: {f}");
     let t = tenant(&lab, "initech")?;
@@ -402,24 +409,17 @@ fn unanswered_flags_suspend_only_where_the_policy_says_and_notices_survive_an_ou
     ensure!(pings(&lab.initech, 3)?, "initech lost connectivity");
 
     // The receiver saw every notification despite the outage; failures were counted.
-    let start = Instant::now();
     let want: BTreeSet<(i64, String)> = [
         (g, "opened".to_string()),
         (i, "opened".to_string()),
         (g, "escalated".to_string()),
     ]
     .into();
-    loop {
+    eventually(Duration::from_secs(15), || {
         let got = accepted(&receiver.received())?;
-        if got == want {
-            break;
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(15),
-            "receiver accepted {got:?}, want {want:?}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+        ensure!(got == want, "receiver accepted {got:?}, want {want:?}");
+        Ok(true)
+    })?;
     let refused = receiver
         .received()
         .iter()
@@ -503,7 +503,8 @@ fn an_acknowledged_flag_stops_the_clock() -> Result<()> {
         Some(token::OPERATOR),
     )?;
     ensure!(r.status == 200, "ack: {} {}", r.status, r.body);
-    // Well past the deadline: nothing happens.
+    // Well past the deadline: nothing happens. Not synchronisation: an absence needs
+    // the time to pass (an acked flag leaves no trace of the sweep to wait for).
     thread::sleep(Duration::from_secs(DEADLINE_S + 3));
     let f = flag(&lab, g)?;
     ensure!(f["state"] == "acked", "acked flag moved: {f}");
@@ -532,17 +533,12 @@ fn wait_review(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let start = Instant::now();
-    loop {
+    eventually_every(timeout, Duration::from_millis(100), || {
         let review = json_of(&lab.get("/api/v1/status")?)?["review"].clone();
-        if pred(&review) {
-            return Ok(review);
-        }
-        if start.elapsed() >= timeout {
-            bail!("status review not {what} within {timeout:?}: {review}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+        ensure!(pred(&review), "{review}");
+        Ok(Some(review))
+    })
+    .with_context(|| format!("status review not {what}"))
 }
 
 #[test]

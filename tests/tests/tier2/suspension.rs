@@ -6,17 +6,15 @@
 //! `warden state restore` brings the suspension back. Real traffic throughout: 50 echoes
 //! per probe, bounded in count and time.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use crate::common::ping_received;
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     lab::{Netns, Proc},
     topology::{addr, token, warden_binary, StandardLab},
+    wait::{eventually, give_up},
 };
 
 /// Echoes per probe.
@@ -264,18 +262,15 @@ fn a_policy_exposing_a_suspended_tenant_is_403_for_an_operator_and_applied_audit
     let before = generation(&lab)?;
     // SAFETY: kill only sends a signal to the daemon this test started.
     ensure!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) } == 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while generation(&lab)? != before + 1 {
-        if let Some(status) = daemon.try_wait()? {
-            bail!("the daemon exited ({status}) on SIGHUP:\n{}", daemon.log());
+    eventually(Duration::from_secs(10), || {
+        if let Some(status) = daemon.try_wait().map_err(give_up)? {
+            return Err(give_up(anyhow!("the daemon exited ({status}) on SIGHUP")));
         }
-        ensure!(
-            Instant::now() < deadline,
-            "SIGHUP did not apply within 10 s:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let now = generation(&lab)?;
+        ensure!(now == before + 1, "generation {now}, from {before}");
+        Ok(true)
+    })
+    .with_context(|| format!("SIGHUP did not apply:\n{}", daemon.log()))?;
     let e = audit_entry(&lab, "policy.expose")?.context("no policy.expose entry")?;
     ensure!(
         e["actor"] == "SIGHUP"
@@ -331,8 +326,8 @@ impl Damage {
 }
 
 fn sigkill(daemon: Proc) -> Result<()> {
-    // SAFETY: kill only sends a signal to the daemon this test started.
     ensure!(
+        // SAFETY: kill only sends a signal to the daemon this test started.
         unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) } == 0,
         "kill -9 failed"
     );

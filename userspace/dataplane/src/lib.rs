@@ -455,6 +455,7 @@ fn check_bpffs(path: &Path) -> Result<()> {
         })?;
     // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(DataplaneError::Io {
             path: path.to_path_buf(),

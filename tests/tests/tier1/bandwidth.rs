@@ -1,0 +1,153 @@
+//! Bandwidth plans: the GCRA bucket per tenant and direction, burst and drops.
+
+use warden_common::{direction, Rate};
+use warden_tests::packets::L4;
+
+use crate::{fixture_policy::*, frames::*, harness::*};
+
+/// 8 kbit/s = 1,000 bytes/s, burst 1,000 bytes: a byte costs exactly 1 ms of bucket
+/// time, so a [`PLAN_FRAME`]-byte frame costs 100 ms and the burst is 1 s. A test run
+/// lasts microseconds: the clock does not move measurably within it.
+pub(crate) const PLAN: Rate = Rate::from_bits_per_second(8_000, 1_000);
+pub(crate) const PLAN_FRAME: usize = 100;
+
+/// Frames of the plan tenant P, in `prog`'s direction.
+fn plan_frame(prog: Prog) -> Vec<u8> {
+    let l4 = L4::udp(40000, 9);
+    let f = if prog.dir() == direction::OUT {
+        ip4(P, U, l4)
+    } else {
+        ip4(U, P, l4)
+    };
+    let f = f.pad_to(PLAN_FRAME).build();
+    assert_eq!(f.len(), PLAN_FRAME);
+    f
+}
+
+/// Runs `n` repetitions of P's frame through `prog` and checks the counters: `n`
+/// packets counted to P, `n - conforming` dropped for bandwidth, nothing else; the
+/// last repetition's verdict is drop when any was dropped. Returns the run's clock
+/// window.
+pub(crate) fn police_run(dp: &TestDataplane, prog: Prog, n: u64, conforming: u64) -> (u64, u64) {
+    let frame = plan_frame(prog);
+    let before = dp.snapshot().expect("reading counters");
+    let t0 = monotonic_ns();
+    let r = dp.run_repeat(prog, &frame, n as u32).expect("test run");
+    let t1 = monotonic_ns();
+    let after = dp.snapshot().expect("reading counters");
+    let last = if conforming < n {
+        Verdict::Drop
+    } else {
+        Verdict::Pass
+    };
+    assert_eq!(
+        r,
+        prog.retval(last),
+        "[{prog}] verdict of the last repetition"
+    );
+    let mut want = TP.changes(prog.dir(), frame.len(), n);
+    if conforming < n {
+        want.extend(
+            bandwidth(TENANT_P)
+                .changes(prog.dir(), frame.len(), n - conforming)
+                .into_iter()
+                .skip(1),
+        );
+    }
+    want.sort();
+    assert_eq!(
+        changes(&before, &after),
+        want,
+        "[{prog}] {n} frames of {PLAN_FRAME} bytes: {conforming} should conform"
+    );
+    (t0, t1)
+}
+
+/// From an idle bucket, N back-to-back frames: `burst_ns / cost + 1` conform (the
+/// first at TAT = now, each charging its cost), the rest are dropped for bandwidth
+/// and not charged; TAT ends exactly `conforming * cost` past the first frame's clock.
+/// The other direction's bucket does not move.
+#[test]
+fn a_bandwidth_plan_passes_burst_over_cost_plus_one_back_to_back_frames_and_drops_the_rest() {
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_P).rate = [PLAN, PLAN];
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let cost = gcra_cost(&PLAN, PLAN_FRAME as u64);
+    assert_eq!(cost, 100_000_000, "100 bytes at 1,000 bytes/s");
+    let conforming = PLAN.burst_ns / cost + 1;
+    assert_eq!(conforming, 11);
+    const N: u64 = 50;
+    for prog in Prog::ALL {
+        let dir = prog.dir();
+        dp.set_bucket(TENANT_P, dir, 0).expect("zeroing the bucket");
+        let other = dp.bucket(TENANT_P, 1 - dir).expect("reading the bucket");
+        let (t0, t1) = police_run(&dp, prog, N, conforming);
+        let tat = dp.bucket(TENANT_P, dir).expect("reading the bucket");
+        let first = tat.wrapping_sub(conforming * cost);
+        assert!(
+            (t0..=t1).contains(&first),
+            "[{prog}] TAT {tat} minus {conforming} x {cost} ns is {first}, not within the run [{t0}, {t1}]"
+        );
+        assert_eq!(
+            dp.bucket(TENANT_P, 1 - dir).expect("reading the bucket"),
+            other,
+            "[{prog}] the other direction's bucket moved"
+        );
+    }
+}
+
+/// A bucket already 450 ms ahead of the clock has 550 ms of its 1 s burst left:
+/// 5 frames of 100 ms fit in it plus the one at its edge, so 6 conform, and TAT
+/// ends exactly 6 costs past where it stood.
+#[test]
+fn a_bandwidth_bucket_ahead_of_the_clock_admits_only_what_is_left_of_the_burst() {
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_P).rate = [PLAN, PLAN];
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let cost = gcra_cost(&PLAN, PLAN_FRAME as u64);
+    const AHEAD: u64 = 450_000_000;
+    let conforming = (PLAN.burst_ns - AHEAD) / cost + 1;
+    assert_eq!(conforming, 6);
+    for prog in Prog::ALL {
+        let start = monotonic_ns() + AHEAD;
+        dp.set_bucket(TENANT_P, prog.dir(), start)
+            .expect("setting the bucket");
+        police_run(&dp, prog, 20, conforming);
+        let tat = dp.bucket(TENANT_P, prog.dir()).expect("reading the bucket");
+        assert_eq!(tat, start + conforming * cost, "[{prog}] TAT");
+    }
+}
+
+/// A plan on one direction polices that direction only: with an egress plan and no
+/// ingress plan, to-tenant frames all pass and leave every bucket alone.
+#[test]
+fn a_bandwidth_plan_polices_only_its_own_direction() {
+    let mut policy = standard_policy();
+    policy.tenant_mut(TENANT_P).rate = [PLAN, Rate::UNLIMITED];
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let cost = gcra_cost(&PLAN, PLAN_FRAME as u64);
+    for prog in Prog::ALL {
+        dp.set_bucket(TENANT_P, direction::OUT, 0)
+            .expect("zeroing the bucket");
+        let before = [0, 1, 2].map(|w| dp.bucket(TENANT_P, w).expect("reading the bucket"));
+        let conforming = if prog.dir() == direction::OUT {
+            PLAN.burst_ns / cost + 1
+        } else {
+            30
+        };
+        police_run(&dp, prog, 30, conforming);
+        let after = [0, 1, 2].map(|w| dp.bucket(TENANT_P, w).expect("reading the bucket"));
+        if prog.dir() == direction::IN {
+            assert_eq!(
+                before, after,
+                "[{prog}] an unlimited direction touched a bucket"
+            );
+        } else {
+            assert_eq!(
+                before[1..],
+                after[1..],
+                "[{prog}] egress moved the ingress or SMTP bucket"
+            );
+        }
+    }
+}
