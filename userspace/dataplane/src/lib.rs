@@ -51,9 +51,8 @@ use aya::{
 use ipnet::IpNet;
 use warden_common::{
     bucket, direction, facts, gen_flags, global, map, program, table, tenant_config_index,
-    tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig,
-    IfaceConfig, Slot128, Slot64, TenantConfig, GENERATIONS, MAX_IFACES, MAX_MACS, MAX_MANAGEMENT,
-    MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
+    tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, Slot128,
+    Slot64, TenantConfig, GENERATIONS, MAX_MACS, MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
 };
 
 pub use self::{

@@ -59,10 +59,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use warden_common::SMTP_PORTS;
 use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
 use warden_policy::traffic::{BlockTarget, FloodClass, Proto};
 use warden_policy::{Detectors, Kind, Policy};
-use warden_common::SMTP_PORTS;
 
 use crate::ladder::{DetectionKey, Ladder, Target};
 use crate::{
