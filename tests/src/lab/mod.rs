@@ -25,26 +25,39 @@
 //! client.exec(&["ping", "-c", "3", "-W", "1", "198.18.0.2"])?;
 //! # Ok(()) }
 //! ```
+//!
+//! This file holds the [`Lab`] itself (creation, settling, cleanup and leftovers); the
+//! rest is in `netns` (a host and what runs in it), `proc` (the background process
+//! guard), `address` (MACs, the test ranges, interface names) and `command` (bounded
+//! command runs).
+
+mod address;
+mod command;
+mod netns;
+mod proc;
 
 use std::{
     fs,
-    io::Read,
-    net::IpAddr,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        mpsc, Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     thread,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::wait::{eventually, eventually_every, give_up};
+pub use address::{check_test_address, format_mac, parse_mac};
+pub use netns::Netns;
+pub use proc::Proc;
+
+use crate::wait::{eventually, give_up};
+use address::check_ifname;
+use command::{ip_cmd, run_checked};
 
 /// Deadline of [`Netns::exec`] and of the lab's own `ip` commands.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,10 +71,6 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTLE_GRACE: Duration = Duration::from_millis(500);
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How long reader threads may take to drain a finished command's pipes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Error messages carry at most this much of a command's output.
-const OUTPUT_TAIL: usize = 2000;
 
 /// One run's namespaces, bpffs and temporary directory. Dropping it kills every process
 /// still running in its namespaces, deletes the namespaces (and with them their veths),
@@ -231,340 +240,6 @@ impl Drop for Lab {
     }
 }
 
-/// A network namespace of a [`Lab`]: a test host. Cheap to clone; valid while its lab lives.
-#[derive(Clone, Debug)]
-pub struct Netns {
-    name: String,
-    logdir: PathBuf,
-    seq: Arc<AtomicUsize>,
-}
-
-impl Netns {
-    /// The namespace's full name (`<prefix><run id>-<name>`), as `ip netns` knows it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip -n <ns> ARGS...`; returns stdout. The escape hatch for what has no method.
-    pub fn ip(&self, args: &[&str]) -> Result<String> {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        let out = run_checked(ip_cmd(&full), EXEC_TIMEOUT)?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Runs a program inside the namespace to completion within [`EXEC_TIMEOUT`];
-    /// fails on a non-zero exit with the command line and its output.
-    pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        self.exec_timeout(args, EXEC_TIMEOUT)
-    }
-
-    /// [`Netns::exec`] with its own deadline.
-    pub fn exec_timeout(&self, args: &[&str], timeout: Duration) -> Result<Output> {
-        run_checked(self.command(args)?, timeout)
-    }
-
-    /// Runs a program inside the namespace and returns its output whatever its exit
-    /// status (for commands that are expected to fail); still killed at `timeout`.
-    pub fn exec_unchecked(&self, args: &[&str], timeout: Duration) -> Result<Output> {
-        run_bounded(self.command(args)?, timeout)
-    }
-
-    /// Starts a background program inside the namespace (a server, the daemon) in its
-    /// own process group, stdout and stderr into a log file in the lab's tempdir. The
-    /// guard kills it on drop. For environment variables, start it through `env`.
-    pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
-        let mut cmd = self.command(args)?;
-        let shown = show(&cmd);
-        let program = Path::new(args[0])
-            .file_name()
-            .map_or_else(|| "proc".into(), |n| n.to_string_lossy().into_owned());
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let log = self
-            .logdir
-            .join(format!("{}-{program}-{seq}.log", self.name));
-        let file = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let file2 = file.try_clone().context("duplicating a log file handle")?;
-        cmd.stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file2)
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("starting `{shown}`"))?;
-        Ok(Proc { child, shown, log })
-    }
-
-    /// Adds an address (`198.18.1.1/24`, `2001:db8::1/64`). IPv6 addresses are added
-    /// `nodad`, usable at once. Refuses addresses outside the test ranges.
-    pub fn addr(&self, ifname: &str, cidr: &str) -> Result<()> {
-        check_test_address(cidr)?;
-        let mut args = vec!["addr", "add", cidr, "dev", ifname];
-        if cidr.contains(':') {
-            args.push("nodad");
-        }
-        self.ip(&args).map(drop)
-    }
-
-    /// Sets a link up.
-    pub fn up(&self, ifname: &str) -> Result<()> {
-        self.ip(&["link", "set", "dev", ifname, "up"]).map(drop)
-    }
-
-    /// Sets a link down.
-    pub fn down(&self, ifname: &str) -> Result<()> {
-        self.ip(&["link", "set", "dev", ifname, "down"]).map(drop)
-    }
-
-    /// Adds a route to `dest` (a CIDR or `default`) via the gateway `via`.
-    pub fn route(&self, dest: &str, via: &str) -> Result<()> {
-        check_test_address(via)?;
-        if dest != "default" {
-            check_test_address(dest)?;
-        }
-        let family = if via.contains(':') { "-6" } else { "-4" };
-        self.ip(&[family, "route", "add", dest, "via", via])
-            .map(drop)
-    }
-
-    /// Adds an on-link route to `dest` through `ifname`.
-    pub fn route_dev(&self, dest: &str, ifname: &str) -> Result<()> {
-        if dest != "default" {
-            check_test_address(dest)?;
-        }
-        self.ip(&["route", "add", dest, "dev", ifname]).map(drop)
-    }
-
-    /// Writes one sysctl inside the namespace (`net.*` keys are per namespace).
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.sysctls(&[(key, value)])
-    }
-
-    /// Writes several sysctls with one `sysctl -w`. Keys may use `/` separators, which
-    /// is how per-interface keys are written when a name could contain a dot.
-    pub fn sysctls(&self, pairs: &[(&str, &str)]) -> Result<()> {
-        let assignments: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut args = vec!["sysctl", "-q", "-w"];
-        args.extend(assignments.iter().map(String::as_str));
-        self.exec(&args).map(drop)
-    }
-
-    /// Makes a link silent on IPv6 until something sends on purpose: no DAD probes, no
-    /// router solicitations, no router advertisements accepted, and MLD's unsolicited
-    /// report repeats squeezed into a few milliseconds after the link comes up
-    /// (joining a group always sends reports; no sysctl stops that, only shortens the
-    /// repeats). Call it before [`Netns::up`], then [`Lab::settle`]: from then on the
-    /// link carries only the traffic a test makes (verified with tcpdump, 5 s, 6.18).
-    pub fn quiet_ipv6(&self, ifname: &str) -> Result<()> {
-        check_ifname(ifname)?;
-        let dev = |key: &str| format!("net/ipv6/conf/{ifname}/{key}");
-        let keys = [
-            (dev("accept_dad"), "0"),
-            (dev("dad_transmits"), "0"),
-            (dev("router_solicitations"), "0"),
-            (dev("accept_ra"), "0"),
-            (dev("mldv1_unsolicited_report_interval"), "1"),
-            (dev("mldv2_unsolicited_report_interval"), "1"),
-            // DAD runs when either the device or `all` asks for it.
-            ("net/ipv6/conf/all/accept_dad".into(), "0"),
-        ];
-        let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        self.sysctls(&pairs)
-    }
-
-    /// Turns IPv6 off on a link: for tests that count IPv4 frames and want no IPv6
-    /// at all, MLD included.
-    pub fn disable_ipv6(&self, ifname: &str) -> Result<()> {
-        check_ifname(ifname)?;
-        self.sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1")
-    }
-
-    /// A permanent neighbour entry (ARP or ND): `ip` reaches `mac` on `ifname` without
-    /// resolution traffic.
-    pub fn neigh_permanent(&self, ifname: &str, ip: &str, mac: [u8; 6]) -> Result<()> {
-        check_test_address(ip)?;
-        let mac = format_mac(mac);
-        self.ip(&[
-            "neigh",
-            "replace",
-            ip,
-            "lladdr",
-            &mac,
-            "dev",
-            ifname,
-            "nud",
-            "permanent",
-        ])
-        .map(drop)
-    }
-
-    /// Sets a link's MAC address (for tests that need known addresses).
-    pub fn set_mac(&self, ifname: &str, mac: [u8; 6]) -> Result<()> {
-        self.ip(&["link", "set", "dev", ifname, "address", &format_mac(mac)])
-            .map(drop)
-    }
-
-    /// A link's MAC address.
-    pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
-        let link = self.link_json(ifname)?;
-        let mac = link["address"]
-            .as_str()
-            .with_context(|| format!("{}: {ifname} has no MAC address", self.name))?;
-        parse_mac(mac)
-    }
-
-    /// A link's interface index inside the namespace (what XDP/tcx attach to).
-    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
-        let link = self.link_json(ifname)?;
-        link["ifindex"]
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .with_context(|| format!("{}: {ifname} has no ifindex", self.name))
-    }
-
-    /// Process ids running inside the namespace.
-    pub fn pids(&self) -> Result<Vec<u32>> {
-        pids_in(&self.name)
-    }
-
-    /// Waits until something in the namespace listens on TCP `port`.
-    pub fn wait_tcp_listen(&self, port: u16, timeout: Duration) -> Result<()> {
-        self.wait_listen("-t", port, timeout)
-            .with_context(|| format!("{}: nothing listens on TCP port {port}", self.name))
-    }
-
-    /// Waits until a UDP socket in the namespace is bound to `port`.
-    pub fn wait_udp_listen(&self, port: u16, timeout: Duration) -> Result<()> {
-        self.wait_listen("-u", port, timeout)
-            .with_context(|| format!("{}: nothing is bound to UDP port {port}", self.name))
-    }
-
-    /// Waits until `ss -l` with `proto` (`-t`, `-u`) lists a socket on local `port`.
-    fn wait_listen(&self, proto: &str, port: u16, timeout: Duration) -> Result<()> {
-        let filter = format!("sport = :{port}");
-        eventually(timeout, || {
-            let out = self.exec(&["ss", "-H", "-l", proto, "-n", &filter])?;
-            Ok(!out.stdout.trim_ascii().is_empty())
-        })
-    }
-
-    fn link_json(&self, ifname: &str) -> Result<Value> {
-        let out = self.ip(&["-j", "link", "show", "dev", ifname])?;
-        let links: Value = serde_json::from_str(&out)
-            .with_context(|| format!("parsing `ip -j link show dev {ifname}`: {out}"))?;
-        links
-            .get(0)
-            .cloned()
-            .with_context(|| format!("{}: no link {ifname}", self.name))
-    }
-
-    fn command(&self, args: &[&str]) -> Result<Command> {
-        ensure!(!args.is_empty(), "no program given to run in {}", self.name);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).args(args);
-        Ok(cmd)
-    }
-}
-
-/// A background process started by [`Netns::spawn`]. Dropping it sends SIGTERM to its
-/// process group, then SIGKILL after a grace period.
-#[derive(Debug)]
-pub struct Proc {
-    child: Child,
-    shown: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// The process id (also its process group id).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The file its stdout and stderr go to.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Everything it has written so far.
-    pub fn log(&self) -> String {
-        fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Its exit status if it has exited.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        self.child
-            .try_wait()
-            .with_context(|| format!("checking on `{}`", self.shown))
-    }
-
-    /// Waits until its log contains `needle` (e.g. "Server listening"); fails if it
-    /// exits first or `timeout` passes.
-    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        eventually(timeout, || {
-            if self.log().contains(needle) {
-                return Ok(true);
-            }
-            if let Some(status) = self.try_wait().map_err(give_up)? {
-                return Err(give_up(anyhow!("exited ({status})")));
-            }
-            Ok(false)
-        })
-        .with_context(|| {
-            format!(
-                "`{}` did not log {needle:?}; log:\n{}",
-                self.shown,
-                tail(&self.log())
-            )
-        })
-    }
-
-    /// Waits for it to exit on its own; kills it and fails after `timeout`.
-    pub fn wait(mut self, timeout: Duration) -> Result<ExitStatus> {
-        let exited = eventually(timeout, || self.try_wait().map_err(give_up));
-        if exited.is_err() {
-            self.terminate();
-        }
-        exited.with_context(|| {
-            format!(
-                "`{}` did not exit on its own and was killed; log:\n{}",
-                self.shown,
-                tail(&self.log())
-            )
-        })
-    }
-
-    /// Stops it: SIGTERM, then SIGKILL if it is still running after a grace period.
-    pub fn stop(mut self) -> Result<ExitStatus> {
-        self.terminate()
-            .with_context(|| format!("stopping `{}`", self.shown))
-    }
-
-    fn terminate(&mut self) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: killpg only sends a signal; the group leader is our unreaped child,
-        // so the id cannot have been reused.
-        unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        if let Ok(status) = eventually(STOP_GRACE, || {
-            self.child.try_wait().context("waiting").map_err(give_up)
-        }) {
-            return Some(status);
-        }
-        // SAFETY: as above.
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        self.child.wait().ok()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
 /// Namespaces whose names start with `prefix` (e.g. a lab's [`Lab::id`]) that still exist.
 pub fn leftover_namespaces(prefix: &str) -> Result<Vec<String>> {
     let out = run_checked(ip_cmd(&["netns", "list"]), EXEC_TIMEOUT)?;
@@ -603,61 +278,6 @@ pub fn leftovers(prefix: &str) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts
-            .next()
-            .with_context(|| format!("MAC {text:?} is too short"))?;
-        *byte = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC {text:?}"))?;
-    }
-    ensure!(parts.next().is_none(), "MAC {text:?} is too long");
-    Ok(mac)
-}
-
-/// Accepts `ADDR` or `ADDR/LEN` only inside 198.18.0.0/15 or 2001:db8::/32.
-pub fn check_test_address(cidr: &str) -> Result<()> {
-    let addr = cidr.split('/').next().unwrap_or(cidr);
-    let ip: IpAddr = addr
-        .parse()
-        .with_context(|| format!("{cidr:?} is not an IP address"))?;
-    let allowed = match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            o[0] == 198 && (o[1] == 18 || o[1] == 19)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            s[0] == 0x2001 && s[1] == 0x0db8
-        }
-    };
-    ensure!(
-        allowed,
-        "{cidr} is outside the test ranges 198.18.0.0/15 and 2001:db8::/32"
-    );
-    Ok(())
-}
-
-fn check_ifname(ifname: &str) -> Result<()> {
-    ensure!(
-        !ifname.is_empty()
-            && ifname.len() <= IFNAME_MAX
-            && ifname
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-        "interface name {ifname:?} must be 1-{IFNAME_MAX} letters, digits, '-' or '_'"
-    );
-    Ok(())
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; cleanup must still run.
     mutex
@@ -686,12 +306,6 @@ fn unused_id(prefix: &str) -> Result<String> {
         }
     }
     bail!("no unused lab id for prefix {prefix} after 8 tries")
-}
-
-fn ip_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(args);
-    cmd
 }
 
 fn pids_in(ns: &str) -> Result<Vec<u32>> {
@@ -750,104 +364,6 @@ fn unsettled(ns: &str, json: &[u8]) -> Result<Vec<String>> {
         }
     }
     Ok(pending)
-}
-
-/// Runs a command with stdin closed and output captured, killing its process group at
-/// `timeout`. Returns the output whatever the exit status.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output> {
-    let shown = show(&cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("starting `{shown}`"))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let finished = eventually_every(timeout, Duration::from_millis(20), || {
-        child
-            .try_wait()
-            .with_context(|| format!("waiting for `{shown}`"))
-            .map_err(give_up)
-    });
-    if finished.is_err() {
-        // SAFETY: killpg only sends a signal; our child is not reaped yet, so its id
-        // (= its group id) cannot have been reused.
-        unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = child.wait();
-    }
-    let stdout = stdout.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
-    let stderr = stderr.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
-    let status = finished.with_context(|| {
-        format!(
-            "`{shown}` did not finish within {timeout:?} and was killed{}",
-            describe_output(&stdout, &stderr)
-        )
-    })?;
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
-}
-
-/// [`run_bounded`], failing on a non-zero exit.
-fn run_checked(cmd: Command, timeout: Duration) -> Result<Output> {
-    let shown = show(&cmd);
-    let out = run_bounded(cmd, timeout)?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}){}",
-            out.status,
-            describe_output(&out.stdout, &out.stderr)
-        );
-    }
-    Ok(out)
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut pipe) = pipe {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            let _ = tx.send(buf);
-        });
-    }
-    rx
-}
-
-fn describe_output(stdout: &[u8], stderr: &[u8]) -> String {
-    let mut text = String::new();
-    for (name, bytes) in [("stderr", stderr), ("stdout", stdout)] {
-        let s = String::from_utf8_lossy(bytes);
-        if !s.trim().is_empty() {
-            text.push_str(&format!("\n{name}: {}", tail(s.trim())));
-        }
-    }
-    text
-}
-
-fn tail(text: &str) -> &str {
-    let mut start = text.len().saturating_sub(OUTPUT_TAIL);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-fn show(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| {
-            let a = a.to_string_lossy();
-            if a.contains(' ') || a.is_empty() {
-                format!("'{a}'")
-            } else {
-                a.into_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 // These tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): `cargo xtask test
