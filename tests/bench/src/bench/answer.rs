@@ -1,0 +1,152 @@
+//! The detection-event case: `xdp_bench_answer` on SYN-ACKs from windows of remotes
+//! whose pending attempts the bench writes; every repetition's OUTCOME checked in the ring.
+
+use anyhow::{bail, ensure, Context as _, Result};
+use aya::Ebpf;
+use warden_common::{
+    direction,
+    facts::{
+        contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot, Event,
+        Pending, PENDING_SLOTS,
+    },
+};
+use warden_tests::packets::{tcp, Frame, Ipv6, L4};
+
+use super::{
+    cases::{Case, Lands},
+    facts::{fact_counters, remote16_v6, FactMaps},
+    fixtures::{answer_remote, host_v6},
+    measure::{test_run, xdp},
+    ANSWER_LOCAL_PORT, ANSWER_REMOTE_PORT, ANSWER_WINDOW, PROBE_TENANT,
+};
+
+/// The key of detection-event remote `k`'s pending attempt (the tenant's SYN to it).
+pub(super) fn answer_key(tenant: u32, k: u32) -> u64 {
+    contact_key(
+        tenant,
+        contact_tag::OUT,
+        6,
+        ANSWER_REMOTE_PORT,
+        fold_addr(&answer_remote(k).octets()),
+    )
+}
+
+/// The first remotes of `count` disjoint windows of `width` consecutive detection-event
+/// remotes of `tenant` whose pending slots are all distinct within the window, lowest
+/// first.
+pub(super) fn answer_windows(tenant: u32, count: usize, width: u32) -> Result<Vec<u32>> {
+    let mut last = vec![u32::MAX; PENDING_SLOTS as usize];
+    let (mut start, mut out) = (0u32, Vec::with_capacity(count));
+    for k in 0..u32::MAX - width {
+        if out.len() == count {
+            return Ok(out);
+        }
+        let slot = pending_slot(answer_key(tenant, k)) as usize;
+        if last[slot] != u32::MAX && last[slot] >= start {
+            start = last[slot] + 1;
+        }
+        last[slot] = k;
+        if k + 1 - start == width {
+            out.push(start);
+            start = k + 1;
+        }
+    }
+    bail!("no {count} windows of {width} remotes with distinct pending slots")
+}
+
+/// The detection-event frame: a SYN-ACK from remote `k` to the probe tenant.
+pub(super) fn answer_frame(k: u32) -> Vec<u8> {
+    Frame::new(
+        Ipv6::new(answer_remote(k), host_v6(PROBE_TENANT)).l4(L4::tcp(
+            ANSWER_REMOTE_PORT,
+            ANSWER_LOCAL_PORT,
+            tcp::SYN | tcp::ACK,
+        )),
+    )
+    .build()
+}
+
+/// One detection-event run over the window starting at remote `start`: writes the
+/// window's pending attempts, runs the program once per remote, and checks that every
+/// repetition sent one OUTCOME into the ring and nothing was lost. Returns the verdict,
+/// the mean ns per repetition, and the ring's records.
+pub(super) fn answer_run(
+    ebpf: &Ebpf,
+    facts: &mut FactMaps,
+    case: &Case,
+    start: u32,
+) -> Result<(u32, u32, Vec<Event>)> {
+    let Lands::Tenant { index: tenant, .. } = case.lands else {
+        bail!(
+            "{}: a detection-event case must pass to a tenant",
+            case.name
+        );
+    };
+    // Records of earlier cases are read out first: a million-repetition case at one
+    // tenant address is an inbound flood at the policy defaults, and sends its FLOOD
+    // once per flood epoch, as it should.
+    facts.ring_events()?;
+    for k in start..start + ANSWER_WINDOW {
+        let key = answer_key(tenant, k);
+        facts
+            .pending
+            .set(pending_slot(key), Pending { tag: key }, 0)
+            .context("writing PENDING")?;
+    }
+    let before = fact_counters(ebpf)?;
+    let r = test_run(
+        xdp(ebpf, case.program)?,
+        &answer_frame(start),
+        ANSWER_WINDOW,
+    )?;
+    let after = fact_counters(ebpf)?;
+    let moved = |i: u32| after[i as usize] - before[i as usize];
+    let events = facts.ring_events()?;
+    ensure!(
+        moved(fact_counter::SENT) == u64::from(ANSWER_WINDOW)
+            && moved(fact_counter::LOST_RING) == 0
+            && events.len() == ANSWER_WINDOW as usize,
+        "{}: {ANSWER_WINDOW} answers to pending attempts sent {} events ({} lost, ring \
+         full), {} read from the ring",
+        case.name,
+        moved(fact_counter::SENT),
+        moved(fact_counter::LOST_RING),
+        events.len()
+    );
+    Ok((r.0, r.1, events))
+}
+
+/// Proves the detection-event program does what its case claims: each repetition of a
+/// run answered its own pending attempt (one OUTCOME per remote, in order, with the
+/// tenant, addresses and ports of the answer) and cleared it.
+pub(super) fn verify_answers(ebpf: &Ebpf, facts: &mut FactMaps, case: &Case) -> Result<()> {
+    let start = facts.answer_windows[0];
+    let (_, _, events) = answer_run(ebpf, facts, case, start)?;
+    let local = remote16_v6(host_v6(PROBE_TENANT));
+    for (k, e) in (start..).zip(&events) {
+        ensure!(
+            e.kind == event::OUTCOME
+                && e.tenant == PROBE_TENANT
+                && e.detail == outcome::SUCCESS
+                && e.dir == direction::IN as u8
+                && e.proto == 6
+                && e.remote == remote16_v6(answer_remote(k))
+                && e.local == local
+                && e.remote_port == ANSWER_REMOTE_PORT
+                && e.local_port == ANSWER_LOCAL_PORT,
+            "{}: event of remote {} is {e:?}, expected a SUCCESS OUTCOME of tenant \
+             {PROBE_TENANT}",
+            case.name,
+            answer_remote(k)
+        );
+        let slot = pending_slot(answer_key(PROBE_TENANT, k));
+        let tag = facts.pending.get(&slot, 0).context("reading PENDING")?.tag;
+        ensure!(
+            tag == 0,
+            "{}: the answered attempt of {} is still pending",
+            case.name,
+            answer_remote(k)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! The fact maps the fact cases read and write from userspace, and the helpers they
+//! share: the contact filter's bits, remotes in event form, the contact epoch, the fact
+//! counters.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use warden_common::{
+    facts::{
+        contact_key, contact_tag, fact_counter, fold_addr, Event, Pending, CONTACT_EPOCH_SHIFT,
+        CONTACT_WORDS,
+    },
+    map,
+};
+use warden_dataplane::log::{event_of, AttemptLog};
+
+use super::{
+    answer::answer_windows, new_flow::new_flow_remote, tracked::Tracked, ANSWER_RUNS,
+    ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
+};
+
+/// The fact maps the fact cases need from userspace, taken out of the object (the
+/// programs keep using them): the ring and the attempt log, to read; the contact filter,
+/// to set a new-flow run's words back to their loaded state; the pending table, to
+/// write a detection-event run's attempts and to check the load; the sketch, to check
+/// the load. Also the tracked remotes' load and the detection-event windows.
+pub(super) struct FactMaps {
+    pub(super) ring: RingBuf<MapData>,
+    pub(super) log: AttemptLog,
+    pub(super) contacts: Array<MapData, u64>,
+    pub(super) pending: Array<MapData, Pending>,
+    pub(super) sketch: Array<MapData, u64>,
+    /// The tracked remotes' state, once loaded.
+    pub(super) tracked: Option<Tracked>,
+    /// Loads of the tracked remotes so far (one more each time the contact epoch moved
+    /// on).
+    pub(super) loads: u32,
+    /// Of the new-flow runs timed: repetitions, and those the loaded filter took for
+    /// known remotes (its false positives).
+    pub(super) new_flow_reps: u64,
+    pub(super) new_flow_known: u64,
+    /// First remote of each detection-event window ([`answer_windows`]).
+    pub(super) answer_windows: Vec<u32>,
+}
+
+impl FactMaps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<FactMaps> {
+        let ring = ebpf.take_map(map::EVENTS).context("no EVENTS map")?;
+        let contacts = ebpf.take_map(map::CONTACTS).context("no CONTACTS map")?;
+        let pending = ebpf.take_map(map::PENDING).context("no PENDING map")?;
+        let sketch = ebpf.take_map(map::SKETCH).context("no SKETCH map")?;
+        let log = match ebpf.take_map(map::ATTEMPT_LOG) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => bail!("no ATTEMPT_LOG array in the object"),
+        };
+        Ok(FactMaps {
+            ring: RingBuf::try_from(ring).context("opening the EVENTS ring")?,
+            log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
+            contacts: Array::try_from(contacts).context("opening CONTACTS")?,
+            pending: Array::try_from(pending).context("opening PENDING")?,
+            sketch: Array::try_from(sketch).context("opening SKETCH")?,
+            tracked: None,
+            loads: 0,
+            new_flow_reps: 0,
+            new_flow_known: 0,
+            answer_windows: answer_windows(PROBE_TENANT, ANSWER_RUNS, ANSWER_WINDOW)?,
+        })
+    }
+
+    /// Every new entry of the attempt log, as events, with how many entries were
+    /// written over unread since the last call; and the number of ring records (which
+    /// are drained).
+    pub(super) fn drain(&mut self) -> Result<(Vec<Event>, u64, usize)> {
+        let ring = self.ring_events()?.len();
+        let lost_before = self.log.lost();
+        let mut out = Vec::new();
+        self.log.take(usize::MAX, |e| out.push(event_of(&e)));
+        Ok((out, self.log.lost() - lost_before, ring))
+    }
+
+    /// Drains the ring: its records, as events.
+    pub(super) fn ring_events(&mut self) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            ensure!(
+                item.len() >= std::mem::size_of::<Event>(),
+                "a ring record of {} bytes: not an event",
+                item.len()
+            );
+            // SAFETY: at least size_of::<Event>() bytes (checked above), read unaligned;
+            // Event is plain integers, valid for every bit pattern.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+        Ok(out)
+    }
+
+    /// Sets the contact filter words of the first `n` remotes of the new-flow frame of
+    /// `tenant` back to their loaded state (the tracked remotes' bits, in the current
+    /// contact epoch), and returns the repetitions that will be first contacts: all but
+    /// those whose two bits the loaded words or the run's earlier remotes already hold
+    /// (the filter's false positives), found by running the filter's formulas
+    /// (`warden_common::facts`, as the programs use them) over the run.
+    pub(super) fn arm_new_flows(&mut self, tenant: u32, n: u32) -> Result<Vec<u32>> {
+        let tracked = self
+            .tracked
+            .as_ref()
+            .context("the tracked remotes are not loaded")?;
+        let mut words: std::collections::BTreeMap<u32, u32> = Default::default();
+        let mut new = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            let key = contact_key(
+                tenant,
+                contact_tag::OUT,
+                6,
+                NEW_FLOW_PORT,
+                fold_addr(&remote16(new_flow_remote(k))),
+            );
+            let (w, bits) = filter_bits(key);
+            let word = words.entry(w).or_insert(tracked.words[w as usize]);
+            if *word & bits != bits {
+                *word |= bits;
+                new.push(k);
+            }
+        }
+        for &w in words.keys() {
+            let loaded = (tracked.epoch << 32) | u64::from(tracked.words[w as usize]);
+            self.contacts
+                .set(w, loaded, 0)
+                .context("writing CONTACTS")?;
+        }
+        Ok(new)
+    }
+}
+
+/// The word index and the two bits of a contact key in the filter (as the programs'
+/// `contact_word`).
+pub(super) fn filter_bits(key: u64) -> (u32, u32) {
+    let bits = (1u32 << ((key >> 32) & 31)) | (1u32 << ((key >> 40) & 31));
+    (key as u32 & (CONTACT_WORDS - 1), bits)
+}
+
+/// An IPv6 address in event form.
+pub(super) fn remote16_v6(a: Ipv6Addr) -> [u8; 16] {
+    a.octets()
+}
+
+/// The contact epoch of the programs' clock now (`CLOCK_MONOTONIC_COARSE`).
+pub(super) fn contact_epoch() -> Result<u64> {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clock_gettime");
+    }
+    Ok((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> CONTACT_EPOCH_SHIFT)
+}
+
+/// An IPv4 address in event form: network order in the first 4 bytes.
+pub(super) fn remote16(a: Ipv4Addr) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&a.octets());
+    out
+}
+
+/// The fact counters summed over CPUs, by `fact_counter` index.
+pub(super) fn fact_counters(ebpf: &Ebpf) -> Result<Vec<u64>> {
+    let m = ebpf
+        .map(map::FACT_COUNTERS)
+        .context("no FACT_COUNTERS map")?;
+    let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m)?;
+    (0..fact_counter::COUNT)
+        .map(|i| Ok(a.get(&i, 0)?.iter().sum()))
+        .collect()
+}
