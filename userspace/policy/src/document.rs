@@ -108,6 +108,16 @@ pub(super) fn read_timed(
     if let Some(second) = documents.get(1) {
         r.error(second, "a policy file holds a single YAML document");
     }
+    // An empty file (or one of comments only) is far more often a truncated copy or the
+    // wrong path than a deliberate policy: enforcing nothing must be written down
+    // (e.g. `tenants: []`).
+    if documents.first().is_none_or(is_empty_document) {
+        r.error_at(
+            Pos { line: 1, col: 1 },
+            "the policy is empty; write at least `tenants: []` to enforce nothing",
+        );
+        return Err(r.finish());
+    }
 
     let mut daemon = DaemonConfig::default();
     let mut interfaces = Vec::new();
@@ -614,5 +624,17 @@ fn absolute_path(text: &str) -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!("`{text}` must be an absolute path"))
+    }
+}
+
+/// A document that holds nothing: no node at all, or a plain null scalar (`---` alone).
+fn is_empty_document(root: &Node<'_>) -> bool {
+    use saphyr_parser::ScalarStyle;
+    match &root.data {
+        super::tree::Data::BadValue => true,
+        super::tree::Data::Scalar(text, ScalarStyle::Plain, None) => {
+            matches!(text.as_ref(), "" | "~" | "null")
+        }
+        _ => false,
     }
 }

@@ -211,8 +211,19 @@ fn full_file_reads_into_expected_values() {
 }
 
 #[test]
-fn empty_file_is_a_policy_with_builtin_defaults() {
-    for text in ["", "# only a comment\n", "tenants:\n", "interfaces: []\n"] {
+fn empty_file_is_refused_at_line_one() {
+    for text in ["", "# only a comment\n", "\n\n", "---\n"] {
+        let diags = parse(text, "empty.yaml").expect_err("an empty policy is refused");
+        assert_eq!(
+            diags.to_string(),
+            "empty.yaml:1:1: the policy is empty; write at least `tenants: []` to enforce nothing"
+        );
+    }
+}
+
+#[test]
+fn explicit_empty_sections_are_a_policy_with_builtin_defaults() {
+    for text in ["tenants: []\n", "tenants:\n", "interfaces: []\n"] {
         let policy = parse(text, "empty.yaml").expect("empty policy is valid");
         assert_eq!(policy.daemon, DaemonConfig::default());
         assert_eq!(policy.daemon.listen.to_string(), "127.0.0.1:9477");
@@ -657,7 +668,10 @@ fn example_config_parses() {
 #[test]
 fn units_convert_exactly() {
     assert_eq!(units::rate("1.5Gbit"), Ok(1_500_000_000));
-    assert_eq!(units::rate("100 Mbps"), Ok(100_000_000));
+    assert_eq!(
+        units::rate("100 Mbps"),
+        Err("no space between the number and the unit: write `100Mbps`".into())
+    );
     assert_eq!(units::rate("64kbit"), Ok(64_000));
     assert_eq!(units::rate("2Kbps"), Ok(2_000));
     assert_eq!(units::rate("1Tbit"), Ok(1_000_000_000_000));

@@ -265,6 +265,7 @@ fn quantity(text: &str, units: &Units) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+')))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
+    let spaced = unit.starts_with(char::is_whitespace);
     let unit = unit.trim_start();
     let (negative, digits) = split_sign(number);
     let (mantissa, scale) = decimal(digits)
@@ -279,6 +280,13 @@ fn quantity(text: &str, units: &Units) -> Result<u64, String> {
             names.join(", ")
         ));
     };
+    if spaced {
+        // `5 Mbit` reads fine to a person but is written `5Mbit` everywhere else
+        // (the docs, the API's output): one spelling, said so, not silently taken.
+        return Err(format!(
+            "no space between the number and the unit: write `{number}{unit}`"
+        ));
+    }
     if negative || mantissa == 0 {
         return Err(format!("{noun} must be greater than zero, found `{text}`"));
     }

@@ -851,7 +851,7 @@ fn a_tenant_leaving_the_policy_is_forgotten() {
     );
     w.events(vec![attempt(outside(3), 22, ms(2))], &at(ms(3)), &mut fx);
     assert_eq!(w.status().open_episodes, 1);
-    let empty = policy::parse("", "empty.yaml").expect("empty policy");
+    let empty = policy::parse("tenants: []\n", "empty.yaml").expect("empty policy");
     w.configure(&empty, |_| None, 8);
     let s = w.status();
     assert_eq!(
