@@ -553,9 +553,21 @@ fn clean_up(lab: &StandardLab, warden: &Path, state: &Path) -> Result<()> {
     let warden = warden.to_str().context("warden path is not UTF-8")?;
     let bpffs = lab.lab.bpffs()?;
     let bpffs = bpffs.to_str().context("bpffs path is not UTF-8")?;
-    lab.node
-        .exec(&[warden, "uninstall", "--bpffs", bpffs])
+    // Exit 5: nothing was pinned (the daemon detached on exit); anything else failed.
+    let out = lab
+        .node
+        .exec_unchecked(
+            &[warden, "uninstall", "--bpffs", bpffs],
+            std::time::Duration::from_secs(30),
+        )
         .context("removing the run's pins")?;
+    if !matches!(out.status.code(), Some(0 | 5)) {
+        bail!(
+            "warden uninstall: {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     if state.exists() {
         std::fs::remove_dir_all(state).with_context(|| format!("removing {}", state.display()))?;
     }

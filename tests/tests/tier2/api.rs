@@ -802,7 +802,7 @@ fn tls_serves_https_only_and_the_cli_trusts_a_given_ca() -> Result<()> {
         ],
     )?;
     ensure!(
-        code == 1 && err.contains("403"),
+        code == 4 && err.contains("403"),
         "viewer suspend over https: exit {code}: {err}"
     );
     for verb in ["suspend", "unsuspend"] {
@@ -825,7 +825,7 @@ fn tls_serves_https_only_and_the_cli_trusts_a_given_ca() -> Result<()> {
     }
     // Without the CA the server is not trusted.
     let (code, _, err) = cli(&lab, &["--api", api, "--token", token::VIEWER, "status"])?;
-    ensure!(code == 1, "https without --ca: exit {code}");
+    ensure!(code == 3, "https without --ca: exit {code}");
     ensure!(err.contains("--ca"), "https without --ca: no hint: {err}");
     // And the audit log, read over HTTPS with the CA as curl would.
     let out = lab.node.exec_unchecked(

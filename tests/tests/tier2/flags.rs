@@ -284,7 +284,7 @@ fn flags_are_listed_shown_exported_acked_and_dismissed_with_roles_and_audit() ->
     );
     let (code, _, err) = cli(&lab, &["flag", "ack", &flood_s])?;
     ensure!(
-        code == 1 && err.contains("401"),
+        code == 4 && err.contains("401"),
         "ack without token (exit {code}): {err}"
     );
     let (code, out, err) = cli(&lab, &["--token", token::OPERATOR, "flag", "ack", &flood_s])?;
@@ -294,14 +294,15 @@ fn flags_are_listed_shown_exported_acked_and_dismissed_with_roles_and_audit() ->
     );
     let (code, _, err) = cli(&lab, &["--token", token::OPERATOR, "flag", "ack", &flood_s])?;
     ensure!(
-        code == 1 && err.contains("409"),
+        code == 6 && err.contains("409"),
         "ack again (exit {code}): {err}"
     );
     let (code, _, err) = cli(&lab, &["flag", "show", "999999"])?;
     ensure!(
-        code == 1 && err.contains("404"),
+        code == 5 && err.contains("404"),
         "show unknown (exit {code}): {err}"
     );
+    cli_exit_codes_and_versions(&lab)?;
     let (code, _, err) = cli(
         &lab,
         &["--token", token::OPERATOR, "flag", "dismiss", &flood_s],
@@ -357,6 +358,45 @@ fn flags_are_listed_shown_exported_acked_and_dismissed_with_roles_and_audit() ->
     ensure!(
         reviews.len() == 4,
         "refused reviews were audited: {reviews:?}"
+    );
+    Ok(())
+}
+
+/// The exit codes a script branches on that the review above does not reach: an unknown
+/// tenant (5, a known one with no flags is 0), `--api` without a scheme (2, before any
+/// request), a daemon that is not there (3); and `version` naming client and daemon
+/// with the commit they were built from.
+fn cli_exit_codes_and_versions(lab: &StandardLab) -> Result<()> {
+    let (code, _, err) = cli(lab, &["flags", "--tenant", "nosuch"])?;
+    ensure!(
+        code == 5 && err.contains("no tenant `nosuch`"),
+        "flags --tenant nosuch (exit {code}): {err}"
+    );
+    let (code, out, err) = cli(lab, &["flags", "--tenant", "initech", "--kind", "spam"])?;
+    ensure!(
+        code == 0,
+        "flags of a known tenant (exit {code}): {out}{err}"
+    );
+    let (code, _, err) = cli(lab, &["--api", "127.0.0.1:9477", "status"])?;
+    ensure!(
+        code == 2 && err.contains("give e.g. http://127.0.0.1:9477"),
+        "--api without a scheme (exit {code}): {err}"
+    );
+    let (code, _, err) = cli(lab, &["--api", "http://127.0.0.1:1", "status"])?;
+    ensure!(
+        code == 3 && err.contains("cannot reach the warden daemon"),
+        "unreachable daemon (exit {code}): {err}"
+    );
+    let (code, out, err) = cli(lab, &["version"])?;
+    let client = out.lines().next().unwrap_or_default();
+    ensure!(
+        code == 0 && client.starts_with("client: warden ") && client.contains("(commit "),
+        "version (exit {code}): {out}{err}"
+    );
+    let daemon = client.replacen("client:", "daemon:", 1);
+    ensure!(
+        out.lines().nth(1) == Some(daemon.as_str()),
+        "the daemon is not the same build as the client: {out}"
     );
     Ok(())
 }

@@ -359,9 +359,18 @@ pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
 pub fn load_on_host(path: &Path, usable: InterfaceCheck<'_>) -> Result<Policy, Diagnostics> {
     let file_name = path.display().to_string();
     let bytes = read_bounded(path, &file_name)?;
-    let text = utf8(&bytes, &file_name)?;
-    within_limit(text.len(), &file_name)?;
-    document::read(text, &file_name, Some(usable))
+    parse_bytes_on_host(&bytes, &file_name, usable)
+}
+
+/// [`parse_bytes`] with [`load_on_host`]'s interface check (`warden policy check -`).
+pub fn parse_bytes_on_host(
+    bytes: &[u8],
+    file_name: &str,
+    usable: InterfaceCheck<'_>,
+) -> Result<Policy, Diagnostics> {
+    let text = utf8(bytes, file_name)?;
+    within_limit(text.len(), file_name)?;
+    document::read(text, file_name, Some(usable))
 }
 
 /// One diagnostic about the whole input, at line 0, column 0.

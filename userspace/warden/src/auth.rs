@@ -163,6 +163,11 @@ impl Tokens {
         self.entries.len()
     }
 
+    /// The names of the tokens, in file order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+
     /// True when no token is accepted.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -10,6 +10,14 @@
 //! the state database's suspensions, [`auth`] reads the token file, and [`cli`] is the
 //! command line.
 
+/// This build: the crate version and the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WARDEN_GIT_COMMIT"),
+    ")"
+);
+
 pub mod api;
 pub mod auth;
 pub mod cli;

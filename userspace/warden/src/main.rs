@@ -1,14 +1,16 @@
 //! The `warden` binary: daemon and CLI.
+//!
+//! Exit codes (`warden --help`, docs/cli.md): 0 ok, 1 error, 2 usage, 3 daemon
+//! unreachable, 4 not authorised (401/403), 5 not found, 6 conflict.
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use warden::{
-    cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
-    daemon, state,
+use warden::cli::{
+    self, error::EXIT_ERROR, ops, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand,
+    TokenCommand,
 };
-use warden_dataplane as dataplane;
+use warden::{daemon, state};
 use warden_policy as policy;
 
 fn main() -> ExitCode {
@@ -17,7 +19,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }
@@ -28,45 +30,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             detach_on_exit,
-        } => {
-            use std::io::IsTerminal as _;
-            tracing_subscriber::fmt()
-                // Colours only for a person at a terminal, never into journald or files.
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            let opts = daemon::RunOptions {
-                policy_path: config.clone(),
-                detach_on_exit: *detach_on_exit,
-            };
-            rt.block_on(daemon::run(opts))?;
-        }
+        } => run(config, *detach_on_exit)?,
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => match policy::load_on_host(file, &|name| dataplane::iface::check(name, false)) {
-            Ok(p) => println!(
-                "{}: ok ({} tenants, {} interfaces)",
-                file.display(),
-                p.tenants.len(),
-                p.interfaces.len()
-            ),
-            Err(diags) => {
-                eprint!("{diags}");
-                if !diags.to_string().ends_with('\n') {
-                    eprintln!();
-                }
-                let name = policy::printable(&file.display().to_string());
-                eprintln!("{name}: {} error(s)", diags.len());
-                return Ok(ExitCode::from(1));
+        } => {
+            if !ops::policy_check(file)? {
+                return Ok(ExitCode::from(EXIT_ERROR));
             }
-        },
+        }
         Command::Policy {
             command: PolicyCommand::Apply { file },
         } => cli::policy_apply(&client()?, file)?,
@@ -94,18 +65,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::State {
             command: StateCommand::Restore { config, events_log },
+        } => restore(config, events_log)?,
+        Command::Token {
+            command: TokenCommand::Create { name, role, file },
         } => {
-            let who = std::env::var("SUDO_USER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "root".into());
-            let opts = state::RestoreOptions {
-                config: config.clone(),
-                events_logs: events_log.clone(),
-                actor: format!("{who} (warden state restore)"),
-            };
-            let report = state::restore(&opts)?;
-            print!("{}", report.text());
+            let token = ops::token_create(file, name, *role)?;
+            println!("{token}");
+            eprintln!(
+                "added `{name}` ({role}) to {}; this is the only time the token is shown. \
+                 Restart the daemon to accept it.",
+                file.display()
+            );
         }
+        Command::Completion { shell } => ops::completion(*shell),
+        Command::Version => ops::version(client())?,
+        Command::Man { dir } => ops::man(dir)?,
         Command::Uninstall { config, bpffs } => {
             let dir = match (config, bpffs) {
                 (_, Some(dir)) => dir.clone(),
@@ -117,8 +91,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => policy::DaemonConfig::default().bpffs,
             };
-            let n = daemon::uninstall(&dir)
-                .with_context(|| format!("removing pins under {}", dir.display()))?;
+            let n = ops::uninstall(&dir)?;
             println!(
                 "{}: removed {n} pinned objects; enforcement stopped",
                 dir.display()
@@ -126,4 +99,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run(config: &std::path::Path, detach_on_exit: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        // Colours only for a person at a terminal, never into journald or files.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let opts = daemon::RunOptions {
+        policy_path: config.to_path_buf(),
+        detach_on_exit,
+    };
+    rt.block_on(daemon::run(opts))
+}
+
+fn restore(config: &std::path::Path, events_log: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "root".into());
+    let opts = state::RestoreOptions {
+        config: config.to_path_buf(),
+        events_logs: events_log.to_vec(),
+        actor: format!("{who} (warden state restore)"),
+    };
+    let report = state::restore(&opts)?;
+    print!("{}", report.text());
+    Ok(())
 }

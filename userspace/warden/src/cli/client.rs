@@ -2,6 +2,8 @@
 //! errors turned into one line.
 
 use anyhow::{bail, Context as _, Result};
+
+use super::CliError;
 use serde_json::Value;
 
 /// A blocking client for the daemon's API.
@@ -49,7 +51,7 @@ impl Client {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
-            let resp = req.send().await.with_context(|| self.unreachable())?;
+            let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status();
             let bytes = resp
                 .bytes()
@@ -57,22 +59,23 @@ impl Client {
                 .with_context(|| format!("reading the reply of {url}"))?;
             if !status.is_success() {
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                bail!("{}", error_text(status, &body));
+                return Err(refused(status, &body).into());
             }
             Ok(bytes.to_vec())
         })
     }
 
-    fn unreachable(&self) -> String {
+    fn unreachable(&self, source: reqwest::Error) -> CliError {
         let tls = if self.base.starts_with("https://") {
             "; for a TLS daemon give its CA certificate with --ca or WARDEN_CA"
         } else {
             ""
         };
-        format!(
+        let message = format!(
             "cannot reach the warden daemon at {} (is `warden run` running? set --api{tls})",
             self.base
-        )
+        );
+        CliError::Unreachable { message, source }
     }
 
     /// GET a JSON document.
@@ -114,21 +117,32 @@ impl Client {
             if let Some(b) = body {
                 req = req.header("content-type", "application/json").body(b);
             }
-            let resp = req.send().await.with_context(|| self.unreachable())?;
+            let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status();
-            let body: Value = resp
-                .json()
+            let bytes = resp
+                .bytes()
                 .await
                 .with_context(|| format!("reading the reply of {url}"))?;
             if !status.is_success() {
-                bail!("{}", error_text(status, &body));
+                // An error without a JSON body (a proxy's page) still keeps its status.
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                return Err(refused(status, &body).into());
             }
+            let body: Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("the reply of {url} is not JSON"))?;
             Ok(body)
         })
     }
 }
 
-/// The message for a refused request: status, the daemon's error and any listed errors.
+/// A refused request: status, the daemon's error and any listed errors.
+fn refused(status: reqwest::StatusCode, body: &Value) -> CliError {
+    CliError::Refused {
+        status: status.as_u16(),
+        message: error_text(status, body),
+    }
+}
+
 fn error_text(status: reqwest::StatusCode, body: &Value) -> String {
     let msg = body
         .get("error")

@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use warden_policy::Kind;
 
 use super::text::{detection_text, flag_table, flag_text, review_text, table, tenant_table};
-use super::Client;
+use super::{CliError, Client};
 use crate::views::{Flag, FlagDetail, FlagState, StatusView, TenantView};
 
 /// `warden status`.
@@ -157,12 +157,33 @@ pub fn flags(
     };
     let v = client.get(&path)?;
     if json {
+        if let (Some(t), Some(true)) = (tenant, v.as_array().map(Vec::is_empty)) {
+            tenant_known(client, t)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let fs: Vec<Flag> = serde_json::from_value(v).context("unexpected flags document")?;
+    if let (Some(t), true) = (tenant, fs.is_empty()) {
+        tenant_known(client, t)?;
+    }
     print!("{}", flag_table(&fs));
     Ok(())
+}
+
+/// No flags for `tenant`: fine for a tenant of the running policy, "not found" (exit 5)
+/// for a name it does not know (a typo would otherwise read as "no flags").
+fn tenant_known(client: &Client, tenant: &str) -> Result<()> {
+    match client.get(&format!("/api/v1/tenants/{}", url_escape(tenant))) {
+        Ok(_) => Ok(()),
+        Err(e) if e.downcast_ref::<CliError>().and_then(CliError::status) == Some(404) => {
+            Err(CliError::NotFound(format!(
+                "no tenant `{tenant}` in the running policy, and no flags for it"
+            ))
+            .into())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).

@@ -1,7 +1,8 @@
 //! The command line: `warden run` starts the daemon; every other command is a client
 //! of the daemon's HTTP API (or, for `policy check`, needs no daemon at all).
 //!
-//! Exit codes: 0 ok, 1 refused / not found / daemon unreachable / invalid input, 2 usage.
+//! Exit codes ([`error`]): 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 not
+//! authorised (401/403), 5 not found, 6 conflict.
 //!
 //! [`Cli`] is the command line's grammar; [`commands`] asks the daemon through a
 //! [`Client`] and prints its answers, as tables and text ([`text`]) or JSON. The
@@ -9,8 +10,12 @@
 
 mod client;
 pub mod commands;
+pub mod error;
+pub mod ops;
 pub mod text;
 
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod tests;
 
@@ -21,20 +26,26 @@ use warden_policy::Kind;
 
 pub use client::Client;
 pub use commands::*;
+pub use error::{exit_code, CliError};
 pub use text::{fmt_bps, table};
 
+use crate::auth::Role;
 use crate::views::FlagState;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable, \
+4 not authorised (401/403), 5 not found, 6 conflict.";
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
-#[command(name = "warden", version, about)]
+#[command(name = "warden", version = crate::VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Base URL of the daemon's API.
     #[arg(
         long,
         global = true,
         default_value = "http://127.0.0.1:9477",
-        env = "WARDEN_API"
+        env = "WARDEN_API",
+        value_parser = error::parse_api
     )]
     pub api: String,
     /// Bearer token for the API.
@@ -123,6 +134,25 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// API tokens: create one.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print a shell completion script (e.g. `warden completion bash >
+    /// /etc/bash_completion.d/warden`).
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// This client's version and commit, and the running daemon's.
+    Version,
+    /// Write the man pages (warden.1, warden-SUBCOMMAND.1) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
     /// Detach and remove every pinned program, link and map (enforcement stops).
     Uninstall {
         /// Take the bpffs directory from this policy file's `daemon.bpffs`.
@@ -153,12 +183,30 @@ pub enum StateCommand {
     },
 }
 
+/// `warden token ...`
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a new random token: print it once (it is not kept anywhere) and append its
+    /// SHA-256 with the name and role to the token file. Restart the daemon to accept it.
+    Create {
+        /// Who holds the token (the actor in the audit log); unique in the file.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The token file (`daemon.tokens`); created (mode 0600) if missing.
+        #[arg(long, value_name = "FILE", default_value = "/etc/warden/tokens")]
+        file: PathBuf,
+    },
+}
+
 /// `warden policy ...`
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Validate a policy file; print every error as FILE:LINE:COL: message.
     Check {
-        /// Policy file.
+        /// Policy file, or `-` to read standard input.
         file: PathBuf,
     },
     /// Send a policy file to the running daemon; applied atomically or not at all.
@@ -199,6 +247,11 @@ pub enum FlagCommand {
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
     text.parse()
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+        .map_err(|e: crate::auth::UnknownRole| e.to_string())
 }
 
 fn parse_state(text: &str) -> Result<FlagState, String> {

@@ -126,7 +126,7 @@ impl Enforcement {
         StatusView {
             review,
             detection,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::VERSION.to_string(),
             uptime_seconds,
             policy_file,
             policy_generation: self.generation,
