@@ -47,6 +47,9 @@ const PACKAGES: &[&str] = &[
     "microsocks",
     "dnsmasq-base",
     "bind9-dnsutils",
+    // `systemd-analyze verify` and `security --offline` on the shipped unit (Tier 2
+    // operations test); installing it starts nothing where systemd is not PID 1.
+    "systemd",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.

@@ -14,6 +14,7 @@ mod flags;
 mod hardening;
 mod metering;
 mod monitoring;
+mod operations;
 mod policy_input;
 mod review;
 mod start;

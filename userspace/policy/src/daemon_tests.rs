@@ -260,3 +260,16 @@ fn management_prefixes_wider_than_a_slash_8_or_slash_16_are_refused() {
         );
     }
 }
+
+#[test]
+fn log_format_is_text_by_default_json_when_asked_and_nothing_else() {
+    let p = parse("tenants: []\n", "a.yaml").expect("valid");
+    assert_eq!(p.daemon.log_format, LogFormat::Text);
+    let p = parse("daemon: {log_format: json}\ntenants: []\n", "a.yaml").expect("valid");
+    assert_eq!(p.daemon.log_format, LogFormat::Json);
+    let e = parse("daemon: {log_format: syslog}\n", "a.yaml").expect_err("invalid");
+    assert_eq!(
+        e.to_string(),
+        "a.yaml:1:22: expected text or json, found `syslog`"
+    );
+}

@@ -26,6 +26,7 @@ const DAEMON_KEYS: &[&str] = &[
     "tls",
     "metrics_top_k",
     "api_limits",
+    "log_format",
 ];
 const API_LIMITS_KEYS: &[&str] = &[
     "max_connections",
@@ -215,6 +216,10 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
                 r.value(value, "a number of tenants", metrics_top_k),
             ),
             "api_limits" => read_api_limits(r, value, &mut daemon.api_limits),
+            "log_format" => set(
+                &mut daemon.log_format,
+                r.value(value, "text or json", log_format),
+            ),
             _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
         }
     }
@@ -318,6 +323,14 @@ fn zero_or_count(text: &str) -> Result<usize, String> {
 }
 
 /// `true` or `false`, as written (YAML's `yes`/`on` spellings are not guessed at).
+fn log_format(text: &str) -> Result<super::LogFormat, String> {
+    match text {
+        "text" => Ok(super::LogFormat::Text),
+        "json" => Ok(super::LogFormat::Json),
+        _ => Err(format!("expected text or json, found `{text}`")),
+    }
+}
+
 fn yes_no(text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),

@@ -117,6 +117,18 @@ pub struct DaemonConfig {
     pub metrics_top_k: usize,
     /// `api_limits`: connection caps and timeouts of the API listener.
     pub api_limits: ApiLimits,
+    /// `log_format`: how the daemon writes its log lines to standard error.
+    pub log_format: LogFormat,
+}
+
+/// `daemon.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `text` (default): one human-readable line per event (journald adds the time).
+    #[default]
+    Text,
+    /// `json`: one JSON object per line, for a SIEM or a log shipper.
+    Json,
 }
 
 /// `daemon.api_limits`: what the API listener allows, so that a flood of connections
@@ -191,6 +203,7 @@ impl Default for DaemonConfig {
             tls: None,
             metrics_top_k: DEFAULT_TOP_K,
             api_limits: ApiLimits::default(),
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -58,6 +58,7 @@ const FULL: &str = r#"
       tokens: /etc/warden/tokens
       management: [198.18.0.0/28, 2001:db8:ffff::/48]
       metrics_top_k: 250
+      log_format: json
       api_limits: {max_connections: 300, reserved_connections: 0, idle_timeout: 5s}
     interfaces:
       - {name: eth0, mode: host}
@@ -104,6 +105,7 @@ fn full_file_reads_into_expected_values() {
         tokens: Some(PathBuf::from("/etc/warden/tokens")),
         management: vec![net("198.18.0.0/28"), net("2001:db8:ffff::/48")],
         metrics_top_k: 250,
+        log_format: LogFormat::Json,
         events_log: None,
         // A token file closes reads and metrics unless the policy opens them.
         open_reads: false,

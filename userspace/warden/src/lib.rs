@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod daemon;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod state;

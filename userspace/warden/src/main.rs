@@ -102,15 +102,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run(config: &std::path::Path, detach_on_exit: bool) -> anyhow::Result<()> {
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        // Colours only for a person at a terminal, never into journald or files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    warden::logging::init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

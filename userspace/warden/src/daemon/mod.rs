@@ -21,6 +21,7 @@
 
 mod detection;
 mod enforcement;
+pub mod notify;
 mod requests;
 mod review;
 mod sampler;
@@ -144,6 +145,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let deadlines = tokio::spawn(review::deadlines(daemon.clone()));
     let sampler = tokio::spawn(sampler::run(daemon.clone()));
     let events = events.map(|reader| tokio::spawn(detection::read_events(daemon.clone(), reader)));
+    let watchdog = notify::watchdog_period()
+        .map(|period| tokio::spawn(notify::watchdog(daemon.clone(), period)));
+    // Enforcing since start() returned: the first policy is attached and written, and the
+    // API listener is bound (connections queue until served below).
+    notify::ready(daemon.lock_enforcement().generation());
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %api_config.listen, scheme, "serving API and /metrics");
@@ -158,7 +164,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     )
     .await;
 
-    for task in [reloads, deliveries, deadlines, sampler] {
+    notify::stopping();
+    for task in [reloads, deliveries, deadlines, sampler]
+        .into_iter()
+        .chain(watchdog)
+    {
         task.abort();
         let _ = task.await;
     }

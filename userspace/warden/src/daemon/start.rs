@@ -73,6 +73,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     let policy_path = opts.policy_path.as_path();
     let policy = policy::load_on_host(policy_path, &|name| dataplane::iface::check(name, true))
         .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    crate::logging::set_format(policy.daemon.log_format);
     let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
