@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod deps;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -34,6 +35,9 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Build the Debian package (binary, unit, /etc/warden sample, man pages,
+    /// completions) into target/package; prints the .deb's path.
+    Package(package::PackageArgs),
     /// Setup, fmt check, clippy (userspace and eBPF), unit tests, then the privileged tiers.
     Test(test::TestArgs),
     /// Build a namespace lab, run the daemon on it, drive traffic and show per-tenant rates.
@@ -73,6 +77,7 @@ fn main() -> Result<()> {
             setup::run()?;
             util::cargo_build(release)
         }
+        Task::Package(args) => package::run(args),
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Fuzz(args) => fuzz::run(args),

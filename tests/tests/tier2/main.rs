@@ -15,6 +15,7 @@ mod hardening;
 mod metering;
 mod monitoring;
 mod operations;
+mod package;
 mod policy_input;
 mod review;
 mod start;

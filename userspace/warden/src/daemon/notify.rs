@@ -55,7 +55,7 @@ pub fn stopping() {
 
 /// The watchdog period systemd asked for (`WATCHDOG_USEC`, for this process).
 pub fn watchdog_period() -> Option<Duration> {
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }
