@@ -321,6 +321,7 @@ fn prometheus_evaluates_every_alert_rule_and_dashboard_query_without_error() -> 
     for expr in &exprs {
         let promql = expr
             .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
             .replace("$tenant", ".*");
         let r = prometheus_request(&lab, &format!("/api/v1/query?query={}", urlencode(&promql)))?;
         ensure!(
@@ -331,7 +332,71 @@ fn prometheus_evaluates_every_alert_rule_and_dashboard_query_without_error() -> 
         );
     }
     eprintln!("{} dashboard queries evaluate", exprs.len());
+    every_family_is_watched(&lab, &exprs, &rules_text)
+}
+
+/// Families exported but deliberately on no panel and in no rule, each with why.
+const UNWATCHED: &[(&str, &str)] = &[(
+    "warden_program_stats_enabled",
+    "whether kernel.bpf_stats_enabled is on: explains an empty program panel, alerts on nothing",
+)];
+
+/// Every metric family the daemon exports is read by a dashboard query or an alert rule,
+/// or is listed in [`UNWATCHED`]; and every family in that list is still exported.
+fn every_family_is_watched(lab: &StandardLab, exprs: &[String], rules: &str) -> Result<()> {
+    let metrics = lab.get("/metrics")?;
+    let families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(
+        families.len() > 20,
+        "only {} families exported",
+        families.len()
+    );
+    let text = format!("{}\n{rules}", exprs.join("\n"));
+    let unwatched: Vec<&str> = families
+        .iter()
+        .copied()
+        .filter(|f| !mentions(&text, f) && !UNWATCHED.iter().any(|(n, _)| n == f))
+        .collect();
+    ensure!(
+        unwatched.is_empty(),
+        "exported but on no panel, in no rule and not in UNWATCHED: {unwatched:?}"
+    );
+    for (name, _) in UNWATCHED {
+        ensure!(
+            families.contains(name),
+            "UNWATCHED lists {name}, no longer exported"
+        );
+    }
+    eprintln!("{} exported families, each watched", families.len());
     Ok(())
+}
+
+/// Whether `text` names the family `name` as a metric (itself, or a histogram's
+/// `_bucket`, `_sum`, `_count`), not merely as the start of a longer name.
+fn mentions(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(at, _)| {
+        let rest = &text[at + name.len()..];
+        let before_ok = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let after_ok = rest
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                rest.strip_prefix(s).is_some_and(|r| {
+                    r.chars()
+                        .next()
+                        .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+                })
+            });
+        before_ok && after_ok
+    })
 }
 
 /// `/metrics` samples by series (`name{labels}` as the daemon writes it).
