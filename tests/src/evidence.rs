@@ -207,7 +207,8 @@ impl Evidence {
     }
 }
 
-/// The flag's samples as `tcpdump -nn -r` prints them, one line a packet, fetched from
+/// The flag's samples as `tcpdump -nn -tt --time-stamp-precision=nano -r` prints them,
+/// one line a packet starting with its unix time to the nanosecond, fetched from
 /// `/api/v1/flags/{id}/pcap` with curl inside the node namespace into `dir`.
 pub fn pcap_packets(lab: &StandardLab, id: i64, dir: &Path) -> Result<Vec<String>> {
     let file = dir.join(format!("flag-{id}.pcap"));
@@ -229,7 +230,7 @@ pub fn pcap_packets(lab: &StandardLab, id: i64, dir: &Path) -> Result<Vec<String
         "flag {id} pcap has content type {ctype}"
     );
     let out = std::process::Command::new("tcpdump")
-        .args(["-nn", "-r"])
+        .args(["-nn", "-tt", "--time-stamp-precision=nano", "-r"])
         .arg(&file)
         .output()
         .context("running tcpdump")?;

@@ -238,7 +238,10 @@ fn capture_sends_exactly_the_requested_number_of_frames_as_samples() {
         let facts = dp.fact_counters();
         let mut samples = Vec::new();
         for (i, (frame, outcome)) in frames.iter().zip(&outcomes).enumerate() {
-            let (got, window) = dp.run_facts(prog, &format!("frame {i}"), frame, *outcome, 1);
+            let (got, (t0, _)) = dp.run_facts(prog, &format!("frame {i}"), frame, *outcome, 1);
+            // A sample's time is the precise clock's: at or after the coarse start, at or
+            // before a precise reading taken after the run.
+            let window = (t0, precise_monotonic_ns());
             for r in got {
                 if let Record::Sample(s) = r {
                     samples.push((i, s, window));

@@ -535,6 +535,17 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `CLOCK_MONOTONIC` in ns: the clock samples carry (`bpf_ktime_get_ns`), at or after
+/// the coarse one.
+pub(crate) fn precise_monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// What `policy::conforms` charges for `units` at `rate` (ns of bucket time).
 pub(crate) fn gcra_cost(rate: &Rate, units: u64) -> u64 {
     (units * rate.cost_q10) >> 10

@@ -548,6 +548,18 @@ fn flood_out_case(what: &str, args: &[&str], victim: &str) -> Result<()> {
     lab.expect_counted("globex", "flood_out")?;
     if what == "SYN" {
         let packets = pcap_packets(&lab, id, &tmp)?;
+        // A burst captured within a few ms keeps each frame's own kernel time (the coarse
+        // packet clock gave 64 frames 2 distinct times).
+        let times: std::collections::BTreeSet<&str> = packets
+            .iter()
+            .filter_map(|p| p.split_whitespace().next())
+            .collect();
+        ensure!(
+            packets.len() >= 10 && times.len() * 10 >= packets.len() * 9,
+            "SYN flood pcap: {} frames, {} distinct timestamps",
+            packets.len(),
+            times.len()
+        );
         println!(
             "SYN flood: {} samples; pcap starts:\n{}",
             ev.samples,

@@ -64,7 +64,7 @@ fn seed_flags(lab: &StandardLab) -> Result<(i64, i64)> {
         })?;
         let samples: Vec<Sample> = (0..2u16)
             .map(|i| Sample {
-                at_us: now * 1_000_000 + i64::from(i),
+                at_ns: now * 1_000_000_000 + i64::from(i) * 1_000,
                 data: syn_frame(src, 80 + i),
                 orig_len: 60,
             })

@@ -214,8 +214,9 @@ pub struct FlagAction {
 /// Captured packet headers, evidence for a flag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Capture time (unix microseconds).
-    pub at_us: i64,
+    /// Capture time, unix nanoseconds: the kernel's own time of this frame
+    /// (`bpf_ktime_get_ns`), so samples of one burst keep their spacing.
+    pub at_ns: i64,
     /// The captured bytes, from the Ethernet header on.
     pub data: Vec<u8>,
     /// The frame's length on the wire.

@@ -220,7 +220,8 @@ impl Store {
             )?;
             let kept = samples.len().min(MAX_SAMPLES_PER_FLAG.saturating_sub(have));
             let mut insert = tx.prepare(
-                "INSERT INTO flag_samples (flag_id, at_us, data, orig_len) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO flag_samples (flag_id, at_us, at_ns, data, orig_len) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for s in &samples[..kept] {
                 let data = &s.data[..s.data.len().min(MAX_SAMPLE_BYTES)];
@@ -228,7 +229,8 @@ impl Store {
                 let orig_len = s
                     .orig_len
                     .max(u32::try_from(s.data.len()).unwrap_or(u32::MAX));
-                insert.execute(params![id, s.at_us, data, orig_len])?;
+                let at_us = s.at_ns.div_euclid(1_000);
+                insert.execute(params![id, at_us, s.at_ns, data, orig_len])?;
             }
             let refused = samples.len() - kept;
             if refused > 0 {
@@ -245,11 +247,13 @@ impl Store {
     pub fn flag_samples(&self, id: i64) -> Result<Vec<Sample>> {
         self.read("read flag samples", |conn| {
             conn.prepare(
-                "SELECT at_us, data, orig_len FROM flag_samples WHERE flag_id = ?1 ORDER BY id",
+                // Rows from before migration 6 have microseconds only.
+                "SELECT coalesce(at_ns, at_us * 1000), data, orig_len FROM flag_samples \
+                 WHERE flag_id = ?1 ORDER BY id",
             )?
             .query_map([id], |row| {
                 Ok(Sample {
-                    at_us: row.get(0)?,
+                    at_ns: row.get(0)?,
                     data: row.get(1)?,
                     orig_len: row.get(2)?,
                 })

@@ -1,16 +1,17 @@
 //! Flag evidence as a classic libpcap file, for tcpdump and Wireshark.
 //!
-//! Format: a 24-byte global header (magic `0xa1b2c3d4`, version 2.4, snap length 65535,
-//! link type Ethernet) and per sample a 16-byte record header (seconds, microseconds,
-//! captured length, original length) followed by the captured bytes. Written little-endian;
-//! readers detect the byte order from the magic.
+//! Format: a 24-byte global header (magic `0xa1b23c4d`: nanosecond timestamps, version
+//! 2.4, snap length 65535, link type Ethernet) and per sample a 16-byte record header
+//! (seconds, nanoseconds, captured length, original length) followed by the captured
+//! bytes. Written little-endian; readers (tcpdump, Wireshark, libpcap >= 1.5) detect the
+//! byte order and the resolution from the magic. Each frame keeps the kernel's own time.
 
 use std::io::{self, Write};
 
 use warden_policy::flag::Sample;
 
-/// The classic pcap magic: microsecond timestamps.
-pub const PCAP_MAGIC: u32 = 0xa1b2_c3d4;
+/// The pcap magic for nanosecond timestamps.
+pub const PCAP_MAGIC: u32 = 0xa1b2_3c4d;
 /// The snap length written in the header; longer samples are cut to it.
 pub const PCAP_SNAPLEN: u32 = 65_535;
 /// `LINKTYPE_ETHERNET`.
@@ -31,20 +32,21 @@ pub fn write_pcap(mut w: impl Write, samples: &[Sample]) -> io::Result<()> {
     header.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
     w.write_all(&header)?;
     for s in samples {
-        let (sec, usec) = if s.at_us < 0 {
+        let (sec, nsec) = if s.at_ns < 0 {
             (0, 0)
         } else {
-            let sec = u32::try_from(s.at_us / 1_000_000).unwrap_or(u32::MAX);
-            // Below 1_000_000, so it fits.
-            let usec = (s.at_us % 1_000_000) as u32;
-            (sec, usec)
+            match u32::try_from(s.at_ns / 1_000_000_000) {
+                // Below 1_000_000_000, so it fits.
+                Ok(sec) => (sec, (s.at_ns % 1_000_000_000) as u32),
+                Err(_) => (u32::MAX, 999_999_999),
+            }
         };
         let data = &s.data[..s.data.len().min(PCAP_SNAPLEN as usize)];
         let incl_len = data.len() as u32; // at most PCAP_SNAPLEN
         let orig_len = s.orig_len.max(incl_len);
         let mut record = [0u8; 16];
         record[0..4].copy_from_slice(&sec.to_le_bytes());
-        record[4..8].copy_from_slice(&usec.to_le_bytes());
+        record[4..8].copy_from_slice(&nsec.to_le_bytes());
         record[8..12].copy_from_slice(&incl_len.to_le_bytes());
         record[12..16].copy_from_slice(&orig_len.to_le_bytes());
         w.write_all(&record)?;
@@ -105,12 +107,12 @@ mod tests {
         vec![
             // Headers only: 42 of 142 bytes captured.
             Sample {
-                at_us: 1_700_000_000_123_456,
+                at_ns: 1_700_000_000_123_456_789,
                 data: full[..42].to_vec(),
                 orig_len: full.len() as u32,
             },
             Sample {
-                at_us: 1_700_000_001_000_001,
+                at_ns: 1_700_000_000_123_457_001,
                 data: udp_frame(4),
                 orig_len: 46,
             },
@@ -127,16 +129,17 @@ mod tests {
         let mut out = Vec::new();
         write_pcap(&mut out, &samples).expect("write to a Vec");
 
-        assert_eq!(u32_at(&out, 0), 0xa1b2_c3d4);
+        assert_eq!(u32_at(&out, 0), 0xa1b2_3c4d, "nanosecond magic");
         assert_eq!(&out[4..8], &[2, 0, 4, 0], "version 2.4");
         assert_eq!(u32_at(&out, 16), 65_535, "snaplen");
         assert_eq!(u32_at(&out, 20), 1, "LINKTYPE_ETHERNET");
 
         let mut at = 24;
         for s in &samples {
-            let (sec, usec) = (u32_at(&out, at), u32_at(&out, at + 4));
+            let (sec, nsec) = (u32_at(&out, at), u32_at(&out, at + 4));
             let (incl, orig) = (u32_at(&out, at + 8), u32_at(&out, at + 12));
-            assert_eq!(i64::from(sec) * 1_000_000 + i64::from(usec), s.at_us);
+            // Two frames 212 ns apart stay 212 ns apart.
+            assert_eq!(i64::from(sec) * 1_000_000_000 + i64::from(nsec), s.at_ns);
             assert_eq!(incl as usize, s.data.len());
             assert_eq!(orig, s.orig_len);
             at += 16;
@@ -150,7 +153,7 @@ mod tests {
     fn write_pcap_clamps_timestamps_and_keeps_orig_len_at_least_captured() {
         let mut out = Vec::new();
         let s = Sample {
-            at_us: -5,
+            at_ns: -5,
             data: vec![0; 20],
             orig_len: 3,
         };
@@ -173,7 +176,7 @@ mod tests {
         let file = std::fs::File::create(&path).expect("create pcap file");
         write_pcap(std::io::BufWriter::new(file), &samples()).expect("write pcap file");
         let out = std::process::Command::new(tcpdump)
-            .args(["-nn", "-r"])
+            .args(["-nn", "-tt", "--time-stamp-precision=nano", "-r"])
             .arg(&path)
             .output()
             .expect("run tcpdump");
@@ -182,8 +185,19 @@ mod tests {
         assert!(out.status.success(), "tcpdump failed: {stderr}");
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 2, "stdout: {stdout}\nstderr: {stderr}");
-        for line in lines {
+        for line in &lines {
             assert!(line.contains("198.18.0.1.4000 > 198.18.0.2.53"), "{line}");
         }
+        // Each frame's own nanoseconds, 212 ns apart.
+        assert!(
+            lines[0].starts_with("1700000000.123456789 "),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("1700000000.123457001 "),
+            "{}",
+            lines[1]
+        );
     }
 }

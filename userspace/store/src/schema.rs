@@ -142,6 +142,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         (SELECT count(*) FROM suspensions)
         + (SELECT count(*) FROM suspensions WHERE lifted_at IS NOT NULL));
     "#,
+    // 6: samples keep the kernel's nanosecond time of each frame (older rows: at_us only).
+    r#"
+    ALTER TABLE flag_samples ADD COLUMN at_ns INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -71,7 +71,7 @@ enum Stop {
 pub struct Capture {
     /// The tenant, or [`lookup::NONE`]: no capture.
     pub tenant: u32,
-    /// The packet's time.
+    /// The frame's own time, to the nanosecond ([`Clock::precise`]).
     pub now: u64,
 }
 
@@ -228,7 +228,7 @@ fn runtime_of(tenant: u32, clock: &mut Clock, capture: &mut Capture) -> Runtime 
                 if read_volatile(count) > 0 {
                     atomic_xadd::<i32, i32, { AtomicOrdering::Relaxed }>(count, -1);
                     capture.tenant = tenant;
-                    capture.now = clock.now();
+                    capture.now = clock.precise();
                 }
             }
         }

@@ -39,6 +39,11 @@ impl Now {
     pub fn unix_micros(&self, at: Duration) -> i64 {
         i64::try_from(self.unix_of(at).as_micros()).unwrap_or(i64::MAX)
     }
+
+    /// Unix nanoseconds of the monotonic time `at` (until 2262).
+    pub fn unix_nanos(&self, at: Duration) -> i64 {
+        i64::try_from(self.unix_of(at).as_nanos()).unwrap_or(i64::MAX)
+    }
 }
 
 /// Packets and bytes one way.

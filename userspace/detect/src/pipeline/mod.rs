@@ -355,7 +355,7 @@ impl Pipeline {
                 Observation::Accepted(c) => self.proxy_windows.accepted(&c, window, bytes),
                 Observation::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
                 Observation::Frame(s) => samples.entry(slot).or_default().push(Sample {
-                    at_us: now.unix_micros(s.at),
+                    at_ns: now.unix_nanos(s.at),
                     data: s.data,
                     orig_len: s.orig_len,
                 }),

@@ -723,7 +723,7 @@ fn captured_frames_go_to_the_flag_that_asked_for_them() {
     let samples = &fx.flag(1).samples;
     assert_eq!(samples.len(), 64, "bounded by the store");
     assert_eq!(samples[0].data, vec![1; 60]);
-    assert_eq!(samples[0].at_us, (UNIX * 1_000_000 + 1_000) as i64);
+    assert_eq!(samples[0].at_ns, (UNIX * 1_000_000_000 + 1_000_000) as i64);
 }
 
 #[test]

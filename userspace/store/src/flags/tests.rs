@@ -21,7 +21,7 @@ fn new_flag(tenant: &str, kind: Kind, seen: i64) -> NewFlag {
 
 fn sample(i: usize) -> Sample {
     Sample {
-        at_us: T0 * 1_000_000 + i as i64,
+        at_ns: T0 * 1_000_000_000 + i as i64,
         data: vec![i as u8; 60],
         orig_len: 1_514,
     }
@@ -277,7 +277,7 @@ fn sample_bytes_are_cut_to_the_limit_keeping_orig_len() {
         .create_flag(new_flag("t1", Kind::Scan, T0))
         .expect("create");
     let big = Sample {
-        at_us: 1,
+        at_ns: 1,
         data: vec![7; 1_000],
         orig_len: 10,
     };
