@@ -47,6 +47,12 @@ const PACKAGES: &[&str] = &[
     "microsocks",
     "dnsmasq-base",
     "bind9-dnsutils",
+    // Fleet mode (issue 18): the etcd v3 server and `etcdctl` the fleet tests and lab
+    // start, and `protoc`, which the etcd-client crate's build script needs for etcd's
+    // gRPC definitions.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.
