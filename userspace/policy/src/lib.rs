@@ -17,7 +17,8 @@
 //! - [`suspension`]: suspensions and the pure logic that keeps them above policy and above
 //!   the loss of the state database;
 //! - [`tenant`]: a tenant is its id; the kernel's index of it is its [`tenant::TenantSlot`];
-//! - [`time`]: unix-second timestamps and their RFC 3339 form.
+//! - [`time`]: unix-second timestamps and their RFC 3339 form;
+//! - [`fragments`]: a policy split into the parts fleet mode keeps in etcd, and back.
 
 mod detectors;
 mod diagnostic;
@@ -28,6 +29,7 @@ mod units;
 mod validate;
 
 pub mod flag;
+pub mod fragments;
 pub mod names;
 pub mod suspension;
 pub mod tenant;
@@ -40,6 +42,8 @@ mod address_tests;
 mod bounds_tests;
 #[cfg(test)]
 mod daemon_tests;
+#[cfg(test)]
+mod fragments_tests;
 #[cfg(test)]
 mod tests;
 
