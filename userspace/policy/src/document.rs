@@ -26,6 +26,7 @@ const DAEMON_KEYS: &[&str] = &[
     "tls",
     "metrics_top_k",
     "api_limits",
+    "fleet",
 ];
 const API_LIMITS_KEYS: &[&str] = &[
     "max_connections",
@@ -205,6 +206,7 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
                 r.value(value, "a number of tenants", metrics_top_k),
             ),
             "api_limits" => read_api_limits(r, value, &mut daemon.api_limits),
+            "fleet" => daemon.fleet = super::fleet_config::read_fleet(r, value),
             _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
         }
     }
@@ -608,7 +610,7 @@ fn metrics_top_k(text: &str) -> Result<usize, String> {
     }
 }
 
-fn absolute_path(text: &str) -> Result<PathBuf, String> {
+pub(super) fn absolute_path(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
     if path.is_absolute() {
         Ok(path)

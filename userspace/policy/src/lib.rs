@@ -23,6 +23,7 @@
 mod detectors;
 mod diagnostic;
 mod document;
+mod fleet_config;
 mod reader;
 mod tree;
 mod units;
@@ -59,6 +60,7 @@ pub use detectors::{
     DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{printable, Diagnostic, Diagnostics, MAX_ERRORS};
+pub use fleet_config::{FleetConfig, FleetTls, DEFAULT_FLEET_PREFIX};
 
 /// Default of `daemon.metrics_top_k`.
 pub const DEFAULT_TOP_K: usize = 1_000;
@@ -121,6 +123,8 @@ pub struct DaemonConfig {
     pub metrics_top_k: usize,
     /// `api_limits`: connection caps and timeouts of the API listener.
     pub api_limits: ApiLimits,
+    /// `fleet`: this node's etcd and its name in the fleet; `None` runs alone.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `daemon.api_limits`: what the API listener allows, so that a flood of connections
@@ -195,6 +199,7 @@ impl Default for DaemonConfig {
             tls: None,
             metrics_top_k: DEFAULT_TOP_K,
             api_limits: ApiLimits::default(),
+            fleet: None,
         }
     }
 }
