@@ -61,6 +61,10 @@ pub enum FleetError {
         /// What a valid one looks like.
         rule: &'static str,
     },
+    /// A watch's start revision was compacted away: read everything again, then watch
+    /// from there.
+    #[error("etcd compacted the revision the watch started from (it keeps from {0})")]
+    Compacted(i64),
     /// A TLS file could not be read.
     #[error("{path}: {message}")]
     TlsFile {

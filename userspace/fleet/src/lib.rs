@@ -17,9 +17,11 @@ mod policy;
 pub mod records;
 mod review;
 mod suspensions;
+mod watch;
 
 pub use client::{Connect, Fleet, TlsFiles};
 pub use error::FleetError;
 pub use keys::{Layout, DEFAULT_PREFIX};
 pub use policy::{Applied, PolicySnapshot};
 pub use review::{PublishedFlag, Registration};
+pub use watch::{Change, Watch};

@@ -373,6 +373,17 @@ pub fn load_on_host(path: &Path, usable: InterfaceCheck<'_>) -> Result<Policy, D
     document::read(text, &file_name, Some(usable))
 }
 
+/// [`parse`], also asking `usable` about each interface (as [`load_on_host`] does): a
+/// fleet node's document is assembled in memory from its file and the fleet's sections.
+pub fn parse_on_host(
+    text: &str,
+    file_name: &str,
+    usable: InterfaceCheck<'_>,
+) -> Result<Policy, Diagnostics> {
+    within_limit(text.len(), file_name)?;
+    document::read(text, file_name, Some(usable))
+}
+
 /// One diagnostic about the whole input, at line 0, column 0.
 fn whole_file(file_name: &str, message: &str) -> Diagnostics {
     Diagnostics::new(vec![Diagnostic::new(file_name, 0, 0, message)])

@@ -21,6 +21,7 @@
 
 mod detection;
 mod enforcement;
+mod fleet;
 mod requests;
 mod review;
 mod sampler;
@@ -84,7 +85,11 @@ struct Daemon {
     /// to reach the kernel, since start.
     apply_failures: AtomicU64,
     started: Instant,
+    /// When the daemon started (unix seconds), for the fleet registration.
+    started_at: i64,
     policy_path: PathBuf,
+    /// Fleet mode's state (`daemon.fleet`); `None` for a node alone.
+    fleet: Option<fleet::FleetNode>,
 }
 
 impl Daemon {
@@ -144,6 +149,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let deadlines = tokio::spawn(review::deadlines(daemon.clone()));
     let sampler = tokio::spawn(sampler::run(daemon.clone()));
     let events = events.map(|reader| tokio::spawn(detection::read_events(daemon.clone(), reader)));
+    let fleet_sync = daemon
+        .fleet
+        .is_some()
+        .then(|| tokio::spawn(fleet::run(daemon.clone())));
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %api_config.listen, scheme, "serving API and /metrics");
@@ -162,9 +171,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         task.abort();
         let _ = task.await;
     }
-    if let Some(events) = events {
-        events.abort();
-        let _ = events.await;
+    for task in [events, fleet_sync].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
     }
     served?;
     drop(daemon);

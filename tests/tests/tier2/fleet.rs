@@ -1,0 +1,253 @@
+//! Fleet mode on one node (issue 18): the policy and the suspensions come from a real
+//! etcd (in the node's namespace), the node enforces them with real traffic, and keeps
+//! enforcing the last applied state through an etcd outage and a SIGKILL + restart.
+//! Writes go through warden-fleet (the controller's path) from a thread that joined the
+//! node's namespace. Probes: 50 echoes each, bounded in count and time.
+
+use std::{fs::File, os::fd::AsRawFd as _, path::PathBuf, time::Duration};
+
+use crate::common::ping_received;
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
+use warden_tests::{
+    lab::{Netns, Proc},
+    topology::{addr, warden_binary, StandardLab},
+    wait::eventually,
+};
+
+const PROBES: u64 = 50;
+const ETCD_CLIENT: &str = "http://127.0.0.1:23790";
+const ETCD_PEER: &str = "http://127.0.0.1:23800";
+const NODE: &str = "node7";
+
+fn probe(ns: &Netns) -> Result<u64> {
+    let count = PROBES.to_string();
+    ping_received(
+        ns,
+        &["-c", &count, "-i", "0.02", "-W", "1"],
+        addr::EXT_WAN1_V4,
+    )
+}
+
+/// Runs `f` against the fleet from a thread inside `ns` (etcd listens on its loopback).
+fn with_fleet<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce(Fleet) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>
+        + Send
+        + 'static,
+) -> Result<T> {
+    let ns_path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::spawn(move || -> Result<T> {
+        let file =
+            File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut connect = Connect::plain(vec![ETCD_CLIENT.to_owned()]);
+            connect.timeout = Duration::from_secs(2);
+            let fleet = Fleet::connect(&connect, Layout::new(DEFAULT_PREFIX)?).await?;
+            f(fleet).await
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("fleet thread panicked"))?
+}
+
+fn start_etcd(lab: &StandardLab) -> Result<Proc> {
+    let data = lab.lab.tempdir().join("etcd");
+    let data = data.to_str().context("UTF-8 path")?;
+    let proc = lab.node.spawn(&[
+        "etcd",
+        "--name",
+        "e1",
+        "--data-dir",
+        data,
+        "--listen-client-urls",
+        ETCD_CLIENT,
+        "--advertise-client-urls",
+        ETCD_CLIENT,
+        "--listen-peer-urls",
+        ETCD_PEER,
+        "--initial-advertise-peer-urls",
+        ETCD_PEER,
+        "--initial-cluster",
+        &format!("e1={ETCD_PEER}"),
+    ])?;
+    eventually(Duration::from_secs(20), || {
+        with_fleet(&lab.node, |fleet| {
+            Box::pin(async move { Ok(fleet.read_policy().await.is_ok()) })
+        })
+    })
+    .context("etcd did not answer")?;
+    Ok(proc)
+}
+
+/// The demo policy's tenants with `from` replaced by `to`, applied to the fleet.
+fn apply(lab: &StandardLab, from: &str, to: &str) -> Result<u64> {
+    let text = lab.policy_text()?;
+    ensure!(text.contains(from), "no {from:?} in the demo policy");
+    let text = text.replacen(from, to, 1);
+    let start = text.find("\ndefaults:").context("no defaults")?;
+    let (_, parts) = warden_policy::fragments::fragments(&text[start..], "fleet.yaml")
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    with_fleet(&lab.node, move |fleet| {
+        Box::pin(async move {
+            Ok(fleet
+                .apply_policy(&parts, None, "tier2", 1)
+                .await?
+                .generation)
+        })
+    })
+}
+
+fn local_policy(lab: &StandardLab) -> Result<PathBuf> {
+    let header = lab.policy_header()?;
+    let at = header.find("\ninterfaces:").context("no interfaces")?;
+    let text = format!(
+        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: {NODE}{}",
+        &header[..at],
+        &header[at..]
+    );
+    let path = lab.lab.tempdir().join("node.yaml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn tenant(lab: &StandardLab, id: &str) -> Result<Value> {
+    Ok(serde_json::from_str(
+        &lab.get(&format!("/api/v1/tenants/{id}"))?,
+    )?)
+}
+
+fn metric(lab: &StandardLab, name: &str) -> Result<f64> {
+    let text = lab.get("/metrics")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .with_context(|| format!("no {name} in /metrics"))?;
+    Ok(line[name.len() + 1..].trim().parse()?)
+}
+
+fn kill9(daemon: Proc) -> Result<()> {
+    ensure!(
+        // SAFETY: kill only sends a signal to the daemon this test started.
+        unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) } == 0,
+        "kill -9 failed"
+    );
+    drop(daemon);
+    Ok(())
+}
+
+#[test]
+fn a_fleet_node_enforces_the_fleets_policy_and_suspensions_and_keeps_them_through_an_etcd_outage_and_a_sigkill(
+) -> Result<()> {
+    let lab = StandardLab::build("fl")?;
+    let etcd = start_etcd(&lab)?;
+    ensure!(
+        apply(&lab, "egress: 30Mbit", "egress: 30Mbit")? == 1,
+        "first generation"
+    );
+    let local = local_policy(&lab)?;
+    let warden = warden_binary()?;
+    let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
+
+    // The fleet's tenants are enforced: initech flows, its plan as the fleet says.
+    eventually(Duration::from_secs(10), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
+    })?;
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(&lab, "initech").is_ok())
+    })?;
+    ensure!(probe(&lab.initech)? == PROBES, "initech does not flow");
+    ensure!(
+        probe(&lab.globex)? == PROBES,
+        "globex does not flow before its suspension"
+    );
+
+    // A suspension in the fleet cuts the tenant's traffic on the node.
+    with_fleet(&lab.node, |fleet| {
+        Box::pin(async move {
+            fleet
+                .suspend("globex", vec![], "tier2: fleet suspension", "lab-admin", 1)
+                .await?;
+            Ok(())
+        })
+    })?;
+    eventually(Duration::from_secs(10), || Ok(probe(&lab.globex)? == 0))
+        .context("the fleet's suspension was not enforced")?;
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "initech cut by globex's suspension"
+    );
+
+    // A policy change reaches the node.
+    ensure!(
+        apply(
+            &lab,
+            "  - id: initech\n",
+            "  - id: initech\n    bandwidth: {egress: 10Mbit}\n"
+        )? == 2
+    );
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000)
+    })
+    .context("the fleet's policy change did not reach the node")?;
+
+    // etcd down: the node says so and keeps enforcing; SIGKILL + restart keeps it all.
+    etcd.stop()?;
+    eventually(Duration::from_secs(20), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 0.0)
+    })?;
+    kill9(daemon)?;
+    let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
+    ensure!(
+        metric(&lab, "warden_fleet_connected")? == 0.0,
+        "connected without etcd"
+    );
+    ensure!(
+        probe(&lab.globex)? == 0,
+        "globex flows after a restart during the outage"
+    );
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "initech cut after a restart during the outage"
+    );
+    ensure!(
+        tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000,
+        "the restart forgot the fleet's last policy"
+    );
+
+    // etcd back: the node reconnects and follows a lift.
+    let _etcd = start_etcd(&lab)?;
+    eventually(Duration::from_secs(30), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
+    })?;
+    with_fleet(&lab.node, |fleet| {
+        Box::pin(async move {
+            fleet
+                .unsuspend("globex", "tier2: resolved", "lab-admin", 2)
+                .await?;
+            Ok(())
+        })
+    })?;
+    eventually(
+        Duration::from_secs(10),
+        || Ok(probe(&lab.globex)? == PROBES),
+    )
+    .context("the fleet's lift was not enforced")?;
+    let nodes = with_fleet(&lab.node, |fleet| {
+        Box::pin(async move { Ok(fleet.nodes().await?) })
+    })?;
+    ensure!(
+        nodes.len() == 1 && nodes[0].node == NODE && nodes[0].applied_generation == 2,
+        "registration: {nodes:?}"
+    );
+    drop(daemon);
+    Ok(())
+}
