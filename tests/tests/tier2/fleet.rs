@@ -1,10 +1,16 @@
 //! Fleet mode on one node (issue 18): the policy and the suspensions come from a real
 //! etcd (in the node's namespace), the node enforces them with real traffic, and keeps
 //! enforcing the last applied state through an etcd outage and a SIGKILL + restart.
-//! Writes go through warden-fleet (the controller's path) from a thread that joined the
-//! node's namespace. Probes: 50 echoes each, bounded in count and time.
+//! Writes go through `warden controller` with the CLI (`--api`), as an operator would.
+//! Probes: 50 echoes each, bounded in count and time.
 
-use std::{fs::File, os::fd::AsRawFd as _, path::PathBuf, time::Duration};
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
 
 use crate::common::ping_received;
 use anyhow::{bail, ensure, Context as _, Result};
@@ -12,7 +18,7 @@ use serde_json::Value;
 use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
 use warden_tests::{
     lab::{Netns, Proc},
-    topology::{addr, warden_binary, StandardLab},
+    topology::{addr, token, warden_binary, StandardLab},
     wait::eventually,
 };
 
@@ -20,6 +26,7 @@ const PROBES: u64 = 50;
 const ETCD_CLIENT: &str = "http://127.0.0.1:23790";
 const ETCD_PEER: &str = "http://127.0.0.1:23800";
 const NODE: &str = "node7";
+const CONTROLLER: &str = "http://127.0.0.1:9480";
 
 fn probe(ns: &Netns) -> Result<u64> {
     let count = PROBES.to_string();
@@ -88,22 +95,58 @@ fn start_etcd(lab: &StandardLab) -> Result<Proc> {
     Ok(proc)
 }
 
-/// The demo policy's tenants with `from` replaced by `to`, applied to the fleet.
-fn apply(lab: &StandardLab, from: &str, to: &str) -> Result<u64> {
+/// `warden --api CONTROLLER --token TOKEN ARGS` in the node's namespace.
+fn cli(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<Output> {
+    let warden = warden.to_str().context("UTF-8 path")?;
+    let mut cmd = vec![warden, "--api", CONTROLLER, "--token", token];
+    cmd.extend_from_slice(args);
+    lab.node.exec_unchecked(&cmd, Duration::from_secs(30))
+}
+
+fn cli_ok(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<String> {
+    let out = cli(lab, warden, token, args)?;
+    ensure!(
+        out.status.success(),
+        "warden {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The demo policy's `defaults` and `tenants` with `from` replaced by `to`, applied to
+/// the fleet through the controller (`warden policy apply`).
+fn apply(lab: &StandardLab, warden: &Path, from: &str, to: &str) -> Result<()> {
     let text = lab.policy_text()?;
     ensure!(text.contains(from), "no {from:?} in the demo policy");
     let text = text.replacen(from, to, 1);
     let start = text.find("\ndefaults:").context("no defaults")?;
-    let (_, parts) = warden_policy::fragments::fragments(&text[start..], "fleet.yaml")
-        .map_err(|d| anyhow::anyhow!("{d}"))?;
-    with_fleet(&lab.node, move |fleet| {
-        Box::pin(async move {
-            Ok(fleet
-                .apply_policy(&parts, None, "tier2", 1)
-                .await?
-                .generation)
-        })
-    })
+    let path = lab.lab.tempdir().join("fleet-policy.yaml");
+    std::fs::write(&path, &text[start..])?;
+    let path = path.to_str().context("UTF-8 path")?;
+    cli_ok(lab, warden, token::OPERATOR, &["policy", "apply", path])?;
+    Ok(())
+}
+
+/// `warden controller` in the node's namespace on port 9480, with the lab's tokens.
+fn start_controller(lab: &StandardLab, warden: &Path) -> Result<Proc> {
+    let header = lab.policy_header()?;
+    let at = header.find("\ninterfaces:").context("no interfaces")?;
+    ensure!(
+        header.contains("listen: 127.0.0.1:9477"),
+        "the lab listens elsewhere"
+    );
+    let text = format!(
+        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: controller-1\n",
+        header[..at].replacen("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9480", 1)
+    );
+    let path = lab.lab.tempdir().join("controller.yaml");
+    std::fs::write(&path, text)?;
+    let warden = warden.to_str().context("UTF-8 path")?;
+    let path = path.to_str().context("UTF-8 path")?;
+    let mut proc = lab.node.spawn(&[warden, "controller", "-c", path])?;
+    proc.wait_log("controller serving API", Duration::from_secs(30))?;
+    Ok(proc)
 }
 
 fn local_policy(lab: &StandardLab) -> Result<PathBuf> {
@@ -145,16 +188,14 @@ fn kill9(daemon: Proc) -> Result<()> {
 }
 
 #[test]
-fn a_fleet_node_enforces_the_fleets_policy_and_suspensions_and_keeps_them_through_an_etcd_outage_and_a_sigkill(
+fn a_fleet_node_follows_the_controller_and_keeps_enforcing_through_an_etcd_outage_and_a_sigkill(
 ) -> Result<()> {
     let lab = StandardLab::build("fl")?;
-    let etcd = start_etcd(&lab)?;
-    ensure!(
-        apply(&lab, "egress: 30Mbit", "egress: 30Mbit")? == 1,
-        "first generation"
-    );
-    let local = local_policy(&lab)?;
     let warden = warden_binary()?;
+    let etcd = start_etcd(&lab)?;
+    let _controller = start_controller(&lab, &warden)?;
+    apply(&lab, &warden, "egress: 30Mbit", "egress: 30Mbit")?;
+    let local = local_policy(&lab)?;
     let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
 
     // The fleet's tenants are enforced: initech flows, its plan as the fleet says.
@@ -170,37 +211,87 @@ fn a_fleet_node_enforces_the_fleets_policy_and_suspensions_and_keeps_them_throug
         "globex does not flow before its suspension"
     );
 
-    // A suspension in the fleet cuts the tenant's traffic on the node.
-    with_fleet(&lab.node, |fleet| {
-        Box::pin(async move {
-            fleet
-                .suspend("globex", vec![], "tier2: fleet suspension", "lab-admin", 1)
-                .await?;
-            Ok(())
-        })
-    })?;
+    // A suspension through the controller cuts the tenant's traffic on the node; the
+    // node's own API refuses writes that belong to the fleet.
+    cli_ok(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["suspend", "globex", "--reason", "tier2: fleet"],
+    )?;
     eventually(Duration::from_secs(10), || Ok(probe(&lab.globex)? == 0))
         .context("the fleet's suspension was not enforced")?;
     ensure!(
         probe(&lab.initech)? == PROBES,
         "initech cut by globex's suspension"
     );
+    let body = serde_json::json!({"reason": "local"}).to_string();
+    let r = lab.request(
+        "POST",
+        "/api/v1/tenants/initech/suspend",
+        Some(&body),
+        Some(token::ADMIN),
+    )?;
+    ensure!(
+        r.status == 400 && r.body.contains("fleet"),
+        "node suspend: {} {}",
+        r.status,
+        r.body
+    );
 
     // A policy change reaches the node.
-    ensure!(
-        apply(
-            &lab,
-            "  - id: initech\n",
-            "  - id: initech\n    bandwidth: {egress: 10Mbit}\n"
-        )? == 2
-    );
+    apply(
+        &lab,
+        &warden,
+        "  - id: initech\n",
+        "  - id: initech\n    bandwidth: {egress: 10Mbit}\n",
+    )?;
     eventually(Duration::from_secs(10), || {
         Ok(tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000)
     })
     .context("the fleet's policy change did not reach the node")?;
+    let nodes: Value =
+        serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["nodes", "--json"])?)?;
+    eventually(Duration::from_secs(10), || {
+        let nodes: Value =
+            serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["nodes", "--json"])?)?;
+        Ok(nodes[0]["node"] == NODE && nodes[0]["applied_generation"] == 2 && nodes[0]["lag"] == 0)
+    })
+    .with_context(|| format!("warden nodes: {nodes}"))?;
+    let audit: Value = serde_json::from_str(&cli_get(&lab, "/api/v1/audit")?)?;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .context("audit list")?
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    ensure!(
+        actions.contains(&"tenant.suspend")
+            && actions.iter().filter(|a| **a == "policy.apply").count() == 2,
+        "fleet audit: {actions:?}"
+    );
 
-    // etcd down: the node says so and keeps enforcing; SIGKILL + restart keeps it all.
+    // etcd down: the controller refuses at once, nothing half-done; the node says it is
+    // alone and keeps enforcing; SIGKILL + restart keeps it all.
     etcd.stop()?;
+    let started = Instant::now();
+    let out = cli(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["suspend", "initech", "--reason", "outage"],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.contains("etcd is unreachable"),
+        "suspend with etcd down: {} {stderr}",
+        out.status
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
     eventually(Duration::from_secs(20), || {
         Ok(metric(&lab, "warden_fleet_connected")? == 0.0)
     })?;
@@ -223,31 +314,32 @@ fn a_fleet_node_enforces_the_fleets_policy_and_suspensions_and_keeps_them_throug
         "the restart forgot the fleet's last policy"
     );
 
-    // etcd back: the node reconnects and follows a lift.
+    // etcd back: the node reconnects and follows a lift through the controller.
     let _etcd = start_etcd(&lab)?;
     eventually(Duration::from_secs(30), || {
         Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
     })?;
-    with_fleet(&lab.node, |fleet| {
-        Box::pin(async move {
-            fleet
-                .unsuspend("globex", "tier2: resolved", "lab-admin", 2)
-                .await?;
-            Ok(())
-        })
-    })?;
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "the refused suspend of initech was half-done"
+    );
+    cli_ok(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["unsuspend", "globex", "--reason", "tier2: resolved"],
+    )?;
     eventually(
         Duration::from_secs(10),
         || Ok(probe(&lab.globex)? == PROBES),
     )
     .context("the fleet's lift was not enforced")?;
-    let nodes = with_fleet(&lab.node, |fleet| {
-        Box::pin(async move { Ok(fleet.nodes().await?) })
-    })?;
-    ensure!(
-        nodes.len() == 1 && nodes[0].node == NODE && nodes[0].applied_generation == 2,
-        "registration: {nodes:?}"
-    );
     drop(daemon);
     Ok(())
+}
+
+/// GET from the controller in the node's namespace.
+fn cli_get(lab: &StandardLab, path: &str) -> Result<String> {
+    let addr = CONTROLLER.trim_start_matches("http://").parse()?;
+    warden_tests::http::get_in_netns(lab.node.name(), addr, path)
 }

@@ -70,6 +70,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Apply { file },
         } => cli::policy_apply(&client()?, file)?,
+        Command::Controller { config } => {
+            use std::io::IsTerminal as _;
+            tracing_subscriber::fmt()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(warden::controller::run(config))?;
+        }
+        Command::Nodes { json } => cli::nodes(&client()?, *json)?,
         Command::Status { json } => cli::status(&client()?, *json)?,
         Command::Tenants { json } => cli::tenants(&client()?, *json)?,
         Command::Flags {

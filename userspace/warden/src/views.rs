@@ -141,3 +141,25 @@ pub struct ReviewStats {
     #[serde(default)]
     pub deadline_suspend_failures: u64,
 }
+
+/// A fleet node, as `GET /api/v1/nodes` (a controller) shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    pub version: String,
+    /// When its daemon started (unix seconds).
+    pub started_at: i64,
+    /// Seconds since it last rewrote its registration (every few seconds while it
+    /// reaches etcd; a node whose lease lapsed is not listed at all).
+    pub heartbeat_age_seconds: i64,
+    /// The fleet policy generation it enforces.
+    pub applied_generation: u64,
+    /// The etcd revision its applied state was read at.
+    pub applied_revision: i64,
+    /// Fleet generation minus its applied generation.
+    pub lag: u64,
+    /// Whether its programs are attached.
+    pub attached: bool,
+    /// Its interfaces, as `name:mode`.
+    pub interfaces: Vec<String>,
+}

@@ -10,7 +10,7 @@ use warden_store::AuditEntry;
 
 use crate::auth::Role;
 use crate::metrics::Snapshot;
-use crate::views::{StatusView, TenantView};
+use crate::views::{NodeView, StatusView, TenantView};
 
 /// Why a request to the daemon failed, for the API to map onto a status.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub enum Refusal {
     /// message, and each rule broken.
     #[error("{0}")]
     Forbidden(String, Vec<String>),
+    /// What the request needs is unreachable (a controller's etcd): 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -69,4 +72,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether a connection from `ip` may use the operators' reserve: the
     /// `daemon.management` networks in force (loopback always may).
     fn management_contains(&self, ip: IpAddr) -> bool;
+    /// `GET /api/v1/nodes`: the fleet's nodes; `None` where there is no fleet (a node).
+    fn nodes(&self) -> Result<Option<Vec<NodeView>>, Refusal> {
+        Ok(None)
+    }
 }

@@ -337,3 +337,14 @@ pub(super) async fn post_flag_dismiss(
     .await?;
     Ok(Json(flag).into_response())
 }
+
+/// `GET /api/v1/nodes`: a controller's fleet nodes; 404 on a node.
+pub(super) async fn get_nodes(State(s): State<Arc<dyn Backend>>) -> ApiResult<Response> {
+    match blocking(move || Ok(s.nodes()?)).await? {
+        Some(nodes) => Ok(Json(nodes).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no fleet here: GET /api/v1/nodes is served by `warden controller`",
+        )),
+    }
+}

@@ -215,3 +215,44 @@ pub fn flag_review(client: &Client, id: i64, dismiss_reason: Option<&str>) -> Re
     );
     Ok(())
 }
+
+/// `warden nodes`: the fleet's nodes, from a controller.
+pub fn nodes(client: &Client, json: bool) -> Result<()> {
+    let v = client.get("/api/v1/nodes")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let nodes: Vec<crate::views::NodeView> =
+        serde_json::from_value(v).context("unexpected nodes document")?;
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                format!("{}s", n.heartbeat_age_seconds),
+                n.applied_generation.to_string(),
+                n.lag.to_string(),
+                if n.attached { "yes" } else { "no" }.to_owned(),
+                n.version.clone(),
+                n.interfaces.join(","),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table(
+            &[
+                "NODE",
+                "HEARTBEAT",
+                "GENERATION",
+                "LAG",
+                "ATTACHED",
+                "VERSION",
+                "INTERFACES"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}

@@ -118,6 +118,19 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The fleet's API over etcd (`daemon.fleet`): the same routes as a node, plus
+    /// `GET /api/v1/nodes`. Stateless; run several for availability.
+    Controller {
+        /// The controller's file: `daemon` only, with `daemon.fleet`.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Fleet nodes (from a controller): heartbeat age, applied generation, lag, version.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The state database: rebuild its suspensions after it was lost.
     State {
         #[command(subcommand)]

@@ -128,6 +128,9 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
             _ = renew.tick() => {
                 if registration.renew().await? == 0 {
                     registration = register(daemon, node, &fleet).await?;
+                } else {
+                    // The heartbeat the controller shows (GET /api/v1/nodes).
+                    update_registration(daemon, node, &fleet, registration.lease).await?;
                 }
                 node.synced();
             }
