@@ -1,4 +1,4 @@
-//! Fleet mode on one node (issue 18): the policy and the suspensions come from a real
+//! Fleet mode on one node (issue 18), with a controller: the policy and the suspensions come from a real
 //! etcd (in the node's namespace), the node enforces them with real traffic, and keeps
 //! enforcing the last applied state through an etcd outage and a SIGKILL + restart.
 //! Writes go through `warden controller` with the CLI (`--api`), as an operator would.
@@ -188,7 +188,7 @@ fn kill9(daemon: Proc) -> Result<()> {
 }
 
 #[test]
-fn a_fleet_node_follows_the_controller_and_keeps_enforcing_through_an_etcd_outage_and_a_sigkill(
+fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_and_a_sigkill_and_publishes_its_outage_flag_once(
 ) -> Result<()> {
     let lab = StandardLab::build("fl")?;
     let warden = warden_binary()?;
@@ -297,6 +297,7 @@ fn a_fleet_node_follows_the_controller_and_keeps_enforcing_through_an_etcd_outag
     })?;
     kill9(daemon)?;
     let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
+    let flag = seed_flag(&lab)?;
     ensure!(
         metric(&lab, "warden_fleet_connected")? == 0.0,
         "connected without etcd"
@@ -323,6 +324,38 @@ fn a_fleet_node_follows_the_controller_and_keeps_enforcing_through_an_etcd_outag
         probe(&lab.initech)? == PROBES,
         "the refused suspend of initech was half-done"
     );
+
+    // The flag raised during the outage reaches the controller once, with its evidence;
+    // an ack there reaches the node.
+    let listed = eventually(Duration::from_secs(10), || {
+        let flags: Value =
+            serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["flags", "--json"])?)?;
+        let list = flags.as_array().context("flags list")?.clone();
+        Ok((!list.is_empty()).then_some(list))
+    })
+    .context("the outage's flag never reached the controller")?;
+    ensure!(
+        listed.len() == 1,
+        "flags through the controller: {listed:?}"
+    );
+    ensure!(
+        listed[0]["tenant"] == "globex" && listed[0]["figures"]["targets"] == 120,
+        "evidence: {}",
+        listed[0]
+    );
+    let fleet_id = listed[0]["id"].as_i64().context("flag id")?.to_string();
+    cli_ok(&lab, &warden, token::OPERATOR, &["flag", "ack", &fleet_id])?;
+    eventually(Duration::from_secs(10), || {
+        let f: Value = serde_json::from_str(&lab.get(&format!("/api/v1/flags/{flag}"))?)?;
+        Ok(f["state"] == "acked")
+    })
+    .context("the controller's ack did not reach the node")?;
+    let again: Value =
+        serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["flags", "--json"])?)?;
+    ensure!(
+        again.as_array().map(Vec::len) == Some(1) && again[0]["state"] == "acked",
+        "after the ack: {again}"
+    );
     cli_ok(
         &lab,
         &warden,
@@ -336,6 +369,25 @@ fn a_fleet_node_follows_the_controller_and_keeps_enforcing_through_an_etcd_outag
     .context("the fleet's lift was not enforced")?;
     drop(daemon);
     Ok(())
+}
+
+/// A scan flag on globex, written into the node's database as detection would (the
+/// detection labs raise real ones; here the flag's way to the fleet is what is tested).
+fn seed_flag(lab: &StandardLab) -> Result<i64> {
+    let state = lab.rundir()?.join("state");
+    let store = warden_store::Store::open(&state)?;
+    let now = warden_policy::time::system_clock();
+    let f = store.create_flag(warden_policy::flag::NewFlag {
+        tenant: "globex".into(),
+        kind: warden_policy::Kind::Scan,
+        seen: now,
+        policy_generation: 2,
+        thresholds: serde_json::json!({"targets": 100}),
+        figures: serde_json::json!({"targets": 120, "failure_ratio": 0.95}),
+        top_targets: serde_json::json!([[{"addr": "198.18.3.254", "port": null}, 120]]),
+        deadline: None,
+    })?;
+    Ok(f.id)
 }
 
 /// GET from the controller in the node's namespace.

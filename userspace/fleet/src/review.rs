@@ -42,6 +42,9 @@ impl Registration {
 /// taken through the controller that the node has not applied yet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishedFlag {
+    /// The flag's id in the fleet: the etcd revision its key was created at, unique
+    /// across nodes and unchanged by republishing (the node's own id is in `record`).
+    pub fleet_id: i64,
     /// The node's record.
     pub record: FlagRecord,
     /// The decision waiting at `flagstates/<node>/<id>`, if any.
@@ -199,7 +202,11 @@ impl Fleet {
                 let key = String::from_utf8_lossy(kv.key());
                 let record: FlagRecord = decode(&key, kv.value())?;
                 let decision = pending.remove(&key[flags_dir.len()..]);
-                Ok(PublishedFlag { record, decision })
+                Ok(PublishedFlag {
+                    fleet_id: kv.create_revision(),
+                    record,
+                    decision,
+                })
             })
             .collect()
     }
@@ -212,6 +219,7 @@ impl Fleet {
         };
         let decision = self.get(&self.layout.decision(node, id)?).await?;
         Ok(PublishedFlag {
+            fleet_id: kv.create_revision(),
             record: decode(&key, kv.value())?,
             decision: decision
                 .map(|d| decode(&String::from_utf8_lossy(d.key()), d.value()))
@@ -235,6 +243,7 @@ impl Fleet {
         };
         let pending = self.get(&decision_key).await?;
         let current = PublishedFlag {
+            fleet_id: flag_kv.create_revision(),
             record: decode(&flag_key, flag_kv.value())?,
             decision: pending
                 .as_ref()
@@ -265,6 +274,17 @@ impl Fleet {
         ];
         self.commit("flag review", &guards, ops).await?;
         Ok(())
+    }
+
+    /// The published flag whose fleet id is `fleet_id` (see [`PublishedFlag::fleet_id`]).
+    pub async fn flag_by_fleet_id(&self, fleet_id: i64) -> Result<PublishedFlag, FleetError> {
+        let (_, kvs) = self.list(&self.layout.flags_dir()).await?;
+        let Some(kv) = kvs.iter().find(|kv| kv.create_revision() == fleet_id) else {
+            return Err(FleetError::NotFound(format!("flag {fleet_id}")));
+        };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let record: FlagRecord = decode(&key, kv.value())?;
+        self.flag(&record.node, record.flag.id).await
     }
 
     /// The decisions waiting for `node`, by flag id, with the revision read at.

@@ -366,8 +366,28 @@ async fn a_flag_published_twice_is_one_flag_and_review_decisions_follow_the_stat
         .publish_flag(&flag_record("n8", 1, FlagState::Open))
         .await
         .expect("published");
-    assert_eq!(fleet.flags(None).await.expect("list").len(), 2);
-    assert_eq!(fleet.flags(Some("n7")).await.expect("list").len(), 1);
+    let all = fleet.flags(None).await.expect("list");
+    assert_eq!(all.len(), 2);
+    assert_ne!(
+        all[0].fleet_id, all[1].fleet_id,
+        "one fleet id for two nodes' flag 1"
+    );
+    let n7 = fleet.flags(Some("n7")).await.expect("list");
+    assert_eq!(n7.len(), 1);
+    // Republished (a state change): the same fleet id.
+    fleet
+        .publish_flag(&flag_record("n7", 1, FlagState::Notified))
+        .await
+        .expect("again");
+    let found = fleet
+        .flag_by_fleet_id(n7[0].fleet_id)
+        .await
+        .expect("found by fleet id");
+    assert_eq!(
+        (found.record.node.as_str(), found.record.flag.id),
+        ("n7", 1)
+    );
+    assert_eq!(found.record.flag.state, FlagState::Notified);
 
     fleet
         .decide_flag("n7", 1, &decision(FlagState::Acked, None))

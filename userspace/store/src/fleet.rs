@@ -1,6 +1,5 @@
 //! Fleet mode's local copy (docs/fleet-design.md): the last fleet state this node
-//! applied, read at start so that a restart while etcd is unreachable enforces it, and
-//! the outbox of flags still to be published to the fleet.
+//! applied, read at start so that a restart while etcd is unreachable enforces it.
 
 use std::collections::BTreeMap;
 
@@ -73,35 +72,6 @@ impl Store {
             tenants: serde_json::from_str(&tenants).map_err(json_error)?,
             suspended: serde_json::from_str(&suspended).map_err(json_error)?,
         }))
-    }
-
-    /// Queues flag `id` to be published to the fleet (again, if it was).
-    pub fn queue_fleet_flag(&self, id: i64) -> Result<()> {
-        let now = self.now();
-        self.write("queue flag for the fleet", |tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO fleet_outbox (flag_id, queued_at) VALUES (?1, ?2)",
-                params![id, now],
-            )?;
-            Ok::<_, TxError>(())
-        })
-    }
-
-    /// The flags waiting to be published, oldest first.
-    pub fn queued_fleet_flags(&self) -> Result<Vec<i64>> {
-        self.read("read fleet outbox", |conn| {
-            conn.prepare("SELECT flag_id FROM fleet_outbox ORDER BY queued_at, flag_id")?
-                .query_map([], |row| row.get(0))?
-                .collect()
-        })
-    }
-
-    /// Takes flag `id` off the outbox once the fleet has it.
-    pub fn fleet_flag_published(&self, id: i64) -> Result<()> {
-        self.write("clear fleet outbox entry", |tx| {
-            tx.execute("DELETE FROM fleet_outbox WHERE flag_id = ?1", params![id])?;
-            Ok::<_, TxError>(())
-        })
     }
 }
 

@@ -143,7 +143,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         + (SELECT count(*) FROM suspensions WHERE lifted_at IS NOT NULL));
     "#,
     // 6: fleet mode (docs/fleet-design.md): the last fleet state this node applied, so a
-    // restart while etcd is unreachable enforces it, and the flags still to be published.
+    // restart while etcd is unreachable enforces it.
     r#"
     CREATE TABLE fleet_state (
         id         INTEGER PRIMARY KEY CHECK (id = 1),
@@ -155,10 +155,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         -- tenants suspended because the fleet suspended them
         suspended  TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(suspended)),
         saved_at   INTEGER NOT NULL
-    ) STRICT;
-    CREATE TABLE fleet_outbox (
-        flag_id   INTEGER PRIMARY KEY REFERENCES flags (id),
-        queued_at INTEGER NOT NULL
     ) STRICT;
     "#,
 ];

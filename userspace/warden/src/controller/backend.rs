@@ -32,9 +32,6 @@ pub struct Controller {
     started: Instant,
 }
 
-const NO_FLAGS_YET: &str = "flags through the controller are not built yet (issue 18, stage 5): \
-     query each node's API for its flags";
-
 impl Controller {
     pub fn new(
         fleet: Fleet,
@@ -51,7 +48,14 @@ impl Controller {
         }
     }
 
-    fn wait<T>(&self, f: impl Future<Output = Result<T, FleetError>>) -> Result<T, FleetError> {
+    pub(super) fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub(super) fn wait<T>(
+        &self,
+        f: impl Future<Output = Result<T, FleetError>>,
+    ) -> Result<T, FleetError> {
         self.rt.block_on(f)
     }
 
@@ -74,7 +78,7 @@ impl Controller {
 }
 
 /// How a fleet error reaches the API: a lost race is 409, etcd unreachable 503.
-fn refusal(e: FleetError) -> Refusal {
+pub(super) fn refusal(e: FleetError) -> Refusal {
     match e {
         FleetError::Conflict { .. } | FleetError::Refused(_) => Refusal::Conflict(e.to_string()),
         FleetError::NotFound(_) => Refusal::NotFound(e.to_string()),
@@ -262,26 +266,26 @@ impl Backend for Controller {
             .collect())
     }
 
-    fn flags(&self, _filter: &FlagFilter) -> Result<Vec<Flag>> {
-        Err(anyhow!(NO_FLAGS_YET))
+    fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
+        self.fleet_flags(filter)
     }
 
-    fn flag(&self, _id: i64) -> Result<Option<FlagDetail>> {
-        Err(anyhow!(NO_FLAGS_YET))
+    fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {
+        self.fleet_flag(id)
     }
 
-    fn flag_pcap(&self, _id: i64) -> Result<Option<Vec<u8>>> {
-        Err(anyhow!(NO_FLAGS_YET))
+    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.fleet_flag_pcap(id)
     }
 
     fn set_flag_state(
         &self,
-        _id: i64,
-        _state: FlagState,
-        _reason: Option<&str>,
-        _actor: &str,
+        id: i64,
+        state: FlagState,
+        reason: Option<&str>,
+        actor: &str,
     ) -> Result<Flag, Refusal> {
-        Err(Refusal::BadRequest(NO_FLAGS_YET.into()))
+        self.fleet_review(id, state, reason, actor)
     }
 
     fn management_contains(&self, ip: IpAddr) -> bool {

@@ -8,6 +8,7 @@
 //! with `warden policy apply` against it.
 
 mod backend;
+mod flags;
 
 use std::path::Path;
 use std::sync::Arc;

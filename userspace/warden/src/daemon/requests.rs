@@ -46,14 +46,6 @@ impl Daemon {
         }
     }
 
-    /// Flags waiting to be published to the fleet.
-    fn queued_flags(&self) -> u64 {
-        self.db
-            .lock()
-            .queued_fleet_flags()
-            .map_or(0, |q| q.len() as u64)
-    }
-
     pub(super) fn count_failure(&self, r: Result<u64, Refusal>) -> Result<u64, Refusal> {
         if r.is_err() {
             self.apply_failures.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +86,10 @@ impl Backend for Daemon {
             unattributed: enforcement.dataplane().global_counters()?,
             policy_generation: enforcement.generation(),
             policy_apply_failures: self.apply_failures.load(Ordering::Relaxed),
-            fleet: self.fleet.as_ref().map(|f| f.figures(self.queued_flags())),
+            fleet: self
+                .fleet
+                .as_ref()
+                .map(|f| f.figures(self.unpublished_flags(f))),
             maps: enforcement
                 .map_fill()
                 .into_iter()

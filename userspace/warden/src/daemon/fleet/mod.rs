@@ -7,6 +7,7 @@
 //!   through the daemon's ordinary apply (two generations, all or nothing);
 //! - [`sync`]: the task that reads, watches and registers, with retry and backoff.
 
+mod flags;
 mod sync;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,8 @@ pub(super) struct FleetNode {
     /// Whether the current session got as far as watching (its failure then retries
     /// from the shortest backoff).
     was_watching: AtomicBool,
+    /// The flag versions the fleet has.
+    published: flags::Published,
 }
 
 /// Why the node read everything again (index into the metric's reasons).
@@ -66,6 +69,7 @@ impl FleetNode {
             last_sync: Mutex::new(None),
             resyncs: Default::default(),
             was_watching: AtomicBool::new(false),
+            published: flags::Published::default(),
         })
     }
 
@@ -101,6 +105,7 @@ impl FleetNode {
         self.resyncs[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The figures for `/metrics`; `flags_queued` from [`Daemon::unpublished_flags`].
     pub(super) fn figures(&self, flags_queued: u64) -> FleetFigures {
         let last = *self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
         FleetFigures {

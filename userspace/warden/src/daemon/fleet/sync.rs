@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use warden_fleet::records::{decode, NodeRecord};
+use warden_fleet::records::{decode, DecisionRecord, NodeRecord};
 use warden_fleet::{Change, Fleet, FleetError, PolicySnapshot, Registration};
 use warden_policy::suspension::Suspended;
 use warden_policy::time::system_clock;
@@ -23,6 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The registration's lease; renewed every [`RENEW_EVERY`].
 const LEASE_TTL: i64 = 10;
 const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How often new and changed flags are looked for and published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 
 /// How a session with etcd ended.
 enum Ended {
@@ -103,11 +105,17 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
         "fleet: in sync"
     );
 
+    super::flags::publish(daemon, node, &fleet).await?;
+    let (decisions_rev, decisions) = fleet.decisions(&node.config.node).await?;
+    super::flags::apply_decisions(daemon, decisions).await?;
     let mut registration = register(daemon, node, &fleet).await?;
     let mut policy_watch = fleet
         .watch(&node.layout.policy_dir(), snapshot.revision)
         .await?;
     let mut susp_watch = fleet.watch(&node.layout.suspended_dir(), susp_rev).await?;
+    let decisions_dir = node.layout.node_decisions_dir(&node.config.node)?;
+    let mut decision_watch = fleet.watch(&decisions_dir, decisions_rev).await?;
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
     node.was_watching
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut watched = snapshot;
@@ -125,6 +133,12 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
                 suspension_events(daemon, node, changes?).await?;
                 node.synced();
             }
+            changes = decision_watch.next() => {
+                let decisions = decisions_in(&decisions_dir, changes?)?;
+                super::flags::apply_decisions(daemon, decisions).await?;
+                super::flags::publish(daemon, node, &fleet).await?;
+            }
+            _ = publish.tick() => super::flags::publish(daemon, node, &fleet).await?,
             _ = renew.tick() => {
                 if registration.renew().await? == 0 {
                     registration = register(daemon, node, &fleet).await?;
@@ -150,6 +164,21 @@ fn policy_events(
         ready |= watched.apply_event(&node.layout, &c.key, c.value.as_deref(), c.mod_revision)?;
     }
     Ok(ready)
+}
+
+/// The decisions among `changes` (deletions are not decisions), by flag id.
+fn decisions_in(dir: &str, changes: Vec<Change>) -> Result<Vec<(i64, DecisionRecord)>> {
+    let mut out = Vec::new();
+    for c in changes {
+        let (Some(value), Some(id)) = (&c.value, c.key.strip_prefix(dir)) else {
+            continue;
+        };
+        let id = id
+            .parse::<i64>()
+            .with_context(|| format!("{}: not a flag id", c.key))?;
+        out.push((id, decode(&c.key, value)?));
+    }
+    Ok(out)
 }
 
 async fn suspension_events(
