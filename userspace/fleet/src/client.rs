@@ -39,6 +39,9 @@ pub struct Connect {
     pub tls: Option<TlsFiles>,
     /// How long one request may take before etcd counts as unreachable.
     pub timeout: Duration,
+    /// A user name and password, for an etcd without client certificate authentication
+    /// (the fleet's own setup uses certificates; tests and bootstrap use this).
+    pub user: Option<(String, String)>,
 }
 
 impl Connect {
@@ -48,6 +51,7 @@ impl Connect {
             endpoints,
             tls: None,
             timeout: Duration::from_secs(5),
+            user: None,
         }
     }
 }
@@ -72,6 +76,9 @@ impl Fleet {
             .with_require_leader(true);
         if let Some(tls) = &connect.tls {
             options = options.with_tls(tls_options(tls)?);
+        }
+        if let Some((user, password)) = &connect.user {
+            options = options.with_user(user.as_str(), password.as_str());
         }
         let client = Client::connect(&connect.endpoints, Some(options))
             .await

@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: the key layout under one prefix (default `/warden/v1/`);
 //! - [`records`]: the JSON values stored at those keys;
+//! - [`rbac`]: the etcd roles and users `warden fleet init` writes;
 //! - [`Fleet`]: a connection to etcd and the operations on the fleet's state: policy
 //!   as per-tenant keys with a generation, suspensions, the audit log, node
 //!   registrations, published flags and review decisions. Every write that decides on
@@ -14,6 +15,7 @@ mod client;
 mod error;
 pub mod keys;
 mod policy;
+pub mod rbac;
 pub mod records;
 mod review;
 mod suspensions;

@@ -489,3 +489,103 @@ async fn fleets_under_different_prefixes_do_not_see_each_other() {
         "init is idempotent"
     );
 }
+
+#[tokio::test]
+async fn a_node_with_only_its_own_role_cannot_write_policy_suspensions_or_another_nodes_keys() {
+    let etcd = Etcd::start().await;
+    let admin = etcd.fleet().await;
+    assert!(admin.init_layout(1).await.expect("layout"));
+    admin
+        .init_rbac(&["n1".to_owned(), "n2".to_owned()])
+        .await
+        .expect("roles and users");
+    // The users init made take client certificates only; password users holding the
+    // same roles stand in for them here. Root is needed to enable auth.
+    let mut c = admin.client().clone();
+    c.user_add("root", "rootpw", None).await.expect("root user");
+    c.user_grant_role("root", "root").await.expect("root role");
+    for (user, role) in [
+        ("n1-pw", warden_fleet::rbac::node_user("n1")),
+        ("ctl-pw", warden_fleet::rbac::CONTROLLER_USER.to_owned()),
+    ] {
+        c.user_add(user, "pw", None).await.expect("password user");
+        c.user_grant_role(user, role).await.expect("role");
+    }
+    c.auth_enable().await.expect("auth enabled");
+
+    let as_user = |user: &str| {
+        let mut connect = Connect::plain(vec![etcd.endpoint.clone()]);
+        connect.user = Some((user.to_owned(), "pw".to_owned()));
+        connect
+    };
+    let layout = || Layout::new(DEFAULT_PREFIX).expect("valid");
+    let controller = Fleet::connect(&as_user("ctl-pw"), layout())
+        .await
+        .expect("controller connects");
+    let (_, parts) = fragments(&policy(&[("acme", "198.18.1.0/24", "1Gbit")]), "p").expect("valid");
+    controller
+        .apply_policy(&parts, None, "ops", 1)
+        .await
+        .expect("the controller writes policy");
+
+    let node = Fleet::connect(&as_user("n1-pw"), layout())
+        .await
+        .expect("node connects");
+    assert_eq!(
+        node.read_policy()
+            .await
+            .expect("a node reads policy")
+            .tenants
+            .len(),
+        1
+    );
+    node.suspensions().await.expect("a node reads suspensions");
+    let own = NodeRecord {
+        node: "n1".into(),
+        version: "0".into(),
+        started_at: 0,
+        heartbeat: 0,
+        applied_generation: 1,
+        applied_revision: 0,
+        attached: true,
+        interfaces: vec![],
+    };
+    node.register(&own, 5)
+        .await
+        .expect("a node registers itself");
+    node.publish_flag(&flag_record("n1", 1, FlagState::Open))
+        .await
+        .expect("its own flag");
+
+    let denied = |r: Result<(), FleetError>, what: &str| match r {
+        Err(FleetError::PermissionDenied { .. }) => {}
+        other => panic!("{what}: expected permission denied, got {other:?}"),
+    };
+    denied(
+        node.apply_policy(&parts, None, "n1", 2).await.map(|_| ()),
+        "policy apply",
+    );
+    denied(
+        node.suspend("acme", vec![], "x", "n1", 2).await.map(|_| ()),
+        "suspend",
+    );
+    let other = NodeRecord {
+        node: "n2".into(),
+        ..own.clone()
+    };
+    denied(
+        node.register(&other, 5).await.map(|_| ()),
+        "another node's registration",
+    );
+    denied(
+        node.publish_flag(&flag_record("n2", 1, FlagState::Open))
+            .await
+            .map(|_| ()),
+        "another node's flag",
+    );
+    denied(
+        node.decide_flag("n1", 1, &decision(FlagState::Acked, None))
+            .await,
+        "a review decision",
+    );
+}

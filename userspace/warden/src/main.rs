@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use warden::{
-    cli::{self, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand},
+    cli::{self, Cli, Client, Command, FlagCommand, FleetCommand, PolicyCommand, StateCommand},
     daemon, state,
 };
 use warden_dataplane as dataplane;
@@ -84,6 +84,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(warden::controller::run(config))?;
+        }
+        Command::Fleet {
+            command: FleetCommand::Init { config, nodes },
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(warden::controller::init(config, nodes))?;
         }
         Command::Nodes { json } => cli::nodes(&client()?, *json)?,
         Command::Status { json } => cli::status(&client()?, *json)?,

@@ -125,6 +125,11 @@ pub enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// The fleet's etcd: prepare it.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Fleet nodes (from a controller): heartbeat age, applied generation, lag, version.
     Nodes {
         /// Print JSON instead of a table.
@@ -144,6 +149,24 @@ pub enum Command {
         /// The bpffs directory Warden pinned under.
         #[arg(long)]
         bpffs: Option<PathBuf>,
+    },
+}
+
+/// `warden fleet ...`
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Write the key layout under the prefix and the etcd roles and users: the
+    /// controllers read and write the prefix; each node reads policy, suspensions and
+    /// its review decisions and writes only its own registration and flags (users
+    /// `warden-controller` and `warden-node-<node>`, no password: client certificates
+    /// with that CN). Idempotent. Run with etcd's root credentials, before `etcdctl auth enable`.
+    Init {
+        /// A file with `daemon.fleet` (endpoints, prefix, tls) to reach etcd.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// A node to create a role and user for (repeat for each node).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
 }
 

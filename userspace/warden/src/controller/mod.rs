@@ -21,6 +21,49 @@ use crate::api;
 use crate::auth::Tokens;
 pub use backend::Controller;
 
+/// The etcd connection of the file's `daemon.fleet`.
+fn connect_options(config: &warden_policy::FleetConfig) -> Connect {
+    Connect {
+        endpoints: config.endpoints.clone(),
+        tls: config.tls.as_ref().map(|t| TlsFiles {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
+        timeout: std::time::Duration::from_secs(3),
+        user: None,
+    }
+}
+
+/// `warden fleet init`: the layout key, and the roles and users of the controllers and
+/// of `nodes` (see [`warden_fleet::rbac`]).
+pub async fn init(path: &Path, nodes: &[String]) -> Result<()> {
+    let policy = warden_policy::load(path).map_err(|d| anyhow::anyhow!("invalid file:\n{d}"))?;
+    let Some(config) = policy.daemon.fleet else {
+        bail!("{}: `daemon.fleet` is required", path.display());
+    };
+    for node in nodes {
+        warden_fleet::keys::check_name("node", node)?;
+    }
+    let fleet = Fleet::connect(&connect_options(&config), Layout::new(&config.prefix)?)
+        .await
+        .context("connecting to the fleet's etcd")?;
+    let created = fleet
+        .init_layout(warden_policy::time::system_clock())
+        .await?;
+    println!(
+        "{}layout under {}",
+        if created { "wrote the " } else { "found the " },
+        config.prefix
+    );
+    fleet.init_rbac(nodes).await?;
+    println!("role and user {}", warden_fleet::rbac::CONTROLLER_USER);
+    for node in nodes {
+        println!("role and user {}", warden_fleet::rbac::node_user(node));
+    }
+    Ok(())
+}
+
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> Result<()> {
     let policy = warden_policy::load(path).map_err(|d| anyhow::anyhow!("invalid file:\n{d}"))?;
@@ -50,15 +93,7 @@ pub async fn run(path: &Path) -> Result<()> {
         Some(files) => Some(api::tls_config(files)?),
         None => None,
     };
-    let connect = Connect {
-        endpoints: config.endpoints.clone(),
-        tls: config.tls.as_ref().map(|t| TlsFiles {
-            ca: t.ca.clone(),
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-        }),
-        timeout: std::time::Duration::from_secs(3),
-    };
+    let connect = connect_options(&config);
     let layout = Layout::new(&config.prefix)?;
     let fleet = Fleet::connect(&connect, layout)
         .await

@@ -82,6 +82,7 @@ impl FleetNode {
                 key: t.key.clone(),
             }),
             timeout: Duration::from_secs(5),
+            user: None,
         }
     }
 
