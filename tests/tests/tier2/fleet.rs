@@ -271,6 +271,10 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         "fleet audit: {actions:?}"
     );
 
+    // Two applies on the same base revision: one wins, the other gets 409 and writes
+    // nothing; the node enforces the winner whole.
+    let plan = two_applies_on_one_base(&lab, &warden)?;
+
     // etcd down: the controller refuses at once, nothing half-done; the node says it is
     // alone and keeps enforcing; SIGKILL + restart keeps it all.
     etcd.stop()?;
@@ -311,7 +315,7 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         "initech cut after a restart during the outage"
     );
     ensure!(
-        tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000,
+        tenant(&lab, "initech")?["out"]["plan_bps"] == plan,
         "the restart forgot the fleet's last policy"
     );
 
@@ -369,6 +373,74 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
     .context("the fleet's lift was not enforced")?;
     drop(daemon);
     Ok(())
+}
+
+/// Two `warden policy apply --base REV` at once, each giving initech another plan:
+/// exactly one succeeds, the other is refused with 409; the node gets the winner's plan,
+/// which is returned.
+fn two_applies_on_one_base(lab: &StandardLab, warden: &Path) -> Result<u64> {
+    let status: Value =
+        serde_json::from_str(&cli_ok(lab, warden, token::VIEWER, &["status", "--json"])?)?;
+    let base = status["policy_revision"]
+        .as_i64()
+        .context("the controller's status has no policy_revision")?
+        .to_string();
+    let text = lab.policy_text()?;
+    let start = text.find("\ndefaults:").context("no defaults")?;
+    let mut procs = Vec::new();
+    for (name, egress) in [("a", "20Mbit"), ("b", "40Mbit")] {
+        let body = text[start..].replacen(
+            "  - id: initech\n",
+            &format!("  - id: initech\n    bandwidth: {{egress: {egress}}}\n"),
+            1,
+        );
+        let path = lab.lab.tempdir().join(format!("race-{name}.yaml"));
+        std::fs::write(&path, body)?;
+        let path = path.to_str().context("UTF-8 path")?.to_owned();
+        let w = warden.to_str().context("UTF-8 path")?;
+        let args = [
+            w,
+            "--api",
+            CONTROLLER,
+            "--token",
+            token::OPERATOR,
+            "policy",
+            "apply",
+            &path,
+            "--base",
+            &base,
+        ];
+        procs.push((egress, lab.node.spawn(&args)?));
+    }
+    let mut won = Vec::new();
+    for (egress, proc) in procs {
+        let log_path = proc.log_path().to_path_buf();
+        let status = proc.wait(Duration::from_secs(30))?;
+        let log = std::fs::read_to_string(&log_path)?;
+        if status.success() {
+            won.push(egress);
+        } else {
+            ensure!(
+                log.contains("409") && log.contains("policy/generation"),
+                "the loser's answer: {log}"
+            );
+        }
+    }
+    ensure!(
+        won.len() == 1,
+        "{} of 2 applies on one base succeeded",
+        won.len()
+    );
+    let plan = if won[0] == "20Mbit" {
+        20_000_000
+    } else {
+        40_000_000
+    };
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(lab, "initech")?["out"]["plan_bps"] == plan)
+    })
+    .context("the node did not enforce the winning apply")?;
+    Ok(plan)
 }
 
 /// A scan flag on globex, written into the node's database as detection would (the

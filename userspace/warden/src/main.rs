@@ -68,8 +68,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Policy {
-            command: PolicyCommand::Apply { file },
-        } => cli::policy_apply(&client()?, file)?,
+            command: PolicyCommand::Apply { file, base },
+        } => cli::policy_apply(&client()?, file, *base)?,
         Command::Controller { config } => {
             use std::io::IsTerminal as _;
             tracing_subscriber::fmt()

@@ -71,6 +71,10 @@ pub struct StatusView {
     /// Review workflow: notifications, deadlines, events log.
     #[serde(default)]
     pub review: ReviewStats,
+    /// A controller's: the etcd revision of the fleet policy's generation, the base to
+    /// send as `If-Match` with `PUT /api/v1/policy` (`warden policy apply --base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<i64>,
 }
 
 /// One program attached to one interface.

@@ -53,6 +53,26 @@ pub trait Backend: Send + Sync + 'static {
     fn unsuspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
     /// Validates policy text and applies it as `actor` with `role`; the new generation.
     fn apply_text(&self, text: &[u8], name: &str, actor: &str, role: Role) -> Result<u64, Refusal>;
+    /// [`Backend::apply_text`] based on `base`, the revision the caller's change is
+    /// based on (`If-Match`): a fleet controller refuses it (409) when the fleet's policy
+    /// moved since. The new generation, and the revision it was written at where there
+    /// is one. A node has no revision: `base` is refused there (400).
+    fn apply_text_based(
+        &self,
+        text: &[u8],
+        name: &str,
+        actor: &str,
+        role: Role,
+        base: Option<i64>,
+    ) -> Result<(u64, Option<i64>), Refusal> {
+        if base.is_some() {
+            return Err(Refusal::BadRequest(
+                "If-Match: this daemon has no fleet revision (send it to `warden controller`)"
+                    .into(),
+            ));
+        }
+        Ok((self.apply_text(text, name, actor, role)?, None))
+    }
     /// Audit entries, newest first.
     fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;
     /// Flags `filter` matches, most recently seen first.

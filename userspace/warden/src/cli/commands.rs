@@ -82,7 +82,7 @@ pub fn tenants(client: &Client, json: bool) -> Result<()> {
 }
 
 /// `warden policy apply FILE`.
-pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
+pub fn policy_apply(client: &Client, file: &std::path::Path, base: Option<i64>) -> Result<()> {
     // Sent as it is: the daemon reports text that is not UTF-8 at its line, like any
     // other error. Only a file past the size limit is refused here, unread.
     let size = std::fs::metadata(file)
@@ -98,12 +98,24 @@ pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
-    let v = client.put("/api/v1/policy", text, &[("x-warden-policy-name", &name)])?;
-    println!(
-        "{}: applied, policy generation {}",
-        file.display(),
-        v["policy_generation"]
-    );
+    let base = base.map(|b| b.to_string());
+    let mut headers = vec![("x-warden-policy-name", name.as_str())];
+    if let Some(b) = &base {
+        headers.push(("if-match", b.as_str()));
+    }
+    let v = client.put("/api/v1/policy", text, &headers)?;
+    match v.get("revision") {
+        Some(r) => println!(
+            "{}: applied, policy generation {}, revision {r}",
+            file.display(),
+            v["policy_generation"]
+        ),
+        None => println!(
+            "{}: applied, policy generation {}",
+            file.display(),
+            v["policy_generation"]
+        ),
+    }
     Ok(())
 }
 

@@ -201,6 +201,11 @@ pub enum PolicyCommand {
     Apply {
         /// Policy file.
         file: PathBuf,
+        /// With a fleet controller: the policy revision this file is based on (printed
+        /// by the last apply, and by `warden status --json` as `policy_revision`); the
+        /// apply is refused (409) if someone applied since.
+        #[arg(long)]
+        base: Option<i64>,
     },
 }
 

@@ -156,6 +156,7 @@ impl Backend for Controller {
             maps: Vec::new(),
             detection: Default::default(),
             review: Default::default(),
+            policy_revision: read.as_ref().map(|(s, _)| s.generation_revision),
         }
     }
 
@@ -216,6 +217,17 @@ impl Backend for Controller {
     }
 
     fn apply_text(&self, text: &[u8], name: &str, actor: &str, role: Role) -> Result<u64, Refusal> {
+        Ok(self.apply_text_based(text, name, actor, role, None)?.0)
+    }
+
+    fn apply_text_based(
+        &self,
+        text: &[u8],
+        name: &str,
+        actor: &str,
+        role: Role,
+        base: Option<i64>,
+    ) -> Result<(u64, Option<i64>), Refusal> {
         let text = std::str::from_utf8(text)
             .map_err(|_| Refusal::BadRequest("the policy is not UTF-8 text".into()))?;
         let (new, parts) = fragments(text, name).map_err(Refusal::InvalidPolicy)?;
@@ -239,12 +251,14 @@ impl Backend for Controller {
                 rules,
             ));
         }
-        let base = Some(snapshot.generation_revision);
+        // The caller's base if it gave one, else the revision read here: either way the
+        // write commits only if nobody wrote the policy since.
+        let base = Some(base.unwrap_or(snapshot.generation_revision));
         let applied = self
             .wait(self.fleet.apply_policy(&parts, base, actor, system_clock()))
             .map_err(refusal)?;
         tracing::info!(generation = applied.generation, changed = applied.changed, removed = applied.removed, %actor, "fleet policy applied");
-        Ok(applied.generation)
+        Ok((applied.generation, Some(applied.revision)))
     }
 
     fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
