@@ -48,6 +48,10 @@ pub enum FleetError {
     /// an ack of a dismissed flag).
     #[error("{0}")]
     Refused(String),
+    /// The write is larger than etcd takes in one transaction (its `--max-txn-ops` or
+    /// `--max-request-bytes`); nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
     /// What the write names does not exist.
     #[error("{0} not found")]
     NotFound(String),

@@ -150,7 +150,11 @@ impl Fleet {
         // Last, so a watcher that applies at the generation event has seen the rest.
         ops.push(TxnOp::put(gen_key.as_str(), encode(&record), None));
         let guards = [(gen_key, current.generation_revision)];
-        let revision = self.commit("policy apply", &guards, ops).await?;
+        let n_ops = ops.len();
+        let revision = self
+            .commit("policy apply", &guards, ops)
+            .await
+            .map_err(|e| too_large(e, n_ops))?;
         Ok(Applied {
             generation,
             revision,
@@ -194,6 +198,28 @@ impl Fleet {
         }
         Ok((ops, changed, removed))
     }
+}
+
+/// etcd's refusal of a transaction over its `--max-txn-ops` or `--max-request-bytes`,
+/// said so: one apply is one transaction (docs/fleet-design.md).
+fn too_large(e: FleetError, ops: usize) -> FleetError {
+    let FleetError::Etcd(message) = &e else {
+        return e;
+    };
+    let limit = if message.contains("too many operations in txn request") {
+        "--max-txn-ops"
+    } else if message.contains("request is too large")
+        || message.contains("message length too large")
+    {
+        "--max-request-bytes"
+    } else {
+        return e;
+    };
+    FleetError::TooLarge(format!(
+        "etcd refused the apply as one transaction of {ops} operations ({message}); a policy \
+         apply is one transaction so nodes never see half of it: raise etcd's {limit}, or \
+         apply the change in smaller steps"
+    ))
 }
 
 fn text(key: &str, value: &[u8]) -> Result<String, FleetError> {

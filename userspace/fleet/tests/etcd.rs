@@ -735,3 +735,35 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
         acknowledged.len()
     );
 }
+
+#[tokio::test]
+async fn an_apply_over_etcds_transaction_limit_is_refused_whole_saying_which_limit() {
+    let etcd = Etcd::start().await;
+    let fleet = etcd.fleet().await;
+    // etcd's default --max-txn-ops is 128: 200 new tenants do not fit in one.
+    let tenants: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("t{i}"),
+                format!("198.18.{}.{}/32", i / 250, i % 250),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = tenants
+        .iter()
+        .map(|(id, a)| (id.as_str(), a.as_str(), "1Gbit"))
+        .collect();
+    let (_, parts) = fragments(&policy(&refs), "p").expect("valid");
+    let err = fleet
+        .apply_policy(&parts, None, "ops", 1)
+        .await
+        .expect_err("over the limit");
+    let text = err.to_string();
+    assert!(matches!(err, FleetError::TooLarge(_)), "{text}");
+    assert!(text.contains("--max-txn-ops"), "{text}");
+    let snapshot = fleet.read_policy().await.expect("read");
+    assert!(
+        snapshot.tenants.is_empty() && snapshot.generation.is_none(),
+        "half applied"
+    );
+}

@@ -82,7 +82,9 @@ pub(super) fn refusal(e: FleetError) -> Refusal {
     match e {
         FleetError::Conflict { .. } | FleetError::Refused(_) => Refusal::Conflict(e.to_string()),
         FleetError::NotFound(_) => Refusal::NotFound(e.to_string()),
-        FleetError::InvalidName { .. } => Refusal::BadRequest(e.to_string()),
+        FleetError::InvalidName { .. } | FleetError::TooLarge(_) => {
+            Refusal::BadRequest(e.to_string())
+        }
         FleetError::Unavailable { .. } => Refusal::Unavailable(e.to_string()),
         other => Refusal::Internal(anyhow::Error::new(other)),
     }
