@@ -53,6 +53,8 @@ const PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    // Certificates for the fleet's TLS test (a CA, etcd's server and clients' certificates).
+    "openssl",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.
