@@ -5,6 +5,7 @@
 //! (0.5 s doubling to 30 s); a watch whose revision etcd has compacted reads everything
 //! again (counted).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,8 +97,11 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     let (susp_rev, suspensions) = fleet.suspensions().await?;
     node.count_resync(why);
     apply_snapshot(daemon, &snapshot).await?;
-    let wanted: Vec<Suspended> = suspensions.tenants.into_values().collect();
-    blocking(daemon, move |d| d.sync_suspensions(&wanted)).await?;
+    // The fleet's suspensions as this session knows them: after each policy apply they
+    // are enforced again, so a suspension that arrived before its tenant's policy (the
+    // two are watched apart) is enforced once the tenant is.
+    let mut wanted: BTreeMap<String, Suspended> = suspensions.tenants;
+    resync_suspensions(daemon, &wanted).await?;
     node.set_connected(true);
     tracing::info!(
         generation = snapshot.generation_number(),
@@ -125,12 +129,13 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
             changes = policy_watch.next() => {
                 if policy_events(node, &mut watched, &changes?)? {
                     apply_snapshot(daemon, &watched).await?;
+                    resync_suspensions(daemon, &wanted).await?;
                     update_registration(daemon, node, &fleet, registration.lease).await?;
                 }
                 node.synced();
             }
             changes = susp_watch.next() => {
-                suspension_events(daemon, node, changes?).await?;
+                suspension_events(daemon, node, &mut wanted, changes?).await?;
                 node.synced();
             }
             changes = decision_watch.next() => {
@@ -181,9 +186,20 @@ fn decisions_in(dir: &str, changes: Vec<Change>) -> Result<Vec<(i64, DecisionRec
     Ok(out)
 }
 
+/// Enforces every suspension in `wanted` and lifts the fleet's others
+/// ([`Daemon::sync_suspensions`]).
+async fn resync_suspensions(
+    daemon: &Arc<Daemon>,
+    wanted: &BTreeMap<String, Suspended>,
+) -> Result<()> {
+    let wanted: Vec<Suspended> = wanted.values().cloned().collect();
+    blocking(daemon, move |d| d.sync_suspensions(&wanted)).await
+}
+
 async fn suspension_events(
     daemon: &Arc<Daemon>,
     node: &FleetNode,
+    wanted: &mut BTreeMap<String, Suspended>,
     changes: Vec<Change>,
 ) -> Result<()> {
     let dir = node.layout.suspended_dir();
@@ -193,6 +209,7 @@ async fn suspension_events(
         };
         if let Some(value) = &c.value {
             let s: Suspended = decode(&c.key, value)?;
+            wanted.insert(tenant, s.clone());
             blocking(daemon, move |d| {
                 if let Some(node) = d.fleet.as_ref() {
                     d.fleet_suspend(node, &s);
@@ -200,6 +217,7 @@ async fn suspension_events(
             })
             .await?;
         } else {
+            wanted.remove(&tenant);
             blocking(daemon, move |d| {
                 if let Some(node) = d.fleet.as_ref() {
                     d.fleet_unsuspend(node, &tenant);
