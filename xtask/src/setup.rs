@@ -50,6 +50,14 @@ const PACKAGES: &[&str] = &[
     // `systemd-analyze verify` and `security --offline` on the shipped unit (Tier 2
     // operations test); installing it starts nothing where systemd is not PID 1.
     "systemd",
+    // Fleet mode (issue 18): the etcd v3 server and `etcdctl` the fleet tests and lab
+    // start, and `protoc`, which the etcd-client crate's build script needs for etcd's
+    // gRPC definitions.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    // Certificates for the fleet's TLS test (a CA, etcd's server and clients' certificates).
+    "openssl",
 ];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.

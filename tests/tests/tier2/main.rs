@@ -11,6 +11,7 @@ mod common;
 mod detection;
 mod enforcement;
 mod flags;
+mod fleet;
 mod hardening;
 mod metering;
 mod monitoring;

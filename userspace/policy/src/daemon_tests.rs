@@ -273,3 +273,72 @@ fn log_format_is_text_by_default_json_when_asked_and_nothing_else() {
         "a.yaml:1:22: expected text or json, found `syslog`"
     );
 }
+
+#[test]
+fn fleet_is_absent_by_default_and_reads_with_its_defaults() {
+    assert_eq!(ok("daemon: {}\n").daemon.fleet, None);
+    let d = ok("daemon:\n  fleet: {endpoints: [\"http://198.18.0.1:2379\"], node: n7}\n").daemon;
+    assert_eq!(
+        d.fleet,
+        Some(super::FleetConfig {
+            endpoints: vec!["http://198.18.0.1:2379".into()],
+            prefix: super::DEFAULT_FLEET_PREFIX.into(),
+            node: "n7".into(),
+            tls: None,
+        })
+    );
+    let d = ok("daemon:\n  fleet:\n    endpoints: [\"https://[2001:db8::1]:2379\", \"https://198.18.0.2:2379\"]\n    prefix: /acme/warden/\n    node: gw-1\n    tls: {ca: /etc/warden/ca.pem, cert: /etc/warden/n.pem, key: /etc/warden/n.key}\n").daemon;
+    let fleet = d.fleet.expect("configured");
+    assert_eq!(fleet.endpoints.len(), 2);
+    assert_eq!(fleet.prefix, "/acme/warden/");
+    assert_eq!(
+        fleet.tls.expect("tls").ca,
+        PathBuf::from("/etc/warden/ca.pem")
+    );
+}
+
+#[test]
+fn fleet_keys_are_validated_with_positions() {
+    let (line, _, message) = one_error("daemon:\n  fleet: {node: n7}\n");
+    assert_eq!(line, 2);
+    assert_eq!(
+        message,
+        "`daemon.fleet` is missing required key `endpoints`"
+    );
+    let (_, _, message) =
+        one_error("daemon:\n  fleet: {endpoints: [\"http://a:1\"], node: n7, nodes: 3}\n");
+    assert!(
+        message.starts_with("unknown key `nodes` in daemon.fleet"),
+        "{message}"
+    );
+    let (_, _, message) = one_error("daemon:\n  fleet: {endpoints: [], node: n7}\n");
+    assert!(message.contains("at least one etcd URL"), "{message}");
+    let (_, _, message) =
+        one_error("daemon:\n  fleet: {endpoints: [\"198.18.0.1:2379\"], node: n7}\n");
+    assert!(
+        message.contains("not an etcd endpoint") || message.contains("not a URL"),
+        "{message}"
+    );
+    let (_, _, message) =
+        one_error("daemon:\n  fleet: {endpoints: [\"http://a:1/x\"], node: n7}\n");
+    assert!(message.contains("not an etcd endpoint"), "{message}");
+    let (_, _, message) =
+        one_error("daemon:\n  fleet: {endpoints: [\"http://a:1\"], node: \"a/b\"}\n");
+    assert!(message.starts_with("node name `a/b`"), "{message}");
+    let (_, _, message) =
+        one_error("daemon:\n  fleet: {endpoints: [\"http://a:1\"], node: n, prefix: warden}\n");
+    assert!(message.starts_with("prefix `warden`"), "{message}");
+    let (_, _, message) = one_error(
+        "daemon:\n  fleet:\n    endpoints: [\"http://a:1\"]\n    node: n\n    tls: {ca: /c, cert: /a, key: /k}\n",
+    );
+    assert!(
+        message.contains("with `tls`, every endpoint must be https://"),
+        "{message}"
+    );
+    let (_, _, message) = one_error("daemon:\n  fleet: {endpoints: [\"https://a:1\"], node: n}\n");
+    assert!(message.contains("without `tls`"), "{message}");
+    let (_, _, message) = one_error(
+        "daemon:\n  fleet:\n    endpoints: [\"https://a:1\"]\n    node: n\n    tls: {ca: c, cert: /a, key: /k}\n",
+    );
+    assert!(message.contains("must be an absolute path"), "{message}");
+}

@@ -27,6 +27,7 @@ const DAEMON_KEYS: &[&str] = &[
     "metrics_top_k",
     "api_limits",
     "log_format",
+    "fleet",
 ];
 const API_LIMITS_KEYS: &[&str] = &[
     "max_connections",
@@ -220,6 +221,7 @@ fn read_daemon(r: &mut Reader, node: &Node<'_>, daemon: &mut DaemonConfig) {
                 &mut daemon.log_format,
                 r.value(value, "text or json", log_format),
             ),
+            "fleet" => daemon.fleet = super::fleet_config::read_fleet(r, value),
             _ => r.unknown_key(&entry, "daemon", DAEMON_KEYS),
         }
     }
@@ -631,7 +633,7 @@ fn metrics_top_k(text: &str) -> Result<usize, String> {
     }
 }
 
-fn absolute_path(text: &str) -> Result<PathBuf, String> {
+pub(super) fn absolute_path(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
     if path.is_absolute() {
         Ok(path)

@@ -17,17 +17,20 @@
 //! - [`suspension`]: suspensions and the pure logic that keeps them above policy and above
 //!   the loss of the state database;
 //! - [`tenant`]: a tenant is its id; the kernel's index of it is its [`tenant::TenantSlot`];
-//! - [`time`]: unix-second timestamps and their RFC 3339 form.
+//! - [`time`]: unix-second timestamps and their RFC 3339 form;
+//! - [`fragments`]: a policy split into the parts fleet mode keeps in etcd, and back.
 
 mod detectors;
 mod diagnostic;
 mod document;
+mod fleet_config;
 mod reader;
 mod tree;
 mod units;
 mod validate;
 
 pub mod flag;
+pub mod fragments;
 pub mod names;
 pub mod suspension;
 pub mod tenant;
@@ -40,6 +43,8 @@ mod address_tests;
 mod bounds_tests;
 #[cfg(test)]
 mod daemon_tests;
+#[cfg(test)]
+mod fragments_tests;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +60,7 @@ pub use detectors::{
     DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{printable, Diagnostic, Diagnostics, MAX_ERRORS};
+pub use fleet_config::{FleetConfig, FleetTls, DEFAULT_FLEET_PREFIX};
 
 /// Default of `daemon.metrics_top_k`.
 pub const DEFAULT_TOP_K: usize = 1_000;
@@ -119,6 +125,8 @@ pub struct DaemonConfig {
     pub api_limits: ApiLimits,
     /// `log_format`: how the daemon writes its log lines to standard error.
     pub log_format: LogFormat,
+    /// `fleet`: this node's etcd and its name in the fleet; `None` runs alone.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `daemon.log_format`.
@@ -204,6 +212,7 @@ impl Default for DaemonConfig {
             metrics_top_k: DEFAULT_TOP_K,
             api_limits: ApiLimits::default(),
             log_format: LogFormat::Text,
+            fleet: None,
         }
     }
 }
@@ -382,6 +391,17 @@ pub fn parse_bytes_on_host(
     usable: InterfaceCheck<'_>,
 ) -> Result<Policy, Diagnostics> {
     let text = utf8(bytes, file_name)?;
+    within_limit(text.len(), file_name)?;
+    document::read(text, file_name, Some(usable))
+}
+
+/// [`parse`], also asking `usable` about each interface (as [`load_on_host`] does): a
+/// fleet node's document is assembled in memory from its file and the fleet's sections.
+pub fn parse_on_host(
+    text: &str,
+    file_name: &str,
+    usable: InterfaceCheck<'_>,
+) -> Result<Policy, Diagnostics> {
     within_limit(text.len(), file_name)?;
     document::read(text, file_name, Some(usable))
 }

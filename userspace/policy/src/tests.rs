@@ -111,6 +111,7 @@ fn full_file_reads_into_expected_values() {
         open_reads: false,
         open_metrics: false,
         tls: None,
+        fleet: None,
         api_limits: ApiLimits {
             max_connections: 300,
             reserved_connections: 0,
@@ -367,7 +368,7 @@ fn unknown_keys_are_errors_at_the_key() {
     assert_eq!(
         all,
         vec![
-            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits, log_format".into()),
+            (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits, log_format, fleet".into()),
             (4, 30, "unknown key `speed` in interface; expected one of: name, mode, pass_ethertypes".into()),
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
@@ -622,7 +623,7 @@ fn diagnostics_display_as_file_line_col_message() {
     let err = parse("daemon:\n  bogus: 1\ntenants: 3\n", "p.yaml").expect_err("invalid");
     assert_eq!(
         err.to_string(),
-        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits, log_format\n\
+        "p.yaml:2:3: unknown key `bogus` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits, log_format, fleet\n\
          p.yaml:3:10: expected a list of tenants, found `3`"
     );
 }

@@ -14,6 +14,7 @@
 
 mod audit;
 mod flags;
+mod fleet;
 mod notifications;
 pub mod pcap;
 mod schema;
@@ -35,6 +36,7 @@ use warden_policy::time::{rfc3339, system_clock};
 
 pub use audit::AuditEntry;
 pub use flags::FlagError;
+pub use fleet::FleetState;
 pub use notifications::{Notification, NotificationCounts};
 pub use suspensions::{NewSuspension, Restored};
 
@@ -133,6 +135,9 @@ pub enum StoreError {
     /// A tenant index to save names a tenant or a slot twice.
     #[error("invalid tenant index: {0}")]
     InvalidTenantIndex(String),
+    /// The saved fleet state cannot be written or read back (fleet mode).
+    #[error("fleet state: {0}")]
+    FleetState(String),
     /// A flag operation was refused (unknown flag, review move not allowed).
     #[error(transparent)]
     Flag(#[from] flags::FlagError),

@@ -146,6 +146,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE flag_samples ADD COLUMN at_ns INTEGER;
     "#,
+    // 7: fleet mode (docs/fleet-design.md): the last fleet state this node applied, so a
+    // restart while etcd is unreachable enforces it.
+    r#"
+    CREATE TABLE fleet_state (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        revision   INTEGER NOT NULL CHECK (revision >= 0),
+        generation INTEGER NOT NULL CHECK (generation >= 0),
+        defaults   TEXT,
+        -- {tenant id: fragment}, each fragment JSON text
+        tenants    TEXT    NOT NULL CHECK (json_valid(tenants)),
+        -- tenants suspended because the fleet suspended them
+        suspended  TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(suspended)),
+        saved_at   INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

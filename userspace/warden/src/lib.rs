@@ -5,7 +5,7 @@
 //! `warden_detect` (detectors, ladder, pipeline; pure) and `warden_store` (the only
 //! rusqlite user), which know nothing of each other. This crate composes them:
 //! [`daemon`] runs them as owners for `warden run`, [`api`] serves the HTTP API from the
-//! [`api::Backend`] the daemon implements, [`views`] are the documents it serves and the
+//! [`api::Backend`] the daemon implements (and [`controller`], the fleet's API, too), [`views`] are the documents it serves and the
 //! CLI reads, [`metrics`] writes every Prometheus family, [`state`] checks and restores
 //! the state database's suspensions, [`auth`] reads the token file, and [`cli`] is the
 //! command line.
@@ -21,6 +21,7 @@ pub const VERSION: &str = concat!(
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod controller;
 pub mod daemon;
 pub mod logging;
 pub mod memory;

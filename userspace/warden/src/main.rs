@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use warden::cli::{
-    self, error::EXIT_ERROR, ops, Cli, Client, Command, FlagCommand, PolicyCommand, StateCommand,
-    TokenCommand,
+    self, error::EXIT_ERROR, ops, Cli, Client, Command, FlagCommand, FleetCommand, PolicyCommand,
+    StateCommand, TokenCommand,
 };
 use warden::{daemon, state};
 use warden_policy as policy;
@@ -39,8 +39,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Policy {
-            command: PolicyCommand::Apply { file },
-        } => cli::policy_apply(&client()?, file)?,
+            command: PolicyCommand::Apply { file, base },
+        } => cli::policy_apply(&client()?, file, *base)?,
+        Command::Controller { config } => {
+            use std::io::IsTerminal as _;
+            tracing_subscriber::fmt()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(warden::controller::run(config))?;
+        }
+        Command::Fleet {
+            command: FleetCommand::Init { config, nodes },
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(warden::controller::init(config, nodes))?;
+        }
+        Command::Nodes { json } => cli::nodes(&client()?, *json)?,
         Command::Status { json } => cli::status(&client()?, *json)?,
         Command::Tenants { json } => cli::tenants(&client()?, *json)?,
         Command::Flags {

@@ -71,6 +71,10 @@ pub struct StatusView {
     /// Review workflow: notifications, deadlines, events log.
     #[serde(default)]
     pub review: ReviewStats,
+    /// A controller's: the etcd revision of the fleet policy's generation, the base to
+    /// send as `If-Match` with `PUT /api/v1/policy` (`warden policy apply --base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<i64>,
 }
 
 /// One program attached to one interface.
@@ -140,4 +144,26 @@ pub struct ReviewStats {
     /// Suspensions at a deadline that failed (retried every sweep), since start.
     #[serde(default)]
     pub deadline_suspend_failures: u64,
+}
+
+/// A fleet node, as `GET /api/v1/nodes` (a controller) shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    pub version: String,
+    /// When its daemon started (unix seconds).
+    pub started_at: i64,
+    /// Seconds since it last rewrote its registration (every few seconds while it
+    /// reaches etcd; a node whose lease lapsed is not listed at all).
+    pub heartbeat_age_seconds: i64,
+    /// The fleet policy generation it enforces.
+    pub applied_generation: u64,
+    /// The etcd revision its applied state was read at.
+    pub applied_revision: i64,
+    /// Fleet generation minus its applied generation.
+    pub lag: u64,
+    /// Whether its programs are attached.
+    pub attached: bool,
+    /// Its interfaces, as `name:mode`.
+    pub interfaces: Vec<String>,
 }

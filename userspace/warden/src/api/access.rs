@@ -112,6 +112,7 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route("PUT", "/api/v1/policy", Need::Write(Role::Operator), &[]).max_body(MAX_POLICY_BYTES),
     route("GET", "/api/v1/audit", Need::Read, AUDIT_QUERY_KEYS),
+    route("GET", "/api/v1/nodes", Need::Read, &[]),
 ];
 
 /// The access rule of `method` on the route template `path`; `HEAD` is checked as `GET`.

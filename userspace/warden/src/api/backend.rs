@@ -10,7 +10,7 @@ use warden_store::AuditEntry;
 
 use crate::auth::Role;
 use crate::metrics::Snapshot;
-use crate::views::{StatusView, TenantView};
+use crate::views::{NodeView, StatusView, TenantView};
 
 /// Why a request to the daemon failed, for the API to map onto a status.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub enum Refusal {
     /// message, and each rule broken.
     #[error("{0}")]
     Forbidden(String, Vec<String>),
+    /// What the request needs is unreachable (a controller's etcd): 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -50,6 +53,26 @@ pub trait Backend: Send + Sync + 'static {
     fn unsuspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
     /// Validates policy text and applies it as `actor` with `role`; the new generation.
     fn apply_text(&self, text: &[u8], name: &str, actor: &str, role: Role) -> Result<u64, Refusal>;
+    /// [`Backend::apply_text`] based on `base`, the revision the caller's change is
+    /// based on (`If-Match`): a fleet controller refuses it (409) when the fleet's policy
+    /// moved since. The new generation, and the revision it was written at where there
+    /// is one. A node has no revision: `base` is refused there (400).
+    fn apply_text_based(
+        &self,
+        text: &[u8],
+        name: &str,
+        actor: &str,
+        role: Role,
+        base: Option<i64>,
+    ) -> Result<(u64, Option<i64>), Refusal> {
+        if base.is_some() {
+            return Err(Refusal::BadRequest(
+                "If-Match: this daemon has no fleet revision (send it to `warden controller`)"
+                    .into(),
+            ));
+        }
+        Ok((self.apply_text(text, name, actor, role)?, None))
+    }
     /// Audit entries, newest first.
     fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;
     /// Flags `filter` matches, most recently seen first.
@@ -69,4 +92,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether a connection from `ip` may use the operators' reserve: the
     /// `daemon.management` networks in force (loopback always may).
     fn management_contains(&self, ip: IpAddr) -> bool;
+    /// `GET /api/v1/nodes`: the fleet's nodes; `None` where there is no fleet (a node).
+    fn nodes(&self) -> Result<Option<Vec<NodeView>>, Refusal> {
+        Ok(None)
+    }
 }

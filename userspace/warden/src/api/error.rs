@@ -57,6 +57,7 @@ impl From<Refusal> for ApiError {
                 errors.lines(),
             ),
             Refusal::Forbidden(m, rules) => ApiError(StatusCode::FORBIDDEN, m, rules),
+            Refusal::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             Refusal::Internal(e) => e.into(),
         }
     }

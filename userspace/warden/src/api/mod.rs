@@ -58,6 +58,7 @@ pub fn router(backend: Arc<dyn Backend>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/flags/{id}/dismiss", post(post_flag_dismiss))
         .route("/api/v1/policy", put(put_policy))
         .route("/api/v1/audit", get(get_audit))
+        .route("/api/v1/nodes", get(get_nodes))
         .with_state(backend);
     guarded(routes, guard)
 }

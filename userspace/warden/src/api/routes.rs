@@ -133,9 +133,33 @@ pub(super) async fn put_policy(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("<request>")
         .to_string();
+    let base = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(if_match(v)?),
+    };
     // Text that is not UTF-8 is an error at its line, like any other in the policy.
-    let generation = blocking(move || Ok(s.apply_text(&body, &name, &who.name, who.role)?)).await?;
-    Ok(Json(json!({ "policy_generation": generation })).into_response())
+    let (generation, revision) =
+        blocking(move || Ok(s.apply_text_based(&body, &name, &who.name, who.role, base)?)).await?;
+    let mut answer = json!({ "policy_generation": generation });
+    if let Some(revision) = revision {
+        answer["revision"] = json!(revision);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `If-Match: REVISION` (quoted or not): the revision a policy apply is based on.
+fn if_match(v: &axum::http::HeaderValue) -> ApiResult<i64> {
+    v.to_str()
+        .ok()
+        .map(|t| t.trim().trim_matches('"'))
+        .and_then(|t| t.parse::<i64>().ok())
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "If-Match: expected the revision the policy is based on, a whole number",
+            )
+        })
 }
 
 /// The query keys `GET /api/v1/audit` accepts.
@@ -336,4 +360,15 @@ pub(super) async fn post_flag_dismiss(
     })
     .await?;
     Ok(Json(flag).into_response())
+}
+
+/// `GET /api/v1/nodes`: a controller's fleet nodes; 404 on a node.
+pub(super) async fn get_nodes(State(s): State<Arc<dyn Backend>>) -> ApiResult<Response> {
+    match blocking(move || Ok(s.nodes()?)).await? {
+        Some(nodes) => Ok(Json(nodes).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no fleet here: GET /api/v1/nodes is served by `warden controller`",
+        )),
+    }
 }

@@ -82,7 +82,7 @@ pub fn tenants(client: &Client, json: bool) -> Result<()> {
 }
 
 /// `warden policy apply FILE`.
-pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
+pub fn policy_apply(client: &Client, file: &std::path::Path, base: Option<i64>) -> Result<()> {
     // Sent as it is: the daemon reports text that is not UTF-8 at its line, like any
     // other error. Only a file past the size limit is refused here, unread.
     let size = std::fs::metadata(file)
@@ -98,12 +98,24 @@ pub fn policy_apply(client: &Client, file: &std::path::Path) -> Result<()> {
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
-    let v = client.put("/api/v1/policy", text, &[("x-warden-policy-name", &name)])?;
-    println!(
-        "{}: applied, policy generation {}",
-        file.display(),
-        v["policy_generation"]
-    );
+    let base = base.map(|b| b.to_string());
+    let mut headers = vec![("x-warden-policy-name", name.as_str())];
+    if let Some(b) = &base {
+        headers.push(("if-match", b.as_str()));
+    }
+    let v = client.put("/api/v1/policy", text, &headers)?;
+    match v.get("revision") {
+        Some(r) => println!(
+            "{}: applied, policy generation {}, revision {r}",
+            file.display(),
+            v["policy_generation"]
+        ),
+        None => println!(
+            "{}: applied, policy generation {}",
+            file.display(),
+            v["policy_generation"]
+        ),
+    }
     Ok(())
 }
 
@@ -233,6 +245,47 @@ pub fn flag_review(client: &Client, id: i64, dismiss_reason: Option<&str>) -> Re
     println!(
         "flag {}: {} ({} by tenant {})",
         f.id, f.state, f.kind, f.tenant
+    );
+    Ok(())
+}
+
+/// `warden nodes`: the fleet's nodes, from a controller.
+pub fn nodes(client: &Client, json: bool) -> Result<()> {
+    let v = client.get("/api/v1/nodes")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let nodes: Vec<crate::views::NodeView> =
+        serde_json::from_value(v).context("unexpected nodes document")?;
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                format!("{}s", n.heartbeat_age_seconds),
+                n.applied_generation.to_string(),
+                n.lag.to_string(),
+                if n.attached { "yes" } else { "no" }.to_owned(),
+                n.version.clone(),
+                n.interfaces.join(","),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table(
+            &[
+                "NODE",
+                "HEARTBEAT",
+                "GENERATION",
+                "LAG",
+                "ATTACHED",
+                "VERSION",
+                "INTERFACES"
+            ],
+            &rows
+        )
     );
     Ok(())
 }

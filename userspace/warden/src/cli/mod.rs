@@ -129,6 +129,24 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The fleet's API over etcd (`daemon.fleet`): the same routes as a node, plus
+    /// `GET /api/v1/nodes`. Stateless; run several for availability.
+    Controller {
+        /// The controller's file: `daemon` only, with `daemon.fleet`.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// The fleet's etcd: prepare it.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Fleet nodes (from a controller): heartbeat age, applied generation, lag, version.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The state database: rebuild its suspensions after it was lost.
     State {
         #[command(subcommand)]
@@ -161,6 +179,24 @@ pub enum Command {
         /// The bpffs directory Warden pinned under.
         #[arg(long)]
         bpffs: Option<PathBuf>,
+    },
+}
+
+/// `warden fleet ...`
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Write the key layout under the prefix and the etcd roles and users: the
+    /// controllers read and write the prefix; each node reads policy, suspensions and
+    /// its review decisions and writes only its own registration and flags (users
+    /// `warden-controller` and `warden-node-<node>`, no password: client certificates
+    /// with that CN). Idempotent. Run with etcd's root credentials, before `etcdctl auth enable`.
+    Init {
+        /// A file with `daemon.fleet` (endpoints, prefix, tls) to reach etcd.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// A node to create a role and user for (repeat for each node).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
 }
 
@@ -213,6 +249,11 @@ pub enum PolicyCommand {
     Apply {
         /// Policy file.
         file: PathBuf,
+        /// With a fleet controller: the policy revision this file is based on (printed
+        /// by the last apply, and by `warden status --json` as `policy_revision`); the
+        /// apply is refused (409) if someone applied since.
+        #[arg(long)]
+        base: Option<i64>,
     },
 }
 

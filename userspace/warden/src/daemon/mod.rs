@@ -22,6 +22,7 @@
 mod detection;
 mod enforcement;
 pub mod notify;
+mod fleet;
 mod requests;
 mod review;
 mod sampler;
@@ -85,7 +86,11 @@ struct Daemon {
     /// to reach the kernel, since start.
     apply_failures: AtomicU64,
     started: Instant,
+    /// When the daemon started (unix seconds), for the fleet registration.
+    started_at: i64,
     policy_path: PathBuf,
+    /// Fleet mode's state (`daemon.fleet`); `None` for a node alone.
+    fleet: Option<fleet::FleetNode>,
 }
 
 impl Daemon {
@@ -150,6 +155,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Enforcing since start() returned: the first policy is attached and written, and the
     // API listener is bound (connections queue until served below).
     notify::ready(daemon.lock_enforcement().generation());
+    let fleet_sync = daemon
+        .fleet
+        .is_some()
+        .then(|| tokio::spawn(fleet::run(daemon.clone())));
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %api_config.listen, scheme, "serving API and /metrics");
@@ -172,9 +181,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         task.abort();
         let _ = task.await;
     }
-    if let Some(events) = events {
-        events.abort();
-        let _ = events.await;
+    for task in [events, fleet_sync].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
     }
     served?;
     drop(daemon);

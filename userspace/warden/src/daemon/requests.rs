@@ -25,6 +25,9 @@ impl Daemon {
     /// can signal the daemon is root on the box: the reload counts as an admin's, and a
     /// policy exposing suspended tenants is applied with the same audit entry.
     fn reload(&self, actor: &str) -> Result<u64, Refusal> {
+        if self.fleet.is_some() {
+            return self.reload_fleet();
+        }
         let r = policy::load(&self.policy_path)
             .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor, Role::Admin));
@@ -32,7 +35,18 @@ impl Daemon {
         self.count_failure(r)
     }
 
-    fn count_failure(&self, r: Result<u64, Refusal>) -> Result<u64, Refusal> {
+    /// Refuses a write a fleet node takes from the fleet only: two paths would diverge.
+    fn not_in_fleet(&self, what: &str) -> Result<(), Refusal> {
+        match &self.fleet {
+            Some(f) => Err(Refusal::BadRequest(format!(
+                "this node is fleet node {:?}: {what} come from the fleet; write through `warden controller` (--api)",
+                f.config.node
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn count_failure(&self, r: Result<u64, Refusal>) -> Result<u64, Refusal> {
         if r.is_err() {
             self.apply_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -41,7 +55,7 @@ impl Daemon {
 
     /// Applies `policy` as `actor` with `role` (see `Enforcement::accept`), then
     /// configures the pipeline for it.
-    fn apply(&self, policy: Policy, actor: &str, role: Role) -> Result<u64, Refusal> {
+    pub(super) fn apply(&self, policy: Policy, actor: &str, role: Role) -> Result<u64, Refusal> {
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let accepted = enforcement.accept(policy, actor, role)?;
@@ -72,6 +86,10 @@ impl Backend for Daemon {
             unattributed: enforcement.dataplane().global_counters()?,
             policy_generation: enforcement.generation(),
             policy_apply_failures: self.apply_failures.load(Ordering::Relaxed),
+            fleet: self
+                .fleet
+                .as_ref()
+                .map(|f| f.figures(self.unpublished_flags(f))),
             maps: enforcement
                 .map_fill()
                 .into_iter()
@@ -107,11 +125,13 @@ impl Backend for Daemon {
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
     /// record fails the kernel is put back, so no suspension is enforced unaudited.
     fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
+        self.not_in_fleet("suspensions")?;
         let mut enforcement = self.lock_enforcement();
         enforcement.suspend(&self.db, &self.review, tenant, reason, actor)
     }
 
     fn unsuspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
+        self.not_in_fleet("suspensions")?;
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let s = enforcement.unsuspend(&self.db, &self.review, tenant, reason, actor)?;
@@ -123,6 +143,7 @@ impl Backend for Daemon {
     /// and applies it, as `actor` with `role`: a policy exposing suspended tenants needs an
     /// admin.
     fn apply_text(&self, text: &[u8], name: &str, actor: &str, role: Role) -> Result<u64, Refusal> {
+        self.not_in_fleet("the policy")?;
         let r = policy::parse_bytes(text, name)
             .map_err(Refusal::InvalidPolicy)
             .and_then(|policy| self.apply(compacted(policy), actor, role));

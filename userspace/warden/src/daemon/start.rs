@@ -98,6 +98,19 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         tracing::warn!("{note}");
     }
     let store = checked.store;
+    // A fleet node enforces the fleet state it last applied (kept in the database) from
+    // the start, whether or not etcd answers.
+    let (policy, fleet) = match policy.daemon.fleet.clone() {
+        Some(config) => {
+            let usable = |name: &str| dataplane::iface::check(name, true);
+            let (p, saved) = super::fleet::start_policy(policy_path, &store, &usable)?;
+            (
+                compacted(p),
+                Some(super::fleet::FleetNode::new(config, saved)?),
+            )
+        }
+        None => (policy, None),
+    };
     let suspension_seq = checked.state.seq;
     let index_before = store.tenant_index()?;
     let index = TenantIndex::from_entries(&index_before)?;
@@ -201,7 +214,9 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         sampler: Sampler::default(),
         apply_failures: AtomicU64::new(0),
         started: Instant::now(),
+        started_at: system_clock(),
         policy_path: policy_path.to_path_buf(),
+        fleet,
     });
     Ok(Started {
         daemon,

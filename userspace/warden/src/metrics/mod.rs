@@ -2,6 +2,7 @@
 //! daemon takes a [`Snapshot`] of its counters, the API counts its requests and
 //! connections ([`http::ApiFigures`]); this module only formats them.
 
+pub mod fleet;
 pub mod http;
 mod review;
 
@@ -128,6 +129,8 @@ pub struct Snapshot {
     pub detection: DetectionFigures,
     /// Review workflow (engineer R): webhook notifications, deadlines, events log.
     pub review: crate::views::ReviewStats,
+    /// Fleet mode's figures; `None` for a node alone.
+    pub fleet: Option<fleet::FleetFigures>,
 }
 
 fn escape(v: &str) -> String {
@@ -267,6 +270,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     render_detection(&mut out, s, &selected);
     review::render(&mut out, &s.review);
+    fleet::render(&mut out, s.fleet.as_ref());
     header(
         &mut out,
         "warden_map_entries",

@@ -152,6 +152,7 @@ impl Enforcement {
                 })
                 .collect(),
             maps: self.map_fill(),
+            policy_revision: None,
         }
     }
 

@@ -1,0 +1,469 @@
+//! Fleet mode on one node (issue 18), with a controller: the policy and the suspensions come from a real
+//! etcd (in the node's namespace), the node enforces them with real traffic, and keeps
+//! enforcing the last applied state through an etcd outage and a SIGKILL + restart.
+//! Writes go through `warden controller` with the CLI (`--api`), as an operator would.
+//! Probes: 50 echoes each, bounded in count and time.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use crate::common::ping_received;
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
+use warden_tests::{
+    lab::{Netns, Proc},
+    topology::{addr, token, warden_binary, StandardLab},
+    wait::eventually,
+};
+
+const PROBES: u64 = 50;
+const ETCD_CLIENT: &str = "http://127.0.0.1:23790";
+const ETCD_PEER: &str = "http://127.0.0.1:23800";
+const NODE: &str = "node7";
+const CONTROLLER: &str = "http://127.0.0.1:9480";
+
+fn probe(ns: &Netns) -> Result<u64> {
+    let count = PROBES.to_string();
+    ping_received(
+        ns,
+        &["-c", &count, "-i", "0.02", "-W", "1"],
+        addr::EXT_WAN1_V4,
+    )
+}
+
+/// Runs `f` against the fleet from a thread inside `ns` (etcd listens on its loopback).
+fn with_fleet<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce(Fleet) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>
+        + Send
+        + 'static,
+) -> Result<T> {
+    let ns_path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::spawn(move || -> Result<T> {
+        let file =
+            File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut connect = Connect::plain(vec![ETCD_CLIENT.to_owned()]);
+            connect.timeout = Duration::from_secs(2);
+            let fleet = Fleet::connect(&connect, Layout::new(DEFAULT_PREFIX)?).await?;
+            f(fleet).await
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("fleet thread panicked"))?
+}
+
+fn start_etcd(lab: &StandardLab) -> Result<Proc> {
+    let data = lab.lab.tempdir().join("etcd");
+    let data = data.to_str().context("UTF-8 path")?;
+    let proc = lab.node.spawn(&[
+        "etcd",
+        "--name",
+        "e1",
+        "--data-dir",
+        data,
+        "--listen-client-urls",
+        ETCD_CLIENT,
+        "--advertise-client-urls",
+        ETCD_CLIENT,
+        "--listen-peer-urls",
+        ETCD_PEER,
+        "--initial-advertise-peer-urls",
+        ETCD_PEER,
+        "--initial-cluster",
+        &format!("e1={ETCD_PEER}"),
+    ])?;
+    eventually(Duration::from_secs(20), || {
+        with_fleet(&lab.node, |fleet| {
+            Box::pin(async move { Ok(fleet.read_policy().await.is_ok()) })
+        })
+    })
+    .context("etcd did not answer")?;
+    Ok(proc)
+}
+
+/// `warden --api CONTROLLER --token TOKEN ARGS` in the node's namespace.
+fn cli(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<Output> {
+    let warden = warden.to_str().context("UTF-8 path")?;
+    let mut cmd = vec![warden, "--api", CONTROLLER, "--token", token];
+    cmd.extend_from_slice(args);
+    lab.node.exec_unchecked(&cmd, Duration::from_secs(30))
+}
+
+fn cli_ok(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<String> {
+    let out = cli(lab, warden, token, args)?;
+    ensure!(
+        out.status.success(),
+        "warden {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The demo policy's `defaults` and `tenants` with `from` replaced by `to`, applied to
+/// the fleet through the controller (`warden policy apply`).
+fn apply(lab: &StandardLab, warden: &Path, from: &str, to: &str) -> Result<()> {
+    let text = lab.policy_text()?;
+    ensure!(text.contains(from), "no {from:?} in the demo policy");
+    let text = text.replacen(from, to, 1);
+    let start = text.find("\ndefaults:").context("no defaults")?;
+    let path = lab.lab.tempdir().join("fleet-policy.yaml");
+    std::fs::write(&path, &text[start..])?;
+    let path = path.to_str().context("UTF-8 path")?;
+    cli_ok(lab, warden, token::OPERATOR, &["policy", "apply", path])?;
+    Ok(())
+}
+
+/// `warden controller` in the node's namespace on port 9480, with the lab's tokens.
+fn start_controller(lab: &StandardLab, warden: &Path) -> Result<Proc> {
+    let header = lab.policy_header()?;
+    let at = header.find("\ninterfaces:").context("no interfaces")?;
+    ensure!(
+        header.contains("listen: 127.0.0.1:9477"),
+        "the lab listens elsewhere"
+    );
+    let text = format!(
+        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: controller-1\n",
+        header[..at].replacen("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9480", 1)
+    );
+    let path = lab.lab.tempdir().join("controller.yaml");
+    std::fs::write(&path, text)?;
+    let warden = warden.to_str().context("UTF-8 path")?;
+    let path = path.to_str().context("UTF-8 path")?;
+    let mut proc = lab.node.spawn(&[warden, "controller", "-c", path])?;
+    proc.wait_log("controller serving API", Duration::from_secs(30))?;
+    Ok(proc)
+}
+
+fn local_policy(lab: &StandardLab) -> Result<PathBuf> {
+    let header = lab.policy_header()?;
+    let at = header.find("\ninterfaces:").context("no interfaces")?;
+    let text = format!(
+        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: {NODE}{}",
+        &header[..at],
+        &header[at..]
+    );
+    let path = lab.lab.tempdir().join("node.yaml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn tenant(lab: &StandardLab, id: &str) -> Result<Value> {
+    Ok(serde_json::from_str(
+        &lab.get(&format!("/api/v1/tenants/{id}"))?,
+    )?)
+}
+
+fn metric(lab: &StandardLab, name: &str) -> Result<f64> {
+    let text = lab.get("/metrics")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .with_context(|| format!("no {name} in /metrics"))?;
+    Ok(line[name.len() + 1..].trim().parse()?)
+}
+
+fn kill9(daemon: Proc) -> Result<()> {
+    ensure!(
+        // SAFETY: kill only sends a signal to the daemon this test started.
+        unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) } == 0,
+        "kill -9 failed"
+    );
+    drop(daemon);
+    Ok(())
+}
+
+#[test]
+fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_and_a_sigkill_and_publishes_its_outage_flag_once(
+) -> Result<()> {
+    let lab = StandardLab::build("fl")?;
+    let warden = warden_binary()?;
+    let etcd = start_etcd(&lab)?;
+    let _controller = start_controller(&lab, &warden)?;
+    apply(&lab, &warden, "egress: 30Mbit", "egress: 30Mbit")?;
+    let local = local_policy(&lab)?;
+    let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
+
+    // The fleet's tenants are enforced: initech flows, its plan as the fleet says.
+    eventually(Duration::from_secs(10), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
+    })?;
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(&lab, "initech").is_ok())
+    })?;
+    ensure!(probe(&lab.initech)? == PROBES, "initech does not flow");
+    ensure!(
+        probe(&lab.globex)? == PROBES,
+        "globex does not flow before its suspension"
+    );
+
+    // A suspension through the controller cuts the tenant's traffic on the node; the
+    // node's own API refuses writes that belong to the fleet.
+    cli_ok(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["suspend", "globex", "--reason", "tier2: fleet"],
+    )?;
+    eventually(Duration::from_secs(10), || Ok(probe(&lab.globex)? == 0))
+        .context("the fleet's suspension was not enforced")?;
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "initech cut by globex's suspension"
+    );
+    let body = serde_json::json!({"reason": "local"}).to_string();
+    let r = lab.request(
+        "POST",
+        "/api/v1/tenants/initech/suspend",
+        Some(&body),
+        Some(token::ADMIN),
+    )?;
+    ensure!(
+        r.status == 400 && r.body.contains("fleet"),
+        "node suspend: {} {}",
+        r.status,
+        r.body
+    );
+
+    // A policy change reaches the node.
+    apply(
+        &lab,
+        &warden,
+        "  - id: initech\n",
+        "  - id: initech\n    bandwidth: {egress: 10Mbit}\n",
+    )?;
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000)
+    })
+    .context("the fleet's policy change did not reach the node")?;
+    let nodes: Value =
+        serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["nodes", "--json"])?)?;
+    eventually(Duration::from_secs(10), || {
+        let nodes: Value =
+            serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["nodes", "--json"])?)?;
+        Ok(nodes[0]["node"] == NODE && nodes[0]["applied_generation"] == 2 && nodes[0]["lag"] == 0)
+    })
+    .with_context(|| format!("warden nodes: {nodes}"))?;
+    let audit: Value = serde_json::from_str(&cli_get(&lab, "/api/v1/audit")?)?;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .context("audit list")?
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    ensure!(
+        actions.contains(&"tenant.suspend")
+            && actions.iter().filter(|a| **a == "policy.apply").count() == 2,
+        "fleet audit: {actions:?}"
+    );
+
+    // Two applies on the same base revision: one wins, the other gets 409 and writes
+    // nothing; the node enforces the winner whole.
+    let plan = two_applies_on_one_base(&lab, &warden)?;
+
+    // etcd down: the controller refuses at once, nothing half-done; the node says it is
+    // alone and keeps enforcing; SIGKILL + restart keeps it all.
+    etcd.stop()?;
+    let started = Instant::now();
+    let out = cli(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["suspend", "initech", "--reason", "outage"],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.contains("etcd is unreachable"),
+        "suspend with etcd down: {} {stderr}",
+        out.status
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    eventually(Duration::from_secs(20), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 0.0)
+    })?;
+    kill9(daemon)?;
+    let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
+    let flag = seed_flag(&lab)?;
+    ensure!(
+        metric(&lab, "warden_fleet_connected")? == 0.0,
+        "connected without etcd"
+    );
+    ensure!(
+        probe(&lab.globex)? == 0,
+        "globex flows after a restart during the outage"
+    );
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "initech cut after a restart during the outage"
+    );
+    ensure!(
+        tenant(&lab, "initech")?["out"]["plan_bps"] == plan,
+        "the restart forgot the fleet's last policy"
+    );
+
+    // etcd back: the node reconnects and follows a lift through the controller.
+    let _etcd = start_etcd(&lab)?;
+    eventually(Duration::from_secs(30), || {
+        Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
+    })?;
+    ensure!(
+        probe(&lab.initech)? == PROBES,
+        "the refused suspend of initech was half-done"
+    );
+
+    // The flag raised during the outage reaches the controller once, with its evidence;
+    // an ack there reaches the node.
+    let listed = eventually(Duration::from_secs(10), || {
+        let flags: Value =
+            serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["flags", "--json"])?)?;
+        let list = flags.as_array().context("flags list")?.clone();
+        Ok((!list.is_empty()).then_some(list))
+    })
+    .context("the outage's flag never reached the controller")?;
+    ensure!(
+        listed.len() == 1,
+        "flags through the controller: {listed:?}"
+    );
+    ensure!(
+        listed[0]["tenant"] == "globex" && listed[0]["figures"]["targets"] == 120,
+        "evidence: {}",
+        listed[0]
+    );
+    let fleet_id = listed[0]["id"].as_i64().context("flag id")?.to_string();
+    cli_ok(&lab, &warden, token::OPERATOR, &["flag", "ack", &fleet_id])?;
+    eventually(Duration::from_secs(10), || {
+        let f: Value = serde_json::from_str(&lab.get(&format!("/api/v1/flags/{flag}"))?)?;
+        Ok(f["state"] == "acked")
+    })
+    .context("the controller's ack did not reach the node")?;
+    let again: Value =
+        serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["flags", "--json"])?)?;
+    ensure!(
+        again.as_array().map(Vec::len) == Some(1) && again[0]["state"] == "acked",
+        "after the ack: {again}"
+    );
+    cli_ok(
+        &lab,
+        &warden,
+        token::ADMIN,
+        &["unsuspend", "globex", "--reason", "tier2: resolved"],
+    )?;
+    eventually(
+        Duration::from_secs(10),
+        || Ok(probe(&lab.globex)? == PROBES),
+    )
+    .context("the fleet's lift was not enforced")?;
+    drop(daemon);
+    Ok(())
+}
+
+/// Two `warden policy apply --base REV` at once, each giving initech another plan:
+/// exactly one succeeds, the other is refused with 409; the node gets the winner's plan,
+/// which is returned.
+fn two_applies_on_one_base(lab: &StandardLab, warden: &Path) -> Result<u64> {
+    let status: Value =
+        serde_json::from_str(&cli_ok(lab, warden, token::VIEWER, &["status", "--json"])?)?;
+    let base = status["policy_revision"]
+        .as_i64()
+        .context("the controller's status has no policy_revision")?
+        .to_string();
+    let text = lab.policy_text()?;
+    let start = text.find("\ndefaults:").context("no defaults")?;
+    let mut procs = Vec::new();
+    for (name, egress) in [("a", "20Mbit"), ("b", "40Mbit")] {
+        let body = text[start..].replacen(
+            "  - id: initech\n",
+            &format!("  - id: initech\n    bandwidth: {{egress: {egress}}}\n"),
+            1,
+        );
+        let path = lab.lab.tempdir().join(format!("race-{name}.yaml"));
+        std::fs::write(&path, body)?;
+        let path = path.to_str().context("UTF-8 path")?.to_owned();
+        let w = warden.to_str().context("UTF-8 path")?;
+        let args = [
+            w,
+            "--api",
+            CONTROLLER,
+            "--token",
+            token::OPERATOR,
+            "policy",
+            "apply",
+            &path,
+            "--base",
+            &base,
+        ];
+        procs.push((egress, lab.node.spawn(&args)?));
+    }
+    let mut won = Vec::new();
+    for (egress, proc) in procs {
+        let log_path = proc.log_path().to_path_buf();
+        let status = proc.wait(Duration::from_secs(30))?;
+        let log = std::fs::read_to_string(&log_path)?;
+        if status.success() {
+            won.push(egress);
+        } else {
+            ensure!(
+                log.contains("409") && log.contains("policy/generation"),
+                "the loser's answer: {log}"
+            );
+        }
+    }
+    ensure!(
+        won.len() == 1,
+        "{} of 2 applies on one base succeeded",
+        won.len()
+    );
+    let plan = if won[0] == "20Mbit" {
+        20_000_000
+    } else {
+        40_000_000
+    };
+    eventually(Duration::from_secs(10), || {
+        Ok(tenant(lab, "initech")?["out"]["plan_bps"] == plan)
+    })
+    .context("the node did not enforce the winning apply")?;
+    Ok(plan)
+}
+
+/// A scan flag on globex, written into the node's database as detection would (the
+/// detection labs raise real ones; here the flag's way to the fleet is what is tested).
+fn seed_flag(lab: &StandardLab) -> Result<i64> {
+    let state = lab.rundir()?.join("state");
+    let store = warden_store::Store::open(&state)?;
+    let now = warden_policy::time::system_clock();
+    let f = store.create_flag(warden_policy::flag::NewFlag {
+        tenant: "globex".into(),
+        kind: warden_policy::Kind::Scan,
+        seen: now,
+        policy_generation: 2,
+        thresholds: serde_json::json!({"targets": 100}),
+        figures: serde_json::json!({"targets": 120, "failure_ratio": 0.95}),
+        top_targets: serde_json::json!([[{"addr": "198.18.3.254", "port": null}, 120]]),
+        deadline: None,
+    })?;
+    Ok(f.id)
+}
+
+/// GET from the controller in the node's namespace.
+fn cli_get(lab: &StandardLab, path: &str) -> Result<String> {
+    let addr = CONTROLLER.trim_start_matches("http://").parse()?;
+    warden_tests::http::get_in_netns(lab.node.name(), addr, path)
+}

@@ -1,0 +1,106 @@
+//! Flags over the fleet: every node's published flags, each under its fleet id (the
+//! etcd revision its key was created at), with review decisions written for the node
+//! that raised it.
+
+use warden_fleet::records::DecisionRecord;
+use warden_fleet::{FleetError, PublishedFlag};
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::time::system_clock;
+
+use super::backend::{refusal, Controller};
+use crate::api::Refusal;
+
+/// The flag as the API shows it: its fleet id, the state a pending decision gives it.
+fn view(p: &PublishedFlag) -> Flag {
+    Flag {
+        id: p.fleet_id,
+        state: p.state(),
+        state_reason: match &p.decision {
+            Some(d) if d.state == p.state() => d.reason.clone(),
+            _ => p.record.flag.state_reason.clone(),
+        },
+        ..p.record.flag.clone()
+    }
+}
+
+fn matches(f: &Flag, filter: &FlagFilter) -> bool {
+    filter.tenant.as_ref().is_none_or(|t| *t == f.tenant)
+        && filter.kind.is_none_or(|k| k == f.kind)
+        && filter.since.is_none_or(|s| f.last_seen >= s)
+        && filter.state.is_none_or(|s| s == f.state)
+}
+
+impl Controller {
+    pub(super) fn fleet_flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>> {
+        let published = self.wait(self.fleet().flags(None))?;
+        let mut flags: Vec<Flag> = published
+            .iter()
+            .map(view)
+            .filter(|f| matches(f, filter))
+            .collect();
+        flags.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(b.id.cmp(&a.id)));
+        if let Some(limit) = filter.limit {
+            flags.truncate(limit);
+        }
+        Ok(flags)
+    }
+
+    pub(super) fn fleet_flag(&self, id: i64) -> anyhow::Result<Option<FlagDetail>> {
+        match self.wait(self.fleet().flag_by_fleet_id(id)) {
+            Ok(p) => Ok(Some(FlagDetail {
+                flag: view(&p),
+                actions: p.record.actions,
+                samples: p.record.samples,
+                samples_refused: 0,
+            })),
+            Err(FleetError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where a flag's frames are: on its node.
+    pub(super) fn fleet_flag_pcap(&self, id: i64) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.wait(self.fleet().flag_by_fleet_id(id)) {
+            Ok(p) => anyhow::bail!(
+                "flag {id}'s {} captured frames stay on node {}: GET /api/v1/flags/{}/pcap from that node's API",
+                p.record.samples,
+                p.record.node,
+                p.record.flag.id
+            ),
+            Err(FleetError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn fleet_review(
+        &self,
+        id: i64,
+        state: FlagState,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Flag, Refusal> {
+        let p = match self.wait(self.fleet().flag_by_fleet_id(id)) {
+            Err(FleetError::NotFound(_)) => {
+                return Err(Refusal::NotFound(format!("flag {id} not found")))
+            }
+            other => other.map_err(refusal)?,
+        };
+        if state == FlagState::Dismissed && reason.is_none_or(|r| r.trim().is_empty()) {
+            return Err(Refusal::BadRequest("a reason is required".into()));
+        }
+        let decision = DecisionRecord {
+            state,
+            reason: reason.map(str::to_owned),
+            actor: actor.to_owned(),
+            at: system_clock(),
+        };
+        let (node, local) = (p.record.node.clone(), p.record.flag.id);
+        self.wait(self.fleet().decide_flag(&node, local, &decision))
+            .map_err(refusal)?;
+        tracing::info!(flag = id, %node, local, %state, %actor, "fleet review decision written");
+        Ok(view(&PublishedFlag {
+            decision: Some(decision),
+            ..p
+        }))
+    }
+}

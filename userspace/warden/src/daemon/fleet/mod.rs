@@ -1,0 +1,299 @@
+//! Fleet mode on a node (docs/fleet-design.md): the policy's `defaults` and `tenants`
+//! and the suspensions come from the fleet's etcd; the node's own file gives `daemon`
+//! and `interfaces`. What the node last applied is kept in its state database and is
+//! what it enforces from start until etcd answers, and whenever etcd is unreachable.
+//!
+//! - this module: the node's fleet state, the start policy, applying a fleet state
+//!   through the daemon's ordinary apply (two generations, all or nothing);
+//! - [`sync`]: the task that reads, watches and registers, with retry and backoff.
+
+mod flags;
+mod sync;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use warden_fleet::{Connect, Layout, TlsFiles};
+use warden_policy::fragments::{assemble, fleet_sections_in};
+use warden_policy::suspension::Suspended;
+use warden_policy::{self as policy, FleetConfig, Policy};
+use warden_store::{FleetState, Store};
+
+use super::{Daemon, Database};
+use crate::api::Refusal;
+use crate::auth::Role;
+use crate::metrics::fleet::FleetFigures;
+
+pub(super) use sync::run;
+
+/// The actor a fleet suspension is lifted under when its lift is seen as a deletion.
+const FLEET_ACTOR: &str = "fleet";
+
+/// A fleet node's state beside the daemon's owners.
+pub(super) struct FleetNode {
+    pub(super) config: FleetConfig,
+    pub(super) layout: Layout,
+    /// The fleet state in force (as saved in the state database).
+    applied: Mutex<FleetState>,
+    connected: AtomicBool,
+    last_sync: Mutex<Option<Instant>>,
+    /// Full reads by [`crate::metrics::fleet::RESYNC_REASONS`] index.
+    resyncs: [AtomicU64; 3],
+    /// Whether the current session got as far as watching (its failure then retries
+    /// from the shortest backoff).
+    was_watching: AtomicBool,
+    /// The flag versions the fleet has.
+    published: flags::Published,
+}
+
+/// Why the node read everything again (index into the metric's reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Resync {
+    Start = 0,
+    Reconnect = 1,
+    Compacted = 2,
+}
+
+impl FleetNode {
+    pub(super) fn new(config: FleetConfig, applied: FleetState) -> Result<Self> {
+        let layout = Layout::new(&config.prefix).context("daemon.fleet.prefix")?;
+        Ok(FleetNode {
+            config,
+            layout,
+            applied: Mutex::new(applied),
+            connected: AtomicBool::new(false),
+            last_sync: Mutex::new(None),
+            resyncs: Default::default(),
+            was_watching: AtomicBool::new(false),
+            published: flags::Published::default(),
+        })
+    }
+
+    pub(super) fn connect_options(&self) -> Connect {
+        Connect {
+            endpoints: self.config.endpoints.clone(),
+            tls: self.config.tls.as_ref().map(|t| TlsFiles {
+                ca: t.ca.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            }),
+            timeout: Duration::from_secs(5),
+            user: None,
+        }
+    }
+
+    pub(super) fn applied(&self) -> MutexGuard<'_, FleetState> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        if up {
+            self.synced();
+        }
+    }
+
+    /// The node knows its state to be the fleet's as of now.
+    pub(super) fn synced(&self) {
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub(super) fn count_resync(&self, why: Resync) {
+        self.resyncs[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The figures for `/metrics`; `flags_queued` from [`Daemon::unpublished_flags`].
+    pub(super) fn figures(&self, flags_queued: u64) -> FleetFigures {
+        let last = *self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+        FleetFigures {
+            connected: self.connected.load(Ordering::Relaxed),
+            seconds_since_sync: last.map(|t| t.elapsed().as_secs_f64()),
+            resyncs: std::array::from_fn(|i| self.resyncs[i].load(Ordering::Relaxed)),
+            generation: self.applied().generation,
+            flags_queued,
+        }
+    }
+}
+
+/// The local file's text, refused if it holds the fleet's sections (they come from
+/// etcd; appended to the file's own they would be duplicate keys).
+pub(super) fn local_text(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let found = fleet_sections_in(&text);
+    if let Some((key, line, col)) = found.first() {
+        bail!(
+            "{}:{line}:{col}: `{key}` in a fleet node's file: with daemon.fleet, defaults and \
+             tenants come from the fleet (apply them through `warden controller`); remove it",
+            path.display()
+        );
+    }
+    Ok(text)
+}
+
+/// The policy document of `state` on this node: the file's text and the fleet's sections.
+fn document(local: &str, state: &FleetState) -> String {
+    assemble(
+        local,
+        state.defaults.as_deref(),
+        state.tenants.values().map(String::as_str),
+    )
+}
+
+/// The start policy of a fleet node: its file with the fleet state it last applied
+/// (none yet: the file alone, no tenants). `usable` checks interfaces as at any start.
+pub(super) fn start_policy(
+    path: &Path,
+    store: &Store,
+    usable: policy::InterfaceCheck<'_>,
+) -> Result<(Policy, FleetState)> {
+    let local = local_text(path)?;
+    let saved = store.fleet_state()?.unwrap_or_default();
+    let name = format!(
+        "{} + fleet state (generation {})",
+        path.display(),
+        saved.generation
+    );
+    let policy = policy::parse_on_host(&document(&local, &saved), &name, usable)
+        .map_err(|d| anyhow::anyhow!("the saved fleet state does not make a valid policy:\n{d}"))?;
+    tracing::info!(
+        generation = saved.generation,
+        revision = saved.revision,
+        tenants = saved.tenants.len(),
+        suspended = saved.suspended.len(),
+        "fleet mode: starting from the last applied fleet state"
+    );
+    Ok((policy, saved))
+}
+
+impl Daemon {
+    fn fleet_node(&self) -> Option<&FleetNode> {
+        self.fleet.as_ref()
+    }
+
+    /// Applies a fleet policy state (`actor`: who applied it in the fleet), then saves it
+    /// as the state to start from. The file is re-read, so a SIGHUP's edit of `daemon`
+    /// or `interfaces` is checked as ever.
+    pub(super) fn apply_fleet(&self, next: FleetState, actor: &str) -> Result<u64, Refusal> {
+        let node = self
+            .fleet_node()
+            .ok_or_else(|| anyhow::anyhow!("not a fleet node"))?;
+        let local = local_text(&self.policy_path).map_err(Refusal::Internal)?;
+        let name = format!("fleet generation {}", next.generation);
+        let r = policy::parse(&document(&local, &next), &name)
+            .map_err(Refusal::InvalidPolicy)
+            .and_then(|p| self.apply(super::start::compacted(p), actor, Role::Admin));
+        crate::memory::release_freed();
+        let generation = self.count_failure(r)?;
+        let mut applied = node.applied();
+        let suspended = std::mem::take(&mut applied.suspended);
+        *applied = FleetState { suspended, ..next };
+        save(&self.db, &applied);
+        Ok(generation)
+    }
+
+    /// SIGHUP on a fleet node: the file re-read with the fleet state in force.
+    pub(super) fn reload_fleet(&self) -> Result<u64, Refusal> {
+        let state = match self.fleet_node() {
+            Some(node) => node.applied().clone(),
+            None => return Err(Refusal::Internal(anyhow::anyhow!("not a fleet node"))),
+        };
+        self.apply_fleet(state, "SIGHUP")
+    }
+
+    /// Makes the node's suspensions by the fleet those in `fleet`: suspends what the
+    /// fleet suspended and the node did not, lifts what the node suspended for the fleet
+    /// and the fleet no longer does. The node's own suspensions (its ladder's) stay.
+    pub(super) fn sync_suspensions<'s>(&self, fleet: impl IntoIterator<Item = &'s Suspended>) {
+        let Some(node) = self.fleet_node() else {
+            return;
+        };
+        let wanted: Vec<&Suspended> = fleet.into_iter().collect();
+        let wanted_ids: BTreeSet<&str> = wanted.iter().map(|s| s.tenant.as_str()).collect();
+        let held: Vec<String> = node.applied().suspended.clone();
+        for s in &wanted {
+            self.fleet_suspend(node, s);
+        }
+        for tenant in held.iter().filter(|t| !wanted_ids.contains(t.as_str())) {
+            self.fleet_unsuspend(node, tenant);
+        }
+    }
+
+    pub(super) fn fleet_suspend(&self, node: &FleetNode, s: &Suspended) {
+        let already = self
+            .lock_enforcement()
+            .suspensions()
+            .contains_key(&s.tenant);
+        if !already {
+            let actor = format!("{FLEET_ACTOR}:{}", s.actor);
+            let r = self.lock_enforcement().suspend(
+                &self.db,
+                &self.review,
+                &s.tenant,
+                &s.reason,
+                &actor,
+            );
+            match r {
+                Ok(_) => {
+                    tracing::info!(tenant = %s.tenant, by = %s.actor, reason = %s.reason, "suspended by the fleet")
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %s.tenant, error = %e, "cannot enforce the fleet's suspension");
+                    return;
+                }
+            }
+        }
+        let mut applied = node.applied();
+        if !applied.suspended.contains(&s.tenant) {
+            applied.suspended.push(s.tenant.clone());
+            applied.suspended.sort();
+            save(&self.db, &applied);
+        }
+    }
+
+    pub(super) fn fleet_unsuspend(&self, node: &FleetNode, tenant: &str) {
+        if !node.applied().suspended.iter().any(|t| t == tenant) {
+            // Not the fleet's: a suspension the node's ladder imposed stays.
+            return;
+        }
+        let r = {
+            let mut pipeline = self.detection.lock();
+            let mut enforcement = self.lock_enforcement();
+            let r = enforcement.unsuspend(
+                &self.db,
+                &self.review,
+                tenant,
+                "lifted in the fleet",
+                FLEET_ACTOR,
+            );
+            if r.is_ok() {
+                pipeline.suspension_lifted(tenant);
+            }
+            r
+        };
+        match r {
+            Ok(_) => tracing::info!(%tenant, "suspension lifted by the fleet"),
+            // Lifted here already: only the record of it being the fleet's goes.
+            Err(Refusal::Conflict(_)) => {}
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "cannot lift the fleet's suspension");
+                return;
+            }
+        }
+        let mut applied = node.applied();
+        applied.suspended.retain(|t| t != tenant);
+        save(&self.db, &applied);
+    }
+}
+
+/// Saves the fleet state; a failure is logged (enforcement is already done, and the
+/// next apply saves again).
+fn save(db: &Database, state: &FleetState) {
+    if let Err(e) = db.lock().save_fleet_state(state) {
+        tracing::error!(error = %e, "cannot save the fleet state: a restart before the next save starts from an older one");
+    }
+}

@@ -1,0 +1,104 @@
+//! Fleet mode's families (docs/fleet-design.md): whether the node reaches etcd, how old
+//! its fleet state is, and how often it had to read everything again.
+
+use std::fmt::Write as _;
+
+use super::header;
+
+/// Why a node read the whole fleet state again instead of resuming its watch.
+pub const RESYNC_REASONS: [&str; 3] = ["start", "reconnect", "compacted"];
+
+/// A fleet node's figures, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetFigures {
+    /// Whether the node's watch on etcd is up.
+    pub connected: bool,
+    /// Seconds since the node last knew its state to be etcd's (`None`: never since
+    /// start; the state in force then is the local copy).
+    pub seconds_since_sync: Option<f64>,
+    /// Full reads, by [`RESYNC_REASONS`] index.
+    pub resyncs: [u64; 3],
+    /// The fleet policy generation in force.
+    pub generation: u64,
+    /// Flags raised here and not yet published.
+    pub flags_queued: u64,
+}
+
+/// The fleet families; nothing without fleet mode.
+pub(super) fn render(out: &mut String, fleet: Option<&FleetFigures>) {
+    let Some(f) = fleet else {
+        return;
+    };
+    header(
+        out,
+        "warden_fleet_connected",
+        "gauge",
+        "1 while this node's watch on the fleet's etcd is up; 0 while it enforces its last applied state alone.",
+    );
+    let _ = writeln!(out, "warden_fleet_connected {}", u8::from(f.connected));
+    header(
+        out,
+        "warden_fleet_last_sync_seconds",
+        "gauge",
+        "Seconds since this node last knew its policy and suspensions to be the fleet's (since start when it never did: -1).",
+    );
+    let secs = f.seconds_since_sync.unwrap_or(-1.0);
+    let _ = writeln!(out, "warden_fleet_last_sync_seconds {secs:.3}");
+    header(
+        out,
+        "warden_fleet_resyncs_total",
+        "counter",
+        "Full reads of the fleet state, by reason: start, reconnect (the watch could not resume), compacted (etcd had compacted the revision the watch resumed from).",
+    );
+    for (reason, n) in RESYNC_REASONS.iter().zip(f.resyncs) {
+        let _ = writeln!(out, "warden_fleet_resyncs_total{{reason=\"{reason}\"}} {n}");
+    }
+    header(
+        out,
+        "warden_fleet_policy_generation",
+        "gauge",
+        "The fleet policy generation this node enforces (0: none yet).",
+    );
+    let _ = writeln!(out, "warden_fleet_policy_generation {}", f.generation);
+    header(
+        out,
+        "warden_fleet_flags_queued",
+        "gauge",
+        "Flags raised on this node and not yet published to the fleet (etcd unreachable).",
+    );
+    let _ = writeln!(out, "warden_fleet_flags_queued {}", f.flags_queued);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_alone_exports_no_fleet_family() {
+        let mut out = String::new();
+        render(&mut out, None);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_disconnected_node_reports_0_and_its_sync_age() {
+        let mut out = String::new();
+        let f = FleetFigures {
+            connected: false,
+            seconds_since_sync: Some(12.5),
+            resyncs: [1, 0, 2],
+            generation: 7,
+            flags_queued: 3,
+        };
+        render(&mut out, Some(&f));
+        for line in [
+            "warden_fleet_connected 0\n",
+            "warden_fleet_last_sync_seconds 12.500\n",
+            "warden_fleet_resyncs_total{reason=\"compacted\"} 2\n",
+            "warden_fleet_policy_generation 7\n",
+            "warden_fleet_flags_queued 3\n",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+    }
+}
