@@ -7,6 +7,7 @@
 
 mod api;
 mod api_limits;
+mod benign;
 mod common;
 mod detection;
 mod enforcement;
@@ -16,5 +17,6 @@ mod metering;
 mod monitoring;
 mod policy_input;
 mod review;
+mod spoofing;
 mod start;
 mod suspension;

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use warden_policy::tenant::TenantSlot;
+pub use warden_policy::traffic::Claim;
 use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// An outbound connection attempt by a tenant, reported once its outcome is known.
@@ -140,6 +141,8 @@ pub enum Fact {
     Fan(Fan),
     /// See [`Drops`].
     Drops(Drops),
+    /// What a spoofed frame claimed: evidence for the spoofing kinds.
+    Claim(Claim),
 }
 
 impl Fact {
@@ -151,6 +154,7 @@ impl Fact {
             Fact::Smtp(f) => f.slot,
             Fact::Fan(f) => f.slot,
             Fact::Drops(f) => f.slot,
+            Fact::Claim(f) => f.slot,
         }
     }
 
@@ -162,6 +166,7 @@ impl Fact {
             Fact::Smtp(f) => f.at,
             Fact::Fan(f) => f.at,
             Fact::Drops(f) => f.at,
+            Fact::Claim(f) => f.at,
         }
     }
 }
@@ -176,4 +181,4 @@ macro_rules! from_fact {
     };
 }
 
-from_fact!(Attempt, Rate, Smtp, Fan, Drops);
+from_fact!(Attempt, Rate, Smtp, Fan, Drops, Claim);

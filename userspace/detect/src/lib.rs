@@ -50,7 +50,7 @@ use ipnet::IpNet;
 use warden_policy::tenant::TenantSlot;
 
 pub use detection::{Detection, Status, Target};
-pub use fact::{Attempt, DropReason, Drops, Fact, Fan, Rate, Smtp};
+pub use fact::{Attempt, Claim, DropReason, Drops, Fact, Fan, Rate, Smtp};
 pub use proxy::symmetry;
 pub use scan::Walk;
 pub use spam::MIN_CONNECTIONS_FOR_RATIO;
@@ -259,6 +259,10 @@ impl Engine {
                 let settings = drops::settings(d, f.reason);
                 (drops::kind(f.reason), state.drops.observe(settings, &f))
             }
+            Fact::Claim(c) => {
+                state.drops.claim(&c);
+                return (Vec::new(), None);
+            }
         };
         let Some(mut crossing): Option<Crossing> = crossing else {
             return (Vec::new(), None);
@@ -270,6 +274,11 @@ impl Engine {
             match kind {
                 Kind::Scan => state.scan.evidence(&mut crossing, limits.top_targets),
                 Kind::Spam => state.spam.evidence(&mut crossing, limits.top_targets),
+                Kind::SpoofIp | Kind::SpoofArp | Kind::SpoofMac => {
+                    state
+                        .drops
+                        .evidence(kind, &mut crossing, limits.top_targets)
+                }
                 _ => {}
             }
         }

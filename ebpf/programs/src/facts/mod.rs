@@ -80,6 +80,24 @@ pub fn count(which: u32) {
     }
 }
 
+/// Reports a from-tenant frame `p` of `tenant` (generation `gen`) dropped for `why`, a
+/// spoofing reason: what it claims, once per contact epoch (see
+/// [`report::warden_report_spoof`]). Paid only by spoofed frames.
+#[inline(always)]
+pub fn report_spoof(p: &Parsed, gen: u32, tenant: u32, why: usize) {
+    let family = match p.family {
+        Family::V4 => family::V4,
+        Family::V6 => family::V6,
+        Family::None => return,
+    };
+    let m = p.src_mac;
+    let mac = u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
+    let meta =
+        u64::from(tenant | (gen << 31)) | ((why as u64 & 0xff) << 32) | (u64::from(family) << 40);
+    let now = Clock::new().now();
+    report::warden_report_spoof(meta, p.local[0], p.local[1], mac, now);
+}
+
 /// `warden_common::facts::fold_addr` of the address `w` holds (an [`Addr`] is the two
 /// words `fold_addr` reads from the event form).
 #[inline(always)]
@@ -119,21 +137,28 @@ struct PacketFacts {
     quoted_proto: u8,
     /// A from-tenant SYN's contact key, 0 when not computed.
     syn_key: u64,
+    /// Warden's enforcement drops the packet: an attempt is logged as dropped.
+    dropped: bool,
 }
 
 /// Where a packet's headers are, what they are, and the frame's size, packed into one
 /// argument of the global functions (which take at most 5): the IP header's offset in
-/// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, the L4 protocol in
-/// bits 32-39, the frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
+/// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, bit 25 set when Warden's
+/// enforcement drops the packet ([`DROPPED_BIT`]), the L4 protocol in bits 32-39, the
+/// frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
 #[inline(always)]
-pub fn pack_headers(p: &Parsed, v6: bool, bytes: u64) -> u64 {
+pub fn pack_headers(p: &Parsed, v6: bool, dropped: bool, bytes: u64) -> u64 {
     let bytes = if bytes > MAX_BYTES { MAX_BYTES } else { bytes };
     u64::from(p.l3_off)
         | (u64::from(p.l4_off) << 8)
         | (u64::from(v6) << 24)
+        | (u64::from(dropped) << 25)
         | (u64::from(p.l4_proto) << 32)
         | (bytes << 40)
 }
+
+/// The bit of [`pack_headers`] that says Warden's enforcement drops the packet.
+const DROPPED_BIT: u64 = 1 << 25;
 
 /// The largest frame size [`pack_headers`] carries (16 MiB; an skb is at most 64 KiB,
 /// or 512 KiB with BIG TCP): a larger one would count as this many bytes.
@@ -145,8 +170,10 @@ const MAX_BYTES: u64 = (1 << 24) - 1;
 const MAX_L4_OFF: usize = 1024;
 
 /// Records what the packet `p` of `tenant` (in generation `gen`), going `DIR`, tells
-/// the detectors. Runs after the tenant is counted and the suspension check, before
-/// blocks: blocked behaviour must keep its detection (and so its block) alive.
+/// the detectors; `dropped` says Warden's enforcement (a block, SMTP, the plan) drops
+/// it. Runs after enforcement decided, whatever it decided: blocked behaviour must keep
+/// its detection (and so its block) alive, and a first contact Warden drops is logged as
+/// such ([`outcome::DROPPED`](warden_common::facts::outcome::DROPPED)).
 ///
 /// The tests here are all that packets without news pay: an established TCP segment
 /// one flags test; a SYN to a contact already made a hash, a filter word and (with
@@ -156,6 +183,7 @@ const MAX_L4_OFF: usize = 1024;
 /// adds to a batch, its flood counting is done here too. The rest goes to a global
 /// function through `hook`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn record<const DIR: u32, H: Hook>(
     hook: &H,
     p: &Parsed,
@@ -163,6 +191,7 @@ pub fn record<const DIR: u32, H: Hook>(
     tenant: u32,
     cfg: &TenantConfig,
     bytes: u64,
+    dropped: bool,
     clock: &mut Clock,
 ) {
     let l4 = p.l4_proto;
@@ -194,7 +223,8 @@ pub fn record<const DIR: u32, H: Hook>(
     }
     // Tenant indexes are below 2^31: the generation rides in the top bit.
     let tenant_gen = tenant | (gen << 31);
-    hook.facts::<DIR>(tenant_gen, pack_headers(p, v6, bytes), clock.now(), syn_key);
+    let headers = pack_headers(p, v6, dropped, bytes);
+    hook.facts::<DIR>(tenant_gen, headers, clock.now(), syn_key);
 }
 
 /// Whether a from-tenant TCP segment `p` has news for the detectors: `Some` with the
@@ -408,6 +438,7 @@ fn facts_of<const DIR: u32>(
         tcp_flags,
         quoted_proto: q.proto,
         syn_key,
+        dropped: headers & DROPPED_BIT != 0,
     };
     if DIR == direction::OUT {
         from_tenant(&f);
@@ -484,7 +515,7 @@ fn from_tenant(f: &PacketFacts) {
                 let pair = remote ^ fold(&f.local);
                 let key = contact_key(f.tenant, contact_tag::ACCEPTED, proto::TCP, f.sport, pair);
                 if contact_insert(key, f.now) {
-                    f.log(event::ACCEPTED, proto::TCP, f.sport, f.dport);
+                    f.log(event::ACCEPTED, proto::TCP, f.sport, f.dport, 0);
                 }
             }
         }
