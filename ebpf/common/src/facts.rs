@@ -160,6 +160,11 @@ pub mod event {
     /// target), `value` = the frame's source MAC (its 6 bytes in the low bytes, first
     /// byte lowest). Charged to the event budget.
     pub const SPOOF: u32 = 6;
+    /// A from-tenant SYN to an SMTP port ([`SMTP_PORTS`](crate::SMTP_PORTS)) of a tenant
+    /// that may send mail: every connection, not only first contacts, its
+    /// retransmissions once (in the attempt log, like ATTEMPT; `detail` is
+    /// [`outcome::DROPPED`](super::outcome::DROPPED) when Warden's SMTP rate dropped it).
+    pub const SMTP: u32 = 7;
 }
 
 /// [`Event::detail`] of an [`event::OUTCOME`].
@@ -342,7 +347,7 @@ pub struct LogEntry {
     pub at: u64,
     /// Dense tenant index.
     pub tenant: u32,
-    /// [`event::ATTEMPT`] or [`event::ACCEPTED`], as a byte.
+    /// [`event::ATTEMPT`], [`event::ACCEPTED`] or [`event::SMTP`], as a byte.
     pub kind: u8,
     /// 4 or 6.
     pub family: u8,
@@ -437,6 +442,8 @@ pub mod contact_tag {
     /// A spoofed frame of the tenant claiming (address, source MAC), per drop reason:
     /// reported once per contact epoch.
     pub const SPOOF: u64 = 4;
+    /// A tenant's SMTP connection: (remote, SMTP port, the tenant's port).
+    pub const SMTP: u64 = 5;
 }
 
 /// Spreads a small tag (a contact tag, a flood class) over all 64 bits of a key.

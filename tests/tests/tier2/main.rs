@@ -17,6 +17,7 @@ mod metering;
 mod monitoring;
 mod policy_input;
 mod review;
+mod spam;
 mod spoofing;
 mod start;
 mod suspension;

@@ -50,6 +50,9 @@ pub enum KernelEvent {
     Sample(SampleFrame),
     /// [`event::SPOOF`]: what a spoofed frame of the tenant claimed.
     Spoof(Claim),
+    /// [`event::SMTP`]: a connection of the tenant to an SMTP port (every one, not only
+    /// first contacts).
+    SmtpConnection(Contact),
 }
 
 impl KernelEvent {
@@ -61,6 +64,7 @@ impl KernelEvent {
             KernelEvent::Flood(f) => f.slot,
             KernelEvent::Sample(s) => s.slot,
             KernelEvent::Spoof(c) => c.slot,
+            KernelEvent::SmtpConnection(c) => c.slot,
         }
     }
 
@@ -72,6 +76,7 @@ impl KernelEvent {
             KernelEvent::Flood(f) => f.at,
             KernelEvent::Sample(s) => s.at,
             KernelEvent::Spoof(c) => c.at,
+            KernelEvent::SmtpConnection(c) => c.at,
         }
     }
 }
@@ -209,10 +214,10 @@ fn read_record<T: aya::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Decodes an attempt-log entry in its [`Event`] form (see [`super::log::event_of`]):
-/// only [`event::ATTEMPT`] and [`event::ACCEPTED`] belong in the log.
+/// only [`event::ATTEMPT`], [`event::ACCEPTED`] and [`event::SMTP`] belong in the log.
 pub fn decode_log_event(e: &Event) -> Result<KernelEvent, DecodeError> {
     match e.kind {
-        event::ATTEMPT | event::ACCEPTED => decode_fact(e),
+        event::ATTEMPT | event::ACCEPTED | event::SMTP => decode_fact(e),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -273,6 +278,7 @@ fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
         },
         (event::ATTEMPT, other) => return Err(DecodeError::Outcome(other)),
         (event::ACCEPTED, _) => KernelEvent::Accepted(contact),
+        (event::SMTP, _) => KernelEvent::SmtpConnection(contact),
         _ => KernelEvent::Outcome {
             contact,
             outcome: match e.detail {

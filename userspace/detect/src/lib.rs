@@ -50,7 +50,7 @@ use ipnet::IpNet;
 use warden_policy::tenant::TenantSlot;
 
 pub use detection::{Detection, Status, Target};
-pub use fact::{Attempt, Claim, DropReason, Drops, Fact, Fan, Rate, Smtp};
+pub use fact::{Attempt, Claim, DropReason, Drops, Fact, Fan, Rate, Smtp, SmtpConnection};
 pub use proxy::symmetry;
 pub use scan::Walk;
 pub use spam::MIN_CONNECTIONS_FOR_RATIO;
@@ -253,6 +253,12 @@ impl Engine {
                     return (Vec::new(), None);
                 }
                 (Kind::Spam, state.spam.observe(&d.spam, &s))
+            }
+            Fact::SmtpConnection(c) => {
+                if !cfg.mail || cfg.allows(c.server) {
+                    return (Vec::new(), None);
+                }
+                (Kind::Spam, state.spam.connection(&d.spam, &c))
             }
             Fact::Fan(f) => (Kind::Proxy, proxy::proxy(&d.proxy, &f)),
             Fact::Drops(f) => {

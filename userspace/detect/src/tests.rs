@@ -533,21 +533,52 @@ fn mostly_failing_smtp_is_spam_once_there_are_enough_connections() {
     assert!(d.figure("failure_ratio").expect("ratio") >= 0.5);
 }
 
+fn conn(server: IpAddr, at: Duration) -> SmtpConnection {
+    SmtpConnection {
+        slot: T,
+        server,
+        at,
+    }
+}
+
 #[test]
 fn more_than_100_connections_in_the_window_is_spam() {
     let mut e = mail_engine(&[]);
-    let mails = (0..200u64).map(|i| smtp(addr(1), Outcome::Success, secs(i)));
+    let mails = (0..200u64).map(|i| conn(addr(1), secs(i)));
     let (n, d) = first_detection(&mut e, mails).expect("caught");
     assert_eq!((n, d.figure("connections")), (101, Some(101.0)));
 }
 
 #[test]
+fn two_hundred_messages_to_10_servers_in_40_s_are_spam_by_connections() {
+    // Each message its own connection; only 10 first contacts, all answered.
+    let mut e = mail_engine(&[]);
+    let mut facts: Vec<Fact> = (0..10u32)
+        .map(|i| smtp(addr(i), Outcome::Success, ms(u64::from(i))).into())
+        .collect();
+    facts.extend((0..200u64).map(|i| Fact::from(conn(addr((i % 10) as u32), ms(i * 200)))));
+    let (_, d) = first_detection(&mut e, facts).expect("caught");
+    assert_eq!(d.kind, Kind::Spam);
+    assert_eq!(d.figure("connections"), Some(101.0));
+    assert_eq!(d.figure("distinct_servers"), Some(10.0));
+    assert!(d.first_seen <= secs(21), "caught at {:?}", d.first_seen);
+}
+
+#[test]
+fn first_contacts_warden_dropped_are_not_smtp_failures() {
+    let mut e = mail_engine(&[]);
+    let mails = (0..50u32).map(|i| smtp(addr(i % 5), Outcome::Dropped, secs(i.into())));
+    assert_eq!(everything(&mut e, mails), []);
+}
+
+#[test]
 fn mail_through_an_allow_listed_relay_and_an_ordinary_mail_server_raise_nothing() {
     let mut e = mail_engine(&["198.18.200.0/24"]);
-    let relay = (0..2_000u64).map(|i| smtp(addr(200 * 256 + 1), Outcome::Success, secs(i)));
+    let relay = (0..2_000u64).map(|i| Fact::from(conn(addr(200 * 256 + 1), secs(i))));
     // A small mail server: a dozen destination domains, 50 messages per 10 minutes.
-    let own = (0..500u64).map(|i| smtp(addr((i % 12) as u32), Outcome::Success, secs(i * 12)));
-    assert_eq!(everything(&mut e, relay.chain(own)), []);
+    let own = (0..500u64).map(|i| Fact::from(conn(addr((i % 12) as u32), secs(i * 12))));
+    let first = (0..12u32).map(|i| Fact::from(smtp(addr(i), Outcome::Success, secs(0))));
+    assert_eq!(everything(&mut e, first.chain(relay).chain(own)), []);
 }
 
 #[test]

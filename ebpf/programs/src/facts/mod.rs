@@ -43,9 +43,9 @@ use warden_common::{
         class, contact_base, contact_key, contact_tag, contact_tagged, event, outcome,
         CONTACT_EPOCH_SHIFT, FLOOD_EPOCH_SHIFT,
     },
-    family,
+    family, is_smtp_port,
     tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN},
-    tenant_config_index, Rate, TenantConfig,
+    tenant_config_index, tenant_flags, Rate, TenantConfig,
 };
 
 use self::{
@@ -139,6 +139,8 @@ struct PacketFacts {
     syn_key: u64,
     /// Warden's enforcement drops the packet: an attempt is logged as dropped.
     dropped: bool,
+    /// The tenant may send mail: its SMTP connections are logged.
+    mail: bool,
 }
 
 /// Where a packet's headers are, what they are, and the frame's size, packed into one
@@ -250,7 +252,8 @@ fn tcp_from_tenant_news(
     let remote = fold(&p.remote);
     let syn_key = contact_key(tenant, contact_tag::OUT, proto::TCP, p.dport, remote);
     let epoch = clock.now() >> CONTACT_EPOCH_SHIFT;
-    if contact_seen(syn_key, epoch) {
+    // Every SMTP connection of a tenant that may send mail is news (spam counts them).
+    if contact_seen(syn_key, epoch) && !(sends_mail(cfg) && is_smtp_port(p.dport)) {
         // A known contact: only its flood count is left, and that is done here when it
         // only adds to the CPU's batch.
         if cfg.flood_out_syn == 0 {
@@ -264,6 +267,12 @@ fn tcp_from_tenant_news(
         }
     }
     Some(syn_key)
+}
+
+/// Whether the tenant may send mail (its SMTP is allowed or rate-limited, not blocked).
+#[inline(always)]
+fn sends_mail(cfg: &TenantConfig) -> bool {
+    cfg.flags & (tenant_flags::SMTP_ALLOW | tenant_flags::SMTP_RATE) != 0
 }
 
 /// Whether a to-tenant TCP segment `p` has news for the detectors: a SYN-ACK or RST
@@ -439,6 +448,7 @@ fn facts_of<const DIR: u32>(
         quoted_proto: q.proto,
         syn_key,
         dropped: headers & DROPPED_BIT != 0,
+        mail: sends_mail(cfg),
     };
     if DIR == direction::OUT {
         from_tenant(&f);
@@ -509,6 +519,9 @@ fn from_tenant(f: &PacketFacts) {
             let flags = f.tcp_flags & (TCP_SYN | TCP_ACK);
             if flags == TCP_SYN {
                 attempt(f, proto::TCP, f.sport, f.dport, 0);
+                if f.mail && is_smtp_port(f.dport) {
+                    smtp_connection(f, remote);
+                }
                 flood::<OUT>(f, class::SYN, remote, 1, f.flood_out_syn.into());
             } else if flags == TCP_SYN | TCP_ACK {
                 // The tenant accepts a connection: an inbound client of a local port.
@@ -544,6 +557,18 @@ fn from_tenant(f: &PacketFacts) {
             }
             flood::<OUT>(f, class::PACKETS, remote, 1, f.flood_out_pkts.into());
         }
+    }
+}
+
+/// A from-tenant SYN to an SMTP port of a tenant that may send mail: logged as one
+/// SMTP connection, its retransmissions once (the key holds the tenant's port).
+#[inline(always)]
+fn smtp_connection(f: &PacketFacts, remote: u64) {
+    let conn = remote ^ u64::from(f.sport).rotate_left(48);
+    let key = contact_key(f.tenant, contact_tag::SMTP, proto::TCP, f.dport, conn);
+    if contact_insert(key, f.now) {
+        let detail = if f.dropped { outcome::DROPPED } else { 0 };
+        f.log(event::SMTP, proto::TCP, f.sport, f.dport, detail);
     }
 }
 

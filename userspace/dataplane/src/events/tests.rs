@@ -95,6 +95,19 @@ fn spoof_events_decode_the_claimed_address_and_mac_and_refuse_other_reasons() {
 }
 
 #[test]
+fn smtp_connections_decode_from_the_log_only() {
+    let e = event(event::SMTP);
+    assert_eq!(
+        decode_log_event(&e).unwrap(),
+        KernelEvent::SmtpConnection(contact())
+    );
+    assert_eq!(
+        decode_event(&bytes(&e)),
+        Err(DecodeError::UnknownKind(event::SMTP))
+    );
+}
+
+#[test]
 fn an_attempt_warden_dropped_decodes_as_its_outcome_and_other_details_are_errors() {
     let mut e = event(event::ATTEMPT);
     e.detail = outcome::DROPPED;

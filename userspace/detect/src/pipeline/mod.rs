@@ -68,7 +68,8 @@ use warden_policy::{Detectors, Kind, Policy};
 
 use crate::ladder::{DetectionKey, Ladder, Target};
 use crate::{
-    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, Status, TenantConfig,
+    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, SmtpConnection,
+    Status, TenantConfig,
 };
 use warden_policy::tenant::TenantSlot;
 
@@ -370,6 +371,14 @@ impl Pipeline {
                 }
                 Observation::Accepted(c) => self.proxy_windows.accepted(&c, window, bytes),
                 Observation::Spoof(c) => facts.push((Fact::Claim(c), None)),
+                Observation::SmtpConnection(c) => {
+                    let conn = SmtpConnection {
+                        slot,
+                        server: c.remote,
+                        at: c.at,
+                    };
+                    facts.push((Fact::SmtpConnection(conn), Some(c.remote_port)));
+                }
                 Observation::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
                 Observation::Frame(s) => samples.entry(slot).or_default().push(Sample {
                     at_us: now.unix_micros(s.at),

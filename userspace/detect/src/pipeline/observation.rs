@@ -29,6 +29,8 @@ pub enum Observation {
     Frame(Frame),
     /// What a spoofed frame of the tenant claimed.
     Spoof(Claim),
+    /// A connection of the tenant to an SMTP port (every one, not only first contacts).
+    SmtpConnection(Contact),
 }
 
 impl Observation {
@@ -40,6 +42,7 @@ impl Observation {
             Observation::Flood(f) => f.slot,
             Observation::Frame(f) => f.slot,
             Observation::Spoof(c) => c.slot,
+            Observation::SmtpConnection(c) => c.slot,
         }
     }
 }
