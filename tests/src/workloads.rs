@@ -376,26 +376,36 @@ pub fn dns_queries(
     run_batch(ns, &commands, deadline)
 }
 
-/// Runs `masscan ARGS` in `ns` to completion within `timeout` (bound the sweep with its
-/// `--rate` and range); returns its standard output and error.
-pub fn masscan(ns: &Netns, args: &[&str], timeout: Duration) -> Result<String> {
+/// Runs `masscan ARGS` in `ns` for at most `secs` seconds (bound the sweep with its
+/// `--rate` and range); returns its standard output and error. masscan in a namespace
+/// may keep "waiting" after its last probe whatever `--wait` says, so it is stopped with
+/// SIGINT at `secs` (SIGKILL 5 s later); it fails unless masscan reported every probe
+/// sent ("100.00% done").
+pub fn masscan(ns: &Netns, args: &[&str], secs: u32) -> Result<String> {
     require("masscan")?;
-    let mut cmd = vec!["masscan"];
+    let limit = secs.to_string();
+    let mut cmd = vec!["timeout", "-s", "INT", "-k", "5", &limit, "masscan"];
     cmd.extend_from_slice(args);
-    let out = ns.exec_unchecked(&cmd, timeout)?;
-    ensure!(
-        out.status.success(),
-        "masscan {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(format!(
+    let out = ns.exec_unchecked(&cmd, Duration::from_secs(u64::from(secs) + 20))?;
+    let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    ))
+    );
+    ensure!(
+        text.contains("100.00% done"),
+        "masscan {} did not send every probe within {secs} s ({}):\n{}",
+        args.join(" "),
+        out.status,
+        text.chars()
+            .rev()
+            .take(2_000)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+    );
+    Ok(text)
 }
 
 /// Runs `nmap ARGS` in `ns` to completion within `timeout`; returns its standard output.
