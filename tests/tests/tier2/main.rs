@@ -7,6 +7,7 @@
 
 mod api;
 mod api_limits;
+mod benign;
 mod common;
 mod detection;
 mod enforcement;
@@ -19,5 +20,7 @@ mod operations;
 mod package;
 mod policy_input;
 mod review;
+mod spam;
+mod spoofing;
 mod start;
 mod suspension;
