@@ -21,8 +21,8 @@
 
 mod detection;
 mod enforcement;
-pub mod notify;
 mod fleet;
+pub mod notify;
 mod requests;
 mod review;
 mod sampler;
