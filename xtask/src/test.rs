@@ -176,6 +176,14 @@ fn plan(args: &TestArgs) -> Vec<Step> {
         ));
     }
     steps.push(Step::run(unit_name, cargo(&unit)));
+    if !args.skip_privileged {
+        // warden-fleet's integration tests start a real etcd (installed by setup) on
+        // loopback: its key layout, CAS writes, RBAC and TLS against the server itself.
+        steps.push(Step::run(
+            "fleet against etcd",
+            cargo(&["test", "-p", "warden-fleet", "--tests"]),
+        ));
+    }
 
     if !args.skip_privileged {
         for (tier, target) in TIERS {
