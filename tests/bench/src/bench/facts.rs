@@ -159,6 +159,33 @@ pub(super) fn contact_epoch() -> Result<u64> {
     Ok((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> CONTACT_EPOCH_SHIFT)
 }
 
+/// Waits, when the coarse clock is within a second of a contact-epoch boundary, until
+/// it is a second past it. The programs read the time through a per-CPU cache that may
+/// trail the clock by a tick, so near a boundary they and this process can disagree on
+/// the epoch: the filter words loaded for one epoch would then be empty for the other,
+/// and a new-flow run would log every repetition (seen once in a full run: 12,288 logged
+/// for 11,654 predicted). A run is a few milliseconds; an epoch is 2^36 ns (68.7 s).
+pub(super) fn away_from_epoch_boundary() -> Result<()> {
+    const MARGIN: u64 = 1_000_000_000;
+    let epoch_ns = 1u64 << CONTACT_EPOCH_SHIFT;
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clock_gettime");
+    }
+    let into = (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) % epoch_ns;
+    let wait = if into < MARGIN {
+        MARGIN - into
+    } else if epoch_ns - into < MARGIN {
+        epoch_ns - into + MARGIN
+    } else {
+        0
+    };
+    std::thread::sleep(std::time::Duration::from_nanos(wait));
+    Ok(())
+}
+
 /// An IPv4 address in event form: network order in the first 4 bytes.
 pub(super) fn remote16(a: Ipv4Addr) -> [u8; 16] {
     let mut out = [0; 16];

@@ -9,7 +9,7 @@ use warden_common::facts::{event, fact_counter, Event, LOG_SLOTS};
 
 use super::{
     cases::{Case, Lands},
-    facts::{contact_epoch, fact_counters, remote16, FactMaps},
+    facts::{away_from_epoch_boundary, contact_epoch, fact_counters, remote16, FactMaps},
     measure::xdp,
     tracked::ensure_tracked,
     NEW_FLOW_FIRST_REMOTE, NEW_FLOW_PORT,
@@ -38,6 +38,7 @@ impl NewFlowRun {
         tenant: u32,
         n: u32,
     ) -> Result<NewFlowRun> {
+        away_from_epoch_boundary()?;
         ensure_tracked(ebpf, facts)?;
         facts.drain()?;
         Ok(NewFlowRun {
