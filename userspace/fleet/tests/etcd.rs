@@ -2,10 +2,12 @@
 //! `etcd-server`, installed by `cargo xtask setup`) on free loopback ports with its data
 //! in a temporary directory, killed and removed on drop, also when the test fails.
 
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, Killed};
 use warden_fleet::records::{DecisionRecord, FlagRecord, NodeRecord};
 use warden_fleet::{Connect, Fleet, FleetError, Layout, DEFAULT_PREFIX};
 use warden_policy::flag::{Flag, FlagState};
@@ -14,23 +16,9 @@ use warden_policy::Kind;
 
 /// A single-member etcd for one test.
 struct Etcd {
-    child: Child,
+    _etcd: Killed,
     endpoint: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 impl Etcd {
@@ -52,7 +40,7 @@ impl Etcd {
             .spawn()
             .expect("etcd runs (cargo xtask setup installs etcd-server)");
         let etcd = Etcd {
-            child,
+            _etcd: Killed(child),
             endpoint,
             _dir: dir,
         };

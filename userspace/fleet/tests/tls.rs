@@ -3,33 +3,21 @@
 //! the roles `warden fleet init` writes keep a node to its own keys. Certificates are made
 //! with `openssl` in a temporary directory; etcd is killed on drop.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, Killed};
 use warden_fleet::records::NodeRecord;
 use warden_fleet::{Connect, Fleet, FleetError, Layout, TlsFiles, DEFAULT_PREFIX};
 use warden_policy::fragments::fragments;
 
 struct Etcd {
-    child: Child,
+    _etcd: Killed,
     endpoint: String,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -149,7 +137,7 @@ impl Etcd {
             .spawn()
             .expect("etcd runs");
         let etcd = Etcd {
-            child,
+            _etcd: Killed(child),
             endpoint,
             dir,
         };
