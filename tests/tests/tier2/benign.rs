@@ -16,12 +16,12 @@ use warden_tests::{
     evidence::{dropped, wait_flag, Evidence},
     lab::Netns,
     topology::outside,
-    workloads::{
-        dns_responders, http_fetches, http_server, masscan, nmap, require, smtp_sink, Fetch,
-    },
+    workloads::{dns_responders, http_server, masscan, nmap, require, smtp_sink},
 };
 
-use crate::detection::{crossed, DetectionLab, BENIGN_SETTLE, FLAG_TIMEOUT};
+use crate::detection::{
+    crawl_100_outside_servers, crossed, DetectionLab, BENIGN_SETTLE, FLAG_TIMEOUT,
+};
 
 /// Runs `script` with `sh` in `ns` (bounded by `timeout`); counts its output lines that
 /// are exactly `ok` and `failed`.
@@ -71,14 +71,7 @@ fn a_crawler_whose_overloaded_server_drops_5_syns_in_a_second_raises_no_flag() -
         (ok, failed) == (0, 5),
         "the overloaded server answered {ok} of 5 fetches"
     );
-    let fetches: Vec<Fetch> = (0..100)
-        .map(|i| Fetch {
-            source: None,
-            url: format!("http://{}/", outside::live_v4(0xa00 + i)),
-            socks: None,
-        })
-        .collect();
-    let t = http_fetches(&lab.globex, &fetches, Duration::from_secs(120))?;
+    let t = crawl_100_outside_servers(&lab.globex)?;
     println!(
         "crawler: 5 SYNs to one overloaded server dropped within a second, then {} of 100 servers fetched in {:.1?}",
         t.ok, t.elapsed

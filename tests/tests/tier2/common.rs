@@ -178,3 +178,29 @@ pub fn delta(after: [Counters; 2], before: [Counters; 2]) -> [(u64, u64); 2] {
     };
     [d(0), d(1)]
 }
+
+/// globex (its eth0 in the standard lab) asks for its gateway by ARP three times, with
+/// its own address as the sender, and every request is answered: honest ARP passes.
+pub fn honest_arp_answered(globex: &Netns) -> Result<()> {
+    use warden_tests::topology::addr;
+    let out = globex.exec_unchecked(
+        &[
+            "arping",
+            "-c",
+            "3",
+            "-w",
+            "3000000",
+            "-S",
+            addr::GLOBEX_V4,
+            "-i",
+            "eth0",
+            addr::NODE_LAN0_V4,
+        ],
+        Duration::from_secs(20),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !(text.contains("3 packets received") || text.contains("Received 3")) {
+        bail!("honest ARP unanswered:\n{text}");
+    }
+    Ok(())
+}

@@ -32,7 +32,7 @@ use warden_tests::{
     wait::eventually_every,
     workloads::{
         dns_queries, dns_server, hping3, http_fetches, http_server, nmap, require, send_mail,
-        smtp_sink, socks_proxy, Fetch, SynFlood,
+        smtp_sink, socks_proxy, Fetch, SynFlood, Tally,
     },
 };
 
@@ -837,11 +837,9 @@ fn a_web_server_answering_200_outside_clients_raises_no_flag() -> Result<()> {
     lab.control_scan()
 }
 
-#[test]
-fn a_crawler_fetching_from_100_outside_servers_raises_no_flag() -> Result<()> {
-    let lab = DetectionLab::start("", "")?;
-    let tmp = lab.lab.lab.tempdir().to_path_buf();
-    let _web = http_server(&lab.ext, &tmp.join("www-ext"), 80, 20_000)?;
+/// A crawler: one page from each of 100 outside web servers (the lab's live outside
+/// addresses from `0xa00`), within 2 minutes.
+pub(crate) fn crawl_100_outside_servers(ns: &Netns) -> Result<Tally> {
     let fetches: Vec<Fetch> = (0..100)
         .map(|i| Fetch {
             source: None,
@@ -849,7 +847,15 @@ fn a_crawler_fetching_from_100_outside_servers_raises_no_flag() -> Result<()> {
             socks: None,
         })
         .collect();
-    let t = http_fetches(&lab.globex, &fetches, Duration::from_secs(120))?;
+    http_fetches(ns, &fetches, Duration::from_secs(120))
+}
+
+#[test]
+fn a_crawler_fetching_from_100_outside_servers_raises_no_flag() -> Result<()> {
+    let lab = DetectionLab::start("", "")?;
+    let tmp = lab.lab.lab.tempdir().to_path_buf();
+    let _web = http_server(&lab.ext, &tmp.join("www-ext"), 80, 20_000)?;
+    let t = crawl_100_outside_servers(&lab.globex)?;
     println!(
         "crawler: {} of 100 servers fetched in {:.1?}",
         t.ok, t.elapsed

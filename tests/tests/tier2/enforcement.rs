@@ -468,26 +468,7 @@ fn spoofed_sources_arp_poisoning_and_foreign_macs_are_dropped_and_legitimate_tra
         "poisoned entry learned:\n{neigh}"
     );
     // An honest ARP request from globex for its gateway is answered.
-    let out = g.exec_unchecked(
-        &[
-            "arping",
-            "-c",
-            "3",
-            "-w",
-            "3000000",
-            "-S",
-            addr::GLOBEX_V4,
-            "-i",
-            "eth0",
-            addr::NODE_LAN0_V4,
-        ],
-        Duration::from_secs(20),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        text.contains("3 packets received") || text.contains("Received 3"),
-        "honest ARP unanswered:\n{text}"
-    );
+    honest_arp_answered(g)?;
 
     // A foreign source MAC (MAC flooding, or a hijacked server): all dropped; with
     // globex's address as spoof_mac of globex, with nobody's address as unattributed.

@@ -16,6 +16,7 @@ use warden_tests::{
     workloads::require,
 };
 
+use crate::common::honest_arp_answered;
 use crate::{common::ping_received, detection::DetectionLab};
 
 /// How long the flag may take: the first three forged replies at one every 2 s, the
@@ -61,26 +62,7 @@ fn expect_claim(
 /// Honest ARP and pings from globex: answered, nothing dropped, nothing flagged.
 fn honest_traffic_first(lab: &DetectionLab) -> Result<()> {
     let g = &lab.globex;
-    let out = g.exec_unchecked(
-        &[
-            "arping",
-            "-c",
-            "3",
-            "-w",
-            "3000000",
-            "-S",
-            addr::GLOBEX_V4,
-            "-i",
-            "eth0",
-            addr::NODE_LAN0_V4,
-        ],
-        Duration::from_secs(20),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        text.contains("3 packets received") || text.contains("Received 3"),
-        "honest ARP unanswered:\n{text}"
-    );
+    honest_arp_answered(g)?;
     ensure!(ping_received(g, &["-c", "5", "-i", "0.1", "-W", "2"], addr::EXT_WAN1_V4)? == 5);
     ensure!(
         flags(&lab.lab, "")?.is_empty(),
