@@ -24,9 +24,6 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "hping3",
     "nmap",
-    // The Tier 2 scan sweeps and the ARP spoofing test.
-    "masscan",
-    "dsniff",
     "tcpdump",
     "arping",
     "iputils-ping",

@@ -45,6 +45,5 @@ mod floods;
 mod generations;
 mod kernel;
 mod malformed;
-mod reports;
 mod smtp;
 mod suspension;

@@ -7,7 +7,6 @@
 
 mod api;
 mod api_limits;
-mod benign;
 mod common;
 mod detection;
 mod enforcement;
@@ -20,7 +19,5 @@ mod operations;
 mod package;
 mod policy_input;
 mod review;
-mod spam;
-mod spoofing;
 mod start;
 mod suspension;

@@ -23,9 +23,6 @@ pub struct Target {
     pub addr: Option<IpAddr>,
     /// The port, if the weight is about one port.
     pub port: Option<u16>,
-    /// The MAC, if the weight is about one (a spoofed frame's source MAC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<[u8; 6]>,
 }
 
 impl Target {
@@ -34,7 +31,6 @@ impl Target {
         Target {
             addr: Some(addr),
             port: None,
-            mac: None,
         }
     }
 
@@ -43,16 +39,6 @@ impl Target {
         Target {
             addr: None,
             port: Some(port),
-            mac: None,
-        }
-    }
-
-    /// One address claimed from one MAC (a spoofed frame's).
-    pub fn claim(addr: IpAddr, mac: [u8; 6]) -> Target {
-        Target {
-            addr: Some(addr),
-            port: None,
-            mac: Some(mac),
         }
     }
 }
