@@ -18,6 +18,7 @@ mod monitoring;
 mod operations;
 mod package;
 mod policy_input;
+mod privileges;
 mod review;
 mod start;
 mod suspension;

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod privileges;
 pub mod state;
 pub mod views;
 

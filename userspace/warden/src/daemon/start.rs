@@ -143,12 +143,14 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
         hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
     };
-    let dataplane = Dataplane::open(&policy.daemon.bpffs).with_context(|| {
-        format!(
-            "opening the dataplane under {}",
-            policy.daemon.bpffs.display()
-        )
-    })?;
+    let dataplane = Dataplane::open(&policy.daemon.bpffs)
+        .with_context(|| {
+            format!(
+                "opening the dataplane under {}",
+                policy.daemon.bpffs.display()
+            )
+        })
+        .map_err(crate::privileges::explain)?;
     if dataplane.adopted_maps() > 0 {
         tracing::info!(maps = dataplane.adopted_maps(), bpffs = %policy.daemon.bpffs.display(), "adopting pinned dataplane");
     }
@@ -169,9 +171,9 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
             0 => String::new(),
             _ => ", and the enforcement it adopted there runs on as it was".to_string(),
         };
-        return Err(e.context(format!(
+        return Err(crate::privileges::explain(e.context(format!(
             "the start failed; what it did under {bpffs} was {undone}{adopted}"
-        )));
+        ))));
     }
     let suspended = enforcement.suspensions();
     if !suspended.is_empty() {
