@@ -6,7 +6,10 @@
 //! `/etc/warden/warden.yaml` (the documented example, a conffile); the token sample and
 //! the monitoring configs under `/usr/share/doc/warden/examples/` only (never as live
 //! configuration); man pages; bash, zsh and fish completions. `postinst` creates the
-//! state, log and token files' directories and an empty token file, and starts nothing;
+//! `warden` system user (no shell, home /var/lib/warden) the unit runs the daemon as, the
+//! state and log directories it owns, the token file's directory and an empty token file
+//! it can read, and starts nothing (the user stays on purge, as Debian keeps system
+//! users: files it owned may remain);
 //! `prerm` on removal stops the unit and removes every pinned program (`warden
 //! uninstall`), so no enforcement outlives the package.
 
@@ -30,16 +33,31 @@ pub struct PackageArgs {
 }
 
 const POSTINST: &str = r#"#!/bin/sh
-# Directories of the shipped /etc/warden/warden.yaml; enforcement is not started: the
-# operator edits the policy, makes tokens, then `systemctl enable --now warden`.
+# The `warden` system user the unit runs the daemon as (with CAP_BPF, CAP_NET_ADMIN and
+# CAP_PERFMON only), and the directories of the shipped /etc/warden/warden.yaml, owned by
+# it; enforcement is not started: the operator edits the policy, makes tokens, then
+# `systemctl enable --now warden`. Every step can run again (upgrades, reinstalls).
 set -e
 if [ "$1" = configure ]; then
-    install -d -m 0700 /var/lib/warden
-    install -d -m 0750 /var/log/warden
+    if ! getent group warden >/dev/null; then
+        addgroup --system --quiet warden
+    fi
+    if ! getent passwd warden >/dev/null; then
+        adduser --system --quiet --ingroup warden --home /var/lib/warden \
+            --no-create-home --shell /usr/sbin/nologin --gecos "Warden daemon" warden
+    fi
+    install -d -m 0700 -o warden -g warden /var/lib/warden
+    install -d -m 0750 -o warden -g warden /var/log/warden
+    # Files a daemon left when it ran as root (before this user) become the user's.
+    chown -R warden:warden /var/lib/warden /var/log/warden
     install -d -m 0755 /etc/warden
     if [ ! -e /etc/warden/tokens ]; then
         # No token yet: the API refuses every write until `warden token create` adds one.
-        install -m 0600 /dev/null /etc/warden/tokens
+        install -m 0640 -g warden /dev/null /etc/warden/tokens
+    else
+        # Root writes it (`warden token create` appends); the daemon only reads it.
+        chgrp warden /etc/warden/tokens
+        chmod 0640 /etc/warden/tokens
     fi
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload >/dev/null 2>&1 || true
@@ -172,7 +190,7 @@ fn control(stage: &Path, version: &str, arch: &str) -> Result<()> {
          Architecture: {arch}\n\
          Maintainer: Warden maintainers <warden@localhost>\n\
          Installed-Size: {size_kib}\n\
-         Depends: libc6 (>= 2.36)\n\
+         Depends: libc6 (>= 2.36), adduser\n\
          Section: net\n\
          Priority: optional\n\
          Description: per-tenant network enforcement with eBPF (XDP and tcx)\n \
