@@ -352,6 +352,7 @@ pub fn state_report(lab: &StandardLab, daemon: &Proc) -> String {
                 "warden_detections_total",
                 "warden_dropped_packets_total",
                 "warden_events_lost_total",
+                "warden_events_over_budget_total",
                 "warden_map_entries",
                 "warden_tenant_packets_total",
             ]) {

@@ -26,8 +26,10 @@
 //! - [`map::EVENTS`](crate::map::EVENTS): the ring buffer. Events are sent only on state
 //!   changes (a first contact, its answer, a flood crossing, a captured sample), charged
 //!   to a per-tenant budget ([`EVENT_BUDGET`], bucket [`bucket::EVENTS`](crate::bucket::EVENTS)).
-//!   Events over budget and events the ring had no room for are counted in
-//!   [`fact_counter`] and exported as `warden_events_lost_total`.
+//!   Events over budget and events the ring had no room for are counted apart in
+//!   [`fact_counter`]: the first are refused by design and exported as
+//!   `warden_events_over_budget_total`, the second are lost and exported (with the
+//!   attempt-log entries lost) as `warden_events_lost_total`.
 
 use crate::Rate;
 
@@ -353,8 +355,9 @@ pub struct LogEntry {
 pub mod fact_counter {
     /// Events sent into the ring.
     pub const SENT: u32 = 0;
-    /// Events not sent: over the tenant's budget.
-    pub const LOST_BUDGET: u32 = 1;
+    /// Events not sent: over the tenant's budget (refused by design, not lost: only
+    /// the already-refused path counts it).
+    pub const OVER_BUDGET: u32 = 1;
     /// Events not sent: the ring buffer was full.
     pub const LOST_RING: u32 = 2;
     /// Entries written into this CPU's attempt log: per CPU, the next entry's number
@@ -370,7 +373,7 @@ pub mod fact_counter {
     pub const COUNT: u32 = 7;
     pub const NAMES: [&str; COUNT as usize] = [
         "sent",
-        "lost_budget",
+        "over_budget",
         "lost_ring",
         "logged",
         "samples",

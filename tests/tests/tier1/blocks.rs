@@ -1,6 +1,7 @@
 //! The daemon's runtime state in the kernel: blocks (victim, port, blackhole,
 //! listening port), throttles and capture, each until it expires.
 
+use warden::dataplane::FactCounters;
 use warden_common::{
     direction,
     facts::{event, fact_counter, runtime_flags, BlockKey, TenantRuntime, SAMPLE_BYTES},
@@ -275,4 +276,48 @@ fn capture_sends_exactly_the_requested_number_of_frames_as_samples() {
         let moved = fact_delta(&facts, &dp.fact_counters());
         assert_eq!(moved[fact_counter::SAMPLES as usize], 3, "[{prog}] SAMPLES");
     }
+}
+
+/// A ring really full: capture asked for more frames than the 4 MiB ring holds, in one
+/// run without the daemon reading. What fits is sent (SAMPLES, each record in the
+/// ring); the rest is LOST_RING, which `FactCounters::lost` (so
+/// `warden_events_lost_total`) counts, and nothing is over budget (samples are not
+/// budgeted).
+#[test]
+fn a_full_ring_counts_lost_ring_as_lost_and_nothing_over_budget() {
+    const FRAMES: u32 = 30_000;
+    let record = (std::mem::size_of::<warden_common::facts::SampleEvent>() + 8) as u32;
+    assert!(
+        FRAMES > warden_common::facts::EVENTS_RING_BYTES / record,
+        "the run must overflow the ring"
+    );
+    let mut dp = TestDataplane::load().expect("loading the dataplane");
+    dp.set_runtime(
+        TENANT_A,
+        TenantRuntime {
+            capture: FRAMES as i32,
+            ..TenantRuntime::default()
+        },
+    );
+    let facts = dp.fact_counters();
+    let frame = ip4(U, A, L4::udp(1, 9).with_payload(&[0xa5; 300]));
+    let (got, _) = dp.run_facts(Prog::XdpTo, "capture", &frame, TA, FRAMES);
+    let moved = fact_delta(&facts, &dp.fact_counters());
+    let (samples, lost_ring) = (
+        moved[fact_counter::SAMPLES as usize],
+        moved[fact_counter::LOST_RING as usize],
+    );
+    assert_eq!(samples + lost_ring, u64::from(FRAMES), "{moved:?}");
+    assert!(lost_ring > 0, "the ring never filled: {moved:?}");
+    let in_ring = got
+        .iter()
+        .filter(|r| matches!(r, Record::Sample(_)))
+        .count();
+    assert_eq!(in_ring as u64, samples, "samples in the ring");
+    let exported = FactCounters::from_sums(&moved);
+    assert_eq!(
+        (exported.lost(), exported.over_budget),
+        (lost_ring, 0),
+        "lost, and nothing over budget"
+    );
 }

@@ -13,6 +13,8 @@ use warden_common::{
 };
 use warden_tests::packets::{proto, tcp, Frame, L4};
 
+use warden::dataplane::FactCounters;
+
 use crate::{facts_harness::*, fixture_policy::*, frames::*, harness::*};
 
 /// Runs `n` repetitions of `frame` through `prog` within one flood epoch (retrying a
@@ -282,10 +284,13 @@ const A_ALT: [Ipv4Addr; 3] = [
 ];
 
 /// With a budget of 3 events back to back (and one per 100 s after), 10 first
-/// contacts send 3 ATTEMPTs and count 7 as LOST_BUDGET; their attempts are still
-/// pending, and the answer to a lost one is sent (answers are not budgeted).
+/// contacts send 3 ATTEMPTs and count 7 as OVER_BUDGET (and an 11th through tcx one
+/// more); their attempts are still pending, and the answer to a refused one is sent
+/// (answers are not budgeted). The refusals are over budget, not lost: the daemon's
+/// `warden_events_lost_total` (from `FactCounters::lost`) does not move, its
+/// `warden_events_over_budget_total` (`FactCounters::over_budget`) does.
 #[test]
-fn an_exhausted_event_budget_counts_lost_budget_and_sends_no_more_attempts() {
+fn an_exhausted_event_budget_counts_over_budget_not_lost_and_sends_no_more_attempts() {
     let mut dp = TestDataplane::load().expect("loading the dataplane");
     dp.set_event_budget(Rate::from_events_per_second(0.01, 3));
     dp.set_bucket(TENANT_A, bucket::EVENTS, 0)
@@ -308,13 +313,20 @@ fn an_exhausted_event_budget_counts_lost_budget_and_sends_no_more_attempts() {
     let answer = ip4(U, A, L4::tcp(3009, 40000, tcp::SYN | tcp::ACK));
     let (got, _) = dp.run_facts(Prog::XdpTo, "SYN-ACK", &answer, TA, 1);
     assert_eq!(got.len(), 1, "the answer to a lost attempt is sent");
+    let moved = fact_delta(&facts, &dp.fact_counters());
     assert_eq!(
-        fact_delta(&facts, &dp.fact_counters()),
+        moved,
         facts_moved(&[
             (fact_counter::LOGGED, 3),
             (fact_counter::SENT, 1),
-            (fact_counter::LOST_BUDGET, 8)
+            (fact_counter::OVER_BUDGET, 8)
         ]),
         "fact counters"
+    );
+    let exported = FactCounters::from_sums(&moved);
+    assert_eq!(
+        (exported.over_budget, exported.lost()),
+        (8, 0),
+        "over budget, and nothing lost"
     );
 }

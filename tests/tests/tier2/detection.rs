@@ -957,7 +957,7 @@ fn a_dns_server_answering_200_outside_clients_raises_no_flag() -> Result<()> {
 // Bounded memory under a random-source flood
 
 #[test]
-fn a_million_source_syn_flood_keeps_maps_in_capacity_metrics_answering_and_counts_lost_events(
+fn a_million_source_syn_flood_keeps_maps_in_capacity_metrics_answering_and_counts_events_over_budget(
 ) -> Result<()> {
     // flood_in only flags here: a blackhole would stop the SYN-ACKs this test is about.
     let lab = DetectionLab::start(
@@ -1065,15 +1065,23 @@ fn a_million_source_syn_flood_keeps_maps_in_capacity_metrics_answering_and_count
             "map {map} holds {n} entries, over its capacity {cap}"
         );
     }
+    // The budget refuses most of a million first contacts; those are over budget, not
+    // lost (warden_events_lost_total is the ring's and the attempt log's real loss, which
+    // may or may not happen here: printed, not asserted).
+    let over = m.sum("warden_events_over_budget_total", &[]);
     let lost = m.sum("warden_events_lost_total", &[]);
     println!(
-        "events lost: {lost}; {}",
+        "events over budget: {over}, lost: {lost}; {}",
         m.lines_of(&["warden_detections_total", "warden_events"])
             .join("; ")
     );
     ensure!(
-        m.has("warden_events_lost_total") && lost > 0.0,
-        "a million new sources lost no event: the budget did not hold\n{}",
+        m.has("warden_events_lost_total") && m.has("warden_events_over_budget_total"),
+        "no warden_events_lost_total or warden_events_over_budget_total"
+    );
+    ensure!(
+        over > 0.0,
+        "a million new sources were never over the event budget: the budget did not hold\n{}",
         lab.report()
     );
     // The daemon is still whole: the API answers.

@@ -88,8 +88,9 @@ fn check_block(target: BlockTarget) -> Result<()> {
 pub struct FactCounters {
     /// Events sent.
     pub sent: u64,
-    /// Events not sent: over the tenant's budget.
-    pub lost_budget: u64,
+    /// Events not sent: over the tenant's budget (refused by design, not lost;
+    /// `warden_events_over_budget_total`).
+    pub over_budget: u64,
     /// Events not sent: the ring buffer was full.
     pub lost_ring: u64,
     /// Attempt-log entries written.
@@ -103,10 +104,26 @@ pub struct FactCounters {
 }
 
 impl FactCounters {
-    /// Events the kernel could not deliver (part of `warden_events_lost_total`; the
-    /// reader adds the log entries written over before it read them).
+    /// The counters from their per-CPU sums, indexed by [`fact_counter`].
+    pub fn from_sums(sums: &[u64; fact_counter::COUNT as usize]) -> FactCounters {
+        let at = |i: u32| sums[i as usize];
+        FactCounters {
+            sent: at(fact_counter::SENT),
+            over_budget: at(fact_counter::OVER_BUDGET),
+            lost_ring: at(fact_counter::LOST_RING),
+            logged: at(fact_counter::LOGGED),
+            lost_log: at(fact_counter::LOST_LOG),
+            samples: at(fact_counter::SAMPLES),
+            blocked: at(fact_counter::BLOCKED),
+        }
+    }
+
+    /// Events the kernel had to lose: the ring full, or no attempt-log region (part of
+    /// `warden_events_lost_total`; the reader adds the log entries written over before
+    /// it read them). Events over a tenant's budget are not lost but refused: see
+    /// [`FactCounters::over_budget`].
     pub fn lost(&self) -> u64 {
-        self.lost_budget + self.lost_ring + self.lost_log
+        self.lost_ring + self.lost_log
     }
 
     /// Events delivered: into the ring or the attempt log.
@@ -369,15 +386,7 @@ impl Dataplane {
                 .map_err(map_err(map::FACT_COUNTERS))?;
             *sum = v.iter().fold(0u64, |a, x| a.wrapping_add(*x));
         }
-        Ok(FactCounters {
-            sent: sums[fact_counter::SENT as usize],
-            lost_budget: sums[fact_counter::LOST_BUDGET as usize],
-            lost_ring: sums[fact_counter::LOST_RING as usize],
-            logged: sums[fact_counter::LOGGED as usize],
-            lost_log: sums[fact_counter::LOST_LOG as usize],
-            samples: sums[fact_counter::SAMPLES as usize],
-            blocked: sums[fact_counter::BLOCKED as usize],
-        })
+        Ok(FactCounters::from_sums(&sums))
     }
 
     /// Entries in use and capacity of the bounded maps: those a policy fills (`p`, with

@@ -95,9 +95,13 @@ pub struct DetectionView {
     pub events_read: bool,
     /// Events the programs delivered (into the ring or the attempt log).
     pub events_sent: u64,
-    /// Events lost: over a tenant's budget, with the ring full, or written over in the
-    /// attempt log before the daemon read them (`warden_events_lost_total`).
+    /// Events lost: with the ring full, or written over in the attempt log before the
+    /// daemon read them (`warden_events_lost_total`).
     pub events_lost: u64,
+    /// Events a tenant's event budget refused (`warden_events_over_budget_total`; not
+    /// lost). Absent from a daemon older than this field: 0.
+    #[serde(default)]
+    pub events_over_budget: u64,
     /// Records that could not be decoded.
     pub event_decode_errors: u64,
     /// Episodes open.

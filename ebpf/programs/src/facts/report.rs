@@ -87,7 +87,8 @@ impl PacketFacts {
     }
 
     /// Whether the tenant's event budget (bucket `EVENTS`, rate `budget`; unlimited when
-    /// its cost is 0) has room for one more event; counts the loss when not.
+    /// its cost is 0) has room for one more event; counts the refusal (`OVER_BUDGET`,
+    /// apart from ring loss) when not.
     #[inline(always)]
     fn within_budget(&self) -> bool {
         let budget = &self.budget;
@@ -100,7 +101,7 @@ impl PacketFacts {
         if police::conforms(b, budget, self.now, 1, false) {
             return true;
         }
-        count(fact_counter::LOST_BUDGET);
+        count(fact_counter::OVER_BUDGET);
         false
     }
 

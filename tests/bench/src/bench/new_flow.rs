@@ -70,15 +70,15 @@ impl NewFlowRun {
         ensure!(
             (logged == want || (!same_epoch && logged > want))
                 && moved(fact_counter::LOST_LOG) == 0
-                && moved(fact_counter::LOST_BUDGET) == 0
+                && moved(fact_counter::OVER_BUDGET) == 0
                 && ring == 0
                 && read == logged.min(u64::from(LOG_SLOTS))
                 && read + overwritten == logged,
-            "{}: {n} repetitions with {want} first contacts logged {logged} entries (lost \
-             to the budget {}, for want of a region {}); {read} read, {overwritten} written \
+            "{}: {n} repetitions with {want} first contacts logged {logged} entries (over \
+             the budget {}, for want of a region {}); {read} read, {overwritten} written \
              over; {ring} ring records",
             case.name,
-            moved(fact_counter::LOST_BUDGET),
+            moved(fact_counter::OVER_BUDGET),
             moved(fact_counter::LOST_LOG),
         );
         Ok(events)

@@ -185,14 +185,14 @@ pub(super) fn load_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<Option<T
     let (_, _, ring) = facts.drain()?;
     let logged = moved(fact_counter::LOGGED);
     ensure!(
-        moved(fact_counter::LOST_BUDGET) == 0
+        moved(fact_counter::OVER_BUDGET) == 0
             && moved(fact_counter::LOST_LOG) == 0
             && ring == 0
             && logged > 0
             && logged <= u64::from(TRACKED_REMOTES),
-        "loading tracked remotes: {logged} first contacts logged, {} lost to the budget, \
+        "loading tracked remotes: {logged} first contacts logged, {} over the budget, \
          {} for want of a region, {ring} ring records",
-        moved(fact_counter::LOST_BUDGET),
+        moved(fact_counter::OVER_BUDGET),
         moved(fact_counter::LOST_LOG),
     );
     // The filter, read back.

@@ -101,16 +101,34 @@ fn equal_rates_keep_the_plan_and_its_burst() {
 }
 
 #[test]
-fn lost_events_are_budget_ring_and_log_losses() {
+fn lost_events_are_ring_and_log_losses_and_over_budget_is_apart() {
     let c = FactCounters {
         sent: 10,
-        lost_budget: 3,
+        over_budget: 3,
         lost_ring: 4,
         logged: 100,
         lost_log: 2,
         samples: 1,
         blocked: 1,
     };
-    assert_eq!(c.lost(), 9);
+    assert_eq!(c.lost(), 6);
+    assert_eq!(c.over_budget, 3);
     assert_eq!(c.delivered(), 110);
+    let mut sums = [0; fact_counter::COUNT as usize];
+    for (i, s) in sums.iter_mut().enumerate() {
+        *s = 1 << i;
+    }
+    let c = FactCounters::from_sums(&sums);
+    assert_eq!(
+        (
+            c.sent,
+            c.over_budget,
+            c.lost_ring,
+            c.logged,
+            c.samples,
+            c.blocked,
+            c.lost_log
+        ),
+        (1, 2, 4, 8, 16, 32, 64)
+    );
 }

@@ -123,6 +123,7 @@ fn status_shows_events_sent_lost_and_actions_in_force() {
         events_read: true,
         events_sent: 1_200,
         events_lost: 35,
+        events_over_budget: 600,
         active_blocks: 3,
         active_throttles: 1,
         ..Default::default()
@@ -130,7 +131,7 @@ fn status_shows_events_sent_lost_and_actions_in_force() {
     let t = detection_text(&d);
     for needle in [
         "reading kernel events",
-        "events: 1200 sent, 35 lost",
+        "events: 1200 sent, 35 lost, 600 over a tenant's budget, 0 undecodable",
         "in force: 3 blocks, 1 throttled tenants",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in:\n{t}");

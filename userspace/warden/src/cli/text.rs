@@ -75,11 +75,12 @@ pub(super) fn detection_text(d: &DetectionView) -> String {
     };
     format!(
         "detection: {reading}\n\
-         events: {} sent, {} lost, {} undecodable\n\
+         events: {} sent, {} lost, {} over a tenant's budget, {} undecodable\n\
          in force: {} blocks, {} throttled tenants\n\
          open episodes {}, attempts awaiting an answer {}, flags opened {}\n",
         d.events_sent,
         d.events_lost,
+        d.events_over_budget,
         d.event_decode_errors,
         d.active_blocks,
         d.active_throttles,

@@ -61,8 +61,9 @@ impl Detection {
         self.pipeline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Events lost: the programs' count (`delivered`/`lost` of `facts`) and the attempt
-    /// log's entries written over.
+    /// Events lost: the programs' count (`lost` of `facts`: the ring full, no log
+    /// region) and the attempt log's entries written over. Not the events a tenant's
+    /// budget refused (`facts.over_budget`), which are no loss.
     fn events_lost(&self, facts: &dataplane::FactCounters) -> u64 {
         facts.lost() + self.log_lost.load(Ordering::Relaxed)
     }
@@ -83,6 +84,7 @@ impl Detection {
             events_read: self.events_read.load(Ordering::Relaxed),
             events_sent: facts.delivered(),
             events_lost: self.events_lost(facts),
+            events_over_budget: facts.over_budget,
             event_decode_errors: self.decode_errors.load(Ordering::Relaxed),
             open_episodes,
             pending_attempts,
@@ -101,6 +103,7 @@ impl Detection {
         metrics::DetectionFigures {
             events_sent: facts.delivered(),
             events_lost: self.events_lost(facts),
+            events_over_budget: facts.over_budget,
             event_decode_errors: self.decode_errors.load(Ordering::Relaxed),
             kernel_pending_overwritten: pipeline.pending_stats().overwritten,
             counters: pipeline.counters(),

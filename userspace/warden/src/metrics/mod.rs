@@ -37,8 +37,10 @@ pub struct TenantSeries {
 pub struct DetectionFigures {
     /// Events the programs sent.
     pub events_sent: u64,
-    /// Events the programs could not deliver (budget and ring).
+    /// Events lost: the ring full, or attempt-log entries written over before read.
     pub events_lost: u64,
+    /// Events a tenant's event budget refused (not lost: refused by design).
+    pub events_over_budget: u64,
     /// Ring records that did not decode.
     pub event_decode_errors: u64,
     /// Kernel pending attempts overwritten before their answer.
@@ -448,8 +450,13 @@ fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, 
         ),
         (
             "warden_events_lost_total",
-            "Detection events the kernel programs could not deliver: over a tenant's event budget or with the ring buffer full.",
+            "Detection events lost: the ring buffer was full, or attempt-log entries were written over before the daemon read them. Events over a tenant's event budget are not counted here (warden_events_over_budget_total).",
             d.events_lost,
+        ),
+        (
+            "warden_events_over_budget_total",
+            "Detection events the kernel programs did not send because the tenant was over its event budget (2,000/s, 500 back to back): refused by design, not lost.",
+            d.events_over_budget,
         ),
         (
             "warden_event_decode_errors_total",

@@ -51,6 +51,7 @@ fn detection_families_export_events_drops_failures_and_actions() {
     let mut s = Snapshot::default();
     s.detection.events_sent = 10;
     s.detection.events_lost = 7;
+    s.detection.events_over_budget = 500;
     s.detection.pending.evicted = 3;
     s.detection.counters.blocks_full = 2;
     s.detection.status.active_blocks = 4;
@@ -58,6 +59,8 @@ fn detection_families_export_events_drops_failures_and_actions() {
     for line in [
         "# TYPE warden_events_lost_total counter\n",
         "warden_events_lost_total 7\n",
+        "# TYPE warden_events_over_budget_total counter\n",
+        "warden_events_over_budget_total 500\n",
         "warden_events_sent_total 10\n",
         "warden_detection_dropped_total{reason=\"pending_evicted\"} 3\n",
         "warden_action_failures_total{action=\"block\",reason=\"table_full\"} 2\n",
