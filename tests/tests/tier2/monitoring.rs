@@ -115,14 +115,14 @@ fn prometheus_rules_pass_promtool_check() -> Result<()> {
 
 /// Turns on the kernel's program statistics (`kernel.bpf_stats_enabled`, a global
 /// sysctl) for a test and puts the previous value back on drop.
-struct BpfStats {
+pub(crate) struct BpfStats {
     previous: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let previous =
             std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
         std::fs::write(BPF_STATS, "1").with_context(|| format!("writing 1 to {BPF_STATS}"))?;

@@ -1,8 +1,10 @@
 //! The daemon without root: run as an unprivileged uid (no passwd entry needed) with
 //! exactly the capabilities the shipped unit grants (`configs/warden.service`:
 //! CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON as ambient, inheritable and bounding set), it
-//! loads, pins into its own bpffs directory, attaches, counts a tenant and suspends
-//! one, writing its database and events log in a state directory it owns. Without any
+//! loads, pins into its own bpffs directory, attaches, counts a tenant, reads its
+//! programs' run statistics (kernel.bpf_stats_enabled turned on by the test, as an
+//! operator would) and suspends a tenant, writing its database and events log in a
+//! state directory it owns. Without any
 //! one of the three it refuses to start with an error naming what it lacks, and leaves
 //! nothing attached.
 
@@ -17,6 +19,7 @@ use warden_tests::topology::{addr, token, warden_binary, StandardLab};
 use warden_tests::wait::eventually;
 
 use crate::common::{ping_received, xdp_program};
+use crate::monitoring::BpfStats;
 
 /// The unit's capabilities, as `setpriv` names them, with the name the daemon's error
 /// must give when that one is missing.
@@ -203,7 +206,9 @@ fn an_unprivileged_daemon_with_the_units_three_capabilities_enforces_and_one_les
     let pinned = std::fs::read_dir(bpffs.join("links").join("xdp"))?.count();
     ensure!(pinned > 0, "nothing pinned under {}", bpffs.display());
 
-    // A tenant's traffic is counted.
+    // A tenant's traffic is counted, and (with kernel.bpf_stats_enabled on for the
+    // test) the programs' runs, read without CAP_SYS_ADMIN.
+    let stats = BpfStats::enable()?;
     let before = globex(&lab)?["out"]["packets"].as_u64().unwrap_or(0);
     let got = probe(&lab)?;
     ensure!(
@@ -215,6 +220,17 @@ fn an_unprivileged_daemon_with_the_units_three_capabilities_enforces_and_one_les
         Ok((n >= 50).then_some(n))
     })
     .context("globex's 50 echoes not counted")?;
+    let metrics = lab.get("/metrics")?;
+    drop(stats);
+    let runs: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("warden_program_runs_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    ensure!(
+        metrics.contains("\nwarden_program_stats_enabled 1\n") && runs >= 50.0,
+        "program run statistics not read ({runs} runs):\n{metrics}"
+    );
 
     // A suspension (database and events log in the uid's state directory) cuts it.
     let body = serde_json::json!({ "reason": "tier2: unprivileged daemon" }).to_string();
@@ -245,7 +261,7 @@ fn an_unprivileged_daemon_with_the_units_three_capabilities_enforces_and_one_les
     );
     eprintln!(
         "uid {id}, CapEff {cap_eff}: {pinned} XDP links pinned, {counted} globex packets \
-         counted, suspension dropped {drops}"
+         counted, {runs} program runs read, suspension dropped {drops}"
     );
     Ok(())
 }
