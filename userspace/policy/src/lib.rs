@@ -403,6 +403,12 @@ pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
     parse_bytes(&bytes, &file_name)
 }
 
+/// The bytes of the policy file at `path`, as [`load`] reads them (no further than one
+/// past [`MAX_POLICY_BYTES`]); an error is one diagnostic at line 0, column 0.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, Diagnostics> {
+    read_bounded(path, &path.display().to_string())
+}
+
 /// [`load`], also asking `usable` about each interface the file names: a refusal is an
 /// error at that interface's name. `warden policy check` and the daemon's start pass the
 /// dataplane's check (does the interface exist here, and can the programs attach to it),

@@ -67,9 +67,14 @@ impl Tree {
 
 /// `policy` as YAML text in `form`; [`crate::parse`] reads it back to an equal policy.
 pub fn to_yaml(policy: &Policy, form: Form) -> String {
+    tree_yaml(&to_tree(policy, form))
+}
+
+/// A document [`Tree`] (a mapping) as YAML text.
+pub fn tree_yaml(tree: &Tree) -> String {
     let mut out = String::new();
-    if let Tree::Map(entries) = to_tree(policy, form) {
-        write_map(&mut out, &entries, 0, false);
+    if let Tree::Map(entries) = tree {
+        write_map(&mut out, entries, 0, false);
     }
     out
 }
@@ -82,8 +87,11 @@ pub fn to_tree(policy: &Policy, form: Form) -> Tree {
     if effective || !daemon.is_empty() {
         doc.push(("daemon".to_owned(), Tree::Map(daemon)));
     }
-    let interfaces = policy.interfaces.iter().map(interface_tree).collect();
-    doc.push(("interfaces".to_owned(), Tree::List(interfaces)));
+    // No interfaces is the same as none listed: a fleet's policy has none of its own.
+    if effective || !policy.interfaces.is_empty() {
+        let interfaces = policy.interfaces.iter().map(interface_tree).collect();
+        doc.push(("interfaces".to_owned(), Tree::List(interfaces)));
+    }
     let base = TenantSettings::default();
     let defaults = settings_tree(&policy.defaults, (!effective).then_some(&base));
     if effective || !defaults.is_empty() {
