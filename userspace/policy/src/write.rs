@@ -336,7 +336,7 @@ impl Entries {
 /// with the base unit).
 fn in_units(value: u64, table: &[(&str, u64)]) -> String {
     for (unit, per) in table {
-        if value % per == 0 {
+        if value.is_multiple_of(*per) {
             return format!("{}{unit}", value / per);
         }
     }
@@ -381,7 +381,7 @@ pub(crate) fn duration_text(d: Duration) -> String {
         ("ms", MS),
     ];
     for (unit, per) in table {
-        if nanos != 0 && nanos % per == 0 {
+        if nanos != 0 && nanos.is_multiple_of(per) {
             return format!("{}{unit}", nanos / per);
         }
     }
