@@ -25,9 +25,9 @@ use crate::views::PolicySource;
 /// The kept copy's file name in `daemon.state_dir`.
 pub(super) const KEPT_FILE: &str = "applied-policy.json";
 
-/// What is kept of an API apply.
+/// What is kept of an API apply besides the document: what the daemon holds while the
+/// apply is in force (the document itself, up to 64 MiB, is read at start only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct Kept {
     /// The generation the apply made.
     pub(super) generation: u64,
@@ -37,8 +37,22 @@ pub(super) struct Kept {
     pub(super) at: i64,
     /// The name it was sent under (`X-Warden-Policy-Name`, the CLI's file name).
     pub(super) name: String,
-    /// The policy document as sent.
-    pub(super) text: String,
+}
+
+/// The kept file: [`Kept`] and the policy document as sent (`text`).
+#[derive(Serialize)]
+struct KeptFile<'a> {
+    #[serde(flatten)]
+    kept: &'a Kept,
+    text: &'a str,
+}
+
+/// [`KeptFile`] as read back.
+#[derive(Deserialize)]
+struct KeptRead {
+    #[serde(flatten)]
+    kept: Kept,
+    text: String,
 }
 
 impl Kept {
@@ -69,23 +83,23 @@ pub(super) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(KEPT_FILE)
 }
 
-/// The kept copy in `state_dir`, if there is one. A copy that cannot be read or parsed
-/// is an error naming the file: the daemon does not fall back to the `-c` file behind
-/// the operator's back.
-pub(super) fn read(state_dir: &Path) -> Result<Option<Kept>> {
+/// The kept copy in `state_dir` and its document, if there is one. A copy that cannot
+/// be read or parsed is an error naming the file: the daemon does not fall back to the
+/// `-c` file behind the operator's back.
+pub(super) fn read(state_dir: &Path) -> Result<Option<(Kept, String)>> {
     let path = path(state_dir);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let kept = serde_json::from_slice(&bytes).with_context(|| {
+    let read: KeptRead = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{}: not a kept policy apply; move it away to go back to the -c file",
             path.display()
         )
     })?;
-    Ok(Some(kept))
+    Ok(Some((read.kept, read.text)))
 }
 
 /// The kept policy under the file's restart-only sections: `defaults`, `tenants`,
@@ -105,8 +119,9 @@ pub(super) struct Pending {
     committed: bool,
 }
 
-/// Writes `kept` beside its place in `state_dir` (see [`Pending`]).
-pub(super) fn prepare(state_dir: &Path, kept: &Kept) -> Result<Pending> {
+/// Writes `kept` and the document `text` beside their place in `state_dir` (see
+/// [`Pending`]).
+pub(super) fn prepare(state_dir: &Path, kept: &Kept, text: &str) -> Result<Pending> {
     let path = path(state_dir);
     let temp = state_dir.join(format!(".{KEPT_FILE}.tmp"));
     let pending = Pending {
@@ -116,7 +131,7 @@ pub(super) fn prepare(state_dir: &Path, kept: &Kept) -> Result<Pending> {
     };
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&pending.temp)?;
-        serde_json::to_writer(&mut f, kept)?;
+        serde_json::to_writer(&mut f, &KeptFile { kept, text })?;
         f.write_all(b"\n")?;
         f.sync_all()
     };
@@ -175,7 +190,6 @@ mod tests {
             by: "ops".into(),
             at: 1_700_000_000,
             name: "p.yaml".into(),
-            text: "tenants: []\n".into(),
         }
     }
 
@@ -183,14 +197,18 @@ mod tests {
     fn a_committed_copy_reads_back_and_an_uncommitted_one_leaves_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         assert_eq!(read(dir.path()).expect("reads"), None);
-        drop(prepare(dir.path(), &kept(3)).expect("prepared"));
+        let text = "tenants: []\n";
+        drop(prepare(dir.path(), &kept(3), text).expect("prepared"));
         assert_eq!(read(dir.path()).expect("reads"), None);
         assert_eq!(std::fs::read_dir(dir.path()).expect("lists").count(), 0);
-        prepare(dir.path(), &kept(4))
+        prepare(dir.path(), &kept(4), text)
             .expect("prepared")
             .commit()
             .expect("committed");
-        assert_eq!(read(dir.path()).expect("reads"), Some(kept(4)));
+        assert_eq!(
+            read(dir.path()).expect("reads"),
+            Some((kept(4), text.to_owned()))
+        );
         remove(dir.path()).expect("removed");
         assert_eq!(read(dir.path()).expect("reads"), None);
         remove(dir.path()).expect("removing nothing is fine");

@@ -145,9 +145,8 @@ impl Daemon {
                 by: actor.to_owned(),
                 at: warden_policy::time::system_clock(),
                 name: (*name).to_owned(),
-                text: (*text).to_owned(),
             };
-            let written = super::kept::prepare(&state_dir, &kept).map_err(|e| {
+            let written = super::kept::prepare(&state_dir, &kept, text).map_err(|e| {
                 Refusal::Internal(e.context("the policy was not applied: it could not be kept"))
             })?;
             pending = Some((written, kept));
@@ -255,7 +254,6 @@ impl Backend for Daemon {
             detection,
             self.review.stats(&self.db),
         );
-        drop(enforcement);
         view.policy_source = Some(self.source());
         view
     }
@@ -319,18 +317,19 @@ impl Backend for Daemon {
     }
 
     fn policy_view(&self, effective: bool) -> Result<PolicyView, Refusal> {
-        let (generation, applied_at) = {
+        // One snapshot: the apply writes the policy, its generation and its origin under
+        // the enforcement lock.
+        let (policy, generation, applied_at, source) = {
             let enforcement = self.lock_enforcement();
-            (enforcement.generation(), enforcement.applied_at_unix())
+            (
+                enforcement.policy().clone(),
+                enforcement.generation(),
+                enforcement.applied_at_unix(),
+                self.source(),
+            )
         };
-        let policy = self.policy();
         Ok(PolicyView::of(
-            &policy,
-            effective,
-            generation,
-            applied_at,
-            self.source(),
-            false,
+            &policy, effective, generation, applied_at, source, false,
         ))
     }
 

@@ -66,7 +66,7 @@ pub(super) fn compacted(policy: Policy) -> Policy {
 /// that one under the file's restart-only sections ([`super::kept::merged`]).
 fn with_kept(file: Policy, path: &Path) -> Result<(Policy, Option<super::kept::Kept>)> {
     let state_dir = file.daemon.state_dir.clone();
-    let Some(kept) = super::kept::read(&state_dir)? else {
+    let Some((kept, text)) = super::kept::read(&state_dir)? else {
         return Ok((file, None));
     };
     let kept_path = super::kept::path(&state_dir);
@@ -75,7 +75,7 @@ fn with_kept(file: Policy, path: &Path) -> Result<(Policy, Option<super::kept::K
         return Ok((file, None));
     }
     let name = format!("{} (kept API apply)", kept_path.display());
-    let api = policy::parse(&kept.text, &name).map_err(|d| {
+    let api = policy::parse(&text, &name).map_err(|d| {
         anyhow::anyhow!(
             "the policy applied over the API and kept in {} does not parse; move it away to \
              start from {} alone:\n{d}",
