@@ -1,7 +1,8 @@
 //! The `warden` binary: daemon and CLI.
 //!
 //! Exit codes (`warden --help`, docs/cli.md): 0 ok, 1 error, 2 usage, 3 daemon
-//! unreachable, 4 not authorised (401/403), 5 not found, 6 conflict.
+//! unreachable, 4 not authorised (401/403), 5 not found, 6 conflict; 7 differences
+//! found (`policy diff --exit-code` only).
 
 use std::process::ExitCode;
 
