@@ -269,6 +269,8 @@ fn every_route_answers_each_role_and_refused_writes_change_nothing() -> Result<(
         format!("/api/v1/flags/{}", flags[0]),
         format!("/api/v1/flags/{}/pcap", flags[0]),
         "/api/v1/audit".into(),
+        "/api/v1/policy".into(),
+        "/api/v1/policy?effective=true".into(),
     ];
     for path in &reads {
         for who in Who::ALL {
@@ -510,7 +512,22 @@ fn every_route_answers_each_role_and_refused_writes_change_nothing() -> Result<(
             405,
             "allowed: GET",
         ),
-        (Who::Admin, "GET", "/api/v1/policy", "", 405, "allowed: PUT"),
+        (
+            Who::Admin,
+            "DELETE",
+            "/api/v1/policy",
+            "",
+            405,
+            "allowed: GET, PUT",
+        ),
+        (
+            Who::Viewer,
+            "GET",
+            "/api/v1/policy?effective=yes",
+            "",
+            400,
+            "expected true or false",
+        ),
     ] {
         let what = format!("{method} {path} {body}");
         let r = call(&lab, who, method, path, Some(body))?;

@@ -939,3 +939,203 @@ fn a_policy_with_errors_is_rejected_whole_and_the_old_one_keeps_enforcing() -> R
     );
     Ok(())
 }
+
+/// `warden CLI ARGS` in the node namespace: exit code, stdout, stderr.
+fn warden_cli(lab: &StandardLab, args: &[&str]) -> Result<(i32, String, String)> {
+    let warden = warden_binary()?;
+    let mut cmd = vec![warden.to_str().context("utf-8")?];
+    cmd.extend_from_slice(args);
+    let out = lab.node.exec_unchecked(&cmd, Duration::from_secs(30))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The policy generation, its source and globex's egress plan, from the API.
+fn policy_state(lab: &StandardLab) -> Result<(u64, Value, Option<u64>)> {
+    let status: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
+    let globex: Value = serde_json::from_str(&lab.get("/api/v1/tenants/globex")?)?;
+    Ok((
+        status["policy_generation"]
+            .as_u64()
+            .context("no generation")?,
+        status["policy_source"].clone(),
+        globex["out"]["plan_bps"].as_u64(),
+    ))
+}
+
+/// Sends SIGHUP to `daemon` and waits for `needle` in its log.
+fn hangup(daemon: &mut Proc, needle: &str) -> Result<()> {
+    // SAFETY: signals the daemon this test started.
+    ensure!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) } == 0);
+    daemon.wait_log(needle, Duration::from_secs(10))
+}
+
+#[test]
+fn policy_show_and_diff_then_an_api_applied_plan_kept_across_sighup_and_sigkill_until_from_file(
+) -> Result<()> {
+    let lab = StandardLab::build("wk")?;
+    let policy_path = lab.write_policy()?;
+    let file = policy_path.to_str().context("utf-8")?.to_owned();
+    let warden = warden_binary()?;
+    let mut d1 = lab.start_daemon(&warden, &policy_path, &[])?;
+    let (generation, source, plan) = policy_state(&lab)?;
+    ensure!(generation == 1 && plan == Some(30_000_000));
+    ensure!(
+        source["kind"] == "file" && source["path"] == file.as_str(),
+        "source at start: {source}"
+    );
+
+    // `policy show` prints a policy `policy diff` finds identical; `--effective` has
+    // every detector of every tenant.
+    let (code, shown, err) = warden_cli(&lab, &["policy", "show"])?;
+    ensure!(code == 0, "policy show (exit {code}): {err}");
+    ensure!(
+        shown.starts_with(&format!(
+            "# policy generation 1 (file {file}), as applied\n"
+        )),
+        "{shown}"
+    );
+    let shown_path = lab.write_policy_as("shown.yaml", &shown)?;
+    let shown_path = shown_path.to_str().context("utf-8")?;
+    let (code, out, err) = warden_cli(&lab, &["policy", "diff", shown_path, "--exit-code"])?;
+    ensure!(
+        code == 0 && out.contains("no changes from the running policy (generation 1"),
+        "diff of the shown policy (exit {code}): {out}{err}"
+    );
+    let (code, effective, _) = warden_cli(&lab, &["policy", "show", "--effective"])?;
+    ensure!(code == 0 && effective.matches("suspend_on_deadline: false").count() == 9 * 4);
+    let (code, json, _) = warden_cli(&lab, &["policy", "show", "--json"])?;
+    let v: Value = serde_json::from_str(&json)?;
+    ensure!(code == 0 && v["policy_generation"] == 1 && v["effective"] == false);
+
+    // A plan change: `policy diff` names it (exit 0, or 7 with --exit-code), and a
+    // file with an error is reported as `policy check` reports it (exit 1).
+    let text = lab.policy_text()?;
+    let planned = text.replace("egress: 30Mbit", "egress: 20Mbit");
+    ensure!(planned != text, "the demo policy's globex plan moved");
+    let plan_path = lab.write_policy_as("plan.yaml", &planned)?;
+    let plan_path = plan_path.to_str().context("utf-8")?;
+    let (code, out, _) = warden_cli(&lab, &["policy", "diff", plan_path])?;
+    let line = "~ tenant globex: bandwidth.egress: 30Mbit -> 20Mbit";
+    ensure!(
+        code == 0 && out.contains("1 change(s)") && out.contains(line),
+        "diff (exit {code}):\n{out}"
+    );
+    let (code, _, _) = warden_cli(&lab, &["policy", "diff", plan_path, "--exit-code"])?;
+    ensure!(code == 7, "diff --exit-code of a change: exit {code}");
+    let broken = lab.write_policy_as(
+        "broken.yaml",
+        &planned.replace("smtp: block", "smtp: sometimes"),
+    )?;
+    let (code, out, err) =
+        warden_cli(&lab, &["policy", "diff", broken.to_str().context("utf-8")?])?;
+    ensure!(
+        code == 1 && out.is_empty() && err.contains("`sometimes`") && err.contains(": 1 error(s)"),
+        "diff of an invalid file (exit {code}): {out}{err}"
+    );
+
+    // Applied over the API: in force, and kept.
+    let (code, out, err) = warden_cli(
+        &lab,
+        &["--token", token::OPERATOR, "policy", "apply", plan_path],
+    )?;
+    ensure!(code == 0, "apply (exit {code}): {out}{err}");
+    let (generation, source, plan) = policy_state(&lab)?;
+    ensure!(
+        generation == 2 && plan == Some(20_000_000),
+        "{generation} {plan:?}"
+    );
+    ensure!(
+        source["kind"] == "api" && source["by"] == "lab-operator" && source["generation"] == 2,
+        "source after the apply: {source}"
+    );
+    let (_, status, _) = warden_cli(&lab, &["status"])?;
+    ensure!(
+        status.contains("policy generation 2 (api by lab-operator at ")
+            && status.contains(", generation 2)"),
+        "status:\n{status}"
+    );
+
+    // SIGHUP of a changed -c file: refused with one line naming the file and the apply.
+    std::fs::write(
+        &policy_path,
+        text.replace("egress: 30Mbit", "egress: 40Mbit"),
+    )?;
+    hangup(&mut d1, "policy reload rejected")?;
+    let refused = d1
+        .log()
+        .lines()
+        .find(|l| l.contains("policy reload rejected"))
+        .map(str::to_owned)
+        .context("no refusal line")?;
+    ensure!(
+        refused.contains(&format!("{file} changed"))
+            && refused.contains("api by lab-operator at ")
+            && refused.contains("generation 2")
+            && refused.contains("--from-file"),
+        "refusal line: {refused}"
+    );
+    let (generation, _, plan) = policy_state(&lab)?;
+    ensure!(
+        generation == 2 && plan == Some(20_000_000),
+        "after SIGHUP: {generation} {plan:?}"
+    );
+
+    // SIGKILL and restart on the changed file: the kept apply is enforced again, at its
+    // generation.
+    // SAFETY: kill only sends a signal to the daemon we started.
+    ensure!(unsafe { libc::kill(d1.pid() as i32, libc::SIGKILL) } == 0);
+    drop(d1);
+    let mut d2 = lab.start_daemon(&warden, &policy_path, &["--detach-on-exit"])?;
+    ensure!(
+        d2.log()
+            .contains("enforcing the policy applied over the API"),
+        "{}",
+        d2.log()
+    );
+    let (generation, source, plan) = policy_state(&lab)?;
+    ensure!(
+        generation == 2 && plan == Some(20_000_000) && source["kind"] == "api",
+        "after the restart: generation {generation}, plan {plan:?}, source {source}"
+    );
+    let (_, tenants, _) = warden_cli(&lab, &["tenants"])?;
+    eprintln!("after SIGKILL + restart:\n{tenants}");
+    // An unchanged file on SIGHUP: nothing to do.
+    hangup(&mut d2, "is unchanged; the policy applied over the API")?;
+    ensure!(policy_state(&lab)?.0 == 2);
+
+    // Back to the file: a viewer may not; an operator may, audited.
+    let (code, _, _) = warden_cli(
+        &lab,
+        &["--token", token::VIEWER, "policy", "apply", "--from-file"],
+    )?;
+    ensure!(code == 4, "viewer --from-file: exit {code}");
+    let (code, out, err) = warden_cli(
+        &lab,
+        &["--token", token::OPERATOR, "policy", "apply", "--from-file"],
+    )?;
+    ensure!(code == 0, "--from-file (exit {code}): {out}{err}");
+    let (generation, source, plan) = policy_state(&lab)?;
+    ensure!(
+        generation == 3 && plan == Some(40_000_000) && source["kind"] == "file",
+        "after --from-file: generation {generation}, plan {plan:?}, source {source}"
+    );
+    let audit: Value = serde_json::from_str(&lab.get("/api/v1/audit")?)?;
+    let entry = audit
+        .as_array()
+        .context("audit list")?
+        .iter()
+        .find(|e| e["action"] == "policy.from_file")
+        .context("no policy.from_file audit entry")?;
+    ensure!(
+        entry["actor"] == "lab-operator" && entry["detail"]["dropped"]["generation"] == 2,
+        "audit entry {entry}"
+    );
+    // And SIGHUP applies the file again.
+    hangup(&mut d2, "policy reloaded on SIGHUP")?;
+    ensure!(policy_state(&lab)?.0 == 4);
+    Ok(())
+}

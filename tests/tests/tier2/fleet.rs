@@ -250,6 +250,41 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         Ok(tenant(&lab, "initech")?["out"]["plan_bps"] == 10_000_000)
     })
     .context("the fleet's policy change did not reach the node")?;
+    // The controller serves the fleet's policy (GET /api/v1/policy): its defaults and
+    // tenants only, from the generation's author; it has no file to go back to.
+    let shown = cli_ok(&lab, &warden, token::VIEWER, &["policy", "show"])?;
+    ensure!(
+        shown.starts_with("# policy generation 2 (fleet by lab-operator at ")
+            && shown.contains("  - id: initech\n")
+            && shown.contains("      egress: 10Mbit\n")
+            && !shown.contains("\ndaemon:")
+            && !shown.contains("\ninterfaces:"),
+        "controller's policy show:\n{shown}"
+    );
+    let effective: Value = serde_json::from_str(&cli_ok(
+        &lab,
+        &warden,
+        token::VIEWER,
+        &["policy", "show", "--effective", "--json"],
+    )?)?;
+    ensure!(
+        effective["policy"]["tenants"][2]["detectors"]["scan"]["action"] == "flag"
+            && effective["policy"].get("daemon").is_none(),
+        "controller's effective policy: {effective}"
+    );
+    let out = cli(
+        &lab,
+        &warden,
+        token::OPERATOR,
+        &["policy", "apply", "--from-file"],
+    )?;
+    ensure!(
+        out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stderr).contains("no policy file of its own"),
+        "--from-file at the controller: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nodes: Value =
         serde_json::from_str(&cli_ok(&lab, &warden, token::VIEWER, &["nodes", "--json"])?)?;
     eventually(Duration::from_secs(10), || {

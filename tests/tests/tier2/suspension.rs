@@ -256,6 +256,21 @@ fn a_policy_exposing_a_suspended_tenant_is_403_for_an_operator_and_applied_audit
         expect_flowing(&lab, "back to the base policy")?;
     }
 
+    // The policies above were applied over the API and are kept: back to the -c file
+    // first, or a SIGHUP of a changed file is refused (see enforcement.rs).
+    let before = generation(&lab)?;
+    let r = lab.request(
+        "PUT",
+        "/api/v1/policy?from_file=true",
+        None,
+        Some(token::ADMIN),
+    )?;
+    ensure!(
+        r.status == 200 && generation(&lab)? == before + 1,
+        "back to the -c file: {} {}",
+        r.status,
+        r.body
+    );
     // SIGHUP of an exposing -c file (root on the box): applied as an admin's, audited the
     // same way, and the suspended address still dropped under its new id.
     std::fs::write(&policy_path, &cases[1].1)?;

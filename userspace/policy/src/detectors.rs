@@ -211,6 +211,39 @@ impl Slot<'_> {
     }
 }
 
+/// The text of a detector field, by the [`Slot`] kind the reader reads it as: what
+/// `detector!`'s `fields` writes, and what parses back to the same value.
+#[allow(non_snake_case)]
+mod field_text {
+    use crate::write::{duration_text, rate_text};
+
+    pub(super) fn Action(a: &super::Action) -> String {
+        a.as_str().to_owned()
+    }
+    pub(super) fn Ratio(v: &f64) -> String {
+        // `{}` of an f64 is the shortest text that reads back as the same number.
+        format!("{v}")
+    }
+    pub(super) fn Share(v: &f64) -> String {
+        format!("{v}")
+    }
+    pub(super) fn U32(v: &u32) -> String {
+        v.to_string()
+    }
+    pub(super) fn U64(v: &u64) -> String {
+        v.to_string()
+    }
+    pub(super) fn Rate(v: &u64) -> String {
+        rate_text(*v)
+    }
+    pub(super) fn Duration(v: &std::time::Duration) -> String {
+        duration_text(*v)
+    }
+    pub(super) fn Bool(v: &bool) -> String {
+        v.to_string()
+    }
+}
+
 /// Defines one detector's settings struct: the shared response fields plus the listed
 /// thresholds, their defaults, and the field table the reader walks.
 macro_rules! detector {
@@ -280,6 +313,22 @@ macro_rules! detector {
                     deadline: self.deadline,
                     suspend_on_deadline: self.suspend_on_deadline,
                 }
+            }
+
+            /// Every field as the policy file writes it (see `crate::write`), in the
+            /// order the reader knows them.
+            pub fn fields(&self) -> Vec<(&'static str, String)> {
+                vec![
+                    ("action", field_text::Action(&self.action)),
+                    $( (stringify!($field), field_text::$slot(&self.$field)), )*
+                    ("expire_after", field_text::Duration(&self.expire_after)),
+                    ("throttle_to", field_text::Rate(&self.throttle_to)),
+                    ("escalate_after", field_text::U32(&self.escalate_after)),
+                    ("escalation_window", field_text::Duration(&self.escalation_window)),
+                    ("ceiling", field_text::Action(&self.ceiling)),
+                    ("deadline", field_text::Duration(&self.deadline)),
+                    ("suspend_on_deadline", field_text::Bool(&self.suspend_on_deadline)),
+                ]
             }
 
             fn slots(&mut self) -> Vec<(&'static str, Slot<'_>)> {
@@ -426,6 +475,21 @@ impl Default for Detectors {
 }
 
 impl Detectors {
+    /// Each kind's settings as the policy file writes them (see `crate::write`).
+    pub fn fields(&self) -> Vec<(Kind, Vec<(&'static str, String)>)> {
+        vec![
+            (Kind::Scan, self.scan.fields()),
+            (Kind::FloodOut, self.flood_out.fields()),
+            (Kind::FloodIn, self.flood_in.fields()),
+            (Kind::Spam, self.spam.fields()),
+            (Kind::Proxy, self.proxy.fields()),
+            (Kind::SpoofIp, self.spoof_ip.fields()),
+            (Kind::SpoofArp, self.spoof_arp.fields()),
+            (Kind::SpoofMac, self.spoof_mac.fields()),
+            (Kind::Bandwidth, self.bandwidth.fields()),
+        ]
+    }
+
     /// The shared response fields of `kind` (for `flood_in`, `block_for` is its
     /// `blackhole_for`).
     pub fn response(&self, kind: Kind) -> Response {

@@ -18,7 +18,9 @@
 //!   the loss of the state database;
 //! - [`tenant`]: a tenant is its id; the kernel's index of it is its [`tenant::TenantSlot`];
 //! - [`time`]: unix-second timestamps and their RFC 3339 form;
-//! - [`fragments`]: a policy split into the parts fleet mode keeps in etcd, and back.
+//! - [`fragments`]: a policy split into the parts fleet mode keeps in etcd, and back;
+//! - [`write`]: a policy written back as a document (as applied, or effective), and
+//!   [`diff`]: what changes between two policies.
 
 mod detectors;
 mod diagnostic;
@@ -29,6 +31,7 @@ mod tree;
 mod units;
 mod validate;
 
+pub mod diff;
 pub mod flag;
 pub mod fragments;
 pub mod names;
@@ -36,6 +39,7 @@ pub mod suspension;
 pub mod tenant;
 pub mod time;
 pub mod traffic;
+pub mod write;
 
 #[cfg(test)]
 mod address_tests;
@@ -47,6 +51,8 @@ mod daemon_tests;
 mod fragments_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,6 +91,29 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A policy of these sections (each already validated, as parts of policies that
+    /// parsed): the daemon's start puts the API-applied `defaults` and `tenants` under
+    /// the file's `daemon` and `interfaces`.
+    pub fn with_sections(
+        daemon: DaemonConfig,
+        interfaces: Vec<Interface>,
+        defaults: TenantSettings,
+        tenants: Vec<Tenant>,
+    ) -> Policy {
+        let by_id = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        Policy {
+            daemon,
+            interfaces,
+            defaults,
+            tenants,
+            by_id,
+        }
+    }
+
     /// The tenant with id `id`. Found through the index built at parse time; should
     /// `tenants` have been changed since, a scan finds it all the same.
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
@@ -372,6 +401,12 @@ pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
     let file_name = path.display().to_string();
     let bytes = read_bounded(path, &file_name)?;
     parse_bytes(&bytes, &file_name)
+}
+
+/// The bytes of the policy file at `path`, as [`load`] reads them (no further than one
+/// past [`MAX_POLICY_BYTES`]); an error is one diagnostic at line 0, column 0.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, Diagnostics> {
+    read_bounded(path, &path.display().to_string())
 }
 
 /// [`load`], also asking `usable` about each interface the file names: a refusal is an

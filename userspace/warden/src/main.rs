@@ -1,7 +1,8 @@
 //! The `warden` binary: daemon and CLI.
 //!
 //! Exit codes (`warden --help`, docs/cli.md): 0 ok, 1 error, 2 usage, 3 daemon
-//! unreachable, 4 not authorised (401/403), 5 not found, 6 conflict.
+//! unreachable, 4 not authorised (401/403), 5 not found, 6 conflict; 7 differences
+//! found (`policy diff --exit-code` only).
 
 use std::process::ExitCode;
 
@@ -39,8 +40,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Policy {
-            command: PolicyCommand::Apply { file, base },
-        } => cli::policy_apply(&client()?, file, *base)?,
+            command:
+                PolicyCommand::Apply {
+                    file,
+                    from_file,
+                    base,
+                },
+        } => match (file, from_file) {
+            (_, true) => cli::policy::policy_apply_from_file(&client()?)?,
+            (Some(file), false) => cli::policy_apply(&client()?, file, *base)?,
+            (None, false) => anyhow::bail!("policy apply: give a FILE or --from-file"),
+        },
+        Command::Policy {
+            command: PolicyCommand::Show { effective, json },
+        } => cli::policy::policy_show(&client()?, *effective, *json)?,
+        Command::Policy {
+            command: PolicyCommand::Diff { file, exit_code },
+        } => {
+            return Ok(ExitCode::from(cli::policy::policy_diff(
+                &client()?,
+                file,
+                *exit_code,
+            )?))
+        }
         Command::Controller { config } => {
             use std::io::IsTerminal as _;
             tracing_subscriber::fmt()

@@ -75,6 +75,113 @@ pub struct StatusView {
     /// send as `If-Match` with `PUT /api/v1/policy` (`warden policy apply --base`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<i64>,
+    /// Where the policy in force came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_source: Option<PolicySource>,
+}
+
+/// Where the policy in force came from (`warden status`, `GET /api/v1/policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PolicySource {
+    /// The daemon's `-c` file (at start, on SIGHUP or `warden policy apply --from-file`).
+    File { path: PathBuf },
+    /// `PUT /api/v1/policy`, kept in the state directory: who applied it (token name),
+    /// when (unix seconds), at which generation, and the name it was sent under.
+    Api {
+        by: String,
+        at: i64,
+        generation: u64,
+        name: String,
+    },
+    /// The fleet's policy in etcd (`daemon.fleet`; a controller's or a node's).
+    Fleet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
+    },
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use warden_policy::time::rfc3339;
+        match self {
+            PolicySource::File { path } => write!(f, "file {}", path.display()),
+            PolicySource::Api {
+                by, at, generation, ..
+            } => write!(
+                f,
+                "api by {by} at {}, generation {generation}",
+                rfc3339(*at)
+            ),
+            PolicySource::Fleet { by, at, generation } => {
+                f.write_str("fleet")?;
+                if let Some(by) = by {
+                    write!(f, " by {by}")?;
+                }
+                if let Some(at) = at {
+                    write!(f, " at {}", rfc3339(*at))?;
+                }
+                if let Some(g) = generation {
+                    write!(f, ", generation {g}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The policy in force, as `GET /api/v1/policy` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub policy_generation: u64,
+    /// When it was applied (unix seconds).
+    pub applied_at: u64,
+    pub source: PolicySource,
+    /// Whether `policy` is the effective form (every tenant with `defaults` merged in)
+    /// rather than the policy as applied.
+    pub effective: bool,
+    /// The policy document as YAML: `warden policy apply` takes it back.
+    pub text: String,
+    /// The same document as JSON, every value as the text the policy file takes.
+    pub policy: serde_json::Value,
+}
+
+impl PolicyView {
+    /// The view of `policy` in force since `applied_at` at `generation`. `fleet_only`
+    /// writes only the sections a fleet keeps (`defaults`, `tenants`): a controller has
+    /// no `daemon` or `interfaces` of its own.
+    pub fn of(
+        policy: &warden_policy::Policy,
+        effective: bool,
+        generation: u64,
+        applied_at: u64,
+        source: PolicySource,
+        fleet_only: bool,
+    ) -> PolicyView {
+        use warden_policy::write::{self, Form, Tree};
+        let form = if effective {
+            Form::Effective
+        } else {
+            Form::AsApplied
+        };
+        let mut tree = write::to_tree(policy, form);
+        if let (true, Tree::Map(entries)) = (fleet_only, &mut tree) {
+            let fleet = warden_policy::fragments::FLEET_SECTIONS;
+            entries.retain(|(k, _)| fleet.contains(&k.as_str()));
+        }
+        PolicyView {
+            policy_generation: generation,
+            applied_at,
+            source,
+            effective,
+            text: write::tree_yaml(&tree),
+            policy: tree.to_json(),
+        }
+    }
 }
 
 /// One program attached to one interface.

@@ -19,7 +19,7 @@ use warden_policy::DaemonConfig;
 
 use super::error::ApiError;
 use super::requests::RequestCounts;
-use super::routes::{AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS};
+use super::routes::{AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, POLICY_QUERY_KEYS, PUT_POLICY_QUERY_KEYS};
 use crate::auth::{authorize, AuthRejection, Identity, Role, Tokens};
 
 /// What a route needs from the caller.
@@ -110,7 +110,14 @@ pub const ROUTES: &[RouteSpec] = &[
         Need::Write(Role::Operator),
         &[],
     ),
-    route("PUT", "/api/v1/policy", Need::Write(Role::Operator), &[]).max_body(MAX_POLICY_BYTES),
+    route("GET", "/api/v1/policy", Need::Read, POLICY_QUERY_KEYS),
+    route(
+        "PUT",
+        "/api/v1/policy",
+        Need::Write(Role::Operator),
+        PUT_POLICY_QUERY_KEYS,
+    )
+    .max_body(MAX_POLICY_BYTES),
     route("GET", "/api/v1/audit", Need::Read, AUDIT_QUERY_KEYS),
     route("GET", "/api/v1/nodes", Need::Read, &[]),
 ];

@@ -10,7 +10,7 @@ use warden_store::AuditEntry;
 
 use crate::auth::Role;
 use crate::metrics::Snapshot;
-use crate::views::{NodeView, StatusView, TenantView};
+use crate::views::{NodeView, PolicyView, StatusView, TenantView};
 
 /// Why a request to the daemon failed, for the API to map onto a status.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,20 @@ pub trait Backend: Send + Sync + 'static {
             ));
         }
         Ok((self.apply_text(text, name, actor, role)?, None))
+    }
+    /// `GET /api/v1/policy`: the policy in force, as applied or (`effective`) with
+    /// `defaults` merged into every tenant.
+    fn policy_view(&self, effective: bool) -> Result<PolicyView, Refusal>;
+    /// `PUT /api/v1/policy?from_file=true`: drops a policy applied over the API and
+    /// applies the daemon's own `-c` file again, as `actor` with `role`; the new
+    /// generation. Only a daemon has such a file.
+    fn apply_from_file(&self, actor: &str, role: Role) -> Result<u64, Refusal> {
+        let _ = (actor, role);
+        Err(Refusal::BadRequest(
+            "from_file: this server has no policy file of its own to go back to (a fleet's \
+             policy is applied with `warden policy apply FILE`)"
+                .into(),
+        ))
     }
     /// Audit entries, newest first.
     fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::{
-    routing::{get, post, put},
+    routing::{get, post},
     Router,
 };
 use warden_policy::{DaemonConfig, TlsFiles};
@@ -56,7 +56,7 @@ pub fn router(backend: Arc<dyn Backend>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/flags/{id}/pcap", get(get_flag_pcap))
         .route("/api/v1/flags/{id}/ack", post(post_flag_ack))
         .route("/api/v1/flags/{id}/dismiss", post(post_flag_dismiss))
-        .route("/api/v1/policy", put(put_policy))
+        .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/audit", get(get_audit))
         .route("/api/v1/nodes", get(get_nodes))
         .with_state(backend);

@@ -122,12 +122,67 @@ pub(super) async fn set_suspended(
     Ok(Json(out).into_response())
 }
 
+/// The query keys `GET /api/v1/policy` accepts.
+pub(super) const POLICY_QUERY_KEYS: &[&str] = &["effective"];
+/// The query keys `PUT /api/v1/policy` accepts.
+pub(super) const PUT_POLICY_QUERY_KEYS: &[&str] = &["from_file"];
+
+/// `true` or `false` of query key `key` (absent: false); `pairs` hold only known keys.
+pub(super) fn query_flag(pairs: &[(String, String)], key: &str) -> ApiResult<bool> {
+    let mut value = None;
+    for (k, v) in pairs.iter().filter(|(k, _)| k == key) {
+        if value.is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter `{k}` given more than once"),
+            ));
+        }
+        value = Some(match v.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter `{k}`: expected true or false, found `{other}`"),
+                ))
+            }
+        });
+    }
+    Ok(value.unwrap_or(false))
+}
+
+/// `GET /api/v1/policy[?effective=true]`.
+pub(super) async fn get_policy(
+    State(s): State<Arc<dyn Backend>>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let effective = query_flag(&pairs, "effective")?;
+    Ok(Json(blocking(move || Ok(s.policy_view(effective)?)).await?).into_response())
+}
+
+/// `PUT /api/v1/policy`: the body applied; with `?from_file=true` (and no body), the
+/// daemon's own file applied again in place of a policy applied over the API.
 pub(super) async fn put_policy(
     State(s): State<Arc<dyn Backend>>,
     Caller(who): Caller,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    if query_flag(&pairs, "from_file")? {
+        if !body.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "from_file=true applies the daemon's own file: send no body",
+            ));
+        }
+        let generation = blocking(move || Ok(s.apply_from_file(&who.name, who.role)?)).await?;
+        return Ok(Json(json!({ "policy_generation": generation })).into_response());
+    }
     let name = headers
         .get("x-warden-policy-name")
         .and_then(|v| v.to_str().ok())

@@ -604,3 +604,22 @@ fn flag_query_refuses_unknown_repeated_and_malformed_keys() {
         assert!(e.1.contains(needle), "{q:?}: {}", e.1);
     }
 }
+
+#[test]
+fn policy_query_flags_take_true_or_false_once() {
+    use super::routes::query_flag;
+    let flag = |q: &[(&str, &str)], key| query_flag(&pairs(q), key).map_err(|e| e.1);
+    assert_eq!(flag(&[], "effective"), Ok(false));
+    assert_eq!(flag(&[("effective", "true")], "effective"), Ok(true));
+    assert_eq!(flag(&[("effective", "false")], "effective"), Ok(false));
+    let e = flag(&[("effective", "yes")], "effective").expect_err("yes");
+    assert!(e.contains("expected true or false, found `yes`"), "{e}");
+    let e = flag(&[("from_file", "true"), ("from_file", "true")], "from_file").expect_err("twice");
+    assert!(e.contains("`from_file` given more than once"), "{e}");
+    // The policy routes take these keys and refuse any other (the guard's check).
+    let get = route_spec("/api/v1/policy", &axum::http::Method::GET).expect("listed");
+    assert_eq!(get.query, &["effective"]);
+    assert!(matches!(get.need, Need::Read));
+    let put = route_spec("/api/v1/policy", &axum::http::Method::PUT).expect("listed");
+    assert_eq!(put.query, &["from_file"]);
+}

@@ -15,13 +15,15 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
         return Ok(());
     }
     let s: StatusView = serde_json::from_value(v).context("unexpected status document")?;
+    // Where the policy came from: `file PATH` or `api by NAME at TIME, generation N`
+    // (an older daemon names only its file).
+    let source = s.policy_source.as_ref().map_or_else(
+        || format!("file {}", s.policy_file.display()),
+        ToString::to_string,
+    );
     println!(
-        "warden {}  up {}s  policy generation {} ({})  tenants {}",
-        s.version,
-        s.uptime_seconds,
-        s.policy_generation,
-        s.policy_file.display(),
-        s.tenants
+        "warden {}  up {}s  policy generation {} ({source})  tenants {}",
+        s.version, s.uptime_seconds, s.policy_generation, s.tenants
     );
     println!();
     let rows: Vec<Vec<String>> = s

@@ -1,6 +1,7 @@
 //! What went wrong, as the exit code a script can branch on (docs/cli.md):
 //! 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 not authorised (401/403),
-//! 5 not found, 6 conflict. Usage errors (2) are clap's own.
+//! 5 not found, 6 conflict; and 7, differences found, from `warden policy diff
+//! --exit-code` only. Usage errors (2) are clap's own.
 
 /// Everything went as asked.
 pub const EXIT_OK: u8 = 0;
@@ -16,6 +17,10 @@ pub const EXIT_AUTH: u8 = 4;
 pub const EXIT_NOT_FOUND: u8 = 5;
 /// The request conflicts with the current state (409), e.g. a name already taken.
 pub const EXIT_CONFLICT: u8 = 6;
+
+/// `warden policy diff --exit-code`: the file differs from the running policy (without
+/// `--exit-code` a diff exits 0 either way, so 1 keeps meaning an error).
+pub const EXIT_DIFFERS: u8 = 7;
 
 /// A failure with its own exit code; anything else exits with [`EXIT_ERROR`].
 #[derive(Debug, thiserror::Error)]

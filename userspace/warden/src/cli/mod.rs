@@ -2,7 +2,8 @@
 //! of the daemon's HTTP API (or, for `policy check`, needs no daemon at all).
 //!
 //! Exit codes ([`error`]): 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 not
-//! authorised (401/403), 5 not found, 6 conflict.
+//! authorised (401/403), 5 not found, 6 conflict; 7 differences found (`policy diff
+//! --exit-code` only).
 //!
 //! [`Cli`] is the command line's grammar; [`commands`] asks the daemon through a
 //! [`Client`] and prints its answers, as tables and text ([`text`]) or JSON. The
@@ -12,6 +13,7 @@ mod client;
 pub mod commands;
 pub mod error;
 pub mod ops;
+pub mod policy;
 pub mod text;
 
 #[cfg(test)]
@@ -33,7 +35,8 @@ use crate::auth::Role;
 use crate::views::FlagState;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable, \
-4 not authorised (401/403), 5 not found, 6 conflict.";
+4 not authorised (401/403), 5 not found, 6 conflict, 7 differences found (`policy diff \
+--exit-code` only).";
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
@@ -245,15 +248,42 @@ pub enum PolicyCommand {
         /// Policy file, or `-` to read standard input.
         file: PathBuf,
     },
-    /// Send a policy file to the running daemon; applied atomically or not at all.
+    /// Send a policy file to the running daemon; applied atomically or not at all. The
+    /// daemon keeps it in its state directory: a restart or SIGHUP enforces it, not the
+    /// daemon's `-c` file, until `--from-file`.
     Apply {
         /// Policy file.
-        file: PathBuf,
+        #[arg(required_unless_present = "from_file")]
+        file: Option<PathBuf>,
+        /// Instead of a file: the daemon drops the policy applied over the API and applies
+        /// its own `-c` file again (operator role; audited).
+        #[arg(long, conflicts_with_all = ["file", "base"])]
+        from_file: bool,
         /// With a fleet controller: the policy revision this file is based on (printed
         /// by the last apply, and by `warden status --json` as `policy_revision`); the
         /// apply is refused (409) if someone applied since.
         #[arg(long)]
         base: Option<i64>,
+    },
+    /// Print the running policy as YAML that `warden policy apply` takes back.
+    Show {
+        /// Every tenant with `defaults` merged in: what the dataplane and the detectors
+        /// enforce (plan, smtp, detectors with thresholds and actions, allow).
+        #[arg(long)]
+        effective: bool,
+        /// Print the API's JSON document (generation, source, applied_at, the policy).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate FILE as `policy check` does, then print how it differs from the running
+    /// policy: tenants added (+) and removed (-), each changed key (~) with old -> new,
+    /// compared as enforced (defaults merged in). Exits 0 whether or not they differ.
+    Diff {
+        /// Policy file, or `-` to read standard input.
+        file: PathBuf,
+        /// Exit 7 when the file differs from the running policy (0 when identical).
+        #[arg(long)]
+        exit_code: bool,
     },
 }
 

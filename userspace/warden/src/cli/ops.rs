@@ -17,6 +17,22 @@ const STDIN_NAME: &str = "<stdin>";
 
 /// `warden policy check FILE|-`: `Ok(false)` when the policy has errors (printed).
 pub fn policy_check(file: &Path) -> Result<bool> {
+    match checked(file)? {
+        Ok((name, p)) => {
+            println!(
+                "{name}: ok ({} tenants, {} interfaces)",
+                p.tenants.len(),
+                p.interfaces.len()
+            );
+            Ok(true)
+        }
+        Err(()) => Ok(false),
+    }
+}
+
+/// `FILE` (or `-`, standard input) read and validated as `policy check` does, with its
+/// name; `Err(())` when it has errors, printed to standard error.
+pub fn checked(file: &Path) -> Result<Result<(String, policy::Policy), ()>> {
     let usable = |name: &str| dataplane::iface::check(name, false);
     let (name, result) = if file == Path::new("-") {
         let mut bytes = Vec::new();
@@ -31,14 +47,7 @@ pub fn policy_check(file: &Path) -> Result<bool> {
         (name, policy::load_on_host(file, &usable))
     };
     match result {
-        Ok(p) => {
-            println!(
-                "{name}: ok ({} tenants, {} interfaces)",
-                p.tenants.len(),
-                p.interfaces.len()
-            );
-            Ok(true)
-        }
+        Ok(p) => Ok(Ok((name, p))),
         Err(diags) => {
             let text = diags.to_string();
             eprint!("{text}");
@@ -46,7 +55,7 @@ pub fn policy_check(file: &Path) -> Result<bool> {
                 eprintln!();
             }
             eprintln!("{}: {} error(s)", policy::printable(&name), diags.len());
-            Ok(false)
+            Ok(Err(()))
         }
     }
 }

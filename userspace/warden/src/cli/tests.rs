@@ -166,3 +166,76 @@ fn rates_use_si_units() {
     assert_eq!(fmt_bps(999.0), "999 bit/s");
     assert_eq!(fmt_bps(2.5e9), "2.5 Gbit/s");
 }
+
+fn policy_view(source: crate::views::PolicySource) -> crate::views::PolicyView {
+    let policy = warden_policy::parse("tenants: []\n", "p").expect("parses");
+    crate::views::PolicyView::of(&policy, false, 4, 1_700_000_000, source, false)
+}
+
+#[test]
+fn policy_sources_read_as_status_shows_them() {
+    use crate::views::PolicySource;
+    let file = PolicySource::File {
+        path: "/etc/warden/warden.yaml".into(),
+    };
+    assert_eq!(file.to_string(), "file /etc/warden/warden.yaml");
+    let api = PolicySource::Api {
+        by: "ops".into(),
+        at: 1_700_000_000,
+        generation: 4,
+        name: "p.yaml".into(),
+    };
+    assert_eq!(
+        api.to_string(),
+        "api by ops at 2023-11-14T22:13:20Z, generation 4"
+    );
+    // Serialised with its kind, as GET /api/v1/status and /api/v1/policy carry it.
+    let v = serde_json::to_value(&api).expect("serialises");
+    assert_eq!(v["kind"], "api");
+    assert_eq!(v["generation"], 4);
+}
+
+#[test]
+fn policy_diff_text_names_both_sides_and_each_change() {
+    use warden_policy::diff::Change;
+    let view = policy_view(crate::views::PolicySource::File {
+        path: "/etc/w.yaml".into(),
+    });
+    assert_eq!(
+        policy::diff_text("new.yaml", &view, &[]),
+        "new.yaml: no changes from the running policy (generation 4, file /etc/w.yaml)\n"
+    );
+    let changes = [
+        Change::TenantAdded("beta".into()),
+        Change::Changed {
+            place: "tenant acme".into(),
+            key: "bandwidth.egress".into(),
+            old: Some("100Mbit".into()),
+            new: None,
+        },
+    ];
+    assert_eq!(
+        policy::diff_text("new.yaml", &view, &changes),
+        "new.yaml: 2 change(s) from the running policy (generation 4, file /etc/w.yaml)\n\
+         + tenant beta\n\
+         ~ tenant acme: bandwidth.egress: 100Mbit -> (none)\n"
+    );
+}
+
+#[test]
+fn policy_apply_takes_a_file_or_from_file_not_both() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| Cli::try_parse_from(args);
+    assert!(parse(&["warden", "policy", "apply", "p.yaml"]).is_ok());
+    assert!(parse(&["warden", "policy", "apply", "--from-file"]).is_ok());
+    for bad in [
+        &["warden", "policy", "apply"][..],
+        &["warden", "policy", "apply", "p.yaml", "--from-file"],
+        &["warden", "policy", "apply", "--from-file", "--base", "3"],
+    ] {
+        let e = parse(bad).expect_err("usage error");
+        assert_eq!(e.exit_code(), 2, "{bad:?}");
+    }
+    assert!(parse(&["warden", "policy", "diff", "-", "--exit-code"]).is_ok());
+    assert!(parse(&["warden", "policy", "show", "--effective", "--json"]).is_ok());
+}

@@ -21,7 +21,7 @@ use crate::api::{Backend, Refusal};
 use crate::auth::Role;
 use crate::metrics::fleet::FleetFigures;
 use crate::metrics::Snapshot;
-use crate::views::{DirectionView, NodeView, StatusView, TenantView};
+use crate::views::{DirectionView, NodeView, PolicySource, PolicyView, StatusView, TenantView};
 
 /// The fleet's API: see the module documentation.
 pub struct Controller {
@@ -159,7 +159,33 @@ impl Backend for Controller {
             detection: Default::default(),
             review: Default::default(),
             policy_revision: read.as_ref().map(|(s, _)| s.generation_revision),
+            policy_source: read.as_ref().map(|(s, _)| PolicySource::Fleet {
+                by: s.generation.as_ref().map(|g| g.actor.clone()),
+                at: s.generation.as_ref().map(|g| g.at),
+                generation: s.generation.as_ref().map(|g| g.generation),
+            }),
         }
+    }
+
+    /// The fleet's `defaults` and `tenants` (a controller has no `daemon` or
+    /// `interfaces`: each node's own file holds them).
+    fn policy_view(&self, effective: bool) -> Result<PolicyView, Refusal> {
+        let (snapshot, policy) = self.policy()?;
+        let record = snapshot.generation.as_ref();
+        let source = PolicySource::Fleet {
+            by: record.map(|g| g.actor.clone()),
+            at: record.map(|g| g.at),
+            generation: record.map(|g| g.generation),
+        };
+        let applied_at = record.map_or(0, |g| u64::try_from(g.at).unwrap_or(0));
+        Ok(PolicyView::of(
+            &policy,
+            effective,
+            snapshot.generation_number(),
+            applied_at,
+            source,
+            true,
+        ))
     }
 
     fn tenants(&self) -> Result<Vec<TenantView>> {

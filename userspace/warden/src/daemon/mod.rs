@@ -11,8 +11,8 @@
 //!
 //! [`run`] checks and starts them ([`start`]), spawns their tasks, serves the API (which
 //! knows the daemon only as an [`api::Backend`], implemented in [`requests`]) and shuts
-//! them down in order. Lock order: the pipeline, then enforcement, then the sampler's
-//! rates; the database's lock is taken for one operation at a time and never held while
+//! them down in order. Lock order: the pipeline, then enforcement, then the policy's
+//! origin ([`kept`]), then the sampler's rates; the database's lock is taken for one operation at a time and never held while
 //! taking another.
 //!
 //! Enforcement does not depend on this process: on SIGTERM, SIGINT or a crash the
@@ -22,6 +22,7 @@
 mod detection;
 mod enforcement;
 mod fleet;
+mod kept;
 pub mod notify;
 mod requests;
 mod review;
@@ -89,6 +90,9 @@ struct Daemon {
     /// When the daemon started (unix seconds), for the fleet registration.
     started_at: i64,
     policy_path: PathBuf,
+    /// Where the policy in force came from: the `-c` file, or an API apply kept in the
+    /// state directory ([`kept`]).
+    origin: Mutex<kept::Origin>,
     /// Fleet mode's state (`daemon.fleet`); `None` for a node alone.
     fleet: Option<fleet::FleetNode>,
 }
@@ -98,6 +102,10 @@ impl Daemon {
         // A panic while holding the lock cannot leave the kernel half-written in a way
         // the next apply would not repair (generations), so keep serving.
         self.enforcement.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_origin(&self) -> MutexGuard<'_, kept::Origin> {
+        self.origin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The policy in force.

@@ -18,21 +18,86 @@ use super::Daemon;
 use crate::api::{Backend, Refusal};
 use crate::auth::Role;
 use crate::metrics::{self, TopK};
-use crate::views::{StatusView, TenantView};
+use crate::views::{PolicySource, PolicyView, StatusView, TenantView};
+
+/// What an apply does with the kept copy of an API apply ([`super::kept`]).
+pub(super) enum Keep<'a> {
+    /// Nothing: the origin stays (a fleet apply).
+    Unchanged,
+    /// Keep this document, sent under `name`, as the policy in force.
+    Api { text: &'a str, name: &'a str },
+    /// Drop the kept copy: the `-c` file, whose bytes hash to `digest`, is in force.
+    File { digest: [u8; 32] },
+}
+
+/// What a SIGHUP did.
+pub(super) enum Reloaded {
+    /// The file applied, at this generation.
+    Applied(u64),
+    /// The file is as it was and an API apply is in force: nothing to do.
+    Unchanged(String),
+}
 
 impl Daemon {
     /// Re-reads the policy file and applies it; on any error the old policy stays. Whoever
     /// can signal the daemon is root on the box: the reload counts as an admin's, and a
-    /// policy exposing suspended tenants is applied with the same audit entry.
-    fn reload(&self, actor: &str) -> Result<u64, Refusal> {
+    /// policy exposing suspended tenants is applied with the same audit entry. While a
+    /// policy applied over the API is kept, the file is not applied: unchanged, nothing
+    /// happens; changed, the reload is refused (`warden policy apply --from-file` goes
+    /// back to it).
+    fn reload(&self, actor: &str) -> Result<Reloaded, Refusal> {
         if self.fleet.is_some() {
-            return self.reload_fleet();
+            return self.reload_fleet().map(Reloaded::Applied);
         }
-        let r = policy::load(&self.policy_path)
-            .map_err(Refusal::InvalidPolicy)
-            .and_then(|policy| self.apply(compacted(policy), actor, Role::Admin));
+        let r = self.read_file().and_then(|(bytes, digest)| {
+            if let Some(note) = self.kept_in_force(&digest)? {
+                return Ok(Reloaded::Unchanged(note));
+            }
+            let policy =
+                policy::parse_bytes(&bytes, &self.file_name()).map_err(Refusal::InvalidPolicy)?;
+            drop(bytes);
+            self.apply_keeping(compacted(policy), actor, Role::Admin, Keep::File { digest })
+                .map(Reloaded::Applied)
+        });
         crate::memory::release_freed();
-        self.count_failure(r)
+        match r {
+            Ok(Reloaded::Applied(g)) => Ok(Reloaded::Applied(g)),
+            Ok(unchanged) => Ok(unchanged),
+            Err(e) => self.count_failure(Err(e)).map(Reloaded::Applied),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        self.policy_path.display().to_string()
+    }
+
+    /// The `-c` file's bytes and their digest.
+    fn read_file(&self) -> Result<(Vec<u8>, [u8; 32]), Refusal> {
+        let bytes = policy::read_bytes(&self.policy_path).map_err(Refusal::InvalidPolicy)?;
+        let digest = super::kept::digest(&bytes);
+        Ok((bytes, digest))
+    }
+
+    /// With an API apply kept: `Some` note when the file is unchanged since it was last
+    /// read, a refusal naming both when it changed. `None` when the file is in force.
+    fn kept_in_force(&self, digest: &[u8; 32]) -> Result<Option<String>, Refusal> {
+        let origin = self.lock_origin();
+        let Some(kept) = &origin.kept else {
+            return Ok(None);
+        };
+        let applied = kept.source();
+        if origin.file_digest == *digest {
+            return Ok(Some(format!(
+                "{} is unchanged; the policy applied over the API ({applied}) stays in force",
+                self.file_name()
+            )));
+        }
+        Err(Refusal::Conflict(format!(
+            "{} changed, but the policy in force was applied over the API ({applied}) and is \
+             kept in {}: it stays; `warden policy apply --from-file` applies the file instead",
+            self.file_name(),
+            super::kept::path(&self.policy().daemon.state_dir).display()
+        )))
     }
 
     /// Refuses a write a fleet node takes from the fleet only: two paths would diverge.
@@ -56,14 +121,94 @@ impl Daemon {
     /// Applies `policy` as `actor` with `role` (see `Enforcement::accept`), then
     /// configures the pipeline for it.
     pub(super) fn apply(&self, policy: Policy, actor: &str, role: Role) -> Result<u64, Refusal> {
+        self.apply_keeping(policy, actor, role, Keep::Unchanged)
+    }
+
+    /// [`Daemon::apply`], keeping or dropping the API's copy as `keep` says: a copy to
+    /// keep is written (fsynced) before the kernel is touched and put in place after, so
+    /// an apply that cannot be kept is not made.
+    pub(super) fn apply_keeping(
+        &self,
+        policy: Policy,
+        actor: &str,
+        role: Role,
+        keep: Keep<'_>,
+    ) -> Result<u64, Refusal> {
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let accepted = enforcement.accept(policy, actor, role)?;
+        let state_dir = enforcement.policy().daemon.state_dir.clone();
+        let mut pending = None;
+        if let Keep::Api { text, name } = &keep {
+            let kept = super::kept::Kept {
+                generation: enforcement.generation() + 1,
+                by: actor.to_owned(),
+                at: warden_policy::time::system_clock(),
+                name: (*name).to_owned(),
+            };
+            let written = super::kept::prepare(&state_dir, &kept, text).map_err(|e| {
+                Refusal::Internal(e.context("the policy was not applied: it could not be kept"))
+            })?;
+            pending = Some((written, kept));
+        }
         let generation =
             enforcement.apply(&self.db, accepted, actor, |id| pipeline.detections_of(id))?;
         self.publish(enforcement.policy());
         pipeline.configure(enforcement.policy(), |id| enforcement.slot(id), generation);
+        drop(pipeline);
+        let mut origin = self.lock_origin();
+        match keep {
+            Keep::Unchanged => {}
+            Keep::Api { .. } => {
+                if let Some((written, kept)) = pending {
+                    written.commit().map_err(|e| {
+                        Refusal::Internal(e.context(format!(
+                            "policy generation {generation} is in force but could not be kept: \
+                             a restart or SIGHUP would go back to the -c file"
+                        )))
+                    })?;
+                    origin.kept = Some(kept);
+                }
+            }
+            Keep::File { digest } => {
+                origin.file_digest = digest;
+                if let Some(dropped) = origin.kept.take() {
+                    super::kept::remove(&state_dir).map_err(|e| {
+                        Refusal::Internal(e.context(format!(
+                            "the -c file is in force (generation {generation}), but the kept \
+                             API apply could not be removed: a restart would enforce it again"
+                        )))
+                    })?;
+                    self.audit_back_to_file(actor, generation, &dropped)?;
+                }
+            }
+        }
         Ok(generation)
+    }
+
+    /// Records that the `-c` file replaced a kept API apply.
+    fn audit_back_to_file(
+        &self,
+        actor: &str,
+        generation: u64,
+        dropped: &super::kept::Kept,
+    ) -> Result<(), Refusal> {
+        let detail = serde_json::json!({
+            "generation": generation,
+            "file": self.policy_path,
+            "dropped": {
+                "generation": dropped.generation,
+                "by": dropped.by,
+                "at": dropped.at,
+                "name": dropped.name,
+            },
+        });
+        self.db
+            .lock()
+            .record(actor, "policy.from_file", "policy", &detail)
+            .context("auditing the return to the policy file")?;
+        tracing::info!(generation, %actor, file = %self.policy_path.display(), dropped = %dropped.source(), "policy file in force again; the policy applied over the API was dropped");
+        Ok(())
     }
 }
 
@@ -103,12 +248,14 @@ impl Backend for Daemon {
         let enforcement = self.lock_enforcement();
         let detection = self.detection.view(&pipeline, &enforcement.fact_counters());
         drop(pipeline);
-        enforcement.status(
+        let mut view = enforcement.status(
             self.started.elapsed().as_secs(),
             self.policy_path.clone(),
             detection,
             self.review.stats(&self.db),
-        )
+        );
+        view.policy_source = Some(self.source());
+        view
     }
 
     fn tenants(&self) -> Result<Vec<TenantView>> {
@@ -146,9 +293,44 @@ impl Backend for Daemon {
         self.not_in_fleet("the policy")?;
         let r = policy::parse_bytes(text, name)
             .map_err(Refusal::InvalidPolicy)
-            .and_then(|policy| self.apply(compacted(policy), actor, role));
+            .and_then(|policy| {
+                // parse_bytes accepted it, so it is UTF-8.
+                let text = String::from_utf8_lossy(text);
+                let keep = Keep::Api { text: &text, name };
+                self.apply_keeping(compacted(policy), actor, role, keep)
+            });
         crate::memory::release_freed();
         self.count_failure(r)
+    }
+
+    /// Drops a kept API apply and applies the `-c` file (whatever it holds now).
+    fn apply_from_file(&self, actor: &str, role: Role) -> Result<u64, Refusal> {
+        self.not_in_fleet("the policy")?;
+        let r = self.read_file().and_then(|(bytes, digest)| {
+            let policy =
+                policy::parse_bytes(&bytes, &self.file_name()).map_err(Refusal::InvalidPolicy)?;
+            drop(bytes);
+            self.apply_keeping(compacted(policy), actor, role, Keep::File { digest })
+        });
+        crate::memory::release_freed();
+        self.count_failure(r)
+    }
+
+    fn policy_view(&self, effective: bool) -> Result<PolicyView, Refusal> {
+        // One snapshot: the apply writes the policy, its generation and its origin under
+        // the enforcement lock.
+        let (policy, generation, applied_at, source) = {
+            let enforcement = self.lock_enforcement();
+            (
+                enforcement.policy().clone(),
+                enforcement.generation(),
+                enforcement.applied_at_unix(),
+                self.source(),
+            )
+        };
+        Ok(PolicyView::of(
+            &policy, effective, generation, applied_at, source, false,
+        ))
     }
 
     fn audit(&self, since: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
@@ -218,13 +400,35 @@ impl Backend for Daemon {
     }
 }
 
+impl Daemon {
+    /// Where the policy in force came from.
+    fn source(&self) -> PolicySource {
+        if self.fleet.is_some() {
+            return PolicySource::Fleet {
+                by: None,
+                at: None,
+                generation: None,
+            };
+        }
+        match &self.lock_origin().kept {
+            Some(kept) => kept.source(),
+            None => PolicySource::File {
+                path: self.policy_path.clone(),
+            },
+        }
+    }
+}
+
 /// The reload task: re-reads and applies the policy file on every SIGHUP.
 pub(super) async fn reload_on_hangup(daemon: Arc<Daemon>, mut hup: Signal) {
     while hup.recv().await.is_some() {
         let d = daemon.clone();
         let r = tokio::task::spawn_blocking(move || d.reload("SIGHUP")).await;
         match r {
-            Ok(Ok(g)) => tracing::info!(generation = g, "policy reloaded on SIGHUP"),
+            Ok(Ok(Reloaded::Applied(g))) => {
+                tracing::info!(generation = g, "policy reloaded on SIGHUP")
+            }
+            Ok(Ok(Reloaded::Unchanged(note))) => tracing::info!("SIGHUP: {note}"),
             Ok(Err(Refusal::InvalidPolicy(errors))) => {
                 tracing::error!(%errors, "policy reload rejected; previous policy stays")
             }

@@ -61,6 +61,37 @@ pub(super) fn compacted(policy: Policy) -> Policy {
     copy
 }
 
+/// The policy to start with: the file's, or, when a policy applied over the API is kept
+/// in the state directory (and the node is not in a fleet, whose own state persists),
+/// that one under the file's restart-only sections ([`super::kept::merged`]).
+fn with_kept(file: Policy, path: &Path) -> Result<(Policy, Option<super::kept::Kept>)> {
+    let state_dir = file.daemon.state_dir.clone();
+    let Some((kept, text)) = super::kept::read(&state_dir)? else {
+        return Ok((file, None));
+    };
+    let kept_path = super::kept::path(&state_dir);
+    if file.daemon.fleet.is_some() {
+        tracing::warn!(kept = %kept_path.display(), "a policy applied over the API is kept, but this node is in a fleet: the fleet's policy is enforced and the kept copy ignored");
+        return Ok((file, None));
+    }
+    let name = format!("{} (kept API apply)", kept_path.display());
+    let api = policy::parse(&text, &name).map_err(|d| {
+        anyhow::anyhow!(
+            "the policy applied over the API and kept in {} does not parse; move it away to \
+             start from {} alone:\n{d}",
+            kept_path.display(),
+            path.display()
+        )
+    })?;
+    tracing::warn!(
+        file = %path.display(),
+        kept = %kept_path.display(),
+        source = %kept.source(),
+        "enforcing the policy applied over the API instead of the file's defaults and tenants (`warden policy apply --from-file` goes back to the file)"
+    );
+    Ok((super::kept::merged(file, api), Some(kept)))
+}
+
 /// Checks, then starts enforcing: see the module documentation.
 pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     crate::memory::tune();
@@ -71,9 +102,17 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
     }
     let policy_path = opts.policy_path.as_path();
-    let policy = policy::load_on_host(policy_path, &|name| dataplane::iface::check(name, true))
-        .map_err(|d| anyhow::anyhow!("invalid policy:\n{d}"))?;
+    let invalid = |d| anyhow::anyhow!("invalid policy:\n{d}");
+    let file_bytes = policy::read_bytes(policy_path).map_err(invalid)?;
+    let file_digest = super::kept::digest(&file_bytes);
+    let policy =
+        policy::parse_bytes_on_host(&file_bytes, &policy_path.display().to_string(), &|name| {
+            dataplane::iface::check(name, true)
+        })
+        .map_err(invalid)?;
+    drop(file_bytes);
     crate::logging::set_format(policy.daemon.log_format);
+    let (policy, kept) = with_kept(policy, policy_path)?;
     let policy = compacted(policy);
     let tokens = match &policy.daemon.tokens {
         Some(path) => {
@@ -158,6 +197,9 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     let db = Database(Mutex::new(store));
     let review = Review::new(&policy.daemon.events_log_path());
     let mut enforcement = Enforcement::new(&policy, dataplane, index, suspensions, suspension_seq);
+    if let Some(k) = &kept {
+        enforcement.resume_generation(k.generation.saturating_sub(1));
+    }
     let marker_before = std::fs::read_to_string(&marker).ok();
     let marker_before = marker_before.as_deref();
     if let Err(e) = start_enforcing(&mut enforcement, &db, policy, &marker, marker_before) {
@@ -218,6 +260,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         started: Instant::now(),
         started_at: system_clock(),
         policy_path: policy_path.to_path_buf(),
+        origin: Mutex::new(super::kept::Origin { file_digest, kept }),
         fleet,
     });
     Ok(Started {

@@ -102,6 +102,20 @@ impl Enforcement {
         self.generation
     }
 
+    /// When the policy in force was applied (unix seconds).
+    pub(super) fn applied_at_unix(&self) -> u64 {
+        self.applied_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Continues the generations of an earlier daemon: the next policy put in force is
+    /// generation `last + 1` (a start that enforces a kept API apply again gives it the
+    /// generation it had).
+    pub(super) fn resume_generation(&mut self, last: u64) {
+        self.generation = last;
+    }
+
     pub(super) fn dataplane(&self) -> &Dataplane {
         &self.dataplane
     }

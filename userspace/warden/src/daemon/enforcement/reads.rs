@@ -153,6 +153,7 @@ impl Enforcement {
                 .collect(),
             maps: self.map_fill(),
             policy_revision: None,
+            policy_source: None,
         }
     }
 
