@@ -120,9 +120,10 @@ pub(super) fn git_commit() -> String {
 /// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`, with the `time` crate (beyond
 /// the year 9999, which it does not write: `@SECONDS`).
 pub fn utc(secs: u64) -> String {
-    let format =
-        time::format_description::parse("[year]-[month]-[day] [hour]:[minute]:[second] UTC")
-            .expect("a valid format description");
+    let format = time::format_description::parse_borrowed::<2>(
+        "[year]-[month]-[day] [hour]:[minute]:[second] UTC",
+    )
+    .expect("a valid format description");
     i64::try_from(secs)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
