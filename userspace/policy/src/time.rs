@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ::time::format_description::well_known::Rfc3339;
+
 /// Now, in unix seconds, from the system clock. A clock set before 1970 reads as negative.
 pub fn system_clock() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -10,34 +12,17 @@ pub fn system_clock() -> i64 {
     }
 }
 
-/// `ts` (unix seconds) as an RFC 3339 UTC timestamp, e.g. `2023-11-14T22:13:20Z`.
+/// `ts` (unix seconds) as an RFC 3339 UTC timestamp, e.g. `2023-11-14T22:13:20Z`, written
+/// by the `time` crate.
 ///
-/// Years outside 0000..=9999 (which RFC 3339 cannot express) are written with a sign or
-/// more digits rather than failing.
+/// RFC 3339 has no form for years outside 0000..=9999: such an instant (a corrupt record,
+/// a clock set far off) is written as `@SECONDS` (the unix seconds, as `date -d @SECONDS`
+/// reads them) rather than failing or writing a date that is not the instant.
 pub fn rfc3339(ts: i64) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    ::time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{ts}"))
 }
 
 #[cfg(test)]
@@ -55,9 +40,12 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_does_not_overflow_at_the_extremes() {
-        assert!(!rfc3339(i64::MAX).is_empty());
-        assert!(!rfc3339(i64::MIN).is_empty());
+    fn rfc3339_writes_unix_seconds_outside_the_years_it_can_express() {
+        assert_eq!(rfc3339(-62_167_219_201), "@-62167219201");
+        assert_eq!(rfc3339(-62_167_219_200), "0000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_800), "@253402300800");
+        assert_eq!(rfc3339(i64::MAX), format!("@{}", i64::MAX));
+        assert_eq!(rfc3339(i64::MIN), format!("@{}", i64::MIN));
     }
 
     #[test]

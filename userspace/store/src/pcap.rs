@@ -1,4 +1,5 @@
-//! Flag evidence as a classic libpcap file, for tcpdump and Wireshark.
+//! Flag evidence as a classic libpcap file, for tcpdump and Wireshark, written with the
+//! `pcap-file` crate.
 //!
 //! Format: a 24-byte global header (magic `0xa1b23c4d`: nanosecond timestamps, version
 //! 2.4, snap length 65535, link type Ethernet) and per sample a 16-byte record header
@@ -7,52 +8,51 @@
 //! byte order and the resolution from the magic. Each frame keeps the kernel's own time.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use warden_policy::flag::Sample;
 
-/// The pcap magic for nanosecond timestamps.
-pub const PCAP_MAGIC: u32 = 0xa1b2_3c4d;
 /// The snap length written in the header; longer samples are cut to it.
 pub const PCAP_SNAPLEN: u32 = 65_535;
-/// `LINKTYPE_ETHERNET`.
-pub const LINKTYPE_ETHERNET: u32 = 1;
 
 /// Writes `samples` to `w` as a pcap file.
 ///
 /// A timestamp before 1970 or after 2106 (outside the format's unsigned 32-bit seconds) is
 /// written as the nearest one it can hold.
-pub fn write_pcap(mut w: impl Write, samples: &[Sample]) -> io::Result<()> {
-    let mut header = Vec::with_capacity(24);
-    header.extend_from_slice(&PCAP_MAGIC.to_le_bytes());
-    header.extend_from_slice(&2u16.to_le_bytes());
-    header.extend_from_slice(&4u16.to_le_bytes());
-    header.extend_from_slice(&0i32.to_le_bytes()); // thiszone: timestamps are UTC
-    header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    header.extend_from_slice(&PCAP_SNAPLEN.to_le_bytes());
-    header.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-    w.write_all(&header)?;
+pub fn write_pcap(w: impl Write, samples: &[Sample]) -> io::Result<()> {
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0, // timestamps are UTC
+        ts_accuracy: 0,
+        snaplen: PCAP_SNAPLEN,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        endianness: Endianness::Little,
+    };
+    let mut writer = PcapWriter::with_header(w, header).map_err(io_error)?;
     for s in samples {
-        let (sec, nsec) = if s.at_ns < 0 {
-            (0, 0)
-        } else {
-            match u32::try_from(s.at_ns / 1_000_000_000) {
-                // Below 1_000_000_000, so it fits.
-                Ok(sec) => (sec, (s.at_ns % 1_000_000_000) as u32),
-                Err(_) => (u32::MAX, 999_999_999),
-            }
+        let at = match u64::try_from(s.at_ns) {
+            Err(_) => Duration::ZERO,
+            Ok(ns) => Duration::from_nanos(ns).min(Duration::new(u64::from(u32::MAX), 999_999_999)),
         };
         let data = &s.data[..s.data.len().min(PCAP_SNAPLEN as usize)];
         let incl_len = data.len() as u32; // at most PCAP_SNAPLEN
-        let orig_len = s.orig_len.max(incl_len);
-        let mut record = [0u8; 16];
-        record[0..4].copy_from_slice(&sec.to_le_bytes());
-        record[4..8].copy_from_slice(&nsec.to_le_bytes());
-        record[8..12].copy_from_slice(&incl_len.to_le_bytes());
-        record[12..16].copy_from_slice(&orig_len.to_le_bytes());
-        w.write_all(&record)?;
-        w.write_all(data)?;
+        let packet = PcapPacket::new(at, s.orig_len.max(incl_len), data);
+        writer.write_packet(&packet).map_err(io_error)?;
     }
-    w.flush()
+    writer.into_writer().flush()
+}
+
+/// The writer's own error as it is; a refused field (which the clamps above rule out)
+/// as invalid data.
+fn io_error(e: PcapError) -> io::Error {
+    match e {
+        PcapError::IoError(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ impl Tokens {
 
 /// The SHA-256 of `token`, as 64 lowercase hex digits: the `sha256` value of a token file entry.
 pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A new random token: 32 bytes (256 bits) from the OS, as 64 lowercase hex digits.
@@ -205,18 +205,7 @@ pub fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .expect("the OS random number generator is available on every supported Linux");
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex::encode(bytes)
 }
 
 /// Parses 64 hex digits (either case) into a digest.
@@ -227,14 +216,12 @@ fn parse_digest(text: &str) -> Result<[u8; 32], String> {
             text.chars().count()
         )
     };
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() != 64 {
         return Err(bad());
     }
+    // The `hex` crate; it takes either case.
     let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(text, &mut digest).map_err(|_| bad())?;
     Ok(digest)
 }
 

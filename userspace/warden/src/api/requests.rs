@@ -9,25 +9,18 @@ use axum::http::{Method, StatusCode};
 
 use super::access::ROUTES;
 use super::server::ConnMetrics;
-use crate::metrics::http::{ApiFigures, Latency, LATENCY_BUCKETS};
-
-#[derive(Debug, Default)]
-struct Counts {
-    /// `(route, method, status)` -> requests.
-    requests: BTreeMap<(String, &'static str, u16), u64>,
-    /// route -> latency.
-    latency: BTreeMap<String, Latency>,
-    /// route -> requests refused with 413.
-    body_too_large: BTreeMap<String, u64>,
-}
+use crate::metrics::http::{ApiFigures, ApiSeries};
 
 /// API request counts and latencies, and the listener's connection counts. Labels stay
 /// bounded: `route` is a route template of the router (or `unmatched`), `method` one of
 /// the standard methods (else `other`), and `status` one of the statuses the handlers
 /// and axum produce.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCounts {
-    counts: Mutex<Counts>,
+    /// `(route, method, status)` -> requests.
+    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+    /// The latency histogram and the 413 counter, counted by the `prometheus` crate.
+    series: ApiSeries,
     /// Connections: open, refused, closed for a timeout, TLS handshakes.
     pub(super) connections: Arc<ConnMetrics>,
 }
@@ -43,50 +36,44 @@ fn method_label(method: &Method) -> &'static str {
         .unwrap_or("other")
 }
 
+impl Default for RequestCounts {
+    fn default() -> Self {
+        // Every route that takes a body has a 413 series from the start, so an increase
+        // shows.
+        let body_routes = ROUTES.iter().filter(|r| r.method != "GET").map(|r| r.path);
+        RequestCounts {
+            requests: Mutex::default(),
+            series: ApiSeries::new(body_routes),
+            connections: Arc::default(),
+        }
+    }
+}
+
 impl RequestCounts {
-    fn lock(&self) -> MutexGuard<'_, Counts> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, &'static str, u16), u64>> {
         // A panic elsewhere while counting leaves the counts usable.
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts one request on `route` (a template or `unmatched`) that took `took`.
     pub fn observe(&self, route: &str, method: &Method, status: StatusCode, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut c = self.lock();
-        *c.requests
+        *self
+            .lock()
             .entry((route.to_owned(), method_label(method), status.as_u16()))
             .or_default() += 1;
-        let l = c.latency.entry(route.to_owned()).or_default();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        l.buckets[slot] += 1;
-        l.sum += secs;
-        l.count += 1;
+        self.series.observe(route, took.as_secs_f64());
     }
 
     /// Counts a request on `route` refused with 413 (its body over the route's limit).
     pub(super) fn body_too_large(&self, route: &str) {
-        *self
-            .lock()
-            .body_too_large
-            .entry(route.to_owned())
-            .or_default() += 1;
+        self.series.body_too_large(route);
     }
 
     /// The counts so far, for `/metrics`.
     pub fn figures(&self) -> ApiFigures {
-        let c = self.lock();
-        // Every route that takes a body has a series from the start, so an increase shows.
-        let mut body_too_large = c.body_too_large.clone();
-        for r in ROUTES.iter().filter(|r| r.method != "GET") {
-            body_too_large.entry(r.path.to_owned()).or_default();
-        }
         ApiFigures {
-            requests: c.requests.clone(),
-            latency: c.latency.clone(),
-            body_too_large,
+            requests: self.lock().clone(),
+            families: self.series.gather(),
             connections: self.connections.figures(),
         }
     }

@@ -1,6 +1,7 @@
 //! The client commands: each asks the daemon and prints its answer.
 
 use anyhow::{bail, Context as _, Result};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use warden_policy::Kind;
 
 use super::text::{detection_text, flag_table, flag_text, review_text, table, tenant_table};
@@ -200,16 +201,17 @@ fn tenant_known(client: &Client, tenant: &str) -> Result<()> {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), with the
+/// `percent-encoding` crate (upper-case hex digits, as before).
 fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 /// `warden flag show`.
@@ -290,4 +292,16 @@ pub fn nodes(client: &Client, json: bool) -> Result<()> {
         )
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_escape;
+
+    #[test]
+    fn url_escape_keeps_unreserved_and_encodes_the_rest_upper_case() {
+        assert_eq!(url_escape("acme-1.b_c~d"), "acme-1.b_c~d");
+        assert_eq!(url_escape("a/b c?d&e=f%"), "a%2Fb%20c%3Fd%26e%3Df%25");
+        assert_eq!(url_escape("é"), "%C3%A9");
+    }
 }

@@ -5,34 +5,20 @@ use warden_policy::time::rfc3339;
 
 use crate::views::{DetectionView, Flag, FlagDetail, ReviewStats, TenantView};
 
-/// Renders rows as a left-aligned table with two spaces between columns.
+/// Renders rows as a left-aligned table with two spaces between columns and no trailing
+/// spaces (PRODUCT.md: "human output is an aligned table"), with `comfy-table`: no
+/// borders, no padding but two spaces after each column, no wrapping to the terminal.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec())
+        .add_rows(rows.iter().cloned());
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i > 0 {
-                l.push_str("  ");
-            }
-            l.push_str(cell);
-            l.extend(std::iter::repeat_n(
-                ' ',
-                w.saturating_sub(cell.chars().count()),
-            ));
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
+    let mut out = t.trim_fmt();
+    out.push('\n');
     out
 }
 

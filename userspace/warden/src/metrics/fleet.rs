@@ -1,9 +1,7 @@
 //! Fleet mode's families (docs/fleet-design.md): whether the node reaches etcd, how old
 //! its fleet state is, and how often it had to read everything again.
 
-use std::fmt::Write as _;
-
-use super::header;
+use super::Family;
 
 /// Why a node read the whole fleet state again instead of resuming its watch.
 pub const RESYNC_REASONS: [&str; 3] = ["start", "reconnect", "compacted"];
@@ -29,44 +27,38 @@ pub(super) fn render(out: &mut String, fleet: Option<&FleetFigures>) {
     let Some(f) = fleet else {
         return;
     };
-    header(
-        out,
+    Family::gauge(
         "warden_fleet_connected",
-        "gauge",
         "1 while this node's watch on the fleet's etcd is up; 0 while it enforces its last applied state alone.",
-    );
-    let _ = writeln!(out, "warden_fleet_connected {}", u8::from(f.connected));
-    header(
-        out,
+    )
+    .count(&[], u64::from(f.connected))
+    .write(out);
+    Family::gauge(
         "warden_fleet_last_sync_seconds",
-        "gauge",
         "Seconds since this node last knew its policy and suspensions to be the fleet's (since start when it never did: -1).",
-    );
-    let secs = f.seconds_since_sync.unwrap_or(-1.0);
-    let _ = writeln!(out, "warden_fleet_last_sync_seconds {secs:.3}");
-    header(
-        out,
+    )
+    .sample(&[], f.seconds_since_sync.unwrap_or(-1.0))
+    .write(out);
+    let mut resyncs = Family::counter(
         "warden_fleet_resyncs_total",
-        "counter",
         "Full reads of the fleet state, by reason: start, reconnect (the watch could not resume), compacted (etcd had compacted the revision the watch resumed from).",
     );
-    for (reason, n) in RESYNC_REASONS.iter().zip(f.resyncs) {
-        let _ = writeln!(out, "warden_fleet_resyncs_total{{reason=\"{reason}\"}} {n}");
+    for (reason, n) in RESYNC_REASONS.into_iter().zip(f.resyncs) {
+        resyncs.count(&[("reason", reason)], n);
     }
-    header(
-        out,
+    resyncs.write(out);
+    Family::gauge(
         "warden_fleet_policy_generation",
-        "gauge",
         "The fleet policy generation this node enforces (0: none yet).",
-    );
-    let _ = writeln!(out, "warden_fleet_policy_generation {}", f.generation);
-    header(
-        out,
+    )
+    .count(&[], f.generation)
+    .write(out);
+    Family::gauge(
         "warden_fleet_flags_queued",
-        "gauge",
         "Flags raised on this node and not yet published to the fleet (etcd unreachable).",
-    );
-    let _ = writeln!(out, "warden_fleet_flags_queued {}", f.flags_queued);
+    )
+    .count(&[], f.flags_queued)
+    .write(out);
 }
 
 #[cfg(test)]
@@ -93,7 +85,8 @@ mod tests {
         render(&mut out, Some(&f));
         for line in [
             "warden_fleet_connected 0\n",
-            "warden_fleet_last_sync_seconds 12.500\n",
+            // Written by the `prometheus` crate as the float it is (it was `12.500`).
+            "warden_fleet_last_sync_seconds 12.5\n",
             "warden_fleet_resyncs_total{reason=\"compacted\"} 2\n",
             "warden_fleet_policy_generation 7\n",
             "warden_fleet_flags_queued 3\n",

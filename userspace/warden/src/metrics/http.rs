@@ -3,21 +3,81 @@
 //! counts ([`crate::api`] and its server); these are the figures it hands over.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+
+use prometheus::proto::MetricFamily;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use super::family::{write_families, Family};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// One route's latency histogram.
-#[derive(Debug, Default, Clone)]
-pub struct Latency {
-    /// Cumulative counts are computed at render time; these are per bucket, plus one for
-    /// everything above the last bound.
-    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
-    pub sum: f64,
-    pub count: u64,
+/// The API families the `prometheus` crate counts itself: the request latency
+/// histogram and the 413 counter, in a registry of their own (one series per route
+/// template: a bounded set).
+#[derive(Debug)]
+pub struct ApiSeries {
+    registry: Registry,
+    latency: HistogramVec,
+    body_too_large: IntCounterVec,
+}
+
+impl ApiSeries {
+    /// The families, with a 413 series at 0 for each of `body_routes` (the routes that
+    /// take a body), so an increase shows from the first one.
+    pub fn new<'r>(body_routes: impl IntoIterator<Item = &'r str>) -> ApiSeries {
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "warden_api_request_duration_seconds",
+                "Time to answer an API request, by route template.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("a valid name, label and increasing buckets");
+        let body_too_large = IntCounterVec::new(
+            Opts::new(
+                "warden_api_body_too_large_total",
+                "API requests refused with 413 because their body was over the route's limit, by route template.",
+            ),
+            &["route"],
+        )
+        .expect("a valid name and label");
+        for route in body_routes {
+            body_too_large.with_label_values(&[route]);
+        }
+        let registry = Registry::new();
+        for c in [
+            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(body_too_large.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("two families of distinct names in a new registry");
+        }
+        ApiSeries {
+            registry,
+            latency,
+            body_too_large,
+        }
+    }
+
+    /// One request on `route` answered in `secs` seconds.
+    pub fn observe(&self, route: &str, secs: f64) {
+        self.latency.with_label_values(&[route]).observe(secs);
+    }
+
+    /// One request on `route` refused with 413.
+    pub fn body_too_large(&self, route: &str) {
+        self.body_too_large.with_label_values(&[route]).inc();
+    }
+
+    /// The families now (sorted by name, series by label value).
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
 }
 
 /// What the API counted. Labels stay bounded: `route` is a route template of the router
@@ -25,13 +85,13 @@ pub struct Latency {
 /// one of the statuses the handlers and axum produce.
 #[derive(Debug, Default, Clone)]
 pub struct ApiFigures {
-    /// `(route, method, status)` -> requests.
+    /// `(route, method, status)` -> requests. Counted in a map, not a `prometheus`
+    /// `IntCounterVec`: the crate writes a vec's labels sorted by name, and the labels of
+    /// `warden_api_requests_total` are written `route`, `method`, `status` (as tests and
+    /// users' scripts read them).
     pub requests: BTreeMap<(String, &'static str, u16), u64>,
-    /// route -> latency.
-    pub latency: BTreeMap<String, Latency>,
-    /// route -> requests refused with 413; every route that takes a body is listed,
-    /// with 0 until one is refused, so an increase shows.
-    pub body_too_large: BTreeMap<String, u64>,
+    /// The latency histogram and the 413 counter ([`ApiSeries::gather`]).
+    pub families: Vec<MetricFamily>,
     /// The listener's connections.
     pub connections: ConnFigures,
 }
@@ -51,109 +111,62 @@ pub struct ConnFigures {
     pub max_handshakes: usize,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 /// Appends the API families in the Prometheus text format.
 pub fn render_api(out: &mut String, f: &ApiFigures) {
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_requests_total API requests by route template, method and status.\n\
-         # TYPE warden_api_requests_total counter"
+    let mut requests = Family::counter(
+        "warden_api_requests_total",
+        "API requests by route template, method and status.",
     );
     for ((route, method, status), n) in &f.requests {
-        let _ = writeln!(
-            out,
-            "warden_api_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-            escape(route)
+        requests.count(
+            &[
+                ("route", route.as_str()),
+                ("method", *method),
+                ("status", &status.to_string()),
+            ],
+            *n,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_request_duration_seconds Time to answer an API request, by route template.\n\
-         # TYPE warden_api_request_duration_seconds histogram"
-    );
-    for (route, l) in &f.latency {
-        let route = escape(route);
-        let mut cumulative = 0;
-        for (le, n) in LATENCY_BUCKETS.iter().zip(l.buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "warden_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "warden_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-             warden_api_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-             warden_api_request_duration_seconds_count{{route=\"{route}\"}} {}",
-            l.count, l.sum, l.count
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_body_too_large_total API requests refused with 413 because their body \
-         was over the route's limit, by route template.\n\
-         # TYPE warden_api_body_too_large_total counter"
-    );
-    for (route, n) in &f.body_too_large {
-        let _ = writeln!(
-            out,
-            "warden_api_body_too_large_total{{route=\"{}\"}} {n}",
-            escape(route)
-        );
-    }
+    requests.write(out);
+    write_families(out, &f.families);
     render_connections(out, &f.connections);
 }
 
 /// Appends the connection families in the Prometheus text format.
 pub fn render_connections(out: &mut String, c: &ConnFigures) {
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_connections_open API connections open now (TLS handshakes included).\n\
-         # TYPE warden_api_connections_open gauge\n\
-         warden_api_connections_open {}",
-        c.open
-    );
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_connections_refused_total API connections refused at accept by the \
-         limit they met: answered 503 and closed (over HTTPS closed unanswered).\n\
-         # TYPE warden_api_connections_refused_total counter"
+    Family::gauge(
+        "warden_api_connections_open",
+        "API connections open now (TLS handshakes included).",
+    )
+    .count(&[], c.open)
+    .write(out);
+    let mut refused = Family::counter(
+        "warden_api_connections_refused_total",
+        "API connections refused at accept by the limit they met: answered 503 and closed (over HTTPS closed unanswered).",
     );
     for (reason, n) in &c.refused {
-        let _ = writeln!(
-            out,
-            "warden_api_connections_refused_total{{reason=\"{reason}\"}} {n}"
-        );
+        refused.count(&[("reason", *reason)], *n);
     }
-    let _ = writeln!(
-        out,
-        "# HELP warden_api_connections_closed_total API connections the server closed because a \
-         timeout of daemon.api_limits passed.\n\
-         # TYPE warden_api_connections_closed_total counter"
+    refused.write(out);
+    let mut closed = Family::counter(
+        "warden_api_connections_closed_total",
+        "API connections the server closed because a timeout of daemon.api_limits passed.",
     );
     for (reason, n) in &c.closed {
-        let _ = writeln!(
-            out,
-            "warden_api_connections_closed_total{{reason=\"{reason}\"}} {n}"
-        );
+        closed.count(&[("reason", *reason)], *n);
     }
+    closed.write(out);
     if let Some(tls) = &c.tls {
-        let _ = writeln!(
-            out,
-            "# HELP warden_api_tls_handshakes_total TLS handshakes on the API listener by outcome; \
-             refused = closed unread because {} handshakes were under way.\n\
-             # TYPE warden_api_tls_handshakes_total counter",
-            c.max_handshakes
+        let mut f = Family::counter(
+            "warden_api_tls_handshakes_total",
+            &format!(
+                "TLS handshakes on the API listener by outcome; refused = closed unread because {} handshakes were under way.",
+                c.max_handshakes
+            ),
         );
-        for (name, n) in tls {
-            let _ = writeln!(
-                out,
-                "warden_api_tls_handshakes_total{{outcome=\"{name}\"}} {n}"
-            );
+        for (outcome, n) in tls {
+            f.count(&[("outcome", *outcome)], *n);
         }
+        f.write(out);
     }
 }

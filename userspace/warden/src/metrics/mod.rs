@@ -1,15 +1,17 @@
 //! Every Prometheus family Warden exports, written here and nowhere else. Pure: the
 //! daemon takes a [`Snapshot`] of its counters, the API counts its requests and
-//! connections ([`http::ApiFigures`]); this module only formats them.
+//! connections ([`http::ApiFigures`]); this module only formats them, in the
+//! `prometheus` crate's model and with its text encoder ([`family`]), except the
+//! per-tenant families, which the 10,000-tenant bench keeps hand-written ([`tenants`]).
 
+mod family;
 pub mod fleet;
 pub mod http;
 mod review;
+mod tenants;
 
 #[cfg(test)]
 mod tests;
-
-use std::fmt::Write as _;
 
 use warden_common::{direction, global, reason, Counters, DropCounters};
 
@@ -17,6 +19,8 @@ use warden_detect as detect;
 use warden_detect::ladder::LadderStats;
 use warden_detect::pipeline::{PendingStats, PipelineCounters, PipelineStatus, ProxyWindowStats};
 use warden_policy::{Kind, DEFAULT_TOP_K};
+
+use family::Family;
 
 /// One tenant's figures.
 #[derive(Debug, Default, Clone)]
@@ -135,17 +139,6 @@ pub struct Snapshot {
     pub fleet: Option<fleet::FleetFigures>,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
 /// Which tenants get per-tenant series: indexes into `tenants`, in their order there.
 ///
 /// At most `k`. Suspended tenants come first, then tenants with a detection, then the
@@ -179,166 +172,94 @@ pub fn select_top_k(tenants: &[TenantSeries], k: usize) -> Vec<usize> {
     order
 }
 
-/// Renders the snapshot in the Prometheus text format (version 0.0.4).
+/// Renders the snapshot in the Prometheus text format (version 0.0.4): the bounded
+/// families with the `prometheus` crate's model and encoder ([`family`]), the per-tenant
+/// ones by hand ([`tenants`] says why, with the bench figures).
 pub fn render(s: &Snapshot) -> String {
-    let selected: Vec<(&TenantSeries, String)> = select_top_k(&s.tenants, s.top_k.0)
+    let selected: Vec<&TenantSeries> = select_top_k(&s.tenants, s.top_k.0)
         .into_iter()
-        .map(|i| (&s.tenants[i], escape(&s.tenants[i].id)))
+        .map(|i| &s.tenants[i])
         .collect();
     let mut out = String::with_capacity(4096 + selected.len() * 2560);
-    header(&mut out, "warden_tenant_bytes_total", "counter",
-        "Ethernet frame bytes per tenant as the hook sees them; direction out = sent by the tenant, in = received. Only the top-K tenants (daemon.metrics_top_k); every tenant is in warden_tenants_bytes_total.");
-    for (t, id) in &selected {
-        for (d, dir) in direction::NAMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "warden_tenant_bytes_total{{tenant=\"{id}\",direction=\"{dir}\"}} {}",
-                t.counters[d].bytes
-            );
-        }
-    }
-    header(
-        &mut out,
-        "warden_tenant_packets_total",
-        "counter",
-        "Packets per tenant; direction out = sent by the tenant, in = received. Only the top-K tenants.",
-    );
-    for (t, id) in &selected {
-        for (d, dir) in direction::NAMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "warden_tenant_packets_total{{tenant=\"{id}\",direction=\"{dir}\"}} {}",
-                t.counters[d].packets
-            );
-        }
-    }
-    header(
-        &mut out,
-        "warden_dropped_packets_total",
-        "counter",
-        "Packets dropped by enforcement, per tenant, direction and reason. Only the top-K tenants.",
-    );
-    for (t, id) in &selected {
-        for (d, dir) in direction::NAMES.iter().enumerate() {
-            for (r, name) in reason::NAMES.iter().enumerate() {
-                let _ = writeln!(out, "warden_dropped_packets_total{{tenant=\"{id}\",direction=\"{dir}\",reason=\"{name}\"}} {}", t.drops[d].packets[r]);
-            }
-        }
-    }
-    header(
-        &mut out,
-        "warden_tenant_suspended",
-        "gauge",
-        "1 while the tenant is suspended. Only the top-K tenants (suspended tenants are picked first).",
-    );
-    for (t, id) in &selected {
-        let _ = writeln!(
-            out,
-            "warden_tenant_suspended{{tenant=\"{id}\"}} {}",
-            u8::from(t.suspended)
-        );
-    }
+    let ids = tenants::escaped_ids(&selected);
+    tenants::render_traffic(&mut out, &selected, &ids);
     render_aggregates(&mut out, s, selected.len());
-    for (name, field, help) in [
-        ("warden_unattributed_packets_total", 0, "Packets of no tenant, by reason: no_tenant (passed), malformed (passed), spoofed (dropped: from a tenant port, sender bound to nobody)."),
-        ("warden_unattributed_bytes_total", 1, "Bytes of no tenant, by reason (see warden_unattributed_packets_total)."),
+    for (name, packets, help) in [
+        ("warden_unattributed_packets_total", true, "Packets of no tenant, by reason: no_tenant (passed), malformed (passed), spoofed (dropped: from a tenant port, sender bound to nobody)."),
+        ("warden_unattributed_bytes_total", false, "Bytes of no tenant, by reason (see warden_unattributed_packets_total)."),
     ] {
-        header(&mut out, name, "counter", help);
-        for (slot, reason) in global::NAMES.iter().enumerate() {
-            for (d, dir) in direction::NAMES.iter().enumerate() {
+        let mut f = Family::counter(name, help);
+        for (slot, reason) in global::NAMES.into_iter().enumerate() {
+            for (d, dir) in direction::NAMES.into_iter().enumerate() {
                 let c = s.unattributed[slot][d];
-                let v = if field == 0 { c.packets } else { c.bytes };
-                let _ = writeln!(out, "{name}{{direction=\"{dir}\",reason=\"{reason}\"}} {v}");
+                let v = if packets { c.packets } else { c.bytes };
+                f.count(&[("direction", dir), ("reason", reason)], v);
             }
         }
+        f.write(&mut out);
     }
-    header(
-        &mut out,
+    Family::gauge(
         "warden_policy_generation",
-        "gauge",
         "Policies applied since the daemon started.",
-    );
-    let _ = writeln!(out, "warden_policy_generation {}", s.policy_generation);
-    header(
-        &mut out,
+    )
+    .count(&[], s.policy_generation)
+    .write(&mut out);
+    Family::counter(
         "warden_policy_apply_failures_total",
-        "counter",
         "Policies refused (invalid, or changing restart-only settings) or not written to the kernel.",
-    );
-    let _ = writeln!(
-        out,
-        "warden_policy_apply_failures_total {}",
-        s.policy_apply_failures
-    );
-    render_detection(&mut out, s, &selected);
+    )
+    .count(&[], s.policy_apply_failures)
+    .write(&mut out);
+    tenants::render_detections(&mut out, &selected, &ids);
+    render_detection(&mut out, s);
     review::render(&mut out, &s.review);
     fleet::render(&mut out, s.fleet.as_ref());
-    header(
-        &mut out,
+    let mut entries = Family::gauge(
         "warden_map_entries",
-        "gauge",
         "Entries in use in each kernel map that refuses new entries when full: the policy tables (per policy generation: ADDRS_V4 and ADDRS_V6 prefixes, MACS, TENANT_COUNTERS tenants), the management tries (prefixes) and BLOCKS (kernel blocks). The fixed detection tables (CONTACTS bloom filter, PENDING, SKETCH count-min sketch, REPORTED) are not listed: they never refuse an entry; PENDING overwrites are counted in warden_detection_dropped_total{reason=\"kernel_pending_overwritten\"}, and the filter and sketch trade collisions for a fixed size by design (docs/detection-design.md).",
     );
-    for (m, entries, _) in &s.maps {
-        let _ = writeln!(out, "warden_map_entries{{map=\"{m}\"}} {entries}");
-    }
-    header(
-        &mut out,
+    let mut capacity = Family::gauge(
         "warden_map_capacity",
-        "gauge",
         "Capacity of each map in warden_map_entries (per policy generation for the policy tables).",
     );
-    for (m, _, cap) in &s.maps {
-        let _ = writeln!(out, "warden_map_capacity{{map=\"{m}\"}} {cap}");
+    for (m, n, cap) in &s.maps {
+        entries.count(&[("map", m.as_str())], *n);
+        capacity.count(&[("map", m.as_str())], *cap);
     }
+    entries.write(&mut out);
+    capacity.write(&mut out);
     render_programs(&mut out, s);
     out
 }
 
 /// The kernel programs' run statistics, only while the kernel counts them.
 fn render_programs(out: &mut String, s: &Snapshot) {
-    header(
-        out,
+    Family::gauge(
         "warden_program_stats_enabled",
-        "gauge",
         "1 while kernel.bpf_stats_enabled is 1, so the kernel counts program runs and run time (warden_program_runs_total, warden_program_run_seconds_total). The daemon does not turn it on: it costs two clock reads per program run (per packet), and is the operator's choice (sysctl kernel.bpf_stats_enabled=1).",
-    );
-    let _ = writeln!(
-        out,
-        "warden_program_stats_enabled {}",
-        u8::from(s.programs.is_some())
-    );
+    )
+    .count(&[], u64::from(s.programs.is_some()))
+    .write(out);
     let Some(programs) = &s.programs else {
         return;
     };
-    header(
-        out,
+    let mut runs = Family::counter(
         "warden_program_runs_total",
-        "counter",
         "Runs of each Warden kernel program (one per packet at its hook), counted by the kernel only while kernel.bpf_stats_enabled is 1; exported only then.",
     );
-    for p in programs {
-        let _ = writeln!(
-            out,
-            "warden_program_runs_total{{program=\"{}\"}} {}",
-            escape(&p.program),
-            p.runs
-        );
-    }
-    header(
-        out,
+    let mut seconds = Family::counter(
         "warden_program_run_seconds_total",
-        "counter",
         "Time spent in each Warden kernel program, counted by the kernel only while kernel.bpf_stats_enabled is 1; exported only then.",
     );
     for p in programs {
-        let _ = writeln!(
-            out,
-            "warden_program_run_seconds_total{{program=\"{}\"}} {}",
-            escape(&p.program),
-            p.run_time_ns as f64 / 1e9
+        runs.count(&[("program", p.program.as_str())], p.runs);
+        seconds.sample(
+            &[("program", p.program.as_str())],
+            p.run_time_ns as f64 / 1e9,
         );
     }
+    runs.write(out);
+    seconds.write(out);
 }
 
 /// The aggregates over every tenant, whatever the top-K: tenant counts and the sums of
@@ -373,8 +294,7 @@ fn render_aggregates(out: &mut String, s: &Snapshot, exported: usize) {
             (s.tenants.len() - exported) as u64,
         ),
     ] {
-        header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
+        Family::gauge(name, help).count(&[], value).write(out);
     }
     const SUM: &str = "Summed over every tenant of the policy, and over the tenants removed from it since the daemon started (so it does not fall when a tenant leaves; it restarts from the current tenants' counters when the daemon restarts).";
     for (name, what, packets) in [
@@ -389,58 +309,41 @@ fn render_aggregates(out: &mut String, s: &Snapshot, exported: usize) {
             true,
         ),
     ] {
-        header(out, name, "counter", &format!("{what} {SUM}"));
-        for (d, dir) in direction::NAMES.iter().enumerate() {
+        let mut f = Family::counter(name, &format!("{what} {SUM}"));
+        for (d, dir) in direction::NAMES.into_iter().enumerate() {
             let c = totals.counters[d];
-            let v = if packets { c.packets } else { c.bytes };
-            let _ = writeln!(out, "{name}{{direction=\"{dir}\"}} {v}");
+            f.count(
+                &[("direction", dir)],
+                if packets { c.packets } else { c.bytes },
+            );
         }
+        f.write(out);
     }
-    header(
-        out,
+    let mut f = Family::counter(
         "warden_tenants_dropped_packets_total",
-        "counter",
         &format!("Packets of all tenants dropped by enforcement, by direction and reason. {SUM}"),
     );
-    for (d, dir) in direction::NAMES.iter().enumerate() {
-        for (r, name) in reason::NAMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "warden_tenants_dropped_packets_total{{direction=\"{dir}\",reason=\"{name}\"}} {}",
-                totals.drops[d].packets[r]
+    for (d, dir) in direction::NAMES.into_iter().enumerate() {
+        for (r, reason) in reason::NAMES.into_iter().enumerate() {
+            f.count(
+                &[("direction", dir), ("reason", reason)],
+                totals.drops[d].packets[r],
             );
         }
     }
-    header(
-        out,
+    f.write(out);
+    let mut f = Family::counter(
         "warden_tenants_detections_total",
-        "counter",
         &format!("Detections started, all tenants, by kind. {SUM}"),
     );
     for (kind, n) in Kind::ALL.iter().zip(totals.detections) {
-        let _ = writeln!(
-            out,
-            "warden_tenants_detections_total{{kind=\"{kind}\"}} {n}"
-        );
+        f.count(&[("kind", kind.as_str())], n);
     }
+    f.write(out);
 }
 
-/// The detection families.
-fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, String)]) {
-    header(
-        out,
-        "warden_detections_total",
-        "counter",
-        "Detections started (episodes opened), per tenant and kind, whatever the action. Only the top-K tenants (tenants with a detection are picked before the others); every tenant is in warden_tenants_detections_total.",
-    );
-    for (t, id) in selected {
-        for (kind, n) in Kind::ALL.iter().zip(t.detections) {
-            let _ = writeln!(
-                out,
-                "warden_detections_total{{tenant=\"{id}\",kind=\"{kind}\"}} {n}"
-            );
-        }
-    }
+/// The detection families but the per-tenant one.
+fn render_detection(out: &mut String, s: &Snapshot) {
     let d = &s.detection;
     for (name, help, value) in [
         (
@@ -464,14 +367,11 @@ fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, 
             d.event_decode_errors,
         ),
     ] {
-        header(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
+        Family::counter(name, help).count(&[], value).write(out);
     }
     let c = &d.counters;
-    header(
-        out,
+    let mut f = Family::counter(
         "warden_detection_dropped_total",
-        "counter",
         "What a bounded detection structure could not keep, by reason (each is counted, never silent).",
     );
     for (why, n) in [
@@ -488,15 +388,11 @@ fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, 
         ("ladder_trackers_full", d.ladder.untracked_full),
         ("samples_unattached", c.samples_unattached),
     ] {
-        let _ = writeln!(
-            out,
-            "warden_detection_dropped_total{{reason=\"{why}\"}} {n}"
-        );
+        f.count(&[("reason", why)], n);
     }
-    header(
-        out,
+    f.write(out);
+    let mut f = Family::counter(
         "warden_action_failures_total",
-        "counter",
         "Detection actions that could not be carried out, by action and reason (table_full: the kernel's block table).",
     );
     for (action, why, n) in [
@@ -509,28 +405,24 @@ fn render_detection(out: &mut String, s: &Snapshot, selected: &[(&TenantSeries, 
         ("suspend", "error", c.failed_suspend),
         ("flag", "error", c.failed_flag),
     ] {
-        let _ = writeln!(
-            out,
-            "warden_action_failures_total{{action=\"{action}\",reason=\"{why}\"}} {n}"
-        );
+        f.count(&[("action", action), ("reason", why)], n);
     }
-    header(
-        out,
+    f.write(out);
+    let mut f = Family::gauge(
         "warden_actions_active",
-        "gauge",
         "Detection actions in force: kernel blocks (victims, ports, blackholes, listen ports) and throttled tenants.",
     );
     for (action, n) in [
         ("block", d.status.active_blocks),
         ("throttle", d.status.active_throttles),
     ] {
-        let _ = writeln!(out, "warden_actions_active{{action=\"{action}\"}} {n}");
+        f.count(&[("action", action)], n as u64);
     }
-    header(
-        out,
+    f.write(out);
+    Family::gauge(
         "warden_pending_attempts",
-        "gauge",
         "Connection attempts waiting for their answer (resolved as unanswered after 500 ms).",
-    );
-    let _ = writeln!(out, "warden_pending_attempts {}", d.status.pending_attempts);
+    )
+    .count(&[], d.status.pending_attempts as u64)
+    .write(out);
 }

@@ -1,10 +1,8 @@
 //! The review workflow's families: webhook notifications, deadlines, the events log.
 
-use std::fmt::Write as _;
-
 use crate::views::ReviewStats;
 
-use super::header;
+use super::Family;
 
 /// The review workflow's metric families.
 pub(super) fn render(out: &mut String, s: &ReviewStats) {
@@ -64,7 +62,8 @@ pub(super) fn render(out: &mut String, s: &ReviewStats) {
             s.deadline_suspend_failures,
         ),
     ] {
-        header(out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
+        Family::of_kind(kind, name, help)
+            .count(&[], value)
+            .write(out);
     }
 }

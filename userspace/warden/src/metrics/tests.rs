@@ -48,7 +48,13 @@ fn tenant_series_carry_tenant_direction_and_reason() {
 
 #[test]
 fn detection_families_export_events_drops_failures_and_actions() {
-    let mut s = Snapshot::default();
+    // One tenant, so the per-tenant `warden_detections_total` has a sample: the
+    // `prometheus` crate's encoder leaves out a family without one (HELP and TYPE
+    // included), which Prometheus cannot tell from an empty family.
+    let mut s = Snapshot {
+        tenants: vec![tenant("acme", 0, 0)],
+        ..Default::default()
+    };
     s.detection.events_sent = 10;
     s.detection.events_lost = 7;
     s.detection.events_over_budget = 500;
