@@ -187,7 +187,7 @@ impl FixtureTenant {
         };
         TenantConfig {
             flags: self.flags | bound,
-            _pad: 0,
+            shape_class: 0,
             rate: self.rate,
             smtp: self.smtp,
             flood_out_syn: self.flood.0,

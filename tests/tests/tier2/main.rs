@@ -19,5 +19,6 @@ mod operations;
 mod package;
 mod policy_input;
 mod review;
+mod shaping;
 mod start;
 mod suspension;

@@ -159,6 +159,7 @@ impl Backend for Controller {
             detection: Default::default(),
             review: Default::default(),
             policy_revision: read.as_ref().map(|(s, _)| s.generation_revision),
+            shaping: Default::default(),
         }
     }
 
