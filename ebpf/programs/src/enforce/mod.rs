@@ -284,20 +284,25 @@ fn try_plan<const DIR: u32, H: Hook>(
     clock: &mut Clock,
 ) -> Result<(), Stop> {
     let shaped = DIR == direction::OUT && cfg.shape_class != 0 && hook.shape(cfg.shape_class);
-    let mut rate: &Rate = if shaped {
-        &Rate::UNLIMITED
+    // No policer for a shaped plan (an Option, not a reference to an unlimited Rate:
+    // that constant would become a read-only data map of the object).
+    let mut rate: Option<&Rate> = if shaped {
+        None
     } else {
-        &cfg.rate[DIR as usize]
+        Some(&cfg.rate[DIR as usize])
     };
     if runtime.flags & runtime_flags::THROTTLE != 0 {
         if let Some(rt) = runtime.entry {
             // SAFETY: an array map value, read only.
             let rt = unsafe { &*rt };
             if clock.now() < rt.throttle_until_ns {
-                rate = &rt.throttle[DIR as usize];
+                rate = Some(&rt.throttle[DIR as usize]);
             }
         }
     }
+    let Some(rate) = rate else {
+        return Ok(());
+    };
     if rate.cost_q10 != 0 {
         if let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, DIR)) {
             if !police::conforms(b, rate, clock.now(), bytes, true) {
