@@ -34,7 +34,8 @@ const UDP_FRAME: f64 = 1442.0 / 1400.0;
 /// the test fails at the end with every bar missed.
 macro_rules! check {
     ($failed:expr, $cond:expr, $($fmt:tt)+) => {
-        if !$cond {
+        let held: bool = $cond;
+        if !held {
             let msg = format!($($fmt)+);
             eprintln!("FAILED: {msg}");
             $failed.push(msg);
