@@ -522,6 +522,9 @@ pub mod program {
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
     /// Benchmark baseline (benchmark object): returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
+    /// Benchmark baseline (benchmark object): a tc program that returns TC_ACT_UNSPEC
+    /// and does nothing else.
+    pub const TC_PASS_BASELINE: &str = "tc_pass_base";
     /// Benchmark baseline (benchmark object): returns XDP_DROP and does nothing else.
     pub const XDP_DROP_BASELINE: &str = "xdp_drop_base";
     /// Benchmark load generator (benchmark object, live frames): redirects out of the

@@ -173,6 +173,9 @@ const SUSPENDED_TENANT: u32 = 50_001;
 const POLICED_TENANT: u32 = 50_002;
 /// Plan exhausted (bucket an hour ahead of the clock): every packet is dropped.
 const EXHAUSTED_TENANT: u32 = 50_003;
+/// Shaped (host mode): the exhausted plan, and its HTB class in `shape_class`, so tcx
+/// from-tenant sets the priority and does not police (every packet passes).
+const SHAPED_TENANT: u32 = 50_004;
 /// Remotes whose state is loaded before the cases are timed (see the module doc).
 const TRACKED_REMOTES: u32 = 1_000_000;
 /// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants
@@ -215,6 +218,9 @@ const MANAGEMENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 0
 const WIDE_TENANT: u32 = TENANTS - WIDE + 10;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (-1) as BPF_PROG_TEST_RUN reports it; TC_ACT_SHOT.
+const TC_PASS: u32 = u32::MAX;
+const TC_DROP: u32 = 2;
 
 /// 400 Gbit/s with a 10 s burst: a 64-byte frame costs 1 ns of bucket time, and the
 /// bucket must conform whatever `bpf_ktime_get_ns` does during a run. Where that clock
@@ -279,6 +285,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     write_management(&mut ebpf)?;
     let ahead = monotonic_ns()? + EXHAUSTED_AHEAD_NS;
     set_bucket(&mut ebpf, EXHAUSTED_TENANT, direction::IN, ahead)?;
+    // A shaped tenant's policer would drop everything: the tcx path must not use it.
+    set_bucket(&mut ebpf, SHAPED_TENANT, direction::OUT, ahead)?;
     let mut cases = cases();
     if let Some(only) = &args.micro_only {
         cases.retain(|c| c.name.contains(only.as_str()));
@@ -454,11 +462,14 @@ fn monotonic_ns() -> Result<u64> {
 }
 
 fn load() -> Result<Ebpf> {
-    crate::util::load_xdp(&[
-        program::XDP_PASS_BASELINE,
-        program::XDP_TO_TENANT,
-        program::XDP_FROM_TENANT,
-        XDP_BENCH_NEW_FLOW,
-        XDP_BENCH_ANSWER,
-    ])
+    crate::util::load_programs(
+        &[
+            program::XDP_PASS_BASELINE,
+            program::XDP_TO_TENANT,
+            program::XDP_FROM_TENANT,
+            XDP_BENCH_NEW_FLOW,
+            XDP_BENCH_ANSWER,
+        ],
+        &[program::TC_PASS_BASELINE, program::TC_FROM_TENANT],
+    )
 }
