@@ -11,8 +11,8 @@ use super::{
     fixtures::{host_v4, host_v6, net_v6, tenant_mac, wide_v4, wide_v6},
     BAR_NS, EXHAUSTED_TENANT, FOREIGN_TENANT, NEW_FLOW_BAR_NS, NEW_FLOW_FIRST_REMOTE,
     NEW_FLOW_PORT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SHAPED_TENANT,
-    SUSPENDED_TENANT, TC_DROP, TC_PASS, TENANTS, UNKNOWN_V4, UNKNOWN_V6, WIDE, WIDE_TENANT,
-    XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP, XDP_PASS,
+    SUSPENDED_TENANT, TC_BAR_NS, TC_DROP, TC_PASS, TENANTS, UNKNOWN_V4, UNKNOWN_V6, WIDE,
+    WIDE_TENANT, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP, XDP_PASS,
 };
 
 /// The policies the bench measures, in order; each is written into its generation
@@ -253,7 +253,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "tcx from-tenant, policed egress, conforming (GCRA, pass)",
-            bar_ns: BAR_NS,
+            bar_ns: TC_BAR_NS,
             flow: Flow::Repeated,
             policy: Policy::NoMacs,
             program: program::TC_FROM_TENANT,
@@ -267,7 +267,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "tcx from-tenant, shaped egress (skb->priority set, no policer, pass)",
-            bar_ns: BAR_NS,
+            bar_ns: TC_BAR_NS,
             flow: Flow::Repeated,
             policy: Policy::NoMacs,
             program: program::TC_FROM_TENANT,
