@@ -396,3 +396,67 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
     ensure!(failed.is_empty(), "bars missed:\n{}", failed.join("\n"));
     Ok(())
 }
+
+/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates.
+fn wan0_shaping(node: &Netns) -> Result<(bool, Vec<String>)> {
+    let q = node.exec(&["tc", "qdisc", "show", "dev", "wan0", "root"])?;
+    let ours = String::from_utf8_lossy(&q.stdout).starts_with("qdisc htb 7764: root");
+    let c = node.exec(&["tc", "class", "show", "dev", "wan0"])?;
+    let rates = String::from_utf8_lossy(&c.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("class htb 7764:1 "))
+        .filter_map(|l| l.split(" rate ").nth(1))
+        .filter_map(|r| r.split_whitespace().next().map(str::to_string))
+        .collect();
+    Ok((ours, rates))
+}
+
+#[test]
+fn the_shaping_qdisc_outlives_the_daemon_is_adopted_at_restart_and_uninstall_removes_it(
+) -> Result<()> {
+    let lab = StandardLab::build("wsa")?;
+    let warden = warden_binary()?;
+    let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 20Mbit }")?)?;
+    let d1 = lab.start_daemon(&warden, &path, &[])?;
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["20Mbit"],
+        "after start: ours {ours}, classes {rates:?}"
+    );
+    // SIGKILL: no cleanup runs, and the queue keeps shaping.
+    // SAFETY: kill only sends a signal to the daemon we started.
+    ensure!(unsafe { libc::kill(d1.pid() as i32, libc::SIGKILL) } == 0);
+    drop(d1);
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["20Mbit"],
+        "after SIGKILL: ours {ours}, classes {rates:?}"
+    );
+    // A restart with another plan adopts the qdisc and changes the class in place.
+    let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 50Mbit }")?)?;
+    let mut d2 = lab.start_daemon(&warden, &path, &[])?;
+    d2.wait_log("adopting the egress shaping qdisc", Duration::from_secs(5))?;
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["50Mbit"],
+        "after restart: ours {ours}, classes {rates:?}"
+    );
+    d2.stop()?;
+    let (ours, _) = wan0_shaping(&lab.node)?;
+    ensure!(ours, "a daemon's stop removed the qdisc");
+    let bpffs = lab.lab.bpffs()?;
+    let bpffs = bpffs.to_str().context("bpffs path")?;
+    let warden = warden.to_str().context("warden path")?;
+    let out = lab.node.exec(&[warden, "uninstall", "--bpffs", bpffs])?;
+    ensure!(
+        out.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        !ours && rates.is_empty(),
+        "after uninstall: ours {ours}, classes {rates:?}"
+    );
+    Ok(())
+}
