@@ -212,13 +212,12 @@ fn marker(bpffs: &Path, iface: &str) -> PathBuf {
 impl Shaper {
     /// Puts Warden's HTB qdisc at the root of each of `interfaces` (adopting one an
     /// earlier daemon left) with its default class.
-    pub(crate) fn open(bpffs: &Path, interfaces: &[String]) -> Result<Shaper> {
+    /// `created` gets the interfaces whose qdisc this call put there (not adopted).
+    pub(crate) fn open(interfaces: &[String], created: &mut Vec<String>) -> Result<Shaper> {
         let mut present: Option<HashSet<u32>> = None;
         let mut fq = false;
         let mut adopted = true;
         for iface in interfaces {
-            let m = marker(bpffs, iface);
-            fs::create_dir_all(&m).map_err(io(&m))?;
             if has_our_root(iface)? {
                 tracing::info!(interface = %iface, "adopting the egress shaping qdisc");
             } else {
@@ -235,6 +234,7 @@ impl Shaper {
                     "default",
                     "1",
                 ])?;
+                created.push(iface.clone());
             }
             let q = QUANTUM.to_string();
             tc(&[
@@ -407,6 +407,22 @@ impl Shaper {
     }
 }
 
+/// Removes Warden's HTB qdisc from the root of `iface`, if it is there.
+pub(crate) fn remove_root(iface: &str) -> Result<()> {
+    if has_our_root(iface)? {
+        tc(&[
+            "qdisc",
+            "del",
+            "dev",
+            iface,
+            "root",
+            "handle",
+            &root_handle(),
+        ])?;
+    }
+    Ok(())
+}
+
 /// Removes Warden's HTB qdisc from every interface marked under `bpffs` but those in
 /// `keep` (all of them with an empty `keep`: `warden uninstall`), with their markers.
 /// An interface that is gone, or whose root qdisc is no longer Warden's, only loses its
@@ -461,12 +477,24 @@ impl Dataplane {
     /// Shapes from-tenant plans on `host_interfaces` (host mode's NICs): puts Warden's
     /// HTB qdisc at their roots, or adopts it ([`Shaper::open`]). Without host-mode
     /// interfaces nothing is shaped and every plan is policed.
+    ///
+    /// Part of the start under way: a failed start removes the markers and the qdiscs
+    /// it created (an adopted qdisc stays, with the classes the earlier daemon left).
     pub fn set_up_shaping(&mut self, host_interfaces: &[String]) -> Result<()> {
-        self.shaper = if host_interfaces.is_empty() {
-            None
-        } else {
-            Some(Shaper::open(&self.bpffs, host_interfaces)?)
-        };
+        self.shaper = None;
+        if host_interfaces.is_empty() {
+            return Ok(());
+        }
+        for iface in host_interfaces {
+            let m = marker(&self.bpffs, iface);
+            self.create_dirs(&m)?;
+        }
+        let mut created = Vec::new();
+        let opened = Shaper::open(host_interfaces, &mut created);
+        for iface in created {
+            self.record(super::start::Undo::Qdisc(iface));
+        }
+        self.shaper = Some(opened?);
         Ok(())
     }
 
