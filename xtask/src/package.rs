@@ -172,7 +172,7 @@ fn control(stage: &Path, version: &str, arch: &str) -> Result<()> {
          Architecture: {arch}\n\
          Maintainer: Warden maintainers <warden@localhost>\n\
          Installed-Size: {size_kib}\n\
-         Depends: libc6 (>= 2.36)\n\
+         Depends: libc6 (>= 2.36), iproute2\n\
          Section: net\n\
          Priority: optional\n\
          Description: per-tenant network enforcement with eBPF (XDP and tcx)\n \
