@@ -190,7 +190,7 @@ fn control(stage: &Path, version: &str, arch: &str) -> Result<()> {
          Architecture: {arch}\n\
          Maintainer: Warden maintainers <warden@localhost>\n\
          Installed-Size: {size_kib}\n\
-         Depends: libc6 (>= 2.36), adduser\n\
+         Depends: libc6 (>= 2.36), adduser, iproute2\n\
          Section: net\n\
          Priority: optional\n\
          Description: per-tenant network enforcement with eBPF (XDP and tcx)\n \

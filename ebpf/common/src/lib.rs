@@ -394,7 +394,12 @@ impl Rate {
 pub struct TenantConfig {
     /// [`tenant_flags`] bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The `skb->priority` that puts the tenant's from-tenant packets into its HTB class
+    /// on a host-mode interface's egress ([`shape::class_id`]), or 0: not shaped. A
+    /// shaped tenant's egress plan is the class's, so the tcx program sets the priority
+    /// instead of policing; XDP (gateway mode's from-tenant hook) cannot queue and
+    /// polices `rate[OUT]` whatever this says.
+    pub shape_class: u32,
     /// Bandwidth plan per direction, in bytes.
     pub rate: [Rate; 2],
     /// New outbound SMTP connections, when [`tenant_flags::SMTP_RATE`] is set.
@@ -421,6 +426,29 @@ pub mod tenant_flags {
     pub const SMTP_ALLOW: u32 = 4;
     /// New outbound SMTP connections are policed by [`TenantConfig::smtp`](super::TenantConfig).
     pub const SMTP_RATE: u32 = 8;
+}
+
+/// Egress shaping: the HTB qdisc the daemon puts at the root of each host-mode
+/// interface, one class per tenant with an egress plan, chosen by `skb->priority`.
+pub mod shape {
+    /// The HTB qdisc's handle (major number): `7764:`.
+    pub const MAJOR: u32 = 0x7764;
+    /// The class (minor) of everything not a shaped tenant's: unshaped.
+    pub const DEFAULT_MINOR: u32 = 1;
+    /// Tenant slots below this have a class (minor `slot + 2`); above it, the plan is
+    /// policed. Every class has a leaf qdisc, whose handle the kernel draws from
+    /// 0x8000..0xffff: 32,768 leaves per interface at most, less some room.
+    pub const MAX_SLOTS: u32 = 30_000;
+
+    /// The class id (`MAJOR:minor`, as `skb->priority` selects it) of tenant `slot`,
+    /// or 0 when the slot is past [`MAX_SLOTS`].
+    #[inline(always)]
+    pub const fn class_id(slot: u32) -> u32 {
+        if slot >= MAX_SLOTS {
+            return 0;
+        }
+        (MAJOR << 16) | (slot + 2)
+    }
 }
 
 /// Index of a tenant's configuration in [`map::TENANT_CONFIG`].
@@ -494,6 +522,9 @@ pub mod program {
     pub const TC_TO_TENANT: &str = "tc_to_tenant";
     /// Benchmark baseline (benchmark object): returns XDP_PASS and does nothing else.
     pub const XDP_PASS_BASELINE: &str = "xdp_pass_base";
+    /// Benchmark baseline (benchmark object): a tc program that returns TC_ACT_UNSPEC
+    /// and does nothing else.
+    pub const TC_PASS_BASELINE: &str = "tc_pass_base";
     /// Benchmark baseline (benchmark object): returns XDP_DROP and does nothing else.
     pub const XDP_DROP_BASELINE: &str = "xdp_drop_base";
     /// Benchmark load generator (benchmark object, live frames): redirects out of the

@@ -25,13 +25,23 @@ mod object;
 mod parse;
 mod police;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_UNSPEC},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use warden_common::direction;
 
 /// Benchmark baseline: the cost of running any XDP program at all.
 #[xdp]
 pub fn xdp_pass_base(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark baseline: the cost of running any tc program at all.
+#[classifier]
+pub fn tc_pass_base(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// Benchmark only (`cargo xtask bench`): the from-tenant path, then the frame's

@@ -28,6 +28,9 @@ pub trait Hook {
     /// Whether a from-tenant claim names a MAC other than its frame's source
     /// (`neighbour::names_foreign_mac`).
     fn foreign_mac(&self, headers: u64) -> bool;
+    /// Puts the packet into the queue of HTB class `class` (`skb->priority`); true when
+    /// this hook can (tc: its packets meet a qdisc next), false when it cannot (XDP).
+    fn shape(&self, class: u32) -> bool;
 }
 
 /// An XDP hook's context.
@@ -65,6 +68,11 @@ impl Hook for XdpHook {
     fn foreign_mac(&self, headers: u64) -> bool {
         neighbour::warden_foreign_mac_xdp(self.0, headers) != 0
     }
+
+    #[inline(always)]
+    fn shape(&self, _class: u32) -> bool {
+        false
+    }
 }
 
 impl Hook for TcHook {
@@ -96,5 +104,13 @@ impl Hook for TcHook {
     #[inline(always)]
     fn foreign_mac(&self, headers: u64) -> bool {
         neighbour::warden_foreign_mac_tc(self.0, headers) != 0
+    }
+
+    #[inline(always)]
+    fn shape(&self, class: u32) -> bool {
+        // SAFETY: the kernel's __sk_buff for this run; tc programs may write `priority`,
+        // which HTB reads as a class id when the packet is enqueued after this program.
+        unsafe { (*self.0).priority = class };
+        true
     }
 }

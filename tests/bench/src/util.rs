@@ -76,6 +76,11 @@ pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("WARDEN_BENCH_
 /// of the enforcing programs is the production object's ([`same_code_as_production`]):
 /// the figures are the daemon's programs'.
 pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
+    load_programs(names, &[])
+}
+
+/// [`load_xdp`], and the tc programs `tc_names` too.
+pub fn load_programs(names: &[&str], tc_names: &[&str]) -> Result<aya::Ebpf> {
     same_code_as_production()?;
     let mut ebpf = warden_dataplane::loader()?
         .load(BENCH_OBJECT)
@@ -86,6 +91,14 @@ pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
             .with_context(|| format!("no program {name} in the object"))?
             .try_into()
             .with_context(|| format!("{name} is not an XDP program"))?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    for &name in tc_names {
+        let prog: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the object"))?
+            .try_into()
+            .with_context(|| format!("{name} is not a tc program"))?;
         prog.load().with_context(|| format!("loading {name}"))?;
     }
     Ok(ebpf)

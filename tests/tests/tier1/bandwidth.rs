@@ -151,3 +151,68 @@ fn a_bandwidth_plan_polices_only_its_own_direction() {
         }
     }
 }
+
+/// A shaped tenant (host mode, `shape_class` set): its tcx from-tenant packets get its
+/// HTB class as `skb->priority` and pass, though its bucket is a minute over the burst:
+/// the queue is its plan. XDP from-tenant (gateway mode, which has no queue to send
+/// them to) still polices them, and an unshaped tenant's packets and every to-tenant
+/// packet keep the priority they came with.
+#[test]
+fn a_shaped_tenant_is_sent_to_its_class_on_tc_egress_and_still_policed_by_xdp() {
+    let class = warden_common::shape::class_id(TENANT_P);
+    let mut policy = standard_policy();
+    let p = policy.tenant_mut(TENANT_P);
+    p.rate = [PLAN, PLAN];
+    p.shape_class = class;
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let over = monotonic_ns() + 60_000_000_000;
+    for dir in [direction::OUT, direction::IN] {
+        dp.set_bucket(TENANT_P, dir, over)
+            .expect("setting the bucket");
+    }
+    let from = plan_frame(Prog::TcFrom);
+    let before = dp.snapshot().expect("reading counters");
+    let (r, priority) = dp
+        .run_tc_priority(Prog::TcFrom, &from, 7)
+        .expect("test run");
+    assert_eq!(
+        r,
+        Prog::TcFrom.retval(Verdict::Pass),
+        "shaped: passed to the queue"
+    );
+    assert_eq!(
+        priority, class,
+        "shaped: skb->priority is the tenant's class"
+    );
+    let after = dp.snapshot().expect("reading counters");
+    assert_eq!(
+        changes(&before, &after),
+        TP.changes(direction::OUT, from.len(), 1),
+        "counted once, no drop"
+    );
+    assert_eq!(
+        dp.bucket(TENANT_P, direction::OUT)
+            .expect("reading the bucket"),
+        over,
+        "the policer's bucket is not charged"
+    );
+
+    let r = dp.run(Prog::XdpFrom, &from).expect("test run");
+    assert_eq!(
+        r,
+        Prog::XdpFrom.retval(Verdict::Drop),
+        "XDP polices the plan"
+    );
+
+    let to = plan_frame(Prog::TcTo);
+    let (r, priority) = dp.run_tc_priority(Prog::TcTo, &to, 7).expect("test run");
+    assert_eq!(r, Prog::TcTo.retval(Verdict::Drop), "ingress stays policed");
+    assert_eq!(priority, 7, "to-tenant: the priority is left alone");
+
+    let unshaped = ip4(A, U, L4::udp(40000, 9)).build();
+    let (r, priority) = dp
+        .run_tc_priority(Prog::TcFrom, &unshaped, 7)
+        .expect("test run");
+    assert_eq!(r, Prog::TcFrom.retval(Verdict::Pass));
+    assert_eq!(priority, 7, "unshaped tenant: the priority is left alone");
+}

@@ -137,6 +137,8 @@ pub(crate) struct FixtureTenant {
     /// Flood thresholds per flood epoch: (out SYN, out packets, in packets, in bytes);
     /// 0 = not counted.
     pub(crate) flood: (u32, u32, u32, u64),
+    /// `TenantConfig::shape_class`: the HTB class its egress goes to; 0 = policed.
+    pub(crate) shape_class: u32,
 }
 
 impl FixtureTenant {
@@ -150,6 +152,7 @@ impl FixtureTenant {
             rate: [Rate::UNLIMITED; 2],
             smtp: Rate::UNLIMITED,
             flood: (0, 0, 0, 0),
+            shape_class: 0,
         }
     }
 
@@ -187,7 +190,7 @@ impl FixtureTenant {
         };
         TenantConfig {
             flags: self.flags | bound,
-            _pad: 0,
+            shape_class: self.shape_class,
             rate: self.rate,
             smtp: self.smtp,
             flood_out_syn: self.flood.0,

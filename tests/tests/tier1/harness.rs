@@ -441,6 +441,44 @@ impl TestDataplane {
         Ok(result.return_value)
     }
 
+    /// One run of a tc program with an `__sk_buff` context whose `priority` is
+    /// `priority`: the return value and the `priority` the program left.
+    pub(crate) fn run_tc_priority(
+        &self,
+        prog: Prog,
+        frame: &[u8],
+        priority: u32,
+    ) -> Result<(u32, u32)> {
+        // `struct __sk_buff` (uapi/linux/bpf.h): 192 bytes on this kernel, `priority`
+        // the ninth u32. The kernel takes `priority` from ctx_in and gives it back in
+        // ctx_out (bpf_prog_test_run_skb).
+        const SKB_CTX_BYTES: usize = 192;
+        const PRIORITY_AT: usize = 32;
+        ensure!(!prog.is_xdp(), "{prog} is not a tc program");
+        let mut ctx_in = [0u8; SKB_CTX_BYTES];
+        ctx_in[PRIORITY_AT..PRIORITY_AT + 4].copy_from_slice(&priority.to_ne_bytes());
+        let mut ctx_out = [0u8; SKB_CTX_BYTES];
+        let p: &SchedClassifier = self
+            .ebpf
+            .program(prog.name())
+            .context("program not loaded")?
+            .try_into()?;
+        let result = p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            ..Default::default()
+        })?;
+        ensure!(
+            result.ctx_size_out as usize >= PRIORITY_AT + 4,
+            "the kernel gave back {} bytes of context",
+            result.ctx_size_out
+        );
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&ctx_out[PRIORITY_AT..PRIORITY_AT + 4]);
+        Ok((result.return_value, u32::from_ne_bytes(word)))
+    }
+
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::new();
         let tenants: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(

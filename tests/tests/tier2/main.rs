@@ -20,5 +20,6 @@ mod package;
 mod policy_input;
 mod privileges;
 mod review;
+mod shaping;
 mod start;
 mod suspension;

@@ -251,7 +251,7 @@ impl Dataplane {
     /// Removes every pin under `bpffs`: links first (which detaches the programs),
     /// then programs and maps. Enforcement stops.
     pub fn uninstall(bpffs: &Path) -> Result<usize> {
-        let mut removed = 0;
+        let mut removed = super::shape::remove_all(bpffs, &[])?;
         for sub in ["links/xdp", "links/tcx-egress", "links", "progs", "maps"] {
             let dir = bpffs.join(sub);
             let Ok(entries) = fs::read_dir(&dir) else {

@@ -27,6 +27,9 @@ pub struct Compiled {
     pub macs: HashMap<[u8; 6], u32>,
     /// Tenant index -> settings.
     pub configs: HashMap<u32, TenantConfig>,
+    /// Tenant index -> egress plan (bits/s) and burst (bytes), of the tenants with one:
+    /// what their shaping classes are made of (`Dataplane::shape`).
+    pub egress_plans: HashMap<u32, crate::shape::ClassSpec>,
     /// Prefix lengths in use, longest first.
     pub v4_lens: Vec<u8>,
     pub v6_lens: Vec<u8>,
@@ -146,11 +149,16 @@ pub fn compile_with(
             Some(bps) => Rate::from_bits_per_second(bps, burst_bytes(bps, s.bandwidth.burst)),
             None => Rate::UNLIMITED,
         };
+        if let Some(bps) = s.bandwidth.egress {
+            let burst = burst_bytes(bps, s.bandwidth.burst);
+            c.egress_plans
+                .insert(i, crate::shape::ClassSpec { bps, burst });
+        }
         c.configs.insert(
             i,
             TenantConfig {
                 flags,
-                _pad: 0,
+                shape_class: 0,
                 rate: [plan(s.bandwidth.egress), plan(s.bandwidth.ingress)],
                 smtp,
                 flood_out_syn: per_flood_epoch(s.detectors.flood_out.syn_pps),

@@ -30,6 +30,7 @@ pub mod log;
 pub mod record;
 mod relink;
 pub mod runtime;
+pub mod shape;
 mod start;
 
 use std::{
@@ -50,7 +51,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use warden_common::{
-    bucket, direction, facts, gen_flags, global, map, program, table, tenant_config_index,
+    bucket, direction, facts, gen_flags, global, map, program, reason, table, tenant_config_index,
     tenant_counter_index, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, Slot128,
     Slot64, TenantConfig, GENERATIONS, MAX_MACS, MAX_PREFIXES, MAX_PREFIX_LENS, MAX_TENANTS,
 };
@@ -155,6 +156,8 @@ pub enum DataplaneError {
     EventsTaken,
     #[error("suspension record {path}: {detail}")]
     Record { path: PathBuf, detail: String },
+    #[error("egress shaping: {what}: {detail}")]
+    Shaping { what: String, detail: String },
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -214,6 +217,8 @@ pub struct Dataplane {
     /// What the start under way did, to undo should it fail ([`start`]); `None` once
     /// [`Dataplane::finish_start`] ended it.
     start: Option<start::Journal>,
+    /// The HTB qdiscs of the host-mode interfaces ([`shape`]); `None` without any.
+    shaper: Option<shape::Shaper>,
 }
 
 /// How long the phases of one [`Dataplane::apply`] took (for the scale benchmark).
@@ -318,6 +323,7 @@ impl Dataplane {
             cpus: cpus as usize,
             record: record::RecordMap::open_or_create(bpffs)?,
             start: None,
+            shaper: None,
         };
         dp.active = dp
             .array::<u32>(map::ACTIVE)?
@@ -393,6 +399,7 @@ impl Dataplane {
                 }
             }
         }
+        out[direction::OUT as usize].packets[reason::BANDWIDTH] += self.queue_drops(index);
         Ok(out)
     }
 

@@ -448,7 +448,15 @@ impl Dataplane {
     /// [`Dataplane::drop_counters`] gives them per slot.
     pub fn all_drop_counters(&self, slots: u32) -> Result<Vec<[DropCounters; 2]>> {
         let flat = self.per_cpu_batch(map::DROP_COUNTERS, slots * direction::COUNT, add_drops)?;
-        Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+        Ok(flat
+            .chunks_exact(2)
+            .enumerate()
+            .map(|(slot, c)| {
+                let mut out = c[0];
+                out.packets[reason::BANDWIDTH] += self.queue_drops(slot as u32);
+                [out, c[1]]
+            })
+            .collect())
     }
 
     /// Drops by reason of tenant slots `0..slots`, summed over CPUs and both directions
@@ -465,6 +473,7 @@ impl Dataplane {
                 None => first = Some(d),
                 Some(mut both) => {
                     add_drops(&mut both, &d);
+                    both.packets[reason::BANDWIDTH] += self.queue_drops(out.len() as u32);
                     out.push(both.packets);
                 }
             },

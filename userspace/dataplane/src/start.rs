@@ -49,6 +49,9 @@ pub(super) enum Undo {
     /// A link pinned at `link` whose program the start replaced: `program` is the one
     /// it ran before.
     Program { link: PathBuf, program: OwnedFd },
+    /// Warden's shaping qdisc, which the start put at the root of this interface
+    /// (replacing the kernel's default): removed.
+    Qdisc(String),
 }
 
 /// The steps of the start under way, in the order they were taken.
@@ -97,7 +100,10 @@ impl Journal {
             match step {
                 Undo::Dir(path) => done.note(remove_dir(&path), &path),
                 Undo::Pin(path) => done.note(remove_pin(&path), &path),
-                Undo::Active(_) | Undo::Management { .. } | Undo::Program { .. } => {}
+                Undo::Active(_)
+                | Undo::Management { .. }
+                | Undo::Program { .. }
+                | Undo::Qdisc(_) => {}
             }
         }
         done
@@ -280,6 +286,11 @@ impl Dataplane {
                         .and_then(|fd| relink::update(fd.as_fd(), program.as_fd()))
                         .map_err(|e| format!("putting the earlier program back: {e}"));
                     done.note(r, &link);
+                }
+                Undo::Qdisc(iface) => {
+                    self.shaper = None;
+                    let r = super::shape::remove_root(&iface).map_err(|e| e.to_string());
+                    done.note(r, Path::new(&format!("shaping qdisc of {iface}")));
                 }
             }
         }

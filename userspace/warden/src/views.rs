@@ -75,6 +75,9 @@ pub struct StatusView {
     /// send as `If-Match` with `PUT /api/v1/policy` (`warden policy apply --base`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<i64>,
+    /// How egress plans are enforced: shaped on host-mode interfaces, else policed.
+    #[serde(default)]
+    pub shaping: ShapingView,
     /// Where the policy in force came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_source: Option<PolicySource>,
@@ -182,6 +185,21 @@ impl PolicyView {
             policy: tree.to_json(),
         }
     }
+}
+
+/// How from-tenant (egress) plans are enforced on this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapingView {
+    /// `htb`: host-mode interfaces queue each tenant's traffic in an HTB class of its
+    /// plan; `police`: no host-mode interface, every plan is policed (a controller
+    /// leaves it empty).
+    pub mode: String,
+    /// Whether the kernel has the `fq` qdisc (what EDT shaping would use; not used).
+    pub fq: bool,
+    /// The interfaces shaped.
+    pub interfaces: Vec<String>,
+    /// Tenant classes on each of them.
+    pub classes: usize,
 }
 
 /// One program attached to one interface.

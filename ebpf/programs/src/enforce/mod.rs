@@ -10,7 +10,8 @@
 //! 5. detection facts (`facts::record`), before anything else can drop the packet:
 //!    traffic a block drops must keep its detection, and so its block, alive;
 //! 6. blocks ([`blocks`]), SMTP ([`try_smtp`]), the plan or a detection's throttle
-//!    ([`try_plan`]).
+//!    ([`try_plan`]): from a shaped tenant on a tc hook, the plan is its HTB class's
+//!    queue, which the packet is sent to, not a policer.
 //!
 //! Every stage is inlined into the hook's program (`#[inline(always)]`: a stage costs
 //! neither a call nor a copy); the heavy work past them runs in global BPF functions,
@@ -174,7 +175,7 @@ fn try_tenant_policy<const DIR: u32, H: Hook>(
     facts::record::<DIR, H>(hook, p, gen, tenant, cfg, bytes, &mut clock);
     blocks::try_blocks::<DIR>(p, tenant, runtime.flags, &mut clock)?;
     try_smtp::<DIR>(p, tenant, cfg, &mut clock)?;
-    try_plan::<DIR>(tenant, cfg, runtime, bytes, &mut clock)
+    try_plan::<DIR, H>(hook, tenant, cfg, runtime, bytes, &mut clock)
 }
 
 /// Suspension: a suspended tenant's packet is dropped (counted as `suspended` by the
@@ -268,24 +269,40 @@ fn try_smtp<const DIR: u32>(
 /// The plan: the tenant's bandwidth in this direction, or a detection's throttle, which
 /// replaces the plan (the same bucket) until it expires, even if the daemon is not there
 /// to lift it.
+///
+/// From a shaped tenant (`shape_class` set) on a hook that can queue (tc egress, host
+/// mode), the plan is the HTB class the packet is steered into: a queue TCP can live
+/// with, where a policer drops whole windows at sub-millisecond round trips. A throttle
+/// still polices on top. On XDP (gateway mode's from-tenant hook) the plan is policed.
 #[inline(always)]
-fn try_plan<const DIR: u32>(
+fn try_plan<const DIR: u32, H: Hook>(
+    hook: &H,
     tenant: u32,
     cfg: &TenantConfig,
     runtime: Runtime,
     bytes: u64,
     clock: &mut Clock,
 ) -> Result<(), Stop> {
-    let mut rate: &Rate = &cfg.rate[DIR as usize];
+    let shaped = DIR == direction::OUT && cfg.shape_class != 0 && hook.shape(cfg.shape_class);
+    // No policer for a shaped plan (an Option, not a reference to an unlimited Rate:
+    // that constant would become a read-only data map of the object).
+    let mut rate: Option<&Rate> = if shaped {
+        None
+    } else {
+        Some(&cfg.rate[DIR as usize])
+    };
     if runtime.flags & runtime_flags::THROTTLE != 0 {
         if let Some(rt) = runtime.entry {
             // SAFETY: an array map value, read only.
             let rt = unsafe { &*rt };
             if clock.now() < rt.throttle_until_ns {
-                rate = &rt.throttle[DIR as usize];
+                rate = Some(&rt.throttle[DIR as usize]);
             }
         }
     }
+    let Some(rate) = rate else {
+        return Ok(());
+    };
     if rate.cost_q10 != 0 {
         if let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, DIR)) {
             if !police::conforms(b, rate, clock.now(), bytes, true) {

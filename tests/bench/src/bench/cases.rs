@@ -10,9 +10,9 @@ use super::{
     answer::answer_frame,
     fixtures::{host_v4, host_v6, net_v6, tenant_mac, wide_v4, wide_v6},
     BAR_NS, EXHAUSTED_TENANT, FOREIGN_TENANT, NEW_FLOW_BAR_NS, NEW_FLOW_FIRST_REMOTE,
-    NEW_FLOW_PORT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SUSPENDED_TENANT, TENANTS,
-    UNKNOWN_V4, UNKNOWN_V6, WIDE, WIDE_TENANT, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP,
-    XDP_PASS,
+    NEW_FLOW_PORT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SHAPED_TENANT,
+    SUSPENDED_TENANT, TC_BAR_NS, TC_DROP, TC_PASS, TENANTS, UNKNOWN_V4, UNKNOWN_V6, WIDE,
+    WIDE_TENANT, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP, XDP_PASS,
 };
 
 /// The policies the bench measures, in order; each is written into its generation
@@ -109,11 +109,16 @@ pub(super) enum Lands {
 }
 
 impl Lands {
+    /// The return value of an XDP program landing here.
     pub(super) fn verdict(self) -> u32 {
         match self {
             Lands::Tenant { .. } | Lands::NoTenant { .. } => XDP_PASS,
             Lands::Dropped { .. } | Lands::Spoofed { .. } => XDP_DROP,
         }
+    }
+
+    fn passes(self) -> bool {
+        matches!(self, Lands::Tenant { .. } | Lands::NoTenant { .. })
     }
 
     pub(super) fn describe(self) -> String {
@@ -127,6 +132,27 @@ impl Lands {
             Lands::Spoofed { dir } => format!("drop, spoofed {}", d(dir)),
         }
     }
+}
+
+impl Case {
+    /// Whether the case's program is a tc one (timed against the tc baseline).
+    pub(super) fn is_tc(&self) -> bool {
+        is_tc(self.program)
+    }
+
+    /// The return value of the case's program.
+    pub(super) fn verdict(&self) -> u32 {
+        match (self.is_tc(), self.lands.passes()) {
+            (false, _) => self.lands.verdict(),
+            (true, true) => TC_PASS,
+            (true, false) => TC_DROP,
+        }
+    }
+}
+
+/// Whether `program` is one of the tc programs the bench loads.
+pub(super) fn is_tc(program: &str) -> bool {
+    program == program::TC_FROM_TENANT || program == program::TC_PASS_BASELINE
 }
 
 pub(super) fn cases() -> Vec<Case> {
@@ -223,6 +249,34 @@ pub(super) fn cases() -> Vec<Case> {
             lands: Lands::Tenant {
                 index: POLICED_TENANT,
                 dir: inn,
+            },
+        },
+        Case {
+            name: "tcx from-tenant, policed egress, conforming (GCRA, pass)",
+            bar_ns: TC_BAR_NS,
+            flow: Flow::Repeated,
+            policy: Policy::NoMacs,
+            program: program::TC_FROM_TENANT,
+            frame: Frame::new(Ipv4::new(host_v4(POLICED_TENANT), outside).l4(syn()))
+                .pad_to(64)
+                .build(),
+            lands: Lands::Tenant {
+                index: POLICED_TENANT,
+                dir: out,
+            },
+        },
+        Case {
+            name: "tcx from-tenant, shaped egress (skb->priority set, no policer, pass)",
+            bar_ns: TC_BAR_NS,
+            flow: Flow::Repeated,
+            policy: Policy::NoMacs,
+            program: program::TC_FROM_TENANT,
+            frame: Frame::new(Ipv4::new(host_v4(SHAPED_TENANT), outside).l4(syn()))
+                .pad_to(64)
+                .build(),
+            lands: Lands::Tenant {
+                index: SHAPED_TENANT,
+                dir: out,
             },
         },
         Case {

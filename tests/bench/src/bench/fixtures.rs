@@ -18,7 +18,7 @@ use warden_tests::packets::Mac;
 
 use super::{
     cases::Policy, ANSWER_BASE, EXHAUSTED_TENANT, HUGE_PLAN, LOADERS, LOADER_FIRST, LOADER_STRIDE,
-    LOADER_SYN_THRESHOLD, MANAGEMENT_V4, MANAGEMENT_V6, POLICED_TENANT, SMALL_PLAN,
+    LOADER_SYN_THRESHOLD, MANAGEMENT_V4, MANAGEMENT_V6, POLICED_TENANT, SHAPED_TENANT, SMALL_PLAN,
     SUSPENDED_TENANT, TENANTS, TRACKED_BASE, WIDE,
 };
 
@@ -96,6 +96,12 @@ pub(super) fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
         SUSPENDED_TENANT => cfg.flags |= tenant_flags::SUSPENDED,
         POLICED_TENANT => cfg.rate = [HUGE_PLAN, HUGE_PLAN],
         EXHAUSTED_TENANT => cfg.rate = [SMALL_PLAN, SMALL_PLAN],
+        SHAPED_TENANT => {
+            cfg.rate = [SMALL_PLAN, SMALL_PLAN];
+            // A class id as the daemon writes one (this slot is past the daemon's
+            // limit, but the programs take any nonzero class).
+            cfg.shape_class = (warden_common::shape::MAJOR << 16) | 2;
+        }
         _ => {}
     }
     cfg

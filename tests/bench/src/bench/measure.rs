@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray},
-    programs::Xdp,
+    programs::{SchedClassifier, Xdp},
     Ebpf, TestRun, TestRunOptions,
 };
 use warden_common::{global, map, program, reason, tenant_counter_index, Counters, DropCounters};
@@ -83,12 +83,34 @@ pub(super) fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
 
 /// One BPF_PROG_TEST_RUN; returns (return value, mean ns per repetition).
 pub(super) fn test_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
-    let opts = TestRunOptions {
+    let r = prog
+        .test_run(run_options(frame, repeat))
+        .context("BPF_PROG_TEST_RUN")?;
+    let ns = u32::try_from(r.duration.as_nanos()).unwrap_or(u32::MAX);
+    Ok((r.return_value, ns))
+}
+
+fn run_options(frame: &[u8], repeat: u32) -> TestRunOptions<'_> {
+    TestRunOptions {
         data_in: Some(frame),
         repeat,
         ..Default::default()
-    };
-    let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    }
+}
+
+/// [`test_run`] of the program called `name`, XDP or tc.
+pub(super) fn run_named(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
+    if !super::cases::is_tc(name) {
+        return test_run(xdp(ebpf, name)?, frame, repeat);
+    }
+    let prog: &SchedClassifier = ebpf
+        .program(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not a tc program"))?;
+    let r = prog
+        .test_run(run_options(frame, repeat))
+        .context("BPF_PROG_TEST_RUN")?;
     let ns = u32::try_from(r.duration.as_nanos()).unwrap_or(u32::MAX);
     Ok((r.return_value, ns))
 }
@@ -163,14 +185,14 @@ pub(super) fn moved(before: &[u64], after: &[u64]) -> Vec<u64> {
 /// its name promises.
 pub(super) fn verify_path(ebpf: &Ebpf, case: &Case) -> Result<()> {
     let before = observe(ebpf, case.lands)?;
-    let (ret, _) = test_run(xdp(ebpf, case.program)?, &case.frame, 1)?;
+    let (ret, _) = run_named(ebpf, case.program, &case.frame, 1)?;
     let after = observe(ebpf, case.lands)?;
     ensure!(
-        ret == case.lands.verdict(),
+        ret == case.verdict(),
         "{}: {} returned {ret}, expected {} ({})",
         case.name,
         case.program,
-        case.lands.verdict(),
+        case.verdict(),
         case.lands.describe()
     );
     let got = moved(&before, &after);
@@ -223,7 +245,7 @@ pub(super) fn measure(
             Flow::New => Some(NewFlowRun::start(ebpf, facts, tenant, n)?),
             Flow::Repeated | Flow::Answer => None,
         };
-        let r = test_run(xdp(ebpf, case.program)?, &case.frame, n)?;
+        let r = run_named(ebpf, case.program, &case.frame, n)?;
         if let Some(run) = run {
             run.check(ebpf, facts, case, n)?;
             if timed {
@@ -233,12 +255,19 @@ pub(super) fn measure(
         }
         Ok(r)
     };
-    let base = xdp(ebpf, program::XDP_PASS_BASELINE)?;
+    // A tc case is timed against the tc baseline: an skb test run costs more than an
+    // XDP one before any program runs.
+    let base_name = if case.is_tc() {
+        program::TC_PASS_BASELINE
+    } else {
+        program::XDP_PASS_BASELINE
+    };
+    let base = |frame: &[u8], n: u32| run_named(ebpf, base_name, frame, n);
     // Warm caches and the branch predictor; not recorded. A new-flow run touches a
     // new random filter word and pending slot per repetition: warm-up runs of full
     // size first touch the tables' pages (in a VM, each first touch of a guest page can
     // fault in the host), so the timed runs see the tables as a running node does.
-    test_run(base, &case.frame, repeat.div_ceil(10))?;
+    base(&case.frame, repeat.div_ceil(10))?;
     let warm_ups = match case.flow {
         Flow::Repeated | Flow::Answer => 1,
         Flow::New => NEW_FLOW_WARM_UPS,
@@ -263,23 +292,23 @@ pub(super) fn measure(
         // does not favour either side.
         let base_first = pair % 2 == 0;
         if base_first {
-            base_ns.push(test_run(base, &case.frame, repeat)?.1);
+            base_ns.push(base(&case.frame, repeat)?.1);
         }
         let before = observe(ebpf, case.lands)?;
         let (ret, ns) = run_case(repeat, timed)?;
         let got = moved(&before, &observe(ebpf, case.lands)?);
         // Every repetition, not just the last one the verdict shows, took the path.
         ensure!(
-            ret == case.lands.verdict() && got == want,
+            ret == case.verdict() && got == want,
             "{}: while timing, returned {ret} and moved the counters by {got:?}; \
              expected {} and {want:?} ({} x {repeat})",
             case.name,
-            case.lands.verdict(),
+            case.verdict(),
             case.lands.describe()
         );
         case_ns.push(ns);
         if !base_first {
-            base_ns.push(test_run(base, &case.frame, repeat)?.1);
+            base_ns.push(base(&case.frame, repeat)?.1);
         }
     }
     Ok(Figures::new(case_ns, base_ns, repeat))

@@ -133,6 +133,12 @@ use tracked::ensure_tracked;
 
 /// Most any per-packet path may cost over the XDP_PASS baseline, in ns.
 const BAR_NS: f64 = 35.0;
+/// Most the tcx from-tenant path (host mode's egress) may cost over the tc baseline, in
+/// ns: the same 35 ns as every XDP path (issue 20: "the 35 ns bars still hold"). An
+/// skb's context is dearer to read than an XDP frame's and this hook may pull headers
+/// into the linear area, which the bar does not excuse: when first benchmarked the
+/// policed path measured +44-46 ns and the shaped one +38-39 ns, over it.
+const TC_BAR_NS: f64 = 35.0;
 /// Most a tenant's new flow (first contact, pending attempt, event) may cost over the
 /// XDP_PASS baseline, in ns.
 const NEW_FLOW_BAR_NS: f64 = 150.0;
@@ -173,6 +179,9 @@ const SUSPENDED_TENANT: u32 = 50_001;
 const POLICED_TENANT: u32 = 50_002;
 /// Plan exhausted (bucket an hour ahead of the clock): every packet is dropped.
 const EXHAUSTED_TENANT: u32 = 50_003;
+/// Shaped (host mode): the exhausted plan, and its HTB class in `shape_class`, so tcx
+/// from-tenant sets the priority and does not police (every packet passes).
+const SHAPED_TENANT: u32 = 50_004;
 /// Remotes whose state is loaded before the cases are timed (see the module doc).
 const TRACKED_REMOTES: u32 = 1_000_000;
 /// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants
@@ -215,6 +224,9 @@ const MANAGEMENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 0
 const WIDE_TENANT: u32 = TENANTS - WIDE + 10;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (-1) as BPF_PROG_TEST_RUN reports it; TC_ACT_SHOT.
+const TC_PASS: u32 = u32::MAX;
+const TC_DROP: u32 = 2;
 
 /// 400 Gbit/s with a 10 s burst: a 64-byte frame costs 1 ns of bucket time, and the
 /// bucket must conform whatever `bpf_ktime_get_ns` does during a run. Where that clock
@@ -279,6 +291,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     write_management(&mut ebpf)?;
     let ahead = monotonic_ns()? + EXHAUSTED_AHEAD_NS;
     set_bucket(&mut ebpf, EXHAUSTED_TENANT, direction::IN, ahead)?;
+    // A shaped tenant's policer would drop everything: the tcx path must not use it.
+    set_bucket(&mut ebpf, SHAPED_TENANT, direction::OUT, ahead)?;
     let mut cases = cases();
     if let Some(only) = &args.micro_only {
         cases.retain(|c| c.name.contains(only.as_str()));
@@ -454,11 +468,14 @@ fn monotonic_ns() -> Result<u64> {
 }
 
 fn load() -> Result<Ebpf> {
-    crate::util::load_xdp(&[
-        program::XDP_PASS_BASELINE,
-        program::XDP_TO_TENANT,
-        program::XDP_FROM_TENANT,
-        XDP_BENCH_NEW_FLOW,
-        XDP_BENCH_ANSWER,
-    ])
+    crate::util::load_programs(
+        &[
+            program::XDP_PASS_BASELINE,
+            program::XDP_TO_TENANT,
+            program::XDP_FROM_TENANT,
+            XDP_BENCH_NEW_FLOW,
+            XDP_BENCH_ANSWER,
+        ],
+        &[program::TC_PASS_BASELINE, program::TC_FROM_TENANT],
+    )
 }

@@ -11,8 +11,8 @@ use super::{
     },
     new_flow::new_flow_remote,
     EXHAUSTED_TENANT, FOREIGN_TENANT, FP_PROBES, LOADERS, MANAGEMENT_V4, MANAGEMENT_V6,
-    NEW_FLOW_MAX_REPEAT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SUSPENDED_TENANT,
-    TENANTS, TRACKED_REMOTES, UNKNOWN_V4, UNKNOWN_V6, WIDE, WIDE_TENANT,
+    NEW_FLOW_MAX_REPEAT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SHAPED_TENANT,
+    SUSPENDED_TENANT, TENANTS, TRACKED_REMOTES, UNKNOWN_V4, UNKNOWN_V6, WIDE, WIDE_TENANT,
 };
 
 /// Every address the bench sends from or to, by owner: no two owners share one.
@@ -92,6 +92,7 @@ fn loaders_are_none_of_the_cases_tenants_and_not_wide() {
         SUSPENDED_TENANT,
         POLICED_TENANT,
         EXHAUSTED_TENANT,
+        SHAPED_TENANT,
         WIDE_TENANT,
     ];
     for j in 0..LOADERS {

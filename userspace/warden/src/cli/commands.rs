@@ -43,6 +43,21 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
         "{}",
         table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows)
     );
+    if !s.shaping.mode.is_empty() {
+        println!(
+            "egress plans: {}{}",
+            match s.shaping.mode.as_str() {
+                "htb" => format!(
+                    "shaped (htb, {} classes on {})",
+                    s.shaping.classes,
+                    s.shaping.interfaces.join(", ")
+                ),
+                "police" => "policed (no host-mode interface)".to_string(),
+                other => other.to_string(),
+            },
+            if s.shaping.fq { "; fq available" } else { "" }
+        );
+    }
     println!();
     let rows: Vec<Vec<String>> = s
         .maps

@@ -164,6 +164,7 @@ impl Backend for Controller {
                 at: s.generation.as_ref().map(|g| g.at),
                 generation: s.generation.as_ref().map(|g| g.generation),
             }),
+            shaping: Default::default(),
         }
     }
 

@@ -53,6 +53,10 @@ impl Daemon {
     fn sample(&self) -> Result<()> {
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
+        // The shaping queues' drops join the tenants' `bandwidth` drops.
+        if let Err(e) = enforcement.dataplane_mut().refresh_shaping_drops() {
+            tracing::warn!(error = %e, "reading the shaping queues' drops");
+        }
         let at = Instant::now();
         let traffic = enforcement.traffic()?;
         let mut state = self.sampler.lock();

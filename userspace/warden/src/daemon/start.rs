@@ -291,6 +291,17 @@ fn start_enforcing(
         .map(|i| (i.name.clone(), i.mode))
         .collect();
     let configured = policy.interfaces.clone();
+    // From-tenant plans on host-mode interfaces are shaped: the qdisc is there before
+    // the policy names its classes.
+    let hosts: Vec<String> = interfaces
+        .iter()
+        .filter(|(_, mode)| *mode == policy::Mode::Host)
+        .map(|(name, _)| name.clone())
+        .collect();
+    enforcement
+        .dataplane_mut()
+        .set_up_shaping(&hosts)
+        .context("setting up egress shaping on the host-mode interfaces")?;
     // Policy and suspensions go into the kernel before any program is attached (or,
     // when adopting, with one atomic flip), so no packet passes unenforced.
     enforcement.put_policy(db, policy)?;
@@ -308,6 +319,16 @@ fn start_enforcing(
     dp.finish_start()
         .context("removing links of interfaces no longer in the policy")?;
     dp.forget_other_interfaces(&configured);
+    match dp.remove_other_shaping() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed egress shaping from interfaces no longer in host mode"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "removing egress shaping from interfaces no longer in host mode")
+        }
+    }
     Ok(())
 }
 

@@ -171,14 +171,20 @@ impl Enforcement {
                 .map(|t| t.id.as_str())
                 .chain(holds.retained()),
         )?;
-        let compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
+        let mut compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
         let added: Vec<TenantSlot> = changes.added.iter().map(|(_, slot)| *slot).collect();
         self.dataplane
             .reset_slots(&added)
             .context("zeroing new tenants' slots")?;
+        // Classes before the switch that names them, removals after: no tenant is
+        // unshaped in between.
+        self.dataplane
+            .shape(&mut compiled, &added)
+            .context("setting up the shaping classes of egress plans")?;
         self.dataplane
             .apply(&compiled)
             .context("writing the policy into the kernel")?;
+        self.dataplane.finish_shaping();
         self.fill = PolicyFill::of(&compiled);
         Ok((index, holds))
     }

