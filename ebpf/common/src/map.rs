@@ -132,7 +132,8 @@ pub const FLOOD_LOCAL_IN: &str = "FLOOD_LOCAL_IN";
 /// Per-CPU array\[1\]: each CPU's last clock reading. The programs' own.
 pub const CLOCK_CACHE: &str = "CLOCK_CACHE";
 /// Per-CPU array, [`BLOCK_CACHE_SLOTS`]: each CPU's last block lookups, each good for
-/// the clock tick it was made in. The programs' own.
+/// the clock tick it was made in while the tenant's blocks version stands. The
+/// programs' own.
 pub const BLOCK_CACHE: &str = "BLOCK_CACHE";
 /// Slots of [`BLOCK_CACHE`] per CPU.
 pub const BLOCK_CACHE_SLOTS: u32 = 64;
@@ -293,7 +294,7 @@ pub const INTERNAL: [Def; 4] = [
         facts::FLOOD_LOCAL_SLOTS,
     ),
     array(CLOCK_CACHE, Kind::PerCpuArray, 16, 1),
-    array(BLOCK_CACHE, Kind::PerCpuArray, 40, BLOCK_CACHE_SLOTS),
+    array(BLOCK_CACHE, Kind::PerCpuArray, 48, BLOCK_CACHE_SLOTS),
 ];
 
 /// The names of [`PINNED`], in its order.

@@ -9,10 +9,10 @@
 //! A lookup hashes its 24-byte key (`BlockKey`): some 20 ns, as much as the rest of a
 //! datagram's path, paid by every packet of a flood at a blackholed address. So each
 //! CPU keeps its recent lookups' answers (`BLOCK_CACHE`), each good for the clock tick
-//! it was made in: a packet with the same key in the same tick takes the answer. Within
-//! a tick the answer is the lookup's exactly, expiry included (both compare the
-//! same time); a block the daemon adds or removes reaches a CPU at its next tick at
-//! most (a few ms), the resolution every expiry here has already.
+//! it was made in and the tenant's blocks version (`runtime_flags::BLOCKS_VERSION`,
+//! counted up by the daemon after every write of the tenant's blocks): a packet with
+//! the same key in the same tick under the same version takes the answer, which is the
+//! lookup's exactly (expiry compared at the same time, the map as it was).
 
 use core::{
     mem::MaybeUninit,
@@ -64,7 +64,8 @@ pub fn try_blocks<const DIR: u32>(
     };
     let has_ports = p.l4_proto == proto::TCP || p.l4_proto == proto::UDP;
     let meta = block_meta(family, p.dport, has_ports);
-    let why = cached_block::<DIR>(tenant, meta, &addr, now);
+    let version = flags & runtime_flags::BLOCKS_VERSION;
+    let why = cached_block::<DIR>(tenant, meta, &addr, now, version);
     if why == NOT_BLOCKED {
         return Ok(());
     }
@@ -89,23 +90,38 @@ pub struct BlockCached {
     key: u64,
     /// The address looked up.
     addr: Addr,
+    /// The tenant's blocks version (`runtime_flags::BLOCKS_VERSION` bits) it was looked
+    /// up under.
+    version: u64,
     /// The answer: a drop reason, or [`NOT_BLOCKED`].
     why: u64,
 }
 
-/// The block of the packet (`tenant`, `meta`, `addr`, going `DIR`) at time `now`: the
-/// answer this CPU looked up for the same key at the same time, or a lookup, whose
-/// answer is kept for the rest of the tick.
+/// The block of the packet (`tenant`, `meta`, `addr`, going `DIR`) at time `now`, the
+/// tenant's blocks being at `version`: the answer this CPU looked up for the same key at
+/// the same time and version, or a lookup, whose answer is kept for the rest of the
+/// tick.
 #[inline(always)]
-fn cached_block<const DIR: u32>(tenant: u32, meta: u64, addr: &Addr, now: u64) -> u32 {
+fn cached_block<const DIR: u32>(
+    tenant: u32,
+    meta: u64,
+    addr: &Addr,
+    now: u64,
+    version: u32,
+) -> u32 {
     let key = u64::from(tenant) | (meta << 32) | (u64::from(DIR) << 63);
     let Some(c) = BLOCK_CACHE.get_ptr_mut(cache_slot(key, addr)) else {
         return lookup::<DIR>(tenant, meta, addr, now);
     };
+    let version = u64::from(version);
     // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
     // while this one runs (the hooks do not preempt each other on a CPU).
     unsafe {
-        if (*c).now == now && (*c).key == key && (*c).addr[0] == addr[0] && (*c).addr[1] == addr[1]
+        if (*c).now == now
+            && (*c).key == key
+            && (*c).addr[0] == addr[0]
+            && (*c).addr[1] == addr[1]
+            && (*c).version == version
         {
             return (*c).why as u32;
         }
@@ -113,6 +129,7 @@ fn cached_block<const DIR: u32>(tenant: u32, meta: u64, addr: &Addr, now: u64) -
         (*c).now = now;
         (*c).key = key;
         (*c).addr = *addr;
+        (*c).version = version;
         (*c).why = u64::from(why);
         why
     }
