@@ -270,6 +270,19 @@ pub mod runtime_flags {
     pub const BLOCKS: u32 = 1;
     /// Police with [`TenantRuntime::throttle`](super::TenantRuntime).
     pub const THROTTLE: u32 = 2;
+    /// Bits 8-31: the tenant's blocks version, which the daemon counts up with every
+    /// write of the tenant's entries in [`map::BLOCKS`](crate::map::BLOCKS) (after the
+    /// write). The programs keep a CPU's recent block answers for a clock tick, and only
+    /// while the version they were looked up under stands, so a change reaches the next
+    /// packet.
+    pub const BLOCKS_VERSION: u32 = 0xffff_ff00;
+    /// One step of [`BLOCKS_VERSION`] (it wraps within its bits).
+    pub const BLOCKS_VERSION_ONE: u32 = 1 << 8;
+
+    /// `flags` with the blocks version counted up by one, the other bits as they were.
+    pub const fn next_blocks_version(flags: u32) -> u32 {
+        (flags & !BLOCKS_VERSION) | (flags & BLOCKS_VERSION).wrapping_add(BLOCKS_VERSION_ONE)
+    }
 }
 
 /// Key of [`map::BLOCKS`](crate::map::BLOCKS). The programs look up, for a tenant with

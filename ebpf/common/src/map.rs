@@ -131,6 +131,12 @@ pub const FLOOD_LOCAL: &str = "FLOOD_LOCAL";
 pub const FLOOD_LOCAL_IN: &str = "FLOOD_LOCAL_IN";
 /// Per-CPU array\[1\]: each CPU's last clock reading. The programs' own.
 pub const CLOCK_CACHE: &str = "CLOCK_CACHE";
+/// Per-CPU array, [`BLOCK_CACHE_SLOTS`]: each CPU's last block lookups, each good for
+/// the clock tick it was made in while the tenant's blocks version stands. The
+/// programs' own.
+pub const BLOCK_CACHE: &str = "BLOCK_CACHE";
+/// Slots of [`BLOCK_CACHE`] per CPU.
+pub const BLOCK_CACHE_SLOTS: u32 = 64;
 
 const fn def(name: &'static str, kind: Kind, key: usize, value: usize, max_entries: u32) -> Def {
     Def {
@@ -279,7 +285,7 @@ pub const PINNED: [Def; 22] = [
 /// Their value types are the programs' (private, not shared), so their sizes are
 /// written here as numbers, which the programs check against those types when they
 /// build.
-pub const INTERNAL: [Def; 3] = [
+pub const INTERNAL: [Def; 4] = [
     array(FLOOD_LOCAL, Kind::PerCpuArray, 32, facts::FLOOD_LOCAL_SLOTS),
     array(
         FLOOD_LOCAL_IN,
@@ -288,6 +294,7 @@ pub const INTERNAL: [Def; 3] = [
         facts::FLOOD_LOCAL_SLOTS,
     ),
     array(CLOCK_CACHE, Kind::PerCpuArray, 16, 1),
+    array(BLOCK_CACHE, Kind::PerCpuArray, 48, BLOCK_CACHE_SLOTS),
 ];
 
 /// The names of [`PINNED`], in its order.

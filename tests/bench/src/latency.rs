@@ -229,12 +229,12 @@ pub fn run(opts: &LatencyOptions) -> Result<LatencyReport> {
 /// affinity it had: the per-packet bench pins itself to one CPU, and a latency
 /// measured with the daemon, the attacker and the kernel's work for both on one CPU
 /// would measure that CPU's queue.
-struct EveryCpu {
+pub(crate) struct EveryCpu {
     saved: libc::cpu_set_t,
 }
 
 impl EveryCpu {
-    fn widen() -> Result<EveryCpu> {
+    pub(crate) fn widen() -> Result<EveryCpu> {
         // SAFETY: cpu_set_t is plain data; sched_getaffinity writes inside the one we own.
         let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         // SAFETY: as above; pid 0 is the calling thread.

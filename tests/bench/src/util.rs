@@ -6,6 +6,13 @@ use anyhow::{Context as _, Result};
 
 pub use warden_tests::cmd::{capture, cargo_build, run, workspace_root};
 
+/// Where cargo puts its output: `$CARGO_TARGET_DIR`, else the workspace's `target`.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Prints an aligned table: columns two spaces apart, those for which `right(column)`
 /// holds right-aligned (figures), the rest left-aligned.
 pub fn print_aligned<const N: usize>(

@@ -175,9 +175,14 @@ fn blocks_set_the_tenant_flag_until_the_last_is_removed_and_survive_a_restart() 
     for t in targets {
         dp.block(a, t, until).expect("blocking");
     }
-    // Refreshing a block neither adds an entry nor counts it twice.
+    // Every write counts the tenant's blocks version up (the programs' kept answers
+    // give way); refreshing a block neither adds an entry nor counts it twice.
+    let version =
+        |dp: &Dataplane| dp.runtime(a).expect("runtime").flags & runtime_flags::BLOCKS_VERSION;
+    assert_eq!(version(&dp), 5 * runtime_flags::BLOCKS_VERSION_ONE);
     dp.block(a, targets[0], until + Duration::from_secs(1))
         .expect("refreshing");
+    assert_eq!(version(&dp), 6 * runtime_flags::BLOCKS_VERSION_ONE);
     assert_eq!(dp.block_count(a), 5);
     assert_eq!(
         dp.runtime(a).expect("runtime").flags & runtime_flags::BLOCKS,
@@ -215,7 +220,10 @@ fn blocks_set_the_tenant_flag_until_the_last_is_removed_and_survive_a_restart() 
     assert_eq!(dp.block_count(a), 1);
     dp.unblock(a, targets[4]).expect("unblocking the last");
     assert_eq!(dp.block_count(a), 0);
-    assert_eq!(dp.runtime(a).expect("runtime").flags, 0);
+    assert_eq!(
+        dp.runtime(a).expect("runtime").flags & !runtime_flags::BLOCKS_VERSION,
+        0
+    );
     assert!(dp.blocks().expect("listing").is_empty());
 }
 
@@ -276,7 +284,10 @@ fn a_full_block_map_is_an_error_of_its_own_and_changes_nothing() {
     dp.block(TenantSlot(1), BlockTarget::Victim(ip("198.18.0.0")), until)
         .expect("refreshing on a full map");
     assert_eq!(dp.sweep_blocks(until).expect("sweep"), MAX_BLOCKS as usize);
-    assert_eq!(dp.runtime(TenantSlot(1)).expect("runtime").flags, 0);
+    assert_eq!(
+        dp.runtime(TenantSlot(1)).expect("runtime").flags & !runtime_flags::BLOCKS_VERSION,
+        0
+    );
 }
 
 #[test]
@@ -327,7 +338,7 @@ fn capture_and_flags_share_the_entry_and_reset_slot_forgets_all_runtime_state() 
     dp.capture(a, 64).expect("capture");
     let r = dp.runtime(a).expect("runtime");
     assert_eq!(
-        (r.flags, r.capture),
+        (r.flags & !runtime_flags::BLOCKS_VERSION, r.capture),
         (runtime_flags::BLOCKS | runtime_flags::THROTTLE, 64)
     );
     dp.capture(a, -5).expect("stop");
@@ -633,7 +644,10 @@ fn the_programs_drop_a_blackholed_address_and_a_blocked_listener_port_inbound() 
         .expect("unblock");
     dp.unblock(a, BlockTarget::ListenPort(3128))
         .expect("unblock");
-    assert_eq!(dp.runtime(a).expect("runtime").flags, 0);
+    assert_eq!(
+        dp.runtime(a).expect("runtime").flags & !runtime_flags::BLOCKS_VERSION,
+        0
+    );
     assert_eq!(run_to_tenant(&mut dp, &syn(outside, hole, 80)), XDP_PASS);
 }
 

@@ -236,8 +236,9 @@ impl Dataplane {
         Ok(super::EventReader::new(ring, Some(log)))
     }
 
-    /// Inserts or refreshes a block until `until` (CLOCK_MONOTONIC) and sets
-    /// [`runtime_flags::BLOCKS`] for the tenant. A full map is
+    /// Inserts or refreshes a block until `until` (CLOCK_MONOTONIC), sets
+    /// [`runtime_flags::BLOCKS`] for the tenant and counts its blocks version up. A full
+    /// map is
     /// [`DataplaneError::BlocksFull`] (nothing changes).
     pub fn block(&mut self, slot: TenantSlot, target: BlockTarget, until: Duration) -> Result<()> {
         let slot = slot.0;
@@ -257,13 +258,12 @@ impl Dataplane {
                 }
             })?;
         if self.block_expiry.insert(key, until_ns).is_none() {
-            let n = self.block_counts.entry(slot).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                self.update_runtime(slot, |r| r.flags |= runtime_flags::BLOCKS)?;
-            }
+            *self.block_counts.entry(slot).or_insert(0) += 1;
         }
-        Ok(())
+        // After the write: the programs' kept answers for the tenant give way.
+        self.update_runtime(slot, |r| {
+            r.flags = runtime_flags::next_blocks_version(r.flags) | runtime_flags::BLOCKS;
+        })
     }
 
     /// Removes a block (nothing to do when there is none) and clears
@@ -684,26 +684,33 @@ impl Dataplane {
     /// Deletes a block from the kernel and the daemon's copy; with the tenant's last
     /// block, clears its flag. A block already gone from the kernel is not an error.
     fn remove_block(&mut self, key: &BlockKey) -> Result<()> {
-        match self.blocks_map_mut()?.remove(key) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
+        let deleted = match self.blocks_map_mut()?.remove(key) {
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(map_err(map::BLOCKS)(e)),
-        }
-        if self.block_expiry.remove(key).is_none() {
+        };
+        let known = self.block_expiry.remove(key).is_some();
+        if !deleted && !known {
             return Ok(());
         }
         let left = match self.block_counts.get_mut(&key.tenant) {
-            Some(n) => {
+            Some(n) if known => {
                 *n = n.saturating_sub(1);
                 *n
             }
+            Some(n) => *n,
             None => 0,
         };
         if left == 0 {
             self.block_counts.remove(&key.tenant);
-            self.update_runtime(key.tenant, |r| r.flags &= !runtime_flags::BLOCKS)?;
         }
-        Ok(())
+        // After the delete: the programs' kept answers for the tenant give way.
+        self.update_runtime(key.tenant, |r| {
+            r.flags = runtime_flags::next_blocks_version(r.flags);
+            if left == 0 {
+                r.flags &= !runtime_flags::BLOCKS;
+            }
+        })
     }
 
     fn blocks_raw(&self) -> Result<Vec<(BlockKey, BlockValue)>> {

@@ -5,6 +5,14 @@
 //!
 //! The lookups run in global BPF functions, one per direction, verified once each
 //! rather than again on every path that reaches them (see `facts`).
+//!
+//! A lookup hashes its 24-byte key (`BlockKey`): some 20 ns, as much as the rest of a
+//! datagram's path, paid by every packet of a flood at a blackholed address. So each
+//! CPU keeps its recent lookups' answers (`BLOCK_CACHE`), each good for the clock tick
+//! it was made in and the tenant's blocks version (`runtime_flags::BLOCKS_VERSION`,
+//! counted up by the daemon after every write of the tenant's blocks): a packet with
+//! the same key in the same tick under the same version takes the answer, which is the
+//! lookup's exactly (expiry compared at the same time, the map as it was).
 
 use core::{
     mem::MaybeUninit,
@@ -14,15 +22,17 @@ use core::{
 use warden_common::{
     direction,
     facts::{fact_counter, runtime_flags, BlockKey},
-    family, reason,
+    family,
+    map::BLOCK_CACHE_SLOTS,
+    reason,
 };
 
 use super::Stop;
 use crate::{
     clock::Clock,
     facts,
-    maps::runtime::BLOCKS,
-    parse::{proto, Family, Parsed},
+    maps::runtime::{BLOCKS, BLOCK_CACHE},
+    parse::{proto, Addr, Family, Parsed},
 };
 
 /// Blocks: the packet of `tenant`, whose runtime flags are `flags`, dropped for a
@@ -54,11 +64,8 @@ pub fn try_blocks<const DIR: u32>(
     };
     let has_ports = p.l4_proto == proto::TCP || p.l4_proto == proto::UDP;
     let meta = block_meta(family, p.dport, has_ports);
-    let why = if DIR == direction::OUT {
-        warden_blocked_from_tenant(tenant, meta, addr[0], addr[1], now)
-    } else {
-        warden_blocked_to_tenant(tenant, meta, addr[0], addr[1], now)
-    };
+    let version = flags & runtime_flags::BLOCKS_VERSION;
+    let why = cached_block::<DIR>(tenant, meta, &addr, now, version);
     if why == NOT_BLOCKED {
         return Ok(());
     }
@@ -71,6 +78,82 @@ pub fn try_blocks<const DIR: u32>(
         reason::BLOCKED
     };
     Err(Stop::Drop(why))
+}
+
+/// A CPU's answer to one block lookup (the value of `BLOCK_CACHE`).
+#[repr(C)]
+pub struct BlockCached {
+    /// The clock reading ([`Clock::now`]) the answer was looked up at: it holds for
+    /// packets with that reading (0: never used; the clock is never 0).
+    now: u64,
+    /// The direction (bit 63), the block meta (bits 32-56) and the tenant (bits 0-31).
+    key: u64,
+    /// The address looked up.
+    addr: Addr,
+    /// The tenant's blocks version (`runtime_flags::BLOCKS_VERSION` bits) it was looked
+    /// up under.
+    version: u64,
+    /// The answer: a drop reason, or [`NOT_BLOCKED`].
+    why: u64,
+}
+
+/// The block of the packet (`tenant`, `meta`, `addr`, going `DIR`) at time `now`, the
+/// tenant's blocks being at `version`: the answer this CPU looked up for the same key at
+/// the same time and version, or a lookup, whose answer is kept for the rest of the
+/// tick.
+#[inline(always)]
+fn cached_block<const DIR: u32>(
+    tenant: u32,
+    meta: u64,
+    addr: &Addr,
+    now: u64,
+    version: u32,
+) -> u32 {
+    let key = u64::from(tenant) | (meta << 32) | (u64::from(DIR) << 63);
+    let Some(c) = BLOCK_CACHE.get_ptr_mut(cache_slot(key, addr)) else {
+        return lookup::<DIR>(tenant, meta, addr, now);
+    };
+    let version = u64::from(version);
+    // SAFETY: this CPU's slot of a per-CPU array: no other program instance uses it
+    // while this one runs (the hooks do not preempt each other on a CPU).
+    unsafe {
+        if (*c).now == now
+            && (*c).key == key
+            && (*c).addr[0] == addr[0]
+            && (*c).addr[1] == addr[1]
+            && (*c).version == version
+        {
+            return (*c).why as u32;
+        }
+        let why = lookup::<DIR>(tenant, meta, addr, now);
+        (*c).now = now;
+        (*c).key = key;
+        (*c).addr = *addr;
+        (*c).version = version;
+        (*c).why = u64::from(why);
+        why
+    }
+}
+
+/// The `BLOCK_CACHE` slot of a lookup: one multiply (Fibonacci hashing) of its key and
+/// address.
+#[inline(always)]
+fn cache_slot(key: u64, addr: &Addr) -> u32 {
+    const BITS: u32 = BLOCK_CACHE_SLOTS.trailing_zeros();
+    let x = key ^ addr[0] ^ addr[1].rotate_left(17);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as u32
+}
+
+const _: () = assert!(BLOCK_CACHE_SLOTS.is_power_of_two());
+
+/// The block lookup in `BLOCKS` (a global function per direction).
+#[inline(always)]
+fn lookup<const DIR: u32>(tenant: u32, meta: u64, addr: &Addr, now: u64) -> u32 {
+    if DIR == direction::OUT {
+        warden_blocked_from_tenant(tenant, meta, addr[0], addr[1], now)
+    } else {
+        warden_blocked_to_tenant(tenant, meta, addr[0], addr[1], now)
+    }
 }
 
 /// "No block": what the block functions return for a packet they let through.

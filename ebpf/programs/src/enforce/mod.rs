@@ -20,6 +20,8 @@
 mod attribute;
 mod blocks;
 
+pub use blocks::BlockCached;
+
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
     ptr::{addr_of_mut, read_volatile},

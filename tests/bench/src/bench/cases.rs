@@ -9,10 +9,10 @@ use warden_tests::packets::{tcp, Frame, Ipv4, Ipv6, L4};
 use super::{
     answer::answer_frame,
     fixtures::{host_v4, host_v6, net_v6, tenant_mac, wide_v4, wide_v6},
-    BAR_NS, EXHAUSTED_TENANT, FOREIGN_TENANT, NEW_FLOW_BAR_NS, NEW_FLOW_FIRST_REMOTE,
-    NEW_FLOW_PORT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT, PROBE_TENANT, SHAPED_TENANT,
-    SUSPENDED_TENANT, TC_BAR_NS, TC_DROP, TC_PASS, TENANTS, UNKNOWN_V4, UNKNOWN_V6, WIDE,
-    WIDE_TENANT, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP, XDP_PASS,
+    BAR_NS, BLACKHOLED_CASE, BLACKHOLED_TENANT, DATAGRAM_CASE, EXHAUSTED_TENANT, FOREIGN_TENANT,
+    NEW_FLOW_BAR_NS, NEW_FLOW_FIRST_REMOTE, NEW_FLOW_PORT, OUTSIDE_V4, OUTSIDE_V6, POLICED_TENANT,
+    PROBE_TENANT, SHAPED_TENANT, SUSPENDED_TENANT, TC_BAR_NS, TC_DROP, TC_PASS, TENANTS, UNKNOWN_V4,
+    UNKNOWN_V6, WIDE, WIDE_TENANT, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW, XDP_DROP, XDP_PASS,
 };
 
 /// The policies the bench measures, in order; each is written into its generation
@@ -293,7 +293,7 @@ pub(super) fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "known tenant v4, to-tenant UDP datagram (contact, answer, flood: meter, pass)",
+            name: DATAGRAM_CASE,
             bar_ns: BAR_NS,
             flow: Flow::Repeated,
             policy: Policy::OneLength,
@@ -315,6 +315,19 @@ pub(super) fn cases() -> Vec<Case> {
                 index: EXHAUSTED_TENANT,
                 dir: inn,
                 reason: reason::BANDWIDTH,
+            },
+        },
+        Case {
+            name: BLACKHOLED_CASE,
+            bar_ns: BAR_NS,
+            flow: Flow::Repeated,
+            policy: Policy::OneLength,
+            program: to_tenant,
+            frame: udp_to(host_v4(BLACKHOLED_TENANT)),
+            lands: Lands::Dropped {
+                index: BLACKHOLED_TENANT,
+                dir: inn,
+                reason: reason::BLACKHOLE,
             },
         },
         Case {

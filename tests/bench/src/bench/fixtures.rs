@@ -8,11 +8,15 @@ use anyhow::{Context as _, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, MapData,
+        Array, HashMap as BpfHashMap, MapData,
     },
     Ebpf,
 };
-use warden_common::{bucket, map, tenant_flags, Bucket, GenConfig, Rate, TenantConfig};
+use warden_common::{
+    bucket,
+    facts::{runtime_flags, BlockKey, BlockValue, TenantRuntime},
+    map, tenant_flags, Bucket, GenConfig, Rate, TenantConfig,
+};
 use warden_dataplane::{write_generation, Compiled};
 use warden_tests::packets::Mac;
 
@@ -183,4 +187,25 @@ pub(super) fn set_bucket(ebpf: &mut Ebpf, tenant: u32, which: u32, tat: u64) -> 
     let mut m: Array<&mut MapData, Bucket> = Array::try_from(map_mut(ebpf, map::BUCKETS)?)?;
     m.set(bucket::index(tenant, which), Bucket { tat }, 0)
         .context("writing BUCKETS")
+}
+
+/// Blackholes `tenant`'s IPv4 address until `until` as the daemon does
+/// (`Dataplane::block` with a blackhole target): its entry in BLOCKS and the BLOCKS
+/// runtime flag.
+pub(super) fn blackhole(ebpf: &mut Ebpf, tenant: u32, until: u64) -> Result<()> {
+    let target = warden_policy::traffic::BlockTarget::Blackhole(host_v4(tenant).into());
+    let key = warden_dataplane::block_key(target, warden_policy::tenant::TenantSlot(tenant));
+    {
+        let mut m: BpfHashMap<&mut MapData, BlockKey, BlockValue> =
+            BpfHashMap::try_from(map_mut(ebpf, map::BLOCKS)?)?;
+        m.insert(key, BlockValue { until_ns: until }, 0)
+            .context("writing BLOCKS")?;
+    }
+    let mut m: Array<&mut MapData, TenantRuntime> =
+        Array::try_from(map_mut(ebpf, map::TENANT_RUNTIME)?)?;
+    let rt = TenantRuntime {
+        flags: runtime_flags::BLOCKS,
+        ..TenantRuntime::default()
+    };
+    m.set(tenant, rt, 0).context("writing TENANT_RUNTIME")
 }

@@ -81,6 +81,13 @@ pub(super) fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
         .with_context(|| format!("{name} is not an XDP program"))
 }
 
+pub(super) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))
+}
+
 /// One BPF_PROG_TEST_RUN; returns (return value, mean ns per repetition).
 pub(super) fn test_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
     let r = prog

@@ -103,6 +103,7 @@
 
 mod answer;
 mod cases;
+mod daemon;
 mod facts;
 mod fixtures;
 mod measure;
@@ -125,7 +126,9 @@ use warden_common::{
 use answer::verify_answers;
 use cases::{cases, Flow, Policy};
 use facts::FactMaps;
-use fixtures::{set_active, set_bucket, set_event_budget, write_management, write_policy};
+use fixtures::{
+    blackhole, set_active, set_bucket, set_event_budget, write_management, write_policy,
+};
 use measure::{measure, verify_path, Figures};
 use new_flow::verify_new_flows;
 use results::{print_table, write_report};
@@ -175,13 +178,22 @@ const PROBE_TENANT: u32 = 50_000;
 /// Whose address the spoofed case sends from (with the probe tenant's MAC).
 const FOREIGN_TENANT: u32 = 40_000;
 const SUSPENDED_TENANT: u32 = 50_001;
+/// Its address is blackholed (a block in force, the runtime flag set), as the daemon
+/// answers an inbound flood at it.
+const BLACKHOLED_TENANT: u32 = 50_004;
+/// The metered datagram case and its blackholed twin, which the daemon's own program is
+/// reported next to.
+const DATAGRAM_CASE: &str =
+    "known tenant v4, to-tenant UDP datagram (contact, answer, flood: meter, pass)";
+const BLACKHOLED_CASE: &str =
+    "blackholed tenant address v4, to-tenant UDP datagram (facts, block: drop)";
 /// Plan far above anything a test run can send: every packet runs the GCRA and conforms.
 const POLICED_TENANT: u32 = 50_002;
 /// Plan exhausted (bucket an hour ahead of the clock): every packet is dropped.
 const EXHAUSTED_TENANT: u32 = 50_003;
 /// Shaped (host mode): the exhausted plan, and its HTB class in `shape_class`, so tcx
 /// from-tenant sets the priority and does not police (every packet passes).
-const SHAPED_TENANT: u32 = 50_004;
+const SHAPED_TENANT: u32 = 50_005;
 /// Remotes whose state is loaded before the cases are timed (see the module doc).
 const TRACKED_REMOTES: u32 = 1_000_000;
 /// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants
@@ -293,6 +305,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     set_bucket(&mut ebpf, EXHAUSTED_TENANT, direction::IN, ahead)?;
     // A shaped tenant's policer would drop everything: the tcx path must not use it.
     set_bucket(&mut ebpf, SHAPED_TENANT, direction::OUT, ahead)?;
+    blackhole(&mut ebpf, BLACKHOLED_TENANT, ahead)?;
     let mut cases = cases();
     if let Some(only) = &args.micro_only {
         cases.retain(|c| c.name.contains(only.as_str()));
@@ -358,6 +371,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for (case, figures) in cases.iter().zip(merged) {
         results.push((case, figures.context("a micro case was never measured")?));
     }
+    // The daemon's own program, each case next to its in-process case (when that ran).
+    let matching = |name: &str| results.iter().find(|(c, _)| c.name == name);
+    let specs: Vec<&'static daemon::Spec> = daemon::SPECS
+        .iter()
+        .filter(|s| matching(s.matching).is_some())
+        .collect();
+    let mut daemon_cases = Vec::new();
+    if !specs.is_empty() {
+        println!(
+            "the daemon's own program: a release `warden run` in a namespace, its XDP \
+             program timed through `bpftool prog run` ({} pairs x {} repetitions, CPU {cpu})",
+            args.pairs, args.repeat
+        );
+        for d in daemon::run(&mut ebpf, &specs, cpu, args.pairs, args.repeat)? {
+            let delta = matching(d.spec.matching)
+                .context("measured above")?
+                .1
+                .delta();
+            daemon_cases.push((d, delta));
+        }
+    }
     set_active(&mut ebpf, 0)?;
     let tracked = facts
         .tracked
@@ -395,10 +429,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
 
     print_table(&results);
+    for (d, matching) in &daemon_cases {
+        results::print_daemon(d, *matching);
+    }
     if let Some(latency) = &latency {
         latency.print_table();
     }
     let report = write_report(&args, cpu, &results, latency.as_ref(), tracked_json)?;
+    results::add_daemon_to_report(&report, &daemon_cases)?;
     crate::bench_metrics::add_to_report(&report, &metrics)?;
     if let Some(scale) = &scale {
         crate::bench_scale::add_to_report(&report, scale)?;
@@ -429,6 +467,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(t) = &throughput {
         failed.extend(t.failed());
+    }
+    for (d, matching) in &daemon_cases {
+        failed.extend(results::daemon_failures(d, *matching));
     }
     if args.strict && !failed.is_empty() {
         bail!("over the bar: {}", failed.join(", "));

@@ -1,6 +1,9 @@
 //! The kernel micro part's results: the table on stdout and `target/bench/report.json`.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
@@ -8,6 +11,7 @@ use warden_common::program;
 
 use super::{
     cases::{Case, Flow, Policy},
+    daemon::{self, DaemonCase},
     measure::Figures,
     BenchArgs, ANSWER_RUNS, ANSWER_WINDOW, BAR_NS, BENCH_EVENT_BUDGET, NEW_FLOW_BAR_NS,
     NEW_FLOW_MAX_REPEAT, TENANTS, WIDE, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW,
@@ -131,4 +135,105 @@ pub(super) fn write_report(
     let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
     fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// Most the daemon's own program and its in-process case may differ by, in ns.
+pub(super) const AGREE_NS: f64 = 5.0;
+
+/// The daemon's own program's line, next to its in-process case.
+pub(super) fn print_daemon(d: &DaemonCase, matching: f64) {
+    let f = &d.figures;
+    println!(
+        "the daemon's own {} (bpftool prog run on its pin, {}): case {:.1} ns, base {:.1} ns, \
+         delta {:+.1} ns ({}, bar {BAR_NS} ns); in-process \"{}\": {:+.1} ns; difference \
+         {:+.1} ns ({}, within {AGREE_NS} ns); tag {} both, {} bytes translated",
+        program::XDP_TO_TENANT,
+        d.spec.frame_file,
+        f.median_case,
+        f.median_base,
+        f.delta(),
+        if f.pass(BAR_NS) { "PASS" } else { "FAIL" },
+        d.spec.matching,
+        matching,
+        f.delta() - matching,
+        if agrees(d, matching) {
+            "agree"
+        } else {
+            "DISAGREE"
+        },
+        d.tag,
+        d.bytes_xlated,
+    );
+}
+
+fn agrees(d: &DaemonCase, matching: f64) -> bool {
+    (d.figures.delta() - matching).abs() <= AGREE_NS
+}
+
+/// What a case of the daemon's own program fails: its bar, and agreement with its
+/// in-process case.
+pub(super) fn daemon_failures(d: &DaemonCase, matching: f64) -> Vec<String> {
+    let mut failed = Vec::new();
+    if !d.figures.pass(BAR_NS) {
+        failed.push(format!(
+            "the daemon's own program on {} (bar {BAR_NS} ns)",
+            d.spec.frame_file
+        ));
+    }
+    if !agrees(d, matching) {
+        failed.push(format!(
+            "the daemon's own program on {} and \"{}\" differ by more than {AGREE_NS} ns",
+            d.spec.frame_file, d.spec.matching
+        ));
+    }
+    failed
+}
+
+/// Adds `daemon_program` to report.json (nothing when no case of it ran).
+pub(super) fn add_daemon_to_report(report: &Path, cases: &[(DaemonCase, f64)]) -> Result<()> {
+    if cases.is_empty() {
+        return Ok(());
+    }
+    let text =
+        fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).context("report.json is not JSON")?;
+    let rows: Vec<_> = cases
+        .iter()
+        .map(|(d, matching)| {
+            let f = &d.figures;
+            json!({
+                "frame": d.spec.frame_file,
+                "frame_bytes": d.spec.frame().len(),
+                "matching_case": d.spec.matching,
+                "matching_delta_ns": matching,
+                "median_case_ns": f.median_case,
+                "median_baseline_ns": f.median_base,
+                "delta_ns": f.delta(),
+                "difference_ns": f.delta() - matching,
+                "agrees": agrees(d, *matching),
+                "pass": f.pass(BAR_NS),
+                "repeat": f.repeat,
+                "case_ns": f.case_ns,
+                "baseline_ns": f.base_ns,
+            })
+        })
+        .collect();
+    let first = &cases[0].0;
+    v.as_object_mut()
+        .context("report.json is not an object")?
+        .insert(
+            "daemon_program".into(),
+            json!({
+                "method": daemon::METHOD,
+                "program": program::XDP_TO_TENANT,
+                "tag": first.tag,
+                "bytes_xlated": first.bytes_xlated,
+                "agree_ns": AGREE_NS,
+                "bar_ns": BAR_NS,
+                "cases": rows,
+            }),
+        );
+    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
+    fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
 }

@@ -150,6 +150,11 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
         ],
         rows,
     ));
+    if let Some(d) = top.get("daemon_program").filter(|d| d.is_object()) {
+        let (part, verdict) = daemon_program(d)?;
+        md.push_str(&part);
+        verdicts.extend(verdict);
+    }
     let svg = bar_chart(
         "Per-packet cost over the XDP_PASS baseline (median of per-pair differences)",
         "ns over baseline",
@@ -166,4 +171,64 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
             },
         )],
     })
+}
+
+/// The daemon's own program, each case next to its in-process case: the paragraph
+/// saying how the two are made the same, a table and the verdicts (each case's bar,
+/// their agreement).
+fn daemon_program(d: &Value) -> Result<(String, Vec<Verdict>)> {
+    let mut md = String::new();
+    let (bar, agree) = (num(d, "bar_ns")?, num(d, "agree_ns")?);
+    writeln!(
+        md,
+        "\nThe daemon's own program, `{}` (tag {}, {} bytes translated): {}.\n",
+        text(d, "program")?,
+        text(d, "tag")?,
+        num(d, "bytes_xlated")?,
+        text(d, "method")?,
+    )?;
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    for c in list(d, "cases")? {
+        let matching = text(c, "matching_case")?;
+        let frame = text(c, "frame")?;
+        let (delta, difference) = (num(c, "delta_ns")?, num(c, "difference_ns")?);
+        let (pass, agrees) = (flag(c, "pass")?, flag(c, "agrees")?);
+        rows.push(vec![
+            format!("`{frame}` ({} B)", num(c, "frame_bytes")?),
+            format!("{:.1}", num(c, "median_case_ns")?),
+            format!("{:.1}", num(c, "median_baseline_ns")?),
+            format!("{delta:+.1}"),
+            matching.to_string(),
+            format!("{:+.1}", num(c, "matching_delta_ns")?),
+            format!("{difference:+.1}"),
+            pass_fail(pass && agrees).to_string(),
+        ]);
+        verdicts.push(Verdict {
+            what: format!("per-packet cost: the daemon's own program on {frame}"),
+            bar: format!("<= {bar} ns over XDP_PASS"),
+            figure: format!("{delta:+.1} ns"),
+            pass,
+        });
+        verdicts.push(Verdict {
+            what: format!("the daemon's own program on {frame} against \"{matching}\""),
+            bar: format!("within {agree} ns"),
+            figure: format!("{difference:+.1} ns"),
+            pass: agrees,
+        });
+    }
+    md.push_str(&table(
+        &[
+            "frame (daemon's pinned program, bpftool prog run)",
+            "case ns",
+            "base ns",
+            "delta ns",
+            "in-process case",
+            "its delta ns",
+            "difference ns",
+            "verdict",
+        ],
+        rows,
+    ));
+    Ok((md, verdicts))
 }

@@ -207,7 +207,11 @@ pub(super) fn method_section(report: &serde_json::Map<String, Value>) -> String 
          case a little rather than a few cases wholly. Each case is run once and checked (verdict and the counter \
          it must move) before it is timed, and every timed run is checked again. Reported: \
          the median of each side, and the cost as the median of the per-pair differences. \
-         The maps hold a large policy written by the daemon's own code.{}\n\
+         The maps hold a large policy written by the daemon's own code. The programs are \
+         the production object's, instruction for instruction; the metered and the \
+         blackholed datagram are also timed on the program a release `warden run` \
+         attaches, through `bpftool prog run` on its pin, and reported next to their \
+         in-process cases (how the two are made the same is stated there).{}\n\
          - **Throughput on live frames.** Frames sent over a veth pair into the programs, \
          in millions of packets per second, against baselines measured in the same run on \
          the same pair.{}\n\
