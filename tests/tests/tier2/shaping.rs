@@ -385,14 +385,7 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
             "status: {}",
             status["shaping"]
         );
-        egress_phases(
-            &lab,
-            "0.07 ms RTT",
-            &mut port,
-            true,
-            &mut failed,
-            &mut open,
-        )?;
+        egress_phases(&lab, "0.07 ms RTT", &mut port, true, &mut failed, &mut open)?;
     }
     {
         // 5 ms each way through the delay line.
