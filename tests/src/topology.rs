@@ -411,14 +411,16 @@ impl StandardLab {
         Ok(path)
     }
 
-    /// Starts `warden run -c policy ARGS` in the node namespace and waits until it serves.
+    /// Starts `warden run -c policy ARGS` in the node namespace and waits until it serves,
+    /// for as long as the shipped unit's `TimeoutStartSec=` (120 s): a 100,000-tenant
+    /// host-mode policy creates up to 30,000 shaping classes before it serves.
     pub fn start_daemon(&self, warden: &Path, policy: &Path, args: &[&str]) -> Result<Proc> {
         let warden = warden.to_str().context("warden path is not UTF-8")?;
         let policy = policy.to_str().context("policy path is not UTF-8")?;
         let mut cmd = vec![warden, "run", "-c", policy];
         cmd.extend_from_slice(args);
         let mut proc = self.node.spawn(&cmd)?;
-        proc.wait_log("serving API", Duration::from_secs(30))
+        proc.wait_log("serving API", Duration::from_secs(120))
             .context("the daemon did not start")?;
         Ok(proc)
     }
