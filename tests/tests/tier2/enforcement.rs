@@ -1011,7 +1011,7 @@ fn policy_show_and_diff_then_an_api_applied_plan_kept_across_sighup_and_sigkill_
     let v: Value = serde_json::from_str(&json)?;
     ensure!(code == 0 && v["policy_generation"] == 1 && v["effective"] == false);
 
-    // A plan change: `policy diff` names it (exit 0, or 7 with --exit-code), and a
+    // A plan change: `policy diff` names it (exit 0, or 1 with --exit-code), and a
     // file with an error is reported as `policy check` reports it (exit 1).
     let text = lab.policy_text()?;
     let planned = text.replace("egress: 30Mbit", "egress: 20Mbit");
@@ -1025,7 +1025,7 @@ fn policy_show_and_diff_then_an_api_applied_plan_kept_across_sighup_and_sigkill_
         "diff (exit {code}):\n{out}"
     );
     let (code, _, _) = warden_cli(&lab, &["policy", "diff", plan_path, "--exit-code"])?;
-    ensure!(code == 7, "diff --exit-code of a change: exit {code}");
+    ensure!(code == 1, "diff --exit-code of a change: exit {code}");
     let broken = lab.write_policy_as(
         "broken.yaml",
         &planned.replace("smtp: block", "smtp: sometimes"),

@@ -1,7 +1,8 @@
 //! What went wrong, as the exit code a script can branch on (docs/cli.md):
 //! 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 not authorised (401/403),
-//! 5 not found, 6 conflict; and 7, differences found, from `warden policy diff
-//! --exit-code` only. Usage errors (2) are clap's own.
+//! 5 not found, 6 conflict (PRODUCT.md's list, and no other). `warden policy diff
+//! --exit-code` reports differences as 1, like diff(1) and `git diff --exit-code`.
+//! Usage errors (2) are clap's own.
 
 /// Everything went as asked.
 pub const EXIT_OK: u8 = 0;
@@ -18,9 +19,10 @@ pub const EXIT_NOT_FOUND: u8 = 5;
 /// The request conflicts with the current state (409), e.g. a name already taken.
 pub const EXIT_CONFLICT: u8 = 6;
 
-/// `warden policy diff --exit-code`: the file differs from the running policy (without
-/// `--exit-code` a diff exits 0 either way, so 1 keeps meaning an error).
-pub const EXIT_DIFFERS: u8 = 7;
+/// `warden policy diff --exit-code`: the file differs from the running policy. PRODUCT.md
+/// lists no exit code for it, so it is an error (1), as in diff(1); the message on
+/// standard error says which. Without `--exit-code` a diff exits 0 either way.
+pub const EXIT_DIFFERS: u8 = EXIT_ERROR;
 
 /// A failure with its own exit code; anything else exits with [`EXIT_ERROR`].
 #[derive(Debug, thiserror::Error)]

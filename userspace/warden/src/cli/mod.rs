@@ -35,8 +35,8 @@ use crate::auth::Role;
 use crate::views::FlagState;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable, \
-4 not authorised (401/403), 5 not found, 6 conflict, 7 differences found (`policy diff \
---exit-code` only).";
+4 not authorised (401/403), 5 not found, 6 conflict (`policy diff --exit-code`: 1 when \
+the policies differ).";
 
 /// Warden: per-tenant network enforcement.
 #[derive(Parser, Debug)]
@@ -281,7 +281,8 @@ pub enum PolicyCommand {
     Diff {
         /// Policy file, or `-` to read standard input.
         file: PathBuf,
-        /// Exit 7 when the file differs from the running policy (0 when identical).
+        /// Exit 1 when the file differs from the running policy (0 when identical), as
+        /// diff(1) does; standard error says so.
         #[arg(long)]
         exit_code: bool,
     },

@@ -58,6 +58,11 @@ pub fn policy_diff(client: &Client, file: &Path, exit_code: bool) -> Result<u8> 
     let changes = diff(&old, &new);
     print!("{}", diff_text(&name, &view, &changes));
     Ok(if exit_code && !changes.is_empty() {
+        eprintln!(
+            "policy diff: {name} differs from the running policy ({} change{})",
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        );
         EXIT_DIFFERS
     } else {
         EXIT_OK
