@@ -455,9 +455,12 @@ fn two_applies_on_one_base(lab: &StandardLab, warden: &Path) -> Result<u64> {
         if status.success() {
             won.push(egress);
         } else {
+            // PRODUCT.md: a conflict exits 6.
             ensure!(
-                log.contains("409") && log.contains("policy/generation"),
-                "the loser's answer: {log}"
+                status.code() == Some(6)
+                    && log.contains("409")
+                    && log.contains("policy/generation"),
+                "the loser's answer: {status:?} {log}"
             );
         }
     }

@@ -17,6 +17,8 @@ use crate::FleetError;
 /// Largest gRPC message accepted from etcd: a full read of a 100,000-tenant policy is
 /// some 25 MB (tonic's default is 4 MiB).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Keys per page of a paged range read ([`Fleet::list_paged`]).
+const PAGE_KEYS: i64 = 10_000;
 
 /// `daemon.fleet.tls`: the CA that signed etcd's certificate, and this client's
 /// certificate and key (PEM files).
@@ -128,6 +130,47 @@ impl Fleet {
         Ok((revision, response.take_kvs()))
     }
 
+    /// Every key under `dir` at one revision (0: the latest), read in pages of
+    /// [`PAGE_KEYS`] keys at that revision (a consistent snapshot of any size), with
+    /// that revision.
+    pub(crate) async fn list_paged(
+        &self,
+        dir: &str,
+        revision: i64,
+    ) -> Result<(i64, Vec<KeyValue>), FleetError> {
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let end = crate::keys::range_end(dir);
+        let mut from = dir.as_bytes().to_vec();
+        let mut revision = revision;
+        let mut out = Vec::new();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE_KEYS)
+                .with_revision(revision);
+            let mut response = kv
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(|e| self.error(e, &format!("get {dir}*")))?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            if let Some(last) = kvs.last() {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            out.extend(kvs);
+            if !more {
+                return Ok((revision, out));
+            }
+        }
+    }
+
     /// The value of `key` with its mod revision, if it exists.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<KeyValue>, FleetError> {
         let mut kv = self.client.kv_client();
@@ -161,7 +204,7 @@ impl Fleet {
     }
 
     /// The conflict behind a failed comparison: the first guard whose key moved.
-    async fn conflict(&self, guards: &[(String, i64)]) -> FleetError {
+    pub(crate) async fn conflict(&self, guards: &[(String, i64)]) -> FleetError {
         for (key, expected) in guards {
             let found = match self.get(key).await {
                 Ok(kv) => kv,
@@ -197,7 +240,7 @@ impl Fleet {
 }
 
 /// "actor at time" from a value that has `actor` (or `by`) and `at` fields.
-fn written_by(value: &[u8]) -> Option<String> {
+pub(crate) fn written_by(value: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(value).ok()?;
     let actor = v.get("actor").or_else(|| v.get("by"))?.as_str()?;
     match v.get("at").and_then(serde_json::Value::as_i64) {

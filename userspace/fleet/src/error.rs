@@ -48,8 +48,9 @@ pub enum FleetError {
     /// an ack of a dismissed flag).
     #[error("{0}")]
     Refused(String),
-    /// The write is larger than etcd takes in one transaction (its `--max-txn-ops` or
-    /// `--max-request-bytes`); nothing was written.
+    /// A write etcd refuses as too large (its `--max-txn-ops` or `--max-request-bytes`)
+    /// even in batches within etcd's defaults (e.g. one tenant's policy over the request
+    /// limit); nothing was committed.
     #[error("{0}")]
     TooLarge(String),
     /// What the write names does not exist.

@@ -7,7 +7,8 @@ use crate::FleetError;
 pub const DEFAULT_PREFIX: &str = "/warden/v1/";
 
 /// The version of the layout `warden fleet init` writes at `layout`.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: the policy as versions per generation (`policy/tenants/<id>/<generation>`).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The keys of one fleet, under its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,20 +61,49 @@ impl Layout {
         self.key("policy/generation")
     }
 
-    /// `policy/defaults`: the `defaults` section.
-    pub fn defaults(&self) -> String {
-        self.key("policy/defaults")
+    /// `policy/lock`: held (bound to the applier's lease) while an apply stages its
+    /// versions; a lapsed lease frees it.
+    pub fn policy_lock(&self) -> String {
+        self.key("policy/lock")
     }
 
-    /// `policy/tenants/`: one key per tenant.
+    /// `policy/defaults/`: the versions of the `defaults` section.
+    pub fn defaults_dir(&self) -> String {
+        self.key("policy/defaults/")
+    }
+
+    /// `policy/defaults/<generation>`: the `defaults` section as of that generation
+    /// (empty: removed then).
+    pub fn defaults_version(&self, generation: u64) -> String {
+        self.key(&format!("policy/defaults/{generation:020}"))
+    }
+
+    /// `policy/tenants/`: every tenant's versions.
     pub fn tenants_dir(&self) -> String {
         self.key("policy/tenants/")
     }
 
-    /// `policy/tenants/<id>`.
-    pub fn tenant(&self, id: &str) -> Result<String, FleetError> {
+    /// `policy/tenants/<id>/<generation>`: the tenant as of that generation (empty:
+    /// removed then).
+    pub fn tenant_version(&self, id: &str, generation: u64) -> Result<String, FleetError> {
         check_name("tenant", id)?;
-        Ok(self.key(&format!("policy/tenants/{id}")))
+        Ok(self.key(&format!("policy/tenants/{id}/{generation:020}")))
+    }
+
+    /// What a key under `policy/` is; `None` for anything this layout does not write.
+    pub fn policy_key<'k>(&self, key: &'k str) -> Option<PolicyKey<'k>> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("policy/")?;
+        match rest {
+            "generation" => return Some(PolicyKey::Generation),
+            "lock" => return Some(PolicyKey::Lock),
+            _ => {}
+        }
+        if let Some(generation) = rest.strip_prefix("defaults/") {
+            return generation_of(generation).map(PolicyKey::Defaults);
+        }
+        let (id, generation) = rest.strip_prefix("tenants/")?.split_once('/')?;
+        check_name("tenant", id).ok()?;
+        Some(PolicyKey::Tenant(id, generation_of(generation)?))
     }
 
     /// `suspensions/`: the sequence and one key per suspended tenant.
@@ -153,6 +183,26 @@ impl Layout {
     }
 }
 
+/// A key under `policy/`, parsed ([`Layout::policy_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKey<'k> {
+    /// `policy/generation`: the committed generation.
+    Generation,
+    /// `policy/lock`: an applier's lock.
+    Lock,
+    /// `policy/defaults/<generation>`.
+    Defaults(u64),
+    /// `policy/tenants/<id>/<generation>`.
+    Tenant(&'k str, u64),
+}
+
+/// A generation as written in keys: 20 digits.
+fn generation_of(text: &str) -> Option<u64> {
+    (text.len() == 20 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
 /// The end of the range of keys that start with `prefix` (etcd's prefix range).
 pub fn range_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -194,8 +244,8 @@ mod tests {
         let l = Layout::new(DEFAULT_PREFIX).expect("default prefix is valid");
         assert_eq!(l.generation(), "/warden/v1/policy/generation");
         assert_eq!(
-            l.tenant("acme").expect("valid"),
-            "/warden/v1/policy/tenants/acme"
+            l.tenant_version("acme", 7).expect("valid"),
+            "/warden/v1/policy/tenants/acme/00000000000000000007"
         );
         assert_eq!(
             l.suspension("acme").expect("valid"),
@@ -224,7 +274,7 @@ mod tests {
     fn names_that_could_escape_their_directory_are_refused() {
         let l = Layout::new(DEFAULT_PREFIX).expect("valid");
         for bad in ["", "a/b", "..", ".", "a b", &"x".repeat(65)] {
-            assert!(l.tenant(bad).is_err(), "{bad:?} accepted");
+            assert!(l.tenant_version(bad, 1).is_err(), "{bad:?} accepted");
             assert!(l.node(bad).is_err(), "{bad:?} accepted");
         }
         for bad in ["warden", "/warden", "warden/", "/a//b/", "/a b/"] {
@@ -239,6 +289,33 @@ mod tests {
     }
 
     #[test]
+    fn policy_keys_parse_back_to_what_built_them() {
+        let l = Layout::new(DEFAULT_PREFIX).expect("valid");
+        let tenant = l.tenant_version("acme", 12).expect("valid");
+        assert_eq!(l.policy_key(&tenant), Some(PolicyKey::Tenant("acme", 12)));
+        assert_eq!(
+            l.policy_key(&l.defaults_version(3)),
+            Some(PolicyKey::Defaults(3))
+        );
+        assert_eq!(l.policy_key(&l.generation()), Some(PolicyKey::Generation));
+        assert_eq!(l.policy_key(&l.policy_lock()), Some(PolicyKey::Lock));
+        for other in [
+            "/warden/v1/policy/tenants/acme",
+            "/warden/v1/policy/tenants/acme/12",
+            "/warden/v1/policy/tenants/a/b/00000000000000000001",
+            "/warden/v1/policy/defaults",
+            "/warden/v1/suspensions/seq",
+            "/other/policy/generation",
+        ] {
+            assert_eq!(l.policy_key(other), None, "{other}");
+        }
+        // Versions of one tenant sort by generation.
+        assert!(
+            l.tenant_version("a", 9).expect("valid") < l.tenant_version("a", 10).expect("valid")
+        );
+    }
+
+    #[test]
     fn name_in_takes_one_level_only() {
         let l = Layout::new(DEFAULT_PREFIX).expect("valid");
         let dir = l.tenants_dir();
@@ -247,6 +324,6 @@ mod tests {
             Some("acme")
         );
         assert_eq!(l.name_in(&dir, "/warden/v1/policy/tenants/a/b"), None);
-        assert_eq!(l.name_in(&dir, "/warden/v1/policy/defaults"), None);
+        assert_eq!(l.name_in(&dir, "/warden/v1/policy/generation"), None);
     }
 }

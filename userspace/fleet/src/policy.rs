@@ -1,13 +1,20 @@
-//! The policy in etcd: `policy/defaults`, one `policy/tenants/<id>` per tenant and
-//! `policy/generation`, written together in one transaction (docs/fleet-design.md).
+//! The policy in etcd, as versions per generation (docs/fleet-design.md, "Staged
+//! applies"): `policy/tenants/<id>/<generation>` and `policy/defaults/<generation>`
+//! (an empty value: removed as of that generation), and `policy/generation`, the
+//! committed generation. The policy in force is, per tenant, its newest version at or
+//! below the committed generation; newer versions are staged (or abandoned) and unseen.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use etcd_client::TxnOp;
-use warden_policy::fragments::{assemble, Fragments};
+use warden_policy::fragments::assemble;
 
-use crate::records::{decode, encode, AuditRecord, GenerationRecord};
+use crate::keys::PolicyKey;
+use crate::records::{decode, GenerationRecord};
 use crate::{Fleet, FleetError, Layout};
+
+/// The stored versions of one tenant (or of the defaults), by generation: the text, or
+/// `None` where it was removed.
+pub(crate) type Versions = BTreeMap<u64, Option<String>>;
 
 /// The fleet's policy as read at one etcd revision (or as kept up to date from a watch
 /// with [`PolicySnapshot::apply_event`]).
@@ -20,10 +27,17 @@ pub struct PolicySnapshot {
     /// The mod revision of `policy/generation` (0: absent): the base of a
     /// compare-and-swap write.
     pub generation_revision: i64,
-    /// `policy/defaults`.
+    /// The `defaults` section in force.
     pub defaults: Option<String>,
-    /// `policy/tenants/<id>`, by id.
+    /// The tenants in force, by id.
     pub tenants: BTreeMap<String, String>,
+    /// Every stored version of every tenant, staged ones included.
+    pub(crate) tenant_versions: BTreeMap<String, Versions>,
+    /// Every stored version of the defaults.
+    pub(crate) defaults_versions: Versions,
+    /// Tenants with a version above the committed generation, settled again at the
+    /// next generation.
+    pending: BTreeSet<String>,
 }
 
 impl PolicySnapshot {
@@ -43,9 +57,10 @@ impl PolicySnapshot {
     }
 
     /// Takes in one key of `policy/` at `mod_revision`: its new value, or `None` when it
-    /// was deleted. True when it was the generation key, i.e. when everything written by
-    /// that apply has now been seen (the transaction puts the generation last) and the
-    /// state may be applied. Keys outside `policy/` are ignored.
+    /// was deleted. True when it was the generation key: a committed apply, whose
+    /// versions were all written before it, so the state may be applied. Versions
+    /// above the committed generation are kept aside until a generation commits them.
+    /// Other keys are ignored.
     pub fn apply_event(
         &mut self,
         layout: &Layout,
@@ -54,44 +69,109 @@ impl PolicySnapshot {
         mod_revision: i64,
     ) -> Result<bool, FleetError> {
         self.revision = self.revision.max(mod_revision);
-        if key == layout.generation() {
-            self.generation = value.map(|v| decode(key, v)).transpose()?;
-            self.generation_revision = if value.is_some() { mod_revision } else { 0 };
-            return Ok(true);
-        }
-        if key == layout.defaults() {
-            self.defaults = value.map(|v| text(key, v)).transpose()?;
-        } else if let Some(id) = layout.name_in(&layout.tenants_dir(), key) {
-            match value {
-                Some(v) => {
-                    self.tenants.insert(id.to_owned(), text(key, v)?);
-                }
-                None => {
-                    self.tenants.remove(id);
+        let committed = self.generation_number();
+        match layout.policy_key(key) {
+            Some(PolicyKey::Generation) => {
+                self.generation = value.map(|v| decode(key, v)).transpose()?;
+                self.generation_revision = if value.is_some() { mod_revision } else { 0 };
+                self.settle_pending();
+                return Ok(true);
+            }
+            Some(PolicyKey::Defaults(generation)) => {
+                store(&mut self.defaults_versions, generation, key, value)?;
+                self.defaults = in_force(&self.defaults_versions, committed);
+            }
+            Some(PolicyKey::Tenant(id, generation)) => {
+                let versions = self.tenant_versions.entry(id.to_owned()).or_default();
+                store(versions, generation, key, value)?;
+                if generation > committed {
+                    self.pending.insert(id.to_owned());
+                } else {
+                    self.settle(id);
                 }
             }
+            Some(PolicyKey::Lock) | None => {}
         }
         Ok(false)
     }
+
+    /// Sets the tenant `id` in force from its versions.
+    fn settle(&mut self, id: &str) {
+        let committed = self.generation_number();
+        let versions = self.tenant_versions.get(id);
+        match versions.and_then(|v| in_force(v, committed)) {
+            Some(text) => {
+                self.tenants.insert(id.to_owned(), text);
+            }
+            None => {
+                self.tenants.remove(id);
+            }
+        }
+        if versions.is_some_and(BTreeMap::is_empty) {
+            self.tenant_versions.remove(id);
+        }
+    }
+
+    /// After the generation changed: the pending tenants and the defaults in force
+    /// again; those still above it stay pending.
+    fn settle_pending(&mut self) {
+        let committed = self.generation_number();
+        self.defaults = in_force(&self.defaults_versions, committed);
+        for id in std::mem::take(&mut self.pending) {
+            self.settle(&id);
+            let staged = self
+                .tenant_versions
+                .get(&id)
+                .and_then(|v| v.keys().next_back())
+                .is_some_and(|g| *g > committed);
+            if staged {
+                self.pending.insert(id);
+            }
+        }
+    }
+
+    /// Every tenant and the defaults in force (after a whole read).
+    fn settle_all(&mut self) {
+        self.pending = self.tenant_versions.keys().cloned().collect();
+        self.settle_pending();
+    }
 }
 
-/// What a policy apply wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// The new fleet generation.
-    pub generation: u64,
-    /// The etcd revision of the write (the base of the next one).
-    pub revision: i64,
-    /// Tenants added or changed.
-    pub changed: usize,
-    /// Tenants removed.
-    pub removed: usize,
+/// Records one version's put (`Some`) or deletion (`None`).
+fn store(
+    versions: &mut Versions,
+    generation: u64,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<(), FleetError> {
+    match value {
+        Some(v) if v.is_empty() => {
+            versions.insert(generation, None);
+        }
+        Some(v) => {
+            versions.insert(generation, Some(text(key, v)?));
+        }
+        None => {
+            versions.remove(&generation);
+        }
+    }
+    Ok(())
+}
+
+/// The version in force at `committed`: the newest at or below it, unless it is a
+/// removal.
+pub(crate) fn in_force(versions: &Versions, committed: u64) -> Option<String> {
+    versions
+        .range(..=committed)
+        .next_back()
+        .and_then(|(_, v)| v.clone())
 }
 
 impl Fleet {
-    /// The fleet's policy at the latest revision.
+    /// The fleet's policy at the latest revision: one consistent snapshot, read in
+    /// pages at one revision.
     pub async fn read_policy(&self) -> Result<PolicySnapshot, FleetError> {
-        let (revision, kvs) = self.list(&self.layout.policy_dir()).await?;
+        let (revision, kvs) = self.list_paged(&self.layout.policy_dir(), 0).await?;
         let mut snapshot = PolicySnapshot::default();
         for kv in &kvs {
             let key = kv.key_str().map_err(|e| FleetError::Corrupt {
@@ -100,129 +180,13 @@ impl Fleet {
             })?;
             snapshot.apply_event(&self.layout, key, Some(kv.value()), kv.mod_revision())?;
         }
+        snapshot.settle_all();
         snapshot.revision = revision;
         Ok(snapshot)
     }
-
-    /// Writes a validated policy's fragments as the fleet's next generation: only the
-    /// tenants that changed, the removed ones deleted, all in one transaction that
-    /// commits only if `policy/generation` is still at `base` (the revision the caller
-    /// based its change on; `None`: the one read here). A lost race is
-    /// [`FleetError::Conflict`] and writes nothing.
-    pub async fn apply_policy(
-        &self,
-        parts: &Fragments,
-        base: Option<i64>,
-        actor: &str,
-        at: i64,
-    ) -> Result<Applied, FleetError> {
-        let current = self.read_policy().await?;
-        let gen_key = self.layout.generation();
-        if let Some(base) = base.filter(|b| *b != current.generation_revision) {
-            return Err(FleetError::Conflict {
-                key: gen_key,
-                expected: base,
-                found: current.generation_revision,
-                by: current
-                    .generation
-                    .as_ref()
-                    .map(|g| format!("{} at {}", g.actor, warden_policy::time::rfc3339(g.at))),
-            });
-        }
-        let (mut ops, changed, removed) = self.policy_ops(&current, parts)?;
-        let generation = current.generation_number() + 1;
-        let record = GenerationRecord {
-            generation,
-            actor: actor.to_owned(),
-            at,
-            tenants: parts.tenants.len(),
-        };
-        ops.push(self.audit_op(&AuditRecord {
-            at,
-            actor: actor.to_owned(),
-            action: "policy.apply".into(),
-            target: format!("generation {generation}"),
-            detail: serde_json::json!({
-                "tenants": parts.tenants.len(), "changed": changed, "removed": removed,
-                "base_revision": current.generation_revision,
-            }),
-        }));
-        // Last, so a watcher that applies at the generation event has seen the rest.
-        ops.push(TxnOp::put(gen_key.as_str(), encode(&record), None));
-        let guards = [(gen_key, current.generation_revision)];
-        let n_ops = ops.len();
-        let revision = self
-            .commit("policy apply", &guards, ops)
-            .await
-            .map_err(|e| too_large(e, n_ops))?;
-        Ok(Applied {
-            generation,
-            revision,
-            changed,
-            removed,
-        })
-    }
-
-    /// The puts and deletes that turn `current` into `parts`, with the number of tenants
-    /// changed and removed.
-    fn policy_ops(
-        &self,
-        current: &PolicySnapshot,
-        parts: &Fragments,
-    ) -> Result<(Vec<TxnOp>, usize, usize), FleetError> {
-        let mut ops = Vec::new();
-        let mut seen = std::collections::HashSet::with_capacity(parts.tenants.len());
-        let mut changed = 0;
-        for (id, fragment) in &parts.tenants {
-            seen.insert(id.as_str());
-            if current.tenants.get(id) != Some(fragment) {
-                ops.push(TxnOp::put(self.layout.tenant(id)?, fragment.as_str(), None));
-                changed += 1;
-            }
-        }
-        let mut removed = 0;
-        for id in current
-            .tenants
-            .keys()
-            .filter(|id| !seen.contains(id.as_str()))
-        {
-            ops.push(TxnOp::delete(self.layout.tenant(id)?, None));
-            removed += 1;
-        }
-        match (&parts.defaults, &current.defaults) {
-            (Some(new), old) if old.as_ref() != Some(new) => {
-                ops.push(TxnOp::put(self.layout.defaults(), new.as_str(), None));
-            }
-            (None, Some(_)) => ops.push(TxnOp::delete(self.layout.defaults(), None)),
-            _ => {}
-        }
-        Ok((ops, changed, removed))
-    }
 }
 
-/// etcd's refusal of a transaction over its `--max-txn-ops` or `--max-request-bytes`,
-/// said so: one apply is one transaction (docs/fleet-design.md).
-fn too_large(e: FleetError, ops: usize) -> FleetError {
-    let FleetError::Etcd(message) = &e else {
-        return e;
-    };
-    let limit = if message.contains("too many operations in txn request") {
-        "--max-txn-ops"
-    } else if message.contains("request is too large")
-        || message.contains("message length too large")
-    {
-        "--max-request-bytes"
-    } else {
-        return e;
-    };
-    FleetError::TooLarge(format!(
-        "etcd refused the apply as one transaction of {ops} operations ({message}); a policy \
-         apply is one transaction so nodes never see half of it: raise etcd's {limit}, or \
-         apply the change in smaller steps"
-    ))
-}
-
-fn text(key: &str, value: &[u8]) -> Result<String, FleetError> {
+pub(crate) fn text(key: &str, value: &[u8]) -> Result<String, FleetError> {
     String::from_utf8(value.to_vec()).map_err(|e| FleetError::Corrupt {
         key: key.to_owned(),
         message: e.to_string(),
@@ -232,6 +196,7 @@ fn text(key: &str, value: &[u8]) -> Result<String, FleetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::encode;
 
     fn layout() -> Layout {
         Layout::new(crate::DEFAULT_PREFIX).expect("valid")
@@ -241,11 +206,12 @@ mod tests {
     fn events_before_the_generation_are_held_until_it_arrives() {
         let l = layout();
         let mut s = PolicySnapshot::default();
-        let tenant = l.tenant("acme").expect("valid");
+        let tenant = l.tenant_version("acme", 3).expect("valid");
         let ready = s
             .apply_event(&l, &tenant, Some(br#"{"id":"acme"}"#), 7)
             .expect("decodes");
         assert!(!ready, "a tenant key alone is not a whole apply");
+        assert!(s.tenants.is_empty(), "a staged version is not in force");
         let gen = GenerationRecord {
             generation: 3,
             actor: "ops".into(),
@@ -259,9 +225,55 @@ mod tests {
         assert_eq!(s.generation_number(), 3);
         assert_eq!(s.generation_revision, 7);
         assert_eq!(s.tenants.len(), 1);
-        s.apply_event(&l, &tenant, None, 8).expect("delete");
+        // A removal staged for generation 4 leaves the tenant in force until 4 commits.
+        let removal = l.tenant_version("acme", 4).expect("valid");
+        s.apply_event(&l, &removal, Some(b""), 8).expect("decodes");
+        assert_eq!(s.tenants.len(), 1);
+        // The superseded version goes first, then the removal itself: never back.
+        let gen4 = GenerationRecord {
+            generation: 4,
+            ..gen
+        };
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen4)), 9)
+            .expect("decodes");
         assert!(s.tenants.is_empty());
-        assert_eq!(s.revision, 8);
+        s.apply_event(&l, &tenant, None, 10).expect("delete");
+        s.apply_event(&l, &removal, None, 10).expect("delete");
+        assert!(s.tenants.is_empty() && s.tenant_versions.is_empty());
+        assert_eq!(s.revision, 10);
+    }
+
+    #[test]
+    fn abandoned_versions_above_the_generation_are_never_in_force() {
+        let l = layout();
+        let mut s = PolicySnapshot::default();
+        let gen = |generation| GenerationRecord {
+            generation,
+            actor: "ops".into(),
+            at: 1,
+            tenants: 1,
+        };
+        let v1 = l.tenant_version("a", 1).expect("valid");
+        s.apply_event(&l, &v1, Some(b"one"), 2).expect("decodes");
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen(1))), 2)
+            .expect("decodes");
+        // A crashed applier staged generation 2 for `a` and `b`.
+        let a2 = l.tenant_version("a", 2).expect("valid");
+        let b2 = l.tenant_version("b", 2).expect("valid");
+        s.apply_event(&l, &a2, Some(b"abandoned"), 3)
+            .expect("decodes");
+        s.apply_event(&l, &b2, Some(b"abandoned"), 3)
+            .expect("decodes");
+        assert_eq!(s.tenants.get("a").map(String::as_str), Some("one"));
+        assert!(!s.tenants.contains_key("b"));
+        // The next applier cleans them, then commits its own generation 2 for `a` only.
+        s.apply_event(&l, &a2, None, 4).expect("delete");
+        s.apply_event(&l, &b2, None, 4).expect("delete");
+        s.apply_event(&l, &a2, Some(b"two"), 5).expect("decodes");
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen(2))), 6)
+            .expect("decodes");
+        assert_eq!(s.tenants.len(), 1);
+        assert_eq!(s.tenants.get("a").map(String::as_str), Some("two"));
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub struct GenerationRecord {
     pub tenants: usize,
 }
 
+/// `policy/lock`: the applier staging the next generation (bound to its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockRecord {
+    /// Who applies (token name).
+    pub actor: String,
+    /// When the apply started (unix seconds).
+    pub at: i64,
+}
+
 /// `suspensions/seq`: the fleet's suspension sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

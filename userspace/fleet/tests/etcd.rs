@@ -724,34 +724,295 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     );
 }
 
-#[tokio::test]
-async fn an_apply_over_etcds_transaction_limit_is_refused_whole_saying_which_limit() {
-    let etcd = Etcd::start().await;
-    let fleet = etcd.fleet().await;
-    // etcd's default --max-txn-ops is 128: 200 new tenants do not fit in one.
-    let tenants: Vec<(String, String)> = (0..200)
+/// A policy of `n` tenants `{prefix}{i}`, each with one address of 198.18.0.0/15.
+fn many(prefix: &str, n: usize, egress: &str) -> String {
+    let tenants: Vec<(String, String)> = (0..n)
         .map(|i| {
-            (
-                format!("t{i}"),
-                format!("198.18.{}.{}/32", i / 250, i % 250),
-            )
+            let addr = format!("198.{}.{}.{}/32", 18 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+            (format!("{prefix}{i}"), addr)
         })
         .collect();
     let refs: Vec<(&str, &str, &str)> = tenants
         .iter()
-        .map(|(id, a)| (id.as_str(), a.as_str(), "1Gbit"))
+        .map(|(id, a)| (id.as_str(), a.as_str(), egress))
         .collect();
-    let (_, parts) = fragments(&policy(&refs), "p").expect("valid");
-    let err = fleet
+    policy(&refs)
+}
+
+/// Every key under `dir`, as text.
+async fn keys_under(fleet: &Fleet, dir: &str) -> Vec<String> {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let mut kv = fleet
+        .client()
+        .kv_client()
+        .max_decoding_message_size(256 << 20);
+    let response = kv.get(dir, Some(options)).await.expect("get");
+    response
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().expect("utf-8").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_apply_over_etcds_transaction_limit_is_staged_in_batches_and_committed_whole() {
+    let etcd = Etcd::start().await;
+    let fleet = etcd.fleet().await;
+    // etcd's default --max-txn-ops is 128: 300 new tenants do not fit in one.
+    let (validated, parts) = fragments(&many("t", 300, "1Gbit"), "p").expect("valid");
+    let applied = fleet
         .apply_policy(&parts, None, "ops", 1)
         .await
-        .expect_err("over the limit");
-    let text = err.to_string();
-    assert!(matches!(err, FleetError::TooLarge(_)), "{text}");
-    assert!(text.contains("--max-txn-ops"), "{text}");
+        .expect("staged and committed");
+    assert_eq!((applied.generation, applied.changed), (1, 300));
     let snapshot = fleet.read_policy().await.expect("read");
+    let back = warden_policy::parse(&snapshot.document(""), "fleet").expect("parses");
+    // Read back in id order.
+    let mut want = validated.tenants.clone();
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(back.tenants.len(), 300);
+    assert!(back.tenants == want, "read back differently");
     assert!(
-        snapshot.tenants.is_empty() && snapshot.generation.is_none(),
-        "half applied"
+        keys_under(&fleet, &fleet.layout().policy_lock())
+            .await
+            .is_empty(),
+        "the lock is released"
     );
+}
+
+type Seen = tokio::sync::mpsc::UnboundedSender<(Instant, warden_fleet::PolicySnapshot)>;
+
+/// A reader that reads the policy, then watches it as a node does (`watching` is told
+/// when it does); `seen` gets each committed state with the time it arrived.
+async fn watching_reader(fleet: Fleet, watching: tokio::sync::oneshot::Sender<()>, seen: Seen) {
+    let layout = fleet.layout().clone();
+    let mut state = fleet.read_policy().await.expect("read");
+    let mut watch = fleet
+        .watch(&layout.policy_dir(), state.revision)
+        .await
+        .expect("watch");
+    let _ = watching.send(());
+    loop {
+        let Ok(changes) = watch.next().await else {
+            return;
+        };
+        let mut ready = false;
+        for c in &changes {
+            ready |= state
+                .apply_event(&layout, &c.key, c.value.as_deref(), c.mod_revision)
+                .expect("decodes");
+        }
+        if ready && seen.send((Instant::now(), state.clone())).is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_100000_tenant_policy_applies_reads_cold_and_a_one_tenant_change_reaches_a_watcher() {
+    const N: usize = 100_000;
+    let etcd = Etcd::start().await;
+    let fleet = etcd.fleet().await;
+    let started = Instant::now();
+    let (_, parts) = fragments(&many("t", N, "1Gbit"), "p").expect("valid");
+    let split = started.elapsed();
+    let started = Instant::now();
+    let applied = fleet
+        .apply_policy(&parts, None, "ops", 1)
+        .await
+        .expect("applied");
+    let apply = started.elapsed();
+    assert_eq!((applied.generation, applied.changed), (1, N));
+    // A node's cold start: the whole policy read at one revision, then parsed.
+    let started = Instant::now();
+    let snapshot = fleet.read_policy().await.expect("read");
+    let read = started.elapsed();
+    let policy = warden_policy::parse(&snapshot.document(""), "fleet").expect("parses");
+    let cold = started.elapsed();
+    assert_eq!(policy.tenants.len(), N);
+    eprintln!(
+        "100,000 tenants: validate+split {split:?}, apply {apply:?}, cold read {read:?}, \
+         read+parse {cold:?}"
+    );
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (watching, started_watching) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(watching_reader(etcd.fleet().await, watching, tx));
+    started_watching.await.expect("the reader watches");
+    let mut tenants = parts.tenants.clone();
+    let changed = &mut tenants[5_000];
+    let new_fragment = changed.1.replace("1Gbit", "7Mbit");
+    assert_ne!(new_fragment, changed.1);
+    changed.1 = new_fragment.clone();
+    let one = warden_policy::fragments::Fragments {
+        defaults: parts.defaults.clone(),
+        tenants,
+    };
+    let started = Instant::now();
+    let applied = fleet
+        .apply_policy(&one, Some(snapshot.generation_revision), "ops", 2)
+        .await
+        .expect("applied");
+    let apply_one = started.elapsed();
+    assert_eq!(
+        (applied.generation, applied.changed, applied.removed),
+        (2, 1, 0)
+    );
+    let (at, state) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the watcher saw the change within 30 s")
+        .expect("the reader runs");
+    reader.abort();
+    eprintln!(
+        "one-tenant change of 100,000: apply {apply_one:?}, seen by a watcher {:?} after \
+         the apply started",
+        at.duration_since(started)
+    );
+    assert_eq!(state.generation_number(), 2);
+    assert_eq!(state.tenants.len(), N);
+    assert_eq!(state.tenants["t5000"], new_fragment);
+    // The superseded version is deleted: one version per tenant again.
+    let keys = keys_under(&fleet, &fleet.layout().tenants_dir()).await;
+    assert_eq!(keys.len(), N);
+    assert!(keys.contains(&fleet.layout().tenant_version("t5000", 2).expect("valid")));
+}
+
+#[tokio::test]
+async fn a_crashed_applier_stages_what_no_reader_sees_and_the_next_apply_cleans_it() {
+    use etcd_client::PutOptions;
+    let etcd = Etcd::start().await;
+    let fleet = etcd.fleet().await;
+    let layout = fleet.layout().clone();
+    let text = policy(&[
+        ("a", "198.18.1.0/24", "1Gbit"),
+        ("b", "198.18.2.0/24", "1Gbit"),
+    ]);
+    let (_, parts) = fragments(&text, "p").expect("valid");
+    fleet
+        .apply_policy(&parts, None, "ops", 1)
+        .await
+        .expect("applied");
+    let before = fleet.read_policy().await.expect("read");
+
+    // What an applier killed mid-staging leaves: its lock under a lease nobody keeps
+    // alive, and versions of generation 2 (a change, a removal, a new tenant).
+    let mut client = fleet.client().clone();
+    let lease = client.lease_grant(3, None).await.expect("lease").id();
+    let lock = br#"{"actor":"crashed","at":5}"#.to_vec();
+    let mut kv = client.kv_client();
+    kv.put(
+        layout.policy_lock(),
+        lock,
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .expect("put");
+    let (_, crashed) = fragments(
+        &policy(&[
+            ("a", "198.18.1.0/24", "5Mbit"),
+            ("ghost", "198.18.9.0/24", "5Mbit"),
+        ]),
+        "p",
+    )
+    .expect("valid");
+    let staged = [
+        (
+            layout.tenant_version("a", 2).expect("valid"),
+            crashed.tenants[0].1.clone(),
+        ),
+        (
+            layout.tenant_version("ghost", 2).expect("valid"),
+            crashed.tenants[1].1.clone(),
+        ),
+        (layout.tenant_version("b", 2).expect("valid"), String::new()),
+    ];
+    for (key, value) in &staged {
+        kv.put(key.as_str(), value.as_str(), None)
+            .await
+            .expect("put");
+    }
+    let after = fleet.read_policy().await.expect("read");
+    assert_eq!(after.generation, before.generation, "generation unchanged");
+    assert_eq!(after.tenants, before.tenants, "readers see the old policy");
+    assert_eq!(after.defaults, before.defaults);
+
+    // The next apply waits for the crashed lock to lapse, cleans, and commits.
+    let text = policy(&[
+        ("a", "198.18.1.0/24", "20Mbit"),
+        ("c", "198.18.3.0/24", "1Gbit"),
+    ]);
+    let (_, next) = fragments(&text, "p").expect("valid");
+    let applied = tokio::time::timeout(
+        Duration::from_secs(30),
+        fleet.apply_policy(&next, Some(before.generation_revision), "ops", 6),
+    )
+    .await
+    .expect("the crashed lock lapsed within 30 s")
+    .expect("applied");
+    assert_eq!(applied.generation, 2);
+    assert_eq!((applied.changed, applied.removed), (2, 1));
+    assert_eq!(applied.cleaned, 3, "the crashed applier's three versions");
+    let now = fleet.read_policy().await.expect("read");
+    assert_eq!(now.tenants.keys().collect::<Vec<_>>(), ["a", "c"]);
+    assert_eq!(now.tenants["a"], next.tenants[0].1);
+    let keys = keys_under(&fleet, &layout.tenants_dir()).await;
+    assert_eq!(
+        keys,
+        [
+            layout.tenant_version("a", 2).expect("valid"),
+            layout.tenant_version("c", 2).expect("valid"),
+        ],
+        "abandoned and superseded versions are gone"
+    );
+}
+
+#[tokio::test]
+async fn two_concurrent_large_applies_on_one_base_one_commits_and_no_reader_sees_a_mix() {
+    const N: usize = 3_000;
+    let etcd = Etcd::start().await;
+    let (a, b) = (etcd.fleet().await, etcd.fleet().await);
+    let (_, first) = fragments(&many("s", 10, "1Gbit"), "p").expect("valid");
+    a.apply_policy(&first, None, "ops", 1).await.expect("first");
+    let base = a.read_policy().await.expect("read").generation_revision;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (watching, started_watching) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(watching_reader(etcd.fleet().await, watching, tx));
+    started_watching.await.expect("the reader watches");
+
+    let (_, pa) = fragments(&many("a", N, "5Mbit"), "p").expect("valid");
+    let (_, pb) = fragments(&many("b", N, "7Mbit"), "p").expect("valid");
+    let (ra, rb) = tokio::join!(
+        a.apply_policy(&pa, Some(base), "alice", 2),
+        b.apply_policy(&pb, Some(base), "bob", 2)
+    );
+    let (won, lost, winner) = match (ra, rb) {
+        (Ok(w), Err(l)) => (w, l, "a"),
+        (Err(l), Ok(w)) => (w, l, "b"),
+        other => panic!("expected one success and one conflict, got {other:?}"),
+    };
+    assert_eq!((won.generation, won.changed, won.removed), (2, N, 10));
+    match &lost {
+        FleetError::Conflict { key, expected, .. } => {
+            assert_eq!(key, "/warden/v1/policy/generation");
+            assert_eq!(*expected, base);
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let (_, seen) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the watcher saw the commit")
+        .expect("the reader runs");
+    reader.abort();
+    assert_eq!(seen.generation_number(), 2);
+    assert_eq!(seen.tenants.len(), N);
+    assert!(
+        seen.tenants.keys().all(|id| id.starts_with(winner)),
+        "a mixed policy was seen"
+    );
+    let read = a.read_policy().await.expect("read");
+    assert_eq!(read.tenants, seen.tenants);
+    let keys = keys_under(&a, &a.layout().tenants_dir()).await;
+    assert_eq!(keys.len(), N, "the first policy's versions are deleted");
 }
