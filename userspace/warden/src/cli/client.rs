@@ -1,10 +1,18 @@
 //! The daemon's HTTP API as the CLI calls it: the token, TLS with the daemon's CA, and
 //! errors turned into one line.
 
+use std::time::Duration;
+
 use anyhow::{bail, Context as _, Result};
 
 use super::CliError;
 use serde_json::Value;
+
+/// How long a request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a policy apply may take (a fleet controller's apply waits for another
+/// apply's lock for up to 120 s, then stages its versions).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A blocking client for the daemon's API.
 pub struct Client {
@@ -22,7 +30,7 @@ impl Client {
             .enable_all()
             .build()
             .context("starting the HTTP client runtime")?;
-        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
         if let Some(ca) = ca {
             let pem =
                 std::fs::read(ca).with_context(|| format!("reading --ca {}", ca.display()))?;
@@ -93,7 +101,9 @@ impl Client {
         )
     }
 
-    /// PUT a body (sent as it is) with extra headers.
+    /// PUT a body (sent as it is) with extra headers. Only a policy apply PUTs: it may
+    /// wait up to [`APPLY_TIMEOUT`] (through a fleet controller, a 100,000-tenant apply
+    /// is staged in etcd in batches, and may first wait for another apply's lock).
     pub fn put(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<Value> {
         self.send(reqwest::Method::PUT, path, Some(body), headers)
     }
@@ -107,7 +117,12 @@ impl Client {
     ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         self.rt.block_on(async {
-            let mut req = self.http.request(method, &url);
+            let timeout = if method == reqwest::Method::PUT {
+                APPLY_TIMEOUT
+            } else {
+                REQUEST_TIMEOUT
+            };
+            let mut req = self.http.request(method, &url).timeout(timeout);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
