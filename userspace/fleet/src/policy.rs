@@ -145,7 +145,7 @@ fn store(
     value: Option<&[u8]>,
 ) -> Result<(), FleetError> {
     match value {
-        Some(v) if v.is_empty() => {
+        Some([]) => {
             versions.insert(generation, None);
         }
         Some(v) => {
