@@ -12,9 +12,23 @@ use crate::keys::PolicyKey;
 use crate::records::{decode, GenerationRecord};
 use crate::{Fleet, FleetError, Layout};
 
-/// The stored versions of one tenant (or of the defaults), by generation: the text, or
-/// `None` where it was removed.
-pub(crate) type Versions = BTreeMap<u64, Option<String>>;
+/// Keys taken in between yields to the runtime in long loops.
+pub(crate) const YIELD_EVERY: usize = 1_000;
+
+/// One stored version of a tenant (or of the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// Its text.
+    Text(String),
+    /// A removal (an empty value).
+    Removal,
+    /// The version in force: its text is in [`PolicySnapshot::tenants`] (or
+    /// [`PolicySnapshot::defaults`]), kept once (a 100,000-tenant policy is some 25 MB).
+    InForce,
+}
+
+/// The stored versions of one tenant (or of the defaults), by generation.
+pub(crate) type Versions = BTreeMap<u64, Version>;
 
 /// The fleet's policy as read at one etcd revision (or as kept up to date from a watch
 /// with [`PolicySnapshot::apply_event`]).
@@ -79,10 +93,13 @@ impl PolicySnapshot {
             }
             Some(PolicyKey::Defaults(generation)) => {
                 store(&mut self.defaults_versions, generation, key, value)?;
-                self.defaults = in_force(&self.defaults_versions, committed);
+                settle(&mut self.defaults_versions, committed, &mut self.defaults);
             }
             Some(PolicyKey::Tenant(id, generation)) => {
-                let versions = self.tenant_versions.entry(id.to_owned()).or_default();
+                let versions = match self.tenant_versions.get_mut(id) {
+                    Some(v) => v,
+                    None => self.tenant_versions.entry(id.to_owned()).or_default(),
+                };
                 store(versions, generation, key, value)?;
                 if generation > committed {
                     self.pending.insert(id.to_owned());
@@ -98,16 +115,15 @@ impl PolicySnapshot {
     /// Sets the tenant `id` in force from its versions.
     fn settle(&mut self, id: &str) {
         let committed = self.generation_number();
-        let versions = self.tenant_versions.get(id);
-        match versions.and_then(|v| in_force(v, committed)) {
-            Some(text) => {
-                self.tenants.insert(id.to_owned(), text);
-            }
-            None => {
-                self.tenants.remove(id);
-            }
+        let mut text = self.tenants.remove(id);
+        let Some(versions) = self.tenant_versions.get_mut(id) else {
+            return;
+        };
+        settle(versions, committed, &mut text);
+        if let Some(text) = text {
+            self.tenants.insert(id.to_owned(), text);
         }
-        if versions.is_some_and(BTreeMap::is_empty) {
+        if versions.is_empty() {
             self.tenant_versions.remove(id);
         }
     }
@@ -116,7 +132,7 @@ impl PolicySnapshot {
     /// again; those still above it stay pending.
     fn settle_pending(&mut self) {
         let committed = self.generation_number();
-        self.defaults = in_force(&self.defaults_versions, committed);
+        settle(&mut self.defaults_versions, committed, &mut self.defaults);
         for id in std::mem::take(&mut self.pending) {
             self.settle(&id);
             let staged = self
@@ -146,10 +162,10 @@ fn store(
 ) -> Result<(), FleetError> {
     match value {
         Some([]) => {
-            versions.insert(generation, None);
+            versions.insert(generation, Version::Removal);
         }
         Some(v) => {
-            versions.insert(generation, Some(text(key, v)?));
+            versions.insert(generation, Version::Text(text(key, v)?));
         }
         None => {
             versions.remove(&generation);
@@ -158,13 +174,22 @@ fn store(
     Ok(())
 }
 
-/// The version in force at `committed`: the newest at or below it, unless it is a
-/// removal.
-pub(crate) fn in_force(versions: &Versions, committed: u64) -> Option<String> {
-    versions
-        .range(..=committed)
-        .next_back()
-        .and_then(|(_, v)| v.clone())
+/// Makes `in_force` (the text in force, taken out of `versions`) the text of the
+/// version in force at `committed`: the newest at or below it, unless it is a removal.
+/// The text in force goes back to its version first, and is dropped if that version
+/// was deleted.
+fn settle(versions: &mut Versions, committed: u64, in_force: &mut Option<String>) {
+    let previous = in_force.take();
+    if let Some(slot) = versions.values_mut().find(|v| **v == Version::InForce) {
+        *slot = previous.map_or(Version::Removal, Version::Text);
+    }
+    if let Some((_, slot)) = versions.range_mut(..=committed).next_back() {
+        if matches!(slot, Version::Text(_)) {
+            if let Version::Text(text) = std::mem::replace(slot, Version::InForce) {
+                *in_force = Some(text);
+            }
+        }
+    }
 }
 
 impl Fleet {
@@ -173,7 +198,12 @@ impl Fleet {
     pub async fn read_policy(&self) -> Result<PolicySnapshot, FleetError> {
         let (revision, kvs) = self.list_paged(&self.layout.policy_dir(), 0).await?;
         let mut snapshot = PolicySnapshot::default();
-        for kv in &kvs {
+        for (i, kv) in kvs.iter().enumerate() {
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                // 100,000 keys take a while: let other tasks (an apply's lock keep-alive)
+                // run on this thread meanwhile.
+                tokio::task::yield_now().await;
+            }
             let key = kv.key_str().map_err(|e| FleetError::Corrupt {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
                 message: e.to_string(),
@@ -241,6 +271,33 @@ mod tests {
         s.apply_event(&l, &removal, None, 10).expect("delete");
         assert!(s.tenants.is_empty() && s.tenant_versions.is_empty());
         assert_eq!(s.revision, 10);
+    }
+
+    #[test]
+    fn the_text_in_force_is_kept_once_and_a_deleted_one_gives_way_to_the_one_before() {
+        let l = layout();
+        let mut s = PolicySnapshot::default();
+        let v1 = l.tenant_version("a", 1).expect("valid");
+        let v2 = l.tenant_version("a", 2).expect("valid");
+        s.apply_event(&l, &v1, Some(b"one"), 1).expect("decodes");
+        s.apply_event(&l, &v2, Some(b"two"), 2).expect("decodes");
+        let gen = GenerationRecord {
+            generation: 2,
+            actor: "ops".into(),
+            at: 1,
+            tenants: 1,
+        };
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen)), 3)
+            .expect("decodes");
+        assert_eq!(s.tenants["a"], "two");
+        assert_eq!(s.tenant_versions["a"][&2], Version::InForce);
+        assert_eq!(s.tenant_versions["a"][&1], Version::Text("one".into()));
+        // Not something an apply does, but a reader must not keep a deleted text.
+        s.apply_event(&l, &v2, None, 4).expect("delete");
+        assert_eq!(s.tenants["a"], "one");
+        s.apply_event(&l, &v1, Some(b"uno"), 5).expect("decodes");
+        assert_eq!(s.tenants["a"], "uno");
+        assert_eq!(s.tenant_versions["a"].len(), 1);
     }
 
     #[test]

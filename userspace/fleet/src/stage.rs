@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use warden_policy::fragments::Fragments;
 
 use crate::client::written_by;
-use crate::policy::Versions;
+use crate::policy::{Version, Versions, YIELD_EVERY};
 use crate::records::{encode, AuditRecord, GenerationRecord, LockRecord};
 use crate::{Fleet, FleetError, Layout, PolicySnapshot};
 
@@ -32,8 +32,9 @@ const BATCH_OPS: usize = 100;
 const BATCH_BYTES: usize = 1 << 20;
 /// Staging transactions in flight at once.
 const IN_FLIGHT: usize = 4;
-/// The lock's lease (seconds): a crashed applier's lock lapses after this.
-const LOCK_TTL: i64 = 10;
+/// The lock's lease (seconds), renewed every third of it: a crashed applier's lock
+/// lapses after this.
+const LOCK_TTL: i64 = 15;
 /// How long an apply waits for another apply's lock before it gives up (409).
 const LOCK_WAIT: Duration = Duration::from_secs(120);
 const LOCK_POLL: Duration = Duration::from_millis(100);
@@ -145,11 +146,11 @@ impl Fleet {
         }
         let base = current.generation_revision;
         let stale = stale_units(&self.layout, &current, None)?;
-        mirror(&self.layout, &mut current, &stale)?;
+        mirror(&self.layout, &mut current, &stale).await?;
         let cleaned = self.write_batches(lock, stale, "policy clean").await?;
         let generation = current.generation_number() + 1;
         let (staged, changed, removed) = staging_units(&self.layout, &current, parts, generation)?;
-        mirror(&self.layout, &mut current, &staged)?;
+        mirror(&self.layout, &mut current, &staged).await?;
         let touched: BTreeSet<String> = current.pending_ids().cloned().collect();
         self.write_batches(lock, staged, "policy staging").await?;
         let record = GenerationRecord {
@@ -403,7 +404,7 @@ fn stale_of(
     let in_force = versions
         .range(..=committed)
         .next_back()
-        .map(|(g, v)| (*g, v.is_none()));
+        .map(|(g, v)| (*g, *v == Version::Removal));
     let mut unit = Vec::new();
     for &g in versions.keys() {
         let stale = g > committed
@@ -454,12 +455,16 @@ fn staging_units(
 }
 
 /// Takes `units` into `snapshot` as the watch would see them written.
-fn mirror(
+async fn mirror(
     layout: &Layout,
     snapshot: &mut PolicySnapshot,
     units: &[Unit],
 ) -> Result<(), FleetError> {
-    for write in units.iter().flatten() {
+    for (i, write) in units.iter().flatten().enumerate() {
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            // Lets the lock's keep-alive run on this thread.
+            tokio::task::yield_now().await;
+        }
         match write {
             Write::Put(k, v) => snapshot.apply_event(layout, k, Some(v), 0)?,
             Write::Delete(k) => snapshot.apply_event(layout, k, None, 0)?,
@@ -551,18 +556,20 @@ mod tests {
                 .collect()
         };
         let v: Versions = [
-            (1, Some("a".into())),
-            (3, Some("b".into())),
-            (5, Some("c".into())),
+            (1, Version::Text("a".into())),
+            (3, Version::InForce),
+            (5, Version::Text("c".into())),
         ]
         .into_iter()
         .collect();
         assert_eq!(deleted(&v, 4), ["1", "5"]);
         assert_eq!(deleted(&v, 5), ["1", "3"]);
-        let removed: Versions = [(1, Some("a".into())), (2, None)].into_iter().collect();
+        let removed: Versions = [(1, Version::Text("a".into())), (2, Version::Removal)]
+            .into_iter()
+            .collect();
         assert_eq!(deleted(&removed, 2), ["1", "2"]);
         assert_eq!(deleted(&removed, 1), ["2"]);
-        let only_staged: Versions = [(7, Some("x".into()))].into_iter().collect();
+        let only_staged: Versions = [(7, Version::Text("x".into()))].into_iter().collect();
         assert_eq!(deleted(&only_staged, 6), ["7"]);
     }
 }
