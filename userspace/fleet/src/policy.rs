@@ -146,11 +146,6 @@ impl PolicySnapshot {
         }
     }
 
-    /// Every tenant and the defaults in force (after a whole read).
-    fn settle_all(&mut self) {
-        self.pending = self.tenant_versions.keys().cloned().collect();
-        self.settle_pending();
-    }
 }
 
 /// Records one version's put (`Some`) or deletion (`None`).
@@ -210,7 +205,9 @@ impl Fleet {
             })?;
             snapshot.apply_event(&self.layout, key, Some(kv.value()), kv.mod_revision())?;
         }
-        snapshot.settle_all();
+        // Tenants read before the generation or above it are pending; the others were
+        // settled as they came.
+        snapshot.settle_pending();
         snapshot.revision = revision;
         Ok(snapshot)
     }
