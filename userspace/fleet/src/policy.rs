@@ -145,7 +145,6 @@ impl PolicySnapshot {
             }
         }
     }
-
 }
 
 /// Records one version's put (`Some`) or deletion (`None`).
