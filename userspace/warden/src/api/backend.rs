@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState, FlagSummary};
 use warden_policy::suspension::Suspension;
 use warden_store::AuditEntry;
 
@@ -91,6 +91,37 @@ pub trait Backend: Send + Sync + 'static {
     fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;
     /// Flags `filter` matches, most recently seen first.
     fn flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>>;
+    /// Counts per state of the flags `filter` matches (its state aside), and the newest
+    /// flag id. By default counted from [`Backend::flags`]; a store counts in place.
+    fn flag_summary(&self, filter: &FlagFilter) -> anyhow::Result<FlagSummary> {
+        let all = self.flags(&FlagFilter {
+            state: None,
+            limit: None,
+            offset: None,
+            ..filter.clone()
+        })?;
+        let mut counts: std::collections::BTreeMap<String, u64> = FlagState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        for f in &all {
+            *counts.entry(f.state.as_str().to_owned()).or_default() += 1;
+        }
+        let total = match filter.state {
+            Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
+            None => all.len() as u64,
+        };
+        let latest_id = self
+            .flags(&FlagFilter::default())?
+            .iter()
+            .map(|f| f.id)
+            .max();
+        Ok(FlagSummary {
+            counts,
+            total,
+            latest_id,
+        })
+    }
     /// Flag `id` with its actions and evidence counts, or `None`.
     fn flag(&self, id: i64) -> anyhow::Result<Option<FlagDetail>>;
     /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::Signal;
-use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState, FlagSummary};
 use warden_policy::suspension::Suspension;
 use warden_policy::{self as policy, Policy};
 use warden_store::{AuditEntry, FlagError, StoreError};
@@ -339,6 +339,10 @@ impl Backend for Daemon {
 
     fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
         Ok(self.db.lock().flags(filter)?)
+    }
+
+    fn flag_summary(&self, filter: &FlagFilter) -> Result<FlagSummary> {
+        Ok(self.db.lock().flag_summary(filter)?)
     }
 
     fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {
