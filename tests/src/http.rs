@@ -35,6 +35,23 @@ pub fn request_in_netns(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<Response> {
+    request_in_netns_within(ns, addr, method, path, body, token, READ_TIMEOUT)
+}
+
+/// How long [`request`] waits for a reply.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`request_in_netns`] waiting up to `read_timeout` for the reply (a browser that
+/// starts, a page that loads).
+pub fn request_in_netns_within(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Result<Response> {
     let ns_path = PathBuf::from("/run/netns").join(ns);
     let (method, path) = (method.to_string(), path.to_string());
     let body = body.map(str::to_string);
@@ -49,7 +66,14 @@ pub fn request_in_netns(
                 std::io::Error::last_os_error()
             );
         }
-        request(addr, &method, &path, body.as_deref(), token.as_deref())
+        request_within(
+            addr,
+            &method,
+            &path,
+            body.as_deref(),
+            token.as_deref(),
+            read_timeout,
+        )
     })
     .join()
     .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
@@ -72,9 +96,21 @@ pub fn request(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<Response> {
+    request_within(addr, method, path, body, token, READ_TIMEOUT)
+}
+
+/// [`request`] waiting up to `read_timeout` for the reply.
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(read_timeout))?;
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

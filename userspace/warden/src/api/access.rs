@@ -20,7 +20,7 @@ use warden_policy::DaemonConfig;
 use super::error::ApiError;
 use super::requests::RequestCounts;
 use super::routes::{
-    AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, FLAG_SUMMARY_QUERY_KEYS, POLICY_QUERY_KEYS,
+    AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, FLAG_SUMMARY_QUERY_KEYS, HISTORY_QUERY_KEYS, POLICY_QUERY_KEYS,
     PUT_POLICY_QUERY_KEYS,
 };
 use crate::auth::{authorize, AuthRejection, Identity, Role, Tokens};
@@ -91,6 +91,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/status", Need::Read, &[]),
     route("GET", "/api/v1/tenants", Need::Read, &[]),
     route("GET", "/api/v1/tenants/{id}", Need::Read, &[]),
+    route(
+        "GET",
+        "/api/v1/tenants/{id}/history",
+        Need::Read,
+        HISTORY_QUERY_KEYS,
+    ),
     route(
         "POST",
         "/api/v1/tenants/{id}/suspend",

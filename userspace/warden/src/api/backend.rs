@@ -10,7 +10,7 @@ use warden_store::AuditEntry;
 
 use crate::auth::Role;
 use crate::metrics::Snapshot;
-use crate::views::{NodeView, PolicyView, StatusView, TenantView};
+use crate::views::{HistoryView, NodeView, PolicyView, StatusView, TenantView};
 
 /// Why a request to the daemon failed, for the API to map onto a status.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,15 @@ pub trait Backend: Send + Sync + 'static {
     fn tenants(&self) -> anyhow::Result<Vec<TenantView>>;
     /// One tenant, or `None` when no tenant has that id.
     fn tenant(&self, id: &str) -> anyhow::Result<Option<TenantView>>;
+    /// Tenant `id`'s traffic history with `since <= at < until`. Only a daemon keeps
+    /// one (a controller's nodes each keep their own).
+    fn tenant_history(&self, id: &str, since: i64, until: i64) -> Result<HistoryView, Refusal> {
+        let _ = (since, until);
+        Err(Refusal::NotFound(format!(
+            "no traffic history here: each node keeps its own; ask the node's API for \
+             GET /api/v1/tenants/{id}/history"
+        )))
+    }
     /// Suspends a tenant, audited under `actor`.
     fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
     /// Lifts a tenant's suspension, audited under `actor`.

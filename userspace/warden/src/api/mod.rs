@@ -51,6 +51,7 @@ pub fn router(backend: Arc<dyn Backend>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/tenants", get(get_tenants))
         .route("/api/v1/tenants/{id}", get(get_tenant))
+        .route("/api/v1/tenants/{id}/history", get(get_tenant_history))
         .route("/api/v1/tenants/{id}/suspend", post(post_suspend))
         .route("/api/v1/tenants/{id}/unsuspend", post(post_unsuspend))
         .route("/api/v1/flags", get(get_flags))

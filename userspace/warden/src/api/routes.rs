@@ -75,6 +75,43 @@ pub(super) async fn get_tenant(
     }
 }
 
+/// The query keys `GET /api/v1/tenants/{id}/history` accepts.
+pub(super) const HISTORY_QUERY_KEYS: &[&str] = &["since", "until"];
+
+/// `GET /api/v1/tenants/{id}/history[?since=T&until=T]`: unix seconds, `until` now and
+/// `since` an hour before it by default; at most the history's whole span.
+pub(super) async fn get_tenant_history(
+    State(s): State<Arc<dyn Backend>>,
+    Path(id): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let (mut since, mut until) = (None, None);
+    for (key, value) in &pairs {
+        let slot = if key == "since" { &mut since } else { &mut until };
+        if slot.replace(unix_time(key, value)?).is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter `{key}` given more than once"),
+            ));
+        }
+    }
+    let until = until.unwrap_or_else(|| warden_policy::time::system_clock() + 1);
+    let since = since.unwrap_or(until - 3600);
+    if since >= until || until - since > warden_store::HISTORY_KEEP {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "since {since} and until {until}: need since < until, at most {} s apart",
+                warden_store::HISTORY_KEEP
+            ),
+        ));
+    }
+    let view = blocking(move || Ok(s.tenant_history(&id, since, until)?)).await?;
+    Ok(Json(view).into_response())
+}
+
 /// Body of suspend and unsuspend.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

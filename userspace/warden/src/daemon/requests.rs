@@ -18,7 +18,9 @@ use super::Daemon;
 use crate::api::{Backend, Refusal};
 use crate::auth::Role;
 use crate::metrics::{self, TopK};
-use crate::views::{PolicySource, PolicyView, StatusView, TenantView};
+use crate::views::{
+    HistoryPointView, HistoryView, PolicySource, PolicyView, StatusView, TenantView,
+};
 
 /// What an apply does with the kept copy of an API apply ([`super::kept`]).
 pub(super) enum Keep<'a> {
@@ -267,6 +269,26 @@ impl Backend for Daemon {
         let enforcement = self.lock_enforcement();
         self.sampler
             .with_rates(|rates| enforcement.tenant(id, rates))
+    }
+
+    fn tenant_history(&self, id: &str, since: i64, until: i64) -> Result<HistoryView, Refusal> {
+        if self.tenant(id)?.is_none() {
+            return Err(Refusal::UnknownTenant(id.to_owned()));
+        }
+        let points = self.db.lock().history(id, since, until).map_err(anyhow::Error::from)?;
+        Ok(HistoryView {
+            tenant: id.to_owned(),
+            step_seconds: warden_store::HISTORY_STEP,
+            keep_seconds: warden_store::HISTORY_KEEP,
+            tenants_per_step: warden_store::HISTORY_TENANTS_PER_STEP,
+            left_out_since_start: self.history.left_out(),
+            since,
+            until,
+            points: points
+                .iter()
+                .map(|p| HistoryPointView::of(p, warden_store::HISTORY_STEP))
+                .collect(),
+        })
     }
 
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
