@@ -120,9 +120,7 @@ pub fn request_within(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading reply to {method} {path}"))?;
+    let raw = read_reply(&mut s).with_context(|| format!("reading reply to {method} {path}"))?;
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text
         .split_once("\r\n\r\n")
@@ -146,6 +144,31 @@ pub fn request_within(
         body,
         head: head.to_string(),
     })
+}
+
+/// Reads a reply: up to its `Content-Length` when it has one (a server that keeps the
+/// connection open despite `Connection: close`, as ChromeDriver does, is not waited
+/// for), else to the end of the connection.
+fn read_reply(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                return Ok(raw);
+            }
+        }
+    }
 }
 
 impl Response {

@@ -178,6 +178,14 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     ensure!(b.count("input.pick")? == 1, "no selection box for the operator");
     shot(&b, "02-queue-live-flag.png")?;
 
+    // A flagged tenant's next frames are captured as the flag's samples: the rest of
+    // a scan made once more.
+    scan_from_globex(&lab)?;
+    eventually_every(PAGE_TIMEOUT, Duration::from_millis(200), || {
+        Ok(flag(&lab, id)?["samples"].as_u64() > Some(0))
+    })
+    .with_context(|| format!("no samples for flag {id}: {}", flag(&lab, id).unwrap_or_default()))?;
+
     // The flag page: evidence and frames.
     b.click(&format!("a[href='#/flag/{id}']"))?;
     b.wait_text("#figures", "failed targets in window", PAGE_TIMEOUT)?;
@@ -190,27 +198,41 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     );
     let download = b.text("#pcap-download")?;
     ensure!(download.contains("frames"), "download link: {download}");
-    // The chart: the scan's step is stored within a history step (10 s) of the scan;
-    // until then the page says there is no history, and is loaded again.
+    // The chart: the scan's step is stored within a history step (10 s) of the scan,
+    // and a line needs the step after it; until then the page is loaded again.
     let flag_url = format!("http://{API}/ui/#/flag/{id}");
+    let sent_line = || -> Result<bool> {
+        let d = b.exec(
+            "const p = document.querySelector('#chart path.series.out');
+             return p ? p.getAttribute('d') : null;",
+            json!([]),
+        )?;
+        Ok(d.as_str().is_some_and(|d| d.contains('L')))
+    };
     eventually_every(Duration::from_secs(40), Duration::from_secs(2), || {
-        if b.find("#chart")?.is_some() {
+        if sent_line()? {
             return Ok(true);
         }
         b.goto(&format!("http://{API}/ui/"))?;
         b.goto(&flag_url)?;
-        b.wait_for("#frames-box", PAGE_TIMEOUT)?;
         b.wait_for("#chart, #chart-none", PAGE_TIMEOUT)?;
-        Ok(b.find("#chart")?.is_some())
+        sent_line()
     })
-    .context("no traffic chart on the flag page")?;
-    let sent = b.exec(
-        "return document.querySelector('#chart path.series.out').getAttribute('d');",
-        json!([]),
+    .context("no line of sent traffic in the flag page's chart")?;
+    let history: Value = serde_json::from_str(
+        &lab.request(
+            "GET",
+            "/api/v1/tenants/globex/history",
+            None,
+            Some(token::VIEWER),
+        )?
+        .body,
     )?;
     ensure!(
-        sent.as_str().is_some_and(|d| d.contains('L')),
-        "the chart draws no sent traffic: {sent}"
+        history["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["out_pps"].as_f64() > Some(1.0))),
+        "no step of the scan in globex's history: {history}"
     );
     b.wait_for("#frames tbody tr", PAGE_TIMEOUT)?;
     shot(&b, "03-flag-evidence-chart-frames.png")?;

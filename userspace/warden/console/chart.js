@@ -32,16 +32,34 @@ function path(points, x, y, key) {
   return d;
 }
 
+// The steps of `hist` as a dense series: a step without a point while the daemon was
+// recording had no traffic (zero); before that it is a gap.
+function dense(hist, from, to) {
+  const step = hist.step_seconds;
+  const byAt = new Map(hist.points.map((p) => [p.at, p]));
+  const start = Math.ceil(from / step) * step;
+  const end = Math.min(to, Date.now() / 1000);
+  const zero = { out_bps: 0, in_bps: 0, dropped_pps: 0 };
+  const out = [];
+  for (let at = start; at < end; at += step) {
+    const p = byAt.get(at);
+    if (p) out.push(p);
+    else if (hist.recording_since !== null && at > hist.recording_since) out.push({ at, ...zero });
+    else out.push({ at, out_bps: null, in_bps: null, dropped_pps: null });
+  }
+  return out;
+}
+
 // Draws the chart into `box` for unix times [from, to], marking `marks`.
 export async function historyChart(box, tenant, from, to, marks) {
   const hist = await get("/api/v1/tenants/" + encodeURIComponent(tenant) + "/history" + query({ since: from, until: to }));
-  const points = hist.points;
-  if (points.length === 0) {
+  if (hist.points.length === 0) {
     box.replaceChildren(h("p", { id: "chart-none" }, "No traffic history for " + tenant + " between " + when(from) + " and " + when(to) + "."));
     return;
   }
-  const peakRate = Math.max(1, ...points.map((p) => Math.max(p.out_bps, p.in_bps)));
-  const peakDrop = Math.max(1, ...points.map((p) => p.dropped_pps));
+  const points = dense(hist, from, to);
+  const peakRate = Math.max(1, ...hist.points.map((p) => Math.max(p.out_bps, p.in_bps)));
+  const peakDrop = Math.max(1, ...hist.points.map((p) => p.dropped_pps));
   const x = (t) => PAD.left + ((t - from) / Math.max(1, to - from)) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / peakRate) * (H - PAD.top - PAD.bottom);
   const yd = (v) => H - PAD.bottom - (v / peakDrop) * (H - PAD.top - PAD.bottom);
@@ -68,5 +86,9 @@ export async function historyChart(box, tenant, from, to, marks) {
     h("li", { class: "drop" }, "dotted: packets dropped (per second, right scale)"),
     h("li", { class: "event" }, "shaded: the flag's first to last detection"),
   );
-  box.replaceChildren(chart, legend, h("p", { class: "note" }, points.length + " samples at " + hist.step_seconds + " s resolution."));
+  box.replaceChildren(
+    chart,
+    legend,
+    h("p", { class: "note" }, hist.points.length + " steps with traffic at " + hist.step_seconds + " s resolution; recorded by this daemon since " + when(hist.recording_since) + "."),
+  );
 }

@@ -309,6 +309,9 @@ pub struct HistoryView {
     pub tenants_per_step: usize,
     /// Points of other tenants left out of full steps since the daemon started.
     pub left_out_since_start: u64,
+    /// Since when this daemon records (its first step): a later step without a point
+    /// had no traffic; before it, the daemon may not have been running.
+    pub recording_since: Option<i64>,
     /// The range asked for (unix seconds, `since <= at < until`).
     pub since: i64,
     pub until: i64,

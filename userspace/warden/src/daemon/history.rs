@@ -6,7 +6,7 @@
 //! counted ([`History::left_out`]) and logged, never silently lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Result;
@@ -29,11 +29,19 @@ struct State {
 pub(super) struct History {
     state: Mutex<State>,
     left_out: AtomicU64,
+    /// The step of this process's first reading (0 before it): steps after it
+    /// without a point had no traffic.
+    recording_since: AtomicI64,
 }
 
 impl History {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The step of this process's first reading, if it took one.
+    pub(super) fn recording_since(&self) -> Option<i64> {
+        Some(self.recording_since.load(Ordering::Relaxed)).filter(|&s| s > 0)
     }
 
     /// Points left out of full steps since start.
@@ -91,6 +99,7 @@ impl Daemon {
         let reading = self.lock_enforcement().history_reading()?;
         let before = self.history.lock().last.replace((step, reading.clone()));
         let Some((_, before)) = before else {
+            self.history.recording_since.store(step, Ordering::Relaxed);
             return Ok(());
         };
         let points = points(step, &before, &reading);

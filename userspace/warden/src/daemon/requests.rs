@@ -282,6 +282,7 @@ impl Backend for Daemon {
             keep_seconds: warden_store::HISTORY_KEEP,
             tenants_per_step: warden_store::HISTORY_TENANTS_PER_STEP,
             left_out_since_start: self.history.left_out(),
+            recording_since: self.history.recording_since(),
             since,
             until,
             points: points
