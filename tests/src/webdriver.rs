@@ -60,7 +60,7 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,900",
+                    "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,2400",
                     "--disable-crash-reporter", "--disable-breakpad",
                     format!("--user-data-dir={}", profile.display()),
                 ],
@@ -202,8 +202,7 @@ impl Browser {
             .decode(v.as_str().context("screenshot is not a string")?)
             .context("screenshot is not base64")?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
     }
@@ -244,11 +243,25 @@ impl Drop for Browser {
 }
 
 /// One WebDriver call: its `value`, or the error WebDriver names.
-fn call(ns: &str, driver: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+fn call(
+    ns: &str,
+    driver: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value> {
     let started = Instant::now();
     let text = body.map(Value::to_string);
-    let r = request_in_netns_within(ns, driver, method, path, text.as_deref(), None, CALL_TIMEOUT)
-        .with_context(|| format!("WebDriver {method} {path}"))?;
+    let r = request_in_netns_within(
+        ns,
+        driver,
+        method,
+        path,
+        text.as_deref(),
+        None,
+        CALL_TIMEOUT,
+    )
+    .with_context(|| format!("WebDriver {method} {path}"))?;
     let v: Value = serde_json::from_str(&r.body)
         .with_context(|| format!("WebDriver {method} {path}: not JSON: {}", r.body))?;
     if r.status != 200 {

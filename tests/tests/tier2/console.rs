@@ -111,7 +111,10 @@ fn check_headers(lab: &StandardLab) -> Result<()> {
     ] {
         ensure!(csp.contains(part), "CSP {csp:?} lacks {part:?}");
     }
-    ensure!(!csp.contains("unsafe-inline"), "CSP allows inline code: {csp}");
+    ensure!(
+        !csp.contains("unsafe-inline"),
+        "CSP allows inline code: {csp}"
+    );
     ensure!(
         r.header("x-content-type-options") == Some("nosniff"),
         "no nosniff: {}",
@@ -175,7 +178,10 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
         "row: {text}"
     );
     b.wait_text(".count[data-state='open']", "open 1", PAGE_TIMEOUT)?;
-    ensure!(b.count("input.pick")? == 1, "no selection box for the operator");
+    ensure!(
+        b.count("input.pick")? == 1,
+        "no selection box for the operator"
+    );
     shot(&b, "02-queue-live-flag.png")?;
 
     // A flagged tenant's next frames are captured as the flag's samples: the rest of
@@ -184,7 +190,12 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     eventually_every(PAGE_TIMEOUT, Duration::from_millis(200), || {
         Ok(flag(&lab, id)?["samples"].as_u64() > Some(0))
     })
-    .with_context(|| format!("no samples for flag {id}: {}", flag(&lab, id).unwrap_or_default()))?;
+    .with_context(|| {
+        format!(
+            "no samples for flag {id}: {}",
+            flag(&lab, id).unwrap_or_default()
+        )
+    })?;
 
     // The flag page: evidence and frames.
     b.click(&format!("a[href='#/flag/{id}']"))?;
@@ -260,7 +271,10 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     b.goto(&format!("http://{API}/ui/#/tenant/globex"))?;
     b.wait_text("#tenant-state", "active", PAGE_TIMEOUT)?;
     b.wait_text("#tenant-flags", &format!("#{id}"), PAGE_TIMEOUT)?;
-    ensure!(b.count("#suspend")? == 0, "an operator sees the admin's suspend button");
+    ensure!(
+        b.count("#suspend")? == 0,
+        "an operator sees the admin's suspend button"
+    );
     shot(&b, "06-tenant.png")?;
     no_console_errors(&b)?;
 
@@ -278,6 +292,7 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
         ensure!(b.count(css)? == 0, "a viewer sees {css}");
     }
     shot(&b, "07-viewer-flag.png")?;
+    no_console_errors(&b)?;
     let forged = b.exec_async(
         "const done = arguments[arguments.length - 1];
          fetch('/api/v1/flags/' + arguments[0] + '/dismiss', {method: 'POST',
@@ -290,8 +305,10 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     )?;
     ensure!(forged[0] == 403, "a viewer's forged dismiss: {forged}");
     let f = flag(&lab, id)?;
-    ensure!(f["state"] == "acked", "the forged dismiss moved the flag: {f}");
-    no_console_errors(&b)?;
+    ensure!(
+        f["state"] == "acked",
+        "the forged dismiss moved the flag: {f}"
+    );
     drop(b);
     drop(daemon);
     Ok(())

@@ -116,16 +116,35 @@ mod tests {
     fn history_is_read_back_in_range_and_pruned_after_a_day() {
         let fx = Fixture::new();
         let store = fx.open();
-        store.record_history(100, &[point("a", 10), point("b", 5)]).expect("write");
+        store
+            .record_history(100, &[point("a", 10), point("b", 5)])
+            .expect("write");
         store.record_history(110, &[point("a", 20)]).expect("write");
         let got = store.history("a", 100, 120).expect("read");
-        assert_eq!(got.iter().map(|p| (p.at, p.out_bytes)).collect::<Vec<_>>(), [(100, 10), (110, 20)]);
+        assert_eq!(
+            got.iter().map(|p| (p.at, p.out_bytes)).collect::<Vec<_>>(),
+            [(100, 10), (110, 20)]
+        );
         assert_eq!(got[0].in_bytes, 20);
         assert_eq!(got[0].dropped_packets, 3);
-        assert_eq!(store.history("a", 101, 120).expect("read").len(), 1, "since is inclusive");
-        assert_eq!(store.history("a", 100, 110).expect("read").len(), 1, "until is exclusive");
-        store.record_history(110 + HISTORY_KEEP, &[point("b", 1)]).expect("write");
-        assert_eq!(store.history("a", 0, i64::MAX).expect("read").len(), 1, "a day old: gone");
+        assert_eq!(
+            store.history("a", 101, 120).expect("read").len(),
+            1,
+            "since is inclusive"
+        );
+        assert_eq!(
+            store.history("a", 100, 110).expect("read").len(),
+            1,
+            "until is exclusive"
+        );
+        store
+            .record_history(110 + HISTORY_KEEP, &[point("b", 1)])
+            .expect("write");
+        assert_eq!(
+            store.history("a", 0, i64::MAX).expect("read").len(),
+            1,
+            "a day old: gone"
+        );
         assert_eq!(store.history("b", 0, i64::MAX).expect("read").len(), 1);
     }
 

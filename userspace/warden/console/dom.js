@@ -92,7 +92,12 @@ export function rate(bps) {
 export function text(v) {
   if (v === null || v === undefined) return "—";
   if (Array.isArray(v)) return v.map(text).join(", ");
-  if (typeof v === "object") return Object.entries(v).map(([k, x]) => k + ": " + text(x)).join("; ");
+  if (typeof v === "object") {
+    return Object.entries(v)
+      .filter(([, x]) => x !== null && x !== undefined)
+      .map(([k, x]) => k + ": " + text(x))
+      .join("; ");
+  }
   return String(v);
 }
 

@@ -20,8 +20,8 @@ use warden_policy::DaemonConfig;
 use super::error::ApiError;
 use super::requests::RequestCounts;
 use super::routes::{
-    AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, FLAG_SUMMARY_QUERY_KEYS, HISTORY_QUERY_KEYS, POLICY_QUERY_KEYS,
-    PUT_POLICY_QUERY_KEYS,
+    AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, FLAG_SUMMARY_QUERY_KEYS, HISTORY_QUERY_KEYS,
+    POLICY_QUERY_KEYS, PUT_POLICY_QUERY_KEYS,
 };
 use crate::auth::{authorize, AuthRejection, Identity, Role, Tokens};
 

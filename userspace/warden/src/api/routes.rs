@@ -89,7 +89,11 @@ pub(super) async fn get_tenant_history(
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let (mut since, mut until) = (None, None);
     for (key, value) in &pairs {
-        let slot = if key == "since" { &mut since } else { &mut until };
+        let slot = if key == "since" {
+            &mut since
+        } else {
+            &mut until
+        };
         if slot.replace(unix_time(key, value)?).is_some() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

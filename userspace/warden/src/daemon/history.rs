@@ -93,7 +93,13 @@ impl Daemon {
     pub(super) fn record_history(&self) -> Result<()> {
         let now = warden_policy::time::system_clock();
         let step = now - now.rem_euclid(HISTORY_STEP);
-        if self.history.lock().last.as_ref().is_some_and(|(s, _)| *s == step) {
+        if self
+            .history
+            .lock()
+            .last
+            .as_ref()
+            .is_some_and(|(s, _)| *s == step)
+        {
             return Ok(());
         }
         let reading = self.lock_enforcement().history_reading()?;

@@ -49,9 +49,9 @@ pub use sampler::SAMPLE_INTERVAL;
 use crate::api::{self, Refusal};
 use detection::Detection;
 use enforcement::Enforcement;
+use history::History;
 use review::Review;
 use sampler::Sampler;
-use history::History;
 
 /// The actor of what the daemon does on its own: the ladder's actions and suspensions,
 /// deadlines, deliveries.

@@ -275,7 +275,11 @@ impl Backend for Daemon {
         if self.tenant(id)?.is_none() {
             return Err(Refusal::UnknownTenant(id.to_owned()));
         }
-        let points = self.db.lock().history(id, since, until).map_err(anyhow::Error::from)?;
+        let points = self
+            .db
+            .lock()
+            .history(id, since, until)
+            .map_err(anyhow::Error::from)?;
         Ok(HistoryView {
             tenant: id.to_owned(),
             step_seconds: warden_store::HISTORY_STEP,
