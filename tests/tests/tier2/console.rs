@@ -313,3 +313,113 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     drop(daemon);
     Ok(())
 }
+
+/// Flags the queue test writes: every 4th a `spam`, every 10th acked, the rest open.
+const MANY: u32 = 10_000;
+
+/// Writes [`MANY`] flags into the running daemon's database in one transaction.
+fn seed_many(lab: &StandardLab) -> Result<()> {
+    let db = lab.rundir()?.join("state").join(warden_store::DB_FILE);
+    let now = warden_policy::time::system_clock();
+    let sql = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {MANY})
+         INSERT INTO flags (tenant, kind, state, first_seen, last_seen, policy_generation,
+                            thresholds, figures, top_targets)
+         SELECT CASE i % 3 WHEN 0 THEN 'acme' WHEN 1 THEN 'globex' ELSE 'initech' END,
+                CASE i % 4 WHEN 0 THEN 'scan' WHEN 1 THEN 'flood_out' WHEN 2 THEN 'spam'
+                           ELSE 'proxy' END,
+                CASE WHEN i % 10 = 0 THEN 'acked' ELSE 'open' END,
+                {now} - {MANY} + i, {now} - {MANY} + i, 1, '{{}}', '{{}}', '[]' FROM n;"
+    );
+    let db = db.to_str().context("database path is not UTF-8")?;
+    lab.node.exec_timeout(
+        &["sqlite3", "-cmd", ".timeout 10000", db, &sql],
+        Duration::from_secs(120),
+    )?;
+    Ok(())
+}
+
+/// In the page: changes the select `css` to `value` and waits for the queue to load
+/// again; the milliseconds from the change to the new rows in the page.
+const CHANGE_AND_TIME: &str = "
+    const [css, value, done] = arguments;
+    const body = document.getElementById('queue-body');
+    const loads = Number(body.dataset.loads);
+    const t0 = performance.now();
+    const select = document.querySelector(css);
+    select.value = value;
+    select.dispatchEvent(new Event('change'));
+    (function wait() {
+      if (Number(body.dataset.loads) > loads) {
+        requestAnimationFrame(() => done(performance.now() - t0));
+      } else {
+        setTimeout(wait, 1);
+      }
+    })();";
+
+#[test]
+fn a_queue_of_ten_thousand_flags_is_paged_and_filtered_by_the_server() -> Result<()> {
+    let lab = StandardLab::build("cq")?;
+    let daemon = start(&lab)?;
+    seed_many(&lab)?;
+    let profile = lab.rundir()?.join("chromium");
+    let b = Browser::start(&lab.node, DRIVER_PORT, &profile)?;
+    b.goto(&format!("http://{API}/ui/"))?;
+    b.type_into("#token", token::OPERATOR)?;
+    b.exec("window.wardenT0 = performance.now(); return 1;", json!([]))?;
+    b.click("#sign-in-button")?;
+    b.wait_text("#page-range", &format!("1–50 of {MANY}"), PAGE_TIMEOUT)?;
+    // An upper bound: it includes WebDriver's polling.
+    let first = b.exec("return performance.now() - window.wardenT0;", json!([]))?;
+    let fetch_render = b.exec(
+        "return Number(document.getElementById('queue-body').dataset.renderMs);",
+        json!([]),
+    )?;
+    ensure!(b.count("#queue tbody tr")? == 50, "a first page of 50 rows");
+    b.wait_text(
+        ".count[data-state='acked']",
+        &format!("acked {}", MANY / 10),
+        PAGE_TIMEOUT,
+    )?;
+    b.wait_text(
+        ".count[data-state='open']",
+        &format!("open {}", MANY - MANY / 10),
+        PAGE_TIMEOUT,
+    )?;
+    shot(&b, "08-queue-10000.png")?;
+
+    let kind_change = b.exec_async(CHANGE_AND_TIME, json!(["#f-kind", "spam"]))?;
+    b.wait_text(
+        "#page-range",
+        &format!("1–50 of {}", MANY / 4),
+        PAGE_TIMEOUT,
+    )?;
+    let rows = b.text("#queue")?;
+    ensure!(
+        !rows.contains("flood_out") && !rows.contains("proxy"),
+        "the kind filter let other kinds through: {rows}"
+    );
+    let state_change = b.exec_async(CHANGE_AND_TIME, json!(["#f-state", "acked"]))?;
+    // Every 4th and every 10th: every 20th.
+    b.wait_text(
+        "#page-range",
+        &format!("1–50 of {}", MANY / 20),
+        PAGE_TIMEOUT,
+    )?;
+    b.click("#page-next")?;
+    b.wait_text(
+        "#page-range",
+        &format!("51–100 of {}", MANY / 20),
+        PAGE_TIMEOUT,
+    )?;
+    shot(&b, "09-queue-filtered.png")?;
+    no_console_errors(&b)?;
+    println!(
+        "queue of {MANY} flags in the browser: first page {first} ms from sign-in (fetch and \
+         render {fetch_render} ms); kind filter change {kind_change} ms; state filter change \
+         {state_change} ms"
+    );
+    drop(b);
+    drop(daemon);
+    Ok(())
+}
