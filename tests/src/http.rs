@@ -35,6 +35,23 @@ pub fn request_in_netns(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<Response> {
+    request_in_netns_within(ns, addr, method, path, body, token, READ_TIMEOUT)
+}
+
+/// How long [`request`] waits for a reply.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`request_in_netns`] waiting up to `read_timeout` for the reply (a browser that
+/// starts, a page that loads).
+pub fn request_in_netns_within(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Result<Response> {
     let ns_path = PathBuf::from("/run/netns").join(ns);
     let (method, path) = (method.to_string(), path.to_string());
     let body = body.map(str::to_string);
@@ -49,7 +66,14 @@ pub fn request_in_netns(
                 std::io::Error::last_os_error()
             );
         }
-        request(addr, &method, &path, body.as_deref(), token.as_deref())
+        request_within(
+            addr,
+            &method,
+            &path,
+            body.as_deref(),
+            token.as_deref(),
+            read_timeout,
+        )
     })
     .join()
     .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
@@ -72,9 +96,21 @@ pub fn request(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<Response> {
+    request_within(addr, method, path, body, token, READ_TIMEOUT)
+}
+
+/// [`request`] waiting up to `read_timeout` for the reply.
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(read_timeout))?;
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -84,9 +120,7 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading reply to {method} {path}"))?;
+    let raw = read_reply(&mut s).with_context(|| format!("reading reply to {method} {path}"))?;
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text
         .split_once("\r\n\r\n")
@@ -110,6 +144,31 @@ pub fn request(
         body,
         head: head.to_string(),
     })
+}
+
+/// Reads a reply: up to its `Content-Length` when it has one (a server that keeps the
+/// connection open despite `Connection: close`, as ChromeDriver does, is not waited
+/// for), else to the end of the connection.
+fn read_reply(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                return Ok(raw);
+            }
+        }
+    }
 }
 
 impl Response {

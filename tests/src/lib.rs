@@ -25,4 +25,5 @@ pub mod packets;
 pub mod rawframe;
 pub mod topology;
 pub mod wait;
+pub mod webdriver;
 pub mod workloads;

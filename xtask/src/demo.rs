@@ -124,6 +124,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "metrics: http://{API}/metrics inside netns {ns} (try: ip netns exec {ns} curl -s http://{API}/metrics)",
         ns = lab.node.name()
     );
+    let console_hint = format!(
+        "console: http://{API}/ui/ inside netns {ns} (try: ip netns exec {ns} chromium http://{API}/ui/ ; sign in with token {op})",
+        ns = lab.node.name(),
+        op = warden_tests::topology::token::OPERATOR,
+    );
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let end = start + Duration::from_secs(args.duration);
@@ -170,6 +175,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             args.duration
         );
         println!("{metrics_hint}");
+        println!("{console_hint}");
         println!();
         print!("{tenant_table}");
         println!();

@@ -58,6 +58,9 @@ const PACKAGES: &[&str] = &[
     "protobuf-compiler",
     // Certificates for the fleet's TLS test (a CA, etcd's server and clients' certificates).
     "openssl",
+    // The console's browser test (issue 21): headless Chromium driven over WebDriver.
+    "chromium",
+    "chromium-driver",
     // `bpftool prog run` on the daemon's pinned program, and `bpftool net show` to find
     // it: the bench's case of the daemon's own program (tests/bench/src/bench/daemon.rs).
     "bpftool",

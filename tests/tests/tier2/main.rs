@@ -8,6 +8,7 @@
 mod api;
 mod api_limits;
 mod common;
+mod console;
 mod detection;
 mod enforcement;
 mod flags;

@@ -247,8 +247,36 @@ pub struct FlagFilter {
     pub kind: Option<Kind>,
     /// Only flags seen at or after this time (unix seconds), by `last_seen`.
     pub since: Option<i64>,
+    /// Only flags seen before this time (unix seconds), by `last_seen`.
+    pub until: Option<i64>,
     /// Only flags in this state.
     pub state: Option<FlagState>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Skip this many of the newest first (paging).
+    pub offset: Option<usize>,
+}
+
+impl FlagFilter {
+    /// Whether `f` passes the filter's conditions (`limit` and `offset` are the
+    /// caller's to apply).
+    pub fn matches(&self, f: &Flag) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == f.tenant)
+            && self.kind.is_none_or(|k| k == f.kind)
+            && self.since.is_none_or(|s| f.last_seen >= s)
+            && self.until.is_none_or(|u| f.last_seen < u)
+            && self.state.is_none_or(|s| s == f.state)
+    }
+}
+
+/// The review queue at a glance: how many flags a filter (all but its state) matches in
+/// each state, and the newest flag id of all, which changes whenever a flag is raised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlagSummary {
+    /// Every state by name, with the flags in it (0 included).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Flags the whole filter (state included) matches: the pages to page through.
+    pub total: u64,
+    /// The highest flag id of all flags, whatever the filter; `None` with none.
+    pub latest_id: Option<i64>,
 }

@@ -21,11 +21,13 @@
 //! at most [`MAX_SAMPLE_BYTES`] captured bytes (more is cut, like a pcap snap length; the
 //! original length is kept). Both bounds are also enforced by the schema.
 
+use std::collections::BTreeMap;
+
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use warden_policy::flag::{
-    ActionDecision, Flag, FlagAction, FlagDetail, FlagFilter, FlagState, NewFlag, Sample,
-    MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
+    ActionDecision, Flag, FlagAction, FlagDetail, FlagFilter, FlagState, FlagSummary, NewFlag,
+    Sample, MAX_SAMPLES_PER_FLAG, MAX_SAMPLE_BYTES,
 };
 use warden_policy::{Action, Kind};
 
@@ -92,6 +94,11 @@ fn json(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     })
 }
+
+/// The conditions of a [`FlagFilter`] but its state, on parameters ?1 to ?4 (tenant,
+/// kind, since, until).
+const FILTER: &str = "(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR kind = ?2)
+     AND (?3 IS NULL OR last_seen >= ?3) AND (?4 IS NULL OR last_seen < ?4)";
 
 pub(super) const COLUMNS: &str =
     "id, tenant, kind, state, first_seen, last_seen, policy_generation, \
@@ -301,29 +308,69 @@ impl Store {
         })
     }
 
-    /// The flags `filter` matches, most recently seen first.
+    /// The flags `filter` matches, most recently seen first, from `offset` on.
     pub fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
         let limit = filter
             .limit
             .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let offset = filter
+            .offset
+            .map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
         self.read("list flags", |conn| {
             conn.prepare(&format!(
-                "SELECT {COLUMNS} FROM flags
-                 WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR kind = ?2)
-                   AND (?3 IS NULL OR last_seen >= ?3) AND (?4 IS NULL OR state = ?4)
-                 ORDER BY last_seen DESC, id DESC LIMIT ?5"
+                "SELECT {COLUMNS} FROM flags WHERE {FILTER} AND (?5 IS NULL OR state = ?5)
+                 ORDER BY last_seen DESC, id DESC LIMIT ?6 OFFSET ?7"
             ))?
             .query_map(
                 params![
                     filter.tenant,
                     filter.kind.map(Name),
                     filter.since,
+                    filter.until,
                     filter.state.map(Name),
-                    limit
+                    limit,
+                    offset
                 ],
                 from_row,
             )?
             .collect()
+        })
+    }
+
+    /// How many flags `filter` (all but its state) matches in each state, how many the
+    /// whole filter matches, and the newest flag id.
+    pub fn flag_summary(&self, filter: &FlagFilter) -> Result<FlagSummary> {
+        self.read("count flags", |conn| {
+            let mut counts: BTreeMap<String, u64> = FlagState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT state, count(*) FROM flags WHERE {FILTER} GROUP BY state"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    filter.tenant,
+                    filter.kind.map(Name),
+                    filter.since,
+                    filter.until
+                ],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)),
+            )?;
+            for row in rows {
+                let (state, n) = row?;
+                counts.insert(state, n);
+            }
+            let total = match filter.state {
+                Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
+                None => counts.values().sum(),
+            };
+            let latest_id = conn.query_row("SELECT max(id) FROM flags", [], |row| row.get(0))?;
+            Ok(FlagSummary {
+                counts,
+                total,
+                latest_id,
+            })
         })
     }
 

@@ -15,6 +15,7 @@
 mod audit;
 mod flags;
 mod fleet;
+mod history;
 mod notifications;
 pub mod pcap;
 mod schema;
@@ -37,6 +38,7 @@ use warden_policy::time::{rfc3339, system_clock};
 pub use audit::AuditEntry;
 pub use flags::FlagError;
 pub use fleet::FleetState;
+pub use history::{HistoryPoint, HISTORY_KEEP, HISTORY_STEP, HISTORY_TENANTS_PER_STEP};
 pub use notifications::{Notification, NotificationCounts};
 pub use suspensions::{NewSuspension, Restored};
 

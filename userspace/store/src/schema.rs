@@ -161,6 +161,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         saved_at   INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 8: each tenant's traffic per history step (history.rs): bounded in time and in
+    // tenants per step, for the console's charts.
+    r#"
+    CREATE TABLE tenant_history (
+        tenant          TEXT    NOT NULL,
+        at              INTEGER NOT NULL,
+        out_bytes       INTEGER NOT NULL CHECK (out_bytes >= 0),
+        in_bytes        INTEGER NOT NULL CHECK (in_bytes >= 0),
+        out_packets     INTEGER NOT NULL CHECK (out_packets >= 0),
+        in_packets      INTEGER NOT NULL CHECK (in_packets >= 0),
+        dropped_packets INTEGER NOT NULL CHECK (dropped_packets >= 0),
+        PRIMARY KEY (tenant, at)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX tenant_history_by_time ON tenant_history (at);
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -296,3 +296,53 @@ pub struct NodeView {
     /// Its interfaces, as `name:mode`.
     pub interfaces: Vec<String>,
 }
+
+/// A tenant's traffic history, as `GET /api/v1/tenants/{id}/history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryView {
+    pub tenant: String,
+    /// The resolution: each point covers the `step_seconds` before its `at`.
+    pub step_seconds: i64,
+    /// How long points are kept.
+    pub keep_seconds: i64,
+    /// The most tenants one step keeps (the heaviest).
+    pub tenants_per_step: usize,
+    /// Points of other tenants left out of full steps since the daemon started.
+    pub left_out_since_start: u64,
+    /// Since when this daemon records (its first step): a later step without a point
+    /// had no traffic; before it, the daemon may not have been running.
+    pub recording_since: Option<i64>,
+    /// The range asked for (unix seconds, `since <= at < until`).
+    pub since: i64,
+    pub until: i64,
+    /// Steps with traffic or drops, oldest first; a step without a point had none.
+    pub points: Vec<HistoryPointView>,
+}
+
+/// One step of a tenant's history, as rates over the step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryPointView {
+    /// The step's end (unix seconds).
+    pub at: i64,
+    pub out_bps: f64,
+    pub in_bps: f64,
+    pub out_pps: f64,
+    pub in_pps: f64,
+    /// Packets dropped per second, both directions, every reason.
+    pub dropped_pps: f64,
+}
+
+impl HistoryPointView {
+    /// The rates of `p`, a step of `step` seconds.
+    pub fn of(p: &warden_store::HistoryPoint, step: i64) -> HistoryPointView {
+        let s = step.max(1) as f64;
+        HistoryPointView {
+            at: p.at,
+            out_bps: p.out_bytes as f64 * 8.0 / s,
+            in_bps: p.in_bytes as f64 * 8.0 / s,
+            out_pps: p.out_packets as f64 / s,
+            in_pps: p.in_packets as f64 / s,
+            dropped_pps: p.dropped_packets as f64 / s,
+        }
+    }
+}

@@ -507,3 +507,69 @@ fn flag_filter_deserializes_from_query_fields() {
     assert_eq!(f.state, Some(FlagState::Acked));
     assert!(serde_json::from_value::<FlagFilter>(json!({"tenat": "x"})).is_err());
 }
+
+#[test]
+fn flags_page_by_offset_and_until_and_the_summary_counts_each_state() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    let made: Vec<i64> = (0..5)
+        .map(|i| {
+            store
+                .create_flag(new_flag(
+                    if i % 2 == 0 { "t1" } else { "t2" },
+                    Kind::Scan,
+                    T0 + i,
+                ))
+                .expect("create")
+                .id
+        })
+        .collect();
+    store
+        .set_flag_state(made[4], FlagState::Acked, Some("seen"), "alice")
+        .expect("ack");
+    let ids = |f: FlagFilter| -> Vec<i64> {
+        store
+            .flags(&f)
+            .expect("list")
+            .iter()
+            .map(|f| f.id)
+            .collect()
+    };
+    let page = |offset| FlagFilter {
+        limit: Some(2),
+        offset: Some(offset),
+        ..Default::default()
+    };
+    assert_eq!(ids(page(0)), [made[4], made[3]]);
+    assert_eq!(ids(page(2)), [made[2], made[1]]);
+    assert_eq!(ids(page(4)), [made[0]]);
+    assert!(ids(page(5)).is_empty());
+    let before = FlagFilter {
+        until: Some(T0 + 2),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(before.clone()),
+        [made[1], made[0]],
+        "until is exclusive"
+    );
+
+    let s = store
+        .flag_summary(&FlagFilter {
+            tenant: Some("t1".into()),
+            state: Some(FlagState::Open),
+            ..Default::default()
+        })
+        .expect("summary");
+    assert_eq!(s.counts["open"], 2, "{s:?}");
+    assert_eq!(s.counts["acked"], 1, "{s:?}");
+    assert_eq!(s.counts["dismissed"], 0, "every state is listed: {s:?}");
+    assert_eq!(s.total, 2, "the state filters the total only");
+    assert_eq!(s.latest_id, Some(made[4]));
+    let s = store.flag_summary(&before).expect("summary");
+    assert_eq!(
+        (s.total, s.latest_id),
+        (2, Some(made[4])),
+        "latest id ignores the filter"
+    );
+}

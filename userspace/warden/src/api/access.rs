@@ -19,7 +19,10 @@ use warden_policy::DaemonConfig;
 
 use super::error::ApiError;
 use super::requests::RequestCounts;
-use super::routes::{AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, POLICY_QUERY_KEYS, PUT_POLICY_QUERY_KEYS};
+use super::routes::{
+    AUDIT_QUERY_KEYS, FLAG_QUERY_KEYS, FLAG_SUMMARY_QUERY_KEYS, HISTORY_QUERY_KEYS,
+    POLICY_QUERY_KEYS, PUT_POLICY_QUERY_KEYS,
+};
 use crate::auth::{authorize, AuthRejection, Identity, Role, Tokens};
 
 /// What a route needs from the caller.
@@ -31,6 +34,11 @@ pub enum Need {
     Read,
     /// A write: always a token with at least this role.
     Write(Role),
+    /// Always a token (any role), even where reads are open: the caller asks who it is.
+    Token,
+    /// Nobody needs a token: the console's page and assets, which hold no data (every
+    /// figure they show comes from the API under the signed-in token).
+    Public,
 }
 
 /// One route of the API: its template (as given to the router), method, what it needs,
@@ -84,6 +92,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/tenants", Need::Read, &[]),
     route("GET", "/api/v1/tenants/{id}", Need::Read, &[]),
     route(
+        "GET",
+        "/api/v1/tenants/{id}/history",
+        Need::Read,
+        HISTORY_QUERY_KEYS,
+    ),
+    route(
         "POST",
         "/api/v1/tenants/{id}/suspend",
         Need::Write(Role::Admin),
@@ -96,6 +110,12 @@ pub const ROUTES: &[RouteSpec] = &[
         &[],
     ),
     route("GET", "/api/v1/flags", Need::Read, FLAG_QUERY_KEYS),
+    route(
+        "GET",
+        "/api/v1/flags/summary",
+        Need::Read,
+        FLAG_SUMMARY_QUERY_KEYS,
+    ),
     route("GET", "/api/v1/flags/{id}", Need::Read, &[]),
     route("GET", "/api/v1/flags/{id}/pcap", Need::Read, &[]),
     route(
@@ -120,6 +140,11 @@ pub const ROUTES: &[RouteSpec] = &[
     .max_body(MAX_POLICY_BYTES),
     route("GET", "/api/v1/audit", Need::Read, AUDIT_QUERY_KEYS),
     route("GET", "/api/v1/nodes", Need::Read, &[]),
+    route("GET", "/api/v1/whoami", Need::Token, &[]),
+    route("GET", "/", Need::Public, &[]),
+    route("GET", "/ui", Need::Public, &[]),
+    route("GET", "/ui/", Need::Public, &[]),
+    route("GET", "/ui/{file}", Need::Public, &[]),
 ];
 
 /// The access rule of `method` on the route template `path`; `HEAD` is checked as `GET`.
@@ -178,14 +203,15 @@ impl Guard {
         let open = match spec.need {
             Need::Metrics => self.open_metrics,
             Need::Read => self.open_reads,
-            Need::Write(_) => false,
+            Need::Public => true,
+            Need::Write(_) | Need::Token => false,
         };
         let identity = if open {
             None
         } else {
             let need = match spec.need {
                 Need::Write(role) => role,
-                Need::Metrics | Need::Read => Role::Viewer,
+                Need::Metrics | Need::Read | Need::Token | Need::Public => Role::Viewer,
             };
             // 401 (with WWW-Authenticate) or 403 naming the role needed.
             Some(authorize(&self.tokens, headers, need).map_err(Denied::Auth)?)
@@ -306,7 +332,12 @@ async fn guard_layer(State(guard): State<Arc<Guard>>, mut req: Request, next: Ne
         }
         Err(refusal) => refusal.into_response(),
     };
-    let response = json_errors(route.as_deref(), &method, response).await;
+    let mut response = json_errors(route.as_deref(), &method, response).await;
+    // Every answer is what its Content-Type says: a browser never guesses a script.
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         guard
             .counts

@@ -4,13 +4,13 @@
 
 use std::net::IpAddr;
 
-use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState, FlagSummary};
 use warden_policy::suspension::Suspension;
 use warden_store::AuditEntry;
 
 use crate::auth::Role;
 use crate::metrics::Snapshot;
-use crate::views::{NodeView, PolicyView, StatusView, TenantView};
+use crate::views::{HistoryView, NodeView, PolicyView, StatusView, TenantView};
 
 /// Why a request to the daemon failed, for the API to map onto a status.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,15 @@ pub trait Backend: Send + Sync + 'static {
     fn tenants(&self) -> anyhow::Result<Vec<TenantView>>;
     /// One tenant, or `None` when no tenant has that id.
     fn tenant(&self, id: &str) -> anyhow::Result<Option<TenantView>>;
+    /// Tenant `id`'s traffic history with `since <= at < until`. Only a daemon keeps
+    /// one (a controller's nodes each keep their own).
+    fn tenant_history(&self, id: &str, since: i64, until: i64) -> Result<HistoryView, Refusal> {
+        let _ = (since, until);
+        Err(Refusal::NotFound(format!(
+            "no traffic history here: each node keeps its own; ask the node's API for \
+             GET /api/v1/tenants/{id}/history"
+        )))
+    }
     /// Suspends a tenant, audited under `actor`.
     fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal>;
     /// Lifts a tenant's suspension, audited under `actor`.
@@ -91,6 +100,37 @@ pub trait Backend: Send + Sync + 'static {
     fn audit(&self, since: Option<i64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>>;
     /// Flags `filter` matches, most recently seen first.
     fn flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>>;
+    /// Counts per state of the flags `filter` matches (its state aside), and the newest
+    /// flag id. By default counted from [`Backend::flags`]; a store counts in place.
+    fn flag_summary(&self, filter: &FlagFilter) -> anyhow::Result<FlagSummary> {
+        let all = self.flags(&FlagFilter {
+            state: None,
+            limit: None,
+            offset: None,
+            ..filter.clone()
+        })?;
+        let mut counts: std::collections::BTreeMap<String, u64> = FlagState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        for f in &all {
+            *counts.entry(f.state.as_str().to_owned()).or_default() += 1;
+        }
+        let total = match filter.state {
+            Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
+            None => all.len() as u64,
+        };
+        let latest_id = self
+            .flags(&FlagFilter::default())?
+            .iter()
+            .map(|f| f.id)
+            .max();
+        Ok(FlagSummary {
+            counts,
+            total,
+            latest_id,
+        })
+    }
     /// Flag `id` with its actions and evidence counts, or `None`.
     fn flag(&self, id: i64) -> anyhow::Result<Option<FlagDetail>>;
     /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag.

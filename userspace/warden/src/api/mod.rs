@@ -15,6 +15,7 @@
 
 mod access;
 mod backend;
+mod console;
 mod error;
 mod requests;
 mod routes;
@@ -34,6 +35,7 @@ use warden_policy::{DaemonConfig, TlsFiles};
 
 pub use access::{route_spec, Caller, Guard, Need, RouteSpec, ROUTES};
 pub use backend::{Backend, Refusal};
+pub use console::CONTENT_SECURITY_POLICY;
 pub use error::ApiError;
 pub use requests::RequestCounts;
 pub use server::{listen, raise_fd_limit};
@@ -49,9 +51,11 @@ pub fn router(backend: Arc<dyn Backend>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/tenants", get(get_tenants))
         .route("/api/v1/tenants/{id}", get(get_tenant))
+        .route("/api/v1/tenants/{id}/history", get(get_tenant_history))
         .route("/api/v1/tenants/{id}/suspend", post(post_suspend))
         .route("/api/v1/tenants/{id}/unsuspend", post(post_unsuspend))
         .route("/api/v1/flags", get(get_flags))
+        .route("/api/v1/flags/summary", get(get_flag_summary))
         .route("/api/v1/flags/{id}", get(get_flag))
         .route("/api/v1/flags/{id}/pcap", get(get_flag_pcap))
         .route("/api/v1/flags/{id}/ack", post(post_flag_ack))
@@ -59,6 +63,11 @@ pub fn router(backend: Arc<dyn Backend>, guard: Arc<Guard>) -> Router {
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/audit", get(get_audit))
         .route("/api/v1/nodes", get(get_nodes))
+        .route("/api/v1/whoami", get(get_whoami))
+        .route("/", get(console::to_console))
+        .route("/ui", get(console::to_console))
+        .route("/ui/", get(console::index))
+        .route("/ui/{file}", get(console::file))
         .with_state(backend);
     guarded(routes, guard)
 }

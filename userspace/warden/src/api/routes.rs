@@ -75,6 +75,47 @@ pub(super) async fn get_tenant(
     }
 }
 
+/// The query keys `GET /api/v1/tenants/{id}/history` accepts.
+pub(super) const HISTORY_QUERY_KEYS: &[&str] = &["since", "until"];
+
+/// `GET /api/v1/tenants/{id}/history[?since=T&until=T]`: unix seconds, `until` now and
+/// `since` an hour before it by default; at most the history's whole span.
+pub(super) async fn get_tenant_history(
+    State(s): State<Arc<dyn Backend>>,
+    Path(id): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let (mut since, mut until) = (None, None);
+    for (key, value) in &pairs {
+        let slot = if key == "since" {
+            &mut since
+        } else {
+            &mut until
+        };
+        if slot.replace(unix_time(key, value)?).is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter `{key}` given more than once"),
+            ));
+        }
+    }
+    let until = until.unwrap_or_else(|| warden_policy::time::system_clock() + 1);
+    let since = since.unwrap_or(until - 3600);
+    if since >= until || until - since > warden_store::HISTORY_KEEP {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "since {since} and until {until}: need since < until, at most {} s apart",
+                warden_store::HISTORY_KEEP
+            ),
+        ));
+    }
+    let view = blocking(move || Ok(s.tenant_history(&id, since, until)?)).await?;
+    Ok(Json(view).into_response())
+}
+
 /// Body of suspend and unsuspend.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,10 +314,14 @@ pub(super) async fn get_audit(
 }
 
 /// The query keys `GET /api/v1/flags` accepts.
-pub(super) const FLAG_QUERY_KEYS: &[&str] = &["tenant", "kind", "since", "state", "limit"];
+pub(super) const FLAG_QUERY_KEYS: &[&str] = &[
+    "tenant", "kind", "since", "until", "state", "limit", "offset",
+];
+/// The query keys `GET /api/v1/flags/summary` accepts: the filter without paging.
+pub(super) const FLAG_SUMMARY_QUERY_KEYS: &[&str] = &["tenant", "kind", "since", "until", "state"];
 
-/// Parses the query of `GET /api/v1/flags`; an unknown, repeated or malformed key is a 400
-/// naming it.
+/// Parses the query of `GET /api/v1/flags` (and of its summary, whose unknown keys the
+/// guard refused already); a repeated or malformed key is a 400 naming it.
 pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
     let mut f = FlagFilter::default();
@@ -294,13 +339,8 @@ pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
                         .map_err(|e| bad(format!("query parameter `kind`: {e}")))?,
                 )
             }
-            "since" => {
-                f.since = Some(value.parse::<i64>().map_err(|_| {
-                    bad(format!(
-                        "query parameter `since`: `{value}` is not a unix time in seconds"
-                    ))
-                })?)
-            }
+            "since" => f.since = Some(unix_time(key, value)?),
+            "until" => f.until = Some(unix_time(key, value)?),
             "state" => {
                 f.state = Some(
                     value
@@ -308,13 +348,8 @@ pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
                         .map_err(|e| bad(format!("query parameter `state`: {e}")))?,
                 )
             }
-            "limit" => {
-                f.limit = Some(value.parse::<usize>().map_err(|_| {
-                    bad(format!(
-                        "query parameter `limit`: `{value}` is not a non-negative integer"
-                    ))
-                })?)
-            }
+            "limit" => f.limit = Some(count(key, value)?),
+            "offset" => f.offset = Some(count(key, value)?),
             _ => {
                 return Err(bad(format!(
                     "unknown query parameter `{key}`; expected one of: {}",
@@ -324,6 +359,26 @@ pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
         }
     }
     Ok(f)
+}
+
+/// Query value `value` of `key` as unix seconds.
+fn unix_time(key: &str, value: &str) -> ApiResult<i64> {
+    value.parse::<i64>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter `{key}`: `{value}` is not a unix time in seconds"),
+        )
+    })
+}
+
+/// Query value `value` of `key` as a count.
+fn count(key: &str, value: &str) -> ApiResult<usize> {
+    value.parse::<usize>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter `{key}`: `{value}` is not a non-negative integer"),
+        )
+    })
 }
 
 /// A flag id from the path; anything but an integer names no flag.
@@ -340,6 +395,24 @@ pub(super) async fn get_flags(
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let filter = flag_filter(&pairs)?;
     Ok(Json(blocking(move || Ok(s.flags(&filter)?)).await?).into_response())
+}
+
+/// `GET /api/v1/flags/summary`: counts per state under the filter, and the newest flag
+/// id (the console polls it to see a flag raised).
+pub(super) async fn get_flag_summary(
+    State(s): State<Arc<dyn Backend>>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let filter = flag_filter(&pairs)?;
+    Ok(Json(blocking(move || Ok(s.flag_summary(&filter)?)).await?).into_response())
+}
+
+/// `GET /api/v1/whoami`: the token's name and role, so a console shows only the buttons
+/// the role may use (the server still checks every request).
+pub(super) async fn get_whoami(Caller(who): Caller) -> Response {
+    Json(who).into_response()
 }
 
 pub(super) async fn get_flag(
@@ -383,10 +456,14 @@ pub(super) async fn get_flag_pcap(
     }
 }
 
-/// Body of ack: empty, or `{}`.
+/// Body of ack: empty, `{}`, or `{"reason": "..."}`, a note kept as the flag's state
+/// reason and in its audit entry.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AckBody {}
+pub(super) struct AckBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
 
 pub(super) async fn post_flag_ack(
     State(s): State<Arc<dyn Backend>>,
@@ -395,9 +472,12 @@ pub(super) async fn post_flag_ack(
     body: Bytes,
 ) -> ApiResult<Response> {
     let id = flag_id(&id)?;
-    let AckBody {} = json_body(&body)?;
-    let flag =
-        blocking(move || Ok(s.set_flag_state(id, FlagState::Acked, None, &who.name)?)).await?;
+    let AckBody { reason } = json_body(&body)?;
+    let reason = reason.filter(|r| !r.trim().is_empty());
+    let flag = blocking(move || {
+        Ok(s.set_flag_state(id, FlagState::Acked, reason.as_deref(), &who.name)?)
+    })
+    .await?;
     Ok(Json(flag).into_response())
 }
 

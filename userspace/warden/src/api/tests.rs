@@ -61,6 +61,9 @@ fn app(open_reads: bool, open_metrics: bool) -> (Router, Arc<RequestCounts>) {
         .route("/api/v1/tenants/{id}/suspend", post(write))
         .route("/api/v1/flags/{id}/ack", post(write))
         .route("/api/v1/policy", put(write))
+        .route("/api/v1/whoami", get(routes::get_whoami))
+        .route("/ui/", get(console::index))
+        .route("/ui/{file}", get(console::file))
         // Served but missing from ROUTES: refused.
         .route("/api/v1/unlisted", get(|| async { "leak" }));
     (guarded(routes, guard), metrics)
@@ -622,4 +625,39 @@ fn policy_query_flags_take_true_or_false_once() {
     assert!(matches!(get.need, Need::Read));
     let put = route_spec("/api/v1/policy", &axum::http::Method::PUT).expect("listed");
     assert_eq!(put.query, &["from_file"]);
+}
+
+#[tokio::test]
+async fn the_console_is_open_with_a_strict_policy_and_whoami_always_needs_a_token() {
+    let (app, _) = app(true, false);
+    let page = call(&app, "GET", "/ui/", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page
+        .text
+        .contains("<script type=\"module\" src=\"main.js\">"));
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii");
+    assert_eq!(csp, CONTENT_SECURITY_POLICY);
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"));
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
+    let js = call(&app, "GET", "/ui/main.js", None).await;
+    assert_eq!(
+        js.headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let missing = call(&app, "GET", "/ui/secret.txt", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(error(&missing).contains("no console file"));
+
+    // Open reads do not open whoami: it names the token.
+    let anon = call(&app, "GET", "/api/v1/whoami", None).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    let me = call(&app, "GET", "/api/v1/whoami", Some(OPERATOR)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        me.body,
+        serde_json::json!({"name": "otto", "role": "operator"})
+    );
 }

@@ -23,22 +23,16 @@ fn view(p: &PublishedFlag) -> Flag {
     }
 }
 
-fn matches(f: &Flag, filter: &FlagFilter) -> bool {
-    filter.tenant.as_ref().is_none_or(|t| *t == f.tenant)
-        && filter.kind.is_none_or(|k| k == f.kind)
-        && filter.since.is_none_or(|s| f.last_seen >= s)
-        && filter.state.is_none_or(|s| s == f.state)
-}
-
 impl Controller {
     pub(super) fn fleet_flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>> {
         let published = self.wait(self.fleet().flags(None))?;
         let mut flags: Vec<Flag> = published
             .iter()
             .map(view)
-            .filter(|f| matches(f, filter))
+            .filter(|f| filter.matches(f))
             .collect();
         flags.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(b.id.cmp(&a.id)));
+        flags.drain(..filter.offset.unwrap_or(0).min(flags.len()));
         if let Some(limit) = filter.limit {
             flags.truncate(limit);
         }

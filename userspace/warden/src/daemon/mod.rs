@@ -6,6 +6,8 @@
 //! - [`detection`]: the detection pipeline, fed the programs' events by its own task;
 //! - [`sampler`]: every tenant's counters once a second, for the API's rates and the
 //!   pipeline's tick;
+//! - [`history`]: each tenant's traffic every 10 s, kept in the database for the
+//!   console's charts;
 //! - [`review`]: notifications, deadlines, the outbox and the events log;
 //! - the state database ([`Database`]), which they share, one operation at a time.
 //!
@@ -22,6 +24,7 @@
 mod detection;
 mod enforcement;
 mod fleet;
+mod history;
 mod kept;
 pub mod notify;
 mod requests;
@@ -46,6 +49,7 @@ pub use sampler::SAMPLE_INTERVAL;
 use crate::api::{self, Refusal};
 use detection::Detection;
 use enforcement::Enforcement;
+use history::History;
 use review::Review;
 use sampler::Sampler;
 
@@ -79,6 +83,8 @@ struct Daemon {
     db: Database,
     review: Review,
     sampler: Sampler,
+    /// The tenants' traffic history steps (after the sampler in the lock order).
+    history: History,
     /// The policy in force, for readers that must not wait for an apply (the review
     /// tasks, and the API's connection reserve, read for every connection). Written
     /// by the apply, under the enforcement lock.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::Signal;
-use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState};
+use warden_policy::flag::{Flag, FlagDetail, FlagFilter, FlagState, FlagSummary};
 use warden_policy::suspension::Suspension;
 use warden_policy::{self as policy, Policy};
 use warden_store::{AuditEntry, FlagError, StoreError};
@@ -18,7 +18,9 @@ use super::Daemon;
 use crate::api::{Backend, Refusal};
 use crate::auth::Role;
 use crate::metrics::{self, TopK};
-use crate::views::{PolicySource, PolicyView, StatusView, TenantView};
+use crate::views::{
+    HistoryPointView, HistoryView, PolicySource, PolicyView, StatusView, TenantView,
+};
 
 /// What an apply does with the kept copy of an API apply ([`super::kept`]).
 pub(super) enum Keep<'a> {
@@ -269,6 +271,31 @@ impl Backend for Daemon {
             .with_rates(|rates| enforcement.tenant(id, rates))
     }
 
+    fn tenant_history(&self, id: &str, since: i64, until: i64) -> Result<HistoryView, Refusal> {
+        if self.tenant(id)?.is_none() {
+            return Err(Refusal::UnknownTenant(id.to_owned()));
+        }
+        let points = self
+            .db
+            .lock()
+            .history(id, since, until)
+            .map_err(anyhow::Error::from)?;
+        Ok(HistoryView {
+            tenant: id.to_owned(),
+            step_seconds: warden_store::HISTORY_STEP,
+            keep_seconds: warden_store::HISTORY_KEEP,
+            tenants_per_step: warden_store::HISTORY_TENANTS_PER_STEP,
+            left_out_since_start: self.history.left_out(),
+            recording_since: self.history.recording_since(),
+            since,
+            until,
+            points: points
+                .iter()
+                .map(|p| HistoryPointView::of(p, warden_store::HISTORY_STEP))
+                .collect(),
+        })
+    }
+
     /// Suspends a tenant: enforced in the kernel, then recorded and audited. If the
     /// record fails the kernel is put back, so no suspension is enforced unaudited.
     fn suspend(&self, tenant: &str, reason: &str, actor: &str) -> Result<Suspension, Refusal> {
@@ -339,6 +366,10 @@ impl Backend for Daemon {
 
     fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
         Ok(self.db.lock().flags(filter)?)
+    }
+
+    fn flag_summary(&self, filter: &FlagFilter) -> Result<FlagSummary> {
+        Ok(self.db.lock().flag_summary(filter)?)
     }
 
     fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {

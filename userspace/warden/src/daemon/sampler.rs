@@ -108,6 +108,9 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
             if let Err(e) = d.sample() {
                 tracing::warn!(error = %format!("{e:#}"), "sampling counters failed");
             }
+            if let Err(e) = d.record_history() {
+                tracing::warn!(error = %format!("{e:#}"), "recording traffic history failed");
+            }
             // What the tick, the API and the pipeline freed since the last one (a
             // /metrics scrape of 100,000 tenants alone is tens of MiB): well under a
             // millisecond when there is little, a few when there is.

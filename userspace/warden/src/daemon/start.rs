@@ -256,6 +256,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
         db,
         review,
         sampler: Sampler::default(),
+        history: Default::default(),
         apply_failures: AtomicU64::new(0),
         started: Instant::now(),
         started_at: system_clock(),

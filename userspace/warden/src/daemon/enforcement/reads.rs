@@ -195,6 +195,33 @@ impl Enforcement {
         Ok(TrafficTable::new(slots, volumes, detected))
     }
 
+    /// Each tenant's cumulative `[out bytes, in bytes, out packets, in packets, drops]`
+    /// (drops of every reason, both directions), for the traffic history.
+    pub(in crate::daemon) fn history_reading(
+        &self,
+    ) -> Result<std::collections::HashMap<String, [u64; 5]>> {
+        let tenants: Vec<(&str, TenantSlot)> = self
+            .policy
+            .tenants
+            .iter()
+            .filter_map(|t| self.index.get(&t.id).map(|s| (t.id.as_str(), s)))
+            .collect();
+        let count = tenants.iter().map(|(_, s)| s.0 + 1).max().unwrap_or(0);
+        let counters = self.dataplane.all_tenant_counters(count)?;
+        let drops = self.dataplane.all_drop_totals(count)?;
+        Ok(tenants
+            .into_iter()
+            .filter_map(|(id, s)| {
+                let c = counters.get(s.index())?;
+                let d: u64 = drops.get(s.index())?.iter().sum();
+                Some((
+                    id.to_owned(),
+                    [c[0].bytes, c[1].bytes, c[0].packets, c[1].packets, d],
+                ))
+            })
+            .collect())
+    }
+
     /// Every tenant's series for `/metrics`, with its detections from `detections_of`.
     pub(in crate::daemon) fn tenant_series(
         &self,
