@@ -18,19 +18,6 @@ pub const DEFAULT_BURST_SECONDS: f64 = 0.010;
 /// ahead: the check comes before the charge.
 pub const MIN_BURST_BYTES: u64 = 32 * 1024;
 
-/// Smallest default burst of a policed plan (ingress, and egress without a shaping
-/// class). Below a millisecond or two of round trip a TCP sender's window reaches the
-/// policer as one line-rate burst, and a retransmission comes back before the bucket
-/// has refilled: what the bucket cannot hold costs a retransmission timeout (200 ms),
-/// so a stream gets about a bucket per timeout. Measured with one iperf3 stream into a
-/// 20 Mbit/s policed plan (0.07 ms / 2 ms round trip): 32 KiB 7% / 32-47% of the plan,
-/// 128 KiB 26% / 55%, 256 KiB 53% / 61-69%, 512 KiB 100% / 97%; at 10 ms, 32 KiB
-/// already 99%. The price: any one second may carry the plan plus this much.
-pub const POLICED_MIN_BURST_BYTES: u64 = 512 * 1024;
-/// Default burst of a policed plan above [`POLICED_MIN_BURST_BYTES`]: this much time
-/// at the plan's rate (a window burst grows with the plan).
-pub const POLICED_BURST_SECONDS: f64 = 0.100;
-
 /// One generation's content.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Compiled {
@@ -65,18 +52,10 @@ pub enum CompileError {
     },
 }
 
-/// The bucket depth for a plan (a shaped plan's HTB burst; a throttle's bucket).
+/// The bucket depth for a plan.
 pub fn burst_bytes(bps: u64, burst: Option<u64>) -> u64 {
     burst
         .unwrap_or_else(|| ((bps as f64 / 8.0 * DEFAULT_BURST_SECONDS) as u64).max(MIN_BURST_BYTES))
-}
-
-/// The bucket depth for a policed plan: the policy's `burst`, or by default
-/// [`POLICED_BURST_SECONDS`] of the plan and at least [`POLICED_MIN_BURST_BYTES`].
-pub fn policed_burst_bytes(bps: u64, burst: Option<u64>) -> u64 {
-    burst.unwrap_or_else(|| {
-        ((bps as f64 / 8.0 * POLICED_BURST_SECONDS) as u64).max(POLICED_MIN_BURST_BYTES)
-    })
 }
 
 /// Builds one generation from the policy, the index and the suspended tenant ids.
@@ -167,9 +146,7 @@ pub fn compile_with(
             }
         };
         let plan = |bps: Option<u64>| match bps {
-            Some(bps) => {
-                Rate::from_bits_per_second(bps, policed_burst_bytes(bps, s.bandwidth.burst))
-            }
+            Some(bps) => Rate::from_bits_per_second(bps, burst_bytes(bps, s.bandwidth.burst)),
             None => Rate::UNLIMITED,
         };
         if let Some(bps) = s.bandwidth.egress {
@@ -284,17 +261,8 @@ tenants:
         let c = compiled(&["b"]);
         let a = c.configs[&0];
         assert_eq!(a.flags, tenant_flags::MACS_BOUND | tenant_flags::SMTP_ALLOW);
-        // Policed plans default to a bucket TCP can live with at sub-ms round trips.
-        assert_eq!(
-            a.rate[0],
-            Rate::from_bits_per_second(20_000_000, 512 * 1024)
-        );
-        assert_eq!(
-            a.rate[1],
-            Rate::from_bits_per_second(200_000_000, 2_500_000)
-        );
-        // A shaped plan's HTB burst stays small: the class has a queue.
-        assert_eq!(c.egress_plans[&0].burst, 32 * 1024);
+        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 32 * 1024));
+        assert_eq!(a.rate[1], Rate::from_bits_per_second(200_000_000, 250_000));
 
         let b = c.configs[&1];
         assert_eq!(b.flags, tenant_flags::SUSPENDED | tenant_flags::SMTP_RATE);
