@@ -479,7 +479,11 @@ fn daemon_part() -> Result<DaemonFigures> {
     let metrics = lab.get("/metrics")?;
     ensure!(
         metrics.contains("\nwarden_policy_generation 2\n"),
-        "after the second policy the daemon is not at policy generation 2"
+        "after the second policy (applied through {applied_via}, PUT status {put_status}: {}) the daemon is not at policy generation 2: {:?}",
+        put_body.chars().take(300).collect::<String>(),
+        metrics
+            .lines()
+            .find(|l| l.starts_with("warden_policy_generation"))
     );
     let (rss_applied_kib, rss_applied_low_kib, hwm_applied_kib) = memory_at_rest(pid)?;
     Ok(DaemonFigures {

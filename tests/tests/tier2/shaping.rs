@@ -396,7 +396,10 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
     {
         // The delay line's finest step is 1 ms each way: 2 ms round trip.
         // Not met yet (issue 20 stays open): the policer's default burst gives TCP
-        // 55-70% of the plan at 2 ms. Printed with the figures, not asserted.
+        // 17-70% of the plan at 2 ms. A bucket TCP fills at 2 ms is about 512 KiB at
+        // 20 Mbit/s (measured: 32 KiB 32-47%, 128 KiB 55%, 256 KiB 61-69%, 512 KiB
+        // 97%), but a second may then carry the plan + 21%, which the enforcement
+        // tests' plan + 5% bar refuses. Printed with the figures, not asserted.
         let (lab, _daemon) = lab_with(Some(1))?;
         ingress_phase(&lab, "2 ms RTT", &mut port, &mut open)?;
     }
@@ -467,6 +470,90 @@ fn the_shaping_qdisc_outlives_the_daemon_is_adopted_at_restart_and_uninstall_rem
     ensure!(
         !ours && rates.is_empty(),
         "after uninstall: ours {ours}, classes {rates:?}"
+    );
+    Ok(())
+}
+
+/// Tenants ahead of acme (their ids sort first, so their slots come first), each with
+/// an egress plan of its own and an address clear of the lab's hosts.
+fn fillers(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        let v4 = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 64, 0)) + i);
+        s.push_str(&format!(
+            "  - id: aa{i:05}\n    addresses: [{v4}/32]\n    bandwidth: {{ egress: 10Mbit }}\n"
+        ));
+    }
+    s
+}
+
+/// The shaping status of the daemon: (classes, pending).
+fn shaping_counts(lab: &StandardLab) -> Result<(u64, u64)> {
+    let status: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
+    let s = &status["shaping"];
+    Ok((
+        s["classes"].as_u64().context("no classes")?,
+        s["pending"].as_u64().context("no pending")?,
+    ))
+}
+
+#[test]
+fn plans_past_the_class_budget_are_policed_until_their_tenant_needs_a_queue_then_shaped(
+) -> Result<()> {
+    // 1,600 plans ahead of acme's: more than an apply makes classes for (some 1,400
+    // on an empty qdisc), so acme's plan starts policed.
+    const FILLERS: u32 = 1_600;
+    let lab = StandardLab::build("wsg")?;
+    let text = policy(&lab, "{ egress: 20Mbit }")?
+        .replace("tenants:\n", &format!("tenants:\n{}", fillers(FILLERS)));
+    let path = lab.write_policy_as("shape.yaml", &text)?;
+    let _daemon = lab.start_daemon(&warden_binary()?, &path, &["--detach-on-exit"])?;
+    let (classes, pending) = shaping_counts(&lab)?;
+    eprintln!("at start: {classes} classes, {pending} plans policed until needed");
+    ensure!(
+        classes > 0 && pending > 0 && classes + pending == u64::from(FILLERS) + 1,
+        "at start: {classes} classes, {pending} pending"
+    );
+    let has_acme_class = || -> Result<bool> {
+        let c = lab.node.exec(&["tc", "class", "show", "dev", "wan0"])?;
+        Ok(String::from_utf8_lossy(&c.stdout).contains("rate 20Mbit ceil 20Mbit"))
+    };
+    ensure!(!has_acme_class()?, "acme has a class before it needed one");
+    let plan = 20e6;
+    // Policed first: the sampler sees acme out at its plan or its drops, and makes
+    // its class within a second or two.
+    let first = iperf(
+        &lab.ext,
+        addr::EXT_WAN0_V4,
+        &lab.node,
+        5700,
+        1,
+        None,
+        (&lab.node, "wan0"),
+    )?;
+    eventually(Duration::from_secs(10), has_acme_class).context("acme's class was never made")?;
+    let (classes_after, pending_after) = shaping_counts(&lab)?;
+    ensure!(
+        classes_after == classes + 1 && pending_after == pending - 1,
+        "after acme's traffic: {classes_after} classes, {pending_after} pending"
+    );
+    let second = iperf(
+        &lab.ext,
+        addr::EXT_WAN0_V4,
+        &lab.node,
+        5701,
+        1,
+        None,
+        (&lab.node, "wan0"),
+    )?;
+    eprintln!(
+        "acme 1 TCP stream, 0.07 ms RTT: while its class was made {} Mbit/s, then shaped {} Mbit/s ({:.1}%), retransmits {} of {} segments",
+        mbit(first.bps), mbit(second.bps), second.bps / plan * 100.0, second.retransmits, second.segments
+    );
+    ensure!(
+        second.bps >= 0.9 * plan,
+        "shaped: {:.1}% of the plan",
+        second.bps / plan * 100.0
     );
     Ok(())
 }

@@ -311,6 +311,31 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Points the settings of `slots` in the active generation at their shaping class
+    /// (made since that generation was written), in place: only `shape_class` changes,
+    /// so a packet reading the entry meanwhile sees the tenant policed or shaped.
+    pub(crate) fn point_at_classes(&mut self, slots: &[u32]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let active = self.active;
+        let Some(tables) = self.mirror[active as usize].as_mut() else {
+            return Err(DataplaneError::Shaping {
+                what: "pointing tenants at their shaping classes".into(),
+                detail: "the active generation's settings are not known".into(),
+            });
+        };
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for &slot in slots {
+            if let Some(cfg) = tables.configs.get_mut(&slot) {
+                cfg.shape_class = warden_common::shape::class_id(slot);
+                keys.push(tenant_config_index(active, slot));
+                values.push(*cfg);
+            }
+        }
+        self.set_entries(map::TENANT_CONFIG, &keys, &values)
+    }
+
     /// Writes the buckets of one generation's half that differ from what it held
     /// (all of them when that is unknown), in batches.
     pub(crate) fn write_buckets<B: Pod + PartialEq>(

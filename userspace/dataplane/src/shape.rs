@@ -11,6 +11,17 @@
 //! its class by `skb->priority`, which it reads from the tenant's settings
 //! (`TenantConfig::shape_class`, written with the policy generation).
 //!
+//! Creating HTB classes costs the kernel time that grows with the classes already
+//! there (each new class walks every class of its qdisc to rebind filters): 30,000 of
+//! them took 86 s of kernel time, a start blocked that long. So a class is made only
+//! within a budget of that work: at an apply, the first [`SYNC_STEPS`] worth (some
+//! 1,400 classes on an empty qdisc, about a tenth of a second); the other plans stay
+//! policed, as gateway mode's are, until their tenant needs a queue: out at half its
+//! plan or more, or a `bandwidth` drop, as the daemon's once-a-second sample sees
+//! ([`Dataplane::grow_shaping`], up to [`GROW_STEPS`] worth per second). Its class is
+//! then made and its settings in the active generation point at it. A class, once
+//! made, stays while its tenant has an egress plan (a restart adopts it).
+//!
 //! Changes are ordered so no tenant is unshaped in between: classes are created or
 //! resized before the generation that names them is switched on
 //! ([`Shaper::prepare`]), and removed only after the switch ([`Shaper::finish`]). The
@@ -25,6 +36,10 @@
 //! would be a second, untested copy of what `tc` does. `tc`'s own error messages are
 //! passed on with the command that failed.
 //!
+//! The leaves' drops are read once a second from `tc -s qdisc show`, a line at a time
+//! as tc writes them: the text of 30,000 leaves (5 MB as JSON, ten times that parsed)
+//! is never held.
+//!
 //! EDT (`skb->tstamp` with an `fq` qdisc, as Cilium shapes) is not built: the daemon
 //! reports whether the kernel has `fq` ([`ShapingStatus::fq`], probed as the default
 //! class's leaf, where it also serves unshaped traffic), and shapes with HTB either way.
@@ -32,7 +47,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
-    io::Write as _,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -51,6 +66,12 @@ use super::{escape_name, io, Compiled, Dataplane, DataplaneError, Result};
 pub const MIN_QUEUE_BYTES: u64 = 256 * 1024;
 /// How long a full queue takes to drain at the plan: its limit in time.
 pub const QUEUE_SECONDS: f64 = 0.100;
+/// Kernel work allowed for new classes at an apply, in classes walked: making a class
+/// walks every class already on its qdisc, so `k` new classes on `n` cost about
+/// `k * n + k * k / 2` (measured: 4,000 on an empty qdisc 1.7 s, 8,000 7.2 s).
+pub const SYNC_STEPS: u64 = 1_000_000;
+/// The same, per once-a-second growth for tenants that need their queue.
+pub const GROW_STEPS: u64 = 300_000;
 /// The default class's rate: unshaped in practice.
 const DEFAULT_RATE: &str = "1Tbit";
 /// HTB's quantum for every class (bytes): only used when classes borrow, which these
@@ -81,6 +102,9 @@ pub struct ShapingStatus {
     pub interfaces: Vec<String>,
     /// Tenant classes per interface.
     pub classes: usize,
+    /// Egress plans still policed: their class is made when the tenant needs it.
+    #[serde(default)]
+    pub pending: usize,
 }
 
 /// The HTB qdiscs of the host-mode interfaces and what their classes hold.
@@ -94,6 +118,9 @@ pub(crate) struct Shaper {
     present: HashSet<u32>,
     /// Slots whose class goes after the switch ([`Shaper::finish`]).
     leaving: Vec<u32>,
+    /// Plans without a class yet (policed), by slot, with the tenant's `bandwidth`
+    /// drops when last seen (`None` before the first sample).
+    pending: BTreeMap<u32, (ClassSpec, Option<u64>)>,
     /// Leaf drops by slot, summed over the interfaces, as last read.
     drops: HashMap<u32, u64>,
     /// Drops of removed classes, kept under their slot until it is given to a new
@@ -191,17 +218,95 @@ fn has_our_root(iface: &str) -> Result<bool> {
 /// The tenant slots with a class on `iface` (from `tc class show`, whose HTB classes
 /// have no JSON form in iproute2 6.1).
 fn class_slots(iface: &str) -> Result<HashSet<u32>> {
-    let text = tc(&["class", "show", "dev", iface])?;
-    let prefix = format!("{:x}:", shape::MAJOR);
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix("class htb "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|h| h.strip_prefix(&prefix))
-        .filter_map(|m| u32::from_str_radix(m, 16).ok())
-        .filter(|&m| m >= 2)
-        .map(|m| m - 2)
-        .collect())
+    let mut slots = HashSet::new();
+    tc_lines(&["class", "show", "dev", iface], |line| {
+        let minor = line
+            .strip_prefix("class htb ")
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(minor_of);
+        if let Some(m) = minor.filter(|&m| m >= 2) {
+            slots.insert(m - 2);
+        }
+    })?;
+    Ok(slots)
+}
+
+/// The minor of `handle` when it is one of Warden's classes (`7764:MINOR`, hex).
+fn minor_of(handle: &str) -> Option<u32> {
+    let m = handle.strip_prefix(&root_handle())?;
+    u32::from_str_radix(m, 16).ok()
+}
+
+/// The tenant slot whose class a `tc qdisc show` line's leaf hangs from
+/// (`qdisc bfifo 8001: parent 7764:2 ...` is slot 0's).
+fn leaf_slot(line: &str) -> Option<u32> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "parent")?;
+    minor_of(words.next()?).filter(|&m| m >= 2).map(|m| m - 2)
+}
+
+/// The drops of a `tc -s` statistics line (` Sent 0 bytes 0 pkt (dropped 3, ...`).
+fn dropped(line: &str) -> Option<u64> {
+    let rest = line.trim_start().strip_prefix("Sent ")?;
+    let n = rest.split("(dropped ").nth(1)?.split(',').next()?;
+    n.trim().parse().ok()
+}
+
+/// How many new classes fit in `budget` (classes walked) on a qdisc with `present`
+/// classes: the `k`-th new class walks `present + k - 1`.
+fn affordable(present: usize, budget: u64) -> usize {
+    let mut cost = 0u64;
+    let mut k = 0usize;
+    loop {
+        cost += (present + k) as u64 + 1;
+        if cost > budget {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+/// Runs `tc ARGS`, handing each line of its output to `f` as it comes: nothing of a
+/// long listing is held.
+fn tc_lines(args: &[&str], mut f: impl FnMut(&str)) -> Result<()> {
+    let what = || format!("tc {}", args.join(" "));
+    let mut child = Command::new("tc")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            tc_error(
+                format!("running {}", what()),
+                format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
+            )
+        })?;
+    let mut read = Ok(());
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => f(line.trim_end()),
+                Err(e) => {
+                    read = Err(tc_error(format!("reading {}", what()), e.to_string()));
+                    break;
+                }
+            }
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| tc_error(format!("waiting for {}", what()), e.to_string()))?;
+    if !out.status.success() {
+        return Err(tc_error(
+            what(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    read
 }
 
 /// The marker directory of `iface` under `bpffs`.
@@ -278,6 +383,7 @@ impl Shaper {
             written: if adopted { None } else { Some(HashMap::new()) },
             present: present.unwrap_or_default(),
             leaving: Vec::new(),
+            pending: BTreeMap::new(),
             drops: HashMap::new(),
             carried: HashMap::new(),
         })
@@ -285,57 +391,132 @@ impl Shaper {
 
     /// Creates or resizes the classes of `wanted` (slot -> plan) before the generation
     /// that uses them is switched on; classes of `added` slots (given to a new tenant)
-    /// are made anew, so their statistics start at zero. Classes no longer wanted are
-    /// left for [`Shaper::finish`].
+    /// are made anew, so their statistics start at zero. New classes are made within
+    /// [`SYNC_STEPS`]; the other plans are left pending (policed) for
+    /// [`Shaper::grow`]. Returns the slots whose class is ready. Classes no longer
+    /// wanted are left for [`Shaper::finish`].
     pub(crate) fn prepare(
         &mut self,
         wanted: &BTreeMap<u32, ClassSpec>,
         added: &HashSet<u32>,
-    ) -> Result<()> {
+    ) -> Result<HashSet<u32>> {
         let mut commands = Vec::new();
-        let q = QUANTUM;
+        let mut budget = affordable(self.present.len(), SYNC_STEPS);
+        let mut pending = BTreeMap::new();
+        let mut ready = HashSet::new();
         for (&slot, spec) in wanted {
-            let renewed = added.contains(&slot) && self.present.contains(&slot);
+            let exists = self.present.contains(&slot);
+            if !exists {
+                if budget == 0 {
+                    let seen = self
+                        .pending
+                        .get(&slot)
+                        .filter(|_| !added.contains(&slot))
+                        .and_then(|p| p.1);
+                    pending.insert(slot, (*spec, seen));
+                    continue;
+                }
+                budget -= 1;
+            }
+            ready.insert(slot);
+            let renewed = added.contains(&slot) && exists;
             let same = self
                 .written
                 .as_ref()
                 .and_then(|w| w.get(&slot))
-                .is_some_and(|s| s == spec && self.present.contains(&slot));
+                .is_some_and(|s| s == spec && exists);
             if same && !renewed {
                 continue;
             }
-            let class = handle(slot + 2);
-            let (bps, burst, limit) = (spec.bps, spec.burst, queue_limit(spec.bps));
-            for iface in &self.interfaces {
-                if renewed {
-                    commands.push(format!("class del dev {iface} classid {class}"));
-                }
-                commands.push(format!(
-                    "class replace dev {iface} parent {} classid {class} htb rate {bps}bit ceil {bps}bit burst {burst} cburst {burst} quantum {q}",
-                    root_handle()
-                ));
-                commands.push(format!(
-                    "qdisc replace dev {iface} parent {class} bfifo limit {limit}"
-                ));
-            }
+            self.class_commands(slot, spec, renewed, &mut commands);
         }
         tc_batch(&commands)?;
         let written = self.written.get_or_insert_with(HashMap::new);
-        for (&slot, spec) in wanted {
-            written.insert(slot, *spec);
+        for &slot in &ready {
+            written.insert(slot, wanted[&slot]);
             self.present.insert(slot);
             if added.contains(&slot) {
                 self.carried.remove(&slot);
                 self.drops.remove(&slot);
             }
         }
+        if !pending.is_empty() {
+            tracing::info!(
+                shaped = ready.len(),
+                policed = pending.len(),
+                "egress plans without a shaping class yet are policed until their tenant needs a queue"
+            );
+        }
+        self.pending = pending;
         self.leaving = self
             .present
             .iter()
             .filter(|s| !wanted.contains_key(s))
             .copied()
             .collect();
-        Ok(())
+        Ok(ready)
+    }
+
+    /// The `tc` commands that make (or resize) `slot`'s class and its leaf on every
+    /// interface; `renewed` deletes the class first, so its statistics start at zero.
+    fn class_commands(&self, slot: u32, spec: &ClassSpec, renewed: bool, out: &mut Vec<String>) {
+        let class = handle(slot + 2);
+        let (bps, burst, limit, q) = (spec.bps, spec.burst, queue_limit(spec.bps), QUANTUM);
+        for iface in &self.interfaces {
+            if renewed {
+                out.push(format!("class del dev {iface} classid {class}"));
+            }
+            out.push(format!(
+                "class replace dev {iface} parent {} classid {class} htb rate {bps}bit ceil {bps}bit burst {burst} cburst {burst} quantum {q}",
+                root_handle()
+            ));
+            out.push(format!(
+                "qdisc replace dev {iface} parent {class} bfifo limit {limit}"
+            ));
+        }
+    }
+
+    /// Makes the classes of pending plans whose tenant needs a queue: `seen(slot)` is
+    /// its rate out (bits/s) over the last second and its `bandwidth` drops so far
+    /// (`None`: not sampled). Needed: out at half the plan or more, or drops since the
+    /// last look; at most [`GROW_STEPS`] worth of classes per call. Returns the slots
+    /// whose class was made.
+    pub(crate) fn grow(
+        &mut self,
+        mut seen: impl FnMut(u32) -> Option<(f64, u64)>,
+    ) -> Result<Vec<u32>> {
+        let budget = affordable(self.present.len(), GROW_STEPS);
+        let mut chosen = Vec::new();
+        for (&slot, (spec, last)) in self.pending.iter_mut() {
+            let Some((bps, drops)) = seen(slot) else {
+                continue;
+            };
+            let dropped = last.is_some_and(|l| drops > l);
+            *last = Some(drops);
+            if chosen.len() < budget && (dropped || bps >= spec.bps as f64 / 2.0) {
+                chosen.push((slot, *spec));
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut commands = Vec::new();
+        for (slot, spec) in &chosen {
+            self.class_commands(*slot, spec, false, &mut commands);
+        }
+        tc_batch(&commands)?;
+        let written = self.written.get_or_insert_with(HashMap::new);
+        for (slot, spec) in &chosen {
+            self.pending.remove(slot);
+            self.present.insert(*slot);
+            written.insert(*slot, *spec);
+        }
+        tracing::info!(
+            classes = chosen.len(),
+            policed = self.pending.len(),
+            "made the shaping classes of tenants that need their queue"
+        );
+        Ok(chosen.into_iter().map(|(slot, _)| slot).collect())
     }
 
     /// Removes the classes [`Shaper::prepare`] left for after the switch; their drops
@@ -364,29 +545,19 @@ impl Shaper {
         done
     }
 
-    /// Reads every tenant class's leaf drops (`tc -s -j qdisc show`).
+    /// Reads every tenant class's leaf drops (`tc -s qdisc show`, a line at a time).
     pub(crate) fn refresh_drops(&mut self) -> Result<()> {
         let mut drops: HashMap<u32, u64> = HashMap::new();
-        let prefix = format!("{:x}:", shape::MAJOR);
         for iface in &self.interfaces {
-            let text = tc(&["-s", "-j", "qdisc", "show", "dev", iface])?;
-            let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
-                tc_error(
-                    format!("reading tc -s qdisc show dev {iface}"),
-                    e.to_string(),
-                )
+            let mut leaf = None;
+            tc_lines(&["-s", "qdisc", "show", "dev", iface], |line| {
+                if line.starts_with("qdisc ") {
+                    leaf = leaf_slot(line);
+                } else if let (Some(slot), Some(d)) = (leaf, dropped(line)) {
+                    *drops.entry(slot).or_default() += d;
+                    leaf = None;
+                }
             })?;
-            for q in v.as_array().into_iter().flatten() {
-                let Some(minor) = q["parent"]
-                    .as_str()
-                    .and_then(|p| p.strip_prefix(&prefix))
-                    .and_then(|m| u32::from_str_radix(m, 16).ok())
-                    .filter(|&m| m >= 2)
-                else {
-                    continue;
-                };
-                *drops.entry(minor - 2).or_default() += q["drops"].as_u64().unwrap_or(0);
-            }
         }
         self.drops = drops;
         Ok(())
@@ -403,6 +574,7 @@ impl Shaper {
             fq: self.fq,
             interfaces: self.interfaces.clone(),
             classes: self.present.len(),
+            pending: self.pending.len(),
         }
     }
 }
@@ -524,13 +696,9 @@ impl Dataplane {
         let mut wanted = BTreeMap::new();
         let mut policed = 0usize;
         for (&slot, &spec) in &compiled.egress_plans {
-            let class = shape::class_id(slot);
-            if class == 0 {
+            if shape::class_id(slot) == 0 {
                 policed += 1;
-                continue;
-            }
-            if let Some(cfg) = compiled.configs.get_mut(&slot) {
-                cfg.shape_class = class;
+            } else if compiled.configs.contains_key(&slot) {
                 wanted.insert(slot, spec);
             }
         }
@@ -542,7 +710,31 @@ impl Dataplane {
             );
         }
         let added: HashSet<u32> = added.iter().map(|s| s.0).collect();
-        shaper.prepare(&wanted, &added)
+        // Only the tenants whose class is ready point at it; the others stay policed
+        // until [`Dataplane::grow_shaping`] makes theirs.
+        for slot in shaper.prepare(&wanted, &added)? {
+            if let Some(cfg) = compiled.configs.get_mut(&slot) {
+                cfg.shape_class = shape::class_id(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the shaping classes of the tenants whose plan is still policed and who
+    /// need a queue ([`Shaper::grow`]; `seen(slot)` is the tenant's rate out, bits/s,
+    /// and its `bandwidth` drops so far), and points their settings in the active
+    /// generation at them. Returns how many were made. Called by the daemon's sampler.
+    pub fn grow_shaping(
+        &mut self,
+        seen: impl FnMut(TenantSlot) -> Option<(f64, u64)>,
+    ) -> Result<usize> {
+        let Some(shaper) = self.shaper.as_mut() else {
+            return Ok(0);
+        };
+        let mut seen = seen;
+        let slots = shaper.grow(|slot| seen(TenantSlot(slot)))?;
+        self.point_at_classes(&slots)?;
+        Ok(slots.len())
     }
 
     /// Removes the classes the last [`Dataplane::shape`] left for after the switch. A
@@ -588,6 +780,34 @@ mod tests {
             "250 KB is under the floor"
         );
         assert_eq!(queue_limit(200_000_000), 2_500_000);
+    }
+
+    #[test]
+    fn leaf_drops_are_read_from_tc_s_lines_of_our_leaves_only() {
+        assert_eq!(
+            leaf_slot("qdisc bfifo d9db: parent 7764:1f3e limit 256Kb"),
+            Some(0x1f3c)
+        );
+        assert_eq!(leaf_slot("qdisc fq 8001: parent 7764:1 limit 10000p"), None);
+        assert_eq!(leaf_slot("qdisc htb 7764: root refcnt 3 r2q 10"), None);
+        assert_eq!(leaf_slot("qdisc bfifo 8002: parent 1:5 limit 1Kb"), None);
+        assert_eq!(
+            dropped(" Sent 4200 bytes 3 pkt (dropped 17, overlimits 0 requeues 0) "),
+            Some(17)
+        );
+        assert_eq!(dropped(" backlog 0b 0p requeues 0"), None);
+    }
+
+    #[test]
+    fn new_classes_fit_the_kernel_work_budget_of_walking_the_classes_there() {
+        // k classes on n cost k * n + k * (k + 1) / 2 walked classes.
+        assert_eq!(affordable(0, 1), 1);
+        assert_eq!(affordable(0, 3), 2);
+        assert_eq!(affordable(0, 2), 1);
+        let k = affordable(0, SYNC_STEPS);
+        assert!((1_400..1_420).contains(&k), "{k}");
+        assert_eq!(affordable(SYNC_STEPS as usize, SYNC_STEPS), 0);
+        assert!(affordable(30_000, GROW_STEPS) >= 9);
     }
 
     #[test]

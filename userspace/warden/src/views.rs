@@ -200,6 +200,10 @@ pub struct ShapingView {
     pub interfaces: Vec<String>,
     /// Tenant classes on each of them.
     pub classes: usize,
+    /// Egress plans still policed: more than a start or an apply makes classes for;
+    /// each gets its class once its tenant needs a queue.
+    #[serde(default)]
+    pub pending: usize,
 }
 
 /// One program attached to one interface.

@@ -48,9 +48,13 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
             "egress plans: {}{}",
             match s.shaping.mode.as_str() {
                 "htb" => format!(
-                    "shaped (htb, {} classes on {})",
+                    "shaped (htb, {} classes on {}){}",
                     s.shaping.classes,
-                    s.shaping.interfaces.join(", ")
+                    s.shaping.interfaces.join(", "),
+                    match s.shaping.pending {
+                        0 => String::new(),
+                        n => format!(", {n} policed until their tenant needs a queue"),
+                    }
                 ),
                 "police" => "policed (no host-mode interface)".to_string(),
                 other => other.to_string(),

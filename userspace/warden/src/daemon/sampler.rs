@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use warden_detect::pipeline::Volume;
+use warden_detect::{fact::DropReason, pipeline::Volume};
 
 use super::detection::{now, Actuator};
 use super::enforcement::Rates;
@@ -78,6 +78,19 @@ impl Daemon {
                 };
                 rates.insert(i, [rate(0), rate(1)]);
             }
+        }
+        // Egress plans still policed get their shaping queue once their tenant needs
+        // it (out at half its plan, or policed drops).
+        let bandwidth = DropReason::ALL
+            .iter()
+            .position(|r| *r == DropReason::Bandwidth)
+            .expect("bandwidth is a drop reason");
+        let grown = enforcement.dataplane_mut().grow_shaping(|slot| {
+            let out = rates.get(&slot)?[0].0;
+            Some((out, traffic.get(slot)?.drops[bandwidth]))
+        });
+        if let Err(e) = grown {
+            tracing::warn!(error = %e, "making the shaping classes of tenants that need them");
         }
         state.rates = rates;
         drop(state);

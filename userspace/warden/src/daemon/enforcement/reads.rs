@@ -161,6 +161,7 @@ impl Enforcement {
                     fq: s.fq,
                     interfaces: s.interfaces,
                     classes: s.classes,
+                    pending: s.pending,
                 },
                 None => ShapingView {
                     mode: "police".into(),
