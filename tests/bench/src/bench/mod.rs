@@ -281,6 +281,10 @@ pub struct BenchArgs {
     /// the report then lacks the others).
     #[arg(long)]
     micro_only: Option<String>,
+    /// Skip the daemon's own program (a release `warden run` timed through bpftool next
+    /// to its in-process cases): to compare kernel builds without a release build.
+    #[arg(long)]
+    skip_daemon: bool,
     #[command(flatten)]
     throughput: crate::bench_throughput::Options,
 }
@@ -375,7 +379,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let matching = |name: &str| results.iter().find(|(c, _)| c.name == name);
     let specs: Vec<&'static daemon::Spec> = daemon::SPECS
         .iter()
-        .filter(|s| matching(s.matching).is_some())
+        .filter(|s| !args.skip_daemon && matching(s.matching).is_some())
         .collect();
     let mut daemon_cases = Vec::new();
     if !specs.is_empty() {
