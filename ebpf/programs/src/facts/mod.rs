@@ -29,12 +29,14 @@
 //! from the packet, and the dispatch by protocol and direction. The structures, one
 //! module each: [`contact`] (the contact filter), [`pending`] (first contacts and their
 //! answers), [`flood`] (the per-CPU batches, the sketch and flood events), [`report`]
-//! (events into the ring, entries into the attempt log, the event budget).
+//! (events into the ring, entries into the attempt log, the event budget), [`spoof`]
+//! (spoofing claims, each CPU's last one kept for the clock tick).
 
 mod contact;
 pub mod flood;
 mod pending;
 mod report;
+pub mod spoof;
 
 use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::{
@@ -47,6 +49,8 @@ use warden_common::{
     tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN},
     tenant_config_index, tenant_flags, Rate, TenantConfig,
 };
+
+pub use self::spoof::report_spoof;
 
 use self::{
     contact::{contact_insert, contact_seen},
@@ -78,24 +82,6 @@ pub fn count(which: u32) {
         // SAFETY: a per-CPU slot: no other program instance writes it concurrently.
         unsafe { *c += 1 };
     }
-}
-
-/// Reports a from-tenant frame `p` of `tenant` (generation `gen`) dropped for `why`, a
-/// spoofing reason: what it claims, once per contact epoch (see
-/// [`report::warden_report_spoof`]). Paid only by spoofed frames.
-#[inline(always)]
-pub fn report_spoof(p: &Parsed, gen: u32, tenant: u32, why: usize) {
-    let family = match p.family {
-        Family::V4 => family::V4,
-        Family::V6 => family::V6,
-        Family::None => return,
-    };
-    let m = p.src_mac;
-    let mac = u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
-    let meta =
-        u64::from(tenant | (gen << 31)) | ((why as u64 & 0xff) << 32) | (u64::from(family) << 40);
-    let now = Clock::new().now();
-    report::warden_report_spoof(meta, p.local[0], p.local[1], mac, now);
 }
 
 /// `warden_common::facts::fold_addr` of the address `w` holds (an [`Addr`] is the two
