@@ -33,8 +33,10 @@
 
 use crate::Rate;
 
-/// Log2 of the number of u64 words in [`map::CONTACTS`](crate::map::CONTACTS) (2 MiB).
-pub const CONTACT_BITS: u32 = 18;
+/// Log2 of the number of u64 words in [`map::CONTACTS`](crate::map::CONTACTS) (8 MiB):
+/// at 1,000,000 remotes tracked in one contact epoch about one key a word, so a fresh
+/// remote finds both its bits set in well under 1% of words (2^18 words, 2 MiB: 5.3%).
+pub const CONTACT_BITS: u32 = 20;
 /// Words in the contact filter.
 pub const CONTACT_WORDS: u32 = 1 << CONTACT_BITS;
 /// A contact epoch is `now >> CONTACT_EPOCH_SHIFT` ns (2^36 ns, about 68.7 s): a key not
