@@ -40,6 +40,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("hping3", "hping3"),
     ("iperf3", "iperf3"),
     ("tcpdump", "tcpdump"),
+    ("masscan", "masscan"),
+    ("arpspoof", "dsniff"),
 ];
 
 /// The Debian interpreter that has `aiosmtpd` (python3-aiosmtpd); named by path so that
@@ -217,6 +219,61 @@ pub fn dns_server(ns: &Netns, addr: &str, domain: &str, answer: &str) -> Result<
     Ok(proc)
 }
 
+/// A minimal DNS responder (a Python script) on UDP port 53 of each of `addrs`: every
+/// A query is answered with `answer`. Stands in for many upstream servers at once (each
+/// socket bound to its own address, so answers come from the address asked). It exits
+/// by itself after `lifetime`.
+pub fn dns_responders(
+    ns: &Netns,
+    addrs: &[String],
+    answer: &str,
+    lifetime: Duration,
+) -> Result<Proc> {
+    require(PYTHON)?;
+    ensure!(!addrs.is_empty(), "no responder addresses");
+    for a in addrs {
+        check_test_address(a)?;
+    }
+    check_test_address(answer)?;
+    let secs = lifetime.as_secs().max(1).to_string();
+    let mut args = vec![PYTHON, "-c", DNS_RESPONDER, &secs, answer];
+    args.extend(addrs.iter().map(String::as_str));
+    let mut proc = ns.spawn(&args)?;
+    let first = addrs[0].clone();
+    eventually(LISTEN_TIMEOUT, || {
+        if let Some(status) = proc.try_wait().map_err(give_up)? {
+            return Err(give_up(anyhow!("exited ({status})")));
+        }
+        let filter = format!("src {first}:53");
+        let out = ns.exec(&["ss", "-H", "-l", "-u", "-n", &filter])?;
+        Ok(!out.stdout.trim_ascii().is_empty())
+    })
+    .with_context(|| format!("the DNS responders did not listen; log:\n{}", proc.log()))?;
+    Ok(proc)
+}
+
+/// The responder of [`dns_responders`]: argv is lifetime (s), answer, addresses.
+const DNS_RESPONDER: &str = r#"
+import select, socket, sys, time
+end = time.time() + int(sys.argv[1])
+answer = socket.inet_aton(sys.argv[2])
+socks = []
+for a in sys.argv[3:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a, 53))
+    socks.append(s)
+while time.time() < end:
+    ready, _, _ = select.select(socks, [], [], 0.5)
+    for s in ready:
+        q, peer = s.recvfrom(512)
+        if len(q) < 17:
+            continue
+        end_q = q.index(0, 12) + 5
+        head = q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+        rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00<\x00\x04" + answer
+        s.sendto(head + q[12:end_q] + rr, peer)
+"#;
+
 /// One HTTP GET of a batch: from `source` (bound, `None` = the route's choice), through
 /// an optional SOCKS5 proxy (`host:port`).
 #[derive(Clone, Debug)]
@@ -317,6 +374,38 @@ pub fn dns_queries(
         })
         .collect();
     run_batch(ns, &commands, deadline)
+}
+
+/// Runs `masscan ARGS` in `ns` for at most `secs` seconds (bound the sweep with its
+/// `--rate` and range); returns its standard output and error. masscan in a namespace
+/// may keep "waiting" after its last probe whatever `--wait` says, so it is stopped with
+/// SIGINT at `secs` (SIGKILL 5 s later); it fails unless masscan reported every probe
+/// sent ("100.00% done").
+pub fn masscan(ns: &Netns, args: &[&str], secs: u32) -> Result<String> {
+    require("masscan")?;
+    let limit = secs.to_string();
+    let mut cmd = vec!["timeout", "-s", "INT", "-k", "5", &limit, "masscan"];
+    cmd.extend_from_slice(args);
+    let out = ns.exec_unchecked(&cmd, Duration::from_secs(u64::from(secs) + 20))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.contains("100.00% done"),
+        "masscan {} did not send every probe within {secs} s ({}):\n{}",
+        args.join(" "),
+        out.status,
+        text.chars()
+            .rev()
+            .take(2_000)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+    );
+    Ok(text)
 }
 
 /// Runs `nmap ARGS` in `ns` to completion within `timeout`; returns its standard output.

@@ -24,6 +24,9 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "hping3",
     "nmap",
+    // The Tier 2 scan sweeps and the ARP spoofing test.
+    "masscan",
+    "dsniff",
     "tcpdump",
     "arping",
     "iputils-ping",

@@ -33,8 +33,10 @@
 
 use crate::Rate;
 
-/// Log2 of the number of u64 words in [`map::CONTACTS`](crate::map::CONTACTS) (2 MiB).
-pub const CONTACT_BITS: u32 = 18;
+/// Log2 of the number of u64 words in [`map::CONTACTS`](crate::map::CONTACTS) (8 MiB):
+/// at 1,000,000 remotes tracked in one contact epoch about one key a word, so a fresh
+/// remote finds both its bits set in well under 1% of words (2^18 words, 2 MiB: 5.3%).
+pub const CONTACT_BITS: u32 = 20;
 /// Words in the contact filter.
 pub const CONTACT_WORDS: u32 = 1 << CONTACT_BITS;
 /// A contact epoch is `now >> CONTACT_EPOCH_SHIFT` ns (2^36 ns, about 68.7 s): a key not
@@ -155,6 +157,18 @@ pub mod event {
     pub const FLOOD: u32 = 4;
     /// A captured frame ([`SampleEvent`](super::SampleEvent)).
     pub const SAMPLE: u32 = 5;
+    /// A from-tenant frame dropped for spoofing, the first in this contact epoch with its
+    /// (reason, claimed address, source MAC): `detail` is the drop
+    /// [`reason`](crate::reason) (`SPOOF_IP`, `SPOOF_ARP` or `SPOOF_MAC`), local = the
+    /// address the frame claims (its source, the ARP sender or the advertised ND
+    /// target), `value` = the frame's source MAC (its 6 bytes in the low bytes, first
+    /// byte lowest). Charged to the event budget.
+    pub const SPOOF: u32 = 6;
+    /// A from-tenant SYN to an SMTP port ([`SMTP_PORTS`](crate::SMTP_PORTS)) of a tenant
+    /// that may send mail: every connection, not only first contacts, its
+    /// retransmissions once (in the attempt log, like ATTEMPT; `detail` is
+    /// [`outcome::DROPPED`](super::outcome::DROPPED) when Warden's SMTP rate dropped it).
+    pub const SMTP: u32 = 7;
 }
 
 /// [`Event::detail`] of an [`event::OUTCOME`].
@@ -165,6 +179,10 @@ pub mod outcome {
     pub const REFUSED: u8 = 2;
     /// ICMP / ICMPv6 destination unreachable quoting the attempt.
     pub const UNREACHABLE: u8 = 3;
+    /// Warden's own enforcement dropped the attempt (a block, the SMTP policy, the plan
+    /// or a throttle): [`LogEntry::detail`] of an [`event::ATTEMPT`](super::event::ATTEMPT)
+    /// whose packet never left, so no answer will come. Never in an OUTCOME.
+    pub const DROPPED: u8 = 4;
 }
 
 /// Flood classes: [`Event::detail`] of an [`event::FLOOD`] and part of the sketch key.
@@ -346,13 +364,14 @@ pub struct LogEntry {
     pub at: u64,
     /// Dense tenant index.
     pub tenant: u32,
-    /// [`event::ATTEMPT`] or [`event::ACCEPTED`], as a byte.
+    /// [`event::ATTEMPT`], [`event::ACCEPTED`] or [`event::SMTP`], as a byte.
     pub kind: u8,
     /// 4 or 6.
     pub family: u8,
     /// IP protocol.
     pub proto: u8,
-    pub _pad: u8,
+    /// ATTEMPT: [`outcome::DROPPED`] when Warden dropped the attempt itself, else 0.
+    pub detail: u8,
     /// Tenant-side port (host order; ICMP: 0).
     pub local_port: u16,
     /// Remote port (host order; ICMP: 0).
@@ -438,6 +457,11 @@ pub mod contact_tag {
     pub const IN_UDP: u64 = 2;
     /// The tenant accepted a connection from (remote) on a local address.
     pub const ACCEPTED: u64 = 3;
+    /// A spoofed frame of the tenant claiming (address, source MAC), per drop reason:
+    /// reported once per contact epoch.
+    pub const SPOOF: u64 = 4;
+    /// A tenant's SMTP connection: (remote, SMTP port, the tenant's port).
+    pub const SMTP: u64 = 5;
 }
 
 /// Spreads a small tag (a contact tag, a flood class) over all 64 bits of a key.

@@ -137,6 +137,9 @@ pub const CLOCK_CACHE: &str = "CLOCK_CACHE";
 pub const BLOCK_CACHE: &str = "BLOCK_CACHE";
 /// Slots of [`BLOCK_CACHE`] per CPU.
 pub const BLOCK_CACHE_SLOTS: u32 = 64;
+/// Per-CPU array\[1\]: each CPU's last spoofing claim reported (or found already
+/// reported) and the clock tick it holds for. The programs' own.
+pub const SPOOF_CACHE: &str = "SPOOF_CACHE";
 
 const fn def(name: &'static str, kind: Kind, key: usize, value: usize, max_entries: u32) -> Def {
     Def {
@@ -285,7 +288,7 @@ pub const PINNED: [Def; 22] = [
 /// Their value types are the programs' (private, not shared), so their sizes are
 /// written here as numbers, which the programs check against those types when they
 /// build.
-pub const INTERNAL: [Def; 4] = [
+pub const INTERNAL: [Def; 5] = [
     array(FLOOD_LOCAL, Kind::PerCpuArray, 32, facts::FLOOD_LOCAL_SLOTS),
     array(
         FLOOD_LOCAL_IN,
@@ -295,6 +298,7 @@ pub const INTERNAL: [Def; 4] = [
     ),
     array(CLOCK_CACHE, Kind::PerCpuArray, 16, 1),
     array(BLOCK_CACHE, Kind::PerCpuArray, 48, BLOCK_CACHE_SLOTS),
+    array(SPOOF_CACHE, Kind::PerCpuArray, 40, 1),
 ];
 
 /// The names of [`PINNED`], in its order.

@@ -4,10 +4,10 @@
 use warden::dataplane::FactCounters;
 use warden_common::{
     direction,
-    facts::{event, fact_counter, runtime_flags, BlockKey, TenantRuntime, SAMPLE_BYTES},
+    facts::{event, fact_counter, outcome, runtime_flags, BlockKey, TenantRuntime, SAMPLE_BYTES},
     reason,
 };
-use warden_tests::packets::{proto, Frame, L4};
+use warden_tests::packets::{proto, tcp, Frame, L4};
 
 use crate::{
     bandwidth::{police_run, PLAN, PLAN_FRAME},
@@ -145,18 +145,36 @@ fn blocks_drop_only_their_victim_port_or_blackholed_address_until_they_expire() 
     let moved = fact_delta(&facts, &dp.fact_counters());
     assert_eq!(moved[fact_counter::BLOCKED as usize], 18, "BLOCKED count");
     dp.drain();
-    // Facts come first: a blocked first contact is still an attempt.
+    // Facts are recorded whatever the verdict: a blocked first contact is still an
+    // attempt, logged as dropped by Warden (its outcome known: it never left), and
+    // nothing waits in the pending table for an answer.
     let blocked = dropped(TENANT_A, reason::BLOCKED);
     let (got, window) = dp.run_facts(Prog::XdpFrom, "new SYN", &ip4(A, U, syn_to(7)), blocked, 1);
     let want = ev(
         event::ATTEMPT,
         direction::OUT,
         proto::TCP,
-        0,
+        outcome::DROPPED,
         (e4(A), 40000),
         (e4(U), 7),
     );
     assert_events("a blocked first contact", &got, &[want], window);
+    let (got, window) = dp.run_facts(Prog::TcFrom, "new SYN", &ip4(A, U, syn_to(8)), blocked, 1);
+    let want = ev(
+        event::ATTEMPT,
+        direction::OUT,
+        proto::TCP,
+        outcome::DROPPED,
+        (e4(A), 40000),
+        (e4(U), 8),
+    );
+    assert_events("a blocked first contact at tc", &got, &[want], window);
+    // Its answer (were one to come) finds no pending attempt: no OUTCOME. (A is
+    // blackholed: the facts are recorded all the same.)
+    let answer = ip4(U, A, L4::tcp(7, 40000, tcp::SYN | tcp::ACK));
+    let blackholed = dropped(TENANT_A, reason::BLACKHOLE);
+    let (got, window) = dp.run_facts(Prog::XdpTo, "SYN-ACK", &answer, blackholed, 1);
+    assert_events("an answer to a dropped attempt", &got, &[], window);
 }
 
 /// To-tenant rows of the blocks table: the outcome of a listen-port block.

@@ -45,5 +45,6 @@ mod floods;
 mod generations;
 mod kernel;
 mod malformed;
+mod reports;
 mod smtp;
 mod suspension;

@@ -27,7 +27,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     evidence::{dropped, flags, pcap_packets, state_report, wait_flag, Evidence, Metrics},
-    lab::{Netns, Proc},
+    lab::{format_mac, Netns, Proc},
     topology::{addr, outside, warden_binary, LabOptions, StandardLab},
     wait::eventually_every,
     workloads::{
@@ -78,17 +78,17 @@ const PROXY_WINDOW: Duration = Duration::from_secs(10);
 /// `flood_in.blackhole_for` in [`DETECTORS`], in seconds.
 const BLACKHOLE_FOR: i64 = 10;
 /// How long a test waits for a flag that the attack should raise.
-const FLAG_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const FLAG_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a benign workload is given to (wrongly) raise a flag after it ran: a proxy
 /// window and its evaluation, and any pending attempt's timeout. A deliberate wait, not
 /// synchronisation: the absence of a flag needs this time to show.
-const BENIGN_SETTLE: Duration = Duration::from_secs(13);
+pub(crate) const BENIGN_SETTLE: Duration = Duration::from_secs(13);
 
 /// The standard lab with its outside network and the daemon running the lab policy.
 /// Fields drop in order: the daemon stops before its lab goes.
-struct DetectionLab {
+pub(crate) struct DetectionLab {
     daemon: Proc,
-    lab: StandardLab,
+    pub(crate) lab: StandardLab,
 }
 
 impl Deref for DetectionLab {
@@ -102,13 +102,19 @@ impl Deref for DetectionLab {
 impl DetectionLab {
     /// Builds the lab and starts the daemon; `globex` and `initech` are extra YAML lines
     /// for those tenants (indented four spaces), e.g. `    smtp: allow\n`.
-    fn start(globex: &str, initech: &str) -> Result<DetectionLab> {
+    pub(crate) fn start(globex: &str, initech: &str) -> Result<DetectionLab> {
         Self::start_with(LabOptions::default(), globex, initech)
     }
 
-    /// [`DetectionLab::start`] on a lab built with `opts`.
-    fn start_with(opts: LabOptions, globex: &str, initech: &str) -> Result<DetectionLab> {
+    /// [`DetectionLab::start`] on a lab built with `opts`. `GLOBEX_MAC` in `globex`
+    /// stands for globex's MAC (to bind it: `    macs: [GLOBEX_MAC]\n`).
+    pub(crate) fn start_with(
+        opts: LabOptions,
+        globex: &str,
+        initech: &str,
+    ) -> Result<DetectionLab> {
         let lab = StandardLab::build_outside_with("wd", opts)?;
+        let globex = globex.replace("GLOBEX_MAC", &format_mac(lab.globex.mac("eth0")?));
         let policy = format!(
             "{}defaults:\n  smtp: block\n{DETECTORS}tenants:
   - id: acme
@@ -126,7 +132,12 @@ impl DetectionLab {
     }
 
     /// The flag of `tenant` and `kind`, waited for; fails with what the daemon did.
-    fn expect_flag(&self, tenant: &str, kind: &str, timeout: Duration) -> Result<(i64, Duration)> {
+    pub(crate) fn expect_flag(
+        &self,
+        tenant: &str,
+        kind: &str,
+        timeout: Duration,
+    ) -> Result<(i64, Duration)> {
         match wait_flag(&self.lab, tenant, kind, timeout)? {
             Some((f, took)) => {
                 let id = f["id"]
@@ -142,7 +153,7 @@ impl DetectionLab {
     }
 
     /// Fails if any flag exists or any detection was counted.
-    fn expect_no_flags(&self, what: &str) -> Result<()> {
+    pub(crate) fn expect_no_flags(&self, what: &str) -> Result<()> {
         let list = flags(&self.lab, "")?;
         let counted = Metrics::fetch(&self.lab)?.sum("warden_detections_total", &[]);
         ensure!(
@@ -155,7 +166,7 @@ impl DetectionLab {
     }
 
     /// Fails unless `warden_detections_total{tenant,kind}` counted at least one.
-    fn expect_counted(&self, tenant: &str, kind: &str) -> Result<()> {
+    pub(crate) fn expect_counted(&self, tenant: &str, kind: &str) -> Result<()> {
         let n = Metrics::fetch(&self.lab)?.sum(
             "warden_detections_total",
             &[("tenant", tenant), ("kind", kind)],
@@ -168,9 +179,9 @@ impl DetectionLab {
         Ok(())
     }
 
-    /// Proves the daemon was detecting all along: a quick vertical scan from initech is
-    /// flagged. Run after a benign workload, so its silence means something.
-    fn control_scan(&self) -> Result<()> {
+    /// Proves the daemon was detecting all along: a quick vertical scan from initech (100
+    /// closed ports of one host, over the lab's `distinct_targets`) is flagged. Run after a benign workload, so its silence means something.
+    pub(crate) fn control_scan(&self) -> Result<()> {
         let target = outside::live_v4(0x7f00).to_string();
         nmap(
             &self.initech,
@@ -181,7 +192,7 @@ impl DetectionLab {
                 "--max-retries",
                 "0",
                 "-p",
-                "1-50",
+                "1-100",
                 &target,
             ],
             Duration::from_secs(60),
@@ -189,11 +200,11 @@ impl DetectionLab {
         let (_, took) = self
             .expect_flag("initech", "scan", FLAG_TIMEOUT)
             .context("control: a scan from initech after the benign workload was not flagged")?;
-        println!("control: initech's 50-port scan flagged after {took:?}");
+        println!("control: initech's 100-port scan flagged after {took:?}");
         Ok(())
     }
 
-    fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         state_report(&self.lab, &self.daemon)
     }
 
@@ -207,7 +218,7 @@ impl DetectionLab {
 }
 
 /// Fails unless the evidence has a figure at or over its own threshold.
-fn crossed(ev: &Evidence) -> Result<()> {
+pub(crate) fn crossed(ev: &Evidence) -> Result<()> {
     let over = ev.figures.iter().any(|(name, value)| {
         ev.thresholds
             .iter()

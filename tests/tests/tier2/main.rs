@@ -7,6 +7,7 @@
 
 mod api;
 mod api_limits;
+mod benign;
 mod common;
 mod console;
 mod detection;
@@ -22,5 +23,7 @@ mod policy_input;
 mod privileges;
 mod review;
 mod shaping;
+mod spam;
+mod spoofing;
 mod start;
 mod suspension;

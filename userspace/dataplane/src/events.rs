@@ -17,12 +17,13 @@ use tokio::io::unix::AsyncFd;
 use warden_common::{
     direction,
     facts::{class, event, outcome, Event, SampleEvent, FLOOD_EPOCH_SHIFT, SAMPLE_BYTES},
-    family, proto,
+    family, proto, reason,
 };
 
 use super::log::AttemptLog;
 use warden_policy::tenant::TenantSlot;
-use warden_policy::traffic::{Contact, Direction, FloodClass, Outcome, Proto};
+use warden_policy::traffic::{Claim, Contact, Direction, FloodClass, Outcome, Proto};
+use warden_policy::Kind;
 
 /// One decoded ring-buffer record. `at` is CLOCK_MONOTONIC time (the programs'
 /// `bpf_ktime_get_coarse_ns`; compare with [`monotonic_now`]).
@@ -31,7 +32,9 @@ pub enum KernelEvent {
     /// [`event::ATTEMPT`]: a tenant's first contact with a remote endpoint.
     Attempt(Contact),
     /// [`event::OUTCOME`]: the answer to an earlier attempt with the same endpoints
-    /// ([`Outcome::Success`], [`Outcome::Refused`] or [`Outcome::Unreachable`]).
+    /// ([`Outcome::Success`], [`Outcome::Refused`] or [`Outcome::Unreachable`]); or an
+    /// [`event::ATTEMPT`] Warden's enforcement dropped ([`Outcome::Dropped`], `at` the
+    /// attempt's time: no answer will come).
     Outcome {
         /// The attempt answered (`at` is when the answer came).
         contact: Contact,
@@ -45,6 +48,11 @@ pub enum KernelEvent {
     Flood(FloodEvent),
     /// [`event::SAMPLE`]: a captured frame.
     Sample(SampleFrame),
+    /// [`event::SPOOF`]: what a spoofed frame of the tenant claimed.
+    Spoof(Claim),
+    /// [`event::SMTP`]: a connection of the tenant to an SMTP port (every one, not only
+    /// first contacts).
+    SmtpConnection(Contact),
 }
 
 impl KernelEvent {
@@ -55,6 +63,8 @@ impl KernelEvent {
             KernelEvent::Outcome { contact, .. } => contact.slot,
             KernelEvent::Flood(f) => f.slot,
             KernelEvent::Sample(s) => s.slot,
+            KernelEvent::Spoof(c) => c.slot,
+            KernelEvent::SmtpConnection(c) => c.slot,
         }
     }
 
@@ -65,6 +75,8 @@ impl KernelEvent {
             KernelEvent::Outcome { contact, .. } => contact.at,
             KernelEvent::Flood(f) => f.at,
             KernelEvent::Sample(s) => s.at,
+            KernelEvent::Spoof(c) => c.at,
+            KernelEvent::SmtpConnection(c) => c.at,
         }
     }
 }
@@ -150,6 +162,8 @@ pub enum DecodeError {
     Outcome(u8),
     #[error("flood event: unknown class {0}")]
     Class(u8),
+    #[error("spoof event: unknown drop reason {0}")]
+    SpoofReason(u8),
     #[error("flood event: class {class:?} counts {expected:?} traffic, the event says {got:?}")]
     ClassDirection {
         class: FloodClass,
@@ -179,6 +193,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             decode_fact(&e)
         }
         event::SAMPLE => decode_sample(kind, bytes),
+        event::SPOOF => decode_spoof(&read_record(kind, bytes)?),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -199,10 +214,10 @@ fn read_record<T: aya::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Decodes an attempt-log entry in its [`Event`] form (see [`super::log::event_of`]):
-/// only [`event::ATTEMPT`] and [`event::ACCEPTED`] belong in the log.
+/// only [`event::ATTEMPT`], [`event::ACCEPTED`] and [`event::SMTP`] belong in the log.
 pub fn decode_log_event(e: &Event) -> Result<KernelEvent, DecodeError> {
     match e.kind {
-        event::ATTEMPT | event::ACCEPTED => decode_fact(e),
+        event::ATTEMPT | event::ACCEPTED | event::SMTP => decode_fact(e),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -254,9 +269,16 @@ fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
         remote,
         remote_port: e.remote_port,
     };
-    Ok(match e.kind {
-        event::ATTEMPT => KernelEvent::Attempt(contact),
-        event::ACCEPTED => KernelEvent::Accepted(contact),
+    Ok(match (e.kind, e.detail) {
+        (event::ATTEMPT, 0) => KernelEvent::Attempt(contact),
+        // Warden's own enforcement dropped the attempt: its outcome is known at once.
+        (event::ATTEMPT, outcome::DROPPED) => KernelEvent::Outcome {
+            contact,
+            outcome: Outcome::Dropped,
+        },
+        (event::ATTEMPT, other) => return Err(DecodeError::Outcome(other)),
+        (event::ACCEPTED, _) => KernelEvent::Accepted(contact),
+        (event::SMTP, _) => KernelEvent::SmtpConnection(contact),
         _ => KernelEvent::Outcome {
             contact,
             outcome: match e.detail {
@@ -267,6 +289,24 @@ fn decode_fact(e: &Event) -> Result<KernelEvent, DecodeError> {
             },
         },
     })
+}
+
+/// A SPOOF record: the claimed address in `local`, the source MAC in `value`.
+fn decode_spoof(e: &Event) -> Result<KernelEvent, DecodeError> {
+    let kind = match usize::from(e.detail) {
+        reason::SPOOF_IP => Kind::SpoofIp,
+        reason::SPOOF_ARP => Kind::SpoofArp,
+        reason::SPOOF_MAC => Kind::SpoofMac,
+        _ => return Err(DecodeError::SpoofReason(e.detail)),
+    };
+    let m = e.value.to_le_bytes();
+    Ok(KernelEvent::Spoof(Claim {
+        slot: TenantSlot(e.tenant),
+        at: Duration::from_nanos(e.at),
+        kind,
+        addr: decode_addr(e.kind, e.family, &e.local)?,
+        mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
+    }))
 }
 
 /// The fixed part of a [`SampleEvent`] before its frame bytes.

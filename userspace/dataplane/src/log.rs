@@ -186,7 +186,7 @@ pub fn event_of(e: &LogEntry) -> Event {
         remote: e.remote,
         family: e.family,
         proto: e.proto,
-        detail: 0,
+        detail: e.detail,
         dir: direction::OUT as u8,
         local_port: e.local_port,
         remote_port: e.remote_port,

@@ -23,6 +23,9 @@ pub struct Target {
     pub addr: Option<IpAddr>,
     /// The port, if the weight is about one port.
     pub port: Option<u16>,
+    /// The MAC, if the weight is about one (a spoofed frame's source MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Target {
@@ -31,6 +34,7 @@ impl Target {
         Target {
             addr: Some(addr),
             port: None,
+            mac: None,
         }
     }
 
@@ -39,6 +43,16 @@ impl Target {
         Target {
             addr: None,
             port: Some(port),
+            mac: None,
+        }
+    }
+
+    /// One address claimed from one MAC (a spoofed frame's).
+    pub fn claim(addr: IpAddr, mac: [u8; 6]) -> Target {
+        Target {
+            addr: Some(addr),
+            port: None,
+            mac: Some(mac),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use warden_policy::tenant::TenantSlot;
+pub use warden_policy::traffic::Claim;
 use warden_policy::traffic::{Direction, Outcome, Proto};
 
 /// An outbound connection attempt by a tenant, reported once its outcome is known.
@@ -56,7 +57,8 @@ pub struct Rate {
     pub at: Duration,
 }
 
-/// An outbound SMTP connection (ports 25, 465, 587) by a tenant allowed to send mail.
+/// An outbound SMTP first contact (ports 25, 465, 587) by a tenant allowed to send mail,
+/// with its outcome: the failure ratio's measure.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Smtp {
     /// The tenant's slot.
@@ -66,6 +68,18 @@ pub struct Smtp {
     /// How the connection attempt ended.
     pub outcome: Outcome,
     /// When it started.
+    pub at: Duration,
+}
+
+/// A connection of a tenant allowed to send mail to an SMTP port: every one the
+/// programs saw (retransmissions once), first contact or not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SmtpConnection {
+    /// The tenant's slot.
+    pub slot: TenantSlot,
+    /// The mail server.
+    pub server: IpAddr,
+    /// When its SYN was sent.
     pub at: Duration,
 }
 
@@ -140,6 +154,10 @@ pub enum Fact {
     Fan(Fan),
     /// See [`Drops`].
     Drops(Drops),
+    /// What a spoofed frame claimed: evidence for the spoofing kinds.
+    Claim(Claim),
+    /// See [`SmtpConnection`].
+    SmtpConnection(SmtpConnection),
 }
 
 impl Fact {
@@ -151,6 +169,8 @@ impl Fact {
             Fact::Smtp(f) => f.slot,
             Fact::Fan(f) => f.slot,
             Fact::Drops(f) => f.slot,
+            Fact::Claim(f) => f.slot,
+            Fact::SmtpConnection(f) => f.slot,
         }
     }
 
@@ -162,6 +182,8 @@ impl Fact {
             Fact::Smtp(f) => f.at,
             Fact::Fan(f) => f.at,
             Fact::Drops(f) => f.at,
+            Fact::Claim(f) => f.at,
+            Fact::SmtpConnection(f) => f.at,
         }
     }
 }
@@ -176,4 +198,4 @@ macro_rules! from_fact {
     };
 }
 
-from_fact!(Attempt, Rate, Smtp, Fan, Drops);
+from_fact!(Attempt, Rate, Smtp, Fan, Drops, Claim, SmtpConnection);

@@ -50,7 +50,7 @@ use ipnet::IpNet;
 use warden_policy::tenant::TenantSlot;
 
 pub use detection::{Detection, Status, Target};
-pub use fact::{Attempt, DropReason, Drops, Fact, Fan, Rate, Smtp};
+pub use fact::{Attempt, Claim, DropReason, Drops, Fact, Fan, Rate, Smtp, SmtpConnection};
 pub use proxy::symmetry;
 pub use scan::Walk;
 pub use spam::MIN_CONNECTIONS_FOR_RATIO;
@@ -254,10 +254,20 @@ impl Engine {
                 }
                 (Kind::Spam, state.spam.observe(&d.spam, &s))
             }
+            Fact::SmtpConnection(c) => {
+                if !cfg.mail || cfg.allows(c.server) {
+                    return (Vec::new(), None);
+                }
+                (Kind::Spam, state.spam.connection(&d.spam, &c))
+            }
             Fact::Fan(f) => (Kind::Proxy, proxy::proxy(&d.proxy, &f)),
             Fact::Drops(f) => {
                 let settings = drops::settings(d, f.reason);
                 (drops::kind(f.reason), state.drops.observe(settings, &f))
+            }
+            Fact::Claim(c) => {
+                state.drops.claim(&c);
+                return (Vec::new(), None);
             }
         };
         let Some(mut crossing): Option<Crossing> = crossing else {
@@ -270,6 +280,11 @@ impl Engine {
             match kind {
                 Kind::Scan => state.scan.evidence(&mut crossing, limits.top_targets),
                 Kind::Spam => state.spam.evidence(&mut crossing, limits.top_targets),
+                Kind::SpoofIp | Kind::SpoofArp | Kind::SpoofMac => {
+                    state
+                        .drops
+                        .evidence(kind, &mut crossing, limits.top_targets)
+                }
                 _ => {}
             }
         }

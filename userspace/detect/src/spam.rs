@@ -1,18 +1,26 @@
-//! `spam`: outbound SMTP fan-out, for tenants allowed to send mail. Over `window`: more
-//! than `distinct_servers` mail servers, more than `connections` connections, or a share
-//! of failed connections at or above `failure_ratio` once at least
+//! `spam`: outbound SMTP, for tenants allowed to send mail. Over `window`: more than
+//! `distinct_servers` mail servers, more than `connections` connections, or a share of
+//! failed first contacts at or above `failure_ratio` once at least
 //! [`MIN_CONNECTIONS_FOR_RATIO`] were made (a ratio of three attempts says nothing).
+//!
+//! Connections are every SMTP connection the programs saw ([`SmtpConnection`]: each SYN
+//! to 25, 465 or 587, its retransmissions once), not only first contacts: a tenant
+//! sending hundreds of messages to a few servers opens hundreds of connections to them.
+//! The failure ratio is over first contacts ([`Smtp`]), which carry their outcome; one
+//! Warden dropped (its SMTP rate) is neither a success nor a failure.
+//!
 //! Top targets: servers by connections in the window.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use super::detection::{sort_top, Crossing, Target};
-use super::fact::Smtp;
+use super::fact::{Smtp, SmtpConnection};
 use super::recent::{Counts, Recent};
+use warden_policy::traffic::Outcome;
 use warden_policy::Spam;
 
-/// Connections in the window before the failure ratio counts.
+/// First contacts in the window before the failure ratio counts.
 pub const MIN_CONNECTIONS_FOR_RATIO: u64 = 10;
 
 /// One tenant's SMTP state.
@@ -20,8 +28,8 @@ pub const MIN_CONNECTIONS_FOR_RATIO: u64 = 10;
 pub(crate) struct SpamState {
     /// Servers contacted in the window, with connections since first seen.
     servers: Recent<IpAddr, u64>,
-    /// [connections, failures] over the window.
-    counts: Counts<2>,
+    /// [connections, first contacts, failed first contacts] over the window.
+    counts: Counts<3>,
 }
 
 impl SpamState {
@@ -32,13 +40,35 @@ impl SpamState {
         }
     }
 
+    /// A connection (any, retransmissions once).
+    pub(crate) fn connection(&mut self, cfg: &Spam, c: &SmtpConnection) -> Option<Crossing> {
+        self.servers.expire(c.at.saturating_sub(cfg.window));
+        self.servers.touch(c.server, c.at, |n| *n += 1);
+        let sums = self.counts.add(cfg.window, c.at, [1, 0, 0]);
+        self.check(cfg, sums)
+    }
+
+    /// A first contact with its outcome.
     pub(crate) fn observe(&mut self, cfg: &Spam, s: &Smtp) -> Option<Crossing> {
+        if s.outcome == Outcome::Dropped {
+            return None;
+        }
         self.servers.expire(s.at.saturating_sub(cfg.window));
-        self.servers.touch(s.server, s.at, |n| *n += 1);
+        // Known from its connection already, normally: a first contact whose connection
+        // was not logged (the event budget) still names its server.
+        self.servers.touch(s.server, s.at, |_| ());
         let failed = u64::from(s.outcome.failed());
-        let [connections, failures] = self.counts.add(cfg.window, s.at, [1, failed]);
+        let sums = self.counts.add(cfg.window, s.at, [0, 1, failed]);
+        self.check(cfg, sums)
+    }
+
+    fn check(&self, cfg: &Spam, [connections, first, failures]: [u64; 3]) -> Option<Crossing> {
         let servers = self.servers.len() as u64;
-        let ratio = failures as f64 / connections as f64;
+        let ratio = if first == 0 {
+            0.0
+        } else {
+            failures as f64 / first as f64
+        };
         let checks = [
             (
                 "distinct_servers",
@@ -56,7 +86,7 @@ impl SpamState {
                 "failure_ratio",
                 ratio,
                 cfg.failure_ratio,
-                connections >= MIN_CONNECTIONS_FOR_RATIO && ratio >= cfg.failure_ratio,
+                first >= MIN_CONNECTIONS_FOR_RATIO && ratio >= cfg.failure_ratio,
             ),
         ];
         if !checks.iter().any(|c| c.3) {

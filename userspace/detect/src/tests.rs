@@ -82,6 +82,14 @@ fn first_detection<F: Into<Fact>>(
     None
 }
 
+/// Feeds every fact (no tick); returns everything reported.
+fn observe_all<F: Into<Fact>>(
+    e: &mut Engine,
+    facts: impl IntoIterator<Item = F>,
+) -> Vec<Detection> {
+    facts.into_iter().flat_map(|f| e.observe(f)).collect()
+}
+
 /// Feeds every fact and ticks past every window; returns everything reported.
 fn everything<F: Into<Fact>>(e: &mut Engine, facts: impl IntoIterator<Item = F>) -> Vec<Detection> {
     let mut out = Vec::new();
@@ -98,20 +106,21 @@ fn everything<F: Into<Fact>>(e: &mut Engine, facts: impl IntoIterator<Item = F>)
 // --- scan ---------------------------------------------------------------------------------
 
 #[test]
-fn scan_at_one_probe_per_second_with_all_failures_is_caught_by_trw_within_30_probes() {
+fn scan_at_one_probe_per_second_with_all_failures_is_caught_after_10_failed_destinations() {
     let mut e = engine();
     let probes =
         (0..30).map(|i| attempt(addr(i), 22, Proto::Tcp, Outcome::NoAnswer, secs(i.into())));
     let (n, d) = first_detection(&mut e, probes).expect("a scan is caught");
     let walk = Walk::new(&TenantConfig::default().detectors.scan);
     assert_eq!(n as u64, walk.failures_to_detect());
-    assert_eq!(n, 4, "ln 99 / ln 4 = 3.3 failed first contacts");
+    assert_eq!(n, 10, "min_failed_targets (ln 99 / ln 4 = 3.3 alone)");
     assert_eq!(d.kind, Kind::Scan);
-    assert!(d.figure("trw_log_ratio").expect("TRW crossed") >= 99f64.ln() - 1e-9);
-    assert_eq!(d.figure("trw_first_contacts"), Some(4.0));
+    assert!(d.figure("trw_log_ratio").expect("the test crossed") >= 99f64.ln() - 1e-9);
+    assert_eq!(d.figure("trw_failed_destinations"), Some(10.0));
+    assert_eq!(d.figure("trw_class_other_tcp"), Some(1.0));
     assert_eq!(
         d.top_targets[0],
-        (Target::port(22), 4),
+        (Target::port(22), 10),
         "a horizontal scan of port 22"
     );
 }
@@ -129,14 +138,18 @@ fn vertical_scan_at_default_speed_is_caught_within_one_second() {
         };
         attempt(victim, p, Proto::Tcp, outcome, ms(u64::from(p) * 3))
     });
-    let (_, d) = first_detection(&mut e, probes).expect("a vertical scan is caught");
+    let (n, d) = first_detection(&mut e, probes).expect("a vertical scan is caught");
     assert!(d.first_seen <= secs(1), "caught at {:?}", d.first_seen);
+    // One host's ports failing within a second are one failed destination: the volume
+    // bound catches it, at the 101st failed port.
+    assert_eq!(n, 103);
+    assert_eq!(d.figure("trw_log_ratio"), None);
     assert_eq!(
         d.top_targets[0],
-        (Target::host(victim), 4),
+        (Target::host(victim), 101),
         "one host, many ports"
     );
-    assert_eq!(d.figure("failed_ports_in_window"), Some(4.0));
+    assert_eq!(d.figure("failed_ports_in_window"), Some(101.0));
 }
 
 #[test]
@@ -175,7 +188,78 @@ fn fire_and_forget_udp_scan_is_caught() {
         )
     });
     let (n, d) = first_detection(&mut e, probes).expect("caught");
-    assert_eq!((n, d.kind), (4, Kind::Scan));
+    assert_eq!((n, d.kind), (10, Kind::Scan));
+}
+
+#[test]
+fn first_contacts_warden_dropped_are_neither_success_nor_failure() {
+    let mut e = engine();
+    // Mail blocked by policy: the tenant retries 50 mail servers, Warden drops each SYN.
+    let blocked =
+        (0..50u32).map(|i| attempt(addr(i), 25, Proto::Tcp, Outcome::Dropped, ms(u64::from(i))));
+    assert_eq!(observe_all(&mut e, blocked), []);
+    // They are counted apart: a real scan afterwards shows them in its evidence.
+    let probes =
+        (100..130u32).map(|i| attempt(addr(i), 22, Proto::Tcp, Outcome::Refused, ms(u64::from(i))));
+    let (n, d) = first_detection(&mut e, probes).expect("the scan is caught");
+    assert_eq!(n, 10, "the dropped contacts did not count as failures");
+    assert_eq!(d.figure("dropped_by_warden_in_window"), Some(50.0));
+}
+
+#[test]
+fn a_monitoring_round_whose_silent_hosts_time_out_together_is_not_a_scan() {
+    let mut e = engine();
+    // 100 hosts pinged at once: 90 replies at once, 10 silent ones time out 500 ms
+    // later, reported after the replies (the order the pipeline reports them in).
+    let replies = (0..100u32)
+        .filter(|i| i % 10 != 0)
+        .map(|i| attempt(addr(i), 0, Proto::Icmp, Outcome::Success, ms(u64::from(i))));
+    let silent = (0..100u32)
+        .filter(|i| i % 10 == 0)
+        .map(|i| attempt(addr(i), 0, Proto::Icmp, Outcome::NoAnswer, ms(u64::from(i))));
+    assert_eq!(everything(&mut e, replies.chain(silent)), []);
+}
+
+#[test]
+fn one_overloaded_server_failing_on_several_ports_within_a_second_is_one_failure() {
+    let mut e = engine();
+    let server = addr(500);
+    // 12 ports of one server fail within a second, then 9 more hosts: 10 failed
+    // destinations in all, but a burst at one server is one of them.
+    let burst = (0..12u16).map(|p| {
+        attempt(
+            server,
+            8000 + p,
+            Proto::Tcp,
+            Outcome::NoAnswer,
+            ms(u64::from(p) * 50),
+        )
+    });
+    let others = (0..8u32).map(|i| attempt(addr(i), 8000, Proto::Tcp, Outcome::NoAnswer, ms(700)));
+    assert_eq!(observe_all(&mut e, burst.chain(others)), []);
+    // The same server failing again a second later is a failure again: the tenth.
+    let again = attempt(server, 9000, Proto::Tcp, Outcome::NoAnswer, ms(1_700));
+    let d = e.observe(again);
+    assert_eq!(d.len(), 1, "the tenth failed destination flags: {d:?}");
+}
+
+#[test]
+fn a_crawlers_web_successes_do_not_hide_a_scan_of_another_port_class() {
+    let mut e = engine();
+    let fetches =
+        (0..200u32).map(|i| attempt(addr(i), 443, Proto::Tcp, Outcome::Success, ms(u64::from(i))));
+    assert_eq!(observe_all(&mut e, fetches), []);
+    let probes = (1000..1020u32).map(|i| {
+        attempt(
+            addr(i),
+            22,
+            Proto::Tcp,
+            Outcome::Refused,
+            ms(300 + u64::from(i)),
+        )
+    });
+    let (n, _) = first_detection(&mut e, probes).expect("the SSH scan is caught");
+    assert_eq!(n, 10);
 }
 
 #[test]
@@ -239,7 +323,7 @@ fn an_ongoing_scan_is_one_episode_that_ends_after_a_quiet_window() {
     assert_eq!(ended.len(), 1);
     assert_eq!(
         (ended[0].status, ended[0].first_seen, ended[0].last_seen),
-        (Status::Ended, secs(3), secs(119))
+        (Status::Ended, secs(9), secs(119))
     );
     assert!(e.open(T, Kind::Scan).is_none());
 }
@@ -449,21 +533,52 @@ fn mostly_failing_smtp_is_spam_once_there_are_enough_connections() {
     assert!(d.figure("failure_ratio").expect("ratio") >= 0.5);
 }
 
+fn conn(server: IpAddr, at: Duration) -> SmtpConnection {
+    SmtpConnection {
+        slot: T,
+        server,
+        at,
+    }
+}
+
 #[test]
 fn more_than_100_connections_in_the_window_is_spam() {
     let mut e = mail_engine(&[]);
-    let mails = (0..200u64).map(|i| smtp(addr(1), Outcome::Success, secs(i)));
+    let mails = (0..200u64).map(|i| conn(addr(1), secs(i)));
     let (n, d) = first_detection(&mut e, mails).expect("caught");
     assert_eq!((n, d.figure("connections")), (101, Some(101.0)));
 }
 
 #[test]
+fn two_hundred_messages_to_10_servers_in_40_s_are_spam_by_connections() {
+    // Each message its own connection; only 10 first contacts, all answered.
+    let mut e = mail_engine(&[]);
+    let mut facts: Vec<Fact> = (0..10u32)
+        .map(|i| smtp(addr(i), Outcome::Success, ms(u64::from(i))).into())
+        .collect();
+    facts.extend((0..200u64).map(|i| Fact::from(conn(addr((i % 10) as u32), ms(i * 200)))));
+    let (_, d) = first_detection(&mut e, facts).expect("caught");
+    assert_eq!(d.kind, Kind::Spam);
+    assert_eq!(d.figure("connections"), Some(101.0));
+    assert_eq!(d.figure("distinct_servers"), Some(10.0));
+    assert!(d.first_seen <= secs(21), "caught at {:?}", d.first_seen);
+}
+
+#[test]
+fn first_contacts_warden_dropped_are_not_smtp_failures() {
+    let mut e = mail_engine(&[]);
+    let mails = (0..50u32).map(|i| smtp(addr(i % 5), Outcome::Dropped, secs(i.into())));
+    assert_eq!(everything(&mut e, mails), []);
+}
+
+#[test]
 fn mail_through_an_allow_listed_relay_and_an_ordinary_mail_server_raise_nothing() {
     let mut e = mail_engine(&["198.18.200.0/24"]);
-    let relay = (0..2_000u64).map(|i| smtp(addr(200 * 256 + 1), Outcome::Success, secs(i)));
+    let relay = (0..2_000u64).map(|i| Fact::from(conn(addr(200 * 256 + 1), secs(i))));
     // A small mail server: a dozen destination domains, 50 messages per 10 minutes.
-    let own = (0..500u64).map(|i| smtp(addr((i % 12) as u32), Outcome::Success, secs(i * 12)));
-    assert_eq!(everything(&mut e, relay.chain(own)), []);
+    let own = (0..500u64).map(|i| Fact::from(conn(addr((i % 12) as u32), secs(i * 12))));
+    let first = (0..12u32).map(|i| Fact::from(smtp(addr(i), Outcome::Success, secs(0))));
+    assert_eq!(everything(&mut e, first.chain(relay).chain(own)), []);
 }
 
 #[test]
@@ -523,13 +638,13 @@ fn drops(reason: DropReason, count: u64, at: Duration) -> Drops {
 
 #[test]
 fn sustained_drops_become_a_detection_of_the_matching_kind() {
-    // Over 100 at the 11th second; bandwidth (which has a drop_ratio) must then hold for
-    // 5 more seconds.
+    // 100 at the 10th second; bandwidth (which has a drop_ratio) must then hold for 5
+    // more seconds; the L2 kinds fire at their third drop, in the first second.
     for (reason, kind, at) in [
-        (DropReason::SpoofIp, Kind::SpoofIp, 11),
-        (DropReason::SpoofArp, Kind::SpoofArp, 11),
-        (DropReason::SpoofMac, Kind::SpoofMac, 11),
-        (DropReason::Bandwidth, Kind::Bandwidth, 16),
+        (DropReason::SpoofIp, Kind::SpoofIp, 10),
+        (DropReason::SpoofArp, Kind::SpoofArp, 1),
+        (DropReason::SpoofMac, Kind::SpoofMac, 1),
+        (DropReason::Bandwidth, Kind::Bandwidth, 15),
     ] {
         let mut e = engine();
         let (n, d) =
@@ -539,6 +654,48 @@ fn sustained_drops_become_a_detection_of_the_matching_kind() {
             (at, kind, Some(at as f64 * 10.0))
         );
     }
+}
+
+#[test]
+fn a_spoofing_detection_names_what_the_frames_claimed() {
+    let mut e = engine();
+    let gateway = addr(1);
+    let mac = [0x02, 0, 0x5e, 0x10, 0, 0x02];
+    let claim = Claim {
+        slot: T,
+        at: secs(0),
+        kind: Kind::SpoofArp,
+        addr: gateway,
+        mac,
+    };
+    assert_eq!(e.observe(claim), []);
+    let d = e.observe(drops(DropReason::SpoofArp, 3, secs(1)));
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].top_targets, [(Target::claim(gateway, mac), 1)]);
+    assert_eq!(d[0].figure("claims_in_window"), Some(1.0));
+    // Another kind's claims are not its evidence.
+    let mut e = engine();
+    e.observe(Claim {
+        kind: Kind::SpoofMac,
+        ..claim
+    });
+    let d = e.observe(drops(DropReason::SpoofArp, 3, secs(1)));
+    assert_eq!(d[0].top_targets, []);
+}
+
+#[test]
+fn arp_poisoning_at_one_forged_reply_every_2_s_is_flagged_at_the_third() {
+    let mut e = engine();
+    let replies = (0..10u64).map(|i| drops(DropReason::SpoofArp, 1, secs(i * 2)));
+    let (n, d) = first_detection(&mut e, replies).expect("caught");
+    assert_eq!(
+        (n, d.kind, d.figure("drops_in_window")),
+        (3, Kind::SpoofArp, Some(3.0))
+    );
+    // Two forged frames are not yet an attack.
+    let mut e = engine();
+    let two = (0..2u64).map(|i| drops(DropReason::SpoofMac, 1, secs(i)));
+    assert_eq!(observe_all(&mut e, two), []);
 }
 
 #[test]
@@ -578,7 +735,7 @@ fn a_transfer_that_loses_a_little_to_its_plan_is_not_hogging() {
         offered: 1_000_000,
         ..drops(DropReason::SpoofIp, 10, secs(s))
     });
-    assert_eq!(first_detection(&mut e, spoof).map(|(n, _)| n), Some(11));
+    assert_eq!(first_detection(&mut e, spoof).map(|(n, _)| n), Some(10));
 }
 
 #[test]

@@ -362,7 +362,11 @@ detector! {
     success_prob_scanner: f64 = 0.2, Ratio;
     /// Distinct targets per `window` that fire regardless of the test (`distinct_targets`, default 100).
     distinct_targets: u32 = 100, U32;
-    /// Window for `distinct_targets` (`window`, default 60s).
+    /// Failed destinations (a host counted at most once a second) a port class needs
+    /// within `window` before the sequential test may flag (`min_failed_targets`,
+    /// default 10).
+    min_failed_targets: u32 = 10, U32;
+    /// Window of the sequential test and of `distinct_targets` (`window`, default 60s).
     window: Duration = Duration::from_secs(60), Duration;
 }
 
@@ -418,7 +422,8 @@ detector! {
     /// `spoof_ip`, `spoof_arp`, `spoof_mac`, `bandwidth`: the kernel already drops the
     /// traffic; these fire on how much was dropped.
     Drops, action = Action::Flag;
-    /// Drops per `window` (`drops`, default 100).
+    /// Drops per `window` at which it fires (`drops`, default 100; 3 for `spoof_arp` and
+    /// `spoof_mac`).
     drops: u32 = 100, U32;
     /// Share of the tenant's packets (both ways) dropped within `window` (`drop_ratio`;
     /// default 0.25 for `bandwidth`: TCP at its plan loses a few percent to the policer as
@@ -452,6 +457,10 @@ pub struct Detectors {
     pub bandwidth: Drops,
 }
 
+/// `spoof_arp`'s and `spoof_mac`'s default `drops`: a few forged claims or frames are
+/// already the attack (ARP poisoning needs one reply every few seconds).
+pub const L2_SPOOF_DROPS: u32 = 3;
+
 /// `bandwidth`'s default `drop_ratio`.
 pub const BANDWIDTH_DROP_RATIO: f64 = 0.25;
 
@@ -464,8 +473,14 @@ impl Default for Detectors {
             spam: Spam::default(),
             proxy: Proxy::default(),
             spoof_ip: Drops::default(),
-            spoof_arp: Drops::default(),
-            spoof_mac: Drops::default(),
+            spoof_arp: Drops {
+                drops: L2_SPOOF_DROPS,
+                ..Drops::default()
+            },
+            spoof_mac: Drops {
+                drops: L2_SPOOF_DROPS,
+                ..Drops::default()
+            },
             bandwidth: Drops {
                 drop_ratio: BANDWIDTH_DROP_RATIO,
                 ..Drops::default()

@@ -39,12 +39,20 @@ pub enum Outcome {
     Unreachable,
     /// Nothing came back before the dataplane's timeout.
     NoAnswer,
+    /// Warden's own enforcement dropped the attempt (a block, the SMTP policy, the plan
+    /// or a throttle): it never left, so it says nothing of the remote.
+    Dropped,
 }
 
 impl Outcome {
-    /// Whether the attempt failed; a missing answer is a failure (TRW counts it so).
+    /// Whether the remote turned the attempt down or never answered; a missing answer is
+    /// a failure (TRW counts it so). An attempt Warden dropped is not: the tenant did not
+    /// fail, Warden stopped it.
     pub fn failed(self) -> bool {
-        self != Outcome::Success
+        matches!(
+            self,
+            Outcome::Refused | Outcome::Unreachable | Outcome::NoAnswer
+        )
     }
 }
 
@@ -79,6 +87,22 @@ pub struct Contact {
     pub remote: IpAddr,
     /// The other side's port (ICMP: 0).
     pub remote_port: u16,
+}
+
+/// What a tenant's spoofed frame claimed, as the programs report it (once per contact
+/// epoch for each kind, address and MAC): the evidence of a spoofing detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// The tenant's slot.
+    pub slot: TenantSlot,
+    /// When the programs dropped it (CLOCK_MONOTONIC).
+    pub at: Duration,
+    /// `SpoofIp`, `SpoofArp` or `SpoofMac`: why it was dropped.
+    pub kind: crate::Kind,
+    /// The address it claimed: its source, the ARP sender, the advertised ND target.
+    pub addr: IpAddr,
+    /// The frame's source MAC.
+    pub mac: [u8; 6],
 }
 
 /// What a flood estimate counts (the programs number them in `warden_common::facts::class`).

@@ -9,6 +9,7 @@ use warden_common::{
 
 use super::{count_global, count_tenant, drop_for, Verdict};
 use crate::{
+    facts,
     hook::Hook,
     lookup,
     maps::policy::{ACTIVE, GEN_CONFIG, IFACES, TENANT_CONFIG},
@@ -98,6 +99,7 @@ fn try_sender<const DIR: u32, H: Hook>(
         Sender::Tenant(t) => Ok(t),
         Sender::Spoofed(t, why) => {
             count_tenant(t, DIR, bytes);
+            facts::report_spoof(p, gen, t, why);
             Err(drop_for(t, DIR, why))
         }
         // A sender with no address of its own yet (DHCP, DAD, router solicitation,

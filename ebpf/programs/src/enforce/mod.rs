@@ -7,11 +7,14 @@
 //!    only), count the packet in its tenant's counters, or as no tenant's;
 //! 3. suspension ([`try_suspension`]);
 //! 4. the tenant's runtime state ([`runtime_of`]): frame capture for the daemon;
-//! 5. detection facts (`facts::record`), before anything else can drop the packet:
-//!    traffic a block drops must keep its detection, and so its block, alive;
-//! 6. blocks ([`blocks`]), SMTP ([`try_smtp`]), the plan or a detection's throttle
-//!    ([`try_plan`]): from a shaped tenant on a tc hook, the plan is its HTB class's
-//!    queue, which the packet is sent to, not a policer.
+//! 5. blocks ([`blocks`]), SMTP ([`try_smtp`]), the plan or a detection's throttle
+//!    ([`try_plan`]), which decide the verdict: from a shaped tenant on a tc hook, the
+//!    plan is its HTB class's queue, which the packet is sent to, not a policer;
+//! 6. detection facts (`facts::record`), whatever the verdict: traffic a block drops
+//!    must keep its detection, and so its block, alive; a first contact these stages
+//!    dropped is logged as dropped by Warden (`outcome::DROPPED`), so the detectors do
+//!    not take Warden's own drops for the tenant's failures. (A suspended tenant's
+//!    packets stop at 3 and report nothing.)
 //!
 //! Every stage is inlined into the hook's program (`#[inline(always)]`: a stage costs
 //! neither a call nor a copy); the heavy work past them runs in global BPF functions,
@@ -173,11 +176,30 @@ fn try_tenant_policy<const DIR: u32, H: Hook>(
     try_suspension::<DIR, H>(hook, p, tenant, cfg)?;
     let mut clock = Clock::new();
     let runtime = runtime_of(tenant, &mut clock, capture);
-    // Facts first: traffic a block drops must still keep its detection alive.
-    facts::record::<DIR, H>(hook, p, gen, tenant, cfg, bytes, &mut clock);
-    blocks::try_blocks::<DIR>(p, tenant, runtime.flags, &mut clock)?;
-    try_smtp::<DIR>(p, tenant, cfg, &mut clock)?;
-    try_plan::<DIR, H>(hook, tenant, cfg, runtime, bytes, &mut clock)
+    // Enforcement decides first; the facts are recorded whatever it decided: traffic a
+    // block drops must keep its detection (and so its block) alive, and a first contact
+    // Warden itself drops is reported as such, not as the tenant's failed attempt.
+    let verdict = try_enforcement::<DIR, H>(hook, p, tenant, cfg, runtime, bytes, &mut clock);
+    let dropped = matches!(verdict, Err(Stop::Dropped | Stop::Drop(_)));
+    facts::record::<DIR, H>(hook, p, gen, tenant, cfg, bytes, dropped, &mut clock);
+    verdict
+}
+
+/// Blocks, SMTP and the plan, in order: the stages that may drop a packet for Warden's
+/// own reasons.
+#[inline(always)]
+fn try_enforcement<const DIR: u32, H: Hook>(
+    hook: &H,
+    p: &Parsed,
+    tenant: u32,
+    cfg: &TenantConfig,
+    runtime: Runtime,
+    bytes: u64,
+    clock: &mut Clock,
+) -> Result<(), Stop> {
+    blocks::try_blocks::<DIR>(p, tenant, runtime.flags, clock)?;
+    try_smtp::<DIR>(p, tenant, cfg, clock)?;
+    try_plan::<DIR, H>(hook, tenant, cfg, runtime, bytes, clock)
 }
 
 /// Suspension: a suspended tenant's packet is dropped (counted as `suspended` by the

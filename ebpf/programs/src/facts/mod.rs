@@ -29,12 +29,14 @@
 //! from the packet, and the dispatch by protocol and direction. The structures, one
 //! module each: [`contact`] (the contact filter), [`pending`] (first contacts and their
 //! answers), [`flood`] (the per-CPU batches, the sketch and flood events), [`report`]
-//! (events into the ring, entries into the attempt log, the event budget).
+//! (events into the ring, entries into the attempt log, the event budget), [`spoof`]
+//! (spoofing claims, each CPU's last one kept for the clock tick).
 
 mod contact;
 pub mod flood;
 mod pending;
 mod report;
+pub mod spoof;
 
 use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::{
@@ -43,10 +45,12 @@ use warden_common::{
         class, contact_base, contact_key, contact_tag, contact_tagged, event, outcome,
         CONTACT_EPOCH_SHIFT, FLOOD_EPOCH_SHIFT,
     },
-    family,
+    family, is_smtp_port,
     tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN},
-    tenant_config_index, Rate, TenantConfig,
+    tenant_config_index, tenant_flags, Rate, TenantConfig,
 };
+
+pub use self::spoof::report_spoof;
 
 use self::{
     contact::{contact_insert, contact_seen},
@@ -119,21 +123,30 @@ struct PacketFacts {
     quoted_proto: u8,
     /// A from-tenant SYN's contact key, 0 when not computed.
     syn_key: u64,
+    /// Warden's enforcement drops the packet: an attempt is logged as dropped.
+    dropped: bool,
+    /// The tenant may send mail: its SMTP connections are logged.
+    mail: bool,
 }
 
 /// Where a packet's headers are, what they are, and the frame's size, packed into one
 /// argument of the global functions (which take at most 5): the IP header's offset in
-/// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, the L4 protocol in
-/// bits 32-39, the frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
+/// bits 0-7, the L4 header's in bits 8-23, bit 24 set for IPv6, bit 25 set when Warden's
+/// enforcement drops the packet ([`DROPPED_BIT`]), the L4 protocol in bits 32-39, the
+/// frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
 #[inline(always)]
-pub fn pack_headers(p: &Parsed, v6: bool, bytes: u64) -> u64 {
+pub fn pack_headers(p: &Parsed, v6: bool, dropped: bool, bytes: u64) -> u64 {
     let bytes = if bytes > MAX_BYTES { MAX_BYTES } else { bytes };
     u64::from(p.l3_off)
         | (u64::from(p.l4_off) << 8)
         | (u64::from(v6) << 24)
+        | (u64::from(dropped) << 25)
         | (u64::from(p.l4_proto) << 32)
         | (bytes << 40)
 }
+
+/// The bit of [`pack_headers`] that says Warden's enforcement drops the packet.
+const DROPPED_BIT: u64 = 1 << 25;
 
 /// The largest frame size [`pack_headers`] carries (16 MiB; an skb is at most 64 KiB,
 /// or 512 KiB with BIG TCP): a larger one would count as this many bytes.
@@ -145,8 +158,10 @@ const MAX_BYTES: u64 = (1 << 24) - 1;
 const MAX_L4_OFF: usize = 1024;
 
 /// Records what the packet `p` of `tenant` (in generation `gen`), going `DIR`, tells
-/// the detectors. Runs after the tenant is counted and the suspension check, before
-/// blocks: blocked behaviour must keep its detection (and so its block) alive.
+/// the detectors; `dropped` says Warden's enforcement (a block, SMTP, the plan) drops
+/// it. Runs after enforcement decided, whatever it decided: blocked behaviour must keep
+/// its detection (and so its block) alive, and a first contact Warden drops is logged as
+/// such ([`outcome::DROPPED`](warden_common::facts::outcome::DROPPED)).
 ///
 /// The tests here are all that packets without news pay: an established TCP segment
 /// one flags test; a SYN to a contact already made a hash, a filter word and (with
@@ -156,6 +171,7 @@ const MAX_L4_OFF: usize = 1024;
 /// adds to a batch, its flood counting is done here too. The rest goes to a global
 /// function through `hook`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn record<const DIR: u32, H: Hook>(
     hook: &H,
     p: &Parsed,
@@ -163,6 +179,7 @@ pub fn record<const DIR: u32, H: Hook>(
     tenant: u32,
     cfg: &TenantConfig,
     bytes: u64,
+    dropped: bool,
     clock: &mut Clock,
 ) {
     let l4 = p.l4_proto;
@@ -194,7 +211,8 @@ pub fn record<const DIR: u32, H: Hook>(
     }
     // Tenant indexes are below 2^31: the generation rides in the top bit.
     let tenant_gen = tenant | (gen << 31);
-    hook.facts::<DIR>(tenant_gen, pack_headers(p, v6, bytes), clock.now(), syn_key);
+    let headers = pack_headers(p, v6, dropped, bytes);
+    hook.facts::<DIR>(tenant_gen, headers, clock.now(), syn_key);
 }
 
 /// Whether a from-tenant TCP segment `p` has news for the detectors: `Some` with the
@@ -220,7 +238,8 @@ fn tcp_from_tenant_news(
     let remote = fold(&p.remote);
     let syn_key = contact_key(tenant, contact_tag::OUT, proto::TCP, p.dport, remote);
     let epoch = clock.now() >> CONTACT_EPOCH_SHIFT;
-    if contact_seen(syn_key, epoch) {
+    // Every SMTP connection of a tenant that may send mail is news (spam counts them).
+    if contact_seen(syn_key, epoch) && !(sends_mail(cfg) && is_smtp_port(p.dport)) {
         // A known contact: only its flood count is left, and that is done here when it
         // only adds to the CPU's batch.
         if cfg.flood_out_syn == 0 {
@@ -234,6 +253,12 @@ fn tcp_from_tenant_news(
         }
     }
     Some(syn_key)
+}
+
+/// Whether the tenant may send mail (its SMTP is allowed or rate-limited, not blocked).
+#[inline(always)]
+fn sends_mail(cfg: &TenantConfig) -> bool {
+    cfg.flags & (tenant_flags::SMTP_ALLOW | tenant_flags::SMTP_RATE) != 0
 }
 
 /// Whether a to-tenant TCP segment `p` has news for the detectors: a SYN-ACK or RST
@@ -408,6 +433,8 @@ fn facts_of<const DIR: u32>(
         tcp_flags,
         quoted_proto: q.proto,
         syn_key,
+        dropped: headers & DROPPED_BIT != 0,
+        mail: sends_mail(cfg),
     };
     if DIR == direction::OUT {
         from_tenant(&f);
@@ -478,13 +505,16 @@ fn from_tenant(f: &PacketFacts) {
             let flags = f.tcp_flags & (TCP_SYN | TCP_ACK);
             if flags == TCP_SYN {
                 attempt(f, proto::TCP, f.sport, f.dport, 0);
+                if f.mail && is_smtp_port(f.dport) {
+                    smtp_connection(f, remote);
+                }
                 flood::<OUT>(f, class::SYN, remote, 1, f.flood_out_syn.into());
             } else if flags == TCP_SYN | TCP_ACK {
                 // The tenant accepts a connection: an inbound client of a local port.
                 let pair = remote ^ fold(&f.local);
                 let key = contact_key(f.tenant, contact_tag::ACCEPTED, proto::TCP, f.sport, pair);
                 if contact_insert(key, f.now) {
-                    f.log(event::ACCEPTED, proto::TCP, f.sport, f.dport);
+                    f.log(event::ACCEPTED, proto::TCP, f.sport, f.dport, 0);
                 }
             }
         }
@@ -513,6 +543,18 @@ fn from_tenant(f: &PacketFacts) {
             }
             flood::<OUT>(f, class::PACKETS, remote, 1, f.flood_out_pkts.into());
         }
+    }
+}
+
+/// A from-tenant SYN to an SMTP port of a tenant that may send mail: logged as one
+/// SMTP connection, its retransmissions once (the key holds the tenant's port).
+#[inline(always)]
+fn smtp_connection(f: &PacketFacts, remote: u64) {
+    let conn = remote ^ u64::from(f.sport).rotate_left(48);
+    let key = contact_key(f.tenant, contact_tag::SMTP, proto::TCP, f.dport, conn);
+    if contact_insert(key, f.now) {
+        let detail = if f.dropped { outcome::DROPPED } else { 0 };
+        f.log(event::SMTP, proto::TCP, f.sport, f.dport, detail);
     }
 }
 

@@ -7,7 +7,7 @@ use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 use warden_common::{
     direction,
     facts::{
-        contact_base, contact_key, contact_tag, contact_tagged, event, pending_slot,
+        contact_base, contact_key, contact_tag, contact_tagged, event, outcome, pending_slot,
         CONTACT_EPOCH_SHIFT,
     },
     proto,
@@ -23,6 +23,8 @@ use crate::{maps::facts::PENDING, parse::Addr};
 
 /// A from-tenant first contact with (remote, `port`, `proto`): recorded as pending
 /// and logged as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
+/// One Warden drops is put in the filter (its retransmissions are no news) and logged
+/// as dropped, but not made pending: no answer will come.
 #[inline(always)]
 pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, key: u64) {
     let key = if key != 0 {
@@ -35,6 +37,10 @@ pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, ke
     if !contact_insert(key, f.now) {
         return;
     }
+    if f.dropped {
+        f.log(event::ATTEMPT, proto, local_port, port, outcome::DROPPED);
+        return;
+    }
     if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {
         // SAFETY: an array map value. A blind store: reading the slot first (to count
         // what it overwrites) would wait for memory on every first contact; the daemon
@@ -42,7 +48,7 @@ pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, ke
         // two attempts: the other's answer is then simply not matched.
         unsafe { write_volatile(addr_of_mut!((*slot).tag), key) };
     }
-    f.log(event::ATTEMPT, proto, local_port, port);
+    f.log(event::ATTEMPT, proto, local_port, port, 0);
 }
 
 /// Whether an attempt with contact key `key` waits in its pending slot.

@@ -5,19 +5,85 @@
 use core::ptr::{addr_of_mut, write_volatile};
 
 use warden_common::{
-    bucket,
-    facts::{fact_counter, Event, LOG_BITS, LOG_SLOTS},
+    bucket, direction,
+    facts::{contact_key, contact_tag, event, fact_counter, Event, LOG_BITS, LOG_SLOTS},
 };
 
-use super::{count, PacketFacts};
+use super::{contact::contact_insert, count, PacketFacts};
 use crate::{
     maps::{
         facts::{ATTEMPT_LOG, EVENTS, FACT_COUNTERS},
         metering::BUCKETS,
+        policy::GEN_CONFIG,
     },
     parse::Addr,
     police,
 };
+
+/// A from-tenant frame of the tenant in `meta` dropped for spoofing: reported as one
+/// SPOOF event the first time in the contact epoch the tenant's frames claim this
+/// (reason, address, MAC), charged to the event budget. `meta` packs the tenant (bits
+/// 0-30), the generation (bit 31), the reason (bits 32-39) and the family (bits 40-47);
+/// `addr` is the claimed address's two words, `mac` the source MAC (see
+/// `warden_common::facts::event::SPOOF`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn warden_report_spoof(
+    meta: u64,
+    addr0: u64,
+    addr1: u64,
+    mac: u64,
+    now: u64,
+) -> u32 {
+    let tenant = meta as u32 & !(1 << 31);
+    let gen = (meta as u32) >> 31;
+    let why = (meta >> 32) as u8;
+    let family = (meta >> 40) as u8;
+    let claim = addr0 ^ addr1.rotate_left(17) ^ mac.rotate_left(29);
+    let key = contact_key(tenant, contact_tag::SPOOF, why, 0, claim);
+    if !contact_insert(key, now) {
+        return 0;
+    }
+    let Some(gen_config) = GEN_CONFIG.get(gen) else {
+        return 0;
+    };
+    let budget = &gen_config.event_budget;
+    if budget.cost_q10 != 0 {
+        let Some(b) = BUCKETS.get_ptr_mut(bucket::index(tenant, bucket::EVENTS)) else {
+            return 0;
+        };
+        if !police::conforms(b, budget, now, 1, false) {
+            count(fact_counter::OVER_BUDGET);
+            return 0;
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(fact_counter::LOST_RING);
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is a reserved record of the right size, ours until submitted; records
+    // are 8-byte aligned, and so are the address fields in them. Volatile stores, as in
+    // `send`.
+    unsafe {
+        write_volatile(addr_of_mut!((*e).kind), event::SPOOF);
+        write_volatile(addr_of_mut!((*e).tenant), tenant);
+        write_volatile(addr_of_mut!((*e).at), now);
+        put(addr_of_mut!((*e).local), &[addr0, addr1]);
+        put(addr_of_mut!((*e).remote), &[0, 0]);
+        write_volatile(addr_of_mut!((*e).family), family);
+        write_volatile(addr_of_mut!((*e).proto), 0);
+        write_volatile(addr_of_mut!((*e).detail), why);
+        write_volatile(addr_of_mut!((*e).dir), direction::OUT as u8);
+        write_volatile(addr_of_mut!((*e).local_port), 0);
+        write_volatile(addr_of_mut!((*e).remote_port), 0);
+        write_volatile(addr_of_mut!((*e).value), mac);
+        write_volatile(addr_of_mut!((*e).threshold), 0);
+    }
+    entry.submit(0);
+    count(fact_counter::SENT);
+    0
+}
 
 /// What an event says besides the packet's tenant, time and addresses.
 pub(super) struct EventFields<'a> {
@@ -105,10 +171,11 @@ impl PacketFacts {
         false
     }
 
-    /// Writes a first contact or an accepted connection (`kind`) into this CPU's
-    /// attempt log, charged to the event budget (see `LogEntry` for the protocol).
+    /// Writes a first contact or an accepted connection (`kind`, with its `detail`) into
+    /// this CPU's attempt log, charged to the event budget (see `LogEntry` for the
+    /// protocol).
     #[inline(always)]
-    pub(super) fn log(&self, kind: u32, proto: u8, local_port: u16, remote_port: u16) {
+    pub(super) fn log(&self, kind: u32, proto: u8, local_port: u16, remote_port: u16, detail: u8) {
         if !self.within_budget() {
             return;
         }
@@ -135,6 +202,7 @@ impl PacketFacts {
             write_volatile(addr_of_mut!((*e).kind), kind as u8);
             write_volatile(addr_of_mut!((*e).family), self.family);
             write_volatile(addr_of_mut!((*e).proto), proto);
+            write_volatile(addr_of_mut!((*e).detail), detail);
             write_volatile(addr_of_mut!((*e).local_port), local_port);
             write_volatile(addr_of_mut!((*e).remote_port), remote_port);
             put(addr_of_mut!((*e).local), &self.local);

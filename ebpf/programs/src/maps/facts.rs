@@ -5,7 +5,10 @@
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use warden_common::facts::{LogEntry, Pending};
 
-use crate::facts::flood::{FloodLocal, FloodLocalIn};
+use crate::facts::{
+    flood::{FloodLocal, FloodLocalIn},
+    spoof::SpoofCached,
+};
 
 abi_map! {
     /// Index: `key & (CONTACT_WORDS - 1)` of a `contact_key`. Value: a bloom-filter word,
@@ -67,4 +70,11 @@ abi_map! {
     /// the object; the daemon sizes it for the machine's possible CPUs when it creates
     /// it. Written here.
     ATTEMPT_LOG: Array<LogEntry> = Array::with_max_entries;
+}
+
+abi_map! {
+    /// Index 0. Value: per CPU, the last spoofing claim passed on to be reported and the
+    /// clock tick it holds for (`facts::spoof::SpoofCached`). Written here; internal to
+    /// the programs (a cache, not pinned by the daemon).
+    SPOOF_CACHE: PerCpuArray<SpoofCached> = PerCpuArray::with_max_entries;
 }

@@ -281,6 +281,14 @@ pub struct BenchArgs {
     /// the report then lacks the others).
     #[arg(long)]
     micro_only: Option<String>,
+    /// Skip the daemon's own program (a release `warden run` timed through bpftool next
+    /// to its in-process cases): to compare kernel builds without a release build.
+    #[arg(long)]
+    skip_daemon: bool,
+    /// Skip the /metrics render bench (a release build of the daemon's crate); the run
+    /// then writes report.json only, not BENCHMARKS.md.
+    #[arg(long)]
+    skip_metrics: bool,
     #[command(flatten)]
     throughput: crate::bench_throughput::Options,
 }
@@ -375,7 +383,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let matching = |name: &str| results.iter().find(|(c, _)| c.name == name);
     let specs: Vec<&'static daemon::Spec> = daemon::SPECS
         .iter()
-        .filter(|s| matching(s.matching).is_some())
+        .filter(|s| !args.skip_daemon && matching(s.matching).is_some())
         .collect();
     let mut daemon_cases = Vec::new();
     if !specs.is_empty() {
@@ -416,7 +424,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         facts.new_flow_known,
         facts.new_flow_reps,
     );
-    let metrics = crate::bench_metrics::run()?;
+    let metrics = if args.skip_metrics {
+        None
+    } else {
+        Some(crate::bench_metrics::run()?)
+    };
     let scale = if args.skip_scale {
         None
     } else {
@@ -437,7 +449,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let report = write_report(&args, cpu, &results, latency.as_ref(), tracked_json)?;
     results::add_daemon_to_report(&report, &daemon_cases)?;
-    crate::bench_metrics::add_to_report(&report, &metrics)?;
+    if let Some(metrics) = &metrics {
+        crate::bench_metrics::add_to_report(&report, metrics)?;
+    }
     if let Some(scale) = &scale {
         crate::bench_scale::add_to_report(&report, scale)?;
     }
@@ -446,9 +460,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::bench_throughput::add_to_report(&report, t)?;
     }
     println!("report: {}", report.display());
-    // Last, once every section is in the report: the document and its charts.
-    for path in crate::report::generate(&report)? {
-        println!("wrote {}", path.display());
+    // Last, once every section is in the report: the document and its charts (which
+    // need the /metrics section).
+    if metrics.is_some() {
+        for path in crate::report::generate(&report)? {
+            println!("wrote {}", path.display());
+        }
     }
 
     let mut failed: Vec<_> = results
@@ -459,7 +476,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(latency) = &latency {
         failed.extend(latency.failed().into_iter().map(str::to_owned));
     }
-    if !metrics.pass() {
+    if let Some(metrics) = metrics.as_ref().filter(|m| !m.pass()) {
         failed.push(metrics.failure());
     }
     if let Some(scale) = &scale {

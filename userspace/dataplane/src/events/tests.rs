@@ -67,6 +67,62 @@ fn outcomes_decode_each_answer_and_refuse_unknown_ones() {
     let mut e = event(event::OUTCOME);
     e.detail = 9;
     assert_eq!(decode_event(&bytes(&e)), Err(DecodeError::Outcome(9)));
+    // DROPPED belongs to attempts only.
+    e.detail = outcome::DROPPED;
+    assert_eq!(
+        decode_event(&bytes(&e)),
+        Err(DecodeError::Outcome(outcome::DROPPED))
+    );
+}
+
+#[test]
+fn spoof_events_decode_the_claimed_address_and_mac_and_refuse_other_reasons() {
+    let mut e = event(event::SPOOF);
+    e.detail = warden_common::reason::SPOOF_ARP as u8;
+    e.value = u64::from_le_bytes([0x02, 0, 0x5e, 0x10, 0, 0x02, 0, 0]);
+    assert_eq!(
+        decode_event(&bytes(&e)).unwrap(),
+        KernelEvent::Spoof(Claim {
+            slot: TenantSlot(7),
+            at: Duration::new(5, 123),
+            kind: warden_policy::Kind::SpoofArp,
+            addr: "198.18.0.2".parse().unwrap(),
+            mac: [0x02, 0, 0x5e, 0x10, 0, 0x02],
+        })
+    );
+    e.detail = warden_common::reason::BANDWIDTH as u8;
+    assert!(decode_event(&bytes(&e)).is_err());
+}
+
+#[test]
+fn smtp_connections_decode_from_the_log_only() {
+    let e = event(event::SMTP);
+    assert_eq!(
+        decode_log_event(&e).unwrap(),
+        KernelEvent::SmtpConnection(contact())
+    );
+    assert_eq!(
+        decode_event(&bytes(&e)),
+        Err(DecodeError::UnknownKind(event::SMTP))
+    );
+}
+
+#[test]
+fn an_attempt_warden_dropped_decodes_as_its_outcome_and_other_details_are_errors() {
+    let mut e = event(event::ATTEMPT);
+    e.detail = outcome::DROPPED;
+    assert_eq!(
+        decode_log_event(&e).unwrap(),
+        KernelEvent::Outcome {
+            contact: contact(),
+            outcome: Outcome::Dropped
+        }
+    );
+    e.detail = outcome::SUCCESS;
+    assert_eq!(
+        decode_log_event(&e),
+        Err(DecodeError::Outcome(outcome::SUCCESS))
+    );
 }
 
 #[test]

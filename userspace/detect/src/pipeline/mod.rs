@@ -10,7 +10,9 @@
 //!
 //! Facts:
 //! - ATTEMPT waits in `pending` for its OUTCOME; unanswered after
-//!   [`PENDING_TIMEOUT`] (500 ms) it is [`NoAnswer`](crate::Outcome::NoAnswer). Each becomes an
+//!   [`PENDING_TIMEOUT`] (500 ms) it is [`NoAnswer`](crate::Outcome::NoAnswer). An attempt
+//!   Warden's own enforcement dropped comes with its outcome,
+//!   [`Dropped`](crate::Outcome::Dropped), and waits for nothing. Each becomes an
 //!   [`Attempt`] fact at the attempt's start; a TCP attempt to port 25, 465 or 587 is also
 //!   an [`Smtp`] fact with the same outcome.
 //! - ACCEPTED and ATTEMPT events feed the proxy windows ([`proxy_windows`]): one [`Fan`](crate::Fan) fact per
@@ -61,12 +63,13 @@ use std::time::Duration;
 use serde::Serialize;
 use warden_common::SMTP_PORTS;
 use warden_policy::flag::{Sample, MAX_SAMPLES_PER_FLAG};
-use warden_policy::traffic::{BlockTarget, FloodClass, Proto};
+use warden_policy::traffic::{BlockTarget, FloodClass, Outcome, Proto};
 use warden_policy::{Detectors, Kind, Policy};
 
 use crate::ladder::{DetectionKey, Ladder, Target};
 use crate::{
-    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, Status, TenantConfig,
+    Attempt, Detection, DropReason, Drops, Engine, Fact, Limits, Rate, Smtp, SmtpConnection,
+    Status, TenantConfig,
 };
 use warden_policy::tenant::TenantSlot;
 
@@ -336,6 +339,20 @@ impl Pipeline {
                 }
                 Observation::Outcome {
                     contact: c,
+                    outcome: Outcome::Dropped,
+                } => {
+                    // Warden dropped the attempt itself: nothing waits for an answer.
+                    let key = PendingKey {
+                        slot,
+                        proto: c.proto,
+                        remote: c.remote,
+                        port: c.remote_port,
+                    };
+                    self.pending.note_dropped();
+                    push_attempt(&mut facts, key.attempt(c.at, Outcome::Dropped));
+                }
+                Observation::Outcome {
+                    contact: c,
                     outcome,
                 } => {
                     let key = PendingKey {
@@ -353,6 +370,15 @@ impl Pipeline {
                     push_attempt(&mut facts, attempt);
                 }
                 Observation::Accepted(c) => self.proxy_windows.accepted(&c, window, bytes),
+                Observation::Spoof(c) => facts.push((Fact::Claim(c), None)),
+                Observation::SmtpConnection(c) => {
+                    let conn = SmtpConnection {
+                        slot,
+                        server: c.remote,
+                        at: c.at,
+                    };
+                    facts.push((Fact::SmtpConnection(conn), Some(c.remote_port)));
+                }
                 Observation::Flood(f) => facts.push((Fact::Rate(rate(&f)), None)),
                 Observation::Frame(s) => samples.entry(slot).or_default().push(Sample {
                     at_ns: now.unix_nanos(s.at),

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use warden_policy::tenant::TenantSlot;
-use warden_policy::traffic::{Contact, Direction, FloodClass, Outcome};
+use warden_policy::traffic::{Claim, Contact, Direction, FloodClass, Outcome};
 
 /// One thing the programs saw. Times are CLOCK_MONOTONIC.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +27,10 @@ pub enum Observation {
     Flood(Flood),
     /// A frame the programs captured because a flag asked for it.
     Frame(Frame),
+    /// What a spoofed frame of the tenant claimed.
+    Spoof(Claim),
+    /// A connection of the tenant to an SMTP port (every one, not only first contacts).
+    SmtpConnection(Contact),
 }
 
 impl Observation {
@@ -37,6 +41,8 @@ impl Observation {
             Observation::Outcome { contact, .. } => contact.slot,
             Observation::Flood(f) => f.slot,
             Observation::Frame(f) => f.slot,
+            Observation::Spoof(c) => c.slot,
+            Observation::SmtpConnection(c) => c.slot,
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct PendingStats {
     pub overwritten: u64,
     /// Attempts that arrived after their answer (already reported with it).
     pub answered_first: u64,
+    /// Attempts Warden's own enforcement dropped (reported at once, never waiting).
+    pub dropped: u64,
 }
 
 /// Attempts waiting for their answer, oldest first.
@@ -207,6 +209,11 @@ impl Pending {
                 None
             }
         }
+    }
+
+    /// Counts an attempt Warden's enforcement dropped: it never waits here.
+    pub fn note_dropped(&mut self) {
+        self.stats.dropped += 1;
     }
 
     /// Remembers an orphan answer's key until [`TIMEOUT`] after `at`.

@@ -49,6 +49,7 @@ pub fn scan(top: &[(detect::Target, u64)]) -> Target {
             detect::Target {
                 port: Some(p),
                 addr: None,
+                ..
             },
             _,
         )) => Target::Port(*p),
@@ -85,16 +86,24 @@ pub fn figures(named: &[(String, f64)]) -> Value {
 }
 
 /// Top targets as JSON objects `{"addr", "port", "count"}`, heaviest first; `addr` or
-/// `port` is null when the weight is not about one.
+/// `port` is null when the weight is not about one. A spoofing kind's claims add `mac`
+/// (`02:00:5e:10:00:02`): the address claimed from that source MAC.
 pub fn top_targets(top: &[(detect::Target, u64)]) -> Value {
     Value::Array(
         top.iter()
             .map(|(t, count)| {
-                json!({
+                let mut v = json!({
                     "addr": t.addr.map(|a| a.to_string()),
                     "port": t.port,
                     "count": count,
-                })
+                });
+                if let Some(m) = t.mac {
+                    v["mac"] = json!(format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ));
+                }
+                v
             })
             .collect(),
     )

@@ -320,8 +320,10 @@ fn a_vertical_scan_refused_by_one_host_blocks_only_that_host() {
     let mut fx = Fake::default();
     let host = outside(9);
     let mut events = Vec::new();
-    for port in 1..=10u16 {
-        let t = ms(u64::from(port));
+    // One host's ports failing within a second count once for the sequential test: a
+    // vertical scan is caught by the volume bound, more than 100 failed ports.
+    for port in 1..=101u16 {
+        let t = ms(u64::from(port) / 10);
         events.push(attempt(host, port, t));
         events.push(outcome(host, port, t + ms(1), Outcome::Refused));
     }
@@ -352,6 +354,27 @@ fn answered_first_contacts_raise_nothing() {
     assert!(fx.flags.is_empty() && fx.calls.is_empty(), "{:?}", fx.calls);
     assert_eq!(w.pending_stats().answered, 200);
     assert_eq!(w.status().pending_attempts, 0);
+}
+
+#[test]
+fn first_contacts_warden_dropped_wait_for_nothing_and_flag_nothing() {
+    // Mail blocked by policy: the kernel reports each dropped SYN with its outcome.
+    let mut w = pipeline("{scan: {action: block}}", "block");
+    let mut fx = Fake::default();
+    let events: Vec<Observation> = (0..50u32)
+        .map(|i| outcome(outside(i), 25, ms(u64::from(i)), Outcome::Dropped))
+        .collect();
+    w.events(events, &at(ms(100)), &mut fx);
+    assert_eq!(
+        w.status().pending_attempts,
+        0,
+        "nothing waits for an answer"
+    );
+    w.tick(&at(secs(2)), &traffic(0, 0, &[]), &mut fx);
+    w.tick(&at(secs(3)), &traffic(0, 0, &[]), &mut fx);
+    assert!(fx.flags.is_empty() && fx.calls.is_empty(), "{:?}", fx.calls);
+    let stats = w.pending_stats();
+    assert_eq!((stats.dropped, stats.timed_out, stats.orphans), (50, 0, 0));
 }
 
 #[test]

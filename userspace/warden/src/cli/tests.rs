@@ -68,6 +68,15 @@ fn top_targets_read_every_shape() {
         [("198.18.0.9".to_string(), None)]
     );
     assert_eq!(
+        top_targets(
+            &json!([{"addr": "198.18.2.1", "port": null, "mac": "02:00:5e:10:00:02", "count": 3}])
+        ),
+        [(
+            "198.18.2.1 from 02:00:5e:10:00:02".to_string(),
+            Some("3".to_string())
+        )]
+    );
+    assert_eq!(
         top_targets(&json!({"198.18.0.2": 12})),
         [("198.18.0.2".to_string(), Some("12".to_string()))]
     );

@@ -155,12 +155,17 @@ fn target_text(v: &Value) -> String {
         Value::Object(o) if o.contains_key("addr") || o.contains_key("port") => {
             let addr = o.get("addr").and_then(Value::as_str);
             let port = o.get("port").and_then(Value::as_u64);
-            match (addr, port) {
+            let text = match (addr, port) {
                 (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
                 (Some(a), Some(p)) => format!("{a}:{p}"),
                 (Some(a), None) => a.to_string(),
                 (None, Some(p)) => format!("port {p}"),
                 (None, None) => "any".to_string(),
+            };
+            // A spoofing claim: the address as claimed from that MAC.
+            match o.get("mac").and_then(Value::as_str) {
+                Some(mac) => format!("{text} from {mac}"),
+                None => text,
             }
         }
         other => other.to_string(),

@@ -132,6 +132,8 @@ fn observation(e: KernelEvent) -> Observation {
         KernelEvent::Attempt(c) => Observation::Attempt(c),
         KernelEvent::Outcome { contact, outcome } => Observation::Outcome { contact, outcome },
         KernelEvent::Accepted(c) => Observation::Accepted(c),
+        KernelEvent::Spoof(c) => Observation::Spoof(c),
+        KernelEvent::SmtpConnection(c) => Observation::SmtpConnection(c),
         KernelEvent::Flood(f) => Observation::Flood(Flood {
             slot: f.slot,
             at: f.at,
