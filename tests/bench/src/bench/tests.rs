@@ -130,7 +130,9 @@ fn answer_windows_have_distinct_pending_slots_and_do_not_overlap() {
 fn only_the_shaped_tenant_is_within_the_shaping_limit() {
     let max = warden_common::shape::MAX_SLOTS;
     assert!(SHAPED_TENANT < max);
-    assert!(POLICED_TENANT >= max && EXHAUSTED_TENANT >= max);
+    for t in [POLICED_TENANT, EXHAUSTED_TENANT] {
+        assert!(t >= max, "{t}");
+    }
 }
 
 /// The policy files the micro cases' daemon runs on are valid policies, with tenant `i`
