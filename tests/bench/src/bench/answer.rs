@@ -6,7 +6,10 @@ use anyhow::{bail, ensure, Context as _, Result};
 use warden_common::facts::{
     contact_key, contact_tag, fact_counter, fold_addr, pending_slot, Pending, PENDING_SLOTS,
 };
-use warden_tests::packets::{tcp, Frame, Ipv6, L4};
+use warden_tests::{
+    packets::{tcp, Frame, Ipv6, L4},
+    wait::eventually,
+};
 
 use super::{
     cases::{Case, Lands},
@@ -16,6 +19,9 @@ use super::{
     node::Rig,
     ANSWER_LOCAL_PORT, ANSWER_REMOTE_PORT, ANSWER_WINDOW, PROBE_TENANT,
 };
+
+/// How long the daemon may take to read the event ring before a detection-event run.
+const RING_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The key of detection-event remote `k`'s pending attempt (the tenant's SYN to it).
 pub(super) fn answer_key(tenant: u32, k: u32) -> u64 {
@@ -79,6 +85,10 @@ pub(super) fn answer_run(
             case.name
         );
     };
+    // The daemon reads the ring: a run starts once it has read every earlier record, so
+    // its OUTCOMEs find room (a full ring would time the lost-event path).
+    eventually(RING_READ_WAIT, || Ok(facts.ring.backlog() == 0))
+        .with_context(|| format!("{}: the daemon did not read the event ring", case.name))?;
     for k in start..start + ANSWER_WINDOW {
         let key = answer_key(tenant, k);
         facts

@@ -19,8 +19,8 @@ use warden_common::{
 use warden_dataplane::log::{event_of, AttemptLog};
 
 use super::{
-    answer::answer_windows, new_flow::new_flow_remote, tracked::Tracked, ANSWER_RUNS,
-    ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
+    answer::answer_windows, new_flow::new_flow_remote, ring::RingWatch, tracked::Tracked,
+    ANSWER_RUNS, ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
 };
 
 /// The fact maps the fact cases need from userspace, taken out of the object (the
@@ -34,6 +34,8 @@ use super::{
 /// send into it by the fact counters.
 pub(super) struct FactMaps {
     pub(super) log: AttemptLog,
+    /// How far the daemon is behind in reading the event ring.
+    pub(super) ring: RingWatch,
     pub(super) contacts: Array<MapData, u64>,
     pub(super) pending: Array<MapData, Pending>,
     pub(super) sketch: Array<MapData, u64>,
@@ -52,6 +54,7 @@ pub(super) struct FactMaps {
 
 impl FactMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<FactMaps> {
+        let ring = ebpf.take_map(map::EVENTS).context("no EVENTS map")?;
         let contacts = ebpf.take_map(map::CONTACTS).context("no CONTACTS map")?;
         let pending = ebpf.take_map(map::PENDING).context("no PENDING map")?;
         let sketch = ebpf.take_map(map::SKETCH).context("no SKETCH map")?;
@@ -61,6 +64,7 @@ impl FactMaps {
         };
         Ok(FactMaps {
             log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
+            ring: RingWatch::new(ring)?,
             contacts: Array::try_from(contacts).context("opening CONTACTS")?,
             pending: Array::try_from(pending).context("opening PENDING")?,
             sketch: Array::try_from(sketch).context("opening SKETCH")?,

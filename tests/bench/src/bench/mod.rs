@@ -139,6 +139,7 @@ mod measure;
 mod new_flow;
 mod node;
 mod results;
+mod ring;
 #[cfg(test)]
 mod tests;
 mod tracked;
