@@ -2,6 +2,8 @@
 //! benchmark's eBPF object loaded as the daemon loads its own, aligned tables; running commands is
 //! `warden_tests::cmd`'s (shared with xtask).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context as _, Result};
 
 pub use warden_tests::cmd::{capture, run, workspace_root};
@@ -49,10 +51,18 @@ pub fn print_aligned<const N: usize>(
 /// Builds the daemon and the lab's tools (`warden_tests::cmd::BUILD_DAEMON_AND_TOOLS`),
 /// and in release this bench too, in one cargo call: built apart, the bench's
 /// dependencies' features unify differently and cargo builds the release daemon's
-/// crates twice (some four minutes here).
+/// crates twice (some four minutes here). The release build runs once per bench run:
+/// the daemon's build script reruns whenever the repository's refs move
+/// (`packed-refs`, shared by every worktree), so a second call could build the
+/// daemon's crates again mid-run (seen here: three release builds of `warden` in one
+/// run, some five minutes each).
 pub fn cargo_build(release: bool) -> Result<()> {
+    static RELEASE_BUILT: AtomicBool = AtomicBool::new(false);
     if !release {
         return warden_tests::cmd::cargo_build(false);
+    }
+    if RELEASE_BUILT.load(Ordering::Acquire) {
+        return Ok(());
     }
     let mut cmd = warden_tests::cmd::cargo();
     cmd.args(warden_tests::cmd::BUILD_DAEMON_AND_TOOLS).args([
@@ -60,7 +70,9 @@ pub fn cargo_build(release: bool) -> Result<()> {
         "warden-bench",
         "--release",
     ]);
-    run(&mut cmd)
+    run(&mut cmd)?;
+    RELEASE_BUILT.store(true, Ordering::Release);
+    Ok(())
 }
 
 /// Runs the bench part `task` (a subcommand of this binary) in a release build (a part
