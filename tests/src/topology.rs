@@ -467,7 +467,7 @@ pub fn warden_binary() -> Result<PathBuf> {
 }
 
 /// Hex SHA-256 of a token, as the token file stores it.
-fn sha256_hex(token: &str) -> String {
+pub fn sha256_hex(token: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(token.as_bytes())
         .iter()

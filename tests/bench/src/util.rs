@@ -2,9 +2,11 @@
 //! benchmark's eBPF object loaded as the daemon loads its own, aligned tables; running commands is
 //! `warden_tests::cmd`'s (shared with xtask).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context as _, Result};
 
-pub use warden_tests::cmd::{capture, cargo_build, run, workspace_root};
+pub use warden_tests::cmd::{capture, run, workspace_root};
 
 /// Where cargo puts its output: `$CARGO_TARGET_DIR`, else the workspace's `target`.
 pub fn target_dir() -> std::path::PathBuf {
@@ -46,24 +48,44 @@ pub fn print_aligned<const N: usize>(
     }
 }
 
+/// Builds the daemon and the lab's tools (`warden_tests::cmd::BUILD_DAEMON_AND_TOOLS`),
+/// and in release this bench too, in one cargo call: built apart, the bench's
+/// dependencies' features unify differently and cargo builds the release daemon's
+/// crates twice (some four minutes here). The release build runs once per bench run:
+/// the daemon's build script reruns whenever the repository's refs move
+/// (`packed-refs`, shared by every worktree), so a second call could build the
+/// daemon's crates again mid-run (seen here: three release builds of `warden` in one
+/// run, some five minutes each).
+pub fn cargo_build(release: bool) -> Result<()> {
+    static RELEASE_BUILT: AtomicBool = AtomicBool::new(false);
+    if !release {
+        return warden_tests::cmd::cargo_build(false);
+    }
+    if RELEASE_BUILT.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let mut cmd = warden_tests::cmd::cargo();
+    cmd.args(warden_tests::cmd::BUILD_DAEMON_AND_TOOLS).args([
+        "--package",
+        "warden-bench",
+        "--release",
+    ]);
+    run(&mut cmd)?;
+    RELEASE_BUILT.store(true, Ordering::Release);
+    Ok(())
+}
+
 /// Runs the bench part `task` (a subcommand of this binary) in a release build (a part
-/// whose figures a debug build would distort), after building the release daemon, and
-/// returns the JSON it prints on stdout.
+/// whose figures a debug build would distort), built with the release daemon
+/// ([`cargo_build`]), and returns the JSON it prints on stdout.
 pub fn run_release_task(task: &str) -> Result<serde_json::Value> {
-    cargo_build(true).context("building the release daemon")?;
-    let out = warden_tests::cmd::cargo()
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "warden-bench",
-            "--",
-            task,
-        ])
+    cargo_build(true).context("building the release daemon and bench")?;
+    let bench = target_dir().join("release/warden-bench");
+    let out = std::process::Command::new(&bench)
+        .arg(task)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("running cargo run --release -p warden-bench -- {task}"))?;
+        .with_context(|| format!("running {} {task}", bench.display()))?;
     anyhow::ensure!(
         out.status.success(),
         "warden-bench {task} (release) failed: {}",
@@ -88,8 +110,22 @@ pub fn load_xdp(names: &[&str]) -> Result<aya::Ebpf> {
 
 /// [`load_xdp`], and the tc programs `tc_names` too.
 pub fn load_programs(names: &[&str], tc_names: &[&str]) -> Result<aya::Ebpf> {
+    load_on_pins(&[], names, tc_names)
+}
+
+/// [`load_programs`] with the maps `pins` names (map name, pin path) taken from those
+/// pins (a running daemon's maps) instead of created.
+pub fn load_on_pins(
+    pins: &[(&str, &std::path::Path)],
+    names: &[&str],
+    tc_names: &[&str],
+) -> Result<aya::Ebpf> {
     same_code_as_production()?;
-    let mut ebpf = warden_dataplane::loader()?
+    let mut loader = warden_dataplane::loader()?;
+    for &(name, path) in pins {
+        loader.map_pin_path(name, path);
+    }
+    let mut ebpf = loader
         .load(BENCH_OBJECT)
         .context("loading the benchmark eBPF object (needs root or CAP_BPF)")?;
     for &name in names {

@@ -1,24 +1,27 @@
 //! The detection-event case: `xdp_bench_answer` on SYN-ACKs from windows of remotes
-//! whose pending attempts the bench writes; every repetition's OUTCOME checked in the ring.
+//! whose pending attempts the bench writes; every repetition's attempt cleared and its
+//! OUTCOME sent, checked.
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::Ebpf;
-use warden_common::{
-    direction,
-    facts::{
-        contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot, Event,
-        Pending, PENDING_SLOTS,
-    },
+use warden_common::facts::{
+    contact_key, contact_tag, fact_counter, fold_addr, pending_slot, Pending, PENDING_SLOTS,
 };
-use warden_tests::packets::{tcp, Frame, Ipv6, L4};
+use warden_tests::{
+    packets::{tcp, Frame, Ipv6, L4},
+    wait::eventually,
+};
 
 use super::{
     cases::{Case, Lands},
-    facts::{fact_counters, remote16_v6, FactMaps},
+    facts::{fact_counters, FactMaps},
     fixtures::{answer_remote, host_v6},
     measure::{test_run, xdp},
+    node::Rig,
     ANSWER_LOCAL_PORT, ANSWER_REMOTE_PORT, ANSWER_WINDOW, PROBE_TENANT,
 };
+
+/// How long the daemon may take to read the event ring before a detection-event run.
+const RING_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The key of detection-event remote `k`'s pending attempt (the tenant's SYN to it).
 pub(super) fn answer_key(tenant: u32, k: u32) -> u64 {
@@ -68,24 +71,24 @@ pub(super) fn answer_frame(k: u32) -> Vec<u8> {
 
 /// One detection-event run over the window starting at remote `start`: writes the
 /// window's pending attempts, runs the program once per remote, and checks that every
-/// repetition sent one OUTCOME into the ring and nothing was lost. Returns the verdict,
-/// the mean ns per repetition, and the ring's records.
+/// repetition sent one event into the ring (the fact counters: the ring is the
+/// daemon's to read), none lost. Returns the verdict and the mean ns per repetition.
 pub(super) fn answer_run(
-    ebpf: &Ebpf,
+    ebpf: &Rig,
     facts: &mut FactMaps,
     case: &Case,
     start: u32,
-) -> Result<(u32, u32, Vec<Event>)> {
+) -> Result<(u32, u32)> {
     let Lands::Tenant { index: tenant, .. } = case.lands else {
         bail!(
             "{}: a detection-event case must pass to a tenant",
             case.name
         );
     };
-    // Records of earlier cases are read out first: a million-repetition case at one
-    // tenant address is an inbound flood at the policy defaults, and sends its FLOOD
-    // once per flood epoch, as it should.
-    facts.ring_events()?;
+    // The daemon reads the ring: a run starts once it has read every earlier record, so
+    // its OUTCOMEs find room (a full ring would time the lost-event path).
+    eventually(RING_READ_WAIT, || Ok(facts.ring.backlog() == 0))
+        .with_context(|| format!("{}: the daemon did not read the event ring", case.name))?;
     for k in start..start + ANSWER_WINDOW {
         let key = answer_key(tenant, k);
         facts
@@ -101,44 +104,27 @@ pub(super) fn answer_run(
     )?;
     let after = fact_counters(ebpf)?;
     let moved = |i: u32| after[i as usize] - before[i as usize];
-    let events = facts.ring_events()?;
     ensure!(
         moved(fact_counter::SENT) == u64::from(ANSWER_WINDOW)
-            && moved(fact_counter::LOST_RING) == 0
-            && events.len() == ANSWER_WINDOW as usize,
+            && moved(fact_counter::LOST_RING) == 0,
         "{}: {ANSWER_WINDOW} answers to pending attempts sent {} events ({} lost, ring \
-         full), {} read from the ring",
+         full)",
         case.name,
         moved(fact_counter::SENT),
         moved(fact_counter::LOST_RING),
-        events.len()
     );
-    Ok((r.0, r.1, events))
+    Ok(r)
 }
 
 /// Proves the detection-event program does what its case claims: each repetition of a
-/// run answered its own pending attempt (one OUTCOME per remote, in order, with the
-/// tenant, addresses and ports of the answer) and cleared it.
-pub(super) fn verify_answers(ebpf: &Ebpf, facts: &mut FactMaps, case: &Case) -> Result<()> {
+/// run answered its own pending attempt (its slot is cleared, which only a match of the
+/// attempt's tag does) and sent its OUTCOME (one event per repetition, checked by
+/// [`answer_run`]; the daemon reads the ring, so the records themselves are not read
+/// here).
+pub(super) fn verify_answers(ebpf: &Rig, facts: &mut FactMaps, case: &Case) -> Result<()> {
     let start = facts.answer_windows[0];
-    let (_, _, events) = answer_run(ebpf, facts, case, start)?;
-    let local = remote16_v6(host_v6(PROBE_TENANT));
-    for (k, e) in (start..).zip(&events) {
-        ensure!(
-            e.kind == event::OUTCOME
-                && e.tenant == PROBE_TENANT
-                && e.detail == outcome::SUCCESS
-                && e.dir == direction::IN as u8
-                && e.proto == 6
-                && e.remote == remote16_v6(answer_remote(k))
-                && e.local == local
-                && e.remote_port == ANSWER_REMOTE_PORT
-                && e.local_port == ANSWER_LOCAL_PORT,
-            "{}: event of remote {} is {e:?}, expected a SUCCESS OUTCOME of tenant \
-             {PROBE_TENANT}",
-            case.name,
-            answer_remote(k)
-        );
+    answer_run(ebpf, facts, case, start)?;
+    for k in start..start + ANSWER_WINDOW {
         let slot = pending_slot(answer_key(PROBE_TENANT, k));
         let tag = facts.pending.get(&slot, 0).context("reading PENDING")?.tag;
         ensure!(

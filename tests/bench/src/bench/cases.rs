@@ -16,29 +16,20 @@ use super::{
     XDP_PASS,
 };
 
-/// The policies the bench measures, in order; each is written into its generation
-/// just before its cases run.
+/// The policies the bench measures, in order; the daemon is switched to each (its
+/// file rewritten, SIGHUP) just before its cases run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Policy {
-    /// Generation 0: every tenant on a /32 and a /64, with a bound MAC.
+    /// Every tenant on a /32 and a /64, with a bound MAC.
     OneLength,
-    /// Generation 1: the last [`WIDE`] tenants on a /24 and a /48, with bound MACs.
+    /// The last [`WIDE`] tenants on a /24 and a /48, with bound MACs.
     TwoLengths,
-    /// Generation 0 again: every tenant on a /32 and a /64, no MAC bound anywhere.
+    /// Every tenant on a /32 and a /64, no MAC bound anywhere.
     NoMacs,
 }
 
 impl Policy {
     pub(super) const ALL: [Policy; 3] = [Policy::OneLength, Policy::TwoLengths, Policy::NoMacs];
-
-    /// The generation it is written into: not the active one when it is written, as
-    /// the daemon would, since the policies run in [`Policy::ALL`] order.
-    pub(super) fn generation(self) -> u32 {
-        match self {
-            Policy::OneLength | Policy::NoMacs => 0,
-            Policy::TwoLengths => 1,
-        }
-    }
 
     pub(super) fn label(self) -> &'static str {
         match self {

@@ -5,11 +5,13 @@
 //! in-process cases are timed. Each case is reported next to its in-process case
 //! ([`Spec::matching`]) with the difference.
 //!
-//! How the two are made the same: the daemon's program has the in-process program's
-//! code (the kernel's tag of the translated program and its size are compared and must
-//! be equal); the daemon's tenants have the thresholds the in-process tenants have (the
-//! policy defaults, compiled by the daemon itself from its policy file), and a frame is
-//! a datagram from a remote port to a tenant address, as the in-process frame is. A
+//! How the two are made the same: both are a release daemon's own program, loaded,
+//! configured and pinned by `warden run` from a policy file (the micro cases' daemon,
+//! [`super::node`], holds 100,000 tenants; this one two), timed on one frame in ABBA
+//! pairs with the XDP_PASS baseline; the kernel's tag of the translated program and its
+//! size are compared and must be equal; the tenants have the default thresholds, a
+//! frame is a datagram from a remote port to a tenant address, and in both the daemon
+//! itself blackholes the flooded address of the blackholed case. A
 //! timed run (some 30 million datagrams a second at one address) is an inbound flood to
 //! the daemon, which by default blackholes the address within the first run, so every
 //! later run times the blackholed path (a drop: the independent measurement of issue
@@ -26,10 +28,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::{
-    maps::{Map, MapData, PerCpuArray},
-    Ebpf,
-};
+use aya::maps::{Map, MapData, PerCpuArray};
 use serde_json::Value;
 use warden_common::{
     direction, map, program, reason, tenant_counter_index, Counters, DropCounters,
@@ -40,7 +39,7 @@ use warden_tests::{
     wait::eventually,
 };
 
-use super::{measure::Figures, BLACKHOLED_CASE, DATAGRAM_CASE, XDP_DROP, XDP_PASS};
+use super::{measure::Figures, node::Rig, BLACKHOLED_CASE, DATAGRAM_CASE, XDP_DROP, XDP_PASS};
 use crate::util;
 
 /// One case of the daemon's own program: a frame to one of its tenants, and the
@@ -91,12 +90,13 @@ pub(super) const METHOD: &str = "a release `warden run` (policy file -> the daem
     show`) is run through its pin with `taskset -c CPU bpftool prog run pinned PROG \
     data_in FRAME repeat N`, in ABBA pairs with the bench's XDP_PASS program run the same \
     way; every run must take its case's path in every repetition (the tenant's counters \
-    and blackhole drops read from the daemon's pinned maps). Made the same as the \
-    in-process cases: the same program (the kernel's tag of the translated code and its \
+    and blackhole drops read from the daemon's pinned maps). Made the same as the micro \
+    cases, which time the pinned programs of another release `warden run` through \
+    BPF_PROG_TEST_RUN: the same program (the kernel's tag of the translated code and its \
     size, compared equal), tenants with the same flood thresholds (the policy defaults), \
-    a datagram from a remote port to a tenant address, a blackhole written by the daemon \
-    as the in-process one is (`block_key`, the runtime flag); the in-process maps hold \
-    100,000 tenants and a million tracked remotes, the daemon's two tenants";
+    a datagram from a remote port to a tenant address, a blackhole the daemon itself \
+    sets on a flood; the micro cases' daemon holds 100,000 tenants and a million tracked \
+    remotes, this one two tenants";
 /// The frames' remote (198.18.10.0/24, the test range) and ports.
 const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 254);
 const REMOTE_PORT: u16 = 40_000;
@@ -137,7 +137,7 @@ pub(super) struct DaemonCase {
 /// `specs` against the baseline program of `ebpf` (pinned for bpftool), each in `pairs`
 /// pairs of `repeat` repetitions on CPU `cpu`, and stops it.
 pub(super) fn run(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Rig,
     specs: &[&'static Spec],
     cpu: usize,
     pairs: u32,
@@ -191,7 +191,7 @@ pub(super) fn run(
         program::XDP_TO_TENANT
     );
     let base_pin = bpffs.join("bench-pass-baseline");
-    super::measure::xdp_mut(ebpf, program::XDP_PASS_BASELINE)?
+    ebpf.bench_xdp_mut(program::XDP_PASS_BASELINE)?
         .pin(&base_pin)
         .context("pinning the baseline program")?;
     let mut out = Vec::new();
@@ -276,7 +276,7 @@ fn prog_info(args: &[&str]) -> Result<Value> {
 }
 
 /// The tag and translated size of the in-process `xdp_to_tenant`.
-fn in_process_code(ebpf: &Ebpf) -> Result<(String, u64)> {
+fn in_process_code(ebpf: &Rig) -> Result<(String, u64)> {
     let prog = super::measure::xdp(ebpf, program::XDP_TO_TENANT)?;
     let id = prog.info().context("the in-process program's info")?.id();
     let info = prog_info(&["id", &id.to_string()])?;

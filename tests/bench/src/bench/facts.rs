@@ -2,11 +2,11 @@
 //! share: the contact filter's bits, remotes in event form, the contact epoch, the fact
 //! counters.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray},
     Ebpf,
 };
 use warden_common::{
@@ -19,18 +19,23 @@ use warden_common::{
 use warden_dataplane::log::{event_of, AttemptLog};
 
 use super::{
-    answer::answer_windows, new_flow::new_flow_remote, tracked::Tracked, ANSWER_RUNS,
-    ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
+    answer::answer_windows, new_flow::new_flow_remote, ring::RingWatch, tracked::Tracked,
+    ANSWER_RUNS, ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
 };
 
 /// The fact maps the fact cases need from userspace, taken out of the object (the
-/// programs keep using them): the ring and the attempt log, to read; the contact filter,
+/// programs keep using them; they are the daemon's pinned maps): the attempt log, to
+/// read with a reader of our own (the daemon's reads it too: reading copies, it takes
+/// nothing away); the contact filter,
 /// to set a new-flow run's words back to their loaded state; the pending table, to
 /// write a detection-event run's attempts and to check the load; the sketch, to check
-/// the load. Also the tracked remotes' load and the detection-event windows.
+/// the load. Also the tracked remotes' load and the detection-event windows. The event
+/// ring is the daemon's alone (a ring has one reader): the cases count what the programs
+/// send into it by the fact counters.
 pub(super) struct FactMaps {
-    pub(super) ring: RingBuf<MapData>,
     pub(super) log: AttemptLog,
+    /// How far the daemon is behind in reading the event ring.
+    pub(super) ring: RingWatch,
     pub(super) contacts: Array<MapData, u64>,
     pub(super) pending: Array<MapData, Pending>,
     pub(super) sketch: Array<MapData, u64>,
@@ -58,8 +63,8 @@ impl FactMaps {
             _ => bail!("no ATTEMPT_LOG array in the object"),
         };
         Ok(FactMaps {
-            ring: RingBuf::try_from(ring).context("opening the EVENTS ring")?,
             log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
+            ring: RingWatch::new(ring)?,
             contacts: Array::try_from(contacts).context("opening CONTACTS")?,
             pending: Array::try_from(pending).context("opening PENDING")?,
             sketch: Array::try_from(sketch).context("opening SKETCH")?,
@@ -72,30 +77,12 @@ impl FactMaps {
     }
 
     /// Every new entry of the attempt log, as events, with how many entries were
-    /// written over unread since the last call; and the number of ring records (which
-    /// are drained).
-    pub(super) fn drain(&mut self) -> Result<(Vec<Event>, u64, usize)> {
-        let ring = self.ring_events()?.len();
+    /// written over unread since the last call.
+    pub(super) fn drain(&mut self) -> (Vec<Event>, u64) {
         let lost_before = self.log.lost();
         let mut out = Vec::new();
         self.log.take(usize::MAX, |e| out.push(event_of(&e)));
-        Ok((out, self.log.lost() - lost_before, ring))
-    }
-
-    /// Drains the ring: its records, as events.
-    pub(super) fn ring_events(&mut self) -> Result<Vec<Event>> {
-        let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            ensure!(
-                item.len() >= std::mem::size_of::<Event>(),
-                "a ring record of {} bytes: not an event",
-                item.len()
-            );
-            // SAFETY: at least size_of::<Event>() bytes (checked above), read unaligned;
-            // Event is plain integers, valid for every bit pattern.
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
-        }
-        Ok(out)
+        (out, self.log.lost() - lost_before)
     }
 
     /// Sets the contact filter words of the first `n` remotes of the new-flow frame of
@@ -141,11 +128,6 @@ impl FactMaps {
 pub(super) fn filter_bits(key: u64) -> (u32, u32) {
     let bits = (1u32 << ((key >> 32) & 31)) | (1u32 << ((key >> 40) & 31));
     (key as u32 & (CONTACT_WORDS - 1), bits)
-}
-
-/// An IPv6 address in event form.
-pub(super) fn remote16_v6(a: Ipv6Addr) -> [u8; 16] {
-    a.octets()
 }
 
 /// The contact epoch of the programs' clock now (`CLOCK_MONOTONIC_COARSE`).

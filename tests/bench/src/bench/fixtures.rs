@@ -1,30 +1,111 @@
-//! The policy fixtures: the address plan (tenants, wide tenants, remotes), the tenants'
-//! configuration compiled as the daemon compiles a policy, and the writes of the policy,
-//! the management prefixes, ACTIVE and buckets into the maps.
+//! The policy fixtures: the address plan (tenants, wide tenants, remotes), the policy
+//! files the micro cases' daemon runs on, and the one write of traffic state into the
+//! daemon's maps these need (a plan's bucket, as traffic leaves it).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap as BpfHashMap, MapData,
-    },
+    maps::{Array, MapData},
     Ebpf,
 };
-use warden_common::{
-    bucket,
-    facts::{runtime_flags, BlockKey, BlockValue, TenantRuntime},
-    map, tenant_flags, Bucket, GenConfig, Rate, TenantConfig,
-};
-use warden_dataplane::{write_generation, Compiled};
+use warden_common::{bucket, map, Bucket};
 use warden_tests::packets::Mac;
 
 use super::{
-    cases::Policy, ANSWER_BASE, EXHAUSTED_TENANT, HUGE_PLAN, LOADERS, LOADER_FIRST, LOADER_STRIDE,
-    LOADER_SYN_THRESHOLD, MANAGEMENT_V4, MANAGEMENT_V6, POLICED_TENANT, SHAPED_TENANT, SMALL_PLAN,
-    SUSPENDED_TENANT, TENANTS, TRACKED_BASE, WIDE,
+    cases::Policy, ANSWER_BASE, BLACKHOLED_TENANT, EXHAUSTED_TENANT, LOADER_FIRST, LOADER_STRIDE,
+    MANAGEMENT_V4, MANAGEMENT_V6, POLICED_TENANT, SHAPED_TENANT, TENANTS, TRACKED_BASE, WIDE,
 };
+
+/// Every detector only observes, and never escalates: no detection the cases' traffic
+/// sets off (inbound floods at one address, spoofed sources, drops over a plan, first
+/// contacts to thousands of remotes) may change a case's path. Thresholds stay the
+/// defaults, so every tenant's flood counting is a production node's.
+const OBSERVE_ALL: &str = "defaults:\n  detectors:\n";
+const KINDS: [&str; 9] = [
+    "scan",
+    "flood_out",
+    "flood_in",
+    "spam",
+    "proxy",
+    "spoof_ip",
+    "spoof_arp",
+    "spoof_mac",
+    "bandwidth",
+];
+/// The policed plan: 400 Gbit/s with a 62.5 GB burst (5 s of the plan): a 64-byte frame
+/// costs about 1 ns of bucket time, so every packet of a run conforms whatever
+/// `bpf_ktime_get_ns` does during it (where that clock is coarse it has been seen to
+/// step by whole 4 ms ticks and to stand still through a million-repetition run).
+const HUGE_PLAN: &str =
+    "    bandwidth:\n      egress: 400Gbit\n      ingress: 400Gbit\n      burst: 62500MB\n";
+/// 8 kbit/s, 1,000-byte burst: the exhausted plan (its bucket set an hour ahead) and the
+/// shaped one.
+const SMALL_PLAN: &str =
+    "    bandwidth:\n      egress: 8kbit\n      ingress: 8kbit\n      burst: 1000B\n";
+/// The blackholed tenant's detector: the default answer to an inbound flood, a
+/// blackhole, made to outlast the bench.
+const BLACKHOLES: &str = "    detectors:\n      flood_in:\n        action: block\n        ceiling: block\n        blackhole_for: 6h\n";
+
+/// Tenant `i`'s id: zero-padded, so the daemon's slots (given in id order to a fresh
+/// daemon) are the tenants' numbers; checked through the API.
+pub(super) fn tenant_id(i: u32) -> String {
+    format!("t{i:06}")
+}
+
+/// The `daemon.management` key: the management prefixes, so the suspended case pays
+/// for a real trie miss.
+pub(super) fn management_yaml() -> String {
+    let mut out = String::from("  management:\n");
+    for net in MANAGEMENT_V4 {
+        let _ = writeln!(out, "    - {net}/24");
+    }
+    let _ = writeln!(out, "    - {MANAGEMENT_V6}/48");
+    out
+}
+
+/// The policy file of `policy`: `header` (the `daemon` and `interfaces` sections), every
+/// detector observing, and [`TENANTS`] tenants, each an IPv4 and an IPv6 prefix and (but
+/// in the no-MACs policy) a bound MAC; the policed, exhausted and shaped tenants have
+/// their plans, the blackholed one blackholes inbound floods.
+pub(super) fn policy_yaml(header: &str, policy: Policy) -> String {
+    let mut out = String::with_capacity(120 * TENANTS as usize);
+    out.push_str(header);
+    out.push_str(OBSERVE_ALL);
+    for kind in KINDS {
+        let _ = write!(
+            out,
+            "    {kind}:\n      action: observe\n      ceiling: observe\n"
+        );
+    }
+    out.push_str("tenants:\n");
+    for i in 0..TENANTS {
+        let ((a4, l4), (a6, l6)) = policy.prefixes(i);
+        let _ = write!(
+            out,
+            "  - id: {}\n    addresses: [{a4}/{l4}, {a6}/{l6}]\n",
+            tenant_id(i)
+        );
+        if policy.binds_macs() {
+            let m = tenant_mac(i);
+            let _ = writeln!(
+                out,
+                "    macs: [\"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"]",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+        }
+        match i {
+            POLICED_TENANT => out.push_str(HUGE_PLAN),
+            EXHAUSTED_TENANT | SHAPED_TENANT => out.push_str(SMALL_PLAN),
+            BLACKHOLED_TENANT => out.push_str(BLACKHOLES),
+            _ => {}
+        }
+    }
+    out
+}
 
 /// IPv4 /32 of tenant `i`: 198.18.0.0 + i (198.18.0.0 - 198.19.134.159).
 pub(super) fn host_v4(i: u32) -> Ipv4Addr {
@@ -56,10 +137,11 @@ pub(super) fn loader_tenant(j: u32) -> u32 {
     LOADER_FIRST + j * LOADER_STRIDE
 }
 
+#[cfg(test)]
 pub(super) fn is_loader(i: u32) -> bool {
     i >= LOADER_FIRST
         && (i - LOADER_FIRST).is_multiple_of(LOADER_STRIDE)
-        && i < loader_tenant(LOADERS)
+        && i < loader_tenant(super::LOADERS)
 }
 
 /// IPv6 /64 of tenant `i`: 2001:db8:0:i::/64.
@@ -79,133 +161,15 @@ pub(super) fn tenant_mac(i: u32) -> Mac {
     [0x02, 0x57, 0, a, b, c]
 }
 
-pub(super) fn tenant_config(policy: Policy, i: u32) -> TenantConfig {
-    // Flood counting as the daemon compiles a policy's defaults: every tenant's SYNs,
-    // datagrams and inbound packets are counted, as on a production node.
-    let d = warden_policy::Detectors::default();
-    let mut cfg = TenantConfig {
-        flood_out_syn: warden_dataplane::per_flood_epoch(d.flood_out.syn_pps),
-        flood_out_pkts: warden_dataplane::per_flood_epoch(d.flood_out.pps),
-        flood_in_pkts: warden_dataplane::per_flood_epoch(d.flood_in.pps),
-        flood_in_bytes: warden_dataplane::bytes_per_flood_epoch(d.flood_in.bps),
-        ..TenantConfig::default()
-    };
-    if policy.binds_macs() {
-        cfg.flags |= tenant_flags::MACS_BOUND;
-    }
-    if is_loader(i) {
-        cfg.flood_out_syn = LOADER_SYN_THRESHOLD;
-    }
-    match i {
-        SUSPENDED_TENANT => cfg.flags |= tenant_flags::SUSPENDED,
-        POLICED_TENANT => cfg.rate = [HUGE_PLAN, HUGE_PLAN],
-        EXHAUSTED_TENANT => cfg.rate = [SMALL_PLAN, SMALL_PLAN],
-        SHAPED_TENANT => {
-            cfg.rate = [SMALL_PLAN, SMALL_PLAN];
-            // A class id as the daemon writes one (this slot is past the daemon's
-            // limit, but the programs take any nonzero class).
-            cfg.shape_class = (warden_common::shape::MAJOR << 16) | 2;
-        }
-        _ => {}
-    }
-    cfg
-}
-
-pub(super) fn mask4(addr: Ipv4Addr, plen: u8) -> [u8; 4] {
-    let mask = u32::MAX.checked_shl(32 - u32::from(plen)).unwrap_or(0);
-    (u32::from(addr) & mask).to_be_bytes()
-}
-
-pub(super) fn mask6(addr: Ipv6Addr, plen: u8) -> [u8; 16] {
-    let mask = u128::MAX.checked_shl(128 - u32::from(plen)).unwrap_or(0);
-    (u128::from(addr) & mask).to_be_bytes()
-}
-
 pub(super) fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name)
         .with_context(|| format!("no {name} map in the object"))
 }
 
-/// `policy` as the daemon compiles it (`warden_dataplane::compile`'s output).
-pub(super) fn compile(policy: Policy) -> Compiled {
-    let mut c = Compiled::default();
-    for i in 0..TENANTS {
-        let ((a4, l4), (a6, l6)) = policy.prefixes(i);
-        c.v4.insert((l4, mask4(a4, l4)), i);
-        c.v6.insert((l6, mask6(a6, l6)), i);
-        if policy.binds_macs() {
-            c.macs.insert(tenant_mac(i), i);
-        }
-        c.configs.insert(i, tenant_config(policy, i));
-    }
-    let (lens4, lens6) = policy.lengths();
-    (c.v4_lens, c.v6_lens) = (lens4.to_vec(), lens6.to_vec());
-    c
-}
-
-/// Writes `policy` into its generation exactly as `Dataplane::apply` would
-/// (`warden_dataplane::write_generation`: the daemon's placement and GEN_CONFIG).
-pub(super) fn write_policy(ebpf: &mut Ebpf, policy: Policy) -> Result<()> {
-    let c = compile(policy);
-    write_generation(ebpf, policy.generation(), &c)
-        .with_context(|| format!("writing the {} policy", policy.label()))
-}
-
-/// A few management prefixes, so the suspended case pays for a real trie miss.
-pub(super) fn write_management(ebpf: &mut Ebpf) -> Result<()> {
-    {
-        let mut t: LpmTrie<&mut MapData, [u8; 4], u8> =
-            LpmTrie::try_from(map_mut(ebpf, map::MANAGEMENT_V4)?)?;
-        for net in MANAGEMENT_V4 {
-            t.insert(&Key::new(24, net.octets()), 1u8, 0)
-                .context("writing MANAGEMENT_V4")?;
-        }
-    }
-    let mut t: LpmTrie<&mut MapData, [u8; 16], u8> =
-        LpmTrie::try_from(map_mut(ebpf, map::MANAGEMENT_V6)?)?;
-    t.insert(&Key::new(48, MANAGEMENT_V6.octets()), 1u8, 0)
-        .context("writing MANAGEMENT_V6")?;
-    Ok(())
-}
-
-/// The flip: ACTIVE\[0\] = `gen`.
-pub(super) fn set_active(ebpf: &mut Ebpf, gen: u32) -> Result<()> {
-    let mut m: Array<&mut MapData, u32> = Array::try_from(map_mut(ebpf, map::ACTIVE)?)?;
-    m.set(0, gen, 0).context("writing ACTIVE")
-}
-
-/// Replaces generation `gen`'s event budget (written by `write_generation` as the
-/// daemon's).
-pub(super) fn set_event_budget(ebpf: &mut Ebpf, gen: u32, budget: Rate) -> Result<()> {
-    let mut m: Array<&mut MapData, GenConfig> = Array::try_from(map_mut(ebpf, map::GEN_CONFIG)?)?;
-    let mut gc = m.get(&gen, 0).context("reading GEN_CONFIG")?;
-    gc.event_budget = budget;
-    m.set(gen, gc, 0).context("writing GEN_CONFIG")
-}
-
+/// Sets `tenant`'s bucket `which` to theoretical arrival time `tat`, as its traffic
+/// leaves it (an hour ahead of the clock: a plan exhausted).
 pub(super) fn set_bucket(ebpf: &mut Ebpf, tenant: u32, which: u32, tat: u64) -> Result<()> {
     let mut m: Array<&mut MapData, Bucket> = Array::try_from(map_mut(ebpf, map::BUCKETS)?)?;
     m.set(bucket::index(tenant, which), Bucket { tat }, 0)
         .context("writing BUCKETS")
-}
-
-/// Blackholes `tenant`'s IPv4 address until `until` as the daemon does
-/// (`Dataplane::block` with a blackhole target): its entry in BLOCKS and the BLOCKS
-/// runtime flag.
-pub(super) fn blackhole(ebpf: &mut Ebpf, tenant: u32, until: u64) -> Result<()> {
-    let target = warden_policy::traffic::BlockTarget::Blackhole(host_v4(tenant).into());
-    let key = warden_dataplane::block_key(target, warden_policy::tenant::TenantSlot(tenant));
-    {
-        let mut m: BpfHashMap<&mut MapData, BlockKey, BlockValue> =
-            BpfHashMap::try_from(map_mut(ebpf, map::BLOCKS)?)?;
-        m.insert(key, BlockValue { until_ns: until }, 0)
-            .context("writing BLOCKS")?;
-    }
-    let mut m: Array<&mut MapData, TenantRuntime> =
-        Array::try_from(map_mut(ebpf, map::TENANT_RUNTIME)?)?;
-    let rt = TenantRuntime {
-        flags: runtime_flags::BLOCKS,
-        ..TenantRuntime::default()
-    };
-    m.set(tenant, rt, 0).context("writing TENANT_RUNTIME")
 }

@@ -4,8 +4,8 @@
 use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray},
-    programs::{SchedClassifier, Xdp},
-    Ebpf, TestRun, TestRunOptions,
+    programs::Xdp,
+    TestRun, TestRunOptions,
 };
 use warden_common::{global, map, program, reason, tenant_counter_index, Counters, DropCounters};
 
@@ -14,6 +14,7 @@ use super::{
     cases::{Case, Flow, Lands},
     facts::FactMaps,
     new_flow::NewFlowRun,
+    node::Rig,
     tracked::ensure_tracked,
     ANSWER_RUNS, ANSWER_WINDOW, NEW_FLOW_MAX_REPEAT, NEW_FLOW_WARM_UPS, PROBE_TENANT, XDP_PASS,
 };
@@ -74,18 +75,10 @@ impl Figures {
     }
 }
 
-pub(super) fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
-    ebpf.program(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))
-}
-
-pub(super) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    ebpf.program_mut(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))
+/// The XDP program `name` the cases run: the daemon's pinned one for a production
+/// program, the bench object's for a bench-only one.
+pub(super) fn xdp<'a>(rig: &'a Rig, name: &str) -> Result<&'a Xdp> {
+    rig.xdp(name)
 }
 
 /// One BPF_PROG_TEST_RUN; returns (return value, mean ns per repetition).
@@ -106,16 +99,12 @@ fn run_options(frame: &[u8], repeat: u32) -> TestRunOptions<'_> {
 }
 
 /// [`test_run`] of the program called `name`, XDP or tc.
-pub(super) fn run_named(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
+pub(super) fn run_named(rig: &Rig, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
     if !super::cases::is_tc(name) {
-        return test_run(xdp(ebpf, name)?, frame, repeat);
+        return test_run(xdp(rig, name)?, frame, repeat);
     }
-    let prog: &SchedClassifier = ebpf
-        .program(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()
-        .with_context(|| format!("{name} is not a tc program"))?;
-    let r = prog
+    let r = rig
+        .tc(name)?
         .test_run(run_options(frame, repeat))
         .context("BPF_PROG_TEST_RUN")?;
     let ns = u32::try_from(r.duration.as_nanos()).unwrap_or(u32::MAX);
@@ -125,7 +114,7 @@ pub(super) fn run_named(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> R
 /// Every counter a case could move, summed over CPUs: the case's tenant's packets,
 /// bytes and drops by reason in its direction, then every global slot's packets and
 /// bytes.
-pub(super) fn observe(ebpf: &Ebpf, lands: Lands) -> Result<Vec<u64>> {
+pub(super) fn observe(ebpf: &Rig, lands: Lands) -> Result<Vec<u64>> {
     let (index, dir) = match lands {
         Lands::Tenant { index, dir } | Lands::Dropped { index, dir, .. } => (index, dir),
         Lands::NoTenant { dir } | Lands::Spoofed { dir } => (PROBE_TENANT, dir),
@@ -190,7 +179,7 @@ pub(super) fn moved(before: &[u64], after: &[u64]) -> Vec<u64> {
 
 /// Runs the case once and checks its verdict and that it moved exactly the counters
 /// its name promises.
-pub(super) fn verify_path(ebpf: &Ebpf, case: &Case) -> Result<()> {
+pub(super) fn verify_path(ebpf: &Rig, case: &Case) -> Result<()> {
     let before = observe(ebpf, case.lands)?;
     let (ret, _) = run_named(ebpf, case.program, &case.frame, 1)?;
     let after = observe(ebpf, case.lands)?;
@@ -215,7 +204,7 @@ pub(super) fn verify_path(ebpf: &Ebpf, case: &Case) -> Result<()> {
 }
 
 pub(super) fn measure(
-    ebpf: &Ebpf,
+    ebpf: &Rig,
     facts: &mut FactMaps,
     case: &Case,
     pairs: u32,
@@ -238,7 +227,7 @@ pub(super) fn measure(
             ensure_tracked(ebpf, facts)?;
             let (mut ret, mut total) = (XDP_PASS, 0u64);
             for start in facts.answer_windows.clone() {
-                let (r, ns, _) = answer_run(ebpf, facts, case, start)?;
+                let (r, ns) = answer_run(ebpf, facts, case, start)?;
                 ret = if r == XDP_PASS { ret } else { r };
                 total += u64::from(ns) * u64::from(ANSWER_WINDOW);
             }

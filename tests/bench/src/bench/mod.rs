@@ -15,25 +15,53 @@
 //! The bar: every per-packet path costs at most [`BAR_NS`] over the baseline, a new
 //! flow at most [`NEW_FLOW_BAR_NS`].
 //!
-//! The maps hold [`TENANTS`] tenants (100,000), compiled into a `warden_dataplane::Compiled`
-//! and written by `warden_dataplane::write_generation` (`GenTables::build`), the daemon's own
-//! placement; every bucket of the generation's half is then written, as
-//! `Dataplane::apply` does for a fresh half. Three policies, each measured in turn:
-//! - one length: each tenant an IPv4 /32, an IPv6 /64 and a bound MAC (generation 0);
+//! What production runs. The programs and maps are a release daemon's ([`node`]): the
+//! bench writes the policy file ([`TENANTS`] tenants, 100,000), starts `warden run -c
+//! FILE` in a namespace lab (host mode on a veth left down, so no frame but the bench's
+//! reaches the programs; its bpffs under /run), and switches policy as an operator does
+//! (the file rewritten, SIGHUP, the daemon's log saying it applied it). The production
+//! cases run the daemon's pinned programs (`progs/xdp_to_tenant`, `progs/xdp_from_tenant`,
+//! `progs/tc_from_tenant`, opened from their pins) through BPF_PROG_TEST_RUN; the
+//! bench-only programs (the XDP_PASS and tc baselines, `xdp_bench_new_flow`,
+//! `xdp_bench_answer`) are loaded from the bench object with every map taken from the
+//! daemon's pins, so they run on the daemon's maps. Tables, tenant settings, GEN_CONFIG,
+//! ACTIVE and the management prefixes are the daemon's own writes. Three policies, each
+//! measured in turn:
+//! - one length: each tenant an IPv4 /32, an IPv6 /64 and a bound MAC;
 //! - two lengths: the same, but the last [`WIDE`] (64) tenants on /24s and /48s, so a
-//!   lookup probes two lengths per family and a miss costs two probes (generation 1);
+//!   lookup probes two lengths per family and a miss costs two probes;
 //! - no MACs: one length and no bound MAC anywhere (GEN_CONFIG without ANY_MACS, so
-//!   from-tenant frames skip the MAC lookup), written over generation 0 while
-//!   generation 1 is active, then flipped to, as the daemon would.
+//!   from-tenant frames skip the MAC lookup).
 //!
-//! Every tenant has the flood thresholds the daemon compiles from a policy's defaults
-//! (`flood_out.syn_pps`, `flood_out.pps`, `flood_in.pps`, `flood_in.bps`), as on a
-//! production node: a SYN, datagram or ICMP packet pays its flood counting (an
-//! established TCP segment does not).
+//! Tenant `i` is `t0000i` (zero-padded), so a fresh daemon gives it slot `i` (checked
+//! through the API for every tenant a case or the load uses). Every tenant has the
+//! default detector thresholds, compiled by the daemon (`flood_out.syn_pps`,
+//! `flood_out.pps`, `flood_in.pps`, `flood_in.bps`), as on a production node: a SYN,
+//! datagram or ICMP packet pays its flood counting (an established TCP segment does
+//! not). Every detector observes, with `ceiling: observe`, so the daemon's answer to
+//! what the cases send (an inbound flood at one address, spoofed sources, drops over a
+//! plan, thousands of first contacts) is a record, never a change of path; but for the
+//! blackholed tenant, which blackholes inbound floods: at start the bench floods its
+//! address and the daemon blackholes it (`flood_in.blackhole_for: 6h`). The suspended
+//! tenant is suspended through the API (`warden suspend`); the policed, exhausted and
+//! shaped tenants have plans in the file (host mode shapes the egress of slots below
+//! `shape::MAX_SLOTS`, 30,000, and polices the rest: the shaped tenant is below it, the
+//! policed one past it).
 //!
-//! ACTIVE is set to a policy's generation before its cases run. Every case is run once
-//! and checked (verdict and the counter it must move) before it is timed, so the bench
-//! measures the path it names.
+//! What the bench writes into the daemon's maps is what traffic would leave there: the
+//! exhausted tenant's ingress bucket and the shaped tenant's egress bucket an hour ahead
+//! of the clock, the tracked remotes (below), a new-flow run's filter words set back to
+//! their loaded state and a detection-event run's pending attempts. One setting is the
+//! bench's: the event budget of the active generation is lifted after each switch
+//! ([`BENCH_EVENT_BUDGET`]; the daemon has no policy key for it). The event ring is the
+//! daemon's to read: the cases count what goes into it by the fact counters.
+//!
+//! Every case is run once and checked (verdict and the counter it must move) before it
+//! is timed, and every timed run is checked the same way, so the bench measures the
+//! path it names; after every case the bench checks that the daemon still runs and that
+//! the generation measured is still the active one, with its policy's prefix lengths,
+//! MAC flag and the lifted event budget ([`node::Rig::check_steady`]), so nothing the
+//! daemon did (its sampler, its detectors, a reload) changed a case's path mid-run.
 //!
 //! Detection facts. A repeated frame is a first contact only once, so the new-flow
 //! case runs `xdp_bench_new_flow`: the from-tenant path, after which the program counts
@@ -65,8 +93,9 @@
 //! [`PER_LOADER`] new IPv6 remotes through `xdp_bench_new_flow` (one test run each,
 //! the program moving the destination on per repetition; few long runs, since each
 //! test run of more than one repetition costs some 20 ms of kernel setup here, which
-//! [`LOADERS`] runs pay again whenever the load is repeated), with SYN flood counting on
-//! for them (a threshold no load reaches). "Tracked" means what the kernel keeps per
+//! [`LOADERS`] runs pay again whenever the load is repeated), their SYNs counted at the
+//! default SYN flood threshold (per victim: no count of distinct victims comes near it,
+//! and a crossing would send an event, which the load's check refuses). "Tracked" means what the kernel keeps per
 //! remote, all fixed-size arrays: every one of those remotes tests as known in the
 //! contact filter of the current contact epoch (checked, word by word, against the
 //! words read back), the pending table is filled with their attempts (direct-mapped:
@@ -90,13 +119,13 @@
 //! (the tags a tenant's SYNs would have left); the remotes of a run are a window of
 //! [`ANSWER_WINDOW`] consecutive addresses whose pending slots are all distinct (found
 //! by the same formulas), so every repetition matches its attempt, clears it and sends
-//! an OUTCOME into the ring buffer. Each run is checked (one ring record per
-//! repetition, the right one, none lost) and the ring drained after it (not timed). A
-//! timed sample is [`ANSWER_RUNS`] such runs, their mean per repetition. The pending
+//! an OUTCOME into the ring buffer. Each run is checked (one event sent per repetition,
+//! none lost, by the fact counters; the first run also that every attempt was cleared).
+//! A timed sample is [`ANSWER_RUNS`] such runs, their mean per repetition. The pending
 //! slots are written just before the run, so they may be in the CPU's cache.
 //!
 //! The files: [`cases`](mod@cases) (the policies and the micro cases), [`fixtures`] (the address
-//! plan and the policy written into the maps), [`measure`](mod@measure) (the pair runner and each
+//! plan and the policy files), [`node`] (the daemon and the programs timed), [`measure`](mod@measure) (the pair runner and each
 //! case's check), [`facts`] (the fact maps the fact cases use), [`tracked`] (the tracked
 //! remotes' load), [`new_flow`] and [`answer`] (the new-flow and detection-event cases'
 //! runs and checks), [`results`] (the table and report.json).
@@ -108,7 +137,9 @@ mod facts;
 mod fixtures;
 mod measure;
 mod new_flow;
+mod node;
 mod results;
+mod ring;
 #[cfg(test)]
 mod tests;
 mod tracked;
@@ -116,7 +147,6 @@ mod tracked;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::Ebpf;
 use warden_common::{
     direction,
     facts::{CONTACT_WORDS, PENDING_SLOTS},
@@ -124,16 +154,28 @@ use warden_common::{
 };
 
 use answer::verify_answers;
-use cases::{cases, Flow, Policy};
+use cases::{cases, Case, Flow, Policy};
 use facts::FactMaps;
-use fixtures::{
-    blackhole, set_active, set_bucket, set_event_budget, write_management, write_policy,
-};
-use measure::{measure, verify_path, Figures};
+use fixtures::set_bucket;
+use measure::{measure, test_run, verify_path, Figures};
 use new_flow::verify_new_flows;
+use node::{Node, Rig};
 use results::{print_table, write_report};
 use tracked::ensure_tracked;
 
+/// How the micro cases' programs and maps are made, for the report.
+const MICRO_SETUP: &str = "the programs and maps a release daemon loaded, attached and \
+    pinned: the bench writes the policy file (100,000 tenants; every detector observing, \
+    but the blackholed tenant's, which blackholes inbound floods), starts `warden run -c \
+    FILE` in a namespace lab (host mode on a veth), switches between the three policies by \
+    rewriting the file and sending SIGHUP, suspends a tenant through the API and has the \
+    daemon blackhole an address it floods. The production programs are the daemon's \
+    pinned ones; the bench-only programs (the baselines, new flow, detection event) are \
+    loaded from the bench object on the daemon's pinned maps. The bench writes only what \
+    traffic leaves in the maps (an exhausted plan's bucket, the tracked remotes, a run's \
+    filter words and pending attempts) and lifts the event budget, which has no policy \
+    key; after every case it checks that the daemon runs and that the generation measured \
+    is still the active one, unchanged";
 /// Most any per-packet path may cost over the XDP_PASS baseline, in ns.
 const BAR_NS: f64 = 35.0;
 /// Most the tcx from-tenant path (host mode's egress) may cost over the tc baseline, in
@@ -191,9 +233,10 @@ const BLACKHOLED_CASE: &str =
 const POLICED_TENANT: u32 = 50_002;
 /// Plan exhausted (bucket an hour ahead of the clock): every packet is dropped.
 const EXHAUSTED_TENANT: u32 = 50_003;
-/// Shaped (host mode): the exhausted plan, and its HTB class in `shape_class`, so tcx
-/// from-tenant sets the priority and does not police (every packet passes).
-const SHAPED_TENANT: u32 = 50_005;
+/// Shaped (host mode, a slot below `shape::MAX_SLOTS`): the exhausted plan, and its HTB
+/// class in `shape_class`, so tcx from-tenant sets the priority and does not police
+/// (every packet passes).
+const SHAPED_TENANT: u32 = 20_005;
 /// Remotes whose state is loaded before the cases are timed (see the module doc).
 const TRACKED_REMOTES: u32 = 1_000_000;
 /// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants
@@ -202,9 +245,6 @@ const LOADERS: u32 = 200;
 const PER_LOADER: u32 = TRACKED_REMOTES / LOADERS;
 const LOADER_FIRST: u32 = 37;
 const LOADER_STRIDE: u32 = 450;
-/// The loaders' SYN flood threshold (SYNs per flood epoch at one victim): counted, so
-/// their SYNs load the sketch, and never crossed.
-const LOADER_SYN_THRESHOLD: u32 = u32::MAX;
 /// Fresh remotes tested against the loaded filter for its false-positive rate.
 const FP_PROBES: u32 = 100_000;
 /// The first tracked remote; remote `k` is this plus `k`.
@@ -240,15 +280,12 @@ const XDP_PASS: u32 = 2;
 const TC_PASS: u32 = u32::MAX;
 const TC_DROP: u32 = 2;
 
-/// 400 Gbit/s with a 10 s burst: a 64-byte frame costs 1 ns of bucket time, and the
-/// bucket must conform whatever `bpf_ktime_get_ns` does during a run. Where that clock
-/// is coarse (it has been seen to step by whole 4 ms ticks and to stand still through
-/// a million-repetition run), a 1 MiB burst filled up and the case measured drops; 5 s
-/// (half the burst, where early drop starts) outlasts `u32::MAX` repetitions at 1 ns.
-const HUGE_PLAN: Rate = Rate::from_bits_per_second(400_000_000_000, 500_000_000_000);
-/// 8 kbit/s, 1,000-byte burst; the bucket is set an hour ahead of the clock.
-const SMALL_PLAN: Rate = Rate::from_bits_per_second(8_000, 1_000);
+/// How far ahead of the clock the exhausted tenant's bucket is set.
 const EXHAUSTED_AHEAD_NS: u64 = 3_600_000_000_000;
+/// How long the daemon may take to blackhole the blackholed tenant's address, and the
+/// repetitions of each test run that floods it meanwhile.
+const BLACKHOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const BLACKHOLE_FLOOD: u32 = 1_000_000;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -306,15 +343,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         )?)
     };
     let cpu = pin(args.cpu)?;
-    let mut ebpf = load()?;
+    let mut cases = cases();
+    let mut ebpf = start_node(&cases)?;
     let mut facts = FactMaps::take(&mut ebpf)?;
-    write_management(&mut ebpf)?;
     let ahead = monotonic_ns()? + EXHAUSTED_AHEAD_NS;
     set_bucket(&mut ebpf, EXHAUSTED_TENANT, direction::IN, ahead)?;
     // A shaped tenant's policer would drop everything: the tcx path must not use it.
     set_bucket(&mut ebpf, SHAPED_TENANT, direction::OUT, ahead)?;
-    blackhole(&mut ebpf, BLACKHOLED_TENANT, ahead)?;
-    let mut cases = cases();
     if let Some(only) = &args.micro_only {
         cases.retain(|c| c.name.contains(only.as_str()));
         ensure!(
@@ -324,9 +359,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 
     println!(
-        "{TENANTS} tenants, each an IPv4 prefix and an IPv6 prefix (/32 | /64; \
-         {WIDE} of them on /24 | /48 in the two-length policy), with a bound MAC each \
-         except in the no-MACs policy; {} pairs x {} repetitions per case in {} rounds, CPU {cpu}",
+        "a release daemon's programs and maps: {TENANTS} tenants, each an IPv4 prefix and \
+         an IPv6 prefix (/32 | /64; {WIDE} of them on /24 | /48 in the two-length policy), \
+         with a bound MAC each except in the no-MACs policy; {} pairs x {} repetitions per \
+         case in {} rounds, CPU {cpu}",
         args.pairs, args.repeat, args.rounds
     );
     // Each round takes its share of every case's pairs, in case order; the figures are
@@ -350,9 +386,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             if mine.is_empty() {
                 continue;
             }
-            write_policy(&mut ebpf, policy)?;
-            set_event_budget(&mut ebpf, policy.generation(), BENCH_EVENT_BUDGET)?;
-            set_active(&mut ebpf, policy.generation())?;
+            ebpf.node_mut()?.switch(policy)?;
+            let gen = ebpf.lift_event_budget()?;
             if round == 0 {
                 for &i in &mine {
                     let case = &cases[i];
@@ -363,11 +398,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         Flow::Answer => verify_answers(&ebpf, &mut facts, case)?,
                         Flow::Repeated => {}
                     }
+                    ebpf.check_steady(policy, gen)?;
                 }
             }
             for &i in &mine {
                 ensure_tracked(&ebpf, &mut facts)?;
                 let figures = measure(&ebpf, &mut facts, &cases[i], pairs, args.repeat)?;
+                ebpf.check_steady(policy, gen)
+                    .with_context(|| format!("after timing {}", cases[i].name))?;
                 merged[i] = Some(match merged[i].take() {
                     Some(before) => before.merge(figures),
                     None => figures,
@@ -381,6 +419,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // The daemon's own program, each case next to its in-process case (when that ran).
     let matching = |name: &str| results.iter().find(|(c, _)| c.name == name);
+    // The daemon of the micro cases stops here (its programs and maps stay open in this
+    // process): the daemon case starts its own.
+    ebpf.stop_node()?;
     let specs: Vec<&'static daemon::Spec> = daemon::SPECS
         .iter()
         .filter(|s| !args.skip_daemon && matching(s.matching).is_some())
@@ -400,7 +441,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             daemon_cases.push((d, delta));
         }
     }
-    set_active(&mut ebpf, 0)?;
     let tracked = facts
         .tracked
         .as_ref()
@@ -525,15 +565,53 @@ fn monotonic_ns() -> Result<u64> {
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-fn load() -> Result<Ebpf> {
-    crate::util::load_programs(
-        &[
-            program::XDP_PASS_BASELINE,
-            program::XDP_TO_TENANT,
-            program::XDP_FROM_TENANT,
-            XDP_BENCH_NEW_FLOW,
-            XDP_BENCH_ANSWER,
-        ],
-        &[program::TC_PASS_BASELINE, program::TC_FROM_TENANT],
-    )
+/// Builds the release daemon, starts it on the one-length policy, checks that tenant
+/// `i` holds slot `i` for every tenant a case or the tracked load uses, suspends the
+/// suspended tenant through the API, opens the programs, and has the daemon blackhole
+/// the blackholed tenant's address by flooding it with that case's datagram.
+fn start_node(cases: &[Case]) -> Result<Rig> {
+    {
+        let _every_cpu = crate::latency::EveryCpu::widen()?;
+        crate::util::cargo_build(true).context("building the release daemon")?;
+    }
+    let warden = crate::util::target_dir().join("release/warden");
+    ensure!(warden.is_file(), "{} was not built", warden.display());
+    println!(
+        "starting a release daemon on the {TENANTS}-tenant policy (host mode, a namespace lab)"
+    );
+    let node = Node::start(&warden, Policy::OneLength)?;
+    let named = [
+        PROBE_TENANT,
+        FOREIGN_TENANT,
+        SUSPENDED_TENANT,
+        POLICED_TENANT,
+        EXHAUSTED_TENANT,
+        BLACKHOLED_TENANT,
+        SHAPED_TENANT,
+        WIDE_TENANT,
+    ];
+    for i in named
+        .into_iter()
+        .chain((0..LOADERS).map(fixtures::loader_tenant))
+    {
+        let slot = node.slot(i)?;
+        ensure!(
+            slot == i,
+            "the daemon gave tenant {} slot {slot}, not {i}: the cases' slots are the \
+             tenants' numbers",
+            fixtures::tenant_id(i)
+        );
+    }
+    node.suspend(&warden, SUSPENDED_TENANT)?;
+    let rig = Rig::open(node)?;
+    let blackholed = cases
+        .iter()
+        .find(|c| c.name == BLACKHOLED_CASE)
+        .context("no blackholed case")?;
+    let prog = rig.xdp(program::XDP_TO_TENANT)?;
+    warden_tests::wait::eventually(BLACKHOLE_WAIT, || {
+        Ok(test_run(prog, &blackholed.frame, BLACKHOLE_FLOOD)?.0 == XDP_DROP)
+    })
+    .context("the daemon did not blackhole the flooded address of the blackholed tenant")?;
+    Ok(rig)
 }

@@ -4,13 +4,14 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::{Ebpf, TestRun, TestRunOptions};
+use aya::{TestRun, TestRunOptions};
 use warden_common::facts::{event, fact_counter, Event, LOG_SLOTS};
 
 use super::{
     cases::{Case, Lands},
     facts::{away_from_epoch_boundary, contact_epoch, fact_counters, remote16, FactMaps},
     measure::xdp,
+    node::Rig,
     tracked::ensure_tracked,
     NEW_FLOW_FIRST_REMOTE, NEW_FLOW_PORT,
 };
@@ -33,14 +34,14 @@ impl NewFlowRun {
     /// remotes again first if the contact epoch moved on) and notes where the counters
     /// stand.
     pub(super) fn start(
-        ebpf: &Ebpf,
+        ebpf: &Rig,
         facts: &mut FactMaps,
         tenant: u32,
         n: u32,
     ) -> Result<NewFlowRun> {
         away_from_epoch_boundary()?;
         ensure_tracked(ebpf, facts)?;
-        facts.drain()?;
+        facts.drain();
         Ok(NewFlowRun {
             new: facts.arm_new_flows(tenant, n)?,
             before: fact_counters(ebpf)?,
@@ -55,14 +56,15 @@ impl NewFlowRun {
     /// entries read, as events.
     pub(super) fn check(
         &self,
-        ebpf: &Ebpf,
+        ebpf: &Rig,
         facts: &mut FactMaps,
         case: &Case,
         n: u32,
     ) -> Result<Vec<Event>> {
         let after = fact_counters(ebpf)?;
         let moved = |i: u32| after[i as usize] - self.before[i as usize];
-        let (events, overwritten, ring) = facts.drain()?;
+        let (events, overwritten) = facts.drain();
+        let ring = moved(fact_counter::SENT);
         let want = self.new.len() as u64;
         let logged = moved(fact_counter::LOGGED);
         let same_epoch = contact_epoch()? == self.epoch;
@@ -76,7 +78,7 @@ impl NewFlowRun {
                 && read + overwritten == logged,
             "{}: {n} repetitions with {want} first contacts logged {logged} entries (over \
              the budget {}, for want of a region {}); {read} read, {overwritten} written \
-             over; {ring} ring records",
+             over; {ring} events sent into the ring",
             case.name,
             moved(fact_counter::OVER_BUDGET),
             moved(fact_counter::LOST_LOG),
@@ -89,7 +91,7 @@ impl NewFlowRun {
 /// has its destination advanced by the repetitions (packet data persists across the
 /// repetitions of one test run), and each repetition sent one ATTEMPT of the tenant,
 /// for consecutive remotes.
-pub(super) fn verify_new_flows(ebpf: &Ebpf, facts: &mut FactMaps, case: &Case) -> Result<()> {
+pub(super) fn verify_new_flows(ebpf: &Rig, facts: &mut FactMaps, case: &Case) -> Result<()> {
     const N: u32 = 1000;
     let Lands::Tenant { index: tenant, .. } = case.lands else {
         bail!("{}: a new-flow case must pass to a tenant", case.name);

@@ -13,8 +13,8 @@ use super::{
     cases::{Case, Flow, Policy},
     daemon::{self, DaemonCase},
     measure::Figures,
-    BenchArgs, ANSWER_RUNS, ANSWER_WINDOW, BAR_NS, BENCH_EVENT_BUDGET, NEW_FLOW_BAR_NS,
-    NEW_FLOW_MAX_REPEAT, TENANTS, WIDE, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW,
+    BenchArgs, ANSWER_RUNS, ANSWER_WINDOW, BAR_NS, BENCH_EVENT_BUDGET, MICRO_SETUP,
+    NEW_FLOW_BAR_NS, NEW_FLOW_MAX_REPEAT, TENANTS, WIDE, XDP_BENCH_ANSWER, XDP_BENCH_NEW_FLOW,
 };
 use crate::util;
 
@@ -65,7 +65,6 @@ pub(super) fn write_report(
         .map(|(c, f)| {
             json!({
                 "name": c.name,
-                "generation": c.policy.generation(),
                 "prefix_lengths": c.policy.label(),
                 "program": c.program,
                 "baseline_program": program::XDP_PASS_BASELINE,
@@ -87,7 +86,10 @@ pub(super) fn write_report(
         .collect();
     let report = json!({
         "method": "BPF_PROG_TEST_RUN mean ns per repetition (kernel-timed), \
-                   interleaved baseline/case pairs taken in rounds over all cases, medians",
+                   interleaved baseline/case pairs taken in rounds over all cases, medians; \
+                   the programs and maps of a release `warden run` started on the policy \
+                   file, switched by SIGHUP",
+        "setup": MICRO_SETUP,
         "kernel": kernel.trim(),
         "cpu": cpu,
         "pairs": args.pairs,
@@ -109,10 +111,11 @@ pub(super) fn write_report(
         "detection_event": format!(
             "{XDP_BENCH_ANSWER}: each repetition a SYN-ACK from the next IPv6 remote \
              answering that remote's pending first contact, so each clears its pending \
-             slot and sends an OUTCOME into the ring buffer (checked: one record per \
-             repetition, none lost); the pending attempts of a run are written before it, \
-             for {ANSWER_WINDOW} consecutive remotes with distinct pending slots; a timed \
-             sample is {ANSWER_RUNS} such runs, the ring drained after each"
+             slot and sends an OUTCOME into the ring buffer (checked: one event sent per \
+             repetition, none lost, and in the first run every attempt cleared; the ring \
+             is the daemon's to read); the pending attempts of a run are written before \
+             it, for {ANSWER_WINDOW} consecutive remotes with distinct pending slots; a \
+             timed sample is {ANSWER_RUNS} such runs"
         ),
         "tracked_remotes": tracked,
         "tenants": {
@@ -121,7 +124,6 @@ pub(super) fn write_report(
                 let (v4, v6) = p.lengths();
                 json!({
                     "label": p.label(),
-                    "generation": p.generation(),
                     "v4_lens": v4,
                     "v6_lens": v6,
                     "bound_macs": if p.binds_macs() { TENANTS } else { 0 },

@@ -123,3 +123,32 @@ fn answer_windows_have_distinct_pending_slots_and_do_not_overlap() {
         assert_eq!(slots.len(), width as usize);
     }
 }
+
+/// The shaped tenant's slot gets an HTB class in host mode; the policed and exhausted
+/// ones are past the shaping limit, so the daemon polices their egress.
+#[test]
+fn only_the_shaped_tenant_is_within_the_shaping_limit() {
+    let max = warden_common::shape::MAX_SLOTS;
+    assert!(SHAPED_TENANT < max);
+    for t in [POLICED_TENANT, EXHAUSTED_TENANT] {
+        assert!(t >= max, "{t}");
+    }
+}
+
+/// The policy files the micro cases' daemon runs on are valid policies, with tenant `i`
+/// the `i`-th id in order (the daemon gives slots in id order).
+#[test]
+fn the_bench_policy_files_are_valid() {
+    let header = format!(
+        "daemon:\n  listen: 127.0.0.1:19478\n{}interfaces:\n  - name: wm0\n    mode: host\n",
+        super::fixtures::management_yaml()
+    );
+    for policy in super::cases::Policy::ALL {
+        let text = super::fixtures::policy_yaml(&header, policy);
+        let parsed = warden_policy::parse(&text, "bench.yaml")
+            .unwrap_or_else(|e| panic!("{}: {e}", policy.label()));
+        assert_eq!(parsed.tenants.len(), TENANTS as usize);
+    }
+    let ids: Vec<String> = (0..TENANTS).map(super::fixtures::tenant_id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}

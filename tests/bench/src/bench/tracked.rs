@@ -4,7 +4,7 @@
 use std::net::Ipv6Addr;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::{Ebpf, TestRun, TestRunOptions};
+use aya::{TestRun, TestRunOptions};
 use serde_json::json;
 use warden_common::facts::{
     contact_key, contact_tag, fact_counter, fold_addr, CONTACT_WORDS, FLOOD_EPOCH_SHIFT,
@@ -16,8 +16,9 @@ use super::{
     facts::{contact_epoch, fact_counters, filter_bits, FactMaps},
     fixtures::{host_v6, loader_tenant, tenant_mac, tracked_remote},
     measure::xdp,
-    monotonic_ns, FP_PROBES, LOADERS, NEW_FLOW_PORT, PER_LOADER, TRACKED_REMOTES,
-    XDP_BENCH_NEW_FLOW, XDP_PASS,
+    monotonic_ns,
+    node::Rig,
+    FP_PROBES, LOADERS, NEW_FLOW_PORT, PER_LOADER, TRACKED_REMOTES, XDP_BENCH_NEW_FLOW, XDP_PASS,
 };
 
 /// The tracked remotes' state as loaded and checked.
@@ -116,7 +117,7 @@ pub(super) fn loader_frame(j: u32) -> Vec<u8> {
 }
 
 /// Loads the tracked remotes unless they are loaded in the current contact epoch.
-pub(super) fn ensure_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<()> {
+pub(super) fn ensure_tracked(ebpf: &Rig, facts: &mut FactMaps) -> Result<()> {
     let epoch = contact_epoch()? & 0xffff_ffff;
     if facts.tracked.as_ref().is_some_and(|t| t.epoch == epoch) {
         return Ok(());
@@ -143,9 +144,9 @@ pub(super) fn ensure_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<()> {
 /// Sends every loader's SYNs to its tracked remotes, then reads the fact maps back and
 /// checks the load. `None` when the contact epoch moved on during the load (run it
 /// again).
-pub(super) fn load_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<Option<Tracked>> {
+pub(super) fn load_tracked(ebpf: &Rig, facts: &mut FactMaps) -> Result<Option<Tracked>> {
     let epoch = contact_epoch()? & 0xffff_ffff;
-    facts.drain()?;
+    facts.drain();
     let before = fact_counters(ebpf)?;
     let prog = xdp(ebpf, XDP_BENCH_NEW_FLOW)?;
     let started = std::time::Instant::now();
@@ -182,8 +183,8 @@ pub(super) fn load_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<Option<T
     }
     let after = fact_counters(ebpf)?;
     let moved = |i: u32| after[i as usize] - before[i as usize];
-    let (_, _, ring) = facts.drain()?;
-    let logged = moved(fact_counter::LOGGED);
+    facts.drain();
+    let (logged, ring) = (moved(fact_counter::LOGGED), moved(fact_counter::SENT));
     ensure!(
         moved(fact_counter::OVER_BUDGET) == 0
             && moved(fact_counter::LOST_LOG) == 0
@@ -191,7 +192,7 @@ pub(super) fn load_tracked(ebpf: &Ebpf, facts: &mut FactMaps) -> Result<Option<T
             && logged > 0
             && logged <= u64::from(TRACKED_REMOTES),
         "loading tracked remotes: {logged} first contacts logged, {} over the budget, \
-         {} for want of a region, {ring} ring records",
+         {} for want of a region, {ring} events sent into the ring",
         moved(fact_counter::OVER_BUDGET),
         moved(fact_counter::LOST_LOG),
     );

@@ -47,7 +47,6 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
                 };
                 Ok(vec![
                     text(p, "label")?.to_string(),
-                    format!("{}", num(p, "generation")?),
                     lens("v4_lens")?,
                     lens("v6_lens")?,
                     thousands(num(p, "bound_macs")?),
@@ -60,7 +59,6 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
         md.push_str(&table(
             &[
                 "policy",
-                "generation",
                 "IPv4 lengths",
                 "IPv6 lengths",
                 "bound MACs",
@@ -69,6 +67,9 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
             rows,
         ));
         md.push('\n');
+    }
+    if let Some(setup) = top.get("setup").and_then(Value::as_str) {
+        writeln!(md, "Programs and maps: {setup}.\n")?;
     }
     if let Some(new_flow) = top.get("new_flow").and_then(Value::as_str) {
         writeln!(md, "New-flow case: {new_flow}.\n")?;

@@ -207,11 +207,17 @@ pub(super) fn method_section(report: &serde_json::Map<String, Value>) -> String 
          case a little rather than a few cases wholly. Each case is run once and checked (verdict and the counter \
          it must move) before it is timed, and every timed run is checked again. Reported: \
          the median of each side, and the cost as the median of the per-pair differences. \
-         The maps hold a large policy written by the daemon's own code. The programs are \
-         the production object's, instruction for instruction; the metered and the \
-         blackholed datagram are also timed on the program a release `warden run` \
-         attaches, through `bpftool prog run` on its pin, and reported next to their \
-         in-process cases (how the two are made the same is stated there).{}\n\
+         The programs and maps are those a release `warden run` loaded, attached and \
+         pinned: the bench writes the 100,000-tenant policy files, starts the daemon on \
+         one in a namespace lab, switches policy by SIGHUP, and times the daemon's pinned \
+         programs; its bench-only programs (the baselines, the new-flow and \
+         detection-event generators) run on the daemon's pinned maps. The metered and the \
+         blackholed datagram are also timed through `bpftool prog run` on the program a \
+         second release `warden run` (two tenants) attaches, run as an operator would, \
+         and reported next to their cases: the same program (the kernel's tag and size, \
+         compared), the same thresholds and kind of frame, started, configured and \
+         blackholed by the daemon the same way; what differs is the size of the \
+         policy.{}\n\
          - **Throughput on live frames.** Frames sent over a veth pair into the programs, \
          in millions of packets per second, against baselines measured in the same run on \
          the same pair.{}\n\
