@@ -38,6 +38,7 @@ mod harness;
 mod attribution;
 mod bandwidth;
 mod binding;
+mod ports;
 mod blocks;
 mod contacts;
 mod differential;

@@ -25,6 +25,9 @@ pub struct Compiled {
     pub v4: HashMap<(u8, [u8; 4]), u32>,
     pub v6: HashMap<(u8, [u8; 16]), u32>,
     pub macs: HashMap<[u8; 6], u32>,
+    /// Bound ports: (ifindex, outer VLAN id or 0 for the whole interface) -> tenant
+    /// index ([`bind_ports`]); they share the MAC table.
+    pub ports: HashMap<(u32, u16), u32>,
     /// Tenant index -> settings.
     pub configs: HashMap<u32, TenantConfig>,
     /// Tenant index -> egress plan (bits/s) and burst (bytes), of the tenants with one:
@@ -41,6 +44,8 @@ pub struct Compiled {
 pub enum CompileError {
     #[error("tenant {0} has no index")]
     NoIndex(String),
+    #[error("interface {0} is bound to a tenant but has no index on this machine")]
+    NoInterface(String),
     #[error(
         "{family} addresses use {count} distinct prefix lengths ({lens}); at most {max} are supported"
     )]
@@ -172,6 +177,34 @@ pub fn compile_with(
     c.v4_lens = longest_first(lens4, "IPv4")?;
     c.v6_lens = longest_first(lens6, "IPv6")?;
     Ok(c)
+}
+
+/// Binds the ports the policy names (`interfaces[].tenant`, `interfaces[].vlans`) in
+/// `c`, each interface by its index on this machine (`ifindexes`, by name).
+pub fn bind_ports(
+    c: &mut Compiled,
+    policy: &Policy,
+    index: &TenantIndex,
+    ifindexes: &HashMap<String, u32>,
+) -> Result<(), CompileError> {
+    let slot = |id: &str| {
+        index
+            .get(id)
+            .map(|s| s.0)
+            .ok_or_else(|| CompileError::NoIndex(id.to_string()))
+    };
+    for iface in policy.interfaces.iter().filter(|i| i.is_bound()) {
+        let ifindex = *ifindexes
+            .get(&iface.name)
+            .ok_or_else(|| CompileError::NoInterface(iface.name.clone()))?;
+        if let Some(tenant) = &iface.tenant {
+            c.ports.insert((ifindex, 0), slot(tenant)?);
+        }
+        for vlan in &iface.vlans {
+            c.ports.insert((ifindex, vlan.id), slot(&vlan.tenant)?);
+        }
+    }
+    Ok(())
 }
 
 /// A per-second threshold as a count per flood epoch (2^30 ns), at least 1 (0 would

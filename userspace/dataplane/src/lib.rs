@@ -58,9 +58,10 @@ use warden_common::{
 
 pub use self::{
     compile::{
-        burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch, CompileError,
-        Compiled,
+        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch,
+        CompileError, Compiled,
     },
+    interfaces::bound_ifindexes,
     cuckoo::TableFull,
     events::{
         decode_event, flood_class, monotonic_now, DecodeError, EventReader, FloodEvent,
