@@ -161,7 +161,7 @@ pub(super) fn read_timed(
     validate::tenants(&mut r, &tenants);
     super::ports::validate(&mut r, &interfaces, &tenants);
     if let Some(usable) = usable {
-        validate::on_host(&mut r, &interfaces, usable);
+        validate::on_host(&mut r, &interfaces, &tenants, usable);
     }
     timings.validate = validating.elapsed();
     if r.has_errors() {

@@ -383,9 +383,10 @@ pub enum Smtp {
 /// what parsing holds in memory (the YAML tree, some 50 bytes per node) stays bounded.
 pub const MAX_POLICY_BYTES: usize = 64 << 20;
 
-/// Asks whether an interface named in the policy can be used on this machine; `Err` says
-/// why not (see [`load_on_host`]).
-pub type InterfaceCheck<'a> = &'a dyn Fn(&str) -> Result<(), String>;
+/// Asks whether an interface named in the policy can be used on this machine; `Ok` holds
+/// the addresses configured on it (none when it is not on this machine), against which a
+/// host-mode port binding is checked; `Err` says why not (see [`load_on_host`]).
+pub type InterfaceCheck<'a> = &'a dyn Fn(&str) -> Result<Vec<std::net::IpAddr>, String>;
 
 /// Parses and validates policy text. `file_name` only labels the diagnostics; no I/O.
 pub fn parse(text: &str, file_name: &str) -> Result<Policy, Diagnostics> {

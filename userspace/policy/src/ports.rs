@@ -2,6 +2,7 @@
 //! Each names a tenant of `tenants`; a VLAN id is bound at most once per interface.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::document::{tenant_id, InterfaceDraft, TenantDraft};
 use super::reader::{Node, Pos, Reader};
@@ -98,6 +99,38 @@ pub(super) fn validate(r: &mut Reader, interfaces: &[InterfaceDraft], tenants: &
                     ),
                 );
             }
+        }
+    }
+}
+
+/// A host-mode interface is the tenant's own server's: bound to a tenant, it must not
+/// carry an address of another tenant (`addresses`, those configured on it here).
+pub(super) fn on_host(
+    r: &mut Reader,
+    draft: &InterfaceDraft,
+    tenants: &[TenantDraft],
+    addresses: &[IpAddr],
+) {
+    let i = &draft.interface;
+    let (Some(bound), Some(pos), Mode::Host) = (&i.tenant, draft.tenant_pos, i.mode) else {
+        return;
+    };
+    for addr in addresses {
+        let owner = tenants.iter().find(|t| {
+            t.addresses.iter().any(|(net, _)| net.contains(addr))
+                && t.id.as_ref().is_some_and(|(id, _)| id != bound)
+        });
+        if let Some(owner) = owner {
+            r.error_at(
+                pos,
+                format!(
+                    "interface {} is bound to tenant `{bound}` but carries {addr}, an address \
+                     of {}: in host mode, bind the tenant whose server this is",
+                    i.name,
+                    owner.label()
+                ),
+            );
+            return;
         }
     }
 }
