@@ -241,10 +241,7 @@ pub mod table {
     /// neither is EMPTY.
     #[inline(always)]
     pub const fn key_port(generation: u32, ifindex: u32, vlan: u16) -> u64 {
-        (1 << 61)
-            | ((generation as u64) << 48)
-            | (((vlan & 0x0fff) as u64) << 32)
-            | ifindex as u64
+        (1 << 61) | ((generation as u64) << 48) | (((vlan & 0x0fff) as u64) << 32) | ifindex as u64
     }
 
     /// The `meta` word of an IPv6 key: generation and prefix length.

@@ -1,6 +1,8 @@
 //! Port bindings on the standard lab: the node's wan0 (host mode, acme's own server)
 //! bound to acme. Spoofed datagrams from acme's server are acme's `spoof_ip` drops, not
 //! unattributed ones, and the spoof_ip detector flags acme; none reach the receiver.
+//! In gateway mode, VLAN 100 on lan0 bound to globex: spoofed datagrams on that VLAN are
+//! globex's, untagged ones on the same port (no interface tenant) stay unattributed.
 
 use std::time::Duration;
 
@@ -23,8 +25,14 @@ const PORT: &str = "7777";
 fn bound_policy(lab: &StandardLab) -> Result<String> {
     let header = lab.policy_header()?;
     let unbound = "  - name: wan0\n    mode: host\n";
-    ensure!(header.contains(unbound), "the lab's interfaces changed:\n{header}");
-    let header = header.replace(unbound, "  - name: wan0\n    mode: host\n    tenant: acme\n");
+    ensure!(
+        header.contains(unbound),
+        "the lab's interfaces changed:\n{header}"
+    );
+    let header = header.replace(
+        unbound,
+        "  - name: wan0\n    mode: host\n    tenant: acme\n",
+    );
     Ok(format!(
         "{header}defaults:\n  smtp: block\n  detectors:\n    spoof_ip: {{ action: flag, drops: 100, window: 60s }}\ntenants:\n  - id: acme\n    addresses: [198.18.1.1/32, 2001:db8:1::1/128]\n"
     ))
@@ -76,8 +84,8 @@ fn unattributed_spoofed(lab: &StandardLab) -> Result<u64> {
 }
 
 #[test]
-fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_acme(
-) -> Result<()> {
+fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_acme() -> Result<()>
+{
     let lab = StandardLab::build("wpb")?;
     let warden = warden_binary()?;
     let path = lab.write_policy_as("ports.yaml", &bound_policy(&lab)?)?;
@@ -87,7 +95,16 @@ fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_
     // Control: acme's own address gets through, so the receiver's counter counts.
     let own = hping3(
         &lab.node,
-        &["-2", "-c", "20", "-i", "u2000", "-p", PORT, addr::EXT_WAN0_V4],
+        &[
+            "-2",
+            "-c",
+            "20",
+            "-i",
+            "u2000",
+            "-p",
+            PORT,
+            addr::EXT_WAN0_V4,
+        ],
         20,
     )?;
     ensure!(own.transmitted == 20, "hping3 sent {}", own.transmitted);
@@ -101,7 +118,16 @@ fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_
     let sent = hping3(
         &lab.node,
         &[
-            "-2", "-c", "200", "-i", "u2000", "-a", FOREIGN, "-p", PORT, addr::EXT_WAN0_V4,
+            "-2",
+            "-c",
+            "200",
+            "-i",
+            "u2000",
+            "-a",
+            FOREIGN,
+            "-p",
+            PORT,
+            addr::EXT_WAN0_V4,
         ],
         30,
     )?;
@@ -114,11 +140,137 @@ fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_
     let unattributed = unattributed_spoofed(&lab)? - unattributed_before;
     let leaked = arrivals(&lab.ext, FOREIGN)?;
     eprintln!("spoofed 200: acme spoof_ip +{charged}, unattributed spoofed +{unattributed}, received {leaked}");
-    ensure!(charged == 200, "acme's spoof_ip drops grew by {charged}, not 200");
-    ensure!(unattributed == 0, "{unattributed} spoofed datagrams counted as no tenant's");
-    ensure!(leaked == 0, "{leaked} spoofed datagrams reached the receiver");
+    ensure!(
+        charged == 200,
+        "acme's spoof_ip drops grew by {charged}, not 200"
+    );
+    ensure!(
+        unattributed == 0,
+        "{unattributed} spoofed datagrams counted as no tenant's"
+    );
+    ensure!(
+        leaked == 0,
+        "{leaked} spoofed datagrams reached the receiver"
+    );
 
     let flag = wait_flag(&lab, "acme", "spoof_ip", Duration::from_secs(30))?;
     ensure!(flag.is_some(), "no spoof_ip flag for acme");
+    Ok(())
+}
+
+/// globex's VLAN on lan0, and the addresses on it (the node has none there: XDP drops
+/// or counts the frames before anything routes them).
+const VLAN: &str = "100";
+const GLOBEX_VLAN_V4: &str = "198.18.50.2";
+const NODE_VLAN_V4: &str = "198.18.50.1";
+
+#[test]
+fn spoofed_datagrams_on_a_gateway_vlan_bound_to_globex_are_globexs_and_untagged_ones_are_nobodys(
+) -> Result<()> {
+    let lab = StandardLab::build("wpv")?;
+    let warden = warden_binary()?;
+    let header = lab.policy_header()?;
+    let unbound = "  - name: lan0\n    mode: gateway\n";
+    ensure!(
+        header.contains(unbound),
+        "the lab's interfaces changed:\n{header}"
+    );
+    let header = header.replace(
+        unbound,
+        "  - name: lan0\n    mode: gateway\n    vlans: [{id: 100, tenant: globex}]\n",
+    );
+    let text = format!(
+        "{header}defaults:\n  smtp: block\ntenants:\n  - id: globex\n    addresses: [198.18.2.10/32, 2001:db8:2:1::10/128]\n"
+    );
+    let path = lab.write_policy_as("vlans.yaml", &text)?;
+    let _daemon = lab.start_daemon(&warden, &path, &[])?;
+
+    // A tagged link in globex's namespace; the tag is written into the frame (no tx
+    // VLAN offload), where the XDP program on lan0 reads it.
+    let g = &lab.globex;
+    g.exec(&["ethtool", "-K", "eth0", "txvlan", "off"])?;
+    g.ip(&[
+        "link", "add", "link", "eth0", "name", "eth0.100", "type", "vlan", "id", VLAN,
+    ])?;
+    g.addr("eth0.100", &format!("{GLOBEX_VLAN_V4}/24"))?;
+    g.up("eth0.100")?;
+    let node_mac = lab.node.mac("lan0")?;
+    g.neigh_permanent("eth0.100", NODE_VLAN_V4, node_mac)?;
+
+    let spoof_before = dropped(&lab, "globex", "out", "spoof_ip")?;
+    let unattributed_before = unattributed_spoofed(&lab)?;
+    let tagged = hping3(
+        g,
+        &[
+            "-2",
+            "-c",
+            "200",
+            "-i",
+            "u2000",
+            "-a",
+            FOREIGN,
+            "-p",
+            PORT,
+            NODE_VLAN_V4,
+        ],
+        30,
+    )?;
+    ensure!(
+        tagged.transmitted == 200,
+        "hping3 sent {}",
+        tagged.transmitted
+    );
+    eventually(Duration::from_secs(10), || {
+        Ok(dropped(&lab, "globex", "out", "spoof_ip")? - spoof_before >= 200)
+    })
+    .context("globex's spoof_ip drops did not reach 200")?;
+    let charged = dropped(&lab, "globex", "out", "spoof_ip")? - spoof_before;
+    ensure!(
+        charged == 200,
+        "globex's spoof_ip drops grew by {charged}, not 200"
+    );
+    let unattributed = unattributed_spoofed(&lab)? - unattributed_before;
+    ensure!(
+        unattributed == 0,
+        "{unattributed} tagged datagrams counted as no tenant's"
+    );
+
+    // Untagged on the same port: no binding covers it, so as without bindings.
+    let untagged = hping3(
+        g,
+        &[
+            "-2",
+            "-c",
+            "50",
+            "-i",
+            "u2000",
+            "-a",
+            FOREIGN,
+            "-p",
+            PORT,
+            addr::NODE_LAN0_V4,
+        ],
+        30,
+    )?;
+    ensure!(
+        untagged.transmitted == 50,
+        "hping3 sent {}",
+        untagged.transmitted
+    );
+    eventually(Duration::from_secs(10), || {
+        Ok(unattributed_spoofed(&lab)? - unattributed_before >= 50)
+    })
+    .context("the untagged spoofed datagrams were not counted unattributed")?;
+    let charged_after = dropped(&lab, "globex", "out", "spoof_ip")? - spoof_before;
+    let unattributed = unattributed_spoofed(&lab)? - unattributed_before;
+    eprintln!("VLAN 100: globex spoof_ip +{charged_after}; untagged: unattributed spoofed +{unattributed}");
+    ensure!(
+        charged_after == 200,
+        "untagged datagrams were charged to globex"
+    );
+    ensure!(
+        unattributed == 50,
+        "unattributed spoofed grew by {unattributed}, not 50"
+    );
     Ok(())
 }

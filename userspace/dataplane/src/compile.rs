@@ -207,7 +207,8 @@ pub fn bind_ports(
             c.ports.insert((ifindex, 0), slot(&iface.name, tenant)?);
         }
         for vlan in &iface.vlans {
-            c.ports.insert((ifindex, vlan.id), slot(&iface.name, &vlan.tenant)?);
+            c.ports
+                .insert((ifindex, vlan.id), slot(&iface.name, &vlan.tenant)?);
         }
     }
     Ok(())

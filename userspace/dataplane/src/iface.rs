@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(mtu("").expect("an answer"), None);
         assert_eq!(mtu("a-name-that-is-too-long").expect("an answer"), None);
         let lo = addresses("lo").expect("lo's addresses");
-        assert!(lo.is_empty() || lo.iter().all(|a| a.is_loopback()), "{lo:?}");
+        assert!(
+            lo.is_empty() || lo.iter().all(|a| a.is_loopback()),
+            "{lo:?}"
+        );
         assert!(check("wd-no-such0", false).is_ok());
         let missing = check("wd-no-such0", true).expect_err("must exist");
         assert!(missing.contains("does not exist"), "{missing}");

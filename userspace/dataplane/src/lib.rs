@@ -61,13 +61,13 @@ pub use self::{
         bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch,
         CompileError, Compiled,
     },
-    interfaces::bound_ifindexes,
     cuckoo::TableFull,
     events::{
         decode_event, flood_class, monotonic_now, DecodeError, EventReader, FloodEvent,
         KernelEvent, SampleFrame,
     },
     index::{IndexChanges, IndexError, TenantIndex},
+    interfaces::bound_ifindexes,
     runtime::{block_key, block_of_key, throttle_rates, FactCounters, MapUsage},
     start::RolledBack,
 };

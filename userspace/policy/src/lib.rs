@@ -25,8 +25,8 @@
 mod detectors;
 mod diagnostic;
 mod document;
-mod ports;
 mod fleet_config;
+mod ports;
 mod reader;
 mod tree;
 mod units;

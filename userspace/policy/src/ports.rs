@@ -68,7 +68,9 @@ pub(super) fn validate(r: &mut Reader, interfaces: &[InterfaceDraft], tenants: &
         if !known.contains(tenant) {
             r.error_at(
                 pos,
-                format!("interface {name} is bound to tenant `{tenant}`, which is not in `tenants`"),
+                format!(
+                    "interface {name} is bound to tenant `{tenant}`, which is not in `tenants`"
+                ),
             );
         }
     };
