@@ -4,13 +4,15 @@
 //! In gateway mode, VLAN 100 on lan0 bound to globex: spoofed datagrams on that VLAN are
 //! globex's, untagged ones on the same port (no interface tenant) stay unattributed.
 
-use std::time::Duration;
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     evidence::{dropped, wait_flag},
     lab::Netns,
+    packets::{Frame, Ipv4, L4},
+    rawframe,
     topology::{addr, warden_binary, StandardLab},
     wait::eventually,
     workloads::hping3,
@@ -158,10 +160,9 @@ fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_
     Ok(())
 }
 
-/// globex's VLAN on lan0, and the addresses on it (the node has none there: XDP drops
-/// or counts the frames before anything routes them).
-const VLAN: &str = "100";
-const GLOBEX_VLAN_V4: &str = "198.18.50.2";
+/// globex's VLAN on lan0, and the address the crafted frames go to (the node has none
+/// there: XDP drops or counts the frames before anything routes them).
+const VLAN: u16 = 100;
 const NODE_VLAN_V4: &str = "198.18.50.1";
 
 #[test]
@@ -185,41 +186,21 @@ fn spoofed_datagrams_on_a_gateway_vlan_bound_to_globex_are_globexs_and_untagged_
     let path = lab.write_policy_as("vlans.yaml", &text)?;
     let _daemon = lab.start_daemon(&warden, &path, &[])?;
 
-    // A tagged link in globex's namespace; the tag is written into the frame (no tx
-    // VLAN offload), where the XDP program on lan0 reads it.
-    let g = &lab.globex;
-    g.exec(&["ethtool", "-K", "eth0", "txvlan", "off"])?;
-    g.ip(&[
-        "link", "add", "link", "eth0", "name", "eth0.100", "type", "vlan", "id", VLAN,
-    ])?;
-    g.addr("eth0.100", &format!("{GLOBEX_VLAN_V4}/24"))?;
-    g.up("eth0.100")?;
-    let node_mac = lab.node.mac("lan0")?;
-    g.neigh_permanent("eth0.100", NODE_VLAN_V4, node_mac)?;
+    // Crafted frames from globex's port (this kernel has no VLAN devices): UDP from
+    // nobody's address, tagged with globex's VLAN or not.
+    let (g, node_mac) = (&lab.globex, lab.node.mac("lan0")?);
+    let globex_mac = g.mac("eth0")?;
+    let frames = |n: usize, tagged: bool| -> Result<Vec<Vec<u8>>> {
+        let (src, dst): (Ipv4Addr, Ipv4Addr) = (FOREIGN.parse()?, NODE_VLAN_V4.parse()?);
+        let f = Frame::new(Ipv4::new(src, dst).l4(L4::udp(40000, 7777))).macs(globex_mac, node_mac);
+        let f = if tagged { f.vlan(VLAN) } else { f };
+        Ok(vec![f.build(); n])
+    };
 
     let spoof_before = dropped(&lab, "globex", "out", "spoof_ip")?;
     let unattributed_before = unattributed_spoofed(&lab)?;
-    let tagged = hping3(
-        g,
-        &[
-            "-2",
-            "-c",
-            "200",
-            "-i",
-            "u2000",
-            "-a",
-            FOREIGN,
-            "-p",
-            PORT,
-            NODE_VLAN_V4,
-        ],
-        30,
-    )?;
-    ensure!(
-        tagged.transmitted == 200,
-        "hping3 sent {}",
-        tagged.transmitted
-    );
+    let sent = rawframe::send(g, "eth0", frames(200, true)?, Duration::from_micros(500))?;
+    ensure!(sent == 200, "sent {sent} tagged frames");
     eventually(Duration::from_secs(10), || {
         Ok(dropped(&lab, "globex", "out", "spoof_ip")? - spoof_before >= 200)
     })
@@ -232,41 +213,24 @@ fn spoofed_datagrams_on_a_gateway_vlan_bound_to_globex_are_globexs_and_untagged_
     let unattributed = unattributed_spoofed(&lab)? - unattributed_before;
     ensure!(
         unattributed == 0,
-        "{unattributed} tagged datagrams counted as no tenant's"
+        "{unattributed} tagged frames counted as no tenant's"
     );
 
     // Untagged on the same port: no binding covers it, so as without bindings.
-    let untagged = hping3(
-        g,
-        &[
-            "-2",
-            "-c",
-            "50",
-            "-i",
-            "u2000",
-            "-a",
-            FOREIGN,
-            "-p",
-            PORT,
-            addr::NODE_LAN0_V4,
-        ],
-        30,
-    )?;
-    ensure!(
-        untagged.transmitted == 50,
-        "hping3 sent {}",
-        untagged.transmitted
-    );
+    let sent = rawframe::send(g, "eth0", frames(50, false)?, Duration::from_micros(500))?;
+    ensure!(sent == 50, "sent {sent} untagged frames");
     eventually(Duration::from_secs(10), || {
         Ok(unattributed_spoofed(&lab)? - unattributed_before >= 50)
     })
-    .context("the untagged spoofed datagrams were not counted unattributed")?;
+    .context("the untagged spoofed frames were not counted unattributed")?;
     let charged_after = dropped(&lab, "globex", "out", "spoof_ip")? - spoof_before;
     let unattributed = unattributed_spoofed(&lab)? - unattributed_before;
-    eprintln!("VLAN 100: globex spoof_ip +{charged_after}; untagged: unattributed spoofed +{unattributed}");
+    eprintln!(
+        "VLAN 100: globex spoof_ip +{charged_after}; untagged: unattributed spoofed +{unattributed}"
+    );
     ensure!(
         charged_after == 200,
-        "untagged datagrams were charged to globex"
+        "untagged frames were charged to globex"
     );
     ensure!(
         unattributed == 50,
