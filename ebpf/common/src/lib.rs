@@ -235,6 +235,15 @@ pub mod table {
         (1 << 62) | ((generation as u64) << 48) | m
     }
 
+    /// Packs a port key: generation, interface index and the frame's outer VLAN id (0:
+    /// untagged, or the whole interface). Ports share the MAC table (`MACS`): a MAC
+    /// key has bit 62 set, a port key bit 61 only, so the two never collide, and
+    /// neither is EMPTY.
+    #[inline(always)]
+    pub const fn key_port(generation: u32, ifindex: u32, vlan: u16) -> u64 {
+        (1 << 61) | ((generation as u64) << 48) | (((vlan & 0x0fff) as u64) << 32) | ifindex as u64
+    }
+
     /// The `meta` word of an IPv6 key: generation and prefix length.
     #[inline(always)]
     pub const fn meta_v6(generation: u32, prefix_len: u32) -> u32 {
@@ -341,6 +350,9 @@ pub struct GenConfig {
 pub mod gen_flags {
     /// Some tenant has bound MACs: from-tenant frames are looked up by source MAC.
     pub const ANY_MACS: u8 = 1;
+    /// Some interface (or VLAN on one) is bound to a tenant: from-tenant frames are
+    /// looked up by the port they arrive on or leave by ([`table::key_port`]).
+    pub const ANY_PORTS: u8 = 2;
 }
 
 /// A token bucket's parameters in GCRA form (virtual scheduling): each unit costs

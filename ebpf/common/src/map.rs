@@ -68,7 +68,8 @@ pub const ADDRS_V4: &str = "ADDRS_V4";
 /// IPv6 prefixes -> tenant. Written by the daemon.
 pub const ADDRS_V6: &str = "ADDRS_V6";
 /// Array of [`Bucket64`](super::Bucket64), index generation * MAC_BUCKETS + bucket:
-/// bound MACs -> tenant. Written by the daemon.
+/// bound MACs ([`table::key_mac`](super::table::key_mac)) and bound ports
+/// ([`table::key_port`](super::table::key_port)) -> tenant. Written by the daemon.
 pub const MACS: &str = "MACS";
 /// Array of [`TenantConfig`](super::TenantConfig), index
 /// [`tenant_config_index`](super::tenant_config_index). Written by the daemon.

@@ -3,7 +3,7 @@
 //! reads per length, no hash-map call, cost independent of the number of tenants.
 
 use warden_common::{
-    table::{self, buckets128, buckets64, key_mac, key_v4, meta_v6},
+    table::{self, buckets128, buckets64, key_mac, key_port, key_v4, meta_v6},
     Bucket128, Bucket64, GenConfig, MAX_PREFIX_LENS,
 };
 
@@ -117,6 +117,20 @@ fn v6(gc: &GenConfig, gen: u32, a: u128) -> u32 {
 #[inline(always)]
 pub fn by_mac(gen: u32, mac: [u8; 6]) -> u32 {
     let key = key_mac(gen, mac);
+    let base = gen * table::MAC_BUCKETS;
+    let (b1, b2) = buckets64(key, table::MAC_BITS);
+    let t = in_bucket64(MACS.get(base + b1), key);
+    if t != NONE {
+        return t;
+    }
+    in_bucket64(MACS.get(base + b2), key)
+}
+
+/// The tenant the port (`ifindex`, outer VLAN id `vlan`, 0 for the whole interface) is
+/// bound to in generation `gen`. Ports live in the MAC table (see `table::key_port`).
+#[inline(always)]
+pub fn by_port(gen: u32, ifindex: u32, vlan: u16) -> u32 {
+    let key = key_port(gen, ifindex, vlan);
     let base = gen * table::MAC_BUCKETS;
     let (b1, b2) = buckets64(key, table::MAC_BITS);
     let t = in_bucket64(MACS.get(base + b1), key);

@@ -117,6 +117,8 @@ pub struct Parsed {
     /// ethertypes to pass; 0 for frames no list may pass (a third VLAN tag, ARP for
     /// another hardware type).
     pub ether_type: u16,
+    /// The outer VLAN tag's VLAN id; 0 for an untagged frame (or a priority tag).
+    pub vlan: u16,
 
     /// L4 protocol, 0 when unknown or a non-first fragment.
     pub l4_proto: u8,
@@ -249,6 +251,7 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize, len: u64) -> Result<P
         hop_limit: 0,
         unparsed: false,
         ether_type: 0,
+        vlan: 0,
         l4_proto: 0,
 
         sport: 0,
@@ -269,8 +272,12 @@ pub fn parse<const DIR: u32>(data: usize, data_end: usize, len: u64) -> Result<P
             break;
         }
         let vlan: *const VlanHdr = ptr_at(data, data_end, off)?;
-        // SAFETY: `ptr_at` checked the 4 bytes of the tag.
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        // SAFETY: `ptr_at` checked the 4 bytes of the tag (TCI, then ethertype).
+        let (tci, inner) = unsafe { ((*vlan).tci, (*vlan).ether_type) };
+        if off == EthHdr::LEN {
+            p.vlan = u16::from_be_bytes(tci) & 0x0fff;
+        }
+        ether_type = u16::from_be(inner);
         off += VlanHdr::LEN;
     }
     // At most 22: Ethernet and two tags.

@@ -207,6 +207,8 @@ pub(crate) struct FixturePolicy {
     pub(crate) tenants: Vec<FixtureTenant>,
     pub(crate) management_v4: Vec<(Ipv4Addr, u8)>,
     pub(crate) management_v6: Vec<(Ipv6Addr, u8)>,
+    /// Bound ports: (ifindex, outer VLAN id or 0 for the interface, tenant index).
+    pub(crate) ports: Vec<(u32, u16, u32)>,
 }
 
 impl FixturePolicy {
@@ -255,6 +257,7 @@ pub(crate) fn standard_policy() -> FixturePolicy {
         ],
         management_v4: vec![(MGMT_NET, 24)],
         management_v6: vec![(MGMT6_NET, 48)],
+        ports: Vec::new(),
     }
 }
 
@@ -272,7 +275,7 @@ pub(crate) fn mask6(addr: Ipv6Addr, plen: u8) -> [u8; 16] {
 /// addresses keyed by (generation, prefix length, address with host bits zero), MACs
 /// by (generation, MAC), settings at `gen * MAX_TENANTS + tenant`, GEN_CONFIG\[gen\]
 /// with the prefix lengths in use longest first (and `ANY_MACS` when some tenant binds
-/// MACs), and the management prefixes, which are not generational. ACTIVE is not
+/// MACs, `ANY_PORTS` when a port is bound), and the management prefixes, which are not generational. ACTIVE is not
 /// touched: the flip is [`TestDataplane::set_active`]. Only adds: tests write a
 /// generation once.
 pub(crate) fn write_fixture_generation(
@@ -295,6 +298,9 @@ pub(crate) fn write_fixture_generation(
             c.macs.insert(mac, t.index);
         }
         c.configs.insert(t.index, t.config());
+    }
+    for &(ifindex, vlan, tenant) in &policy.ports {
+        c.ports.insert((ifindex, vlan), tenant);
     }
     ensure!(
         lens4.len() <= MAX_PREFIX_LENS && lens6.len() <= MAX_PREFIX_LENS,

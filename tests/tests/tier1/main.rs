@@ -45,6 +45,7 @@ mod floods;
 mod generations;
 mod kernel;
 mod malformed;
+mod ports;
 mod reports;
 mod smtp;
 mod suspension;

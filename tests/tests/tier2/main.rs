@@ -20,6 +20,7 @@ mod monitoring;
 mod operations;
 mod package;
 mod policy_input;
+mod ports;
 mod privileges;
 mod review;
 mod shaping;

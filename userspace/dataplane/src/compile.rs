@@ -25,6 +25,9 @@ pub struct Compiled {
     pub v4: HashMap<(u8, [u8; 4]), u32>,
     pub v6: HashMap<(u8, [u8; 16]), u32>,
     pub macs: HashMap<[u8; 6], u32>,
+    /// Bound ports: (ifindex, outer VLAN id or 0 for the whole interface) -> tenant
+    /// index ([`bind_ports`]); they share the MAC table.
+    pub ports: HashMap<(u32, u16), u32>,
     /// Tenant index -> settings.
     pub configs: HashMap<u32, TenantConfig>,
     /// Tenant index -> egress plan (bits/s) and burst (bytes), of the tenants with one:
@@ -41,6 +44,10 @@ pub struct Compiled {
 pub enum CompileError {
     #[error("tenant {0} has no index")]
     NoIndex(String),
+    #[error("interface {0} is bound to a tenant but has no index on this machine")]
+    NoInterface(String),
+    #[error("interface {interface} is bound to tenant {tenant}, which is not in the policy")]
+    PortTenant { interface: String, tenant: String },
     #[error(
         "{family} addresses use {count} distinct prefix lengths ({lens}); at most {max} are supported"
     )]
@@ -174,6 +181,39 @@ pub fn compile_with(
     Ok(c)
 }
 
+/// Binds the ports the policy names (`interfaces[].tenant`, `interfaces[].vlans`) in
+/// `c`, each interface by its index on this machine (`ifindexes`, by name).
+pub fn bind_ports(
+    c: &mut Compiled,
+    policy: &Policy,
+    index: &TenantIndex,
+    ifindexes: &HashMap<String, u32>,
+) -> Result<(), CompileError> {
+    let slot = |interface: &str, id: &str| {
+        policy
+            .tenant(id)
+            .and_then(|_| index.get(id))
+            .map(|s| s.0)
+            .ok_or_else(|| CompileError::PortTenant {
+                interface: interface.to_string(),
+                tenant: id.to_string(),
+            })
+    };
+    for iface in policy.interfaces.iter().filter(|i| i.is_bound()) {
+        let ifindex = *ifindexes
+            .get(&iface.name)
+            .ok_or_else(|| CompileError::NoInterface(iface.name.clone()))?;
+        if let Some(tenant) = &iface.tenant {
+            c.ports.insert((ifindex, 0), slot(&iface.name, tenant)?);
+        }
+        for vlan in &iface.vlans {
+            c.ports
+                .insert((ifindex, vlan.id), slot(&iface.name, &vlan.tenant)?);
+        }
+    }
+    Ok(())
+}
+
 /// A per-second threshold as a count per flood epoch (2^30 ns), at least 1 (0 would
 /// turn the check off), at most u32::MAX.
 pub fn per_flood_epoch(per_second: u64) -> u32 {
@@ -244,6 +284,34 @@ tenants:
         let mut ix = TenantIndex::default();
         ix.sync(p.tenants.iter().map(|t| t.id.as_str())).unwrap();
         compile(&p, &ix, &suspended.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn bound_ports_are_keyed_by_ifindex_and_vlan_and_name_their_tenants_slot() {
+        let text = "interfaces:\n  - {name: eth0, mode: gateway, tenant: a, vlans: [{id: 7, tenant: b}]}\n  - {name: eth1, mode: host}\ntenants:\n  - {id: a, addresses: [198.18.1.0/24]}\n  - {id: b, addresses: [198.18.2.0/24]}\n";
+        let p = policy::parse(text, "t.yaml").unwrap();
+        let mut ix = TenantIndex::default();
+        ix.sync(p.tenants.iter().map(|t| t.id.as_str())).unwrap();
+        let mut c = compile(&p, &ix, &HashSet::new()).unwrap();
+        assert!(c.ports.is_empty(), "compile alone binds nothing");
+        let ifindexes = HashMap::from([("eth0".to_string(), 42)]);
+        bind_ports(&mut c, &p, &ix, &ifindexes).unwrap();
+        let (a, b) = (ix.get("a").unwrap().0, ix.get("b").unwrap().0);
+        assert_eq!(c.ports, HashMap::from([((42, 0), a), ((42, 7), b)]));
+        assert_eq!(
+            bind_ports(&mut c, &p, &ix, &HashMap::new()),
+            Err(CompileError::NoInterface("eth0".into()))
+        );
+        // A policy put together without validation (a fleet's) that lost the tenant.
+        let mut lost = p.clone();
+        lost.tenants.retain(|t| t.id != "b");
+        assert_eq!(
+            bind_ports(&mut c, &lost, &ix, &ifindexes),
+            Err(CompileError::PortTenant {
+                interface: "eth0".into(),
+                tenant: "b".into()
+            })
+        );
     }
 
     #[test]

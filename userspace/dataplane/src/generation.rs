@@ -68,6 +68,11 @@ impl GenTables {
                 tenant: t,
                 _pad: 0,
             })
+            .chain(c.ports.iter().map(|(&(ifindex, vlan), &t)| Slot64 {
+                key: table::key_port(generation, ifindex, vlan),
+                tenant: t,
+                _pad: 0,
+            }))
             .collect();
         // Sorted input makes placement (and so the diff against the last write) stable.
         let sorted64 = |mut v: Vec<Slot64>| {
@@ -403,7 +408,8 @@ where
 }
 
 /// What the lookup needs to know of a generation: the prefix lengths in use, longest
-/// first (`compile` refuses more than `MAX_PREFIX_LENS`), and whether any MAC is bound.
+/// first (`compile` refuses more than `MAX_PREFIX_LENS`), and whether any MAC or port is
+/// bound.
 pub fn gen_config(c: &Compiled) -> GenConfig {
     let mut gc = GenConfig::default();
     for (i, l) in c.v4_lens.iter().take(MAX_PREFIX_LENS).enumerate() {
@@ -416,6 +422,9 @@ pub fn gen_config(c: &Compiled) -> GenConfig {
     gc.v6_nlens = c.v6_lens.len().min(MAX_PREFIX_LENS) as u8;
     if !c.macs.is_empty() {
         gc.flags |= gen_flags::ANY_MACS;
+    }
+    if !c.ports.is_empty() {
+        gc.flags |= gen_flags::ANY_PORTS;
     }
     gc.event_budget = warden_common::facts::EVENT_BUDGET;
     gc
@@ -456,7 +465,7 @@ pub fn fill(c: &Compiled, tenants: usize) -> HashMap<&'static str, u64> {
     HashMap::from([
         (map::ADDRS_V4, c.v4.len() as u64),
         (map::ADDRS_V6, c.v6.len() as u64),
-        (map::MACS, c.macs.len() as u64),
+        (map::MACS, (c.macs.len() + c.ports.len()) as u64),
         (map::TENANT_COUNTERS, tenants as u64),
     ])
 }

@@ -19,6 +19,7 @@
 //! passes and is refused by the kernel when attaching.
 
 use std::io;
+use std::net::IpAddr;
 
 /// `XDP_PACKET_HEADROOM`: bytes the kernel keeps in front of a frame for XDP.
 const XDP_HEADROOM: u32 = 256;
@@ -79,16 +80,60 @@ pub fn mtu(name: &str) -> io::Result<Option<u32>> {
 /// an interface of this machine whose MTU is above [`xdp_max_mtu`] is refused, with the
 /// reason. One that does not exist here passes when `must_exist` is false (`warden
 /// policy check` may run on another machine than the daemon).
-pub fn check(name: &str, must_exist: bool) -> Result<(), String> {
+///
+/// `Ok` holds the IPv4 and IPv6 addresses configured on it (none when it is not here),
+/// which the policy checks a host-mode port binding against.
+pub fn check(name: &str, must_exist: bool) -> Result<Vec<IpAddr>, String> {
     match mtu(name) {
         Ok(Some(mtu)) if mtu > xdp_max_mtu() => Err(too_large(name, mtu)),
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(_)) => {
+            addresses(name).map_err(|e| format!("reading the addresses of interface {name}: {e}"))
+        }
         Ok(None) if must_exist => Err(format!(
             "interface {name} does not exist on this machine (in this network namespace)"
         )),
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(Vec::new()),
         Err(e) => Err(format!("reading the MTU of interface {name}: {e}")),
     }
+}
+
+/// The IPv4 and IPv6 addresses configured on interface `name` (getifaddrs).
+pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list it allocates into `head`; freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut at = head;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*at };
+        at = entry.ifa_next;
+        // SAFETY: a non-null ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        if entry.ifa_addr.is_null() || ifname.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points at a sockaddr of the family it names, at
+        // least as large as that family's sockaddr type.
+        unsafe {
+            match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    found.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    found.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once, after the last use.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(found)
 }
 
 /// Why an interface with this MTU is refused.
@@ -122,6 +167,11 @@ mod tests {
         assert_eq!(mtu("wd-no-such0").expect("an answer"), None);
         assert_eq!(mtu("").expect("an answer"), None);
         assert_eq!(mtu("a-name-that-is-too-long").expect("an answer"), None);
+        let lo = addresses("lo").expect("lo's addresses");
+        assert!(
+            lo.is_empty() || lo.iter().all(|a| a.is_loopback()),
+            "{lo:?}"
+        );
         assert!(check("wd-no-such0", false).is_ok());
         let missing = check("wd-no-such0", true).expect_err("must exist");
         assert!(missing.contains("does not exist"), "{missing}");

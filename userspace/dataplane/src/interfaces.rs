@@ -2,7 +2,10 @@
 //! interface passes from tenants that the programs cannot look into. Written once at
 //! start, before anything is attached (interfaces change at restart only).
 
-use std::{collections::HashSet, ffi::CString};
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CString,
+};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use warden_common::{map, IfaceConfig, MAX_PASS_ETHERTYPES};
@@ -25,6 +28,16 @@ fn ifindex(name: &str) -> Result<u32> {
         });
     }
     Ok(index)
+}
+
+/// The index of each interface of `interfaces` bound to a tenant (a port binding), by
+/// name: what [`crate::bind_ports`] keys the bindings by.
+pub fn bound_ifindexes(interfaces: &[Interface]) -> Result<HashMap<String, u32>> {
+    interfaces
+        .iter()
+        .filter(|i| i.is_bound())
+        .map(|i| Ok((i.name.clone(), ifindex(&i.name)?)))
+        .collect()
 }
 
 /// The kernel's view of one interface's settings.

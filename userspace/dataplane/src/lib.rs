@@ -58,8 +58,8 @@ use warden_common::{
 
 pub use self::{
     compile::{
-        burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch, CompileError,
-        Compiled,
+        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch,
+        CompileError, Compiled,
     },
     cuckoo::TableFull,
     events::{
@@ -67,6 +67,7 @@ pub use self::{
         KernelEvent, SampleFrame,
     },
     index::{IndexChanges, IndexError, TenantIndex},
+    interfaces::bound_ifindexes,
     runtime::{block_key, block_of_key, throttle_rates, FactCounters, MapUsage},
     start::RolledBack,
 };

@@ -232,11 +232,32 @@ fn an_interface_the_host_refuses_is_an_error_at_its_name() {
     .expect("write");
     let refuse = |name: &str| match name {
         "jumbo0" => Err("interface jumbo0 has MTU 9000, above 3506".to_owned()),
-        _ => Ok(()),
+        _ => Ok(Vec::new()),
     };
     let err = load_on_host(&path, &refuse).expect_err("refused");
     let d = err.iter().next().expect("one error");
     assert_eq!((err.len(), d.line, d.col), (1, 4, 12), "{d}");
     assert_eq!(d.message, "interface jumbo0 has MTU 9000, above 3506");
     assert!(load(Path::new(&path)).is_ok(), "plain load asks nobody");
+}
+
+#[test]
+fn a_host_port_bound_to_a_tenant_must_not_carry_another_tenants_address() {
+    let text = "interfaces:\n  - {name: eth0, mode: host, tenant: acme}\n  - {name: eth1, mode: gateway, tenant: acme}\ntenants:\n  - {id: acme, addresses: [198.18.1.0/24]}\n  - {id: globex, addresses: [198.18.2.0/24]}\n";
+    let carries = |addr: &'static str| {
+        move |_: &str| Ok(vec![addr.parse::<std::net::IpAddr>().expect("an address")])
+    };
+    let own = carries("198.18.1.1");
+    assert!(crate::parse_on_host(text, "p.yaml", &own).is_ok());
+    let nobodys = carries("198.18.9.1");
+    assert!(crate::parse_on_host(text, "p.yaml", &nobodys).is_ok());
+    let globexs = carries("198.18.2.10");
+    let err = crate::parse_on_host(text, "p.yaml", &globexs).expect_err("another tenant's");
+    // Only the host-mode interface: a gateway's addresses are its own, not a tenant's.
+    assert_eq!(err.len(), 1, "{err}");
+    assert_eq!(
+        err.to_string().trim(),
+        "p.yaml:2:38: interface eth0 is bound to tenant `acme` but carries 198.18.2.10, an \
+         address of tenant globex: in host mode, bind the tenant whose server this is"
+    );
 }

@@ -38,7 +38,7 @@ const API_LIMITS_KEYS: &[&str] = &[
     "body_timeout",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
-const INTERFACE_KEYS: &[&str] = &["name", "mode", "pass_ethertypes"];
+const INTERFACE_KEYS: &[&str] = &["name", "mode", "pass_ethertypes", "tenant", "vlans"];
 /// The keys an interface must have.
 const INTERFACE_REQUIRED: &[&str] = &["name", "mode"];
 const SETTINGS_KEYS: &[&str] = &["bandwidth", "smtp", "allow", "detectors", "notify"];
@@ -55,10 +55,16 @@ const TENANT_KEYS: &[&str] = &[
 const NOTIFY_KEYS: &[&str] = &["webhook"];
 const BANDWIDTH_KEYS: &[&str] = &["egress", "ingress", "burst"];
 
-/// An interface with the position of its name, for the duplicate check.
+/// An interface with the positions the checks point at: its name (duplicates), and its
+/// port bindings (`ports`).
 pub(super) struct InterfaceDraft {
     pub interface: Interface,
     pub name_pos: Pos,
+    /// The `tenant` value's position.
+    pub tenant_pos: Option<Pos>,
+    /// The `vlans` key's position, and each binding's (`interface.vlans` in order).
+    pub vlans_pos: Option<Pos>,
+    pub vlan_pos: Vec<super::ports::VlanPos>,
 }
 
 /// A tenant as read, with the positions the cross-tenant checks point at. `id` is `None`
@@ -153,8 +159,9 @@ pub(super) fn read_timed(
     timings.parse = validating - started;
     validate::interfaces(&mut r, &interfaces);
     validate::tenants(&mut r, &tenants);
+    super::ports::validate(&mut r, &interfaces, &tenants);
     if let Some(usable) = usable {
-        validate::on_host(&mut r, &interfaces, usable);
+        validate::on_host(&mut r, &interfaces, &tenants, usable);
     }
     timings.validate = validating.elapsed();
     if r.has_errors() {
@@ -347,6 +354,8 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
         let entries = r.mapping(item, "an interface mapping with keys name, mode");
         let (mut name, mut mode) = (None, None);
         let mut pass_ethertypes = Vec::new();
+        let (mut tenant, mut vlans) = (None, Vec::new());
+        let mut vlans_pos = None;
         for entry in &entries {
             match entry.key {
                 "name" => {
@@ -375,18 +384,34 @@ fn read_interfaces(r: &mut Reader, node: &Node<'_>) -> Vec<InterfaceDraft> {
                         }
                     }
                 }
+                "tenant" => {
+                    tenant = r
+                        .value(entry.value, "a tenant id", tenant_id)
+                        .map(|id| (id, Pos::of(entry.value)));
+                }
+                "vlans" => {
+                    vlans = super::ports::read_vlans(r, entry.value);
+                    vlans_pos = Some(Pos::of(entry.key_node));
+                }
                 _ => r.unknown_key(entry, "interface", INTERFACE_KEYS),
             }
         }
         r.require(item, &entries, "interface", INTERFACE_REQUIRED);
         if let (Some((name, name_pos)), Some(mode)) = (name, mode) {
+            let (tenant, tenant_pos) = tenant.unzip();
+            let (vlans, vlan_pos) = vlans.into_iter().unzip();
             drafts.push(InterfaceDraft {
                 interface: Interface {
                     name,
                     mode,
                     pass_ethertypes,
+                    tenant,
+                    vlans,
                 },
                 name_pos,
+                tenant_pos,
+                vlans_pos,
+                vlan_pos,
             });
         }
     }
@@ -599,7 +624,7 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
 }
 
 /// Tenant ids appear in metric labels and API paths, so they stay plain.
-fn tenant_id(text: &str) -> Result<String, String> {
+pub(super) fn tenant_id(text: &str) -> Result<String, String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if (1..=64).contains(&text.len()) && text.chars().all(plain) {
         Ok(text.to_owned())

@@ -26,6 +26,7 @@ mod detectors;
 mod diagnostic;
 mod document;
 mod fleet_config;
+mod ports;
 mod reader;
 mod tree;
 mod units;
@@ -257,6 +258,29 @@ pub struct Interface {
     /// (`pass_ethertypes`; host order). Any other frame from a tenant that is not IPv4,
     /// IPv6 or ARP (Ethernet/IPv4) after at most two VLAN tags is dropped as `unparsed`.
     pub pass_ethertypes: Vec<u16>,
+    /// `tenant`: the tenant this port belongs to. Every frame from it is that tenant's:
+    /// a source address or ARP claim not the tenant's is its `spoof_ip` or `spoof_arp`
+    /// drop. `None`: frames are attributed by source address (and bound MAC) only.
+    pub tenant: Option<String>,
+    /// `vlans` (gateway mode only): tenants of VLANs on this port, by the frame's outer
+    /// VLAN id; a listed VLAN's frames are its tenant's, whatever `tenant` says.
+    pub vlans: Vec<VlanBinding>,
+}
+
+impl Interface {
+    /// Whether any frame from this port is charged to a tenant by the port itself.
+    pub fn is_bound(&self) -> bool {
+        self.tenant.is_some() || !self.vlans.is_empty()
+    }
+}
+
+/// One entry of `interfaces[].vlans`: frames with outer VLAN id `id` are `tenant`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanBinding {
+    /// The VLAN id, 1 to 4094.
+    pub id: u16,
+    /// The tenant id.
+    pub tenant: String,
 }
 
 /// Deployment mode of an interface (PRODUCT.md, "Deployment modes").
@@ -359,9 +383,10 @@ pub enum Smtp {
 /// what parsing holds in memory (the YAML tree, some 50 bytes per node) stays bounded.
 pub const MAX_POLICY_BYTES: usize = 64 << 20;
 
-/// Asks whether an interface named in the policy can be used on this machine; `Err` says
-/// why not (see [`load_on_host`]).
-pub type InterfaceCheck<'a> = &'a dyn Fn(&str) -> Result<(), String>;
+/// Asks whether an interface named in the policy can be used on this machine; `Ok` holds
+/// the addresses configured on it (none when it is not on this machine), against which a
+/// host-mode port binding is checked; `Err` says why not (see [`load_on_host`]).
+pub type InterfaceCheck<'a> = &'a dyn Fn(&str) -> Result<Vec<std::net::IpAddr>, String>;
 
 /// Parses and validates policy text. `file_name` only labels the diagnostics; no I/O.
 pub fn parse(text: &str, file_name: &str) -> Result<Policy, Diagnostics> {

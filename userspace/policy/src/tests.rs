@@ -127,11 +127,15 @@ fn full_file_reads_into_expected_values() {
                 name: "eth0".into(),
                 mode: Mode::Host,
                 pass_ethertypes: Vec::new(),
+                tenant: None,
+                vlans: Vec::new(),
             },
             Interface {
                 name: "eth1".into(),
                 mode: Mode::Gateway,
                 pass_ethertypes: Vec::new(),
+                tenant: None,
+                vlans: Vec::new(),
             },
         ]
     );
@@ -369,7 +373,7 @@ fn unknown_keys_are_errors_at_the_key() {
         all,
         vec![
             (2, 3, "unknown key `listne` in daemon; expected one of: listen, state_dir, bpffs, tokens, management, events_log, open_reads, open_metrics, tls, metrics_top_k, api_limits, log_format, fleet".into()),
-            (4, 30, "unknown key `speed` in interface; expected one of: name, mode, pass_ethertypes".into()),
+            (4, 30, "unknown key `speed` in interface; expected one of: name, mode, pass_ethertypes, tenant, vlans".into()),
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
             (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors, notify".into()),
@@ -760,4 +764,37 @@ fn tenants_without_detector_overrides_share_the_defaults_detectors() {
     assert!(!Arc::ptr_eq(own, &policy.defaults.detectors));
     assert_eq!(own.scan.distinct_targets, 7);
     assert_eq!(policy.defaults.detectors.scan.distinct_targets, 40);
+}
+
+#[test]
+fn a_port_binding_names_a_tenant_and_vlans_bind_once_in_gateway_mode() {
+    let good = "interfaces:\n  - {name: eth0, mode: host, tenant: acme}\n  - {name: eth1, mode: gateway, vlans: [{id: 7, tenant: acme}]}\n  - {name: eth2, mode: gateway}\ntenants:\n  - {id: acme, addresses: [198.18.1.0/24]}\n";
+    let p = parse(good, "t.yaml").expect("parses");
+    assert_eq!(p.interfaces[0].tenant.as_deref(), Some("acme"));
+    assert_eq!(
+        p.interfaces[1].vlans,
+        vec![crate::VlanBinding {
+            id: 7,
+            tenant: "acme".into()
+        }]
+    );
+    let unbound: Vec<&str> = p
+        .interfaces
+        .iter()
+        .filter(|i| !i.is_bound())
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(unbound, vec!["eth2"]);
+
+    let bad = "interfaces:\n  - {name: eth0, mode: host, tenant: nobody}\n  - {name: eth1, mode: host, vlans: [{id: 7, tenant: acme}]}\n  - {name: eth2, mode: gateway, vlans: [{id: 7, tenant: acme}, {id: 7, tenant: acme}, {id: 4095, tenant: acme}]}\ntenants:\n  - {id: acme, addresses: [198.18.1.0/24]}\n";
+    let text = parse(bad, "t.yaml").unwrap_err().to_string();
+    let want = [
+        "t.yaml:2:38: interface eth0 is bound to tenant `nobody`, which is not in `tenants`",
+        "t.yaml:3:30: interface eth1 is in host mode",
+        "t.yaml:4:69: VLAN 7 of interface eth2 is already bound (line 4)",
+        "t.yaml:4:92: invalid VLAN id `4095`; expected 1 to 4094",
+    ];
+    for w in want {
+        assert!(text.contains(w), "missing {w:?} in:\n{text}");
+    }
 }

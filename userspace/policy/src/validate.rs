@@ -30,17 +30,20 @@ pub(super) fn interfaces(r: &mut Reader, interfaces: &[InterfaceDraft]) {
 }
 
 /// Asks `usable` about each interface (once per name); a refusal is an error at the
-/// interface's name.
+/// interface's name. A host-mode interface bound to a tenant must not carry another
+/// tenant's address (`ports::on_host`).
 pub(super) fn on_host(
     r: &mut Reader,
     interfaces: &[InterfaceDraft],
+    tenants: &[TenantDraft],
     usable: super::InterfaceCheck<'_>,
 ) {
     let mut asked = std::collections::HashSet::new();
     for draft in interfaces {
         if asked.insert(draft.interface.name.as_str()) {
-            if let Err(why) = usable(&draft.interface.name) {
-                r.error_at(draft.name_pos, why);
+            match usable(&draft.interface.name) {
+                Ok(addresses) => super::ports::on_host(r, draft, tenants, &addresses),
+                Err(why) => r.error_at(draft.name_pos, why),
             }
         }
     }

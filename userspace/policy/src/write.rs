@@ -242,6 +242,22 @@ fn interface_tree(i: &Interface) -> Tree {
             .collect();
         m.push(("pass_ethertypes".to_owned(), Tree::texts(&types)));
     }
+    if let Some(tenant) = &i.tenant {
+        m.push(("tenant".to_owned(), Tree::text(tenant)));
+    }
+    if !i.vlans.is_empty() {
+        let vlans = i
+            .vlans
+            .iter()
+            .map(|v| {
+                Tree::Map(vec![
+                    ("id".to_owned(), Tree::text(v.id.to_string())),
+                    ("tenant".to_owned(), Tree::text(&v.tenant)),
+                ])
+            })
+            .collect();
+        m.push(("vlans".to_owned(), Tree::List(vlans)));
+    }
     Tree::Map(m)
 }
 

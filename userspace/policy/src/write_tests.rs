@@ -56,8 +56,9 @@ daemon:
     node: gw-1
     tls: {ca: /etc/warden/ca.pem, cert: /etc/warden/n.pem, key: /etc/warden/n.key}
 interfaces:
-  - {name: eth0, mode: host, pass_ethertypes: [lldp, 0x9000]}
-  - {name: eth1, mode: gateway}
+  - {name: eth0, mode: host, pass_ethertypes: [lldp, 0x9000], tenant: acme}
+  - {name: eth1, mode: gateway, tenant: globex, vlans: [{id: 100, tenant: acme}, {id: 4094, tenant: globex}]}
+  - {name: eth2, mode: gateway}
 defaults:
   bandwidth: {egress: 1.5Gbit, ingress: 1Gbit, burst: 1MiB}
   smtp: 2.5/min
@@ -158,4 +159,13 @@ fn diff_shows_a_defaults_change_at_every_tenant_it_reaches() {
         .collect();
     // acme and globex set their own smtp.
     assert_eq!(places, vec!["defaults smtp", "tenant plain smtp"]);
+}
+
+#[test]
+fn diff_names_a_changed_port_binding() {
+    let old = parse(EVERY_KEY, "old").expect("parses");
+    let text = EVERY_KEY.replace("{id: 100, tenant: acme}", "{id: 100, tenant: plain}");
+    let new = parse(&text, "new").expect("parses");
+    let shown: Vec<String> = diff(&old, &new).iter().map(|c| c.to_string()).collect();
+    assert_eq!(shown, vec!["~ interfaces: eth1.vlans: [{id: 100, tenant: acme}, {id: 4094, tenant: globex}] -> [{id: 100, tenant: plain}, {id: 4094, tenant: globex}]"]);
 }

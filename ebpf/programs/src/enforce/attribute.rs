@@ -1,7 +1,8 @@
 //! Attribution: whose packet this is. To a tenant, the owner of its destination address;
-//! from a tenant, the owner of its source address or MAC, once the sender's binding holds
-//! (a spoofed packet is its tenant's drop). The packet is counted in its tenant's
-//! counters, or in GLOBAL_COUNTERS as no tenant's, where it is also passed or dropped.
+//! from a tenant, the tenant its port (interface, VLAN) is bound to, else the owner of
+//! its source address or MAC, once the sender's binding holds (a spoofed packet is its
+//! tenant's drop). The packet is counted in its tenant's counters, or in GLOBAL_COUNTERS
+//! as no tenant's, where it is also passed or dropped.
 
 use warden_common::{
     direction, gen_flags, global, reason, tenant_config_index, tenant_flags, GenConfig,
@@ -33,12 +34,17 @@ pub fn try_attribute<const DIR: u32, H: Hook>(
         count_global(global::NO_TENANT, DIR, bytes);
         return Err(Verdict::Pass);
     };
+    let port = if DIR == direction::OUT {
+        by_port(hook, gen_config, gen, p)
+    } else {
+        lookup::NONE
+    };
     if DIR == direction::OUT && p.unparsed && !iface_passes(hook, p) {
-        return Err(unparsed::<DIR>(gen_config, gen, p, bytes));
+        return Err(unparsed::<DIR>(gen_config, gen, p, port, bytes));
     }
     let by_addr = lookup::by_address(gen_config, gen, p);
     let tenant = if DIR == direction::OUT {
-        try_sender::<DIR, H>(hook, gen_config, gen, p, by_addr, bytes)?
+        try_sender::<DIR, H>(hook, gen_config, gen, p, by_addr, port, bytes)?
     } else {
         if by_addr == lookup::NONE {
             count_global(global::NO_TENANT, DIR, bytes);
@@ -61,11 +67,39 @@ fn by_mac(gen_config: &GenConfig, gen: u32, mac: [u8; 6]) -> u32 {
     }
 }
 
-/// The verdict on a from-tenant frame nothing here can look into, which the interface
-/// does not pass: its bound MAC's tenant's drop, or nobody's.
+/// The tenant the port of the from-tenant frame `p` is bound to: its outer VLAN's on
+/// this interface, else the interface's; [`lookup::NONE`] when neither is bound (also
+/// when the generation binds no port: no lookup then).
 #[inline(always)]
-fn unparsed<const DIR: u32>(gen_config: &GenConfig, gen: u32, p: &Parsed, bytes: u64) -> Verdict {
-    let tenant = by_mac(gen_config, gen, p.src_mac);
+fn by_port<H: Hook>(hook: &H, gen_config: &GenConfig, gen: u32, p: &Parsed) -> u32 {
+    if gen_config.flags & gen_flags::ANY_PORTS == 0 {
+        return lookup::NONE;
+    }
+    let ifindex = hook.ifindex();
+    if p.vlan != 0 {
+        let t = lookup::by_port(gen, ifindex, p.vlan);
+        if t != lookup::NONE {
+            return t;
+        }
+    }
+    lookup::by_port(gen, ifindex, 0)
+}
+
+/// The verdict on a from-tenant frame nothing here can look into, which the interface
+/// does not pass: its port's or bound MAC's tenant's drop, or nobody's.
+#[inline(always)]
+fn unparsed<const DIR: u32>(
+    gen_config: &GenConfig,
+    gen: u32,
+    p: &Parsed,
+    port: u32,
+    bytes: u64,
+) -> Verdict {
+    let tenant = if port != lookup::NONE {
+        port
+    } else {
+        by_mac(gen_config, gen, p.src_mac)
+    };
     if tenant == lookup::NONE {
         count_global(global::UNPARSED, DIR, bytes);
         return Verdict::Drop;
@@ -75,7 +109,8 @@ fn unparsed<const DIR: u32>(gen_config: &GenConfig, gen: u32, p: &Parsed, bytes:
 }
 
 /// The tenant that sent the from-tenant packet `p` (`by_addr` owns its source
-/// address), or the verdict on a packet whose binding does not hold.
+/// address, `port` is its port's tenant), or the verdict on a packet whose binding
+/// does not hold.
 #[inline(always)]
 fn try_sender<const DIR: u32, H: Hook>(
     hook: &H,
@@ -83,8 +118,22 @@ fn try_sender<const DIR: u32, H: Hook>(
     gen: u32,
     p: &Parsed,
     by_addr: u32,
+    port: u32,
     bytes: u64,
 ) -> Result<u32, Verdict> {
+    if port != lookup::NONE {
+        // Everything from a bound port is its tenant's, spoofed or not.
+        if p.family == Family::None {
+            return Ok(port);
+        }
+        return match from_port(hook, gen_config, gen, p, by_addr, port) {
+            Sender::Spoofed(t, why) => {
+                count_tenant(t, DIR, bytes);
+                Err(drop_for(t, DIR, why))
+            }
+            _ => Ok(port),
+        };
+    }
     if p.family == Family::None {
         // No address to check: a frame of a bound MAC is still its tenant's (and
         // its tenant's suspension applies), anything else passes unattributed.
@@ -127,6 +176,53 @@ enum Sender {
     Unknown,
 }
 
+/// The binding check of a from-tenant frame with an address (`by_addr` owns it) from
+/// a port bound to `port`: the port's tenant's frame, or its spoof. A MAC of another
+/// tenant is a spoofed MAC; with bound MACs, a claim must name the frame's own MAC, and
+/// a frame must come from one of them; the source must be the tenant's own address
+/// (or one nobody owns: DHCP, DAD, link-local ND).
+#[inline(always)]
+fn from_port<H: Hook>(
+    hook: &H,
+    gen_config: &GenConfig,
+    gen: u32,
+    p: &Parsed,
+    by_addr: u32,
+    port: u32,
+) -> Sender {
+    let by_mac = by_mac(gen_config, gen, p.src_mac);
+    if by_mac != lookup::NONE {
+        if by_mac != port {
+            return Sender::Spoofed(port, reason::SPOOF_MAC);
+        }
+        if p.is_claim && hook.foreign_mac(neighbour::pack(p)) {
+            return Sender::Spoofed(port, reason::SPOOF_ARP);
+        }
+    } else if macs_bound(gen, port) {
+        return Sender::Spoofed(port, reason::SPOOF_MAC);
+    }
+    if by_addr == port || p.local_is_unowned() {
+        return Sender::Tenant(port);
+    }
+    Sender::Spoofed(
+        port,
+        if p.is_claim {
+            reason::SPOOF_ARP
+        } else {
+            reason::SPOOF_IP
+        },
+    )
+}
+
+/// Whether `tenant` has bound MACs in generation `gen`.
+#[inline(always)]
+fn macs_bound(gen: u32, tenant: u32) -> bool {
+    match TENANT_CONFIG.get(tenant_config_index(gen, tenant)) {
+        Some(c) => c.flags & tenant_flags::MACS_BOUND != 0,
+        None => false,
+    }
+}
+
 /// The binding check of a from-tenant frame with an address (`by_addr` owns it).
 #[inline(always)]
 fn sender<H: Hook>(hook: &H, gen_config: &GenConfig, gen: u32, p: &Parsed, by_addr: u32) -> Sender {
@@ -151,11 +247,7 @@ fn sender<H: Hook>(hook: &H, gen_config: &GenConfig, gen: u32, p: &Parsed, by_ad
     if by_addr == lookup::NONE {
         return Sender::Unknown;
     }
-    let bound = match TENANT_CONFIG.get(tenant_config_index(gen, by_addr)) {
-        Some(c) => c.flags & tenant_flags::MACS_BOUND != 0,
-        None => false,
-    };
-    if bound {
+    if macs_bound(gen, by_addr) {
         Sender::Spoofed(by_addr, reason::SPOOF_MAC)
     } else {
         Sender::Tenant(by_addr)

@@ -19,6 +19,15 @@ const STDIN_NAME: &str = "<stdin>";
 pub fn policy_check(file: &Path) -> Result<bool> {
     match checked(file)? {
         Ok((name, p)) => {
+            for i in p.interfaces.iter().filter(|i| !i.is_bound()) {
+                eprintln!(
+                    "{}: warning: interface {} has no port binding (`tenant`): a frame from it \
+                     with a source address and MAC of no tenant is dropped but cannot be \
+                     charged to a tenant (reason `spoofed`, no `spoof_ip` detection)",
+                    policy::printable(&name),
+                    i.name
+                );
+            }
             println!(
                 "{name}: ok ({} tenants, {} interfaces)",
                 p.tenants.len(),

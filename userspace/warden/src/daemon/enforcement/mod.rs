@@ -172,6 +172,9 @@ impl Enforcement {
                 .chain(holds.retained()),
         )?;
         let mut compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
+        let ifindexes = dataplane::bound_ifindexes(&policy.interfaces)
+            .context("finding the interfaces bound to tenants")?;
+        dataplane::bind_ports(&mut compiled, policy, &index, &ifindexes)?;
         let added: Vec<TenantSlot> = changes.added.iter().map(|(_, slot)| *slot).collect();
         self.dataplane
             .reset_slots(&added)
