@@ -14,10 +14,9 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 use warden_tests::{
     evidence::{flag, state_report, wait_flag},
-    topology::{outside, token, warden_binary, StandardLab, API},
+    topology::{token, warden_binary, StandardLab, API},
     wait::eventually_every,
     webdriver::Browser,
-    workloads::nmap,
 };
 
 /// Where ChromeDriver listens, inside the node namespace (a namespace of this run only).
@@ -54,24 +53,9 @@ tenants:
     lab.start_daemon(&warden_binary()?, &path, &[])
 }
 
-/// A vertical scan of 100 ports of a live outside host: flagged as `scan` within seconds.
+/// A vertical scan of 100 ports of a live outside host from globex (review.rs's).
 fn scan_from_globex(lab: &StandardLab) -> Result<()> {
-    let target = outside::live_v4(0x300).to_string();
-    nmap(
-        &lab.globex,
-        &[
-            "-n",
-            "-Pn",
-            "-sS",
-            "--max-retries",
-            "0",
-            "-p",
-            "1-100",
-            &target,
-        ],
-        Duration::from_secs(60),
-    )?;
-    Ok(())
+    crate::review::scan_from(&lab.globex, 0x300)
 }
 
 fn sign_in(b: &Browser, token: &str) -> Result<()> {

@@ -201,7 +201,7 @@ tenants:
 
 /// A vertical scan of 100 ports of a live outside host (closed ports refuse): flagged as
 /// `scan` within seconds.
-fn scan_from(ns: &Netns, host: u32) -> Result<()> {
+pub(crate) fn scan_from(ns: &Netns, host: u32) -> Result<()> {
     let target = outside::live_v4(host).to_string();
     nmap(
         ns,

@@ -387,13 +387,18 @@ fn flag_id(id: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("flag {id:?} not found")))
 }
 
+/// The flag filter of a flags query, or 400 naming what is wrong.
+fn flag_query(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult<FlagFilter> {
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    flag_filter(&pairs)
+}
+
 pub(super) async fn get_flags(
     State(s): State<Arc<dyn Backend>>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(pairs) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    let filter = flag_filter(&pairs)?;
+    let filter = flag_query(q)?;
     Ok(Json(blocking(move || Ok(s.flags(&filter)?)).await?).into_response())
 }
 
@@ -403,9 +408,7 @@ pub(super) async fn get_flag_summary(
     State(s): State<Arc<dyn Backend>>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(pairs) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    let filter = flag_filter(&pairs)?;
+    let filter = flag_query(q)?;
     Ok(Json(blocking(move || Ok(s.flag_summary(&filter)?)).await?).into_response())
 }
 
