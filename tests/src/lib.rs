@@ -21,6 +21,7 @@ pub mod evidence;
 pub mod http;
 pub mod lab;
 pub mod model;
+pub mod noise;
 pub mod packets;
 pub mod rawframe;
 pub mod topology;

@@ -17,6 +17,7 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     lab::{Netns, Proc},
+    noise::{until_met, Verdict},
     topology::{addr, token, warden_binary, LabOptions, StandardLab},
     wait::eventually,
 };
@@ -235,126 +236,167 @@ fn egress_phases(
             "acme's class does not follow the plan:\n{classes}"
         );
         for streams in [1, 8] {
-            *port += 1;
-            let r = iperf(
-                &lab.ext,
-                addr::EXT_WAN0_V4,
-                &lab.node,
-                *port,
-                streams,
-                None,
-                (&lab.node, "wan0"),
-            )?;
-            let max = r.seconds.iter().cloned().fold(0.0, f64::max);
-            let share = |f: fn(f64, f64) -> f64, init| r.streams.iter().cloned().fold(init, f);
-            let (lo, hi) = (share(f64::min, f64::MAX), share(f64::max, 0.0));
-            let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
-            eprintln!(
-                "egress {rtt} plan {mb} Mbit/s, {streams} TCP stream(s): {} Mbit/s ({:.1}%), highest second leaving wan0 {} ({:+.1}%), retransmits {} of {} segments ({:.3}%), streams {}",
-                mbit(r.bps), r.bps / plan * 100.0, mbit(max), (max / plan - 1.0) * 100.0,
-                r.retransmits, r.segments, retrans * 100.0,
-                r.streams.iter().map(|s| mbit(*s)).collect::<Vec<_>>().join(" / ")
-            );
-            ensure!(r.seconds.len() >= 3, "only {} samples", r.seconds.len());
-            ensure!(r.streams.len() == streams as usize, "streams missing");
-            check!(
-                failed,
-                r.bps >= 0.9 * plan,
-                "{rtt}, {streams} stream(s): {:.1}% of the plan",
-                r.bps / plan * 100.0
-            );
-            check!(
-                failed,
-                max <= 1.05 * plan,
-                "{rtt}, {streams} stream(s): a second of {} Mbit/s",
-                mbit(max)
-            );
-            check!(
-                failed,
-                retrans < 0.01,
-                "{rtt}, {streams} stream(s): retransmits {:.2}%",
-                retrans * 100.0
-            );
-            // Not met yet (issue 20 stays open): the leaves are FIFOs (this kernel has no
-            // sfq or fq_codel), so at veth round trips parallel streams keep the shares
-            // they reach early. Printed with the figures, not asserted.
-            check!(
-                open,
-                hi <= 1.2 * lo,
-                "{rtt}: streams {} .. {} Mbit/s, more than 20% apart",
-                mbit(lo),
-                mbit(hi)
-            );
+            let what = format!("egress {rtt} plan {mb} Mbit/s, {streams} TCP stream(s)");
+            let measured = until_met(&what, |_| {
+                *port += 1;
+                let r = iperf(
+                    &lab.ext,
+                    addr::EXT_WAN0_V4,
+                    &lab.node,
+                    *port,
+                    streams,
+                    None,
+                    (&lab.node, "wan0"),
+                )?;
+                let max = r.seconds.iter().cloned().fold(0.0, f64::max);
+                let share = |f: fn(f64, f64) -> f64, init| r.streams.iter().cloned().fold(init, f);
+                let (lo, hi) = (share(f64::min, f64::MAX), share(f64::max, 0.0));
+                let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
+                eprintln!(
+                    "{what}: {} Mbit/s ({:.1}%), highest second leaving wan0 {} ({:+.1}%), retransmits {} of {} segments ({:.3}%), streams {}",
+                    mbit(r.bps), r.bps / plan * 100.0, mbit(max), (max / plan - 1.0) * 100.0,
+                    r.retransmits, r.segments, retrans * 100.0,
+                    r.streams.iter().map(|s| mbit(*s)).collect::<Vec<_>>().join(" / ")
+                );
+                ensure!(r.seconds.len() >= 3, "only {} samples", r.seconds.len());
+                ensure!(r.streams.len() == streams as usize, "streams missing");
+                // The upper bar: noise cannot push a shaper over its rate.
+                check!(
+                    failed,
+                    max <= 1.05 * plan,
+                    "{rtt}, {streams} stream(s): a second of {} Mbit/s",
+                    mbit(max)
+                );
+                // The lower bars: a stalled sender or receiver comes short of them,
+                // so they are measured again (`noise`).
+                let mut short = Vec::new();
+                if r.bps < 0.9 * plan {
+                    short.push(format!("{:.1}% of the plan", r.bps / plan * 100.0));
+                }
+                if retrans >= 0.01 {
+                    short.push(format!("retransmits {:.2}%", retrans * 100.0));
+                }
+                if !short.is_empty() {
+                    return Ok(Verdict::Short(short.join(", ")));
+                }
+                // Not met yet (issue 20 stays open): the leaves are FIFOs (this kernel has
+                // no sfq or fq_codel), so at veth round trips parallel streams keep the
+                // shares they reach early. Printed with the figures, not asserted.
+                check!(
+                    open,
+                    hi <= 1.2 * lo,
+                    "{rtt}: streams {} .. {} Mbit/s, more than 20% apart",
+                    mbit(lo),
+                    mbit(hi)
+                );
+                Ok(Verdict::Met)
+            });
+            if let Err(e) = measured {
+                eprintln!("FAILED: {e:#}");
+                failed.push(format!("{e:#}"));
+            }
         }
         if udp {
-            *port += 1;
-            let drops = bandwidth_drops(lab, "out")?;
-            let queue_before = queue_drops(&lab.node)?;
-            let offered = (plan * 3.0) as u64;
-            let r = iperf(
-                &lab.ext,
-                addr::EXT_WAN0_V4,
-                &lab.node,
-                *port,
-                1,
-                Some(offered),
-                (&lab.node, "wan0"),
-            )?;
-            // The daemon reads the queues' drops once a second: they are acme's
-            // `bandwidth` drops, exactly.
-            let queue = queue_drops(&lab.node)? - queue_before;
-            let dropped = eventually(Duration::from_secs(5), || {
-                let d = bandwidth_drops(lab, "out")? - drops;
-                Ok((d == queue).then_some(d))
-            })
-            .with_context(|| {
-                format!("the API's bandwidth drops never matched the queue's {queue}")
-            })?;
-            eprintln!(
-                "egress {rtt} plan {mb} Mbit/s, UDP offered {}: received {} Mbit/s ({:+.1}%), {dropped} bandwidth drops",
-                mbit(r.offered), mbit(r.bps), (r.bps / plan - 1.0) * 100.0
-            );
-            check!(
-                failed,
-                (r.bps / plan - 1.0).abs() <= 0.05,
-                "UDP delivered {} Mbit/s for {mb}",
-                mbit(r.bps)
-            );
+            let what = format!("egress {rtt} plan {mb} Mbit/s, UDP at three times the plan");
+            let measured = until_met(&what, |_| {
+                *port += 1;
+                let drops = bandwidth_drops(lab, "out")?;
+                let queue_before = queue_drops(&lab.node)?;
+                let offered = (plan * 3.0) as u64;
+                let r = iperf(
+                    &lab.ext,
+                    addr::EXT_WAN0_V4,
+                    &lab.node,
+                    *port,
+                    1,
+                    Some(offered),
+                    (&lab.node, "wan0"),
+                )?;
+                // The daemon reads the queues' drops once a second: they are acme's
+                // `bandwidth` drops, exactly.
+                let queue = queue_drops(&lab.node)? - queue_before;
+                let dropped = eventually(Duration::from_secs(5), || {
+                    let d = bandwidth_drops(lab, "out")? - drops;
+                    Ok((d == queue).then_some(d))
+                })
+                .with_context(|| {
+                    format!("the API's bandwidth drops never matched the queue's {queue}")
+                })?;
+                let delivered = r.bps / plan - 1.0;
+                eprintln!(
+                    "{what}: offered {}, received {} Mbit/s ({:+.1}%), {dropped} bandwidth drops",
+                    mbit(r.offered),
+                    mbit(r.bps),
+                    delivered * 100.0
+                );
+                check!(
+                    failed,
+                    delivered <= 0.05,
+                    "UDP delivered {} Mbit/s for {mb}",
+                    mbit(r.bps)
+                );
+                Ok(if delivered < -0.05 {
+                    Verdict::Short(format!("UDP delivered {} Mbit/s for {mb}", mbit(r.bps)))
+                } else {
+                    Verdict::Met
+                })
+            });
+            if let Err(e) = measured {
+                eprintln!("FAILED: {e:#}");
+                failed.push(format!("{e:#}"));
+            }
         }
     }
     Ok(())
 }
 
-/// TCP into acme under a 20 Mbit/s ingress plan with the default burst.
+/// TCP into acme under a 20 Mbit/s ingress plan with the default burst. `bar`: whether
+/// 80% of the plan is an acceptance bar here (measured again when short, see `noise`),
+/// or a figure printed against it (one measurement, a miss recorded in `missed`).
 fn ingress_phase(
     lab: &StandardLab,
     rtt: &str,
     port: &mut u16,
-    failed: &mut Vec<String>,
+    bar: bool,
+    missed: &mut Vec<String>,
 ) -> Result<()> {
     let plan = 20e6;
     apply(lab, &policy(lab, "{ ingress: 20Mbit }")?)?;
-    *port += 1;
-    let r = iperf(
-        &lab.node,
-        addr::ACME_V4,
-        &lab.ext,
-        *port,
-        1,
-        None,
-        (&lab.ext, "eth0"),
-    )?;
-    let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
-    eprintln!(
-        "ingress {rtt} plan 20 Mbit/s (policed, default burst), 1 TCP stream: {} Mbit/s ({:.1}%), retransmits {} ({:.2}%)",
-        mbit(r.bps), r.bps / plan * 100.0, r.retransmits, retrans * 100.0
-    );
-    check!(
-        failed,
-        r.bps >= 0.8 * plan,
-        "ingress {rtt}: {:.1}% of the plan",
-        r.bps / plan * 100.0
-    );
+    let what = format!("ingress {rtt} plan 20 Mbit/s (policed, default burst), 1 TCP stream");
+    let measured = until_met(&what, |_| {
+        *port += 1;
+        let r = iperf(
+            &lab.node,
+            addr::ACME_V4,
+            &lab.ext,
+            *port,
+            1,
+            None,
+            (&lab.ext, "eth0"),
+        )?;
+        let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
+        eprintln!(
+            "{what}: {} Mbit/s ({:.1}%), retransmits {} ({:.2}%)",
+            mbit(r.bps),
+            r.bps / plan * 100.0,
+            r.retransmits,
+            retrans * 100.0
+        );
+        let short = format!("ingress {rtt}: {:.1}% of the plan", r.bps / plan * 100.0);
+        Ok(if r.bps >= 0.8 * plan {
+            Verdict::Met
+        } else if bar {
+            Verdict::Short(short)
+        } else {
+            // A figure, not a bar: one measurement, and its miss is recorded.
+            missed.push(short);
+            Verdict::Met
+        })
+    });
+    if let Err(e) = measured {
+        eprintln!("FAILED: {e:#}");
+        missed.push(format!("{e:#}"));
+    }
     Ok(())
 }
 
@@ -391,7 +433,7 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
         // 5 ms each way through the delay line.
         let (lab, _daemon) = lab_with(Some(5))?;
         egress_phases(&lab, "10 ms RTT", &mut port, false, &mut failed, &mut open)?;
-        ingress_phase(&lab, "10 ms RTT", &mut port, &mut failed)?;
+        ingress_phase(&lab, "10 ms RTT", &mut port, true, &mut failed)?;
     }
     {
         // The delay line's finest step is 1 ms each way: 2 ms round trip.
@@ -401,7 +443,7 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
         // 97%), but a second may then carry the plan + 21%, which the enforcement
         // tests' plan + 5% bar refuses. Printed with the figures, not asserted.
         let (lab, _daemon) = lab_with(Some(1))?;
-        ingress_phase(&lab, "2 ms RTT", &mut port, &mut open)?;
+        ingress_phase(&lab, "2 ms RTT", &mut port, false, &mut open)?;
     }
     if !open.is_empty() {
         eprintln!("bars not met yet (issue 20 open):\n{}", open.join("\n"));
