@@ -395,6 +395,7 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         again.as_array().map(Vec::len) == Some(1) && again[0]["state"] == "acked",
         "after the ack: {again}"
     );
+    flags_by_node(&lab, &warden, flag)?;
     cli_ok(
         &lab,
         &warden,
@@ -479,6 +480,65 @@ fn two_applies_on_one_base(lab: &StandardLab, warden: &Path) -> Result<u64> {
     })
     .context("the node did not enforce the winning apply")?;
     Ok(plan)
+}
+
+/// The flag carries the node that raised it, and a node filter keeps that node's flags
+/// and no other's: through the controller (API and CLI) and on the node's own API.
+fn flags_by_node(lab: &StandardLab, warden: &Path, local_id: i64) -> Result<()> {
+    let list = |text: &str| -> Result<Vec<Value>> {
+        let v: Value = serde_json::from_str(text)?;
+        Ok(v.as_array().context("a flags list")?.clone())
+    };
+    let mine = list(&cli_get(lab, &format!("/api/v1/flags?node={NODE}"))?)?;
+    ensure!(
+        mine.len() == 1 && mine[0]["node"] == NODE && mine[0]["tenant"] == "globex",
+        "controller ?node={NODE}: {mine:?}"
+    );
+    let id = mine[0]["id"].as_i64().context("fleet id")?;
+    let one: Value = serde_json::from_str(&cli_get(lab, &format!("/api/v1/flags/{id}"))?)?;
+    ensure!(one["node"] == NODE, "controller flag {id}: {one}");
+    let other = list(&cli_get(lab, "/api/v1/flags?node=node8")?)?;
+    ensure!(other.is_empty(), "controller ?node=node8: {other:?}");
+    for (node, total) in [(NODE, 1), ("node8", 0)] {
+        let s: Value = serde_json::from_str(&cli_get(
+            lab,
+            &format!("/api/v1/flags/summary?node={node}"),
+        )?)?;
+        ensure!(s["total"] == total, "controller summary ?node={node}: {s}");
+    }
+
+    let json = |node: &str| -> Result<Vec<Value>> {
+        list(&cli_ok(
+            lab,
+            warden,
+            token::VIEWER,
+            &["flags", "--node", node, "--json"],
+        )?)
+    };
+    let mine = json(NODE)?;
+    ensure!(
+        mine.len() == 1 && mine[0]["node"] == NODE,
+        "warden flags --node {NODE}: {mine:?}"
+    );
+    let other = json("node8")?;
+    ensure!(other.is_empty(), "warden flags --node node8: {other:?}");
+    let table = cli_ok(lab, warden, token::VIEWER, &["flags", "--node", NODE])?;
+    let mut lines = table.lines();
+    let (header, row) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    ensure!(
+        header.contains("NODE") && row.split_whitespace().nth(2) == Some(NODE),
+        "warden flags --node {NODE}:\n{table}"
+    );
+
+    // The node's own API: its flags carry its name; another name keeps none.
+    let own = list(&lab.get(&format!("/api/v1/flags?node={NODE}"))?)?;
+    ensure!(
+        own.len() == 1 && own[0]["id"] == local_id && own[0]["node"] == NODE,
+        "node ?node={NODE}: {own:?}"
+    );
+    let other = list(&lab.get("/api/v1/flags?node=node8")?)?;
+    ensure!(other.is_empty(), "node ?node=node8: {other:?}");
+    Ok(())
 }
 
 /// A scan flag on globex, written into the node's database as detection would (the

@@ -323,6 +323,7 @@ fn flag_record(node: &str, id: i64, state: FlagState) -> FlagRecord {
             top_targets: serde_json::json!(["198.18.9.1"]),
             deadline: None,
             state_reason: None,
+            node: None,
         },
         actions: vec![],
         samples: 3,

@@ -120,6 +120,10 @@ pub struct Flag {
     pub deadline: Option<i64>,
     /// Why it is in its current state, when someone said.
     pub state_reason: Option<String>,
+    /// The fleet node that raised it: its `daemon.fleet.node`. Absent (not serialised)
+    /// on a daemon outside a fleet, and in what a store keeps (a store is one node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A flag to create; it starts `open` with `first_seen = last_seen = seen`.
@@ -251,6 +255,8 @@ pub struct FlagFilter {
     pub until: Option<i64>,
     /// Only flags in this state.
     pub state: Option<FlagState>,
+    /// Only flags raised by this fleet node (a flag without a node matches none).
+    pub node: Option<String>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
     /// Skip this many of the newest first (paging).
@@ -266,6 +272,23 @@ impl FlagFilter {
             && self.since.is_none_or(|s| f.last_seen >= s)
             && self.until.is_none_or(|u| f.last_seen < u)
             && self.state.is_none_or(|s| s == f.state)
+            && self
+                .node
+                .as_ref()
+                .is_none_or(|n| f.node.as_ref() == Some(n))
+    }
+
+    /// The filter as asked of a store holding only the flags of `own` (a daemon's, with
+    /// its fleet node name if it has one), whose rows carry no node: a node filter naming
+    /// `own` matches every row, so it is dropped; any other stays, and matches none.
+    pub fn for_store_of(&self, own: Option<&str>) -> FlagFilter {
+        match (&self.node, own) {
+            (Some(n), Some(own)) if n == own => FlagFilter {
+                node: None,
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
     }
 }
 
@@ -279,4 +302,86 @@ pub struct FlagSummary {
     pub total: u64,
     /// The highest flag id of all flags, whatever the filter; `None` with none.
     pub latest_id: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(node: Option<&str>) -> Flag {
+        Flag {
+            id: 1,
+            tenant: "acme".into(),
+            kind: Kind::Scan,
+            state: FlagState::Open,
+            first_seen: 10,
+            last_seen: 20,
+            policy_generation: 1,
+            thresholds: serde_json::json!({}),
+            figures: serde_json::json!({}),
+            top_targets: serde_json::json!([]),
+            deadline: None,
+            state_reason: None,
+            node: node.map(str::to_owned),
+        }
+    }
+
+    fn on(node: &str) -> FlagFilter {
+        FlagFilter {
+            node: Some(node.into()),
+            ..FlagFilter::default()
+        }
+    }
+
+    #[test]
+    fn a_node_filter_matches_only_that_nodes_flags_and_never_a_flag_without_a_node() {
+        assert!(on("node7").matches(&flag(Some("node7"))));
+        assert!(!on("node7").matches(&flag(Some("node8"))));
+        assert!(!on("node7").matches(&flag(None)));
+        assert!(FlagFilter::default().matches(&flag(None)));
+        assert!(FlagFilter::default().matches(&flag(Some("node8"))));
+        let both = FlagFilter {
+            tenant: Some("other".into()),
+            ..on("node7")
+        };
+        assert!(!both.matches(&flag(Some("node7"))), "tenant still applies");
+    }
+
+    #[test]
+    fn a_store_is_asked_without_the_node_filter_only_when_it_names_the_stores_own_node() {
+        let own = on("node7").for_store_of(Some("node7"));
+        assert_eq!(own.node, None);
+        assert_eq!(
+            on("node8").for_store_of(Some("node7")).node.as_deref(),
+            Some("node8")
+        );
+        assert_eq!(
+            on("node7").for_store_of(None).node.as_deref(),
+            Some("node7")
+        );
+        assert_eq!(
+            FlagFilter::default().for_store_of(Some("node7")),
+            FlagFilter::default()
+        );
+    }
+
+    #[test]
+    fn a_flag_without_a_node_serialises_without_the_key_and_reads_back_from_older_records() {
+        let text = serde_json::to_string(&flag(None)).expect("serialises");
+        assert!(!text.contains("\"node\""), "{text}");
+        let back: Flag = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(back.node, None);
+        let with = serde_json::to_value(flag(Some("node7"))).expect("serialises");
+        assert_eq!(with["node"], "node7");
+        let detail = FlagDetail {
+            flag: flag(Some("node7")),
+            actions: Vec::new(),
+            samples: 0,
+            samples_refused: 0,
+        };
+        let v = serde_json::to_value(&detail).expect("serialises");
+        assert_eq!(v["node"], "node7");
+        let back: FlagDetail = serde_json::from_value(v).expect("reads back");
+        assert_eq!(back.flag.node.as_deref(), Some("node7"));
+    }
 }

@@ -155,7 +155,8 @@ fn key_prefix(text: &str) -> Result<String, String> {
     }
 }
 
-fn node_name(text: &str) -> Result<String, String> {
+/// `text` as a fleet node name (`daemon.fleet.node`), or why it cannot be one.
+pub fn node_name(text: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&text.len())
         && text != "."
         && text != ".."

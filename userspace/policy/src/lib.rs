@@ -67,7 +67,7 @@ pub use detectors::{
     DEFAULT_DEADLINE, DEFAULT_THROTTLE_TO,
 };
 pub use diagnostic::{printable, Diagnostic, Diagnostics, MAX_ERRORS};
-pub use fleet_config::{FleetConfig, FleetTls, DEFAULT_FLEET_PREFIX};
+pub use fleet_config::{node_name, FleetConfig, FleetTls, DEFAULT_FLEET_PREFIX};
 
 /// Default of `daemon.metrics_top_k`.
 pub const DEFAULT_TOP_K: usize = 1_000;

@@ -118,6 +118,8 @@ pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Flag> {
         top_targets: json(row, 9)?,
         deadline: row.get(10)?,
         state_reason: row.get(11)?,
+        // A store is one daemon's: the daemon names its node in what it serves.
+        node: None,
     })
 }
 
@@ -308,8 +310,12 @@ impl Store {
         })
     }
 
-    /// The flags `filter` matches, most recently seen first, from `offset` on.
+    /// The flags `filter` matches, most recently seen first, from `offset` on. Rows carry
+    /// no node, so a node filter matches none (see [`FlagFilter::for_store_of`]).
     pub fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
+        if filter.node.is_some() {
+            return Ok(Vec::new());
+        }
         let limit = filter
             .limit
             .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
@@ -338,13 +344,22 @@ impl Store {
     }
 
     /// How many flags `filter` (all but its state) matches in each state, how many the
-    /// whole filter matches, and the newest flag id.
+    /// whole filter matches, and the newest flag id. A node filter matches no row, as in
+    /// [`Store::flags`]; the newest id is of all flags all the same.
     pub fn flag_summary(&self, filter: &FlagFilter) -> Result<FlagSummary> {
         self.read("count flags", |conn| {
             let mut counts: BTreeMap<String, u64> = FlagState::ALL
                 .iter()
                 .map(|s| (s.as_str().to_owned(), 0))
                 .collect();
+            let latest_id = conn.query_row("SELECT max(id) FROM flags", [], |row| row.get(0))?;
+            if filter.node.is_some() {
+                return Ok(FlagSummary {
+                    counts,
+                    total: 0,
+                    latest_id,
+                });
+            }
             let mut stmt = conn.prepare(&format!(
                 "SELECT state, count(*) FROM flags WHERE {FILTER} GROUP BY state"
             ))?;
@@ -365,7 +380,6 @@ impl Store {
                 Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
                 None => counts.values().sum(),
             };
-            let latest_id = conn.query_row("SELECT max(id) FROM flags", [], |row| row.get(0))?;
             Ok(FlagSummary {
                 counts,
                 total,

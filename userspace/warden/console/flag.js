@@ -127,6 +127,7 @@ export async function showFlag(root, id) {
         "dl",
         { class: "facts", id: "flag-facts" },
         h("dt", {}, "State"), h("dd", { id: "flag-state" }, badge(f.state), f.state_reason ? " — " + f.state_reason : ""),
+        f.node ? [h("dt", {}, "Node"), h("dd", { id: "flag-node" }, f.node)] : null,
         h("dt", {}, "First seen"), h("dd", {}, when(f.first_seen), " (", ageEl(f.first_seen), ")"),
         h("dt", {}, "Last seen"), h("dd", {}, when(f.last_seen), " (", ageEl(f.last_seen), ")"),
         h("dt", {}, "Deadline"), h("dd", {}, f.deadline ? [when(f.deadline), " (", deadlineEl(f.deadline), ")"] : "none"),

@@ -12,7 +12,7 @@ const PAGE_SIZES = [25, 50, 100, 200];
 const POLL_MS = 2000;
 
 // The filter survives moving to a flag and back within the tab.
-const filter = { state: "", kind: "", tenant: "", since: "", until: "", limit: 50, offset: 0 };
+const filter = { state: "", kind: "", tenant: "", node: "", since: "", until: "", limit: 50, offset: 0 };
 
 function unix(local) {
   if (!local) return "";
@@ -25,6 +25,7 @@ function params(withPaging) {
     state: filter.state,
     kind: filter.kind,
     tenant: filter.tenant.trim(),
+    node: filter.node.trim(),
     since: unix(filter.since),
     until: unix(filter.until),
   };
@@ -58,6 +59,7 @@ function filters(reload) {
     select("f-state", "State", [["", "any"], ...STATES.map((s) => [s, s])], filter.state, set("state")),
     select("f-kind", "Kind", [["", "any"], ...KINDS.map((k) => [k, k])], filter.kind, set("kind")),
     field("f-tenant", "Tenant", "text", filter.tenant, set("tenant")),
+    field("f-node", "Node", "text", filter.node, set("node")),
     field("f-since", "Seen from", "datetime-local", filter.since, set("since")),
     field("f-until", "Seen before", "datetime-local", filter.until, set("until")),
     select("f-limit", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), filter.limit, set("limit")),
@@ -93,13 +95,15 @@ function counts(summary, reload) {
   );
 }
 
-function row(f, writable) {
+// The node column shows only where flags name their node (a controller, a fleet node).
+function row(f, writable, nodes) {
   const cells = [
     writable
       ? h("td", {}, h("input", { type: "checkbox", class: "pick", value: f.id, "aria-label": "Select flag " + f.id }))
       : null,
     h("td", {}, h("a", { href: "#/flag/" + f.id }, "#" + f.id)),
     h("td", {}, h("a", { href: "#/tenant/" + encodeURIComponent(f.tenant) }, f.tenant)),
+    nodes ? h("td", { class: "node" }, f.node || "—") : null,
     h("td", {}, f.kind),
     h("td", {}, badge(f.state)),
     h("td", {}, ageEl(f.first_seen)),
@@ -178,8 +182,9 @@ export async function showQueue(root) {
         for (const c of body.querySelectorAll("input.pick")) c.checked = ev.target.checked;
       },
     });
-    const heads = [writable ? all : null, "Flag", "Tenant", "Kind", "State", "First seen", "Last seen", "Deadline"].filter((x) => x !== null);
-    const rows = flags.map((f) => row(f, writable));
+    const nodes = flags.some((f) => f.node);
+    const heads = [writable ? all : null, "Flag", "Tenant", nodes ? "Node" : null, "Kind", "State", "First seen", "Last seen", "Deadline"].filter((x) => x !== null);
+    const rows = flags.map((f) => row(f, writable, nodes));
     body.replaceChildren(
       counts(summary, reload),
       writable ? bulkBar(body, reload) : null,

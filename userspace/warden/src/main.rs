@@ -94,8 +94,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             kind,
             since,
             state,
+            node,
             json,
-        } => cli::flags(&client()?, tenant.as_deref(), *kind, *since, *state, *json)?,
+        } => {
+            let q = cli::FlagsQuery {
+                tenant: tenant.as_deref(),
+                kind: *kind,
+                since: *since,
+                state: *state,
+                node: node.as_deref(),
+            };
+            cli::flags(&client()?, &q, *json)?
+        }
         Command::Flag { command } => match command {
             FlagCommand::Show { id, json, pcap } => {
                 cli::flag_show(&client()?, *id, *json, pcap.as_deref())?

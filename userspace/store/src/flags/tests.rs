@@ -572,4 +572,17 @@ fn flags_page_by_offset_and_until_and_the_summary_counts_each_state() {
         (2, Some(made[4])),
         "latest id ignores the filter"
     );
+
+    // Rows carry no node (the daemon names its own before asking): any node filter
+    // matches none, in the list and in the counts, and the newest id is still told.
+    let elsewhere = FlagFilter {
+        node: Some("node7".into()),
+        ..Default::default()
+    };
+    assert!(ids(elsewhere.clone()).is_empty());
+    let s = store.flag_summary(&elsewhere).expect("summary");
+    assert_eq!(
+        (s.total, s.counts["open"], s.latest_id),
+        (0, 0, Some(made[4]))
+    );
 }

@@ -315,10 +315,11 @@ pub(super) async fn get_audit(
 
 /// The query keys `GET /api/v1/flags` accepts.
 pub(super) const FLAG_QUERY_KEYS: &[&str] = &[
-    "tenant", "kind", "since", "until", "state", "limit", "offset",
+    "tenant", "kind", "since", "until", "state", "node", "limit", "offset",
 ];
 /// The query keys `GET /api/v1/flags/summary` accepts: the filter without paging.
-pub(super) const FLAG_SUMMARY_QUERY_KEYS: &[&str] = &["tenant", "kind", "since", "until", "state"];
+pub(super) const FLAG_SUMMARY_QUERY_KEYS: &[&str] =
+    &["tenant", "kind", "since", "until", "state", "node"];
 
 /// Parses the query of `GET /api/v1/flags` (and of its summary, whose unknown keys the
 /// guard refused already); a repeated or malformed key is a 400 naming it.
@@ -346,6 +347,12 @@ pub(super) fn flag_filter(pairs: &[(String, String)]) -> ApiResult<FlagFilter> {
                     value
                         .parse::<FlagState>()
                         .map_err(|e| bad(format!("query parameter `state`: {e}")))?,
+                )
+            }
+            "node" => {
+                f.node = Some(
+                    warden_policy::node_name(value)
+                        .map_err(|e| bad(format!("query parameter `node`: {e}")))?,
                 )
             }
             "limit" => f.limit = Some(count(key, value)?),

@@ -580,9 +580,16 @@ fn flag_query_parses_every_key() {
         ("kind", "flood_out"),
         ("since", "1700000000"),
         ("state", "acked"),
+        ("node", "node-7.dc1"),
         ("limit", "5"),
     ]))
     .unwrap_or_else(|e| panic!("{}", e.1));
+    assert_eq!(f.node.as_deref(), Some("node-7.dc1"));
+    // Both flag routes let the node filter through the guard's key check.
+    for path in ["/api/v1/flags", "/api/v1/flags/summary"] {
+        let spec = route_spec(path, &axum::http::Method::GET).expect("listed");
+        assert!(spec.query.contains(&"node"), "{path}: {:?}", spec.query);
+    }
     assert_eq!(f.tenant.as_deref(), Some("acme"));
     assert_eq!(f.kind, Some(Kind::FloodOut));
     assert_eq!(f.since, Some(1_700_000_000));
@@ -599,6 +606,9 @@ fn flag_query_refuses_unknown_repeated_and_malformed_keys() {
         (pairs(&[("since", "2h")]), "`since`"),
         (pairs(&[("state", "closed")]), "`state`"),
         (pairs(&[("limit", "-1")]), "`limit`"),
+        (pairs(&[("node", "")]), "`node`"),
+        (pairs(&[("node", "a/b")]), "`node`"),
+        (pairs(&[("node", "a"), ("node", "a")]), "`node`"),
     ] {
         let Err(e) = flag_filter(&q) else {
             panic!("{q:?} accepted")

@@ -158,18 +158,32 @@ pub fn set_suspended(client: &Client, tenant: &str, reason: &str, suspend: bool)
     Ok(())
 }
 
+/// What `warden flags` filters on.
+#[derive(Debug, Default)]
+pub struct FlagsQuery<'a> {
+    pub tenant: Option<&'a str>,
+    pub kind: Option<Kind>,
+    /// Seen within this many seconds.
+    pub since: Option<u64>,
+    pub state: Option<FlagState>,
+    pub node: Option<&'a str>,
+}
+
 /// `warden flags`.
-pub fn flags(
-    client: &Client,
-    tenant: Option<&str>,
-    kind: Option<Kind>,
-    since: Option<u64>,
-    state: Option<FlagState>,
-    json: bool,
-) -> Result<()> {
+pub fn flags(client: &Client, q: &FlagsQuery<'_>, json: bool) -> Result<()> {
+    let FlagsQuery {
+        tenant,
+        kind,
+        since,
+        state,
+        node,
+    } = *q;
     let mut query = Vec::new();
     if let Some(t) = tenant {
         query.push(format!("tenant={}", url_escape(t)));
+    }
+    if let Some(n) = node {
+        query.push(format!("node={}", url_escape(n)));
     }
     if let Some(k) = kind {
         query.push(format!("kind={k}"));

@@ -106,6 +106,11 @@ pub enum Command {
         /// Only flags in this review state (open, notified, acked, dismissed, escalated).
         #[arg(long, value_parser = parse_state)]
         state: Option<FlagState>,
+        /// Only flags raised by this fleet node (`daemon.fleet.node`): through `warden
+        /// controller`, that node's; on a daemon, its own flags if it is that node, else
+        /// none.
+        #[arg(long, value_parser = warden_policy::node_name)]
+        node: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

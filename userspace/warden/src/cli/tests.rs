@@ -99,6 +99,7 @@ fn flag_text_shows_figures_thresholds_targets_and_samples() {
             top_targets: json!([["198.18.0.9", 55000]]),
             deadline: None,
             state_reason: None,
+            node: None,
         },
         actions: vec![crate::views::FlagAction {
             at: 1_700_000_001,
@@ -124,6 +125,59 @@ fn flag_text_shows_figures_thresholds_targets_and_samples() {
     ] {
         assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
     }
+}
+
+fn listed(id: i64, node: Option<&str>) -> Flag {
+    Flag {
+        id,
+        tenant: "globex".into(),
+        kind: warden_policy::Kind::Scan,
+        state: crate::views::FlagState::Open,
+        first_seen: 1_700_000_000,
+        last_seen: 1_700_000_060,
+        policy_generation: 2,
+        thresholds: serde_json::json!({}),
+        figures: serde_json::json!({}),
+        top_targets: serde_json::json!([["198.18.0.9", 5]]),
+        deadline: None,
+        state_reason: None,
+        node: node.map(str::to_owned),
+    }
+}
+
+#[test]
+fn the_flag_table_has_a_node_column_only_when_a_flag_names_its_node() {
+    let alone = flag_table(&[listed(1, None)]);
+    let header = alone.lines().next().expect("header");
+    assert!(!header.contains("NODE"), "{alone}");
+    assert!(header.starts_with("ID  TENANT  KIND"), "{alone}");
+
+    let fleet = flag_table(&[listed(9, Some("node7")), listed(8, None)]);
+    let mut lines = fleet.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("ID  TENANT  NODE   KIND"), "{fleet}");
+    let first: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    assert_eq!(first[..4], ["9", "globex", "node7", "scan"], "{fleet}");
+    let second: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    assert_eq!(second[..4], ["8", "globex", "-", "scan"], "{fleet}");
+
+    let shown = flag_text(&FlagDetail {
+        flag: listed(9, Some("node7")),
+        actions: Vec::new(),
+        samples: 0,
+        samples_refused: 0,
+    });
+    assert!(shown.contains("node:              node7"), "{shown}");
+}
+
+#[test]
+fn a_flags_node_filter_must_be_a_node_name() {
+    let ok = Cli::try_parse_from(["warden", "flags", "--node", "node-7.dc1"]).expect("parses");
+    assert!(matches!(ok.command, Command::Flags { node: Some(n), .. } if n == "node-7.dc1"));
+    let err = Cli::try_parse_from(["warden", "flags", "--node", "a/b"])
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("node name `a/b`"), "{err}");
 }
 
 #[test]

@@ -115,14 +115,18 @@ pub fn tenant_table(ts: &[TenantView]) -> String {
     table(&header, &rows)
 }
 
-/// The table `warden flags` prints.
+/// The table `warden flags` prints, with a NODE column after TENANT when any flag names
+/// the fleet node that raised it (through a controller, or a fleet node's own API).
 pub fn flag_table(fs: &[Flag]) -> String {
+    let nodes = fs.iter().any(|f| f.node.is_some());
     let rows: Vec<Vec<String>> = fs
         .iter()
         .map(|f| {
-            vec![
-                f.id.to_string(),
-                f.tenant.clone(),
+            let mut row = vec![f.id.to_string(), f.tenant.clone()];
+            if nodes {
+                row.push(f.node.clone().unwrap_or_else(|| "-".to_string()));
+            }
+            row.extend([
                 f.kind.to_string(),
                 f.state.to_string(),
                 rfc3339(f.first_seen),
@@ -131,21 +135,16 @@ pub fn flag_table(fs: &[Flag]) -> String {
                     .into_iter()
                     .next()
                     .map_or_else(|| "-".to_string(), |(t, _)| t),
-            ]
+            ]);
+            row
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "TENANT",
-            "KIND",
-            "STATE",
-            "FIRST SEEN",
-            "LAST SEEN",
-            "TOP TARGET",
-        ],
-        &rows,
-    )
+    let mut header = vec!["ID", "TENANT"];
+    if nodes {
+        header.push("NODE");
+    }
+    header.extend(["KIND", "STATE", "FIRST SEEN", "LAST SEEN", "TOP TARGET"]);
+    table(&header, &rows)
 }
 
 /// A target as text: a string as is, `{addr, port}` as `addr:port`, anything else as JSON.
@@ -249,6 +248,9 @@ pub fn flag_text(d: &FlagDetail) -> String {
     ];
     if let Some(r) = &f.state_reason {
         about.push(vec!["reason".into(), r.clone()]);
+    }
+    if let Some(n) = &f.node {
+        about.push(vec!["node".into(), n.clone()]);
     }
     for row in &about {
         out += &format!("{:<19}{}\n", format!("{}:", row[0]), row[1]);

@@ -1,6 +1,6 @@
 //! Flags over the fleet: every node's published flags, each under its fleet id (the
-//! etcd revision its key was created at), with review decisions written for the node
-//! that raised it.
+//! etcd revision its key was created at) and named with the node that raised it, with
+//! review decisions written for that node.
 
 use warden_fleet::records::DecisionRecord;
 use warden_fleet::{FleetError, PublishedFlag};
@@ -19,6 +19,7 @@ fn view(p: &PublishedFlag) -> Flag {
             Some(d) if d.state == p.state() => d.reason.clone(),
             _ => p.record.flag.state_reason.clone(),
         },
+        node: Some(p.record.node.clone()),
         ..p.record.flag.clone()
     }
 }

@@ -365,15 +365,22 @@ impl Backend for Daemon {
     }
 
     fn flags(&self, filter: &FlagFilter) -> Result<Vec<Flag>> {
-        Ok(self.db.lock().flags(filter)?)
+        let filter = filter.for_store_of(self.own_node());
+        let flags = self.db.lock().flags(&filter)?;
+        Ok(flags.into_iter().map(|f| self.named(f)).collect())
     }
 
     fn flag_summary(&self, filter: &FlagFilter) -> Result<FlagSummary> {
-        Ok(self.db.lock().flag_summary(filter)?)
+        let filter = filter.for_store_of(self.own_node());
+        Ok(self.db.lock().flag_summary(&filter)?)
     }
 
     fn flag(&self, id: i64) -> Result<Option<FlagDetail>> {
-        Ok(self.db.lock().flag(id)?)
+        let detail = self.db.lock().flag(id)?;
+        Ok(detail.map(|d| FlagDetail {
+            flag: self.named(d.flag),
+            ..d
+        }))
     }
 
     fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>> {
@@ -410,7 +417,7 @@ impl Backend for Daemon {
         match r {
             Ok(flag) => {
                 tracing::info!(flag = id, tenant = %flag.tenant, %state, %actor, "flag reviewed");
-                Ok(flag)
+                Ok(self.named(flag))
             }
             Err(StoreError::Flag(e @ FlagError::NotFound(_))) => {
                 Err(Refusal::NotFound(e.to_string()))
@@ -432,6 +439,19 @@ impl Backend for Daemon {
 }
 
 impl Daemon {
+    /// This daemon's fleet node name (`daemon.fleet.node`); `None` outside a fleet.
+    fn own_node(&self) -> Option<&str> {
+        self.fleet.as_ref().map(|n| n.config.node.as_str())
+    }
+
+    /// A flag of the store as the API shows it: with the node that raised it, this one.
+    fn named(&self, flag: Flag) -> Flag {
+        Flag {
+            node: self.own_node().map(str::to_owned),
+            ..flag
+        }
+    }
+
     /// Where the policy in force came from.
     fn source(&self) -> PolicySource {
         if self.fleet.is_some() {

@@ -25,6 +25,7 @@ fn flag() -> Flag {
         top_targets: json!([]),
         deadline: Some(1_700_086_400),
         state_reason: None,
+        node: None,
     }
 }
 
