@@ -14,12 +14,13 @@ use std::{
 
 use crate::common::ping_received;
 use anyhow::{bail, ensure, Context as _, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
 use warden_tests::{
     lab::{Netns, Proc},
     topology::{addr, token, warden_binary, StandardLab},
     wait::eventually,
+    webdriver::Browser,
 };
 
 const PROBES: u64 = 50;
@@ -396,6 +397,7 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         "after the ack: {again}"
     );
     flags_by_node(&lab, &warden, flag)?;
+    console_names_the_node(&lab)?;
     cli_ok(
         &lab,
         &warden,
@@ -538,6 +540,37 @@ fn flags_by_node(lab: &StandardLab, warden: &Path, local_id: i64) -> Result<()> 
     );
     let other = list(&lab.get("/api/v1/flags?node=node8")?)?;
     ensure!(other.is_empty(), "node ?node=node8: {other:?}");
+    Ok(())
+}
+
+/// The controller's console: the queue has a Node column naming the flag's node, its
+/// node filter keeps that node's flags and no other's, and the flag page names the node.
+fn console_names_the_node(lab: &StandardLab) -> Result<()> {
+    use crate::console::{shot, CHANGE_AND_TIME, DRIVER_PORT, PAGE_TIMEOUT};
+    let profile = lab.rundir()?.join("chromium");
+    let b = Browser::start(&lab.node, DRIVER_PORT, &profile)?;
+    b.goto(&format!("{CONTROLLER}/ui/"))?;
+    b.type_into("#token", token::VIEWER)?;
+    b.click("#sign-in-button")?;
+    b.wait_text("#page-range", "1–1 of 1", PAGE_TIMEOUT)?;
+    let heads = b.text("#queue thead")?;
+    let row = b.text("#queue tbody tr")?;
+    ensure!(
+        heads.contains("Node") && row.contains(NODE),
+        "the controller's queue: {heads} / {row}"
+    );
+    shot(&b, "11-fleet-queue.png")?;
+    let page = b.text("#page")?;
+    ensure!(!page.contains("null"), "the viewer's queue: {page}");
+    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", "node8"]))?;
+    b.wait_text("#page-range", "0–0 of 0", PAGE_TIMEOUT)?;
+    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", NODE]))?;
+    b.wait_text("#page-range", "1–1 of 1", PAGE_TIMEOUT)?;
+    b.click("#queue tbody a[href^='#/flag/']")?;
+    b.wait_text("#flag-node", NODE, PAGE_TIMEOUT)?;
+    shot(&b, "12-fleet-flag.png")?;
+    let page = b.text("#page")?;
+    ensure!(!page.contains("null"), "the viewer's flag page: {page}");
     Ok(())
 }
 

@@ -134,7 +134,8 @@ export async function showFlag(root, id) {
         h("dt", {}, "Policy generation"), h("dd", {}, String(f.policy_generation)),
         h("dt", {}, "Samples"), h("dd", {}, d.samples + " kept" + (d.samples_refused ? ", " + d.samples_refused + " refused (bound reached)" : "")),
       ),
-      review(f, render),
+      // No review section for a viewer (replaceChildren would write a null as "null").
+      ...[review(f, render)].filter((x) => x !== null),
       h("section", { "aria-labelledby": "ev-h" }, h("h3", { id: "ev-h" }, "Evidence"), evidence(f), targets(f), actions(d)),
       h("section", { "aria-labelledby": "chart-h" }, h("h3", { id: "chart-h" }, "Traffic around the event"), chartBox),
       h("section", { "aria-labelledby": "frames-h" }, h("h3", { id: "frames-h" }, "Frames"), frameBox),

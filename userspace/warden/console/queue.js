@@ -187,7 +187,8 @@ export async function showQueue(root) {
     const rows = flags.map((f) => row(f, writable, nodes));
     body.replaceChildren(
       counts(summary, reload),
-      writable ? bulkBar(body, reload) : null,
+      // replaceChildren writes a null as the text "null": leave the bar out instead.
+      ...(writable ? [bulkBar(body, reload)] : []),
       flags.length === 0
         ? h("p", { id: "queue-empty" }, "No flags match.")
         : table("Flags, most recently seen first", heads, rows, { id: "queue", class: "queue" }),

@@ -56,7 +56,8 @@ export async function showTenant(root, id) {
         h("dt", {}, "Addresses"), h("dd", {}, t.addresses.join(", ")),
         h("dt", {}, "Slot"), h("dd", {}, String(t.index)),
       ),
-      suspendForm(t, render),
+      // No form below admin (replaceChildren would write a null as "null").
+      ...[suspendForm(t, render)].filter((x) => x !== null),
       table("Rates and plan", ["Direction", "Rate", "Packets/s", "Plan", "Packets", "Bytes", "Drops"], [direction("sent", t.out), direction("received", t.in)], { id: "rates" }),
       h("section", { "aria-labelledby": "chart-h" }, h("h3", { id: "chart-h" }, "Traffic, last hour"), chartBox),
       h(
