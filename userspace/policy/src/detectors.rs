@@ -368,6 +368,9 @@ detector! {
     min_failed_targets: u32 = 10, U32;
     /// Window of the sequential test and of `distinct_targets` (`window`, default 60s).
     window: Duration = Duration::from_secs(60), Duration;
+    /// While a scan is blocked, the tenant's new outbound first contacts allowed per
+    /// second, in the kernel (`contain_rate`, default 1; 0: no containment).
+    contain_rate: u32 = 1, U32;
 }
 
 detector! {
@@ -379,6 +382,10 @@ detector! {
     syn_pps: u64 = 2_000, U64;
     /// Measurement window (`window`, default 1s).
     window: Duration = Duration::from_secs(1), Duration;
+    /// While a flood is blocked, the tenant's new outbound first contacts allowed per
+    /// second, so victims that rotate are held too (`contain_rate`, default 1; 0: no
+    /// containment).
+    contain_rate: u32 = 1, U32;
 }
 
 detector! {

@@ -70,6 +70,7 @@ enum Call {
     Unblock(BlockTarget),
     Throttle(Option<u64>, Duration),
     Capture(i32),
+    Contain(Option<(u32, Duration)>),
     Suspend(String, String),
 }
 
@@ -141,6 +142,16 @@ impl Effects for Fake {
     ) -> Result<(), EffectError> {
         assert_eq!(slot, TENANT);
         self.calls.push(Call::Throttle(rate, until));
+        Ok(())
+    }
+
+    fn contain(
+        &mut self,
+        slot: TenantSlot,
+        contain: Option<(u32, Duration)>,
+    ) -> Result<(), EffectError> {
+        assert_eq!(slot, TENANT);
+        self.calls.push(Call::Contain(contain));
         Ok(())
     }
 
@@ -304,6 +315,8 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
         fx.take(),
         [
             Call::Capture(CAPTURE_FRAMES),
+            // The tenant's first contacts are contained while the block holds.
+            Call::Contain(Some((1, secs(BOOT) + ms(700) + secs(600)))),
             Call::Block(BlockTarget::Port(22), secs(BOOT) + ms(700) + secs(600)),
         ]
     );
@@ -388,17 +401,19 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
         fx.take(),
         [
             Call::Capture(CAPTURE_FRAMES),
+            Call::Contain(Some((1, secs(BOOT) + ms(110) + secs(30)))),
             Call::Block(BlockTarget::Victim(a), secs(BOOT) + ms(110) + secs(30)),
         ]
     );
-    // A second victim of the same episode is blocked too, at the same level.
+    // A second victim of the same episode is blocked too, at the same level; the
+    // containment runs to the later block's expiry.
     w.events(vec![syn_flood(b, 5_000, ms(300))], &at(ms(310)), &mut fx);
     assert_eq!(
         fx.take(),
-        [Call::Block(
-            BlockTarget::Victim(b),
-            secs(BOOT) + ms(310) + secs(30)
-        )]
+        [
+            Call::Contain(Some((1, secs(BOOT) + ms(310) + secs(30)))),
+            Call::Block(BlockTarget::Victim(b), secs(BOOT) + ms(310) + secs(30))
+        ]
     );
     assert_eq!(w.detections_of("t1")[1], 1, "one episode");
     // The flood at `a` goes on for a minute, `b` stops: `a` is refreshed every second.
@@ -428,7 +443,11 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
         w.tick(&at(secs(s) + ms(500)), &traffic(0, 0, &[]), &mut fx);
     }
     let calls = fx.take();
-    assert_eq!(calls, [Call::Unblock(BlockTarget::Victim(a))]);
+    // The last block goes, and the containment with it.
+    assert_eq!(
+        calls,
+        [Call::Contain(None), Call::Unblock(BlockTarget::Victim(a))]
+    );
     let decisions = fx.decisions(1);
     assert_eq!(
         decisions.first(),
