@@ -378,7 +378,13 @@ fn containment_passes_a_first_contact_per_interval_and_drops_the_rest_until_it_e
         assert_events("a contained first contact", &got, &want, w);
         let (got, w) = dp.run_facts(prog, "its retransmission", &second, blocked, 1);
         assert_events("a contained retransmission", &got, &want, w);
-        dp.run_facts(prog, "the made contact again", &ip4(A, U, syn_to(base)), TA, 1);
+        dp.run_facts(
+            prog,
+            "the made contact again",
+            &ip4(A, U, syn_to(base)),
+            TA,
+            1,
+        );
         let ack = ip4(A, U, L4::tcp(40000, base + 1, tcp::ACK));
         dp.run_facts(prog, "an established segment", &ack, TA, 1);
         let dns = ip4(A, U2, L4::udp(5353, base + 2));
@@ -387,11 +393,24 @@ fn containment_passes_a_first_contact_per_interval_and_drops_the_rest_until_it_e
         dp.run_facts(prog, "a new echo request", &echo, blocked, 1);
         dp.drain();
         // The containment's bucket is the programs': the entry carries its clock.
-        assert_ne!(dp.runtime(TENANT_A).contain_tat, 0, "{prog}: bucket untouched");
-        dp.set_runtime(TENANT_A, contain(runtime_flags::CONTAIN, monotonic_ns() - 1));
+        assert_ne!(
+            dp.runtime(TENANT_A).contain_tat,
+            0,
+            "{prog}: bucket untouched"
+        );
+        dp.set_runtime(
+            TENANT_A,
+            contain(runtime_flags::CONTAIN, monotonic_ns() - 1),
+        );
         dp.run_facts(prog, "after expiry", &second, TA, 1);
         dp.set_runtime(TENANT_A, contain(0, in_an_hour()));
-        dp.run_facts(prog, "without the flag", &ip4(A, U, syn_to(base + 3)), TA, 1);
+        dp.run_facts(
+            prog,
+            "without the flag",
+            &ip4(A, U, syn_to(base + 3)),
+            TA,
+            1,
+        );
         dp.drain();
     }
 }

@@ -219,9 +219,11 @@ impl Pipeline {
             }
         }
         // The strictest rate, to the latest expiry, of the blocks that hold.
-        let effective = entries.values().fold(None, |acc: Option<(u32, Duration)>, (r, u)| {
-            Some(acc.map_or((*r, *u), |(ar, au)| (ar.min(*r), au.max(*u))))
-        });
+        let effective = entries
+            .values()
+            .fold(None, |acc: Option<(u32, Duration)>, (r, u)| {
+                Some(acc.map_or((*r, *u), |(ar, au)| (ar.min(*r), au.max(*u))))
+            });
         if effective.is_none() {
             self.contained.remove(&slot);
         }
