@@ -183,6 +183,8 @@ enum Slot<'a> {
     Ratio(&'a mut f64),
     Share(&'a mut f64),
     U32(&'a mut u32),
+    /// A whole number where 0 turns the setting off.
+    U32OrZero(&'a mut u32),
     U64(&'a mut u64),
     Rate(&'a mut u64),
     Duration(&'a mut Duration),
@@ -200,6 +202,10 @@ impl Slot<'_> {
             ),
             Slot::Share(field) => set(field, r.value(node, "a number from 0 to 1", units::share)),
             Slot::U32(field) => set(field, r.value(node, "a whole number", units::count)),
+            Slot::U32OrZero(field) => set(
+                field,
+                r.value(node, "a whole number (0: off)", units::count_or_zero),
+            ),
             Slot::U64(field) => set(field, r.value(node, "a whole number", units::count)),
             Slot::Rate(field) => set(field, r.value(node, "a rate such as 1Gbit", units::rate)),
             Slot::Duration(field) => set(
@@ -228,6 +234,9 @@ mod field_text {
         format!("{v}")
     }
     pub(super) fn U32(v: &u32) -> String {
+        v.to_string()
+    }
+    pub(super) fn U32OrZero(v: &u32) -> String {
         v.to_string()
     }
     pub(super) fn U64(v: &u64) -> String {
@@ -370,7 +379,7 @@ detector! {
     window: Duration = Duration::from_secs(60), Duration;
     /// While a scan is blocked, the tenant's new outbound first contacts allowed per
     /// second, in the kernel (`contain_rate`, default 1; 0: no containment).
-    contain_rate: u32 = 1, U32;
+    contain_rate: u32 = 1, U32OrZero;
 }
 
 detector! {
@@ -385,7 +394,7 @@ detector! {
     /// While a flood is blocked, the tenant's new outbound first contacts allowed per
     /// second, so victims that rotate are held too (`contain_rate`, default 1; 0: no
     /// containment).
-    contain_rate: u32 = 1, U32;
+    contain_rate: u32 = 1, U32OrZero;
 }
 
 detector! {

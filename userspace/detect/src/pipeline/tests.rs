@@ -327,6 +327,36 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
     assert_eq!(w.status().active_blocks, 1);
 }
 
+/// `contain_rate` sets the containment's rate; 0 blocks the port without containing the
+/// tenant, and a scan at `flag` contains nothing.
+#[test]
+fn a_scan_block_contains_at_the_detectors_rate_and_a_rate_of_0_or_a_flag_does_not() {
+    for (policy, want) in [
+        ("{scan: {action: block, contain_rate: 5}}", Some(5)),
+        ("{scan: {action: block, contain_rate: 0}}", None),
+        ("{scan: {action: flag}}", None),
+    ] {
+        let mut w = pipeline(policy, "block");
+        let mut fx = Fake::default();
+        let probes: Vec<Observation> = (0..20)
+            .map(|i| attempt(outside(i), 22, ms(10 * u64::from(i))))
+            .collect();
+        w.events(probes, &at(ms(200)), &mut fx);
+        w.events(Vec::new(), &at(ms(700)), &mut fx);
+        assert_eq!(fx.flags.len(), 1, "{policy}");
+        let contains: Vec<Call> = fx
+            .take()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Contain(_)))
+            .collect();
+        let expected: Vec<Call> = want
+            .map(|rate| Call::Contain(Some((rate, secs(BOOT) + ms(700) + secs(600)))))
+            .into_iter()
+            .collect();
+        assert_eq!(contains, expected, "{policy}");
+    }
+}
+
 #[test]
 fn a_vertical_scan_refused_by_one_host_blocks_only_that_host() {
     let mut w = pipeline("{scan: {action: block}}", "block");
