@@ -280,6 +280,18 @@ pub struct TenantRuntime {
     /// When the throttle expires (`bpf_ktime_get_coarse_ns` time): the programs ignore
     /// it after that, so a throttle ends on time even if the daemon is down.
     pub throttle_until_ns: u64,
+    /// With [`runtime_flags::CONTAIN`]: the tenant's new outbound first contacts (a SYN,
+    /// a datagram or an echo request to a (remote, port) it has not reached in this
+    /// contact epoch) pass at this event rate, the rest are dropped as `blocked`, until
+    /// `contain_until_ns`. A scan or a rotating flood at `block` contains its tenant:
+    /// per-target blocks cannot follow a randomised sweep.
+    pub contain: Rate,
+    /// When the containment expires (`bpf_ktime_get_coarse_ns` time), even if the
+    /// daemon is down.
+    pub contain_until_ns: u64,
+    /// The containment's bucket (GCRA, see `police`): written by the programs only; the
+    /// daemon's read-modify-write of the entry carries it over.
+    pub contain_tat: u64,
 }
 
 /// Bits of [`TenantRuntime::flags`].
@@ -288,6 +300,8 @@ pub mod runtime_flags {
     pub const BLOCKS: u32 = 1;
     /// Police with [`TenantRuntime::throttle`](super::TenantRuntime).
     pub const THROTTLE: u32 = 2;
+    /// Contain first contacts ([`TenantRuntime::contain`](super::TenantRuntime)).
+    pub const CONTAIN: u32 = 4;
     /// Bits 8-31: the tenant's blocks version, which the daemon counts up with every
     /// write of the tenant's entries in [`map::BLOCKS`](crate::map::BLOCKS) (after the
     /// write). The programs keep a CPU's recent block answers for a clock tick, and only

@@ -605,7 +605,7 @@ const _: () = assert!(core::mem::size_of::<Rate>() == 16);
 const _: () = assert!(core::mem::size_of::<TenantConfig>() == 80);
 const _: () = assert!(core::mem::size_of::<facts::Event>() == 72);
 const _: () = assert!(core::mem::size_of::<facts::SampleEvent>() == 32 + facts::SAMPLE_BYTES);
-const _: () = assert!(core::mem::size_of::<facts::TenantRuntime>() == 48);
+const _: () = assert!(core::mem::size_of::<facts::TenantRuntime>() == 80);
 const _: () = assert!(core::mem::size_of::<facts::BlockKey>() == 24);
 const _: () = assert!(core::mem::size_of::<facts::Pending>() == 8);
 const _: () = assert!(core::mem::size_of::<facts::LogEntry>() == 64);

@@ -5,7 +5,7 @@ use warden::dataplane::FactCounters;
 use warden_common::{
     direction,
     facts::{event, fact_counter, outcome, runtime_flags, BlockKey, TenantRuntime, SAMPLE_BYTES},
-    reason,
+    reason, Rate,
 };
 use warden_tests::packets::{proto, tcp, Frame, L4};
 
@@ -196,9 +196,9 @@ fn a_throttle_polices_an_unlimited_tenant_until_it_expires() {
     let conforming = PLAN.burst_ns / cost + 1;
     let throttle = |flags, until| TenantRuntime {
         flags,
-        capture: 0,
         throttle: [PLAN, PLAN],
         throttle_until_ns: until,
+        ..TenantRuntime::default()
     };
     for prog in Prog::ALL {
         dp.set_bucket(TENANT_P, prog.dir(), 0)
@@ -338,4 +338,79 @@ fn a_full_ring_counts_lost_ring_as_lost_and_nothing_over_budget() {
         (lost_ring, 0),
         "lost, and nothing over budget"
     );
+}
+
+/// Containment (`runtime_flags::CONTAIN`): the contained tenant's first new contact in
+/// an interval passes, the next new ones are dropped as `blocked` (a SYN, a datagram, an
+/// echo request), each logged as an attempt dropped by Warden; a dropped SYN's
+/// retransmission is dropped again (it stays out of the contact filter); a contact
+/// already made and a segment of an established flow pass; an expired containment, or
+/// one without the flag, drops nothing. Both from-tenant programs.
+#[test]
+fn containment_passes_a_first_contact_per_interval_and_drops_the_rest_until_it_expires() {
+    let mut dp = TestDataplane::load().expect("loading the dataplane");
+    let blocked = dropped(TENANT_A, reason::BLOCKED);
+    // One first contact per 100 s: no second one passes while the test runs.
+    let contain = |flags, until| TenantRuntime {
+        flags,
+        contain: Rate::from_events_per_second(0.01, 1),
+        contain_until_ns: until,
+        ..TenantRuntime::default()
+    };
+    for (i, prog) in Prog::FROM.into_iter().enumerate() {
+        let base = 1000 + 100 * i as u16;
+        dp.set_runtime(TENANT_A, contain(runtime_flags::CONTAIN, in_an_hour()));
+        let attempt = |port, detail| {
+            ev(
+                event::ATTEMPT,
+                direction::OUT,
+                proto::TCP,
+                detail,
+                (e4(A), 40000),
+                (e4(U), port),
+            )
+        };
+        let (got, w) = dp.run_facts(prog, "first SYN", &ip4(A, U, syn_to(base)), TA, 1);
+        assert_events("the first new contact", &got, &[attempt(base, 0)], w);
+        let second = ip4(A, U, syn_to(base + 1));
+        let (got, w) = dp.run_facts(prog, "second SYN", &second, blocked, 1);
+        let want = [attempt(base + 1, outcome::DROPPED)];
+        assert_events("a contained first contact", &got, &want, w);
+        let (got, w) = dp.run_facts(prog, "its retransmission", &second, blocked, 1);
+        assert_events("a contained retransmission", &got, &want, w);
+        dp.run_facts(
+            prog,
+            "the made contact again",
+            &ip4(A, U, syn_to(base)),
+            TA,
+            1,
+        );
+        let ack = ip4(A, U, L4::tcp(40000, base + 1, tcp::ACK));
+        dp.run_facts(prog, "an established segment", &ack, TA, 1);
+        let dns = ip4(A, U2, L4::udp(5353, base + 2));
+        dp.run_facts(prog, "a new datagram", &dns, blocked, 1);
+        let echo = ip4(A, U3, L4::echo_request(1, 1));
+        dp.run_facts(prog, "a new echo request", &echo, blocked, 1);
+        dp.drain();
+        // The containment's bucket is the programs': the entry carries its clock.
+        assert_ne!(
+            dp.runtime(TENANT_A).contain_tat,
+            0,
+            "{prog}: bucket untouched"
+        );
+        dp.set_runtime(
+            TENANT_A,
+            contain(runtime_flags::CONTAIN, monotonic_ns() - 1),
+        );
+        dp.run_facts(prog, "after expiry", &second, TA, 1);
+        dp.set_runtime(TENANT_A, contain(0, in_an_hour()));
+        dp.run_facts(
+            prog,
+            "without the flag",
+            &ip4(A, U, syn_to(base + 3)),
+            TA,
+            1,
+        );
+        dp.drain();
+    }
 }

@@ -10,6 +10,7 @@ mod api_limits;
 mod benign;
 mod common;
 mod console;
+mod containment;
 mod detection;
 mod enforcement;
 mod flags;

@@ -290,6 +290,39 @@ fn a_full_block_map_is_an_error_of_its_own_and_changes_nothing() {
     );
 }
 
+/// A containment sets its flag, rate and expiry and keeps the programs' bucket (the
+/// entry is read, changed and written back); lifting it clears all three, and 0 a
+/// second is refused.
+#[test]
+fn containment_is_set_keeps_the_programs_bucket_and_lifts() {
+    let fs = Bpffs::new();
+    let (mut dp, ix) = with_policy(&fs, POLICY);
+    let a = ix.get("a").expect("a");
+    let until = far();
+    dp.contain(a, Some((2, until))).expect("containing");
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(r.flags, runtime_flags::CONTAIN);
+    assert_eq!(r.contain, Rate::from_events_per_second(2.0, 1));
+    assert_eq!(r.contain_until_ns, until.as_nanos() as u64);
+    // What the programs wrote survives the daemon's next write of the entry.
+    let mut programs = r;
+    programs.contain_tat = 12_345;
+    dp.array_mut::<TenantRuntime>(map::TENANT_RUNTIME)
+        .expect("runtime map")
+        .set(a.0, programs, 0)
+        .expect("writing as the programs do");
+    dp.capture(a, 3).expect("capturing");
+    assert_eq!(dp.runtime(a).expect("runtime").contain_tat, 12_345);
+    assert!(matches!(
+        dp.contain(a, Some((0, until))),
+        Err(DataplaneError::InvalidThrottle(_))
+    ));
+    dp.contain(a, None).expect("lifting");
+    let r = dp.runtime(a).expect("runtime");
+    assert_eq!(r.flags, 0);
+    assert_eq!((r.contain, r.contain_until_ns), (Rate::UNLIMITED, 0));
+}
+
 #[test]
 fn throttles_take_the_lower_rate_per_direction_and_follow_a_new_plan() {
     let fs = Bpffs::new();

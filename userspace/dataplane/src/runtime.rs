@@ -313,6 +313,31 @@ impl Dataplane {
         }
     }
 
+    /// Contains the tenant until `until` (CLOCK_MONOTONIC): its new outbound first
+    /// contacts pass at `per_second`, one at a time, the rest are dropped as `blocked`
+    /// (see the programs' `enforce::contain`); or lifts the containment (`None`). The
+    /// programs ignore an expired containment on their own.
+    pub fn contain(&mut self, slot: TenantSlot, contain: Option<(u32, Duration)>) -> Result<()> {
+        let slot = slot.0;
+        check_slot(slot)?;
+        match contain {
+            Some((0, _)) => Err(DataplaneError::InvalidThrottle(
+                "a containment at 0 first contacts a second would be unlimited; block instead"
+                    .into(),
+            )),
+            Some((per_second, until)) => self.update_runtime(slot, |r| {
+                r.flags |= runtime_flags::CONTAIN;
+                r.contain = Rate::from_events_per_second(f64::from(per_second), 1);
+                r.contain_until_ns = nanos(until);
+            }),
+            None => self.update_runtime(slot, |r| {
+                r.flags &= !runtime_flags::CONTAIN;
+                r.contain = Rate::UNLIMITED;
+                r.contain_until_ns = 0;
+            }),
+        }
+    }
+
     /// Asks the programs to capture the tenant's next `frames` frames as sample events
     /// (0 or less stops a capture under way).
     pub fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<()> {

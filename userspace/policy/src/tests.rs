@@ -377,7 +377,7 @@ fn unknown_keys_are_errors_at_the_key() {
             (6, 3, "unknown key `id` in defaults; expected one of: bandwidth, smtp, allow, detectors, notify".into()),
             (7, 15, "unknown key `egres` in bandwidth; expected one of: egress, ingress, burst".into()),
             (11, 5, "unknown key `colour` in tenant; expected one of: id, addresses, macs, bandwidth, smtp, allow, detectors, notify".into()),
-            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, min_failed_targets, window, expire_after, throttle_to, escalate_after, escalation_window, ceiling, deadline, suspend_on_deadline".into()),
+            (13, 14, "unknown key `windwo` in detector `scan`; expected one of: action, false_positive_rate, detection_rate, success_prob_benign, success_prob_scanner, distinct_targets, min_failed_targets, window, contain_rate, expire_after, throttle_to, escalate_after, escalation_window, ceiling, deadline, suspend_on_deadline".into()),
             (14, 1, "unknown key `extra` in the policy; expected one of: daemon, interfaces, defaults, tenants".into()),
         ]
     );

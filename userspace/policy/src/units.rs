@@ -168,6 +168,14 @@ pub(super) fn webhook_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A whole number, zero included (zero turns something off).
+pub(super) fn count_or_zero<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    if text.trim() == "0" {
+        return T::try_from(0).map_err(|_| format!("`{text}` is too large"));
+    }
+    count(text)
+}
+
 /// A whole number greater than zero.
 pub(super) fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     let (negative, digits) = split_sign(text);

@@ -7,7 +7,7 @@
 //!    only), count the packet in its tenant's counters, or as no tenant's;
 //! 3. suspension ([`try_suspension`]);
 //! 4. the tenant's runtime state ([`runtime_of`]): frame capture for the daemon;
-//! 5. blocks ([`blocks`]), SMTP ([`try_smtp`]), the plan or a detection's throttle
+//! 5. blocks ([`blocks`]), containment ([`contain`]), SMTP ([`try_smtp`]), the plan or a detection's throttle
 //!    ([`try_plan`]), which decide the verdict: from a shaped tenant on a tc hook, the
 //!    plan is its HTB class's queue, which the packet is sent to, not a policer;
 //! 6. detection facts (`facts::record`), whatever the verdict: traffic a block drops
@@ -22,6 +22,7 @@
 
 mod attribute;
 mod blocks;
+mod contain;
 
 pub use blocks::BlockCached;
 
@@ -70,6 +71,8 @@ enum Stop {
     Dropped,
     /// Drop it for this reason (a [`reason`]), counted as the tenant's drop.
     Drop(usize),
+    /// Drop a first contact for containment ([`contain`]): counted as `blocked`.
+    Contain,
 }
 
 /// A frame the daemon asked to capture: the hook (which has the context to read the
@@ -156,6 +159,7 @@ pub fn handle<const DIR: u32, H: Hook>(
         Ok(()) | Err(Stop::Pass) => Verdict::Pass,
         Err(Stop::Dropped) => Verdict::Drop,
         Err(Stop::Drop(why)) => drop_for(tenant, DIR, why),
+        Err(Stop::Contain) => drop_for(tenant, DIR, reason::BLOCKED),
     }
 }
 
@@ -180,7 +184,11 @@ fn try_tenant_policy<const DIR: u32, H: Hook>(
     // block drops must keep its detection (and so its block) alive, and a first contact
     // Warden itself drops is reported as such, not as the tenant's failed attempt.
     let verdict = try_enforcement::<DIR, H>(hook, p, tenant, cfg, runtime, bytes, &mut clock);
-    let dropped = matches!(verdict, Err(Stop::Dropped | Stop::Drop(_)));
+    let dropped = match verdict {
+        Ok(()) | Err(Stop::Pass) => facts::Dropped::No,
+        Err(Stop::Dropped | Stop::Drop(_)) => facts::Dropped::Yes,
+        Err(Stop::Contain) => facts::Dropped::Contained,
+    };
     facts::record::<DIR, H>(hook, p, gen, tenant, cfg, bytes, dropped, &mut clock);
     verdict
 }
@@ -198,6 +206,7 @@ fn try_enforcement<const DIR: u32, H: Hook>(
     clock: &mut Clock,
 ) -> Result<(), Stop> {
     blocks::try_blocks::<DIR>(p, tenant, runtime.flags, clock)?;
+    contain::try_contain::<DIR>(p, tenant, runtime.entry, runtime.flags, clock)?;
     try_smtp::<DIR>(p, tenant, cfg, clock)?;
     try_plan::<DIR, H>(hook, tenant, cfg, runtime, bytes, clock)
 }

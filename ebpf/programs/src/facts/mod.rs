@@ -125,6 +125,9 @@ struct PacketFacts {
     syn_key: u64,
     /// Warden's enforcement drops the packet: an attempt is logged as dropped.
     dropped: bool,
+    /// Containment drops it: an attempt is logged as dropped and left out of the
+    /// contact filter ([`Dropped::Contained`]).
+    contained: bool,
     /// The tenant may send mail: its SMTP connections are logged.
     mail: bool,
 }
@@ -135,18 +138,72 @@ struct PacketFacts {
 /// enforcement drops the packet ([`DROPPED_BIT`]), the L4 protocol in bits 32-39, the
 /// frame's bytes (at most [`MAX_BYTES`]) in bits 40-63.
 #[inline(always)]
-pub fn pack_headers(p: &Parsed, v6: bool, dropped: bool, bytes: u64) -> u64 {
+pub fn pack_headers(p: &Parsed, v6: bool, drop: Dropped, bytes: u64) -> u64 {
     let bytes = if bytes > MAX_BYTES { MAX_BYTES } else { bytes };
+    let drop_bits = match drop {
+        Dropped::No => 0,
+        Dropped::Yes => DROPPED_BIT,
+        Dropped::Contained => DROPPED_BIT | CONTAINED_BIT,
+    };
     u64::from(p.l3_off)
         | (u64::from(p.l4_off) << 8)
         | (u64::from(v6) << 24)
-        | (u64::from(dropped) << 25)
+        | drop_bits
         | (u64::from(p.l4_proto) << 32)
         | (bytes << 40)
 }
 
+/// Whether, and how, Warden's enforcement drops a packet, as the facts see it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    No,
+    /// Dropped (a block, SMTP, the plan): a first contact goes into the contact filter,
+    /// so its retransmissions are no news.
+    Yes,
+    /// A first contact dropped by containment: kept out of the contact filter, so its
+    /// retransmissions stay first contacts and containment keeps dropping them.
+    Contained,
+}
+
 /// The bit of [`pack_headers`] that says Warden's enforcement drops the packet.
 const DROPPED_BIT: u64 = 1 << 25;
+/// The bit of [`pack_headers`] that says containment drops it ([`Dropped::Contained`]).
+const CONTAINED_BIT: u64 = 1 << 26;
+
+/// Whether the from-tenant packet `p` of `tenant` is a first contact not yet made in
+/// this contact epoch: a SYN, a datagram that is not a reply (its remote has not sent
+/// to the tenant from that port first) or an echo request, to a (remote, port) the
+/// contact filter does not hold. What containment limits; the keys are the attempt's
+/// (`pending::attempt`).
+#[inline(always)]
+pub fn is_new_contact(p: &Parsed, tenant: u32, now: u64) -> bool {
+    let epoch = now >> CONTACT_EPOCH_SHIFT;
+    let remote = fold(&p.remote);
+    let key = match p.l4_proto {
+        proto::TCP => {
+            if p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+                return false;
+            }
+            contact_key(tenant, contact_tag::OUT, proto::TCP, p.dport, remote)
+        }
+        proto::UDP => {
+            let base = contact_base(tenant, proto::UDP, p.dport, remote);
+            if contact_seen(contact_tagged(base, contact_tag::IN_UDP), epoch) {
+                return false;
+            }
+            contact_tagged(base, contact_tag::OUT)
+        }
+        l4 => {
+            let echo = (l4 == proto::ICMP && p.sport == ICMP_ECHO_REQUEST)
+                || (l4 == proto::ICMPV6 && p.sport == ICMPV6_ECHO_REQUEST);
+            if !echo {
+                return false;
+            }
+            contact_key(tenant, contact_tag::OUT, l4, 0, remote)
+        }
+    };
+    !contact_seen(key, epoch)
+}
 
 /// The largest frame size [`pack_headers`] carries (16 MiB; an skb is at most 64 KiB,
 /// or 512 KiB with BIG TCP): a larger one would count as this many bytes.
@@ -179,7 +236,7 @@ pub fn record<const DIR: u32, H: Hook>(
     tenant: u32,
     cfg: &TenantConfig,
     bytes: u64,
-    dropped: bool,
+    dropped: Dropped,
     clock: &mut Clock,
 ) {
     let l4 = p.l4_proto;
@@ -434,6 +491,7 @@ fn facts_of<const DIR: u32>(
         quoted_proto: q.proto,
         syn_key,
         dropped: headers & DROPPED_BIT != 0,
+        contained: headers & CONTAINED_BIT != 0,
         mail: sends_mail(cfg),
     };
     if DIR == direction::OUT {

@@ -24,7 +24,8 @@ use crate::{maps::facts::PENDING, parse::Addr};
 /// A from-tenant first contact with (remote, `port`, `proto`): recorded as pending
 /// and logged as an ATTEMPT (budgeted). A repeat in this contact epoch does nothing.
 /// One Warden drops is put in the filter (its retransmissions are no news) and logged
-/// as dropped, but not made pending: no answer will come.
+/// as dropped, but not made pending: no answer will come; one containment drops is
+/// logged as dropped and not put in the filter.
 #[inline(always)]
 pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, key: u64) {
     let key = if key != 0 {
@@ -34,6 +35,12 @@ pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, ke
     } else {
         contact_key(f.tenant, contact_tag::OUT, proto, port, fold(&f.remote))
     };
+    if f.contained {
+        // Not put in the filter: a retransmission is a first contact again, and
+        // containment drops it again (each logged, within the event budget).
+        f.log(event::ATTEMPT, proto, local_port, port, outcome::DROPPED);
+        return;
+    }
     if !contact_insert(key, f.now) {
         return;
     }

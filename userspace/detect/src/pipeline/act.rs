@@ -154,6 +154,7 @@ impl Pipeline {
                 }
             }
             Action::Block => {
+                self.put_containment(slot, key, until, fx);
                 let Some(cut) = target::block_target(key.kind, &key.target) else {
                     // Tenant-wide: the kernel already drops this traffic; recorded only.
                     return;
@@ -181,6 +182,53 @@ impl Pipeline {
                 }
             }
             Action::Observe | Action::Flag | Action::Suspend => {}
+        }
+    }
+
+    /// A `scan` or `flood_out` block also contains the tenant's first contacts (at the
+    /// detector's `contain_rate`; 0 turns it off) while any such block holds: a sweep or a
+    /// flood whose targets rotate gets past per-target blocks, not past containment.
+    /// Writes the kernel state that results.
+    fn put_containment(
+        &mut self,
+        slot: TenantSlot,
+        key: &DetectionKey,
+        until: Option<Duration>,
+        fx: &mut impl Effects,
+    ) {
+        let rate = match self.tenants.get(&slot) {
+            Some(t) => match key.kind {
+                Kind::Scan => t.detectors.scan.contain_rate,
+                Kind::FloodOut => t.detectors.flood_out.contain_rate,
+                _ => return,
+            },
+            None => return,
+        };
+        let entries = self.contained.entry(slot).or_default();
+        match until {
+            Some(until) if rate > 0 => {
+                entries.insert(key.clone(), (rate, until));
+            }
+            _ => {
+                if entries.remove(key).is_none() {
+                    if entries.is_empty() {
+                        self.contained.remove(&slot);
+                    }
+                    return;
+                }
+            }
+        }
+        // The strictest rate, to the latest expiry, of the blocks that hold.
+        let effective = entries
+            .values()
+            .fold(None, |acc: Option<(u32, Duration)>, (r, u)| {
+                Some(acc.map_or((*r, *u), |(ar, au)| (ar.min(*r), au.max(*u))))
+            });
+        if effective.is_none() {
+            self.contained.remove(&slot);
+        }
+        if let Err(e) = fx.contain(slot, effective) {
+            self.failed("contain", slot, &e);
         }
     }
 

@@ -149,6 +149,13 @@ pub trait Effects {
         rate_bps: Option<u64>,
         until: Duration,
     ) -> Result<(), EffectError>;
+    /// Contains `tenant`'s new outbound first contacts to `per_second` until `until`
+    /// (monotonic); `None` lifts.
+    fn contain(
+        &mut self,
+        slot: TenantSlot,
+        contain: Option<(u32, Duration)>,
+    ) -> Result<(), EffectError>;
     /// Captures the next `frames` frames of `tenant` as samples.
     fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError>;
     /// Deletes blocks expired at `now`; returns how many.

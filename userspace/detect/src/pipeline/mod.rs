@@ -201,6 +201,9 @@ pub struct Pipeline {
     throttles: HashMap<TenantSlot, BTreeMap<DetectionKey, (u64, Duration)>>,
     /// Per kernel block, the detections holding it and their expiries.
     blocks: HashMap<(TenantSlot, BlockTarget), BTreeMap<DetectionKey, Duration>>,
+    /// Per tenant, the blocks that contain its first contacts (`scan`, `flood_out`):
+    /// rate and expiry.
+    contained: HashMap<TenantSlot, BTreeMap<DetectionKey, (u32, Duration)>>,
     /// The flag the tenant's latest capture was asked for.
     capture_for: HashMap<TenantSlot, i64>,
     /// Started detections per tenant id, by kind in [`Kind::ALL`] order (only tenants
@@ -236,6 +239,7 @@ impl Pipeline {
             in_force: HashMap::new(),
             throttles: HashMap::new(),
             blocks: HashMap::new(),
+            contained: HashMap::new(),
             capture_for: HashMap::new(),
             detections: HashMap::new(),
             bytes: HashMap::new(),

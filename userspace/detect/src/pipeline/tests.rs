@@ -70,6 +70,7 @@ enum Call {
     Unblock(BlockTarget),
     Throttle(Option<u64>, Duration),
     Capture(i32),
+    Contain(Option<(u32, Duration)>),
     Suspend(String, String),
 }
 
@@ -141,6 +142,16 @@ impl Effects for Fake {
     ) -> Result<(), EffectError> {
         assert_eq!(slot, TENANT);
         self.calls.push(Call::Throttle(rate, until));
+        Ok(())
+    }
+
+    fn contain(
+        &mut self,
+        slot: TenantSlot,
+        contain: Option<(u32, Duration)>,
+    ) -> Result<(), EffectError> {
+        assert_eq!(slot, TENANT);
+        self.calls.push(Call::Contain(contain));
         Ok(())
     }
 
@@ -304,6 +315,8 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
         fx.take(),
         [
             Call::Capture(CAPTURE_FRAMES),
+            // The tenant's first contacts are contained while the block holds.
+            Call::Contain(Some((1, secs(BOOT) + ms(700) + secs(600)))),
             Call::Block(BlockTarget::Port(22), secs(BOOT) + ms(700) + secs(600)),
         ]
     );
@@ -312,6 +325,36 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
     assert_eq!(fx.flag(1).actions[0].until, Some((UNIX + 600) as i64));
     assert_eq!(w.detections_of("t1")[0], 1);
     assert_eq!(w.status().active_blocks, 1);
+}
+
+/// `contain_rate` sets the containment's rate; 0 blocks the port without containing the
+/// tenant, and a scan at `flag` contains nothing.
+#[test]
+fn a_scan_block_contains_at_the_detectors_rate_and_a_rate_of_0_or_a_flag_does_not() {
+    for (policy, want) in [
+        ("{scan: {action: block, contain_rate: 5}}", Some(5)),
+        ("{scan: {action: block, contain_rate: 0}}", None),
+        ("{scan: {action: flag}}", None),
+    ] {
+        let mut w = pipeline(policy, "block");
+        let mut fx = Fake::default();
+        let probes: Vec<Observation> = (0..20)
+            .map(|i| attempt(outside(i), 22, ms(10 * u64::from(i))))
+            .collect();
+        w.events(probes, &at(ms(200)), &mut fx);
+        w.events(Vec::new(), &at(ms(700)), &mut fx);
+        assert_eq!(fx.flags.len(), 1, "{policy}");
+        let contains: Vec<Call> = fx
+            .take()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Contain(_)))
+            .collect();
+        let expected: Vec<Call> = want
+            .map(|rate| Call::Contain(Some((rate, secs(BOOT) + ms(700) + secs(600)))))
+            .into_iter()
+            .collect();
+        assert_eq!(contains, expected, "{policy}");
+    }
 }
 
 #[test]
@@ -388,17 +431,19 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
         fx.take(),
         [
             Call::Capture(CAPTURE_FRAMES),
+            Call::Contain(Some((1, secs(BOOT) + ms(110) + secs(30)))),
             Call::Block(BlockTarget::Victim(a), secs(BOOT) + ms(110) + secs(30)),
         ]
     );
-    // A second victim of the same episode is blocked too, at the same level.
+    // A second victim of the same episode is blocked too, at the same level; the
+    // containment runs to the later block's expiry.
     w.events(vec![syn_flood(b, 5_000, ms(300))], &at(ms(310)), &mut fx);
     assert_eq!(
         fx.take(),
-        [Call::Block(
-            BlockTarget::Victim(b),
-            secs(BOOT) + ms(310) + secs(30)
-        )]
+        [
+            Call::Contain(Some((1, secs(BOOT) + ms(310) + secs(30)))),
+            Call::Block(BlockTarget::Victim(b), secs(BOOT) + ms(310) + secs(30))
+        ]
     );
     assert_eq!(w.detections_of("t1")[1], 1, "one episode");
     // The flood at `a` goes on for a minute, `b` stops: `a` is refreshed every second.
@@ -428,7 +473,11 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
         w.tick(&at(secs(s) + ms(500)), &traffic(0, 0, &[]), &mut fx);
     }
     let calls = fx.take();
-    assert_eq!(calls, [Call::Unblock(BlockTarget::Victim(a))]);
+    // The last block goes, and the containment with it.
+    assert_eq!(
+        calls,
+        [Call::Contain(None), Call::Unblock(BlockTarget::Victim(a))]
+    );
     let decisions = fx.decisions(1);
     assert_eq!(
         decisions.first(),

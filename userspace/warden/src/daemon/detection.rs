@@ -196,6 +196,15 @@ impl Effects for Actuator<'_> {
         dp.throttle(slot, rate_bps, until).map_err(kernel)
     }
 
+    fn contain(
+        &mut self,
+        slot: TenantSlot,
+        contain: Option<(u32, Duration)>,
+    ) -> Result<(), EffectError> {
+        let dp = self.enforcement.dataplane_mut();
+        dp.contain(slot, contain).map_err(kernel)
+    }
+
     fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError> {
         let dp = self.enforcement.dataplane_mut();
         dp.capture(slot, frames).map_err(kernel)
