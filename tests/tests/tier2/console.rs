@@ -193,6 +193,13 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
         frames.contains("198.18.2.10") && frames.contains("SYN"),
         "frames table lacks the scan's SYNs from globex: {frames}"
     );
+    // Top targets in words (a host or a port, with its count), never a raw object.
+    let targets = b.text("#targets")?;
+    ensure!(
+        (targets.contains("host 198.19.") || targets.contains("port "))
+            && !targets.contains("[object"),
+        "top targets table: {targets}"
+    );
     let download = b.text("#pcap-download")?;
     ensure!(download.contains("frames"), "download link: {download}");
     // The chart: the scan's step is stored within a history step (10 s) of the scan,

@@ -40,10 +40,24 @@ function evidence(f) {
   return table("Figures against thresholds", ["Figure", "Measured", "Threshold", "Verdict"], rows, { id: "figures" });
 }
 
+// A top target as words: a host, a port, a host's port or a MAC, from an object
+// {addr, port, mac, count} or a pair [that object, count]; anything else as text.
+function target(t) {
+  const [who, count] = Array.isArray(t) ? [t[0], t[1]] : [t, t && typeof t === "object" ? t.count : undefined];
+  if (!who || typeof who !== "object") return [text(who), count === undefined ? "—" : number(count)];
+  const parts = [];
+  if (who.mac) parts.push("MAC " + who.mac);
+  if (who.addr && who.port) parts.push(who.addr + " port " + who.port);
+  else if (who.addr) parts.push("host " + who.addr);
+  else if (who.port) parts.push("port " + who.port + " (any host)");
+  return [parts.length ? parts.join(", ") : "—", count === undefined ? "—" : number(count)];
+}
+
 function targets(f) {
-  const rows = pairs(f.top_targets).map(([rank, t]) => [rank, text(t)]);
+  const list = Array.isArray(f.top_targets) ? f.top_targets : [];
+  const rows = list.map((t, i) => [String(i + 1), ...target(t)]);
   if (rows.length === 0) return h("p", {}, "No top targets recorded.");
-  return table("Top targets, heaviest first", ["#", "Target"], rows, { id: "targets" });
+  return table("Top targets, heaviest first", ["#", "Target", "Count"], rows, { id: "targets" });
 }
 
 function actions(d) {
