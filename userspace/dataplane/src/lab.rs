@@ -299,7 +299,7 @@ fn containment_is_set_keeps_the_programs_bucket_and_lifts() {
     let (mut dp, ix) = with_policy(&fs, POLICY);
     let a = ix.get("a").expect("a");
     let until = far();
-    dp.contain(a, Some((2, until))).expect("containing");
+    dp.contain(a, Some((2.0, until))).expect("containing");
     let r = dp.runtime(a).expect("runtime");
     assert_eq!(r.flags, runtime_flags::CONTAIN);
     assert_eq!(r.contain, Rate::from_events_per_second(2.0, 1));
@@ -314,7 +314,7 @@ fn containment_is_set_keeps_the_programs_bucket_and_lifts() {
     dp.capture(a, 3).expect("capturing");
     assert_eq!(dp.runtime(a).expect("runtime").contain_tat, 12_345);
     assert!(matches!(
-        dp.contain(a, Some((0, until))),
+        dp.contain(a, Some((0.0, until))),
         Err(DataplaneError::InvalidThrottle(_))
     ));
     dp.contain(a, None).expect("lifting");

@@ -317,17 +317,18 @@ impl Dataplane {
     /// contacts pass at `per_second`, one at a time, the rest are dropped as `blocked`
     /// (see the programs' `enforce::contain`); or lifts the containment (`None`). The
     /// programs ignore an expired containment on their own.
-    pub fn contain(&mut self, slot: TenantSlot, contain: Option<(u32, Duration)>) -> Result<()> {
+    pub fn contain(&mut self, slot: TenantSlot, contain: Option<(f64, Duration)>) -> Result<()> {
         let slot = slot.0;
         check_slot(slot)?;
         match contain {
-            Some((0, _)) => Err(DataplaneError::InvalidThrottle(
-                "a containment at 0 first contacts a second would be unlimited; block instead"
-                    .into(),
-            )),
+            Some((per_second, _)) if !(per_second > 0.0 && per_second.is_finite()) => {
+                Err(DataplaneError::InvalidThrottle(format!(
+                    "a containment at {per_second} first contacts a second would be unlimited; block instead"
+                )))
+            }
             Some((per_second, until)) => self.update_runtime(slot, |r| {
                 r.flags |= runtime_flags::CONTAIN;
-                r.contain = Rate::from_events_per_second(f64::from(per_second), 1);
+                r.contain = Rate::from_events_per_second(per_second, 1);
                 r.contain_until_ns = nanos(until);
             }),
             None => self.update_runtime(slot, |r| {

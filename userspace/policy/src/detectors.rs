@@ -183,8 +183,8 @@ enum Slot<'a> {
     Ratio(&'a mut f64),
     Share(&'a mut f64),
     U32(&'a mut u32),
-    /// A whole number where 0 turns the setting off.
-    U32OrZero(&'a mut u32),
+    /// A rate of events such as `1/s` or `6/min`, or 0 to turn the setting off.
+    PerSecondOrOff(&'a mut f64),
     U64(&'a mut u64),
     Rate(&'a mut u64),
     Duration(&'a mut Duration),
@@ -202,9 +202,13 @@ impl Slot<'_> {
             ),
             Slot::Share(field) => set(field, r.value(node, "a number from 0 to 1", units::share)),
             Slot::U32(field) => set(field, r.value(node, "a whole number", units::count)),
-            Slot::U32OrZero(field) => set(
+            Slot::PerSecondOrOff(field) => set(
                 field,
-                r.value(node, "a whole number (0: off)", units::count_or_zero),
+                r.value(
+                    node,
+                    "a rate such as 1/s or 6/min (0: off)",
+                    units::per_second_or_off,
+                ),
             ),
             Slot::U64(field) => set(field, r.value(node, "a whole number", units::count)),
             Slot::Rate(field) => set(field, r.value(node, "a rate such as 1Gbit", units::rate)),
@@ -236,8 +240,8 @@ mod field_text {
     pub(super) fn U32(v: &u32) -> String {
         v.to_string()
     }
-    pub(super) fn U32OrZero(v: &u32) -> String {
-        v.to_string()
+    pub(super) fn PerSecondOrOff(v: &f64) -> String {
+        crate::write::per_second_text(*v)
     }
     pub(super) fn U64(v: &u64) -> String {
         v.to_string()
@@ -377,9 +381,9 @@ detector! {
     min_failed_targets: u32 = 10, U32;
     /// Window of the sequential test and of `distinct_targets` (`window`, default 60s).
     window: Duration = Duration::from_secs(60), Duration;
-    /// While a scan is blocked, the tenant's new outbound first contacts allowed per
-    /// second, in the kernel (`contain_rate`, default 1; 0: no containment).
-    contain_rate: u32 = 1, U32OrZero;
+    /// While a scan is blocked, the tenant's new outbound first contacts allowed, per
+    /// second, in the kernel (`contain_rate`, default `1/s`; 0: no containment).
+    contain_rate: f64 = 1.0, PerSecondOrOff;
 }
 
 detector! {
@@ -391,10 +395,10 @@ detector! {
     syn_pps: u64 = 2_000, U64;
     /// Measurement window (`window`, default 1s).
     window: Duration = Duration::from_secs(1), Duration;
-    /// While a flood is blocked, the tenant's new outbound first contacts allowed per
-    /// second, so victims that rotate are held too (`contain_rate`, default 1; 0: no
+    /// While a flood is blocked, the tenant's new outbound first contacts allowed, per
+    /// second, so victims that rotate are held too (`contain_rate`, default `1/s`; 0: no
     /// containment).
-    contain_rate: u32 = 1, U32OrZero;
+    contain_rate: f64 = 1.0, PerSecondOrOff;
 }
 
 detector! {

@@ -690,6 +690,16 @@ fn units_convert_exactly() {
     assert_eq!(units::duration("1.5s"), Ok(Duration::from_millis(1500)));
     assert_eq!(units::duration("1d"), Ok(Duration::from_secs(86_400)));
     assert_eq!(units::per_second("120/min"), Ok(2.0));
+    assert_eq!(units::per_second_or_off("0"), Ok(0.0));
+    assert_eq!(units::per_second_or_off("6/min"), Ok(0.1));
+    assert!(units::per_second_or_off("0/s").is_err());
+    // Written back in the unit that makes a whole number, and read back the same.
+    for (rate, text) in [(1.0, "1/s"), (0.1, "6/min"), (1.0 / 3600.0, "1/h"), (0.0, "0")] {
+        assert_eq!(crate::write::per_second_text(rate), text);
+        assert_eq!(units::per_second_or_off(text), Ok(rate));
+    }
+    let odd = crate::write::per_second_text(0.0001);
+    assert_eq!(units::per_second_or_off(&odd), Ok(0.0001), "{odd}");
     assert!(units::rate("99999999999999999999999Tbit").is_err());
     assert_eq!(
         units::count::<u32>("5000000000"),

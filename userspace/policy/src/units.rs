@@ -168,12 +168,12 @@ pub(super) fn webhook_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A whole number, zero included (zero turns something off).
-pub(super) fn count_or_zero<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+/// A rate of events such as `6/min` ([`per_second`]), or `0`: off.
+pub(super) fn per_second_or_off(text: &str) -> Result<f64, String> {
     if text.trim() == "0" {
-        return T::try_from(0).map_err(|_| format!("`{text}` is too large"));
+        return Ok(0.0);
     }
-    count(text)
+    per_second(text)
 }
 
 /// A whole number greater than zero.

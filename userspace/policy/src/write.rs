@@ -360,6 +360,21 @@ fn in_units(value: u64, table: &[(&str, u64)]) -> String {
 }
 
 /// A rate in bits per second as the file writes it (`100Mbit`).
+/// An event rate ([`units::per_second`](crate::units)) as the policy writes it: in whole
+/// events per second, minute or hour when it is one, `0` when off.
+pub(crate) fn per_second_text(per_second: f64) -> String {
+    if per_second <= 0.0 {
+        return "0".to_owned();
+    }
+    for (seconds, unit) in [(1.0, "s"), (60.0, "min"), (3_600.0, "h")] {
+        let n = per_second * seconds;
+        if n >= 1.0 && (n - n.round()).abs() < 1e-9 {
+            return format!("{}/{unit}", n.round() as u64);
+        }
+    }
+    format!("{per_second}/s")
+}
+
 pub(crate) fn rate_text(bits: u64) -> String {
     let table = [
         ("Tbit", 1_000_000_000_000),

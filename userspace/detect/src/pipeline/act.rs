@@ -206,7 +206,7 @@ impl Pipeline {
         };
         let entries = self.contained.entry(slot).or_default();
         match until {
-            Some(until) if rate > 0 => {
+            Some(until) if rate > 0.0 => {
                 entries.insert(key.clone(), (rate, until));
             }
             _ => {
@@ -221,7 +221,7 @@ impl Pipeline {
         // The strictest rate, to the latest expiry, of the blocks that hold.
         let effective = entries
             .values()
-            .fold(None, |acc: Option<(u32, Duration)>, (r, u)| {
+            .fold(None, |acc: Option<(f64, Duration)>, (r, u)| {
                 Some(acc.map_or((*r, *u), |(ar, au)| (ar.min(*r), au.max(*u))))
             });
         if effective.is_none() {

@@ -154,7 +154,7 @@ pub trait Effects {
     fn contain(
         &mut self,
         slot: TenantSlot,
-        contain: Option<(u32, Duration)>,
+        contain: Option<(f64, Duration)>,
     ) -> Result<(), EffectError>;
     /// Captures the next `frames` frames of `tenant` as samples.
     fn capture(&mut self, slot: TenantSlot, frames: i32) -> Result<(), EffectError>;

@@ -203,7 +203,7 @@ pub struct Pipeline {
     blocks: HashMap<(TenantSlot, BlockTarget), BTreeMap<DetectionKey, Duration>>,
     /// Per tenant, the blocks that contain its first contacts (`scan`, `flood_out`):
     /// rate and expiry.
-    contained: HashMap<TenantSlot, BTreeMap<DetectionKey, (u32, Duration)>>,
+    contained: HashMap<TenantSlot, BTreeMap<DetectionKey, (f64, Duration)>>,
     /// The flag the tenant's latest capture was asked for.
     capture_for: HashMap<TenantSlot, i64>,
     /// Started detections per tenant id, by kind in [`Kind::ALL`] order (only tenants

@@ -70,7 +70,7 @@ enum Call {
     Unblock(BlockTarget),
     Throttle(Option<u64>, Duration),
     Capture(i32),
-    Contain(Option<(u32, Duration)>),
+    Contain(Option<(f64, Duration)>),
     Suspend(String, String),
 }
 
@@ -148,7 +148,7 @@ impl Effects for Fake {
     fn contain(
         &mut self,
         slot: TenantSlot,
-        contain: Option<(u32, Duration)>,
+        contain: Option<(f64, Duration)>,
     ) -> Result<(), EffectError> {
         assert_eq!(slot, TENANT);
         self.calls.push(Call::Contain(contain));
@@ -316,7 +316,7 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
         [
             Call::Capture(CAPTURE_FRAMES),
             // The tenant's first contacts are contained while the block holds.
-            Call::Contain(Some((1, secs(BOOT) + ms(700) + secs(600)))),
+            Call::Contain(Some((1.0, secs(BOOT) + ms(700) + secs(600)))),
             Call::Block(BlockTarget::Port(22), secs(BOOT) + ms(700) + secs(600)),
         ]
     );
@@ -332,7 +332,7 @@ fn a_horizontal_scan_of_silent_hosts_is_flagged_and_its_port_blocked() {
 #[test]
 fn a_scan_block_contains_at_the_detectors_rate_and_a_rate_of_0_or_a_flag_does_not() {
     for (policy, want) in [
-        ("{scan: {action: block, contain_rate: 5}}", Some(5)),
+        ("{scan: {action: block, contain_rate: 6/min}}", Some(0.1)),
         ("{scan: {action: block, contain_rate: 0}}", None),
         ("{scan: {action: flag}}", None),
     ] {
@@ -431,7 +431,7 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
         fx.take(),
         [
             Call::Capture(CAPTURE_FRAMES),
-            Call::Contain(Some((1, secs(BOOT) + ms(110) + secs(30)))),
+            Call::Contain(Some((1.0, secs(BOOT) + ms(110) + secs(30)))),
             Call::Block(BlockTarget::Victim(a), secs(BOOT) + ms(110) + secs(30)),
         ]
     );
@@ -441,7 +441,7 @@ fn a_syn_flood_blocks_each_victim_keeps_them_while_it_lasts_and_lifts_after() {
     assert_eq!(
         fx.take(),
         [
-            Call::Contain(Some((1, secs(BOOT) + ms(310) + secs(30)))),
+            Call::Contain(Some((1.0, secs(BOOT) + ms(310) + secs(30)))),
             Call::Block(BlockTarget::Victim(b), secs(BOOT) + ms(310) + secs(30))
         ]
     );

@@ -199,7 +199,7 @@ impl Effects for Actuator<'_> {
     fn contain(
         &mut self,
         slot: TenantSlot,
-        contain: Option<(u32, Duration)>,
+        contain: Option<(f64, Duration)>,
     ) -> Result<(), EffectError> {
         let dp = self.enforcement.dataplane_mut();
         dp.contain(slot, contain).map_err(kernel)
