@@ -18,8 +18,8 @@ use warden_policy::{Kind, Tenant};
 use super::Enforcement;
 use crate::metrics;
 use crate::views::{
-    AttachmentView, DetectionView, DirectionView, MapFill, ReviewStats, ShapingView, StatusView,
-    TenantView,
+    AttachmentView, DetectionView, DirectionView, InterfaceView, MapFill, ReviewStats, ShapingView,
+    StatusView, TenantView,
 };
 
 /// A tenant's rates over the last sample interval: `[out, in]` of (bits, packets) per
@@ -124,7 +124,23 @@ impl Enforcement {
         detection: DetectionView,
         review: ReviewStats,
     ) -> StatusView {
+        let attachments: Vec<AttachmentView> = self
+            .dataplane
+            .attachments()
+            .iter()
+            .map(|a| AttachmentView {
+                interface: a.interface.clone(),
+                mode: a.mode.clone(),
+                hook: a.hook.clone(),
+                program: a.program.clone(),
+                how: a.how.clone(),
+            })
+            .collect();
         StatusView {
+            // `interfaces` take effect at start only (an apply that changes them is
+            // refused), so the policy's are the bindings in force.
+            interfaces: InterfaceView::list(&self.policy.interfaces, &attachments),
+            attachments,
             review,
             detection,
             version: crate::VERSION.to_string(),
@@ -140,18 +156,6 @@ impl Enforcement {
             tenants: self.policy.tenants.len(),
             suspended: self.suspensions.len(),
             bpffs: self.dataplane.bpffs().to_path_buf(),
-            attachments: self
-                .dataplane
-                .attachments()
-                .iter()
-                .map(|a| AttachmentView {
-                    interface: a.interface.clone(),
-                    mode: a.mode.clone(),
-                    hook: a.hook.clone(),
-                    program: a.program.clone(),
-                    how: a.how.clone(),
-                })
-                .collect(),
             maps: self.map_fill(),
             policy_revision: None,
             policy_source: None,
