@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
@@ -186,7 +187,7 @@ impl Enforcement {
             .collect();
         let count = slots.iter().max().map_or(0, |m| m.0 + 1);
         let counters = self.dataplane.all_tenant_counters(count)?;
-        let drops = self.dataplane.all_drop_totals(count)?;
+        let detected = self.dataplane.all_drop_totals_as(count, detected_drops)?;
         let volumes = counters
             .iter()
             .map(|c| {
@@ -196,31 +197,31 @@ impl Enforcement {
                 })
             })
             .collect();
-        let detected = drops.iter().map(detected_drops).collect();
         Ok(TrafficTable::new(slots, volumes, detected))
     }
 
     /// Each tenant's cumulative `[out bytes, in bytes, out packets, in packets, drops]`
     /// (drops of every reason, both directions), for the traffic history.
-    pub(in crate::daemon) fn history_reading(
-        &self,
-    ) -> Result<std::collections::HashMap<String, [u64; 5]>> {
-        let tenants: Vec<(&str, TenantSlot)> = self
+    pub(in crate::daemon) fn history_reading(&self) -> Result<crate::daemon::history::Reading> {
+        let tenants: Vec<(&Arc<str>, TenantSlot)> = self
             .policy
             .tenants
             .iter()
-            .filter_map(|t| self.index.get(&t.id).map(|s| (t.id.as_str(), s)))
+            .zip(&self.ids)
+            .filter_map(|(t, id)| self.index.get(&t.id).map(|s| (id, s)))
             .collect();
         let count = tenants.iter().map(|(_, s)| s.0 + 1).max().unwrap_or(0);
         let counters = self.dataplane.all_tenant_counters(count)?;
-        let drops = self.dataplane.all_drop_totals(count)?;
+        let drops = self
+            .dataplane
+            .all_drop_totals_as(count, |d| d.iter().sum::<u64>())?;
         Ok(tenants
             .into_iter()
             .filter_map(|(id, s)| {
                 let c = counters.get(s.index())?;
-                let d: u64 = drops.get(s.index())?.iter().sum();
+                let d = *drops.get(s.index())?;
                 Some((
-                    id.to_owned(),
+                    Arc::clone(id),
                     [c[0].bytes, c[1].bytes, c[0].packets, c[1].packets, d],
                 ))
             })
