@@ -74,7 +74,7 @@ impl GenTables {
                 _pad: 0,
             }))
             .collect();
-        // Sorted input makes placement (and so the diff against the last write) stable.
+        // Sorted input makes placement stable: the same policy gives the same tables.
         let sorted64 = |mut v: Vec<Slot64>| {
             v.sort_by_key(|s| s.key);
             v
