@@ -3,6 +3,8 @@
 //! unattributed ones, and the spoof_ip detector flags acme; none reach the receiver.
 //! In gateway mode, VLAN 100 on lan0 bound to globex: spoofed datagrams on that VLAN are
 //! globex's, untagged ones on the same port (no interface tenant) stay unattributed.
+//! In both, `GET /api/v1/status` and `warden status` (text and `--json`) show each
+//! interface's attachment and the tenants bound to it.
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -13,7 +15,7 @@ use warden_tests::{
     lab::Netns,
     packets::{Frame, Ipv4, L4},
     rawframe,
-    topology::{addr, warden_binary, StandardLab},
+    topology::{addr, token, warden_binary, StandardLab},
     wait::eventually,
     workloads::hping3,
 };
@@ -85,6 +87,86 @@ fn unattributed_spoofed(lab: &StandardLab) -> Result<u64> {
         .context("bad value")
 }
 
+/// An interface as the status should show it: name, mode, bound tenant, VLAN tenants.
+type Binding<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(u16, &'a str)]);
+
+/// Checks that the status document's `interfaces` are `expected`, in order, each
+/// attached (`xdp attached` among its hooks on a fresh lab).
+fn check_bindings(doc: &Value, expected: &[Binding], whose: &str) -> Result<()> {
+    let got = doc["interfaces"]
+        .as_array()
+        .with_context(|| format!("{whose}: no interfaces list: {doc}"))?;
+    ensure!(
+        got.len() == expected.len(),
+        "{whose}: {} interfaces, expected {}: {doc}",
+        got.len(),
+        expected.len()
+    );
+    for (i, (name, mode, tenant, vlans)) in got.iter().zip(expected) {
+        let want_vlans: Vec<Value> = vlans
+            .iter()
+            .map(|(id, t)| serde_json::json!({"id": id, "tenant": t}))
+            .collect();
+        ensure!(
+            i["name"] == *name
+                && i["mode"] == *mode
+                && i["tenant"] == serde_json::json!(tenant)
+                && i["vlans"] == Value::Array(want_vlans),
+            "{whose}: interface {i} is not {name} ({mode}) bound to {tenant:?}, VLANs {vlans:?}"
+        );
+        let attachment = i["attachment"].as_str().unwrap_or_default();
+        ensure!(
+            attachment.split(", ").any(|h| h == "xdp attached"),
+            "{whose}: {name}'s attachment is {attachment:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The bindings as the status API, `warden status --json` and `warden status` show
+/// them; `row` is the text table's row of the bound interface, its columns split.
+fn check_status(lab: &StandardLab, expected: &[Binding], row: &[&str]) -> Result<()> {
+    let api: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
+    check_bindings(&api, expected, "GET /api/v1/status")?;
+    ensure!(
+        api["attachments"].as_array().is_some_and(|a| !a.is_empty()),
+        "the status lost its attachments: {api}"
+    );
+    let json: Value = serde_json::from_str(&warden_cli(lab, &["status", "--json"])?)?;
+    check_bindings(&json, expected, "warden status --json")?;
+    let text = warden_cli(lab, &["status"])?;
+    let has_row = text.lines().any(|l| {
+        let cols: Vec<&str> = l
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        cols.len() == row.len() && cols.iter().zip(row).all(|(c, w)| c == w || w.is_empty())
+    });
+    ensure!(
+        text.contains("interfaces:\nINTERFACE  ") && has_row,
+        "warden status has no row {row:?}:\n{text}"
+    );
+    Ok(())
+}
+
+/// `warden ARGS` (viewer token) in the node namespace: its standard output; an error
+/// when it exits non-zero.
+fn warden_cli(lab: &StandardLab, args: &[&str]) -> Result<String> {
+    let warden = warden_binary()?;
+    let mut cmd = vec![warden.to_str().context("utf-8")?, "--token", token::VIEWER];
+    cmd.extend_from_slice(args);
+    let out = lab.node.exec_unchecked(&cmd, Duration::from_secs(30))?;
+    ensure!(
+        out.status.success(),
+        "warden {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[test]
 fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_acme() -> Result<()>
 {
@@ -92,6 +174,15 @@ fn spoofed_datagrams_from_a_host_port_bound_to_acme_are_acmes_spoof_ip_and_flag_
     let warden = warden_binary()?;
     let path = lab.write_policy_as("ports.yaml", &bound_policy(&lab)?)?;
     let _daemon = lab.start_daemon(&warden, &path, &[])?;
+    check_status(
+        &lab,
+        &[
+            ("wan0", "host", Some("acme"), &[]),
+            ("lan0", "gateway", None, &[]),
+            ("lan1", "gateway", None, &[]),
+        ],
+        &["wan0", "host", "", "acme", "-"],
+    )?;
     count_arrivals(&lab.ext)?;
 
     // Control: acme's own address gets through, so the receiver's counter counts.
@@ -185,6 +276,15 @@ fn spoofed_datagrams_on_a_gateway_vlan_bound_to_globex_are_globexs_and_untagged_
     );
     let path = lab.write_policy_as("vlans.yaml", &text)?;
     let _daemon = lab.start_daemon(&warden, &path, &[])?;
+    check_status(
+        &lab,
+        &[
+            ("wan0", "host", None, &[]),
+            ("lan0", "gateway", None, &[(VLAN, "globex")]),
+            ("lan1", "gateway", None, &[]),
+        ],
+        &["lan0", "gateway", "", "-", "100=globex"],
+    )?;
 
     // Crafted frames from globex's port (this kernel has no VLAN devices): UDP from
     // nobody's address, tagged with globex's VLAN or not.

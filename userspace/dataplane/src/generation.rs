@@ -74,7 +74,7 @@ impl GenTables {
                 _pad: 0,
             }))
             .collect();
-        // Sorted input makes placement (and so the diff against the last write) stable.
+        // Sorted input makes placement stable: the same policy gives the same tables.
         let sorted64 = |mut v: Vec<Slot64>| {
             v.sort_by_key(|s| s.key);
             v
@@ -258,33 +258,24 @@ impl Dataplane {
         let placing = std::time::Instant::now();
         let tables = GenTables::build(target, new)?;
         let writing = std::time::Instant::now();
-        let old = self.mirror[target as usize].take();
-        self.write_buckets(
-            map::ADDRS_V4,
-            target * table::V4_BUCKETS,
-            &tables.v4,
-            old.as_ref().map(|o| o.v4.as_slice()),
-        )?;
-        self.write_buckets(
-            map::ADDRS_V6,
-            target * table::V6_BUCKETS,
-            &tables.v6,
-            old.as_ref().map(|o| o.v6.as_slice()),
-        )?;
-        self.write_buckets(
-            map::MACS,
-            target * table::MAC_BUCKETS,
-            &tables.macs,
-            old.as_ref().map(|o| o.macs.as_slice()),
-        )?;
+        // Written whole: the inactive half's content is never kept (see below), so
+        // there is nothing to diff against.
+        let GenTables {
+            v4,
+            v6,
+            macs,
+            configs,
+        } = tables;
+        self.write_buckets(map::ADDRS_V4, target * table::V4_BUCKETS, &v4)?;
+        self.write_buckets(map::ADDRS_V6, target * table::V6_BUCKETS, &v6)?;
+        self.write_buckets(map::MACS, target * table::MAC_BUCKETS, &macs)?;
+        // Some 18 MiB at 100,000 tenants: gone before anything else is allocated.
+        drop((v4, v6, macs));
         {
-            let (mut keys, mut values) = (Vec::new(), Vec::new());
-            for (&index, cfg) in &new.configs {
-                if old.as_ref().and_then(|o| o.configs.get(&index)) != Some(cfg) {
-                    keys.push(tenant_config_index(target, index));
-                    values.push(*cfg);
-                }
-            }
+            let (keys, values): (Vec<u32>, Vec<TenantConfig>) = configs
+                .iter()
+                .map(|(&index, cfg)| (tenant_config_index(target, index), *cfg))
+                .unzip();
             self.set_entries(map::TENANT_CONFIG, &keys, &values)?;
         }
         self.array_mut::<GenConfig>(map::GEN_CONFIG)?
@@ -303,11 +294,12 @@ impl Dataplane {
         };
         self.active = target;
         self.last_flip = Some(std::time::Instant::now());
-        self.mirror[target as usize] = Some(tables);
-        // The half just left is not kept: at 100,000 tenants a half's tables are some
-        // 30 MiB (buckets and settings). The next apply writes that half whole, which
-        // the batched writes do in tens of milliseconds, instead of only what changed.
-        self.mirror[1 - target as usize] = None;
+        // Of the generation in force only its tenants' settings are kept (tenants are
+        // pointed at their shaping classes and throttled against their plans in place);
+        // its address and MAC buckets (some 18 MiB at 100,000 tenants) and the half just
+        // left are not: the next apply writes the other half whole, which the batched
+        // writes do in tens of milliseconds.
+        self.active_configs = Some(configs);
         // The policy is in force now; a throttle left at a rate the new plan undercuts
         // is wrong but not unsafe (it expires), so this cannot fail the apply.
         if let Err(e) = self.refresh_throttles() {
@@ -324,7 +316,7 @@ impl Dataplane {
             return Ok(());
         }
         let active = self.active;
-        let Some(tables) = self.mirror[active as usize].as_mut() else {
+        let Some(configs) = self.active_configs.as_mut() else {
             return Err(DataplaneError::Shaping {
                 what: "pointing tenants at their shaping classes".into(),
                 detail: "the active generation's settings are not known".into(),
@@ -332,7 +324,7 @@ impl Dataplane {
         };
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for &slot in slots {
-            if let Some(cfg) = tables.configs.get_mut(&slot) {
+            if let Some(cfg) = configs.get_mut(&slot) {
                 cfg.shape_class = warden_common::shape::class_id(slot);
                 keys.push(tenant_config_index(active, slot));
                 values.push(*cfg);
@@ -341,23 +333,15 @@ impl Dataplane {
         self.set_entries(map::TENANT_CONFIG, &keys, &values)
     }
 
-    /// Writes the buckets of one generation's half that differ from what it held
-    /// (all of them when that is unknown), in batches.
-    pub(crate) fn write_buckets<B: Pod + PartialEq>(
+    /// Writes every bucket of one generation's half, in batches.
+    pub(crate) fn write_buckets<B: Pod>(
         &mut self,
         name: &'static str,
         base: u32,
-        new: &[B],
-        old: Option<&[B]>,
+        buckets: &[B],
     ) -> Result<()> {
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        for (i, b) in new.iter().enumerate() {
-            if old.map(|o| &o[i]) != Some(b) {
-                keys.push(base + i as u32);
-                values.push(*b);
-            }
-        }
-        self.set_entries(name, &keys, &values)
+        let keys: Vec<u32> = (0..buckets.len()).map(|i| base + i as u32).collect();
+        self.set_entries(name, &keys, buckets)
     }
 
     /// Management prefixes are not generational: new ones go in before stale ones

@@ -809,6 +809,16 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
     let slots = spare.0 + 1;
     let totals = dp.all_drop_totals(slots).expect("totals");
     let full = dp.all_drop_counters(slots).expect("full");
+    let sums = dp
+        .all_drop_totals_as(slots, |t| t.iter().sum::<u64>())
+        .expect("sums");
+    assert_eq!(
+        sums,
+        totals
+            .iter()
+            .map(|t| t.iter().sum::<u64>())
+            .collect::<Vec<_>>()
+    );
     assert_eq!(totals.len(), slots as usize);
     assert_eq!(totals[b.index()][reason::BANDWIDTH], 18 * n);
     assert_eq!(totals[a.index()], [0; reason::COUNT]);

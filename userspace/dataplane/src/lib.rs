@@ -191,9 +191,10 @@ pub struct Dataplane {
     bpffs: PathBuf,
     programs_loaded: bool,
     active: u32,
-    /// What each generation holds; `None` when unknown (adopted and not yet rewritten)
-    /// or not kept (the inactive half after an apply, see [`Dataplane::apply`]).
-    mirror: [Option<GenTables>; 2],
+    /// The active generation's tenant settings (`TENANT_CONFIG`) by tenant slot, as
+    /// last written; `None` when unknown (adopted and not yet rewritten). Nothing else
+    /// of a generation is kept (see [`Dataplane::apply`]).
+    active_configs: Option<HashMap<u32, TenantConfig>>,
     /// When the active generation was last switched.
     last_flip: Option<std::time::Instant>,
     attachments: Vec<Attachment>,
@@ -312,7 +313,7 @@ impl Dataplane {
             bpffs: bpffs.to_path_buf(),
             programs_loaded: false,
             active: 0,
-            mirror: [None, None],
+            active_configs: None,
             last_flip: None,
             attachments: Vec::new(),
             adopted_maps,
@@ -332,7 +333,7 @@ impl Dataplane {
             .map_err(map_err(map::ACTIVE))?
             % GENERATIONS;
         // Fresh maps hold zeroed buckets, which is not the empty marker, so the first
-        // write of each half must be complete: the mirror stays unknown either way.
+        // write of each half must be complete (as every write is).
         dp.load_blocks()?;
         Ok(dp)
     }

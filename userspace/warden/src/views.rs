@@ -64,6 +64,10 @@ pub struct StatusView {
     pub suspended: usize,
     pub bpffs: PathBuf,
     pub attachments: Vec<AttachmentView>,
+    /// Each interface of the policy: its attachment and the tenants bound to it (empty
+    /// on a controller, and from a daemon older than port bindings).
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceView>,
     pub maps: Vec<MapFill>,
     /// Detection: kernel events and actions in force.
     #[serde(default)]
@@ -217,6 +221,68 @@ pub struct AttachmentView {
     pub how: String,
 }
 
+/// One interface of the policy with its attachment and port bindings, as `warden status`
+/// shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    pub name: String,
+    /// `host` or `gateway`.
+    pub mode: String,
+    /// Each hook on it and how it got there (`xdp attached, tcx-egress adopted`), or
+    /// `not attached`.
+    pub attachment: String,
+    /// The tenant every frame from this port is charged to; `None`: frames are
+    /// attributed by source address (and bound MAC) only.
+    pub tenant: Option<String>,
+    /// Gateway mode: the tenants of VLANs on this port, by outer VLAN id.
+    pub vlans: Vec<VlanView>,
+}
+
+/// A VLAN on a port bound to a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanView {
+    pub id: u16,
+    pub tenant: String,
+}
+
+impl InterfaceView {
+    /// The view of each of the policy's `interfaces`, with the hooks of `attachments`
+    /// on it, in the policy's order.
+    pub fn list(
+        interfaces: &[warden_policy::Interface],
+        attachments: &[AttachmentView],
+    ) -> Vec<InterfaceView> {
+        interfaces
+            .iter()
+            .map(|i| {
+                let hooks: Vec<String> = attachments
+                    .iter()
+                    .filter(|a| a.interface == i.name)
+                    .map(|a| format!("{} {}", a.hook, a.how))
+                    .collect();
+                InterfaceView {
+                    name: i.name.clone(),
+                    mode: i.mode.as_str().to_string(),
+                    attachment: if hooks.is_empty() {
+                        "not attached".to_string()
+                    } else {
+                        hooks.join(", ")
+                    },
+                    tenant: i.tenant.clone(),
+                    vlans: i
+                        .vlans
+                        .iter()
+                        .map(|v| VlanView {
+                            id: v.id,
+                            tenant: v.tenant.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The detection pipeline's state, as `GET /api/v1/status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DetectionView {
@@ -348,5 +414,71 @@ impl HistoryPointView {
             in_pps: p.in_packets as f64 / s,
             dropped_pps: p.dropped_packets as f64 / s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(interface: &str, hook: &str, how: &str) -> AttachmentView {
+        AttachmentView {
+            interface: interface.into(),
+            mode: String::new(),
+            hook: hook.into(),
+            program: "p".into(),
+            how: how.into(),
+        }
+    }
+
+    #[test]
+    fn interface_views_show_each_ports_hooks_tenant_and_vlan_tenants() {
+        let policy = warden_policy::parse(
+            "interfaces:\n  - {name: wan0, mode: host, tenant: acme}\n  - name: lan0\n    mode: gateway\n    vlans: [{id: 100, tenant: globex}, {id: 200, tenant: acme}]\n  - {name: lan1, mode: gateway}\ntenants:\n  - {id: acme, addresses: [198.18.1.1/32]}\n  - {id: globex, addresses: [198.18.2.1/32]}\n",
+            "p.yaml",
+        )
+        .expect("parses");
+        let attachments = [
+            attachment("wan0", "xdp", "attached"),
+            attachment("lan0", "xdp", "adopted"),
+            attachment("wan0", "tcx-egress", "attached"),
+        ];
+        let views = InterfaceView::list(&policy.interfaces, &attachments);
+        let vlan = |id, tenant: &str| VlanView {
+            id,
+            tenant: tenant.into(),
+        };
+        assert_eq!(
+            views,
+            [
+                InterfaceView {
+                    name: "wan0".into(),
+                    mode: "host".into(),
+                    attachment: "xdp attached, tcx-egress attached".into(),
+                    tenant: Some("acme".into()),
+                    vlans: vec![],
+                },
+                InterfaceView {
+                    name: "lan0".into(),
+                    mode: "gateway".into(),
+                    attachment: "xdp adopted".into(),
+                    tenant: None,
+                    vlans: vec![vlan(100, "globex"), vlan(200, "acme")],
+                },
+                InterfaceView {
+                    name: "lan1".into(),
+                    mode: "gateway".into(),
+                    attachment: "not attached".into(),
+                    tenant: None,
+                    vlans: vec![],
+                },
+            ]
+        );
+        let json = serde_json::to_value(&views[1]).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "lan0", "mode": "gateway", "attachment": "xdp adopted",
+                "tenant": null, "vlans": [{"id": 100, "tenant": "globex"}, {"id": 200, "tenant": "acme"}]})
+        );
     }
 }

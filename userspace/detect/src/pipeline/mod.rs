@@ -209,9 +209,8 @@ pub struct Pipeline {
     /// Started detections per tenant id, by kind in [`Kind::ALL`] order (only tenants
     /// with one: `/metrics` looks every tenant up here on every scrape).
     detections: HashMap<String, [u64; Kind::ALL.len()]>,
-    /// Each tenant's latest `[sent, received]` bytes.
-    bytes: HashMap<TenantSlot, [u64; 2]>,
-    /// Each tenant's latest rates.
+    /// Each tenant's latest rates, and the `[sent, received]` bytes they were taken at
+    /// (the tenant's latest).
     rates: HashMap<TenantSlot, Rates>,
     /// Each tenant's latest drop totals, as [`DropReason::ALL`], and packets both ways.
     drops: HashMap<TenantSlot, ([u64; 4], u64)>,
@@ -242,7 +241,6 @@ impl Pipeline {
             contained: HashMap::new(),
             capture_for: HashMap::new(),
             detections: HashMap::new(),
-            bytes: HashMap::new(),
             rates: HashMap::new(),
             drops: HashMap::new(),
             last_sweep: None,
@@ -300,7 +298,6 @@ impl Pipeline {
         self.throttles.remove(&slot);
         self.blocks.retain(|(i, _), _| *i != slot);
         self.capture_for.remove(&slot);
-        self.bytes.remove(&slot);
         self.rates.remove(&slot);
         self.drops.remove(&slot);
         self.detections.remove(id);
@@ -327,7 +324,7 @@ impl Pipeline {
                 continue;
             };
             let window = t.detectors.proxy.window;
-            let bytes = self.bytes.get(&slot).copied();
+            let bytes = self.rates.get(&slot).map(|r| r.bytes);
             match event {
                 Observation::Attempt(c) => {
                     let key = PendingKey {
@@ -422,7 +419,6 @@ impl Pipeline {
                 continue;
             };
             let bytes = [t.counters[0].bytes, t.counters[1].bytes];
-            self.bytes.insert(slot, bytes);
             self.proxy_windows.note_bytes(slot, bytes);
             self.note_rates(slot, &t, now.mono);
             let totals = t.drops;
@@ -458,7 +454,11 @@ impl Pipeline {
         for attempt in self.pending.expire(now.mono) {
             push_attempt(&mut facts, attempt);
         }
-        for closed in self.proxy_windows.close(now.mono, &self.bytes) {
+        let rates = &self.rates;
+        for closed in self
+            .proxy_windows
+            .close(now.mono, |s| rates.get(&s).map(|r| r.bytes))
+        {
             facts.push((Fact::Fan(closed.fan), closed.port));
         }
         for (fact, port) in facts {

@@ -139,9 +139,13 @@ impl ProxyWindows {
         }
     }
 
-    /// Ends the windows due at `now`; `bytes` gives each tenant's latest counters. Returns
+    /// Ends the windows due at `now`; `bytes` gives a tenant's latest counters. Returns
     /// one fact per address that had clients or destinations, ordered by tenant and address.
-    pub fn close(&mut self, now: Duration, bytes: &HashMap<TenantSlot, [u64; 2]>) -> Vec<Closed> {
+    pub fn close(
+        &mut self,
+        now: Duration,
+        bytes: impl Fn(TenantSlot) -> Option<[u64; 2]>,
+    ) -> Vec<Closed> {
         let due: Vec<TenantSlot> = self
             .windows
             .iter()
@@ -154,7 +158,7 @@ impl ProxyWindows {
                 continue;
             };
             self.addresses -= w.addresses.len();
-            let [sent, received] = match (w.bytes, bytes.get(&slot)) {
+            let [sent, received] = match (w.bytes, bytes(slot)) {
                 (Some(start), Some(end)) => [
                     end[0].saturating_sub(start[0]),
                     end[1].saturating_sub(start[1]),
@@ -279,9 +283,9 @@ mod tests {
         }
         // The same destination twice is one destination.
         f.attempted(&contact(1_000, 0, secs(21)), w, None);
-        assert!(f.close(secs(69), &HashMap::new()).is_empty(), "not due");
+        assert!(f.close(secs(69), |_| None).is_empty(), "not due");
         let bytes = HashMap::from([(TenantSlot(2), [901_000, 1_005_000])]);
-        let out = f.close(secs(70), &bytes);
+        let out = f.close(secs(70), |s| bytes.get(&s).copied());
         assert_eq!(
             out,
             [Closed {
@@ -298,7 +302,10 @@ mod tests {
             }]
         );
         assert_eq!(f.addresses(), 0);
-        assert!(f.close(secs(1_000), &bytes).is_empty(), "reported once");
+        assert!(
+            f.close(secs(1_000), |s| bytes.get(&s).copied()).is_empty(),
+            "reported once"
+        );
     }
 
     #[test]
@@ -307,7 +314,7 @@ mod tests {
         f.attempted(&contact(1, 0, secs(0)), secs(10), None);
         f.note_bytes(TenantSlot(2), [100, 200]);
         f.note_bytes(TenantSlot(2), [150, 260]);
-        let out = f.close(secs(10), &HashMap::from([(TenantSlot(2), [400, 500])]));
+        let out = f.close(secs(10), |s| (s == TenantSlot(2)).then_some([400, 500]));
         assert_eq!((out[0].fan.out_bytes, out[0].fan.in_bytes), (300, 300));
         assert_eq!(out[0].port, None, "no clients, no listen port");
     }
@@ -324,7 +331,7 @@ mod tests {
             f.accepted(&contact(1, 1 + p, secs(0)), w, None);
         }
         assert_eq!(f.stats().ports_refused, 2);
-        let out = f.close(secs(60), &HashMap::new());
+        let out = f.close(secs(60), |_| None);
         assert_eq!(out[0].fan.outbound_destinations, MAX_DISTINCT as u32);
         // One tenant, many addresses: the table stops at its bound.
         for i in 0..(MAX_ADDRESSES as u32 + 5) {
@@ -343,7 +350,7 @@ mod tests {
         let mut f = ProxyWindows::default();
         f.accepted(&contact(1, 3128, secs(0)), secs(5), None);
         f.accepted(&contact(2, 1080, secs(0)), secs(5), None);
-        let out = f.close(secs(5), &HashMap::new());
+        let out = f.close(secs(5), |_| None);
         assert_eq!(out[0].port, Some(1080));
     }
 }

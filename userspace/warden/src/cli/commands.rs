@@ -4,7 +4,9 @@ use anyhow::{bail, Context as _, Result};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use warden_policy::Kind;
 
-use super::text::{detection_text, flag_table, flag_text, review_text, table, tenant_table};
+use super::text::{
+    detection_text, flag_table, flag_text, interface_table, review_text, table, tenant_table,
+};
 use super::{CliError, Client};
 use crate::views::{Flag, FlagDetail, FlagState, StatusView, TenantView};
 
@@ -27,22 +29,28 @@ pub fn status(client: &Client, json: bool) -> Result<()> {
         s.version, s.uptime_seconds, s.policy_generation, s.tenants
     );
     println!();
-    let rows: Vec<Vec<String>> = s
-        .attachments
-        .iter()
-        .map(|a| {
-            vec![
-                a.interface.clone(),
-                a.mode.clone(),
-                a.hook.clone(),
-                a.program.clone(),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows)
-    );
+    if s.interfaces.is_empty() {
+        // A daemon older than port bindings: its attachments alone.
+        let rows: Vec<Vec<String>> = s
+            .attachments
+            .iter()
+            .map(|a| {
+                vec![
+                    a.interface.clone(),
+                    a.mode.clone(),
+                    a.hook.clone(),
+                    a.program.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["INTERFACE", "MODE", "HOOK", "PROGRAM"], &rows)
+        );
+    } else {
+        println!("interfaces:");
+        print!("{}", interface_table(&s.interfaces));
+    }
     if !s.shaping.mode.is_empty() {
         println!(
             "egress plans: {}{}",

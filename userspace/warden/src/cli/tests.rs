@@ -204,6 +204,66 @@ fn status_shows_events_sent_lost_and_actions_in_force() {
 }
 
 #[test]
+fn status_shows_each_interfaces_attachment_and_bound_tenants() {
+    use crate::views::{InterfaceView, VlanView};
+    let t = interface_table(&[
+        InterfaceView {
+            name: "wan0".into(),
+            mode: "host".into(),
+            attachment: "xdp attached, tcx-egress attached".into(),
+            tenant: Some("acme".into()),
+            vlans: vec![],
+        },
+        InterfaceView {
+            name: "lan0".into(),
+            mode: "gateway".into(),
+            attachment: "xdp adopted".into(),
+            tenant: None,
+            vlans: vec![
+                VlanView {
+                    id: 100,
+                    tenant: "globex".into(),
+                },
+                VlanView {
+                    id: 200,
+                    tenant: "acme".into(),
+                },
+            ],
+        },
+    ]);
+    let lines: Vec<Vec<&str>> = t
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["INTERFACE", "MODE", "ATTACHMENT", "TENANT", "VLANS"],
+            vec![
+                "wan0",
+                "host",
+                "xdp attached, tcx-egress attached",
+                "acme",
+                "-"
+            ],
+            vec![
+                "lan0",
+                "gateway",
+                "xdp adopted",
+                "-",
+                "100=globex, 200=acme"
+            ],
+        ],
+        "{t}"
+    );
+}
+
+#[test]
 fn status_shows_notification_and_deadline_counts() {
     let t = review_text(&ReviewStats {
         pending: 2,

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use warden_policy::time::rfc3339;
 
-use crate::views::{DetectionView, Flag, FlagDetail, ReviewStats, TenantView};
+use crate::views::{DetectionView, Flag, FlagDetail, InterfaceView, ReviewStats, TenantView};
 
 /// Renders rows as a left-aligned table with two spaces between columns and no trailing
 /// spaces (PRODUCT.md: "human output is an aligned table"), with `comfy-table`: no
@@ -34,6 +34,36 @@ pub fn fmt_bps(bps: f64) -> String {
 }
 
 /// The review-workflow lines of `warden status`.
+/// `warden status`'s interfaces: each port's hooks and the tenants bound to it (`-`:
+/// frames are attributed by source address and MAC only).
+pub(super) fn interface_table(is: &[InterfaceView]) -> String {
+    let rows: Vec<Vec<String>> = is
+        .iter()
+        .map(|i| {
+            let vlans: Vec<String> = i
+                .vlans
+                .iter()
+                .map(|v| format!("{}={}", v.id, v.tenant))
+                .collect();
+            vec![
+                i.name.clone(),
+                i.mode.clone(),
+                i.attachment.clone(),
+                i.tenant.clone().unwrap_or_else(|| "-".into()),
+                if vlans.is_empty() {
+                    "-".into()
+                } else {
+                    vlans.join(", ")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["INTERFACE", "MODE", "ATTACHMENT", "TENANT", "VLANS"],
+        &rows,
+    )
+}
+
 pub(super) fn review_text(r: &ReviewStats) -> String {
     format!(
         "notifications: {} pending, {} delivered, {} failed attempts, {} abandoned, {} dropped\n\

@@ -155,6 +155,7 @@ impl Backend for Controller {
             suspended,
             bpffs: PathBuf::new(),
             attachments: Vec::new(),
+            interfaces: Vec::new(),
             maps: Vec::new(),
             detection: Default::default(),
             review: Default::default(),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
 use warden_store::{HistoryPoint, HISTORY_STEP};
@@ -18,10 +18,14 @@ use super::Daemon;
 /// tenant, as read.
 pub(super) type Totals = [u64; 5];
 
+/// Every tenant's [`Totals`], by tenant id (the policy's shared ids: no string is
+/// copied per tenant).
+pub(super) type Reading = HashMap<Arc<str>, Totals>;
+
 #[derive(Default)]
 struct State {
     /// The step of the last reading, and each tenant's totals then.
-    last: Option<(i64, HashMap<String, Totals>)>,
+    last: Option<(i64, Reading)>,
 }
 
 /// The last reading, and the points left out since start.
@@ -53,11 +57,7 @@ impl History {
 /// The points of one step: each tenant's change since `before`, for tenants with any,
 /// heaviest first. A tenant new since, or whose counters went back (a slot reused),
 /// starts from this reading.
-pub(super) fn points(
-    at: i64,
-    before: &HashMap<String, Totals>,
-    now: &HashMap<String, Totals>,
-) -> Vec<HistoryPoint> {
+pub(super) fn points(at: i64, before: &Reading, now: &Reading) -> Vec<HistoryPoint> {
     let mut out: Vec<HistoryPoint> = now
         .iter()
         .filter_map(|(tenant, n)| {
@@ -67,7 +67,7 @@ pub(super) fn points(
             }
             let d: Vec<u64> = n.iter().zip(b).map(|(n, b)| n - b).collect();
             d.iter().any(|&x| x > 0).then(|| HistoryPoint {
-                tenant: tenant.clone(),
+                tenant: tenant.to_string(),
                 at,
                 out_bytes: d[0],
                 in_bytes: d[1],
@@ -103,12 +103,21 @@ impl Daemon {
             return Ok(());
         }
         let reading = self.lock_enforcement().history_reading()?;
-        let before = self.history.lock().last.replace((step, reading.clone()));
-        let Some((_, before)) = before else {
+        // The step's points from the last reading, then this reading kept in its place:
+        // at 100,000 tenants a reading is some 10 MiB, so it is not copied.
+        let points = {
+            let mut state = self.history.lock();
+            let points = state
+                .last
+                .take()
+                .map(|(_, before)| points(step, &before, &reading));
+            state.last = Some((step, reading));
+            points
+        };
+        let Some(points) = points else {
             self.history.recording_since.store(step, Ordering::Relaxed);
             return Ok(());
         };
-        let points = points(step, &before, &reading);
         let left_out = self.db.lock().record_history(step, &points)?;
         if left_out > 0 {
             self.history
@@ -129,8 +138,8 @@ impl Daemon {
 mod tests {
     use super::*;
 
-    fn map(entries: &[(&str, Totals)]) -> HashMap<String, Totals> {
-        entries.iter().map(|(t, v)| (t.to_string(), *v)).collect()
+    fn map(entries: &[(&str, Totals)]) -> Reading {
+        entries.iter().map(|(t, v)| (Arc::from(*t), *v)).collect()
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! counters once, keeps the rates the API shows, and runs the detection pipeline's tick
 //! on the same reading (drop deltas, proxy windows, expiries).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -60,8 +59,12 @@ impl Daemon {
         let at = Instant::now();
         let traffic = enforcement.traffic()?;
         let mut state = self.sampler.lock();
-        let mut rates = HashMap::with_capacity(traffic.slots().len());
-        if let Some(last) = &state.last {
+        // Refilled in place: a second table beside the last one would be some 5 MiB
+        // more every second at 100,000 tenants.
+        let State { last, rates } = &mut *state;
+        rates.clear();
+        rates.reserve(traffic.slots().len());
+        if let Some(last) = last {
             let secs = at.duration_since(last.at).as_secs_f64().max(1e-3);
             for &i in traffic.slots() {
                 let Some(c) = traffic.get(i).map(|t| t.counters) else {
@@ -92,7 +95,6 @@ impl Daemon {
         if let Err(e) = grown {
             tracing::warn!(error = %e, "making the shaping classes of tenants that need them");
         }
-        state.rates = rates;
         drop(state);
         let now = now();
         let mut fx = Actuator {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
@@ -18,8 +19,8 @@ use warden_policy::{Kind, Tenant};
 use super::Enforcement;
 use crate::metrics;
 use crate::views::{
-    AttachmentView, DetectionView, DirectionView, MapFill, ReviewStats, ShapingView, StatusView,
-    TenantView,
+    AttachmentView, DetectionView, DirectionView, InterfaceView, MapFill, ReviewStats, ShapingView,
+    StatusView, TenantView,
 };
 
 /// A tenant's rates over the last sample interval: `[out, in]` of (bits, packets) per
@@ -124,7 +125,23 @@ impl Enforcement {
         detection: DetectionView,
         review: ReviewStats,
     ) -> StatusView {
+        let attachments: Vec<AttachmentView> = self
+            .dataplane
+            .attachments()
+            .iter()
+            .map(|a| AttachmentView {
+                interface: a.interface.clone(),
+                mode: a.mode.clone(),
+                hook: a.hook.clone(),
+                program: a.program.clone(),
+                how: a.how.clone(),
+            })
+            .collect();
         StatusView {
+            // `interfaces` take effect at start only (an apply that changes them is
+            // refused), so the policy's are the bindings in force.
+            interfaces: InterfaceView::list(&self.policy.interfaces, &attachments),
+            attachments,
             review,
             detection,
             version: crate::VERSION.to_string(),
@@ -140,18 +157,6 @@ impl Enforcement {
             tenants: self.policy.tenants.len(),
             suspended: self.suspensions.len(),
             bpffs: self.dataplane.bpffs().to_path_buf(),
-            attachments: self
-                .dataplane
-                .attachments()
-                .iter()
-                .map(|a| AttachmentView {
-                    interface: a.interface.clone(),
-                    mode: a.mode.clone(),
-                    hook: a.hook.clone(),
-                    program: a.program.clone(),
-                    how: a.how.clone(),
-                })
-                .collect(),
             maps: self.map_fill(),
             policy_revision: None,
             policy_source: None,
@@ -182,7 +187,7 @@ impl Enforcement {
             .collect();
         let count = slots.iter().max().map_or(0, |m| m.0 + 1);
         let counters = self.dataplane.all_tenant_counters(count)?;
-        let drops = self.dataplane.all_drop_totals(count)?;
+        let detected = self.dataplane.all_drop_totals_as(count, detected_drops)?;
         let volumes = counters
             .iter()
             .map(|c| {
@@ -192,31 +197,31 @@ impl Enforcement {
                 })
             })
             .collect();
-        let detected = drops.iter().map(detected_drops).collect();
         Ok(TrafficTable::new(slots, volumes, detected))
     }
 
     /// Each tenant's cumulative `[out bytes, in bytes, out packets, in packets, drops]`
     /// (drops of every reason, both directions), for the traffic history.
-    pub(in crate::daemon) fn history_reading(
-        &self,
-    ) -> Result<std::collections::HashMap<String, [u64; 5]>> {
-        let tenants: Vec<(&str, TenantSlot)> = self
+    pub(in crate::daemon) fn history_reading(&self) -> Result<crate::daemon::history::Reading> {
+        let tenants: Vec<(&Arc<str>, TenantSlot)> = self
             .policy
             .tenants
             .iter()
-            .filter_map(|t| self.index.get(&t.id).map(|s| (t.id.as_str(), s)))
+            .zip(&self.ids)
+            .filter_map(|(t, id)| self.index.get(&t.id).map(|s| (id, s)))
             .collect();
         let count = tenants.iter().map(|(_, s)| s.0 + 1).max().unwrap_or(0);
         let counters = self.dataplane.all_tenant_counters(count)?;
-        let drops = self.dataplane.all_drop_totals(count)?;
+        let drops = self
+            .dataplane
+            .all_drop_totals_as(count, |d| d.iter().sum::<u64>())?;
         Ok(tenants
             .into_iter()
             .filter_map(|(id, s)| {
                 let c = counters.get(s.index())?;
-                let d: u64 = drops.get(s.index())?.iter().sum();
+                let d = *drops.get(s.index())?;
                 Some((
-                    id.to_owned(),
+                    Arc::clone(id),
                     [c[0].bytes, c[1].bytes, c[0].packets, c[1].packets, d],
                 ))
             })
