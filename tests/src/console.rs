@@ -48,7 +48,7 @@ impl Seeded {
     /// acked when `i % 10 == 0`: the same rule as [`seed_flags`]'s SQL.
     pub fn of(total: u32) -> Seeded {
         let spam = |i: &u32| i % 4 == 2;
-        let acked = |i: &u32| i % 10 == 0;
+        let acked = |i: &u32| i.is_multiple_of(10);
         Seeded {
             total,
             spam: (1..=total).filter(spam).count() as u32,
