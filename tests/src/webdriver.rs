@@ -41,7 +41,7 @@ pub fn check_installed() -> Result<()> {
     });
     let missing: Vec<&str> = [
         (Path::new(CHROMIUM).is_file(), CHROMIUM),
-        (on_path, "chromedriver (on PATH)"),
+        (on_path, "chromedriver on PATH"),
     ]
     .into_iter()
     .filter_map(|(found, what)| (!found).then_some(what))

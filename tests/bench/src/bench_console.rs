@@ -68,7 +68,7 @@ const METHOD: &str = "a release `warden run` on a namespace lab with 10,000 flag
 
 /// Options of the console part (`cargo xtask bench`, flattened into its arguments).
 #[derive(clap::Args, Clone, Debug)]
-pub struct Options {
+pub struct ConsoleOptions {
     /// Skip the console case (headless Chromium on a queue of 10,000 flags).
     #[arg(long)]
     pub skip_console: bool,
@@ -250,7 +250,7 @@ fn median(v: &[f64]) -> f64 {
 
 /// Fails before anything is measured when the browser is missing: `cargo xtask bench`
 /// checks this first, so a long run does not end on it.
-pub fn preflight(opts: &Options) -> Result<()> {
+pub fn preflight(opts: &ConsoleOptions) -> Result<()> {
     if opts.skip_console {
         return Ok(());
     }

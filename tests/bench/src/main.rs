@@ -61,3 +61,14 @@ fn main() -> Result<()> {
         Task::Report(args) => report::run(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's and flattened part's options fit together (clap checks names
+    /// and groups only when a command is parsed: two parts' `Options` once clashed).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

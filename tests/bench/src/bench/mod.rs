@@ -329,7 +329,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     throughput: crate::bench_throughput::Options,
     #[command(flatten)]
-    console: crate::bench_console::Options,
+    console: crate::bench_console::ConsoleOptions,
 }
 
 /// The whole bench. The machine is set up by `cargo xtask bench` before this runs.

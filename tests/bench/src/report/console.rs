@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use super::{
-    fields::{flag, list, num, opt_num, pass_fail, short, table, text, thousands},
+    fields::{flag, list, num, opt_num, pass_fail, precise, short, table, text, thousands},
     Part, Verdict,
 };
 
@@ -44,13 +44,13 @@ pub(super) fn console_section(v: &Value) -> Result<Part> {
             }
             let runs: Vec<String> = list(f, "runs_ms")?
                 .iter()
-                .map(|r| r.as_f64().map(|ms| format!("{ms:.0}")))
+                .map(|r| r.as_f64().map(precise))
                 .collect::<Option<_>>()
                 .with_context(|| format!("`runs_ms` of {name:?} holds a non-number"))?;
             rows.push(vec![
                 name.to_string(),
-                format!("{median:.1}"),
-                format!("{worst:.1}"),
+                precise(median),
+                precise(worst),
                 runs.join(", "),
                 bar.map_or_else(|| "-".into(), |b| format!("{b:.0} ms")),
                 pass.map_or("no bar", pass_fail).to_string(),

@@ -279,15 +279,15 @@ fn every_figure_is_in_a_table_with_its_bar_and_verdict() -> Result<()> {
     // Console: median, worst, every run, the bar on the median; no bar, no verdict.
     assert!(md.contains(
         "| first page: sign-in click to the rows shown | 401.0 | 1210.9 \
-         | 420, 380, 390, 401, 1211 | 1000 ms | PASS |"
+         | 420.4, 380.0, 390.2, 401.0, 1210.9 | 1000 ms | PASS |"
     ));
     assert!(md.contains(
-        "| state filter change to the new rows | 310.0 | 340.0 | 310, 300, 340, 320, 305 \
-         | 300 ms | **FAIL** |"
+        "| state filter change to the new rows | 310.0 | 340.0 \
+         | 310.0, 300.0, 340.0, 320.0, 305.0 | 300 ms | **FAIL** |"
     ));
-    assert!(
-        md.contains("| server: GET /api/v1/flags?limit=50 | 2.6 | 3.1 | 2, 3, 3 | - | no bar |")
-    );
+    assert!(md.contains(
+        "| server: GET /api/v1/flags?limit=50 | 2.60 | 3.10 | 2.40, 2.60, 3.10 | - | no bar |"
+    ));
     assert!(md.contains(
         "| console, 10,000 flags: state filter change to the new rows | median <= 300 ms \
          | 310 ms (worst 340) | **FAIL** |"
