@@ -52,20 +52,10 @@ pub fn request_in_netns_within(
     token: Option<&str>,
     read_timeout: Duration,
 ) -> Result<Response> {
-    let ns_path = PathBuf::from("/run/netns").join(ns);
     let (method, path) = (method.to_string(), path.to_string());
     let body = body.map(str::to_string);
     let token = token.map(str::to_string);
-    std::thread::spawn(move || -> Result<Response> {
-        let f = File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
-        // SAFETY: setns on this thread only; the fd is valid for the call.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!(
-                "setns({}): {}",
-                ns_path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+    in_netns(ns, move || {
         request_within(
             addr,
             &method,
@@ -75,8 +65,31 @@ pub fn request_in_netns_within(
             read_timeout,
         )
     })
+}
+
+/// Runs `f` on a short-lived thread that has joined netns `ns` (a name under
+/// /run/netns): the sockets it creates are that namespace's. Several requests timed
+/// inside one `f` pay the thread and `setns` once, outside the timing.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns_path = PathBuf::from("/run/netns").join(ns);
+    std::thread::spawn(move || -> Result<T> {
+        let file =
+            File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!(
+                "setns({}): {}",
+                ns_path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    })
     .join()
-    .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
 }
 
 /// GET `path` from `addr` inside netns `ns`; fails unless the status is 200.

@@ -1,6 +1,8 @@
 //! Warden's test harness, shared by the privileged test tiers and `cargo xtask demo`/`bench`.
 //!
 //! - [`cmd`]: running the workspace's commands (builds, tools) with clear errors.
+//! - [`console`]: the console's queue of many flags in a browser, timed the same way
+//!   by the Tier 2 test and the bench.
 //! - [`delayline`]: a userspace delay line that gives the lab's links a WAN's round-trip time.
 //! - [`evidence`]: what the daemon concluded: flags and their evidence, metric series.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
@@ -16,6 +18,7 @@
 //! - [`workloads`]: servers, clients and attack tools for the detection labs.
 
 pub mod cmd;
+pub mod console;
 pub mod delayline;
 pub mod evidence;
 pub mod http;

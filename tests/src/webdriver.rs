@@ -29,6 +29,33 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one WebDriver call may take (a session start launches Chromium).
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The browser ChromeDriver starts (Debian's `chromium`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// The driver, looked up on `PATH` (Debian's `chromium-driver`).
+pub const CHROMEDRIVER: &str = "chromedriver";
+
+/// Fails, naming `cargo xtask setup`, unless Chromium and ChromeDriver are installed.
+pub fn check_installed() -> Result<()> {
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(CHROMEDRIVER).is_file())
+    });
+    let missing: Vec<&str> = [
+        (Path::new(CHROMIUM).is_file(), CHROMIUM),
+        (on_path, "chromedriver on PATH"),
+    ]
+    .into_iter()
+    .filter_map(|(found, what)| (!found).then_some(what))
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "headless Chromium is not installed (no {}): run `cargo xtask setup`, which \
+             installs Debian's chromium and chromium-driver",
+            missing.join(", no ")
+        );
+    }
+    Ok(())
+}
+
 /// Headless Chromium in namespace `ns`, driven through ChromeDriver.
 pub struct Browser {
     ns: String,
@@ -41,8 +68,9 @@ impl Browser {
     /// Starts ChromeDriver on 127.0.0.1:`port` in `ns` and opens a session of headless
     /// Chromium (as root it needs `--no-sandbox`) with its profile under `profile`.
     pub fn start(ns: &Netns, port: u16, profile: &Path) -> Result<Browser> {
+        check_installed()?;
         let process = ns.spawn(&[
-            "chromedriver",
+            CHROMEDRIVER,
             &format!("--port={port}"),
             "--allowed-ips=127.0.0.1",
         ])?;
@@ -57,7 +85,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                "binary": CHROMIUM,
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,2400",

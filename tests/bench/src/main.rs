@@ -1,5 +1,5 @@
-//! Warden's benchmarks: per-packet cost, detection latency, `/metrics`, scale and veth
-//! throughput, each against a baseline measured in the same run, and the report they
+//! Warden's benchmarks: per-packet cost, detection latency, `/metrics`, scale, veth
+//! throughput and the console in a browser, each against a baseline measured in the same run, and the report they
 //! make (`target/bench/report.json`, BENCHMARKS.md and its charts).
 //!
 //! Run through `cargo xtask bench` (and `cargo xtask bench-report`), which sets the
@@ -7,6 +7,7 @@
 //! toolchain is installed, and xtask must never depend on it.
 
 mod bench;
+mod bench_console;
 mod bench_metrics;
 mod bench_scale;
 mod bench_throughput;
@@ -37,6 +38,9 @@ enum Task {
     Scale(bench_scale::Options),
     /// The veth throughput part alone: its table, then its JSON.
     Throughput(bench_throughput::Options),
+    /// The console part alone (headless Chromium on a queue of 10,000 flags, a release
+    /// daemon): its table, then its JSON.
+    Console(bench_console::ConsoleArgs),
     /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
     Report(report::ReportArgs),
 }
@@ -53,6 +57,18 @@ fn main() -> Result<()> {
         Task::Metrics => bench_metrics::print_json(),
         Task::Scale(opts) => bench_scale::print_json(&opts),
         Task::Throughput(opts) => bench_throughput::print(&opts),
+        Task::Console(args) => bench_console::print(&args),
         Task::Report(args) => report::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's and flattened part's options fit together (clap checks names
+    /// and groups only when a command is parsed: two parts' `Options` once clashed).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

@@ -6,13 +6,16 @@
 //! page is refused with 403. Each page is saved as a screenshot under
 //! `target/console-screenshots/`. A queue of 10,000 flags is paged and filtered by the
 //! server, two of them dismissed at once with one reason (two audit entries), and the
-//! times the page took are printed (timings are reported, not asserted).
+//! times the page took are printed (timings are reported, not asserted; they are
+//! measured by `warden_tests::console`, as `cargo xtask bench` measures them against a
+//! release daemon and judges them against their bars).
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 use warden_tests::{
+    console,
     evidence::{flag, state_report, wait_flag},
     topology::{token, warden_binary, StandardLab, API},
     wait::eventually_every,
@@ -307,49 +310,6 @@ fn console_shows_a_scan_flag_live_and_acks_it_and_a_viewer_cannot_write() -> Res
     Ok(())
 }
 
-/// Flags the queue test writes: every 4th a `spam`, every 10th acked, the rest open.
-const MANY: u32 = 10_000;
-
-/// Writes [`MANY`] flags into the running daemon's database in one transaction.
-fn seed_many(lab: &StandardLab) -> Result<()> {
-    let db = lab.rundir()?.join("state").join(warden_store::DB_FILE);
-    let now = warden_policy::time::system_clock();
-    let sql = format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {MANY})
-         INSERT INTO flags (tenant, kind, state, first_seen, last_seen, policy_generation,
-                            thresholds, figures, top_targets)
-         SELECT CASE i % 3 WHEN 0 THEN 'acme' WHEN 1 THEN 'globex' ELSE 'initech' END,
-                CASE i % 4 WHEN 0 THEN 'scan' WHEN 1 THEN 'flood_out' WHEN 2 THEN 'spam'
-                           ELSE 'proxy' END,
-                CASE WHEN i % 10 = 0 THEN 'acked' ELSE 'open' END,
-                {now} - {MANY} + i, {now} - {MANY} + i, 1, '{{}}', '{{}}', '[]' FROM n;"
-    );
-    let db = db.to_str().context("database path is not UTF-8")?;
-    lab.node.exec_timeout(
-        &["sqlite3", "-cmd", ".timeout 10000", db, &sql],
-        Duration::from_secs(120),
-    )?;
-    Ok(())
-}
-
-/// In the page: changes the select or input `css` to `value` and waits for the queue to load
-/// again; the milliseconds from the change to the new rows in the page.
-pub(crate) const CHANGE_AND_TIME: &str = "
-    const [css, value, done] = arguments;
-    const body = document.getElementById('queue-body');
-    const loads = Number(body.dataset.loads);
-    const t0 = performance.now();
-    const select = document.querySelector(css);
-    select.value = value;
-    select.dispatchEvent(new Event('change'));
-    (function wait() {
-      if (Number(body.dataset.loads) > loads) {
-        requestAnimationFrame(() => done(performance.now() - t0));
-      } else {
-        setTimeout(wait, 1);
-      }
-    })();";
-
 /// The queue's node filter goes to the server: this daemon has no `daemon.fleet`, so its
 /// flags name no node (no Node column) and a node filter keeps none; cleared, the queue
 /// has as many flags as before (from its first page: a filter change starts there).
@@ -361,10 +321,10 @@ fn node_filter(b: &Browser) -> Result<()> {
     );
     let before = b.text("#page-range")?;
     let total = before.rsplit(" of ").next().unwrap_or_default().to_owned();
-    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", "node8"]))?;
+    console::set_filter(b, "#f-node", "node8")?;
     b.wait_text("#page-range", "0–0 of 0", PAGE_TIMEOUT)?;
     ensure!(b.count("#queue-empty")? == 1, "rows under a node filter");
-    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", ""]))?;
+    console::set_filter(b, "#f-node", "")?;
     b.wait_text("#page-range", &format!("1–50 of {total}"), PAGE_TIMEOUT)?;
     Ok(())
 }
@@ -374,55 +334,22 @@ fn a_queue_of_ten_thousand_flags_is_paged_and_filtered_by_the_server_and_bulk_di
 ) -> Result<()> {
     let lab = StandardLab::build("cq")?;
     let daemon = start(&lab)?;
-    seed_many(&lab)?;
+    let db = lab.rundir()?.join("state").join(warden_store::DB_FILE);
+    let seeded = console::seed_flags(&lab.node, &db, console::MANY)?;
     let profile = lab.rundir()?.join("chromium");
     let b = Browser::start(&lab.node, DRIVER_PORT, &profile)?;
-    b.goto(&format!("http://{API}/ui/"))?;
-    b.type_into("#token", token::OPERATOR)?;
-    b.exec("window.wardenT0 = performance.now(); return 1;", json!([]))?;
-    b.click("#sign-in-button")?;
-    b.wait_text("#page-range", &format!("1–50 of {MANY}"), PAGE_TIMEOUT)?;
-    // An upper bound: it includes WebDriver's polling.
-    let first = b.exec("return performance.now() - window.wardenT0;", json!([]))?;
-    let fetch_render = b.exec(
-        "return Number(document.getElementById('queue-body').dataset.renderMs);",
-        json!([]),
-    )?;
-    ensure!(b.count("#queue tbody tr")? == 50, "a first page of 50 rows");
-    b.wait_text(
-        ".count[data-state='acked']",
-        &format!("acked {}", MANY / 10),
-        PAGE_TIMEOUT,
-    )?;
-    b.wait_text(
-        ".count[data-state='open']",
-        &format!("open {}", MANY - MANY / 10),
-        PAGE_TIMEOUT,
-    )?;
+    // The bench's measurement (`warden-bench console`), once, on the debug daemon.
+    console::open_console(&b, lab.api())?;
+    let first = console::sign_in_timed(&b, token::OPERATOR, &seeded)?;
     shot(&b, "08-queue-10000.png")?;
-
-    let kind_change = b.exec_async(CHANGE_AND_TIME, json!(["#f-kind", "spam"]))?;
-    b.wait_text(
-        "#page-range",
-        &format!("1–50 of {}", MANY / 4),
-        PAGE_TIMEOUT,
-    )?;
-    let rows = b.text("#queue")?;
-    ensure!(
-        !rows.contains("flood_out") && !rows.contains("proxy"),
-        "the kind filter let other kinds through: {rows}"
-    );
-    let state_change = b.exec_async(CHANGE_AND_TIME, json!(["#f-state", "acked"]))?;
-    // Every 4th and every 10th: every 20th.
-    b.wait_text(
-        "#page-range",
-        &format!("1–50 of {}", MANY / 20),
-        PAGE_TIMEOUT,
-    )?;
+    let kind_change = console::change_filter_timed(&b, "#f-kind", "spam", "Kind", seeded.spam)?;
+    let state_change =
+        console::change_filter_timed(&b, "#f-state", "acked", "State", seeded.spam_acked)?;
+    let api = console::time_api(&lab.node, lab.api(), token::VIEWER, &seeded, 5)?;
     b.click("#page-next")?;
     b.wait_text(
         "#page-range",
-        &format!("51–100 of {}", MANY / 20),
+        &format!("51–100 of {}", seeded.spam_acked),
         PAGE_TIMEOUT,
     )?;
     shot(&b, "09-queue-filtered.png")?;
@@ -467,10 +394,23 @@ fn a_queue_of_ten_thousand_flags_is_paged_and_filtered_by_the_server_and_bulk_di
     shot(&b, "10-queue-bulk-dismissed.png")?;
     node_filter(&b)?;
     no_console_errors(&b)?;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
-        "queue of {MANY} flags in the browser: first page {first} ms from sign-in (fetch and \
-         render {fetch_render} ms); kind filter change {kind_change} ms; state filter change \
-         {state_change} ms"
+        "queue of {} flags in the browser: first page {:.0} ms from the sign-in click \
+         (fetch and render {:.0} ms); kind filter change {kind_change:.0} ms; state filter \
+         change {state_change:.0} ms; the server alone, median of 5: GET {} {:.1} ms, GET {} \
+         {:.1} ms (debug daemon: `warden-bench console` times a release one)",
+        seeded.total,
+        first.ms,
+        first.fetch_render_ms,
+        console::FLAGS_PAGE,
+        median(&api.flags_page_ms),
+        console::SUMMARY,
+        median(&api.summary_ms),
     );
     drop(b);
     drop(daemon);

@@ -14,7 +14,7 @@ use std::{
 
 use crate::common::ping_received;
 use anyhow::{bail, ensure, Context as _, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
 use warden_tests::{
     lab::{Netns, Proc},
@@ -546,7 +546,8 @@ fn flags_by_node(lab: &StandardLab, warden: &Path, local_id: i64) -> Result<()> 
 /// The controller's console: the queue has a Node column naming the flag's node, its
 /// node filter keeps that node's flags and no other's, and the flag page names the node.
 fn console_names_the_node(lab: &StandardLab) -> Result<()> {
-    use crate::console::{shot, CHANGE_AND_TIME, DRIVER_PORT, PAGE_TIMEOUT};
+    use crate::console::{shot, DRIVER_PORT, PAGE_TIMEOUT};
+    use warden_tests::console::set_filter;
     let profile = lab.rundir()?.join("chromium");
     let b = Browser::start(&lab.node, DRIVER_PORT, &profile)?;
     b.goto(&format!("{CONTROLLER}/ui/"))?;
@@ -562,9 +563,9 @@ fn console_names_the_node(lab: &StandardLab) -> Result<()> {
     shot(&b, "11-fleet-queue.png")?;
     let page = b.text("#page")?;
     ensure!(!page.contains("null"), "the viewer's queue: {page}");
-    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", "node8"]))?;
+    set_filter(&b, "#f-node", "node8")?;
     b.wait_text("#page-range", "0–0 of 0", PAGE_TIMEOUT)?;
-    b.exec_async(CHANGE_AND_TIME, json!(["#f-node", NODE]))?;
+    set_filter(&b, "#f-node", NODE)?;
     b.wait_text("#page-range", "1–1 of 1", PAGE_TIMEOUT)?;
     b.click("#queue tbody a[href^='#/flag/']")?;
     b.wait_text("#flag-node", NODE, PAGE_TIMEOUT)?;

@@ -694,7 +694,12 @@ fn units_convert_exactly() {
     assert_eq!(units::per_second_or_off("6/min"), Ok(0.1));
     assert!(units::per_second_or_off("0/s").is_err());
     // Written back in the unit that makes a whole number, and read back the same.
-    for (rate, text) in [(1.0, "1/s"), (0.1, "6/min"), (1.0 / 3600.0, "1/h"), (0.0, "0")] {
+    for (rate, text) in [
+        (1.0, "1/s"),
+        (0.1, "6/min"),
+        (1.0 / 3600.0, "1/h"),
+        (0.0, "0"),
+    ] {
         assert_eq!(crate::write::per_second_text(rate), text);
         assert_eq!(units::per_second_or_off(text), Ok(rate));
     }

@@ -328,10 +328,14 @@ pub struct BenchArgs {
     skip_metrics: bool,
     #[command(flatten)]
     throughput: crate::bench_throughput::Options,
+    #[command(flatten)]
+    console: crate::bench_console::ConsoleOptions,
 }
 
 /// The whole bench. The machine is set up by `cargo xtask bench` before this runs.
 pub fn run(args: BenchArgs) -> Result<()> {
+    // A missing browser fails now, not after the long parts.
+    crate::bench_console::preflight(&args.console)?;
     // The labs first, on every CPU (the harness opens them up itself), then the pinned
     // kernel micro-benchmarks.
     let latency = if args.skip_latency {
@@ -474,6 +478,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         Some(crate::bench_scale::run()?)
     };
+    let console = if args.console.skip_console {
+        None
+    } else {
+        Some(crate::bench_console::run(args.console.console_runs)?)
+    };
     let throughput = if args.throughput.skip_throughput {
         None
     } else {
@@ -498,6 +507,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(t) = &throughput {
         t.print_table();
         crate::bench_throughput::add_to_report(&report, t)?;
+    }
+    if let Some(c) = &console {
+        c.print_table();
+        crate::bench_console::add_to_report(&report, c)?;
     }
     println!("report: {}", report.display());
     // Last, once every section is in the report: the document and its charts (which
@@ -524,6 +537,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(t) = &throughput {
         failed.extend(t.failed());
+    }
+    if let Some(c) = &console {
+        failed.extend(c.failed());
     }
     for (d, matching) in &daemon_cases {
         failed.extend(results::daemon_failures(d, *matching));

@@ -229,7 +229,9 @@ pub(super) fn method_section(report: &serde_json::Map<String, Value>) -> String 
          any detection.{}\n\
          - **`/metrics`.** Wall-clock time per run, median.{}\n\
          - **Scale.** Policy apply, counter reads and daemon memory with large policies, \
-         through the daemon's own code.{}\n",
+         through the daemon's own code.{}\n\
+         - **Console.** The security team's page in headless Chromium, timed in the page \
+         from a click or a filter change to the frame that shows the new rows.{}\n",
         if report.get("cases").is_some_and(|c| !c.is_null()) {
             ""
         } else {
@@ -239,5 +241,6 @@ pub(super) fn method_section(report: &serde_json::Map<String, Value>) -> String 
         stated("detection_latency"),
         stated("metrics_render"),
         stated("scale"),
+        stated("console"),
     )
 }

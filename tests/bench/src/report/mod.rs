@@ -15,8 +15,9 @@
 //! The files: [`machine`] (the machine, and the machine and method sections),
 //! [`fields`] (reading the report's fields, formatting figures and tables), one file per
 //! measured part's section ([`kernel`], [`throughput`], [`daemon`] for detection latency
-//! and `/metrics`, [`scale`]) and [`svg`] (the bar charts).
+//! and `/metrics`, [`scale`], [`console`](mod@console)) and [`svg`] (the bar charts).
 
+mod console;
 mod daemon;
 mod fields;
 mod kernel;
@@ -40,6 +41,7 @@ use serde_json::Value;
 use crate::util;
 pub use fields::ms_runs;
 
+use console::console_section;
 use daemon::{latency_section, metrics_section};
 use fields::{pass_fail, table};
 use kernel::kernel_section;
@@ -194,12 +196,18 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
         .transpose()
         .context("the scale section (`scale`)")?;
 
-    let parts: [(&str, Option<Part>); 5] = [
+    let console = section("console")
+        .map(console_section)
+        .transpose()
+        .context("the console section (`console`)")?;
+
+    let parts: [(&str, Option<Part>); 6] = [
         ("Per-packet cost (kernel micro-benchmarks)", kernel),
         ("Throughput on live frames", throughput),
         ("Detection latency", latency),
         ("`/metrics` with many tenants", metrics),
         ("Scale: policy apply, counter reads, daemon memory", scale),
+        ("Console: a queue of 10,000 flags in a browser", console),
     ];
     for (title, part) in parts {
         writeln!(body, "\n## {title}\n")?;

@@ -121,6 +121,28 @@ fn full() -> Value {
         "counter_read": {"tenants": 100_000, "median_ms": 120.0, "runs_ms": [120.0]},
         "daemon": null,
     });
+    let fig = |name: &str, bar: Option<f64>, runs: &[f64], median: f64, worst: f64| {
+        json!({"name": name, "bar_ms": bar, "runs_ms": runs, "median_ms": median,
+               "worst_ms": worst, "pass": bar.map(|b| median <= b)})
+    };
+    r["console"] = json!({
+        "method": "the console in headless Chromium", "daemon": "release", "flags": 10_000,
+        "runs": 5, "api_runs": 3, "first_page_bar_ms": 1000.0, "filter_bar_ms": 300.0,
+        "browser": [
+            fig("first page: sign-in click to the rows shown", Some(1000.0),
+                &[420.4, 380.0, 390.2, 401.0, 1210.9], 401.0, 1210.9),
+            fig("first page: its API calls and render (the page's account)", None,
+                &[40.0, 41.0, 42.0, 43.0, 44.0], 42.0, 44.0),
+            fig("kind filter change to the new rows", Some(300.0),
+                &[120.0, 110.0, 130.0, 150.0, 100.0], 120.0, 150.0),
+            fig("state filter change to the new rows", Some(300.0),
+                &[310.0, 300.0, 340.0, 320.0, 305.0], 310.0, 340.0),
+        ],
+        "server": [
+            fig("server: GET /api/v1/flags?limit=50", None, &[2.4, 2.6, 3.1], 2.6, 3.1),
+        ],
+        "pass": false,
+    });
     r
 }
 
@@ -254,10 +276,26 @@ fn every_figure_is_in_a_table_with_its_bar_and_verdict() -> Result<()> {
         md.contains("| 1,000 | 5 | 1.50 | 1.50 | 1.50 | 1.50 | 1.50 | 1.50 | 1.50 | 1.50 | 1.50 |")
     );
     assert!(md.contains("Daemon memory: not measured in this run."));
-    // Summary: 3 kernel + 2 throughput + 2 latency + 2 metrics + 2 scale verdicts (the
-    // barless one is not a verdict); failures counted.
+    // Console: median, worst, every run, the bar on the median; no bar, no verdict.
+    assert!(md.contains(
+        "| first page: sign-in click to the rows shown | 401.0 | 1210.9 \
+         | 420.4, 380.0, 390.2, 401.0, 1210.9 | 1000 ms | PASS |"
+    ));
+    assert!(md.contains(
+        "| state filter change to the new rows | 310.0 | 340.0 \
+         | 310.0, 300.0, 340.0, 320.0, 305.0 | 300 ms | **FAIL** |"
+    ));
+    assert!(md.contains(
+        "| server: GET /api/v1/flags?limit=50 | 2.60 | 3.10 | 2.40, 2.60, 3.10 | - | no bar |"
+    ));
+    assert!(md.contains(
+        "| console, 10,000 flags: state filter change to the new rows | median <= 300 ms \
+         | 310 ms (worst 340) | **FAIL** |"
+    ));
+    // Summary: 3 kernel + 2 throughput + 2 latency + 2 metrics + 2 scale + 3 console
+    // verdicts (the barless ones are not verdicts); failures counted.
     assert!(
-        md.contains("6 of 11 figures within their bar; **5 over**."),
+        md.contains("8 of 14 figures within their bar; **6 over**."),
         "{md}"
     );
     // The machine and the method.
@@ -312,6 +350,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         "Detection latency",
         "`/metrics` with many tenants",
         "Scale: policy apply, counter reads, daemon memory",
+        "Console: a queue of 10,000 flags in a browser",
     ] {
         assert!(
             md.contains(&format!("## {title}\n\n{NOT_MEASURED}\n")),
@@ -338,7 +377,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         doc.markdown
             .matches(&format!("\n\n{NOT_MEASURED}\n"))
             .count(),
-        5
+        6
     );
     assert!(doc.charts.is_empty());
     Ok(())
@@ -377,6 +416,16 @@ fn a_malformed_section_is_an_error_naming_the_key() {
         render(&r, &machine()).is_err(),
         "a pass the figures contradict"
     );
+
+    let mut r = full();
+    r["console"]["browser"][2]["runs_ms"] = json!([120.0, "slow"]);
+    let e = format!("{:#}", render(&r, &machine()).err().expect("must fail"));
+    assert!(e.contains("console") && e.contains("runs_ms"), "{e}");
+
+    let mut r = full();
+    r["console"]["browser"][3]["pass"] = json!(true);
+    let e = format!("{:#}", render(&r, &machine()).err().expect("must fail"));
+    assert!(e.contains("console") && e.contains("pass"), "{e}");
 
     assert!(render(&json!([1, 2]), &machine()).is_err());
 }
