@@ -27,6 +27,7 @@
 //! Bars: the median over the runs (the worst is reported beside it). `warden-bench
 //! console` runs this part alone.
 
+use crate::util::median;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -235,16 +236,6 @@ impl ConsoleBench {
             "server": list(&self.server),
             "pass": self.failed().is_empty(),
         })
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 

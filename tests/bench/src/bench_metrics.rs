@@ -20,6 +20,7 @@
 //! Each is run [`RUNS`] times; the median counts. The bar applies to read + render at
 //! the default K, and to the daemon's whole answer.
 
+use crate::util::median;
 use std::{
     path::{Path, PathBuf},
     time::Instant,
@@ -140,16 +141,6 @@ impl MetricsBench {
                 "bytes": p.bytes,
             })).collect::<Vec<_>>(),
         })
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 

@@ -49,6 +49,7 @@
 //! the policy-apply case alone, for the given tenant counts, and prints the same JSON
 //! without the counter read and daemon parts.
 
+use crate::util::median;
 use std::{
     collections::HashSet,
     fmt::Write as _,
@@ -180,16 +181,6 @@ pub struct DaemonFigures {
     pub rss_applied_kib: u64,
     pub rss_applied_low_kib: u64,
     pub hwm_applied_kib: u64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,6 +1,7 @@
 //! The pair runner: a case's interleaved (baseline, case) test runs in ABBA order and
 //! their figures, after the check that a run of the case takes the path it names.
 
+pub(super) use crate::util::median as median_f;
 use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray},
@@ -310,24 +311,6 @@ pub(super) fn measure(
     Ok(Figures::new(case_ns, base_ns, repeat))
 }
 
-pub(super) fn median_f(samples: &[f64]) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 pub(super) fn median(samples: &[u32]) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_unstable();
-    let n = s.len();
-    if n % 2 == 1 {
-        f64::from(s[n / 2])
-    } else {
-        (f64::from(s[n / 2 - 1]) + f64::from(s[n / 2])) / 2.0
-    }
+    crate::util::median(&samples.iter().map(|&x| f64::from(x)).collect::<Vec<_>>())
 }

@@ -1,6 +1,7 @@
 //! The figures: the compute-scaling reference, a run's summed rate, medians, CPU share
 //! and per-pair ratios.
 
+pub(super) use crate::util::median;
 use std::{sync::Barrier, time::Instant};
 
 use anyhow::Result;
@@ -75,20 +76,6 @@ pub(super) fn summed_rate(per_queue: &[u64], thread_seconds: &[f64]) -> f64 {
         .map(|(cpu, s)| per_queue[cpu % per_queue.len()] as f64 / s)
         .sum::<f64>()
         / 1e6
-}
-
-pub(super) fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 /// Medians of one side: (Mpps, packets arrived, refused by the rings, seconds).
