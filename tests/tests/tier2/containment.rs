@@ -2,7 +2,7 @@
 //! and, in the kernel, a limit on the tenant's new first contacts (`contain_rate`, 1 a
 //! second), so a sweep of any shape reaches few targets after its flag. Per scanner (a
 //! masscan random sweep, a slow nmap SYN scan, an nmap UDP scan), the probes that reach
-//! the outside are counted where they arrive (tcpdump in the outside namespace, on
+//! the outside (distinct targets: a retransmission is the same probe) are counted where they arrive (tcpdump in the outside namespace, on
 //! ingress, with the kernel's receive times) and split at the moment the test saw the
 //! flag through the API (later than the flag itself: the split never flatters).
 
@@ -40,8 +40,9 @@ fn arrivals(ns: &Netns, filter: &str) -> Result<Proc> {
     Ok(p)
 }
 
-/// Receive times (unix seconds) of the captured packets.
-fn times(p: Proc) -> Result<Vec<f64>> {
+/// The captured packets: receive time (unix seconds) and target (`address.port`, the
+/// word after `>` in tcpdump's line).
+fn arrived(p: Proc) -> Result<Vec<(f64, String)>> {
     let path = p.log_path().to_path_buf();
     // Let the last packets reach the capture, then stop it (it flushes per packet: -U).
     thread::sleep(Duration::from_millis(500));
@@ -49,8 +50,22 @@ fn times(p: Proc) -> Result<Vec<f64>> {
     let log = std::fs::read_to_string(&path)?;
     Ok(log
         .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let at = words.next()?.parse::<f64>().ok()?;
+            words.find(|w| *w == ">")?;
+            let target = words.next()?.trim_end_matches(':').to_owned();
+            Some((at, target))
+        })
         .collect())
+}
+
+/// Distinct targets among `packets`: a retransmitted probe is one probe.
+fn distinct<'a>(packets: impl Iterator<Item = &'a (f64, String)>) -> usize {
+    packets
+        .map(|(_, t)| t.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 fn unix_now() -> f64 {
@@ -86,17 +101,20 @@ fn contained(
             lab.report()
         );
     };
-    let t = times(capture)?;
-    let after = t.iter().filter(|&&x| x > seen).count();
+    let packets = arrived(capture)?;
+    // A probe is a target reached; its retransmissions (nmap retries an admitted probe
+    // that got no answer) are the same probe.
+    let total = distinct(packets.iter());
+    let after = distinct(packets.iter().filter(|(at, _)| *at > seen));
     let dropped = dropped(&lab, "globex", "out", "blocked")?;
     println!(
-        "{what}: flag seen {:.2} s after the start; {} probes reached their targets, {after} of them after the flag; {dropped} dropped as blocked; the scan ran {:.1} s after the flag",
+        "{what}: flag seen {:.2} s after the start; {total} probes ({} packets) reached their targets, {after} of them after the flag; {dropped} packets dropped as blocked; the scan ran {:.1} s after the flag",
         seen - started,
-        t.len(),
+        packets.len(),
         ended - seen
     );
-    ensure!(!t.is_empty(), "{what}: the capture saw no probe at all");
-    Ok((t.len(), after, ended - seen))
+    ensure!(total > 0, "{what}: the capture saw no probe at all");
+    Ok((total, after, ended - seen))
 }
 
 /// What a contained tenant may still deliver after its flag: the 10 probes the issue
