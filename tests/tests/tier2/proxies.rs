@@ -25,6 +25,7 @@ use warden_tests::{
     evidence::{flags, wait_flag, Evidence},
     lab::Proc,
     topology::{addr, outside},
+    wait::eventually,
     workloads::{http_fetches_via, http_proxy, http_server, socks_proxy, socks_server, Fetch},
 };
 
@@ -76,8 +77,13 @@ fn relay_is_flagged(lab: &DetectionLab, r: &Relay) -> Result<()> {
             break;
         }
         if let Some(pace) = r.pace {
-            let next = start + pace * round;
-            thread::sleep(next.saturating_duration_since(Instant::now()));
+            // Between paced rounds, keep looking for the flag (the time to flag is then
+            // exact to a poll, not to a round).
+            let wait = (start + pace * round).saturating_duration_since(Instant::now());
+            if let Some((f, _)) = wait_flag(lab, "globex", "proxy", wait)? {
+                found = Some(f);
+                break;
+            }
         }
         let fetches: Vec<Fetch> = (0..ROUND).map(|k| fetch(r, round * ROUND + k)).collect();
         let t = http_fetches_via(&lab.ext, &fetches, &via, Duration::from_secs(60))?;
@@ -215,20 +221,71 @@ fn danted_relaying_socks5_for_100_clients_to_100_servers_is_flagged_as_proxy() -
 }
 
 #[test]
-fn microsocks_relaying_for_20_clients_to_20_servers_is_flagged_as_proxy() -> Result<()> {
+fn microsocks_relaying_for_20_clients_to_20_servers_is_flagged_once_and_seen_past_its_window(
+) -> Result<()> {
     let (lab, _web) = relay_lab()?;
     let _proxy = socks_proxy(&lab.globex, addr::GLOBEX_V4, 1080)?;
-    relay_is_flagged(
-        &lab,
-        &Relay {
-            what: "microsocks",
-            port: 1080,
-            via: vec!["--socks5".into(), format!("{}:1080", addr::GLOBEX_V4)],
-            clients: 20,
-            destinations: 20,
-            pace: None,
-        },
-    )
+    let mut r = Relay {
+        what: "microsocks",
+        port: 1080,
+        via: vec!["--socks5".into(), format!("{}:1080", addr::GLOBEX_V4)],
+        clients: 20,
+        destinations: 20,
+        pace: None,
+    };
+    relay_is_flagged(&lab, &r)?;
+    // The relay goes on for the same clients and servers, which the programs report
+    // again only when their contact epoch turns: the detector must still see it in the
+    // next window, and keep the one flag.
+    r.pace = Some(Duration::from_secs(5));
+    keeps_one_flag(&lab, &r, PROXY_WINDOW + Duration::from_secs(15))
+}
+
+/// The default `proxy.window`.
+const PROXY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Relays on through `r` for `relay_for` (paced), then checks that globex has exactly
+/// one `proxy` flag and that it was seen a window or more after it was first seen.
+fn keeps_one_flag(lab: &DetectionLab, r: &Relay, relay_for: Duration) -> Result<()> {
+    let via: Vec<&str> = r.via.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let mut relayed = 0;
+    for round in 0.. {
+        let next = start + r.pace.unwrap_or_default() * round;
+        if next.duration_since(start) >= relay_for {
+            break;
+        }
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+        let fetches: Vec<Fetch> = (0..ROUND).map(|k| fetch(r, round * ROUND + k)).collect();
+        let t = http_fetches_via(&lab.ext, &fetches, &via, Duration::from_secs(60))?;
+        t.all_ok(&format!("fetches through {} after the flag", r.what))?;
+        relayed += t.ok;
+    }
+    // The flag's evidence is rewritten every 10 s while the episode goes on. The first
+    // window's closing report comes less than a window after the first crossing (the
+    // window opened before it), so a flag last seen a window or more after it was first
+    // seen was seen again in the next window.
+    let window = i64::try_from(PROXY_WINDOW.as_secs())?;
+    let seen = eventually(Duration::from_secs(15), || {
+        let list = flags(lab, "tenant=globex&kind=proxy")?;
+        ensure!(list.len() == 1, "{} proxy flags: {list:?}", list.len());
+        let first = list[0]["first_seen"].as_i64().context("first_seen")?;
+        let last = list[0]["last_seen"].as_i64().context("last_seen")?;
+        Ok((last - first >= window).then_some(last - first))
+    })
+    .with_context(|| {
+        format!(
+            "{}: relaying on for {relay_for:?} ({relayed} fetches) did not keep the flag seen past its window\n{}",
+            r.what,
+            lab.report()
+        )
+    })?;
+    println!(
+        "{}: relayed {relayed} more fetches over {:.1?}; still one flag, last seen {seen} s after first seen",
+        r.what,
+        start.elapsed()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
