@@ -6,8 +6,10 @@
 //! with HTTP CONNECT (paced at one fetch a second, a relay in use rather than a burst),
 //! danted (SOCKS5) and microsocks (SOCKS5). Relays that are no proxy
 //! raise nothing under the same thresholds: a load balancer (tinyproxy as a reverse
-//! proxy: 100 clients in, 4 backends out) and a web server whose every page calls 4
-//! backend services.
+//! proxy: 100 clients in, 4 backends out), a web server whose every page calls 4
+//! backend services, and a mail server receiving from 30 senders and delivering to 30
+//! relays. (The crawler, DNS servers and an outbound-only mail server are in
+//! `detection` and `benign`, under the same thresholds.)
 //!
 //! Time to flag is printed with the fetches relayed by then, and judged only against a
 //! generous bound ([`RELAY_FOR`]); the 30 s the issue asks for is what the print shows.
@@ -26,7 +28,10 @@ use warden_tests::{
     lab::Proc,
     topology::{addr, outside},
     wait::eventually,
-    workloads::{http_fetches_via, http_proxy, http_server, socks_proxy, socks_server, Fetch},
+    workloads::{
+        http_fetches_via, http_proxy, http_server, require, send_mail, smtp_sink, socks_proxy,
+        socks_server, Fetch,
+    },
 };
 
 use crate::detection::{crossed, DetectionLab, BENIGN_SETTLE};
@@ -238,7 +243,7 @@ fn microsocks_relaying_for_20_clients_to_20_servers_is_flagged_once_and_seen_pas
     // again only when their contact epoch turns: the detector must still see it in the
     // next window, and keep the one flag.
     r.pace = Some(Duration::from_secs(5));
-    keeps_one_flag(&lab, &r, PROXY_WINDOW + Duration::from_secs(15))
+    keeps_one_flag(&lab, &r, PROXY_WINDOW + Duration::from_secs(5))
 }
 
 /// The default `proxy.window`.
@@ -370,5 +375,55 @@ fn a_web_server_calling_4_backends_for_each_of_100_clients_raises_no_flag() -> R
     clients_fetch(&lab, "/cgi-bin/page", 100)?;
     thread::sleep(BENIGN_SETTLE);
     lab.expect_no_flags("a web server calling 4 backends for 100 clients")?;
+    lab.control_scan()
+}
+
+#[test]
+fn a_mail_server_receiving_from_30_senders_and_delivering_to_30_relays_raises_no_flag() -> Result<()>
+{
+    require("swaks")?;
+    // The relays are allow-listed, as a mail server's are, so `spam` stays quiet; what
+    // keeps `proxy` quiet is that SMTP destinations are not proxy destinations.
+    let relays = "198.19.3.0/24";
+    let lab = DetectionLab::start(&format!("    smtp: allow\n    allow: [{relays}]\n"), "")?;
+    let _relays = smtp_sink(&lab.ext)?;
+    let _mta = smtp_sink(&lab.globex)?;
+    let script: String = (0..30)
+        .map(|i| {
+            format!(
+                "swaks --server {} --port 25 --local-interface {} --from sender{i}@outside.lab.test \
+                 --to postmaster@globex.lab.test --helo outside.lab.test \
+                 --body 'A message for the mail server.' --timeout 10 >/dev/null 2>&1 \
+                 && echo ok || echo failed\n",
+                addr::GLOBEX_V4,
+                outside::live_v4(CLIENTS_FROM + i)
+            )
+        })
+        .collect();
+    let out = lab
+        .ext
+        .exec_timeout(&["sh", "-c", &script], Duration::from_secs(120))?;
+    let received = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == "ok")
+        .count();
+    ensure!(
+        received == 30,
+        "the mail server received {received} of 30 messages"
+    );
+    let sent = send_mail(
+        &lab.globex,
+        &outside::live_v4_range(0x301, 30),
+        "mailer@globex.lab.test",
+        "someone@outside.lab.test",
+        Duration::from_secs(120),
+    )?;
+    println!(
+        "mail server: received 30 messages from 30 senders, delivered {} of 30 to relays in {relays} in {:.1?}",
+        sent.ok, sent.elapsed
+    );
+    sent.all_ok("mail to the allow-listed relays")?;
+    thread::sleep(BENIGN_SETTLE);
+    lab.expect_no_flags("a mail server receiving from 30 and delivering to 30")?;
     lab.control_scan()
 }
