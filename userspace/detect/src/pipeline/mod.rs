@@ -409,8 +409,8 @@ impl Pipeline {
     }
 
     /// The once-a-second work: drop deltas and byte counters from `traffic`, overdue
-    /// attempts, the proxy windows' judgement, ended episodes, refreshes of ongoing ones, expired
-    /// actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
+    /// attempts, the proxy windows' judgement, ended episodes, refreshes of ongoing
+    /// ones, expired actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
     pub fn tick(&mut self, now: &Now, traffic: &TrafficTable, fx: &mut impl Effects) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
         for &slot in traffic.slots() {

@@ -37,7 +37,7 @@
 //! What does not fit is counted in [`ProxyWindowStats`]; a full distinct set keeps its
 //! count at the bound, far above any proxy threshold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -295,13 +295,18 @@ impl ProxyWindows {
             .filter(|(_, w)| w.end <= now)
             .map(|(slot, _)| *slot)
             .collect();
+        let active: HashSet<TenantSlot> = if due.is_empty() {
+            HashSet::new()
+        } else {
+            self.addresses.keys().map(|(slot, _)| *slot).collect()
+        };
         for slot in due {
             self.windows.remove(&slot);
             let Some(len) = judge.window(slot) else {
                 self.forget(slot);
                 continue;
             };
-            if self.addresses.keys().any(|(s, _)| *s == slot) {
+            if active.contains(&slot) {
                 self.windows.insert(
                     slot,
                     Window {
