@@ -2,7 +2,8 @@
 //! attack tools (nmap, hping3), and a random-source SYN flood generator, all inside lab
 //! namespaces and all bounded in count and time.
 //!
-//! Servers ([`http_server`], [`smtp_sink`], [`socks_proxy`], [`dns_server`]) return the
+//! Servers ([`http_server`], [`smtp_sink`], [`socks_proxy`], [`http_proxy`],
+//! [`socks_server`], [`dns_server`]) return the
 //! [`Proc`] guard that stops them. Clients run as one shell script inside a namespace
 //! (one `ip netns exec`, however many requests), each request with its own timeout and
 //! the whole script with a deadline; they report a [`Tally`] of what succeeded, so a test
@@ -34,6 +35,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("swaks", "swaks"),
     ("microsocks", "microsocks"),
+    ("tinyproxy", "tinyproxy"),
+    ("danted", "dante-server"),
     ("dnsmasq", "dnsmasq-base"),
     ("dig", "bind9-dnsutils"),
     ("nmap", "nmap"),
@@ -183,6 +186,57 @@ pub fn socks_proxy(ns: &Netns, addr: &str, port: u16) -> Result<Proc> {
     Ok(proc)
 }
 
+/// An HTTP proxy (`tinyproxy`, in the foreground) listening on `addr:port`, with its
+/// configuration (and log) written to `dir`: plain GET and CONNECT to any port, for
+/// any client. `extra` lines are added to the configuration (e.g. `ReversePath` lines and
+/// `ReverseOnly Yes` for a reverse proxy).
+pub fn http_proxy(ns: &Netns, dir: &Path, addr: &str, port: u16, extra: &str) -> Result<Proc> {
+    require("tinyproxy")?;
+    check_test_address(addr)?;
+    let conf = write_config(
+        dir,
+        "tinyproxy.conf",
+        &format!(
+            "Port {port}\nListen {addr}\nTimeout 30\nMaxClients 200\nLogLevel Info\n\
+             DisableViaHeader Yes\n{extra}"
+        ),
+    )?;
+    let proc = ns.spawn(&["tinyproxy", "-d", "-c", &conf])?;
+    ns.wait_tcp_listen(port, LISTEN_TIMEOUT)?;
+    Ok(proc)
+}
+
+/// A SOCKS5 server (`danted`, in the foreground, no authentication) listening on
+/// `addr:port` and connecting out from `external` (an interface of `ns`); configuration
+/// and pid file in `dir`.
+pub fn socks_server(ns: &Netns, dir: &Path, addr: &str, port: u16, external: &str) -> Result<Proc> {
+    require("danted")?;
+    check_test_address(addr)?;
+    let conf = write_config(
+        dir,
+        "danted.conf",
+        &format!(
+            "logoutput: stderr\ninternal: {addr} port = {port}\nexternal: {external}\n\
+             clientmethod: none\nsocksmethod: none\nuser.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n\
+             socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n"
+        ),
+    )?;
+    let pid = path_str(dir)?.to_owned() + "/danted.pid";
+    let proc = ns.spawn(&["danted", "-f", &conf, "-p", &pid, "-N", "2"])?;
+    ns.wait_tcp_listen(port, LISTEN_TIMEOUT)?;
+    Ok(proc)
+}
+
+/// Writes `text` to `dir/name` (creating `dir`); returns the path as a string.
+fn write_config(dir: &Path, name: &str, text: &str) -> Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path_str(&path)?.to_owned())
+}
+
 /// A DNS server (`dnsmasq`, authoritative for nothing, no upstream) on `addr` port 53
 /// that answers every name under `domain` with `answer`.
 pub fn dns_server(ns: &Netns, addr: &str, domain: &str, answer: &str) -> Result<Proc> {
@@ -286,11 +340,23 @@ pub struct Fetch {
 /// Runs the fetches one after the other with `curl` (5 s each, and `deadline` for all).
 /// A fetch succeeds on a 2xx answer with its whole body.
 pub fn http_fetches(ns: &Netns, fetches: &[Fetch], deadline: Duration) -> Result<Tally> {
+    http_fetches_via(ns, fetches, &[], deadline)
+}
+
+/// [`http_fetches`] with more `curl` options for every fetch, e.g. `--proxy URL` (a
+/// plain GET through an HTTP proxy) or `--proxytunnel --proxy URL` (HTTP CONNECT).
+pub fn http_fetches_via(
+    ns: &Netns,
+    fetches: &[Fetch],
+    via: &[&str],
+    deadline: Duration,
+) -> Result<Tally> {
     require("curl")?;
     let commands: Vec<String> = fetches
         .iter()
         .map(|f| {
             let mut words = vec!["curl", "-sSf", "-o", "/dev/null", "--max-time", "5"];
+            words.extend_from_slice(via);
             if let Some(src) = &f.source {
                 words.extend_from_slice(&["--interface", src]);
             }

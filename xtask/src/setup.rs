@@ -48,6 +48,11 @@ const PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "swaks",
     "microsocks",
+    // The proxy tests' HTTP proxy (tinyproxy) and SOCKS5 server (danted). Both packages
+    // enable a system service; setup stops and disables it ([`QUIET_SERVICES`]): the
+    // tests start their own inside lab namespaces, with their own configuration.
+    "tinyproxy",
+    "dante-server",
     "dnsmasq-base",
     "bind9-dnsutils",
     // `systemd-analyze verify` and `security --offline` on the shipped unit (Tier 2
@@ -68,6 +73,10 @@ const PACKAGES: &[&str] = &[
     // it: the bench's case of the daemon's own program (tests/bench/src/bench/daemon.rs).
     "bpftool",
 ];
+
+/// Services that packages of [`PACKAGES`] enable on installation and that must not run on
+/// the machine: the tests start the daemons themselves, in lab namespaces only.
+const QUIET_SERVICES: &[&str] = &["tinyproxy.service", "danted.service"];
 
 /// The LLVM that bpf-linker is built against; its `llvm-config` must come first on PATH.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -137,6 +146,7 @@ fn is_root() -> bool {
 fn packages() -> Result<String> {
     let missing = missing_packages()?;
     if missing.is_empty() {
+        quiet_services()?;
         return Ok(format!("ok ({} packages)", PACKAGES.len()));
     }
     let list = missing.join(" ");
@@ -158,7 +168,38 @@ fn packages() -> Result<String> {
             still.join(" ")
         );
     }
+    quiet_services()?;
     Ok(format!("installed {list}"))
+}
+
+/// Stops and disables [`QUIET_SERVICES`] where systemd runs (elsewhere nothing started
+/// them: Debian's invoke-rc.d starts services through systemd or init scripts only at
+/// installation, and a container's policy-rc.d refuses).
+fn quiet_services() -> Result<()> {
+    if !Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    let present: Vec<&str> = QUIET_SERVICES
+        .iter()
+        .copied()
+        .filter(|unit| {
+            Command::new("systemctl")
+                .args(["cat", unit])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    util::run(
+        Command::new("systemctl")
+            .args(["disable", "--now"])
+            .args(&present),
+    )
+    .with_context(|| format!("stopping and disabling {}", present.join(" ")))
 }
 
 fn apt() -> Command {

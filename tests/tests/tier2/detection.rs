@@ -64,23 +64,18 @@ const DETECTORS: &str = "  detectors:
       connections: 100
       failure_ratio: 0.5
       window: 60s
+    # the documented defaults: more than 10 clients and 15 destinations, symmetry 0.8,
+    # judged every second while the 60 s window is open
     proxy:
       action: flag
-      # defaults 20 and 50 per 60s: a test relays for fewer clients within a shorter window
-      inbound_clients: 10
-      outbound_destinations: 20
-      correlation: 0.8
-      window: 10s
 ";
 
-/// How long the proxy detector's window is in [`DETECTORS`].
-const PROXY_WINDOW: Duration = Duration::from_secs(10);
 /// `flood_in.blackhole_for` in [`DETECTORS`], in seconds.
 const BLACKHOLE_FOR: i64 = 10;
 /// How long a test waits for a flag that the attack should raise.
 pub(crate) const FLAG_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a benign workload is given to (wrongly) raise a flag after it ran: a proxy
-/// window and its evaluation, and any pending attempt's timeout. A deliberate wait, not
+/// How long a benign workload is given to (wrongly) raise a flag after it ran: a few
+/// of the proxy detector's once-a-second judgements, and any pending attempt's timeout. A deliberate wait, not
 /// synchronisation: the absence of a flag needs this time to show.
 pub(crate) const BENIGN_SETTLE: Duration = Duration::from_secs(13);
 
@@ -750,8 +745,8 @@ fn a_socks_proxy_relaying_for_outside_clients_to_many_destinations_is_flagged_as
     let _web = http_server(&lab.ext, &tmp.join("www-ext"), 80, 20_000)?;
     let _proxy = socks_proxy(&lab.globex, addr::GLOBEX_V4, 1080)?;
     let socks = format!("{}:1080", addr::GLOBEX_V4);
-    // Rounds of 15 new clients relaying to 60 new destinations, one every 3 s: every
-    // proxy window holds at least three whole rounds. Bounded at 10 rounds.
+    // Rounds of 15 new clients relaying to 60 new destinations, one every 3 s; the
+    // detector judges the running counts every second. Bounded at 10 rounds.
     let start = Instant::now();
     let mut found = None;
     let mut relayed = 0;
@@ -775,12 +770,7 @@ fn a_socks_proxy_relaying_for_outside_clients_to_many_destinations_is_flagged_as
         thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     if found.is_none() {
-        found = wait_flag(
-            &lab,
-            "globex",
-            "proxy",
-            PROXY_WINDOW + Duration::from_secs(3),
-        )?;
+        found = wait_flag(&lab, "globex", "proxy", FLAG_TIMEOUT)?;
     }
     let Some((f, _)) = found else {
         bail!(

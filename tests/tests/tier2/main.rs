@@ -23,6 +23,7 @@ mod package;
 mod policy_input;
 mod ports;
 mod privileges;
+mod proxies;
 mod review;
 mod shaping;
 mod spam;

@@ -1,12 +1,14 @@
-//! `proxy`: one tenant address that, within one window, takes connections from more than
-//! `inbound_clients` sources, opens connections to more than `outbound_destinations`
-//! destinations, and moves about as many bytes in as out.
+//! `proxy`: one tenant address that takes connections from more than `inbound_clients`
+//! sources, opens connections to more than `outbound_destinations` destinations, and
+//! moves about as many bytes in as out, over its `window` (the counts and bytes of
+//! [`crate::pipeline`]'s proxy windows, judged every second while the window is open).
 //!
-//! A relay forwards what it receives, so per window its inbound and outbound bytes track
-//! each other; `correlation` is compared with their symmetry, min/max of the two (1 when
-//! equal). A web server answering many clients opens few connections and sends far more
-//! than it receives; a crawler takes no inbound clients. Stateless: a [`Fan`] already
-//! covers one window. Top target: the address with its relayed bytes (the smaller side).
+//! A relay forwards what it receives, so its inbound and outbound bytes track each
+//! other; `correlation` is compared with their symmetry, min/max of the two (1 when
+//! equal). A web server answering many clients calls few backends and sends far more
+//! than it receives; a load balancer relays but to a handful of backends; a crawler and a
+//! resolver take no inbound (TCP) clients. Stateless: a [`Fan`] carries the figures. Top
+//! target: the address with its relayed bytes (the smaller side).
 
 use super::detection::{Crossing, Target};
 use super::fact::Fan;

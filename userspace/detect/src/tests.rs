@@ -619,7 +619,9 @@ fn crawler_and_lopsided_servers_are_not_proxies() {
         fan(200, 3, 20_000_000, 2_000_000_000),     // web server
         fan(200, 80, 20_000_000, 2_000_000_000),    // web server calling many APIs
         fan(30, 60, 1_000_000_000, 700_000_000),    // symmetry 0.7 < 0.8
-        fan(20, 200, 1_000_000_000, 1_000_000_000), // not more than 20 clients
+        fan(10, 200, 1_000_000_000, 1_000_000_000), // not more than 10 clients
+        fan(500, 5, 1_000_000_000, 1_000_000_000),  // load balancer, 5 backends
+        fan(200, 15, 1_000_000_000, 990_000_000),   // not more than 15 destinations
     ];
     assert_eq!(everything(&mut e, facts), []);
 }

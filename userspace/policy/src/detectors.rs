@@ -428,10 +428,10 @@ detector! {
 detector! {
     /// `proxy`: relaying, many inbound clients and outbound destinations with correlated bytes.
     Proxy, action = Action::Flag;
-    /// Distinct inbound clients per `window` (`inbound_clients`, default 20).
-    inbound_clients: u32 = 20, U32;
-    /// Distinct outbound destinations per `window` (`outbound_destinations`, default 50).
-    outbound_destinations: u32 = 50, U32;
+    /// Distinct inbound clients per `window` (`inbound_clients`, default 10).
+    inbound_clients: u32 = 10, U32;
+    /// Distinct outbound destinations per `window` (`outbound_destinations`, default 15).
+    outbound_destinations: u32 = 15, U32;
     /// Correlation of inbound and outbound bytes (`correlation`, default 0.8).
     correlation: f64 = 0.8, Ratio;
     /// Measurement window (`window`, default 60s).

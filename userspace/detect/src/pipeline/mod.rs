@@ -15,8 +15,10 @@
 //!   [`Dropped`](crate::Outcome::Dropped), and waits for nothing. Each becomes an
 //!   [`Attempt`] fact at the attempt's start; a TCP attempt to port 25, 465 or 587 is also
 //!   an [`Smtp`] fact with the same outcome.
-//! - ACCEPTED and ATTEMPT events feed the proxy windows ([`proxy_windows`]): one [`Fan`](crate::Fan) fact per
-//!   active tenant address at the end of each `proxy.window`.
+//! - ACCEPTED and ATTEMPT events feed the proxy windows ([`proxy_windows`]): every
+//!   second each tenant address is judged on its running counts, and is a
+//!   [`Fan`](crate::Fan) fact the first time in a `proxy.window` they cross the
+//!   thresholds and again when the window ends.
 //! - FLOOD becomes a [`Rate`] fact whose one known field (by class) is the event's rate:
 //!   `syn_pps` (SYN), `pps` (packets, inbound packets), `reply_pps` (reflection),
 //!   `bps` (inbound bytes × 8).
@@ -81,7 +83,7 @@ pub use pending::{
 pub use proxy_windows::{ProxyWindowStats, MAX_ADDRESSES as PROXY_WINDOW_ADDRESSES};
 
 use pending::Pending;
-use proxy_windows::ProxyWindows;
+use proxy_windows::{ProxyJudge, ProxyWindows};
 
 /// Frames the kernel captures of a tenant when a flag opens: as many as a flag keeps.
 pub const CAPTURE_FRAMES: i32 = MAX_SAMPLES_PER_FLAG as i32;
@@ -407,8 +409,8 @@ impl Pipeline {
     }
 
     /// The once-a-second work: drop deltas and byte counters from `traffic`, overdue
-    /// attempts, ended proxy windows, ended episodes, refreshes of ongoing ones, expired
-    /// actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
+    /// attempts, the proxy windows' judgement, ended episodes, refreshes of ongoing
+    /// ones, expired actions, and every [`SWEEP_EVERY`] a sweep of expired kernel blocks.
     pub fn tick(&mut self, now: &Now, traffic: &TrafficTable, fx: &mut impl Effects) {
         let mut facts: Vec<(Fact, Option<u16>)> = Vec::new();
         for &slot in traffic.slots() {
@@ -454,12 +456,12 @@ impl Pipeline {
         for attempt in self.pending.expire(now.mono) {
             push_attempt(&mut facts, attempt);
         }
-        let rates = &self.rates;
-        for closed in self
-            .proxy_windows
-            .close(now.mono, |s| rates.get(&s).map(|r| r.bytes))
-        {
-            facts.push((Fact::Fan(closed.fan), closed.port));
+        let judge = Judge {
+            tenants: &self.tenants,
+            rates: &self.rates,
+        };
+        for report in self.proxy_windows.tick(now.mono, &judge) {
+            facts.push((Fact::Fan(report.fan), report.port));
         }
         for (fact, port) in facts {
             self.feed(fact, port, now, fx);
@@ -733,6 +735,28 @@ impl Pipeline {
         };
         let r = self.rates.get(&slot)?;
         Some((r.pps?[dir], r.bps[dir]))
+    }
+}
+
+/// What the proxy windows need of the policy and the latest counters.
+struct Judge<'a> {
+    tenants: &'a HashMap<TenantSlot, TenantDetectors>,
+    rates: &'a HashMap<TenantSlot, Rates>,
+}
+
+impl ProxyJudge for Judge<'_> {
+    fn window(&self, slot: TenantSlot) -> Option<Duration> {
+        self.tenants.get(&slot).map(|t| t.detectors.proxy.window)
+    }
+
+    fn crosses(&self, fan: &crate::Fan) -> bool {
+        self.tenants
+            .get(&fan.slot)
+            .is_some_and(|t| crate::proxy::proxy(&t.detectors.proxy, fan).is_some())
+    }
+
+    fn bytes(&self, slot: TenantSlot) -> Option<[u64; 2]> {
+        self.rates.get(&slot).map(|r| r.bytes)
     }
 }
 
