@@ -98,6 +98,13 @@ impl Member {
         )?)
     }
 
+    /// The last `lines` lines of the daemon's log (for a failure's context).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.daemon.as_ref().map(Proc::log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// The daemon's process id, if it runs.
     pub fn pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Proc::pid)
@@ -371,22 +378,36 @@ impl FleetLab {
         Ok(v.as_array().context("a nodes list")?.clone())
     }
 
-    /// Waits until the controller lists every node with `generation` applied.
+    /// Waits until the controller lists every node with `generation` applied. A failed
+    /// read of the list is retried (see [`FleetLab::generation`]) and counted; the
+    /// error names the nodes behind and the failed reads.
     pub fn wait_generation(&self, generation: u64, timeout: Duration) -> Result<()> {
         let want = HOSTS + GATEWAYS;
-        eventually(timeout, || {
-            let nodes = self.nodes_json()?;
-            let at = nodes
+        let (mut behind, mut failed) = (String::from("no list read"), 0u32);
+        let waited = eventually(timeout, || {
+            let Ok(nodes) = self.nodes_json() else {
+                failed += 1;
+                return Ok(false);
+            };
+            let at: Vec<&str> = nodes
                 .iter()
                 .filter(|n| n["applied_generation"].as_u64() == Some(generation))
-                .count();
-            ensure!(
-                at == want,
-                "{at} of {want} nodes at generation {generation}"
-            );
-            Ok(true)
+                .filter_map(|n| n["node"].as_str())
+                .collect();
+            behind = self
+                .members()
+                .filter(|m| !at.contains(&m.name.as_str()))
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(at.len() == want)
+        });
+        waited.with_context(|| {
+            format!(
+                "not every node reached generation {generation}: behind or unlisted: \
+                 [{behind}]; {failed} reads of the list failed"
+            )
         })
-        .with_context(|| format!("not every node reached generation {generation}"))
     }
 
     /// Resident memory of every daemon, KiB, in [`FleetLab::members`] order.
