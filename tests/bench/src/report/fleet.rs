@@ -1,0 +1,86 @@
+//! The fleet's section: policy change to 20 nodes, suspension, scan to the controller.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::{
+    fields::{flag, list, num, pass_fail, precise, short, table, text},
+    Part, Verdict,
+};
+
+pub(super) fn fleet_section(v: &Value) -> Result<Part> {
+    let mut md = String::new();
+    let runs = |key: &str| -> Result<String> {
+        let r: Option<Vec<String>> = list(v, key)?
+            .iter()
+            .map(|x| x.as_f64().map(precise))
+            .collect();
+        match r {
+            Some(r) => Ok(r.join(", ")),
+            None => bail!("`{key}` holds a non-number: {}", short(v)),
+        }
+    };
+    writeln!(
+        md,
+        "{} nodes on a {}-member etcd, {} binaries. Method: {}.\n",
+        num(v, "nodes")?,
+        num(v, "etcd_members")?,
+        text(v, "binaries")?,
+        text(v, "method")?,
+    )?;
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    for f in list(v, "figures")? {
+        let (name, ms, bar, pass) = (
+            text(f, "name")?,
+            num(f, "ms")?,
+            num(f, "bar_ms")?,
+            flag(f, "pass")?,
+        );
+        if pass != (ms <= bar) {
+            bail!(
+                "`pass` of {name:?} does not follow from its figures: {}",
+                short(f)
+            );
+        }
+        rows.push(vec![
+            name.to_string(),
+            precise(ms),
+            format!("{bar:.0} ms"),
+            pass_fail(pass).to_string(),
+        ]);
+        verdicts.push(Verdict {
+            what: format!("fleet: {name}"),
+            bar: format!("<= {bar:.0} ms"),
+            figure: format!("{ms:.0} ms"),
+            pass,
+        });
+    }
+    md.push_str(&table(&["figure", "ms", "bar", "verdict"], rows));
+    writeln!(
+        md,
+        "\nPolicy change, each run (ms): {} (p50 {}, p99 {}); the CLI returned after (ms): {}.  \
+         \nSuspension, each run (ms after the CLI returned): {}.  \
+         \nScan: scan start to the controller {} ms.",
+        runs("policy_change_ms")?,
+        precise(num(v, "policy_change_p50_ms")?),
+        precise(num(v, "policy_change_p99_ms")?),
+        runs("policy_cli_return_ms")?,
+        runs("suspension_ms")?,
+        precise(num(v, "scan_start_to_controller_ms")?),
+    )?;
+    let overall = flag(v, "pass")?;
+    if overall != verdicts.iter().all(|v| v.pass) {
+        bail!(
+            "`pass` is {overall} but the figures say otherwise: {}",
+            short(v)
+        );
+    }
+    Ok(Part {
+        markdown: md,
+        verdicts,
+        charts: Vec::new(),
+    })
+}
