@@ -329,6 +329,11 @@ fn suspension(lab: &FleetLab, m: &Member) -> Result<f64> {
     let last = replies.last().copied().context("no reply at all")?;
     let before = replies.iter().filter(|t| **t < returned).count();
     ensure!(before >= 20, "only {before} replies before the suspension");
+    ensure!(
+        replies.len() < 350,
+        "the stream was not cut: {} of 400 echoes answered",
+        replies.len()
+    );
     lab.cli_ok(token::ADMIN, &["unsuspend", &m.tenant, "--reason", "bench"])?;
     eventually(Duration::from_secs(10), || {
         Ok(fleetlab::ping_replies(&lab.out, &m.addr, 3)? == 3)
