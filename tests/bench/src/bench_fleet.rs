@@ -99,6 +99,11 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[rank.clamp(1, s.len()) - 1]
 }
 
+/// A figure within its bar (a NaN, a figure never measured, is not).
+fn within(figure: f64, bar: f64) -> bool {
+    figure <= bar
+}
+
 fn worst(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
@@ -128,7 +133,7 @@ impl FleetBench {
     pub fn failed(&self) -> Vec<String> {
         self.verdicts()
             .iter()
-            .filter(|(_, f, bar)| !(f <= bar))
+            .filter(|(_, f, bar)| !within(*f, *bar))
             .map(|(name, f, bar)| format!("fleet: {name} {f:.0} ms (bar {bar:.0} ms)"))
             .collect()
     }
@@ -147,7 +152,7 @@ impl FleetBench {
                     (*name).to_string(),
                     format!("{f:.1}"),
                     format!("{bar:.0} ms"),
-                    if f <= bar { "PASS" } else { "FAIL" }.into(),
+                    if within(*f, *bar) { "PASS" } else { "FAIL" }.into(),
                 ]
             })
             .collect();
@@ -169,7 +174,7 @@ impl FleetBench {
         let figures: Vec<Value> = self
             .verdicts()
             .iter()
-            .map(|(name, f, bar)| json!({"name": name, "ms": f, "bar_ms": bar, "pass": f <= bar}))
+            .map(|(name, f, bar)| json!({"name": name, "ms": f, "bar_ms": bar, "pass": within(*f, *bar)}))
             .collect();
         json!({
             "method": METHOD,

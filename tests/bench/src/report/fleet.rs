@@ -84,3 +84,38 @@ pub(super) fn fleet_section(v: &Value) -> Result<Part> {
         charts: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fleet_section;
+
+    fn sample(p99: f64, pass: bool) -> serde_json::Value {
+        json!({
+            "method": "m", "binaries": "release", "nodes": 22, "etcd_members": 3,
+            "figures": [
+                {"name": "policy change to all 20 nodes, p99", "ms": p99, "bar_ms": 1000.0, "pass": pass},
+                {"name": "scan on node 7 to the controller", "ms": 41.1, "bar_ms": 2000.0, "pass": true},
+            ],
+            "policy_change_ms": [p99, 800.0], "policy_change_p50_ms": 800.0,
+            "policy_change_p99_ms": p99, "policy_cli_return_ms": [200.0, 150.0],
+            "suspension_ms": [500.0], "scan_start_to_controller_ms": 621.4,
+            "pass": pass,
+        })
+    }
+
+    #[test]
+    fn the_fleet_section_lists_each_figure_with_its_bar_and_verdict() {
+        let part = fleet_section(&sample(1329.6, false)).expect("well formed");
+        assert_eq!(part.verdicts.len(), 2);
+        assert!(!part.verdicts[0].pass && part.verdicts[1].pass);
+        assert!(part.markdown.contains("policy change to all 20 nodes, p99"));
+        assert!(part.markdown.contains("1000 ms"));
+    }
+
+    #[test]
+    fn a_verdict_that_does_not_follow_from_its_figure_is_an_error() {
+        assert!(fleet_section(&sample(1329.6, true)).is_err());
+    }
+}
