@@ -61,13 +61,15 @@ pub(super) fn fleet_section(v: &Value) -> Result<Part> {
     md.push_str(&table(&["figure", "ms", "bar", "verdict"], rows));
     writeln!(
         md,
-        "\nPolicy change, each run (ms): {} (p50 {}, p99 {}); the CLI returned after (ms): {}.  \
+        "\nPolicy change, each run (ms): {} (p50 {}, p99 {}); the CLI returned after (ms): {}; \
+         the first node enforced after (ms): {}.  \
          \nSuspension, each run (ms after the CLI returned): {}.  \
          \nScan: scan start to the controller {} ms.",
         runs("policy_change_ms")?,
         precise(num(v, "policy_change_p50_ms")?),
         precise(num(v, "policy_change_p99_ms")?),
         runs("policy_cli_return_ms")?,
+        runs("policy_first_node_ms")?,
         runs("suspension_ms")?,
         precise(num(v, "scan_start_to_controller_ms")?),
     )?;
@@ -99,7 +101,7 @@ mod tests {
                 {"name": "scan on node 7 to the controller", "ms": 41.1, "bar_ms": 2000.0, "pass": true},
             ],
             "policy_change_ms": [p99, 800.0], "policy_change_p50_ms": 800.0,
-            "policy_change_p99_ms": p99, "policy_cli_return_ms": [200.0, 150.0],
+            "policy_change_p99_ms": p99, "policy_cli_return_ms": [200.0, 150.0], "policy_first_node_ms": [300.0, 250.0],
             "suspension_ms": [500.0], "scan_start_to_controller_ms": 621.4,
             "pass": pass,
         })
