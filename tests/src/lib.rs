@@ -5,6 +5,8 @@
 //!   by the Tier 2 test and the bench.
 //! - [`delayline`]: a userspace delay line that gives the lab's links a WAN's round-trip time.
 //! - [`evidence`]: what the daemon concluded: flags and their evidence, metric series.
+//! - [`fleetlab`]: the fleet lab: a 3-member etcd, the controller, 20 host-mode and 2
+//!   gateway-mode fleet nodes, each in its own namespace, and a shared outside.
 //! - [`http`]: a tiny HTTP client that runs inside a lab namespace.
 //! - [`lab`]: network namespaces, veth pairs and processes inside them, all removed on drop.
 //! - [`model`]: a reference model of the programs' verdicts and counters, for the
@@ -21,6 +23,7 @@ pub mod cmd;
 pub mod console;
 pub mod delayline;
 pub mod evidence;
+pub mod fleetlab;
 pub mod http;
 pub mod lab;
 pub mod model;

@@ -1,5 +1,5 @@
 //! Warden's benchmarks: per-packet cost, detection latency, `/metrics`, scale, veth
-//! throughput and the console in a browser, each against a baseline measured in the same run, and the report they
+//! throughput, the console in a browser and the fleet, each against a baseline measured in the same run, and the report they
 //! make (`target/bench/report.json`, BENCHMARKS.md and its charts).
 //!
 //! Run through `cargo xtask bench` (and `cargo xtask bench-report`), which sets the
@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_fleet;
 mod bench_metrics;
 mod bench_scale;
 mod bench_throughput;
@@ -41,6 +42,9 @@ enum Task {
     /// The console part alone (headless Chromium on a queue of 10,000 flags, a release
     /// daemon): its table, then its JSON.
     Console(bench_console::ConsoleArgs),
+    /// The fleet part alone (a 3-member etcd, the controller, 20 host and 2 gateway
+    /// release nodes in namespaces): its table, then its JSON.
+    Fleet(bench_fleet::FleetArgs),
     /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
     Report(report::ReportArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> Result<()> {
         Task::Scale(opts) => bench_scale::print_json(&opts),
         Task::Throughput(opts) => bench_throughput::print(&opts),
         Task::Console(args) => bench_console::print(&args),
+        Task::Fleet(args) => bench_fleet::print(&args),
         Task::Report(args) => report::run(args),
     }
 }

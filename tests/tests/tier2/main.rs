@@ -15,6 +15,7 @@ mod detection;
 mod enforcement;
 mod flags;
 mod fleet;
+mod fleet_scale;
 mod hardening;
 mod metering;
 mod monitoring;

@@ -64,6 +64,8 @@ pub struct Fleet {
     pub(crate) client: Client,
     pub(crate) layout: Layout,
     endpoints: String,
+    /// Keeps the member health task ([`crate::health`]) running while a clone lives.
+    _alive: std::sync::Arc<()>,
 }
 
 impl Fleet {
@@ -85,10 +87,13 @@ impl Fleet {
         let client = Client::connect(&connect.endpoints, Some(options))
             .await
             .map_err(|e| FleetError::from_etcd(e, "connect", &endpoints))?;
+        let alive = std::sync::Arc::new(());
+        crate::health::watch_members(&client, &connect.endpoints, &alive);
         Ok(Fleet {
             client,
             layout,
             endpoints,
+            _alive: alive,
         })
     }
 

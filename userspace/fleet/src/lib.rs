@@ -21,6 +21,7 @@
 
 mod client;
 mod error;
+mod health;
 pub mod keys;
 mod policy;
 pub mod rbac;

@@ -330,6 +330,8 @@ pub struct BenchArgs {
     throughput: crate::bench_throughput::Options,
     #[command(flatten)]
     console: crate::bench_console::ConsoleOptions,
+    #[command(flatten)]
+    fleet: crate::bench_fleet::FleetOptions,
 }
 
 /// The whole bench. The machine is set up by `cargo xtask bench` before this runs.
@@ -483,6 +485,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         Some(crate::bench_console::run(args.console.console_runs)?)
     };
+    let fleet = if args.fleet.skip_fleet {
+        None
+    } else {
+        Some(crate::bench_fleet::run()?)
+    };
     let throughput = if args.throughput.skip_throughput {
         None
     } else {
@@ -512,6 +519,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         c.print_table();
         crate::bench_console::add_to_report(&report, c)?;
     }
+    if let Some(f) = &fleet {
+        f.print_table();
+        crate::bench_fleet::add_to_report(&report, f)?;
+    }
     println!("report: {}", report.display());
     // Last, once every section is in the report: the document and its charts (which
     // need the /metrics section).
@@ -540,6 +551,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(c) = &console {
         failed.extend(c.failed());
+    }
+    if let Some(f) = &fleet {
+        failed.extend(f.failed());
     }
     for (d, matching) in &daemon_cases {
         failed.extend(results::daemon_failures(d, *matching));

@@ -15,11 +15,12 @@
 //! The files: [`machine`] (the machine, and the machine and method sections),
 //! [`fields`] (reading the report's fields, formatting figures and tables), one file per
 //! measured part's section ([`kernel`], [`throughput`], [`daemon`] for detection latency
-//! and `/metrics`, [`scale`], [`console`](mod@console)) and [`svg`] (the bar charts).
+//! and `/metrics`, [`scale`], [`console`](mod@console), [`fleet`]) and [`svg`] (the bar charts).
 
 mod console;
 mod daemon;
 mod fields;
+mod fleet;
 mod kernel;
 mod machine;
 mod scale;
@@ -44,6 +45,7 @@ pub use fields::ms_runs;
 use console::console_section;
 use daemon::{latency_section, metrics_section};
 use fields::{pass_fail, table};
+use fleet::fleet_section;
 use kernel::kernel_section;
 use machine::{machine_section, method_section, utc, Machine};
 use scale::scale_section;
@@ -201,13 +203,22 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
         .transpose()
         .context("the console section (`console`)")?;
 
-    let parts: [(&str, Option<Part>); 6] = [
+    let fleet = section("fleet")
+        .map(fleet_section)
+        .transpose()
+        .context("the fleet section (`fleet`)")?;
+
+    let parts: [(&str, Option<Part>); 7] = [
         ("Per-packet cost (kernel micro-benchmarks)", kernel),
         ("Throughput on live frames", throughput),
         ("Detection latency", latency),
         ("`/metrics` with many tenants", metrics),
         ("Scale: policy apply, counter reads, daemon memory", scale),
         ("Console: a queue of 10,000 flags in a browser", console),
+        (
+            "Fleet: 3-member etcd, controller, 20 host and 2 gateway nodes",
+            fleet,
+        ),
     ];
     for (title, part) in parts {
         writeln!(body, "\n## {title}\n")?;

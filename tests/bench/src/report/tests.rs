@@ -351,6 +351,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         "`/metrics` with many tenants",
         "Scale: policy apply, counter reads, daemon memory",
         "Console: a queue of 10,000 flags in a browser",
+        "Fleet: 3-member etcd, controller, 20 host and 2 gateway nodes",
     ] {
         assert!(
             md.contains(&format!("## {title}\n\n{NOT_MEASURED}\n")),
@@ -377,7 +378,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         doc.markdown
             .matches(&format!("\n\n{NOT_MEASURED}\n"))
             .count(),
-        6
+        7
     );
     assert!(doc.charts.is_empty());
     Ok(())
