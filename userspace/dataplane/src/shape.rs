@@ -5,11 +5,21 @@
 //! [`shape::MAJOR`](warden_common::shape::MAJOR)), with a default class for everything
 //! unshaped (1 Tbit/s, [`DEFAULT_MINOR`](warden_common::shape::DEFAULT_MINOR)) and one
 //! class per tenant with an egress plan (rate = ceil = the plan, burst and cburst the
-//! plan's burst), each with a `bfifo` leaf of [`queue_limit`] bytes: the queue is
-//! bounded, and what overflows it is the tenant's `bandwidth` drop (read from the leaf's
-//! statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's packets into
-//! its class by `skb->priority`, which it reads from the tenant's settings
-//! (`TenantConfig::shape_class`, written with the policy generation).
+//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate the plan / LEAVES,
+//! ceil the plan, equal quanta: HTB serves the backlogged ones in turn, so they share
+//! the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue is bounded,
+//! and what overflows it is the tenant's `bandwidth` drop (read from the leaves'
+//! statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's packets
+//! into its leaves by `skb->priority`: the first leaf's class is in the tenant's
+//! settings (`TenantConfig::shape_class`, written with the policy generation), and each
+//! new flow takes the tenant's next leaf, remembered per flow (`warden-ebpf`'s
+//! `enforce::spread`). One FIFO per tenant let each TCP stream keep the share it
+//! grabbed early (eight streams at 0.07 ms got 0.2 to 8 Mbit/s of 20).
+//!
+//! Classes are numbered by slot ([`shape::tenant_minor`], [`shape::leaf_minor`]): every
+//! leaf's queue takes a qdisc handle, which the kernel draws from 32,768 per interface,
+//! so [`shape::MAX_SLOTS`] (3,600) tenants of the policy can be shaped; the plans of
+//! slots past it are policed.
 //!
 //! Creating HTB classes costs the kernel time that grows with the classes already
 //! there (each new class walks every class of its qdisc to rebind filters): 30,000 of
@@ -47,16 +57,18 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
-    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use warden_common::shape;
 
 use warden_policy::tenant::TenantSlot;
 
-use super::{escape_name, io, Compiled, Dataplane, DataplaneError, Result};
+use super::{escape_name, io, Compiled, Dataplane, Result};
+
+mod tc;
+
+use tc::{tc, tc_batch, tc_error, tc_lines};
 
 /// The shortest queue a class gets, in bytes. A local TCP sender whose packet the queue
 /// drops stalls until its next transmit (measured: 8 streams into a 20 Mbit/s class
@@ -78,11 +90,24 @@ const DEFAULT_RATE: &str = "1Tbit";
 /// (rate = ceil, no parent) never do; set so HTB does not derive one from huge rates.
 const QUANTUM: u32 = 60_000;
 
-/// The leaf queue (bytes) of a plan of `bps` bits/s: [`QUEUE_SECONDS`] of it, at least
+/// The shortest queue of one leaf: a TCP stream's small-queues allowance (two of its
+/// packets, GSO-sized at high rates) fits.
+pub const MIN_LEAF_QUEUE_BYTES: u64 = 64 * 1024;
+
+/// The queue (bytes) of a plan of `bps` bits/s: [`QUEUE_SECONDS`] of it, at least
 /// [`MIN_QUEUE_BYTES`].
 pub fn queue_limit(bps: u64) -> u64 {
     ((bps as f64 / 8.0 * QUEUE_SECONDS) as u64).max(MIN_QUEUE_BYTES)
 }
+
+/// The queue (bytes) of each of a plan's leaves: its share of [`queue_limit`], at least
+/// [`MIN_LEAF_QUEUE_BYTES`].
+pub fn leaf_limit(bps: u64) -> u64 {
+    (queue_limit(bps) / u64::from(shape::LEAVES)).max(MIN_LEAF_QUEUE_BYTES)
+}
+
+/// Classes per tenant: its class and its leaves.
+const CLASSES_PER_TENANT: usize = shape::LEAVES as usize + 1;
 
 /// One tenant's class: its plan in bits/s and burst in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +141,9 @@ pub(crate) struct Shaper {
     written: Option<HashMap<u32, ClassSpec>>,
     /// Tenant slots whose class exists (on every interface).
     present: HashSet<u32>,
+    /// Adopted slots whose class has no leaves yet (made by a daemon before leaves):
+    /// deleting it deletes no leaves.
+    bare: HashSet<u32>,
     /// Slots whose class goes after the switch ([`Shaper::finish`]).
     leaving: Vec<u32>,
     /// Plans without a class yet (policed), by slot, with the tenant's `bandwidth`
@@ -126,75 +154,6 @@ pub(crate) struct Shaper {
     /// Drops of removed classes, kept under their slot until it is given to a new
     /// tenant, so a tenant's counter never goes back.
     carried: HashMap<u32, u64>,
-}
-
-fn tc_error(what: impl Into<String>, detail: impl Into<String>) -> DataplaneError {
-    DataplaneError::Shaping {
-        what: what.into(),
-        detail: detail.into(),
-    }
-}
-
-/// Runs `tc ARGS`, returning its standard output.
-fn tc(args: &[&str]) -> Result<String> {
-    let out = Command::new("tc").args(args).output().map_err(|e| {
-        tc_error(
-            format!("running tc {}", args.join(" ")),
-            format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-        )
-    })?;
-    if !out.status.success() {
-        return Err(tc_error(
-            format!("tc {}", args.join(" ")),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `commands` (one `tc` command line each, without `tc`) in one `tc -batch`.
-fn tc_batch(commands: &[String]) -> Result<()> {
-    if commands.is_empty() {
-        return Ok(());
-    }
-    let mut child = Command::new("tc")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            tc_error(
-                "running tc -batch",
-                format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-            )
-        })?;
-    let text = commands.join("\n") + "\n";
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(text.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| tc_error("waiting for tc -batch", e.to_string()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        // tc names the failed line as "Command failed -:N".
-        let failed = err
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Command failed -:"))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .and_then(|n| commands.get(n.saturating_sub(1)))
-            .map_or(String::new(), |c| format!(" (at `tc {c}`)"));
-        return Err(tc_error(
-            format!("tc -batch of {} commands{failed}", commands.len()),
-            err.trim().to_string(),
-        ));
-    }
-    if let Some(Err(e)) = written {
-        return Err(tc_error("writing to tc -batch", e.to_string()));
-    }
-    Ok(())
 }
 
 fn handle(minor: u32) -> String {
@@ -215,20 +174,28 @@ fn has_our_root(iface: &str) -> Result<bool> {
     }))
 }
 
-/// The tenant slots with a class on `iface` (from `tc class show`, whose HTB classes
-/// have no JSON form in iproute2 6.1).
-fn class_slots(iface: &str) -> Result<HashSet<u32>> {
-    let mut slots = HashSet::new();
+/// The tenant slots with a class on `iface`, and those of them without leaves (as a
+/// daemon before leaves made them), from `tc class show` (HTB classes have no JSON form
+/// in iproute2 6.1).
+fn class_slots(iface: &str) -> Result<(HashSet<u32>, HashSet<u32>)> {
+    let (mut slots, mut leafy) = (HashSet::new(), HashSet::new());
     tc_lines(&["class", "show", "dev", iface], |line| {
         let minor = line
             .strip_prefix("class htb ")
             .and_then(|l| l.split_whitespace().next())
             .and_then(minor_of);
-        if let Some(m) = minor.filter(|&m| m >= 2) {
-            slots.insert(m - 2);
+        match minor.and_then(shape::slot_of_minor) {
+            Some((slot, None)) => {
+                slots.insert(slot);
+            }
+            Some((slot, Some(_))) => {
+                leafy.insert(slot);
+            }
+            None => {}
         }
     })?;
-    Ok(slots)
+    let bare = slots.difference(&leafy).copied().collect();
+    Ok((slots, bare))
 }
 
 /// The minor of `handle` when it is one of Warden's classes (`7764:MINOR`, hex).
@@ -237,12 +204,13 @@ fn minor_of(handle: &str) -> Option<u32> {
     u32::from_str_radix(m, 16).ok()
 }
 
-/// The tenant slot whose class a `tc qdisc show` line's leaf hangs from
-/// (`qdisc bfifo 8001: parent 7764:2 ...` is slot 0's).
+/// The tenant slot whose class a `tc qdisc show` line's queue hangs from (`qdisc bfifo
+/// 8001: parent 7764:e12 ...` is slot 0's first leaf's; a tenant class without leaves,
+/// as an earlier daemon left it, is its slot's too).
 fn leaf_slot(line: &str) -> Option<u32> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == "parent")?;
-    minor_of(words.next()?).filter(|&m| m >= 2).map(|m| m - 2)
+    shape::slot_of_minor(minor_of(words.next()?)?).map(|(slot, _)| slot)
 }
 
 /// The drops of a `tc -s` statistics line (` Sent 0 bytes 0 pkt (dropped 3, ...`).
@@ -250,6 +218,12 @@ fn dropped(line: &str) -> Option<u64> {
     let rest = line.trim_start().strip_prefix("Sent ")?;
     let n = rest.split("(dropped ").nth(1)?.split(',').next()?;
     n.trim().parse().ok()
+}
+
+/// How many new tenants' classes (each [`CLASSES_PER_TENANT`]) fit in `budget` (classes
+/// walked) on a qdisc with `present` tenants' classes.
+fn affordable_tenants(present: usize, budget: u64) -> usize {
+    affordable(present * CLASSES_PER_TENANT, budget) / CLASSES_PER_TENANT
 }
 
 /// How many new classes fit in `budget` (classes walked) on a qdisc with `present`
@@ -266,47 +240,17 @@ fn affordable(present: usize, budget: u64) -> usize {
     }
 }
 
-/// Runs `tc ARGS`, handing each line of its output to `f` as it comes: nothing of a
-/// long listing is held.
-fn tc_lines(args: &[&str], mut f: impl FnMut(&str)) -> Result<()> {
-    let what = || format!("tc {}", args.join(" "));
-    let mut child = Command::new("tc")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            tc_error(
-                format!("running {}", what()),
-                format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-            )
-        })?;
-    let mut read = Ok(());
-    if let Some(stdout) = child.stdout.take() {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => f(line.trim_end()),
-                Err(e) => {
-                    read = Err(tc_error(format!("reading {}", what()), e.to_string()));
-                    break;
-                }
-            }
+/// The `tc` commands that delete `slot`'s class on `iface`: its `leaves` first (HTB
+/// refuses to delete a class with children), then the class.
+fn delete_commands(iface: &str, slot: u32, leaves: bool, out: &mut Vec<String>) {
+    for k in 0..shape::LEAVES {
+        if leaves {
+            let leaf = handle(shape::leaf_minor(slot, k));
+            out.push(format!("class del dev {iface} classid {leaf}"));
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| tc_error(format!("waiting for {}", what()), e.to_string()))?;
-    if !out.status.success() {
-        return Err(tc_error(
-            what(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    read
+    let class = handle(shape::tenant_minor(slot));
+    out.push(format!("class del dev {iface} classid {class}"));
 }
 
 /// The marker directory of `iface` under `bpffs`.
@@ -320,6 +264,7 @@ impl Shaper {
     /// `created` gets the interfaces whose qdisc this call put there (not adopted).
     pub(crate) fn open(interfaces: &[String], created: &mut Vec<String>) -> Result<Shaper> {
         let mut present: Option<HashSet<u32>> = None;
+        let mut bare = HashSet::new();
         let mut fq = false;
         let mut adopted = true;
         for iface in interfaces {
@@ -370,7 +315,8 @@ impl Shaper {
                 Ok(_) => fq = true,
                 Err(e) => tracing::debug!(interface = %iface, error = %e, "no fq qdisc"),
             }
-            let slots = class_slots(iface)?;
+            let (slots, without_leaves) = class_slots(iface)?;
+            bare.extend(without_leaves);
             present = Some(match present {
                 None => slots,
                 Some(p) => p.union(&slots).copied().collect(),
@@ -382,6 +328,7 @@ impl Shaper {
             fq,
             written: if adopted { None } else { Some(HashMap::new()) },
             present: present.unwrap_or_default(),
+            bare,
             leaving: Vec::new(),
             pending: BTreeMap::new(),
             drops: HashMap::new(),
@@ -401,7 +348,7 @@ impl Shaper {
         added: &HashSet<u32>,
     ) -> Result<HashSet<u32>> {
         let mut commands = Vec::new();
-        let mut budget = affordable(self.present.len(), SYNC_STEPS);
+        let mut budget = affordable_tenants(self.present.len(), SYNC_STEPS);
         let mut pending = BTreeMap::new();
         let mut ready = HashSet::new();
         for (&slot, spec) in wanted {
@@ -435,6 +382,8 @@ impl Shaper {
         for &slot in &ready {
             written.insert(slot, wanted[&slot]);
             self.present.insert(slot);
+            // Rewritten, with leaves (an adopted class is always rewritten once).
+            self.bare.remove(&slot);
             if added.contains(&slot) {
                 self.carried.remove(&slot);
                 self.drops.remove(&slot);
@@ -457,22 +406,30 @@ impl Shaper {
         Ok(ready)
     }
 
-    /// The `tc` commands that make (or resize) `slot`'s class and its leaf on every
-    /// interface; `renewed` deletes the class first, so its statistics start at zero.
+    /// The `tc` commands that make (or resize) `slot`'s class, its leaves and their
+    /// queues on every interface; `renewed` deletes them first, so their statistics
+    /// start at zero.
     fn class_commands(&self, slot: u32, spec: &ClassSpec, renewed: bool, out: &mut Vec<String>) {
-        let class = handle(slot + 2);
-        let (bps, burst, limit, q) = (spec.bps, spec.burst, queue_limit(spec.bps), QUANTUM);
+        let class = handle(shape::tenant_minor(slot));
+        let (bps, burst, q) = (spec.bps, spec.burst, QUANTUM);
+        let (leaf_bps, limit) = ((bps / u64::from(shape::LEAVES)).max(8), leaf_limit(bps));
         for iface in &self.interfaces {
             if renewed {
-                out.push(format!("class del dev {iface} classid {class}"));
+                delete_commands(iface, slot, !self.bare.contains(&slot), out);
             }
             out.push(format!(
                 "class replace dev {iface} parent {} classid {class} htb rate {bps}bit ceil {bps}bit burst {burst} cburst {burst} quantum {q}",
                 root_handle()
             ));
-            out.push(format!(
-                "qdisc replace dev {iface} parent {class} bfifo limit {limit}"
-            ));
+            for k in 0..shape::LEAVES {
+                let leaf = handle(shape::leaf_minor(slot, k));
+                out.push(format!(
+                    "class replace dev {iface} parent {class} classid {leaf} htb rate {leaf_bps}bit ceil {bps}bit burst {burst} cburst {burst} quantum {q}"
+                ));
+                out.push(format!(
+                    "qdisc replace dev {iface} parent {leaf} bfifo limit {limit}"
+                ));
+            }
         }
     }
 
@@ -485,7 +442,7 @@ impl Shaper {
         &mut self,
         mut seen: impl FnMut(u32) -> Option<(f64, u64)>,
     ) -> Result<Vec<u32>> {
-        let budget = affordable(self.present.len(), GROW_STEPS);
+        let budget = affordable_tenants(self.present.len(), GROW_STEPS);
         let mut chosen = Vec::new();
         for (&slot, (spec, last)) in self.pending.iter_mut() {
             let Some((bps, drops)) = seen(slot) else {
@@ -526,10 +483,7 @@ impl Shaper {
         let mut commands = Vec::new();
         for slot in &leaving {
             for iface in &self.interfaces {
-                commands.push(format!(
-                    "class del dev {iface} classid {}",
-                    handle(slot + 2)
-                ));
+                delete_commands(iface, *slot, !self.bare.contains(slot), &mut commands);
             }
         }
         let done = tc_batch(&commands);
@@ -538,6 +492,7 @@ impl Shaper {
                 *self.carried.entry(*slot).or_default() += d;
             }
             self.present.remove(slot);
+            self.bare.remove(slot);
             if let Some(w) = self.written.as_mut() {
                 w.remove(slot);
             }
@@ -783,14 +738,31 @@ mod tests {
     }
 
     #[test]
+    fn each_leaf_queues_its_share_of_the_plans_queue_and_at_least_64_kib() {
+        assert_eq!(leaf_limit(20_000_000), MIN_LEAF_QUEUE_BYTES);
+        assert_eq!(leaf_limit(200_000_000), 2_500_000 / 8);
+    }
+
+    #[test]
     fn leaf_drops_are_read_from_tc_s_lines_of_our_leaves_only() {
+        // 0xe12 is slot 0's first leaf (LEAF_BASE 3,602), 0xe1a slot 1's.
         assert_eq!(
-            leaf_slot("qdisc bfifo d9db: parent 7764:1f3e limit 256Kb"),
-            Some(0x1f3c)
+            leaf_slot("qdisc bfifo d9db: parent 7764:e12 limit 64Kb"),
+            Some(0)
+        );
+        assert_eq!(
+            leaf_slot("qdisc bfifo d9dc: parent 7764:e1a limit 64Kb"),
+            Some(1)
+        );
+        // A class without leaves (a daemon before leaves) counts as its slot's.
+        assert_eq!(
+            leaf_slot("qdisc bfifo d9db: parent 7764:6 limit 256Kb"),
+            Some(4)
         );
         assert_eq!(leaf_slot("qdisc fq 8001: parent 7764:1 limit 10000p"), None);
         assert_eq!(leaf_slot("qdisc htb 7764: root refcnt 3 r2q 10"), None);
         assert_eq!(leaf_slot("qdisc bfifo 8002: parent 1:5 limit 1Kb"), None);
+        assert_eq!(leaf_slot("qdisc bfifo 8003: parent 7764:ffff limit 1Kb"), None);
         assert_eq!(
             dropped(" Sent 4200 bytes 3 pkt (dropped 17, overlimits 0 requeues 0) "),
             Some(17)
@@ -807,13 +779,24 @@ mod tests {
         let k = affordable(0, SYNC_STEPS);
         assert!((1_400..1_420).contains(&k), "{k}");
         assert_eq!(affordable(SYNC_STEPS as usize, SYNC_STEPS), 0);
-        assert!(affordable(30_000, GROW_STEPS) >= 9);
+        // A tenant is its class and its leaves: some 155 at an apply on an empty qdisc,
+        // and at least one a second on a full one.
+        assert_eq!(affordable_tenants(0, SYNC_STEPS), k / CLASSES_PER_TENANT);
+        assert!(affordable_tenants(shape::MAX_SLOTS as usize, GROW_STEPS) >= 1);
     }
 
     #[test]
-    fn class_ids_are_the_slot_plus_two_under_the_qdisc_and_none_past_the_limit() {
-        assert_eq!(shape::class_id(0), 0x7764_0002);
-        assert_eq!(handle(2), "7764:2");
+    fn a_tenant_class_is_its_slot_plus_two_and_its_leaves_follow_the_tenant_classes() {
+        assert_eq!(handle(shape::tenant_minor(0)), "7764:2");
+        assert_eq!(shape::class_id(0), 0x7764_0000 | (2 + shape::MAX_SLOTS));
+        assert_eq!(shape::class_id(1), shape::class_id(0) + shape::LEAVES);
+        let last = shape::MAX_SLOTS - 1;
+        assert_eq!(
+            shape::slot_of_minor(shape::leaf_minor(last, shape::LEAVES - 1)),
+            Some((last, Some(shape::LEAVES - 1)))
+        );
+        assert_eq!(shape::slot_of_minor(shape::tenant_minor(last)), Some((last, None)));
+        assert_eq!(shape::slot_of_minor(shape::DEFAULT_MINOR), None);
         assert_eq!(shape::class_id(shape::MAX_SLOTS), 0);
     }
 }
