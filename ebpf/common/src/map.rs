@@ -14,8 +14,8 @@ use core::mem::size_of;
 use crate::{
     bucket, direction,
     facts::{self, BlockKey, BlockValue, LogEntry, Pending, TenantRuntime},
-    global, shape, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, IfaceConfig,
-    TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
+    global, shape, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig,
+    IfaceConfig, TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
 };
 
 /// A map's kind, numbered as the kernel's `bpf_map_type`.

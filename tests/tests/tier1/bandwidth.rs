@@ -251,7 +251,9 @@ fn a_shaped_tenants_new_flows_take_its_leaves_in_turn_and_each_flow_keeps_its_le
         priority
             .checked_sub(class)
             .filter(|l| *l < shape::LEAVES)
-            .unwrap_or_else(|| panic!("port {port}: priority {priority:#x} is no leaf of {class:#x}"))
+            .unwrap_or_else(|| {
+                panic!("port {port}: priority {priority:#x} is no leaf of {class:#x}")
+            })
     };
     let n = 2 * shape::LEAVES as u16;
     let first: Vec<u32> = (0..n).map(|i| leaf_of(41_000 + i)).collect();

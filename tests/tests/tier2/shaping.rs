@@ -408,7 +408,11 @@ fn ingress_phase(
             r.retransmits,
             retrans * 100.0
         );
-        ensure!(r.received.len() >= 3, "only {} receiver seconds", r.received.len());
+        ensure!(
+            r.received.len() >= 3,
+            "only {} receiver seconds",
+            r.received.len()
+        );
         check!(
             failed,
             max <= 1.05 * plan,

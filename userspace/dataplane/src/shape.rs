@@ -771,7 +771,10 @@ mod tests {
         assert_eq!(leaf_slot("qdisc fq 8001: parent 7764:1 limit 10000p"), None);
         assert_eq!(leaf_slot("qdisc htb 7764: root refcnt 3 r2q 10"), None);
         assert_eq!(leaf_slot("qdisc bfifo 8002: parent 1:5 limit 1Kb"), None);
-        assert_eq!(leaf_slot("qdisc bfifo 8003: parent 7764:ffff limit 1Kb"), None);
+        assert_eq!(
+            leaf_slot("qdisc bfifo 8003: parent 7764:ffff limit 1Kb"),
+            None
+        );
         assert_eq!(
             dropped(" Sent 4200 bytes 3 pkt (dropped 17, overlimits 0 requeues 0) "),
             Some(17)
@@ -804,7 +807,10 @@ mod tests {
             shape::slot_of_minor(shape::leaf_minor(last, shape::LEAVES - 1)),
             Some((last, Some(shape::LEAVES - 1)))
         );
-        assert_eq!(shape::slot_of_minor(shape::tenant_minor(last)), Some((last, None)));
+        assert_eq!(
+            shape::slot_of_minor(shape::tenant_minor(last)),
+            Some((last, None))
+        );
         assert_eq!(shape::slot_of_minor(shape::DEFAULT_MINOR), None);
         assert_eq!(shape::class_id(shape::MAX_SLOTS), 0);
     }
