@@ -340,7 +340,7 @@ impl StandardLab {
         let mut delaylines = Vec::new();
         if let (Some(wan), Some(delay)) = (&wan, wan_delay) {
             for [w_a, w_b] in links.iter().filter_map(|l| l.wire) {
-                delaylines.push(delayline::spawn_delay_in(wan, w_a, w_b, delay)?);
+                delaylines.push(delayline::spawn_in(wan, w_a, w_b, delay)?);
             }
         }
         lab.settle()?;
