@@ -346,7 +346,11 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
                 std::thread::spawn(move || -> Result<Vec<(std::time::Instant, u64)>> {
                     let mut samples = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 60 {
-                        samples.push((std::time::Instant::now(), tx_bytes(&node, &ifname_s)?));
+                        // Reading the counter runs `ip`, which a busy machine may take a
+                        // good part of a second to start: the reading is stamped halfway.
+                        let before = std::time::Instant::now();
+                        let bytes = tx_bytes(&node, &ifname_s)?;
+                        samples.push((before + before.elapsed() / 2, bytes));
                         std::thread::sleep(Duration::from_secs(1));
                     }
                     Ok(samples)
