@@ -10,15 +10,14 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     lab::{Netns, Proc},
-    noise::{until_met, Verdict},
+    noise::{per_second, sample_tx_bytes, until_met, Verdict},
     topology::{addr, token, warden_binary, LabOptions, StandardLab},
     wait::eventually,
 };
@@ -68,14 +67,6 @@ fn apply(lab: &StandardLab, text: &str) -> Result<()> {
     )?;
     ensure!(r.status == 200, "apply: {} {}", r.status, r.body);
     eventually(Duration::from_secs(10), || Ok(generation(lab)? > before))
-}
-
-/// Bytes sent by a node interface (frames with their Ethernet header).
-fn tx_bytes(ns: &Netns, ifname: &str) -> Result<u64> {
-    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?)?;
-    v[0]["stats64"]["tx"]["bytes"]
-        .as_u64()
-        .context("no tx byte counter")
 }
 
 /// acme's `bandwidth` drops out, from the API.
@@ -154,21 +145,7 @@ fn iperf(
         cmd.extend_from_slice(&["-l", "16K"]);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (stop, ns, ifname) = (stop.clone(), sample.0.clone(), sample.1.to_string());
-        thread::spawn(move || -> Result<Vec<(Instant, u64)>> {
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) && samples.len() < 30 {
-                // Reading the counter runs `ip`, which a busy machine may take a good
-                // part of a second to start: the reading is stamped halfway.
-                let before = Instant::now();
-                let bytes = tx_bytes(&ns, &ifname)?;
-                samples.push((before + before.elapsed() / 2, bytes));
-                thread::sleep(Duration::from_secs(1));
-            }
-            Ok(samples)
-        })
-    };
+    let sampler = sample_tx_bytes(sample.0.name(), sample.1, stop.clone(), 30);
     let out = client.exec_timeout(&cmd, Duration::from_secs(u64::from(secs) + 30));
     stop.store(true, Ordering::Relaxed);
     let samples = sampler
@@ -180,10 +157,7 @@ fn iperf(
     srv.wait(Duration::from_secs(15))?;
     let log = std::fs::read_to_string(&log_path)?;
     let sj: Value = serde_json::from_str(&log).with_context(|| format!("server JSON:\n{log}"))?;
-    let seconds = samples
-        .windows(2)
-        .map(|w| (w[1].1 - w[0].1) as f64 * 8.0 / w[1].0.duration_since(w[0].0).as_secs_f64())
-        .collect();
+    let seconds = per_second(&samples);
     let end = &cj["end"];
     let frame = if udp_bps.is_some() {
         UDP_FRAME
@@ -483,13 +457,15 @@ fn ingress_plans_are_policed_and_tcp_reaches_80_percent_of_them_at_1_and_10_ms_w
     Ok(())
 }
 
-/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates.
+/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates (the
+/// classes at its root but the default one; their leaves hang from them).
 fn wan0_shaping(node: &Netns) -> Result<(bool, Vec<String>)> {
     let q = node.exec(&["tc", "qdisc", "show", "dev", "wan0", "root"])?;
     let ours = String::from_utf8_lossy(&q.stdout).starts_with("qdisc htb 7764: root");
     let c = node.exec(&["tc", "class", "show", "dev", "wan0"])?;
     let rates = String::from_utf8_lossy(&c.stdout)
         .lines()
+        .filter(|l| l.starts_with("class htb 7764:") && l.contains(" root "))
         .filter(|l| !l.starts_with("class htb 7764:1 "))
         .filter_map(|l| l.split(" rate ").nth(1))
         .filter_map(|r| r.split_whitespace().next().map(str::to_string))
