@@ -5,9 +5,9 @@
 //! [`shape::MAJOR`](warden_common::shape::MAJOR)), with a default class for everything
 //! unshaped (1 Tbit/s, [`DEFAULT_MINOR`](warden_common::shape::DEFAULT_MINOR)) and one
 //! class per tenant with an egress plan (rate = ceil = the plan, burst and cburst the
-//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate the plan / LEAVES,
-//! ceil the plan, equal quanta: HTB serves the backlogged ones in turn, so they share
-//! the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue is bounded,
+//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate next to nothing,
+//! ceil the plan, equal quanta: they borrow from the tenant's class, which HTB shares
+//! among the backlogged ones in turn, so they share the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue is bounded,
 //! and what overflows it is the tenant's `bandwidth` drop (read from the leaves'
 //! statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's packets
 //! into its leaves by `skb->priority`: the first leaf's class is in the tenant's
@@ -107,6 +107,9 @@ pub fn leaf_limit(bps: u64) -> u64 {
     (queue_limit(bps) / u64::from(shape::LEAVES)).max(MIN_LEAF_QUEUE_BYTES)
 }
 
+/// A leaf's own rate is the plan divided by this: next to nothing, so the leaves borrow
+/// their traffic from the tenant's class (see [`Shaper::class_commands`]).
+const LEAF_RATE_DIVISOR: u64 = 1_000;
 /// The smallest burst of a leaf (bytes): one full-size frame.
 const LEAF_MIN_BURST: u64 = 1_514;
 
@@ -416,11 +419,13 @@ impl Shaper {
     fn class_commands(&self, slot: u32, spec: &ClassSpec, renewed: bool, out: &mut Vec<String>) {
         let class = handle(shape::tenant_minor(slot));
         let (bps, burst, q) = (spec.bps, spec.burst, QUANTUM);
-        let (leaf_bps, limit) = ((bps / u64::from(shape::LEAVES)).max(8), leaf_limit(bps));
-        // A leaf sending within its own rate does not ask its parent, so the leaves'
-        // bursts come on top of the plan's: an eighth each keeps the tenant within twice
-        // its burst ahead of the plan (with the plan's burst on each leaf, eight streams
-        // got 3% over the plan in 4 s).
+        // A leaf sending within its own rate does not ask the tenant's class, so what
+        // leaves send on their own comes on top of the plan: with a rate of an eighth
+        // of the plan each, eight streams' first second ran 16% over it. With a
+        // thousandth, every leaf borrows from the class, which alone holds the plan, and
+        // HTB shares it among the backlogged leaves by their equal quanta. Their own
+        // bursts are small for the same reason.
+        let (leaf_bps, limit) = ((bps / LEAF_RATE_DIVISOR).max(8), leaf_limit(bps));
         let leaf_burst = (burst / u64::from(shape::LEAVES)).max(LEAF_MIN_BURST);
         for iface in &self.interfaces {
             if renewed {
