@@ -5,14 +5,14 @@
 //! [`shape::MAJOR`](warden_common::shape::MAJOR)), with a default class for everything
 //! unshaped (1 Tbit/s, [`DEFAULT_MINOR`](warden_common::shape::DEFAULT_MINOR)) and one
 //! class per tenant with an egress plan (rate = ceil = the plan, burst and cburst the
-//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate next to nothing,
-//! ceil the plan, equal quanta: they borrow from the tenant's class, which HTB shares
-//! among the backlogged ones in turn, so they share the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue is bounded,
-//! and what overflows it is the tenant's `bandwidth` drop (read from the leaves'
-//! statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's packets
-//! into its leaves by `skb->priority`: the first leaf's class is in the tenant's
-//! settings (`TenantConfig::shape_class`, written with the policy generation), and each
-//! new flow takes the tenant's next leaf, remembered per flow (`warden-ebpf`'s
+//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate an eighth of the
+//! plan, ceil the plan, equal quanta: HTB serves each backlogged leaf its rate and lends
+//! what idle leaves leave to the others in turn, so they share the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue
+//! is bounded, and what overflows it is the tenant's `bandwidth` drop (read from the
+//! leaves' statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's
+//! packets into its leaves by `skb->priority`: the first leaf's class is in the
+//! tenant's settings (`TenantConfig::shape_class`, written with the policy generation),
+//! and each new flow takes the tenant's next leaf, remembered per flow (`warden-ebpf`'s
 //! `enforce::spread`). One FIFO per tenant let each TCP stream keep the share it
 //! grabbed early (eight streams at 0.07 ms got 0.2 to 8 Mbit/s of 20).
 //!
@@ -25,7 +25,8 @@
 //! there (each new class walks every class of its qdisc to rebind filters): 30,000 of
 //! them took 86 s of kernel time, a start blocked that long. So a class is made only
 //! within a budget of that work: at an apply, the first [`SYNC_STEPS`] worth (some
-//! 1,400 classes on an empty qdisc, about a tenth of a second); the other plans stay
+//! 1,400 classes on an empty qdisc, about a tenth of a second: 155 tenants with their
+//! leaves); the other plans stay
 //! policed, as gateway mode's are, until their tenant needs a queue: out at half its
 //! plan or more, or a `bandwidth` drop, as the daemon's once-a-second sample sees
 //! ([`Dataplane::grow_shaping`], up to [`GROW_STEPS`] worth per second). Its class is
@@ -107,10 +108,7 @@ pub fn leaf_limit(bps: u64) -> u64 {
     (queue_limit(bps) / u64::from(shape::LEAVES)).max(MIN_LEAF_QUEUE_BYTES)
 }
 
-/// A leaf's own rate is the plan divided by this: next to nothing, so the leaves borrow
-/// their traffic from the tenant's class (see [`Shaper::class_commands`]).
-const LEAF_RATE_DIVISOR: u64 = 1_000;
-/// The smallest burst of a leaf (bytes): one full-size frame.
+/// The smallest burst of a leaf (bytes), and its ceil burst: one full-size frame.
 const LEAF_MIN_BURST: u64 = 1_514;
 
 /// Classes per tenant: its class and its leaves.
@@ -419,14 +417,16 @@ impl Shaper {
     fn class_commands(&self, slot: u32, spec: &ClassSpec, renewed: bool, out: &mut Vec<String>) {
         let class = handle(shape::tenant_minor(slot));
         let (bps, burst, q) = (spec.bps, spec.burst, QUANTUM);
-        // A leaf sending within its own rate does not ask the tenant's class, so what
-        // leaves send on their own comes on top of the plan: with a rate of an eighth
-        // of the plan each, eight streams' first second ran 16% over it. With a
-        // thousandth, every leaf borrows from the class, which alone holds the plan, and
-        // HTB shares it among the backlogged leaves by their equal quanta. Their own
-        // bursts are small for the same reason.
-        let (leaf_bps, limit) = ((bps / LEAF_RATE_DIVISOR).max(8), leaf_limit(bps));
+        // Each leaf's own rate is an eighth of the plan: HTB serves every backlogged
+        // leaf its rate, so TCP streams that are not always backlogged still share
+        // evenly (with leaf rates of a sixteenth or less, the rest lent by the tenant's
+        // class, streams of a 200 Mbit/s plan at 10 ms got 22.7 to 32.7 Mbit/s, with
+        // next to nothing 15.7 to 85.6). A leaf within its own rate does not ask the
+        // class, so the leaves' ceil bursts are one frame: with an eighth of the plan's
+        // burst they let eight streams' first second run 16% over a 20 Mbit/s plan.
+        let (leaf_bps, limit) = ((bps / u64::from(shape::LEAVES)).max(8), leaf_limit(bps));
         let leaf_burst = (burst / u64::from(shape::LEAVES)).max(LEAF_MIN_BURST);
+        let leaf_cburst = LEAF_MIN_BURST;
         for iface in &self.interfaces {
             if renewed {
                 delete_commands(iface, slot, !self.bare.contains(&slot), out);
@@ -438,7 +438,7 @@ impl Shaper {
             for k in 0..shape::LEAVES {
                 let leaf = handle(shape::leaf_minor(slot, k));
                 out.push(format!(
-                    "class replace dev {iface} parent {class} classid {leaf} htb rate {leaf_bps}bit ceil {bps}bit burst {leaf_burst} cburst {leaf_burst} quantum {q}"
+                    "class replace dev {iface} parent {class} classid {leaf} htb rate {leaf_bps}bit ceil {bps}bit burst {leaf_burst} cburst {leaf_cburst} quantum {q}"
                 ));
                 out.push(format!(
                     "qdisc replace dev {iface} parent {leaf} bfifo limit {limit}"
