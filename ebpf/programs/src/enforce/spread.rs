@@ -39,7 +39,9 @@ pub fn leaf_class(tenant: u32, first: u32, hash: u32) -> u32 {
 }
 
 /// Gives the flow `key` the tenant's next leaf and remembers it; returns the leaf.
-#[inline(never)]
+/// Inlined like every stage: a function of its own is compiled differently in the
+/// benchmark object, whose code must be the production object's.
+#[inline(always)]
 fn new_flow(tenant: u32, key: u64, hash: u32) -> u32 {
     let leaf = match SHAPE_ROTOR.get_ptr_mut(tenant) {
         // SAFETY: an array map value, shared by all CPUs: read, then added to atomically.
