@@ -116,53 +116,6 @@ fn until_met_pausing(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_short_measurement_is_repeated_and_a_third_short_one_fails() {
-        let mut n = 0;
-        let r = until_met_pausing("case", Duration::ZERO, |_| {
-            n += 1;
-            Ok(Verdict::Short(format!("short {n}")))
-        });
-        assert_eq!(n, ATTEMPTS);
-        let e = r.unwrap_err().to_string();
-        assert!(
-            e.contains("short in all 3 attempts") && e.contains("short 3"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn an_upper_bar_fails_at_once_and_a_met_bar_stops_measuring() {
-        let mut n = 0;
-        let r = until_met_pausing("case", Duration::ZERO, |_| {
-            n += 1;
-            anyhow::bail!("over plan + 5%")
-        });
-        assert_eq!((n, r.is_err()), (1, true));
-        let mut n = 0;
-        let r = until_met_pausing("case", Duration::ZERO, |a| {
-            n += 1;
-            Ok(if a == 2 {
-                Verdict::Met
-            } else {
-                Verdict::Short("low".into())
-            })
-        });
-        assert_eq!((n, r.unwrap()), (2, 2));
-    }
-
-    #[test]
-    fn cpu_times_read_and_compare() {
-        let a = CpuTimes::now().unwrap();
-        let b = CpuTimes::now().unwrap();
-        assert!(b.total >= a.total && b.since(&a).contains("CPUs"));
-    }
-}
-
 /// Samples the transmitted bytes of interface `ifname` in netns `ns` (a name under
 /// /run/netns) about once a second until `stop` is set (at most `max` samples), on a
 /// thread of its own that joined the namespace: each reading is a read of
@@ -213,4 +166,51 @@ fn tx_bytes_here(ifname: &str) -> Result<u64> {
         .context("short /proc/net/dev line")?
         .parse()
         .context("transmitted bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_measurement_is_repeated_and_a_third_short_one_fails() {
+        let mut n = 0;
+        let r = until_met_pausing("case", Duration::ZERO, |_| {
+            n += 1;
+            Ok(Verdict::Short(format!("short {n}")))
+        });
+        assert_eq!(n, ATTEMPTS);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("short in all 3 attempts") && e.contains("short 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_upper_bar_fails_at_once_and_a_met_bar_stops_measuring() {
+        let mut n = 0;
+        let r = until_met_pausing("case", Duration::ZERO, |_| {
+            n += 1;
+            anyhow::bail!("over plan + 5%")
+        });
+        assert_eq!((n, r.is_err()), (1, true));
+        let mut n = 0;
+        let r = until_met_pausing("case", Duration::ZERO, |a| {
+            n += 1;
+            Ok(if a == 2 {
+                Verdict::Met
+            } else {
+                Verdict::Short("low".into())
+            })
+        });
+        assert_eq!((n, r.unwrap()), (2, 2));
+    }
+
+    #[test]
+    fn cpu_times_read_and_compare() {
+        let a = CpuTimes::now().unwrap();
+        let b = CpuTimes::now().unwrap();
+        assert!(b.total >= a.total && b.since(&a).contains("CPUs"));
+    }
 }
