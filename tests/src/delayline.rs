@@ -662,12 +662,12 @@ pub fn no_segmentation_offload(ns: &Netns, ifname: &str) -> Result<()> {
         .map(drop)
 }
 
-/// Starts the `delayline` program in `ns` between `if_a` and `if_b` (both already
-/// [`prepare_wire`]d) and waits until it forwards. The guard stops it on drop.
-pub fn spawn_in(ns: &Netns, if_a: &str, if_b: &str, delay_ms: u32) -> Result<Proc> {
+/// Starts the `delayline` program in `ns` between `if_a` and `if_b` ([`prepare_wire`]d),
+/// `delay` (to the microsecond) each way; waits until it forwards. Stopped on drop.
+pub fn spawn_in(ns: &Netns, if_a: &str, if_b: &str, delay: Duration) -> Result<Proc> {
     let binary = binary()?;
     let binary = binary.to_str().context("delayline path is not UTF-8")?;
-    let delay = delay_ms.to_string();
+    let delay = format!("{:.3}", delay.as_secs_f64() * 1000.0);
     let mut proc = ns.spawn(&[binary, if_a, if_b, &delay])?;
     proc.wait_log(READY, Duration::from_secs(10))
         .with_context(|| format!("delayline {if_a} {if_b} in {} did not start", ns.name()))?;

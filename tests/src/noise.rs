@@ -10,7 +10,14 @@
 //! load while it ran (busy and stolen CPU from `/proc/stat`), so a report shows
 //! whether a short figure came with a busy machine.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -107,6 +114,58 @@ fn until_met_pausing(
         "{what}: short in all {ATTEMPTS} attempts:\n{}",
         short.join("\n")
     )
+}
+
+/// Samples the transmitted bytes of interface `ifname` in netns `ns` (a name under
+/// /run/netns) about once a second until `stop` is set (at most `max` samples), on a
+/// thread of its own that joined the namespace: each reading is a read of
+/// `/proc/thread-self/net/dev`, stamped right after it. (Running `ip` for each one
+/// stamped the reading up to a good part of a second off on a busy machine, and a
+/// second then read 17-19% over a shaper's plan the receiver saw it keep.)
+pub fn sample_tx_bytes(
+    ns: &str,
+    ifname: &str,
+    stop: Arc<AtomicBool>,
+    max: usize,
+) -> JoinHandle<Result<Vec<(Instant, u64)>>> {
+    let (ns, ifname) = (ns.to_string(), ifname.to_string());
+    std::thread::spawn(move || {
+        crate::http::in_netns(&ns, move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) && samples.len() < max {
+                let bytes = tx_bytes_here(&ifname)?;
+                samples.push((Instant::now(), bytes));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(samples)
+        })
+    })
+}
+
+/// The rates (bits/s) between consecutive samples of [`sample_tx_bytes`].
+pub fn per_second(samples: &[(Instant, u64)]) -> Vec<f64> {
+    samples
+        .windows(2)
+        .map(|w| {
+            let secs = w[1].0.duration_since(w[0].0).as_secs_f64();
+            w[1].1.saturating_sub(w[0].1) as f64 * 8.0 / secs
+        })
+        .collect()
+}
+
+/// The transmitted bytes of `ifname` in this thread's netns (`/proc/thread-self/net/dev`:
+/// after the name, eight receive counters, then transmitted bytes).
+fn tx_bytes_here(ifname: &str) -> Result<u64> {
+    let dev = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    let line = dev
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(ifname)?.strip_prefix(':'))
+        .with_context(|| format!("no {ifname} in /proc/net/dev"))?;
+    line.split_whitespace()
+        .nth(8)
+        .context("short /proc/net/dev line")?
+        .parse()
+        .context("transmitted bytes")
 }
 
 #[cfg(test)]

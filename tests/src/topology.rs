@@ -158,6 +158,12 @@ pub struct LabOptions {
     pub wan_delay_ms: Option<u32>,
 }
 
+impl LabOptions {
+    fn wan_delay(&self) -> Option<Duration> {
+        self.wan_delay_ms.map(|ms| Duration::from_millis(ms.into()))
+    }
+}
+
 struct Link<'a> {
     a: &'a Netns,
     if_a: &'a str,
@@ -210,7 +216,13 @@ impl StandardLab {
     /// [`StandardLab::build`] with options. A WAN delay needs the `delayline` program
     /// (see [`delayline::binary`]).
     pub fn build_with(prefix: &str, opts: LabOptions) -> Result<Self> {
-        Self::build_lab(prefix, opts, false)
+        Self::build_lab(prefix, opts.wan_delay(), false)
+    }
+
+    /// [`StandardLab::build`] with a one-way WAN delay finer than a millisecond's steps
+    /// (0.5 ms each way: a 1 ms round trip).
+    pub fn build_with_delay(prefix: &str, one_way: Duration) -> Result<Self> {
+        Self::build_lab(prefix, Some(one_way), false)
     }
 
     /// [`StandardLab::build`] plus the outside network of [`outside`] behind the node's
@@ -222,16 +234,16 @@ impl StandardLab {
     /// [`StandardLab::build_outside`] with options (a WAN delay puts the outside network
     /// that far away too).
     pub fn build_outside_with(prefix: &str, opts: LabOptions) -> Result<Self> {
-        Self::build_lab(prefix, opts, true)
+        Self::build_lab(prefix, opts.wan_delay(), true)
     }
 
-    fn build_lab(prefix: &str, opts: LabOptions, outside: bool) -> Result<Self> {
+    fn build_lab(prefix: &str, wan_delay: Option<Duration>, outside: bool) -> Result<Self> {
         let lab = Lab::new(prefix)?;
         let node = lab.netns("node")?;
         let ext = lab.netns("ext")?;
         let globex = lab.netns("globex")?;
         let initech = lab.netns("initech")?;
-        let wan = match opts.wan_delay_ms {
+        let wan = match wan_delay {
             Some(_) => Some(lab.netns("wan")?),
             None => None,
         };
@@ -326,9 +338,9 @@ impl StandardLab {
             build_outside(&node, &ext)?;
         }
         let mut delaylines = Vec::new();
-        if let (Some(wan), Some(delay_ms)) = (&wan, opts.wan_delay_ms) {
+        if let (Some(wan), Some(delay)) = (&wan, wan_delay) {
             for [w_a, w_b] in links.iter().filter_map(|l| l.wire) {
-                delaylines.push(delayline::spawn_in(wan, w_a, w_b, delay_ms)?);
+                delaylines.push(delayline::spawn_in(wan, w_a, w_b, delay)?);
             }
         }
         lab.settle()?;

@@ -406,8 +406,9 @@ impl Rate {
 pub struct TenantConfig {
     /// [`tenant_flags`] bits.
     pub flags: u32,
-    /// The `skb->priority` that puts the tenant's from-tenant packets into its HTB class
-    /// on a host-mode interface's egress ([`shape::class_id`]), or 0: not shaped. A
+    /// The `skb->priority` of the first of the tenant's HTB leaf classes on a host-mode
+    /// interface's egress ([`shape::class_id`]; the programs add the flow's leaf), or 0:
+    /// not shaped. A
     /// shaped tenant's egress plan is the class's, so the tcx program sets the priority
     /// instead of policing; XDP (gateway mode's from-tenant hook) cannot queue and
     /// polices `rate[OUT]` whatever this says.
@@ -441,26 +442,77 @@ pub mod tenant_flags {
 }
 
 /// Egress shaping: the HTB qdisc the daemon puts at the root of each host-mode
-/// interface, one class per tenant with an egress plan, chosen by `skb->priority`.
+/// interface, one class per tenant with an egress plan, and under it [`shape::LEAVES`]
+/// leaf classes the tcx program spreads the tenant's flows over (by `skb->priority`).
 pub mod shape {
     /// The HTB qdisc's handle (major number): `7764:`.
     pub const MAJOR: u32 = 0x7764;
     /// The class (minor) of everything not a shaped tenant's: unshaped.
     pub const DEFAULT_MINOR: u32 = 1;
-    /// Tenant slots below this have a class (minor `slot + 2`); above it, the plan is
-    /// policed. Every class has a leaf qdisc, whose handle the kernel draws from
-    /// 0x8000..0xffff: 32,768 leaves per interface at most, less some room.
-    pub const MAX_SLOTS: u32 = 30_000;
+    /// Leaf classes per shaped tenant: HTB serves its backlogged leaves in turn (equal
+    /// quanta), so flows in different leaves share the plan evenly. Each new flow gets
+    /// the tenant's next leaf in rotation (a power of two: the rotation is a mask).
+    pub const LEAVES: u32 = 8;
+    /// Tenant slots below this have classes; past it, the plan is policed. Every leaf
+    /// has a queue (a leaf qdisc), whose handle the kernel draws from 0x8000..0xffff:
+    /// 32,768 leaves per interface at most, less some room, [`LEAVES`] per tenant.
+    pub const MAX_SLOTS: u32 = 3_600;
+    /// The first leaf class's minor: the tenants' classes take minors `2..LEAF_BASE`.
+    pub const LEAF_BASE: u32 = 2 + MAX_SLOTS;
+    /// Flows whose leaf the programs remember (an LRU hash: when it is full, the flow
+    /// seen least recently is forgotten, and given the next leaf if it sends again).
+    pub const FLOWS: u32 = 65_536;
 
-    /// The class id (`MAJOR:minor`, as `skb->priority` selects it) of tenant `slot`,
-    /// or 0 when the slot is past [`MAX_SLOTS`].
+    /// Indexes of the programs' per-CPU shaping counters (`SHAPE_STATS`).
+    pub mod stat {
+        /// New flows given a leaf (and remembered).
+        pub const ASSIGNED: u32 = 0;
+        /// New flows whose leaf could not be remembered (the insert failed): each of
+        /// their packets takes the leaf of its flow hash instead.
+        pub const UNTRACKED: u32 = 1;
+        pub const COUNT: u32 = 2;
+    }
+
+    /// The minor of tenant `slot`'s class (the plan; its leaves hang from it).
+    #[inline(always)]
+    pub const fn tenant_minor(slot: u32) -> u32 {
+        slot + 2
+    }
+
+    /// The minor of leaf `leaf` (below [`LEAVES`]) of tenant `slot`.
+    #[inline(always)]
+    pub const fn leaf_minor(slot: u32, leaf: u32) -> u32 {
+        LEAF_BASE + slot * LEAVES + leaf
+    }
+
+    /// The tenant slot (and leaf, if a leaf) whose class has `minor`; `None` for the
+    /// default class and minors past the last leaf.
+    pub const fn slot_of_minor(minor: u32) -> Option<(u32, Option<u32>)> {
+        if minor < 2 {
+            None
+        } else if minor < LEAF_BASE {
+            Some((minor - 2, None))
+        } else if minor < LEAF_BASE + MAX_SLOTS * LEAVES {
+            let i = minor - LEAF_BASE;
+            Some((i / LEAVES, Some(i % LEAVES)))
+        } else {
+            None
+        }
+    }
+
+    /// The class id (`MAJOR:minor`, as `skb->priority` selects it) of tenant `slot`'s
+    /// first leaf, or 0 when the slot is past [`MAX_SLOTS`]: leaf `k` is this plus `k`.
     #[inline(always)]
     pub const fn class_id(slot: u32) -> u32 {
         if slot >= MAX_SLOTS {
             return 0;
         }
-        (MAJOR << 16) | (slot + 2)
+        (MAJOR << 16) | leaf_minor(slot, 0)
     }
+
+    const _: () = assert!(LEAVES.is_power_of_two());
+    const _: () = assert!(LEAF_BASE + MAX_SLOTS * LEAVES <= 0xffff);
+    const _: () = assert!(MAX_SLOTS * LEAVES <= 30_000);
 }
 
 /// Index of a tenant's configuration in [`map::TENANT_CONFIG`].

@@ -14,8 +14,8 @@ use core::mem::size_of;
 use crate::{
     bucket, direction,
     facts::{self, BlockKey, BlockValue, LogEntry, Pending, TenantRuntime},
-    global, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig, IfaceConfig,
-    TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
+    global, shape, table, Bucket, Bucket128, Bucket64, Counters, DropCounters, GenConfig,
+    IfaceConfig, TenantConfig, GENERATIONS, MAX_IFACES, MAX_MANAGEMENT, MAX_TENANTS,
 };
 
 /// A map's kind, numbered as the kernel's `bpf_map_type`.
@@ -28,6 +28,8 @@ pub enum Kind {
     Array = 2,
     /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
     PerCpuArray = 6,
+    /// `BPF_MAP_TYPE_LRU_HASH`.
+    LruHash = 9,
     /// `BPF_MAP_TYPE_LPM_TRIE`.
     LpmTrie = 11,
     /// `BPF_MAP_TYPE_RINGBUF`: no keys or values; its capacity is its size in bytes.
@@ -136,6 +138,15 @@ pub const CLOCK_CACHE: &str = "CLOCK_CACHE";
 /// the clock tick it was made in while the tenant's blocks version stands. The
 /// programs' own.
 pub const BLOCK_CACHE: &str = "BLOCK_CACHE";
+/// LRU hash (tenant << 32 | the packet's flow hash) -> u32, [`shape::FLOWS`](crate::shape::FLOWS)
+/// entries: the leaf class each shaped flow was given. The programs' own.
+pub const SHAPE_FLOWS: &str = "SHAPE_FLOWS";
+/// Array of u32, index tenant, [`shape::MAX_SLOTS`](crate::shape::MAX_SLOTS): the leaf
+/// the tenant's next new flow gets (a rotation). The programs' own.
+pub const SHAPE_ROTOR: &str = "SHAPE_ROTOR";
+/// Per-CPU array of u64, [`shape::stat`](crate::shape::stat): new shaped flows, given a
+/// leaf or not remembered. The programs' own.
+pub const SHAPE_STATS: &str = "SHAPE_STATS";
 /// Slots of [`BLOCK_CACHE`] per CPU.
 pub const BLOCK_CACHE_SLOTS: u32 = 64;
 /// Per-CPU array\[1\]: each CPU's last spoofing claim reported (or found already
@@ -289,7 +300,7 @@ pub const PINNED: [Def; 22] = [
 /// Their value types are the programs' (private, not shared), so their sizes are
 /// written here as numbers, which the programs check against those types when they
 /// build.
-pub const INTERNAL: [Def; 5] = [
+pub const INTERNAL: [Def; 8] = [
     array(FLOOD_LOCAL, Kind::PerCpuArray, 32, facts::FLOOD_LOCAL_SLOTS),
     array(
         FLOOD_LOCAL_IN,
@@ -300,6 +311,20 @@ pub const INTERNAL: [Def; 5] = [
     array(CLOCK_CACHE, Kind::PerCpuArray, 16, 1),
     array(BLOCK_CACHE, Kind::PerCpuArray, 48, BLOCK_CACHE_SLOTS),
     array(SPOOF_CACHE, Kind::PerCpuArray, 40, 1),
+    def(
+        SHAPE_FLOWS,
+        Kind::LruHash,
+        size_of::<u64>(),
+        size_of::<u32>(),
+        shape::FLOWS,
+    ),
+    array(SHAPE_ROTOR, Kind::Array, size_of::<u32>(), shape::MAX_SLOTS),
+    array(
+        SHAPE_STATS,
+        Kind::PerCpuArray,
+        size_of::<u64>(),
+        shape::stat::COUNT,
+    ),
 ];
 
 /// The names of [`PINNED`], in its order.

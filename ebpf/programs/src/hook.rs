@@ -1,7 +1,10 @@
 //! The hook's context, through which the global functions (facts, suspension, the
 //! claim check) read the packet, and the interface the packet is on.
 
-use aya_ebpf::bindings::{__sk_buff, xdp_md};
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    helpers::bpf_get_hash_recalc,
+};
 use warden_common::direction;
 
 use crate::{
@@ -28,9 +31,15 @@ pub trait Hook {
     /// Whether a from-tenant claim names a MAC other than its frame's source
     /// (`neighbour::names_foreign_mac`).
     fn foreign_mac(&self, headers: u64) -> bool;
+    /// Whether this hook's packets meet a qdisc next (tc), so [`Hook::shape`] can queue
+    /// them; XDP's cannot.
+    const QUEUES: bool;
     /// Puts the packet into the queue of HTB class `class` (`skb->priority`); true when
     /// this hook can (tc: its packets meet a qdisc next), false when it cannot (XDP).
     fn shape(&self, class: u32) -> bool;
+    /// The packet's flow hash (tc: the kernel's `skb->hash`, computed if not yet); 0 on
+    /// XDP, which never shapes.
+    fn flow_hash(&self) -> u32;
 }
 
 /// An XDP hook's context.
@@ -39,6 +48,8 @@ pub struct XdpHook(pub *mut xdp_md);
 pub struct TcHook(pub *mut __sk_buff);
 
 impl Hook for XdpHook {
+    const QUEUES: bool = false;
+
     #[inline(always)]
     fn facts<const DIR: u32>(&self, tenant_gen: u32, headers: u64, now: u64, syn_key: u64) {
         if DIR == direction::OUT {
@@ -73,9 +84,16 @@ impl Hook for XdpHook {
     fn shape(&self, _class: u32) -> bool {
         false
     }
+
+    #[inline(always)]
+    fn flow_hash(&self) -> u32 {
+        0
+    }
 }
 
 impl Hook for TcHook {
+    const QUEUES: bool = true;
+
     #[inline(always)]
     fn facts<const DIR: u32>(&self, tenant_gen: u32, headers: u64, now: u64, syn_key: u64) {
         if DIR == direction::OUT {
@@ -112,5 +130,17 @@ impl Hook for TcHook {
         // which HTB reads as a class id when the packet is enqueued after this program.
         unsafe { (*self.0).priority = class };
         true
+    }
+
+    #[inline(always)]
+    fn flow_hash(&self) -> u32 {
+        // SAFETY: the kernel's __sk_buff for this run: `hash` is readable by tc
+        // programs, and the helper takes the same context.
+        unsafe {
+            match (*self.0).hash {
+                0 => bpf_get_hash_recalc(self.0) as u32,
+                h => h,
+            }
+        }
     }
 }

@@ -25,10 +25,14 @@ fn run() -> Result<()> {
     let [if_a, if_b, delay_ms] = args.as_slice() else {
         bail!("{USAGE}");
     };
-    let delay_ms: u32 = delay_ms
+    let ms: f64 = delay_ms
         .parse()
-        .with_context(|| format!("DELAY_MS {delay_ms:?} is not a whole number\n{USAGE}"))?;
-    let config = Config::new(if_a, if_b, Duration::from_millis(delay_ms.into()));
+        .ok()
+        .filter(|ms: &f64| ms.is_finite() && (0.0..=10_000.0).contains(ms))
+        .with_context(|| {
+            format!("DELAY_MS {delay_ms:?} is not a number of milliseconds (0 to 10000)\n{USAGE}")
+        })?;
+    let config = Config::new(if_a, if_b, Duration::from_secs_f64(ms / 1000.0));
 
     // Blocked before the threads start, so they inherit the mask and the signals wait
     // for sigtimedwait below instead of killing the process with frames in flight.

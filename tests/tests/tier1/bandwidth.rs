@@ -216,3 +216,56 @@ fn a_shaped_tenant_is_sent_to_its_class_on_tc_egress_and_still_policed_by_xdp() 
     assert_eq!(r, Prog::TcFrom.retval(Verdict::Pass));
     assert_eq!(priority, 7, "unshaped tenant: the priority is left alone");
 }
+
+/// The per-CPU shaping counter `stat` (`warden_common::shape::stat`), summed.
+fn shape_stat(dp: &TestDataplane, stat: u32) -> u64 {
+    use aya::maps::{MapData, PerCpuArray};
+    let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        dp.ebpf
+            .map(warden_common::map::SHAPE_STATS)
+            .expect("the shaping counters"),
+    )
+    .expect("a per-CPU array");
+    m.get(&stat, 0).expect("reading a counter").iter().sum()
+}
+
+/// A shaped tenant's flows are spread over its leaf classes in rotation: eight new flows
+/// take its eight leaves, one each, the next eight the same leaves in the same order,
+/// and a flow seen before keeps its leaf; each new flow is counted once, every one
+/// remembered. (A hash would put two of eight flows in one leaf most of the time.)
+#[test]
+fn a_shaped_tenants_new_flows_take_its_leaves_in_turn_and_each_flow_keeps_its_leaf() {
+    use warden_common::shape::{self, stat};
+    let class = shape::class_id(TENANT_P);
+    let mut policy = standard_policy();
+    let p = policy.tenant_mut(TENANT_P);
+    p.rate = [PLAN, PLAN];
+    p.shape_class = class;
+    let dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let flow = |port: u16| ip4(P, U, L4::udp(port, 9)).build();
+    let leaf_of = |port: u16| {
+        let (r, priority) = dp
+            .run_tc_priority(Prog::TcFrom, &flow(port), 7)
+            .expect("test run");
+        assert_eq!(r, Prog::TcFrom.retval(Verdict::Pass), "shaped: queued");
+        priority
+            .checked_sub(class)
+            .filter(|l| *l < shape::LEAVES)
+            .unwrap_or_else(|| {
+                panic!("port {port}: priority {priority:#x} is no leaf of {class:#x}")
+            })
+    };
+    let n = 2 * shape::LEAVES as u16;
+    let first: Vec<u32> = (0..n).map(|i| leaf_of(41_000 + i)).collect();
+    let want: Vec<u32> = (0..u32::from(n)).map(|i| i % shape::LEAVES).collect();
+    assert_eq!(first, want, "new flows take the leaves in rotation");
+    let again: Vec<u32> = (0..n).rev().map(|i| leaf_of(41_000 + i)).collect();
+    let want_again: Vec<u32> = first.iter().rev().copied().collect();
+    assert_eq!(again, want_again, "each flow keeps its leaf");
+    assert_eq!(
+        shape_stat(&dp, stat::ASSIGNED),
+        u64::from(n),
+        "each new flow counted once"
+    );
+    assert_eq!(shape_stat(&dp, stat::UNTRACKED), 0, "every flow remembered");
+}

@@ -145,7 +145,11 @@ fn the_objects_maps_are_the_abi_table() {
     let mut got = BTreeMap::new();
     for (name, m) in ebpf.maps() {
         let data = match m {
-            Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LpmTrie(d) => d,
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::LpmTrie(d) => d,
             Map::RingBuf(d) => d,
             _ => panic!("map {name}: a kind the table does not have"),
         };

@@ -8,7 +8,7 @@ use aya::maps::{Map, MapData};
 use serde_json::Value;
 use warden_tests::{
     lab::{format_mac, Netns, Proc},
-    noise::{until_met, Verdict},
+    noise::{per_second, sample_tx_bytes, until_met, Verdict},
     topology::{addr, token, warden_binary, LabOptions, StandardLab},
     wait::eventually,
 };
@@ -339,19 +339,8 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
     for ((what, _, _, sns, saddr, cns, plan), ifname) in plan_cases(&lab).into_iter().zip(egress) {
         until_met(what, |attempt| {
             port += 1;
-            let (node, ifname_s) = (lab.node.clone(), ifname.to_string());
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let sampler = {
-                let stop = stop.clone();
-                std::thread::spawn(move || -> Result<Vec<(std::time::Instant, u64)>> {
-                    let mut samples = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 60 {
-                        samples.push((std::time::Instant::now(), tx_bytes(&node, &ifname_s)?));
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    Ok(samples)
-                })
-            };
+            let sampler = sample_tx_bytes(lab.node.name(), ifname, stop.clone(), 60);
             let tcp = iperf(sns, saddr, cns, port, None, 5);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let samples = sampler
@@ -360,12 +349,7 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
             let tcp = tcp?;
             // Per-second rates at the policer's output; the first second holds the start
             // (the burst), the last may be partial: both count, nothing is skipped.
-            let per_second: Vec<f64> = samples
-                .windows(2)
-                .map(|w| {
-                    (w[1].1 - w[0].1) as f64 * 8.0 / w[1].0.duration_since(w[0].0).as_secs_f64()
-                })
-                .collect();
+            let per_second = per_second(&samples);
             let max = per_second.iter().cloned().fold(0.0, f64::max);
             let receiver_max = tcp.intervals_bps.iter().cloned().fold(0.0, f64::max);
             eprintln!(
@@ -401,14 +385,6 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
         "TCP within its plan raised flags: {flags}"
     );
     Ok(())
-}
-
-/// Bytes sent by a node interface (kernel counter; frames with their Ethernet header).
-fn tx_bytes(ns: &Netns, ifname: &str) -> Result<u64> {
-    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?)?;
-    v[0]["stats64"]["tx"]["bytes"]
-        .as_u64()
-        .context("no tx byte counter")
 }
 
 #[test]

@@ -1,23 +1,23 @@
 //! Egress plans shaped, ingress plans policed, measured with iperf3 on the standard lab's
 //! host-mode link (node wan0, tenant acme's own server, to ext): TCP at the lab's bare
-//! round trip (~0.07 ms) and at 10 ms, one stream and eight, UDP at three times the plan;
-//! and TCP into acme under a 20 Mbit/s ingress plan with the default burst. Figures are
-//! printed; the checks are the issue's acceptance bars.
+//! round trip (~0.07 ms) and at 10 ms, one stream and eight (each within 20% of the
+//! others), UDP at three times the plan; and TCP into acme under a 20 Mbit/s ingress plan
+//! with the default burst at 1 ms and 10 ms (the delay line 0.5 and 5 ms each way).
+//! Figures are printed; the checks are the issue's acceptance bars.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
     lab::{Netns, Proc},
-    noise::{until_met, Verdict},
+    noise::{per_second, sample_tx_bytes, until_met, Verdict},
     topology::{addr, token, warden_binary, LabOptions, StandardLab},
     wait::eventually,
 };
@@ -69,14 +69,6 @@ fn apply(lab: &StandardLab, text: &str) -> Result<()> {
     eventually(Duration::from_secs(10), || Ok(generation(lab)? > before))
 }
 
-/// Bytes sent by a node interface (frames with their Ethernet header).
-fn tx_bytes(ns: &Netns, ifname: &str) -> Result<u64> {
-    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?)?;
-    v[0]["stats64"]["tx"]["bytes"]
-        .as_u64()
-        .context("no tx byte counter")
-}
-
 /// acme's `bandwidth` drops out, from the API.
 fn bandwidth_drops(lab: &StandardLab, dir: &str) -> Result<u64> {
     let v: Value = serde_json::from_str(&lab.get("/api/v1/tenants/acme")?)?;
@@ -108,6 +100,8 @@ struct Run {
     offered: f64,
     /// Per-second frame bytes leaving the sampled interface, bits/s.
     seconds: Vec<f64>,
+    /// The receiver's per-second rates (its whole intervals), frame bits/s.
+    received: Vec<f64>,
 }
 
 /// Runs iperf3 from `client` to `server` at `server_addr` on `port`: TCP with `streams`
@@ -151,17 +145,7 @@ fn iperf(
         cmd.extend_from_slice(&["-l", "16K"]);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (stop, ns, ifname) = (stop.clone(), sample.0.clone(), sample.1.to_string());
-        thread::spawn(move || -> Result<Vec<(Instant, u64)>> {
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) && samples.len() < 30 {
-                samples.push((Instant::now(), tx_bytes(&ns, &ifname)?));
-                thread::sleep(Duration::from_secs(1));
-            }
-            Ok(samples)
-        })
-    };
+    let sampler = sample_tx_bytes(sample.0.name(), sample.1, stop.clone(), 30);
     let out = client.exec_timeout(&cmd, Duration::from_secs(u64::from(secs) + 30));
     stop.store(true, Ordering::Relaxed);
     let samples = sampler
@@ -173,11 +157,21 @@ fn iperf(
     srv.wait(Duration::from_secs(15))?;
     let log = std::fs::read_to_string(&log_path)?;
     let sj: Value = serde_json::from_str(&log).with_context(|| format!("server JSON:\n{log}"))?;
-    let seconds = samples
-        .windows(2)
-        .map(|w| (w[1].1 - w[0].1) as f64 * 8.0 / w[1].0.duration_since(w[0].0).as_secs_f64())
-        .collect();
+    let seconds = per_second(&samples);
     let end = &cj["end"];
+    let frame = if udp_bps.is_some() {
+        UDP_FRAME
+    } else {
+        TCP_FRAME
+    };
+    let received = sj["intervals"]
+        .as_array()
+        .context("no intervals")?
+        .iter()
+        .filter(|i| i["sum"]["seconds"].as_f64().unwrap_or(0.0) > 0.9)
+        .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+        .map(|b| b * frame)
+        .collect();
     if udp_bps.is_some() {
         let sent_secs = end["sum_sent"]["seconds"].as_f64().context("send time")?;
         let bytes = sj["end"]["sum_received"]["bytes"]
@@ -190,6 +184,7 @@ fn iperf(
             segments: 0,
             offered: end["sum_sent"]["bits_per_second"].as_f64().unwrap_or(0.0) * UDP_FRAME,
             seconds,
+            received,
         });
     }
     let stream_bps = end["streams"]
@@ -209,6 +204,7 @@ fn iperf(
         segments: end["sum_sent"]["bytes"].as_u64().unwrap_or(0) / 1448,
         offered: 0.0,
         seconds,
+        received,
     })
 }
 
@@ -224,7 +220,6 @@ fn egress_phases(
     port: &mut u16,
     udp: bool,
     failed: &mut Vec<String>,
-    open: &mut Vec<String>,
 ) -> Result<()> {
     for plan in [20e6, 200e6] {
         let mb = (plan / 1e6) as u64;
@@ -279,16 +274,18 @@ fn egress_phases(
                 if !short.is_empty() {
                     return Ok(Verdict::Short(short.join(", ")));
                 }
-                // Not met yet (issue 20 stays open): the leaves are FIFOs (this kernel has
-                // no sfq or fq_codel), so at veth round trips parallel streams keep the
-                // shares they reach early. Printed with the figures, not asserted.
-                check!(
-                    open,
-                    hi <= 1.2 * lo,
-                    "{rtt}: streams {} .. {} Mbit/s, more than 20% apart",
-                    mbit(lo),
-                    mbit(hi)
-                );
+                // Each stream is a flow of its own, in a leaf of its own (the tcx program
+                // gives new flows the tenant's leaves in turn), and HTB serves the leaves
+                // in turn: the streams share the plan evenly. A stream that stalled on
+                // this busy machine comes short of the others, so this lower bar is
+                // measured again too.
+                if hi > 1.2 * lo {
+                    return Ok(Verdict::Short(format!(
+                        "streams {} .. {} Mbit/s, more than 20% apart",
+                        mbit(lo),
+                        mbit(hi)
+                    )));
+                }
                 Ok(Verdict::Met)
             });
             if let Err(e) = measured {
@@ -350,19 +347,19 @@ fn egress_phases(
     Ok(())
 }
 
-/// TCP into acme under a 20 Mbit/s ingress plan with the default burst. `bar`: whether
-/// 80% of the plan is an acceptance bar here (measured again when short, see `noise`),
-/// or a figure printed against it (one measurement, a miss recorded in `missed`).
+/// TCP into acme under a 20 Mbit/s ingress plan, policed, with `bandwidth` (the default
+/// burst unless it names one): at least 80% of the plan (measured again when short, see
+/// `noise`), and no receiver second over the plan + 5% (judged on every attempt).
 fn ingress_phase(
     lab: &StandardLab,
     rtt: &str,
+    bandwidth: &str,
     port: &mut u16,
-    bar: bool,
-    missed: &mut Vec<String>,
+    failed: &mut Vec<String>,
 ) -> Result<()> {
     let plan = 20e6;
-    apply(lab, &policy(lab, "{ ingress: 20Mbit }")?)?;
-    let what = format!("ingress {rtt} plan 20 Mbit/s (policed, default burst), 1 TCP stream");
+    apply(lab, &policy(lab, bandwidth)?)?;
+    let what = format!("ingress {rtt} plan 20 Mbit/s (policed, {bandwidth}), 1 TCP stream");
     let measured = until_met(&what, |_| {
         *port += 1;
         let r = iperf(
@@ -375,49 +372,57 @@ fn ingress_phase(
             (&lab.ext, "eth0"),
         )?;
         let retrans = r.retransmits as f64 / r.segments.max(1) as f64;
+        let max = r.received.iter().cloned().fold(0.0, f64::max);
         eprintln!(
-            "{what}: {} Mbit/s ({:.1}%), retransmits {} ({:.2}%)",
+            "{what}: {} Mbit/s ({:.1}%), highest receiver second {} ({:+.1}%), retransmits {} ({:.2}%)",
             mbit(r.bps),
             r.bps / plan * 100.0,
+            mbit(max),
+            (max / plan - 1.0) * 100.0,
             r.retransmits,
             retrans * 100.0
         );
-        let short = format!("ingress {rtt}: {:.1}% of the plan", r.bps / plan * 100.0);
+        ensure!(
+            r.received.len() >= 3,
+            "only {} receiver seconds",
+            r.received.len()
+        );
+        check!(
+            failed,
+            max <= 1.05 * plan,
+            "ingress {rtt}: a receiver second of {} Mbit/s",
+            mbit(max)
+        );
         Ok(if r.bps >= 0.8 * plan {
             Verdict::Met
-        } else if bar {
-            Verdict::Short(short)
         } else {
-            // A figure, not a bar: one measurement, and its miss is recorded.
-            missed.push(short);
-            Verdict::Met
+            Verdict::Short(format!("{:.1}% of the plan", r.bps / plan * 100.0))
         })
     });
     if let Err(e) = measured {
         eprintln!("FAILED: {e:#}");
-        missed.push(format!("{e:#}"));
+        failed.push(format!("{e:#}"));
     }
     Ok(())
 }
 
-fn lab_with(delay_ms: Option<u32>) -> Result<(StandardLab, Proc)> {
-    let lab = StandardLab::build_with(
-        "wsh",
-        LabOptions {
-            wan_delay_ms: delay_ms,
-        },
-    )?;
+/// The standard lab, WAN links `one_way` long each way (none: linked directly), with
+/// the daemon shaping acme's 20 Mbit/s egress plan.
+fn lab_with(one_way: Option<Duration>) -> Result<(StandardLab, Proc)> {
+    let lab = match one_way {
+        Some(d) => StandardLab::build_with_delay("wsh", d)?,
+        None => StandardLab::build_with("wsh", LabOptions::default())?,
+    };
     let path = lab.write_policy_as("shape.yaml", &policy(&lab, "{ egress: 20Mbit }")?)?;
     let daemon = lab.start_daemon(&warden_binary()?, &path, &["--detach-on-exit"])?;
     Ok((lab, daemon))
 }
 
 #[test]
-fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans_are_policed(
+fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_streams_share_them_evenly(
 ) -> Result<()> {
     let mut port = 5600;
     let mut failed = Vec::new();
-    let mut open = Vec::new();
     {
         let (lab, _daemon) = lab_with(None)?;
         let status: Value = serde_json::from_str(&lab.get("/api/v1/status")?)?;
@@ -427,38 +432,40 @@ fn egress_plans_are_shaped_so_tcp_fills_them_at_any_round_trip_and_ingress_plans
             "status: {}",
             status["shaping"]
         );
-        egress_phases(&lab, "0.07 ms RTT", &mut port, true, &mut failed, &mut open)?;
+        egress_phases(&lab, "0.07 ms RTT", &mut port, true, &mut failed)?;
     }
     {
         // 5 ms each way through the delay line.
-        let (lab, _daemon) = lab_with(Some(5))?;
-        egress_phases(&lab, "10 ms RTT", &mut port, false, &mut failed, &mut open)?;
-        ingress_phase(&lab, "10 ms RTT", &mut port, true, &mut failed)?;
-    }
-    {
-        // The delay line's finest step is 1 ms each way: 2 ms round trip.
-        // Not met yet (issue 20 stays open): the policer's default burst gives TCP
-        // 17-70% of the plan at 2 ms. A bucket TCP fills at 2 ms is about 512 KiB at
-        // 20 Mbit/s (measured: 32 KiB 32-47%, 128 KiB 55%, 256 KiB 61-69%, 512 KiB
-        // 97%), but a second may then carry the plan + 21%, which the enforcement
-        // tests' plan + 5% bar refuses. Printed with the figures, not asserted.
-        let (lab, _daemon) = lab_with(Some(1))?;
-        ingress_phase(&lab, "2 ms RTT", &mut port, false, &mut open)?;
-    }
-    if !open.is_empty() {
-        eprintln!("bars not met yet (issue 20 open):\n{}", open.join("\n"));
+        let (lab, _daemon) = lab_with(Some(Duration::from_millis(5)))?;
+        egress_phases(&lab, "10 ms RTT", &mut port, false, &mut failed)?;
     }
     ensure!(failed.is_empty(), "bars missed:\n{}", failed.join("\n"));
     Ok(())
 }
 
-/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates.
+#[test]
+fn ingress_plans_are_policed_and_tcp_reaches_80_percent_of_them_at_1_and_10_ms_with_the_default_burst(
+) -> Result<()> {
+    let mut port = 5800;
+    let mut failed = Vec::new();
+    let default = "{ ingress: 20Mbit }";
+    for (rtt, one_way) in [("10 ms RTT", 5_000), ("1 ms RTT", 500)] {
+        let (lab, _daemon) = lab_with(Some(Duration::from_micros(one_way)))?;
+        ingress_phase(&lab, rtt, default, &mut port, &mut failed)?;
+    }
+    ensure!(failed.is_empty(), "bars missed:\n{}", failed.join("\n"));
+    Ok(())
+}
+
+/// Whether node wan0's root qdisc is Warden's HTB, and its tenant classes' rates (the
+/// classes at its root but the default one; their leaves hang from them).
 fn wan0_shaping(node: &Netns) -> Result<(bool, Vec<String>)> {
     let q = node.exec(&["tc", "qdisc", "show", "dev", "wan0", "root"])?;
     let ours = String::from_utf8_lossy(&q.stdout).starts_with("qdisc htb 7764: root");
     let c = node.exec(&["tc", "class", "show", "dev", "wan0"])?;
     let rates = String::from_utf8_lossy(&c.stdout)
         .lines()
+        .filter(|l| l.starts_with("class htb 7764:") && l.contains(" root "))
         .filter(|l| !l.starts_with("class htb 7764:1 "))
         .filter_map(|l| l.split(" rate ").nth(1))
         .filter_map(|r| r.split_whitespace().next().map(str::to_string))

@@ -19,6 +19,7 @@ pub(crate) fn expected_layout(
             map::Kind::Hash => MapType::Hash,
             map::Kind::Array => MapType::Array,
             map::Kind::PerCpuArray => MapType::PerCpuArray,
+            map::Kind::LruHash => MapType::LruHash,
             map::Kind::LpmTrie => MapType::LpmTrie,
             map::Kind::RingBuf => MapType::RingBuf,
         };

@@ -5,17 +5,28 @@
 //! [`shape::MAJOR`](warden_common::shape::MAJOR)), with a default class for everything
 //! unshaped (1 Tbit/s, [`DEFAULT_MINOR`](warden_common::shape::DEFAULT_MINOR)) and one
 //! class per tenant with an egress plan (rate = ceil = the plan, burst and cburst the
-//! plan's burst), each with a `bfifo` leaf of [`queue_limit`] bytes: the queue is
-//! bounded, and what overflows it is the tenant's `bandwidth` drop (read from the leaf's
-//! statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's packets into
-//! its class by `skb->priority`, which it reads from the tenant's settings
-//! (`TenantConfig::shape_class`, written with the policy generation).
+//! plan's burst). Under it hang [`shape::LEAVES`] leaf classes (rate an eighth of the
+//! plan, ceil the plan, equal quanta: HTB serves each backlogged leaf its rate and lends
+//! what idle leaves leave to the others in turn, so they share the plan evenly), each with a `bfifo` of [`leaf_limit`] bytes: the queue
+//! is bounded, and what overflows it is the tenant's `bandwidth` drop (read from the
+//! leaves' statistics, [`Shaper::refresh_drops`]). The tcx program steers a tenant's
+//! packets into its leaves by `skb->priority`: the first leaf's class is in the
+//! tenant's settings (`TenantConfig::shape_class`, written with the policy generation),
+//! and each new flow takes the tenant's next leaf, remembered per flow (`warden-ebpf`'s
+//! `enforce::spread`). One FIFO per tenant let each TCP stream keep the share it
+//! grabbed early (eight streams at 0.07 ms got 0.2 to 8 Mbit/s of 20).
+//!
+//! Classes are numbered by slot ([`shape::tenant_minor`], [`shape::leaf_minor`]): every
+//! leaf's queue takes a qdisc handle, which the kernel draws from 32,768 per interface,
+//! so [`shape::MAX_SLOTS`] (3,600) tenants of the policy can be shaped; the plans of
+//! slots past it are policed.
 //!
 //! Creating HTB classes costs the kernel time that grows with the classes already
 //! there (each new class walks every class of its qdisc to rebind filters): 30,000 of
 //! them took 86 s of kernel time, a start blocked that long. So a class is made only
 //! within a budget of that work: at an apply, the first [`SYNC_STEPS`] worth (some
-//! 1,400 classes on an empty qdisc, about a tenth of a second); the other plans stay
+//! 1,400 classes on an empty qdisc, about a tenth of a second: 155 tenants with their
+//! leaves); the other plans stay
 //! policed, as gateway mode's are, until their tenant needs a queue: out at half its
 //! plan or more, or a `bandwidth` drop, as the daemon's once-a-second sample sees
 //! ([`Dataplane::grow_shaping`], up to [`GROW_STEPS`] worth per second). Its class is
@@ -47,16 +58,18 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
-    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use warden_common::shape;
 
 use warden_policy::tenant::TenantSlot;
 
-use super::{escape_name, io, Compiled, Dataplane, DataplaneError, Result};
+use super::{escape_name, io, Compiled, Dataplane, Result};
+
+mod tc;
+
+use tc::{tc, tc_batch, tc_error, tc_lines};
 
 /// The shortest queue a class gets, in bytes. A local TCP sender whose packet the queue
 /// drops stalls until its next transmit (measured: 8 streams into a 20 Mbit/s class
@@ -78,11 +91,28 @@ const DEFAULT_RATE: &str = "1Tbit";
 /// (rate = ceil, no parent) never do; set so HTB does not derive one from huge rates.
 const QUANTUM: u32 = 60_000;
 
-/// The leaf queue (bytes) of a plan of `bps` bits/s: [`QUEUE_SECONDS`] of it, at least
+/// The shortest queue of one leaf: two of the largest packets a local TCP stack hands
+/// the qdisc (GSO, 64 KiB). A bfifo refuses a packet larger than its limit outright:
+/// with 64 KiB leaves, one stream into a 20 Mbit/s plan got 0.55 Mbit/s.
+pub const MIN_LEAF_QUEUE_BYTES: u64 = 128 * 1024;
+
+/// The queue (bytes) of a plan of `bps` bits/s: [`QUEUE_SECONDS`] of it, at least
 /// [`MIN_QUEUE_BYTES`].
 pub fn queue_limit(bps: u64) -> u64 {
     ((bps as f64 / 8.0 * QUEUE_SECONDS) as u64).max(MIN_QUEUE_BYTES)
 }
+
+/// The queue (bytes) of each of a plan's leaves: its share of [`queue_limit`], at least
+/// [`MIN_LEAF_QUEUE_BYTES`].
+pub fn leaf_limit(bps: u64) -> u64 {
+    (queue_limit(bps) / u64::from(shape::LEAVES)).max(MIN_LEAF_QUEUE_BYTES)
+}
+
+/// The smallest burst of a leaf (bytes), and its ceil burst: one full-size frame.
+const LEAF_MIN_BURST: u64 = 1_514;
+
+/// Classes per tenant: its class and its leaves.
+const CLASSES_PER_TENANT: usize = shape::LEAVES as usize + 1;
 
 /// One tenant's class: its plan in bits/s and burst in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +146,9 @@ pub(crate) struct Shaper {
     written: Option<HashMap<u32, ClassSpec>>,
     /// Tenant slots whose class exists (on every interface).
     present: HashSet<u32>,
+    /// Adopted slots whose class has no leaves yet (made by a daemon before leaves):
+    /// deleting it deletes no leaves.
+    bare: HashSet<u32>,
     /// Slots whose class goes after the switch ([`Shaper::finish`]).
     leaving: Vec<u32>,
     /// Plans without a class yet (policed), by slot, with the tenant's `bandwidth`
@@ -126,75 +159,6 @@ pub(crate) struct Shaper {
     /// Drops of removed classes, kept under their slot until it is given to a new
     /// tenant, so a tenant's counter never goes back.
     carried: HashMap<u32, u64>,
-}
-
-fn tc_error(what: impl Into<String>, detail: impl Into<String>) -> DataplaneError {
-    DataplaneError::Shaping {
-        what: what.into(),
-        detail: detail.into(),
-    }
-}
-
-/// Runs `tc ARGS`, returning its standard output.
-fn tc(args: &[&str]) -> Result<String> {
-    let out = Command::new("tc").args(args).output().map_err(|e| {
-        tc_error(
-            format!("running tc {}", args.join(" ")),
-            format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-        )
-    })?;
-    if !out.status.success() {
-        return Err(tc_error(
-            format!("tc {}", args.join(" ")),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `commands` (one `tc` command line each, without `tc`) in one `tc -batch`.
-fn tc_batch(commands: &[String]) -> Result<()> {
-    if commands.is_empty() {
-        return Ok(());
-    }
-    let mut child = Command::new("tc")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            tc_error(
-                "running tc -batch",
-                format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-            )
-        })?;
-    let text = commands.join("\n") + "\n";
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(text.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| tc_error("waiting for tc -batch", e.to_string()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        // tc names the failed line as "Command failed -:N".
-        let failed = err
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Command failed -:"))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .and_then(|n| commands.get(n.saturating_sub(1)))
-            .map_or(String::new(), |c| format!(" (at `tc {c}`)"));
-        return Err(tc_error(
-            format!("tc -batch of {} commands{failed}", commands.len()),
-            err.trim().to_string(),
-        ));
-    }
-    if let Some(Err(e)) = written {
-        return Err(tc_error("writing to tc -batch", e.to_string()));
-    }
-    Ok(())
 }
 
 fn handle(minor: u32) -> String {
@@ -215,20 +179,28 @@ fn has_our_root(iface: &str) -> Result<bool> {
     }))
 }
 
-/// The tenant slots with a class on `iface` (from `tc class show`, whose HTB classes
-/// have no JSON form in iproute2 6.1).
-fn class_slots(iface: &str) -> Result<HashSet<u32>> {
-    let mut slots = HashSet::new();
+/// The tenant slots with a class on `iface`, and those of them without leaves (as a
+/// daemon before leaves made them), from `tc class show` (HTB classes have no JSON form
+/// in iproute2 6.1).
+fn class_slots(iface: &str) -> Result<(HashSet<u32>, HashSet<u32>)> {
+    let (mut slots, mut leafy) = (HashSet::new(), HashSet::new());
     tc_lines(&["class", "show", "dev", iface], |line| {
         let minor = line
             .strip_prefix("class htb ")
             .and_then(|l| l.split_whitespace().next())
             .and_then(minor_of);
-        if let Some(m) = minor.filter(|&m| m >= 2) {
-            slots.insert(m - 2);
+        match minor.and_then(shape::slot_of_minor) {
+            Some((slot, None)) => {
+                slots.insert(slot);
+            }
+            Some((slot, Some(_))) => {
+                leafy.insert(slot);
+            }
+            None => {}
         }
     })?;
-    Ok(slots)
+    let bare = slots.difference(&leafy).copied().collect();
+    Ok((slots, bare))
 }
 
 /// The minor of `handle` when it is one of Warden's classes (`7764:MINOR`, hex).
@@ -237,12 +209,13 @@ fn minor_of(handle: &str) -> Option<u32> {
     u32::from_str_radix(m, 16).ok()
 }
 
-/// The tenant slot whose class a `tc qdisc show` line's leaf hangs from
-/// (`qdisc bfifo 8001: parent 7764:2 ...` is slot 0's).
+/// The tenant slot whose class a `tc qdisc show` line's queue hangs from (`qdisc bfifo
+/// 8001: parent 7764:e12 ...` is slot 0's first leaf's; a tenant class without leaves,
+/// as an earlier daemon left it, is its slot's too).
 fn leaf_slot(line: &str) -> Option<u32> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == "parent")?;
-    minor_of(words.next()?).filter(|&m| m >= 2).map(|m| m - 2)
+    shape::slot_of_minor(minor_of(words.next()?)?).map(|(slot, _)| slot)
 }
 
 /// The drops of a `tc -s` statistics line (` Sent 0 bytes 0 pkt (dropped 3, ...`).
@@ -250,6 +223,12 @@ fn dropped(line: &str) -> Option<u64> {
     let rest = line.trim_start().strip_prefix("Sent ")?;
     let n = rest.split("(dropped ").nth(1)?.split(',').next()?;
     n.trim().parse().ok()
+}
+
+/// How many new tenants' classes (each [`CLASSES_PER_TENANT`]) fit in `budget` (classes
+/// walked) on a qdisc with `present` tenants' classes.
+fn affordable_tenants(present: usize, budget: u64) -> usize {
+    affordable(present * CLASSES_PER_TENANT, budget) / CLASSES_PER_TENANT
 }
 
 /// How many new classes fit in `budget` (classes walked) on a qdisc with `present`
@@ -266,47 +245,17 @@ fn affordable(present: usize, budget: u64) -> usize {
     }
 }
 
-/// Runs `tc ARGS`, handing each line of its output to `f` as it comes: nothing of a
-/// long listing is held.
-fn tc_lines(args: &[&str], mut f: impl FnMut(&str)) -> Result<()> {
-    let what = || format!("tc {}", args.join(" "));
-    let mut child = Command::new("tc")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            tc_error(
-                format!("running {}", what()),
-                format!("{e} (egress shaping needs tc from iproute2 on the PATH)"),
-            )
-        })?;
-    let mut read = Ok(());
-    if let Some(stdout) = child.stdout.take() {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => f(line.trim_end()),
-                Err(e) => {
-                    read = Err(tc_error(format!("reading {}", what()), e.to_string()));
-                    break;
-                }
-            }
+/// The `tc` commands that delete `slot`'s class on `iface`: its `leaves` first (HTB
+/// refuses to delete a class with children), then the class.
+fn delete_commands(iface: &str, slot: u32, leaves: bool, out: &mut Vec<String>) {
+    for k in 0..shape::LEAVES {
+        if leaves {
+            let leaf = handle(shape::leaf_minor(slot, k));
+            out.push(format!("class del dev {iface} classid {leaf}"));
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| tc_error(format!("waiting for {}", what()), e.to_string()))?;
-    if !out.status.success() {
-        return Err(tc_error(
-            what(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    read
+    let class = handle(shape::tenant_minor(slot));
+    out.push(format!("class del dev {iface} classid {class}"));
 }
 
 /// The marker directory of `iface` under `bpffs`.
@@ -320,6 +269,7 @@ impl Shaper {
     /// `created` gets the interfaces whose qdisc this call put there (not adopted).
     pub(crate) fn open(interfaces: &[String], created: &mut Vec<String>) -> Result<Shaper> {
         let mut present: Option<HashSet<u32>> = None;
+        let mut bare = HashSet::new();
         let mut fq = false;
         let mut adopted = true;
         for iface in interfaces {
@@ -370,7 +320,8 @@ impl Shaper {
                 Ok(_) => fq = true,
                 Err(e) => tracing::debug!(interface = %iface, error = %e, "no fq qdisc"),
             }
-            let slots = class_slots(iface)?;
+            let (slots, without_leaves) = class_slots(iface)?;
+            bare.extend(without_leaves);
             present = Some(match present {
                 None => slots,
                 Some(p) => p.union(&slots).copied().collect(),
@@ -382,6 +333,7 @@ impl Shaper {
             fq,
             written: if adopted { None } else { Some(HashMap::new()) },
             present: present.unwrap_or_default(),
+            bare,
             leaving: Vec::new(),
             pending: BTreeMap::new(),
             drops: HashMap::new(),
@@ -401,7 +353,7 @@ impl Shaper {
         added: &HashSet<u32>,
     ) -> Result<HashSet<u32>> {
         let mut commands = Vec::new();
-        let mut budget = affordable(self.present.len(), SYNC_STEPS);
+        let mut budget = affordable_tenants(self.present.len(), SYNC_STEPS);
         let mut pending = BTreeMap::new();
         let mut ready = HashSet::new();
         for (&slot, spec) in wanted {
@@ -435,6 +387,8 @@ impl Shaper {
         for &slot in &ready {
             written.insert(slot, wanted[&slot]);
             self.present.insert(slot);
+            // Rewritten, with leaves (an adopted class is always rewritten once).
+            self.bare.remove(&slot);
             if added.contains(&slot) {
                 self.carried.remove(&slot);
                 self.drops.remove(&slot);
@@ -457,22 +411,39 @@ impl Shaper {
         Ok(ready)
     }
 
-    /// The `tc` commands that make (or resize) `slot`'s class and its leaf on every
-    /// interface; `renewed` deletes the class first, so its statistics start at zero.
+    /// The `tc` commands that make (or resize) `slot`'s class, its leaves and their
+    /// queues on every interface; `renewed` deletes them first, so their statistics
+    /// start at zero.
     fn class_commands(&self, slot: u32, spec: &ClassSpec, renewed: bool, out: &mut Vec<String>) {
-        let class = handle(slot + 2);
-        let (bps, burst, limit, q) = (spec.bps, spec.burst, queue_limit(spec.bps), QUANTUM);
+        let class = handle(shape::tenant_minor(slot));
+        let (bps, burst, q) = (spec.bps, spec.burst, QUANTUM);
+        // Each leaf's own rate is an eighth of the plan: HTB serves every backlogged
+        // leaf its rate, so TCP streams that are not always backlogged still share
+        // evenly (with leaf rates of a sixteenth or less, the rest lent by the tenant's
+        // class, streams of a 200 Mbit/s plan at 10 ms got 22.7 to 32.7 Mbit/s, with
+        // next to nothing 15.7 to 85.6). A leaf within its own rate does not ask the
+        // class, so the leaves' ceil bursts are one frame: with an eighth of the plan's
+        // burst they let eight streams' first second run 16% over a 20 Mbit/s plan.
+        let (leaf_bps, limit) = ((bps / u64::from(shape::LEAVES)).max(8), leaf_limit(bps));
+        let leaf_burst = (burst / u64::from(shape::LEAVES)).max(LEAF_MIN_BURST);
+        let leaf_cburst = LEAF_MIN_BURST;
         for iface in &self.interfaces {
             if renewed {
-                out.push(format!("class del dev {iface} classid {class}"));
+                delete_commands(iface, slot, !self.bare.contains(&slot), out);
             }
             out.push(format!(
                 "class replace dev {iface} parent {} classid {class} htb rate {bps}bit ceil {bps}bit burst {burst} cburst {burst} quantum {q}",
                 root_handle()
             ));
-            out.push(format!(
-                "qdisc replace dev {iface} parent {class} bfifo limit {limit}"
-            ));
+            for k in 0..shape::LEAVES {
+                let leaf = handle(shape::leaf_minor(slot, k));
+                out.push(format!(
+                    "class replace dev {iface} parent {class} classid {leaf} htb rate {leaf_bps}bit ceil {bps}bit burst {leaf_burst} cburst {leaf_cburst} quantum {q}"
+                ));
+                out.push(format!(
+                    "qdisc replace dev {iface} parent {leaf} bfifo limit {limit}"
+                ));
+            }
         }
     }
 
@@ -485,7 +456,7 @@ impl Shaper {
         &mut self,
         mut seen: impl FnMut(u32) -> Option<(f64, u64)>,
     ) -> Result<Vec<u32>> {
-        let budget = affordable(self.present.len(), GROW_STEPS);
+        let budget = affordable_tenants(self.present.len(), GROW_STEPS);
         let mut chosen = Vec::new();
         for (&slot, (spec, last)) in self.pending.iter_mut() {
             let Some((bps, drops)) = seen(slot) else {
@@ -526,10 +497,7 @@ impl Shaper {
         let mut commands = Vec::new();
         for slot in &leaving {
             for iface in &self.interfaces {
-                commands.push(format!(
-                    "class del dev {iface} classid {}",
-                    handle(slot + 2)
-                ));
+                delete_commands(iface, *slot, !self.bare.contains(slot), &mut commands);
             }
         }
         let done = tc_batch(&commands);
@@ -538,6 +506,7 @@ impl Shaper {
                 *self.carried.entry(*slot).or_default() += d;
             }
             self.present.remove(slot);
+            self.bare.remove(slot);
             if let Some(w) = self.written.as_mut() {
                 w.remove(slot);
             }
@@ -769,51 +738,4 @@ impl Dataplane {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_queue_holds_100_ms_of_its_plan_and_at_least_256_kib() {
-        assert_eq!(
-            queue_limit(20_000_000),
-            MIN_QUEUE_BYTES,
-            "250 KB is under the floor"
-        );
-        assert_eq!(queue_limit(200_000_000), 2_500_000);
-    }
-
-    #[test]
-    fn leaf_drops_are_read_from_tc_s_lines_of_our_leaves_only() {
-        assert_eq!(
-            leaf_slot("qdisc bfifo d9db: parent 7764:1f3e limit 256Kb"),
-            Some(0x1f3c)
-        );
-        assert_eq!(leaf_slot("qdisc fq 8001: parent 7764:1 limit 10000p"), None);
-        assert_eq!(leaf_slot("qdisc htb 7764: root refcnt 3 r2q 10"), None);
-        assert_eq!(leaf_slot("qdisc bfifo 8002: parent 1:5 limit 1Kb"), None);
-        assert_eq!(
-            dropped(" Sent 4200 bytes 3 pkt (dropped 17, overlimits 0 requeues 0) "),
-            Some(17)
-        );
-        assert_eq!(dropped(" backlog 0b 0p requeues 0"), None);
-    }
-
-    #[test]
-    fn new_classes_fit_the_kernel_work_budget_of_walking_the_classes_there() {
-        // k classes on n cost k * n + k * (k + 1) / 2 walked classes.
-        assert_eq!(affordable(0, 1), 1);
-        assert_eq!(affordable(0, 3), 2);
-        assert_eq!(affordable(0, 2), 1);
-        let k = affordable(0, SYNC_STEPS);
-        assert!((1_400..1_420).contains(&k), "{k}");
-        assert_eq!(affordable(SYNC_STEPS as usize, SYNC_STEPS), 0);
-        assert!(affordable(30_000, GROW_STEPS) >= 9);
-    }
-
-    #[test]
-    fn class_ids_are_the_slot_plus_two_under_the_qdisc_and_none_past_the_limit() {
-        assert_eq!(shape::class_id(0), 0x7764_0002);
-        assert_eq!(handle(2), "7764:2");
-        assert_eq!(shape::class_id(shape::MAX_SLOTS), 0);
-    }
-}
+mod tests;

@@ -23,6 +23,7 @@
 mod attribute;
 mod blocks;
 mod contain;
+mod spread;
 
 pub use blocks::BlockCached;
 
@@ -304,8 +305,8 @@ fn try_smtp<const DIR: u32>(
 /// to lift it.
 ///
 /// From a shaped tenant (`shape_class` set) on a hook that can queue (tc egress, host
-/// mode), the plan is the HTB class the packet is steered into: a queue TCP can live
-/// with, where a policer drops whole windows at sub-millisecond round trips. A throttle
+/// mode), the plan is the HTB class the packet is steered into (its flow's leaf,
+/// [`spread`]): a queue TCP can live with, where a policer drops whole windows at sub-millisecond round trips. A throttle
 /// still polices on top. On XDP (gateway mode's from-tenant hook) the plan is policed.
 #[inline(always)]
 fn try_plan<const DIR: u32, H: Hook>(
@@ -316,7 +317,14 @@ fn try_plan<const DIR: u32, H: Hook>(
     bytes: u64,
     clock: &mut Clock,
 ) -> Result<(), Stop> {
-    let shaped = DIR == direction::OUT && cfg.shape_class != 0 && hook.shape(cfg.shape_class);
+    let shaped = DIR == direction::OUT
+        && H::QUEUES
+        && cfg.shape_class != 0
+        && hook.shape(spread::leaf_class(
+            tenant,
+            cfg.shape_class,
+            hook.flow_hash(),
+        ));
     // No policer for a shaped plan (an Option, not a reference to an unlimited Rate:
     // that constant would become a read-only data map of the object).
     let mut rate: Option<&Rate> = if shaped {

@@ -8,12 +8,13 @@
 //! | [`metering`] | counters, token buckets, the clock cache               | the programs |
 //! | [`facts`]    | contact filter, pending attempts, flood sketch, events, attempt log | the programs |
 //! | [`runtime`]  | the daemon's answers to detections: blocks, throttles, capture | the daemon |
+//! | [`shaping`]  | each shaped flow's leaf class, the tenants' leaf rotation, counters | the programs |
 
 use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use warden_common::map::{self, Def, Kind};
 
@@ -38,6 +39,12 @@ impl<T> Declared for PerCpuArray<T> {
 
 impl<K, V> Declared for HashMap<K, V> {
     const KIND: Kind = Kind::Hash;
+    const KEY: usize = size_of::<K>();
+    const VALUE: usize = size_of::<V>();
+}
+
+impl<K, V> Declared for LruHashMap<K, V> {
+    const KIND: Kind = Kind::LruHash;
     const KEY: usize = size_of::<K>();
     const VALUE: usize = size_of::<V>();
 }
@@ -98,3 +105,4 @@ pub mod facts;
 pub mod metering;
 pub mod policy;
 pub mod runtime;
+pub mod shaping;

@@ -45,7 +45,7 @@
 //! address and the daemon blackholes it (`flood_in.blackhole_for: 6h`). The suspended
 //! tenant is suspended through the API (`warden suspend`); the policed, exhausted and
 //! shaped tenants have plans in the file (host mode shapes the egress of slots below
-//! `shape::MAX_SLOTS`, 30,000, and polices the rest: the shaped tenant is below it, the
+//! `shape::MAX_SLOTS`, 3,600, and polices the rest: the shaped tenant is below it, the
 //! policed one past it).
 //!
 //! What the bench writes into the daemon's maps is what traffic would leave there: the
@@ -236,7 +236,7 @@ const EXHAUSTED_TENANT: u32 = 50_003;
 /// Shaped (host mode, a slot below `shape::MAX_SLOTS`): the exhausted plan, and its HTB
 /// class in `shape_class`, so tcx from-tenant sets the priority and does not police
 /// (every packet passes).
-const SHAPED_TENANT: u32 = 20_005;
+const SHAPED_TENANT: u32 = 3_005;
 /// Remotes whose state is loaded before the cases are timed (see the module doc).
 const TRACKED_REMOTES: u32 = 1_000_000;
 /// Tenants that contacted the tracked remotes, [`PER_LOADER`] each: tenants

@@ -88,10 +88,10 @@ fn a_throttle_lowers_a_faster_plan_and_never_raises_a_slower_one() {
 #[test]
 fn a_throttle_limits_an_unlimited_plan_with_the_default_burst_rule() {
     let got = throttle_rates([Rate::UNLIMITED; 2], 1_000_000_000);
-    // 1 Gbit/s for 10 ms is 1.25 MB, above the 32 KiB floor.
-    let want = Rate::from_bits_per_second(1_000_000_000, 1_250_000);
+    // 1 Gbit/s for 20 ms is 2.5 MB, above the 64 KiB floor.
+    let want = Rate::from_bits_per_second(1_000_000_000, 2_500_000);
     assert_eq!(got, [want, want]);
-    assert_eq!(want.burst_ns, 10_000_000);
+    assert_eq!(want.burst_ns, 20_000_000);
 }
 
 #[test]
