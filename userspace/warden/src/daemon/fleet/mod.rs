@@ -17,8 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use warden_fleet::{Connect, Layout, TlsFiles};
-use warden_policy::fragments::{assemble, fleet_sections_in};
+use warden_fleet::{Connect, Layout, Scope, TlsFiles};
+use warden_policy::fragments::{assemble, bound_tenants_in, fleet_sections_in};
 use warden_policy::suspension::Suspended;
 use warden_policy::{self as policy, FleetConfig, Policy};
 use warden_store::{FleetState, Store};
@@ -42,12 +42,15 @@ pub(super) struct FleetNode {
     connected: AtomicBool,
     last_sync: Mutex<Option<Instant>>,
     /// Full reads by [`crate::metrics::fleet::RESYNC_REASONS`] index.
-    resyncs: [AtomicU64; 3],
+    resyncs: [AtomicU64; 4],
     /// Whether the current session got as far as watching (its failure then retries
     /// from the shortest backoff).
     was_watching: AtomicBool,
     /// The flag versions the fleet has.
     published: flags::Published,
+    /// Told at each reload of the file: the session checks whether the tenants it is
+    /// scoped to changed.
+    reloaded: tokio::sync::Notify,
 }
 
 /// Why the node read everything again (index into the metric's reasons).
@@ -56,6 +59,8 @@ pub(super) enum Resync {
     Start = 0,
     Reconnect = 1,
     Compacted = 2,
+    /// A reload changed the tenants the node's interfaces are bound to.
+    Scope = 3,
 }
 
 impl FleetNode {
@@ -70,6 +75,7 @@ impl FleetNode {
             resyncs: Default::default(),
             was_watching: AtomicBool::new(false),
             published: flags::Published::default(),
+            reloaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -135,6 +141,13 @@ pub(super) fn local_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// The part of the fleet's policy the node with this file needs (docs/fleet-design.md,
+/// "What a node watches"): its tenants when every interface is a host-mode port bound
+/// to one, else all of it.
+pub(super) fn scope_of(local: &str) -> Scope {
+    bound_tenants_in(local).map_or(Scope::All, Scope::Tenants)
+}
+
 /// The policy document of `state` on this node: the file's text and the fleet's sections.
 fn document(local: &str, state: &FleetState) -> String {
     assemble(
@@ -196,12 +209,30 @@ impl Daemon {
         Ok(generation)
     }
 
+    /// Takes a fleet generation whose `defaults` and tenants (of this node's scope) are
+    /// those in force: recorded as applied (and saved) without a policy apply.
+    pub(super) fn note_fleet_generation(&self, generation: u64, revision: i64) {
+        let Some(node) = self.fleet_node() else {
+            return;
+        };
+        let mut applied = node.applied();
+        if applied.generation == generation && applied.revision >= revision {
+            return;
+        }
+        applied.generation = generation;
+        applied.revision = applied.revision.max(revision);
+        save(&self.db, &applied);
+    }
+
     /// SIGHUP on a fleet node: the file re-read with the fleet state in force.
     pub(super) fn reload_fleet(&self) -> Result<u64, Refusal> {
-        let state = match self.fleet_node() {
-            Some(node) => node.applied().clone(),
-            None => return Err(Refusal::Internal(anyhow::anyhow!("not a fleet node"))),
+        let Some(node) = self.fleet_node() else {
+            return Err(Refusal::Internal(anyhow::anyhow!("not a fleet node")));
         };
+        // Interfaces bound anew may need other tenants: the session compares its scope
+        // with the file's and reads them.
+        node.reloaded.notify_one();
+        let state = node.applied().clone();
         self.apply_fleet(state, "SIGHUP")
     }
 
