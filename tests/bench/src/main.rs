@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_fleet_scale;
 mod bench_metrics;
 mod bench_scale;
 mod bench_throughput;
@@ -41,6 +42,10 @@ enum Task {
     /// The console part alone (headless Chromium on a queue of 10,000 flags, a release
     /// daemon): its table, then its JSON.
     Console(bench_console::ConsoleArgs),
+    /// The fleet-scale part alone (100,000 tenants in a real etcd: a gateway and a host
+    /// node's cold start, a one-tenant change, the controller's flags over 10,000): its
+    /// table, then its JSON.
+    FleetScale(bench_fleet_scale::FleetScaleArgs),
     /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
     Report(report::ReportArgs),
 }
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Task::Scale(opts) => bench_scale::print_json(&opts),
         Task::Throughput(opts) => bench_throughput::print(&opts),
         Task::Console(args) => bench_console::print(&args),
+        Task::FleetScale(args) => bench_fleet_scale::print(&args),
         Task::Report(args) => report::run(args),
     }
 }

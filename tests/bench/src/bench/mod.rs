@@ -330,6 +330,8 @@ pub struct BenchArgs {
     throughput: crate::bench_throughput::Options,
     #[command(flatten)]
     console: crate::bench_console::ConsoleOptions,
+    #[command(flatten)]
+    fleet_scale: crate::bench_fleet_scale::FleetScaleOptions,
 }
 
 /// The whole bench. The machine is set up by `cargo xtask bench` before this runs.
@@ -483,6 +485,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         Some(crate::bench_console::run(args.console.console_runs)?)
     };
+    let fleet_scale = if args.fleet_scale.skip_fleet_scale {
+        None
+    } else {
+        Some(crate::bench_fleet_scale::run(
+            args.fleet_scale.fleet_scale_changes,
+        )?)
+    };
     let throughput = if args.throughput.skip_throughput {
         None
     } else {
@@ -512,6 +521,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         c.print_table();
         crate::bench_console::add_to_report(&report, c)?;
     }
+    if let Some(f) = &fleet_scale {
+        f.print_table();
+        crate::bench_fleet_scale::add_to_report(&report, f)?;
+    }
     println!("report: {}", report.display());
     // Last, once every section is in the report: the document and its charts (which
     // need the /metrics section).
@@ -540,6 +553,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(c) = &console {
         failed.extend(c.failed());
+    }
+    if let Some(f) = &fleet_scale {
+        failed.extend(f.failed());
     }
     for (d, matching) in &daemon_cases {
         failed.extend(results::daemon_failures(d, *matching));

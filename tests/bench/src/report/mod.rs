@@ -20,6 +20,7 @@
 mod console;
 mod daemon;
 mod fields;
+mod fleet_scale;
 mod kernel;
 mod machine;
 mod scale;
@@ -44,6 +45,7 @@ pub use fields::ms_runs;
 use console::console_section;
 use daemon::{latency_section, metrics_section};
 use fields::{pass_fail, table};
+use fleet_scale::fleet_scale_section;
 use kernel::kernel_section;
 use machine::{machine_section, method_section, utc, Machine};
 use scale::scale_section;
@@ -200,14 +202,19 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
         .map(console_section)
         .transpose()
         .context("the console section (`console`)")?;
+    let fleet_scale = section("fleet_scale")
+        .map(fleet_scale_section)
+        .transpose()
+        .context("the fleet-scale section (`fleet_scale`)")?;
 
-    let parts: [(&str, Option<Part>); 6] = [
+    let parts: [(&str, Option<Part>); 7] = [
         ("Per-packet cost (kernel micro-benchmarks)", kernel),
         ("Throughput on live frames", throughput),
         ("Detection latency", latency),
         ("`/metrics` with many tenants", metrics),
         ("Scale: policy apply, counter reads, daemon memory", scale),
         ("Console: a queue of 10,000 flags in a browser", console),
+        ("Fleet at scale: 100,000 tenants in etcd", fleet_scale),
     ];
     for (title, part) in parts {
         writeln!(body, "\n## {title}\n")?;
