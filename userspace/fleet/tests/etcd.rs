@@ -1125,7 +1125,12 @@ async fn two_concurrent_large_applies_on_one_base_one_commits_and_no_reader_sees
     let base = a.read_policy().await.expect("read").generation_revision;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (watching, started_watching) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(watching_reader(etcd.fleet().await, watching, tx));
+    let reader = tokio::spawn(watching_reader(
+        etcd.fleet().await,
+        Scope::All,
+        watching,
+        tx,
+    ));
     started_watching.await.expect("the reader watches");
 
     let (_, pa) = fragments(&many("a", N, "5Mbit"), "p").expect("valid");
