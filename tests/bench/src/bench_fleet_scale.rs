@@ -365,7 +365,7 @@ fn seed_flags(lab: &StandardLab) -> Result<()> {
 
 /// Flag `i` as node `n{i % 20}` publishes it: a scan (every 4th a spam) on tenant `i`.
 fn flag_record(i: u32) -> FlagRecord {
-    let kind = if i % 4 == 0 {
+    let kind = if i.is_multiple_of(4) {
         warden_policy::Kind::Spam
     } else {
         warden_policy::Kind::Scan
@@ -393,11 +393,14 @@ fn flag_record(i: u32) -> FlagRecord {
     }
 }
 
+/// A flags query and what each flag of its answer must be.
+type Query = (&'static str, fn(&Value) -> bool);
+
 /// The controller's flags queries, [`API_RUNS`] of each, interleaved, each answer checked.
 fn time_flags(lab: &StandardLab) -> Result<[Vec<f64>; 3]> {
     let addr = CONTROLLER.parse()?;
     warden_tests::http::in_netns(lab.node.name(), move || {
-        let queries: [(&str, fn(&Value) -> bool); 3] = [
+        let queries: [Query; 3] = [
             ("/api/v1/flags?limit=50", |_| true),
             ("/api/v1/flags?kind=spam&limit=50", |f| f["kind"] == "spam"),
             ("/api/v1/flags?node=n07&limit=50", |f| f["node"] == "n07"),
