@@ -9,6 +9,7 @@
 mod bench;
 mod bench_console;
 mod bench_fleet;
+mod bench_fleet_scale;
 mod bench_metrics;
 mod bench_scale;
 mod bench_throughput;
@@ -45,6 +46,10 @@ enum Task {
     /// The fleet part alone (a 3-member etcd, the controller, 20 host and 2 gateway
     /// release nodes in namespaces): its table, then its JSON.
     Fleet(bench_fleet::FleetArgs),
+    /// The fleet-scale part alone (100,000 tenants in a real etcd: a gateway and a host
+    /// node's cold start, a one-tenant change, the controller's flags over 10,000): its
+    /// table, then its JSON.
+    FleetScale(bench_fleet_scale::FleetScaleArgs),
     /// Regenerate BENCHMARKS.md and docs/bench/*.svg from an existing bench report.
     Report(report::ReportArgs),
 }
@@ -63,6 +68,7 @@ fn main() -> Result<()> {
         Task::Throughput(opts) => bench_throughput::print(&opts),
         Task::Console(args) => bench_console::print(&args),
         Task::Fleet(args) => bench_fleet::print(&args),
+        Task::FleetScale(args) => bench_fleet_scale::print(&args),
         Task::Report(args) => report::run(args),
     }
 }

@@ -522,8 +522,25 @@ fn flags_by_node(lab: &StandardLab, warden: &Path, local_id: i64) -> Result<()> 
         mine.len() == 1 && mine[0]["node"] == NODE,
         "warden flags --node {NODE}: {mine:?}"
     );
-    let other = json("node8")?;
-    ensure!(other.is_empty(), "warden flags --node node8: {other:?}");
+    // A node of the fleet with no flags (here: none of that kind) is an empty list; a
+    // name the fleet does not know is "not found" (exit 5), not an empty list.
+    let none = list(&cli_ok(
+        lab,
+        warden,
+        token::VIEWER,
+        &["flags", "--node", NODE, "--kind", "spam", "--json"],
+    )?)?;
+    ensure!(
+        none.is_empty(),
+        "warden flags --node {NODE} --kind spam: {none:?}"
+    );
+    let unknown = cli(lab, warden, token::VIEWER, &["flags", "--node", "node8"])?;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    ensure!(
+        unknown.status.code() == Some(5) && stderr.contains("no node `node8`"),
+        "warden flags --node node8: {} {stderr}",
+        unknown.status
+    );
     let table = cli_ok(lab, warden, token::VIEWER, &["flags", "--node", NODE])?;
     let mut lines = table.lines();
     let (header, row) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));

@@ -83,6 +83,13 @@ impl Layout {
         self.key("policy/tenants/")
     }
 
+    /// `policy/tenants/<id>/`: one tenant's versions (a node scoped to its tenants
+    /// reads these alone).
+    pub fn tenant_dir(&self, id: &str) -> Result<String, FleetError> {
+        check_name("tenant", id)?;
+        Ok(self.key(&format!("policy/tenants/{id}/")))
+    }
+
     /// `policy/tenants/<id>/<generation>`: the tenant as of that generation (empty:
     /// removed then).
     pub fn tenant_version(&self, id: &str, generation: u64) -> Result<String, FleetError> {
@@ -247,6 +254,18 @@ mod tests {
             l.tenant_version("acme", 7).expect("valid"),
             "/warden/v1/policy/tenants/acme/00000000000000000007"
         );
+        assert_eq!(
+            l.tenant_dir("acme").expect("valid"),
+            "/warden/v1/policy/tenants/acme/"
+        );
+        assert!(l
+            .tenant_version("acme", 7)
+            .expect("valid")
+            .starts_with(&l.tenant_dir("acme").expect("valid")));
+        assert!(!l
+            .tenant_version("acme2", 7)
+            .expect("valid")
+            .starts_with(&l.tenant_dir("acme").expect("valid")));
         assert_eq!(
             l.suspension("acme").expect("valid"),
             "/warden/v1/suspensions/tenants/acme"

@@ -34,7 +34,7 @@ mod watch;
 pub use client::{Connect, Fleet, TlsFiles};
 pub use error::FleetError;
 pub use keys::{Layout, DEFAULT_PREFIX};
-pub use policy::PolicySnapshot;
+pub use policy::{PolicySnapshot, Scope};
 pub use review::{PublishedFlag, Registration};
 pub use stage::Applied;
 pub use watch::{Change, Watch};

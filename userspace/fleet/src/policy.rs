@@ -30,6 +30,28 @@ pub(crate) enum Version {
 /// The stored versions of one tenant (or of the defaults), by generation.
 pub(crate) type Versions = BTreeMap<u64, Version>;
 
+/// The tenants a reader of the policy keeps (docs/fleet-design.md, "What a node
+/// watches"): every tenant (a gateway, a node not bound to tenants, the controller) or a
+/// host node's own. The defaults and the generation are everyone's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant.
+    #[default]
+    All,
+    /// These tenants only; other tenants' keys are ignored.
+    Tenants(BTreeSet<String>),
+}
+
+impl Scope {
+    /// Whether the tenant `id` is kept.
+    pub fn covers(&self, id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tenants(ids) => ids.contains(id),
+        }
+    }
+}
+
 /// The fleet's policy as read at one etcd revision (or as kept up to date from a watch
 /// with [`PolicySnapshot::apply_event`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,9 +74,24 @@ pub struct PolicySnapshot {
     /// Tenants with a version above the committed generation, settled again at the
     /// next generation.
     pending: BTreeSet<String>,
+    /// The tenants kept; others' keys are ignored.
+    scope: Scope,
 }
 
 impl PolicySnapshot {
+    /// An empty state that keeps the tenants of `scope` only.
+    pub fn scoped(scope: Scope) -> Self {
+        PolicySnapshot {
+            scope,
+            ..PolicySnapshot::default()
+        }
+    }
+
+    /// The tenants this state keeps.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     /// The generation number (0: none).
     pub fn generation_number(&self) -> u64 {
         self.generation.as_ref().map_or(0, |g| g.generation)
@@ -95,6 +132,8 @@ impl PolicySnapshot {
                 store(&mut self.defaults_versions, generation, key, value)?;
                 settle(&mut self.defaults_versions, committed, &mut self.defaults);
             }
+            // Another tenant's key on a scoped node: only its revision counts.
+            Some(PolicyKey::Tenant(id, _)) if !self.scope.covers(id) => {}
             Some(PolicyKey::Tenant(id, generation)) => {
                 let versions = match self.tenant_versions.get_mut(id) {
                     Some(v) => v,
@@ -190,8 +229,32 @@ impl Fleet {
     /// The fleet's policy at the latest revision: one consistent snapshot, read in
     /// pages at one revision.
     pub async fn read_policy(&self) -> Result<PolicySnapshot, FleetError> {
-        let (revision, kvs) = self.list_paged(&self.layout.policy_dir(), 0).await?;
-        let mut snapshot = PolicySnapshot::default();
+        self.read_policy_in(Scope::All).await
+    }
+
+    /// The fleet's policy for `scope` at the latest revision, one consistent snapshot:
+    /// the whole `policy/` directory for [`Scope::All`]; else the generation, the
+    /// defaults and each tenant of the scope, every read at the generation read's
+    /// revision (a few small reads, whatever the size of the fleet).
+    pub async fn read_policy_in(&self, scope: Scope) -> Result<PolicySnapshot, FleetError> {
+        let (revision, kvs) = match &scope {
+            Scope::All => self.list_paged(&self.layout.policy_dir(), 0).await?,
+            Scope::Tenants(ids) => {
+                let (revision, mut kvs) = self.list_paged(&self.layout.generation(), 0).await?;
+                let (_, defaults) = self
+                    .list_paged(&self.layout.defaults_dir(), revision)
+                    .await?;
+                kvs.extend(defaults);
+                for id in ids {
+                    let (_, versions) = self
+                        .list_paged(&self.layout.tenant_dir(id)?, revision)
+                        .await?;
+                    kvs.extend(versions);
+                }
+                (revision, kvs)
+            }
+        };
+        let mut snapshot = PolicySnapshot::scoped(scope);
         for (i, kv) in kvs.iter().enumerate() {
             if i % YIELD_EVERY == YIELD_EVERY - 1 {
                 // 100,000 keys take a while: let other tasks (an apply's lock keep-alive)
@@ -327,6 +390,58 @@ mod tests {
             .expect("decodes");
         assert_eq!(s.tenants.len(), 1);
         assert_eq!(s.tenants.get("a").map(String::as_str), Some("two"));
+    }
+
+    #[test]
+    fn a_scoped_state_keeps_its_tenants_and_takes_their_generations_whole() {
+        let l = layout();
+        let own = Scope::Tenants(["acme".to_owned()].into());
+        let mut s = PolicySnapshot::scoped(own);
+        let gen = |generation| GenerationRecord {
+            generation,
+            actor: "ops".into(),
+            at: 1,
+            tenants: 2,
+        };
+        let acme1 = l.tenant_version("acme", 1).expect("valid");
+        let globex1 = l.tenant_version("globex", 1).expect("valid");
+        s.apply_event(&l, &acme1, Some(b"acme one"), 2)
+            .expect("decodes");
+        s.apply_event(&l, &globex1, Some(b"globex one"), 3)
+            .expect("decodes");
+        s.apply_event(&l, &l.defaults_version(1), Some(b"{}"), 3)
+            .expect("decodes");
+        assert!(
+            s.tenants.is_empty(),
+            "nothing in force before its generation"
+        );
+        assert!(s
+            .apply_event(&l, &l.generation(), Some(&encode(&gen(1))), 4)
+            .expect("decodes"));
+        assert_eq!(s.tenants.keys().collect::<Vec<_>>(), ["acme"]);
+        assert_eq!(s.defaults.as_deref(), Some("{}"));
+        assert!(
+            !s.tenant_versions.contains_key("globex"),
+            "nothing of another tenant is kept"
+        );
+        // Another tenant's change: its versions go by, its generation changes nothing here.
+        let globex2 = l.tenant_version("globex", 2).expect("valid");
+        s.apply_event(&l, &globex2, Some(b"globex two"), 5)
+            .expect("decodes");
+        let before = s.tenants.clone();
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen(2))), 6)
+            .expect("decodes");
+        assert_eq!(s.tenants, before);
+        assert_eq!((s.generation_number(), s.revision), (2, 6));
+        // Its own change is staged, unseen, until its generation commits it.
+        let acme3 = l.tenant_version("acme", 3).expect("valid");
+        s.apply_event(&l, &acme3, Some(b"acme three"), 7)
+            .expect("decodes");
+        assert_eq!(s.tenants["acme"], "acme one");
+        s.apply_event(&l, &l.generation(), Some(&encode(&gen(3))), 8)
+            .expect("decodes");
+        assert_eq!(s.tenants["acme"], "acme three");
+        assert!(Scope::All.covers("globex") && !s.scope().covers("globex"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Killed};
 use warden_fleet::records::{DecisionRecord, FlagRecord, NodeRecord};
-use warden_fleet::{Connect, Fleet, FleetError, Layout, DEFAULT_PREFIX};
+use warden_fleet::{Connect, Fleet, FleetError, Layout, Scope, DEFAULT_PREFIX};
 use warden_policy::flag::{Flag, FlagState};
 use warden_policy::fragments::fragments;
 use warden_policy::Kind;
@@ -810,11 +810,16 @@ async fn an_apply_over_etcds_transaction_limit_is_staged_in_batches_and_committe
 
 type Seen = tokio::sync::mpsc::UnboundedSender<(Instant, warden_fleet::PolicySnapshot)>;
 
-/// A reader that reads the policy, then watches it as a node does (`watching` is told
+/// A reader that reads the policy (of `scope`), then watches it as a node does (`watching` is told
 /// when it does); `seen` gets each committed state with the time it arrived.
-async fn watching_reader(fleet: Fleet, watching: tokio::sync::oneshot::Sender<()>, seen: Seen) {
+async fn watching_reader(
+    fleet: Fleet,
+    scope: Scope,
+    watching: tokio::sync::oneshot::Sender<()>,
+    seen: Seen,
+) {
     let layout = fleet.layout().clone();
-    let mut state = fleet.read_policy().await.expect("read");
+    let mut state = fleet.read_policy_in(scope).await.expect("read");
     let mut watch = fleet
         .watch(&layout.policy_dir(), state.revision)
         .await
@@ -869,11 +874,39 @@ async fn a_100000_tenant_policy_applies_reads_cold_and_a_one_tenant_change_reach
         "100,000 tenants: validate+split {split:?}, apply {apply:?}, cold read {read:?}, \
          read+parse {cold:?}"
     );
+    // A host node's cold start: its own tenants only, at one revision.
+    let own = Scope::Tenants(["t5000".to_owned(), "t7".to_owned()].into());
+    let started = Instant::now();
+    let scoped = fleet.read_policy_in(own.clone()).await.expect("read");
+    let scoped_read = started.elapsed();
+    let policy = warden_policy::parse(&scoped.document(""), "fleet").expect("parses");
+    eprintln!(
+        "100,000 tenants: a host node's read of its 2 tenants {scoped_read:?}, with the parse {:?}",
+        started.elapsed()
+    );
+    assert_eq!(policy.tenants.len(), 2);
+    assert_eq!(scoped.tenants["t7"], snapshot.tenants["t7"]);
+    assert_eq!(scoped.defaults, snapshot.defaults);
+    assert_eq!(scoped.generation, snapshot.generation);
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (watching, started_watching) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(watching_reader(etcd.fleet().await, watching, tx));
+    let reader = tokio::spawn(watching_reader(
+        etcd.fleet().await,
+        Scope::All,
+        watching,
+        tx,
+    ));
     started_watching.await.expect("the reader watches");
+    let (scoped_tx, mut scoped_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (watching, started_watching) = tokio::sync::oneshot::channel();
+    let scoped_reader = tokio::spawn(watching_reader(
+        etcd.fleet().await,
+        own,
+        watching,
+        scoped_tx,
+    ));
+    started_watching.await.expect("the scoped reader watches");
     let mut tenants = parts.tenants.clone();
     let changed = &mut tenants[5_000];
     let new_fragment = changed.1.replace("1Gbit", "7Mbit");
@@ -898,11 +931,23 @@ async fn a_100000_tenant_policy_applies_reads_cold_and_a_one_tenant_change_reach
         .expect("the watcher saw the change within 30 s")
         .expect("the reader runs");
     reader.abort();
+    let (scoped_at, scoped_state) = tokio::time::timeout(Duration::from_secs(30), scoped_rx.recv())
+        .await
+        .expect("the scoped watcher saw the change within 30 s")
+        .expect("the scoped reader runs");
+    scoped_reader.abort();
     eprintln!(
-        "one-tenant change of 100,000: apply {apply_one:?}, seen by a watcher {:?} after \
-         the apply started",
-        at.duration_since(started)
+        "one-tenant change of 100,000: apply {apply_one:?}, seen by a watcher {:?} (a \
+         watcher of 2 tenants {:?}) after the apply started",
+        at.duration_since(started),
+        scoped_at.duration_since(started)
     );
+    assert_eq!(scoped_state.generation_number(), 2);
+    assert_eq!(
+        scoped_state.tenants.keys().collect::<Vec<_>>(),
+        ["t5000", "t7"]
+    );
+    assert_eq!(scoped_state.tenants["t5000"], new_fragment);
     assert_eq!(state.generation_number(), 2);
     assert_eq!(state.tenants.len(), N);
     assert_eq!(state.tenants["t5000"], new_fragment);
@@ -910,6 +955,75 @@ async fn a_100000_tenant_policy_applies_reads_cold_and_a_one_tenant_change_reach
     let keys = keys_under(&fleet, &fleet.layout().tenants_dir()).await;
     assert_eq!(keys.len(), N);
     assert!(keys.contains(&fleet.layout().tenant_version("t5000", 2).expect("valid")));
+}
+
+#[tokio::test]
+async fn a_reader_scoped_to_its_tenants_reads_them_whole_and_lets_others_go_by() {
+    let etcd = Etcd::start().await;
+    let fleet = etcd.fleet().await;
+    let base = |acme: &str, globex: &str| {
+        policy(&[
+            ("acme", "198.18.1.0/24", acme),
+            ("globex", "198.18.2.0/24", globex),
+            ("initech", "198.18.3.0/24", "1Gbit"),
+        ])
+    };
+    let (_, parts) = fragments(&base("10Mbit", "10Mbit"), "p").expect("valid");
+    fleet
+        .apply_policy(&parts, None, "ops", 1)
+        .await
+        .expect("applied");
+    let own = Scope::Tenants(["acme".to_owned(), "absent".to_owned()].into());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (watching, started_watching) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(watching_reader(
+        etcd.fleet().await,
+        own.clone(),
+        watching,
+        tx,
+    ));
+    started_watching.await.expect("the reader watches");
+    let first = fleet.read_policy_in(own.clone()).await.expect("read");
+    let all = fleet.read_policy().await.expect("read");
+    assert_eq!(first.tenants.keys().collect::<Vec<_>>(), ["acme"]);
+    assert_eq!(first.tenants["acme"], all.tenants["acme"]);
+    assert_eq!(
+        (first.generation.clone(), first.generation_revision),
+        (all.generation, all.generation_revision)
+    );
+
+    // Another tenant's change: a generation that leaves this reader's tenants as they were.
+    let (_, parts) = fragments(&base("10Mbit", "20Mbit"), "p").expect("valid");
+    fleet
+        .apply_policy(&parts, None, "ops", 2)
+        .await
+        .expect("applied");
+    let (_, state) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("generation 2 seen")
+        .expect("the reader runs");
+    assert_eq!(state.generation_number(), 2);
+    assert_eq!(state.tenants, first.tenants);
+    // Its own change, with another's, arrives whole at its generation.
+    let (_, parts) = fragments(&base("30Mbit", "30Mbit"), "p").expect("valid");
+    fleet
+        .apply_policy(&parts, None, "ops", 3)
+        .await
+        .expect("applied");
+    let (_, state) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("generation 3 seen")
+        .expect("the reader runs");
+    reader.abort();
+    assert_eq!(state.generation_number(), 3);
+    assert!(
+        state.tenants["acme"].contains("30Mbit"),
+        "{:?}",
+        state.tenants
+    );
+    assert_eq!(state.tenants.len(), 1);
+    let read = fleet.read_policy_in(own).await.expect("read");
+    assert_eq!(read.tenants, state.tenants);
 }
 
 #[tokio::test]
@@ -1011,7 +1125,12 @@ async fn two_concurrent_large_applies_on_one_base_one_commits_and_no_reader_sees
     let base = a.read_policy().await.expect("read").generation_revision;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (watching, started_watching) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(watching_reader(etcd.fleet().await, watching, tx));
+    let reader = tokio::spawn(watching_reader(
+        etcd.fleet().await,
+        Scope::All,
+        watching,
+        tx,
+    ));
     started_watching.await.expect("the reader watches");
 
     let (_, pa) = fragments(&many("a", N, "5Mbit"), "p").expect("valid");

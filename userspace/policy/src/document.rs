@@ -159,7 +159,8 @@ pub(super) fn read_timed(
     timings.parse = validating - started;
     validate::interfaces(&mut r, &interfaces);
     validate::tenants(&mut r, &tenants);
-    super::ports::validate(&mut r, &interfaces, &tenants);
+    let fleet_file = daemon.fleet.is_some() && tenants_node.is_none();
+    super::ports::validate(&mut r, &interfaces, &tenants, fleet_file);
     if let Some(usable) = usable {
         validate::on_host(&mut r, &interfaces, &tenants, usable);
     }

@@ -146,3 +146,38 @@ pub fn fleet_sections_in(text: &str) -> Vec<(String, usize, usize)> {
         })
         .collect()
 }
+
+/// The tenants a fleet node's own file binds it to, when they are all it enforces: every
+/// entry of `interfaces` is `mode: host` with a `tenant` (docs/fleet-design.md, "What a
+/// node watches"). `None` when the node needs the whole policy: a gateway-mode interface,
+/// a host-mode one without a tenant (its frames are attributed by address, to any
+/// tenant), VLAN bindings, no interfaces, or text that is not a policy mapping (the parse
+/// that follows reports it).
+pub fn bound_tenants_in(text: &str) -> Option<std::collections::BTreeSet<String>> {
+    let documents = load_yaml(text).ok()?;
+    let Some(Data::Mapping(entries)) = documents.first().map(|root| &root.data) else {
+        return None;
+    };
+    let (_, interfaces) = entries
+        .iter()
+        .find(|(k, _)| scalar(k) == Some("interfaces"))?;
+    let Data::Sequence(items) = &interfaces.data else {
+        return None;
+    };
+    let mut tenants = std::collections::BTreeSet::new();
+    for item in items {
+        let Data::Mapping(fields) = &item.data else {
+            return None;
+        };
+        let field = |name: &str| fields.iter().find(|(k, _)| scalar(k) == Some(name));
+        if field("vlans").is_some() || field("mode").and_then(|(_, v)| scalar(v)) != Some("host") {
+            return None;
+        }
+        let tenant = field("tenant").and_then(|(_, v)| scalar(v))?;
+        if tenant.is_empty() {
+            return None;
+        }
+        tenants.insert(tenant.to_owned());
+    }
+    (!tenants.is_empty()).then_some(tenants)
+}

@@ -1,6 +1,6 @@
 //! A policy split into fragments and assembled again reads as the same policy.
 
-use super::fragments::{assemble, fleet_sections_in, fragments};
+use super::fragments::{assemble, bound_tenants_in, fleet_sections_in, fragments};
 use super::parse;
 
 const LOCAL: &str =
@@ -88,4 +88,46 @@ fn without_fleet_sections(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[test]
+fn a_host_node_bound_on_every_interface_needs_only_its_tenants() {
+    let bound =
+        |interfaces: &str| bound_tenants_in(&format!("daemon: {{}}\ninterfaces:\n{interfaces}"));
+    let two = bound(
+        "  - {name: eth0, mode: host, tenant: acme}\n  - {name: eth1, mode: \"host\", tenant: globex}\n",
+    )
+    .expect("both host interfaces are bound");
+    assert_eq!(two.into_iter().collect::<Vec<_>>(), ["acme", "globex"]);
+    // Anything that may carry another tenant's frames needs the whole policy.
+    for whole in [
+        "  - {name: eth0, mode: host}\n",
+        "  - {name: eth0, mode: host, tenant: acme}\n  - {name: eth1, mode: host}\n",
+        "  - {name: eth0, mode: gateway, tenant: acme}\n",
+        "  - {name: eth0, mode: gateway, tenant: acme, vlans: [{id: 7, tenant: globex}]}\n",
+        "  []\n",
+    ] {
+        assert_eq!(bound(whole), None, "{whole}");
+    }
+    assert_eq!(bound_tenants_in("daemon: {}\n"), None, "no interfaces");
+    assert_eq!(bound_tenants_in(LOCAL), None, "the gateway example");
+}
+
+#[test]
+fn a_fleet_nodes_own_file_may_bind_tenants_the_fleet_holds() {
+    let file = "daemon:\n  fleet:\n    endpoints: [\"http://127.0.0.1:2379\"]\n    node: n1\ninterfaces:\n  - {name: eth0, mode: host, tenant: acme}\n";
+    parse(file, "node.yaml").expect("the bound tenant comes from the fleet");
+    // Assembled with the fleet's sections, the binding is checked as ever.
+    let err = parse(&assemble(file, None, std::iter::empty()), "assembled")
+        .expect_err("acme is not in the fleet's tenants");
+    assert!(err.to_string().contains("bound to tenant `acme`"), "{err}");
+    let doc = assemble(
+        file,
+        None,
+        [r#"{"id": "acme", "addresses": ["198.18.1.0/24"]}"#],
+    );
+    parse(&doc, "assembled").expect("acme is there");
+    // Outside a fleet a file's bindings name its own tenants.
+    let alone = "interfaces:\n  - {name: eth0, mode: host, tenant: acme}\n";
+    assert!(parse(alone, "alone.yaml").is_err());
 }

@@ -59,13 +59,20 @@ fn vlan_id(text: &str) -> Result<u16, String> {
 }
 
 /// Every bound tenant exists; `vlans` only in gateway mode, each id once per interface.
-pub(super) fn validate(r: &mut Reader, interfaces: &[InterfaceDraft], tenants: &[TenantDraft]) {
+/// `fleet_file`: a fleet node's own file (`daemon.fleet`, no `tenants`), whose bound
+/// tenants come from the fleet: they are checked once its sections are assembled.
+pub(super) fn validate(
+    r: &mut Reader,
+    interfaces: &[InterfaceDraft],
+    tenants: &[TenantDraft],
+    fleet_file: bool,
+) {
     let known: HashSet<&str> = tenants
         .iter()
         .filter_map(|t| t.id.as_ref().map(|(id, _)| id.as_str()))
         .collect();
     let exists = |r: &mut Reader, name: &str, tenant: &str, pos: Pos| {
-        if !known.contains(tenant) {
+        if !fleet_file && !known.contains(tenant) {
             r.error_at(
                 pos,
                 format!(

@@ -332,6 +332,8 @@ pub struct BenchArgs {
     console: crate::bench_console::ConsoleOptions,
     #[command(flatten)]
     fleet: crate::bench_fleet::FleetOptions,
+    #[command(flatten)]
+    fleet_scale: crate::bench_fleet_scale::FleetScaleOptions,
 }
 
 /// The whole bench. The machine is set up by `cargo xtask bench` before this runs.
@@ -490,6 +492,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         Some(crate::bench_fleet::run()?)
     };
+    let fleet_scale = if args.fleet_scale.skip_fleet_scale {
+        None
+    } else {
+        Some(crate::bench_fleet_scale::run(
+            args.fleet_scale.fleet_scale_changes,
+        )?)
+    };
     let throughput = if args.throughput.skip_throughput {
         None
     } else {
@@ -523,6 +532,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         f.print_table();
         crate::bench_fleet::add_to_report(&report, f)?;
     }
+    if let Some(f) = &fleet_scale {
+        f.print_table();
+        crate::bench_fleet_scale::add_to_report(&report, f)?;
+    }
     println!("report: {}", report.display());
     // Last, once every section is in the report: the document and its charts (which
     // need the /metrics section).
@@ -553,6 +566,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         failed.extend(c.failed());
     }
     if let Some(f) = &fleet {
+        failed.extend(f.failed());
+    }
+    if let Some(f) = &fleet_scale {
         failed.extend(f.failed());
     }
     for (d, matching) in &daemon_cases {

@@ -21,6 +21,7 @@ mod console;
 mod daemon;
 mod fields;
 mod fleet;
+mod fleet_scale;
 mod kernel;
 mod machine;
 mod scale;
@@ -46,6 +47,7 @@ use console::console_section;
 use daemon::{latency_section, metrics_section};
 use fields::{pass_fail, table};
 use fleet::fleet_section;
+use fleet_scale::fleet_scale_section;
 use kernel::kernel_section;
 use machine::{machine_section, method_section, utc, Machine};
 use scale::scale_section;
@@ -202,13 +204,17 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
         .map(console_section)
         .transpose()
         .context("the console section (`console`)")?;
+    let fleet_scale = section("fleet_scale")
+        .map(fleet_scale_section)
+        .transpose()
+        .context("the fleet-scale section (`fleet_scale`)")?;
 
     let fleet = section("fleet")
         .map(fleet_section)
         .transpose()
         .context("the fleet section (`fleet`)")?;
 
-    let parts: [(&str, Option<Part>); 7] = [
+    let parts: [(&str, Option<Part>); 8] = [
         ("Per-packet cost (kernel micro-benchmarks)", kernel),
         ("Throughput on live frames", throughput),
         ("Detection latency", latency),
@@ -219,6 +225,7 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
             "Fleet: 3-member etcd, controller, 20 host and 2 gateway nodes",
             fleet,
         ),
+        ("Fleet at scale: 100,000 tenants in etcd", fleet_scale),
     ];
     for (title, part) in parts {
         writeln!(body, "\n## {title}\n")?;

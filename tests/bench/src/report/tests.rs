@@ -352,6 +352,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         "Scale: policy apply, counter reads, daemon memory",
         "Console: a queue of 10,000 flags in a browser",
         "Fleet: 3-member etcd, controller, 20 host and 2 gateway nodes",
+        "Fleet at scale: 100,000 tenants in etcd",
     ] {
         assert!(
             md.contains(&format!("## {title}\n\n{NOT_MEASURED}\n")),
@@ -378,7 +379,7 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
         doc.markdown
             .matches(&format!("\n\n{NOT_MEASURED}\n"))
             .count(),
-        7
+        8
     );
     assert!(doc.charts.is_empty());
     Ok(())
@@ -523,4 +524,39 @@ fn dates_and_counts_are_formatted_exactly() {
     assert_eq!(thousands(999.0), "999");
     assert_eq!(thousands(1_234_567.0), "1,234,567");
     assert_eq!(thousands(2.5), "2.5");
+}
+
+#[test]
+fn the_fleet_scale_section_shows_each_figure_with_its_verdict_and_refuses_a_wrong_pass(
+) -> Result<()> {
+    let figure = |name: &str, bar: f64, runs: &[f64], median: f64, pass: bool| {
+        json!({"name": name, "bar_ms": bar, "runs_ms": runs, "median_ms": median,
+               "worst_ms": runs.iter().copied().fold(f64::NAN, f64::max), "pass": pass})
+    };
+    let mut r = kernel_only();
+    r["fleet_scale"] = json!({
+        "method": "a lab", "daemon": "release", "tenants": 100003, "flags": 10000,
+        "change_apply_ms": [800.0],
+        "figures": [
+            figure("gateway node: cold start", 5000.0, &[3858.0], 3858.0, true),
+            figure("one-tenant change", 1000.0, &[1949.0, 2646.0, 1475.0], 1949.0, false),
+        ],
+        "pass": false,
+    });
+    let md = render(&r, &machine())?.markdown;
+    assert!(
+        md.contains("## Fleet at scale: 100,000 tenants in etcd"),
+        "{md}"
+    );
+    assert!(md.contains("gateway node: cold start"), "{md}");
+    assert!(
+        md.contains("fleet, 100,003 tenants: one-tenant change"),
+        "{md}"
+    );
+    r["fleet_scale"]["figures"][1]["pass"] = json!(true);
+    assert!(
+        render(&r, &machine()).is_err(),
+        "a pass over the bar is refused"
+    );
+    Ok(())
 }

@@ -212,19 +212,51 @@ pub fn flags(client: &Client, q: &FlagsQuery<'_>, json: bool) -> Result<()> {
         format!("/api/v1/flags?{}", query.join("&"))
     };
     let v = client.get(&path)?;
-    if json {
-        if let (Some(t), Some(true)) = (tenant, v.as_array().map(Vec::is_empty)) {
+    let fs: Vec<Flag> = serde_json::from_value(v.clone()).context("unexpected flags document")?;
+    if fs.is_empty() {
+        if let Some(t) = tenant {
             tenant_known(client, t)?;
         }
+        if let Some(n) = node {
+            node_known(client, n)?;
+        }
+    }
+    if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", flag_table(&fs));
+    }
+    Ok(())
+}
+
+/// No flags for `node`: fine for a node of the fleet (registered, or whose published
+/// flags remain after its lease lapsed), "not found" (exit 5) for a name the fleet does
+/// not know. Against a node's own API (no fleet there: no `/api/v1/nodes`) the filter
+/// simply keeps nothing.
+fn node_known(client: &Client, node: &str) -> Result<()> {
+    let nodes = match client.get("/api/v1/nodes") {
+        Ok(v) => v,
+        Err(e) if e.downcast_ref::<CliError>().and_then(CliError::status) == Some(404) => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    let registered = nodes
+        .as_array()
+        .context("unexpected nodes document")?
+        .iter()
+        .any(|n| n["node"] == node);
+    if registered {
         return Ok(());
     }
-    let fs: Vec<Flag> = serde_json::from_value(v).context("unexpected flags document")?;
-    if let (Some(t), true) = (tenant, fs.is_empty()) {
-        tenant_known(client, t)?;
+    let published = client.get(&format!("/api/v1/flags?node={}&limit=1", url_escape(node)))?;
+    if published.as_array().is_some_and(|a| !a.is_empty()) {
+        return Ok(());
     }
-    print!("{}", flag_table(&fs));
-    Ok(())
+    Err(CliError::NotFound(format!(
+        "no node `{node}` in the fleet: none is registered under that name and it published no flags"
+    ))
+    .into())
 }
 
 /// No flags for `tenant`: fine for a tenant of the running policy, "not found" (exit 5)

@@ -26,7 +26,8 @@ fn view(p: &PublishedFlag) -> Flag {
 
 impl Controller {
     pub(super) fn fleet_flags(&self, filter: &FlagFilter) -> anyhow::Result<Vec<Flag>> {
-        let published = self.wait(self.fleet().flags(None))?;
+        // A node filter reads that node's keys alone (`flags/<node>/`), not the fleet's.
+        let published = self.wait(self.fleet().flags(filter.node.as_deref()))?;
         let mut flags: Vec<Flag> = published
             .iter()
             .map(view)

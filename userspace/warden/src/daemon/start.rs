@@ -142,7 +142,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     let (policy, fleet) = match policy.daemon.fleet.clone() {
         Some(config) => {
             let usable = |name: &str| dataplane::iface::check(name, true);
-            let (p, saved) = super::fleet::start_policy(policy_path, &store, &usable)?;
+            let (p, saved) = super::fleet::start_policy(policy_path, &store, &usable, &config)?;
             (
                 compacted(p),
                 Some(super::fleet::FleetNode::new(config, saved)?),

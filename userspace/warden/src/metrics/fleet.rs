@@ -4,7 +4,7 @@
 use super::Family;
 
 /// Why a node read the whole fleet state again instead of resuming its watch.
-pub const RESYNC_REASONS: [&str; 3] = ["start", "reconnect", "compacted"];
+pub const RESYNC_REASONS: [&str; 4] = ["start", "reconnect", "compacted", "scope"];
 
 /// A fleet node's figures, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,7 +15,7 @@ pub struct FleetFigures {
     /// start; the state in force then is the local copy).
     pub seconds_since_sync: Option<f64>,
     /// Full reads, by [`RESYNC_REASONS`] index.
-    pub resyncs: [u64; 3],
+    pub resyncs: [u64; 4],
     /// The fleet policy generation in force.
     pub generation: u64,
     /// Flags raised here and not yet published.
@@ -41,7 +41,7 @@ pub(super) fn render(out: &mut String, fleet: Option<&FleetFigures>) {
     .write(out);
     let mut resyncs = Family::counter(
         "warden_fleet_resyncs_total",
-        "Full reads of the fleet state, by reason: start, reconnect (the watch could not resume), compacted (etcd had compacted the revision the watch resumed from).",
+        "Full reads of the fleet state, by reason: start, reconnect (the watch could not resume), compacted (etcd had compacted the revision the watch resumed from), scope (a reload changed the tenants the node's interfaces are bound to).",
     );
     for (reason, n) in RESYNC_REASONS.into_iter().zip(f.resyncs) {
         resyncs.count(&[("reason", reason)], n);
@@ -78,7 +78,7 @@ mod tests {
         let f = FleetFigures {
             connected: false,
             seconds_since_sync: Some(12.5),
-            resyncs: [1, 0, 2],
+            resyncs: [1, 0, 2, 0],
             generation: 7,
             flags_queued: 3,
         };

@@ -17,8 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use warden_fleet::{Connect, Layout, TlsFiles};
-use warden_policy::fragments::{assemble, fleet_sections_in};
+use warden_fleet::{Connect, Fleet, Layout, Scope, TlsFiles};
+use warden_policy::fragments::{assemble, bound_tenants_in, fleet_sections_in};
 use warden_policy::suspension::Suspended;
 use warden_policy::{self as policy, FleetConfig, Policy};
 use warden_store::{FleetState, Store};
@@ -42,12 +42,15 @@ pub(super) struct FleetNode {
     connected: AtomicBool,
     last_sync: Mutex<Option<Instant>>,
     /// Full reads by [`crate::metrics::fleet::RESYNC_REASONS`] index.
-    resyncs: [AtomicU64; 3],
+    resyncs: [AtomicU64; 4],
     /// Whether the current session got as far as watching (its failure then retries
     /// from the shortest backoff).
     was_watching: AtomicBool,
     /// The flag versions the fleet has.
     published: flags::Published,
+    /// Told at each reload of the file: the session checks whether the tenants it is
+    /// scoped to changed.
+    reloaded: tokio::sync::Notify,
 }
 
 /// Why the node read everything again (index into the metric's reasons).
@@ -56,6 +59,8 @@ pub(super) enum Resync {
     Start = 0,
     Reconnect = 1,
     Compacted = 2,
+    /// A reload changed the tenants the node's interfaces are bound to.
+    Scope = 3,
 }
 
 impl FleetNode {
@@ -70,6 +75,7 @@ impl FleetNode {
             resyncs: Default::default(),
             was_watching: AtomicBool::new(false),
             published: flags::Published::default(),
+            reloaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -135,6 +141,13 @@ pub(super) fn local_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// The part of the fleet's policy the node with this file needs (docs/fleet-design.md,
+/// "What a node watches"): its tenants when every interface is a host-mode port bound
+/// to one, else all of it.
+pub(super) fn scope_of(local: &str) -> Scope {
+    bound_tenants_in(local).map_or(Scope::All, Scope::Tenants)
+}
+
 /// The policy document of `state` on this node: the file's text and the fleet's sections.
 fn document(local: &str, state: &FleetState) -> String {
     assemble(
@@ -144,12 +157,20 @@ fn document(local: &str, state: &FleetState) -> String {
     )
 }
 
+/// How long a start waits for etcd when the saved state cannot make a policy.
+const START_READ: Duration = Duration::from_secs(10);
+
 /// The start policy of a fleet node: its file with the fleet state it last applied
 /// (none yet: the file alone, no tenants). `usable` checks interfaces as at any start.
+/// When that is no policy because the file binds an interface to a tenant the saved
+/// state lacks (a node that never synced, an interface bound anew), the node's part of
+/// the fleet state is read from etcd (for up to [`START_READ`]) and saved: only the fleet
+/// holds that tenant, and the node cannot enforce a binding to a tenant it never read.
 pub(super) fn start_policy(
     path: &Path,
     store: &Store,
     usable: policy::InterfaceCheck<'_>,
+    config: &FleetConfig,
 ) -> Result<(Policy, FleetState)> {
     let local = local_text(path)?;
     let saved = store.fleet_state()?.unwrap_or_default();
@@ -158,8 +179,26 @@ pub(super) fn start_policy(
         path.display(),
         saved.generation
     );
-    let policy = policy::parse_on_host(&document(&local, &saved), &name, usable)
-        .map_err(|d| anyhow::anyhow!("the saved fleet state does not make a valid policy:\n{d}"))?;
+    let (policy, saved) = match policy::parse_on_host(&document(&local, &saved), &name, usable) {
+        Ok(p) => (p, saved),
+        Err(d) => {
+            let read = read_at_start(&local, config).with_context(|| {
+                format!(
+                    "the saved fleet state does not make a valid policy:\n{d}\nand the fleet \
+                     state could not be read from etcd to start with instead"
+                )
+            })?;
+            let name = format!("{} + fleet generation {}", path.display(), read.generation);
+            let p =
+                policy::parse_on_host(&document(&local, &read), &name, usable).map_err(|d| {
+                    anyhow::anyhow!(
+                        "the fleet state read from etcd does not make a valid policy:\n{d}"
+                    )
+                })?;
+            store.save_fleet_state(&read)?;
+            (p, read)
+        }
+    };
     tracing::info!(
         generation = saved.generation,
         revision = saved.revision,
@@ -168,6 +207,33 @@ pub(super) fn start_policy(
         "fleet mode: starting from the last applied fleet state"
     );
     Ok((policy, saved))
+}
+
+/// The node's part of the fleet's policy ([`scope_of`] its file), read from etcd during
+/// the start (the daemon's runtime is multi-threaded: this worker blocks, others run).
+fn read_at_start(local: &str, config: &FleetConfig) -> Result<FleetState> {
+    let node = FleetNode::new(config.clone(), FleetState::default())?;
+    let scope = scope_of(local);
+    let read = async {
+        let fleet = Fleet::connect(&node.connect_options(), node.layout.clone()).await?;
+        anyhow::Ok(fleet.read_policy_in(scope).await?)
+    };
+    let handle = tokio::runtime::Handle::current();
+    let snapshot =
+        tokio::task::block_in_place(|| handle.block_on(tokio::time::timeout(START_READ, read)))
+            .map_err(|_| anyhow::anyhow!("etcd did not answer within {START_READ:?}"))??;
+    tracing::info!(
+        generation = snapshot.generation_number(),
+        tenants = snapshot.tenants.len(),
+        "fleet mode: the saved state lacks what the file binds; read the fleet's instead"
+    );
+    Ok(FleetState {
+        revision: snapshot.revision,
+        generation: snapshot.generation_number(),
+        defaults: snapshot.defaults,
+        tenants: snapshot.tenants,
+        suspended: Vec::new(),
+    })
 }
 
 impl Daemon {
@@ -184,24 +250,55 @@ impl Daemon {
             .ok_or_else(|| anyhow::anyhow!("not a fleet node"))?;
         let local = local_text(&self.policy_path).map_err(Refusal::Internal)?;
         let name = format!("fleet generation {}", next.generation);
-        let r = policy::parse(&document(&local, &next), &name)
+        let started = Instant::now();
+        let parsed = policy::parse(&document(&local, &next), &name);
+        let parse = started.elapsed();
+        let r = parsed
             .map_err(Refusal::InvalidPolicy)
             .and_then(|p| self.apply(super::start::compacted(p), actor, Role::Admin));
+        let enforced = started.elapsed();
         crate::memory::release_freed();
         let generation = self.count_failure(r)?;
         let mut applied = node.applied();
         let suspended = std::mem::take(&mut applied.suspended);
         *applied = FleetState { suspended, ..next };
         save(&self.db, &applied);
+        // Where a large fleet's apply spends its time (docs/fleet-design.md, figures).
+        tracing::info!(
+            fleet_generation = applied.generation,
+            tenants = applied.tenants.len(),
+            parse_ms = parse.as_millis() as u64,
+            enforce_ms = (enforced - parse).as_millis() as u64,
+            save_ms = (started.elapsed() - enforced).as_millis() as u64,
+            "fleet state applied"
+        );
         Ok(generation)
+    }
+
+    /// Takes a fleet generation whose `defaults` and tenants (of this node's scope) are
+    /// those in force: recorded as applied (and saved) without a policy apply.
+    pub(super) fn note_fleet_generation(&self, generation: u64, revision: i64) {
+        let Some(node) = self.fleet_node() else {
+            return;
+        };
+        let mut applied = node.applied();
+        if applied.generation == generation && applied.revision >= revision {
+            return;
+        }
+        applied.generation = generation;
+        applied.revision = applied.revision.max(revision);
+        save(&self.db, &applied);
     }
 
     /// SIGHUP on a fleet node: the file re-read with the fleet state in force.
     pub(super) fn reload_fleet(&self) -> Result<u64, Refusal> {
-        let state = match self.fleet_node() {
-            Some(node) => node.applied().clone(),
-            None => return Err(Refusal::Internal(anyhow::anyhow!("not a fleet node"))),
+        let Some(node) = self.fleet_node() else {
+            return Err(Refusal::Internal(anyhow::anyhow!("not a fleet node")));
         };
+        // Interfaces bound anew may need other tenants: the session compares its scope
+        // with the file's and reads them.
+        node.reloaded.notify_one();
+        let state = node.applied().clone();
         self.apply_fleet(state, "SIGHUP")
     }
 

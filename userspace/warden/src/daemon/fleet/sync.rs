@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use warden_fleet::records::{decode, DecisionRecord, NodeRecord};
-use warden_fleet::{Change, Fleet, FleetError, PolicySnapshot, Registration};
+use warden_fleet::{Change, Fleet, FleetError, PolicySnapshot, Registration, Scope};
 use warden_policy::suspension::Suspended;
 use warden_policy::time::system_clock;
 use warden_store::FleetState;
@@ -31,6 +31,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 enum Ended {
     /// The watch's start revision was compacted: read everything again.
     Compacted,
+    /// A reload bound the interfaces to other tenants: read the new scope at once.
+    Rescoped,
     /// Anything else: reconnect after a backoff.
     Failed(anyhow::Error),
 }
@@ -49,6 +51,11 @@ pub(in crate::daemon) async fn run(daemon: Arc<Daemon>) {
                     "fleet watch revision compacted: reading the whole fleet state again"
                 );
                 why = Resync::Compacted;
+                backoff = FIRST_BACKOFF;
+            }
+            Ended::Rescoped => {
+                tracing::info!("fleet: the interfaces' tenants changed: reading the new scope");
+                why = Resync::Scope;
                 backoff = FIRST_BACKOFF;
             }
             Ended::Failed(e) => {
@@ -78,7 +85,7 @@ impl FleetNode {
 
 async fn session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Ended {
     match try_session(daemon, node, why).await {
-        Ok(()) => Ended::Failed(anyhow!("the fleet watch ended")),
+        Ok(()) => Ended::Rescoped,
         Err(e)
             if matches!(
                 e.downcast_ref::<FleetError>(),
@@ -91,16 +98,26 @@ async fn session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Ended {
     }
 }
 
+/// The part of the fleet's policy this node's file asks for.
+fn file_scope(daemon: &Daemon) -> Result<Scope> {
+    Ok(super::scope_of(&super::local_text(&daemon.policy_path)?))
+}
+
+/// A session with etcd until it fails (`Err`) or a reload changes the node's scope
+/// (`Ok`: read again at once).
 async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Result<()> {
     let fleet = Fleet::connect(&node.connect_options(), node.layout.clone()).await?;
-    let snapshot = fleet.read_policy().await?;
+    let scope = file_scope(daemon)?;
+    let snapshot = fleet.read_policy_in(scope.clone()).await?;
     let (susp_rev, suspensions) = fleet.suspensions().await?;
     node.count_resync(why);
+    tracing::info!(scope = %describe(&scope), tenants = snapshot.tenants.len(), "fleet: policy read");
     apply_snapshot(daemon, &snapshot).await?;
-    // The fleet's suspensions as this session knows them: after each policy apply they
-    // are enforced again, so a suspension that arrived before its tenant's policy (the
-    // two are watched apart) is enforced once the tenant is.
+    // The fleet's suspensions as this session knows them (of the node's scope): after
+    // each policy apply they are enforced again, so a suspension that arrived before its
+    // tenant's policy (the two are watched apart) is enforced once the tenant is.
     let mut wanted: BTreeMap<String, Suspended> = suspensions.tenants;
+    wanted.retain(|tenant, _| scope.covers(tenant));
     resync_suspensions(daemon, &wanted).await?;
     node.set_connected(true);
     tracing::info!(
@@ -135,8 +152,13 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
                 node.synced();
             }
             changes = susp_watch.next() => {
-                suspension_events(daemon, node, &mut wanted, changes?).await?;
+                suspension_events(daemon, node, &scope, &mut wanted, changes?).await?;
                 node.synced();
+            }
+            () = node.reloaded.notified() => {
+                if file_scope(daemon)? != scope {
+                    return Ok(());
+                }
             }
             changes = decision_watch.next() => {
                 let decisions = decisions_in(&decisions_dir, changes?)?;
@@ -171,6 +193,14 @@ fn policy_events(
     Ok(ready)
 }
 
+/// The scope for logs: "all tenants" or the tenants' ids.
+fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::All => "all tenants".to_owned(),
+        Scope::Tenants(ids) => ids.iter().cloned().collect::<Vec<_>>().join(","),
+    }
+}
+
 /// The decisions among `changes` (deletions are not decisions), by flag id.
 fn decisions_in(dir: &str, changes: Vec<Change>) -> Result<Vec<(i64, DecisionRecord)>> {
     let mut out = Vec::new();
@@ -199,6 +229,7 @@ async fn resync_suspensions(
 async fn suspension_events(
     daemon: &Arc<Daemon>,
     node: &FleetNode,
+    scope: &Scope,
     wanted: &mut BTreeMap<String, Suspended>,
     changes: Vec<Change>,
 ) -> Result<()> {
@@ -207,6 +238,10 @@ async fn suspension_events(
         let Some(tenant) = node.layout.name_in(&dir, &c.key).map(str::to_owned) else {
             continue;
         };
+        if !scope.covers(&tenant) {
+            // Another server's tenant: nothing of it is enforced here.
+            continue;
+        }
         if let Some(value) = &c.value {
             let s: Suspended = decode(&c.key, value)?;
             wanted.insert(tenant, s.clone());
@@ -234,14 +269,18 @@ async fn apply_snapshot(daemon: &Arc<Daemon>, snapshot: &PolicySnapshot) -> Resu
     let Some(node) = daemon.fleet.as_ref() else {
         return Ok(());
     };
-    {
+    let unchanged = {
         let applied = node.applied();
-        if applied.generation == snapshot.generation_number()
-            && applied.tenants == snapshot.tenants
-            && applied.defaults == snapshot.defaults
-        {
-            return Ok(());
-        }
+        applied.tenants == snapshot.tenants && applied.defaults == snapshot.defaults
+    };
+    if unchanged {
+        // Nothing this node enforces changed (on a node scoped to its tenants: another
+        // tenant's apply): the generation is taken without an apply.
+        let (generation, revision) = (snapshot.generation_number(), snapshot.revision);
+        return blocking(daemon, move |d| {
+            d.note_fleet_generation(generation, revision)
+        })
+        .await;
     }
     let next = FleetState {
         revision: snapshot.revision,
