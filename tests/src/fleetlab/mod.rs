@@ -250,15 +250,16 @@ impl FleetLab {
         let ctl = self.daemon_section("controller-1", CONTROLLER)?;
         std::fs::write(self.controller_config(), ctl)?;
         for m in self.members() {
-            let (iface, mode) = if m.host.is_some() {
-                ("lan0", "gateway")
+            // A host node's port is bound to its tenant, so the node reads, watches and
+            // applies only that tenant (the fleet holds it: the policy is applied
+            // before the nodes start). A gateway carries every tenant.
+            let interface = if m.host.is_some() {
+                "  - name: lan0\n    mode: gateway\n".to_owned()
             } else {
-                ("wan0", "host")
+                format!("  - name: wan0\n    mode: host\n    tenant: {}\n", m.tenant)
             };
-            // No `tenant:` binding: a node's file names no tenant (they come from the
-            // fleet); traffic is attributed by the tenants' addresses.
             let text = format!(
-                "{}interfaces:\n  - name: {iface}\n    mode: {mode}\n",
+                "{}interfaces:\n{interface}",
                 self.daemon_section(&m.name, NODE_API)?
             );
             std::fs::write(&m.config, text)
