@@ -60,14 +60,15 @@ pub(in crate::daemon) async fn run(daemon: Arc<Daemon>) {
             }
             Ended::Failed(e) => {
                 node.set_connected(false);
-                let was = node.connected_before_failure();
+                // A session that got as far as watching was a success: its failure is
+                // retried after the shortest backoff, not after the one earlier
+                // failures had grown.
+                if node.connected_before_failure() {
+                    backoff = FIRST_BACKOFF;
+                }
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "fleet: etcd unreachable or session failed; enforcing the last applied state");
                 tokio::time::sleep(backoff).await;
-                backoff = if was {
-                    FIRST_BACKOFF
-                } else {
-                    (backoff * 2).min(MAX_BACKOFF)
-                };
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 why = Resync::Reconnect;
             }
         }
