@@ -30,7 +30,7 @@
 use crate::util::median;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use warden_tests::{
     console::{self, ApiRuns, QueueRun},
@@ -304,13 +304,5 @@ pub fn print(args: &ConsoleArgs) -> Result<()> {
 
 /// Adds the figures to `report` (the bench's report.json) as `console`.
 pub fn add_to_report(report: &Path, bench: &ConsoleBench) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    let Some(obj) = v.as_object_mut() else {
-        bail!("report.json is not an object");
-    };
-    obj.insert("console".into(), bench.to_json());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "console", bench.to_json())
 }

@@ -425,13 +425,5 @@ pub fn print(args: &FleetArgs) -> Result<()> {
 
 /// Adds the figures to `report` (the bench's report.json) as `fleet`.
 pub fn add_to_report(report: &Path, bench: &FleetBench) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    let Some(obj) = v.as_object_mut() else {
-        bail!("report.json is not an object");
-    };
-    obj.insert("fleet".into(), bench.to_json());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "fleet", bench.to_json())
 }

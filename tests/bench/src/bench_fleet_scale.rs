@@ -37,7 +37,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 use warden_fleet::records::FlagRecord;
 use warden_fleet::{Connect, Fleet, Layout, Scope, DEFAULT_PREFIX};
@@ -233,25 +233,12 @@ fn with_fleet<T: Send + 'static>(
 }
 
 fn start_etcd(lab: &StandardLab) -> Result<Proc> {
-    let data = lab.lab.tempdir().join("etcd");
-    let data = data.to_str().context("UTF-8 path")?;
-    let proc = lab.node.spawn(&[
-        "etcd",
-        "--name",
-        "e1",
-        "--data-dir",
-        data,
-        "--listen-client-urls",
+    let proc = warden_tests::fleetlab::etcd::spawn_single(
+        &lab.node,
+        lab.lab.tempdir(),
         ETCD_CLIENT,
-        "--advertise-client-urls",
-        ETCD_CLIENT,
-        "--listen-peer-urls",
         ETCD_PEER,
-        "--initial-advertise-peer-urls",
-        ETCD_PEER,
-        "--initial-cluster",
-        &format!("e1={ETCD_PEER}"),
-    ])?;
+    )?;
     eventually(Duration::from_secs(30), || {
         with_fleet(lab.node.name(), |fleet| {
             Box::pin(async move {
@@ -631,15 +618,7 @@ pub fn print(args: &FleetScaleArgs) -> Result<()> {
 }
 
 pub fn add_to_report(report: &Path, bench: &FleetScaleBench) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    let Some(obj) = v.as_object_mut() else {
-        bail!("report.json is not an object");
-    };
-    obj.insert("fleet_scale".into(), bench.to_json());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "fleet_scale", bench.to_json())
 }
 
 #[cfg(test)]

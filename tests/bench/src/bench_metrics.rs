@@ -373,12 +373,5 @@ fn from_json(v: &Value) -> Result<MetricsBench> {
 
 /// Adds the figures to `report` (the bench's report.json) as `metrics_render`.
 pub fn add_to_report(report: &Path, bench: &MetricsBench) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    v.as_object_mut()
-        .context("report.json is not an object")?
-        .insert("metrics_render".into(), bench.to_json());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "metrics_render", bench.to_json())
 }

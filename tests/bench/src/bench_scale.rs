@@ -768,12 +768,5 @@ pub fn failed(v: &Value) -> Vec<String> {
 
 /// Adds the figures to `report` (the bench's report.json) as `scale`.
 pub fn add_to_report(report: &Path, scale: &Value) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    v.as_object_mut()
-        .context("report.json is not an object")?
-        .insert("scale".into(), scale.clone());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "scale", scale.clone())
 }

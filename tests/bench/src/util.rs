@@ -199,6 +199,20 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Puts `section` into the bench's report.json at `report` under `key` (replacing one
+/// there), keeping every other section.
+pub fn add_section(report: &std::path::Path, key: &str, section: serde_json::Value) -> Result<()> {
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).context("report.json is not JSON")?;
+    v.as_object_mut()
+        .context("report.json is not an object")?
+        .insert(key.into(), section);
+    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
+    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+}
+
 #[cfg(test)]
 mod tests {
     /// The benchmark object's enforcing programs are the production object's: the

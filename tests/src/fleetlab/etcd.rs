@@ -17,6 +17,30 @@ pub const MEMBERS: usize = 3;
 /// How long a started (or restarted) cluster gets to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A one-member etcd in `ns`, its data under `dir`, serving clients on `client` and its
+/// (unused) peer port on `peer` (URLs). The caller waits for it to answer.
+pub fn spawn_single(ns: &Netns, dir: &Path, client: &str, peer: &str) -> Result<Proc> {
+    let data = dir.join("etcd");
+    let data = data.to_str().context("UTF-8 path")?;
+    ns.spawn(&[
+        "etcd",
+        "--name",
+        "e1",
+        "--data-dir",
+        data,
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        &format!("e1={peer}"),
+    ])
+}
+
 /// Member `i`'s (0-based) lab address on the management network.
 pub fn member_addr(i: usize) -> String {
     format!("198.18.0.{}", i + 1)

@@ -68,25 +68,12 @@ fn with_fleet<T: Send + 'static>(
 }
 
 fn start_etcd(lab: &StandardLab) -> Result<Proc> {
-    let data = lab.lab.tempdir().join("etcd");
-    let data = data.to_str().context("UTF-8 path")?;
-    let proc = lab.node.spawn(&[
-        "etcd",
-        "--name",
-        "e1",
-        "--data-dir",
-        data,
-        "--listen-client-urls",
+    let proc = warden_tests::fleetlab::etcd::spawn_single(
+        &lab.node,
+        lab.lab.tempdir(),
         ETCD_CLIENT,
-        "--advertise-client-urls",
-        ETCD_CLIENT,
-        "--listen-peer-urls",
         ETCD_PEER,
-        "--initial-advertise-peer-urls",
-        ETCD_PEER,
-        "--initial-cluster",
-        &format!("e1={ETCD_PEER}"),
-    ])?;
+    )?;
     eventually(Duration::from_secs(20), || {
         with_fleet(&lab.node, |fleet| {
             Box::pin(async move { Ok(fleet.read_policy().await.is_ok()) })

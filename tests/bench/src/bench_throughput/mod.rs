@@ -59,7 +59,7 @@ mod tests;
 
 use std::{net::Ipv6Addr, path::Path, time::Duration};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use warden_common::{program, Rate};
 
@@ -453,13 +453,5 @@ pub fn print(opts: &Options) -> Result<()> {
 
 /// Adds the throughput figures to `report.json` under "throughput".
 pub fn add_to_report(report: &Path, t: &Throughput) -> Result<()> {
-    let text =
-        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let mut v: Value = serde_json::from_str(&text).context("report.json is not JSON")?;
-    let Some(obj) = v.as_object_mut() else {
-        bail!("report.json is not an object");
-    };
-    obj.insert("throughput".into(), t.to_json());
-    let text = serde_json::to_string_pretty(&v).context("encoding the report")?;
-    std::fs::write(report, text + "\n").with_context(|| format!("writing {}", report.display()))
+    crate::util::add_section(report, "throughput", t.to_json())
 }

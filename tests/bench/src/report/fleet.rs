@@ -73,18 +73,7 @@ pub(super) fn fleet_section(v: &Value) -> Result<Part> {
         runs("suspension_ms")?,
         precise(num(v, "scan_start_to_controller_ms")?),
     )?;
-    let overall = flag(v, "pass")?;
-    if overall != verdicts.iter().all(|v| v.pass) {
-        bail!(
-            "`pass` is {overall} but the figures say otherwise: {}",
-            short(v)
-        );
-    }
-    Ok(Part {
-        markdown: md,
-        verdicts,
-        charts: Vec::new(),
-    })
+    Part::checked(v, md, verdicts)
 }
 
 #[cfg(test)]

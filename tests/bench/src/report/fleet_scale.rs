@@ -69,16 +69,5 @@ pub(super) fn fleet_scale_section(v: &Value) -> Result<Part> {
         ],
         rows,
     ));
-    let overall = flag(v, "pass")?;
-    if overall != verdicts.iter().all(|v| v.pass) {
-        bail!(
-            "`pass` is {overall} but the figures say otherwise: {}",
-            short(v)
-        );
-    }
-    Ok(Part {
-        markdown: md,
-        verdicts,
-        charts: Vec::new(),
-    })
+    Part::checked(v, md, verdicts)
 }

@@ -310,3 +310,22 @@ struct Part {
     /// (alt text, chart).
     charts: Vec<(String, Chart)>,
 }
+
+impl Part {
+    /// A section without charts, once its JSON's overall `pass` agrees with `verdicts`
+    /// (a report whose `pass` says otherwise than its figures is refused).
+    fn checked(v: &serde_json::Value, markdown: String, verdicts: Vec<Verdict>) -> Result<Part> {
+        let overall = fields::flag(v, "pass")?;
+        if overall != verdicts.iter().all(|v| v.pass) {
+            bail!(
+                "`pass` is {overall} but the figures say otherwise: {}",
+                fields::short(v)
+            );
+        }
+        Ok(Part {
+            markdown,
+            verdicts,
+            charts: Vec::new(),
+        })
+    }
+}
