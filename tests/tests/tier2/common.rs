@@ -12,6 +12,11 @@ use serde_json::Value;
 use warden_common::{direction, map, tenant_counter_index, Counters};
 use warden_tests::{lab::Netns, topology::StandardLab};
 
+/// The default burst of an ingress plan, in seconds of the plan
+/// (`warden_dataplane::compile::DEFAULT_INGRESS_BURST_SECONDS`): a policer lets any one
+/// second carry the plan and this much more.
+pub const INGRESS_BURST_SECONDS: f64 = 0.2;
+
 /// Expected traffic: (tenant, direction index) -> (packets, bytes).
 pub type Expected = HashMap<(String, usize), (u64, u64)>;
 

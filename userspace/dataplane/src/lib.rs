@@ -58,8 +58,8 @@ use warden_common::{
 
 pub use self::{
     compile::{
-        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch,
-        CompileError, Compiled,
+        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, ingress_burst_bytes,
+        per_flood_epoch, CompileError, Compiled,
     },
     cuckoo::TableFull,
     events::{
