@@ -83,6 +83,17 @@ pub fn api_counters(lab: &StandardLab) -> Result<HashMap<String, (u32, [Counters
     Ok(out)
 }
 
+/// The value of the unlabelled series `name` in `/metrics`, if exported.
+pub fn metric(lab: &StandardLab, name: &str) -> Result<Option<f64>> {
+    let text = lab.get("/metrics")?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| *series == name)
+        .map(|(_, v)| v.parse().with_context(|| format!("{name} {v}")))
+        .transpose()
+}
+
 /// Per tenant `[out, in]` counters as `/metrics` reports them.
 pub fn metrics_counters(lab: &StandardLab) -> Result<HashMap<String, [Counters; 2]>> {
     let text = lab.get("/metrics")?;

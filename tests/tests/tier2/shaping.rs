@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::INGRESS_BURST_SECONDS;
+use crate::common::{metric, INGRESS_BURST_SECONDS};
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use warden_tests::{
@@ -603,6 +603,19 @@ fn plans_past_the_class_budget_are_policed_until_their_tenant_needs_a_queue_then
         classes_after == classes + 1 && pending_after == pending - 1,
         "after acme's traffic: {classes_after} classes, {pending_after} pending"
     );
+    // /metrics shows the same classes, and the tc program's new shaped flows: none
+    // while acme was policed (the fillers send nothing), then acme's.
+    let flows = || -> Result<f64> {
+        metric(&lab, "warden_shaping_flows_total")?.context("no warden_shaping_flows_total")
+    };
+    ensure!(
+        metric(&lab, "warden_shaping_classes")? == Some(classes_after as f64)
+            && metric(&lab, "warden_shaping_pending")? == Some(pending_after as f64),
+        "/metrics: shaping classes {:?}, pending {:?}",
+        metric(&lab, "warden_shaping_classes")?,
+        metric(&lab, "warden_shaping_pending")?
+    );
+    let flows_before = flows()?;
     let second = iperf(
         &lab.ext,
         addr::EXT_WAN0_V4,
@@ -620,6 +633,18 @@ fn plans_past_the_class_budget_are_policed_until_their_tenant_needs_a_queue_then
         second.bps >= 0.9 * plan,
         "shaped: {:.1}% of the plan",
         second.bps / plan * 100.0
+    );
+    // iperf3's control connection and its stream: two new shaped flows, remembered.
+    let flows_after = flows()?;
+    eprintln!("warden_shaping_flows_total {flows_before} -> {flows_after}");
+    ensure!(
+        flows_after >= flows_before + 2.0,
+        "warden_shaping_flows_total {flows_before} -> {flows_after} over a shaped iperf3 run"
+    );
+    ensure!(
+        metric(&lab, "warden_shaping_untracked_packets_total")? == Some(0.0),
+        "untracked shaped packets: {:?}",
+        metric(&lab, "warden_shaping_untracked_packets_total")?
     );
     Ok(())
 }

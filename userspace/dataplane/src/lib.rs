@@ -69,6 +69,7 @@ pub use self::{
     index::{IndexChanges, IndexError, TenantIndex},
     interfaces::bound_ifindexes,
     runtime::{block_key, block_of_key, throttle_rates, FactCounters, MapUsage},
+    shape::ShapeStats,
     start::RolledBack,
 };
 pub use generation::{fill, gen_config, write_generation, GenTables, BATCH_BYTES, CAPACITIES};
