@@ -366,13 +366,14 @@ tenants:
         let c = compiled(&["b"]);
         let a = c.configs[&0];
         assert_eq!(a.flags, tenant_flags::MACS_BOUND | tenant_flags::SMTP_ALLOW);
-        // Default policed bursts: 200 ms of the plan, 20 Mbit/s and 200 Mbit/s.
-        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 500_000));
+        // Default bursts: egress 20 ms of the plan, at least 64 KiB (here the floor);
+        // ingress 200 ms of it.
+        assert_eq!(a.rate[0], Rate::from_bits_per_second(20_000_000, 64 * 1024));
         assert_eq!(
             a.rate[1],
             Rate::from_bits_per_second(200_000_000, 5_000_000)
         );
-        // The shaped egress plan's class: 20 ms of it, at least 64 KiB.
+        // The shaped egress plan's class: the egress burst.
         assert_eq!(
             c.egress_plans[&0],
             crate::shape::ClassSpec {
