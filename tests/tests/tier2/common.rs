@@ -12,6 +12,11 @@ use serde_json::Value;
 use warden_common::{direction, map, tenant_counter_index, Counters};
 use warden_tests::{lab::Netns, topology::StandardLab};
 
+/// The default burst of an ingress plan, in seconds of the plan
+/// (`warden_dataplane::compile::DEFAULT_INGRESS_BURST_SECONDS`): a policer lets any one
+/// second carry the plan and this much more.
+pub const INGRESS_BURST_SECONDS: f64 = 0.2;
+
 /// Expected traffic: (tenant, direction index) -> (packets, bytes).
 pub type Expected = HashMap<(String, usize), (u64, u64)>;
 
@@ -76,6 +81,17 @@ pub fn api_counters(lab: &StandardLab) -> Result<HashMap<String, (u32, [Counters
         out.insert(id, (index, [dir("out"), dir("in")]));
     }
     Ok(out)
+}
+
+/// The value of the unlabelled series `name` in `/metrics`, if exported.
+pub fn metric(lab: &StandardLab, name: &str) -> Result<Option<f64>> {
+    let text = lab.get("/metrics")?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| *series == name)
+        .map(|(_, v)| v.parse().with_context(|| format!("{name} {v}")))
+        .transpose()
 }
 
 /// Per tenant `[out, in]` counters as `/metrics` reports them.

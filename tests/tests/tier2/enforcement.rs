@@ -231,8 +231,8 @@ fn seen_and_dropped(lab: &StandardLab, tenant: &str, dir: &str) -> Result<(u64, 
 }
 
 #[test]
-fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_percent() -> Result<()>
-{
+fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_percent_and_the_burst(
+) -> Result<()> {
     // No WAN delay here: the userspace delay line would be one more place where
     // 600 Mbit/s of UDP competes for this machine's two cores.
     let lab = StandardLab::build("wt")?;
@@ -244,10 +244,18 @@ fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_perc
     )?;
     let mut port = 5300;
     for (what, tenant, dir, sns, saddr, cns, plan) in plan_cases(&lab) {
+        // An ingress plan's default burst (200 ms of it) is spent on top of the plan
+        // once, at the start: over 4 s, 5% more.
+        let secs = 4;
+        let ceiling = 0.05
+            + if dir == "in" {
+                INGRESS_BURST_SECONDS / f64::from(secs)
+            } else {
+                0.0
+            };
         until_met(what, |attempt| {
             port += 1;
             let before = seen_and_dropped(&lab, tenant, dir)?;
-            let secs = 4;
             let udp = iperf(sns, saddr, cns, port, Some((plan * 3.0) as u64), secs)?;
             let after = seen_and_dropped(&lab, tenant, dir)?;
             let passed = (after.0 - before.0) - (after.1 - before.1);
@@ -267,10 +275,11 @@ fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_perc
             }
             ensure!(after.1 > before.1, "{what}: nothing dropped for bandwidth");
             ensure!(
-                delivered <= 0.05,
-                "{what}: UDP delivered {:.2} Mbit/s for a {:.0} Mbit/s plan",
+                delivered <= ceiling,
+                "{what}: UDP delivered {:.2} Mbit/s for a {:.0} Mbit/s plan (at most {:+.0}%)",
                 udp.received_bps / 1e6,
-                plan / 1e6
+                plan / 1e6,
+                ceiling * 100.0
             );
             Ok(if delivered < -0.05 {
                 Verdict::Short(format!(
@@ -313,7 +322,7 @@ fn bandwidth_plans_deliver_udp_at_three_times_the_plan_at_the_plan_within_5_perc
 }
 
 #[test]
-fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent() -> Result<()> {
+fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_burst() -> Result<()> {
     // A WAN's round trip (10 ms): at the lab's bare 0.07 ms, TCP's smallest window (two
     // segments per round trip) is already ~300 Mbit/s, so it could only slow down to a
     // plan through timeouts. Tenants' real peers are milliseconds away.
@@ -336,7 +345,17 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
     // average was at the plan; those peaks are reported, not judged.
     let egress = ["wan1", "wan1", "lan1", "lan0", "wan0"];
     let mut port = 5400;
-    for ((what, _, _, sns, saddr, cns, plan), ifname) in plan_cases(&lab).into_iter().zip(egress) {
+    for ((what, _, dir, sns, saddr, cns, plan), ifname) in plan_cases(&lab).into_iter().zip(egress)
+    {
+        // A policer lets a second carry the plan and its burst: an egress plan's default
+        // burst is 20 ms of it (within the 5%), an ingress plan's 200 ms, so TCP reaches
+        // its plan at 1 ms too (tier2 shaping).
+        let ceiling = 1.05
+            + if dir == "in" {
+                INGRESS_BURST_SECONDS
+            } else {
+                0.0
+            };
         until_met(what, |attempt| {
             port += 1;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -364,9 +383,10 @@ fn bandwidth_plans_let_tcp_reach_80_percent_and_never_exceed_plan_plus_5_percent
                 per_second.len()
             );
             ensure!(
-                max <= 1.05 * plan,
-                "{what}: a second leaving {ifname} carried {:.2} Mbit/s, over plan + 5%",
-                max / 1e6
+                max <= ceiling * plan,
+                "{what}: a second leaving {ifname} carried {:.2} Mbit/s, over plan + {:.0}%",
+                max / 1e6,
+                (ceiling - 1.0) * 100.0
             );
             Ok(if tcp.received_bps < 0.8 * plan {
                 Verdict::Short(format!(

@@ -58,8 +58,8 @@ use warden_common::{
 
 pub use self::{
     compile::{
-        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, per_flood_epoch,
-        CompileError, Compiled,
+        bind_ports, burst_bytes, bytes_per_flood_epoch, compile, compile_with, ingress_burst_bytes,
+        per_flood_epoch, CompileError, Compiled,
     },
     cuckoo::TableFull,
     events::{
@@ -69,6 +69,7 @@ pub use self::{
     index::{IndexChanges, IndexError, TenantIndex},
     interfaces::bound_ifindexes,
     runtime::{block_key, block_of_key, throttle_rates, FactCounters, MapUsage},
+    shape::ShapeStats,
     start::RolledBack,
 };
 pub use generation::{fill, gen_config, write_generation, GenTables, BATCH_BYTES, CAPACITIES};

@@ -23,7 +23,9 @@ use warden_common::{
 use warden_policy::tenant::TenantSlot;
 use warden_policy::traffic::BlockTarget;
 
-use super::{burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, CAPACITIES};
+use super::{
+    burst_bytes, map_err, Compiled, Dataplane, DataplaneError, Result, ShapeStats, CAPACITIES,
+};
 
 /// The key the programs look up for `target` of the tenant in `slot` (see [`BlockKey`]).
 pub fn block_key(target: BlockTarget, slot: TenantSlot) -> BlockKey {
@@ -413,6 +415,20 @@ impl Dataplane {
             *sum = v.iter().fold(0u64, |a, x| a.wrapping_add(*x));
         }
         Ok(FactCounters::from_sums(&sums))
+    }
+
+    /// The shaping counters (`SHAPE_STATS`), summed over CPUs, read in one
+    /// `BPF_MAP_LOOKUP_BATCH`.
+    pub fn shape_stats(&self) -> Result<ShapeStats> {
+        use warden_common::shape::stat;
+        let sums = self.per_cpu_batch::<u64>(map::SHAPE_STATS, stat::COUNT, |a, b| {
+            *a = a.wrapping_add(*b)
+        })?;
+        let at = |i: u32| sums.get(i as usize).copied().unwrap_or(0);
+        Ok(ShapeStats {
+            flows: at(stat::ASSIGNED),
+            untracked_packets: at(stat::UNTRACKED),
+        })
     }
 
     /// Entries in use and capacity of the bounded maps: those a policy fills (`p`, with

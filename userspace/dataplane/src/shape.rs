@@ -121,6 +121,16 @@ pub struct ClassSpec {
     pub burst: u64,
 }
 
+/// What the programs counted of shaping since they were loaded (`SHAPE_STATS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShapeStats {
+    /// New shaped flows given a leaf class (the tenant's next) and remembered.
+    pub flows: u64,
+    /// Shaped packets of flows whose leaf could not be remembered (the flow table's
+    /// insert failed): each took the leaf of its flow hash.
+    pub untracked_packets: u64,
+}
+
 /// What `warden status` shows of shaping.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShapingStatus {

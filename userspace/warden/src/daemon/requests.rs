@@ -230,6 +230,7 @@ impl Backend for Daemon {
             top_k: TopK(policy.daemon.metrics_top_k),
             retired: enforcement.retired(),
             programs: enforcement.program_runs(),
+            shaping: Some(enforcement.shaping_figures()),
             unattributed: enforcement.dataplane().global_counters()?,
             policy_generation: enforcement.generation(),
             policy_apply_failures: self.apply_failures.load(Ordering::Relaxed),

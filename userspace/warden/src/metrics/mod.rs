@@ -110,6 +110,21 @@ pub struct ProgramRuns {
     pub run_time_ns: u64,
 }
 
+/// Egress shaping's figures (docs/policy.md, "Shaped and policed plans").
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShapingFigures {
+    /// New shaped flows given a leaf class (the tenant's next) since the programs were
+    /// loaded.
+    pub flows: u64,
+    /// Shaped packets whose flow could not be remembered (the flow table's insert
+    /// failed), each put in the leaf of its flow hash.
+    pub untracked_packets: u64,
+    /// Tenant classes on each host-mode interface's HTB qdisc.
+    pub classes: u64,
+    /// Egress plans still policed: their class is made when the tenant needs it.
+    pub pending: u64,
+}
+
 /// Everything `/metrics` shows, read from the dataplane in one go.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -137,6 +152,8 @@ pub struct Snapshot {
     pub review: crate::views::ReviewStats,
     /// Fleet mode's figures; `None` for a node alone.
     pub fleet: Option<fleet::FleetFigures>,
+    /// Egress shaping; `None` without a dataplane (the fleet controller).
+    pub shaping: Option<ShapingFigures>,
 }
 
 /// Which tenants get per-tenant series: indexes into `tenants`, in their order there.
@@ -229,7 +246,39 @@ pub fn render(s: &Snapshot) -> String {
     entries.write(&mut out);
     capacity.write(&mut out);
     render_programs(&mut out, s);
+    render_shaping(&mut out, s.shaping.as_ref());
     out
+}
+
+/// Egress shaping: the programs' flow spreading, and the classes the daemon made.
+fn render_shaping(out: &mut String, shaping: Option<&ShapingFigures>) {
+    let Some(s) = shaping else {
+        return;
+    };
+    Family::counter(
+        "warden_shaping_flows_total",
+        "New flows of shaped tenants given a leaf class (the tenant's next, in rotation) by the tc program since it was loaded.",
+    )
+    .count(&[], s.flows)
+    .write(out);
+    Family::counter(
+        "warden_shaping_untracked_packets_total",
+        "Shaped packets whose flow the tc program could not remember (its flow table refused the insert), each put in the leaf of its flow hash instead of its own.",
+    )
+    .count(&[], s.untracked_packets)
+    .write(out);
+    Family::gauge(
+        "warden_shaping_classes",
+        "Tenant classes (egress plans shaped) on each host-mode interface's HTB qdisc.",
+    )
+    .count(&[], s.classes)
+    .write(out);
+    Family::gauge(
+        "warden_shaping_pending",
+        "Egress plans still policed: their class is made when the tenant needs it.",
+    )
+    .count(&[], s.pending)
+    .write(out);
 }
 
 /// The kernel programs' run statistics, only while the kernel counts them.

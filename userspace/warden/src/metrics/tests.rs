@@ -337,3 +337,27 @@ fn metrics_name_every_family_once() {
     assert!(out.contains("\nwarden_webhook_pending 1\n"), "{out}");
     assert_eq!(out.matches("# TYPE").count(), 9);
 }
+
+#[test]
+fn shaping_figures_are_exported_by_a_daemon_and_not_by_a_controller() {
+    let s = Snapshot {
+        shaping: Some(ShapingFigures {
+            flows: 9,
+            untracked_packets: 2,
+            classes: 3,
+            pending: 1,
+        }),
+        ..Default::default()
+    };
+    let samples = parse_exposition(&render(&s));
+    for (series, v) in [
+        ("warden_shaping_flows_total", 9.0),
+        ("warden_shaping_untracked_packets_total", 2.0),
+        ("warden_shaping_classes", 3.0),
+        ("warden_shaping_pending", 1.0),
+    ] {
+        assert_eq!(samples.get(series), Some(&v), "{series}");
+    }
+    let none = render(&Snapshot::default());
+    assert!(!none.contains("warden_shaping_"), "{none}");
+}

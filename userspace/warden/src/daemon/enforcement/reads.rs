@@ -271,6 +271,25 @@ impl Enforcement {
         })
     }
 
+    /// Egress shaping's figures: the programs' counters (zero when they cannot be
+    /// read, so `/metrics` keeps answering) and the classes made and pending.
+    pub(in crate::daemon) fn shaping_figures(&self) -> metrics::ShapingFigures {
+        let stats = self.dataplane.shape_stats().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "reading the shaping counters failed");
+            warden_dataplane::ShapeStats::default()
+        });
+        let (classes, pending) = self
+            .dataplane
+            .shaping()
+            .map_or((0, 0), |s| (s.classes as u64, s.pending as u64));
+        metrics::ShapingFigures {
+            flows: stats.flows,
+            untracked_packets: stats.untracked_packets,
+            classes,
+            pending,
+        }
+    }
+
     /// The programs' run statistics while the kernel counts them
     /// (`kernel.bpf_stats_enabled` = 1), else `None`.
     pub(in crate::daemon) fn program_runs(&self) -> Option<Vec<metrics::ProgramRuns>> {
