@@ -114,7 +114,9 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     let (susp_rev, suspensions) = fleet.suspensions().await?;
     node.count_resync(why);
     tracing::info!(scope = %describe(&scope), tenants = snapshot.tenants.len(), "fleet: policy read");
-    apply_snapshot(daemon, &snapshot, None).await?;
+    // Refused (the node cannot take this policy): the next apply compares every tenant
+    // again, not only those its events touched.
+    let mut compare_all = !apply_snapshot(daemon, &snapshot, None).await?;
     // The fleet's suspensions as this session knows them (of the node's scope): after
     // each policy apply they are enforced again, so a suspension that arrived before its
     // tenant's policy (the two are watched apart) is enforced once the tenant is.
@@ -150,8 +152,10 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
         tokio::select! {
             changes = policy_watch.next() => {
                 if policy_events(node, &mut watched, &mut touched, &changes?)? {
-                    if apply_snapshot(daemon, &watched, Some(&touched)).await? {
+                    let ids = (!compare_all).then_some(&touched);
+                    if apply_snapshot(daemon, &watched, ids).await? {
                         touched.retain(|id| watched.is_pending(id));
+                        compare_all = false;
                     }
                     resync_suspensions(daemon, &wanted).await?;
                     update_registration(daemon, node, &fleet, registration.lease).await?;
