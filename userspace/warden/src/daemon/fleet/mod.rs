@@ -46,6 +46,9 @@ pub(super) struct FleetNode {
     /// A save failed: the saved rows may differ from [`FleetNode::applied`], so the next
     /// save writes every tenant.
     save_whole: AtomicBool,
+    /// Held through each [`Daemon::apply_fleet`]: an apply builds on the policy in force
+    /// and the state applied, so a SIGHUP's and the session's applies take turns.
+    applying: Mutex<()>,
     connected: AtomicBool,
     last_sync: Mutex<Option<Instant>>,
     /// Full reads by [`crate::metrics::fleet::RESYNC_REASONS`] index.
@@ -79,6 +82,7 @@ impl FleetNode {
             applied: Mutex::new(applied),
             local: Mutex::new(None),
             save_whole: AtomicBool::new(false),
+            applying: Mutex::new(()),
             connected: AtomicBool::new(false),
             last_sync: Mutex::new(None),
             resyncs: Default::default(),
@@ -266,6 +270,17 @@ impl Daemon {
         let node = self
             .fleet_node()
             .ok_or_else(|| anyhow::anyhow!("not a fleet node"))?;
+        let _turn = node.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_fleet_in_turn(node, update, actor)
+    }
+
+    /// [`Daemon::apply_fleet`], its turn (`FleetNode::applying`) held by the caller.
+    fn apply_fleet_in_turn(
+        &self,
+        node: &FleetNode,
+        update: FleetUpdate,
+        actor: &str,
+    ) -> Result<u64, Refusal> {
         let local = local_text(&self.policy_path).map_err(Refusal::Internal)?;
         let name = format!("fleet generation {}", update.generation);
         let started = Instant::now();
@@ -344,6 +359,9 @@ impl Daemon {
         // Interfaces bound anew may need other tenants: the session compares its scope
         // with the file's and reads them.
         node.reloaded.notify_one();
+        // The state applied as of this turn: an apply of the session's just before is
+        // kept, not undone.
+        let _turn = node.applying.lock().unwrap_or_else(|p| p.into_inner());
         let update = {
             let applied = node.applied();
             FleetUpdate {
@@ -353,7 +371,7 @@ impl Daemon {
                 tenants: Vec::new(),
             }
         };
-        self.apply_fleet(update, "SIGHUP")
+        self.apply_fleet_in_turn(node, update, "SIGHUP")
     }
 
     /// Makes the node's suspensions by the fleet those in `fleet`: suspends what the
