@@ -545,12 +545,19 @@ pub fn run(changes: u32) -> Result<FleetScaleBench> {
         change_ms.push(ms);
         apply_ms.push(apply);
     }
-    // Where the node's applies went (its own log: parse, enforce, save).
-    for line in gateway
-        .log()
-        .lines()
-        .filter(|l| l.contains("fleet state applied"))
-    {
+    // Where the node's start and applies went (its own log: start, read, parse, enforce
+    // by phase, save).
+    for line in gateway.log().lines().filter(|l| {
+        [
+            "fleet mode: starting",
+            "serving API",
+            "fleet: policy read",
+            "policy apply phases",
+            "fleet state applied",
+        ]
+        .iter()
+        .any(|w| l.contains(w))
+    }) {
         println!("  node: {}", line.trim());
     }
     gateway.stop().context("stopping the gateway node")?;

@@ -92,6 +92,12 @@ impl PolicySnapshot {
         &self.scope
     }
 
+    /// Whether tenant `id` has a version above the committed generation (staged), which
+    /// a later generation may put in force.
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.pending.contains(id)
+    }
+
     /// The generation number (0: none).
     pub fn generation_number(&self) -> u64 {
         self.generation.as_ref().map_or(0, |g| g.generation)

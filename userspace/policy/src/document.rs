@@ -434,36 +434,61 @@ fn read_tenants(r: &mut Reader, node: &Node<'_>, defaults: &TenantSettings) -> V
         );
         items = &items[..max];
     }
-    let mut drafts = Vec::with_capacity(items.len());
-    for item in items {
-        let mut draft = TenantDraft {
-            pos: Pos::of(item),
-            id: None,
-            addresses: Vec::new(),
-            macs: Vec::new(),
-            settings: defaults.clone(),
-        };
-        let entries = r.mapping(item, "a tenant mapping");
-        for entry in &entries {
-            match entry.key {
-                "id" => {
-                    draft.id = r
-                        .value(entry.value, "a tenant id", tenant_id)
-                        .map(|id| (id, Pos::of(entry.value)));
-                }
-                "addresses" => draft.addresses = cidrs(r, entry.value),
-                "macs" => draft.macs = r.list(entry.value, "a list of MACs", "a MAC", units::mac),
-                _ => {
-                    if !read_setting(r, entry, &mut draft.settings) {
-                        r.unknown_key(entry, "tenant", TENANT_KEYS);
-                    }
+    items
+        .iter()
+        .map(|item| read_tenant(r, item, defaults))
+        .collect()
+}
+
+/// One entry of `tenants`, starting from `defaults`.
+fn read_tenant(r: &mut Reader, item: &Node<'_>, defaults: &TenantSettings) -> TenantDraft {
+    let mut draft = TenantDraft {
+        pos: Pos::of(item),
+        id: None,
+        addresses: Vec::new(),
+        macs: Vec::new(),
+        settings: defaults.clone(),
+    };
+    let entries = r.mapping(item, "a tenant mapping");
+    for entry in &entries {
+        match entry.key {
+            "id" => {
+                draft.id = r
+                    .value(entry.value, "a tenant id", tenant_id)
+                    .map(|id| (id, Pos::of(entry.value)));
+            }
+            "addresses" => draft.addresses = cidrs(r, entry.value),
+            "macs" => draft.macs = r.list(entry.value, "a list of MACs", "a MAC", units::mac),
+            _ => {
+                if !read_setting(r, entry, &mut draft.settings) {
+                    r.unknown_key(entry, "tenant", TENANT_KEYS);
                 }
             }
         }
-        r.require(item, &entries, "tenant", &["id", "addresses"]);
-        drafts.push(draft);
     }
-    drafts
+    r.require(item, &entries, "tenant", &["id", "addresses"]);
+    draft
+}
+
+/// Reads one tenant entry given on its own (a fleet fragment: the entry's YAML or JSON
+/// text) against `defaults`: the tenant, or `None` when it has an error (the caller parses
+/// the whole document for the diagnostics).
+pub(super) fn read_tenant_text(text: &str, defaults: &TenantSettings) -> Option<Tenant> {
+    let documents = load_yaml(text).ok()?;
+    let [item] = documents.as_slice() else {
+        return None;
+    };
+    let mut r = Reader::new("fragment");
+    let draft = read_tenant(&mut r, item, defaults);
+    if r.has_errors() {
+        return None;
+    }
+    Some(Tenant {
+        id: draft.id?.0,
+        addresses: draft.addresses.into_iter().map(|(net, _)| net).collect(),
+        macs: draft.macs.into_iter().map(|(mac, _)| mac).collect(),
+        settings: draft.settings,
+    })
 }
 
 /// Reads one of the keys `defaults` and tenants share into `settings`, overriding what is

@@ -131,3 +131,110 @@ fn a_fleet_nodes_own_file_may_bind_tenants_the_fleet_holds() {
     let alone = "interfaces:\n  - {name: eth0, mode: host, tenant: acme}\n";
     assert!(parse(alone, "alone.yaml").is_err());
 }
+
+/// The fleet sections of [`FLEET`] with `tenants` (id, fragment) in id order, parsed
+/// whole.
+fn whole(defaults: Option<&str>, tenants: &[(String, String)]) -> Result<super::Policy, String> {
+    let doc = assemble(LOCAL, defaults, tenants.iter().map(|(_, t)| t.as_str()));
+    parse(&doc, "assembled").map_err(|d| d.to_string())
+}
+
+#[test]
+fn a_tenant_change_parsed_alone_gives_the_whole_documents_policy() {
+    let text = format!("{LOCAL}{FLEET}");
+    let (base, parts) = fragments(&text, "p.yaml").expect("valid policy");
+    let mut tenants = parts.tenants.clone();
+    let changed = r#"{"id":"acme","addresses":["198.18.1.0/25","2001:db8:1::/48"],"smtp":"allow"}"#;
+    let added = r#"{"id":"beta","addresses":["198.18.3.0/24"],"macs":["02:00:00:00:00:02"]}"#;
+    let changes = [
+        ("acme", Some(changed)),
+        ("beta", Some(added)),
+        ("globex", None),
+    ];
+    let incremental = base
+        .with_tenant_changes(&changes)
+        .expect("changes it can take");
+    tenants[0].1 = changed.to_owned();
+    tenants.retain(|(id, _)| id != "globex");
+    tenants.push(("beta".to_owned(), added.to_owned()));
+    tenants.sort();
+    let full = whole(parts.defaults.as_deref(), &tenants).expect("whole document parses");
+    assert_eq!(incremental, full);
+    let ids: Vec<&str> = incremental.tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["acme", "beta"]);
+    assert_eq!(incremental.tenant("beta").map(|t| t.macs.len()), Some(1));
+    // Nothing changed: the same policy.
+    assert_eq!(base.with_tenant_changes(&[]), Some(base.clone()));
+}
+
+#[test]
+fn a_tenant_change_the_whole_document_refuses_is_declined() {
+    let text = format!("{LOCAL}{FLEET}");
+    let (base, parts) = fragments(&text, "p.yaml").expect("valid policy");
+    let cases = [
+        // overlaps globex's /24
+        ("beta", r#"{"id":"beta","addresses":["198.18.2.128/25"]}"#),
+        // contains acme's /24
+        ("beta", r#"{"id":"beta","addresses":["198.18.0.0/16"]}"#),
+        // acme's MAC
+        (
+            "beta",
+            r#"{"id":"beta","addresses":["198.18.3.0/24"],"macs":["02:00:00:00:00:01"]}"#,
+        ),
+        // overlapping itself
+        (
+            "beta",
+            r#"{"id":"beta","addresses":["198.18.3.0/24","198.18.3.4/32"]}"#,
+        ),
+        // a bad value
+        ("beta", r#"{"id":"beta","addresses":["198.18.3.0/33"]}"#),
+        // an unknown key
+        (
+            "beta",
+            r#"{"id":"beta","addresses":["198.18.3.0/24"],"colour":"red"}"#,
+        ),
+        // keyed by another id
+        ("gamma", r#"{"id":"beta","addresses":["198.18.3.0/24"]}"#),
+        // not one line
+        (
+            "beta",
+            "{\"id\":\"beta\",\n\"addresses\":[\"198.18.3.0/24\"]}",
+        ),
+    ];
+    for (key, text) in cases {
+        assert_eq!(
+            base.with_tenant_changes(&[(key, Some(text))]),
+            None,
+            "{key}: {text}"
+        );
+        // The whole document refuses it, or (a key not its id, a multi-line entry) the
+        // incremental path cannot say and the whole document decides.
+        let mut tenants = parts.tenants.clone();
+        tenants.push((key.to_owned(), text.to_owned()));
+        if key == text_id(text) && !text.contains('\n') {
+            assert!(
+                whole(parts.defaults.as_deref(), &tenants).is_err(),
+                "the whole document takes {text}"
+            );
+        }
+    }
+    // Two changed tenants clashing with each other.
+    let a = r#"{"id":"beta","addresses":["198.18.3.0/24"]}"#;
+    let b = r#"{"id":"gamma","addresses":["198.18.3.0/26"]}"#;
+    assert_eq!(
+        base.with_tenant_changes(&[("beta", Some(a)), ("gamma", Some(b))]),
+        None
+    );
+    // A change moving an address from one tenant to another in one apply is taken.
+    let moved = r#"{"id":"beta","addresses":["198.18.2.0/24"]}"#;
+    let p = base
+        .with_tenant_changes(&[("globex", None), ("beta", Some(moved))])
+        .expect("globex's address moved to beta");
+    assert_eq!(p.tenants.len(), 2);
+}
+
+fn text_id(text: &str) -> &str {
+    let start = text.find(r#""id":""#).map_or(0, |i| i + 6);
+    let rest = &text[start..];
+    &rest[..rest.find('"').unwrap_or(0)]
+}

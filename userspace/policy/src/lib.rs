@@ -55,6 +55,7 @@ mod tests;
 #[cfg(test)]
 mod write_tests;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +123,134 @@ impl Policy {
             Some(t) if t.id == id => Some(t),
             _ => self.tenants.iter().find(|t| t.id == id),
         }
+    }
+}
+
+/// Tenants changed in a policy: each by the id it is keyed by (a fleet's key), its new
+/// entry's text (a one-line flow mapping, as fleet fragments are) or `None` when it left.
+pub type TenantChanges<'c> = [(&'c str, Option<&'c str>)];
+
+/// Most addresses and MACs of changed tenants [`Policy::with_tenant_changes`] checks
+/// against every other tenant's by a scan; more, and it declines (the whole document is
+/// parsed, its checks sorting every address once).
+pub const INCREMENTAL_MAX_KEYS: usize = 256;
+
+impl Policy {
+    /// This policy with `changes` made to its tenants, parsed and checked as a whole
+    /// document with the same `daemon`, `interfaces`, `defaults` and the changed
+    /// `tenants` would be: only the changed entries are read, and the checks that span
+    /// tenants (unique ids and MACs, disjoint addresses, the tenant limit) run for them
+    /// against every other tenant. The tenants stay in the order of their ids.
+    ///
+    /// `None` when it cannot say: an entry with an error, an overlap or a duplicate (the
+    /// caller parses the whole document for its diagnostics), an entry whose id is not
+    /// its key or that is not a one-line flow mapping, tenants not in id order, an
+    /// interface bound to tenants (its checks look at the tenants), or more than
+    /// [`INCREMENTAL_MAX_KEYS`] changed addresses and MACs. The caller then parses the
+    /// whole document, which gives the same policy or the diagnostics.
+    pub fn with_tenant_changes(&self, changes: &TenantChanges<'_>) -> Option<Policy> {
+        let bound = self
+            .interfaces
+            .iter()
+            .any(|i| i.tenant.is_some() || !i.vlans.is_empty());
+        if bound {
+            return None;
+        }
+        let sorted = self.tenants.windows(2).all(|w| w[0].id < w[1].id);
+        if !sorted {
+            return None;
+        }
+        // Every tenant has an address: more changed tenants than that is a resync's size.
+        if changes.iter().filter(|(_, t)| t.is_some()).count() > INCREMENTAL_MAX_KEYS {
+            return None;
+        }
+        let mut changed: BTreeMap<&str, Option<Tenant>> = BTreeMap::new();
+        for &(key, text) in changes {
+            let tenant = match text {
+                None => None,
+                Some(text) => {
+                    if !text.starts_with('{') || text.contains(['\n', '\r']) {
+                        return None;
+                    }
+                    let t = document::read_tenant_text(text, &self.defaults)?;
+                    if t.id != key {
+                        return None;
+                    }
+                    Some(t)
+                }
+            };
+            if changed.insert(key, tenant).is_some() {
+                return None;
+            }
+        }
+        let added: Vec<&Tenant> = changed.values().flatten().collect();
+        let count: usize = added.iter().map(|t| t.addresses.len() + t.macs.len()).sum();
+        if count > INCREMENTAL_MAX_KEYS {
+            return None;
+        }
+        // The others: every tenant kept as it was.
+        let keys: std::collections::HashSet<&str> = changes.iter().map(|(k, _)| *k).collect();
+        let others = || {
+            self.tenants
+                .iter()
+                .filter(|t| !keys.contains(t.id.as_str()))
+        };
+        // Disjoint addresses and unique MACs among the changed tenants and against the
+        // others (two CIDRs overlap exactly when one contains the other).
+        let overlap = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
+        for (i, t) in added.iter().enumerate() {
+            for u in &added[i + 1..] {
+                if t.addresses
+                    .iter()
+                    .any(|a| u.addresses.iter().any(|b| overlap(a, b)))
+                    || t.macs.iter().any(|m| u.macs.contains(m))
+                {
+                    return None;
+                }
+            }
+            // Within one tenant too (the whole-document check sees every address).
+            for (j, a) in t.addresses.iter().enumerate() {
+                if t.addresses[j + 1..].iter().any(|b| overlap(a, b)) {
+                    return None;
+                }
+            }
+            for (j, m) in t.macs.iter().enumerate() {
+                if t.macs[j + 1..].contains(m) {
+                    return None;
+                }
+            }
+        }
+        let nets: Vec<&IpNet> = added.iter().flat_map(|t| &t.addresses).collect();
+        let macs: Vec<&[u8; 6]> = added.iter().flat_map(|t| &t.macs).collect();
+        for other in others() {
+            let clash = other
+                .addresses
+                .iter()
+                .any(|a| nets.iter().any(|b| overlap(a, b)))
+                || (!macs.is_empty() && other.macs.iter().any(|m| macs.contains(&m)));
+            if clash {
+                return None;
+            }
+        }
+        // The tenants in id order: the others and the changed ones merged.
+        let mut tenants: Vec<Tenant> = Vec::with_capacity(self.tenants.len() + added.len());
+        let mut next = changed.into_values().flatten().peekable();
+        for t in others() {
+            while let Some(n) = next.next_if(|n| n.id < t.id) {
+                tenants.push(n);
+            }
+            tenants.push(t.clone());
+        }
+        tenants.extend(next);
+        if tenants.len() > warden_common::MAX_TENANTS as usize {
+            return None;
+        }
+        Some(Policy::with_sections(
+            self.daemon.clone(),
+            self.interfaces.clone(),
+            self.defaults.clone(),
+            tenants,
+        ))
     }
 }
 

@@ -38,6 +38,27 @@ impl Store {
         })
     }
 
+    /// Changes the saved index, atomically: the tenants of `removed` go, those of
+    /// `added` come with their slots. A tenant or slot already taken is an error and
+    /// changes nothing (the rest of the index must be as saved before).
+    pub fn update_tenant_index(&self, added: &[(String, u32)], removed: &[String]) -> Result<()> {
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.write("update tenant index", |tx| {
+            let mut delete = tx.prepare("DELETE FROM tenant_index WHERE tenant = ?1")?;
+            for tenant in removed {
+                delete.execute(params![tenant])?;
+            }
+            let mut insert =
+                tx.prepare("INSERT INTO tenant_index (tenant, slot) VALUES (?1, ?2)")?;
+            for (tenant, slot) in added {
+                insert.execute(params![tenant, slot])?;
+            }
+            Ok::<_, TxError>(())
+        })
+    }
+
     /// The saved index, by slot.
     pub fn tenant_index(&self) -> Result<Vec<(String, u32)>> {
         self.read("read tenant index", |conn| {

@@ -534,3 +534,35 @@ fn a_database_from_before_the_sequence_starts_at_its_number_of_changes() {
         .expect("fill again"));
     assert_eq!(store.active_suspensions().expect("active")[0].addresses, a);
 }
+
+#[test]
+fn a_version_8_fleet_state_migrates_to_one_row_per_tenant() {
+    let fx = Fixture::new();
+    {
+        let conn = Connection::open(fx.state_dir().join(DB_FILE)).expect("create db");
+        for sql in &schema::MIGRATIONS[..8] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 8)
+            .expect("set version");
+        conn.execute_batch(
+            r#"INSERT INTO fleet_state (id, revision, generation, defaults, tenants, suspended, saved_at)
+               VALUES (1, 5, 2, '{"smtp":"block"}',
+                       '{"acme":"{\"id\":\"acme\"}","globex":"{\"id\":\"globex\"}"}',
+                       '["acme"]', 0);"#,
+        )
+        .expect("old rows");
+    }
+    let store = fx.open();
+    let state = store.fleet_state().expect("read").expect("the old state");
+    assert_eq!((state.revision, state.generation), (5, 2));
+    assert_eq!(state.defaults.as_deref(), Some(r#"{"smtp":"block"}"#));
+    assert_eq!(state.suspended, vec!["acme".to_owned()]);
+    assert_eq!(
+        state.tenants.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("acme".to_owned(), r#"{"id":"acme"}"#.to_owned()),
+            ("globex".to_owned(), r#"{"id":"globex"}"#.to_owned()),
+        ]
+    );
+}

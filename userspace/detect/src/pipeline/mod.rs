@@ -261,31 +261,52 @@ impl Pipeline {
         generation: u64,
     ) {
         self.generation = generation;
+        // The tenants kept at their slots keep their entries (a 100,000-tenant policy
+        // changed in one tenant allocates nothing for the others).
+        let mut before = std::mem::take(&mut self.tenants);
         let mut tenants = HashMap::with_capacity(policy.tenants.len());
+        let mut new_ids = Vec::new();
         for t in &policy.tenants {
             let Some(i) = slot_of(&t.id) else {
                 continue;
             };
             self.engine
                 .configure(i, TenantConfig::from_settings(&t.settings));
-            tenants.insert(
-                i,
-                TenantDetectors {
-                    id: t.id.clone(),
-                    detectors: t.settings.detectors.clone(),
-                },
-            );
+            let entry = match before.remove(&i) {
+                Some(mut kept) if kept.id == t.id => {
+                    if !Arc::ptr_eq(&kept.detectors, &t.settings.detectors) {
+                        kept.detectors = t.settings.detectors.clone();
+                    }
+                    kept
+                }
+                other => {
+                    if let Some(old) = other {
+                        // Another tenant had this slot: it left.
+                        before.insert(i, old);
+                    }
+                    new_ids.push((t.id.clone(), i));
+                    TenantDetectors {
+                        id: t.id.clone(),
+                        detectors: t.settings.detectors.clone(),
+                    }
+                }
+            };
+            if let Some(previous) = tenants.insert(i, entry) {
+                // Two policy tenants at one slot cannot happen (the index is one to
+                // one); should it, the earlier one is forgotten as having left.
+                before.insert(i, previous);
+            }
         }
-        let gone: Vec<(TenantSlot, String)> = self
-            .tenants
-            .iter()
-            .filter(|(i, old)| tenants.get(*i).is_none_or(|new| new.id != old.id))
-            .map(|(i, old)| (*i, old.id.clone()))
-            .collect();
-        for (i, id) in gone {
-            self.forget(i, &id);
+        // What is left of `before` left the policy (or its slot went to another tenant).
+        for (i, old) in before {
+            if self.ids.get(&old.id) == Some(&i) {
+                self.ids.remove(&old.id);
+            }
+            self.forget(i, &old.id);
         }
-        self.ids = tenants.iter().map(|(i, t)| (t.id.clone(), *i)).collect();
+        for (id, i) in new_ids {
+            self.ids.insert(id, i);
+        }
         self.tenants = tenants;
     }
 

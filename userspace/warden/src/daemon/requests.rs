@@ -136,9 +136,11 @@ impl Daemon {
         role: Role,
         keep: Keep<'_>,
     ) -> Result<u64, Refusal> {
+        let started = std::time::Instant::now();
         let mut pipeline = self.detection.lock();
         let mut enforcement = self.lock_enforcement();
         let accepted = enforcement.accept(policy, actor, role)?;
+        let accept_ms = started.elapsed().as_millis() as u64;
         let state_dir = enforcement.policy().daemon.state_dir.clone();
         let mut pending = None;
         if let Keep::Api { text, name } = &keep {
@@ -153,11 +155,22 @@ impl Daemon {
             })?;
             pending = Some((written, kept));
         }
+        let applying = std::time::Instant::now();
         let generation =
             enforcement.apply(&self.db, accepted, actor, |id| pipeline.detections_of(id))?;
+        let apply_ms = applying.elapsed().as_millis() as u64;
+        let configuring = std::time::Instant::now();
         self.publish(enforcement.policy());
         pipeline.configure(enforcement.policy(), |id| enforcement.slot(id), generation);
         drop(pipeline);
+        tracing::info!(
+            generation,
+            accept_ms,
+            apply_ms,
+            write = ?enforcement.last_phases(),
+            configure_ms = configuring.elapsed().as_millis() as u64,
+            "policy apply phases"
+        );
         let mut origin = self.lock_origin();
         match keep {
             Keep::Unchanged => {}

@@ -142,11 +142,11 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
     let (policy, fleet) = match policy.daemon.fleet.clone() {
         Some(config) => {
             let usable = |name: &str| dataplane::iface::check(name, true);
-            let (p, saved) = super::fleet::start_policy(policy_path, &store, &usable, &config)?;
-            (
-                compacted(p),
-                Some(super::fleet::FleetNode::new(config, saved)?),
-            )
+            let (p, saved, local) =
+                super::fleet::start_policy(policy_path, &store, &usable, &config)?;
+            let node = super::fleet::FleetNode::new(config, saved)?;
+            node.parsed_with(local);
+            (compacted(p), Some(node))
         }
         None => (policy, None),
     };

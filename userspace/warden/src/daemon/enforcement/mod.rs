@@ -13,7 +13,7 @@ mod suspensions;
 
 pub(super) use reads::Rates;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -54,6 +54,8 @@ pub(super) struct Enforcement {
     holds: Holds,
     /// Counters of the tenants removed from the policy since start (metrics aggregates).
     retired: metrics::Totals,
+    /// How long the phases of the last write took, ms (logged with the apply).
+    last_phases: Vec<(&'static str, u64)>,
 }
 
 /// A policy accepted for an apply: what it exposes of the suspensions (audited) and the
@@ -89,6 +91,7 @@ impl Enforcement {
             suspension_seq,
             holds: Holds::default(),
             retired: metrics::Totals::default(),
+            last_phases: Vec::new(),
         }
     }
 
@@ -124,6 +127,11 @@ impl Enforcement {
         &mut self.dataplane
     }
 
+    /// How long the phases of the last policy write took, ms.
+    pub(super) fn last_phases(&self) -> &[(&'static str, u64)] {
+        &self.last_phases
+    }
+
     /// The slot of tenant `id`.
     pub(super) fn slot(&self, id: &str) -> Option<TenantSlot> {
         self.index.get(id)
@@ -157,24 +165,47 @@ impl Enforcement {
         &mut self,
         policy: &Policy,
         suspended: &BTreeMap<String, Suspended>,
-    ) -> Result<(TenantIndex, Holds)> {
+    ) -> Result<(Option<TenantIndex>, Holds, dataplane::IndexChanges)> {
+        let mut t = std::time::Instant::now();
+        let mut lap = |phase: &'static str, phases: &mut Vec<(&'static str, u64)>| {
+            phases.push((phase, t.elapsed().as_millis() as u64));
+            t = std::time::Instant::now();
+        };
+        let mut phases = Vec::new();
         let holds = suspension::holds(policy, suspended);
         let mut held: BTreeMap<String, Vec<IpNet>> = holds.extra.clone();
         for id in holds.retained() {
             held.entry(id.to_string()).or_default();
         }
-        let mut index = self.index.clone();
-        let changes = index.sync(
+        let wanted = || {
             policy
                 .tenants
                 .iter()
                 .map(|t| t.id.as_str())
-                .chain(holds.retained()),
-        )?;
-        let mut compiled = dataplane::compile_with(policy, &index, &holds.suspended_ids(), &held)?;
+                .chain(holds.retained())
+        };
+        // The same tenants (a change of some tenants' settings): the index stays as it
+        // is, not copied (its quarantined slots are released at the next sync instead).
+        let same = wanted().count() == self.index.len()
+            && wanted().all(|id| self.index.get(id).is_some())
+            && {
+                let ids: HashSet<&str> = wanted().collect();
+                ids.len() == self.index.len()
+            };
+        let (next, changes) = if same {
+            (None, dataplane::IndexChanges::default())
+        } else {
+            let mut index = self.index.clone();
+            let changes = index.sync(wanted())?;
+            (Some(index), changes)
+        };
+        let index = next.as_ref().unwrap_or(&self.index);
+        lap("index", &mut phases);
+        let mut compiled = dataplane::compile_with(policy, index, &holds.suspended_ids(), &held)?;
         let ifindexes = dataplane::bound_ifindexes(&policy.interfaces)
             .context("finding the interfaces bound to tenants")?;
-        dataplane::bind_ports(&mut compiled, policy, &index, &ifindexes)?;
+        dataplane::bind_ports(&mut compiled, policy, index, &ifindexes)?;
+        lap("compile", &mut phases);
         let added: Vec<TenantSlot> = changes.added.iter().map(|(_, slot)| *slot).collect();
         self.dataplane
             .reset_slots(&added)
@@ -184,12 +215,24 @@ impl Enforcement {
         self.dataplane
             .shape(&mut compiled, &added)
             .context("setting up the shaping classes of egress plans")?;
+        lap("shape", &mut phases);
         self.dataplane
             .apply(&compiled)
             .context("writing the policy into the kernel")?;
+        lap("kernel", &mut phases);
         self.dataplane.finish_shaping();
         self.fill = PolicyFill::of(&compiled);
-        Ok((index, holds))
+        drop(compiled);
+        lap("finish", &mut phases);
+        let kernel = self.dataplane.last_apply();
+        tracing::debug!(
+            ?phases,
+            place_ms = kernel.place.as_millis() as u64,
+            write_ms = kernel.write.as_millis() as u64,
+            "policy written"
+        );
+        self.last_phases = phases;
+        Ok((next, holds, changes))
     }
 
     /// Makes `policy` the policy in force: written into the kernel with the suspensions
@@ -197,11 +240,11 @@ impl Enforcement {
     /// ([`Enforcement::audit_apply`]).
     pub(super) fn put_policy(&mut self, db: &Database, policy: Policy) -> Result<()> {
         let suspended = self.suspended();
-        let (index, holds) = self.write(&policy, &suspended)?;
-        db.lock()
-            .save_tenant_index(&index.entries())
-            .context("saving tenant indexes")?;
-        self.index = index;
+        let (index, holds, changes) = self.write(&policy, &suspended)?;
+        if let Some(index) = index {
+            save_index(db, &index, &changes).context("saving tenant indexes")?;
+            self.index = index;
+        }
         self.holds = holds;
         self.ids = policy
             .tenants
@@ -352,4 +395,26 @@ impl Enforcement {
         tracing::info!(generation = self.generation, tenants = self.policy.tenants.len(), %actor, "policy applied");
         Ok(())
     }
+}
+
+/// Saves the tenant index `index`, which `changes` made of the one in force: only the
+/// changed rows, or (should the saved rows not be those in force, after a failed save)
+/// every row.
+pub(super) fn save_index(
+    db: &Database,
+    index: &TenantIndex,
+    changes: &dataplane::IndexChanges,
+) -> Result<()> {
+    let added: Vec<(String, u32)> = changes
+        .added
+        .iter()
+        .map(|(id, slot)| (id.clone(), slot.0))
+        .collect();
+    let removed: Vec<String> = changes.removed.iter().map(|(id, _)| id.clone()).collect();
+    let db = db.lock();
+    if let Err(e) = db.update_tenant_index(&added, &removed) {
+        tracing::warn!(error = %e, "saving the tenant index's changes; saving it whole");
+        db.save_tenant_index(&index.entries())?;
+    }
+    Ok(())
 }

@@ -25,13 +25,13 @@ impl Enforcement {
         suspended: &BTreeMap<String, Suspended>,
     ) -> Result<()> {
         let policy = self.policy.clone();
-        let (index, holds) = self.write(&policy, suspended)?;
-        if index.entries() != self.index.entries() {
-            if let Err(e) = db.lock().save_tenant_index(&index.entries()) {
-                tracing::error!(error = %e, "saving tenant indexes after a suspension change");
+        let (index, holds, changes) = self.write(&policy, suspended)?;
+        if let Some(index) = index {
+            if let Err(e) = super::save_index(db, &index, &changes) {
+                tracing::error!(error = %format!("{e:#}"), "saving tenant indexes after a suspension change");
             }
+            self.index = index;
         }
-        self.index = index;
         self.holds = holds;
         Ok(())
     }

@@ -39,6 +39,16 @@ pub(super) struct FleetNode {
     pub(super) layout: Layout,
     /// The fleet state in force (as saved in the state database).
     applied: Mutex<FleetState>,
+    /// The node's file as the policy in force was parsed with (`None`: not known, the
+    /// next apply parses the whole document): with it and [`FleetNode::applied`] the
+    /// policy in force is that document's, so a change of tenants alone is parsed alone.
+    local: Mutex<Option<String>>,
+    /// A save failed: the saved rows may differ from [`FleetNode::applied`], so the next
+    /// save writes every tenant.
+    save_whole: AtomicBool,
+    /// Held through each [`Daemon::apply_fleet`]: an apply builds on the policy in force
+    /// and the state applied, so a SIGHUP's and the session's applies take turns.
+    applying: Mutex<()>,
     connected: AtomicBool,
     last_sync: Mutex<Option<Instant>>,
     /// Full reads by [`crate::metrics::fleet::RESYNC_REASONS`] index.
@@ -70,6 +80,9 @@ impl FleetNode {
             config,
             layout,
             applied: Mutex::new(applied),
+            local: Mutex::new(None),
+            save_whole: AtomicBool::new(false),
+            applying: Mutex::new(()),
             connected: AtomicBool::new(false),
             last_sync: Mutex::new(None),
             resyncs: Default::default(),
@@ -94,6 +107,11 @@ impl FleetNode {
 
     pub(super) fn applied(&self) -> MutexGuard<'_, FleetState> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policy in force was parsed from `local` and the fleet state applied.
+    pub(super) fn parsed_with(&self, local: String) {
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
     }
 
     pub(super) fn set_connected(&self, up: bool) {
@@ -171,7 +189,7 @@ pub(super) fn start_policy(
     store: &Store,
     usable: policy::InterfaceCheck<'_>,
     config: &FleetConfig,
-) -> Result<(Policy, FleetState)> {
+) -> Result<(Policy, FleetState, String)> {
     let local = local_text(path)?;
     let saved = store.fleet_state()?.unwrap_or_default();
     let name = format!(
@@ -206,7 +224,7 @@ pub(super) fn start_policy(
         suspended = saved.suspended.len(),
         "fleet mode: starting from the last applied fleet state"
     );
-    Ok((policy, saved))
+    Ok((policy, saved, local))
 }
 
 /// The node's part of the fleet's policy ([`scope_of`] its file), read from etcd during
@@ -241,32 +259,75 @@ impl Daemon {
         self.fleet.as_ref()
     }
 
-    /// Applies a fleet policy state (`actor`: who applied it in the fleet), then saves it
-    /// as the state to start from. The file is re-read, so a SIGHUP's edit of `daemon`
-    /// or `interfaces` is checked as ever.
-    pub(super) fn apply_fleet(&self, next: FleetState, actor: &str) -> Result<u64, Refusal> {
+    /// Applies a fleet policy update (`actor`: who applied it in the fleet), then saves
+    /// the state it makes as the state to start from. The file is re-read, so a SIGHUP's
+    /// edit of `daemon` or `interfaces` is checked as ever. When the file and `defaults`
+    /// are those the policy in force was parsed with, only the changed tenants are parsed
+    /// ([`Policy::with_tenant_changes`], its checks against every other tenant); else, or
+    /// when it declines, the whole document is parsed. Only the changed tenants' rows are
+    /// saved.
+    pub(super) fn apply_fleet(&self, update: FleetUpdate, actor: &str) -> Result<u64, Refusal> {
         let node = self
             .fleet_node()
             .ok_or_else(|| anyhow::anyhow!("not a fleet node"))?;
+        let _turn = node.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_fleet_in_turn(node, update, actor)
+    }
+
+    /// [`Daemon::apply_fleet`], its turn (`FleetNode::applying`) held by the caller.
+    fn apply_fleet_in_turn(
+        &self,
+        node: &FleetNode,
+        update: FleetUpdate,
+        actor: &str,
+    ) -> Result<u64, Refusal> {
         let local = local_text(&self.policy_path).map_err(Refusal::Internal)?;
-        let name = format!("fleet generation {}", next.generation);
+        let name = format!("fleet generation {}", update.generation);
         let started = Instant::now();
-        let parsed = policy::parse(&document(&local, &next), &name);
+        let same_base = {
+            let parsed = node.local.lock().unwrap_or_else(|p| p.into_inner());
+            parsed.as_deref() == Some(local.as_str()) && node.applied().defaults == update.defaults
+        };
+        let changes: Vec<(&str, Option<&str>)> = update
+            .tenants
+            .iter()
+            .map(|(id, text)| (id.as_str(), text.as_deref()))
+            .collect();
+        let incremental = same_base
+            .then(|| {
+                let in_force = self.lock_enforcement().policy().clone();
+                in_force.with_tenant_changes(&changes)
+            })
+            .flatten();
+        let whole = incremental.is_none();
+        let parsed = match incremental {
+            Some(p) => Ok(p),
+            None => {
+                let mut next = node.applied().clone();
+                update.apply_to(&mut next);
+                let parsed = policy::parse(&document(&local, &next), &name);
+                drop(next);
+                parsed.map(super::start::compacted)
+            }
+        };
         let parse = started.elapsed();
         let r = parsed
             .map_err(Refusal::InvalidPolicy)
-            .and_then(|p| self.apply(super::start::compacted(p), actor, Role::Admin));
+            .and_then(|p| self.apply(p, actor, Role::Admin));
         let enforced = started.elapsed();
         crate::memory::release_freed();
         let generation = self.count_failure(r)?;
+        node.parsed_with(local);
         let mut applied = node.applied();
-        let suspended = std::mem::take(&mut applied.suspended);
-        *applied = FleetState { suspended, ..next };
-        save(&self.db, &applied);
+        update.apply_to(&mut applied);
+        let changed: Vec<&str> = changes.iter().map(|(id, _)| *id).collect();
+        save(&self.db, node, &applied, &changed);
         // Where a large fleet's apply spends its time (docs/fleet-design.md, figures).
         tracing::info!(
             fleet_generation = applied.generation,
             tenants = applied.tenants.len(),
+            changed = changed.len(),
+            parsed = if whole { "whole" } else { "changed" },
             parse_ms = parse.as_millis() as u64,
             enforce_ms = (enforced - parse).as_millis() as u64,
             save_ms = (started.elapsed() - enforced).as_millis() as u64,
@@ -287,7 +348,7 @@ impl Daemon {
         }
         applied.generation = generation;
         applied.revision = applied.revision.max(revision);
-        save(&self.db, &applied);
+        save(&self.db, node, &applied, &[]);
     }
 
     /// SIGHUP on a fleet node: the file re-read with the fleet state in force.
@@ -298,8 +359,19 @@ impl Daemon {
         // Interfaces bound anew may need other tenants: the session compares its scope
         // with the file's and reads them.
         node.reloaded.notify_one();
-        let state = node.applied().clone();
-        self.apply_fleet(state, "SIGHUP")
+        // The state applied as of this turn: an apply of the session's just before is
+        // kept, not undone.
+        let _turn = node.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let update = {
+            let applied = node.applied();
+            FleetUpdate {
+                revision: applied.revision,
+                generation: applied.generation,
+                defaults: applied.defaults.clone(),
+                tenants: Vec::new(),
+            }
+        };
+        self.apply_fleet_in_turn(node, update, "SIGHUP")
     }
 
     /// Makes the node's suspensions by the fleet those in `fleet`: suspends what the
@@ -348,7 +420,7 @@ impl Daemon {
         if !applied.suspended.contains(&s.tenant) {
             applied.suspended.push(s.tenant.clone());
             applied.suspended.sort();
-            save(&self.db, &applied);
+            save(&self.db, node, &applied, &[]);
         }
     }
 
@@ -383,14 +455,52 @@ impl Daemon {
         }
         let mut applied = node.applied();
         applied.suspended.retain(|t| t != tenant);
-        save(&self.db, &applied);
+        save(&self.db, node, &applied, &[]);
     }
 }
 
-/// Saves the fleet state; a failure is logged (enforcement is already done, and the
-/// next apply saves again).
-fn save(db: &Database, state: &FleetState) {
-    if let Err(e) = db.lock().save_fleet_state(state) {
+/// Saves the fleet state: its revision, generation, defaults and suspensions, and the
+/// rows of the tenants in `changed` (every tenant's after a failed save). A failure is
+/// logged (enforcement is already done, and the next save writes every tenant).
+fn save(db: &Database, node: &FleetNode, state: &FleetState, changed: &[&str]) {
+    let whole = node.save_whole.swap(false, Ordering::Relaxed);
+    let db = db.lock();
+    let r = if whole {
+        db.save_fleet_state(state)
+    } else {
+        db.save_fleet_changes(state, changed)
+    };
+    if let Err(e) = r {
+        node.save_whole.store(true, Ordering::Relaxed);
         tracing::error!(error = %e, "cannot save the fleet state: a restart before the next save starts from an older one");
+    }
+}
+
+/// A change of the fleet state to apply: the new revision, generation and `defaults`,
+/// and the tenants that changed (new fragment, or `None`: removed).
+#[derive(Debug, Clone, Default)]
+pub(super) struct FleetUpdate {
+    pub(super) revision: i64,
+    pub(super) generation: u64,
+    pub(super) defaults: Option<String>,
+    pub(super) tenants: Vec<(String, Option<String>)>,
+}
+
+impl FleetUpdate {
+    /// Makes `state` the state after this update (its suspensions stay).
+    fn apply_to(&self, state: &mut FleetState) {
+        state.revision = self.revision;
+        state.generation = self.generation;
+        state.defaults.clone_from(&self.defaults);
+        for (id, text) in &self.tenants {
+            match text {
+                Some(text) => {
+                    state.tenants.insert(id.clone(), text.clone());
+                }
+                None => {
+                    state.tenants.remove(id);
+                }
+            }
+        }
     }
 }

@@ -5,18 +5,19 @@
 //! (0.5 s doubling to 30 s); a watch whose revision etcd has compacted reads everything
 //! again (counted).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use warden_fleet::keys::PolicyKey;
 use warden_fleet::records::{decode, DecisionRecord, NodeRecord};
 use warden_fleet::{Change, Fleet, FleetError, PolicySnapshot, Registration, Scope};
 use warden_policy::suspension::Suspended;
 use warden_policy::time::system_clock;
 use warden_store::FleetState;
 
-use super::{FleetNode, Resync};
+use super::{FleetNode, FleetUpdate, Resync};
 use crate::daemon::Daemon;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -113,7 +114,9 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     let (susp_rev, suspensions) = fleet.suspensions().await?;
     node.count_resync(why);
     tracing::info!(scope = %describe(&scope), tenants = snapshot.tenants.len(), "fleet: policy read");
-    apply_snapshot(daemon, &snapshot).await?;
+    // Refused (the node cannot take this policy): the next apply compares every tenant
+    // again, not only those its events touched.
+    let mut compare_all = !apply_snapshot(daemon, &snapshot, None).await?;
     // The fleet's suspensions as this session knows them (of the node's scope): after
     // each policy apply they are enforced again, so a suspension that arrived before its
     // tenant's policy (the two are watched apart) is enforced once the tenant is.
@@ -141,12 +144,19 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     node.was_watching
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut watched = snapshot;
+    // The tenants whose version in force may have changed since the last apply (those
+    // staged above the committed generation stay until a generation settles them).
+    let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut renew = tokio::time::interval(RENEW_EVERY);
     loop {
         tokio::select! {
             changes = policy_watch.next() => {
-                if policy_events(node, &mut watched, &changes?)? {
-                    apply_snapshot(daemon, &watched).await?;
+                if policy_events(node, &mut watched, &mut touched, &changes?)? {
+                    let ids = (!compare_all).then_some(&touched);
+                    if apply_snapshot(daemon, &watched, ids).await? {
+                        touched.retain(|id| watched.is_pending(id));
+                        compare_all = false;
+                    }
                     resync_suspensions(daemon, &wanted).await?;
                     update_registration(daemon, node, &fleet, registration.lease).await?;
                 }
@@ -185,10 +195,16 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
 fn policy_events(
     node: &FleetNode,
     watched: &mut PolicySnapshot,
+    touched: &mut BTreeSet<String>,
     changes: &[Change],
 ) -> Result<bool> {
     let mut ready = false;
     for c in changes {
+        if let Some(PolicyKey::Tenant(id, _)) = node.layout.policy_key(&c.key) {
+            if watched.scope().covers(id) && !touched.contains(id) {
+                touched.insert(id.to_owned());
+            }
+        }
         ready |= watched.apply_event(&node.layout, &c.key, c.value.as_deref(), c.mod_revision)?;
     }
     Ok(ready)
@@ -265,37 +281,76 @@ async fn suspension_events(
     Ok(())
 }
 
-/// Applies `snapshot` unless it is what is in force already.
-async fn apply_snapshot(daemon: &Arc<Daemon>, snapshot: &PolicySnapshot) -> Result<()> {
+/// What `snapshot` changes of the fleet state in force: `touched` names the tenants
+/// that may differ (`None`: any may, every tenant is compared).
+fn update_of(
+    applied: &FleetState,
+    snapshot: &PolicySnapshot,
+    touched: Option<&BTreeSet<String>>,
+) -> FleetUpdate {
+    let mut tenants = Vec::new();
+    match touched {
+        Some(ids) => {
+            for id in ids {
+                let next = snapshot.tenants.get(id);
+                if applied.tenants.get(id) != next {
+                    tenants.push((id.clone(), next.cloned()));
+                }
+            }
+        }
+        None => {
+            for (id, text) in &snapshot.tenants {
+                if applied.tenants.get(id) != Some(text) {
+                    tenants.push((id.clone(), Some(text.clone())));
+                }
+            }
+            for id in applied.tenants.keys() {
+                if !snapshot.tenants.contains_key(id) {
+                    tenants.push((id.clone(), None));
+                }
+            }
+        }
+    }
+    FleetUpdate {
+        revision: snapshot.revision,
+        generation: snapshot.generation_number(),
+        defaults: snapshot.defaults.clone(),
+        tenants,
+    }
+}
+
+/// Applies what `snapshot` changes of the state in force (`touched`: see [`update_of`]),
+/// if anything. False when the node refused it (what it changes is still to apply).
+async fn apply_snapshot(
+    daemon: &Arc<Daemon>,
+    snapshot: &PolicySnapshot,
+    touched: Option<&BTreeSet<String>>,
+) -> Result<bool> {
     let Some(node) = daemon.fleet.as_ref() else {
-        return Ok(());
+        return Ok(true);
     };
-    let unchanged = {
+    let (update, unchanged) = {
         let applied = node.applied();
-        applied.tenants == snapshot.tenants && applied.defaults == snapshot.defaults
+        let update = update_of(&applied, snapshot, touched);
+        let unchanged = update.tenants.is_empty() && applied.defaults == update.defaults;
+        (update, unchanged)
     };
     if unchanged {
         // Nothing this node enforces changed (on a node scoped to its tenants: another
         // tenant's apply): the generation is taken without an apply.
         let (generation, revision) = (snapshot.generation_number(), snapshot.revision);
-        return blocking(daemon, move |d| {
+        blocking(daemon, move |d| {
             d.note_fleet_generation(generation, revision)
         })
-        .await;
+        .await?;
+        return Ok(true);
     }
-    let next = FleetState {
-        revision: snapshot.revision,
-        generation: snapshot.generation_number(),
-        defaults: snapshot.defaults.clone(),
-        tenants: snapshot.tenants.clone(),
-        suspended: Vec::new(),
-    };
     let actor = match &snapshot.generation {
         Some(g) => format!("fleet:{}", g.actor),
         None => "fleet".to_owned(),
     };
-    let generation = next.generation;
-    let r = blocking(daemon, move |d| d.apply_fleet(next, &actor)).await?;
+    let generation = update.generation;
+    let r = blocking(daemon, move |d| d.apply_fleet(update, &actor)).await?;
     match r {
         Ok(local) => {
             tracing::info!(
@@ -303,13 +358,13 @@ async fn apply_snapshot(daemon: &Arc<Daemon>, snapshot: &PolicySnapshot) -> Resu
                 local_generation = local,
                 "fleet policy applied"
             );
-            Ok(())
+            Ok(true)
         }
         // A fleet policy this node cannot take (its interfaces, a kernel table full):
         // the previous one stays in force; the next apply is tried as it comes.
         Err(e) => {
             tracing::error!(fleet_generation = generation, error = %format!("{e:#}"), "fleet policy refused on this node; the previous one stays");
-            Ok(())
+            Ok(false)
         }
     }
 }
