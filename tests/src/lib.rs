@@ -29,6 +29,7 @@ pub mod lab;
 pub mod model;
 pub mod noise;
 pub mod packets;
+pub mod pki;
 pub mod rawframe;
 pub mod topology;
 pub mod wait;

@@ -238,6 +238,7 @@ fn start_etcd(lab: &StandardLab) -> Result<Proc> {
         lab.lab.tempdir(),
         ETCD_CLIENT,
         ETCD_PEER,
+        None,
     )?;
     eventually(Duration::from_secs(30), || {
         with_fleet(lab.node.name(), |fleet| {

@@ -11,7 +11,10 @@
 //!              Warden in gateway mode on lan0
 //! ```
 //! Management traffic (etcd, the controller) goes over `mgmt0`, which no Warden watches,
-//! so a suspended tenant's node still follows the fleet. IPv6 is off everywhere: the
+//! so a suspended tenant's node still follows the fleet. etcd takes only TLS clients with
+//! a certificate of the lab's [`Pki`] and has authentication on: `warden fleet init` (with
+//! the root certificate) writes the roles, the controller connects as
+//! `warden-controller` and each node as `warden-node-<node>`, with its own certificate. IPv6 is off everywhere: the
 //! lab's probes are IPv4, and nothing else should cross the links.
 //!
 //! Everything is bounded (commands have deadlines, daemons are guarded) and removed
@@ -32,6 +35,7 @@ use serde_json::Value;
 
 use crate::{
     lab::{Lab, Netns, Proc},
+    pki::Pki,
     topology::{outside, sha256_hex, token},
     wait::eventually,
 };
@@ -135,6 +139,8 @@ pub struct FleetLab {
     /// gw1, gw2 (gateway mode).
     pub gateways: Vec<Member>,
     pub etcd: EtcdCluster,
+    /// The CA and certificates etcd and its clients use.
+    pub pki: Pki,
     warden: PathBuf,
     controller: Option<Proc>,
     /// Last field: dropped after every guard above.
@@ -142,7 +148,8 @@ pub struct FleetLab {
 }
 
 impl FleetLab {
-    /// Builds the network, starts etcd, runs `warden fleet init`, starts the
+    /// Builds the network, makes the certificates, starts etcd (TLS clients only), runs
+    /// `warden fleet init` with the root certificate, turns etcd's auth on, starts the
     /// controller, applies [`policy_yaml`]`(defaults)` through it, then starts the 22
     /// nodes and waits until each serves and has registered at that generation.
     pub fn build(prefix: &str, warden: &Path, defaults: &str) -> Result<Self> {
@@ -172,13 +179,17 @@ impl FleetLab {
             gateways.push(gateway_node(&lab, &mgmt, &out, k)?);
         }
         lab.settle()?;
-        let etcd = EtcdCluster::start(&mgmt, lab.tempdir(), lab.id())?;
+        let ips: Vec<String> = (0..etcd::MEMBERS).map(etcd::member_addr).collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let pki = Pki::new(&lab.tempdir().join("pki"), &ips)?;
+        let etcd = EtcdCluster::start(&mgmt, lab.tempdir(), lab.id(), &pki)?;
         let mut fleet = Self {
             mgmt,
             out,
             nodes,
             gateways,
             etcd,
+            pki,
             warden: warden.to_path_buf(),
             controller: None,
             lab,
@@ -186,6 +197,7 @@ impl FleetLab {
         fleet.write_tokens()?;
         fleet.write_configs()?;
         fleet.fleet_init()?;
+        fleet.etcd.enable_auth()?;
         fleet.start_controller()?;
         fleet.apply(defaults)?;
         fleet.start_nodes()?;
@@ -212,9 +224,14 @@ impl FleetLab {
             .to_path_buf())
     }
 
-    /// The config of the controller (and of `warden fleet init`).
+    /// The config of the controller (etcd user `warden-controller`).
     pub fn controller_config(&self) -> PathBuf {
         self.lab.tempdir().join("controller.yaml")
+    }
+
+    /// The config `warden fleet init` runs with: etcd's root certificate.
+    fn init_config(&self) -> PathBuf {
+        self.lab.tempdir().join("fleet-init.yaml")
     }
 
     fn write_tokens(&self) -> Result<()> {
@@ -233,22 +250,26 @@ impl FleetLab {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The `daemon` section of a node (`listen` its API) or of the controller.
-    fn daemon_section(&self, name: &str, listen: &str) -> Result<String> {
+    /// The `daemon` section of a node (`listen` its API) or of the controller, reaching
+    /// etcd with the client certificate whose CN is `cn`.
+    fn daemon_section(&self, name: &str, listen: &str, cn: &str) -> Result<String> {
         let run = self.rundir()?.display().to_string();
         let bpf = self.lab.bpffs()?.display().to_string();
         Ok(format!(
             "daemon:\n  listen: {listen}\n  state_dir: {run}/{name}/state\n  \
              bpffs: {bpf}/{name}\n  tokens: {run}/tokens.yaml\n  open_reads: true\n  \
              open_metrics: true\n  management:\n    - 198.18.0.0/24\n  fleet:\n    \
-             endpoints: {}\n    node: {name}\n",
-            etcd::endpoints_yaml()
+             endpoints: {}\n    node: {name}\n    tls: {}\n",
+            etcd::endpoints_yaml(),
+            self.pki.client(cn)?.yaml()
         ))
     }
 
     fn write_configs(&self) -> Result<()> {
-        let ctl = self.daemon_section("controller-1", CONTROLLER)?;
+        let ctl = self.daemon_section("controller-1", CONTROLLER, "warden-controller")?;
         std::fs::write(self.controller_config(), ctl)?;
+        let init = self.daemon_section("fleet-init", CONTROLLER, "root")?;
+        std::fs::write(self.init_config(), init)?;
         for m in self.members() {
             // A host node's port is bound to its tenant, so the node reads, watches and
             // applies only that tenant (the fleet holds it: the policy is applied
@@ -260,7 +281,7 @@ impl FleetLab {
             };
             let text = format!(
                 "{}interfaces:\n{interface}",
-                self.daemon_section(&m.name, NODE_API)?
+                self.daemon_section(&m.name, NODE_API, &format!("warden-node-{}", m.name))?
             );
             std::fs::write(&m.config, text)
                 .with_context(|| format!("writing {}", m.config.display()))?;
@@ -270,7 +291,7 @@ impl FleetLab {
 
     /// `warden fleet init` for every node: the layout and the RBAC roles and users.
     fn fleet_init(&self) -> Result<()> {
-        let config = self.controller_config();
+        let config = self.init_config();
         let mut args = vec![
             "fleet".to_owned(),
             "init".to_owned(),

@@ -2,6 +2,9 @@
 //! etcd (in the node's namespace), the node enforces them with real traffic, and keeps
 //! enforcing the last applied state through an etcd outage and a SIGKILL + restart.
 //! Writes go through `warden controller` with the CLI (`--api`), as an operator would.
+//! etcd takes only TLS clients with a certificate of the lab's CA, with authentication
+//! on after `warden fleet init`: the controller is `warden-controller`, the node
+//! `warden-node-node7`, each with its own certificate.
 //! Probes: 50 echoes each, bounded in count and time.
 
 use std::{
@@ -17,14 +20,16 @@ use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 use warden_fleet::{Connect, Fleet, Layout, DEFAULT_PREFIX};
 use warden_tests::{
+    fleetlab::etcd,
     lab::{Netns, Proc},
+    pki::{ClientFiles, Pki},
     topology::{addr, token, warden_binary, StandardLab},
     wait::eventually,
     webdriver::Browser,
 };
 
 const PROBES: u64 = 50;
-const ETCD_CLIENT: &str = "http://127.0.0.1:23790";
+const ETCD_CLIENT: &str = "https://127.0.0.1:23790";
 const ETCD_PEER: &str = "http://127.0.0.1:23800";
 const NODE: &str = "node7";
 const CONTROLLER: &str = "http://127.0.0.1:9480";
@@ -38,14 +43,21 @@ fn probe(ns: &Netns) -> Result<u64> {
     )
 }
 
-/// Runs `f` against the fleet from a thread inside `ns` (etcd listens on its loopback).
+/// Runs `f` against the fleet from a thread inside `ns` (etcd listens on its loopback),
+/// connected with certificate `cert`.
 fn with_fleet<T: Send + 'static>(
     ns: &Netns,
+    cert: &ClientFiles,
     f: impl FnOnce(Fleet) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>
         + Send
         + 'static,
 ) -> Result<T> {
     let ns_path = PathBuf::from("/run/netns").join(ns.name());
+    let tls = warden_fleet::TlsFiles {
+        ca: cert.ca.clone(),
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+    };
     std::thread::spawn(move || -> Result<T> {
         let file =
             File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
@@ -59,6 +71,7 @@ fn with_fleet<T: Send + 'static>(
         rt.block_on(async move {
             let mut connect = Connect::plain(vec![ETCD_CLIENT.to_owned()]);
             connect.timeout = Duration::from_secs(2);
+            connect.tls = Some(tls);
             let fleet = Fleet::connect(&connect, Layout::new(DEFAULT_PREFIX)?).await?;
             f(fleet).await
         })
@@ -67,15 +80,27 @@ fn with_fleet<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("fleet thread panicked"))?
 }
 
-fn start_etcd(lab: &StandardLab) -> Result<Proc> {
-    let proc = warden_tests::fleetlab::etcd::spawn_single(
+/// The lab's CA, etcd's server certificate (for 127.0.0.1) and the root client
+/// certificate.
+fn make_pki(lab: &StandardLab) -> Result<Pki> {
+    let pki = Pki::new(&lab.lab.tempdir().join("pki"), &["127.0.0.1"])?;
+    pki.client("root")?;
+    Ok(pki)
+}
+
+/// etcd (TLS clients with a certificate only) in the node's namespace, once it answers
+/// the root certificate.
+fn start_etcd(lab: &StandardLab, pki: &Pki) -> Result<Proc> {
+    let proc = etcd::spawn_single(
         &lab.node,
         lab.lab.tempdir(),
         ETCD_CLIENT,
         ETCD_PEER,
+        Some(pki),
     )?;
+    let root = pki.client("root")?;
     eventually(Duration::from_secs(20), || {
-        with_fleet(&lab.node, |fleet| {
+        with_fleet(&lab.node, &root, |fleet| {
             Box::pin(async move { Ok(fleet.read_policy().await.is_ok()) })
         })
     })
@@ -116,8 +141,18 @@ fn apply(lab: &StandardLab, warden: &Path, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// `warden controller` in the node's namespace on port 9480, with the lab's tokens.
-fn start_controller(lab: &StandardLab, warden: &Path) -> Result<Proc> {
+/// `daemon.fleet` (node `node`, certificate `cn`) as lines to append to the lab's
+/// `daemon` section.
+fn fleet_section(pki: &Pki, node: &str, cn: &str) -> Result<String> {
+    Ok(format!(
+        "\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: {node}\n    tls: {}\n",
+        pki.client(cn)?.yaml()
+    ))
+}
+
+/// The controller's config (`name`.yaml): the lab's `daemon` section on port 9480, and
+/// the fleet with certificate `cn`.
+fn controller_config(lab: &StandardLab, pki: &Pki, name: &str, cn: &str) -> Result<PathBuf> {
     let header = lab.policy_header()?;
     let at = header.find("\ninterfaces:").context("no interfaces")?;
     ensure!(
@@ -125,11 +160,38 @@ fn start_controller(lab: &StandardLab, warden: &Path) -> Result<Proc> {
         "the lab listens elsewhere"
     );
     let text = format!(
-        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: controller-1\n",
-        header[..at].replacen("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9480", 1)
+        "{}{}",
+        header[..at].replacen("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9480", 1),
+        fleet_section(pki, "controller-1", cn)?
     );
-    let path = lab.lab.tempdir().join("controller.yaml");
+    let path = lab.lab.tempdir().join(format!("{name}.yaml"));
     std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// `warden fleet init --node node7` with etcd's root certificate, then etcd's auth on
+/// (as docs/fleet-design.md tells an operator).
+fn fleet_init(lab: &StandardLab, pki: &Pki, warden: &Path) -> Result<()> {
+    let config = controller_config(lab, pki, "fleet-init", "root")?;
+    let (warden, config) = (
+        warden.to_str().context("UTF-8 path")?,
+        config.to_str().context("UTF-8 path")?,
+    );
+    let out = lab.node.exec_unchecked(
+        &[warden, "fleet", "init", "-c", config, "--node", NODE],
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        out.status.success(),
+        "warden fleet init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    etcd::enable_auth(&lab.node, &[ETCD_CLIENT.to_owned()], &pki.client("root")?)
+}
+
+/// `warden controller` in the node's namespace on port 9480, with the lab's tokens.
+fn start_controller(lab: &StandardLab, pki: &Pki, warden: &Path) -> Result<Proc> {
+    let path = controller_config(lab, pki, "controller", warden_fleet::rbac::CONTROLLER_USER)?;
     let warden = warden.to_str().context("UTF-8 path")?;
     let path = path.to_str().context("UTF-8 path")?;
     let mut proc = lab.node.spawn(&[warden, "controller", "-c", path])?;
@@ -137,12 +199,13 @@ fn start_controller(lab: &StandardLab, warden: &Path) -> Result<Proc> {
     Ok(proc)
 }
 
-fn local_policy(lab: &StandardLab) -> Result<PathBuf> {
+fn local_policy(lab: &StandardLab, pki: &Pki) -> Result<PathBuf> {
     let header = lab.policy_header()?;
     let at = header.find("\ninterfaces:").context("no interfaces")?;
     let text = format!(
-        "{}\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: {NODE}{}",
+        "{}{}{}",
         &header[..at],
+        fleet_section(pki, NODE, &warden_fleet::rbac::node_user(NODE))?.trim_end(),
         &header[at..]
     );
     let path = lab.lab.tempdir().join("node.yaml");
@@ -180,10 +243,12 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
 ) -> Result<()> {
     let lab = StandardLab::build("fl")?;
     let warden = warden_binary()?;
-    let etcd = start_etcd(&lab)?;
-    let _controller = start_controller(&lab, &warden)?;
+    let pki = make_pki(&lab)?;
+    let etcd = start_etcd(&lab, &pki)?;
+    fleet_init(&lab, &pki, &warden)?;
+    let _controller = start_controller(&lab, &pki, &warden)?;
     apply(&lab, &warden, "egress: 30Mbit", "egress: 30Mbit")?;
-    let local = local_policy(&lab)?;
+    let local = local_policy(&lab, &pki)?;
     let daemon = lab.start_daemon(&warden, &local, &["--detach-on-exit"])?;
 
     // The fleet's tenants are enforced: initech flows, its plan as the fleet says.
@@ -343,7 +408,7 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
     );
 
     // etcd back: the node reconnects and follows a lift through the controller.
-    let _etcd = start_etcd(&lab)?;
+    let _etcd = start_etcd(&lab, &pki)?;
     eventually(Duration::from_secs(30), || {
         Ok(metric(&lab, "warden_fleet_connected")? == 1.0)
     })?;

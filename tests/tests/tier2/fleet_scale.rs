@@ -5,14 +5,17 @@
 //! is enforced; a suspension cuts only its tenant; the etcd leader is killed during
 //! traffic and writes without losing an acknowledged write or changing enforcement; a
 //! real scan on node 7 reaches `warden flags` with its evidence and an ack there reaches
-//! node 7; a node's own etcd credentials are denied the fleet's writes.
+//! node 7; a node's own etcd certificate is denied the fleet's writes (etcd takes only
+//! TLS clients with certificates, auth on, roles from `warden fleet init`).
 //! Probes are bounded in count (10-250 echoes) and time.
 
 use std::{thread, time::Duration};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
-use warden_fleet::{records::NodeRecord, Connect, Fleet, FleetError, Layout, DEFAULT_PREFIX};
+use warden_fleet::{
+    records::NodeRecord, Connect, Fleet, FleetError, Layout, TlsFiles, DEFAULT_PREFIX,
+};
 use warden_tests::{
     fleetlab::{self, etcd, ping_replies, tcp_connects, FleetLab, Member},
     topology::{outside, token, warden_binary},
@@ -341,45 +344,30 @@ fn scan_on_node7_reaches_the_controller(lab: &FleetLab) -> Result<()> {
     Ok(())
 }
 
-/// node7's etcd role (written by `warden fleet init`), held by a password user since
-/// the lab's etcd runs without TLS: it may register node7, and is denied writing
-/// policy, a suspension and node8's registration. Runs last: it turns etcd auth on.
+/// node7's own etcd credentials, its client certificate (CN `warden-node-node7`, the
+/// user `warden fleet init` made with node7's role), with etcd's auth on as the lab runs
+/// it: it may read policy and register node7, and is denied writing policy, a suspension
+/// and node8's registration.
 fn a_nodes_credentials_cannot_write_the_fleet(lab: &FleetLab) -> Result<()> {
-    let root = lab
-        .etcd
-        .etcdctl(&lab.etcd.alive(), &["user", "add", "root:rootpw"])?;
-    ensure!(
-        root.status.success(),
-        "root user: {}",
-        String::from_utf8_lossy(&root.stderr)
-    );
-    let role = warden_fleet::rbac::node_user("node7");
-    for args in [
-        vec!["user", "grant-role", "root", "root"],
-        vec!["user", "add", "node7-pw:pw"],
-        vec!["user", "grant-role", "node7-pw", &role],
-        vec!["auth", "enable"],
-    ] {
-        let out = lab.etcd.etcdctl(&lab.etcd.alive(), &args)?;
-        ensure!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let cert = lab.pki.client(&warden_fleet::rbac::node_user("node7"))?;
+    let tls = TlsFiles {
+        ca: cert.ca,
+        cert: cert.cert,
+        key: cert.key,
+    };
     let endpoints: Vec<String> = lab.etcd.alive().into_iter().map(etcd::client_url).collect();
     warden_tests::http::in_netns(lab.mgmt.name(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(as_node7(endpoints))
+        rt.block_on(as_node7(endpoints, tls))
     })
 }
 
-async fn as_node7(endpoints: Vec<String>) -> Result<()> {
+async fn as_node7(endpoints: Vec<String>, tls: TlsFiles) -> Result<()> {
     let mut connect = Connect::plain(endpoints);
     connect.timeout = Duration::from_secs(5);
-    connect.user = Some(("node7-pw".into(), "pw".into()));
+    connect.tls = Some(tls);
     let node = Fleet::connect(&connect, Layout::new(DEFAULT_PREFIX)?).await?;
     node.read_policy().await.context("node7 reads policy")?;
     let own = NodeRecord {
