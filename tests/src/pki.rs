@@ -11,6 +11,15 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 
+/// `openssl req`'s arguments for a new unencrypted P-256 key.
+const NEW_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// The lab's CA and the certificates made with it, all under one directory.
 pub struct Pki {
     dir: PathBuf,
@@ -53,23 +62,15 @@ impl Pki {
         let pki = Self {
             dir: dir.to_path_buf(),
         };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=warden-lab-ca",
-        ])?;
+        pki.openssl(
+            &[
+                &["req", "-x509"],
+                NEW_KEY,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"],
+                &["-subj", "/CN=warden-lab-ca"],
+            ]
+            .concat(),
+        )?;
         let sans: Vec<String> = server_ips.iter().map(|ip| format!("IP:{ip}")).collect();
         pki.sign(
             "server",
@@ -119,20 +120,15 @@ impl Pki {
             format!("{name}.ext"),
         );
         std::fs::write(self.dir.join(&extfile), ext)?;
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ])?;
+        let subject = format!("/CN={cn}");
+        self.openssl(
+            &[
+                &["req"],
+                NEW_KEY,
+                &["-keyout", &key, "-out", &csr, "-subj", &subject],
+            ]
+            .concat(),
+        )?;
         self.openssl(&[
             "x509",
             "-req",

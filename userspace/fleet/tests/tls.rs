@@ -1,11 +1,10 @@
 //! warden-fleet against an etcd that takes only TLS clients with certificates
 //! (`--client-cert-auth`), as a fleet runs it: the certificate's CN is the etcd user, and
 //! the roles `warden fleet init` writes keep a node to its own keys. Certificates are made
-//! with `openssl` in a temporary directory; etcd is killed on drop.
+//! by the lab's [`Pki`] (`openssl`) in a temporary directory; etcd is killed on drop.
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,107 +12,21 @@ use common::{free_port, Killed};
 use warden_fleet::records::NodeRecord;
 use warden_fleet::{Connect, Fleet, FleetError, Layout, TlsFiles, DEFAULT_PREFIX};
 use warden_policy::fragments::fragments;
+use warden_tests::pki::Pki;
 
 struct Etcd {
     _etcd: Killed,
     endpoint: String,
+    pki: Pki,
     dir: tempfile::TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A key and a certificate for `cn` signed by the test CA, with `ext` (extensions).
-fn certificate(dir: &Path, name: &str, cn: &str, ext: &str) {
-    let (key, csr, pem, extfile) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(dir.join(&extfile), ext).expect("write extensions");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "1",
-            "-extfile",
-            &extfile,
-        ],
-    );
 }
 
 impl Etcd {
     async fn start() -> Etcd {
         let dir = tempfile::tempdir().expect("temporary directory");
         let d = dir.path();
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=warden-test-ca",
-            ],
-        );
-        certificate(
-            d,
-            "server",
-            "etcd",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-        );
-        for (name, cn) in [("root", "root"), ("n1", "warden-node-n1")] {
-            certificate(d, name, cn, "extendedKeyUsage=clientAuth\n");
-        }
+        let pki = Pki::new(d, &["127.0.0.1"]).expect("the test's certificates");
+        let (cert, key) = pki.server();
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("https://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -126,11 +39,11 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("t={peer_url}")])
             .arg("--cert-file")
-            .arg(d.join("server.pem"))
+            .arg(cert)
             .arg("--key-file")
-            .arg(d.join("server.key"))
+            .arg(key)
             .arg("--trusted-ca-file")
-            .arg(d.join("ca.pem"))
+            .arg(pki.ca())
             .arg("--client-cert-auth")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -139,6 +52,7 @@ impl Etcd {
         let etcd = Etcd {
             _etcd: Killed(child),
             endpoint,
+            pki,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -153,15 +67,16 @@ impl Etcd {
         }
     }
 
-    /// A client with certificate `name` (`root`, `n1`).
-    async fn fleet(&self, name: &str) -> Result<Fleet, FleetError> {
-        let d = self.dir.path();
+    /// A client with the certificate whose CN is `cn` (the etcd user: `root`,
+    /// `warden-node-n1`), made on first use.
+    async fn fleet(&self, cn: &str) -> Result<Fleet, FleetError> {
+        let files = self.pki.client(cn).expect("a client certificate");
         let mut connect = Connect::plain(vec![self.endpoint.clone()]);
         connect.timeout = Duration::from_secs(2);
         connect.tls = Some(TlsFiles {
-            ca: d.join("ca.pem"),
-            cert: d.join(format!("{name}.pem")),
-            key: d.join(format!("{name}.key")),
+            ca: files.ca,
+            cert: files.cert,
+            key: files.key,
         });
         Fleet::connect(&connect, Layout::new(DEFAULT_PREFIX).expect("valid")).await
     }
@@ -195,7 +110,7 @@ async fn over_client_certificates_a_node_reads_the_fleet_and_writes_only_its_own
     c.auth_enable().await.expect("auth enabled");
 
     let node = etcd
-        .fleet("n1")
+        .fleet("warden-node-n1")
         .await
         .expect("the node connects with its certificate");
     let snapshot = node.read_policy().await.expect("the node reads policy");
