@@ -45,6 +45,19 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The stdout of a finished command that had to succeed; else an error naming `what`
+/// with its exit status and stderr.
+pub fn succeeded(what: &str, out: std::process::Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The cargo that runs the caller (`CARGO` is set by `cargo run`), so nested builds use
 /// the same toolchain; plain `cargo` from PATH otherwise. Runs in the workspace root.
 pub fn cargo() -> Command {

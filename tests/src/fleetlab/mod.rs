@@ -361,14 +361,7 @@ impl FleetLab {
 
     /// [`FleetLab::cli`] that must succeed; its stdout.
     pub fn cli_ok(&self, token: &str, args: &[&str]) -> Result<String> {
-        let out = self.cli(token, args)?;
-        ensure!(
-            out.status.success(),
-            "warden {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::cmd::succeeded(&format!("warden {args:?}"), self.cli(token, args)?)
     }
 
     /// `warden policy apply` of [`policy_yaml`]`(defaults)` through the controller.

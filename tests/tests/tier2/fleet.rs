@@ -117,14 +117,7 @@ fn cli(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<O
 }
 
 fn cli_ok(lab: &StandardLab, warden: &Path, token: &str, args: &[&str]) -> Result<String> {
-    let out = cli(lab, warden, token, args)?;
-    ensure!(
-        out.status.success(),
-        "warden {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    warden_tests::cmd::succeeded(&format!("warden {args:?}"), cli(lab, warden, token, args)?)
 }
 
 /// The demo policy's `defaults` and `tenants` with `from` replaced by `to`, applied to
