@@ -90,6 +90,70 @@ impl GenTables {
     }
 }
 
+/// Buckets emptied per table per [`Dataplane::settle_inactive_half`] (2 MiB of IPv6
+/// buckets, a few milliseconds of writes).
+pub const SETTLE_CHUNK: usize = 16_384;
+
+/// Which buckets of each table may hold an entry in one generation's half (a bit per
+/// bucket: 32 KiB for the three tables): those this daemon last wrote an entry into,
+/// and every bucket whose content it does not know (after a start, until emptied by
+/// [`Dataplane::settle_inactive_half`] or written by an apply). Kept so the next write
+/// of the half touches only these and the ones its policy fills: a one-tenant policy
+/// writes a few buckets instead of 20 MiB.
+pub(crate) struct HalfFill {
+    v4: Vec<u64>,
+    v6: Vec<u64>,
+    macs: Vec<u64>,
+    /// The marks are the buckets an apply wrote entries into (nothing to settle), not
+    /// buckets of unknown content.
+    exact: bool,
+}
+
+impl HalfFill {
+    /// Every bucket marked: nothing known of the half.
+    pub(crate) fn unknown() -> Self {
+        let all = |n: u32| vec![u64::MAX; (n as usize).div_ceil(64)];
+        Self {
+            v4: all(table::V4_BUCKETS),
+            v6: all(table::V6_BUCKETS),
+            macs: all(table::MAC_BUCKETS),
+            exact: false,
+        }
+    }
+
+    fn of(v4: &[Bucket64], v6: &[Bucket128], macs: &[Bucket64]) -> Self {
+        fn marks<B>(buckets: &[B], used: impl Fn(&B) -> bool) -> Vec<u64> {
+            let mut bits = vec![0u64; buckets.len().div_ceil(64)];
+            for (i, b) in buckets.iter().enumerate() {
+                if used(b) {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
+            }
+            bits
+        }
+        let used64 = |b: &Bucket64| b.slots.iter().any(|s| s.key != table::EMPTY);
+        Self {
+            v4: marks(v4, used64),
+            v6: marks(v6, |b: &Bucket128| {
+                b.slots.iter().any(|s| s.meta != table::EMPTY_META)
+            }),
+            macs: marks(macs, used64),
+            exact: true,
+        }
+    }
+}
+
+/// The positions of the set bits of `word`, lowest first.
+fn set_bits(mut word: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (word != 0).then(|| {
+            let bit = word.trailing_zeros() as usize;
+            word &= word - 1;
+            bit
+        })
+    })
+}
+
 impl Dataplane {
     /// Zeroes a slot's counters, drops, buckets and runtime state (throttle, capture)
     /// and deletes its blocks, for a tenant that was just given it.
@@ -258,17 +322,29 @@ impl Dataplane {
         let placing = std::time::Instant::now();
         let tables = GenTables::build(target, new)?;
         let writing = std::time::Instant::now();
-        // Written whole: the inactive half's content is never kept (see below), so
-        // there is nothing to diff against.
+        // Only the buckets that hold an entry now or held one when this half was last
+        // written: the rest are empty on both sides. A half whose content is not known
+        // (adopted at open, or a write that failed part way) is written whole.
         let GenTables {
             v4,
             v6,
             macs,
             configs,
         } = tables;
-        self.write_buckets(map::ADDRS_V4, target * table::V4_BUCKETS, &v4)?;
-        self.write_buckets(map::ADDRS_V6, target * table::V6_BUCKETS, &v6)?;
-        self.write_buckets(map::MACS, target * table::MAC_BUCKETS, &macs)?;
+        let fill = HalfFill::of(&v4, &v6, &macs);
+        // Not known until every write below succeeded.
+        let before = std::mem::replace(&mut self.half_fill[target as usize], HalfFill::unknown());
+        let (v4_base, v6_base, mac_base) = (
+            target * table::V4_BUCKETS,
+            target * table::V6_BUCKETS,
+            target * table::MAC_BUCKETS,
+        );
+        let mut buckets_written = 0;
+        buckets_written += self.write_changed(map::ADDRS_V4, v4_base, &v4, &fill.v4, &before.v4)?;
+        buckets_written += self.write_changed(map::ADDRS_V6, v6_base, &v6, &fill.v6, &before.v6)?;
+        buckets_written +=
+            self.write_changed(map::MACS, mac_base, &macs, &fill.macs, &before.macs)?;
+        self.half_fill[target as usize] = fill;
         // Some 18 MiB at 100,000 tenants: gone before anything else is allocated.
         drop((v4, v6, macs));
         {
@@ -291,14 +367,16 @@ impl Dataplane {
             place: writing - placing,
             write: flipping - writing,
             flip: flipping.elapsed(),
+            buckets_written,
         };
         self.active = target;
         self.last_flip = Some(std::time::Instant::now());
         // Of the generation in force only its tenants' settings are kept (tenants are
-        // pointed at their shaping classes and throttled against their plans in place);
-        // its address and MAC buckets (some 18 MiB at 100,000 tenants) and the half just
-        // left are not: the next apply writes the other half whole, which the batched
-        // writes do in tens of milliseconds.
+        // pointed at their shaping classes and throttled against their plans in place)
+        // and which of its buckets hold entries ([`HalfFill`], 32 KiB); its address and
+        // MAC buckets (some 18 MiB at 100,000 tenants) are not: the next apply to a half
+        // writes the buckets that hold or held an entry, in batches (all of them at
+        // 100,000 tenants, which takes tens of milliseconds; a few for a small policy).
         self.active_configs = Some(configs);
         // The policy is in force now; a throttle left at a rate the new plan undercuts
         // is wrong but not unsafe (it expires), so this cannot fail the apply.
@@ -331,6 +409,101 @@ impl Dataplane {
             }
         }
         self.set_entries(map::TENANT_CONFIG, &keys, &values)
+    }
+
+    /// Empties, a part at a time, the inactive generation's half when its content is
+    /// not known (after a start: adopted, or left by the generation the start's first
+    /// apply replaced; a half an apply wrote is known and left alone), once the active generation has been in force for
+    /// `idle`: at most [`SETTLE_CHUNK`] buckets per table per call, so the enforcement
+    /// lock is held for a few milliseconds. Once a half is known, the next apply to it
+    /// writes only the buckets its policy fills or filled instead of the whole half
+    /// (20 MiB). The daemon calls this from its once-a-second tick, so the whole write
+    /// is not on a policy change's path. How many buckets it emptied.
+    pub fn settle_inactive_half(&mut self, idle: std::time::Duration) -> Result<usize> {
+        let target = 1 - self.active;
+        let in_force = self.last_flip.is_some_and(|at| at.elapsed() >= idle);
+        if !in_force || self.starting() || self.half_fill[target as usize].exact {
+            return Ok(0);
+        }
+        let mut fill = std::mem::replace(&mut self.half_fill[target as usize], HalfFill::unknown());
+        let r = (|| {
+            Ok(self.settle_table(
+                map::ADDRS_V4,
+                target * table::V4_BUCKETS,
+                &mut fill.v4,
+                Bucket64::EMPTY,
+            )? + self.settle_table(
+                map::ADDRS_V6,
+                target * table::V6_BUCKETS,
+                &mut fill.v6,
+                Bucket128::EMPTY,
+            )? + self.settle_table(
+                map::MACS,
+                target * table::MAC_BUCKETS,
+                &mut fill.macs,
+                Bucket64::EMPTY,
+            )?)
+        })();
+        // On an error the buckets of the failed batch stay marked (not known).
+        fill.exact = [&fill.v4, &fill.v6, &fill.macs]
+            .iter()
+            .all(|m| m.iter().all(|w| *w == 0));
+        self.half_fill[target as usize] = fill;
+        r
+    }
+
+    /// Empties the first [`SETTLE_CHUNK`] marked buckets of `marks` and unmarks them:
+    /// the half is not in force, and the next apply to it writes what its policy needs.
+    fn settle_table<B: Pod>(
+        &mut self,
+        name: &'static str,
+        base: u32,
+        marks: &mut [u64],
+        empty: B,
+    ) -> Result<usize> {
+        let marked: Vec<u32> = marks
+            .iter()
+            .enumerate()
+            .flat_map(|(w, m)| set_bits(*m).map(move |bit| (w * 64 + bit) as u32))
+            .take(SETTLE_CHUNK)
+            .collect();
+        if marked.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<u32> = marked.iter().map(|i| base + i).collect();
+        self.set_entries(name, &keys, &vec![empty; keys.len()])?;
+        for i in &marked {
+            marks[*i as usize / 64] &= !(1 << (i % 64));
+        }
+        Ok(marked.len())
+    }
+
+    /// Writes the buckets of one table's half that `now` or `before` marks (the ones
+    /// that hold an entry now or did when the half was last written), or every bucket
+    /// when `before` is not known or most of them are marked; how many were written.
+    fn write_changed<B: Pod>(
+        &mut self,
+        name: &'static str,
+        base: u32,
+        buckets: &[B],
+        now: &[u64],
+        before: &[u64],
+    ) -> Result<usize> {
+        let marked: Vec<u32> = now
+            .iter()
+            .zip(before)
+            .enumerate()
+            .flat_map(|(w, (a, b))| set_bits(a | b).map(move |bit| (w * 64 + bit) as u32))
+            .filter(|&i| (i as usize) < buckets.len())
+            .collect();
+        if marked.len() * 2 > buckets.len() {
+            self.write_buckets(name, base, buckets)?;
+            return Ok(buckets.len());
+        }
+        let keys: Vec<u32> = marked.iter().map(|i| base + i).collect();
+        let values: Vec<B> = marked.iter().map(|&i| buckets[i as usize]).collect();
+        self.set_entries(name, &keys, &values)?;
+        Ok(marked.len())
     }
 
     /// Writes every bucket of one generation's half, in batches.

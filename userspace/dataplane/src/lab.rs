@@ -830,3 +830,177 @@ fn reset_slots_zero_the_slots_counters_drops_buckets_and_runtime_and_nothing_els
         assert_eq!(t.to_vec(), sum, "slot {s}");
     }
 }
+
+/// The half `generation` of the table `name`, read back bucket by bucket.
+fn half<B: aya::Pod>(dp: &Dataplane, name: &'static str, generation: u32, buckets: u32) -> Vec<B> {
+    let a = dp.array::<B>(name).expect("table");
+    (generation * buckets..(generation + 1) * buckets)
+        .map(|i| a.get(&i, 0).expect("bucket"))
+        .collect()
+}
+
+#[test]
+fn applies_write_only_the_buckets_that_change_and_every_half_holds_exactly_its_policy() {
+    use warden_common::{table, Bucket128, Bucket64};
+    // Tenants come and go, addresses and MACs move, and the last policy is empty:
+    // after every apply the half just written must equal a whole write of its policy.
+    let policies: Vec<String> = [
+        (0..40).collect::<Vec<u32>>(),
+        (10..60).collect(),
+        (10..60).collect(),
+        (55..58).collect(),
+        (0..3).collect(),
+        Vec::new(),
+        (0..2).collect(),
+    ]
+    .iter()
+    .map(|ids| {
+        let mut text = String::from("tenants:\n");
+        for i in ids {
+            text.push_str(&format!(
+                "  - id: t{i}\n    addresses: [198.18.{}.{}/32, 198.19.{i}.0/24, 2001:db8:{i:x}::/64]\n    macs: [\"02:00:00:00:{:02x}:{:02x}\"]\n",
+                i / 200,
+                i % 200 + 1,
+                i / 256,
+                i % 256,
+            ));
+        }
+        if ids.is_empty() {
+            text = "tenants: []\n".into();
+        }
+        text
+    })
+    .collect();
+    let fs = Bpffs::new();
+    let mut dp = Dataplane::open(fs.path()).expect("opening the dataplane");
+    let mut written = Vec::new();
+    for text in &policies {
+        let p = policy::parse(text, "lab.yaml").expect("a valid policy");
+        let mut ix = TenantIndex::default();
+        ix.sync(p.tenants.iter().map(|t| t.id.as_str()))
+            .expect("indexing");
+        let c = compile(&p, &ix, &HashSet::new()).expect("compiling");
+        dp.apply(&c).expect("applying");
+        let g = dp
+            .array::<u32>(map::ACTIVE)
+            .expect("ACTIVE")
+            .get(&0, 0)
+            .expect("ACTIVE");
+        let want = GenTables::build(g, &c).expect("placing");
+        assert!(
+            half::<Bucket64>(&dp, map::ADDRS_V4, g, table::V4_BUCKETS) == want.v4,
+            "IPv4 half {g} differs from a whole write of {text}"
+        );
+        assert!(
+            half::<Bucket128>(&dp, map::ADDRS_V6, g, table::V6_BUCKETS) == want.v6,
+            "IPv6 half {g} differs from a whole write of {text}"
+        );
+        assert!(
+            half::<Bucket64>(&dp, map::MACS, g, table::MAC_BUCKETS) == want.macs,
+            "MAC half {g} differs from a whole write of {text}"
+        );
+        written.push(dp.last_apply().buckets_written);
+    }
+    let whole = (table::V4_BUCKETS + table::V6_BUCKETS + table::MAC_BUCKETS) as usize;
+    // Each half is written whole the first time (its content is not known at open),
+    // then only where entries are or were: each tenant has 4 entries (two IPv4, one
+    // IPv6, one MAC), so at most 4 buckets per tenant of the policy written and of the
+    // policy the half held (checked above: the stale ones were emptied).
+    let tenants = [40, 50, 50, 3, 3, 0, 2];
+    assert_eq!(&written[..2], &[whole, whole], "{written:?}");
+    for k in 2..written.len() {
+        let bound = 4 * (tenants[k] + tenants[k - 2]);
+        assert!(
+            written[k] <= bound,
+            "apply {k}: {} buckets, at most {bound}",
+            written[k]
+        );
+    }
+    // The empty policy still empties the 3 tenants' buckets its half held.
+    assert!(written[5] >= 3, "{written:?}");
+}
+
+#[test]
+fn the_half_a_start_left_unknown_is_emptied_a_part_at_a_time_and_the_next_apply_writes_only_its_buckets(
+) {
+    use warden_common::{table, Bucket128, Bucket64};
+    let fs = Bpffs::new();
+    let (mut dp, _) = with_policy(&fs, POLICY);
+    let whole = (table::V4_BUCKETS + table::V6_BUCKETS + table::MAC_BUCKETS) as usize;
+    assert_eq!(dp.last_apply().buckets_written, whole);
+    // Not during a start (a failed one switches back to that half).
+    assert_eq!(
+        dp.settle_inactive_half(Duration::ZERO).expect("settling"),
+        0
+    );
+    dp.finish_start().expect("finishing the start");
+    // Not before the generation in force has been so for the time given.
+    assert_eq!(
+        dp.settle_inactive_half(Duration::from_secs(3600))
+            .expect("settling"),
+        0
+    );
+    // A part per call, until the half is known.
+    let mut parts = Vec::new();
+    loop {
+        let n = dp.settle_inactive_half(Duration::ZERO).expect("settling");
+        if n == 0 {
+            break;
+        }
+        parts.push(n);
+    }
+    assert_eq!(parts.iter().sum::<usize>(), whole, "{parts:?}");
+    assert!(
+        parts.iter().all(|&n| n <= 3 * generation::SETTLE_CHUNK),
+        "{parts:?}"
+    );
+    let g = dp
+        .array::<u32>(map::ACTIVE)
+        .expect("ACTIVE")
+        .get(&0, 0)
+        .expect("ACTIVE");
+    let other = 1 - g;
+    assert!(
+        half::<Bucket64>(&dp, map::ADDRS_V4, other, table::V4_BUCKETS)
+            .iter()
+            .all(|b| *b == Bucket64::EMPTY)
+    );
+    assert!(
+        half::<Bucket128>(&dp, map::ADDRS_V6, other, table::V6_BUCKETS)
+            .iter()
+            .all(|b| *b == Bucket128::EMPTY)
+    );
+    assert!(half::<Bucket64>(&dp, map::MACS, other, table::MAC_BUCKETS)
+        .iter()
+        .all(|b| *b == Bucket64::EMPTY));
+    // The next apply writes the two tenants' buckets (a /24 each), and both still
+    // resolve through the new generation.
+    let ix = apply(&mut dp, POLICY);
+    assert!(
+        dp.last_apply().buckets_written <= 2,
+        "{:?}",
+        dp.last_apply()
+    );
+    let b = ix.get("b").expect("b");
+    let packets = |dp: &Dataplane| -> u64 {
+        let c: PerCpuArray<&MapData, warden_common::Counters> =
+            dp.per_cpu(map::TENANT_COUNTERS).expect("counters");
+        c.get(&tenant_counter_index(b.0, direction::IN), 0)
+            .expect("counters")
+            .iter()
+            .map(|c| c.packets)
+            .sum()
+    };
+    let frame = syn(
+        Ipv4Addr::new(198, 19, 0, 9),
+        Ipv4Addr::new(198, 18, 2, 7),
+        80,
+    );
+    let before = packets(&dp);
+    assert_eq!(run_to_tenant(&mut dp, &frame), XDP_PASS);
+    assert_eq!(
+        packets(&dp),
+        before + 1,
+        "the packet to tenant b was not counted"
+    );
+}

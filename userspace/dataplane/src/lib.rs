@@ -211,6 +211,8 @@ pub struct Dataplane {
     throttles: HashMap<u32, runtime::Throttle>,
     /// How long the phases of the last [`Dataplane::apply`] took.
     last_apply: ApplyTimings,
+    /// Which buckets of each generation's half may hold entries ([`generation::HalfFill`]).
+    half_fill: [generation::HalfFill; 2],
     /// Possible CPUs (the per-CPU maps' value count), read once at open: the daemon
     /// resets a slot per new tenant, and reading sysfs each time cost as much as the
     /// map writes.
@@ -234,6 +236,9 @@ pub struct ApplyTimings {
     pub write: std::time::Duration,
     /// The flip: ACTIVE set to the new generation.
     pub flip: std::time::Duration,
+    /// Address and MAC buckets written (all of a half's when its content was not
+    /// known, else those that hold an entry now or held one before).
+    pub buckets_written: usize,
 }
 
 impl Dataplane {
@@ -323,6 +328,10 @@ impl Dataplane {
             block_counts: HashMap::new(),
             throttles: HashMap::new(),
             last_apply: ApplyTimings::default(),
+            half_fill: [
+                generation::HalfFill::unknown(),
+                generation::HalfFill::unknown(),
+            ],
             cpus: cpus as usize,
             record: record::RecordMap::open_or_create(bpffs)?,
             start: None,

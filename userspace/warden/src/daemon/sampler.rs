@@ -15,6 +15,11 @@ use super::Daemon;
 /// How often counters are sampled for rates, and the detection pipeline ticks.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a generation is in force before the one it replaced is emptied
+/// ([`warden_dataplane::Dataplane::settle_inactive_half`]): long past any packet that
+/// read the old one, and out of the way of a burst of applies.
+const SETTLE_AFTER: Duration = Duration::from_secs(1);
+
 /// One reading of every tenant's counters.
 struct Reading {
     at: Instant,
@@ -125,6 +130,21 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
             }
             if let Err(e) = d.record_history() {
                 tracing::warn!(error = %format!("{e:#}"), "recording traffic history failed");
+            }
+            // After a start: the generation not in force is emptied, a part per tick,
+            // while nothing changes, so the next policy change writes only what its
+            // policy fills.
+            match d
+                .lock_enforcement()
+                .dataplane_mut()
+                .settle_inactive_half(SETTLE_AFTER)
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(buckets = n, "emptied of the inactive generation"),
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "emptying the inactive generation's tables failed (the next apply writes them whole)"
+                ),
             }
             // What the tick, the API and the pipeline freed since the last one (a
             // /metrics scrape of 100,000 tenants alone is tens of MiB): well under a

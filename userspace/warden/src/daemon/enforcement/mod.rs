@@ -229,6 +229,7 @@ impl Enforcement {
             ?phases,
             place_ms = kernel.place.as_millis() as u64,
             write_ms = kernel.write.as_millis() as u64,
+            buckets = kernel.buckets_written,
             "policy written"
         );
         self.last_phases = phases;
