@@ -441,6 +441,22 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         again.as_array().map(Vec::len) == Some(1) && again[0]["state"] == "acked",
         "after the ack: {again}"
     );
+    // Its captured frames stay on the node: the controller says where (404, exit 5).
+    let pcap = lab.lab.tempdir().join("fleet-flag.pcap");
+    let pcap = pcap.to_str().context("UTF-8 path")?;
+    let out = cli(
+        &lab,
+        &warden,
+        token::VIEWER,
+        &["flag", "show", &fleet_id, "--pcap", pcap],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(5)
+            && stderr.contains(&format!("stay on node {NODE}, as its flag {flag}")),
+        "warden flag show {fleet_id} --pcap through the controller: {:?} {stderr}",
+        out.status
+    );
     flags_by_node(&lab, &warden, flag)?;
     console_names_the_node(&lab)?;
     cli_ok(

@@ -90,9 +90,10 @@ impl GenTables {
     }
 }
 
-/// Buckets emptied per table per [`Dataplane::settle_inactive_half`] (2 MiB of IPv6
-/// buckets, a few milliseconds of writes).
-pub const SETTLE_CHUNK: usize = 16_384;
+/// Buckets emptied per table per [`Dataplane::settle_inactive_half`]: a whole IPv4 or
+/// IPv6 half (4 and 8 MiB) and half the MAC one, tens of milliseconds of batched
+/// writes; a half is known two ticks after it can be settled.
+pub const SETTLE_CHUNK: usize = 65_536;
 
 /// Which buckets of each table may hold an entry in one generation's half (a bit per
 /// bucket: 32 KiB for the three tables): those this daemon last wrote an entry into,

@@ -133,8 +133,9 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Flag `id` with its actions and evidence counts, or `None`.
     fn flag(&self, id: i64) -> anyhow::Result<Option<FlagDetail>>;
-    /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag.
-    fn flag_pcap(&self, id: i64) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Flag `id`'s samples as a pcap file, or `None` when there is no such flag; a
+    /// controller refuses (404) naming the node that keeps them and the node's own id.
+    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>, Refusal>;
     /// Moves flag `id` to `state` (a review by a person), audited under `actor`.
     fn set_flag_state(
         &self,

@@ -318,7 +318,7 @@ impl Backend for Controller {
         self.fleet_flag(id)
     }
 
-    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>> {
+    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>, Refusal> {
         self.fleet_flag_pcap(id)
     }
 

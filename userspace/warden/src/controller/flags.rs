@@ -54,17 +54,17 @@ impl Controller {
         }
     }
 
-    /// Where a flag's frames are: on its node.
-    pub(super) fn fleet_flag_pcap(&self, id: i64) -> anyhow::Result<Option<Vec<u8>>> {
+    /// Where a flag's frames are: on its node, not in the fleet's store (404 naming
+    /// the node and the flag's id there).
+    pub(super) fn fleet_flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>, Refusal> {
         match self.wait(self.fleet().flag_by_fleet_id(id)) {
-            Ok(p) => anyhow::bail!(
-                "flag {id}'s {} captured frames stay on node {}: GET /api/v1/flags/{}/pcap from that node's API",
-                p.record.samples,
-                p.record.node,
-                p.record.flag.id
-            ),
+            Ok(p) => Err(Refusal::NotFound(format!(
+                "flag {id}'s {} captured frames are not in the fleet's store: they stay on node {}, \
+                 as its flag {} (GET /api/v1/flags/{}/pcap from that node's API)",
+                p.record.samples, p.record.node, p.record.flag.id, p.record.flag.id
+            ))),
             Err(FleetError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(refusal(e)),
         }
     }
 

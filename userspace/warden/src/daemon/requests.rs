@@ -397,13 +397,13 @@ impl Backend for Daemon {
         }))
     }
 
-    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>> {
+    fn flag_pcap(&self, id: i64) -> Result<Option<Vec<u8>>, Refusal> {
         let samples = {
             let db = self.db.lock();
-            if db.flag(id)?.is_none() {
+            if db.flag(id).map_err(anyhow::Error::from)?.is_none() {
                 return Ok(None);
             }
-            db.flag_samples(id)?
+            db.flag_samples(id).map_err(anyhow::Error::from)?
         };
         let mut out = Vec::new();
         warden_store::pcap::write_pcap(&mut out, &samples).context("writing pcap")?;
