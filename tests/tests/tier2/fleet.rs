@@ -30,6 +30,9 @@ use warden_tests::{
 
 const PROBES: u64 = 50;
 const ETCD_CLIENT: &str = "https://127.0.0.1:23790";
+/// The same etcd on a second loopback address, the node's only endpoint: a firewall
+/// rule on it cuts the node off while the controller (on [`ETCD_CLIENT`]) still writes.
+const ETCD_NODE_CLIENT: &str = "https://127.0.0.2:23790";
 const ETCD_PEER: &str = "http://127.0.0.1:23800";
 const NODE: &str = "node7";
 const CONTROLLER: &str = "http://127.0.0.1:9480";
@@ -80,10 +83,10 @@ fn with_fleet<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("fleet thread panicked"))?
 }
 
-/// The lab's CA, etcd's server certificate (for 127.0.0.1) and the root client
+/// The lab's CA, etcd's server certificate (for 127.0.0.1 and .2) and the root client
 /// certificate.
 fn make_pki(lab: &StandardLab) -> Result<Pki> {
-    let pki = Pki::new(&lab.lab.tempdir().join("pki"), &["127.0.0.1"])?;
+    let pki = Pki::new(&lab.lab.tempdir().join("pki"), &["127.0.0.1", "127.0.0.2"])?;
     pki.client("root")?;
     Ok(pki)
 }
@@ -94,7 +97,7 @@ fn start_etcd(lab: &StandardLab, pki: &Pki) -> Result<Proc> {
     let proc = etcd::spawn_single(
         &lab.node,
         lab.lab.tempdir(),
-        ETCD_CLIENT,
+        &format!("{ETCD_CLIENT},{ETCD_NODE_CLIENT}"),
         ETCD_PEER,
         Some(pki),
     )?;
@@ -134,11 +137,11 @@ fn apply(lab: &StandardLab, warden: &Path, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// `daemon.fleet` (node `node`, certificate `cn`) as lines to append to the lab's
-/// `daemon` section.
-fn fleet_section(pki: &Pki, node: &str, cn: &str) -> Result<String> {
+/// `daemon.fleet` (etcd at `endpoint`, node `node`, certificate `cn`) as lines to
+/// append to the lab's `daemon` section.
+fn fleet_section(pki: &Pki, endpoint: &str, node: &str, cn: &str) -> Result<String> {
     Ok(format!(
-        "\n  fleet:\n    endpoints: [\"{ETCD_CLIENT}\"]\n    node: {node}\n    tls: {}\n",
+        "\n  fleet:\n    endpoints: [\"{endpoint}\"]\n    node: {node}\n    tls: {}\n",
         pki.client(cn)?.yaml()
     ))
 }
@@ -155,7 +158,7 @@ fn controller_config(lab: &StandardLab, pki: &Pki, name: &str, cn: &str) -> Resu
     let text = format!(
         "{}{}",
         header[..at].replacen("listen: 127.0.0.1:9477", "listen: 127.0.0.1:9480", 1),
-        fleet_section(pki, "controller-1", cn)?
+        fleet_section(pki, ETCD_CLIENT, "controller-1", cn)?
     );
     let path = lab.lab.tempdir().join(format!("{name}.yaml"));
     std::fs::write(&path, text)?;
@@ -198,7 +201,13 @@ fn local_policy(lab: &StandardLab, pki: &Pki) -> Result<PathBuf> {
     let text = format!(
         "{}{}{}",
         &header[..at],
-        fleet_section(pki, NODE, &warden_fleet::rbac::node_user(NODE))?.trim_end(),
+        fleet_section(
+            pki,
+            ETCD_NODE_CLIENT,
+            NODE,
+            &warden_fleet::rbac::node_user(NODE)
+        )?
+        .trim_end(),
         &header[at..]
     );
     let path = lab.lab.tempdir().join("node.yaml");
@@ -470,7 +479,124 @@ fn a_fleet_node_follows_the_controller_keeps_enforcing_through_an_etcd_outage_an
         || Ok(probe(&lab.globex)? == PROBES),
     )
     .context("the fleet's lift was not enforced")?;
+    partitions(&lab, &warden, &pki, &daemon)?;
     drop(daemon);
+    Ok(())
+}
+
+/// `warden_fleet_resyncs_total{reason="REASON"}` on the node.
+fn resyncs(lab: &StandardLab, reason: &str) -> Result<f64> {
+    metric(
+        lab,
+        &format!("warden_fleet_resyncs_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Cuts the node off etcd (its endpoint only: the controller still writes) until
+/// `heal`; waits until the node says it is alone.
+fn cut_node_off(lab: &StandardLab) -> Result<()> {
+    for rule in [
+        "add table inet partition",
+        "add chain inet partition out { type filter hook output priority 0 ; }",
+        "add rule inet partition out ip daddr 127.0.0.2 tcp dport 23790 reject with tcp reset",
+    ] {
+        let mut cmd = vec!["nft"];
+        cmd.extend(rule.split(' '));
+        lab.node.exec(&cmd)?;
+    }
+    eventually(Duration::from_secs(20), || {
+        Ok(metric(lab, "warden_fleet_connected")? == 0.0)
+    })
+    .context("the node did not notice the partition")
+}
+
+fn heal(lab: &StandardLab) -> Result<()> {
+    lab.node
+        .exec(&["nft", "delete", "table", "inet", "partition"])?;
+    eventually(Duration::from_secs(30), || {
+        Ok(metric(lab, "warden_fleet_connected")? == 1.0)
+    })
+    .context("the node did not reconnect after the partition")
+}
+
+/// The node partitioned away while the fleet changes: it resumes its watch from the
+/// revision it last saw (no full read) and applies what it missed; with that revision
+/// compacted meanwhile, it reads everything again (counted as `compacted`).
+fn partitions(lab: &StandardLab, warden: &Path, pki: &Pki, daemon: &Proc) -> Result<()> {
+    let plan = |mbit: u64| -> Result<()> {
+        apply(
+            lab,
+            warden,
+            "  - id: initech\n",
+            &format!("  - id: initech\n    bandwidth: {{egress: {mbit}Mbit}}\n"),
+        )
+    };
+    let enforced = |mbit: u64| {
+        eventually(Duration::from_secs(20), || {
+            Ok(tenant(lab, "initech")?["out"]["plan_bps"] == mbit * 1_000_000)
+        })
+        .with_context(|| format!("initech at {mbit}Mbit after the partition"))
+    };
+    let (reconnects, compactions) = (resyncs(lab, "reconnect")?, resyncs(lab, "compacted")?);
+    let resumed = |log: &str| {
+        log.matches("fleet: resuming from the revision last watched")
+            .count()
+    };
+    let before = resumed(&daemon.log());
+
+    cut_node_off(lab)?;
+    plan(12)?;
+    heal(lab)?;
+    enforced(12)?;
+    ensure!(
+        resumed(&daemon.log()) == before + 1
+            && resyncs(lab, "reconnect")? == reconnects
+            && resyncs(lab, "compacted")? == compactions,
+        "after a partition without compaction: resumed {} times (before {before}), \
+         reconnect resyncs {} (before {reconnects}), compacted {} (before {compactions})",
+        resumed(&daemon.log()),
+        resyncs(lab, "reconnect")?,
+        resyncs(lab, "compacted")?
+    );
+
+    cut_node_off(lab)?;
+    plan(14)?;
+    let root = pki.client("root")?;
+    let endpoints = [ETCD_CLIENT.to_owned()];
+    let status = etcd::etcdctl(
+        &lab.node,
+        &endpoints,
+        &root,
+        &["endpoint", "status", "-w", "json"],
+    )?;
+    let status: Value = serde_json::from_slice(&status.stdout).with_context(|| {
+        format!(
+            "etcdctl endpoint status: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )
+    })?;
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .with_context(|| format!("no revision in {status}"))?;
+    let out = etcd::etcdctl(
+        &lab.node,
+        &endpoints,
+        &root,
+        &["compact", &revision.to_string()],
+    )?;
+    ensure!(
+        out.status.success(),
+        "etcdctl compact {revision}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    heal(lab)?;
+    enforced(14)?;
+    eventually(Duration::from_secs(10), || {
+        Ok(resyncs(lab, "compacted")? == compactions + 1.0)
+    })
+    .with_context(|| {
+        format!("the node's compacted revision (etcd compacted at {revision}) was not counted")
+    })?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use warden_fleet::{Connect, Fleet, Layout, Scope, TlsFiles};
+use warden_fleet::{Connect, Fleet, Layout, PolicySnapshot, Scope, TlsFiles};
 use warden_policy::fragments::{assemble, bound_tenants_in, fleet_sections_in};
 use warden_policy::suspension::Suspended;
 use warden_policy::{self as policy, FleetConfig, Policy};
@@ -61,6 +61,10 @@ pub(super) struct FleetNode {
     /// Told at each reload of the file: the session checks whether the tenants it is
     /// scoped to changed.
     reloaded: tokio::sync::Notify,
+    /// The policy as the last session had watched it (as of its revision): a session
+    /// after a lost connection resumes from it, watching from that revision, instead
+    /// of reading the policy again; `None` after a start, a compaction or a rescoping.
+    resume: Mutex<Option<PolicySnapshot>>,
 }
 
 /// Why the node read everything again (index into the metric's reasons).
@@ -89,7 +93,19 @@ impl FleetNode {
             was_watching: AtomicBool::new(false),
             published: flags::Published::default(),
             reloaded: tokio::sync::Notify::new(),
+            resume: Mutex::new(None),
         })
+    }
+
+    /// The policy a session watched until its connection was lost.
+    fn keep_resume(&self, watched: PolicySnapshot) {
+        *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(watched);
+    }
+
+    /// The policy to resume from, if the last session kept one (taken: a session keeps
+    /// its own when it ends).
+    fn take_resume(&self) -> Option<PolicySnapshot> {
+        self.resume.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub(super) fn connect_options(&self) -> Connect {

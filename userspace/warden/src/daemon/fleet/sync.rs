@@ -110,10 +110,24 @@ fn file_scope(daemon: &Daemon) -> Result<Scope> {
 async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Result<()> {
     let fleet = Fleet::connect(&node.connect_options(), node.layout.clone()).await?;
     let scope = file_scope(daemon)?;
-    let snapshot = fleet.read_policy_in(scope.clone()).await?;
+    // After a lost connection: the policy as last watched, and the watch resumed from
+    // its revision (a compacted one ends the session, and the next reads everything).
+    let kept = match why {
+        Resync::Reconnect => node.take_resume().filter(|s| *s.scope() == scope),
+        _ => None,
+    };
+    let resumed = kept.is_some();
+    let snapshot = match kept {
+        Some(s) => s,
+        None => fleet.read_policy_in(scope.clone()).await?,
+    };
     let (susp_rev, suspensions) = fleet.suspensions().await?;
-    node.count_resync(why);
-    tracing::info!(scope = %describe(&scope), tenants = snapshot.tenants.len(), "fleet: policy read");
+    if resumed {
+        tracing::info!(scope = %describe(&scope), revision = snapshot.revision, "fleet: resuming from the revision last watched");
+    } else {
+        node.count_resync(why);
+        tracing::info!(scope = %describe(&scope), tenants = snapshot.tenants.len(), "fleet: policy read");
+    }
     // Refused (the node cannot take this policy): the next apply compares every tenant
     // again, not only those its events touched.
     let mut compare_all = !apply_snapshot(daemon, &snapshot, None).await?;
@@ -134,9 +148,19 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     let (decisions_rev, decisions) = fleet.decisions(&node.config.node).await?;
     super::flags::apply_decisions(daemon, decisions).await?;
     let mut registration = register(daemon, node, &fleet).await?;
-    let mut policy_watch = fleet
+    let mut policy_watch = match fleet
         .watch(&node.layout.policy_dir(), snapshot.revision)
-        .await?;
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            // Not compacted: the next session may resume from it still.
+            if !matches!(e, FleetError::Compacted(_)) {
+                node.keep_resume(snapshot);
+            }
+            return Err(e.into());
+        }
+    };
     let mut susp_watch = fleet.watch(&node.layout.suspended_dir(), susp_rev).await?;
     let decisions_dir = node.layout.node_decisions_dir(&node.config.node)?;
     let mut decision_watch = fleet.watch(&decisions_dir, decisions_rev).await?;
@@ -148,46 +172,61 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     // staged above the committed generation stay until a generation settles them).
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut renew = tokio::time::interval(RENEW_EVERY);
-    loop {
-        tokio::select! {
-            changes = policy_watch.next() => {
-                if policy_events(node, &mut watched, &mut touched, &changes?)? {
-                    let ids = (!compare_all).then_some(&touched);
-                    if apply_snapshot(daemon, &watched, ids).await? {
-                        touched.retain(|id| watched.is_pending(id));
-                        compare_all = false;
+    let ended: Result<()> = async {
+        loop {
+            tokio::select! {
+                changes = policy_watch.next() => {
+                    if policy_events(node, &mut watched, &mut touched, &changes?)? {
+                        let ids = (!compare_all).then_some(&touched);
+                        if apply_snapshot(daemon, &watched, ids).await? {
+                            touched.retain(|id| watched.is_pending(id));
+                            compare_all = false;
+                        }
+                        resync_suspensions(daemon, &wanted).await?;
+                        update_registration(daemon, node, &fleet, registration.lease).await?;
                     }
-                    resync_suspensions(daemon, &wanted).await?;
-                    update_registration(daemon, node, &fleet, registration.lease).await?;
+                    node.synced();
                 }
-                node.synced();
-            }
-            changes = susp_watch.next() => {
-                suspension_events(daemon, node, &scope, &mut wanted, changes?).await?;
-                node.synced();
-            }
-            () = node.reloaded.notified() => {
-                if file_scope(daemon)? != scope {
-                    return Ok(());
+                changes = susp_watch.next() => {
+                    suspension_events(daemon, node, &scope, &mut wanted, changes?).await?;
+                    node.synced();
                 }
-            }
-            changes = decision_watch.next() => {
-                let decisions = decisions_in(&decisions_dir, changes?)?;
-                super::flags::apply_decisions(daemon, decisions).await?;
-                super::flags::publish(daemon, node, &fleet).await?;
-            }
-            _ = publish.tick() => super::flags::publish(daemon, node, &fleet).await?,
-            _ = renew.tick() => {
-                if registration.renew().await? == 0 {
-                    registration = register(daemon, node, &fleet).await?;
-                } else {
-                    // The heartbeat the controller shows (GET /api/v1/nodes).
-                    update_registration(daemon, node, &fleet, registration.lease).await?;
+                () = node.reloaded.notified() => {
+                    if file_scope(daemon)? != scope {
+                        return Ok(());
+                    }
                 }
-                node.synced();
+                changes = decision_watch.next() => {
+                    let decisions = decisions_in(&decisions_dir, changes?)?;
+                    super::flags::apply_decisions(daemon, decisions).await?;
+                    super::flags::publish(daemon, node, &fleet).await?;
+                }
+                _ = publish.tick() => super::flags::publish(daemon, node, &fleet).await?,
+                _ = renew.tick() => {
+                    if registration.renew().await? == 0 {
+                        registration = register(daemon, node, &fleet).await?;
+                    } else {
+                        // The heartbeat the controller shows (GET /api/v1/nodes).
+                        update_registration(daemon, node, &fleet, registration.lease).await?;
+                    }
+                    node.synced();
+                }
             }
         }
     }
+    .await;
+    // What this session watched, for the next to resume from: unless the watch's
+    // revision was compacted (then it reads everything) or the scope changed.
+    let compacted = ended.as_ref().is_err_and(|e| {
+        matches!(
+            e.downcast_ref::<FleetError>(),
+            Some(FleetError::Compacted(_))
+        )
+    });
+    if ended.is_err() && !compacted {
+        node.keep_resume(watched);
+    }
+    ended
 }
 
 /// Takes policy changes into `watched`; true when a whole apply has arrived (its
