@@ -145,6 +145,7 @@ pub(super) fn start(opts: &RunOptions) -> Result<Started> {
             let (p, saved, local) =
                 super::fleet::start_policy(policy_path, &store, &usable, &config)?;
             let node = super::fleet::FleetNode::new(config, saved)?;
+            node.prefetch(&local);
             node.parsed_with(local);
             (compacted(p), Some(node))
         }

@@ -65,7 +65,19 @@ pub(super) struct FleetNode {
     /// after a lost connection resumes from it, watching from that revision, instead
     /// of reading the policy again; `None` after a start, a compaction or a rescoping.
     resume: Mutex<Option<PolicySnapshot>>,
+    /// The read of the node's part of the policy started during the daemon's start
+    /// ([`FleetNode::prefetch`]), for the first session to take.
+    prefetched: Mutex<Option<tokio::task::JoinHandle<Result<Prefetched>>>>,
+    /// The prefetch's parse of the document its read makes (the text and the outcome),
+    /// for the first apply of that document.
+    preparsed: Mutex<Option<(String, Result<Policy, policy::Diagnostics>)>>,
 }
+
+/// What [`FleetNode::prefetch`] read, and its parse of the document that makes.
+type Prefetched = (
+    PolicySnapshot,
+    Option<(String, Result<Policy, policy::Diagnostics>)>,
+);
 
 /// Why the node read everything again (index into the metric's reasons).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +106,78 @@ impl FleetNode {
             published: flags::Published::default(),
             reloaded: tokio::sync::Notify::new(),
             resume: Mutex::new(None),
+            prefetched: Mutex::new(None),
+            preparsed: Mutex::new(None),
         })
+    }
+
+    /// Starts reading the node's part of the fleet's policy (the scope of the file
+    /// `local`) while the rest of the start runs (loading and verifying the programs
+    /// takes seconds): the first session takes this read instead of making its own.
+    pub(super) fn prefetch(&self, local: &str) {
+        let (connect, layout, scope) =
+            (self.connect_options(), self.layout.clone(), scope_of(local));
+        let (applied, local) = (self.applied().clone(), local.to_owned());
+        let read = tokio::spawn(async move {
+            let fleet = Fleet::connect(&connect, layout).await?;
+            let snapshot = fleet.read_policy_in(scope).await?;
+            // The whole document the first apply will parse, parsed meanwhile too.
+            let update = sync::update_of(&applied, &snapshot, None);
+            if update.tenants.is_empty() && update.defaults == applied.defaults {
+                // Nothing to apply (a restart that kept up): nothing to parse.
+                return Ok((snapshot, None));
+            }
+            let mut next = applied;
+            update.apply_to(&mut next);
+            let name = format!("fleet generation {}", update.generation);
+            let parsed = tokio::task::spawn_blocking(move || {
+                let text = document(&local, &next);
+                let parsed = policy::parse(&text, &name);
+                (text, parsed)
+            })
+            .await?;
+            Ok((snapshot, Some(parsed)))
+        });
+        *self.prefetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(read);
+    }
+
+    /// Drops the prefetch's parse (some 100 MB at 100,000 tenants) once the first
+    /// apply had its chance to take it.
+    fn forget_preparsed(&self) {
+        self.preparsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// The parse [`FleetNode::prefetch`] made of `text`, if it was of that document.
+    fn take_preparsed(&self, text: &str) -> Option<Result<Policy, policy::Diagnostics>> {
+        let mut kept = self.preparsed.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.take() {
+            Some((t, parsed)) if t == text => Some(parsed),
+            _ => None,
+        }
+    }
+
+    /// The read [`FleetNode::prefetch`] started, when it succeeded for `scope`; after
+    /// a failure the session reads (and reports the error) itself.
+    async fn take_prefetched(&self, scope: &Scope) -> Option<PolicySnapshot> {
+        let read = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        match read.await {
+            Ok(Ok((snapshot, parsed))) if snapshot.scope() == scope => {
+                *self.preparsed.lock().unwrap_or_else(|p| p.into_inner()) = parsed;
+                Some(snapshot)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %format!("{e:#}"), "fleet: the read started with the daemon failed");
+                None
+            }
+            _ => None,
+        }
     }
 
     /// The policy a session watched until its connection was lost.
@@ -321,8 +404,12 @@ impl Daemon {
             None => {
                 let mut next = node.applied().clone();
                 update.apply_to(&mut next);
-                let parsed = policy::parse(&document(&local, &next), &name);
+                let text = document(&local, &next);
                 drop(next);
+                let parsed = match node.take_preparsed(&text) {
+                    Some(parsed) => parsed,
+                    None => policy::parse(&text, &name),
+                };
                 parsed.map(super::start::compacted)
             }
         };

@@ -117,7 +117,12 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
         _ => None,
     };
     let resumed = kept.is_some();
-    let snapshot = match kept {
+    // The first session's full read was started with the daemon.
+    let prefetched = match why {
+        Resync::Start => node.take_prefetched(&scope).await,
+        _ => None,
+    };
+    let snapshot = match kept.or(prefetched) {
         Some(s) => s,
         None => fleet.read_policy_in(scope.clone()).await?,
     };
@@ -130,7 +135,9 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
     }
     // Refused (the node cannot take this policy): the next apply compares every tenant
     // again, not only those its events touched.
-    let mut compare_all = !apply_snapshot(daemon, &snapshot, None).await?;
+    let applied = apply_snapshot(daemon, &snapshot, None).await;
+    node.forget_preparsed();
+    let mut compare_all = !applied?;
     // The fleet's suspensions as this session knows them (of the node's scope): after
     // each policy apply they are enforced again, so a suspension that arrived before its
     // tenant's policy (the two are watched apart) is enforced once the tenant is.
@@ -322,7 +329,7 @@ async fn suspension_events(
 
 /// What `snapshot` changes of the fleet state in force: `touched` names the tenants
 /// that may differ (`None`: any may, every tenant is compared).
-fn update_of(
+pub(super) fn update_of(
     applied: &FleetState,
     snapshot: &PolicySnapshot,
     touched: Option<&BTreeSet<String>>,
