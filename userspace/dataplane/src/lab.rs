@@ -103,13 +103,19 @@ fn with_policy(fs: &Bpffs, text: &str) -> (Dataplane, TenantIndex) {
 }
 
 fn apply(dp: &mut Dataplane, text: &str) -> TenantIndex {
+    let (ix, c) = compiled(text);
+    dp.apply(&c).expect("applying");
+    ix
+}
+
+/// `text` parsed, indexed from empty and compiled.
+fn compiled(text: &str) -> (TenantIndex, Compiled) {
     let p = policy::parse(text, "lab.yaml").expect("a valid policy");
     let mut ix = TenantIndex::default();
     ix.sync(p.tenants.iter().map(|t| t.id.as_str()))
         .expect("indexing");
     let c = compile(&p, &ix, &HashSet::new()).expect("compiling");
-    dp.apply(&c).expect("applying");
-    ix
+    (ix, c)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -875,11 +881,7 @@ fn applies_write_only_the_buckets_that_change_and_every_half_holds_exactly_its_p
     let mut dp = Dataplane::open(fs.path()).expect("opening the dataplane");
     let mut written = Vec::new();
     for text in &policies {
-        let p = policy::parse(text, "lab.yaml").expect("a valid policy");
-        let mut ix = TenantIndex::default();
-        ix.sync(p.tenants.iter().map(|t| t.id.as_str()))
-            .expect("indexing");
-        let c = compile(&p, &ix, &HashSet::new()).expect("compiling");
+        let (_, c) = compiled(text);
         dp.apply(&c).expect("applying");
         let g = dp
             .array::<u32>(map::ACTIVE)
