@@ -144,15 +144,21 @@ impl HalfFill {
     }
 }
 
-/// The positions of the set bits of `word`, lowest first.
-fn set_bits(mut word: u64) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        (word != 0).then(|| {
-            let bit = word.trailing_zeros() as usize;
-            word &= word - 1;
-            bit
+/// The bucket indices a bitmap (a bit per bucket, lowest first) marks, at most `limit`.
+fn marked(words: impl Iterator<Item = u64>, limit: usize) -> Vec<u32> {
+    words
+        .enumerate()
+        .flat_map(|(w, mut word)| {
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    (w * 64 + bit) as u32
+                })
+            })
         })
-    })
+        .take(limit)
+        .collect()
 }
 
 impl Dataplane {
@@ -414,9 +420,9 @@ impl Dataplane {
 
     /// Empties, a part at a time, the inactive generation's half when its content is
     /// not known (after a start: adopted, or left by the generation the start's first
-    /// apply replaced; a half an apply wrote is known and left alone), once the active generation has been in force for
-    /// `idle`: at most [`SETTLE_CHUNK`] buckets per table per call, so the enforcement
-    /// lock is held for a few milliseconds. Once a half is known, the next apply to it
+    /// apply replaced; a half an apply wrote is known and left alone), once the active
+    /// generation has been in force for `idle`: at most [`SETTLE_CHUNK`] buckets per
+    /// table per call, so the enforcement lock is held for tens of milliseconds. Once a half is known, the next apply to it
     /// writes only the buckets its policy fills or filled instead of the whole half
     /// (20 MiB). The daemon calls this from its once-a-second tick, so the whole write
     /// is not on a policy change's path. How many buckets it emptied.
@@ -462,12 +468,7 @@ impl Dataplane {
         marks: &mut [u64],
         empty: B,
     ) -> Result<usize> {
-        let marked: Vec<u32> = marks
-            .iter()
-            .enumerate()
-            .flat_map(|(w, m)| set_bits(*m).map(move |bit| (w * 64 + bit) as u32))
-            .take(SETTLE_CHUNK)
-            .collect();
+        let marked = marked(marks.iter().copied(), SETTLE_CHUNK);
         if marked.is_empty() {
             return Ok(0);
         }
@@ -480,8 +481,8 @@ impl Dataplane {
     }
 
     /// Writes the buckets of one table's half that `now` or `before` marks (the ones
-    /// that hold an entry now or did when the half was last written), or every bucket
-    /// when `before` is not known or most of them are marked; how many were written.
+    /// that hold an entry now, and those that held one or whose content is not known
+    /// before), or every bucket when most of them are marked; how many were written.
     fn write_changed<B: Pod>(
         &mut self,
         name: &'static str,
@@ -490,13 +491,7 @@ impl Dataplane {
         now: &[u64],
         before: &[u64],
     ) -> Result<usize> {
-        let marked: Vec<u32> = now
-            .iter()
-            .zip(before)
-            .enumerate()
-            .flat_map(|(w, (a, b))| set_bits(a | b).map(move |bit| (w * 64 + bit) as u32))
-            .filter(|&i| (i as usize) < buckets.len())
-            .collect();
+        let marked = marked(now.iter().zip(before).map(|(a, b)| a | b), usize::MAX);
         if marked.len() * 2 > buckets.len() {
             self.write_buckets(name, base, buckets)?;
             return Ok(buckets.len());

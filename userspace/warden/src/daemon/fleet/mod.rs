@@ -63,7 +63,8 @@ pub(super) struct FleetNode {
     reloaded: tokio::sync::Notify,
     /// The policy as the last session had watched it (as of its revision): a session
     /// after a lost connection resumes from it, watching from that revision, instead
-    /// of reading the policy again; `None` after a start, a compaction or a rescoping.
+    /// of reading the policy again; `None` after a start, a compaction, a rescoping,
+    /// or a session that failed before it watched (the next one reads everything).
     resume: Mutex<Option<PolicySnapshot>>,
     /// The read of the node's part of the policy started during the daemon's start
     /// ([`FleetNode::prefetch`]), for the first session to take.
@@ -176,7 +177,12 @@ impl FleetNode {
                 tracing::debug!(error = %format!("{e:#}"), "fleet: the read started with the daemon failed");
                 None
             }
-            _ => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: the read started with the daemon did not finish");
+                None
+            }
+            // Read for another scope (a SIGHUP rebound the interfaces meanwhile).
+            Ok(Ok(_)) => None,
         }
     }
 

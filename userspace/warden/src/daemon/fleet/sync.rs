@@ -108,8 +108,14 @@ fn file_scope(daemon: &Daemon) -> Result<Scope> {
 /// A session with etcd until it fails (`Err`) or a reload changes the node's scope
 /// (`Ok`: read again at once).
 async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Result<()> {
-    let fleet = Fleet::connect(&node.connect_options(), node.layout.clone()).await?;
     let scope = file_scope(daemon)?;
+    // The first session's full read was started with the daemon: taken before this
+    // session can fail, so a read that succeeded is never left held.
+    let prefetched = match why {
+        Resync::Start => node.take_prefetched(&scope).await,
+        _ => None,
+    };
+    let fleet = Fleet::connect(&node.connect_options(), node.layout.clone()).await?;
     // After a lost connection: the policy as last watched, and the watch resumed from
     // its revision (a compacted one ends the session, and the next reads everything).
     let kept = match why {
@@ -117,11 +123,6 @@ async fn try_session(daemon: &Arc<Daemon>, node: &FleetNode, why: Resync) -> Res
         _ => None,
     };
     let resumed = kept.is_some();
-    // The first session's full read was started with the daemon.
-    let prefetched = match why {
-        Resync::Start => node.take_prefetched(&scope).await,
-        _ => None,
-    };
     let snapshot = match kept.or(prefetched) {
         Some(s) => s,
         None => fleet.read_policy_in(scope.clone()).await?,
