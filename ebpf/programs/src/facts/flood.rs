@@ -308,7 +308,6 @@ fn flush<const DIR: u32>(f: &PacketFacts, klass: u8, key: u64, units: u64, thres
         detail: klass,
         local_port,
         remote_port,
-        remote: None,
         value: estimate,
         threshold,
     });

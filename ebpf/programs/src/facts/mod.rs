@@ -1,6 +1,7 @@
 //! Detection facts: first contacts and their answers, accepted connections, and flood
-//! counts, turned into events only when something changes: first contacts and accepted
-//! connections into the per-CPU attempt log, the rest into the ring buffer.
+//! counts, turned into events only when something changes: first contacts, their
+//! answers and accepted connections into the per-CPU attempt log, the rest into the
+//! ring buffer.
 //!
 //! Layout and formulas are the ABI in `warden_common::facts`; the daemon and the tests
 //! predict slots with the same functions. Everything is an array: per packet at most a
