@@ -2,7 +2,7 @@
 //! accepted and SMTP connections (charged to the tenant's event budget) and the answers
 //! to first contacts (not charged) into this CPU's attempt log ([`ATTEMPT_LOG`]).
 
-use core::ptr::{addr_of_mut, write_volatile};
+use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use warden_common::{
     bucket, direction,
@@ -83,6 +83,24 @@ pub extern "C" fn warden_report_spoof(
     entry.submit(0);
     count(fact_counter::SENT);
     0
+}
+
+/// Loads the first word of this CPU's next attempt-log entry, and discards it: a first
+/// contact writes the entry later, and the load starts its miss early (see
+/// `tcp_from_tenant_news`).
+#[inline(always)]
+pub(super) fn warm_log() {
+    let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot, read.
+    let seq = unsafe { read_volatile(n) };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    if let Some(e) = ATTEMPT_LOG.get_ptr_mut((cpu << LOG_BITS) | (seq as u32 & (LOG_SLOTS - 1))) {
+        // SAFETY: an array map value; an aligned 8-byte load.
+        let _ = unsafe { read_volatile(addr_of_mut!((*e).seq)) };
+    }
 }
 
 /// What an event says besides the packet's tenant, time and addresses.
