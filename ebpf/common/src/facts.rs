@@ -13,10 +13,11 @@
 //!   same slot without reading it (the daemon, which sees every attempt, predicts the
 //!   slots and counts the overwrites).
 //! - [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG): per CPU, a log of the last
-//!   [`LOG_SLOTS`] first contacts and accepted connections ([`LogEntry`]), which the
-//!   daemon maps into its memory and reads every few milliseconds. These are the most
-//!   frequent events, and a log write is a few stores to memory the CPU owns, where a
-//!   ring-buffer record takes a lock shared by all CPUs. An entry the daemon did not
+//!   [`LOG_SLOTS`] first contacts, their answers, accepted and SMTP connections
+//!   ([`LogEntry`]), which the daemon maps into its memory and reads every few
+//!   milliseconds. These are the most frequent events, and a log write is a few stores
+//!   to memory the CPU owns, where a ring-buffer record takes a lock and positions
+//!   shared with all CPUs and the reader. An entry the daemon did not
 //!   read before the CPU came round again is lost, and counted by the daemon.
 //! - [`map::SKETCH`](crate::map::SKETCH): a count-min sketch (depth [`SKETCH_ROWS`]) of
 //!   packets (and inbound bytes) per (tenant, address, class) in the current flood
@@ -24,7 +25,7 @@
 //! - [`map::REPORTED`](crate::map::REPORTED): which (tenant, address, class) already
 //!   sent its flood event this epoch.
 //! - [`map::EVENTS`](crate::map::EVENTS): the ring buffer. Events are sent only on state
-//!   changes (a first contact, its answer, a flood crossing, a captured sample), charged
+//!   changes (a flood crossing, a spoofing claim, a captured sample), charged
 //!   to a per-tenant budget ([`EVENT_BUDGET`], bucket [`bucket::EVENTS`](crate::bucket::EVENTS)).
 //!   Events over budget and events the ring had no room for are counted apart in
 //!   [`fact_counter`]: the first are refused by design and exported as
@@ -51,8 +52,8 @@ pub const PENDING_SLOTS: u32 = 1 << PENDING_BITS;
 /// Log2 of the [`LogEntry`] slots per CPU in [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG).
 pub const LOG_BITS: u32 = 12;
 /// Entries per CPU in the attempt log (256 KiB a CPU). The daemon reads the log every
-/// 10 ms, so a CPU may log 409,600 first contacts a second before losing any; the event
-/// budget allows 2,000 per tenant.
+/// 10 ms, so a CPU may log 409,600 entries a second (first contacts and their answers)
+/// before losing any; the event budget allows 2,000 first contacts per tenant.
 pub const LOG_SLOTS: u32 = 1 << LOG_BITS;
 /// CPUs the attempt log is sized for in the object; the daemon sizes it for the
 /// machine's possible CPUs at load ([`log_entries`]).
@@ -140,13 +141,16 @@ pub const SAMPLE_BYTES: usize = 128;
 /// packets.
 pub const EVENT_BUDGET: Rate = Rate::from_events_per_second(2_000.0, 500);
 
-/// Event kinds (the first word of every ring-buffer record).
+/// Event kinds (the first word of every ring-buffer record, [`LogEntry::kind`] of the
+/// attempt log's entries).
 pub mod event {
     /// A tenant's first contact with a remote endpoint: TCP SYN, UDP datagram (not a
     /// reply), ICMP echo request. [`Event`](super::Event): local = tenant address,
     /// remote = destination, ports, proto.
     pub const ATTEMPT: u32 = 1;
     /// The answer to a pending attempt; `detail` is an [`outcome`](super::outcome).
+    /// Written into the attempt log ([`LogEntry`](super::LogEntry)), not the ring: as
+    /// frequent as the attempts it answers.
     pub const OUTCOME: u32 = 2;
     /// The tenant accepted an inbound connection from a remote it had not accepted from
     /// in this contact epoch (a SYN-ACK it sent): local = tenant address and port.
@@ -360,8 +364,9 @@ pub const fn pending_slot(key: u64) -> u32 {
 }
 
 /// One entry of [`map::ATTEMPT_LOG`](crate::map::ATTEMPT_LOG): an
-/// [`event::ATTEMPT`] or [`event::ACCEPTED`], with the fields its [`Event`] would have
-/// (direction out; no detail, value or threshold). One cache line.
+/// [`event::ATTEMPT`], [`event::OUTCOME`], [`event::ACCEPTED`] or [`event::SMTP`], with
+/// the fields its [`Event`] would have (direction in for an OUTCOME, out for the rest;
+/// no value or threshold). One cache line.
 ///
 /// `seq` makes the entry readable without a lock. A CPU numbers its entries from 0
 /// (its [`fact_counter::LOGGED`] count) and writes entry `n` into its slot
@@ -378,13 +383,15 @@ pub struct LogEntry {
     pub at: u64,
     /// Dense tenant index.
     pub tenant: u32,
-    /// [`event::ATTEMPT`], [`event::ACCEPTED`] or [`event::SMTP`], as a byte.
+    /// [`event::ATTEMPT`], [`event::OUTCOME`], [`event::ACCEPTED`] or [`event::SMTP`],
+    /// as a byte.
     pub kind: u8,
     /// 4 or 6.
     pub family: u8,
     /// IP protocol.
     pub proto: u8,
-    /// ATTEMPT: [`outcome::DROPPED`] when Warden dropped the attempt itself, else 0.
+    /// ATTEMPT: [`outcome::DROPPED`] when Warden dropped the attempt itself, else 0;
+    /// OUTCOME: its [`outcome`].
     pub detail: u8,
     /// Tenant-side port (host order; ICMP: 0).
     pub local_port: u16,

@@ -214,10 +214,11 @@ fn read_record<T: aya::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Decodes an attempt-log entry in its [`Event`] form (see [`super::log::event_of`]):
-/// only [`event::ATTEMPT`], [`event::ACCEPTED`] and [`event::SMTP`] belong in the log.
+/// only [`event::ATTEMPT`], [`event::OUTCOME`], [`event::ACCEPTED`] and [`event::SMTP`]
+/// belong in the log.
 pub fn decode_log_event(e: &Event) -> Result<KernelEvent, DecodeError> {
     match e.kind {
-        event::ATTEMPT | event::ACCEPTED | event::SMTP => decode_fact(e),
+        event::ATTEMPT | event::OUTCOME | event::ACCEPTED | event::SMTP => decode_fact(e),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

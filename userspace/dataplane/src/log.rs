@@ -1,6 +1,6 @@
 //! The programs' attempt log ([`map::ATTEMPT_LOG`](warden_common::map::ATTEMPT_LOG)):
-//! per CPU, the last [`LOG_SLOTS`] first contacts and accepted connections, read in
-//! place through a shared mapping of the map.
+//! per CPU, the last [`LOG_SLOTS`] first contacts, their answers, accepted and SMTP
+//! connections, read in place through a shared mapping of the map.
 //!
 //! The programs write an entry with a few stores to their CPU's own region and no lock
 //! (the protocol is [`LogEntry`]'s); this reader keeps, per CPU, the number of the next
@@ -19,7 +19,7 @@ use std::{
 use aya::maps::MapData;
 use warden_common::{
     direction,
-    facts::{Event, LogEntry, LOG_SLOTS},
+    facts::{event, Event, LogEntry, LOG_SLOTS},
 };
 
 use super::events::{decode_log_event, KernelEvent};
@@ -176,8 +176,14 @@ impl Drop for AttemptLog {
     }
 }
 
-/// The ring-buffer form of a log entry: what an ATTEMPT or ACCEPTED [`Event`] says.
+/// The ring-buffer form of a log entry: what its ATTEMPT, OUTCOME, ACCEPTED or SMTP
+/// [`Event`] says (an OUTCOME comes in, the rest go out).
 pub fn event_of(e: &LogEntry) -> Event {
+    let dir = if u32::from(e.kind) == event::OUTCOME {
+        direction::IN
+    } else {
+        direction::OUT
+    };
     Event {
         kind: u32::from(e.kind),
         tenant: e.tenant,
@@ -187,7 +193,7 @@ pub fn event_of(e: &LogEntry) -> Event {
         family: e.family,
         proto: e.proto,
         detail: e.detail,
-        dir: direction::OUT as u8,
+        dir: dir as u8,
         local_port: e.local_port,
         remote_port: e.remote_port,
         value: 0,

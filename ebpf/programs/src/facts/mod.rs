@@ -1,6 +1,7 @@
 //! Detection facts: first contacts and their answers, accepted connections, and flood
-//! counts, turned into events only when something changes: first contacts and accepted
-//! connections into the per-CPU attempt log, the rest into the ring buffer.
+//! counts, turned into events only when something changes: first contacts, their
+//! answers and accepted connections into the per-CPU attempt log, the rest into the
+//! ring buffer.
 //!
 //! Layout and formulas are the ABI in `warden_common::facts`; the daemon and the tests
 //! predict slots with the same functions. Everything is an array: per packet at most a
@@ -54,8 +55,12 @@ pub use self::spoof::report_spoof;
 
 use self::{
     contact::{contact_insert, contact_seen},
-    flood::{absorb, absorb_flood_in, add_held, flood, flood_in, held_slot, reflection_sized},
-    pending::{answer, attempt, datagram_is_quiet},
+    flood::{
+        absorb, absorb_flood_in, add_held, flood, flood_in, held_slot, reflection_sized,
+        warm_syn_count,
+    },
+    pending::{answer, attempt, datagram_is_quiet, warm_pending},
+    report::warm_log,
 };
 use crate::{
     clock::Clock,
@@ -308,6 +313,15 @@ fn tcp_from_tenant_news(
             add_held(slot, 1);
             return None;
         }
+    }
+    // The global function writes a first contact's pending slot and log entry and counts
+    // the SYN in its CPU's batch slot or the sketch: lines seldom in cache. Loaded here,
+    // back to back, their misses overlap each other and the filter word's (the branch
+    // above is predicted, not waited for) instead of coming one after the other.
+    warm_pending(syn_key);
+    warm_log();
+    if cfg.flood_out_syn != 0 {
+        warm_syn_count(tenant, remote);
     }
     Some(syn_key)
 }

@@ -1,11 +1,10 @@
 //! First contacts and their answers: an attempt is put in the contact filter and the
 //! pending table ([`PENDING`]) and logged; an answer that finds its attempt there
-//! clears it and is sent as an OUTCOME.
+//! clears it and is logged as an OUTCOME.
 
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use warden_common::{
-    direction,
     facts::{
         contact_base, contact_key, contact_tag, contact_tagged, event, outcome, pending_slot,
         CONTACT_EPOCH_SHIFT,
@@ -15,9 +14,7 @@ use warden_common::{
 
 use super::{
     contact::{contact_insert, contact_seen},
-    fold,
-    report::EventFields,
-    PacketFacts,
+    fold, PacketFacts,
 };
 use crate::{maps::facts::PENDING, parse::Addr};
 
@@ -58,6 +55,16 @@ pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, ke
     f.log(event::ATTEMPT, proto, local_port, port, 0);
 }
 
+/// Loads the pending slot of `key`, and discards it: a first contact writes the slot
+/// later, and the load starts its miss early (see `tcp_from_tenant_news`).
+#[inline(always)]
+pub(super) fn warm_pending(key: u64) {
+    if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {
+        // SAFETY: an array map value; an aligned 8-byte load.
+        let _ = unsafe { read_volatile(addr_of_mut!((*slot).tag)) };
+    }
+}
+
 /// Whether an attempt with contact key `key` waits in its pending slot.
 #[inline(always)]
 pub(super) fn pending_holds(key: u64) -> bool {
@@ -69,8 +76,8 @@ pub(super) fn pending_holds(key: u64) -> bool {
 }
 
 /// A to-tenant answer from (`remote`, `port`, `proto`): if it answers the pending
-/// attempt, clear the slot and send the OUTCOME (not budgeted: each clears an attempt
-/// that was).
+/// attempt, clear the slot and write the OUTCOME into this CPU's attempt log, next to
+/// the attempts (not budgeted: each clears an attempt that was).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn answer(
@@ -99,17 +106,7 @@ pub(super) fn answer(
         }
         write_volatile(tag, 0);
     }
-    f.send(&EventFields {
-        kind: event::OUTCOME,
-        dir: direction::IN,
-        proto,
-        detail: result,
-        local_port,
-        remote_port: port,
-        remote: Some(remote),
-        value: 0,
-        threshold: 0,
-    });
+    f.log_entry(event::OUTCOME, proto, local_port, port, result, remote);
 }
 
 /// Whether a datagram to `tenant` from `remote`'s port `sport` needs no facts: the

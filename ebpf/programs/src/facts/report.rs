@@ -1,8 +1,8 @@
-//! What the fact path reports: events into the ring buffer ([`EVENTS`]), first contacts
-//! and accepted connections into this CPU's attempt log ([`ATTEMPT_LOG`]), charged to
-//! the tenant's event budget.
+//! What the fact path reports: events into the ring buffer ([`EVENTS`]); first contacts,
+//! accepted and SMTP connections (charged to the tenant's event budget) and the answers
+//! to first contacts (not charged) into this CPU's attempt log ([`ATTEMPT_LOG`]).
 
-use core::ptr::{addr_of_mut, write_volatile};
+use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use warden_common::{
     bucket, direction,
@@ -85,20 +85,35 @@ pub extern "C" fn warden_report_spoof(
     0
 }
 
+/// Loads the first word of this CPU's next attempt-log entry, and discards it: a first
+/// contact writes the entry later, and the load starts its miss early (see
+/// `tcp_from_tenant_news`).
+#[inline(always)]
+pub(super) fn warm_log() {
+    let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot, read.
+    let seq = unsafe { read_volatile(n) };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    if let Some(e) = ATTEMPT_LOG.get_ptr_mut((cpu << LOG_BITS) | (seq as u32 & (LOG_SLOTS - 1))) {
+        // SAFETY: an array map value; an aligned 8-byte load.
+        let _ = unsafe { read_volatile(addr_of_mut!((*e).seq)) };
+    }
+}
+
 /// What an event says besides the packet's tenant, time and addresses.
-pub(super) struct EventFields<'a> {
+pub(super) struct EventFields {
     /// An `event` kind.
     pub kind: u32,
     /// A direction.
     pub dir: u32,
     pub proto: u8,
-    /// OUTCOME: an `outcome`; FLOOD: a `class`.
+    /// FLOOD: a `class`.
     pub detail: u8,
     pub local_port: u16,
     pub remote_port: u16,
-    /// The remote address when it is not the packet's (an ICMP error's quoted
-    /// destination).
-    pub remote: Option<&'a Addr>,
     /// FLOOD: the estimate so far.
     pub value: u64,
     /// FLOOD: the threshold it crossed.
@@ -138,7 +153,7 @@ impl PacketFacts {
             write_volatile(addr_of_mut!((*e).tenant), self.tenant);
             write_volatile(addr_of_mut!((*e).at), self.now);
             put(addr_of_mut!((*e).local), &self.local);
-            put(addr_of_mut!((*e).remote), w.remote.unwrap_or(&self.remote));
+            put(addr_of_mut!((*e).remote), &self.remote);
             write_volatile(addr_of_mut!((*e).family), self.family);
             write_volatile(addr_of_mut!((*e).proto), w.proto);
             write_volatile(addr_of_mut!((*e).detail), w.detail);
@@ -171,14 +186,31 @@ impl PacketFacts {
         false
     }
 
-    /// Writes a first contact or an accepted connection (`kind`, with its `detail`) into
-    /// this CPU's attempt log, charged to the event budget (see `LogEntry` for the
-    /// protocol).
+    /// Writes a first contact, an accepted connection or an SMTP connection (`kind`,
+    /// with its `detail`) into this CPU's attempt log, charged to the event budget (see
+    /// `LogEntry` for the protocol).
     #[inline(always)]
     pub(super) fn log(&self, kind: u32, proto: u8, local_port: u16, remote_port: u16, detail: u8) {
         if !self.within_budget() {
             return;
         }
+        self.log_entry(kind, proto, local_port, remote_port, detail, &self.remote);
+    }
+
+    /// Writes an entry about this packet into this CPU's attempt log, not charged to
+    /// the event budget: `remote` is the other side (an ICMP error's quoted destination
+    /// for its OUTCOME). A few stores to memory this CPU owns, where a ring record
+    /// takes a lock and a position shared with every CPU and the reader.
+    #[inline(always)]
+    pub(super) fn log_entry(
+        &self,
+        kind: u32,
+        proto: u8,
+        local_port: u16,
+        remote_port: u16,
+        detail: u8,
+        remote: &Addr,
+    ) {
         let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {
             return;
         };
@@ -206,7 +238,7 @@ impl PacketFacts {
             write_volatile(addr_of_mut!((*e).local_port), local_port);
             write_volatile(addr_of_mut!((*e).remote_port), remote_port);
             put(addr_of_mut!((*e).local), &self.local);
-            put(addr_of_mut!((*e).remote), &self.remote);
+            put(addr_of_mut!((*e).remote), remote);
             write_volatile(addr_of_mut!((*e).seq), seq + 1);
         }
     }

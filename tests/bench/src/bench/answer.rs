@@ -1,15 +1,16 @@
 //! The detection-event case: `xdp_bench_answer` on SYN-ACKs from windows of remotes
 //! whose pending attempts the bench writes; every repetition's attempt cleared and its
-//! OUTCOME sent, checked.
+//! OUTCOME logged, checked.
 
 use anyhow::{bail, ensure, Context as _, Result};
-use warden_common::facts::{
-    contact_key, contact_tag, fact_counter, fold_addr, pending_slot, Pending, PENDING_SLOTS,
+use warden_common::{
+    direction,
+    facts::{
+        contact_key, contact_tag, event, fact_counter, fold_addr, outcome, pending_slot, Pending,
+        PENDING_SLOTS,
+    },
 };
-use warden_tests::{
-    packets::{tcp, Frame, Ipv6, L4},
-    wait::eventually,
-};
+use warden_tests::packets::{tcp, Frame, Ipv6, L4};
 
 use super::{
     cases::{Case, Lands},
@@ -19,9 +20,6 @@ use super::{
     node::Rig,
     ANSWER_LOCAL_PORT, ANSWER_REMOTE_PORT, ANSWER_WINDOW, PROBE_TENANT,
 };
-
-/// How long the daemon may take to read the event ring before a detection-event run.
-const RING_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The key of detection-event remote `k`'s pending attempt (the tenant's SYN to it).
 pub(super) fn answer_key(tenant: u32, k: u32) -> u64 {
@@ -71,8 +69,10 @@ pub(super) fn answer_frame(k: u32) -> Vec<u8> {
 
 /// One detection-event run over the window starting at remote `start`: writes the
 /// window's pending attempts, runs the program once per remote, and checks that every
-/// repetition sent one event into the ring (the fact counters: the ring is the
-/// daemon's to read), none lost. Returns the verdict and the mean ns per repetition.
+/// repetition logged its OUTCOME (the fact counters: one log entry per repetition, none
+/// lost, nothing sent into the ring; and the entries read back from the attempt log:
+/// a SUCCESS of the tenant's attempt at each remote of the window, in order). Returns
+/// the verdict and the mean ns per repetition.
 pub(super) fn answer_run(
     ebpf: &Rig,
     facts: &mut FactMaps,
@@ -85,10 +85,6 @@ pub(super) fn answer_run(
             case.name
         );
     };
-    // The daemon reads the ring: a run starts once it has read every earlier record, so
-    // its OUTCOMEs find room (a full ring would time the lost-event path).
-    eventually(RING_READ_WAIT, || Ok(facts.ring.backlog() == 0))
-        .with_context(|| format!("{}: the daemon did not read the event ring", case.name))?;
     for k in start..start + ANSWER_WINDOW {
         let key = answer_key(tenant, k);
         facts
@@ -96,6 +92,7 @@ pub(super) fn answer_run(
             .set(pending_slot(key), Pending { tag: key }, 0)
             .context("writing PENDING")?;
     }
+    facts.drain();
     let before = fact_counters(ebpf)?;
     let r = test_run(
         xdp(ebpf, case.program)?,
@@ -104,23 +101,47 @@ pub(super) fn answer_run(
     )?;
     let after = fact_counters(ebpf)?;
     let moved = |i: u32| after[i as usize] - before[i as usize];
+    let (events, overwritten) = facts.drain();
     ensure!(
-        moved(fact_counter::SENT) == u64::from(ANSWER_WINDOW)
-            && moved(fact_counter::LOST_RING) == 0,
-        "{}: {ANSWER_WINDOW} answers to pending attempts sent {} events ({} lost, ring \
-         full)",
+        moved(fact_counter::LOGGED) == u64::from(ANSWER_WINDOW)
+            && moved(fact_counter::LOST_LOG) == 0
+            && moved(fact_counter::SENT) == 0
+            && moved(fact_counter::LOST_RING) == 0
+            && events.len() as u64 == u64::from(ANSWER_WINDOW)
+            && overwritten == 0,
+        "{}: {ANSWER_WINDOW} answers to pending attempts logged {} entries ({} for want \
+         of a region; {} read, {overwritten} written over) and sent {} events into the \
+         ring ({} lost)",
         case.name,
+        moved(fact_counter::LOGGED),
+        moved(fact_counter::LOST_LOG),
+        events.len(),
         moved(fact_counter::SENT),
         moved(fact_counter::LOST_RING),
     );
+    for (e, k) in events.iter().zip(start..) {
+        ensure!(
+            e.kind == event::OUTCOME
+                && e.detail == outcome::SUCCESS
+                && e.dir == direction::IN as u8
+                && e.tenant == tenant
+                && e.remote == answer_remote(k).octets()
+                && e.remote_port == ANSWER_REMOTE_PORT
+                && e.local_port == ANSWER_LOCAL_PORT,
+            "{}: entry of repetition {} is {e:?}, expected the OUTCOME SUCCESS of tenant \
+             {tenant}'s attempt at {} port {ANSWER_REMOTE_PORT}",
+            case.name,
+            k - start,
+            answer_remote(k)
+        );
+    }
     Ok(r)
 }
 
 /// Proves the detection-event program does what its case claims: each repetition of a
 /// run answered its own pending attempt (its slot is cleared, which only a match of the
-/// attempt's tag does) and sent its OUTCOME (one event per repetition, checked by
-/// [`answer_run`]; the daemon reads the ring, so the records themselves are not read
-/// here).
+/// attempt's tag does) and logged its OUTCOME (checked entry by entry by
+/// [`answer_run`]).
 pub(super) fn verify_answers(ebpf: &Rig, facts: &mut FactMaps, case: &Case) -> Result<()> {
     let start = facts.answer_windows[0];
     answer_run(ebpf, facts, case, start)?;

@@ -83,7 +83,7 @@ pub(super) enum Flow {
     /// contact of the tenant [`Lands`] names.
     New,
     /// [`XDP_BENCH_ANSWER`] moves the source on: every repetition answers a pending
-    /// first contact of the tenant [`Lands`] names (an OUTCOME into the ring).
+    /// first contact of the tenant [`Lands`] names (an OUTCOME into the attempt log).
     Answer,
 }
 
@@ -422,7 +422,7 @@ pub(super) fn cases() -> Vec<Case> {
         },
         Case {
             name: "detection event v6, to-tenant (SYN-ACK answers a pending first contact: \
-                   OUTCOME into the ring)",
+                   OUTCOME into the attempt log)",
             bar_ns: NEW_FLOW_BAR_NS,
             flow: Flow::Answer,
             policy: Policy::OneLength,

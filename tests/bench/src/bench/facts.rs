@@ -19,23 +19,21 @@ use warden_common::{
 use warden_dataplane::log::{event_of, AttemptLog};
 
 use super::{
-    answer::answer_windows, new_flow::new_flow_remote, ring::RingWatch, tracked::Tracked,
-    ANSWER_RUNS, ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
+    answer::answer_windows, new_flow::new_flow_remote, tracked::Tracked, ANSWER_RUNS,
+    ANSWER_WINDOW, NEW_FLOW_PORT, PROBE_TENANT,
 };
 
 /// The fact maps the fact cases need from userspace, taken out of the object (the
 /// programs keep using them; they are the daemon's pinned maps): the attempt log, to
 /// read with a reader of our own (the daemon's reads it too: reading copies, it takes
-/// nothing away); the contact filter,
-/// to set a new-flow run's words back to their loaded state; the pending table, to
-/// write a detection-event run's attempts and to check the load; the sketch, to check
-/// the load. Also the tracked remotes' load and the detection-event windows. The event
-/// ring is the daemon's alone (a ring has one reader): the cases count what the programs
-/// send into it by the fact counters.
+/// nothing away) the attempts of new-flow runs and the answers of detection-event runs;
+/// the contact filter, to set a new-flow run's words back to their loaded state; the
+/// pending table, to write a detection-event run's attempts and to check the load; the
+/// sketch, to check the load. Also the tracked remotes' load and the detection-event
+/// windows. The event ring is the daemon's alone (a ring has one reader): the cases
+/// count what the programs send into it by the fact counters.
 pub(super) struct FactMaps {
     pub(super) log: AttemptLog,
-    /// How far the daemon is behind in reading the event ring.
-    pub(super) ring: RingWatch,
     pub(super) contacts: Array<MapData, u64>,
     pub(super) pending: Array<MapData, Pending>,
     pub(super) sketch: Array<MapData, u64>,
@@ -54,7 +52,6 @@ pub(super) struct FactMaps {
 
 impl FactMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<FactMaps> {
-        let ring = ebpf.take_map(map::EVENTS).context("no EVENTS map")?;
         let contacts = ebpf.take_map(map::CONTACTS).context("no CONTACTS map")?;
         let pending = ebpf.take_map(map::PENDING).context("no PENDING map")?;
         let sketch = ebpf.take_map(map::SKETCH).context("no SKETCH map")?;
@@ -64,7 +61,6 @@ impl FactMaps {
         };
         Ok(FactMaps {
             log: AttemptLog::new(log).context("mapping ATTEMPT_LOG")?,
-            ring: RingWatch::new(ring)?,
             contacts: Array::try_from(contacts).context("opening CONTACTS")?,
             pending: Array::try_from(pending).context("opening PENDING")?,
             sketch: Array::try_from(sketch).context("opening SKETCH")?,

@@ -118,9 +118,11 @@
 //! remote. Before each run the bench writes the pending attempts of that run's remotes
 //! (the tags a tenant's SYNs would have left); the remotes of a run are a window of
 //! [`ANSWER_WINDOW`] consecutive addresses whose pending slots are all distinct (found
-//! by the same formulas), so every repetition matches its attempt, clears it and sends
-//! an OUTCOME into the ring buffer. Each run is checked (one event sent per repetition,
-//! none lost, by the fact counters; the first run also that every attempt was cleared).
+//! by the same formulas), so every repetition matches its attempt, clears it and writes
+//! an OUTCOME into its CPU's attempt log. Each run is checked (one log entry per
+//! repetition, none lost and nothing sent into the ring, by the fact counters; each
+//! entry read back from the log is the OUTCOME SUCCESS of its remote's attempt, in
+//! order; the first run also that every attempt was cleared).
 //! A timed sample is [`ANSWER_RUNS`] such runs, their mean per repetition. The pending
 //! slots are written just before the run, so they may be in the CPU's cache.
 //!
@@ -139,7 +141,6 @@ mod measure;
 mod new_flow;
 mod node;
 mod results;
-mod ring;
 #[cfg(test)]
 mod tests;
 mod tracked;

@@ -111,9 +111,10 @@ pub(super) fn write_report(
         "detection_event": format!(
             "{XDP_BENCH_ANSWER}: each repetition a SYN-ACK from the next IPv6 remote \
              answering that remote's pending first contact, so each clears its pending \
-             slot and sends an OUTCOME into the ring buffer (checked: one event sent per \
-             repetition, none lost, and in the first run every attempt cleared; the ring \
-             is the daemon's to read); the pending attempts of a run are written before \
+             slot and writes an OUTCOME into its CPU's attempt log (checked: one log \
+             entry per repetition, none lost, nothing sent into the ring, each entry read \
+             back the OUTCOME SUCCESS of its remote's attempt, and in the first run every \
+             attempt cleared); the pending attempts of a run are written before \
              it, for {ANSWER_WINDOW} consecutive remotes with distinct pending slots; a \
              timed sample is {ANSWER_RUNS} such runs"
         ),

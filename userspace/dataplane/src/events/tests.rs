@@ -75,6 +75,40 @@ fn outcomes_decode_each_answer_and_refuse_unknown_ones() {
     );
 }
 
+/// An answer comes through the attempt log: its entry reads as an OUTCOME coming in, and
+/// decodes as the attempt's outcome, as from the ring.
+#[test]
+fn outcomes_decode_from_the_attempt_log_as_answers_coming_in() {
+    let e = event(event::OUTCOME);
+    let entry = warden_common::facts::LogEntry {
+        seq: 1,
+        at: e.at,
+        tenant: e.tenant,
+        kind: event::OUTCOME as u8,
+        family: e.family,
+        proto: e.proto,
+        detail: outcome::REFUSED,
+        local_port: e.local_port,
+        remote_port: e.remote_port,
+        _pad2: 0,
+        local: e.local,
+        remote: e.remote,
+    };
+    let logged = crate::log::event_of(&entry);
+    assert_eq!(logged.dir, direction::IN as u8);
+    assert_eq!(
+        decode_log_event(&logged).unwrap(),
+        KernelEvent::Outcome {
+            contact: contact(),
+            outcome: Outcome::Refused
+        }
+    );
+    let mut attempt = entry;
+    attempt.kind = event::ATTEMPT as u8;
+    attempt.detail = 0;
+    assert_eq!(crate::log::event_of(&attempt).dir, direction::OUT as u8);
+}
+
 #[test]
 fn spoof_events_decode_the_claimed_address_and_mac_and_refuse_other_reasons() {
     let mut e = event(event::SPOOF);

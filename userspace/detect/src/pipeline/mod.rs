@@ -82,7 +82,7 @@ pub use pending::{
 };
 pub use proxy_windows::{ProxyWindowStats, MAX_ADDRESSES as PROXY_WINDOW_ADDRESSES};
 
-use pending::Pending;
+use pending::{Pending, ANSWER_LATENESS};
 use proxy_windows::{ProxyJudge, ProxyWindows};
 
 /// Frames the kernel captures of a tenant when a flag opens: as many as a flag keeps.
@@ -411,7 +411,10 @@ impl Pipeline {
                 }),
             }
         }
-        for attempt in self.pending.expire(now.mono) {
+        for attempt in self
+            .pending
+            .expire(now.mono.saturating_sub(ANSWER_LATENESS))
+        {
             push_attempt(&mut facts, attempt);
         }
         for (fact, port) in facts {
@@ -474,7 +477,10 @@ impl Pipeline {
                 facts.push((Fact::Drops(drops), None));
             }
         }
-        for attempt in self.pending.expire(now.mono) {
+        for attempt in self
+            .pending
+            .expire(now.mono.saturating_sub(ANSWER_LATENESS))
+        {
             push_attempt(&mut facts, attempt);
         }
         let judge = Judge {

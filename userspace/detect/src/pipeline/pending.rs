@@ -43,6 +43,14 @@ pub const EARLY_CAPACITY: usize = 1 << 16;
 /// second.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How late an answer may reach the pipeline after the programs wrote it: attempts and
+/// their answers both come through the attempt log, which the daemon reads every 10 ms
+/// (`warden_dataplane::events::LOG_POLL`) when nothing else wakes it. The pipeline
+/// resolves an attempt as unanswered only once [`TIMEOUT`] and this much more have
+/// passed ([`Pending::expire`] is given the time this much earlier), so an answer that
+/// came in time is never read after its attempt was called unanswered.
+pub const ANSWER_LATENESS: Duration = Duration::from_millis(20);
+
 /// Attempts waiting at once, over all tenants. Far more than the programs' event budget
 /// lets arrive within [`TIMEOUT`] (2,000 a second per tenant).
 pub const CAPACITY: usize = 1 << 20;
