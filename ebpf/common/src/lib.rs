@@ -459,9 +459,50 @@ pub mod shape {
     pub const MAX_SLOTS: u32 = 3_600;
     /// The first leaf class's minor: the tenants' classes take minors `2..LEAF_BASE`.
     pub const LEAF_BASE: u32 = 2 + MAX_SLOTS;
-    /// Flows whose leaf the programs remember (an LRU hash: when it is full, the flow
-    /// seen least recently is forgotten, and given the next leaf if it sends again).
+    /// Flows whose leaf the programs remember: `SHAPE_FLOWS` holds [`FLOW_SETS`] sets of
+    /// [`FLOW_WAYS`] (see the programs' `enforce::spread`). A new flow whose set holds
+    /// only flows seen within the last period ([`FLOW_PERIOD_SHIFT`]) is not remembered.
     pub const FLOWS: u32 = 65_536;
+    /// Ways (flows) per set of `SHAPE_FLOWS`: a set is one 64-byte cache line of u64s.
+    pub const FLOW_WAYS: u32 = 8;
+    /// Sets of `SHAPE_FLOWS`.
+    pub const FLOW_SETS: u32 = FLOWS / FLOW_WAYS;
+    /// A remembered flow is stamped with the period it was last seen in, `jiffies >>
+    /// FLOW_PERIOD_SHIFT` (256 jiffies: about a second at HZ 250, a quarter at HZ 1000);
+    /// its way may go to a new flow of its set once a whole period passed without it.
+    pub const FLOW_PERIOD_SHIFT: u32 = 8;
+
+    /// A way of `SHAPE_FLOWS`, one u64: bits 0-31 a flow hash, 32-43 the tenant (shaped
+    /// tenants are slots below [`MAX_SLOTS`]), 44-46 the flow's leaf, bit 47 set (a way in
+    /// use is never 0), bits 48-63 the period the flow was last seen in (wrapping).
+    pub mod way {
+        /// The tenant's bits.
+        pub const TENANT_BITS: u32 = 12;
+        pub const LEAF_SHIFT: u32 = 44;
+        pub const USED: u64 = 1 << 47;
+        pub const SEEN_SHIFT: u32 = 48;
+        /// The bits that name the flow: hash, tenant and [`USED`].
+        pub const FLOW: u64 = USED | ((1 << (32 + TENANT_BITS)) - 1);
+
+        /// The flow bits of tenant `tenant`'s flow with hash `hash`.
+        #[inline(always)]
+        pub const fn flow(tenant: u32, hash: u32) -> u64 {
+            USED | (((tenant & ((1 << TENANT_BITS) - 1)) as u64) << 32) | hash as u64
+        }
+
+        /// The period of `jiffies` (`bpf_jiffies64`), as a way holds it.
+        #[inline(always)]
+        pub const fn period(jiffies: u64) -> u64 {
+            (jiffies >> super::FLOW_PERIOD_SHIFT) & 0xffff
+        }
+
+        /// The way of the flow `flow` (its [`flow`] bits) with leaf `leaf`, last seen in
+        /// period `seen`.
+        #[inline(always)]
+        pub const fn pack(flow: u64, leaf: u32, seen: u64) -> u64 {
+            flow | ((leaf as u64) << LEAF_SHIFT) | ((seen & 0xffff) << SEEN_SHIFT)
+        }
+    }
 
     /// Indexes of the programs' per-CPU shaping counters (`SHAPE_STATS`).
     pub mod stat {

@@ -138,8 +138,10 @@ pub const CLOCK_CACHE: &str = "CLOCK_CACHE";
 /// the clock tick it was made in while the tenant's blocks version stands. The
 /// programs' own.
 pub const BLOCK_CACHE: &str = "BLOCK_CACHE";
-/// LRU hash (tenant << 32 | the packet's flow hash) -> u32, [`shape::FLOWS`](crate::shape::FLOWS)
-/// entries: the leaf class each shaped flow was given. The programs' own.
+/// Array of sets, [`shape::FLOW_SETS`](crate::shape::FLOW_SETS), each
+/// [`shape::FLOW_WAYS`](crate::shape::FLOW_WAYS) u64 ways (a flow: its tenant and flow
+/// hash, its leaf, the period it was last seen in): the leaf class each shaped flow was
+/// given. The programs' own.
 pub const SHAPE_FLOWS: &str = "SHAPE_FLOWS";
 /// Array of u32, index tenant, [`shape::MAX_SLOTS`](crate::shape::MAX_SLOTS): the leaf
 /// the tenant's next new flow gets (a rotation). The programs' own.
@@ -311,12 +313,11 @@ pub const INTERNAL: [Def; 8] = [
     array(CLOCK_CACHE, Kind::PerCpuArray, 16, 1),
     array(BLOCK_CACHE, Kind::PerCpuArray, 48, BLOCK_CACHE_SLOTS),
     array(SPOOF_CACHE, Kind::PerCpuArray, 40, 1),
-    def(
+    array(
         SHAPE_FLOWS,
-        Kind::LruHash,
-        size_of::<u64>(),
-        size_of::<u32>(),
-        shape::FLOWS,
+        Kind::Array,
+        size_of::<u64>() * shape::FLOW_WAYS as usize,
+        shape::FLOW_SETS,
     ),
     array(SHAPE_ROTOR, Kind::Array, size_of::<u32>(), shape::MAX_SLOTS),
     array(

@@ -1,13 +1,11 @@
 //! The hook's context, through which the global functions (facts, suspension, the
-//! claim check) read the packet, and the interface the packet is on.
+//! claim check, shaping) read the packet, and the interface the packet is on.
 
-use aya_ebpf::{
-    bindings::{__sk_buff, xdp_md},
-    helpers::bpf_get_hash_recalc,
-};
+use aya_ebpf::bindings::{__sk_buff, xdp_md};
 use warden_common::direction;
 
 use crate::{
+    enforce,
     facts::{
         warden_facts_from_tenant_tc, warden_facts_from_tenant_xdp, warden_facts_to_tenant_tc,
         warden_facts_to_tenant_xdp,
@@ -34,12 +32,11 @@ pub trait Hook {
     /// Whether this hook's packets meet a qdisc next (tc), so [`Hook::shape`] can queue
     /// them; XDP's cannot.
     const QUEUES: bool;
-    /// Puts the packet into the queue of HTB class `class` (`skb->priority`); true when
-    /// this hook can (tc: its packets meet a qdisc next), false when it cannot (XDP).
-    fn shape(&self, class: u32) -> bool;
-    /// The packet's flow hash (tc: the kernel's `skb->hash`, computed if not yet); 0 on
-    /// XDP, which never shapes.
-    fn flow_hash(&self) -> u32;
+    /// Puts the packet of shaped tenant `tenant` into the queue of its flow's leaf class
+    /// (`skb->priority`, from its first leaf class `first`: `enforce::spread`); true
+    /// when this hook can (tc: its packets meet a qdisc next), false when it cannot
+    /// (XDP).
+    fn shape(&self, tenant: u32, first: u32) -> bool;
 }
 
 /// An XDP hook's context.
@@ -81,13 +78,8 @@ impl Hook for XdpHook {
     }
 
     #[inline(always)]
-    fn shape(&self, _class: u32) -> bool {
+    fn shape(&self, _tenant: u32, _first: u32) -> bool {
         false
-    }
-
-    #[inline(always)]
-    fn flow_hash(&self) -> u32 {
-        0
     }
 }
 
@@ -125,22 +117,8 @@ impl Hook for TcHook {
     }
 
     #[inline(always)]
-    fn shape(&self, class: u32) -> bool {
-        // SAFETY: the kernel's __sk_buff for this run; tc programs may write `priority`,
-        // which HTB reads as a class id when the packet is enqueued after this program.
-        unsafe { (*self.0).priority = class };
+    fn shape(&self, tenant: u32, first: u32) -> bool {
+        enforce::warden_shape_tc(self.0, tenant, first);
         true
-    }
-
-    #[inline(always)]
-    fn flow_hash(&self) -> u32 {
-        // SAFETY: the kernel's __sk_buff for this run: `hash` is readable by tc
-        // programs, and the helper takes the same context.
-        unsafe {
-            match (*self.0).hash {
-                0 => bpf_get_hash_recalc(self.0) as u32,
-                h => h,
-            }
-        }
     }
 }

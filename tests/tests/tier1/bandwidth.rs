@@ -269,3 +269,82 @@ fn a_shaped_tenants_new_flows_take_its_leaves_in_turn_and_each_flow_keeps_its_le
     );
     assert_eq!(shape_stat(&dp, stat::UNTRACKED), 0, "every flow remembered");
 }
+
+/// The kernel's jiffies now (`/proc/timer_list`, as root).
+fn jiffies() -> u64 {
+    let list = std::fs::read_to_string("/proc/timer_list").expect("reading /proc/timer_list");
+    list.lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))
+        .and_then(|j| j.trim().parse().ok())
+        .expect("a jiffies line in /proc/timer_list")
+}
+
+/// Fills every way of every set of the shaped-flow table with another tenant's flows,
+/// last seen in period `seen`.
+fn fill_flow_table(dp: &mut TestDataplane, seen: u64) {
+    use aya::maps::{Array, MapData};
+    use warden_common::shape::{way, FLOW_SETS, FLOW_WAYS};
+    const WAYS: usize = FLOW_WAYS as usize;
+    let other = TENANT_P + 1;
+    let mut table: Array<&mut MapData, [u64; WAYS]> = Array::try_from(
+        dp.ebpf
+            .map_mut(warden_common::map::SHAPE_FLOWS)
+            .expect("the shaped-flow table"),
+    )
+    .expect("an array");
+    for set in 0..FLOW_SETS {
+        let ways: [u64; WAYS] = core::array::from_fn(|i| {
+            way::pack(way::flow(other, set * FLOW_WAYS + i as u32), 0, seen)
+        });
+        table.set(set, ways, 0).expect("writing a set");
+    }
+}
+
+/// A new shaped flow whose set of the flow table holds only flows seen lately is not
+/// remembered (an active flow is never forgotten for it): each of its packets takes the
+/// same leaf and is counted untracked. Once those flows have gone a whole period unseen,
+/// their ways go to new flows: the flow takes the tenant's next leaf and keeps it.
+#[test]
+fn a_new_shaped_flow_is_untracked_while_its_set_is_full_of_recent_flows_and_remembered_once_they_are_idle(
+) {
+    use warden_common::shape::{self, stat, way};
+    let class = shape::class_id(TENANT_P);
+    let mut policy = standard_policy();
+    let p = policy.tenant_mut(TENANT_P);
+    p.rate = [PLAN, PLAN];
+    p.shape_class = class;
+    let mut dp = TestDataplane::with_policy(&policy).expect("loading the dataplane");
+    let flow = ip4(P, U, L4::udp(42_000, 9)).build();
+    let leaf_of = |dp: &TestDataplane| {
+        let (r, priority) = dp
+            .run_tc_priority(Prog::TcFrom, &flow, 7)
+            .expect("test run");
+        assert_eq!(r, Prog::TcFrom.retval(Verdict::Pass), "shaped: queued");
+        priority
+            .checked_sub(class)
+            .filter(|l| *l < shape::LEAVES)
+            .unwrap_or_else(|| panic!("priority {priority:#x} is no leaf of {class:#x}"))
+    };
+    // Seen in this period (or, should it end meanwhile, the last): recent.
+    let now = way::period(jiffies());
+    fill_flow_table(&mut dp, now);
+    let first = leaf_of(&dp);
+    assert_eq!(leaf_of(&dp), first, "an untracked flow keeps one leaf");
+    assert_eq!(shape_stat(&dp, stat::UNTRACKED), 2, "counted per packet");
+    assert_eq!(shape_stat(&dp, stat::ASSIGNED), 0, "nothing remembered");
+
+    // Seen two periods ago: idle for at least a whole period.
+    fill_flow_table(&mut dp, now.wrapping_sub(2));
+    assert_eq!(
+        leaf_of(&dp),
+        0,
+        "remembered: the tenant's first leaf in rotation"
+    );
+    assert_eq!(leaf_of(&dp), 0, "and kept");
+    assert_eq!(shape_stat(&dp, stat::ASSIGNED), 1, "one new flow");
+    assert_eq!(
+        shape_stat(&dp, stat::UNTRACKED),
+        2,
+        "no more untracked packets"
+    );
+}

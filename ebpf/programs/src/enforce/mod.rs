@@ -26,6 +26,7 @@ mod contain;
 mod spread;
 
 pub use blocks::BlockCached;
+pub use spread::{warden_shape_tc, FlowSet};
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
@@ -320,11 +321,7 @@ fn try_plan<const DIR: u32, H: Hook>(
     let shaped = DIR == direction::OUT
         && H::QUEUES
         && cfg.shape_class != 0
-        && hook.shape(spread::leaf_class(
-            tenant,
-            cfg.shape_class,
-            hook.flow_hash(),
-        ));
+        && hook.shape(tenant, cfg.shape_class);
     // No policer for a shaped plan (an Option, not a reference to an unlimited Rate:
     // that constant would become a read-only data map of the object).
     let mut rate: Option<&Rate> = if shaped {

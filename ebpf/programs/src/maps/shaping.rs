@@ -2,13 +2,15 @@
 //! rotation that gives them, and what it counted. Written by the programs; internal to
 //! them (not pinned: a reload forgets the flows, which then take new leaves).
 
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, PerCpuArray};
+
+use crate::enforce::FlowSet;
 
 abi_map! {
-    /// Key: tenant << 32 | the packet's flow hash. Value: the flow's leaf (below
-    /// `shape::LEAVES`). Inserted here for a new flow only; the kernel forgets the flow
-    /// seen least recently when it is full.
-    SHAPE_FLOWS: LruHashMap<u64, u32> = LruHashMap::with_max_entries;
+    /// Index: a flow's set (`enforce::spread`). Value: the set's ways, each a flow (its
+    /// tenant and flow hash), its leaf (below `shape::LEAVES`) and the period it was last
+    /// seen in. Written here for a new flow, and once a period to stamp a flow seen.
+    SHAPE_FLOWS: Array<FlowSet> = Array::with_max_entries;
 }
 
 abi_map! {
