@@ -305,7 +305,8 @@ pub struct BenchArgs {
     /// CPU to pin the measurement to (default: the CPU the task starts on).
     #[arg(long)]
     cpu: Option<usize>,
-    /// Exit non-zero when a case misses the bar.
+    /// Exit non-zero when a case misses the bar, or a figure with a bar could not be
+    /// measured.
     #[arg(long)]
     strict: bool,
     /// Skip the detection-latency labs (attack start to flag and first drop).
@@ -560,8 +561,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(scale) = &scale {
         failed.extend(crate::bench_scale::failed(scale));
     }
+    let mut not_measured = Vec::new();
     if let Some(t) = &throughput {
         failed.extend(t.failed());
+        not_measured.extend(t.not_measured());
     }
     if let Some(c) = &console {
         failed.extend(c.failed());
@@ -575,8 +578,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for (d, matching) in &daemon_cases {
         failed.extend(results::daemon_failures(d, *matching));
     }
+    for n in &not_measured {
+        println!("not measured: {n}");
+    }
     if args.strict && !failed.is_empty() {
         bail!("over the bar: {}", failed.join(", "));
+    }
+    if args.strict && !not_measured.is_empty() {
+        bail!("not measured: {}", not_measured.join(", "));
     }
     Ok(())
 }

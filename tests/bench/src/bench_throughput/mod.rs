@@ -40,6 +40,14 @@
 //! here, of which about 5 ms were sending, and every run's time held two grace
 //! periods.
 //!
+//! Before any run, one generator call of one frame asks whether the kernel sends live
+//! frames at all. A kernel that refuses the mode with EPERM while the same call without
+//! the flag runs (Linux 6.18.44-fc-v1300 does, for any frame, context, receive queue,
+//! batch size or namespace: its check sits between the flags check and the batch-size
+//! check of `bpf_prog_test_run_xdp`, which mainline has no EPERM on) leaves nothing to
+//! measure: every comparison is then reported, with its bar, as not measured, naming the
+//! errno and the kernel, and the other parts of the bench go on.
+//!
 //! Each comparison is measured in interleaved (baseline, case) pairs in ABBA order;
 //! reported: the median rate of each side and the median of the per-pair ratios.
 //!
@@ -67,7 +75,7 @@ use comparisons::comparisons;
 use figures::{compute_scaling, cpu_share, median, pair_ratio, side_medians, SCALING_RUNS};
 use lab::Lab;
 use programs::{attach, load, write_policy};
-use runner::Bench;
+use runner::{live_frames_refused, Bench};
 
 /// Tenant whose plan is far above anything the bench sends: metered, policed, passed.
 const METERED: u32 = 1;
@@ -100,6 +108,14 @@ const CHUNK: u32 = 32_768;
 /// The share of the longest thread's time that all generator threads of a run must
 /// have been sending together (one call is about 2% of the default window).
 const MIN_OVERLAP: f64 = 0.9;
+
+/// How the part measures, for the report.
+const METHOD: &str = "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) \
+                      redirected through veth pairs in namespaces; arrivals from the \
+                      receiving veth's per-queue xdp_packets; each generator thread sends \
+                      for a fixed window, and a run's rate is the sum over its threads of \
+                      their queue's arrivals over their own time; interleaved (baseline, \
+                      case) pairs in ABBA order; ratio = median of per-pair ratios";
 
 /// Bars of the issue.
 const BAR_VS_XDP_DROP: f64 = 0.8;
@@ -234,6 +250,9 @@ pub struct Throughput {
     options_pairs: u32,
     window_ms: u32,
     results: Vec<(Comparison, Vec<Run>, Vec<Run>)>,
+    /// Why nothing was measured (the kernel refused the live-frames load), with the
+    /// comparisons that were to run: each is reported as not measured, with this reason.
+    not_measured: Option<(String, Vec<Comparison>)>,
     limits: Vec<String>,
     /// Work per second of a CPU-bound loop on CPUs 0 and 1 over CPU 0 alone.
     compute_scaling: Option<f64>,
@@ -272,6 +291,20 @@ pub fn run(opts: &Options) -> Result<Throughput> {
     write_policy(&mut ebpf)?;
     let lab = Lab::create()?;
     attach(&mut ebpf, &lab)?;
+    if let Some(first) = all.first() {
+        if let Some(reason) = live_frames_refused(&ebpf, &lab, &first.case)? {
+            println!("==> throughput: not measured: {reason}");
+            drop(lab);
+            return Ok(Throughput {
+                options_pairs: opts.throughput_pairs,
+                window_ms: opts.throughput_ms,
+                results: Vec::new(),
+                not_measured: Some((reason, all)),
+                limits,
+                compute_scaling: None,
+            });
+        }
+    }
     let bench = Bench {
         ebpf: &ebpf,
         lab: &lab,
@@ -328,6 +361,7 @@ pub fn run(opts: &Options) -> Result<Throughput> {
         options_pairs: opts.throughput_pairs,
         window_ms: opts.throughput_ms,
         results,
+        not_measured: None,
         limits,
         compute_scaling: scaling_figure,
     })
@@ -342,7 +376,37 @@ impl Throughput {
             .collect()
     }
 
+    /// The comparisons with a bar that could not be measured, and why: not over their
+    /// bar, but not within it either (`--strict` fails on them too).
+    pub fn not_measured(&self) -> Vec<String> {
+        let Some((reason, all)) = &self.not_measured else {
+            return Vec::new();
+        };
+        all.iter()
+            .filter(|c| c.bar.is_some())
+            .map(|c| format!("throughput: {} ({}): {reason}", c.name, c.bar_text))
+            .collect()
+    }
+
     pub fn print_table(&self) {
+        if let Some((reason, all)) = &self.not_measured {
+            let rows: Vec<[String; 3]> = all
+                .iter()
+                .map(|c| {
+                    [
+                        c.name.to_string(),
+                        c.bar_text.to_string(),
+                        "not measured".to_string(),
+                    ]
+                })
+                .collect();
+            crate::util::print_aligned(["comparison", "bar", ""], &rows, |_| false);
+            println!("not measured: {reason}");
+            for l in &self.limits {
+                println!("note: {l}");
+            }
+            return;
+        }
         let headers = [
             "comparison",
             "case Mpps",
@@ -380,6 +444,31 @@ impl Throughput {
     }
 
     pub fn to_json(&self) -> Value {
+        if let Some((reason, all)) = &self.not_measured {
+            let cases: Vec<Value> = all
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "bar": c.bar,
+                        "bar_text": c.bar_text,
+                        "not_measured": reason,
+                    })
+                })
+                .collect();
+            return json!({
+                "method": METHOD,
+                "not_measured": reason,
+                "pairs": self.options_pairs,
+                "ms_per_generator_run": self.window_ms,
+                "frames_per_call": CHUNK,
+                "batch": BATCH,
+                "cpus": online_cpus(),
+                "limits": self.limits,
+                "compute_scaling_2_vs_1": null,
+                "cases": cases,
+            });
+        }
         let side_json = |s: &Side, runs: &[Run]| {
             let (mpps, arrived, lost, seconds) = side_medians(runs);
             json!({
@@ -425,12 +514,7 @@ impl Throughput {
             })
             .collect();
         json!({
-            "method": "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) \
-                       redirected through veth pairs in namespaces; arrivals from the \
-                       receiving veth's per-queue xdp_packets; each generator thread sends \
-                       for a fixed window, and a run's rate is the sum over its threads of \
-                       their queue's arrivals over their own time; interleaved (baseline, case) pairs in ABBA order; ratio = median \
-                       of per-pair ratios",
+            "method": METHOD,
             "pairs": self.options_pairs,
             "ms_per_generator_run": self.window_ms,
             "frames_per_call": CHUNK,

@@ -25,11 +25,7 @@ pub(super) fn generate(
     cpu: usize,
     frames: u32,
 ) -> Result<()> {
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex. The frame is the whole of the data; the context's receive queue
-    // is the CPU's (the veth has two).
-    let words: [u32; 6] = [0, frame.len() as u32, 0, ifindex, (cpu % 2) as u32, 0];
-    let ctx: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let ctx = context(frame, ifindex, cpu);
     let opts = TestRunOptions {
         data_in: Some(frame),
         ctx_in: Some(&ctx),
@@ -40,6 +36,66 @@ pub(super) fn generate(
     prog.test_run(opts)
         .context("BPF_PROG_TEST_RUN with live frames")?;
     Ok(())
+}
+
+/// The `struct xdp_md` of a generator call: data, data_end, data_meta, ingress_ifindex,
+/// rx_queue_index, egress_ifindex. The frame is the whole of the data; the context's
+/// receive queue is the CPU's (the veth has two).
+fn context(frame: &[u8], ifindex: u32, cpu: usize) -> Vec<u8> {
+    let words: [u32; 6] = [0, frame.len() as u32, 0, ifindex, (cpu % 2) as u32, 0];
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// Whether this kernel sends live frames at all, asked before any run: one generator
+/// call of one frame exactly as a generator thread makes it (in the generator
+/// namespace, out of `side`'s veth). `None`: it does. `Some(reason)`: the kernel
+/// refuses the live-frames mode with EPERM while the same call without
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` runs, so the load cannot be generated and nothing of
+/// this part can be measured; the reason names the errno and the kernel. Any other
+/// failure (another errno, or the call failing without the flag too) is an error of the
+/// bench, returned as such.
+pub(super) fn live_frames_refused(ebpf: &Ebpf, lab: &Lab, side: &Side) -> Result<Option<String>> {
+    let prog = xdp(ebpf, side.generator)?;
+    let gen_if = side.rx.names().0;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<Option<String>> {
+            enter_netns(&lab.gen_ns)?;
+            let index = ifindex(gen_if)?;
+            let Err(live) = generate(prog, &side.frame, index, 0, 1) else {
+                return Ok(None);
+            };
+            let refused = live
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.raw_os_error() == Some(libc::EPERM));
+            if !refused {
+                return Err(live);
+            }
+            let ctx = context(&side.frame, index, 0);
+            prog.test_run(TestRunOptions {
+                data_in: Some(&side.frame),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .context(
+                "BPF_PROG_TEST_RUN without live frames (after the call with them was \
+                 refused with EPERM)",
+            )?;
+            let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .context("reading /proc/sys/kernel/osrelease")?;
+            Ok(Some(format!(
+                "this kernel (Linux {}) refuses BPF_PROG_TEST_RUN with \
+                 BPF_F_TEST_XDP_LIVE_FRAMES: EPERM (Operation not permitted, os error 1), \
+                 while the same call of {} without the flag runs, so no live-frame load \
+                 could be generated",
+                kernel.trim(),
+                side.generator
+            )))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the live-frames probe thread panicked"))?
+    })
 }
 
 pub(super) struct Bench<'a> {

@@ -60,7 +60,7 @@ pub(super) fn console_section(v: &Value) -> Result<Part> {
                     what: format!("console, {} flags: {name}", thousands(flags)),
                     bar: format!("median <= {bar:.0} ms"),
                     figure: format!("{median:.0} ms (worst {worst:.0})"),
-                    pass,
+                    outcome: pass.into(),
                 });
             }
         }

@@ -70,7 +70,7 @@ pub(super) fn latency_section(v: &Value) -> Result<Part> {
                 None => format!("flag {}", cell(median_flag)),
                 Some(_) => format!("flag {} / drop {}", cell(median_flag), cell(median_drop)),
             },
-            pass,
+            outcome: pass.into(),
         });
         let mut bars = Vec::new();
         let row = |what: &str, i: usize, m: Option<f64>| BarRow {
@@ -170,14 +170,14 @@ pub(super) fn metrics_section(v: &Value) -> Result<Part> {
         what: format!("/metrics read + render, {tenants} tenants"),
         bar: format!("<= {bar} ms"),
         figure: format!("{scrape:.1} ms"),
-        pass: scrape <= bar,
+        outcome: (scrape <= bar).into(),
     }];
     if let Some(daemon) = opt_num(v, "daemon_get_ms")? {
         verdicts.push(Verdict {
             what: format!("GET /metrics of the daemon, {tenants} tenants"),
             bar: format!("<= {bar} ms"),
             figure: format!("{daemon:.1} ms"),
-            pass: daemon <= bar,
+            outcome: (daemon <= bar).into(),
         });
     }
     Part::checked(v, md, verdicts)

@@ -55,7 +55,7 @@ pub(super) fn fleet_section(v: &Value) -> Result<Part> {
             what: format!("fleet: {name}"),
             bar: format!("<= {bar:.0} ms"),
             figure: format!("{ms:.0} ms"),
-            pass,
+            outcome: pass.into(),
         });
     }
     md.push_str(&table(&["figure", "ms", "bar", "verdict"], rows));
@@ -80,7 +80,7 @@ pub(super) fn fleet_section(v: &Value) -> Result<Part> {
 mod tests {
     use serde_json::json;
 
-    use super::fleet_section;
+    use super::{super::Outcome, fleet_section};
 
     fn sample(p99: f64, pass: bool) -> serde_json::Value {
         json!({
@@ -100,7 +100,9 @@ mod tests {
     fn the_fleet_section_lists_each_figure_with_its_bar_and_verdict() {
         let part = fleet_section(&sample(1329.6, false)).expect("well formed");
         assert_eq!(part.verdicts.len(), 2);
-        assert!(!part.verdicts[0].pass && part.verdicts[1].pass);
+        assert!(
+            part.verdicts[0].outcome == Outcome::Fail && part.verdicts[1].outcome == Outcome::Pass
+        );
         assert!(part.markdown.contains("policy change to all 20 nodes, p99"));
         assert!(part.markdown.contains("1000 ms"));
     }

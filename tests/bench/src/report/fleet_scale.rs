@@ -55,7 +55,7 @@ pub(super) fn fleet_scale_section(v: &Value) -> Result<Part> {
             what: format!("fleet, {} tenants: {name}", thousands(tenants)),
             bar: format!("median <= {bar:.0} ms"),
             figure: format!("{median:.0} ms (worst {worst:.0})"),
-            pass,
+            outcome: pass.into(),
         });
     }
     md.push_str(&table(

@@ -126,7 +126,7 @@ pub(super) fn kernel_section(report: &serde_json::Map<String, Value>) -> Result<
             what: format!("per-packet cost: {name} [{lengths}]"),
             bar: format!("<= {bar} ns over XDP_PASS"),
             figure: format!("{delta:+.1} ns"),
-            pass,
+            outcome: pass.into(),
         });
         let title = format!("policy {lengths}");
         if groups.last().is_none_or(|g| g.title != title) {
@@ -209,13 +209,13 @@ fn daemon_program(d: &Value) -> Result<(String, Vec<Verdict>)> {
             what: format!("per-packet cost: the daemon's own program on {frame}"),
             bar: format!("<= {bar} ns over XDP_PASS"),
             figure: format!("{delta:+.1} ns"),
-            pass,
+            outcome: pass.into(),
         });
         verdicts.push(Verdict {
             what: format!("the daemon's own program on {frame} against \"{matching}\""),
             bar: format!("within {agree} ns"),
             figure: format!("{difference:+.1} ns"),
-            pass: agrees,
+            outcome: agrees.into(),
         });
     }
     md.push_str(&table(

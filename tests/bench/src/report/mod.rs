@@ -163,12 +163,42 @@ pub struct Chart {
     pub svg: String,
 }
 
-/// One verdict for the summary: what, the bar, the figure, pass.
+/// One verdict for the summary: what, the bar, the figure, its outcome.
 struct Verdict {
     what: String,
     bar: String,
     figure: String,
-    pass: bool,
+    outcome: Outcome,
+}
+
+/// A figure within its bar, over it, or not measured at all (the figure then says why):
+/// a figure that could not be measured is neither a pass nor a measured failure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    Pass,
+    Fail,
+    NotMeasured,
+}
+
+impl From<bool> for Outcome {
+    fn from(pass: bool) -> Self {
+        if pass {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        }
+    }
+}
+
+impl Outcome {
+    /// The verdict column's text.
+    fn text(self) -> &'static str {
+        match self {
+            Outcome::Pass => pass_fail(true),
+            Outcome::Fail => pass_fail(false),
+            Outcome::NotMeasured => "**not measured**",
+        }
+    }
 }
 
 /// Renders the document for `report` on `machine`.
@@ -267,16 +297,22 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
     if verdicts.is_empty() {
         writeln!(md, "No figure with a bar was measured in this run.")?;
     } else {
-        let failed = verdicts.iter().filter(|v| !v.pass).count();
+        let count = |o: Outcome| verdicts.iter().filter(|v| v.outcome == o).count();
+        let (failed, unmeasured) = (count(Outcome::Fail), count(Outcome::NotMeasured));
         writeln!(
             md,
-            "{} of {} figures within their bar{}.\n",
-            verdicts.len() - failed,
+            "{} of {} figures within their bar{}{}.\n",
+            count(Outcome::Pass),
             verdicts.len(),
             if failed == 0 {
                 String::new()
             } else {
                 format!("; **{failed} over**")
+            },
+            if unmeasured == 0 {
+                String::new()
+            } else {
+                format!("; **{unmeasured} not measured**")
             }
         )?;
         md.push_str(&table(
@@ -288,7 +324,7 @@ pub fn render(report: &Value, machine: &Machine) -> Result<Document> {
                         v.what.clone(),
                         v.bar.clone(),
                         v.figure.clone(),
-                        pass_fail(v.pass).to_string(),
+                        v.outcome.text().to_string(),
                     ]
                 })
                 .collect(),
@@ -316,7 +352,7 @@ impl Part {
     /// (a report whose `pass` says otherwise than its figures is refused).
     fn checked(v: &serde_json::Value, markdown: String, verdicts: Vec<Verdict>) -> Result<Part> {
         let overall = fields::flag(v, "pass")?;
-        if overall != verdicts.iter().all(|v| v.pass) {
+        if overall != verdicts.iter().all(|v| v.outcome == Outcome::Pass) {
             bail!(
                 "`pass` is {overall} but the figures say otherwise: {}",
                 fields::short(v)

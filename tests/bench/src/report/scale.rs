@@ -50,7 +50,7 @@ pub(super) fn scale_section(v: &Value) -> Result<Part> {
                 what: format!("scale: {case}"),
                 bar: format!("<= {bar} {unit}"),
                 figure: shown,
-                pass,
+                outcome: pass.into(),
             });
         }
     }

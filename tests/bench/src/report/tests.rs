@@ -386,6 +386,70 @@ fn a_missing_section_says_not_measured_and_invents_nothing() -> Result<()> {
 }
 
 #[test]
+fn a_throughput_part_the_kernel_refused_reads_not_measured_never_pass() -> Result<()> {
+    let reason = "this kernel (Linux 6.18.44-fc-v1300) refuses BPF_PROG_TEST_RUN with \
+                  BPF_F_TEST_XDP_LIVE_FRAMES: EPERM (Operation not permitted, os error 1)";
+    let mut r = full();
+    r["throughput"] = json!({
+        "method": "XDP live frames redirected through veth pairs",
+        "not_measured": reason,
+        "pairs": 15, "ms_per_generator_run": 250, "frames_per_call": 32_768, "batch": 64,
+        "cpus": 2, "limits": [], "compute_scaling_2_vs_1": null,
+        "cases": [
+            {"name": "drop path vs bare XDP_DROP", "bar": 0.8,
+             "bar_text": ">= 0.8 x XDP_DROP", "not_measured": reason},
+            {"name": "XDP_DROP, 2 cores vs 1 core", "bar": null,
+             "bar_text": "(what this machine allows)", "not_measured": reason},
+        ],
+    });
+    let doc = render(&r, &machine())?;
+    let md = &doc.markdown;
+    assert!(
+        md.contains(&format!("**Not measured in this run**: {reason}.")),
+        "{md}"
+    );
+    // Every comparison's row says not measured and why; the barred one is in the
+    // summary as not measured, counted apart from passes and failures.
+    assert!(md.contains(&format!(
+        "| drop path vs bare XDP_DROP | >= 0.8 x XDP_DROP | not measured: {reason} |"
+    )));
+    assert!(md.contains(&format!(
+        "| XDP_DROP, 2 cores vs 1 core | (what this machine allows) | not measured: {reason} |"
+    )));
+    assert!(md.contains(&format!(
+        "| throughput: drop path vs bare XDP_DROP | >= 0.8 x XDP_DROP | not measured: \
+         {reason} | **not measured** |"
+    )));
+    assert!(
+        md.contains("7 of 13 figures within their bar; **5 over**; **1 not measured**."),
+        "{md}"
+    );
+    assert!(md
+        .lines()
+        .filter(|l| l.contains("drop path vs bare XDP_DROP"))
+        .all(|l| !l.contains("PASS") && !l.contains("FAIL")));
+    // No chart from a section without figures.
+    assert!(doc.charts.iter().all(|c| c.file != THROUGHPUT_CHART));
+
+    // A case with figures in a section that was not measured, or one without a reason,
+    // is refused.
+    let mut bad = r.clone();
+    bad["throughput"]["cases"][0]
+        .as_object_mut()
+        .map(|c| c.remove("not_measured"));
+    let e = format!("{:#}", render(&bad, &machine()).err().expect("must fail"));
+    assert!(e.contains("throughput") && e.contains("drop path"), "{e}");
+    let mut bad = full();
+    bad["throughput"]["cases"][0]["not_measured"] = json!(reason);
+    let e = format!("{:#}", render(&bad, &machine()).err().expect("must fail"));
+    assert!(
+        e.contains("throughput") && e.contains("not measured"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_malformed_section_is_an_error_naming_the_key() {
     let mut r = full();
     r["cases"][1].as_object_mut().map(|c| c.remove("delta_ns"));

@@ -9,11 +9,19 @@ use serde_json::Value;
 use super::{
     fields::{flag, list, num, opt_num, pass_fail, short, table, text, thousands},
     svg::{bar_chart, BarGroup, BarRow, Style},
-    Chart, Part, Verdict, THROUGHPUT_CHART,
+    Chart, Outcome, Part, Verdict, THROUGHPUT_CHART,
 };
 
 pub(super) fn throughput_section(v: &Value) -> Result<Part> {
     let mut md = String::new();
+    // The part ran but the load could not be generated (the kernel refused live
+    // frames): every comparison is listed with its bar as not measured, and why.
+    if let Some(reason) = v.get("not_measured") {
+        let reason = reason
+            .as_str()
+            .with_context(|| format!("`not_measured` holds {reason}, not text"))?;
+        return not_measured_section(v, reason);
+    }
     writeln!(
         md,
         "{} interleaved (baseline, case) pairs per comparison, {} CPUs online. In a run \
@@ -47,6 +55,9 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
         let base = c
             .get("baseline")
             .with_context(|| format!("no `baseline` in {}", short(c)))?;
+        if c.get("not_measured").is_some() {
+            bail!("{name} is not measured in a section that was: {}", short(c));
+        }
         let ratio = num(c, "ratio")?;
         let bar_text = text(c, "bar_text")?;
         let pass = flag(c, "pass")?;
@@ -77,7 +88,7 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
                 what: format!("throughput: {name}"),
                 bar: bar_text.to_string(),
                 figure: format!("{ratio:.2} x ({case_mpps:.3} vs {base_mpps:.3} Mpps)"),
-                pass,
+                outcome: pass.into(),
             });
         }
         for (role, side) in [("case", case), ("baseline", base)] {
@@ -187,5 +198,43 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
         markdown: md,
         verdicts,
         charts,
+    })
+}
+
+/// The section when no comparison could be measured: the reason, and each comparison
+/// with its bar and a "not measured" verdict (never a figure, never a pass).
+fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
+    let mut md = String::new();
+    writeln!(md, "**Not measured in this run**: {reason}.\n")?;
+    for limit in list(v, "limits")? {
+        let limit = limit
+            .as_str()
+            .with_context(|| format!("`limits` holds {limit}, not text"))?;
+        writeln!(md, "- Note: {limit}")?;
+    }
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    for c in list(v, "cases")? {
+        let name = text(c, "name")?;
+        let case_reason = text(c, "not_measured")
+            .with_context(|| format!("{name} has figures in a section that was not measured"))?;
+        let bar_text = text(c, "bar_text")?;
+        let figure = format!("not measured: {case_reason}");
+        rows.push(vec![name.to_string(), bar_text.to_string(), figure.clone()]);
+        if opt_num(c, "bar")?.is_some() {
+            verdicts.push(Verdict {
+                what: format!("throughput: {name}"),
+                bar: bar_text.to_string(),
+                figure,
+                outcome: Outcome::NotMeasured,
+            });
+        }
+    }
+    md.push('\n');
+    md.push_str(&table(&["comparison", "bar", "verdict"], rows));
+    Ok(Part {
+        markdown: md,
+        verdicts,
+        charts: Vec::new(),
     })
 }
