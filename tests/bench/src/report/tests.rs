@@ -405,7 +405,9 @@ fn a_throughput_part_the_kernel_refused_reads_not_measured_never_pass() -> Resul
     let doc = render(&r, &machine())?;
     let md = &doc.markdown;
     assert!(
-        md.contains(&format!("**Not measured in this run**: {reason}.")),
+        md.contains(&format!(
+            "**Not measured in this run**: {reason}.\n\n| comparison | bar | verdict |"
+        )),
         "{md}"
     );
     // Every comparison's row says not measured and why; the barred one is in the

@@ -206,7 +206,8 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
 fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
     let mut md = String::new();
     writeln!(md, "**Not measured in this run**: {reason}.\n")?;
-    for limit in list(v, "limits")? {
+    let limits = list(v, "limits")?;
+    for limit in limits {
         let limit = limit
             .as_str()
             .with_context(|| format!("`limits` holds {limit}, not text"))?;
@@ -230,7 +231,9 @@ fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
             });
         }
     }
-    md.push('\n');
+    if !limits.is_empty() {
+        md.push('\n');
+    }
     md.push_str(&table(&["comparison", "bar", "verdict"], rows));
     Ok(Part {
         markdown: md,
