@@ -314,15 +314,6 @@ fn tcp_from_tenant_news(
             return None;
         }
     }
-    // The global function writes a first contact's pending slot and log entry and counts
-    // the SYN in its CPU's batch slot or the sketch: lines seldom in cache. Loaded here,
-    // back to back, their misses overlap each other and the filter word's (the branch
-    // above is predicted, not waited for) instead of coming one after the other.
-    warm_pending(syn_key);
-    warm_log();
-    if cfg.flood_out_syn != 0 {
-        warm_syn_count(tenant, remote);
-    }
     Some(syn_key)
 }
 
@@ -473,6 +464,19 @@ fn facts_of<const DIR: u32>(
     let Some((local, remote)) = addresses::<DIR>(data, data_end, l3, v6) else {
         return;
     };
+    if DIR == direction::OUT && syn_key != 0 {
+        // A from-tenant SYN: a first contact writes its pending slot and log entry, and
+        // the SYN is counted in its CPU's batch slot or the sketch: lines seldom in
+        // cache. Loaded here, back to back, before anything waits on them, their misses
+        // overlap each other's (and the filter word's, loaded by the caller) instead of
+        // coming one after the other. Here rather than in the caller: inlined into each
+        // hook, the loads multiplied the states the verifier walks there.
+        warm_pending(syn_key);
+        warm_log();
+        if cfg.flood_out_syn != 0 {
+            warm_syn_count(tenant, fold(&remote));
+        }
+    }
     let Some((sport, dport, tcp_flags)) = l4_fields(data, data_end, l4, l4_proto) else {
         return;
     };
