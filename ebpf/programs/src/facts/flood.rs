@@ -119,7 +119,7 @@ pub(super) fn held_slot(
 
 /// Loads, and discards, what counting a from-tenant SYN of (tenant, `folded`) reads
 /// next: its CPU's batch slot and, should that be another key's, the two sketch
-/// counters. The loads start their misses early (see `tcp_from_tenant_news`).
+/// counters. The loads start their misses early (see `facts_of`).
 #[inline(always)]
 pub(super) fn warm_syn_count(tenant: u32, folded: u64) {
     if let Some(l) = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, class::SYN, folded)) {

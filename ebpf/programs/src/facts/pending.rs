@@ -56,7 +56,7 @@ pub(super) fn attempt(f: &PacketFacts, proto: u8, local_port: u16, port: u16, ke
 }
 
 /// Loads the pending slot of `key`, and discards it: a first contact writes the slot
-/// later, and the load starts its miss early (see `tcp_from_tenant_news`).
+/// later, and the load starts its miss early (see `facts_of`).
 #[inline(always)]
 pub(super) fn warm_pending(key: u64) {
     if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {

@@ -86,8 +86,7 @@ pub extern "C" fn warden_report_spoof(
 }
 
 /// Loads the first word of this CPU's next attempt-log entry, and discards it: a first
-/// contact writes the entry later, and the load starts its miss early (see
-/// `tcp_from_tenant_news`).
+/// contact writes the entry later, and the load starts its miss early (see `facts_of`).
 #[inline(always)]
 pub(super) fn warm_log() {
     let Some(n) = FACT_COUNTERS.get_ptr_mut(fact_counter::LOGGED) else {

@@ -456,18 +456,9 @@ impl Throughput {
                     })
                 })
                 .collect();
-            return json!({
-                "method": METHOD,
-                "not_measured": reason,
-                "pairs": self.options_pairs,
-                "ms_per_generator_run": self.window_ms,
-                "frames_per_call": CHUNK,
-                "batch": BATCH,
-                "cpus": online_cpus(),
-                "limits": self.limits,
-                "compute_scaling_2_vs_1": null,
-                "cases": cases,
-            });
+            let mut section = self.section_json(None, cases);
+            section["not_measured"] = json!(reason);
+            return section;
         }
         let side_json = |s: &Side, runs: &[Run]| {
             let (mpps, arrived, lost, seconds) = side_medians(runs);
@@ -513,6 +504,12 @@ impl Throughput {
                 })
             })
             .collect();
+        self.section_json(self.compute_scaling, cases)
+    }
+
+    /// The section's JSON: how it was measured, the 2-vs-1-core scaling (`None` when not
+    /// measured) and `cases`.
+    fn section_json(&self, scaling: Option<f64>, cases: Vec<Value>) -> Value {
         json!({
             "method": METHOD,
             "pairs": self.options_pairs,
@@ -521,7 +518,7 @@ impl Throughput {
             "batch": BATCH,
             "cpus": online_cpus(),
             "limits": self.limits,
-            "compute_scaling_2_vs_1": self.compute_scaling,
+            "compute_scaling_2_vs_1": scaling,
             "cases": cases,
         })
     }
