@@ -37,12 +37,7 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
         num(v, "ms_per_generator_run")?,
         thousands(num(v, "frames_per_call")?),
     )?;
-    for limit in list(v, "limits")? {
-        let limit = limit
-            .as_str()
-            .with_context(|| format!("`limits` holds {limit}, not text"))?;
-        writeln!(md, "- Note: {limit}")?;
-    }
+    write_limits(&mut md, v)?;
     let mut rows = Vec::new();
     let mut sides = Vec::new();
     let mut verdicts = Vec::new();
@@ -206,13 +201,7 @@ pub(super) fn throughput_section(v: &Value) -> Result<Part> {
 fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
     let mut md = String::new();
     writeln!(md, "**Not measured in this run**: {reason}.\n")?;
-    let limits = list(v, "limits")?;
-    for limit in limits {
-        let limit = limit
-            .as_str()
-            .with_context(|| format!("`limits` holds {limit}, not text"))?;
-        writeln!(md, "- Note: {limit}")?;
-    }
+    let limits = write_limits(&mut md, v)?;
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     for c in list(v, "cases")? {
@@ -231,7 +220,7 @@ fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
             });
         }
     }
-    if !limits.is_empty() {
+    if limits != 0 {
         md.push('\n');
     }
     md.push_str(&table(&["comparison", "bar", "verdict"], rows));
@@ -240,4 +229,16 @@ fn not_measured_section(v: &Value, reason: &str) -> Result<Part> {
         verdicts,
         charts: Vec::new(),
     })
+}
+
+/// Writes the section's `limits`, one note line each; returns how many there were.
+fn write_limits(md: &mut String, v: &Value) -> Result<usize> {
+    let limits = list(v, "limits")?;
+    for limit in limits {
+        let limit = limit
+            .as_str()
+            .with_context(|| format!("`limits` holds {limit}, not text"))?;
+        writeln!(md, "- Note: {limit}")?;
+    }
+    Ok(limits.len())
 }
