@@ -5,7 +5,7 @@
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
-    ptr::{addr_of_mut, read_volatile, write_volatile},
+    ptr::{read_volatile, write_volatile},
 };
 
 use warden_common::{
@@ -115,25 +115,6 @@ pub(super) fn held_slot(
             && (*l).units + units < quantum
     };
     fits.then_some(l)
-}
-
-/// Loads, and discards, what counting a from-tenant SYN of (tenant, `folded`) reads
-/// next: its CPU's batch slot and, should that be another key's, the two sketch
-/// counters. The loads start their misses early (see `facts_of`).
-#[inline(always)]
-pub(super) fn warm_syn_count(tenant: u32, folded: u64) {
-    if let Some(l) = FLOOD_LOCAL.get_ptr_mut(out_slot(tenant, class::SYN, folded)) {
-        // SAFETY: this CPU's slot of a per-CPU array; an aligned 8-byte load.
-        let _ = unsafe { read_volatile(addr_of_mut!((*l).owner)) };
-    }
-    let key = sketch_key(tenant, class::SYN, folded);
-    if let (Some(c0), Some(c1)) = (
-        SKETCH.get_ptr_mut(sketch_index(key, 0)),
-        SKETCH.get_ptr_mut(sketch_index(key, 1)),
-    ) {
-        // SAFETY: array map values; aligned 8-byte loads.
-        let _ = unsafe { (read_volatile(c0), read_volatile(c1)) };
-    }
 }
 
 /// Adds `units` to a slot [`held_slot`] returned.

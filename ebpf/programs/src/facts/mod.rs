@@ -55,10 +55,7 @@ pub use self::spoof::report_spoof;
 
 use self::{
     contact::{contact_insert, contact_seen},
-    flood::{
-        absorb, absorb_flood_in, add_held, flood, flood_in, held_slot, reflection_sized,
-        warm_syn_count,
-    },
+    flood::{absorb, absorb_flood_in, add_held, flood, flood_in, held_slot, reflection_sized},
     pending::{answer, attempt, datagram_is_quiet, warm_pending},
     report::warm_log,
 };
@@ -465,17 +462,16 @@ fn facts_of<const DIR: u32>(
         return;
     };
     if DIR == direction::OUT && syn_key != 0 {
-        // A from-tenant SYN: a first contact writes its pending slot and log entry, and
-        // the SYN is counted in its CPU's batch slot or the sketch: lines seldom in
-        // cache. Loaded here, back to back, before anything waits on them, their misses
-        // overlap each other's (and the filter word's, loaded by the caller) instead of
-        // coming one after the other. Here rather than in the caller: inlined into each
-        // hook, the loads multiplied the states the verifier walks there.
+        // A from-tenant SYN: a first contact writes its pending slot and log entry,
+        // lines seldom in cache. Loaded here, back to back, before anything waits on
+        // them, their misses overlap each other's (and the filter word's, loaded by the
+        // caller) instead of coming one after the other. Here rather than in the caller:
+        // inlined into each hook, the loads multiplied the states the verifier walks
+        // there. The SYN's flood counters are not loaded early: measured, loading the
+        // batch slot and the two sketch counters here cost a first contact more than
+        // the misses they were to hide (`cargo xtask bench`, new flow).
         warm_pending(syn_key);
         warm_log();
-        if cfg.flood_out_syn != 0 {
-            warm_syn_count(tenant, fold(&remote));
-        }
     }
     let Some((sport, dport, tcp_flags)) = l4_fields(data, data_end, l4, l4_proto) else {
         return;
